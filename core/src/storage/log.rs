@@ -1,0 +1,904 @@
+//! The log of one partition: an ordered set of segments, the offsets that
+//! bound it, and the rules for appending, reading, rolling, retention and
+//! crash recovery.
+//!
+//! Offsets:
+//! ```text
+//!   log start offset   first offset a consumer may read (moved by retention
+//!                      and DeleteRecords)
+//!   high watermark     first offset not yet readable by consumers
+//!                      (= log end offset on a single node)
+//!   log end offset     offset the next appended record gets
+//!   recovery point     everything below it has been fsynced with its indexes
+//! ```
+//! A log does no locking and no async I/O; the broker wraps each one in a
+//! mutex and keeps long reads outside it by handing out [`ReadSlice`]s.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tracing::{info, warn};
+
+use super::batch::{self, BatchError, BatchHeader, ATTR_LOG_APPEND_TIME};
+use super::segment::{parse_segment_file_name, PreparedBatch, Segment, SEGMENT_BYTES_LIMIT};
+
+/// Whether record timestamps are the producer's or the broker's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestampType {
+    CreateTime,
+    LogAppendTime,
+}
+
+/// The settings a partition log obeys, resolved from topic configs and
+/// broker defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    pub segment_bytes: u64,
+    pub segment_ms: i64,
+    pub segment_index_bytes: u64,
+    pub index_interval_bytes: u64,
+    /// -1: keep forever.
+    pub retention_ms: i64,
+    /// -1: no size limit.
+    pub retention_bytes: i64,
+    pub max_message_bytes: usize,
+    pub flush_messages: i64,
+    pub flush_ms: i64,
+    pub timestamp_type: TimestampType,
+    pub cleanup_delete: bool,
+    pub cleanup_compact: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            segment_index_bytes: 10 << 20,
+            index_interval_bytes: 4096,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            max_message_bytes: 1_048_588,
+            flush_messages: i64::MAX,
+            flush_ms: i64::MAX,
+            timestamp_type: TimestampType::CreateTime,
+            cleanup_delete: true,
+            cleanup_compact: false,
+        }
+    }
+}
+
+/// Why an append was refused. Nothing was written when this is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("corrupt record batch: {0}")]
+    Corrupt(BatchError),
+    #[error("invalid record batch: {0}")]
+    Invalid(String),
+    #[error("record batch of {size} bytes exceeds max.message.bytes ({max})")]
+    TooLarge { size: usize, max: usize },
+    #[error("storage error: {0}")]
+    Io(#[from] io::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("offset {offset} is out of range [{log_start}, {log_end}]")]
+    OffsetOutOfRange { offset: i64, log_start: i64, log_end: i64 },
+    #[error("storage error: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Where appended batches landed.
+#[derive(Debug, Clone)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// The broker's append time when the topic uses LogAppendTime, else -1.
+    pub log_append_time_ms: i64,
+    pub log_start_offset: i64,
+    pub records: i64,
+    pub bytes: usize,
+    /// Set when the flush policy wants this data fsynced before the
+    /// producer is answered; the caller syncs it outside the log's lock.
+    pub sync_file: Option<Arc<File>>,
+}
+
+/// A byte range of one segment file to send to a consumer. Reading it does
+/// not need the log: segment files are never modified in place, and a
+/// deleted segment stays readable through the open handle.
+#[derive(Debug, Clone)]
+pub struct ReadSlice {
+    pub file: Arc<File>,
+    pub position: u64,
+    pub len: usize,
+}
+
+impl ReadSlice {
+    pub fn read(&self) -> io::Result<Bytes> {
+        super::segment::read_bytes(&self.file, self.position, self.len)
+    }
+}
+
+/// What opening a log found and repaired.
+#[derive(Debug, Default, Clone)]
+pub struct LogRecovery {
+    pub segments: usize,
+    pub segments_scanned: usize,
+    pub truncated_bytes: u64,
+    pub segments_dropped: usize,
+    pub problems: Vec<String>,
+}
+
+pub struct PartitionLog {
+    dir: PathBuf,
+    segments: BTreeMap<i64, Segment>,
+    log_start_offset: i64,
+    high_watermark: i64,
+    recovery_point: i64,
+    config: LogConfig,
+    unflushed_messages: i64,
+    last_flush_ms: i64,
+}
+
+impl std::fmt::Debug for PartitionLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionLog")
+            .field("dir", &self.dir)
+            .field("log_start_offset", &self.log_start_offset)
+            .field("log_end_offset", &self.log_end_offset())
+            .field("segments", &self.segments.len())
+            .finish()
+    }
+}
+
+impl PartitionLog {
+    /// Opens (or creates) the log in `dir`. Segments below `recovery_point`
+    /// are trusted; everything from there on, and always the active
+    /// segment, is scanned batch by batch and cut at the first torn or
+    /// corrupt batch. Never fails because of damaged data, only on I/O
+    /// errors.
+    pub fn open(
+        dir: &Path,
+        config: LogConfig,
+        recovery_point: i64,
+        log_start_checkpoint: i64,
+        now_ms: i64,
+    ) -> io::Result<(PartitionLog, LogRecovery)> {
+        std::fs::create_dir_all(dir)?;
+        let mut bases = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            match parse_segment_file_name(name) {
+                Some((base, "log")) => bases.push(base),
+                Some((_, "index" | "timeindex")) => {}
+                Some((_, ext)) if ext.ends_with("deleted") || ext.ends_with("cleaned") => {
+                    // Leftovers of an interrupted deletion or cleaning.
+                    std::fs::remove_file(entry.path())?;
+                }
+                _ => {}
+            }
+        }
+        bases.sort_unstable();
+        // Indexes without a log are stale.
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            if let Some((base, "index" | "timeindex")) =
+                entry.file_name().to_str().and_then(parse_segment_file_name)
+            {
+                if bases.binary_search(&base).is_err() {
+                    std::fs::remove_file(entry.path())?;
+                }
+            }
+        }
+
+        let mut report = LogRecovery { segments: bases.len(), ..Default::default() };
+        let mut segments = BTreeMap::new();
+        let mut cut_everything_after = false;
+        for (i, &base) in bases.iter().enumerate() {
+            if cut_everything_after {
+                let path = dir.join(super::segment::segment_file_name(base, "log"));
+                warn!(path = %path.display(), "removing segment that follows a damaged one");
+                for ext in ["log", "index", "timeindex"] {
+                    let _ = std::fs::remove_file(dir.join(super::segment::segment_file_name(base, ext)));
+                }
+                report.segments_dropped += 1;
+                continue;
+            }
+            let next_base = bases.get(i + 1).copied();
+            let is_last = next_base.is_none();
+            let trusted = !is_last && next_base.is_some_and(|n| n <= recovery_point);
+            let (segment, recovery) = if trusted {
+                Segment::open_trusted(dir, base, config.index_interval_bytes)?
+            } else {
+                let (s, r) = Segment::open_and_recover(dir, base, config.index_interval_bytes)?;
+                (s, Some(r))
+            };
+            if let Some(r) = recovery {
+                report.segments_scanned += 1;
+                if r.truncated_bytes > 0 {
+                    let reason = r.reason.unwrap_or_default();
+                    warn!(
+                        dir = %dir.display(),
+                        segment = base,
+                        kept_bytes = r.valid_bytes,
+                        truncated_bytes = r.truncated_bytes,
+                        %reason,
+                        "truncated damaged log tail"
+                    );
+                    report.truncated_bytes += r.truncated_bytes;
+                    report.problems.push(format!("segment {base}: {reason}"));
+                    cut_everything_after = true;
+                }
+            }
+            if let Some(n) = next_base {
+                if segment.next_offset() > n && !cut_everything_after {
+                    report.problems.push(format!("segment {base} overlaps segment {n}"));
+                    cut_everything_after = true;
+                }
+            }
+            if segment.is_empty() && !is_last && !cut_everything_after {
+                // An empty segment in the middle carries nothing.
+                segment.delete_files()?;
+                continue;
+            }
+            segments.insert(base, segment);
+        }
+
+        if segments.is_empty() {
+            let base = log_start_checkpoint.max(0);
+            segments.insert(base, Segment::create(dir, base, config.index_interval_bytes)?);
+        }
+        let first_base = *segments.keys().next().expect("at least one segment");
+        let log_end = segments.values().next_back().expect("at least one segment").next_offset();
+        let log_start_offset = log_start_checkpoint.max(first_base).min(log_end);
+        let log = PartitionLog {
+            dir: dir.to_path_buf(),
+            segments,
+            log_start_offset,
+            high_watermark: log_end,
+            recovery_point: recovery_point.min(log_end),
+            config,
+            unflushed_messages: 0,
+            last_flush_ms: now_ms,
+        };
+        if report.truncated_bytes > 0 || report.segments_dropped > 0 {
+            info!(
+                dir = %dir.display(),
+                log_end_offset = log_end,
+                "log recovered"
+            );
+        }
+        Ok((log, report))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset()
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark
+    }
+
+    pub fn recovery_point(&self) -> i64 {
+        self.recovery_point
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(|s| s.size()).sum()
+    }
+
+    fn active(&self) -> &Segment {
+        self.segments.values().next_back().expect("a log always has a segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments.values_mut().next_back().expect("a log always has a segment")
+    }
+
+    /// Validates a producer's record set and appends it atomically: either
+    /// every batch is written or none is.
+    pub fn append(
+        &mut self,
+        records: &Bytes,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, AppendError> {
+        let mut headers = Vec::new();
+        let mut position = 0usize;
+        while position < records.len() {
+            let h = batch::validate_produced_batch(&records[position..]).map_err(|e| match e {
+                BatchError::UnsupportedMagic(_) | BatchError::Inconsistent(_) => {
+                    AppendError::Invalid(e.to_string())
+                }
+                _ => AppendError::Corrupt(e),
+            })?;
+            if h.total_bytes() > self.config.max_message_bytes {
+                return Err(AppendError::TooLarge {
+                    size: h.total_bytes(),
+                    max: self.config.max_message_bytes,
+                });
+            }
+            headers.push((position, h));
+            position += h.total_bytes();
+        }
+        let total_bytes = records.len();
+        if headers.is_empty() {
+            return Ok(AppendInfo {
+                base_offset: -1,
+                last_offset: -1,
+                log_append_time_ms: -1,
+                log_start_offset: self.log_start_offset,
+                records: 0,
+                bytes: 0,
+                sync_file: None,
+            });
+        }
+        if total_bytes as u64 > self.config.segment_bytes.min(SEGMENT_BYTES_LIMIT) {
+            return Err(AppendError::TooLarge {
+                size: total_bytes,
+                max: self.config.segment_bytes as usize,
+            });
+        }
+
+        let log_append_time = self.config.timestamp_type == TimestampType::LogAppendTime;
+        let base_offset = self.log_end_offset();
+        let mut next = base_offset;
+        let mut prepared = Vec::with_capacity(headers.len());
+        let mut max_timestamp = i64::MIN;
+        for (position, h) in &headers {
+            let raw = records.slice(*position..*position + h.total_bytes());
+            let mut header = *h;
+            header.base_offset = next;
+            header.partition_leader_epoch = leader_epoch;
+            let mut prefix = [0u8; 16];
+            prefix.copy_from_slice(&raw[..16]);
+            batch::patch_header_prefix(&mut prefix, next, leader_epoch);
+            let rest = if log_append_time {
+                header.max_timestamp = now_ms;
+                header.attributes |= ATTR_LOG_APPEND_TIME;
+                rewrite_for_log_append_time(&raw, now_ms)
+            } else {
+                raw.slice(16..)
+            };
+            max_timestamp = max_timestamp.max(header.max_timestamp);
+            next = header.next_offset();
+            prepared.push(PreparedBatch { prefix, rest, header });
+        }
+        let last_offset = next - 1;
+
+        if self.should_roll(total_bytes as u64, last_offset, max_timestamp) {
+            self.roll()?;
+            // Offsets do not change: the new segment starts at the log end.
+        }
+        self.active_mut().append(&prepared)?;
+        self.high_watermark = self.log_end_offset();
+        let count = next - base_offset;
+        self.unflushed_messages += count;
+
+        let sync_file = if self.unflushed_messages >= self.config.flush_messages
+            || now_ms.saturating_sub(self.last_flush_ms) >= self.config.flush_ms
+        {
+            self.unflushed_messages = 0;
+            self.last_flush_ms = now_ms;
+            Some(self.active().file().clone())
+        } else {
+            None
+        };
+        Ok(AppendInfo {
+            base_offset,
+            last_offset,
+            log_append_time_ms: if log_append_time { now_ms } else { -1 },
+            log_start_offset: self.log_start_offset,
+            records: count,
+            bytes: total_bytes,
+            sync_file,
+        })
+    }
+
+    fn should_roll(&self, incoming_bytes: u64, last_offset: i64, incoming_max_ts: i64) -> bool {
+        let active = self.active();
+        if active.is_empty() {
+            return false;
+        }
+        let segment_bytes = self.config.segment_bytes.min(SEGMENT_BYTES_LIMIT);
+        let max_index_entries = (self.config.segment_index_bytes / 8).max(1) as usize;
+        active.size() + incoming_bytes > segment_bytes
+            || active.offset_index_entries() >= max_index_entries
+            || last_offset - active.base_offset() > u32::MAX as i64
+            || active
+                .first_batch_timestamp()
+                .is_some_and(|first| incoming_max_ts.saturating_sub(first) > self.config.segment_ms)
+    }
+
+    /// Closes the active segment (flushing it) and starts a new one at the
+    /// log end offset.
+    pub fn roll(&mut self) -> io::Result<()> {
+        let end = self.log_end_offset();
+        if self.active().is_empty() {
+            return Ok(());
+        }
+        self.active_mut().seal()?;
+        // The sealed segment and everything before it is durable now.
+        let all_flushed = self.segments.values().all(|s| !s.has_unflushed_data());
+        if all_flushed {
+            self.recovery_point = self.recovery_point.max(end);
+        }
+        let segment = Segment::create(&self.dir, end, self.config.index_interval_bytes)?;
+        self.segments.insert(end, segment);
+        Ok(())
+    }
+
+    /// Plans a read of whole batches starting with the one holding
+    /// `offset`, at most `max_bytes` long (the last batch may be cut, as in
+    /// Kafka). With `min_one_batch`, the first batch is returned whole even
+    /// when it is larger than `max_bytes`. `Ok(None)`: nothing to read yet.
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<Option<ReadSlice>, ReadError> {
+        let log_end = self.log_end_offset();
+        if offset < self.log_start_offset || offset > log_end {
+            return Err(ReadError::OffsetOutOfRange {
+                offset,
+                log_start: self.log_start_offset,
+                log_end,
+            });
+        }
+        let upper = self.high_watermark;
+        if offset >= upper {
+            return Ok(None);
+        }
+        let first = self.segments.range(..=offset).next_back().map(|(k, _)| *k);
+        let start_key = first.unwrap_or(*self.segments.keys().next().expect("segment"));
+        for (_, segment) in self.segments.range(start_key..) {
+            if segment.base_offset() >= upper {
+                break;
+            }
+            let limit = segment.size();
+            if let Some((position, header)) = segment.find_batch(offset, limit)? {
+                if header.base_offset >= upper {
+                    return Ok(None);
+                }
+                let available = (limit - position) as usize;
+                let mut len = available.min(max_bytes);
+                if len < header.total_bytes() {
+                    if min_one_batch {
+                        len = header.total_bytes();
+                    } else {
+                        return Ok(None);
+                    }
+                }
+                return Ok(Some(ReadSlice { file: segment.file().clone(), position, len }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// First offset whose record timestamp is `>= target` and that
+    /// record's timestamp; `None` if every record is older.
+    pub fn offset_for_timestamp(&self, target: i64) -> io::Result<Option<(i64, i64)>> {
+        for segment in self.segments.values() {
+            if segment.max_timestamp() < target {
+                continue;
+            }
+            if let Some((position, h)) = segment.find_batch_by_timestamp(target, segment.size())? {
+                let raw = segment.read(position, h.total_bytes())?;
+                if let Some(found) = first_record_at_or_after(&raw, target, self.log_start_offset)? {
+                    return Ok(Some(found));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Offset and timestamp of the record with the largest timestamp.
+    pub fn max_timestamp_offset(&self) -> io::Result<Option<(i64, i64)>> {
+        let best = self
+            .segments
+            .values()
+            .filter(|s| s.max_timestamp() >= 0)
+            .max_by_key(|s| s.max_timestamp());
+        let Some(segment) = best else { return Ok(None) };
+        let target = segment.max_timestamp();
+        match segment.find_batch_by_timestamp(target, segment.size())? {
+            Some((position, h)) => {
+                let raw = segment.read(position, h.total_bytes())?;
+                Ok(first_record_at_or_after(&raw, target, self.log_start_offset)?
+                    .or(Some((h.last_offset(), target))))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Moves the log start offset forward (DeleteRecords). `offset` must
+    /// not pass the high watermark. Whole segments below it are deleted.
+    pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, ReadError> {
+        if offset > self.high_watermark || offset < 0 {
+            return Err(ReadError::OffsetOutOfRange {
+                offset,
+                log_start: self.log_start_offset,
+                log_end: self.high_watermark,
+            });
+        }
+        if offset > self.log_start_offset {
+            self.log_start_offset = offset;
+            self.delete_segments_below_start()?;
+        }
+        Ok(self.log_start_offset)
+    }
+
+    fn delete_segments_below_start(&mut self) -> io::Result<usize> {
+        let mut deleted = 0;
+        loop {
+            let mut keys = self.segments.keys();
+            let (Some(&first), Some(&second)) = (keys.next(), keys.next()) else { break };
+            if second > self.log_start_offset {
+                break;
+            }
+            let segment = self.segments.remove(&first).expect("present");
+            segment.delete_files()?;
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
+    /// Applies `retention.ms` and `retention.bytes`; returns how many
+    /// segments were deleted. The active segment is rolled first when it
+    /// is itself entirely expired, as Kafka does.
+    pub fn apply_retention(&mut self, now_ms: i64) -> io::Result<usize> {
+        if !self.config.cleanup_delete {
+            return Ok(0);
+        }
+        let mut deleted = 0;
+        let retention_ms = self.config.retention_ms;
+        if retention_ms >= 0 {
+            let cutoff = now_ms.saturating_sub(retention_ms);
+            let expired = |s: &Segment| !s.is_empty() && s.max_timestamp() >= 0 && s.max_timestamp() < cutoff;
+            while self.segments.len() > 1 {
+                let first = self.segments.values().next().expect("segment");
+                if !(expired(first) || first.is_empty()) {
+                    break;
+                }
+                deleted += self.delete_first_segment()?;
+            }
+            if self.segments.len() == 1 && expired(self.active()) {
+                self.roll()?;
+                deleted += self.delete_first_segment()?;
+            }
+        }
+        if self.config.retention_bytes >= 0 {
+            let mut total = self.size_bytes();
+            while self.segments.len() > 1 {
+                let first_size = self.segments.values().next().expect("segment").size();
+                if total.saturating_sub(first_size) < self.config.retention_bytes as u64 {
+                    break;
+                }
+                total -= first_size;
+                deleted += self.delete_first_segment()?;
+            }
+        }
+        deleted += self.delete_segments_below_start()?;
+        Ok(deleted)
+    }
+
+    fn delete_first_segment(&mut self) -> io::Result<usize> {
+        let (&first, _) = self.segments.iter().next().expect("segment");
+        let segment = self.segments.remove(&first).expect("present");
+        segment.delete_files()?;
+        let next_base = *self.segments.keys().next().expect("a later segment remains");
+        self.log_start_offset = self.log_start_offset.max(next_base);
+        Ok(1)
+    }
+
+    /// Fsyncs every segment with unflushed data and writes pending index
+    /// entries; the recovery point becomes the log end offset.
+    pub fn flush(&mut self, now_ms: i64) -> io::Result<()> {
+        let end = self.log_end_offset();
+        for segment in self.segments.values_mut() {
+            if segment.has_unflushed_data() {
+                segment.flush()?;
+            }
+        }
+        self.recovery_point = end;
+        self.unflushed_messages = 0;
+        self.last_flush_ms = now_ms;
+        Ok(())
+    }
+
+    /// Whether anything was appended since the last flush.
+    pub fn needs_flush(&self) -> bool {
+        self.recovery_point < self.log_end_offset()
+    }
+
+    /// Flushes and seals the active segment's time index, for shutdown.
+    pub fn close(&mut self, now_ms: i64) -> io::Result<()> {
+        self.active_mut().seal()?;
+        self.flush(now_ms)
+    }
+
+    /// Deletes every file of the log (topic deletion).
+    pub fn delete_all(self) -> io::Result<()> {
+        let dir = self.dir.clone();
+        drop(self);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Copies a batch, switching it to LogAppendTime: sets the timestamp-type
+/// attribute and `maxTimestamp`, then recomputes the CRC. Returns the bytes
+/// after the 16-byte prefix.
+fn rewrite_for_log_append_time(raw: &Bytes, now_ms: i64) -> Bytes {
+    let mut copy = BytesMut::from(&raw[..]);
+    let attributes = i16::from_be_bytes([copy[21], copy[22]]) | ATTR_LOG_APPEND_TIME;
+    copy[21..23].copy_from_slice(&attributes.to_be_bytes());
+    copy[35..43].copy_from_slice(&now_ms.to_be_bytes());
+    let crc = crc32c::crc32c(&copy[21..]);
+    copy[17..21].copy_from_slice(&crc.to_be_bytes());
+    copy.freeze().slice(16..)
+}
+
+/// Decodes one stored batch and finds the first record with a timestamp
+/// `>= target` at or after `min_offset`.
+fn first_record_at_or_after(raw: &Bytes, target: i64, min_offset: i64) -> io::Result<Option<(i64, i64)>> {
+    let header = BatchHeader::parse(raw).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    if header.attributes & ATTR_LOG_APPEND_TIME != 0 {
+        // Every record carries the batch's append time.
+        return Ok((header.max_timestamp >= target)
+            .then_some((header.base_offset.max(min_offset), header.max_timestamp)));
+    }
+    let mut buf = raw.clone();
+    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    Ok(set
+        .records
+        .iter()
+        .find(|r| r.timestamp >= target && r.offset >= min_offset)
+        .map(|r| (r.offset, r.timestamp)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::batch::tests::{make_batch, make_batch_at};
+    use kafka_protocol::records::Compression;
+
+    fn open(dir: &Path, config: LogConfig, recovery_point: i64) -> PartitionLog {
+        PartitionLog::open(dir, config, recovery_point, 0, 0).unwrap().0
+    }
+
+    fn small_segments() -> LogConfig {
+        LogConfig { segment_bytes: 4096, index_interval_bytes: 512, ..Default::default() }
+    }
+
+    #[test]
+    fn offsets_are_assigned_densely_across_batches_and_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path(), small_segments(), 0);
+        for i in 0..100 {
+            let info = log.append(&make_batch(5, 40, Compression::None), 0, 0).unwrap();
+            assert_eq!(info.base_offset, i * 5);
+            assert_eq!(info.last_offset, i * 5 + 4);
+        }
+        assert!(log.segment_count() > 3, "small segments must roll");
+        assert_eq!(log.log_end_offset(), 500);
+        // Every offset can be read back from the right batch.
+        for offset in [0, 4, 5, 123, 499] {
+            let slice = log.read(offset, 1 << 20, true).unwrap().unwrap();
+            let bytes = slice.read().unwrap();
+            let h = BatchHeader::parse(&bytes).unwrap();
+            assert!(h.base_offset <= offset && offset <= h.last_offset());
+        }
+        assert!(log.read(500, 1024, true).unwrap().is_none());
+        assert!(matches!(log.read(501, 1024, true), Err(ReadError::OffsetOutOfRange { .. })));
+    }
+
+    #[test]
+    fn a_read_respects_max_bytes_but_returns_at_least_one_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path(), LogConfig::default(), 0);
+        let batch = make_batch(10, 100, Compression::None);
+        for _ in 0..10 {
+            log.append(&batch, 0, 0).unwrap();
+        }
+        let slice = log.read(0, batch.len() * 3 + 10, true).unwrap().unwrap();
+        assert_eq!(slice.len, batch.len() * 3 + 10);
+        let slice = log.read(0, 10, true).unwrap().unwrap();
+        assert_eq!(slice.len, batch.len());
+        assert!(log.read(0, 10, false).unwrap().is_none());
+    }
+
+    #[test]
+    fn the_log_reopens_with_the_same_offsets_and_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path(), small_segments(), 0);
+        for _ in 0..50 {
+            log.append(&make_batch(3, 100, Compression::Lz4), 0, 0).unwrap();
+        }
+        let expected = log.read(30, 1 << 20, true).unwrap().unwrap().read().unwrap();
+        log.close(0).unwrap();
+        let rp = log.recovery_point();
+        drop(log);
+        let (log, report) = PartitionLog::open(dir.path(), small_segments(), rp, 0, 0).unwrap();
+        assert_eq!(report.truncated_bytes, 0);
+        assert_eq!(report.segments_scanned, 1, "only the active segment is rescanned");
+        assert_eq!(log.log_end_offset(), 150);
+        let again = log.read(30, 1 << 20, true).unwrap().unwrap().read().unwrap();
+        assert_eq!(expected, again);
+    }
+
+    #[test]
+    fn a_log_without_checkpoint_is_fully_rescanned() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path(), small_segments(), 0);
+        for _ in 0..50 {
+            log.append(&make_batch(3, 100, Compression::None), 0, 0).unwrap();
+        }
+        let segments = log.segment_count();
+        drop(log); // as if killed: nothing flushed, no checkpoint
+        let (log, report) = PartitionLog::open(dir.path(), small_segments(), 0, 0, 0).unwrap();
+        assert_eq!(report.segments_scanned, segments);
+        assert_eq!(log.log_end_offset(), 150);
+    }
+
+    #[test]
+    fn corruption_in_an_unflushed_segment_drops_it_and_everything_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path(), small_segments(), 0);
+        for _ in 0..50 {
+            log.append(&make_batch(3, 100, Compression::None), 0, 0).unwrap();
+        }
+        let bases: Vec<i64> = log.segments.keys().copied().collect();
+        drop(log);
+        // Damage the second segment's first batch.
+        let path = dir.path().join(super::super::segment::segment_file_name(bases[1], "log"));
+        let mut raw = std::fs::read(&path).unwrap();
+        raw[40] ^= 1;
+        std::fs::write(&path, raw).unwrap();
+        let (log, report) = PartitionLog::open(dir.path(), small_segments(), 0, 0, 0).unwrap();
+        assert_eq!(log.log_end_offset(), bases[1]);
+        assert_eq!(report.segments_dropped, bases.len() - 2);
+        // Everything before the damage is still served.
+        for offset in 0..bases[1] {
+            assert!(log.read(offset, 1 << 20, true).unwrap().is_some());
+        }
+    }
+
+    #[test]
+    fn retention_by_bytes_deletes_oldest_segments_and_moves_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig { retention_bytes: 8192, ..small_segments() };
+        let mut log = open(dir.path(), config, 0);
+        for _ in 0..100 {
+            log.append(&make_batch(3, 100, Compression::None), 0, 0).unwrap();
+        }
+        let deleted = log.apply_retention(0).unwrap();
+        assert!(deleted > 0);
+        assert!(log.size_bytes() < 8192 + 4096);
+        assert!(log.log_start_offset() > 0);
+        assert_eq!(log.log_start_offset(), *log.segments.keys().next().unwrap());
+        assert!(matches!(log.read(0, 100, true), Err(ReadError::OffsetOutOfRange { .. })));
+    }
+
+    #[test]
+    fn retention_by_time_deletes_expired_segments_including_a_stale_active_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig { retention_ms: 1000, ..small_segments() };
+        let mut log = open(dir.path(), config, 0);
+        for _ in 0..30 {
+            log.append(&make_batch_at(3, 100, Compression::None, 10_000), 0, 10_000).unwrap();
+        }
+        assert_eq!(log.apply_retention(10_500).unwrap(), 0, "nothing is old enough yet");
+        assert!(log.apply_retention(20_000).unwrap() > 0);
+        assert_eq!(log.log_start_offset(), 90);
+        assert_eq!(log.log_end_offset(), 90);
+        log.append(&make_batch(1, 1, Compression::None), 0, 0).unwrap();
+        assert_eq!(log.log_end_offset(), 91);
+    }
+
+    #[test]
+    fn delete_records_moves_the_start_offset_and_drops_whole_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path(), small_segments(), 0);
+        for _ in 0..50 {
+            log.append(&make_batch(3, 100, Compression::None), 0, 0).unwrap();
+        }
+        let before = log.segment_count();
+        assert_eq!(log.delete_records_before(100).unwrap(), 100);
+        assert!(log.segment_count() < before);
+        assert!(matches!(log.read(99, 100, true), Err(ReadError::OffsetOutOfRange { .. })));
+        assert!(log.read(100, 100, true).unwrap().is_some());
+        assert!(log.delete_records_before(10_000).is_err());
+    }
+
+    #[test]
+    fn timestamps_map_to_the_first_record_at_or_after_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path(), small_segments(), 0);
+        for i in 0..40 {
+            // Batch i holds timestamps 1000i .. 1000i+4 at offsets 5i .. 5i+4.
+            log.append(&make_batch_at(5, 100, Compression::Zstd, 1000 * i), 0, 0).unwrap();
+        }
+        assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((0, 0)));
+        assert_eq!(log.offset_for_timestamp(7002).unwrap(), Some((37, 7002)));
+        assert_eq!(log.offset_for_timestamp(7005).unwrap(), Some((40, 8000)));
+        assert_eq!(log.offset_for_timestamp(1_000_000).unwrap(), None);
+        assert_eq!(log.max_timestamp_offset().unwrap(), Some((199, 39_004)));
+    }
+
+    #[test]
+    fn oversized_and_corrupt_batches_are_refused_and_leave_the_log_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig { max_message_bytes: 1000, ..Default::default() };
+        let mut log = open(dir.path(), config, 0);
+        let big = make_batch(20, 100, Compression::None);
+        assert!(matches!(log.append(&big, 0, 0), Err(AppendError::TooLarge { .. })));
+        let mut bad = make_batch(2, 10, Compression::None).to_vec();
+        let n = bad.len();
+        bad[n - 1] ^= 1;
+        assert!(matches!(log.append(&Bytes::from(bad), 0, 0), Err(AppendError::Corrupt(_))));
+        // A good batch followed by a bad one: nothing is written.
+        let mut mixed = make_batch(2, 10, Compression::None).to_vec();
+        mixed.extend_from_slice(&[0u8; 30]);
+        assert!(log.append(&Bytes::from(mixed), 0, 0).is_err());
+        assert_eq!(log.log_end_offset(), 0);
+        assert_eq!(log.size_bytes(), 0);
+    }
+
+    #[test]
+    fn log_append_time_rewrites_the_batch_with_a_valid_crc() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig { timestamp_type: TimestampType::LogAppendTime, ..Default::default() };
+        let mut log = open(dir.path(), config, 0);
+        let info = log.append(&make_batch(3, 10, Compression::Snappy), 0, 42_000).unwrap();
+        assert_eq!(info.log_append_time_ms, 42_000);
+        let bytes = log.read(0, 1 << 20, true).unwrap().unwrap().read().unwrap();
+        let h = batch::validate_batch(&bytes).unwrap();
+        assert_eq!(h.max_timestamp, 42_000);
+        assert_ne!(h.attributes & ATTR_LOG_APPEND_TIME, 0);
+    }
+
+    #[test]
+    fn the_flush_policy_asks_for_a_sync_after_flush_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig { flush_messages: 10, ..Default::default() };
+        let mut log = open(dir.path(), config, 0);
+        let b = make_batch(4, 10, Compression::None);
+        assert!(log.append(&b, 0, 0).unwrap().sync_file.is_none());
+        assert!(log.append(&b, 0, 0).unwrap().sync_file.is_none());
+        assert!(log.append(&b, 0, 0).unwrap().sync_file.is_some());
+        assert!(log.append(&b, 0, 0).unwrap().sync_file.is_none());
+    }
+}

@@ -1,0 +1,19 @@
+//! Durable storage: a segmented, append-only log per partition.
+//!
+//! Layers, bottom up:
+//! - [`batch`]: the v2 record batch header, validation and CRC-32C.
+//! - [`index`]: sparse offset and time indexes of one segment.
+//! - [`segment`]: one `.log` file with its indexes.
+//! - [`log`]: the partition log (append, read, roll, retention, recovery).
+//! - [`checkpoint`]: recovery-point and log-start checkpoint files.
+//!
+//! Storage knows nothing about the Kafka wire protocol, topics' configs or
+//! networking; the broker module maps requests onto it.
+
+pub mod batch;
+pub mod checkpoint;
+pub mod index;
+pub mod log;
+pub mod segment;
+
+pub use log::{AppendError, AppendInfo, LogConfig, LogRecovery, PartitionLog, ReadError, ReadSlice, TimestampType};
