@@ -1,1 +1,95 @@
-fn main() {}
+//! `runnel`: a Kafka-compatible streaming platform in one binary.
+//!
+//! This crate is deliberately thin: it parses the command line and wires the
+//! library crates together. The broker lives in `runnel-core`.
+
+mod bench;
+mod consume;
+mod produce;
+mod serve;
+mod topic;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+// Malformed requests can make the protocol decoder ask for absurd amounts of
+// memory up front; see `runnel_core::alloc` for why this keeps the broker up.
+#[global_allocator]
+static ALLOCATOR: runnel_core::alloc::GuardedAlloc = runnel_core::alloc::GuardedAlloc;
+
+#[derive(Parser)]
+#[command(
+    name = "runnel",
+    version,
+    about = "A Kafka-compatible streaming platform in one binary",
+    long_about = "A Kafka-compatible streaming platform in one binary.\n\n\
+        Start a broker with `runnel serve`, then point any Kafka client at 127.0.0.1:9092,\n\
+        or use the built-in `topic`, `produce` and `consume` commands.",
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker (Kafka protocol on --kafka-addr, data in --data-dir)
+    Serve(serve::ServeArgs),
+    /// Create, list, describe, delete and configure topics
+    #[command(subcommand)]
+    Topic(topic::TopicCommand),
+    /// Produce lines from stdin to a topic (one record per line)
+    Produce(produce::ProduceArgs),
+    /// Print records of a topic to stdout
+    Consume(consume::ConsumeArgs),
+    /// Measure produce and consume throughput and latency
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn init_tracing(default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUNNEL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" });
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Topic(cmd) => topic::run(cmd).await,
+            Command::Produce(args) => produce::run(args).await,
+            Command::Consume(args) => consume::run(args).await,
+            Command::Bench(cmd) => bench::run(cmd).await,
+        }
+    });
+    // Blocking tasks (e.g. stdin readers) must not keep the process alive.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One readable line: the error and its causes.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Options shared by every command that talks to a running broker.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ConnectArgs {
+    /// Broker address (host:port)
+    #[arg(short, long, env = "RUNNEL_BOOTSTRAP", default_value = "127.0.0.1:9092")]
+    pub bootstrap: String,
+}

@@ -4,7 +4,23 @@
 //! stores partitions in a segmented log on local disk. It is a library: the
 //! `runnel` binary wires it to configuration, signals and the command line.
 //!
+//! Modules, bottom up: [`storage`] (segmented logs, no networking),
+//! [`broker`] (topics, partitions, background maintenance), [`server`] (the
+//! Kafka protocol listener) and [`client`] (a minimal protocol client for
+//! admin tools and tests). [`alloc`] guards the process against huge
+//! allocations declared by malformed requests.
+//!
 //! What it is not: a Kafka client library for applications (connectors and
 //! stream processors use `rdkafka`), nor a schema registry.
 
+pub mod alloc;
+pub mod broker;
+pub mod client;
+pub mod config;
+pub mod server;
 pub mod storage;
+
+// Unit tests decode hostile frames too; they need the same protection.
+#[cfg(test)]
+#[global_allocator]
+static TEST_ALLOCATOR: alloc::GuardedAlloc = alloc::GuardedAlloc;

@@ -1,0 +1,283 @@
+//! Broker metadata on disk: the data directory lock, `meta.properties`
+//! (cluster and node identity) and `topics.json` (topics, ids, partition
+//! counts and config overrides).
+//!
+//! ```text
+//! <data dir>/
+//!   .lock                          held (flock) while a broker uses the dir
+//!   meta.properties                version=1, cluster.id=..., node.id=...
+//!   topics.json                    {"version":1,"topics":[{name,id,partitions,configs}]}
+//!   recovery-point-offset-checkpoint
+//!   log-start-offset-checkpoint
+//!   <topic>-<partition>/
+//!     partition.metadata           version: 0 / topic_id: <uuid>
+//!     <segments>
+//! ```
+//! `topics.json` is replaced atomically on every change. If it is lost or
+//! damaged, topics are rebuilt from the partition directories and their
+//! `partition.metadata` files (config overrides cannot be recovered then, and
+//! a warning says so), so a damaged file never stops the broker.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+use uuid::Uuid;
+
+use crate::storage::checkpoint::write_atomically;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TopicRecord {
+    pub name: String,
+    pub id: Uuid,
+    pub partitions: i32,
+    #[serde(default)]
+    pub configs: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct TopicsFile {
+    version: u32,
+    topics: Vec<TopicRecord>,
+}
+
+/// Holds the exclusive lock on a data directory for the broker's lifetime.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: File,
+}
+
+/// Takes the data directory's lock so two brokers never share one.
+pub fn lock_data_dir(dir: &Path) -> io::Result<DataDirLock> {
+    fs::create_dir_all(dir)?;
+    let file = File::options().create(true).truncate(false).write(true).open(dir.join(".lock"))?;
+    match file.try_lock() {
+        Ok(()) => Ok(DataDirLock { _file: file }),
+        Err(fs::TryLockError::WouldBlock) => Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!("data directory {} is in use by another runnel process", dir.display()),
+        )),
+        Err(fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+/// Reads or creates `meta.properties`; returns the cluster id. Refuses to
+/// start a broker whose node id differs from the one that created the dir.
+pub fn load_or_create_identity(dir: &Path, node_id: i32) -> io::Result<String> {
+    let path = dir.join("meta.properties");
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            let props: HashMap<&str, &str> = text
+                .lines()
+                .filter(|l| !l.trim_start().starts_with('#'))
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.trim(), v.trim()))
+                .collect();
+            let cluster_id = props.get("cluster.id").map(|s| s.to_string());
+            let stored_node = props.get("node.id").and_then(|s| s.parse::<i32>().ok());
+            match (cluster_id, stored_node) {
+                (Some(cluster_id), Some(stored)) if stored == node_id => Ok(cluster_id),
+                (Some(_), Some(stored)) => Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "{} belongs to node {stored}, but this broker is node {node_id}",
+                        path.display()
+                    ),
+                )),
+                _ => {
+                    warn!(path = %path.display(), "meta.properties is damaged; writing a new identity");
+                    create_identity(&path, node_id)
+                }
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => create_identity(&path, node_id),
+        Err(e) => Err(e),
+    }
+}
+
+fn create_identity(path: &Path, node_id: i32) -> io::Result<String> {
+    let cluster_id = new_cluster_id();
+    let text = format!("#Runnel broker identity\nversion=1\ncluster.id={cluster_id}\nnode.id={node_id}\n");
+    write_atomically(path, text.as_bytes())?;
+    Ok(cluster_id)
+}
+
+/// A Kafka-style cluster id: 16 random bytes in URL-safe base64 (22 chars).
+fn new_cluster_id() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bits = Uuid::new_v4().as_u128();
+    (0..22).map(|i| ALPHABET[((bits >> (i * 6)) & 63) as usize] as char).collect()
+}
+
+pub fn topics_path(dir: &Path) -> PathBuf {
+    dir.join("topics.json")
+}
+
+pub fn save_topics(dir: &Path, topics: &[TopicRecord]) -> io::Result<()> {
+    let mut sorted = topics.to_vec();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    let file = TopicsFile { version: 1, topics: sorted };
+    let json = serde_json::to_vec_pretty(&file).map_err(io::Error::other)?;
+    write_atomically(&topics_path(dir), &json)
+}
+
+/// Loads `topics.json`, or rebuilds the topic list from partition
+/// directories when it is missing or unreadable.
+pub fn load_topics(dir: &Path) -> io::Result<Vec<TopicRecord>> {
+    let path = topics_path(dir);
+    let from_dirs = scan_partition_dirs(dir)?;
+    let parsed = match fs::read(&path) {
+        Ok(raw) => match serde_json::from_slice::<TopicsFile>(&raw) {
+            Ok(file) => Some(file.topics),
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "topics.json is damaged; rebuilding topics from partition directories (config overrides are lost)");
+                None
+            }
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if !from_dirs.is_empty() {
+                warn!(path = %path.display(), "topics.json is missing; rebuilding topics from partition directories (config overrides are lost)");
+            }
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let mut topics = match parsed {
+        Some(topics) => topics,
+        None => {
+            let rebuilt: Vec<TopicRecord> = from_dirs
+                .into_iter()
+                .map(|(name, (id, partitions))| TopicRecord {
+                    name,
+                    id: id.unwrap_or_else(Uuid::new_v4),
+                    partitions,
+                    configs: BTreeMap::new(),
+                })
+                .collect();
+            if !rebuilt.is_empty() {
+                save_topics(dir, &rebuilt)?;
+            }
+            rebuilt
+        }
+    };
+    topics.retain(|t| {
+        let ok = super::validate_topic_name(&t.name).is_ok() && t.partitions > 0;
+        if !ok {
+            warn!(topic = %t.name, "ignoring invalid topic entry in topics.json");
+        }
+        ok
+    });
+    Ok(topics)
+}
+
+/// Finds `<topic>-<n>` directories: topic name → (topic id, partition count).
+fn scan_partition_dirs(dir: &Path) -> io::Result<BTreeMap<String, (Option<Uuid>, i32)>> {
+    let mut found: BTreeMap<String, (Option<Uuid>, i32)> = BTreeMap::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if !entry.file_type()?.is_dir() {
+            continue;
+        }
+        let name = entry.file_name();
+        let Some((topic, partition)) = name.to_str().and_then(parse_partition_dir) else { continue };
+        let id = read_partition_metadata(&entry.path());
+        let slot = found.entry(topic.to_string()).or_insert((None, 0));
+        slot.0 = slot.0.or(id);
+        slot.1 = slot.1.max(partition + 1);
+    }
+    Ok(found)
+}
+
+/// `orders-3` → (`orders`, 3). Deleted directories (`orders-3.<id>-delete`)
+/// do not parse.
+pub fn parse_partition_dir(name: &str) -> Option<(&str, i32)> {
+    let (topic, partition) = name.rsplit_once('-')?;
+    if partition.is_empty() || !partition.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let partition: i32 = partition.parse().ok()?;
+    super::validate_topic_name(topic).ok()?;
+    Some((topic, partition))
+}
+
+pub fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
+    data_dir.join(format!("{topic}-{partition}"))
+}
+
+pub fn write_partition_metadata(dir: &Path, topic_id: Uuid) -> io::Result<()> {
+    fs::create_dir_all(dir)?;
+    let path = dir.join("partition.metadata");
+    let text = format!("version: 0\ntopic_id: {topic_id}\n");
+    if fs::read_to_string(&path).ok().as_deref() == Some(text.as_str()) {
+        return Ok(());
+    }
+    write_atomically(&path, text.as_bytes())
+}
+
+fn read_partition_metadata(dir: &Path) -> Option<Uuid> {
+    let text = fs::read_to_string(dir.join("partition.metadata")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("topic_id:"))
+        .and_then(|v| Uuid::parse_str(v.trim()).ok())
+}
+
+/// Removes directories of deleted topics left by an interrupted deletion.
+pub fn remove_deleted_dirs(dir: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() && entry.file_name().to_string_lossy().ends_with("-delete") {
+            fs::remove_dir_all(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_dir_names_parse_from_the_right() {
+        assert_eq!(parse_partition_dir("orders-3"), Some(("orders", 3)));
+        assert_eq!(parse_partition_dir("my-topic-12"), Some(("my-topic", 12)));
+        assert_eq!(parse_partition_dir("orders-3.1234-delete"), None);
+        assert_eq!(parse_partition_dir("orders"), None);
+    }
+
+    #[test]
+    fn topics_survive_a_lost_topics_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Uuid::new_v4();
+        for p in 0..3 {
+            write_partition_metadata(&partition_dir(dir.path(), "orders", p), id).unwrap();
+        }
+        save_topics(
+            dir.path(),
+            &[TopicRecord { name: "orders".into(), id, partitions: 3, configs: BTreeMap::new() }],
+        )
+        .unwrap();
+        fs::write(topics_path(dir.path()), b"{ not json").unwrap();
+        let topics = load_topics(dir.path()).unwrap();
+        assert_eq!(topics.len(), 1);
+        assert_eq!((topics[0].id, topics[0].partitions), (id, 3));
+    }
+
+    #[test]
+    fn the_identity_is_stable_and_guards_the_node_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = load_or_create_identity(dir.path(), 1).unwrap();
+        assert_eq!(a.len(), 22);
+        assert_eq!(load_or_create_identity(dir.path(), 1).unwrap(), a);
+        assert!(load_or_create_identity(dir.path(), 2).is_err());
+    }
+
+    #[test]
+    fn a_data_dir_cannot_be_locked_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = lock_data_dir(dir.path()).unwrap();
+        assert!(lock_data_dir(dir.path()).is_err());
+    }
+}

@@ -1,0 +1,463 @@
+//! Broker configuration and the per-topic configuration table.
+//!
+//! [`BrokerConfig`] is what `runnel serve` reads from its YAML file, flags and
+//! environment. Topic configs are Kafka's (`retention.ms`, `cleanup.policy`,
+//! ...): a topic stores only its overrides, and every other key falls back to
+//! the broker default named by its synonym (`log.retention.ms`, ...).
+//! [`TOPIC_CONFIGS`] is the single table that validates, documents and
+//! resolves them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::storage::{LogConfig, TimestampType};
+
+/// Everything the broker needs to start.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// This broker's id in the cluster.
+    pub node_id: i32,
+    /// Where partitions and metadata are stored.
+    pub data_dir: PathBuf,
+    /// Address the Kafka protocol listener binds to.
+    pub kafka_addr: String,
+    /// Address clients are told to connect to (defaults to `kafka_addr`).
+    pub advertised_kafka_addr: Option<String>,
+    /// Create a topic when a client asks for metadata of, or produces to,
+    /// a topic that does not exist (Kafka's `auto.create.topics.enable`).
+    pub auto_create_topics: bool,
+    /// Partitions of auto-created topics and of CreateTopics without a
+    /// count (Kafka's `num.partitions`).
+    pub default_partitions: i32,
+    /// Largest request frame accepted (Kafka's `socket.request.max.bytes`).
+    pub max_request_bytes: usize,
+    /// Largest frame for requests other than Produce; such requests carry
+    /// no record data and are decoded into structures, so they get a tighter
+    /// bound.
+    pub max_control_request_bytes: usize,
+    /// Total bytes of requests being read or processed at once, across all
+    /// connections (Kafka's `queued.max.request.bytes`).
+    pub max_inflight_request_bytes: usize,
+    /// Most client connections served at once.
+    pub max_connections: usize,
+    /// Idle connections are closed after this long.
+    pub connections_max_idle_ms: u64,
+    /// How often retention is applied (Kafka's `log.retention.check.interval.ms`).
+    pub retention_check_interval_ms: u64,
+    /// How often logs are fsynced and the recovery point checkpointed.
+    pub flush_checkpoint_interval_ms: u64,
+    /// Defaults for every topic's log settings.
+    pub log: LogDefaults,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            node_id: 0,
+            data_dir: PathBuf::from("./runnel-data"),
+            kafka_addr: "127.0.0.1:9092".into(),
+            advertised_kafka_addr: None,
+            auto_create_topics: true,
+            default_partitions: 1,
+            max_request_bytes: 100 * 1024 * 1024,
+            max_control_request_bytes: 8 * 1024 * 1024,
+            max_inflight_request_bytes: 512 * 1024 * 1024,
+            max_connections: 10_000,
+            connections_max_idle_ms: 600_000,
+            retention_check_interval_ms: 60_000,
+            flush_checkpoint_interval_ms: 60_000,
+            log: LogDefaults::default(),
+        }
+    }
+}
+
+/// Broker-wide defaults of topic settings (Kafka's `log.*` broker keys).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogDefaults {
+    pub cleanup_policy: String,
+    pub retention_ms: i64,
+    pub retention_bytes: i64,
+    pub segment_bytes: i64,
+    pub segment_ms: i64,
+    pub segment_index_bytes: i64,
+    pub index_interval_bytes: i64,
+    pub max_message_bytes: i64,
+    pub flush_messages: i64,
+    pub flush_ms: i64,
+    pub message_timestamp_type: String,
+    pub delete_retention_ms: i64,
+    pub min_compaction_lag_ms: i64,
+    pub min_insync_replicas: i64,
+}
+
+impl Default for LogDefaults {
+    fn default() -> Self {
+        LogDefaults {
+            cleanup_policy: "delete".into(),
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            segment_index_bytes: 10 << 20,
+            index_interval_bytes: 4096,
+            max_message_bytes: 1_048_588,
+            flush_messages: i64::MAX,
+            flush_ms: i64::MAX,
+            message_timestamp_type: "CreateTime".into(),
+            delete_retention_ms: 24 * 3600 * 1000,
+            min_compaction_lag_ms: 0,
+            min_insync_replicas: 1,
+        }
+    }
+}
+
+/// Kafka's config value types, as reported by DescribeConfigs v3+.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigType {
+    Boolean = 1,
+    String = 2,
+    Int = 3,
+    Long = 5,
+    Double = 6,
+    List = 7,
+}
+
+/// One topic-level config key.
+pub struct TopicConfigDef {
+    pub name: &'static str,
+    /// The broker key that provides the default.
+    pub broker_synonym: &'static str,
+    pub kind: ConfigType,
+    pub doc: &'static str,
+    default: fn(&LogDefaults) -> String,
+    validate: fn(&str) -> Result<(), String>,
+}
+
+impl TopicConfigDef {
+    pub fn default_value(&self, defaults: &LogDefaults) -> String {
+        (self.default)(defaults)
+    }
+
+    pub fn validate(&self, value: &str) -> Result<(), String> {
+        (self.validate)(value)
+    }
+}
+
+fn long_at_least(min: i64) -> impl Fn(&str) -> Result<(), String> {
+    move |v: &str| match v.trim().parse::<i64>() {
+        Ok(n) if n >= min => Ok(()),
+        Ok(n) => Err(format!("value {n} must be at least {min}")),
+        Err(_) => Err(format!("'{v}' is not a number")),
+    }
+}
+
+fn int_at_least(min: i64) -> impl Fn(&str) -> Result<(), String> {
+    move |v: &str| match v.trim().parse::<i32>() {
+        Ok(n) if n as i64 >= min => Ok(()),
+        Ok(n) => Err(format!("value {n} must be at least {min}")),
+        Err(_) => Err(format!("'{v}' is not a 32-bit integer")),
+    }
+}
+
+fn cleanup_policy(v: &str) -> Result<(), String> {
+    let items: Vec<&str> = v.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    if items.is_empty() {
+        return Err("cleanup.policy needs 'delete', 'compact' or both".into());
+    }
+    for item in items {
+        if item != "delete" && item != "compact" {
+            return Err(format!("'{item}' is not a cleanup policy (delete, compact)"));
+        }
+    }
+    Ok(())
+}
+
+fn timestamp_type(v: &str) -> Result<(), String> {
+    match v {
+        "CreateTime" | "LogAppendTime" => Ok(()),
+        _ => Err(format!("'{v}' is not CreateTime or LogAppendTime")),
+    }
+}
+
+fn compression_type(v: &str) -> Result<(), String> {
+    match v {
+        "producer" => Ok(()),
+        "gzip" | "snappy" | "lz4" | "zstd" | "uncompressed" => Err(format!(
+            "compression.type={v} is not supported: Runnel stores batches exactly as the \
+             producer compressed them (use 'producer' and set compression on the producer)"
+        )),
+        _ => Err(format!("'{v}' is not a compression type")),
+    }
+}
+
+fn boolean(v: &str) -> Result<(), String> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "false" => Ok(()),
+        _ => Err(format!("'{v}' is not true or false")),
+    }
+}
+
+fn ratio(v: &str) -> Result<(), String> {
+    match v.trim().parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(()),
+        _ => Err(format!("'{v}' is not a number between 0 and 1")),
+    }
+}
+
+macro_rules! def {
+    ($name:literal, $syn:literal, $kind:ident, $doc:literal, $default:expr, $validate:expr) => {
+        TopicConfigDef {
+            name: $name,
+            broker_synonym: $syn,
+            kind: ConfigType::$kind,
+            doc: $doc,
+            default: $default,
+            validate: $validate,
+        }
+    };
+}
+
+/// Every topic config Runnel understands. Unknown keys are rejected.
+pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
+    def!("cleanup.policy", "log.cleanup.policy", List,
+        "'delete' removes old segments by retention; 'compact' keeps the newest record per key.",
+        |d| d.cleanup_policy.clone(), cleanup_policy),
+    def!("compression.type", "compression.type", String,
+        "Only 'producer': batches are stored as the producer compressed them.",
+        |_| "producer".into(), compression_type),
+    def!("delete.retention.ms", "log.cleaner.delete.retention.ms", Long,
+        "How long tombstones are kept in compacted topics.",
+        |d| d.delete_retention_ms.to_string(), |v| long_at_least(0)(v)),
+    def!("file.delete.delay.ms", "log.segment.delete.delay.ms", Long,
+        "Accepted for compatibility; segment files are unlinked at once (open readers keep them).",
+        |_| "60000".into(), |v| long_at_least(0)(v)),
+    def!("flush.messages", "log.flush.interval.messages", Long,
+        "Fsync the log after this many appended records, before acknowledging them.",
+        |d| d.flush_messages.to_string(), |v| long_at_least(1)(v)),
+    def!("flush.ms", "log.flush.interval.ms", Long,
+        "Fsync the log when this long has passed since the last fsync, before acknowledging.",
+        |d| d.flush_ms.to_string(), |v| long_at_least(0)(v)),
+    def!("index.interval.bytes", "log.index.interval.bytes", Int,
+        "Bytes of batches between two offset index entries.",
+        |d| d.index_interval_bytes.to_string(), |v| int_at_least(0)(v)),
+    def!("max.compaction.lag.ms", "log.cleaner.max.compaction.lag.ms", Long,
+        "Longest time a record may stay uncompacted.",
+        |_| i64::MAX.to_string(), |v| long_at_least(1)(v)),
+    def!("max.message.bytes", "message.max.bytes", Int,
+        "Largest record batch accepted, in bytes.",
+        |d| d.max_message_bytes.to_string(), |v| int_at_least(0)(v)),
+    def!("message.timestamp.type", "log.message.timestamp.type", String,
+        "CreateTime keeps the producer's timestamps; LogAppendTime uses the broker's clock.",
+        |d| d.message_timestamp_type.clone(), timestamp_type),
+    def!("min.cleanable.dirty.ratio", "log.cleaner.min.cleanable.ratio", Double,
+        "Share of uncompacted log that triggers compaction.",
+        |_| "0.5".into(), ratio),
+    def!("min.compaction.lag.ms", "log.cleaner.min.compaction.lag.ms", Long,
+        "Shortest time a record stays uncompacted.",
+        |d| d.min_compaction_lag_ms.to_string(), |v| long_at_least(0)(v)),
+    def!("min.insync.replicas", "min.insync.replicas", Int,
+        "Replicas that must have a record before acks=all succeeds.",
+        |d| d.min_insync_replicas.to_string(), |v| int_at_least(1)(v)),
+    def!("preallocate", "log.preallocate", Boolean,
+        "Accepted for compatibility; segments are not preallocated.",
+        |_| "false".into(), boolean),
+    def!("retention.bytes", "log.retention.bytes", Long,
+        "Largest size of a partition before old segments are deleted; -1 for no limit.",
+        |d| d.retention_bytes.to_string(), |v| long_at_least(-1)(v)),
+    def!("retention.ms", "log.retention.ms", Long,
+        "Age after which segments are deleted; -1 keeps them forever.",
+        |d| d.retention_ms.to_string(), |v| long_at_least(-1)(v)),
+    def!("segment.bytes", "log.segment.bytes", Int,
+        "Size at which a new segment file is started.",
+        |d| d.segment_bytes.to_string(), |v| int_at_least(1024)(v)),
+    def!("segment.index.bytes", "log.index.size.max.bytes", Int,
+        "Size of a segment's offset index at which the segment rolls.",
+        |d| d.segment_index_bytes.to_string(), |v| int_at_least(8)(v)),
+    def!("segment.ms", "log.roll.ms", Long,
+        "Age of a segment's first batch after which a new segment is started.",
+        |d| d.segment_ms.to_string(), |v| long_at_least(1)(v)),
+    def!("unclean.leader.election.enable", "unclean.leader.election.enable", Boolean,
+        "Whether an out-of-sync replica may become leader.",
+        |_| "false".into(), boolean),
+];
+
+pub fn topic_config_def(name: &str) -> Option<&'static TopicConfigDef> {
+    TOPIC_CONFIGS.iter().find(|d| d.name == name)
+}
+
+/// A topic config problem, reported as INVALID_CONFIG.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// Checks a key/value pair against the table.
+pub fn validate_topic_config(name: &str, value: &str) -> Result<(), ConfigError> {
+    let def = topic_config_def(name)
+        .ok_or_else(|| ConfigError(format!("unknown topic config '{name}'")))?;
+    def.validate(value).map_err(|e| ConfigError(format!("invalid value for {name}: {e}")))
+}
+
+/// The effective value of a topic config: its override or the broker default.
+pub fn effective_value(
+    name: &str,
+    overrides: &BTreeMap<String, String>,
+    defaults: &LogDefaults,
+) -> Option<String> {
+    overrides
+        .get(name)
+        .cloned()
+        .or_else(|| topic_config_def(name).map(|d| d.default_value(defaults)))
+}
+
+/// Resolves the storage settings of a topic from its overrides.
+pub fn resolve_log_config(overrides: &BTreeMap<String, String>, defaults: &LogDefaults) -> LogConfig {
+    let get = |name: &str| effective_value(name, overrides, defaults).unwrap_or_default();
+    let long = |name: &str, fallback: i64| get(name).trim().parse::<i64>().unwrap_or(fallback);
+    let policy = get("cleanup.policy");
+    let base = LogConfig::default();
+    LogConfig {
+        segment_bytes: long("segment.bytes", base.segment_bytes as i64).max(1024) as u64,
+        segment_ms: long("segment.ms", base.segment_ms),
+        segment_index_bytes: long("segment.index.bytes", base.segment_index_bytes as i64).max(8) as u64,
+        index_interval_bytes: long("index.interval.bytes", 4096).max(0) as u64,
+        retention_ms: long("retention.ms", base.retention_ms),
+        retention_bytes: long("retention.bytes", -1),
+        max_message_bytes: long("max.message.bytes", base.max_message_bytes as i64).max(0) as usize,
+        flush_messages: long("flush.messages", i64::MAX),
+        flush_ms: long("flush.ms", i64::MAX),
+        timestamp_type: if get("message.timestamp.type") == "LogAppendTime" {
+            TimestampType::LogAppendTime
+        } else {
+            TimestampType::CreateTime
+        },
+        cleanup_delete: policy.split(',').any(|p| p.trim() == "delete"),
+        cleanup_compact: policy.split(',').any(|p| p.trim() == "compact"),
+    }
+}
+
+/// Broker keys reported by DescribeConfigs for the broker resource.
+pub fn broker_config_entries(config: &BrokerConfig) -> Vec<(&'static str, String, ConfigType)> {
+    let d = &config.log;
+    vec![
+        ("broker.id", config.node_id.to_string(), ConfigType::Int),
+        ("node.id", config.node_id.to_string(), ConfigType::Int),
+        ("log.dirs", config.data_dir.display().to_string(), ConfigType::String),
+        ("listeners", format!("PLAINTEXT://{}", config.kafka_addr), ConfigType::String),
+        (
+            "advertised.listeners",
+            format!(
+                "PLAINTEXT://{}",
+                config.advertised_kafka_addr.as_deref().unwrap_or(&config.kafka_addr)
+            ),
+            ConfigType::String,
+        ),
+        ("auto.create.topics.enable", config.auto_create_topics.to_string(), ConfigType::Boolean),
+        ("num.partitions", config.default_partitions.to_string(), ConfigType::Int),
+        ("default.replication.factor", "1".into(), ConfigType::Int),
+        ("socket.request.max.bytes", config.max_request_bytes.to_string(), ConfigType::Int),
+        ("queued.max.request.bytes", config.max_inflight_request_bytes.to_string(), ConfigType::Long),
+        ("connections.max.idle.ms", config.connections_max_idle_ms.to_string(), ConfigType::Long),
+        (
+            "log.retention.check.interval.ms",
+            config.retention_check_interval_ms.to_string(),
+            ConfigType::Long,
+        ),
+        (
+            "log.flush.offset.checkpoint.interval.ms",
+            config.flush_checkpoint_interval_ms.to_string(),
+            ConfigType::Int,
+        ),
+        ("log.cleanup.policy", d.cleanup_policy.clone(), ConfigType::List),
+        ("log.retention.ms", d.retention_ms.to_string(), ConfigType::Long),
+        ("log.retention.bytes", d.retention_bytes.to_string(), ConfigType::Long),
+        ("log.segment.bytes", d.segment_bytes.to_string(), ConfigType::Int),
+        ("log.roll.ms", d.segment_ms.to_string(), ConfigType::Long),
+        ("log.index.size.max.bytes", d.segment_index_bytes.to_string(), ConfigType::Int),
+        ("log.index.interval.bytes", d.index_interval_bytes.to_string(), ConfigType::Int),
+        ("message.max.bytes", d.max_message_bytes.to_string(), ConfigType::Int),
+        ("log.flush.interval.messages", d.flush_messages.to_string(), ConfigType::Long),
+        ("log.flush.interval.ms", d.flush_ms.to_string(), ConfigType::Long),
+        ("log.message.timestamp.type", d.message_timestamp_type.clone(), ConfigType::String),
+        ("log.cleaner.delete.retention.ms", d.delete_retention_ms.to_string(), ConfigType::Long),
+        ("min.insync.replicas", d.min_insync_replicas.to_string(), ConfigType::Int),
+    ]
+}
+
+impl BrokerConfig {
+    /// Checks values that would make the broker misbehave.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |m: String| Err(ConfigError(m));
+        if self.node_id < 0 {
+            return err(format!("node_id must be >= 0, got {}", self.node_id));
+        }
+        if self.default_partitions < 1 {
+            return err("default_partitions must be >= 1".into());
+        }
+        if self.max_request_bytes < 1024 || self.max_request_bytes > i32::MAX as usize {
+            return err("max_request_bytes must be between 1 KiB and 2 GiB".into());
+        }
+        if self.max_inflight_request_bytes < self.max_request_bytes {
+            return err("max_inflight_request_bytes must be at least max_request_bytes".into());
+        }
+        let d = &self.log;
+        let checks: [(&str, String); 12] = [
+            ("cleanup.policy", d.cleanup_policy.clone()),
+            ("retention.ms", d.retention_ms.to_string()),
+            ("retention.bytes", d.retention_bytes.to_string()),
+            ("segment.bytes", d.segment_bytes.to_string()),
+            ("segment.ms", d.segment_ms.to_string()),
+            ("segment.index.bytes", d.segment_index_bytes.to_string()),
+            ("index.interval.bytes", d.index_interval_bytes.to_string()),
+            ("max.message.bytes", d.max_message_bytes.to_string()),
+            ("flush.messages", d.flush_messages.to_string()),
+            ("flush.ms", d.flush_ms.to_string()),
+            ("message.timestamp.type", d.message_timestamp_type.clone()),
+            ("delete.retention.ms", d.delete_retention_ms.to_string()),
+        ];
+        for (key, value) in checks {
+            validate_topic_config(key, &value).map_err(|e| ConfigError(format!("log.{e}")))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_win_over_broker_defaults() {
+        let defaults = LogDefaults { retention_ms: 1000, ..Default::default() };
+        let mut overrides = BTreeMap::new();
+        overrides.insert("retention.bytes".to_string(), "4096".to_string());
+        overrides.insert("cleanup.policy".to_string(), "compact,delete".to_string());
+        let c = resolve_log_config(&overrides, &defaults);
+        assert_eq!(c.retention_ms, 1000);
+        assert_eq!(c.retention_bytes, 4096);
+        assert!(c.cleanup_compact && c.cleanup_delete);
+    }
+
+    #[test]
+    fn bad_topic_configs_are_rejected_with_a_reason() {
+        assert!(validate_topic_config("retention.ms", "-1").is_ok());
+        assert!(validate_topic_config("retention.ms", "-2").unwrap_err().0.contains("at least -1"));
+        assert!(validate_topic_config("retention.ms", "soon").is_err());
+        assert!(validate_topic_config("cleanup.policy", "compact,archive").is_err());
+        assert!(validate_topic_config("no.such.key", "1").unwrap_err().0.contains("unknown"));
+        assert!(validate_topic_config("segment.bytes", "99999999999").is_err());
+        assert!(validate_topic_config("compression.type", "zstd").is_err());
+    }
+
+    #[test]
+    fn the_default_broker_config_is_valid_and_round_trips_through_yaml() {
+        let c = BrokerConfig::default();
+        c.validate().unwrap();
+        let yaml = serde_json::to_string(&c).unwrap();
+        let back: BrokerConfig = serde_json::from_str(&yaml).unwrap();
+        assert_eq!(back, c);
+    }
+}

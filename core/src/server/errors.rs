@@ -1,0 +1,54 @@
+//! The one place where broker errors become Kafka error codes.
+
+use kafka_protocol::ResponseError;
+
+use crate::broker::BrokerError;
+use crate::storage::{AppendError, ReadError};
+
+/// The Kafka error code for a broker error, plus a message for the
+/// responses that carry one.
+pub fn kafka_error(e: &BrokerError) -> ResponseError {
+    match e {
+        BrokerError::UnknownTopic(_) | BrokerError::UnknownPartition(..) => ResponseError::UnknownTopicOrPartition,
+        BrokerError::UnknownTopicId(_) => ResponseError::UnknownTopicId,
+        BrokerError::InvalidTopic(_) => ResponseError::InvalidTopicException,
+        BrokerError::TopicExists(_) => ResponseError::TopicAlreadyExists,
+        BrokerError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        BrokerError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        BrokerError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
+        BrokerError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        BrokerError::Append(a) => match a {
+            AppendError::Corrupt(_) => ResponseError::CorruptMessage,
+            AppendError::Invalid(_) => ResponseError::InvalidRecord,
+            AppendError::TooLarge { .. } => ResponseError::MessageTooLarge,
+            AppendError::Io(_) => ResponseError::KafkaStorageError,
+        },
+        BrokerError::Read(r) => match r {
+            ReadError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+            ReadError::Io(_) => ResponseError::KafkaStorageError,
+        },
+        BrokerError::Io(_) => ResponseError::KafkaStorageError,
+    }
+}
+
+pub fn code(e: &BrokerError) -> i16 {
+    kafka_error(e).code()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_errors_map_to_the_kafka_codes_clients_expect() {
+        let too_large = BrokerError::Append(AppendError::TooLarge { size: 10, max: 1 });
+        assert_eq!(code(&too_large), 10);
+        let corrupt = BrokerError::Append(AppendError::Corrupt(crate::storage::batch::BatchError::BadLength(1)));
+        assert_eq!(code(&corrupt), 2);
+        let oor = BrokerError::Read(ReadError::OffsetOutOfRange { offset: 5, log_start: 0, log_end: 1 });
+        assert_eq!(code(&oor), 1);
+        assert_eq!(code(&BrokerError::UnknownTopic("t".into())), 3);
+        assert_eq!(code(&BrokerError::InvalidTopic("bad".into())), 17);
+        assert_eq!(code(&BrokerError::Io(std::io::Error::other("disk"))), 56);
+    }
+}

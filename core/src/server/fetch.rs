@@ -1,0 +1,203 @@
+//! Fetch: serve stored batches as they are on disk, with long polling.
+//!
+//! A fetch first plans its reads (which file range of which segment) under
+//! each partition's lock, waits while fewer than `min_bytes` are available
+//! and `max_wait_ms` has not passed, and only then reads the bytes, outside
+//! the locks. Batches are never decoded or re-encoded.
+//!
+//! Byte limits follow Kafka (KIP-74): `partition_max_bytes` per partition,
+//! `max_bytes` for the whole response, except that the first batch of the
+//! first partition with data is returned whole even when it is larger, so a
+//! consumer can always make progress.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::select_all;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::ResponseError;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::errors::kafka_error;
+use crate::broker::{Broker, Partition};
+use crate::storage::ReadSlice;
+
+/// Longest a fetch may wait for data, whatever the client asks.
+const MAX_WAIT_MS: i32 = 30_000;
+
+struct Wanted {
+    topic_name: TopicName,
+    topic_id: Uuid,
+    index: i32,
+    fetch_offset: i64,
+    partition_max_bytes: usize,
+    target: Result<Arc<Partition>, ResponseError>,
+}
+
+struct Planned {
+    error: Option<ResponseError>,
+    high_watermark: i64,
+    log_start: i64,
+    slice: Option<ReadSlice>,
+}
+
+pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -> FetchResponse {
+    broker.metrics().fetch_requests.fetch_add(1, Ordering::Relaxed);
+    let mut response = FetchResponse::default();
+    // Incremental fetch sessions (KIP-227) are not offered: session id 0 in
+    // every response tells clients to keep sending full fetches.
+    if version >= 7 && request.session_id != 0 {
+        response.error_code = ResponseError::FetchSessionIdNotFound.code();
+        return response;
+    }
+    let max_wait = Duration::from_millis(request.max_wait_ms.clamp(0, MAX_WAIT_MS) as u64);
+    let min_bytes = request.min_bytes.max(0) as usize;
+    let max_bytes = if version >= 3 { request.max_bytes.max(0) as usize } else { i32::MAX as usize };
+    let read_committed = request.isolation_level == 1;
+
+    let mut wanted = Vec::new();
+    for topic in request.topics {
+        let resolved = if version >= 13 {
+            broker.topic_by_id(topic.topic_id).ok_or(ResponseError::UnknownTopicId)
+        } else {
+            broker.topic(&topic.topic.0).ok_or(ResponseError::UnknownTopicOrPartition)
+        };
+        for p in topic.partitions {
+            let target = match &resolved {
+                Err(e) => Err(*e),
+                Ok(t) => match t.partition(p.partition) {
+                    None => Err(ResponseError::UnknownTopicOrPartition),
+                    Some(partition) => {
+                        let ours = partition.leader_epoch();
+                        if version >= 9 && p.current_leader_epoch >= 0 && p.current_leader_epoch > ours {
+                            Err(ResponseError::UnknownLeaderEpoch)
+                        } else if version >= 9 && p.current_leader_epoch >= 0 && p.current_leader_epoch < ours {
+                            Err(ResponseError::FencedLeaderEpoch)
+                        } else {
+                            Ok(partition)
+                        }
+                    }
+                },
+            };
+            wanted.push(Wanted {
+                topic_name: topic.topic.clone(),
+                topic_id: topic.topic_id,
+                index: p.partition,
+                fetch_offset: p.fetch_offset,
+                partition_max_bytes: p.partition_max_bytes.max(0) as usize,
+                target,
+            });
+        }
+    }
+
+    // Subscribe before the first look at the logs, so no append is missed.
+    let mut watchers: Vec<watch::Receiver<i64>> =
+        wanted.iter().filter_map(|w| w.target.as_ref().ok().map(|p| p.subscribe())).collect();
+    let deadline = Instant::now() + max_wait;
+    let plans = loop {
+        let (plans, total, any_error) = plan(&wanted, max_bytes);
+        if total >= min_bytes || any_error || watchers.is_empty() || Instant::now() >= deadline {
+            break plans;
+        }
+        let changed = select_all(watchers.iter_mut().map(|w| Box::pin(w.changed())));
+        tokio::select! {
+            (result, _, _) = changed => {
+                if result.is_err() {
+                    // A partition went away (topic deleted): answer now.
+                    break plan(&wanted, max_bytes).0;
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    };
+
+    let mut bytes_out = 0u64;
+    for (w, planned) in wanted.into_iter().zip(plans) {
+        let mut data = PartitionData::default();
+        data.partition_index = w.index;
+        data.high_watermark = planned.high_watermark;
+        data.last_stable_offset = planned.high_watermark;
+        data.log_start_offset = planned.log_start;
+        data.aborted_transactions = read_committed.then(Vec::new);
+        data.preferred_read_replica = (-1).into();
+        let mut error = planned.error;
+        let records = match planned.slice {
+            Some(slice) => match slice.read() {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    tracing::error!(topic = %w.topic_name.0, partition = w.index, error = %e, "reading segment failed");
+                    error = Some(ResponseError::KafkaStorageError);
+                    Bytes::new()
+                }
+            },
+            None => Bytes::new(),
+        };
+        bytes_out += records.len() as u64;
+        data.error_code = error.map_or(0, |e| e.code());
+        // Never null: librdkafka rejects a null record set.
+        data.records = Some(records);
+        let same_topic = response.responses.last().is_some_and(|t: &FetchableTopicResponse| {
+            if version >= 13 {
+                t.topic_id == w.topic_id
+            } else {
+                t.topic == w.topic_name
+            }
+        });
+        if !same_topic {
+            let mut t = FetchableTopicResponse::default();
+            t.topic = w.topic_name;
+            t.topic_id = w.topic_id;
+            response.responses.push(t);
+        }
+        if let Some(t) = response.responses.last_mut() {
+            t.partitions.push(data);
+        }
+    }
+    broker.metrics().bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
+    response
+}
+
+/// Decides what each partition would return now. Returns the plans, the
+/// total bytes planned, and whether any partition has an error (which makes
+/// the fetch answer at once).
+fn plan(wanted: &[Wanted], max_bytes: usize) -> (Vec<Planned>, usize, bool) {
+    let mut total = 0usize;
+    let mut any_error = false;
+    let mut plans = Vec::with_capacity(wanted.len());
+    for w in wanted {
+        let mut planned = Planned { error: None, high_watermark: -1, log_start: -1, slice: None };
+        match &w.target {
+            Err(e) => {
+                planned.error = Some(*e);
+                any_error = true;
+            }
+            Ok(partition) => {
+                let offsets = partition.offsets();
+                planned.high_watermark = offsets.high_watermark;
+                planned.log_start = offsets.log_start;
+                let budget = w.partition_max_bytes.min(max_bytes.saturating_sub(total));
+                let first_with_data = total == 0;
+                if budget > 0 || first_with_data {
+                    match partition.read(w.fetch_offset, budget, first_with_data) {
+                        Ok(Some(slice)) => {
+                            total += slice.len;
+                            planned.slice = Some(slice);
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            planned.error = Some(kafka_error(&e));
+                            any_error = true;
+                        }
+                    }
+                }
+            }
+        }
+        plans.push(planned);
+    }
+    (plans, total, any_error)
+}

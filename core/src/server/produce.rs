@@ -1,0 +1,93 @@
+//! Produce: validate and append record sets, answer with their offsets.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::ResponseError;
+use tracing::debug;
+
+use super::errors::kafka_error;
+use super::str_bytes;
+use crate::broker::{Broker, BrokerError};
+
+fn partition_error(index: i32, error: ResponseError, message: Option<String>) -> PartitionProduceResponse {
+    let mut p = PartitionProduceResponse::default();
+    p.index = index;
+    p.error_code = error.code();
+    p.base_offset = -1;
+    p.log_append_time_ms = -1;
+    p.log_start_offset = -1;
+    p.error_message = message.map(str_bytes);
+    p
+}
+
+/// Handles a Produce request; `None` for acks=0 (no response is sent).
+pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Option<ProduceResponse> {
+    let acks = request.acks;
+    let metrics = broker.metrics();
+    metrics.produce_requests.fetch_add(1, Ordering::Relaxed);
+    let request_error = if !matches!(acks, -1..=1) {
+        Some((ResponseError::InvalidRequiredAcks, format!("acks must be -1, 0 or 1, got {acks}")))
+    } else if request.transactional_id.is_some() {
+        Some((ResponseError::InvalidRequest, "transactions are not supported by this broker yet".to_string()))
+    } else {
+        None
+    };
+    let mut response = ProduceResponse::default();
+    for topic_data in request.topic_data {
+        let name = topic_data.name.0.to_string();
+        let mut topic_response = TopicProduceResponse::default();
+        topic_response.name = topic_data.name;
+        topic_response.topic_id = topic_data.topic_id;
+        let topic = match &request_error {
+            Some((code, message)) => Err((*code, Some(message.clone()))),
+            None => broker
+                .topic_or_auto_create(&name, true)
+                .await
+                .map_err(|e| (kafka_error(&e), Some(e.to_string()))),
+        };
+        for data in topic_data.partition_data {
+            let index = data.index;
+            let result = match &topic {
+                Err(e) => Err(e.clone()),
+                Ok(topic) => match topic.partition(index) {
+                    None => {
+                        let e = BrokerError::UnknownPartition(name.clone(), index);
+                        Err((kafka_error(&e), Some(e.to_string())))
+                    }
+                    Some(partition) => {
+                        let records = data.records.unwrap_or_default();
+                        match partition.append(&records).await {
+                            Ok(info) => {
+                                metrics.bytes_in.fetch_add(info.bytes as u64, Ordering::Relaxed);
+                                metrics.records_in.fetch_add(info.records as u64, Ordering::Relaxed);
+                                Ok(info)
+                            }
+                            Err(e) => {
+                                debug!(topic = %name, partition = index, error = %e, "produce rejected");
+                                Err((kafka_error(&e), Some(e.to_string())))
+                            }
+                        }
+                    }
+                },
+            };
+            let partition_response = match result {
+                Ok(info) => {
+                    let mut p = PartitionProduceResponse::default();
+                    p.index = index;
+                    p.base_offset = info.base_offset;
+                    p.log_append_time_ms = info.log_append_time_ms;
+                    p.log_start_offset = info.log_start_offset;
+                    p
+                }
+                // Error messages exist from v8 on; older clients get the code only.
+                Err((code, message)) => partition_error(index, code, message.filter(|_| version >= 8)),
+            };
+            topic_response.partition_responses.push(partition_response);
+        }
+        response.responses.push(topic_response);
+    }
+    (acks != 0).then_some(response)
+}

@@ -1,0 +1,166 @@
+//! `runnel consume TOPIC`: print records to stdout, through librdkafka.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::ConnectArgs;
+
+#[derive(Args, Debug)]
+pub struct ConsumeArgs {
+    /// Topic to read
+    pub topic: String,
+    /// Start at the oldest record instead of the end
+    #[arg(short = 'B', long)]
+    pub from_beginning: bool,
+    /// Read only this partition
+    #[arg(short, long)]
+    pub partition: Option<i32>,
+    /// Start at this offset (in --partition, or in every partition)
+    #[arg(short, long)]
+    pub offset: Option<i64>,
+    /// Stop after this many records
+    #[arg(short = 'n', long)]
+    pub max: Option<u64>,
+    /// Stop when the end of every partition is reached
+    #[arg(short = 'e', long)]
+    pub exit_at_end: bool,
+    /// Print the key before the value
+    #[arg(long)]
+    pub print_key: bool,
+    /// Print the timestamp (ms) first
+    #[arg(long)]
+    pub print_timestamp: bool,
+    /// Print partition:offset first
+    #[arg(long)]
+    pub print_offset: bool,
+    /// Print headers after the value
+    #[arg(long)]
+    pub print_headers: bool,
+    /// Separator between printed fields
+    #[arg(long, default_value = "\t")]
+    pub separator: String,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// Reports librdkafka errors except end-of-partition, which is expected
+/// here (it is how `--exit-at-end` knows it is done).
+pub struct QuietContext;
+
+impl ClientContext for QuietContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let eof = matches!(error, KafkaError::PartitionEOF(_))
+            || matches!(error, KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF));
+        if !eof {
+            tracing::warn!("librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl ConsumerContext for QuietContext {}
+
+pub async fn run(args: ConsumeArgs) -> Result<()> {
+    let consumer: StreamConsumer<QuietContext> = ClientConfig::new()
+        .set("bootstrap.servers", &args.connect.bootstrap)
+        // Partitions are assigned explicitly; the group id is never used
+        // for coordination, only required by librdkafka.
+        .set("group.id", "runnel-cli-consume")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", if args.exit_at_end { "true" } else { "false" })
+        .set("socket.timeout.ms", "10000")
+        .set("log_level", "3")
+        .create_with_context(QuietContext)
+        .context("cannot create consumer")?;
+    let metadata = consumer
+        .fetch_metadata(Some(&args.topic), Duration::from_secs(10))
+        .with_context(|| format!("cannot reach a broker at {}", args.connect.bootstrap))?;
+    let topic = metadata.topics().first().context("no metadata for topic")?;
+    if let Some(e) = topic.error() {
+        bail!("topic '{}': {:?}", args.topic, rdkafka::types::RDKafkaRespErr::from(e));
+    }
+    let mut partitions: Vec<i32> = topic.partitions().iter().map(|p| p.id()).collect();
+    if let Some(p) = args.partition {
+        if !partitions.contains(&p) {
+            bail!("topic '{}' has no partition {p}", args.topic);
+        }
+        partitions = vec![p];
+    }
+    let start = match (args.offset, args.from_beginning) {
+        (Some(o), _) => Offset::Offset(o),
+        (None, true) => Offset::Beginning,
+        (None, false) => Offset::End,
+    };
+    let mut assignment = TopicPartitionList::new();
+    for p in &partitions {
+        assignment.add_partition_offset(&args.topic, *p, start)?;
+    }
+    consumer.assign(&assignment)?;
+
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut count = 0u64;
+    let mut at_end: HashSet<i32> = HashSet::new();
+    let sep = args.separator.as_str();
+    if args.max == Some(0) {
+        return Ok(());
+    }
+    loop {
+        let received = tokio::select! {
+            m = consumer.recv() => m,
+            _ = tokio::signal::ctrl_c() => break,
+        };
+        match received {
+            Ok(m) => {
+                at_end.remove(&m.partition());
+                if args.print_offset {
+                    write!(out, "{}:{}{sep}", m.partition(), m.offset())?;
+                }
+                if args.print_timestamp {
+                    write!(out, "{}{sep}", m.timestamp().to_millis().unwrap_or(-1))?;
+                }
+                if args.print_key {
+                    let key = m.key().map(String::from_utf8_lossy).unwrap_or_default();
+                    write!(out, "{key}{sep}")?;
+                }
+                let value = m.payload().map(String::from_utf8_lossy).unwrap_or_default();
+                write!(out, "{value}")?;
+                if args.print_headers {
+                    if let Some(headers) = m.headers() {
+                        let rendered: Vec<String> = headers
+                            .iter()
+                            .map(|h| format!("{}={}", h.key, h.value.map(String::from_utf8_lossy).unwrap_or_default()))
+                            .collect();
+                        write!(out, "{sep}{}", rendered.join(","))?;
+                    }
+                }
+                writeln!(out)?;
+                count += 1;
+                if args.max.is_some_and(|max| count >= max) {
+                    break;
+                }
+            }
+            Err(KafkaError::PartitionEOF(p)) => {
+                at_end.insert(p);
+                if at_end.len() == partitions.len() {
+                    break;
+                }
+            }
+            Err(e) => bail!("consuming '{}': {e}", args.topic),
+        }
+        if count % 1000 == 0 {
+            out.flush()?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}

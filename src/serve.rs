@@ -1,0 +1,117 @@
+//! `runnel serve`: load configuration, open storage, run the Kafka listener
+//! until SIGINT/SIGTERM, then flush and checkpoint.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use runnel_core::broker::Broker;
+use runnel_core::config::BrokerConfig;
+use tracing::info;
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// YAML config file (see runnel.example.yaml); flags and env vars override it
+    #[arg(short, long, env = "RUNNEL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory for partitions and metadata [default: ./runnel-data]
+    #[arg(long, env = "RUNNEL_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address of the Kafka protocol listener [default: 127.0.0.1:9092]
+    #[arg(long, env = "RUNNEL_KAFKA_ADDR")]
+    pub kafka_addr: Option<String>,
+    /// Address given to clients in metadata [default: --kafka-addr]
+    #[arg(long, env = "RUNNEL_ADVERTISED_KAFKA_ADDR")]
+    pub advertised_kafka_addr: Option<String>,
+    /// This broker's node id [default: 0]
+    #[arg(long, env = "RUNNEL_NODE_ID")]
+    pub node_id: Option<i32>,
+    /// Create unknown topics on first use by Metadata or Produce [default: true]
+    #[arg(long, env = "RUNNEL_AUTO_CREATE_TOPICS")]
+    pub auto_create_topics: Option<bool>,
+    /// Partitions of auto-created topics [default: 1]
+    #[arg(long, env = "RUNNEL_DEFAULT_PARTITIONS")]
+    pub default_partitions: Option<i32>,
+}
+
+/// Builds the effective configuration: built-in defaults, then the config
+/// file, then flags and environment variables.
+pub fn load_config(args: &ServeArgs) -> Result<BrokerConfig> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?;
+            // serde_yaml errors carry "at line L column C".
+            serde_yaml::from_str::<BrokerConfig>(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        }
+        None => BrokerConfig::default(),
+    };
+    if let Some(v) = &args.data_dir {
+        config.data_dir = v.clone();
+    }
+    if let Some(v) = &args.kafka_addr {
+        config.kafka_addr = v.clone();
+    }
+    if let Some(v) = &args.advertised_kafka_addr {
+        config.advertised_kafka_addr = Some(v.clone());
+    }
+    if let Some(v) = args.node_id {
+        config.node_id = v;
+    }
+    if let Some(v) = args.auto_create_topics {
+        config.auto_create_topics = v;
+    }
+    if let Some(v) = args.default_partitions {
+        config.default_partitions = v;
+    }
+    config.validate().context("invalid configuration")?;
+    Ok(config)
+}
+
+pub async fn run(args: ServeArgs) -> Result<()> {
+    let config = load_config(&args)?;
+    let listener = tokio::net::TcpListener::bind(&config.kafka_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.kafka_addr))?;
+    let data_dir = config.data_dir.clone();
+    let broker = tokio::task::spawn_blocking(move || Broker::open(config))
+        .await?
+        .with_context(|| format!("cannot open data directory {}", data_dir.display()))?;
+    broker.spawn_background_tasks();
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        kafka = %listener.local_addr()?,
+        data_dir = %data_dir.display(),
+        node_id = broker.node_id(),
+        cluster_id = broker.cluster_id(),
+        "runnel broker started"
+    );
+    runnel_core::server::serve(broker.clone(), listener, shutdown_signal()).await?;
+    info!("shutting down");
+    let b = broker.clone();
+    tokio::task::spawn_blocking(move || b.shutdown()).await?.context("flushing storage on shutdown")?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
