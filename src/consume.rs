@@ -60,7 +60,10 @@ pub struct QuietContext;
 impl ClientContext for QuietContext {
     fn error(&self, error: KafkaError, reason: &str) {
         let eof = matches!(error, KafkaError::PartitionEOF(_))
-            || matches!(error, KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF));
+            || matches!(
+                error,
+                KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
+            );
         if !eof {
             tracing::warn!("librdkafka: {error}: {reason}");
         }
@@ -76,7 +79,10 @@ pub async fn run(args: ConsumeArgs) -> Result<()> {
         // for coordination, only required by librdkafka.
         .set("group.id", "runnel-cli-consume")
         .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", if args.exit_at_end { "true" } else { "false" })
+        .set(
+            "enable.partition.eof",
+            if args.exit_at_end { "true" } else { "false" },
+        )
         .set("socket.timeout.ms", "10000")
         .set("log_level", "3")
         .create_with_context(QuietContext)
@@ -86,7 +92,11 @@ pub async fn run(args: ConsumeArgs) -> Result<()> {
         .with_context(|| format!("cannot reach a broker at {}", args.connect.bootstrap))?;
     let topic = metadata.topics().first().context("no metadata for topic")?;
     if let Some(e) = topic.error() {
-        bail!("topic '{}': {:?}", args.topic, rdkafka::types::RDKafkaRespErr::from(e));
+        bail!(
+            "topic '{}': {:?}",
+            args.topic,
+            rdkafka::types::RDKafkaRespErr::from(e)
+        );
     }
     let mut partitions: Vec<i32> = topic.partitions().iter().map(|p| p.id()).collect();
     if let Some(p) = args.partition {
@@ -138,7 +148,13 @@ pub async fn run(args: ConsumeArgs) -> Result<()> {
                     if let Some(headers) = m.headers() {
                         let rendered: Vec<String> = headers
                             .iter()
-                            .map(|h| format!("{}={}", h.key, h.value.map(String::from_utf8_lossy).unwrap_or_default()))
+                            .map(|h| {
+                                format!(
+                                    "{}={}",
+                                    h.key,
+                                    h.value.map(String::from_utf8_lossy).unwrap_or_default()
+                                )
+                            })
                             .collect();
                         write!(out, "{sep}{}", rendered.join(","))?;
                     }

@@ -52,12 +52,19 @@ enum Command {
 fn init_tracing(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUNNEL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" });
+    init_tracing(if matches!(cli.command, Command::Serve(_)) {
+        "info"
+    } else {
+        "warn"
+    });
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -90,6 +97,11 @@ fn main() -> ExitCode {
 #[derive(clap::Args, Clone, Debug)]
 pub struct ConnectArgs {
     /// Broker address (host:port)
-    #[arg(short, long, env = "RUNNEL_BOOTSTRAP", default_value = "127.0.0.1:9092")]
+    #[arg(
+        short,
+        long,
+        env = "RUNNEL_BOOTSTRAP",
+        default_value = "127.0.0.1:9092"
+    )]
     pub bootstrap: String,
 }

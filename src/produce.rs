@@ -52,8 +52,13 @@ pub fn producer_config(bootstrap: &str) -> ClientConfig {
 pub async fn run(args: ProduceArgs) -> Result<()> {
     let mut headers = OwnedHeaders::new();
     for h in &args.headers {
-        let Some((k, v)) = h.split_once('=') else { bail!("header '{h}' is not KEY=VALUE") };
-        headers = headers.insert(Header { key: k, value: Some(v) });
+        let Some((k, v)) = h.split_once('=') else {
+            bail!("header '{h}' is not KEY=VALUE")
+        };
+        headers = headers.insert(Header {
+            key: k,
+            value: Some(v),
+        });
     }
     let producer: FutureProducer = producer_config(&args.connect.bootstrap)
         .set("acks", &args.acks)
@@ -79,7 +84,8 @@ pub async fn run(args: ProduceArgs) -> Result<()> {
             },
             None => (None, line),
         };
-        let (producer, topic, headers, partition) = (&producer, &args.topic, headers.clone(), args.partition);
+        let (producer, topic, headers, partition) =
+            (&producer, &args.topic, headers.clone(), args.partition);
         in_flight.push(async move {
             let mut record: FutureRecord<'_, String, String> =
                 FutureRecord::to(topic).payload(&value).headers(headers);
@@ -89,7 +95,10 @@ pub async fn run(args: ProduceArgs) -> Result<()> {
             if let Some(p) = partition {
                 record = record.partition(p);
             }
-            (line_no, producer.send(record, Duration::from_secs(30)).await)
+            (
+                line_no,
+                producer.send(record, Duration::from_secs(30)).await,
+            )
         });
         if in_flight.len() >= MAX_IN_FLIGHT {
             if let Some((n, result)) = in_flight.next().await {
@@ -102,7 +111,9 @@ pub async fn run(args: ProduceArgs) -> Result<()> {
         result.map_err(|(e, _)| anyhow::anyhow!("line {n}: {e}"))?;
         produced += 1;
     }
-    producer.flush(Duration::from_secs(30)).context("flushing producer")?;
+    producer
+        .flush(Duration::from_secs(30))
+        .context("flushing producer")?;
     eprintln!("produced {produced} records to {}", args.topic);
     Ok(())
 }

@@ -90,7 +90,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     runnel_core::server::serve(broker.clone(), listener, shutdown_signal()).await?;
     info!("shutting down");
     let b = broker.clone();
-    tokio::task::spawn_blocking(move || b.shutdown()).await?.context("flushing storage on shutdown")?;
+    tokio::task::spawn_blocking(move || b.shutdown())
+        .await?
+        .context("flushing storage on shutdown")?;
     Ok(())
 }
 

@@ -6,12 +6,15 @@ use clap::Subcommand;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
-use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, IncrementalAlterConfigsRequest,
-    ListOffsetsRequest, MetadataRequest, MetadataResponse, TopicName,
+    CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
+    IncrementalAlterConfigsRequest, ListOffsetsRequest, MetadataRequest, MetadataResponse,
+    TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -87,7 +90,9 @@ fn check(code: i16, message: Option<&StrBytes>, what: &str) -> Result<()> {
     if code == 0 {
         return Ok(());
     }
-    let name = ResponseError::try_from_code(code).map(|e| e.to_string()).unwrap_or_default();
+    let name = ResponseError::try_from_code(code)
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     match message {
         Some(m) if !m.is_empty() => bail!("{what}: {m} ({name})"),
         _ => bail!("{what}: {name} (error {code})"),
@@ -102,7 +107,14 @@ async fn connect(args: &ConnectArgs) -> Result<Client> {
 
 pub async fn run(cmd: TopicCommand) -> Result<()> {
     match cmd {
-        TopicCommand::Create { name, partitions, replication_factor, configs, if_not_exists, connect: c } => {
+        TopicCommand::Create {
+            name,
+            partitions,
+            replication_factor,
+            configs,
+            if_not_exists,
+            connect: c,
+        } => {
             let mut client = connect(&c).await?;
             let mut topic = CreatableTopic::default();
             topic.name = TopicName(StrBytes::from_string(name.clone()));
@@ -119,22 +131,40 @@ pub async fn run(cmd: TopicCommand) -> Result<()> {
             request.topics = vec![topic];
             request.timeout_ms = 30_000;
             let response = client.send(&request).await?;
-            let result = response.topics.first().context("empty CreateTopics response")?;
+            let result = response
+                .topics
+                .first()
+                .context("empty CreateTopics response")?;
             if if_not_exists && result.error_code == ResponseError::TopicAlreadyExists.code() {
                 return Ok(());
             }
-            check(result.error_code, result.error_message.as_ref(), &format!("cannot create topic '{name}'"))?;
-            println!("created topic {name} ({} partitions)", result.num_partitions);
+            check(
+                result.error_code,
+                result.error_message.as_ref(),
+                &format!("cannot create topic '{name}'"),
+            )?;
+            println!(
+                "created topic {name} ({} partitions)",
+                result.num_partitions
+            );
             Ok(())
         }
-        TopicCommand::List { internal, connect: c } => {
+        TopicCommand::List {
+            internal,
+            connect: c,
+        } => {
             let mut client = connect(&c).await?;
             let response = metadata(&mut client, None).await?;
             let mut topics: Vec<_> = response
                 .topics
                 .iter()
                 .filter(|t| internal || !t.is_internal)
-                .map(|t| (t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default(), t.partitions.len()))
+                .map(|t| {
+                    (
+                        t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default(),
+                        t.partitions.len(),
+                    )
+                })
                 .collect();
             topics.sort();
             if topics.is_empty() {
@@ -146,7 +176,11 @@ pub async fn run(cmd: TopicCommand) -> Result<()> {
             Ok(())
         }
         TopicCommand::Describe { name, connect: c } => describe(&c, &name).await,
-        TopicCommand::Delete { name, if_exists, connect: c } => {
+        TopicCommand::Delete {
+            name,
+            if_exists,
+            connect: c,
+        } => {
             let mut client = connect(&c).await?;
             let mut request = DeleteTopicsRequest::default();
             let version = client.version_for::<DeleteTopicsRequest>()?;
@@ -159,15 +193,27 @@ pub async fn run(cmd: TopicCommand) -> Result<()> {
             }
             request.timeout_ms = 30_000;
             let response = client.send(&request).await?;
-            let result = response.responses.first().context("empty DeleteTopics response")?;
+            let result = response
+                .responses
+                .first()
+                .context("empty DeleteTopics response")?;
             if if_exists && result.error_code == ResponseError::UnknownTopicOrPartition.code() {
                 return Ok(());
             }
-            check(result.error_code, result.error_message.as_ref(), &format!("cannot delete topic '{name}'"))?;
+            check(
+                result.error_code,
+                result.error_message.as_ref(),
+                &format!("cannot delete topic '{name}'"),
+            )?;
             println!("deleted topic {name}");
             Ok(())
         }
-        TopicCommand::AlterConfig { name, set, delete, connect: c } => {
+        TopicCommand::AlterConfig {
+            name,
+            set,
+            delete,
+            connect: c,
+        } => {
             if set.is_empty() && delete.is_empty() {
                 bail!("nothing to change: give --set KEY=VALUE or --delete KEY");
             }
@@ -192,8 +238,15 @@ pub async fn run(cmd: TopicCommand) -> Result<()> {
             let mut request = IncrementalAlterConfigsRequest::default();
             request.resources = vec![resource];
             let response = client.send(&request).await?;
-            let result = response.responses.first().context("empty IncrementalAlterConfigs response")?;
-            check(result.error_code, result.error_message.as_ref(), &format!("cannot alter topic '{name}'"))?;
+            let result = response
+                .responses
+                .first()
+                .context("empty IncrementalAlterConfigs response")?;
+            check(
+                result.error_code,
+                result.error_message.as_ref(),
+                &format!("cannot alter topic '{name}'"),
+            )?;
             println!("updated configs of topic {name}");
             Ok(())
         }
@@ -215,7 +268,11 @@ async fn describe(c: &ConnectArgs, name: &str) -> Result<()> {
     let mut client = connect(c).await?;
     let response = metadata(&mut client, Some(name)).await?;
     let topic = response.topics.first().context("empty Metadata response")?;
-    check(topic.error_code, None, &format!("cannot describe topic '{name}'"))?;
+    check(
+        topic.error_code,
+        None,
+        &format!("cannot describe topic '{name}'"),
+    )?;
     let mut partitions: Vec<_> = topic.partitions.iter().collect();
     partitions.sort_by_key(|p| p.partition_index);
 
@@ -244,7 +301,13 @@ async fn describe(c: &ConnectArgs, name: &str) -> Result<()> {
             .iter()
             .flat_map(|t| t.partitions.iter())
             .find(|x| x.partition_index == p)
-            .map(|x| if x.error_code == 0 { x.offset.to_string() } else { format!("error {}", x.error_code) })
+            .map(|x| {
+                if x.error_code == 0 {
+                    x.offset.to_string()
+                } else {
+                    format!("error {}", x.error_code)
+                }
+            })
             .unwrap_or_else(|| "?".into())
     };
     println!("topic:       {name}");
@@ -252,7 +315,10 @@ async fn describe(c: &ConnectArgs, name: &str) -> Result<()> {
     println!("partitions:  {}", partitions.len());
     println!("internal:    {}", topic.is_internal);
     println!();
-    println!("{:>9}  {:>6}  {:>12}  {:>12}  {:>8}  isr", "partition", "leader", "start offset", "end offset", "replicas");
+    println!(
+        "{:>9}  {:>6}  {:>12}  {:>12}  {:>8}  isr",
+        "partition", "leader", "start offset", "end offset", "replicas"
+    );
     for p in &partitions {
         println!(
             "{:>9}  {:>6}  {:>12}  {:>12}  {:>8}  {:?}",
@@ -273,7 +339,11 @@ async fn describe(c: &ConnectArgs, name: &str) -> Result<()> {
     request.resources = vec![resource];
     let configs = client.send(&request).await?;
     if let Some(result) = configs.results.first() {
-        check(result.error_code, result.error_message.as_ref(), "cannot read topic configs")?;
+        check(
+            result.error_code,
+            result.error_message.as_ref(),
+            "cannot read topic configs",
+        )?;
         println!();
         println!("configs (* = set on this topic):");
         for c in &result.configs {

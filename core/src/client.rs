@@ -54,7 +54,10 @@ impl Client {
                 addr: addr.to_string(),
                 source: std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
             })?
-            .map_err(|source| ClientError::Connect { addr: addr.to_string(), source })?;
+            .map_err(|source| ClientError::Connect {
+                addr: addr.to_string(),
+                source,
+            })?;
         stream.set_nodelay(true)?;
         let (read, write) = stream.into_split();
         let mut client = Client {
@@ -70,10 +73,16 @@ impl Client {
         request.client_software_version = StrBytes::from_static_str(env!("CARGO_PKG_VERSION"));
         let response = client.send_version(&request, 3).await?;
         if response.error_code != 0 {
-            return Err(ClientError::Protocol(format!("ApiVersions failed with error {}", response.error_code)));
+            return Err(ClientError::Protocol(format!(
+                "ApiVersions failed with error {}",
+                response.error_code
+            )));
         }
-        client.broker_versions =
-            response.api_keys.iter().map(|k| (k.api_key, (k.min_version, k.max_version))).collect();
+        client.broker_versions = response
+            .api_keys
+            .iter()
+            .map(|k| (k.api_key, (k.min_version, k.max_version)))
+            .collect();
         Ok(client)
     }
 
@@ -83,8 +92,13 @@ impl Client {
 
     /// The highest version of `R` both sides support.
     pub fn version_for<R: Request>(&self) -> Result<i16, ClientError> {
-        let key = ApiKey::try_from(R::KEY).map_err(|_| ClientError::Protocol("unknown api key".into()))?;
-        let (min, max) = self.broker_versions.get(&R::KEY).copied().ok_or(ClientError::Unsupported(key))?;
+        let key = ApiKey::try_from(R::KEY)
+            .map_err(|_| ClientError::Protocol("unknown api key".into()))?;
+        let (min, max) = self
+            .broker_versions
+            .get(&R::KEY)
+            .copied()
+            .ok_or(ClientError::Unsupported(key))?;
         let version = max.min(R::VERSIONS.max);
         if version < min.max(R::VERSIONS.min) {
             return Err(ClientError::Unsupported(key));
@@ -99,16 +113,27 @@ impl Client {
     }
 
     /// Sends a request at a given version.
-    pub async fn send_version<R: Request>(&mut self, request: &R, version: i16) -> Result<R::Response, ClientError> {
+    pub async fn send_version<R: Request>(
+        &mut self,
+        request: &R,
+        version: i16,
+    ) -> Result<R::Response, ClientError> {
         let mut body = BytesMut::new();
-        request.encode(&mut body, version).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        request
+            .encode(&mut body, version)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let mut frame = self.send_raw(R::KEY, version, &body).await?;
         R::Response::decode(&mut frame, version).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
     /// Sends an already-encoded request body and returns the response body
     /// (after the response header).
-    pub async fn send_raw(&mut self, api_key: i16, version: i16, body: &[u8]) -> Result<Bytes, ClientError> {
+    pub async fn send_raw(
+        &mut self,
+        api_key: i16,
+        version: i16,
+        body: &[u8],
+    ) -> Result<Bytes, ClientError> {
         let (key, correlation_id) = self.write_request(api_key, version, body).await?;
         let timeout = self.timeout;
         let mut response = tokio::time::timeout(timeout, self.read_frame())
@@ -126,12 +151,23 @@ impl Client {
     }
 
     /// Sends a request that gets no response (Produce with acks=0).
-    pub async fn send_no_response(&mut self, api_key: i16, version: i16, body: &[u8]) -> Result<(), ClientError> {
+    pub async fn send_no_response(
+        &mut self,
+        api_key: i16,
+        version: i16,
+        body: &[u8],
+    ) -> Result<(), ClientError> {
         self.write_request(api_key, version, body).await.map(|_| ())
     }
 
-    async fn write_request(&mut self, api_key: i16, version: i16, body: &[u8]) -> Result<(ApiKey, i32), ClientError> {
-        let key = ApiKey::try_from(api_key).map_err(|_| ClientError::Protocol("unknown api key".into()))?;
+    async fn write_request(
+        &mut self,
+        api_key: i16,
+        version: i16,
+        body: &[u8],
+    ) -> Result<(ApiKey, i32), ClientError> {
+        let key = ApiKey::try_from(api_key)
+            .map_err(|_| ClientError::Protocol("unknown api key".into()))?;
         let correlation_id = self.next_correlation_id;
         self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
         let mut header = RequestHeader::default();
@@ -154,7 +190,9 @@ impl Client {
     async fn read_frame(&mut self) -> Result<Bytes, ClientError> {
         let size = self.reader.read_i32().await?;
         if size < 4 || size as usize > MAX_RESPONSE_BYTES {
-            return Err(ClientError::Protocol(format!("response frame of {size} bytes")));
+            return Err(ClientError::Protocol(format!(
+                "response frame of {size} bytes"
+            )));
         }
         let mut buf = BytesMut::zeroed(size as usize);
         self.reader.read_exact(&mut buf).await?;

@@ -164,13 +164,19 @@ fn int_at_least(min: i64) -> impl Fn(&str) -> Result<(), String> {
 }
 
 fn cleanup_policy(v: &str) -> Result<(), String> {
-    let items: Vec<&str> = v.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    let items: Vec<&str> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
     if items.is_empty() {
         return Err("cleanup.policy needs 'delete', 'compact' or both".into());
     }
     for item in items {
         if item != "delete" && item != "compact" {
-            return Err(format!("'{item}' is not a cleanup policy (delete, compact)"));
+            return Err(format!(
+                "'{item}' is not a cleanup policy (delete, compact)"
+            ));
         }
     }
     Ok(())
@@ -222,68 +228,159 @@ macro_rules! def {
 }
 
 /// Every topic config Runnel understands. Unknown keys are rejected.
-pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
-    def!("cleanup.policy", "log.cleanup.policy", List,
+pub static TOPIC_CONFIGS: &[TopicConfigDef] =
+    &[
+        def!("cleanup.policy", "log.cleanup.policy", List,
         "'delete' removes old segments by retention; 'compact' keeps the newest record per key.",
         |d| d.cleanup_policy.clone(), cleanup_policy),
-    def!("compression.type", "compression.type", String,
-        "Only 'producer': batches are stored as the producer compressed them.",
-        |_| "producer".into(), compression_type),
-    def!("delete.retention.ms", "log.cleaner.delete.retention.ms", Long,
-        "How long tombstones are kept in compacted topics.",
-        |d| d.delete_retention_ms.to_string(), |v| long_at_least(0)(v)),
-    def!("file.delete.delay.ms", "log.segment.delete.delay.ms", Long,
+        def!(
+            "compression.type",
+            "compression.type",
+            String,
+            "Only 'producer': batches are stored as the producer compressed them.",
+            |_| "producer".into(),
+            compression_type
+        ),
+        def!(
+            "delete.retention.ms",
+            "log.cleaner.delete.retention.ms",
+            Long,
+            "How long tombstones are kept in compacted topics.",
+            |d| d.delete_retention_ms.to_string(),
+            |v| long_at_least(0)(v)
+        ),
+        def!("file.delete.delay.ms", "log.segment.delete.delay.ms", Long,
         "Accepted for compatibility; segment files are unlinked at once (open readers keep them).",
         |_| "60000".into(), |v| long_at_least(0)(v)),
-    def!("flush.messages", "log.flush.interval.messages", Long,
-        "Fsync the log after this many appended records, before acknowledging them.",
-        |d| d.flush_messages.to_string(), |v| long_at_least(1)(v)),
-    def!("flush.ms", "log.flush.interval.ms", Long,
-        "Fsync the log when this long has passed since the last fsync, before acknowledging.",
-        |d| d.flush_ms.to_string(), |v| long_at_least(0)(v)),
-    def!("index.interval.bytes", "log.index.interval.bytes", Int,
-        "Bytes of batches between two offset index entries.",
-        |d| d.index_interval_bytes.to_string(), |v| int_at_least(0)(v)),
-    def!("max.compaction.lag.ms", "log.cleaner.max.compaction.lag.ms", Long,
-        "Longest time a record may stay uncompacted.",
-        |_| i64::MAX.to_string(), |v| long_at_least(1)(v)),
-    def!("max.message.bytes", "message.max.bytes", Int,
-        "Largest record batch accepted, in bytes.",
-        |d| d.max_message_bytes.to_string(), |v| int_at_least(0)(v)),
-    def!("message.timestamp.type", "log.message.timestamp.type", String,
-        "CreateTime keeps the producer's timestamps; LogAppendTime uses the broker's clock.",
-        |d| d.message_timestamp_type.clone(), timestamp_type),
-    def!("min.cleanable.dirty.ratio", "log.cleaner.min.cleanable.ratio", Double,
-        "Share of uncompacted log that triggers compaction.",
-        |_| "0.5".into(), ratio),
-    def!("min.compaction.lag.ms", "log.cleaner.min.compaction.lag.ms", Long,
-        "Shortest time a record stays uncompacted.",
-        |d| d.min_compaction_lag_ms.to_string(), |v| long_at_least(0)(v)),
-    def!("min.insync.replicas", "min.insync.replicas", Int,
-        "Replicas that must have a record before acks=all succeeds.",
-        |d| d.min_insync_replicas.to_string(), |v| int_at_least(1)(v)),
-    def!("preallocate", "log.preallocate", Boolean,
-        "Accepted for compatibility; segments are not preallocated.",
-        |_| "false".into(), boolean),
-    def!("retention.bytes", "log.retention.bytes", Long,
-        "Largest size of a partition before old segments are deleted; -1 for no limit.",
-        |d| d.retention_bytes.to_string(), |v| long_at_least(-1)(v)),
-    def!("retention.ms", "log.retention.ms", Long,
-        "Age after which segments are deleted; -1 keeps them forever.",
-        |d| d.retention_ms.to_string(), |v| long_at_least(-1)(v)),
-    def!("segment.bytes", "log.segment.bytes", Int,
-        "Size at which a new segment file is started.",
-        |d| d.segment_bytes.to_string(), |v| int_at_least(1024)(v)),
-    def!("segment.index.bytes", "log.index.size.max.bytes", Int,
-        "Size of a segment's offset index at which the segment rolls.",
-        |d| d.segment_index_bytes.to_string(), |v| int_at_least(8)(v)),
-    def!("segment.ms", "log.roll.ms", Long,
-        "Age of a segment's first batch after which a new segment is started.",
-        |d| d.segment_ms.to_string(), |v| long_at_least(1)(v)),
-    def!("unclean.leader.election.enable", "unclean.leader.election.enable", Boolean,
-        "Whether an out-of-sync replica may become leader.",
-        |_| "false".into(), boolean),
-];
+        def!(
+            "flush.messages",
+            "log.flush.interval.messages",
+            Long,
+            "Fsync the log after this many appended records, before acknowledging them.",
+            |d| d.flush_messages.to_string(),
+            |v| long_at_least(1)(v)
+        ),
+        def!(
+            "flush.ms",
+            "log.flush.interval.ms",
+            Long,
+            "Fsync the log when this long has passed since the last fsync, before acknowledging.",
+            |d| d.flush_ms.to_string(),
+            |v| long_at_least(0)(v)
+        ),
+        def!(
+            "index.interval.bytes",
+            "log.index.interval.bytes",
+            Int,
+            "Bytes of batches between two offset index entries.",
+            |d| d.index_interval_bytes.to_string(),
+            |v| int_at_least(0)(v)
+        ),
+        def!(
+            "max.compaction.lag.ms",
+            "log.cleaner.max.compaction.lag.ms",
+            Long,
+            "Longest time a record may stay uncompacted.",
+            |_| i64::MAX.to_string(),
+            |v| long_at_least(1)(v)
+        ),
+        def!(
+            "max.message.bytes",
+            "message.max.bytes",
+            Int,
+            "Largest record batch accepted, in bytes.",
+            |d| d.max_message_bytes.to_string(),
+            |v| int_at_least(0)(v)
+        ),
+        def!(
+            "message.timestamp.type",
+            "log.message.timestamp.type",
+            String,
+            "CreateTime keeps the producer's timestamps; LogAppendTime uses the broker's clock.",
+            |d| d.message_timestamp_type.clone(),
+            timestamp_type
+        ),
+        def!(
+            "min.cleanable.dirty.ratio",
+            "log.cleaner.min.cleanable.ratio",
+            Double,
+            "Share of uncompacted log that triggers compaction.",
+            |_| "0.5".into(),
+            ratio
+        ),
+        def!(
+            "min.compaction.lag.ms",
+            "log.cleaner.min.compaction.lag.ms",
+            Long,
+            "Shortest time a record stays uncompacted.",
+            |d| d.min_compaction_lag_ms.to_string(),
+            |v| long_at_least(0)(v)
+        ),
+        def!(
+            "min.insync.replicas",
+            "min.insync.replicas",
+            Int,
+            "Replicas that must have a record before acks=all succeeds.",
+            |d| d.min_insync_replicas.to_string(),
+            |v| int_at_least(1)(v)
+        ),
+        def!(
+            "preallocate",
+            "log.preallocate",
+            Boolean,
+            "Accepted for compatibility; segments are not preallocated.",
+            |_| "false".into(),
+            boolean
+        ),
+        def!(
+            "retention.bytes",
+            "log.retention.bytes",
+            Long,
+            "Largest size of a partition before old segments are deleted; -1 for no limit.",
+            |d| d.retention_bytes.to_string(),
+            |v| long_at_least(-1)(v)
+        ),
+        def!(
+            "retention.ms",
+            "log.retention.ms",
+            Long,
+            "Age after which segments are deleted; -1 keeps them forever.",
+            |d| d.retention_ms.to_string(),
+            |v| long_at_least(-1)(v)
+        ),
+        def!(
+            "segment.bytes",
+            "log.segment.bytes",
+            Int,
+            "Size at which a new segment file is started.",
+            |d| d.segment_bytes.to_string(),
+            |v| int_at_least(1024)(v)
+        ),
+        def!(
+            "segment.index.bytes",
+            "log.index.size.max.bytes",
+            Int,
+            "Size of a segment's offset index at which the segment rolls.",
+            |d| d.segment_index_bytes.to_string(),
+            |v| int_at_least(8)(v)
+        ),
+        def!(
+            "segment.ms",
+            "log.roll.ms",
+            Long,
+            "Age of a segment's first batch after which a new segment is started.",
+            |d| d.segment_ms.to_string(),
+            |v| long_at_least(1)(v)
+        ),
+        def!(
+            "unclean.leader.election.enable",
+            "unclean.leader.election.enable",
+            Boolean,
+            "Whether an out-of-sync replica may become leader.",
+            |_| "false".into(),
+            boolean
+        ),
+    ];
 
 pub fn topic_config_def(name: &str) -> Option<&'static TopicConfigDef> {
     TOPIC_CONFIGS.iter().find(|d| d.name == name)
@@ -298,7 +395,8 @@ pub struct ConfigError(pub String);
 pub fn validate_topic_config(name: &str, value: &str) -> Result<(), ConfigError> {
     let def = topic_config_def(name)
         .ok_or_else(|| ConfigError(format!("unknown topic config '{name}'")))?;
-    def.validate(value).map_err(|e| ConfigError(format!("invalid value for {name}: {e}")))
+    def.validate(value)
+        .map_err(|e| ConfigError(format!("invalid value for {name}: {e}")))
 }
 
 /// The effective value of a topic config: its override or the broker default.
@@ -314,7 +412,10 @@ pub fn effective_value(
 }
 
 /// Resolves the storage settings of a topic from its overrides.
-pub fn resolve_log_config(overrides: &BTreeMap<String, String>, defaults: &LogDefaults) -> LogConfig {
+pub fn resolve_log_config(
+    overrides: &BTreeMap<String, String>,
+    defaults: &LogDefaults,
+) -> LogConfig {
     let get = |name: &str| effective_value(name, overrides, defaults).unwrap_or_default();
     let long = |name: &str, fallback: i64| get(name).trim().parse::<i64>().unwrap_or(fallback);
     let policy = get("cleanup.policy");
@@ -322,7 +423,8 @@ pub fn resolve_log_config(overrides: &BTreeMap<String, String>, defaults: &LogDe
     LogConfig {
         segment_bytes: long("segment.bytes", base.segment_bytes as i64).max(1024) as u64,
         segment_ms: long("segment.ms", base.segment_ms),
-        segment_index_bytes: long("segment.index.bytes", base.segment_index_bytes as i64).max(8) as u64,
+        segment_index_bytes: long("segment.index.bytes", base.segment_index_bytes as i64).max(8)
+            as u64,
         index_interval_bytes: long("index.interval.bytes", 4096).max(0) as u64,
         retention_ms: long("retention.ms", base.retention_ms),
         retention_bytes: long("retention.bytes", -1),
@@ -345,22 +447,53 @@ pub fn broker_config_entries(config: &BrokerConfig) -> Vec<(&'static str, String
     vec![
         ("broker.id", config.node_id.to_string(), ConfigType::Int),
         ("node.id", config.node_id.to_string(), ConfigType::Int),
-        ("log.dirs", config.data_dir.display().to_string(), ConfigType::String),
-        ("listeners", format!("PLAINTEXT://{}", config.kafka_addr), ConfigType::String),
+        (
+            "log.dirs",
+            config.data_dir.display().to_string(),
+            ConfigType::String,
+        ),
+        (
+            "listeners",
+            format!("PLAINTEXT://{}", config.kafka_addr),
+            ConfigType::String,
+        ),
         (
             "advertised.listeners",
             format!(
                 "PLAINTEXT://{}",
-                config.advertised_kafka_addr.as_deref().unwrap_or(&config.kafka_addr)
+                config
+                    .advertised_kafka_addr
+                    .as_deref()
+                    .unwrap_or(&config.kafka_addr)
             ),
             ConfigType::String,
         ),
-        ("auto.create.topics.enable", config.auto_create_topics.to_string(), ConfigType::Boolean),
-        ("num.partitions", config.default_partitions.to_string(), ConfigType::Int),
+        (
+            "auto.create.topics.enable",
+            config.auto_create_topics.to_string(),
+            ConfigType::Boolean,
+        ),
+        (
+            "num.partitions",
+            config.default_partitions.to_string(),
+            ConfigType::Int,
+        ),
         ("default.replication.factor", "1".into(), ConfigType::Int),
-        ("socket.request.max.bytes", config.max_request_bytes.to_string(), ConfigType::Int),
-        ("queued.max.request.bytes", config.max_inflight_request_bytes.to_string(), ConfigType::Long),
-        ("connections.max.idle.ms", config.connections_max_idle_ms.to_string(), ConfigType::Long),
+        (
+            "socket.request.max.bytes",
+            config.max_request_bytes.to_string(),
+            ConfigType::Int,
+        ),
+        (
+            "queued.max.request.bytes",
+            config.max_inflight_request_bytes.to_string(),
+            ConfigType::Long,
+        ),
+        (
+            "connections.max.idle.ms",
+            config.connections_max_idle_ms.to_string(),
+            ConfigType::Long,
+        ),
         (
             "log.retention.check.interval.ms",
             config.retention_check_interval_ms.to_string(),
@@ -371,19 +504,67 @@ pub fn broker_config_entries(config: &BrokerConfig) -> Vec<(&'static str, String
             config.flush_checkpoint_interval_ms.to_string(),
             ConfigType::Int,
         ),
-        ("log.cleanup.policy", d.cleanup_policy.clone(), ConfigType::List),
-        ("log.retention.ms", d.retention_ms.to_string(), ConfigType::Long),
-        ("log.retention.bytes", d.retention_bytes.to_string(), ConfigType::Long),
-        ("log.segment.bytes", d.segment_bytes.to_string(), ConfigType::Int),
+        (
+            "log.cleanup.policy",
+            d.cleanup_policy.clone(),
+            ConfigType::List,
+        ),
+        (
+            "log.retention.ms",
+            d.retention_ms.to_string(),
+            ConfigType::Long,
+        ),
+        (
+            "log.retention.bytes",
+            d.retention_bytes.to_string(),
+            ConfigType::Long,
+        ),
+        (
+            "log.segment.bytes",
+            d.segment_bytes.to_string(),
+            ConfigType::Int,
+        ),
         ("log.roll.ms", d.segment_ms.to_string(), ConfigType::Long),
-        ("log.index.size.max.bytes", d.segment_index_bytes.to_string(), ConfigType::Int),
-        ("log.index.interval.bytes", d.index_interval_bytes.to_string(), ConfigType::Int),
-        ("message.max.bytes", d.max_message_bytes.to_string(), ConfigType::Int),
-        ("log.flush.interval.messages", d.flush_messages.to_string(), ConfigType::Long),
-        ("log.flush.interval.ms", d.flush_ms.to_string(), ConfigType::Long),
-        ("log.message.timestamp.type", d.message_timestamp_type.clone(), ConfigType::String),
-        ("log.cleaner.delete.retention.ms", d.delete_retention_ms.to_string(), ConfigType::Long),
-        ("min.insync.replicas", d.min_insync_replicas.to_string(), ConfigType::Int),
+        (
+            "log.index.size.max.bytes",
+            d.segment_index_bytes.to_string(),
+            ConfigType::Int,
+        ),
+        (
+            "log.index.interval.bytes",
+            d.index_interval_bytes.to_string(),
+            ConfigType::Int,
+        ),
+        (
+            "message.max.bytes",
+            d.max_message_bytes.to_string(),
+            ConfigType::Int,
+        ),
+        (
+            "log.flush.interval.messages",
+            d.flush_messages.to_string(),
+            ConfigType::Long,
+        ),
+        (
+            "log.flush.interval.ms",
+            d.flush_ms.to_string(),
+            ConfigType::Long,
+        ),
+        (
+            "log.message.timestamp.type",
+            d.message_timestamp_type.clone(),
+            ConfigType::String,
+        ),
+        (
+            "log.cleaner.delete.retention.ms",
+            d.delete_retention_ms.to_string(),
+            ConfigType::Long,
+        ),
+        (
+            "min.insync.replicas",
+            d.min_insync_replicas.to_string(),
+            ConfigType::Int,
+        ),
     ]
 }
 
@@ -431,7 +612,10 @@ mod tests {
 
     #[test]
     fn overrides_win_over_broker_defaults() {
-        let defaults = LogDefaults { retention_ms: 1000, ..Default::default() };
+        let defaults = LogDefaults {
+            retention_ms: 1000,
+            ..Default::default()
+        };
         let mut overrides = BTreeMap::new();
         overrides.insert("retention.bytes".to_string(), "4096".to_string());
         overrides.insert("cleanup.policy".to_string(), "compact,delete".to_string());
@@ -444,10 +628,16 @@ mod tests {
     #[test]
     fn bad_topic_configs_are_rejected_with_a_reason() {
         assert!(validate_topic_config("retention.ms", "-1").is_ok());
-        assert!(validate_topic_config("retention.ms", "-2").unwrap_err().0.contains("at least -1"));
+        assert!(validate_topic_config("retention.ms", "-2")
+            .unwrap_err()
+            .0
+            .contains("at least -1"));
         assert!(validate_topic_config("retention.ms", "soon").is_err());
         assert!(validate_topic_config("cleanup.policy", "compact,archive").is_err());
-        assert!(validate_topic_config("no.such.key", "1").unwrap_err().0.contains("unknown"));
+        assert!(validate_topic_config("no.such.key", "1")
+            .unwrap_err()
+            .0
+            .contains("unknown"));
         assert!(validate_topic_config("segment.bytes", "99999999999").is_err());
         assert!(validate_topic_config("compression.type", "zstd").is_err());
     }

@@ -53,12 +53,19 @@ pub struct DataDirLock {
 /// Takes the data directory's lock so two brokers never share one.
 pub fn lock_data_dir(dir: &Path) -> io::Result<DataDirLock> {
     fs::create_dir_all(dir)?;
-    let file = File::options().create(true).truncate(false).write(true).open(dir.join(".lock"))?;
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(".lock"))?;
     match file.try_lock() {
         Ok(()) => Ok(DataDirLock { _file: file }),
         Err(fs::TryLockError::WouldBlock) => Err(io::Error::new(
             io::ErrorKind::WouldBlock,
-            format!("data directory {} is in use by another runnel process", dir.display()),
+            format!(
+                "data directory {} is in use by another runnel process",
+                dir.display()
+            ),
         )),
         Err(fs::TryLockError::Error(e)) => Err(e),
     }
@@ -100,7 +107,8 @@ pub fn load_or_create_identity(dir: &Path, node_id: i32) -> io::Result<String> {
 
 fn create_identity(path: &Path, node_id: i32) -> io::Result<String> {
     let cluster_id = new_cluster_id();
-    let text = format!("#Runnel broker identity\nversion=1\ncluster.id={cluster_id}\nnode.id={node_id}\n");
+    let text =
+        format!("#Runnel broker identity\nversion=1\ncluster.id={cluster_id}\nnode.id={node_id}\n");
     write_atomically(path, text.as_bytes())?;
     Ok(cluster_id)
 }
@@ -109,7 +117,9 @@ fn create_identity(path: &Path, node_id: i32) -> io::Result<String> {
 fn new_cluster_id() -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let bits = Uuid::new_v4().as_u128();
-    (0..22).map(|i| ALPHABET[((bits >> (i * 6)) & 63) as usize] as char).collect()
+    (0..22)
+        .map(|i| ALPHABET[((bits >> (i * 6)) & 63) as usize] as char)
+        .collect()
 }
 
 pub fn topics_path(dir: &Path) -> PathBuf {
@@ -119,7 +129,10 @@ pub fn topics_path(dir: &Path) -> PathBuf {
 pub fn save_topics(dir: &Path, topics: &[TopicRecord]) -> io::Result<()> {
     let mut sorted = topics.to_vec();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
-    let file = TopicsFile { version: 1, topics: sorted };
+    let file = TopicsFile {
+        version: 1,
+        topics: sorted,
+    };
     let json = serde_json::to_vec_pretty(&file).map_err(io::Error::other)?;
     write_atomically(&topics_path(dir), &json)
 }
@@ -182,7 +195,9 @@ fn scan_partition_dirs(dir: &Path) -> io::Result<BTreeMap<String, (Option<Uuid>,
             continue;
         }
         let name = entry.file_name();
-        let Some((topic, partition)) = name.to_str().and_then(parse_partition_dir) else { continue };
+        let Some((topic, partition)) = name.to_str().and_then(parse_partition_dir) else {
+            continue;
+        };
         let id = read_partition_metadata(&entry.path());
         let slot = found.entry(topic.to_string()).or_insert((None, 0));
         slot.0 = slot.0.or(id);
@@ -256,7 +271,12 @@ mod tests {
         }
         save_topics(
             dir.path(),
-            &[TopicRecord { name: "orders".into(), id, partitions: 3, configs: BTreeMap::new() }],
+            &[TopicRecord {
+                name: "orders".into(),
+                id,
+                partitions: 3,
+                configs: BTreeMap::new(),
+            }],
         )
         .unwrap();
         fs::write(topics_path(dir.path()), b"{ not json").unwrap();

@@ -36,7 +36,10 @@ const LOG_START_CHECKPOINT: &str = "log-start-offset-checkpoint";
 pub const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_state"];
 
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Locks a mutex, ignoring poisoning: a panic elsewhere must not wedge
@@ -55,10 +58,17 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
         return Err(format!("topic name cannot be '{name}'"));
     }
     if name.len() > MAX_TOPIC_NAME_LEN {
-        return Err(format!("topic name is longer than {MAX_TOPIC_NAME_LEN} characters"));
+        return Err(format!(
+            "topic name is longer than {MAX_TOPIC_NAME_LEN} characters"
+        ));
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
-        return Err(format!("topic name '{name}' contains '{c}'; allowed are a-z A-Z 0-9 . _ -"));
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "topic name '{name}' contains '{c}'; allowed are a-z A-Z 0-9 . _ -"
+        ));
     }
     Ok(())
 }
@@ -127,7 +137,14 @@ pub struct PartitionOffsets {
 impl Partition {
     fn new(topic: Arc<str>, index: i32, log: PartitionLog) -> Partition {
         let (high_watermark, _) = watch::channel(log.high_watermark());
-        Partition { topic, index, log: Mutex::new(log), high_watermark, leader_epoch: 0, deleted: AtomicBool::new(false) }
+        Partition {
+            topic,
+            index,
+            log: Mutex::new(log),
+            high_watermark,
+            leader_epoch: 0,
+            deleted: AtomicBool::new(false),
+        }
     }
 
     pub fn leader_epoch(&self) -> i32 {
@@ -136,7 +153,10 @@ impl Partition {
 
     fn check_live(&self) -> Result<(), BrokerError> {
         if self.deleted.load(Ordering::Acquire) {
-            return Err(BrokerError::UnknownPartition(self.topic.to_string(), self.index));
+            return Err(BrokerError::UnknownPartition(
+                self.topic.to_string(),
+                self.index,
+            ));
         }
         Ok(())
     }
@@ -161,7 +181,12 @@ impl Partition {
     }
 
     /// Plans a read; see [`PartitionLog::read`].
-    pub fn read(&self, offset: i64, max_bytes: usize, min_one_batch: bool) -> Result<Option<ReadSlice>, BrokerError> {
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<Option<ReadSlice>, BrokerError> {
         self.check_live()?;
         Ok(lock(&self.log).read(offset, max_bytes, min_one_batch)?)
     }
@@ -191,7 +216,11 @@ impl Partition {
     pub fn delete_records_before(&self, offset: i64) -> Result<i64, BrokerError> {
         self.check_live()?;
         let mut log = lock(&self.log);
-        let target = if offset == -1 { log.high_watermark() } else { offset };
+        let target = if offset == -1 {
+            log.high_watermark()
+        } else {
+            offset
+        };
         Ok(log.delete_records_before(target)?)
     }
 
@@ -213,20 +242,33 @@ impl Topic {
         if index < 0 {
             return None;
         }
-        self.partitions.read().unwrap_or_else(|e| e.into_inner()).get(index as usize).cloned()
+        self.partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(index as usize)
+            .cloned()
     }
 
     pub fn partitions(&self) -> Vec<Arc<Partition>> {
-        self.partitions.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn partition_count(&self) -> i32 {
-        self.partitions.read().unwrap_or_else(|e| e.into_inner()).len() as i32
+        self.partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len() as i32
     }
 
     /// The topic's config overrides.
     pub fn configs(&self) -> BTreeMap<String, String> {
-        self.configs.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.configs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn is_internal(&self) -> bool {
@@ -342,7 +384,11 @@ impl Broker {
 
     /// Host and port clients should connect to.
     pub fn advertised_address(&self) -> (String, i32) {
-        let addr = self.config.advertised_kafka_addr.as_deref().unwrap_or(&self.config.kafka_addr);
+        let addr = self
+            .config
+            .advertised_kafka_addr
+            .as_deref()
+            .unwrap_or(&self.config.kafka_addr);
         match addr.rsplit_once(':') {
             Some((host, port)) => {
                 let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -353,28 +399,50 @@ impl Broker {
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
-        self.topics.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+        self.topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
     }
 
     pub fn topic_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
-        self.topics.read().unwrap_or_else(|e| e.into_inner()).values().find(|t| t.id == id).cloned()
+        self.topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .find(|t| t.id == id)
+            .cloned()
     }
 
     /// All topics, sorted by name.
     pub fn topics(&self) -> Vec<Arc<Topic>> {
-        let mut all: Vec<_> = self.topics.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let mut all: Vec<_> = self
+            .topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
     }
 
     pub fn partition(&self, topic: &str, index: i32) -> Result<Arc<Partition>, BrokerError> {
-        let t = self.topic(topic).ok_or_else(|| BrokerError::UnknownTopic(topic.to_string()))?;
-        t.partition(index).ok_or_else(|| BrokerError::UnknownPartition(topic.to_string(), index))
+        let t = self
+            .topic(topic)
+            .ok_or_else(|| BrokerError::UnknownTopic(topic.to_string()))?;
+        t.partition(index)
+            .ok_or_else(|| BrokerError::UnknownPartition(topic.to_string(), index))
     }
 
     /// Returns the topic, creating it with broker defaults when it does not
     /// exist and auto-creation is on.
-    pub async fn topic_or_auto_create(&self, name: &str, allowed: bool) -> Result<Arc<Topic>, BrokerError> {
+    pub async fn topic_or_auto_create(
+        &self,
+        name: &str,
+        allowed: bool,
+    ) -> Result<Arc<Topic>, BrokerError> {
         if let Some(t) = self.topic(name) {
             return Ok(t);
         }
@@ -382,15 +450,18 @@ impl Broker {
         if !(allowed && self.config.auto_create_topics) {
             return Err(BrokerError::UnknownTopic(name.to_string()));
         }
-        match self.create_topic(name, -1, -1, BTreeMap::new(), false).await {
+        match self
+            .create_topic(name, -1, -1, BTreeMap::new(), false)
+            .await
+        {
             Ok(t) => {
                 info!(topic = name, "auto-created topic");
                 Ok(t)
             }
             // Lost a race with another creator: fine.
-            Err(BrokerError::TopicExists(_)) => {
-                self.topic(name).ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))
-            }
+            Err(BrokerError::TopicExists(_)) => self
+                .topic(name)
+                .ok_or_else(|| BrokerError::UnknownTopic(name.to_string())),
             Err(e) => Err(e),
         }
     }
@@ -407,7 +478,11 @@ impl Broker {
         if self.topic(name).is_some() {
             return Err(BrokerError::TopicExists(name.to_string()));
         }
-        let partitions = if partitions == -1 { self.config.default_partitions } else { partitions };
+        let partitions = if partitions == -1 {
+            self.config.default_partitions
+        } else {
+            partitions
+        };
         if partitions < 1 || partitions > MAX_PARTITIONS_PER_TOPIC {
             return Err(BrokerError::InvalidPartitions(format!(
                 "number of partitions must be between 1 and {MAX_PARTITIONS_PER_TOPIC}, got {partitions}"
@@ -442,7 +517,12 @@ impl Broker {
         let mut logs = Vec::new();
         if !validate_only {
             let mut all = self.topic_records();
-            all.push(TopicRecord { name: name.to_string(), id, partitions, configs: configs.clone() });
+            all.push(TopicRecord {
+                name: name.to_string(),
+                id,
+                partitions,
+                configs: configs.clone(),
+            });
             meta::save_topics(&self.config.data_dir, &all)?;
             for p in 0..partitions {
                 let pdir = meta::partition_dir(&self.config.data_dir, name, p);
@@ -463,36 +543,53 @@ impl Broker {
             partitions: RwLock::new(logs),
         });
         if !validate_only {
-            self.topics.write().unwrap_or_else(|e| e.into_inner()).insert(name_arc, topic.clone());
+            self.topics
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name_arc, topic.clone());
             info!(topic = name, partitions, "created topic");
         }
         Ok(topic)
     }
 
     fn topic_records(&self) -> Vec<TopicRecord> {
-        self.topics.read().unwrap_or_else(|e| e.into_inner()).values().map(|t| t.record()).collect()
+        self.topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|t| t.record())
+            .collect()
     }
 
     /// Deletes a topic: forgets it, then removes its data in the background.
     pub async fn delete_topic(&self, name: &str) -> Result<Uuid, BrokerError> {
         let _admin = self.admin.lock().await;
-        let topic = self.topic(name).ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
+        let topic = self
+            .topic(name)
+            .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
         let mut remaining = self.topic_records();
         remaining.retain(|t| t.name != name);
         meta::save_topics(&self.config.data_dir, &remaining)?;
-        self.topics.write().unwrap_or_else(|e| e.into_inner()).remove(name);
+        self.topics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
         let mut doomed = Vec::new();
         for partition in topic.partitions() {
             partition.deleted.store(true, Ordering::Release);
             let dir = lock(&partition.log).dir().to_path_buf();
             let target = dir.with_file_name(format!(
                 "{}.{}-delete",
-                dir.file_name().and_then(|n| n.to_str()).unwrap_or("partition"),
+                dir.file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("partition"),
                 topic.id.simple()
             ));
             match std::fs::rename(&dir, &target) {
                 Ok(()) => doomed.push(target),
-                Err(e) => warn!(dir = %dir.display(), error = %e, "could not rename deleted partition"),
+                Err(e) => {
+                    warn!(dir = %dir.display(), error = %e, "could not rename deleted partition")
+                }
             }
         }
         tokio::task::spawn_blocking(move || {
@@ -507,9 +604,16 @@ impl Broker {
     }
 
     /// Grows a topic to `count` partitions.
-    pub async fn create_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<(), BrokerError> {
+    pub async fn create_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        validate_only: bool,
+    ) -> Result<(), BrokerError> {
         let _admin = self.admin.lock().await;
-        let topic = self.topic(name).ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
+        let topic = self
+            .topic(name)
+            .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
         let current = topic.partition_count();
         if count <= current {
             return Err(BrokerError::InvalidPartitions(format!(
@@ -532,7 +636,11 @@ impl Broker {
             let (log, _) = PartitionLog::open(&pdir, log_config.clone(), 0, 0, now_ms())?;
             added.push(Arc::new(Partition::new(topic.name.clone(), p, log)));
         }
-        topic.partitions.write().unwrap_or_else(|e| e.into_inner()).extend(added);
+        topic
+            .partitions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(added);
         meta::save_topics(&self.config.data_dir, &self.topic_records())?;
         info!(topic = name, from = current, to = count, "added partitions");
         Ok(())
@@ -547,8 +655,14 @@ impl Broker {
         validate_only: bool,
     ) -> Result<(), BrokerError> {
         let _admin = self.admin.lock().await;
-        let topic = self.topic(name).ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
-        let mut configs = if replace_all { BTreeMap::new() } else { topic.configs() };
+        let topic = self
+            .topic(name)
+            .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
+        let mut configs = if replace_all {
+            BTreeMap::new()
+        } else {
+            topic.configs()
+        };
         for change in changes {
             match change {
                 ConfigChange::Set(k, v) => {
@@ -564,11 +678,20 @@ impl Broker {
                     let def = crate::config::topic_config_def(k)
                         .ok_or_else(|| ConfigError(format!("unknown topic config '{k}'")))?;
                     if def.kind != crate::config::ConfigType::List {
-                        return Err(ConfigError(format!("{k} is not a list; APPEND and SUBTRACT need a list config")).into());
+                        return Err(ConfigError(format!(
+                            "{k} is not a list; APPEND and SUBTRACT need a list config"
+                        ))
+                        .into());
                     }
-                    let current = configs.get(k).cloned().unwrap_or_else(|| def.default_value(&self.config.log));
-                    let mut items: Vec<String> =
-                        current.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+                    let current = configs
+                        .get(k)
+                        .cloned()
+                        .unwrap_or_else(|| def.default_value(&self.config.log));
+                    let mut items: Vec<String> = current
+                        .split(',')
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect();
                     if matches!(change, ConfigChange::Append(..)) {
                         if !items.iter().any(|i| i == v) {
                             items.push(v.clone());
@@ -610,7 +733,9 @@ impl Broker {
                         deleted_total += n;
                         debug!(topic = %topic.name, partition = partition.index, segments = n, "retention deleted segments");
                     }
-                    Err(e) => error!(topic = %topic.name, partition = partition.index, error = %e, "retention failed"),
+                    Err(e) => {
+                        error!(topic = %topic.name, partition = partition.index, error = %e, "retention failed")
+                    }
                 }
             }
         }
@@ -632,11 +757,20 @@ impl Broker {
                     continue;
                 }
                 let mut log = lock(&partition.log);
-                let result = if closing { log.close(now) } else if log.needs_flush() { log.flush(now) } else { Ok(()) };
+                let result = if closing {
+                    log.close(now)
+                } else if log.needs_flush() {
+                    log.flush(now)
+                } else {
+                    Ok(())
+                };
                 if let Err(e) = result {
                     error!(topic = %topic.name, partition = partition.index, error = %e, "flush failed");
                 }
-                recovery.insert((topic.name.to_string(), partition.index), log.recovery_point());
+                recovery.insert(
+                    (topic.name.to_string(), partition.index),
+                    log.recovery_point(),
+                );
             }
         }
         checkpoint::write(&self.config.data_dir.join(RECOVERY_CHECKPOINT), &recovery)?;
@@ -647,7 +781,10 @@ impl Broker {
         let mut starts = Checkpoint::new();
         for topic in self.topics() {
             for partition in topic.partitions() {
-                starts.insert((topic.name.to_string(), partition.index), partition.offsets().log_start);
+                starts.insert(
+                    (topic.name.to_string(), partition.index),
+                    partition.offsets().log_start,
+                );
             }
         }
         checkpoint::write(&self.config.data_dir.join(LOG_START_CHECKPOINT), &starts)
@@ -663,7 +800,8 @@ impl Broker {
     /// Runs retention and periodic flushing until the broker is dropped.
     pub fn spawn_background_tasks(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
-        let retention_every = Duration::from_millis(self.config.retention_check_interval_ms.max(10));
+        let retention_every =
+            Duration::from_millis(self.config.retention_check_interval_ms.max(10));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(retention_every);
             tick.tick().await;
@@ -681,7 +819,8 @@ impl Broker {
             loop {
                 tick.tick().await;
                 let Some(broker) = weak.upgrade() else { break };
-                let result = tokio::task::spawn_blocking(move || broker.flush_and_checkpoint(false)).await;
+                let result =
+                    tokio::task::spawn_blocking(move || broker.flush_and_checkpoint(false)).await;
                 if let Ok(Err(e)) = result {
                     error!(error = %e, "checkpoint failed");
                 }

@@ -5,16 +5,18 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
 use kafka_protocol::messages::{
-    incremental_alter_configs_response, AlterConfigsRequest, BrokerId, AlterConfigsResponse, CreatePartitionsRequest,
-    CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
-    IncrementalAlterConfigsResponse, TopicName,
+    incremental_alter_configs_response, AlterConfigsRequest, AlterConfigsResponse, BrokerId,
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -45,14 +47,20 @@ struct Effective {
     doc: &'static str,
 }
 
-fn effective_topic_configs(topic_configs: &BTreeMap<String, String>, defaults: &LogDefaults) -> Vec<Effective> {
+fn effective_topic_configs(
+    topic_configs: &BTreeMap<String, String>,
+    defaults: &LogDefaults,
+) -> Vec<Effective> {
     let builtin = LogDefaults::default();
     TOPIC_CONFIGS
         .iter()
         .map(|def| {
             let broker_value = def.default_value(defaults);
-            let broker_source =
-                if broker_value == def.default_value(&builtin) { SOURCE_DEFAULT } else { SOURCE_STATIC_BROKER };
+            let broker_source = if broker_value == def.default_value(&builtin) {
+                SOURCE_DEFAULT
+            } else {
+                SOURCE_STATIC_BROKER
+            };
             let (value, source) = match topic_configs.get(def.name) {
                 Some(v) => (v.clone(), SOURCE_DYNAMIC_TOPIC),
                 None => (broker_value.clone(), broker_source),
@@ -75,7 +83,11 @@ fn error_parts(e: &BrokerError) -> (i16, Option<StrBytes>) {
     (kafka_error(e).code(), Some(str_bytes(e.to_string())))
 }
 
-pub async fn create_topics(broker: &Arc<Broker>, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+pub async fn create_topics(
+    broker: &Arc<Broker>,
+    request: CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
     let mut response = CreateTopicsResponse::default();
     let mut seen: HashMap<String, usize> = HashMap::new();
     for t in &request.topics {
@@ -171,19 +183,36 @@ pub async fn create_topics(broker: &Arc<Broker>, request: CreateTopicsRequest, v
     response
 }
 
-pub async fn delete_topics(broker: &Arc<Broker>, request: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
+pub async fn delete_topics(
+    broker: &Arc<Broker>,
+    request: DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
     let mut response = DeleteTopicsResponse::default();
     let targets: Vec<(Option<TopicName>, uuid::Uuid)> = if version >= 6 {
-        request.topics.into_iter().map(|t| (t.name, t.topic_id)).collect()
+        request
+            .topics
+            .into_iter()
+            .map(|t| (t.name, t.topic_id))
+            .collect()
     } else {
-        request.topic_names.into_iter().map(|n| (Some(n), uuid::Uuid::nil())).collect()
+        request
+            .topic_names
+            .into_iter()
+            .map(|n| (Some(n), uuid::Uuid::nil()))
+            .collect()
     };
     for (name, id) in targets {
         let mut result = DeletableTopicResult::default();
         let resolved_name = match (&name, id.is_nil()) {
             (Some(n), _) => Ok(n.0.to_string()),
-            (None, false) => broker.topic_by_id(id).map(|t| t.name.to_string()).ok_or(BrokerError::UnknownTopicId(id)),
-            (None, true) => Err(BrokerError::InvalidTopic("neither a topic name nor a topic id was given".into())),
+            (None, false) => broker
+                .topic_by_id(id)
+                .map(|t| t.name.to_string())
+                .ok_or(BrokerError::UnknownTopicId(id)),
+            (None, true) => Err(BrokerError::InvalidTopic(
+                "neither a topic name nor a topic id was given".into(),
+            )),
         };
         result.name = name.clone();
         result.topic_id = id;
@@ -207,22 +236,27 @@ pub async fn delete_topics(broker: &Arc<Broker>, request: DeleteTopicsRequest, v
     response
 }
 
-pub async fn create_partitions(broker: &Arc<Broker>, request: CreatePartitionsRequest) -> CreatePartitionsResponse {
+pub async fn create_partitions(
+    broker: &Arc<Broker>,
+    request: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
     let mut response = CreatePartitionsResponse::default();
     for topic in request.topics {
         let mut result = CreatePartitionsTopicResult::default();
         result.name = topic.name.clone();
-        let local = topic
-            .assignments
-            .as_ref()
-            .is_none_or(|a| a.iter().all(|x| x.broker_ids == vec![BrokerId(broker.node_id())]));
+        let local = topic.assignments.as_ref().is_none_or(|a| {
+            a.iter()
+                .all(|x| x.broker_ids == vec![BrokerId(broker.node_id())])
+        });
         let outcome = if !local {
             Err(BrokerError::InvalidReplicaAssignment(format!(
                 "new partitions can only be placed on broker {}",
                 broker.node_id()
             )))
         } else {
-            broker.create_partitions(&topic.name.0, topic.count, request.validate_only).await
+            broker
+                .create_partitions(&topic.name.0, topic.count, request.validate_only)
+                .await
         };
         if let Err(e) = outcome {
             let (code, message) = error_parts(&e);
@@ -234,7 +268,11 @@ pub async fn create_partitions(broker: &Arc<Broker>, request: CreatePartitionsRe
     response
 }
 
-pub fn describe_configs(broker: &Arc<Broker>, request: DescribeConfigsRequest, version: i16) -> DescribeConfigsResponse {
+pub fn describe_configs(
+    broker: &Arc<Broker>,
+    request: DescribeConfigsRequest,
+    version: i16,
+) -> DescribeConfigsResponse {
     let mut response = DescribeConfigsResponse::default();
     for resource in request.resources {
         let mut result = DescribeConfigsResult::default();
@@ -249,8 +287,10 @@ pub fn describe_configs(broker: &Arc<Broker>, request: DescribeConfigsRequest, v
             RESOURCE_TOPIC => match broker.topic(&resource.resource_name) {
                 None => {
                     result.error_code = ResponseError::UnknownTopicOrPartition.code();
-                    result.error_message =
-                        Some(str_bytes(format!("topic '{}' does not exist", resource.resource_name)));
+                    result.error_message = Some(str_bytes(format!(
+                        "topic '{}' does not exist",
+                        resource.resource_name
+                    )));
                 }
                 Some(topic) => {
                     for c in effective_topic_configs(&topic.configs(), &broker.config().log) {
@@ -289,7 +329,10 @@ pub fn describe_configs(broker: &Arc<Broker>, request: DescribeConfigsRequest, v
                 let name = resource.resource_name.as_str();
                 if !name.is_empty() && name != broker.node_id().to_string() {
                     result.error_code = ResponseError::InvalidRequest.code();
-                    result.error_message = Some(str_bytes(format!("this is broker {}, not '{name}'", broker.node_id())));
+                    result.error_message = Some(str_bytes(format!(
+                        "this is broker {}, not '{name}'",
+                        broker.node_id()
+                    )));
                 } else {
                     for (key, value, kind) in broker_config_entries(broker.config()) {
                         if !wanted(key) {
@@ -309,7 +352,9 @@ pub fn describe_configs(broker: &Arc<Broker>, request: DescribeConfigsRequest, v
             }
             other => {
                 result.error_code = ResponseError::InvalidRequest.code();
-                result.error_message = Some(str_bytes(format!("config resource type {other} is not supported")));
+                result.error_message = Some(str_bytes(format!(
+                    "config resource type {other} is not supported"
+                )));
             }
         }
         response.results.push(result);
@@ -321,14 +366,21 @@ pub fn describe_configs(broker: &Arc<Broker>, request: DescribeConfigsRequest, v
 fn broker_is_static() -> (i16, Option<StrBytes>) {
     (
         ResponseError::InvalidRequest.code(),
-        Some(str_bytes("broker configs are static in Runnel: change the config file and restart")),
+        Some(str_bytes(
+            "broker configs are static in Runnel: change the config file and restart",
+        )),
     )
 }
 
-pub async fn alter_configs(broker: &Arc<Broker>, request: AlterConfigsRequest) -> AlterConfigsResponse {
+pub async fn alter_configs(
+    broker: &Arc<Broker>,
+    request: AlterConfigsRequest,
+) -> AlterConfigsResponse {
     let mut response = AlterConfigsResponse::default();
     for resource in request.resources {
-        let mut result = kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse::default();
+        let mut result =
+            kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse::default(
+            );
         result.resource_type = resource.resource_type;
         result.resource_name = resource.resource_name.clone();
         let outcome = match resource.resource_type {
@@ -337,14 +389,24 @@ pub async fn alter_configs(broker: &Arc<Broker>, request: AlterConfigsRequest) -
                 let mut null = None;
                 for c in &resource.configs {
                     match &c.value {
-                        Some(v) => changes.push(ConfigChange::Set(c.name.to_string(), v.to_string())),
+                        Some(v) => {
+                            changes.push(ConfigChange::Set(c.name.to_string(), v.to_string()))
+                        }
                         None => null = Some(c.name.to_string()),
                     }
                 }
                 match null {
-                    Some(n) => Err((ResponseError::InvalidConfig.code(), Some(str_bytes(format!("config '{n}' has a null value"))))),
+                    Some(n) => Err((
+                        ResponseError::InvalidConfig.code(),
+                        Some(str_bytes(format!("config '{n}' has a null value"))),
+                    )),
                     None => broker
-                        .alter_topic_configs(&resource.resource_name, &changes, true, request.validate_only)
+                        .alter_topic_configs(
+                            &resource.resource_name,
+                            &changes,
+                            true,
+                            request.validate_only,
+                        )
                         .await
                         .map_err(|e| error_parts(&e)),
                 }
@@ -352,7 +414,9 @@ pub async fn alter_configs(broker: &Arc<Broker>, request: AlterConfigsRequest) -
             RESOURCE_BROKER => Err(broker_is_static()),
             other => Err((
                 ResponseError::InvalidRequest.code(),
-                Some(str_bytes(format!("config resource type {other} is not supported"))),
+                Some(str_bytes(format!(
+                    "config resource type {other} is not supported"
+                ))),
             )),
         };
         if let Err((code, message)) = outcome {
@@ -370,7 +434,8 @@ pub async fn incremental_alter_configs(
 ) -> IncrementalAlterConfigsResponse {
     let mut response = IncrementalAlterConfigsResponse::default();
     for resource in request.resources {
-        let mut result = incremental_alter_configs_response::AlterConfigsResourceResponse::default();
+        let mut result =
+            incremental_alter_configs_response::AlterConfigsResourceResponse::default();
         result.resource_type = resource.resource_type;
         result.resource_name = resource.resource_name.clone();
         let outcome = match resource.resource_type {
@@ -399,7 +464,12 @@ pub async fn incremental_alter_configs(
                 match problem {
                     Some(p) => Err((ResponseError::InvalidRequest.code(), Some(str_bytes(p)))),
                     None => broker
-                        .alter_topic_configs(&resource.resource_name, &changes, false, request.validate_only)
+                        .alter_topic_configs(
+                            &resource.resource_name,
+                            &changes,
+                            false,
+                            request.validate_only,
+                        )
                         .await
                         .map_err(|e| error_parts(&e)),
                 }
@@ -407,7 +477,9 @@ pub async fn incremental_alter_configs(
             RESOURCE_BROKER => Err(broker_is_static()),
             other => Err((
                 ResponseError::InvalidRequest.code(),
-                Some(str_bytes(format!("config resource type {other} is not supported"))),
+                Some(str_bytes(format!(
+                    "config resource type {other} is not supported"
+                ))),
             )),
         };
         if let Err((code, message)) = outcome {

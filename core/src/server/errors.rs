@@ -9,7 +9,9 @@ use crate::storage::{AppendError, ReadError};
 /// responses that carry one.
 pub fn kafka_error(e: &BrokerError) -> ResponseError {
     match e {
-        BrokerError::UnknownTopic(_) | BrokerError::UnknownPartition(..) => ResponseError::UnknownTopicOrPartition,
+        BrokerError::UnknownTopic(_) | BrokerError::UnknownPartition(..) => {
+            ResponseError::UnknownTopicOrPartition
+        }
         BrokerError::UnknownTopicId(_) => ResponseError::UnknownTopicId,
         BrokerError::InvalidTopic(_) => ResponseError::InvalidTopicException,
         BrokerError::TopicExists(_) => ResponseError::TopicAlreadyExists,
@@ -21,6 +23,7 @@ pub fn kafka_error(e: &BrokerError) -> ResponseError {
             AppendError::Corrupt(_) => ResponseError::CorruptMessage,
             AppendError::Invalid(_) => ResponseError::InvalidRecord,
             AppendError::TooLarge { .. } => ResponseError::MessageTooLarge,
+            AppendError::LargerThanSegment { .. } => ResponseError::RecordListTooLarge,
             AppendError::Io(_) => ResponseError::KafkaStorageError,
         },
         BrokerError::Read(r) => match r {
@@ -43,9 +46,15 @@ mod tests {
     fn storage_errors_map_to_the_kafka_codes_clients_expect() {
         let too_large = BrokerError::Append(AppendError::TooLarge { size: 10, max: 1 });
         assert_eq!(code(&too_large), 10);
-        let corrupt = BrokerError::Append(AppendError::Corrupt(crate::storage::batch::BatchError::BadLength(1)));
+        let corrupt = BrokerError::Append(AppendError::Corrupt(
+            crate::storage::batch::BatchError::BadLength(1),
+        ));
         assert_eq!(code(&corrupt), 2);
-        let oor = BrokerError::Read(ReadError::OffsetOutOfRange { offset: 5, log_start: 0, log_end: 1 });
+        let oor = BrokerError::Read(ReadError::OffsetOutOfRange {
+            offset: 5,
+            log_start: 0,
+            log_end: 1,
+        });
         assert_eq!(code(&oor), 1);
         assert_eq!(code(&BrokerError::UnknownTopic("t".into())), 3);
         assert_eq!(code(&BrokerError::InvalidTopic("bad".into())), 17);

@@ -47,7 +47,10 @@ struct Planned {
 }
 
 pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -> FetchResponse {
-    broker.metrics().fetch_requests.fetch_add(1, Ordering::Relaxed);
+    broker
+        .metrics()
+        .fetch_requests
+        .fetch_add(1, Ordering::Relaxed);
     let mut response = FetchResponse::default();
     // Incremental fetch sessions (KIP-227) are not offered: session id 0 in
     // every response tells clients to keep sending full fetches.
@@ -57,15 +60,23 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
     }
     let max_wait = Duration::from_millis(request.max_wait_ms.clamp(0, MAX_WAIT_MS) as u64);
     let min_bytes = request.min_bytes.max(0) as usize;
-    let max_bytes = if version >= 3 { request.max_bytes.max(0) as usize } else { i32::MAX as usize };
+    let max_bytes = if version >= 3 {
+        request.max_bytes.max(0) as usize
+    } else {
+        i32::MAX as usize
+    };
     let read_committed = request.isolation_level == 1;
 
     let mut wanted = Vec::new();
     for topic in request.topics {
         let resolved = if version >= 13 {
-            broker.topic_by_id(topic.topic_id).ok_or(ResponseError::UnknownTopicId)
+            broker
+                .topic_by_id(topic.topic_id)
+                .ok_or(ResponseError::UnknownTopicId)
         } else {
-            broker.topic(&topic.topic.0).ok_or(ResponseError::UnknownTopicOrPartition)
+            broker
+                .topic(&topic.topic.0)
+                .ok_or(ResponseError::UnknownTopicOrPartition)
         };
         for p in topic.partitions {
             let target = match &resolved {
@@ -74,9 +85,15 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
                     None => Err(ResponseError::UnknownTopicOrPartition),
                     Some(partition) => {
                         let ours = partition.leader_epoch();
-                        if version >= 9 && p.current_leader_epoch >= 0 && p.current_leader_epoch > ours {
+                        if version >= 9
+                            && p.current_leader_epoch >= 0
+                            && p.current_leader_epoch > ours
+                        {
                             Err(ResponseError::UnknownLeaderEpoch)
-                        } else if version >= 9 && p.current_leader_epoch >= 0 && p.current_leader_epoch < ours {
+                        } else if version >= 9
+                            && p.current_leader_epoch >= 0
+                            && p.current_leader_epoch < ours
+                        {
                             Err(ResponseError::FencedLeaderEpoch)
                         } else {
                             Ok(partition)
@@ -96,8 +113,10 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
     }
 
     // Subscribe before the first look at the logs, so no append is missed.
-    let mut watchers: Vec<watch::Receiver<i64>> =
-        wanted.iter().filter_map(|w| w.target.as_ref().ok().map(|p| p.subscribe())).collect();
+    let mut watchers: Vec<watch::Receiver<i64>> = wanted
+        .iter()
+        .filter_map(|w| w.target.as_ref().ok().map(|p| p.subscribe()))
+        .collect();
     let deadline = Instant::now() + max_wait;
     let plans = loop {
         let (plans, total, any_error) = plan(&wanted, max_bytes);
@@ -141,13 +160,16 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
         data.error_code = error.map_or(0, |e| e.code());
         // Never null: librdkafka rejects a null record set.
         data.records = Some(records);
-        let same_topic = response.responses.last().is_some_and(|t: &FetchableTopicResponse| {
-            if version >= 13 {
-                t.topic_id == w.topic_id
-            } else {
-                t.topic == w.topic_name
-            }
-        });
+        let same_topic = response
+            .responses
+            .last()
+            .is_some_and(|t: &FetchableTopicResponse| {
+                if version >= 13 {
+                    t.topic_id == w.topic_id
+                } else {
+                    t.topic == w.topic_name
+                }
+            });
         if !same_topic {
             let mut t = FetchableTopicResponse::default();
             t.topic = w.topic_name;
@@ -158,7 +180,10 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
             t.partitions.push(data);
         }
     }
-    broker.metrics().bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
+    broker
+        .metrics()
+        .bytes_out
+        .fetch_add(bytes_out, Ordering::Relaxed);
     response
 }
 
@@ -170,7 +195,12 @@ fn plan(wanted: &[Wanted], max_bytes: usize) -> (Vec<Planned>, usize, bool) {
     let mut any_error = false;
     let mut plans = Vec::with_capacity(wanted.len());
     for w in wanted {
-        let mut planned = Planned { error: None, high_watermark: -1, log_start: -1, slice: None };
+        let mut planned = Planned {
+            error: None,
+            high_watermark: -1,
+            log_start: -1,
+            slice: None,
+        };
         match &w.target {
             Err(e) => {
                 planned.error = Some(*e);

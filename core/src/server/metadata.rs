@@ -9,7 +9,8 @@ use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{
-    BrokerId, DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, MetadataResponse, TopicName,
+    BrokerId, DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, MetadataResponse,
+    TopicName,
 };
 use kafka_protocol::ResponseError;
 
@@ -43,7 +44,11 @@ fn topic_entry(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
     t
 }
 
-fn error_entry(name: Option<TopicName>, id: uuid::Uuid, error: ResponseError) -> MetadataResponseTopic {
+fn error_entry(
+    name: Option<TopicName>,
+    id: uuid::Uuid,
+    error: ResponseError,
+) -> MetadataResponseTopic {
     let mut t = MetadataResponseTopic::default();
     t.error_code = error.code();
     t.name = name;
@@ -52,7 +57,11 @@ fn error_entry(name: Option<TopicName>, id: uuid::Uuid, error: ResponseError) ->
     t
 }
 
-pub async fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16) -> MetadataResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    request: MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
     let mut response = MetadataResponse::default();
     let (host, port) = broker.advertised_address();
     let mut b = MetadataResponseBroker::default();
@@ -70,13 +79,20 @@ pub async fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16
         Some(list) => list.is_empty() && version == 0,
     };
     if all {
-        response.topics = broker.topics().iter().map(|t| topic_entry(broker, t)).collect();
+        response.topics = broker
+            .topics()
+            .iter()
+            .map(|t| topic_entry(broker, t))
+            .collect();
         return response;
     }
     let allow_auto_create = version < 4 || request.allow_auto_topic_creation;
     for requested in request.topics.unwrap_or_default() {
         let entry = match requested.name {
-            Some(name) => match broker.topic_or_auto_create(&name.0, allow_auto_create).await {
+            Some(name) => match broker
+                .topic_or_auto_create(&name.0, allow_auto_create)
+                .await
+            {
                 Ok(topic) => topic_entry(broker, &topic),
                 Err(e) => error_entry(Some(name), uuid::Uuid::nil(), kafka_error(&e)),
             },
@@ -90,7 +106,10 @@ pub async fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16
     response
 }
 
-pub fn describe_cluster(broker: &Arc<Broker>, request: DescribeClusterRequest) -> DescribeClusterResponse {
+pub fn describe_cluster(
+    broker: &Arc<Broker>,
+    request: DescribeClusterRequest,
+) -> DescribeClusterResponse {
     let mut response = DescribeClusterResponse::default();
     response.cluster_id = str_bytes(broker.cluster_id());
     response.controller_id = BrokerId(broker.node_id());

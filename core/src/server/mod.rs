@@ -60,7 +60,11 @@ pub enum ConnectionError {
     #[error("{api:?} v{version} is not supported")]
     UnsupportedVersion { api: ApiKey, version: i16 },
     #[error("malformed {api:?} v{version} request: {reason}")]
-    Malformed { api: ApiKey, version: i16, reason: String },
+    Malformed {
+        api: ApiKey,
+        version: i16,
+        reason: String,
+    },
     #[error("idle for {0:?}")]
     Idle(Duration),
     #[error(transparent)]
@@ -79,31 +83,55 @@ pub struct Request {
 /// malformed input becomes an error.
 pub fn decode_request(frame: Bytes) -> Result<Request, ConnectionError> {
     if frame.len() < MIN_FRAME_BYTES {
-        return Err(ConnectionError::FrameSize { size: frame.len() as i64, max: usize::MAX });
+        return Err(ConnectionError::FrameSize {
+            size: frame.len() as i64,
+            max: usize::MAX,
+        });
     }
     let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let api_key = ApiKey::try_from(raw_key).map_err(|_| ConnectionError::UnknownApiKey(raw_key))?;
     if !versions::can_handle(api_key, version) && api_key != ApiKey::ApiVersions {
-        return Err(ConnectionError::UnsupportedVersion { api: api_key, version });
+        return Err(ConnectionError::UnsupportedVersion {
+            api: api_key,
+            version,
+        });
     }
-    let malformed = |reason: String| ConnectionError::Malformed { api: api_key, version, reason };
+    let malformed = |reason: String| ConnectionError::Malformed {
+        api: api_key,
+        version,
+        reason,
+    };
     // The decoder returns errors for short or bad input; catch_unwind is a
     // second line of defence so a decoder bug cannot take the broker down.
+    if api_key == ApiKey::ApiVersions && !versions::can_handle(api_key, version) {
+        // A version newer than ours: answer UNSUPPORTED_VERSION with our
+        // list. Only the correlation id is needed; the rest may be in a
+        // layout this broker does not know.
+        let mut header = RequestHeader::default();
+        header.request_api_key = raw_key;
+        header.request_api_version = version;
+        header.correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+        return Ok(Request {
+            header,
+            api_key,
+            version,
+            body: RequestKind::ApiVersions(Default::default()),
+        });
+    }
     let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
         let mut buf = frame;
-        let header_version = api_key.request_header_version(version);
-        let header = RequestHeader::decode(&mut buf, header_version)?;
-        if api_key == ApiKey::ApiVersions && !versions::can_handle(api_key, version) {
-            // Unknown ApiVersions versions get an error response; the body
-            // is not decoded.
-            return Ok((header, RequestKind::ApiVersions(Default::default())));
-        }
+        let header = RequestHeader::decode(&mut buf, api_key.request_header_version(version))?;
         let body = RequestKind::decode(api_key, &mut buf, version)?;
         Ok::<_, anyhow::Error>((header, body))
     }));
     match decoded {
-        Ok(Ok((header, body))) => Ok(Request { header, api_key, version, body }),
+        Ok(Ok((header, body))) => Ok(Request {
+            header,
+            api_key,
+            version,
+            body,
+        }),
         Ok(Err(e)) => Err(malformed(e.to_string())),
         Err(_) => Err(malformed("decoder panicked".into())),
     }
@@ -134,7 +162,9 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> io::Result<()> {
     let connections = Arc::new(Semaphore::new(broker.config().max_connections));
-    let inflight = Arc::new(Semaphore::new(kib(broker.config().max_inflight_request_bytes) as usize));
+    let inflight = Arc::new(Semaphore::new(
+        kib(broker.config().max_inflight_request_bytes) as usize,
+    ));
     tokio::pin!(shutdown);
     info!(addr = %listener.local_addr()?, "Kafka listener ready");
     loop {
@@ -165,11 +195,17 @@ pub async fn serve(
                     Ok(()) => debug!("connection closed by client"),
                     Err(ConnectionError::Io(e)) => debug!(error = %e, "connection ended"),
                     Err(e) => {
-                        broker.metrics().frames_rejected.fetch_add(1, Ordering::Relaxed);
+                        broker
+                            .metrics()
+                            .frames_rejected
+                            .fetch_add(1, Ordering::Relaxed);
                         warn!(error = %e, "closing connection")
                     }
                 }
-                broker.metrics().connections_open.fetch_sub(1, Ordering::Relaxed);
+                broker
+                    .metrics()
+                    .connections_open
+                    .fetch_sub(1, Ordering::Relaxed);
                 drop(permit);
             }
             .instrument(tracing::debug_span!("conn", %peer)),
@@ -202,14 +238,17 @@ async fn handle_connection(
     let idle = Duration::from_millis(broker.config().connections_max_idle_ms.max(1));
     let result = async {
         loop {
-            let Some((frame, _permit)) = read_frame(&mut reader, &broker, &inflight, idle).await? else {
+            let Some((frame, _permit)) = read_frame(&mut reader, &broker, &inflight, idle).await?
+            else {
                 return Ok(());
             };
             let request = decode_request(frame)?;
             broker.metrics().requests.fetch_add(1, Ordering::Relaxed);
             let api_key = request.api_key;
             let correlation_id = request.header.correlation_id;
-            let Some((response, version)) = dispatch(&broker, request).await? else { continue };
+            let Some((response, version)) = dispatch(&broker, request).await? else {
+                continue;
+            };
             let frame = encode_response(api_key, version, correlation_id, &response)
                 .map_err(|e| io::Error::other(format!("encoding {api_key:?} response: {e}")))?;
             if tx.send(frame).await.is_err() {
@@ -243,7 +282,10 @@ async fn read_frame<R: AsyncRead + Unpin>(
     let size = i32::from_be_bytes(size_buf) as i64;
     let config = broker.config();
     if size < MIN_FRAME_BYTES as i64 || size > config.max_request_bytes as i64 {
-        return Err(ConnectionError::FrameSize { size, max: config.max_request_bytes });
+        return Err(ConnectionError::FrameSize {
+            size,
+            max: config.max_request_bytes,
+        });
     }
     let mut key_buf = [0u8; 2];
     reader.read_exact(&mut key_buf).await?;
@@ -273,7 +315,10 @@ async fn read_frame<R: AsyncRead + Unpin>(
 }
 
 /// Runs one request. `None` means no response is sent (Produce acks=0).
-async fn dispatch(broker: &Arc<Broker>, request: Request) -> Result<Option<(ResponseKind, i16)>, ConnectionError> {
+async fn dispatch(
+    broker: &Arc<Broker>,
+    request: Request,
+) -> Result<Option<(ResponseKind, i16)>, ConnectionError> {
     let version = request.version;
     let response = match request.body {
         RequestKind::ApiVersions(_) => {
@@ -281,28 +326,49 @@ async fn dispatch(broker: &Arc<Broker>, request: Request) -> Result<Option<(Resp
             return Ok(Some((ResponseKind::ApiVersions(response), version)));
         }
         RequestKind::Produce(req) => {
-            return Ok(produce::handle(broker, req, version).await.map(|r| (ResponseKind::Produce(r), version)));
+            return Ok(produce::handle(broker, req, version)
+                .await
+                .map(|r| (ResponseKind::Produce(r), version)));
         }
         RequestKind::Fetch(req) => ResponseKind::Fetch(fetch::handle(broker, req, version).await),
-        RequestKind::ListOffsets(req) => ResponseKind::ListOffsets(offsets::list_offsets(broker, req, version)),
-        RequestKind::Metadata(req) => ResponseKind::Metadata(metadata::handle(broker, req, version).await),
-        RequestKind::DescribeCluster(req) => ResponseKind::DescribeCluster(metadata::describe_cluster(broker, req)),
-        RequestKind::DeleteRecords(req) => ResponseKind::DeleteRecords(offsets::delete_records(broker, req)),
-        RequestKind::CreateTopics(req) => ResponseKind::CreateTopics(admin::create_topics(broker, req, version).await),
-        RequestKind::DeleteTopics(req) => ResponseKind::DeleteTopics(admin::delete_topics(broker, req, version).await),
+        RequestKind::ListOffsets(req) => {
+            ResponseKind::ListOffsets(offsets::list_offsets(broker, req, version))
+        }
+        RequestKind::Metadata(req) => {
+            ResponseKind::Metadata(metadata::handle(broker, req, version).await)
+        }
+        RequestKind::DescribeCluster(req) => {
+            ResponseKind::DescribeCluster(metadata::describe_cluster(broker, req))
+        }
+        RequestKind::DeleteRecords(req) => {
+            ResponseKind::DeleteRecords(offsets::delete_records(broker, req))
+        }
+        RequestKind::CreateTopics(req) => {
+            ResponseKind::CreateTopics(admin::create_topics(broker, req, version).await)
+        }
+        RequestKind::DeleteTopics(req) => {
+            ResponseKind::DeleteTopics(admin::delete_topics(broker, req, version).await)
+        }
         RequestKind::CreatePartitions(req) => {
             ResponseKind::CreatePartitions(admin::create_partitions(broker, req).await)
         }
         RequestKind::DescribeConfigs(req) => {
             ResponseKind::DescribeConfigs(admin::describe_configs(broker, req, version))
         }
-        RequestKind::AlterConfigs(req) => ResponseKind::AlterConfigs(admin::alter_configs(broker, req).await),
-        RequestKind::IncrementalAlterConfigs(req) => {
-            ResponseKind::IncrementalAlterConfigs(admin::incremental_alter_configs(broker, req).await)
+        RequestKind::AlterConfigs(req) => {
+            ResponseKind::AlterConfigs(admin::alter_configs(broker, req).await)
         }
+        RequestKind::IncrementalAlterConfigs(req) => ResponseKind::IncrementalAlterConfigs(
+            admin::incremental_alter_configs(broker, req).await,
+        ),
         // decode_request only lets advertised APIs through; anything else
         // is a programming error, answered by closing the connection.
-        _ => return Err(ConnectionError::UnsupportedVersion { api: request.api_key, version }),
+        _ => {
+            return Err(ConnectionError::UnsupportedVersion {
+                api: request.api_key,
+                version,
+            })
+        }
     };
     Ok(Some((response, version)))
 }

@@ -3,9 +3,15 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
-use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse, ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{
+    DeleteRecordsRequest, DeleteRecordsResponse, ListOffsetsRequest, ListOffsetsResponse,
+};
 use kafka_protocol::ResponseError;
 
 use super::errors::kafka_error;
@@ -17,7 +23,11 @@ const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 
-fn lookup(partition: &Partition, timestamp: i64, version: i16) -> Result<(i64, i64), ResponseError> {
+fn lookup(
+    partition: &Partition,
+    timestamp: i64,
+    version: i16,
+) -> Result<(i64, i64), ResponseError> {
     let offsets = partition.offsets();
     match timestamp {
         LATEST => Ok((offsets.high_watermark, -1)),
@@ -38,7 +48,11 @@ fn lookup(partition: &Partition, timestamp: i64, version: i16) -> Result<(i64, i
     }
 }
 
-pub fn list_offsets(broker: &Arc<Broker>, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+pub fn list_offsets(
+    broker: &Arc<Broker>,
+    request: ListOffsetsRequest,
+    version: i16,
+) -> ListOffsetsResponse {
     let mut response = ListOffsetsResponse::default();
     for topic in request.topics {
         let mut t = ListOffsetsTopicResponse::default();
@@ -49,15 +63,21 @@ pub fn list_offsets(broker: &Arc<Broker>, request: ListOffsetsRequest, version: 
             r.partition_index = p.partition_index;
             r.offset = -1;
             r.timestamp = -1;
-            let partition = resolved.as_ref().and_then(|t| t.partition(p.partition_index));
+            let partition = resolved
+                .as_ref()
+                .and_then(|t| t.partition(p.partition_index));
             let result = match partition {
                 None => Err(ResponseError::UnknownTopicOrPartition),
                 Some(partition) => {
                     let ours = partition.leader_epoch();
                     r.leader_epoch = ours;
-                    if version >= 4 && p.current_leader_epoch >= 0 && p.current_leader_epoch > ours {
+                    if version >= 4 && p.current_leader_epoch >= 0 && p.current_leader_epoch > ours
+                    {
                         Err(ResponseError::UnknownLeaderEpoch)
-                    } else if version >= 4 && p.current_leader_epoch >= 0 && p.current_leader_epoch < ours {
+                    } else if version >= 4
+                        && p.current_leader_epoch >= 0
+                        && p.current_leader_epoch < ours
+                    {
                         Err(ResponseError::FencedLeaderEpoch)
                     } else {
                         lookup(&partition, p.timestamp, version)
@@ -78,7 +98,10 @@ pub fn list_offsets(broker: &Arc<Broker>, request: ListOffsetsRequest, version: 
     response
 }
 
-pub fn delete_records(broker: &Arc<Broker>, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
+pub fn delete_records(
+    broker: &Arc<Broker>,
+    request: DeleteRecordsRequest,
+) -> DeleteRecordsResponse {
     let mut response = DeleteRecordsResponse::default();
     let mut changed = false;
     for topic in request.topics {

@@ -12,7 +12,11 @@ use super::errors::kafka_error;
 use super::str_bytes;
 use crate::broker::{Broker, BrokerError};
 
-fn partition_error(index: i32, error: ResponseError, message: Option<String>) -> PartitionProduceResponse {
+fn partition_error(
+    index: i32,
+    error: ResponseError,
+    message: Option<String>,
+) -> PartitionProduceResponse {
     let mut p = PartitionProduceResponse::default();
     p.index = index;
     p.error_code = error.code();
@@ -24,14 +28,24 @@ fn partition_error(index: i32, error: ResponseError, message: Option<String>) ->
 }
 
 /// Handles a Produce request; `None` for acks=0 (no response is sent).
-pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Option<ProduceResponse> {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    request: ProduceRequest,
+    version: i16,
+) -> Option<ProduceResponse> {
     let acks = request.acks;
     let metrics = broker.metrics();
     metrics.produce_requests.fetch_add(1, Ordering::Relaxed);
     let request_error = if !matches!(acks, -1..=1) {
-        Some((ResponseError::InvalidRequiredAcks, format!("acks must be -1, 0 or 1, got {acks}")))
+        Some((
+            ResponseError::InvalidRequiredAcks,
+            format!("acks must be -1, 0 or 1, got {acks}"),
+        ))
     } else if request.transactional_id.is_some() {
-        Some((ResponseError::InvalidRequest, "transactions are not supported by this broker yet".to_string()))
+        Some((
+            ResponseError::InvalidRequest,
+            "transactions are not supported by this broker yet".to_string(),
+        ))
     } else {
         None
     };
@@ -61,8 +75,12 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
                         let records = data.records.unwrap_or_default();
                         match partition.append(&records).await {
                             Ok(info) => {
-                                metrics.bytes_in.fetch_add(info.bytes as u64, Ordering::Relaxed);
-                                metrics.records_in.fetch_add(info.records as u64, Ordering::Relaxed);
+                                metrics
+                                    .bytes_in
+                                    .fetch_add(info.bytes as u64, Ordering::Relaxed);
+                                metrics
+                                    .records_in
+                                    .fetch_add(info.records as u64, Ordering::Relaxed);
                                 Ok(info)
                             }
                             Err(e) => {
@@ -83,7 +101,9 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
                     p
                 }
                 // Error messages exist from v8 on; older clients get the code only.
-                Err((code, message)) => partition_error(index, code, message.filter(|_| version >= 8)),
+                Err((code, message)) => {
+                    partition_error(index, code, message.filter(|_| version >= 8))
+                }
             };
             topic_response.partition_responses.push(partition_response);
         }

@@ -23,11 +23,21 @@ pub struct Supported {
 }
 
 const fn api(key: ApiKey, min: i16, max: i16) -> Supported {
-    Supported { key, min, max, min_decodable: min }
+    Supported {
+        key,
+        min,
+        max,
+        min_decodable: min,
+    }
 }
 
 pub const SUPPORTED_APIS: &[Supported] = &[
-    Supported { key: ApiKey::Produce, min: 0, max: 10, min_decodable: 3 },
+    Supported {
+        key: ApiKey::Produce,
+        min: 0,
+        max: 10,
+        min_decodable: 3,
+    },
     api(ApiKey::Fetch, 4, 16),
     api(ApiKey::ListOffsets, 1, 8),
     api(ApiKey::Metadata, 0, 12),
@@ -87,7 +97,10 @@ mod tests {
         let produce = supported(ApiKey::Produce).unwrap();
         let fetch = supported(ApiKey::Fetch).unwrap();
         assert_eq!(produce.min, 0, "compression probes need Produce v0");
-        assert!(produce.max >= 7 && fetch.max >= 10, "zstd needs Produce v7 / Fetch v10");
+        assert!(
+            produce.max >= 7 && fetch.max >= 10,
+            "zstd needs Produce v7 / Fetch v10"
+        );
         assert!(fetch.min <= 4);
     }
 
@@ -95,7 +108,11 @@ mod tests {
     fn every_advertised_version_is_within_what_the_codec_knows() {
         for s in SUPPORTED_APIS {
             let codec = s.key.valid_versions();
-            assert!(s.min_decodable >= codec.min && s.max <= codec.max, "{:?}", s.key);
+            assert!(
+                s.min_decodable >= codec.min && s.max <= codec.max,
+                "{:?}",
+                s.key
+            );
         }
     }
 

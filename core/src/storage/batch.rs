@@ -69,7 +69,10 @@ impl fmt::Display for BatchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BatchError::Truncated { needed, available } => {
-                write!(f, "record batch truncated: needs {needed} bytes, {available} present")
+                write!(
+                    f,
+                    "record batch truncated: needs {needed} bytes, {available} present"
+                )
             }
             BatchError::BadLength(len) => write!(f, "record batch length {len} is invalid"),
             BatchError::UnsupportedMagic(m) => {
@@ -120,7 +123,10 @@ impl BatchHeader {
     /// to walk a sequence of batches.
     pub fn peek_size(bytes: &[u8]) -> Result<(i64, usize), BatchError> {
         if bytes.len() < LOG_OVERHEAD {
-            return Err(BatchError::Truncated { needed: LOG_OVERHEAD, available: bytes.len() });
+            return Err(BatchError::Truncated {
+                needed: LOG_OVERHEAD,
+                available: bytes.len(),
+            });
         }
         let length = be_i32(bytes, 8);
         if length < MIN_BATCH_LENGTH {
@@ -143,7 +149,11 @@ impl BatchHeader {
             batch_length: be_i32(bytes, 8),
             partition_leader_epoch: be_i32(bytes, 12),
             magic: bytes[16] as i8,
-            crc: u32::from_be_bytes(bytes[CRC_OFFSET..CRC_OFFSET + 4].try_into().expect("4 bytes")),
+            crc: u32::from_be_bytes(
+                bytes[CRC_OFFSET..CRC_OFFSET + 4]
+                    .try_into()
+                    .expect("4 bytes"),
+            ),
             attributes: be_i16(bytes, 21),
             last_offset_delta: be_i32(bytes, 23),
             base_timestamp: be_i64(bytes, 27),
@@ -199,11 +209,17 @@ pub fn validate_batch(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     let header = BatchHeader::parse(bytes)?;
     let total = header.total_bytes();
     if bytes.len() < total {
-        return Err(BatchError::Truncated { needed: total, available: bytes.len() });
+        return Err(BatchError::Truncated {
+            needed: total,
+            available: bytes.len(),
+        });
     }
     let computed = crc32c::crc32c(&bytes[ATTRIBUTES_OFFSET..total]);
     if computed != header.crc {
-        return Err(BatchError::CrcMismatch { stored: header.crc, computed });
+        return Err(BatchError::CrcMismatch {
+            stored: header.crc,
+            computed,
+        });
     }
     if header.last_offset_delta < 0 {
         return Err(BatchError::Inconsistent("negative lastOffsetDelta"));
@@ -227,7 +243,9 @@ pub fn validate_produced_batch(bytes: &[u8]) -> Result<BatchHeader, BatchError> 
         return Err(BatchError::Inconsistent("batch holds no records"));
     }
     if header.records_count as i64 != header.last_offset_delta as i64 + 1 {
-        return Err(BatchError::Inconsistent("recordsCount does not match lastOffsetDelta"));
+        return Err(BatchError::Inconsistent(
+            "recordsCount does not match lastOffsetDelta",
+        ));
     }
     Ok(header)
 }
@@ -249,7 +267,11 @@ pub struct BatchIter<'a> {
 
 impl<'a> BatchIter<'a> {
     pub fn new(bytes: &'a [u8], check_crc: bool) -> Self {
-        BatchIter { bytes, position: 0, check_crc }
+        BatchIter {
+            bytes,
+            position: 0,
+            check_crc,
+        }
     }
 
     /// Byte position of the next batch within the buffer.
@@ -272,7 +294,10 @@ impl Iterator for BatchIter<'_> {
         } else {
             BatchHeader::parse(rest).and_then(|h| {
                 if rest.len() < h.total_bytes() {
-                    Err(BatchError::Truncated { needed: h.total_bytes(), available: rest.len() })
+                    Err(BatchError::Truncated {
+                        needed: h.total_bytes(),
+                        available: rest.len(),
+                    })
                 } else {
                     Ok(h)
                 }
@@ -333,8 +358,15 @@ pub(crate) mod tests {
             })
             .collect();
         let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression })
-            .expect("encode batch");
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression,
+            },
+        )
+        .expect("encode batch");
         buf.freeze()
     }
 
@@ -369,7 +401,10 @@ pub(crate) mod tests {
         let mut bad = batch.to_vec();
         let last = bad.len() - 1;
         bad[last] ^= 0x40;
-        assert!(matches!(validate_batch(&bad), Err(BatchError::CrcMismatch { .. })));
+        assert!(matches!(
+            validate_batch(&bad),
+            Err(BatchError::CrcMismatch { .. })
+        ));
     }
 
     #[test]

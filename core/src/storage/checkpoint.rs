@@ -68,7 +68,8 @@ pub fn read(path: &Path) -> Result<Checkpoint, String> {
     let mut entries = Checkpoint::new();
     for line in lines {
         let mut parts = line.rsplitn(3, ' ');
-        let (Some(offset), Some(partition), Some(topic)) = (parts.next(), parts.next(), parts.next())
+        let (Some(offset), Some(partition), Some(topic)) =
+            (parts.next(), parts.next(), parts.next())
         else {
             return Err(bad("malformed line"));
         };

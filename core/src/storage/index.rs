@@ -81,15 +81,23 @@ impl OffsetIndex {
                 return;
             }
         }
-        self.entries.push(OffsetEntry { relative_offset, position });
+        self.entries.push(OffsetEntry {
+            relative_offset,
+            position,
+        });
     }
 
     /// Position of the last indexed batch whose base offset is `<= relative`,
     /// or 0 (segment start) if none is.
     pub fn lookup(&self, relative: u32) -> OffsetEntry {
-        let idx = self.entries.partition_point(|e| e.relative_offset <= relative);
+        let idx = self
+            .entries
+            .partition_point(|e| e.relative_offset <= relative);
         if idx == 0 {
-            OffsetEntry { relative_offset: 0, position: 0 }
+            OffsetEntry {
+                relative_offset: 0,
+                position: 0,
+            }
         } else {
             self.entries[idx - 1]
         }
@@ -107,7 +115,8 @@ impl OffsetIndex {
         if self.persisted == self.entries.len() {
             return Ok(());
         }
-        let mut buf = Vec::with_capacity((self.entries.len() - self.persisted) * OFFSET_ENTRY_BYTES);
+        let mut buf =
+            Vec::with_capacity((self.entries.len() - self.persisted) * OFFSET_ENTRY_BYTES);
         for e in &self.entries[self.persisted..] {
             buf.extend_from_slice(&e.relative_offset.to_be_bytes());
             buf.extend_from_slice(&e.position.to_be_bytes());
@@ -141,7 +150,10 @@ impl OffsetIndex {
                     "entry position {position} beyond log size {log_bytes}"
                 )));
             }
-            index.entries.push(OffsetEntry { relative_offset, position });
+            index.entries.push(OffsetEntry {
+                relative_offset,
+                position,
+            });
         }
         index.persisted = index.entries.len();
         Ok(index)
@@ -176,8 +188,12 @@ impl TimeIndex {
     /// `relative_offset` is `timestamp`; ignored unless it grows.
     pub fn maybe_append(&mut self, timestamp: i64, relative_offset: u32) {
         match self.entries.last() {
-            Some(last) if timestamp <= last.timestamp || relative_offset <= last.relative_offset => {}
-            _ => self.entries.push(TimeEntry { timestamp, relative_offset }),
+            Some(last)
+                if timestamp <= last.timestamp || relative_offset <= last.relative_offset => {}
+            _ => self.entries.push(TimeEntry {
+                timestamp,
+                relative_offset,
+            }),
         }
     }
 
@@ -196,7 +212,9 @@ impl TimeIndex {
 
     /// Drops entries at or beyond `relative_offset`.
     pub fn truncate_to_offset(&mut self, relative_offset: u32) {
-        let keep = self.entries.partition_point(|e| e.relative_offset < relative_offset);
+        let keep = self
+            .entries
+            .partition_point(|e| e.relative_offset < relative_offset);
         self.entries.truncate(keep);
         self.persisted = self.persisted.min(keep);
     }
@@ -238,7 +256,10 @@ impl TimeIndex {
             if relative_offset > max_relative {
                 return Err(IndexLoadError::Corrupt("entry beyond the segment".into()));
             }
-            index.entries.push(TimeEntry { timestamp, relative_offset });
+            index.entries.push(TimeEntry {
+                timestamp,
+                relative_offset,
+            });
         }
         index.persisted = index.entries.len();
         Ok(index)
@@ -267,7 +288,11 @@ mod tests {
         let mut idx = OffsetIndex::new();
         idx.append(1, 100);
         idx.append(5, 900);
-        let mut f = File::options().create(true).append(true).open(&path).unwrap();
+        let mut f = File::options()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
         idx.write_pending(&mut f).unwrap();
         idx.append(9, 2000);
         idx.write_pending(&mut f).unwrap();
@@ -285,7 +310,10 @@ mod tests {
         raw.extend_from_slice(&1u32.to_be_bytes());
         raw.extend_from_slice(&500u32.to_be_bytes());
         std::fs::write(&path, &raw).unwrap();
-        assert!(OffsetIndex::load(&path, 100).is_err(), "position beyond the log");
+        assert!(
+            OffsetIndex::load(&path, 100).is_err(),
+            "position beyond the log"
+        );
     }
 
     #[test]

@@ -81,6 +81,8 @@ pub enum AppendError {
     Invalid(String),
     #[error("record batch of {size} bytes exceeds max.message.bytes ({max})")]
     TooLarge { size: usize, max: usize },
+    #[error("record set of {size} bytes is larger than segment.bytes ({segment_bytes})")]
+    LargerThanSegment { size: usize, segment_bytes: u64 },
     #[error("storage error: {0}")]
     Io(#[from] io::Error),
 }
@@ -88,7 +90,11 @@ pub enum AppendError {
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     #[error("offset {offset} is out of range [{log_start}, {log_end}]")]
-    OffsetOutOfRange { offset: i64, log_start: i64, log_end: i64 },
+    OffsetOutOfRange {
+        offset: i64,
+        log_start: i64,
+        log_end: i64,
+    },
     #[error("storage error: {0}")]
     Io(#[from] io::Error),
 }
@@ -198,7 +204,10 @@ impl PartitionLog {
             }
         }
 
-        let mut report = LogRecovery { segments: bases.len(), ..Default::default() };
+        let mut report = LogRecovery {
+            segments: bases.len(),
+            ..Default::default()
+        };
         let mut segments = BTreeMap::new();
         let mut cut_everything_after = false;
         for (i, &base) in bases.iter().enumerate() {
@@ -206,7 +215,9 @@ impl PartitionLog {
                 let path = dir.join(super::segment::segment_file_name(base, "log"));
                 warn!(path = %path.display(), "removing segment that follows a damaged one");
                 for ext in ["log", "index", "timeindex"] {
-                    let _ = std::fs::remove_file(dir.join(super::segment::segment_file_name(base, ext)));
+                    let _ = std::fs::remove_file(
+                        dir.join(super::segment::segment_file_name(base, ext)),
+                    );
                 }
                 report.segments_dropped += 1;
                 continue;
@@ -239,7 +250,9 @@ impl PartitionLog {
             }
             if let Some(n) = next_base {
                 if segment.next_offset() > n && !cut_everything_after {
-                    report.problems.push(format!("segment {base} overlaps segment {n}"));
+                    report
+                        .problems
+                        .push(format!("segment {base} overlaps segment {n}"));
                     cut_everything_after = true;
                 }
             }
@@ -253,10 +266,17 @@ impl PartitionLog {
 
         if segments.is_empty() {
             let base = log_start_checkpoint.max(0);
-            segments.insert(base, Segment::create(dir, base, config.index_interval_bytes)?);
+            segments.insert(
+                base,
+                Segment::create(dir, base, config.index_interval_bytes)?,
+            );
         }
         let first_base = *segments.keys().next().expect("at least one segment");
-        let log_end = segments.values().next_back().expect("at least one segment").next_offset();
+        let log_end = segments
+            .values()
+            .next_back()
+            .expect("at least one segment")
+            .next_offset();
         let log_start_offset = log_start_checkpoint.max(first_base).min(log_end);
         let log = PartitionLog {
             dir: dir.to_path_buf(),
@@ -315,11 +335,17 @@ impl PartitionLog {
     }
 
     fn active(&self) -> &Segment {
-        self.segments.values().next_back().expect("a log always has a segment")
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has a segment")
     }
 
     fn active_mut(&mut self) -> &mut Segment {
-        self.segments.values_mut().next_back().expect("a log always has a segment")
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has a segment")
     }
 
     /// Validates a producer's record set and appends it atomically: either
@@ -361,9 +387,9 @@ impl PartitionLog {
             });
         }
         if total_bytes as u64 > self.config.segment_bytes.min(SEGMENT_BYTES_LIMIT) {
-            return Err(AppendError::TooLarge {
+            return Err(AppendError::LargerThanSegment {
                 size: total_bytes,
-                max: self.config.segment_bytes as usize,
+                segment_bytes: self.config.segment_bytes.min(SEGMENT_BYTES_LIMIT),
             });
         }
 
@@ -389,7 +415,11 @@ impl PartitionLog {
             };
             max_timestamp = max_timestamp.max(header.max_timestamp);
             next = header.next_offset();
-            prepared.push(PreparedBatch { prefix, rest, header });
+            prepared.push(PreparedBatch {
+                prefix,
+                rest,
+                header,
+            });
         }
         let last_offset = next - 1;
 
@@ -497,7 +527,11 @@ impl PartitionLog {
                         return Ok(None);
                     }
                 }
-                return Ok(Some(ReadSlice { file: segment.file().clone(), position, len }));
+                return Ok(Some(ReadSlice {
+                    file: segment.file().clone(),
+                    position,
+                    len,
+                }));
             }
         }
         Ok(None)
@@ -512,7 +546,8 @@ impl PartitionLog {
             }
             if let Some((position, h)) = segment.find_batch_by_timestamp(target, segment.size())? {
                 let raw = segment.read(position, h.total_bytes())?;
-                if let Some(found) = first_record_at_or_after(&raw, target, self.log_start_offset)? {
+                if let Some(found) = first_record_at_or_after(&raw, target, self.log_start_offset)?
+                {
                     return Ok(Some(found));
                 }
             }
@@ -532,8 +567,10 @@ impl PartitionLog {
         match segment.find_batch_by_timestamp(target, segment.size())? {
             Some((position, h)) => {
                 let raw = segment.read(position, h.total_bytes())?;
-                Ok(first_record_at_or_after(&raw, target, self.log_start_offset)?
-                    .or(Some((h.last_offset(), target))))
+                Ok(
+                    first_record_at_or_after(&raw, target, self.log_start_offset)?
+                        .or(Some((h.last_offset(), target))),
+                )
             }
             None => Ok(None),
         }
@@ -560,7 +597,9 @@ impl PartitionLog {
         let mut deleted = 0;
         loop {
             let mut keys = self.segments.keys();
-            let (Some(&first), Some(&second)) = (keys.next(), keys.next()) else { break };
+            let (Some(&first), Some(&second)) = (keys.next(), keys.next()) else {
+                break;
+            };
             if second > self.log_start_offset {
                 break;
             }
@@ -582,7 +621,8 @@ impl PartitionLog {
         let retention_ms = self.config.retention_ms;
         if retention_ms >= 0 {
             let cutoff = now_ms.saturating_sub(retention_ms);
-            let expired = |s: &Segment| !s.is_empty() && s.max_timestamp() >= 0 && s.max_timestamp() < cutoff;
+            let expired =
+                |s: &Segment| !s.is_empty() && s.max_timestamp() >= 0 && s.max_timestamp() < cutoff;
             while self.segments.len() > 1 {
                 let first = self.segments.values().next().expect("segment");
                 if !(expired(first) || first.is_empty()) {
@@ -614,7 +654,11 @@ impl PartitionLog {
         let (&first, _) = self.segments.iter().next().expect("segment");
         let segment = self.segments.remove(&first).expect("present");
         segment.delete_files()?;
-        let next_base = *self.segments.keys().next().expect("a later segment remains");
+        let next_base = *self
+            .segments
+            .keys()
+            .next()
+            .expect("a later segment remains");
         self.log_start_offset = self.log_start_offset.max(next_base);
         Ok(1)
     }
@@ -672,8 +716,13 @@ fn rewrite_for_log_append_time(raw: &Bytes, now_ms: i64) -> Bytes {
 
 /// Decodes one stored batch and finds the first record with a timestamp
 /// `>= target` at or after `min_offset`.
-fn first_record_at_or_after(raw: &Bytes, target: i64, min_offset: i64) -> io::Result<Option<(i64, i64)>> {
-    let header = BatchHeader::parse(raw).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+fn first_record_at_or_after(
+    raw: &Bytes,
+    target: i64,
+    min_offset: i64,
+) -> io::Result<Option<(i64, i64)>> {
+    let header =
+        BatchHeader::parse(raw).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     if header.attributes & ATTR_LOG_APPEND_TIME != 0 {
         // Every record carries the batch's append time.
         return Ok((header.max_timestamp >= target)
@@ -696,11 +745,17 @@ mod tests {
     use kafka_protocol::records::Compression;
 
     fn open(dir: &Path, config: LogConfig, recovery_point: i64) -> PartitionLog {
-        PartitionLog::open(dir, config, recovery_point, 0, 0).unwrap().0
+        PartitionLog::open(dir, config, recovery_point, 0, 0)
+            .unwrap()
+            .0
     }
 
     fn small_segments() -> LogConfig {
-        LogConfig { segment_bytes: 4096, index_interval_bytes: 512, ..Default::default() }
+        LogConfig {
+            segment_bytes: 4096,
+            index_interval_bytes: 512,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -708,7 +763,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut log = open(dir.path(), small_segments(), 0);
         for i in 0..100 {
-            let info = log.append(&make_batch(5, 40, Compression::None), 0, 0).unwrap();
+            let info = log
+                .append(&make_batch(5, 40, Compression::None), 0, 0)
+                .unwrap();
             assert_eq!(info.base_offset, i * 5);
             assert_eq!(info.last_offset, i * 5 + 4);
         }
@@ -722,7 +779,10 @@ mod tests {
             assert!(h.base_offset <= offset && offset <= h.last_offset());
         }
         assert!(log.read(500, 1024, true).unwrap().is_none());
-        assert!(matches!(log.read(501, 1024, true), Err(ReadError::OffsetOutOfRange { .. })));
+        assert!(matches!(
+            log.read(501, 1024, true),
+            Err(ReadError::OffsetOutOfRange { .. })
+        ));
     }
 
     #[test]
@@ -745,17 +805,31 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut log = open(dir.path(), small_segments(), 0);
         for _ in 0..50 {
-            log.append(&make_batch(3, 100, Compression::Lz4), 0, 0).unwrap();
+            log.append(&make_batch(3, 100, Compression::Lz4), 0, 0)
+                .unwrap();
         }
-        let expected = log.read(30, 1 << 20, true).unwrap().unwrap().read().unwrap();
+        let expected = log
+            .read(30, 1 << 20, true)
+            .unwrap()
+            .unwrap()
+            .read()
+            .unwrap();
         log.close(0).unwrap();
         let rp = log.recovery_point();
         drop(log);
         let (log, report) = PartitionLog::open(dir.path(), small_segments(), rp, 0, 0).unwrap();
         assert_eq!(report.truncated_bytes, 0);
-        assert_eq!(report.segments_scanned, 1, "only the active segment is rescanned");
+        assert_eq!(
+            report.segments_scanned, 1,
+            "only the active segment is rescanned"
+        );
         assert_eq!(log.log_end_offset(), 150);
-        let again = log.read(30, 1 << 20, true).unwrap().unwrap().read().unwrap();
+        let again = log
+            .read(30, 1 << 20, true)
+            .unwrap()
+            .unwrap()
+            .read()
+            .unwrap();
         assert_eq!(expected, again);
     }
 
@@ -764,7 +838,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut log = open(dir.path(), small_segments(), 0);
         for _ in 0..50 {
-            log.append(&make_batch(3, 100, Compression::None), 0, 0).unwrap();
+            log.append(&make_batch(3, 100, Compression::None), 0, 0)
+                .unwrap();
         }
         let segments = log.segment_count();
         drop(log); // as if killed: nothing flushed, no checkpoint
@@ -778,12 +853,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut log = open(dir.path(), small_segments(), 0);
         for _ in 0..50 {
-            log.append(&make_batch(3, 100, Compression::None), 0, 0).unwrap();
+            log.append(&make_batch(3, 100, Compression::None), 0, 0)
+                .unwrap();
         }
         let bases: Vec<i64> = log.segments.keys().copied().collect();
         drop(log);
         // Damage the second segment's first batch.
-        let path = dir.path().join(super::super::segment::segment_file_name(bases[1], "log"));
+        let path = dir
+            .path()
+            .join(super::super::segment::segment_file_name(bases[1], "log"));
         let mut raw = std::fs::read(&path).unwrap();
         raw[40] ^= 1;
         std::fs::write(&path, raw).unwrap();
@@ -799,32 +877,48 @@ mod tests {
     #[test]
     fn retention_by_bytes_deletes_oldest_segments_and_moves_the_start() {
         let dir = tempfile::tempdir().unwrap();
-        let config = LogConfig { retention_bytes: 8192, ..small_segments() };
+        let config = LogConfig {
+            retention_bytes: 8192,
+            ..small_segments()
+        };
         let mut log = open(dir.path(), config, 0);
         for _ in 0..100 {
-            log.append(&make_batch(3, 100, Compression::None), 0, 0).unwrap();
+            log.append(&make_batch(3, 100, Compression::None), 0, 0)
+                .unwrap();
         }
         let deleted = log.apply_retention(0).unwrap();
         assert!(deleted > 0);
         assert!(log.size_bytes() < 8192 + 4096);
         assert!(log.log_start_offset() > 0);
         assert_eq!(log.log_start_offset(), *log.segments.keys().next().unwrap());
-        assert!(matches!(log.read(0, 100, true), Err(ReadError::OffsetOutOfRange { .. })));
+        assert!(matches!(
+            log.read(0, 100, true),
+            Err(ReadError::OffsetOutOfRange { .. })
+        ));
     }
 
     #[test]
     fn retention_by_time_deletes_expired_segments_including_a_stale_active_one() {
         let dir = tempfile::tempdir().unwrap();
-        let config = LogConfig { retention_ms: 1000, ..small_segments() };
+        let config = LogConfig {
+            retention_ms: 1000,
+            ..small_segments()
+        };
         let mut log = open(dir.path(), config, 0);
         for _ in 0..30 {
-            log.append(&make_batch_at(3, 100, Compression::None, 10_000), 0, 10_000).unwrap();
+            log.append(&make_batch_at(3, 100, Compression::None, 10_000), 0, 10_000)
+                .unwrap();
         }
-        assert_eq!(log.apply_retention(10_500).unwrap(), 0, "nothing is old enough yet");
+        assert_eq!(
+            log.apply_retention(10_500).unwrap(),
+            0,
+            "nothing is old enough yet"
+        );
         assert!(log.apply_retention(20_000).unwrap() > 0);
         assert_eq!(log.log_start_offset(), 90);
         assert_eq!(log.log_end_offset(), 90);
-        log.append(&make_batch(1, 1, Compression::None), 0, 0).unwrap();
+        log.append(&make_batch(1, 1, Compression::None), 0, 0)
+            .unwrap();
         assert_eq!(log.log_end_offset(), 91);
     }
 
@@ -833,12 +927,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut log = open(dir.path(), small_segments(), 0);
         for _ in 0..50 {
-            log.append(&make_batch(3, 100, Compression::None), 0, 0).unwrap();
+            log.append(&make_batch(3, 100, Compression::None), 0, 0)
+                .unwrap();
         }
         let before = log.segment_count();
         assert_eq!(log.delete_records_before(100).unwrap(), 100);
         assert!(log.segment_count() < before);
-        assert!(matches!(log.read(99, 100, true), Err(ReadError::OffsetOutOfRange { .. })));
+        assert!(matches!(
+            log.read(99, 100, true),
+            Err(ReadError::OffsetOutOfRange { .. })
+        ));
         assert!(log.read(100, 100, true).unwrap().is_some());
         assert!(log.delete_records_before(10_000).is_err());
     }
@@ -849,7 +947,8 @@ mod tests {
         let mut log = open(dir.path(), small_segments(), 0);
         for i in 0..40 {
             // Batch i holds timestamps 1000i .. 1000i+4 at offsets 5i .. 5i+4.
-            log.append(&make_batch_at(5, 100, Compression::Zstd, 1000 * i), 0, 0).unwrap();
+            log.append(&make_batch_at(5, 100, Compression::Zstd, 1000 * i), 0, 0)
+                .unwrap();
         }
         assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((0, 0)));
         assert_eq!(log.offset_for_timestamp(7002).unwrap(), Some((37, 7002)));
@@ -861,14 +960,23 @@ mod tests {
     #[test]
     fn oversized_and_corrupt_batches_are_refused_and_leave_the_log_unchanged() {
         let dir = tempfile::tempdir().unwrap();
-        let config = LogConfig { max_message_bytes: 1000, ..Default::default() };
+        let config = LogConfig {
+            max_message_bytes: 1000,
+            ..Default::default()
+        };
         let mut log = open(dir.path(), config, 0);
         let big = make_batch(20, 100, Compression::None);
-        assert!(matches!(log.append(&big, 0, 0), Err(AppendError::TooLarge { .. })));
+        assert!(matches!(
+            log.append(&big, 0, 0),
+            Err(AppendError::TooLarge { .. })
+        ));
         let mut bad = make_batch(2, 10, Compression::None).to_vec();
         let n = bad.len();
         bad[n - 1] ^= 1;
-        assert!(matches!(log.append(&Bytes::from(bad), 0, 0), Err(AppendError::Corrupt(_))));
+        assert!(matches!(
+            log.append(&Bytes::from(bad), 0, 0),
+            Err(AppendError::Corrupt(_))
+        ));
         // A good batch followed by a bad one: nothing is written.
         let mut mixed = make_batch(2, 10, Compression::None).to_vec();
         mixed.extend_from_slice(&[0u8; 30]);
@@ -880,9 +988,14 @@ mod tests {
     #[test]
     fn log_append_time_rewrites_the_batch_with_a_valid_crc() {
         let dir = tempfile::tempdir().unwrap();
-        let config = LogConfig { timestamp_type: TimestampType::LogAppendTime, ..Default::default() };
+        let config = LogConfig {
+            timestamp_type: TimestampType::LogAppendTime,
+            ..Default::default()
+        };
         let mut log = open(dir.path(), config, 0);
-        let info = log.append(&make_batch(3, 10, Compression::Snappy), 0, 42_000).unwrap();
+        let info = log
+            .append(&make_batch(3, 10, Compression::Snappy), 0, 42_000)
+            .unwrap();
         assert_eq!(info.log_append_time_ms, 42_000);
         let bytes = log.read(0, 1 << 20, true).unwrap().unwrap().read().unwrap();
         let h = batch::validate_batch(&bytes).unwrap();
@@ -893,7 +1006,10 @@ mod tests {
     #[test]
     fn the_flush_policy_asks_for_a_sync_after_flush_messages() {
         let dir = tempfile::tempdir().unwrap();
-        let config = LogConfig { flush_messages: 10, ..Default::default() };
+        let config = LogConfig {
+            flush_messages: 10,
+            ..Default::default()
+        };
         let mut log = open(dir.path(), config, 0);
         let b = make_batch(4, 10, Compression::None);
         assert!(log.append(&b, 0, 0).unwrap().sync_file.is_none());

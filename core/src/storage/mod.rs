@@ -16,4 +16,7 @@ pub mod index;
 pub mod log;
 pub mod segment;
 
-pub use log::{AppendError, AppendInfo, LogConfig, LogRecovery, PartitionLog, ReadError, ReadSlice, TimestampType};
+pub use log::{
+    AppendError, AppendInfo, LogConfig, LogRecovery, PartitionLog, ReadError, ReadSlice,
+    TimestampType,
+};

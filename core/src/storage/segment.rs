@@ -83,7 +83,11 @@ impl std::fmt::Debug for Segment {
 }
 
 fn open_log(path: &Path, create: bool) -> io::Result<File> {
-    OpenOptions::new().read(true).append(true).create(create).open(path)
+    OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(create)
+        .open(path)
 }
 
 impl Segment {
@@ -128,7 +132,8 @@ impl Segment {
         let path = dir.join(segment_file_name(base_offset, "log"));
         let file = open_log(&path, false)?;
         let size = file.metadata()?.len();
-        let offset_index = OffsetIndex::load(&dir.join(segment_file_name(base_offset, "index")), size);
+        let offset_index =
+            OffsetIndex::load(&dir.join(segment_file_name(base_offset, "index")), size);
         let mut seg = Segment {
             base_offset,
             dir: dir.to_path_buf(),
@@ -149,7 +154,11 @@ impl Segment {
             return Ok((seg, Some(report)));
         };
         // Walk the batches after the last index entry to find the end.
-        let start = offset_index.entries().last().map(|e| e.position as u64).unwrap_or(0);
+        let start = offset_index
+            .entries()
+            .last()
+            .map(|e| e.position as u64)
+            .unwrap_or(0);
         let mut position = start;
         let mut ok = true;
         while position < size {
@@ -172,8 +181,10 @@ impl Segment {
             }
         }
         let max_relative = (seg.next_offset - base_offset).clamp(0, u32::MAX as i64) as u32;
-        let time_index =
-            TimeIndex::load(&dir.join(segment_file_name(base_offset, "timeindex")), max_relative);
+        let time_index = TimeIndex::load(
+            &dir.join(segment_file_name(base_offset, "timeindex")),
+            max_relative,
+        );
         match (ok, time_index) {
             (true, Ok(time_index)) => {
                 if let Some(last) = time_index.last() {
@@ -275,7 +286,8 @@ impl Segment {
                 let old = buf.len();
                 buf.resize(want.max(old), 0);
                 if want > old {
-                    self.file.read_exact_at(&mut buf[old..want], position + old as u64)?;
+                    self.file
+                        .read_exact_at(&mut buf[old..want], position + old as u64)?;
                 }
                 continue;
             }
@@ -436,7 +448,11 @@ impl Segment {
     /// Byte position of the first batch whose last offset is `>= offset`,
     /// with that batch's header; `None` if every batch ends before `offset`.
     /// Only batches wholly below `limit_bytes` are considered.
-    pub fn find_batch(&self, offset: i64, limit_bytes: u64) -> io::Result<Option<(u64, BatchHeader)>> {
+    pub fn find_batch(
+        &self,
+        offset: i64,
+        limit_bytes: u64,
+    ) -> io::Result<Option<(u64, BatchHeader)>> {
         let relative = (offset - self.base_offset).clamp(0, u32::MAX as i64) as u32;
         let start = self.offset_index.lookup(relative).position as u64;
         let mut scanner = HeaderScanner::new(&self.file, start, limit_bytes.min(self.size));
@@ -490,10 +506,10 @@ impl Segment {
             .open(self.dir.join(segment_file_name(self.base_offset, "index")))?;
         self.offset_index.write_pending(&mut idx)?;
         idx.sync_data()?;
-        let mut tidx = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join(segment_file_name(self.base_offset, "timeindex")))?;
+        let mut tidx = OpenOptions::new().create(true).append(true).open(
+            self.dir
+                .join(segment_file_name(self.base_offset, "timeindex")),
+        )?;
         self.time_index.write_pending(&mut tidx)?;
         tidx.sync_data()?;
         Ok(())
@@ -523,7 +539,8 @@ impl Segment {
 
     /// Path of one of the segment's files (`log`, `index`, `timeindex`).
     pub fn path(&self, extension: &str) -> PathBuf {
-        self.dir.join(segment_file_name(self.base_offset, extension))
+        self.dir
+            .join(segment_file_name(self.base_offset, extension))
     }
 }
 
@@ -539,7 +556,13 @@ struct HeaderScanner<'a> {
 
 impl<'a> HeaderScanner<'a> {
     fn new(file: &'a File, position: u64, limit: u64) -> Self {
-        HeaderScanner { file, position, limit, buf: Vec::new(), buf_start: 0 }
+        HeaderScanner {
+            file,
+            position,
+            limit,
+            buf: Vec::new(),
+            buf_start: 0,
+        }
     }
 
     fn next_header(&mut self) -> io::Result<Option<(u64, BatchHeader)>> {
@@ -616,7 +639,11 @@ mod tests {
         patch_header_prefix(&mut prefix, base_offset, 0);
         let mut header = BatchHeader::parse(raw).unwrap();
         header.base_offset = base_offset;
-        PreparedBatch { prefix, rest: raw.slice(16..), header }
+        PreparedBatch {
+            prefix,
+            rest: raw.slice(16..),
+            header,
+        }
     }
 
     fn fill(seg: &mut Segment, batches: usize, per_batch: usize) -> Vec<(i64, usize)> {
@@ -636,18 +663,34 @@ mod tests {
         let mut seg = Segment::create(dir.path(), 100, 256).unwrap();
         fill(&mut seg, 50, 3);
         assert_eq!(seg.next_offset(), 250);
-        assert!(seg.offset_index_entries() > 5, "index should be sparse but present");
+        assert!(
+            seg.offset_index_entries() > 5,
+            "index should be sparse but present"
+        );
         let (pos, h) = seg.find_batch(175, seg.size()).unwrap().unwrap();
         assert_eq!(h.base_offset, 175);
         let bytes = seg.read(pos, h.total_bytes()).unwrap();
         assert_eq!(validate_batch(&bytes).unwrap().base_offset, 175);
         // An offset inside a batch finds that batch.
-        assert_eq!(seg.find_batch(176, seg.size()).unwrap().unwrap().1.base_offset, 175);
+        assert_eq!(
+            seg.find_batch(176, seg.size())
+                .unwrap()
+                .unwrap()
+                .1
+                .base_offset,
+            175
+        );
         assert!(seg.find_batch(250, seg.size()).unwrap().is_none());
         // Batch i has timestamps 1000 + 10i .. +2
-        let (_, h) = seg.find_batch_by_timestamp(1255, seg.size()).unwrap().unwrap();
+        let (_, h) = seg
+            .find_batch_by_timestamp(1255, seg.size())
+            .unwrap()
+            .unwrap();
         assert_eq!(h.base_offset, 100 + 26 * 3);
-        assert!(seg.find_batch_by_timestamp(99_999, seg.size()).unwrap().is_none());
+        assert!(seg
+            .find_batch_by_timestamp(99_999, seg.size())
+            .unwrap()
+            .is_none());
     }
 
     #[test]
@@ -660,7 +703,10 @@ mod tests {
         drop(seg);
         let (seg, recovery) = Segment::open_trusted(dir.path(), 0, 256).unwrap();
         assert!(recovery.is_none(), "a sane index must be used as is");
-        assert_eq!((seg.size(), seg.next_offset(), seg.max_timestamp()), (size, next, max_ts));
+        assert_eq!(
+            (seg.size(), seg.next_offset(), seg.max_timestamp()),
+            (size, next, max_ts)
+        );
         assert_eq!(seg.find_batch(33, size).unwrap().unwrap().1.base_offset, 32);
     }
 
@@ -705,7 +751,10 @@ mod tests {
     #[test]
     fn file_names_round_trip() {
         assert_eq!(segment_file_name(42, "log"), "00000000000000000042.log");
-        assert_eq!(parse_segment_file_name("00000000000000000042.log"), Some((42, "log")));
+        assert_eq!(
+            parse_segment_file_name("00000000000000000042.log"),
+            Some((42, "log"))
+        );
         assert_eq!(parse_segment_file_name("42.log"), None);
         assert_eq!(parse_segment_file_name("0000000000000000004x.log"), None);
     }

@@ -1,0 +1,273 @@
+//! The `runnel` command line against a running broker: topic admin,
+//! produce and consume, readable one-line errors, config files.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use crate::harness::{TestBroker, BIN};
+
+fn runnel(broker: &TestBroker, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("RUNNEL_BOOTSTRAP", broker.addr())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run runnel");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    child.wait_with_output().expect("wait for runnel")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn topic_commands_create_list_describe_alter_and_delete() {
+    let broker = TestBroker::start();
+    let out = runnel(
+        &broker,
+        &[
+            "topic",
+            "create",
+            "orders",
+            "-p",
+            "4",
+            "-c",
+            "retention.ms=3600000",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("created topic orders (4 partitions)"));
+
+    let out = runnel(&broker, &["topic", "list"], None);
+    assert_eq!(stdout(&out), "orders\t4 partitions\n");
+
+    let out = runnel(
+        &broker,
+        &[
+            "topic",
+            "alter-config",
+            "orders",
+            "--set",
+            "retention.bytes=1048576",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = runnel(&broker, &["topic", "describe", "orders"], None);
+    let text = stdout(&out);
+    assert!(text.contains("partitions:  4"), "{text}");
+    assert!(
+        text.contains("* retention.ms") && text.contains("3600000"),
+        "{text}"
+    );
+    assert!(
+        text.contains("* retention.bytes") && text.contains("1048576"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  cleanup.policy"),
+        "defaults are listed too: {text}"
+    );
+
+    let out = runnel(
+        &broker,
+        &[
+            "topic",
+            "alter-config",
+            "orders",
+            "--delete",
+            "retention.ms",
+        ],
+        None,
+    );
+    assert!(out.status.success());
+    let text = stdout(&runnel(&broker, &["topic", "describe", "orders"], None));
+    assert!(
+        text.contains("  retention.ms") && text.contains("604800000"),
+        "{text}"
+    );
+
+    // Errors: one readable line, non-zero exit.
+    let out = runnel(&broker, &["topic", "create", "orders"], None);
+    assert!(!out.status.success());
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("already exists"));
+    let out = runnel(
+        &broker,
+        &[
+            "topic",
+            "alter-config",
+            "orders",
+            "--set",
+            "retention.ms=forever",
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("retention.ms"), "{}", stderr(&out));
+    assert!(runnel(
+        &broker,
+        &["topic", "create", "orders", "--if-not-exists"],
+        None
+    )
+    .status
+    .success());
+
+    let out = runnel(&broker, &["topic", "delete", "orders"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&runnel(&broker, &["topic", "list"], None)), "");
+    let out = runnel(&broker, &["topic", "delete", "orders"], None);
+    assert!(!out.status.success());
+    assert!(
+        runnel(&broker, &["topic", "delete", "orders", "--if-exists"], None)
+            .status
+            .success()
+    );
+}
+
+#[test]
+fn produce_and_consume_commands_round_trip_keys_and_values() {
+    let broker = TestBroker::start();
+    assert!(
+        runnel(&broker, &["topic", "create", "lines", "-p", "2"], None)
+            .status
+            .success()
+    );
+    let input: String = (0..500)
+        .map(|i| format!("key{}:value {i}\n", i % 7))
+        .collect();
+    let out = runnel(
+        &broker,
+        &["produce", "lines", "-K", ":", "--compression", "snappy"],
+        Some(&input),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("produced 500 records"));
+
+    let out = runnel(
+        &broker,
+        &[
+            "consume",
+            "lines",
+            "--from-beginning",
+            "--exit-at-end",
+            "--print-key",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut got: Vec<String> = stdout(&out).lines().map(|l| l.replace('\t', ":")).collect();
+    let mut want: Vec<String> = input.lines().map(String::from).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+
+    // --partition, --offset and --max
+    let out = runnel(
+        &broker,
+        &[
+            "consume",
+            "lines",
+            "-p",
+            "1",
+            "-o",
+            "3",
+            "-n",
+            "2",
+            "--print-offset",
+        ],
+        None,
+    );
+    let lines: Vec<String> = stdout(&out).lines().map(String::from).collect();
+    assert_eq!(lines.len(), 2);
+    assert!(
+        lines[0].starts_with("1:3\t") && lines[1].starts_with("1:4\t"),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn commands_fail_with_one_line_when_no_broker_answers() {
+    let out = Command::new(BIN)
+        .args(["topic", "list", "--bootstrap", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: cannot reach a broker at 127.0.0.1:1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_bad_config_file_is_reported_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runnel.yaml");
+    std::fs::write(&path, "node_id: 1\nlog:\n  retention_ms: soon\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("runnel.yaml") && err.contains("line 3"),
+        "{err}"
+    );
+
+    std::fs::write(&path, "node_id: 1\nunknown_key: 5\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown field `unknown_key`"), "{err}");
+}
+
+#[test]
+fn the_reference_config_file_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/runnel.example.yaml");
+    let text = std::fs::read_to_string(path).expect("runnel.example.yaml exists");
+    let config: runnel_core::config::BrokerConfig = serde_yaml::from_str(&text).expect("parses");
+    config.validate().expect("validates");
+    assert_eq!(
+        config,
+        runnel_core::config::BrokerConfig::default(),
+        "the reference file documents the defaults"
+    );
+}
+
+#[test]
+fn two_brokers_cannot_share_a_data_directory() {
+    let broker = TestBroker::start();
+    let out = Command::new(BIN)
+        .args(["serve", "--kafka-addr", "127.0.0.1:0", "--data-dir"])
+        .arg(&broker.dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another runnel process"));
+}

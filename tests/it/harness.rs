@@ -1,0 +1,292 @@
+//! Starts the real `runnel` binary on a free port in a temp dir, and gives
+//! tests librdkafka clients and a raw protocol client pointed at it.
+
+use std::fs::File;
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::FutureProducer;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use runnel_core::client::Client;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_runnel");
+
+/// A broker process owned by a test. Killed when dropped.
+pub struct TestBroker {
+    child: Option<Child>,
+    pub port: u16,
+    pub dir: PathBuf,
+    _tmp: tempfile::TempDir,
+    args: Vec<String>,
+    starts: usize,
+}
+
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+impl TestBroker {
+    pub fn start() -> TestBroker {
+        Self::start_with(&[])
+    }
+
+    /// Starts a broker with extra `runnel serve` arguments.
+    pub fn start_with(args: &[&str]) -> TestBroker {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let mut broker = TestBroker {
+            child: None,
+            port: free_port(),
+            dir: tmp.path().join("data"),
+            _tmp: tmp,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            starts: 0,
+        };
+        broker.spawn();
+        broker
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn log_path(&self, n: usize) -> PathBuf {
+        self._tmp.path().join(format!("broker-{n}.log"))
+    }
+
+    /// Everything the broker logged, over all its runs.
+    pub fn log(&self) -> String {
+        (1..=self.starts)
+            .map(|n| std::fs::read_to_string(self.log_path(n)).unwrap_or_default())
+            .collect()
+    }
+
+    fn spawn(&mut self) {
+        self.starts += 1;
+        let log = File::create(self.log_path(self.starts)).expect("broker log file");
+        let child = Command::new(BIN)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .arg("--kafka-addr")
+            .arg(self.addr())
+            .args(&self.args)
+            .env("RUNNEL_LOG", "info,runnel_core=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("start runnel serve");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if TcpStream::connect(self.addr()).is_ok() {
+                return;
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "broker exited with {status} during startup:\n{}",
+                        self.log()
+                    );
+                }
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "broker did not start listening within 30 s:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no shutdown hook runs, nothing is flushed.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a graceful exit; returns the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        // SAFETY: sending a signal to our own child process by pid.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "broker did not stop within 30 s of SIGTERM:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the broker again on the same port and data directory.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.addr(), "runnel-tests")
+            .await
+            .expect("connect raw client")
+    }
+
+    pub fn producer(&self, extra: &[(&str, &str)]) -> FutureProducer {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", self.addr())
+            .set("message.timeout.ms", "30000")
+            .set("linger.ms", "5");
+        for (k, v) in extra {
+            config.set(*k, *v);
+        }
+        config.create().expect("create producer")
+    }
+
+    pub fn consumer(&self) -> BaseConsumer {
+        ClientConfig::new()
+            .set("bootstrap.servers", self.addr())
+            .set("group.id", "tests-manual-assignment")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .create()
+            .expect("create consumer")
+    }
+
+    /// Reads `partitions` of `topic` from the beginning until `expected`
+    /// records arrived (or `timeout` passed); returns what arrived.
+    pub fn consume(
+        &self,
+        topic: &str,
+        partitions: i32,
+        expected: usize,
+        timeout: Duration,
+    ) -> Vec<OwnedMessage> {
+        let consumer = self.consumer();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .expect("add partition");
+        }
+        consumer.assign(&tpl).expect("assign");
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::with_capacity(expected);
+        while out.len() < expected && Instant::now() < deadline {
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => out.push(m.detach()),
+                Some(Err(e)) => panic!("consume error: {e}"),
+                None => {}
+            }
+        }
+        out
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("---- broker log ----\n{}", self.log());
+        }
+    }
+}
+
+/// Creates a topic through the raw client, panicking on error.
+pub async fn create_topic(
+    broker: &TestBroker,
+    name: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) {
+    use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+    use kafka_protocol::messages::{CreateTopicsRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let mut client = broker.client().await;
+    let mut topic = CreatableTopic::default();
+    topic.name = TopicName(StrBytes::from_string(name.into()));
+    topic.num_partitions = partitions;
+    topic.replication_factor = 1;
+    for (k, v) in configs {
+        let mut c = CreatableTopicConfig::default();
+        c.name = StrBytes::from_string(k.to_string());
+        c.value = Some(StrBytes::from_string(v.to_string()));
+        topic.configs.push(c);
+    }
+    let mut request = CreateTopicsRequest::default();
+    request.topics = vec![topic];
+    let response = client.send(&request).await.expect("CreateTopics");
+    let result = &response.topics[0];
+    assert_eq!(
+        result.error_code, 0,
+        "create topic {name}: {:?}",
+        result.error_message
+    );
+}
+
+/// Latest offset (high watermark) of one partition.
+pub async fn latest_offset(broker: &TestBroker, topic: &str, partition: i32) -> i64 {
+    list_offset(broker, topic, partition, -1)
+        .await
+        .expect("ListOffsets")
+}
+
+/// ListOffsets for one partition: Ok(offset) or Err(error code).
+pub async fn list_offset(
+    broker: &TestBroker,
+    topic: &str,
+    partition: i32,
+    timestamp: i64,
+) -> Result<i64, i16> {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::{ListOffsetsRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let mut client = broker.client().await;
+    let mut p = ListOffsetsPartition::default();
+    p.partition_index = partition;
+    p.timestamp = timestamp;
+    p.current_leader_epoch = -1;
+    let mut t = ListOffsetsTopic::default();
+    t.name = TopicName(StrBytes::from_string(topic.into()));
+    t.partitions = vec![p];
+    let mut request = ListOffsetsRequest::default();
+    request.replica_id = (-1).into();
+    request.topics = vec![t];
+    let response = client.send(&request).await.expect("ListOffsets");
+    let r = &response.topics[0].partitions[0];
+    if r.error_code != 0 {
+        Err(r.error_code)
+    } else {
+        Ok(r.offset)
+    }
+}
+
+/// Value of a record as UTF-8 (tests write text).
+pub fn text(m: &OwnedMessage) -> String {
+    String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned()
+}
+
+pub fn key(m: &OwnedMessage) -> String {
+    String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned()
+}

@@ -1,0 +1,13 @@
+//! Integration tests: each starts the real `runnel` binary on a free port in
+//! a temp dir and drives it with real clients (librdkafka through `rdkafka`,
+//! the `runnel` CLI, and a raw protocol client for exact requests).
+//!
+//! All tests are compiled into this one binary.
+
+mod harness;
+
+mod broker_cli;
+mod crash_recovery;
+mod produce_consume;
+mod protocol_errors;
+mod retention;

@@ -1,0 +1,420 @@
+//! Exact protocol behaviour with hand-built requests: error codes for bad
+//! input, connection handling for malformed frames, long-poll fetches,
+//! ListOffsets and DeleteRecords.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::delete_records_request::{
+    DeleteRecordsPartition, DeleteRecordsTopic,
+};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsResponse, CreateTopicsRequest, DeleteRecordsRequest, FetchRequest,
+    FetchResponse, MetadataRequest, ProduceRequest, ProduceResponse, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, StrBytes};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use runnel_core::client::Client;
+
+use crate::harness::{create_topic, list_offset, TestBroker};
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+/// One v2 batch of `count` records of `value_len` bytes, timestamps from `ts`.
+fn batch(count: usize, value_len: usize, ts: i64) -> Bytes {
+    let records: Vec<Record> = (0..count)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: i as i32 - 1,
+            timestamp: ts + i as i64,
+            key: None,
+            value: Some(Bytes::from(vec![b'r'; value_len])),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    buf.freeze()
+}
+
+async fn produce(client: &mut Client, topic: &str, partition: i32, records: Bytes) -> (i16, i64) {
+    let mut p = PartitionProduceData::default();
+    p.index = partition;
+    p.records = Some(records);
+    let mut t = TopicProduceData::default();
+    t.name = name(topic);
+    t.partition_data = vec![p];
+    let mut request = ProduceRequest::default();
+    request.acks = -1;
+    request.timeout_ms = 5000;
+    request.topic_data = vec![t];
+    let response: ProduceResponse = client.send(&request).await.unwrap();
+    let r = &response.responses[0].partition_responses[0];
+    (r.error_code, r.base_offset)
+}
+
+fn fetch_request(topic: &str, offset: i64, max_wait_ms: i32) -> FetchRequest {
+    let mut p = FetchPartition::default();
+    p.partition = 0;
+    p.fetch_offset = offset;
+    p.partition_max_bytes = 1 << 20;
+    p.current_leader_epoch = -1;
+    let mut t = FetchTopic::default();
+    t.topic = name(topic);
+    t.partitions = vec![p];
+    let mut request = FetchRequest::default();
+    request.replica_id = (-1).into();
+    request.max_wait_ms = max_wait_ms;
+    request.min_bytes = 1;
+    request.max_bytes = 50 << 20;
+    request.topics = vec![t];
+    request
+}
+
+async fn fetch(client: &mut Client, topic: &str, offset: i64, max_wait_ms: i32) -> (i16, Bytes) {
+    // v12 addresses topics by name, which is what this test uses.
+    let response: FetchResponse = client
+        .send_version(&fetch_request(topic, offset, max_wait_ms), 12)
+        .await
+        .unwrap();
+    let p = &response.responses[0].partitions[0];
+    (p.error_code, p.records.clone().unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_produce_input_gets_the_proper_kafka_error_codes() {
+    let broker = TestBroker::start();
+    create_topic(&broker, "strict", 1, &[("max.message.bytes", "2048")]).await;
+    let mut client = broker.client().await;
+
+    assert_eq!(
+        produce(&mut client, "strict", 0, batch(3, 10, 1000)).await,
+        (0, 0)
+    );
+
+    // A flipped bit in the records: CRC-32C mismatch -> CORRUPT_MESSAGE (2).
+    let mut bad = batch(3, 10, 1000).to_vec();
+    let n = bad.len();
+    bad[n - 2] ^= 0x10;
+    assert_eq!(
+        produce(&mut client, "strict", 0, Bytes::from(bad)).await.0,
+        2
+    );
+
+    // A batch larger than max.message.bytes -> MESSAGE_TOO_LARGE (10).
+    assert_eq!(
+        produce(&mut client, "strict", 0, batch(10, 500, 1000))
+            .await
+            .0,
+        10
+    );
+
+    // A record set cut in the middle of a batch -> CORRUPT_MESSAGE.
+    let whole = batch(3, 10, 1000);
+    assert_eq!(
+        produce(&mut client, "strict", 0, whole.slice(..whole.len() - 7))
+            .await
+            .0,
+        2
+    );
+
+    // Old record format (magic 1) -> INVALID_RECORD (87).
+    let mut v1 = batch(1, 10, 1000).to_vec();
+    v1[16] = 1;
+    assert_eq!(
+        produce(&mut client, "strict", 0, Bytes::from(v1)).await.0,
+        87
+    );
+
+    // Unknown partition -> UNKNOWN_TOPIC_OR_PARTITION (3).
+    assert_eq!(
+        produce(&mut client, "strict", 7, batch(1, 10, 1000))
+            .await
+            .0,
+        3
+    );
+
+    // Invalid topic name -> INVALID_TOPIC_EXCEPTION (17).
+    assert_eq!(
+        produce(&mut client, "no spaces allowed", 0, batch(1, 10, 1000))
+            .await
+            .0,
+        17
+    );
+
+    // Nothing bad was stored.
+    assert_eq!(list_offset(&broker, "strict", 0, -1).await, Ok(3));
+    let (code, records) = fetch(&mut client, "strict", 0, 0).await;
+    assert_eq!(code, 0);
+    assert_eq!(records.len(), batch(3, 10, 1000).len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_auto_creates_topics_and_metadata_respects_the_flag() {
+    let broker = TestBroker::start_with(&["--default-partitions", "3"]);
+    let mut client = broker.client().await;
+    assert_eq!(produce(&mut client, "auto", 2, batch(1, 5, 0)).await.0, 0);
+
+    let mut request = MetadataRequest::default();
+    let mut t = MetadataRequestTopic::default();
+    t.name = Some(name("never-created"));
+    request.topics = Some(vec![t]);
+    request.allow_auto_topic_creation = false;
+    let response = client.send(&request).await.unwrap();
+    assert_eq!(
+        response.topics[0].error_code, 3,
+        "no auto-creation when the client says no"
+    );
+
+    let mut request = MetadataRequest::default();
+    request.topics = None;
+    let response = client.send(&request).await.unwrap();
+    let auto = response
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some("auto"))
+        .unwrap();
+    assert_eq!(
+        auto.partitions.len(),
+        3,
+        "auto-created topics get the default partition count"
+    );
+
+    let no_auto = TestBroker::start_with(&["--auto-create-topics", "false"]);
+    let mut client = no_auto.client().await;
+    assert_eq!(produce(&mut client, "auto", 0, batch(1, 5, 0)).await.0, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_errors_and_long_polling() {
+    let broker = TestBroker::start();
+    create_topic(&broker, "poll", 1, &[]).await;
+    let mut client = broker.client().await;
+    produce(&mut client, "poll", 0, batch(2, 10, 0)).await;
+
+    // Beyond the log end -> OFFSET_OUT_OF_RANGE (1).
+    assert_eq!(fetch(&mut client, "poll", 5, 0).await.0, 1);
+    // Unknown topic -> UNKNOWN_TOPIC_OR_PARTITION (3).
+    assert_eq!(fetch(&mut client, "nope", 0, 0).await.0, 3);
+
+    // At the end with nothing new: waits for max_wait_ms, returns empty.
+    let started = Instant::now();
+    let (code, records) = fetch(&mut client, "poll", 2, 400).await;
+    let waited = started.elapsed();
+    assert_eq!((code, records.len()), (0, 0));
+    assert!(
+        waited >= Duration::from_millis(350),
+        "long poll returned after {waited:?}"
+    );
+
+    // A produce during the wait ends it early with the new data.
+    let addr = broker.addr();
+    let producer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut other = Client::connect(&addr, "producer").await.unwrap();
+        produce(&mut other, "poll", 0, batch(1, 10, 0)).await
+    });
+    let started = Instant::now();
+    let (code, records) = fetch(&mut client, "poll", 2, 10_000).await;
+    let waited = started.elapsed();
+    assert_eq!(producer.await.unwrap(), (0, 2));
+    assert_eq!(code, 0);
+    assert!(!records.is_empty(), "the new batch is returned");
+    assert!(
+        waited < Duration::from_secs(5),
+        "fetch woke up on the append, after {waited:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_offsets_by_time_and_delete_records() {
+    let broker = TestBroker::start();
+    create_topic(&broker, "times", 1, &[]).await;
+    let mut client = broker.client().await;
+    for i in 0..10 {
+        // batch i: offsets 5i..5i+4, timestamps 10_000*i + 0..4
+        produce(&mut client, "times", 0, batch(5, 10, 10_000 * i)).await;
+    }
+    assert_eq!(list_offset(&broker, "times", 0, -2).await, Ok(0));
+    assert_eq!(list_offset(&broker, "times", 0, -1).await, Ok(50));
+    assert_eq!(list_offset(&broker, "times", 0, 30_002).await, Ok(17));
+    assert_eq!(list_offset(&broker, "times", 0, 30_005).await, Ok(20));
+    assert_eq!(list_offset(&broker, "times", 0, 1_000_000).await, Ok(-1));
+    assert_eq!(
+        list_offset(&broker, "times", 0, -3).await,
+        Ok(49),
+        "max timestamp"
+    );
+
+    let mut p = DeleteRecordsPartition::default();
+    p.partition_index = 0;
+    p.offset = 23;
+    let mut t = DeleteRecordsTopic::default();
+    t.name = name("times");
+    t.partitions = vec![p];
+    let mut request = DeleteRecordsRequest::default();
+    request.topics = vec![t];
+    let response = client.send(&request).await.unwrap();
+    let r = &response.topics[0].partitions[0];
+    assert_eq!((r.error_code, r.low_watermark), (0, 23));
+    assert_eq!(list_offset(&broker, "times", 0, -2).await, Ok(23));
+    assert_eq!(
+        fetch(&mut client, "times", 10, 0).await.0,
+        1,
+        "deleted records are out of range"
+    );
+    assert_eq!(fetch(&mut client, "times", 23, 0).await.0, 0);
+
+    // Deleting past the high watermark is refused.
+    let mut request = request.clone();
+    request.topics[0].partitions[0].offset = 500;
+    let response = client.send(&request).await.unwrap();
+    assert_eq!(response.topics[0].partitions[0].error_code, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_topics_validates_its_input() {
+    let broker = TestBroker::start();
+    let mut client = broker.client().await;
+    let topic = |n: &str, partitions: i32, rf: i16| {
+        let mut t = CreatableTopic::default();
+        t.name = name(n);
+        t.num_partitions = partitions;
+        t.replication_factor = rf;
+        t
+    };
+    let mut with_bad_config = topic("cfg", 1, 1);
+    let mut c = kafka_protocol::messages::create_topics_request::CreatableTopicConfig::default();
+    c.name = StrBytes::from_static_str("retention.ms");
+    c.value = Some(StrBytes::from_static_str("soon"));
+    with_bad_config.configs.push(c);
+    let mut request = CreateTopicsRequest::default();
+    request.topics = vec![
+        topic("ok", 2, 1),
+        topic("zero", 0, 1),
+        topic("rf3", 1, 3),
+        topic("bad/name", 1, 1),
+        with_bad_config,
+        topic("dup", 1, 1),
+        topic("dup", 1, 1),
+    ];
+    let response = client.send(&request).await.unwrap();
+    let codes: Vec<(String, i16)> = response
+        .topics
+        .iter()
+        .map(|t| (t.name.0.to_string(), t.error_code))
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            ("ok".into(), 0),
+            ("zero".into(), 37),
+            ("rf3".into(), 38),
+            ("bad/name".into(), 17),
+            ("cfg".into(), 40),
+            ("dup".into(), 42),
+            ("dup".into(), 42),
+        ]
+    );
+    let again = client.send(&request).await.unwrap();
+    assert_eq!(again.topics[0].error_code, 36, "TOPIC_ALREADY_EXISTS");
+}
+
+/// Writes raw bytes and reports whether the broker closed the connection.
+fn closes_connection(addr: &str, bytes: &[u8]) -> bool {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = stream.write_all(bytes);
+    let mut buf = [0u8; 64];
+    matches!(stream.read(&mut buf), Ok(0) | Err(_))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_frames_close_the_connection_and_the_broker_keeps_serving() {
+    let broker = TestBroker::start();
+    let addr = broker.addr();
+    // Oversized frame: 200 MiB declared, beyond max_request_bytes.
+    assert!(closes_connection(&addr, &(200i32 << 20).to_be_bytes()));
+    // Negative size.
+    assert!(closes_connection(&addr, &(-5i32).to_be_bytes()));
+    // A Metadata frame over the control-request limit (8 MiB).
+    let mut big = (9i32 << 20).to_be_bytes().to_vec();
+    big.extend_from_slice(&3i16.to_be_bytes());
+    assert!(closes_connection(&addr, &big));
+    // Unknown API key.
+    let mut unknown = 8i32.to_be_bytes().to_vec();
+    unknown.extend_from_slice(&[0x03, 0xE7, 0, 0, 0, 0, 0, 1]);
+    assert!(closes_connection(&addr, &unknown));
+    // Metadata v0 declaring two billion topics in a 10-byte body.
+    let mut huge_array = 16i32.to_be_bytes().to_vec();
+    huge_array.extend_from_slice(&[0, 3, 0, 0, 0, 0, 0, 1, 0xff, 0xff]); // header, null client id
+    huge_array.extend_from_slice(&0x7fff_fff0i32.to_be_bytes());
+    huge_array.extend_from_slice(&[0, 1]);
+    assert!(closes_connection(&addr, &huge_array));
+    // Random garbage of many shapes.
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..200 {
+        let len = (seed % 200) as usize + 8;
+        let mut frame = ((len as i32).to_be_bytes()).to_vec();
+        for _ in 0..len {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            frame.push(seed as u8);
+        }
+        let _ = closes_connection(&addr, &frame);
+    }
+    // Still alive and answering.
+    let mut client = broker.client().await;
+    let response = client.send(&MetadataRequest::default()).await.unwrap();
+    assert_eq!(response.brokers.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_versions_of_an_unknown_version_answers_unsupported_version_in_v0() {
+    let broker = TestBroker::start();
+    let mut stream = TcpStream::connect(broker.addr()).unwrap();
+    // ApiVersions v99, correlation id 7, null client id.
+    let body = [0u8, 18, 0, 99, 0, 0, 0, 7, 0xff, 0xff];
+    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    stream.write_all(&frame).unwrap();
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).unwrap();
+    let mut response = vec![0u8; i32::from_be_bytes(size) as usize];
+    stream.read_exact(&mut response).unwrap();
+    assert_eq!(&response[..4], &7i32.to_be_bytes());
+    let decoded = ApiVersionsResponse::decode(&mut Bytes::from(response[4..].to_vec()), 0).unwrap();
+    assert_eq!(decoded.error_code, 35);
+    assert!(decoded
+        .api_keys
+        .iter()
+        .any(|k| k.api_key == ApiKey::Produce as i16 && k.min_version == 0));
+}
