@@ -93,9 +93,9 @@ pub async fn run(args: ConsumeArgs) -> Result<()> {
     let topic = metadata.topics().first().context("no metadata for topic")?;
     if let Some(e) = topic.error() {
         bail!(
-            "topic '{}': {:?}",
+            "topic '{}': {}",
             args.topic,
-            rdkafka::types::RDKafkaRespErr::from(e)
+            rdkafka::types::RDKafkaErrorCode::from(e)
         );
     }
     let mut partitions: Vec<i32> = topic.partitions().iter().map(|p| p.id()).collect();
@@ -173,7 +173,7 @@ pub async fn run(args: ConsumeArgs) -> Result<()> {
             }
             Err(e) => bail!("consuming '{}': {e}", args.topic),
         }
-        if count % 1000 == 0 {
+        if count.is_multiple_of(1000) {
             out.flush()?;
         }
     }

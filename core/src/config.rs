@@ -43,6 +43,8 @@ pub struct BrokerConfig {
     pub max_inflight_request_bytes: usize,
     /// Most client connections served at once.
     pub max_connections: usize,
+    /// Most partitions one topic may have (CreateTopics, CreatePartitions).
+    pub max_partitions_per_topic: i32,
     /// Idle connections are closed after this long.
     pub connections_max_idle_ms: u64,
     /// How often retention is applied (Kafka's `log.retention.check.interval.ms`).
@@ -66,6 +68,7 @@ impl Default for BrokerConfig {
             max_control_request_bytes: 8 * 1024 * 1024,
             max_inflight_request_bytes: 512 * 1024 * 1024,
             max_connections: 10_000,
+            max_partitions_per_topic: 10_000,
             connections_max_idle_ms: 600_000,
             retention_check_interval_ms: 60_000,
             flush_checkpoint_interval_ms: 60_000,
@@ -575,8 +578,8 @@ impl BrokerConfig {
         if self.node_id < 0 {
             return err(format!("node_id must be >= 0, got {}", self.node_id));
         }
-        if self.default_partitions < 1 {
-            return err("default_partitions must be >= 1".into());
+        if self.default_partitions < 1 || self.default_partitions > self.max_partitions_per_topic {
+            return err("default_partitions must be between 1 and max_partitions_per_topic".into());
         }
         if self.max_request_bytes < 1024 || self.max_request_bytes > i32::MAX as usize {
             return err("max_request_bytes must be between 1 KiB and 2 GiB".into());

@@ -26,8 +26,6 @@ use meta::{DataDirLock, TopicRecord};
 
 /// Longest topic name Kafka allows.
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
-/// Most partitions one topic may have.
-pub const MAX_PARTITIONS_PER_TOPIC: i32 = 10_000;
 
 const RECOVERY_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
 const LOG_START_CHECKPOINT: &str = "log-start-offset-checkpoint";
@@ -483,9 +481,10 @@ impl Broker {
         } else {
             partitions
         };
-        if partitions < 1 || partitions > MAX_PARTITIONS_PER_TOPIC {
+        let max = self.config.max_partitions_per_topic;
+        if !(1..=max).contains(&partitions) {
             return Err(BrokerError::InvalidPartitions(format!(
-                "number of partitions must be between 1 and {MAX_PARTITIONS_PER_TOPIC}, got {partitions}"
+                "number of partitions must be between 1 and {max}, got {partitions}"
             )));
         }
         if replication_factor != -1 && replication_factor != 1 {
@@ -620,9 +619,10 @@ impl Broker {
                 "topic '{name}' has {current} partitions; the new count must be larger, got {count}"
             )));
         }
-        if count > MAX_PARTITIONS_PER_TOPIC {
+        let max = self.config.max_partitions_per_topic;
+        if count > max {
             return Err(BrokerError::InvalidPartitions(format!(
-                "number of partitions must be at most {MAX_PARTITIONS_PER_TOPIC}"
+                "number of partitions must be at most {max}"
             )));
         }
         if validate_only {

@@ -79,7 +79,12 @@ fn effective_topic_configs(
         .collect()
 }
 
-fn error_parts(e: &BrokerError) -> (i16, Option<StrBytes>) {
+/// An error code with the message that goes with it.
+type ErrorParts = (i16, Option<StrBytes>);
+/// Topic id, partition count and config overrides of a created topic.
+type CreatedTopic = (uuid::Uuid, i32, BTreeMap<String, String>);
+
+fn error_parts(e: &BrokerError) -> ErrorParts {
     (kafka_error(e).code(), Some(str_bytes(e.to_string())))
 }
 
@@ -99,7 +104,7 @@ pub async fn create_topics(
         result.name = topic.name.clone();
         result.num_partitions = -1;
         result.replication_factor = -1;
-        let outcome: Result<(uuid::Uuid, i32, BTreeMap<String, String>), (i16, Option<StrBytes>)> = async {
+        let outcome: Result<CreatedTopic, ErrorParts> = async {
             if seen.get(&name).copied().unwrap_or(0) > 1 {
                 return Err((
                     ResponseError::InvalidRequest.code(),
@@ -363,7 +368,7 @@ pub fn describe_configs(
 }
 
 /// Broker configs come from the config file; they cannot change at runtime.
-fn broker_is_static() -> (i16, Option<StrBytes>) {
+fn broker_is_static() -> ErrorParts {
     (
         ResponseError::InvalidRequest.code(),
         Some(str_bytes(

@@ -26,6 +26,9 @@ mod offsets;
 mod produce;
 pub mod versions;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 use std::io;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -119,12 +122,8 @@ pub fn decode_request(frame: Bytes) -> Result<Request, ConnectionError> {
             body: RequestKind::ApiVersions(Default::default()),
         });
     }
-    let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        let mut buf = frame;
-        let header = RequestHeader::decode(&mut buf, api_key.request_header_version(version))?;
-        let body = RequestKind::decode(api_key, &mut buf, version)?;
-        Ok::<_, anyhow::Error>((header, body))
-    }));
+    let decoded =
+        std::panic::catch_unwind(AssertUnwindSafe(|| decode_body(api_key, version, frame)));
     match decoded {
         Ok(Ok((header, body))) => Ok(Request {
             header,
@@ -135,6 +134,19 @@ pub fn decode_request(frame: Bytes) -> Result<Request, ConnectionError> {
         Ok(Err(e)) => Err(malformed(e.to_string())),
         Err(_) => Err(malformed("decoder panicked".into())),
     }
+}
+
+/// Decodes header and body; may panic only if the codec has a bug (the fuzz
+/// tests call it directly to find such bugs).
+fn decode_body(
+    api_key: ApiKey,
+    version: i16,
+    frame: Bytes,
+) -> anyhow::Result<(RequestHeader, RequestKind)> {
+    let mut buf = frame;
+    let header = RequestHeader::decode(&mut buf, api_key.request_header_version(version))?;
+    let body = RequestKind::decode(api_key, &mut buf, version)?;
+    Ok((header, body))
 }
 
 /// Encodes a response frame, size prefix included.

@@ -70,7 +70,9 @@ pub fn list_offsets(
                 None => Err(ResponseError::UnknownTopicOrPartition),
                 Some(partition) => {
                     let ours = partition.leader_epoch();
-                    r.leader_epoch = ours;
+                    if version >= 4 {
+                        r.leader_epoch = ours;
+                    }
                     if version >= 4 && p.current_leader_epoch >= 0 && p.current_leader_epoch > ours
                     {
                         Err(ResponseError::UnknownLeaderEpoch)

@@ -1,0 +1,877 @@
+#!/usr/bin/env python3
+"""Client-compatibility checks for a running Runnel broker.
+
+Drives the broker with two real Kafka client libraries, kafka-python (pure
+Python protocol implementation) and confluent-kafka (librdkafka), and checks
+the *contents* of everything that comes back: keys, values, headers,
+timestamps, per-partition order, offsets, configs. A third, library-free
+check fetches the raw record batches (Fetch v4 over a plain socket) to make
+sure each batch really is stored in the compression codec the client asked
+for and that its CRC is valid: librdkafka silently falls back to no
+compression when it believes the broker cannot take a codec, which would
+otherwise go unnoticed.
+
+Consumer groups are not implemented by the broker, so consumers use manual
+assignment only (no subscribe, no offset commits).
+
+Usage:
+    compat_test.py --bootstrap HOST:PORT [--suite kafka-python|confluent|all]
+                   [--records N] [--results FILE]
+    compat_test.py --bootstrap HOST:PORT inspect --topic T --codec C --count N
+        (check the stored batches of T; used by run.sh for kcat's topics)
+
+Each check prints PASS/FAIL/SKIP with its reason; the last line is
+"compat-python: N passed, N failed, N skipped". Exit status is 1 if any
+check failed.
+"""
+
+import argparse
+import json
+import os
+import random
+import socket
+import struct
+import sys
+import time
+import traceback
+import uuid
+
+CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
+CODEC_IDS = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
+CODEC_NAMES = {v: k for k, v in CODEC_IDS.items()}
+
+RUN_ID = uuid.uuid4().hex[:8]
+
+
+class CheckFailed(Exception):
+    pass
+
+
+class Skip(Exception):
+    pass
+
+
+def expect(cond, message):
+    if not cond:
+        raise CheckFailed(message)
+
+
+def expect_eq(actual, expected, what):
+    if actual != expected:
+        raise CheckFailed("%s: expected %r, got %r" % (what, expected, actual))
+
+
+# --------------------------------------------------------------------------
+# Tiny check runner: every check runs, failures are collected, not fatal.
+# --------------------------------------------------------------------------
+
+class Runner:
+    def __init__(self):
+        self.results = []  # dicts: name, status, detail, seconds, known_gap
+
+    def run(self, name, fn, *args, requires=(), known_gap=None, **kwargs):
+        """Runs fn; returns its value, or None if it failed/skipped.
+
+        requires: values that must not be None (results of earlier checks);
+        when one is None the check is skipped as its prerequisite failed.
+        known_gap: a reason string for a documented, not-yet-implemented
+        feature; a failure is then reported as KNOWN-GAP and does not fail
+        the run, a pass is reported so the gap can be removed from the list.
+        """
+        if any(r is None for r in requires):
+            self._record(name, "SKIP", "prerequisite check failed", 0.0)
+            return None
+        start = time.monotonic()
+        try:
+            value = fn(*args, **kwargs)
+        except Skip as e:
+            self._record(name, "SKIP", str(e), time.monotonic() - start)
+            return None
+        except CheckFailed as e:
+            status = "KNOWN-GAP" if known_gap else "FAIL"
+            detail = str(e) + ((" [known gap: %s]" % known_gap) if known_gap else "")
+            self._record(name, status, detail, time.monotonic() - start)
+            return None
+        except Exception as e:  # noqa: BLE001 - any client exception is a failure
+            status = "KNOWN-GAP" if known_gap else "FAIL"
+            tb = traceback.format_exc(limit=4)
+            detail = "%s: %s%s\n%s" % (
+                type(e).__name__, e,
+                (" [known gap: %s]" % known_gap) if known_gap else "", tb)
+            self._record(name, status, detail, time.monotonic() - start)
+            return None
+        detail = ""
+        if known_gap:
+            detail = "known gap now works; remove it from the known-gap list: %s" % known_gap
+        self._record(name, "PASS", detail, time.monotonic() - start)
+        return value if value is not None else True
+
+    def _record(self, name, status, detail, seconds):
+        self.results.append(dict(name=name, status=status, detail=detail, seconds=round(seconds, 3)))
+        line = "%-9s %s (%.2fs)" % (status, name, seconds)
+        if detail:
+            first, *rest = detail.rstrip().split("\n")
+            line += "\n          " + first
+            if status == "FAIL" and rest:
+                line += "\n" + "\n".join("          " + r for r in rest)
+        print(line, flush=True)
+
+    def counts(self):
+        c = {"PASS": 0, "FAIL": 0, "SKIP": 0, "KNOWN-GAP": 0}
+        for r in self.results:
+            c[r["status"]] += 1
+        return c
+
+
+# --------------------------------------------------------------------------
+# Raw Fetch: look at the stored record batches without any client library.
+# --------------------------------------------------------------------------
+
+def _crc32c_table():
+    table = []
+    for i in range(256):
+        crc = i
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+        table.append(crc)
+    return table
+
+
+_CRC32C = _crc32c_table()
+
+
+def crc32c(data):
+    crc = 0xFFFFFFFF
+    table = _CRC32C
+    for b in data:
+        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def _kstr(s):
+    b = s.encode()
+    return struct.pack(">h", len(b)) + b
+
+
+def _recv_exact(sock, n):
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise CheckFailed("raw fetch: broker closed the connection")
+        buf += chunk
+    return bytes(buf)
+
+
+def raw_fetch_batches(bootstrap, topic, partition, timeout=10.0):
+    """Fetches every batch of one partition with Fetch v4 (the broker's
+    lowest Fetch version, record format v2) and parses the batch headers.
+    Returns (high_watermark, [batch dict])."""
+    host, port = bootstrap.rsplit(":", 1)
+    batches = []
+    offset = 0
+    corr = 0
+    deadline = time.monotonic() + timeout
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        while True:
+            if time.monotonic() > deadline:
+                raise CheckFailed("raw fetch of %s[%d] timed out at offset %d" % (topic, partition, offset))
+            corr += 1
+            body = struct.pack(">iiiib", -1, 100, 1, 16 << 20, 0)  # replica, max_wait, min_bytes, max_bytes, isolation
+            body += struct.pack(">i", 1) + _kstr(topic)
+            body += struct.pack(">i", 1) + struct.pack(">iqi", partition, offset, 8 << 20)
+            header = struct.pack(">hhi", 1, 4, corr) + _kstr("runnel-compat-raw")
+            msg = header + body
+            sock.sendall(struct.pack(">i", len(msg)) + msg)
+            size = struct.unpack(">i", _recv_exact(sock, 4))[0]
+            resp = _recv_exact(sock, size)
+            pos = 0
+            (rcorr,) = struct.unpack_from(">i", resp, pos); pos += 4
+            expect_eq(rcorr, corr, "raw fetch correlation id")
+            pos += 4  # throttle_time_ms
+            (ntopics,) = struct.unpack_from(">i", resp, pos); pos += 4
+            expect_eq(ntopics, 1, "raw fetch: topics in response")
+            (tlen,) = struct.unpack_from(">h", resp, pos); pos += 2 + tlen
+            (nparts,) = struct.unpack_from(">i", resp, pos); pos += 4
+            expect_eq(nparts, 1, "raw fetch: partitions in response")
+            pidx, err, hw, _lso = struct.unpack_from(">ihqq", resp, pos); pos += 22
+            expect_eq(pidx, partition, "raw fetch partition index")
+            expect(err == 0, "raw fetch of %s[%d] offset %d: error code %d" % (topic, partition, offset, err))
+            (naborted,) = struct.unpack_from(">i", resp, pos); pos += 4
+            if naborted > 0:
+                pos += 16 * naborted
+            (rlen,) = struct.unpack_from(">i", resp, pos); pos += 4
+            records = resp[pos:pos + rlen] if rlen > 0 else b""
+            got_full = False
+            rp = 0
+            while rp + 61 <= len(records):
+                base_offset, batch_len = struct.unpack_from(">qi", records, rp)
+                end = rp + 12 + batch_len
+                if end > len(records):
+                    break  # partial batch at the end of the response
+                magic = records[rp + 16]
+                (crc,) = struct.unpack_from(">I", records, rp + 17)
+                (attributes,) = struct.unpack_from(">h", records, rp + 21)
+                (last_delta,) = struct.unpack_from(">i", records, rp + 23)
+                (count,) = struct.unpack_from(">i", records, rp + 57)
+                batches.append(dict(
+                    base_offset=base_offset, last_offset=base_offset + last_delta,
+                    magic=magic, codec=attributes & 0x7, count=count,
+                    crc_ok=(crc == crc32c(records[rp + 21:end])), records=records[rp + 61:end]))
+                offset = base_offset + last_delta + 1
+                got_full = True
+                rp = end
+            if offset >= hw:
+                return hw, batches
+            if not got_full:
+                raise CheckFailed("raw fetch of %s[%d] at offset %d returned no complete batch (hw %d)"
+                                  % (topic, partition, offset, hw))
+
+
+def _compressed_size(codec, data):
+    """Size of data compressed with codec, or None if no library for it."""
+    try:
+        if codec == "gzip":
+            import gzip
+            return len(gzip.compress(data, 6))
+        if codec == "snappy":
+            import snappy
+            return len(snappy.compress(data))
+        if codec == "lz4":
+            import lz4.frame
+            return len(lz4.frame.compress(data, block_linked=False))
+        if codec == "zstd":
+            import zstandard
+            return len(zstandard.ZstdCompressor().compress(data))
+    except ImportError:
+        return None
+    return None
+
+
+def check_stored_batches(bootstrap, topic, partitions, codec, expected_counts):
+    """All batches of the topic: magic 2, valid CRC, the expected codec,
+    contiguous offsets from 0, record counts adding up.
+
+    Clients (librdkafka, kafka-python, Java) send a batch uncompressed when
+    compressing it would not make it smaller, e.g. a batch holding one
+    incompressible record; such a plain batch is accepted only if
+    compressing its records here does not shrink them by more than 5%.
+    Every other batch must carry the requested codec."""
+    want = CODEC_IDS[codec]
+    summary = []
+    for p in range(partitions):
+        hw, batches = raw_fetch_batches(bootstrap, topic, p)
+        expect_eq(hw, expected_counts[p], "%s[%d] high watermark" % (topic, p))
+        next_offset = 0
+        for b in batches:
+            where = "%s[%d] batch at offset %d..%d" % (topic, p, b["base_offset"], b["last_offset"])
+            expect_eq(b["magic"], 2, where + " magic")
+            expect(b["crc_ok"], where + ": CRC32C mismatch")
+            if b["codec"] != want:
+                size = _compressed_size(codec, b["records"]) if b["codec"] == 0 else None
+                useless = size is not None and size > 0.95 * len(b["records"])
+                expect(useless, "%s: stored with codec %s, but the client was asked for %s and the batch "
+                       "compresses from %d to %s bytes (the client fell back or the broker re-encoded)"
+                       % (where, CODEC_NAMES.get(b["codec"], b["codec"]), codec, len(b["records"]), size))
+            expect_eq(b["base_offset"], next_offset, where + " base offset (gap or overlap)")
+            expect_eq(b["last_offset"] - b["base_offset"] + 1, b["count"], where + " record count vs offset delta")
+            next_offset = b["last_offset"] + 1
+        expect_eq(next_offset, hw, "%s[%d] offsets covered by batches" % (topic, p))
+        summary.append(len(batches))
+    return summary
+
+
+# --------------------------------------------------------------------------
+# Test data
+# --------------------------------------------------------------------------
+
+def make_records(codec, n, base_ts):
+    """Deterministic keyed records with headers and strictly increasing
+    timestamps; a few edge cases mixed in (null value, null key, empty
+    value, a large incompressible value, non-ASCII bytes)."""
+    rnd = random.Random("%s-%d" % (codec, n))
+    recs = []
+    for i in range(n):
+        key = ("key-%02d" % (i % 37)).encode()
+        value = ("%s|%06d|" % (codec, i)).encode() + b"payload-" * (i % 20)
+        if i % 250 == 7:
+            value = None  # tombstone
+        elif i % 250 == 11:
+            value = b""
+        elif i % 250 == 13:
+            value = "héllo wörld ✓ %d" % i
+            value = value.encode("utf-8") + bytes(range(256))
+        elif i == n // 2:
+            value = rnd.randbytes(200_000)  # large, incompressible
+        if i % 333 == 5:
+            key = None
+        headers = [("idx", str(i).encode()), ("codec", codec.encode())]
+        if i % 100 == 3:
+            headers.append(("empty", b""))
+        recs.append(dict(i=i, key=key, value=value, headers=headers, ts=base_ts + i))
+    return recs
+
+
+def expected_offsets_for_time(by_partition, partition, ts):
+    """First offset in the partition whose timestamp is >= ts, or None."""
+    for off, rec in sorted(by_partition[partition].items()):
+        if rec["ts"] >= ts:
+            return off
+    return None
+
+
+def verify_produce_assignment(delivered, n, partitions):
+    """delivered: list of (rec, partition, offset) in send order. Checks
+    offsets are 0..k-1 per partition in send order, same key -> same
+    partition. Returns {partition: {offset: rec}}."""
+    expect_eq(len(delivered), n, "delivered record count")
+    by_partition = {p: {} for p in range(partitions)}
+    key_partition = {}
+    for rec, p, off in delivered:
+        expect(p in by_partition, "record %d delivered to unknown partition %r" % (rec["i"], p))
+        expect(off not in by_partition[p], "offset %d in partition %d assigned twice" % (off, p))
+        by_partition[p][off] = rec
+        if rec["key"] is not None:
+            prev = key_partition.setdefault(rec["key"], p)
+            expect(prev == p, "key %r went to partitions %d and %d" % (rec["key"], prev, p))
+    for p, recs in by_partition.items():
+        offs = sorted(recs)
+        expect_eq(offs, list(range(len(offs))), "offsets of partition %d" % p)
+        idxs = [recs[o]["i"] for o in offs]
+        expect(idxs == sorted(idxs), "partition %d: offsets not in send order" % p)
+    return by_partition
+
+
+def verify_consumed(consumed, by_partition, check_headers=True, check_ts=True):
+    """consumed: list of dicts partition, offset, key, value, headers, ts."""
+    total = sum(len(v) for v in by_partition.values())
+    seen = {}
+    last = {}
+    for m in consumed:
+        p, off = m["partition"], m["offset"]
+        expect(p in by_partition, "consumed a record from unexpected partition %r" % p)
+        expect(off > last.get(p, -1), "partition %d: offset %d consumed after %d (order)" % (p, off, last.get(p, -1)))
+        last[p] = off
+        rec = by_partition[p].get(off)
+        expect(rec is not None, "partition %d offset %d: consumed a record that was never produced" % (p, off))
+        where = "partition %d offset %d (record %d)" % (p, off, rec["i"])
+        expect_eq(m["key"], rec["key"], where + " key")
+        if m["value"] != rec["value"]:
+            raise CheckFailed("%s value: expected %r..., got %r..." % (
+                where, None if rec["value"] is None else rec["value"][:60],
+                None if m["value"] is None else m["value"][:60]))
+        if check_headers:
+            expect_eq(m["headers"], rec["headers"], where + " headers")
+        if check_ts:
+            expect_eq(m["ts"], rec["ts"], where + " timestamp")
+        seen[(p, off)] = True
+    expect_eq(len(seen), total, "number of distinct records consumed")
+
+
+# --------------------------------------------------------------------------
+# kafka-python
+# --------------------------------------------------------------------------
+
+def kafka_python_suite(r, bootstrap, n):
+    import kafka
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka.admin import NewTopic
+    from kafka import codec as kcodec
+
+    print("--- kafka-python %s" % kafka.__version__, flush=True)
+    parts = 3
+    topics = {c: "compat-kp-%s-%s" % (c, RUN_ID) for c in CODECS}
+    common = dict(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+
+    def create_topics():
+        admin = KafkaAdminClient(client_id="compat-kp-admin", **common)
+        try:
+            resp = admin.create_topics([NewTopic(t, parts, 1) for t in topics.values()], timeout_ms=10000)
+            errs = _kp_topic_errors(resp)
+            expect(not errs, "create_topics errors: %r" % errs)
+            names = set(admin.list_topics())
+            missing = set(topics.values()) - names
+            expect(not missing, "list_topics misses created topics %s" % sorted(missing))
+            described = admin.describe_topics(list(topics.values()))
+            expect_eq(len(described), len(topics), "describe_topics result count")
+            for d in described:
+                name = d.get("topic") or d.get("name")
+                expect_eq(d.get("error_code", 0), 0, "describe_topics %s error" % name)
+                ps = sorted(x["partition"] if "partition" in x else x["partition_index"] for x in d["partitions"])
+                expect_eq(ps, list(range(parts)), "describe_topics %s partitions" % name)
+                for x in d["partitions"]:
+                    expect_eq(x.get("leader", x.get("leader_id")), 0, "%s partition leader" % name)
+        finally:
+            admin.close()
+        # A consumer's metadata view agrees.
+        c = KafkaConsumer(group_id=None, **common)
+        try:
+            for t in topics.values():
+                expect_eq(c.partitions_for_topic(t), set(range(parts)), "partitions_for_topic(%s)" % t)
+        finally:
+            c.close()
+        return True
+
+    created = r.run("kafka-python: KafkaAdminClient.create_topics/list_topics/describe_topics (5 topics x 3 partitions)",
+                    create_topics)
+
+    def default_producer():
+        # kafka-python >= 2.1 defaults to enable_idempotence=True, which
+        # needs InitProducerId.
+        p = KafkaProducer(client_id="compat-kp-default", **common)
+        try:
+            md = p.send("compat-kp-default-%s" % RUN_ID, key=b"k", value=b"v").get(timeout=15)
+            expect_eq(md.offset, 0, "offset of first record")
+        finally:
+            p.close(timeout=5)
+
+    r.run("kafka-python: KafkaProducer with default config (idempotent) produces",
+          default_producer,
+          known_gap="InitProducerId (idempotent producer) is not implemented; kafka-python >= 2.1 "
+                    "enables idempotence by default, so users must set enable_idempotence=False")
+
+    base_ts = int(time.time() * 1000) - 3_600_000  # an hour ago, 1 ms apart
+    for codec in CODECS:
+        topic = topics[codec]
+        ctype = None if codec == "none" else codec
+        have = {"none": True, "gzip": kcodec.has_gzip(), "snappy": kcodec.has_snappy(),
+                "lz4": kcodec.has_lz4(), "zstd": kcodec.has_zstd()}[codec]
+        recs = make_records(codec, n, base_ts)
+
+        def produce():
+            if not have:
+                raise Skip("kafka-python has no %s library installed (see requirements.txt)" % codec)
+            p = KafkaProducer(client_id="compat-kp-%s" % codec, acks="all", compression_type=ctype,
+                              enable_idempotence=False, linger_ms=5, max_request_size=1048576, **common)
+            try:
+                futures = [(rec, p.send(topic, key=rec["key"], value=rec["value"], headers=rec["headers"],
+                                        timestamp_ms=rec["ts"])) for rec in recs]
+                p.flush(timeout=30)
+                delivered = []
+                for rec, f in futures:
+                    md = f.get(timeout=30)
+                    expect_eq(md.topic, topic, "record %d metadata topic" % rec["i"])
+                    delivered.append((rec, md.partition, md.offset))
+            finally:
+                p.close(timeout=10)
+            return verify_produce_assignment(delivered, n, parts)
+
+        by_part = r.run("kafka-python: produce %d keyed records with headers, acks=all, compression=%s"
+                        % (n, codec), produce, requires=(created,))
+
+        def consume(by_part=by_part):
+            c = KafkaConsumer(group_id=None, enable_auto_commit=False, auto_offset_reset="none",
+                              client_id="compat-kp-consumer", fetch_max_wait_ms=100, **common)
+            try:
+                tps = [TopicPartition(topic, p) for p in range(parts)]
+                c.assign(tps)
+                c.seek_to_beginning(*tps)
+                for tp in tps:
+                    expect_eq(c.position(tp, timeout_ms=10000), 0, "position after seek_to_beginning %s" % (tp,))
+                got = []
+                deadline = time.monotonic() + 30
+                while len(got) < n and time.monotonic() < deadline:
+                    for tp, msgs in c.poll(timeout_ms=500).items():
+                        for m in msgs:
+                            got.append(dict(partition=m.partition, offset=m.offset, key=m.key, value=m.value,
+                                            headers=[(k, v) for k, v in m.headers], ts=m.timestamp))
+                expect(len(got) >= n, "consumed %d of %d records within 30s" % (len(got), n))
+                # Nothing beyond what was produced.
+                extra = c.poll(timeout_ms=300)
+                expect(not any(extra.values()), "consumer returned records past the end: %r" % extra)
+            finally:
+                c.close()
+            verify_consumed(got, by_part)
+            return True
+
+        r.run("kafka-python: KafkaConsumer assign+seek_to_beginning reads back all records (%s)" % codec,
+              consume, requires=(by_part,))
+
+        def list_offsets(by_part=by_part):
+            c = KafkaConsumer(group_id=None, enable_auto_commit=False, client_id="compat-kp-offsets", **common)
+            try:
+                tps = [TopicPartition(topic, p) for p in range(parts)]
+                begin = c.beginning_offsets(tps, timeout_ms=10000)
+                end = c.end_offsets(tps, timeout_ms=10000)
+                for tp in tps:
+                    expect_eq(begin[tp], 0, "beginning_offsets %s" % (tp,))
+                    expect_eq(end[tp], len(by_part[tp.partition]), "end_offsets %s" % (tp,))
+                # offsets_for_times: first, a middle and a past-the-end timestamp.
+                for probe in (base_ts - 1000, base_ts + n // 2, base_ts + n // 3 + 1, base_ts + n + 1000):
+                    res = c.offsets_for_times({tp: probe for tp in tps}, timeout_ms=10000)
+                    for tp in tps:
+                        want = expected_offsets_for_time(by_part, tp.partition, probe)
+                        got = res.get(tp)
+                        if want is None:
+                            expect(got is None, "offsets_for_times %s ts=%d: expected None, got %r" % (tp, probe, got))
+                        else:
+                            expect(got is not None, "offsets_for_times %s ts=%d: expected offset %d, got None"
+                                   % (tp, probe, want))
+                            expect_eq(got.offset, want, "offsets_for_times %s ts=%d offset" % (tp, probe))
+                            expect_eq(got.timestamp, by_part[tp.partition][want]["ts"],
+                                      "offsets_for_times %s ts=%d timestamp" % (tp, probe))
+            finally:
+                c.close()
+            return True
+
+        r.run("kafka-python: beginning_offsets/end_offsets/offsets_for_times (%s)" % codec,
+              list_offsets, requires=(by_part,))
+
+        r.run("wire: kafka-python %s batches stored as %s, CRC ok, offsets contiguous" % (codec, codec),
+              lambda by_part=by_part: check_stored_batches(
+                  bootstrap, topic, parts, codec, {p: len(v) for p, v in by_part.items()}),
+              requires=(by_part,))
+
+
+def _kp_topic_errors(resp):
+    """Errors out of a kafka-python create_topics result, whatever its shape
+    (a CreateTopicsResponse object in 2.x, a dict in 3.x)."""
+    errs = []
+    if isinstance(resp, dict):
+        for t in resp.get("topics", []):
+            if t.get("error_code", 0) != 0:
+                errs.append((t.get("name"), t.get("error_code"), t.get("error_message")))
+        return errs
+    for t in getattr(resp, "topic_errors", []) or getattr(resp, "topics", []):
+        name, code = t[0], t[1]
+        if code != 0:
+            errs.append(tuple(t))
+    return errs
+
+
+# --------------------------------------------------------------------------
+# confluent-kafka
+# --------------------------------------------------------------------------
+
+def confluent_suite(r, bootstrap, n):
+    import confluent_kafka as ck
+    from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+    from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
+                                       NewPartitions, NewTopic)
+
+    print("--- confluent-kafka %s (librdkafka %s)" % (ck.version()[0], ck.libversion()[0]), flush=True)
+    parts = 3
+    topics = {c: "compat-ck-%s-%s" % (c, RUN_ID) for c in CODECS}
+    admin_topic = "compat-ck-admin-%s" % RUN_ID
+    base = {"bootstrap.servers": bootstrap}
+    admin = AdminClient(dict(base, **{"client.id": "compat-ck-admin"}))
+
+    def wait_futures(futs, what):
+        out = {}
+        for k, f in futs.items():
+            try:
+                out[k] = f.result(timeout=15)
+            except KafkaException as e:
+                raise CheckFailed("%s %s: %s" % (what, k, e.args[0]))
+        return out
+
+    def create_topics():
+        new = [NewTopic(t, num_partitions=parts, replication_factor=1) for t in topics.values()]
+        new.append(NewTopic(admin_topic, num_partitions=parts, replication_factor=1,
+                            config={"retention.ms": "3600000", "cleanup.policy": "delete"}))
+        wait_futures(admin.create_topics(new, operation_timeout=10, request_timeout=15), "create_topics")
+        md = admin.list_topics(timeout=10)
+        expect_eq(md.orig_broker_id, 0, "metadata answered by broker id")
+        expect_eq(sorted(md.brokers), [0], "broker ids in metadata")
+        host, port = bootstrap.rsplit(":", 1)
+        b = md.brokers[0]
+        expect_eq((b.host, b.port), (host, int(port)), "advertised broker address")
+        expect_eq(md.controller_id, 0, "controller id")
+        for t in list(topics.values()) + [admin_topic]:
+            expect(t in md.topics, "list_topics does not show %s" % t)
+            tm = md.topics[t]
+            expect(tm.error is None, "topic %s metadata error %s" % (t, tm.error))
+            expect_eq(sorted(tm.partitions), list(range(parts)), "%s partitions" % t)
+            for p in tm.partitions.values():
+                expect(p.error is None, "%s[%d] error %s" % (t, p.id, p.error))
+                expect_eq((p.leader, list(p.replicas), list(p.isrs)), (0, [0], [0]),
+                          "%s[%d] leader/replicas/isrs" % (t, p.id))
+        return True
+
+    created = r.run("confluent-kafka: AdminClient.create_topics + list_topics (6 topics x 3 partitions)",
+                    create_topics)
+
+    def create_duplicate():
+        futs = admin.create_topics([NewTopic(admin_topic, num_partitions=1, replication_factor=1)],
+                                   request_timeout=15)
+        try:
+            futs[admin_topic].result(timeout=15)
+        except KafkaException as e:
+            expect_eq(e.args[0].code(), KafkaError.TOPIC_ALREADY_EXISTS, "error for an existing topic")
+            return True
+        raise CheckFailed("creating an existing topic succeeded")
+
+    r.run("confluent-kafka: create_topics on an existing topic -> TOPIC_ALREADY_EXISTS",
+          create_duplicate, requires=(created,))
+
+    def describe_configs():
+        res = ConfigResource(ConfigResource.Type.TOPIC, admin_topic)
+        cfg = wait_futures(admin.describe_configs([res], request_timeout=15), "describe_configs")[res]
+        expect("retention.ms" in cfg, "describe_configs has no retention.ms (keys: %s)" % sorted(cfg)[:20])
+        expect_eq(cfg["retention.ms"].value, "3600000", "retention.ms set at creation")
+        expect_eq(cfg["cleanup.policy"].value, "delete", "cleanup.policy")
+        expect(not cfg["retention.ms"].is_default, "retention.ms reported as default although set")
+        expect("segment.bytes" in cfg, "describe_configs has no segment.bytes default")
+        expect(cfg["segment.bytes"].value.isdigit(), "segment.bytes not a number: %r" % cfg["segment.bytes"].value)
+        return True
+
+    r.run("confluent-kafka: describe_configs(topic) returns the creation configs and defaults",
+          describe_configs, requires=(created,))
+
+    def alter_configs():
+        res = ConfigResource(ConfigResource.Type.TOPIC, admin_topic, incremental_configs=[
+            ConfigEntry("retention.ms", "7200000", incremental_operation=AlterConfigOpType.SET)])
+        wait_futures(admin.incremental_alter_configs([res], request_timeout=15), "incremental_alter_configs")
+        cfg = wait_futures(admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, admin_topic)],
+                                                  request_timeout=15), "describe_configs")
+        cfg = list(cfg.values())[0]
+        expect_eq(cfg["retention.ms"].value, "7200000", "retention.ms after incremental_alter_configs")
+        return True
+
+    r.run("confluent-kafka: incremental_alter_configs(SET retention.ms) is visible in describe_configs",
+          alter_configs, requires=(created,))
+
+    def describe_cluster():
+        desc = admin.describe_cluster(request_timeout=15).result(timeout=15)
+        expect(desc.cluster_id, "empty cluster id")
+        expect_eq([nd.id for nd in desc.nodes], [0], "cluster node ids")
+        expect_eq(desc.controller.id if desc.controller else None, 0, "controller")
+        return True
+
+    r.run("confluent-kafka: describe_cluster", describe_cluster)
+
+    def create_partitions():
+        wait_futures(admin.create_partitions([NewPartitions(admin_topic, 5)], request_timeout=15),
+                     "create_partitions")
+        md = admin.list_topics(topic=admin_topic, timeout=10)
+        expect_eq(sorted(md.topics[admin_topic].partitions), list(range(5)), "partitions after create_partitions")
+        return True
+
+    r.run("confluent-kafka: create_partitions 3 -> 5", create_partitions, requires=(created,))
+
+    base_ts = int(time.time() * 1000) - 1_800_000
+    per_codec = {}
+    for codec in CODECS:
+        topic = topics[codec]
+        recs = make_records(codec, n, base_ts)
+
+        def produce():
+            delivered = []
+            errors = []
+
+            def on_delivery(err, msg, rec):
+                if err is not None:
+                    errors.append((rec["i"], err))
+                else:
+                    delivered.append((rec, msg.partition(), msg.offset()))
+
+            p = Producer(dict(base, **{"client.id": "compat-ck-%s" % codec, "compression.type": codec,
+                                       "acks": "all", "linger.ms": 5, "enable.idempotence": False}))
+            for rec in recs:
+                while True:
+                    try:
+                        p.produce(topic, key=rec["key"], value=rec["value"], headers=rec["headers"],
+                                  timestamp=rec["ts"], on_delivery=lambda e, m, rec=rec: on_delivery(e, m, rec))
+                        break
+                    except BufferError:
+                        p.poll(0.1)
+                p.poll(0)
+            left = p.flush(30)
+            expect_eq(left, 0, "messages still queued after flush(30)")
+            expect(not errors, "delivery errors: %s" % errors[:5])
+            delivered.sort(key=lambda d: d[0]["i"])
+            return verify_produce_assignment(delivered, n, parts)
+
+        by_part = r.run("confluent-kafka: produce %d keyed records with headers, acks=all, compression=%s"
+                        % (n, codec), produce, requires=(created,))
+        per_codec[codec] = by_part
+
+        def consume(by_part=by_part):
+            c = Consumer(dict(base, **{"group.id": "compat-unused-%s" % RUN_ID, "enable.auto.commit": False,
+                                       "enable.auto.offset.store": False, "client.id": "compat-ck-consumer",
+                                       "fetch.wait.max.ms": 100, "enable.partition.eof": True}))
+            got = []
+            try:
+                c.assign([TopicPartition(topic, p, ck.OFFSET_BEGINNING) for p in range(parts)])
+                eof = set()
+                deadline = time.monotonic() + 30
+                while (len(got) < n or len(eof) < parts) and time.monotonic() < deadline:
+                    m = c.poll(0.5)
+                    if m is None:
+                        continue
+                    if m.error():
+                        if m.error().code() == KafkaError._PARTITION_EOF:
+                            eof.add(m.partition())
+                            continue
+                        raise CheckFailed("consumer error: %s" % m.error())
+                    eof.discard(m.partition())
+                    ts_type, ts = m.timestamp()
+                    expect_eq(ts_type, ck.TIMESTAMP_CREATE_TIME, "timestamp type")
+                    got.append(dict(partition=m.partition(), offset=m.offset(), key=m.key(), value=m.value(),
+                                    headers=m.headers() or [], ts=ts))
+                expect(len(got) >= n, "consumed %d of %d records within 30s" % (len(got), n))
+                expect_eq(len(eof), parts, "partitions that reached EOF")
+            finally:
+                c.close()
+            verify_consumed(got, by_part)
+            return True
+
+        r.run("confluent-kafka: Consumer assign(OFFSET_BEGINNING) reads back all records (%s)" % codec,
+              consume, requires=(by_part,))
+
+        def offsets(by_part=by_part):
+            c = Consumer(dict(base, **{"group.id": "compat-unused-%s" % RUN_ID, "enable.auto.commit": False}))
+            try:
+                for p in range(parts):
+                    wm = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)
+                    expect_eq(wm, (0, len(by_part[p])), "get_watermark_offsets %s[%d]" % (topic, p))
+                for probe in (base_ts - 1000, base_ts + n // 2, base_ts + n // 3 + 1, base_ts + n + 1000):
+                    res = c.offsets_for_times([TopicPartition(topic, p, probe) for p in range(parts)], timeout=10)
+                    for tp in res:
+                        expect(tp.error is None, "offsets_for_times %s[%d]: %s" % (topic, tp.partition, tp.error))
+                        want = expected_offsets_for_time(by_part, tp.partition, probe)
+                        # librdkafka reports "no such record" as OFFSET_END (-1).
+                        expect_eq(tp.offset, -1 if want is None else want,
+                                  "offsets_for_times %s[%d] ts=%d" % (topic, tp.partition, probe))
+            finally:
+                c.close()
+            return True
+
+        r.run("confluent-kafka: get_watermark_offsets/offsets_for_times (%s)" % codec,
+              offsets, requires=(by_part,))
+
+        r.run("wire: confluent-kafka %s batches stored as %s, CRC ok, offsets contiguous" % (codec, codec),
+              lambda by_part=by_part: check_stored_batches(
+                  bootstrap, topic, parts, codec, {p: len(v) for p, v in by_part.items()}),
+              requires=(by_part,))
+
+    def delete_records():
+        if not hasattr(admin, "delete_records"):
+            raise Skip("this confluent-kafka has no AdminClient.delete_records")
+        by_part = per_codec["none"]
+        topic = topics["none"]
+        cut = len(by_part[0]) // 2
+        expect(cut > 0, "partition 0 of %s is empty" % topic)
+        futs = admin.delete_records([TopicPartition(topic, 0, cut)], request_timeout=15)
+        res = list(wait_futures(futs, "delete_records").values())[0]
+        expect_eq(getattr(res, "low_watermark", None), cut, "delete_records low watermark")
+        c = Consumer(dict(base, **{"group.id": "compat-unused-%s" % RUN_ID, "enable.auto.commit": False}))
+        try:
+            wm = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10, cached=False)
+            expect_eq(wm, (cut, len(by_part[0])), "watermarks after delete_records")
+            c.assign([TopicPartition(topic, 0, ck.OFFSET_BEGINNING)])
+            deadline = time.monotonic() + 15
+            m = None
+            while time.monotonic() < deadline:
+                m = c.poll(0.5)
+                if m is not None and not m.error():
+                    break
+            expect(m is not None and not m.error(), "no record consumed after delete_records")
+            expect_eq(m.offset(), cut, "first offset consumed from OFFSET_BEGINNING after delete_records")
+            expect_eq(m.value(), by_part[0][cut]["value"], "value at the new log start")
+        finally:
+            c.close()
+        return True
+
+    r.run("confluent-kafka: delete_records moves the log start (watermarks, consumer from beginning)",
+          delete_records, requires=(per_codec.get("none"),))
+
+    def delete_topics():
+        wait_futures(admin.delete_topics([admin_topic], operation_timeout=10, request_timeout=15), "delete_topics")
+        deadline = time.monotonic() + 10
+        while True:
+            # All-topics metadata: asking for the topic by name would auto-create it again.
+            md = admin.list_topics(timeout=10)
+            if admin_topic not in md.topics:
+                break
+            expect(time.monotonic() < deadline, "%s still listed 10s after delete_topics" % admin_topic)
+            time.sleep(0.2)
+        for t in topics.values():
+            expect(t in md.topics, "deleting %s also removed %s" % (admin_topic, t))
+        futs = admin.delete_topics(["compat-never-existed-%s" % RUN_ID], request_timeout=15)
+        try:
+            list(futs.values())[0].result(timeout=15)
+        except KafkaException as e:
+            expect_eq(e.args[0].code(), KafkaError.UNKNOWN_TOPIC_OR_PART, "error deleting an unknown topic")
+        else:
+            raise CheckFailed("deleting an unknown topic succeeded")
+        return True
+
+    r.run("confluent-kafka: delete_topics removes the topic; unknown topic -> UNKNOWN_TOPIC_OR_PART",
+          delete_topics, requires=(created,))
+
+
+# --------------------------------------------------------------------------
+
+def wait_for_broker(bootstrap, timeout=20):
+    host, port = bootstrap.rsplit(":", 1)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit("broker at %s does not accept connections" % bootstrap)
+            time.sleep(0.1)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bootstrap", default=os.environ.get("COMPAT_BOOTSTRAP", "127.0.0.1:9092"))
+    ap.add_argument("--suite", choices=["all", "kafka-python", "confluent"], default="all")
+    ap.add_argument("--records", type=int, default=1000, help="records per codec and library (default 1000)")
+    ap.add_argument("--results", help="write the results as JSON to this file")
+    sub = ap.add_subparsers(dest="cmd")
+    ins = sub.add_parser("inspect", help="check the stored batches of one topic")
+    ins.add_argument("--topic", required=True)
+    ins.add_argument("--partitions", type=int, default=1)
+    ins.add_argument("--codec", required=True, choices=CODECS)
+    ins.add_argument("--count", type=int, required=True, help="records expected (in total, over partitions)")
+    args = ap.parse_args()
+
+    wait_for_broker(args.bootstrap)
+
+    if args.cmd == "inspect":
+        try:
+            counts = {}
+            total = 0
+            for p in range(args.partitions):
+                hw, _ = raw_fetch_batches(args.bootstrap, args.topic, p)
+                counts[p] = hw
+                total += hw
+            expect_eq(total, args.count, "records in %s" % args.topic)
+            nb = check_stored_batches(args.bootstrap, args.topic, args.partitions, args.codec, counts)
+            print("%s: %d records in %s batch(es), all %s, CRCs ok" % (args.topic, total, nb, args.codec))
+            return 0
+        except CheckFailed as e:
+            print("inspect %s: %s" % (args.topic, e))
+            return 1
+
+    r = Runner()
+    start = time.monotonic()
+    if args.suite in ("all", "kafka-python"):
+        kafka_python_suite(r, args.bootstrap, args.records)
+    if args.suite in ("all", "confluent"):
+        confluent_suite(r, args.bootstrap, args.records)
+    c = r.counts()
+    if args.results:
+        with open(args.results, "w") as f:
+            json.dump(dict(results=r.results, counts=c, seconds=round(time.monotonic() - start, 1)), f, indent=1)
+    failed = [x for x in r.results if x["status"] == "FAIL"]
+    gaps = [x for x in r.results if x["status"] == "KNOWN-GAP"]
+    if failed:
+        print("\nFailed checks:")
+        for x in failed:
+            print("  - %s: %s" % (x["name"], x["detail"].split("\n")[0]))
+    if gaps:
+        print("\nKnown gaps (not counted as failures):")
+        for x in gaps:
+            print("  - %s" % x["name"])
+    print("python checks took %.1fs; %d known gap(s)" % (time.monotonic() - start, c["KNOWN-GAP"]))
+    print("compat-python: %d passed, %d failed, %d skipped" % (c["PASS"], c["FAIL"], c["SKIP"]))
+    return 1 if c["FAIL"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,393 @@
+#!/usr/bin/env bash
+# Client-compatibility tests: starts a throw-away Runnel broker and drives it
+# with kcat (librdkafka from Debian) and two Python clients (kafka-python and
+# confluent-kafka, see compat_test.py). Installs what it needs on Debian 12.
+#
+# Usage: tests/compat/run.sh            (from anywhere; exits non-zero on failure)
+#
+# Environment:
+#   RUNNEL_BIN       broker binary (default: target/release/runnel, built if missing)
+#   COMPAT_VENV      Python venv to use/create (default: .venv-compat in the repo)
+#   COMPAT_PYTHON    Python used to create the venv (default: python3)
+#   COMPAT_RECORDS   records per codec and Python client (default: 1000)
+#   COMPAT_KEEP_TMP  1 = keep the temp dir (broker data and log) for inspection
+#   RUNNEL_LOG       broker log filter (default: info,runnel_core::server=debug)
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd)
+cd "$REPO_ROOT"
+
+VENV=${COMPAT_VENV:-$REPO_ROOT/.venv-compat}
+PYTHON=${COMPAT_PYTHON:-python3}
+RECORDS=${COMPAT_RECORDS:-1000}
+KCAT_RECORDS=200
+CODECS=(none gzip snappy lz4 zstd)
+START_TIME=$(date +%s)
+
+log() { printf '[compat] %s\n' "$*" >&2; }
+die() { printf '[compat] FATAL: %s\n' "$*" >&2; exit 2; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        die "need root or sudo to run: $*"
+    fi
+}
+
+APT_UPDATED=0
+apt_install() {
+    log "apt-get install $*"
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        # A fresh machine has empty package lists: update once first.
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
+        APT_UPDATED=1
+    fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >&2
+}
+
+# ---------------------------------------------------------------- 1. tools
+
+if ! command -v kcat >/dev/null 2>&1; then
+    apt_install kcat
+fi
+command -v kcat >/dev/null 2>&1 || die "kcat not found after installing it"
+command -v timeout >/dev/null 2>&1 || die "timeout (coreutils) not found"
+
+if ! command -v "$PYTHON" >/dev/null 2>&1; then
+    apt_install python3 python3-venv
+    PYTHON=python3
+fi
+
+REQ_FILE=$SCRIPT_DIR/requirements.txt
+req_stamp() { { cat "$REQ_FILE"; "$VENV/bin/python" -V 2>&1; } | sha256sum | cut -d' ' -f1; }
+
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+    log "creating venv $VENV with $PYTHON"
+    rm -rf "$VENV"
+    if ! "$PYTHON" -m venv "$VENV" >&2; then
+        # Debian's python3 needs python3-venv (ensurepip) for this.
+        rm -rf "$VENV"
+        apt_install python3-venv
+        "$PYTHON" -m venv "$VENV" >&2 || die "cannot create a venv with $PYTHON"
+    fi
+fi
+if [ "$(cat "$VENV/.compat-requirements" 2>/dev/null || true)" != "$(req_stamp)" ]; then
+    log "pip install -r tests/compat/requirements.txt"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --prefer-binary -r "$REQ_FILE" >&2 \
+        || die "pip install failed"
+    req_stamp >"$VENV/.compat-requirements"
+fi
+PY=$VENV/bin/python
+
+# ---------------------------------------------------------------- 2. broker binary
+
+RUNNEL=${RUNNEL_BIN:-$REPO_ROOT/target/release/runnel}
+if [ ! -x "$RUNNEL" ]; then
+    [ -z "${RUNNEL_BIN:-}" ] || die "RUNNEL_BIN=$RUNNEL is not an executable"
+    log "building the broker: cargo build --release --bin runnel"
+    cargo build --release --bin runnel >&2
+fi
+[ -x "$RUNNEL" ] || die "no runnel binary at $RUNNEL"
+
+# ---------------------------------------------------------------- 3. broker
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/runnel-compat.XXXXXX")
+BROKER_LOG=$WORK/broker.log
+DATA_DIR=$WORK/data
+BROKER_PID=
+PORT=
+
+stop_broker() {
+    # Sends SIGTERM, waits up to $1 seconds, then SIGKILL. Returns the
+    # broker's exit status (137 when it had to be killed).
+    local grace=${1:-10} i status=0
+    [ -n "$BROKER_PID" ] || return 0
+    if kill -0 "$BROKER_PID" 2>/dev/null; then
+        kill -TERM "$BROKER_PID" 2>/dev/null || true
+        for ((i = 0; i < grace * 10; i++)); do
+            kill -0 "$BROKER_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$BROKER_PID" 2>/dev/null; then
+            log "broker did not stop within ${grace}s of SIGTERM; killing it"
+            kill -KILL "$BROKER_PID" 2>/dev/null || true
+        fi
+    fi
+    wait "$BROKER_PID" 2>/dev/null || status=$?
+    BROKER_PID=
+    return "$status"
+}
+
+cleanup() {
+    local rc=$?
+    stop_broker 5 || true
+    if [ "${COMPAT_KEEP_TMP:-0}" = 1 ]; then
+        log "kept $WORK (broker log: $BROKER_LOG)"
+    else
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+free_port() {
+    "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Starts the broker on $PORT (chosen here unless given) and waits until the
+# port accepts connections (20s).
+start_broker() {
+    local want_port=${1:-} attempt i
+    for attempt in 1 2 3; do
+        PORT=${want_port:-$(free_port)}
+        RUNNEL_LOG=${RUNNEL_LOG:-info,runnel_core::server=debug} NO_COLOR=1 \
+            "$RUNNEL" serve --data-dir "$DATA_DIR" --kafka-addr "127.0.0.1:$PORT" \
+            --default-partitions 1 --auto-create-topics true >>"$BROKER_LOG" 2>&1 &
+        BROKER_PID=$!
+        for ((i = 0; i < 200; i++)); do
+            if port_open "$PORT"; then
+                log "broker pid $BROKER_PID listening on 127.0.0.1:$PORT (data $DATA_DIR)"
+                return 0
+            fi
+            kill -0 "$BROKER_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$BROKER_PID" 2>/dev/null; then
+            stop_broker 2 || true
+            log "broker did not accept connections on port $PORT within 20s"
+            tail -n 20 "$BROKER_LOG" >&2
+            return 1
+        fi
+        wait "$BROKER_PID" 2>/dev/null || true
+        BROKER_PID=
+        if [ -z "$want_port" ] && grep -q 'Address already in use' "$BROKER_LOG"; then
+            log "port $PORT was taken; retrying with another"
+            continue
+        fi
+        log "broker exited during startup:"
+        tail -n 20 "$BROKER_LOG" >&2
+        return 1
+    done
+    return 1
+}
+
+log "runnel: $RUNNEL ($("$RUNNEL" --version 2>/dev/null || echo unknown version))"
+start_broker || die "could not start the broker"
+BOOTSTRAP=127.0.0.1:$PORT
+RUN_ID=$(date +%s)-$$
+
+# ---------------------------------------------------------------- check runner
+
+PASSED=0
+FAILED=0
+SKIPPED=0
+FAILED_NAMES=()
+
+# check NAME FUNC ARGS...: runs FUNC, prints PASS/FAIL with its output on
+# failure. FUNC must return non-zero on failure (errexit does not apply
+# inside a function run as a condition, so each one checks explicitly).
+check() {
+    local name=$1 out rc t0 t1
+    shift
+    out=$WORK/check.out
+    t0=$(date +%s.%N)
+    if "$@" >"$out" 2>&1; then rc=0; else rc=$?; fi
+    t1=$(date +%s.%N)
+    local secs
+    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+    if [ "$rc" -eq 0 ]; then
+        PASSED=$((PASSED + 1))
+        printf 'PASS      %s (%ss)\n' "$name" "$secs"
+    elif [ "$rc" -eq 77 ]; then
+        SKIPPED=$((SKIPPED + 1))
+        printf 'SKIP      %s: %s\n' "$name" "$(tail -n 1 "$out")"
+    else
+        FAILED=$((FAILED + 1))
+        FAILED_NAMES+=("$name")
+        printf 'FAIL      %s (%ss)\n' "$name" "$secs"
+        sed -e 's/^/          /' "$out" | head -n 40
+    fi
+    return 0
+}
+
+# ---------------------------------------------------------------- 4. kcat
+
+KCAT_VERSION=$(kcat -V 2>&1 | sed -n 's/^Version \([^ ]*\).*librdkafka \([^ ]*\).*/kcat \1, librdkafka \2/p')
+echo "--- ${KCAT_VERSION:-kcat}"
+
+kcat_metadata() {
+    local md
+    md=$(timeout 20 kcat -b "$BOOTSTRAP" -L -m 10 2>&1) || { echo "kcat -L failed: $md"; return 1; }
+    echo "$md"
+    grep -qF "broker 0 at 127.0.0.1:$PORT" <<<"$md" || { echo "broker 0 at 127.0.0.1:$PORT not listed"; return 1; }
+    grep -qE '^ *1 brokers:' <<<"$md" || { echo "expected exactly 1 broker"; return 1; }
+}
+check "kcat -L: metadata lists broker 0 at 127.0.0.1:$PORT" kcat_metadata
+
+kcat_topic() { echo "compat-kcat-$1-$RUN_ID"; }
+
+# Input lines key:value (first ':' separates them); values are compressible.
+for codec in "${CODECS[@]}"; do
+    awk -v n="$KCAT_RECORDS" -v codec="$codec" 'BEGIN {
+        for (i = 0; i < n; i++) {
+            pad = ""; for (j = 0; j <= i % 30; j++) pad = pad "abc"
+            printf "key-%02d:value-%s-%04d-%s\n", i % 13, codec, i, pad
+        }
+    }' >"$WORK/kcat-$codec.in"
+    sed 's/:/=/' "$WORK/kcat-$codec.in" >"$WORK/kcat-$codec.expected"
+done
+
+kcat_produce() {
+    local codec=$1 topic err
+    topic=$(kcat_topic "$codec")
+    err=$WORK/kcat-$codec.produce.err
+    if ! timeout 60 kcat -b "$BOOTSTRAP" -P -t "$topic" -K: -z "$codec" -X acks=all \
+        <"$WORK/kcat-$codec.in" 2>"$err"; then
+        echo "kcat -P exited non-zero:"; cat "$err"; return 1
+    fi
+    if grep -qiE 'error|fail' "$err"; then
+        echo "kcat -P reported errors:"; cat "$err"; return 1
+    fi
+}
+
+# kcat_consume CODEC OFFSET: consumes the whole topic and compares exactly.
+kcat_consume() {
+    local codec=$1 start=$2 topic out
+    topic=$(kcat_topic "$codec")
+    out=$WORK/kcat-$codec.$start.out
+    if ! timeout 60 kcat -b "$BOOTSTRAP" -C -t "$topic" -e -o "$start" -q -f '%k=%s\n' \
+        >"$out" 2>"$out.err"; then
+        echo "kcat -C -o $start exited non-zero:"; head -n 10 "$out.err"; return 1
+    fi
+    if ! cmp -s "$WORK/kcat-$codec.expected" "$out"; then
+        echo "consumed $(wc -l <"$out") lines, expected $KCAT_RECORDS; first differences:"
+        diff "$WORK/kcat-$codec.expected" "$out" | head -n 10
+        head -n 5 "$out.err"
+        return 1
+    fi
+}
+
+kcat_wire() {
+    "$PY" "$SCRIPT_DIR/compat_test.py" --bootstrap "$BOOTSTRAP" inspect \
+        --topic "$(kcat_topic "$1")" --codec "$1" --count "$KCAT_RECORDS"
+}
+
+for codec in "${CODECS[@]}"; do
+    check "kcat -P -K: -z $codec: produce $KCAT_RECORDS keyed records (topic auto-created)" kcat_produce "$codec"
+    check "kcat -C -o beginning -e: read back exactly ($codec)" kcat_consume "$codec" beginning
+    check "kcat -C -o 0 -e: read back exactly ($codec)" kcat_consume "$codec" 0
+    check "wire: kcat $codec batches stored as $codec, CRC ok" kcat_wire "$codec"
+done
+
+# kcat_query TOPIC TS: prints the offset kcat -Q returns for partition 0.
+kcat_query() {
+    local out
+    out=$(timeout 30 kcat -b "$BOOTSTRAP" -Q -t "$1:0:$2" 2>&1) || { echo "kcat -Q -t $1:0:$2 failed: $out" >&2; return 1; }
+    # "TOPIC [0] offset N" (": error" appended on a per-partition error)
+    if ! grep -qE "\[0\] offset -?[0-9]+$" <<<"$out"; then
+        echo "kcat -Q -t $1:0:$2: unexpected output: $out" >&2; return 1
+    fi
+    sed -nE 's/.*\[0\] offset (-?[0-9]+)$/\1/p' <<<"$out" | tail -n 1
+}
+
+kcat_offsets() {
+    local topic got tsfile ts want
+    topic=$(kcat_topic none)
+    got=$(kcat_query "$topic" -2) || return 1
+    [ "$got" = 0 ] || { echo "beginning offset (-2): expected 0, got $got"; return 1; }
+    got=$(kcat_query "$topic" -1) || return 1
+    [ "$got" = "$KCAT_RECORDS" ] || { echo "end offset (-1): expected $KCAT_RECORDS, got $got"; return 1; }
+    # Timestamps as stored, read with -o 0 (no ListOffsets involved).
+    tsfile=$WORK/kcat-none.ts
+    timeout 60 kcat -b "$BOOTSTRAP" -C -t "$topic" -e -o 0 -q -f '%o %T\n' >"$tsfile" 2>/dev/null \
+        || { echo "kcat -C -f '%o %T' failed"; return 1; }
+    [ "$(wc -l <"$tsfile")" -eq "$KCAT_RECORDS" ] || { echo "could not read the timestamps"; return 1; }
+    ts=$(awk -v n=$((KCAT_RECORDS / 2)) '$1 == n { print $2 }' "$tsfile")
+    want=$(awk -v t="$ts" '$2 >= t { print $1; exit }' "$tsfile")
+    got=$(kcat_query "$topic" "$ts") || return 1
+    [ "$got" = "$want" ] || { echo "offset for timestamp $ts: expected $want, got $got"; return 1; }
+    ts=$(awk '{ t = $2 } END { print t + 60000 }' "$tsfile")
+    got=$(kcat_query "$topic" "$ts") || return 1
+    [ "$got" = -1 ] || { echo "offset for a timestamp past the end ($ts): expected -1, got $got"; return 1; }
+    echo "beginning 0, end $KCAT_RECORDS, by timestamp ok"
+}
+check "kcat -Q: list offsets (beginning/end) and offsets for timestamps" kcat_offsets
+
+# ---------------------------------------------------------------- 5. Python clients
+
+echo "--- Python clients ($("$PY" -V 2>&1))"
+PY_RESULTS=$WORK/python-results.json
+PY_RC=0
+timeout 600 "$PY" "$SCRIPT_DIR/compat_test.py" --bootstrap "$BOOTSTRAP" --records "$RECORDS" \
+    --results "$PY_RESULTS" || PY_RC=$?
+PY_PASSED=0 PY_FAILED=0 PY_SKIPPED=0 PY_GAPS=0
+if [ -s "$PY_RESULTS" ]; then
+    read -r PY_PASSED PY_FAILED PY_SKIPPED PY_GAPS < <("$PY" -c '
+import json, sys
+c = json.load(open(sys.argv[1]))["counts"]
+print(c["PASS"], c["FAIL"], c["SKIP"], c["KNOWN-GAP"])' "$PY_RESULTS")
+    if [ "$PY_RC" -ne 0 ] && [ "$PY_FAILED" -eq 0 ]; then
+        PY_FAILED=1
+        FAILED_NAMES+=("compat_test.py exited $PY_RC")
+    fi
+    while IFS= read -r name; do
+        [ -n "$name" ] && FAILED_NAMES+=("$name")
+    done < <("$PY" -c '
+import json, sys
+for r in json.load(open(sys.argv[1]))["results"]:
+    if r["status"] == "FAIL":
+        print(r["name"])' "$PY_RESULTS")
+else
+    PY_FAILED=1
+    FAILED_NAMES+=("compat_test.py crashed or timed out (exit $PY_RC, no results)")
+fi
+
+# ---------------------------------------------------------------- 6. shutdown, restart
+
+echo "--- broker lifecycle"
+graceful_stop() {
+    local status=0 pid=$BROKER_PID
+    stop_broker 15 || status=$?
+    [ "$status" -eq 0 ] || { echo "broker pid $pid exited with status $status after SIGTERM"; tail -n 5 "$BROKER_LOG"; return 1; }
+    if port_open "$PORT"; then echo "port $PORT still accepts connections"; return 1; fi
+}
+check "broker exits 0 on SIGTERM and frees its port" graceful_stop
+
+restart_read_back() {
+    if [ -n "$BROKER_PID" ]; then stop_broker 5 || true; fi
+    start_broker "$PORT" || { echo "restart failed"; return 1; }
+    kcat_consume zstd 0
+}
+check "restart on the same data dir: kcat reads back the zstd topic" restart_read_back
+
+# ---------------------------------------------------------------- 7. summary
+
+TOTAL_PASSED=$((PASSED + PY_PASSED))
+TOTAL_FAILED=$((FAILED + PY_FAILED))
+TOTAL_SKIPPED=$((SKIPPED + PY_SKIPPED))
+ELAPSED=$(($(date +%s) - START_TIME))
+
+echo
+echo "==== Runnel client compatibility: $([ "$TOTAL_FAILED" -eq 0 ] && echo PASS || echo FAIL) (${ELAPSED}s) ===="
+echo "kcat/broker checks:  $PASSED passed, $FAILED failed, $SKIPPED skipped  (${KCAT_VERSION:-kcat})"
+echo "Python checks:       $PY_PASSED passed, $PY_FAILED failed, $PY_SKIPPED skipped, $PY_GAPS known gap(s)  ($("$PY" -c 'import confluent_kafka as c, kafka as k; print("confluent-kafka %s / librdkafka %s, kafka-python %s" % (c.version()[0], c.libversion()[0], k.__version__))'))"
+if [ "${#FAILED_NAMES[@]}" -gt 0 ]; then
+    echo "Failed checks:"
+    printf '  - %s\n' "${FAILED_NAMES[@]}"
+fi
+if [ "$TOTAL_FAILED" -gt 0 ]; then
+    echo "Broker log warnings/errors (full log: $BROKER_LOG${COMPAT_KEEP_TMP:+, kept}):"
+    sed -e 's/\x1b\[[0-9;]*m//g' "$BROKER_LOG" | grep -aE ' (WARN|ERROR) |connection ended error=' \
+        | sed -E 's/^[^ ]+ +//; s/peer=[0-9.:]+/peer=*/' | awk '!seen[$0]++' | head -n 20 \
+        | sed -e 's/^/  /' || true
+fi
+echo "compat: $TOTAL_PASSED passed, $TOTAL_FAILED failed, $TOTAL_SKIPPED skipped"
+[ "$TOTAL_FAILED" -eq 0 ]
