@@ -326,7 +326,7 @@ check "kcat -Q: list offsets (beginning/end) and offsets for timestamps" kcat_of
 echo "--- Python clients ($("$PY" -V 2>&1))"
 PY_RESULTS=$WORK/python-results.json
 PY_RC=0
-timeout 600 "$PY" "$SCRIPT_DIR/compat_test.py" --bootstrap "$BOOTSTRAP" --records "$RECORDS" \
+timeout 300 "$PY" "$SCRIPT_DIR/compat_test.py" --bootstrap "$BOOTSTRAP" --records "$RECORDS" \
     --results "$PY_RESULTS" || PY_RC=$?
 PY_PASSED=0 PY_FAILED=0 PY_SKIPPED=0 PY_GAPS=0
 if [ -s "$PY_RESULTS" ]; then
@@ -378,13 +378,17 @@ ELAPSED=$(($(date +%s) - START_TIME))
 echo
 echo "==== Runnel client compatibility: $([ "$TOTAL_FAILED" -eq 0 ] && echo PASS || echo FAIL) (${ELAPSED}s) ===="
 echo "kcat/broker checks:  $PASSED passed, $FAILED failed, $SKIPPED skipped  (${KCAT_VERSION:-kcat})"
-echo "Python checks:       $PY_PASSED passed, $PY_FAILED failed, $PY_SKIPPED skipped, $PY_GAPS known gap(s)  ($("$PY" -c 'import confluent_kafka as c, kafka as k; print("confluent-kafka %s / librdkafka %s, kafka-python %s" % (c.version()[0], c.libversion()[0], k.__version__))'))"
+echo "Python checks:       $PY_PASSED passed, $PY_FAILED failed, $PY_SKIPPED skipped, $PY_GAPS known gap(s)  ($("$PY" -c 'import confluent_kafka as c, kafka as k; print("confluent-kafka %s / librdkafka %s, kafka-python %s" % (c.__version__, c.libversion()[0], k.__version__))'))"
 if [ "${#FAILED_NAMES[@]}" -gt 0 ]; then
     echo "Failed checks:"
     printf '  - %s\n' "${FAILED_NAMES[@]}"
 fi
 if [ "$TOTAL_FAILED" -gt 0 ]; then
-    echo "Broker log warnings/errors (full log: $BROKER_LOG${COMPAT_KEEP_TMP:+, kept}):"
+    if [ "${COMPAT_KEEP_TMP:-0}" = 1 ]; then
+        echo "Broker log warnings/errors (full log kept: $BROKER_LOG):"
+    else
+        echo "Broker log warnings/errors (COMPAT_KEEP_TMP=1 keeps the full log and data):"
+    fi
     sed -e 's/\x1b\[[0-9;]*m//g' "$BROKER_LOG" | grep -aE ' (WARN|ERROR) |connection ended error=' \
         | sed -E 's/^[^ ]+ +//; s/peer=[0-9.:]+/peer=*/' | awk '!seen[$0]++' | head -n 20 \
         | sed -e 's/^/  /' || true
