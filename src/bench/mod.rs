@@ -1,11 +1,228 @@
-//! `runnel bench ...`: throughput and latency measurements.
+//! `runnel bench ...`: throughput and latency of the broker, each figure
+//! next to a ceiling measured in the same run on the same machine.
+//!
+//! - `produce`: librdkafka producer → Runnel, and the same producer → the
+//!   null broker (acknowledges without storing). The ratio says how much of
+//!   the achievable throughput storage leaves.
+//! - `consume`: raw Fetch requests and a librdkafka consumer reading data
+//!   already written, next to single-stream loopback TCP.
+//!
+//! Without `--bootstrap`, brokers are started as child processes in a
+//! temporary directory and removed afterwards.
 
-use anyhow::Result;
-use clap::Subcommand;
+mod consume;
+mod null_broker;
+mod procs;
+mod produce;
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::{CreateTopicsRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use runnel_core::client::Client;
+
+use procs::ChildBroker;
+use produce::Workload;
 
 #[derive(Subcommand, Debug)]
-pub enum BenchCommand {}
+pub enum BenchCommand {
+    /// Produce throughput and latency vs. a no-storage broker
+    Produce(ProduceArgs),
+    /// Fetch/consume throughput of written data vs. loopback TCP
+    Consume(ConsumeArgs),
+    /// Run the no-storage ceiling broker (used by `bench produce`)
+    #[command(hide = true)]
+    NullBroker {
+        #[arg(long)]
+        addr: String,
+        #[arg(long, default_value_t = 1)]
+        partitions: i32,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ProduceArgs {
+    /// Bytes per record value
+    #[arg(long, default_value_t = 1024)]
+    pub record_bytes: usize,
+    /// Partitions of the benchmark topic
+    #[arg(long, default_value_t = 1)]
+    pub partitions: i32,
+    /// Producer acks (1 or -1)
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+    pub acks: i32,
+    /// Payload megabytes per run
+    #[arg(long, default_value_t = 512)]
+    pub megabytes: u64,
+    /// Run every combination of 100 B / 1 KiB records, 1 / 8 partitions and acks 1 / -1
+    #[arg(long)]
+    pub matrix: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ConsumeArgs {
+    /// Bytes per record value
+    #[arg(long, default_value_t = 1024)]
+    pub record_bytes: usize,
+    /// Partitions of the benchmark topic
+    #[arg(long, default_value_t = 1)]
+    pub partitions: i32,
+    /// Megabytes written before reading them back
+    #[arg(long, default_value_t = 2048)]
+    pub megabytes: u64,
+}
 
 pub async fn run(cmd: BenchCommand) -> Result<()> {
-    match cmd {}
+    match cmd {
+        BenchCommand::NullBroker { addr, partitions } => null_broker::run(&addr, partitions).await,
+        BenchCommand::Produce(args) => bench_produce(args).await,
+        BenchCommand::Consume(args) => bench_consume(args).await,
+    }
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    format!("{cores} cores, {cpu}; client and broker on the same machine")
+}
+
+async fn create_topic(addr: &str, name: &str, partitions: i32) -> Result<()> {
+    let mut client = Client::connect(addr, "runnel-bench").await?;
+    let mut t = CreatableTopic::default();
+    t.name = TopicName(StrBytes::from_string(name.to_string()));
+    t.num_partitions = partitions;
+    t.replication_factor = 1;
+    let mut request = CreateTopicsRequest::default();
+    request.topics = vec![t];
+    let response = client.send(&request).await?;
+    let code = response.topics[0].error_code;
+    anyhow::ensure!(code == 0, "creating {name}: error {code}");
+    Ok(())
+}
+
+async fn produce_once(
+    addr: &str,
+    topic: &str,
+    workload: &Workload,
+    label: &str,
+) -> Result<produce::ProduceResult> {
+    let bar = produce::progress_bar(workload.records, label);
+    let (addr, topic, w, b) = (
+        addr.to_string(),
+        topic.to_string(),
+        workload.clone(),
+        bar.clone(),
+    );
+    let result = tokio::task::spawn_blocking(move || produce::run(&addr, &topic, &w, &b)).await??;
+    bar.finish_and_clear();
+    Ok(result)
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.1}", us as f64 / 1000.0)
+}
+
+async fn bench_produce(args: ProduceArgs) -> Result<()> {
+    let combos: Vec<(usize, i32, i32)> = if args.matrix {
+        let mut v = Vec::new();
+        for size in [100, 1024] {
+            for partitions in [1, 8] {
+                for acks in [1, -1] {
+                    v.push((size, partitions, acks));
+                }
+            }
+        }
+        v
+    } else {
+        vec![(args.record_bytes, args.partitions, args.acks)]
+    };
+    let dir = tempfile::tempdir().context("temp dir")?;
+    let runnel = ChildBroker::runnel(&dir.path().join("data"))?;
+    eprintln!("machine: {}", machine());
+    println!("| record | partitions | acks | Runnel records/s | Runnel MB/s | p50 ms | p99 ms | ceiling MB/s | Runnel / ceiling |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (i, (size, partitions, acks)) in combos.into_iter().enumerate() {
+        let records = (args.megabytes * 1_000_000 / size as u64).max(1000);
+        let workload = Workload {
+            record_bytes: size,
+            partitions,
+            acks,
+            records,
+        };
+        let null = ChildBroker::null(partitions)?;
+        let ceiling = produce_once(&null.addr, "bench", &workload, "no-storage ceiling").await?;
+        drop(null);
+        let topic = format!("bench-{i}");
+        create_topic(&runnel.addr, &topic, partitions).await?;
+        let r = produce_once(&runnel.addr, &topic, &workload, "runnel").await?;
+        println!(
+            "| {size} B | {partitions} | {acks} | {:.0} | {:.0} | {} | {} | {:.0} | {:.0}% |",
+            r.records_per_sec(),
+            r.mb_per_sec(),
+            ms(r.p50_us),
+            ms(r.p99_us),
+            ceiling.mb_per_sec(),
+            100.0 * r.mb_per_sec() / ceiling.mb_per_sec()
+        );
+    }
+    Ok(())
+}
+
+async fn bench_consume(args: ConsumeArgs) -> Result<()> {
+    let dir = tempfile::tempdir().context("temp dir")?;
+    let runnel = ChildBroker::runnel(&dir.path().join("data"))?;
+    eprintln!("machine: {}", machine());
+    let topic = "consume-bench";
+    create_topic(&runnel.addr, topic, args.partitions).await?;
+    let records = (args.megabytes * 1_000_000 / args.record_bytes as u64).max(1000);
+    let workload = Workload {
+        record_bytes: args.record_bytes,
+        partitions: args.partitions,
+        acks: 1,
+        records,
+    };
+    produce_once(&runnel.addr, topic, &workload, "writing test data").await?;
+    let per_partition = records / args.partitions as u64;
+    let remainder = records % args.partitions as u64;
+    let end_offsets: Vec<i64> = (0..args.partitions as u64)
+        .map(|p| (per_partition + u64::from(p < remainder)) as i64)
+        .collect();
+
+    let tcp =
+        tokio::task::spawn_blocking(|| consume::loopback_tcp(Duration::from_secs(2))).await??;
+    let raw = consume::raw_fetch(&runnel.addr, topic, &end_offsets).await?;
+    let (addr, partitions) = (runnel.addr.clone(), args.partitions);
+    let rd = tokio::task::spawn_blocking(move || {
+        consume::rdkafka_consume(&addr, topic, partitions, records)
+    })
+    .await??;
+    println!("| reader | record | partitions | records/s | MB/s | loopback TCP MB/s | ratio |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (name, r) in [
+        ("raw Fetch (batch bytes)", &raw),
+        ("librdkafka consumer (payload bytes)", &rd),
+    ] {
+        println!(
+            "| {name} | {} B | {} | {:.0} | {:.0} | {:.0} | {:.0}% |",
+            args.record_bytes,
+            args.partitions,
+            r.records_per_sec(),
+            r.mb_per_sec(),
+            tcp,
+            100.0 * r.mb_per_sec() / tcp
+        );
+    }
+    Ok(())
 }

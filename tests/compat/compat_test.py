@@ -533,8 +533,7 @@ def _kp_topic_errors(resp):
                 errs.append((t.get("name"), t.get("error_code"), t.get("error_message")))
         return errs
     for t in getattr(resp, "topic_errors", []) or getattr(resp, "topics", []):
-        name, code = t[0], t[1]
-        if code != 0:
+        if t[1] != 0:  # (name, error_code, ...)
             errs.append(tuple(t))
     return errs
 

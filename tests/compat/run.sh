@@ -16,6 +16,10 @@ set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd)
+# Relative paths given in the environment are relative to the caller's cwd.
+abs_path() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
+[ -z "${RUNNEL_BIN:-}" ] || RUNNEL_BIN=$(abs_path "$RUNNEL_BIN")
+[ -z "${COMPAT_VENV:-}" ] || COMPAT_VENV=$(abs_path "$COMPAT_VENV")
 cd "$REPO_ROOT"
 
 VENV=${COMPAT_VENV:-$REPO_ROOT/.venv-compat}
@@ -75,7 +79,11 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -m pip --version >/dev/nu
         "$PYTHON" -m venv "$VENV" >&2 || die "cannot create a venv with $PYTHON"
     fi
 fi
-if [ "$(cat "$VENV/.compat-requirements" 2>/dev/null || true)" != "$(req_stamp)" ]; then
+venv_ok() {
+    [ "$(cat "$VENV/.compat-requirements" 2>/dev/null || true)" = "$(req_stamp)" ] \
+        && "$VENV/bin/python" -c 'import confluent_kafka, kafka, snappy, lz4.frame, zstandard' 2>/dev/null
+}
+if ! venv_ok; then
     log "pip install -r tests/compat/requirements.txt"
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check --prefer-binary -r "$REQ_FILE" >&2 \
         || die "pip install failed"
@@ -145,8 +153,8 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # Starts the broker on $PORT (chosen here unless given) and waits until the
 # port accepts connections (20s).
 start_broker() {
-    local want_port=${1:-} attempt i
-    for attempt in 1 2 3; do
+    local want_port=${1:-} i
+    for _ in 1 2 3; do
         PORT=${want_port:-$(free_port)}
         RUNNEL_LOG=${RUNNEL_LOG:-info,runnel_core::server=debug} NO_COLOR=1 \
             "$RUNNEL" serve --data-dir "$DATA_DIR" --kafka-addr "127.0.0.1:$PORT" \
@@ -225,7 +233,7 @@ echo "--- ${KCAT_VERSION:-kcat}"
 
 kcat_metadata() {
     local md
-    md=$(timeout 20 kcat -b "$BOOTSTRAP" -L -m 10 2>&1) || { echo "kcat -L failed: $md"; return 1; }
+    md=$(timeout --foreground 20 kcat -b "$BOOTSTRAP" -L -m 10 2>&1) || { echo "kcat -L failed: $md"; return 1; }
     echo "$md"
     grep -qF "broker 0 at 127.0.0.1:$PORT" <<<"$md" || { echo "broker 0 at 127.0.0.1:$PORT not listed"; return 1; }
     grep -qE '^ *1 brokers:' <<<"$md" || { echo "expected exactly 1 broker"; return 1; }
@@ -249,7 +257,7 @@ kcat_produce() {
     local codec=$1 topic err
     topic=$(kcat_topic "$codec")
     err=$WORK/kcat-$codec.produce.err
-    if ! timeout 60 kcat -b "$BOOTSTRAP" -P -t "$topic" -K: -z "$codec" -X acks=all \
+    if ! timeout --foreground 60 kcat -b "$BOOTSTRAP" -P -t "$topic" -K: -z "$codec" -X acks=all \
         <"$WORK/kcat-$codec.in" 2>"$err"; then
         echo "kcat -P exited non-zero:"; cat "$err"; return 1
     fi
@@ -263,7 +271,7 @@ kcat_consume() {
     local codec=$1 start=$2 topic out
     topic=$(kcat_topic "$codec")
     out=$WORK/kcat-$codec.$start.out
-    if ! timeout 60 kcat -b "$BOOTSTRAP" -C -t "$topic" -e -o "$start" -q -f '%k=%s\n' \
+    if ! timeout --foreground 60 kcat -b "$BOOTSTRAP" -C -t "$topic" -e -o "$start" -q -f '%k=%s\n' \
         >"$out" 2>"$out.err"; then
         echo "kcat -C -o $start exited non-zero:"; head -n 10 "$out.err"; return 1
     fi
@@ -290,7 +298,7 @@ done
 # kcat_query TOPIC TS: prints the offset kcat -Q returns for partition 0.
 kcat_query() {
     local out
-    out=$(timeout 30 kcat -b "$BOOTSTRAP" -Q -t "$1:0:$2" 2>&1) || { echo "kcat -Q -t $1:0:$2 failed: $out" >&2; return 1; }
+    out=$(timeout --foreground 30 kcat -b "$BOOTSTRAP" -Q -t "$1:0:$2" 2>&1) || { echo "kcat -Q -t $1:0:$2 failed: $out" >&2; return 1; }
     # "TOPIC [0] offset N" (": error" appended on a per-partition error)
     if ! grep -qE "\[0\] offset -?[0-9]+$" <<<"$out"; then
         echo "kcat -Q -t $1:0:$2: unexpected output: $out" >&2; return 1
@@ -305,16 +313,26 @@ kcat_offsets() {
     [ "$got" = 0 ] || { echo "beginning offset (-2): expected 0, got $got"; return 1; }
     got=$(kcat_query "$topic" -1) || return 1
     [ "$got" = "$KCAT_RECORDS" ] || { echo "end offset (-1): expected $KCAT_RECORDS, got $got"; return 1; }
+    # By timestamp: three produce runs 50 ms apart give three distinct
+    # timestamp groups (kcat cannot set timestamps itself).
+    topic=compat-kcat-ts-$RUN_ID
+    for batch in a b c; do
+        printf "$batch-%d:v\n" 0 1 2 3 4 | timeout --foreground 30 kcat -b "$BOOTSTRAP" -P -t "$topic" -K: 2>&1 \
+            || { echo "kcat -P to $topic failed"; return 1; }
+        sleep 0.05
+    done
     # Timestamps as stored, read with -o 0 (no ListOffsets involved).
-    tsfile=$WORK/kcat-none.ts
-    timeout 60 kcat -b "$BOOTSTRAP" -C -t "$topic" -e -o 0 -q -f '%o %T\n' >"$tsfile" 2>/dev/null \
+    tsfile=$WORK/kcat-ts.ts
+    timeout --foreground 60 kcat -b "$BOOTSTRAP" -C -t "$topic" -e -o 0 -q -f '%o %T\n' >"$tsfile" 2>/dev/null \
         || { echo "kcat -C -f '%o %T' failed"; return 1; }
-    [ "$(wc -l <"$tsfile")" -eq "$KCAT_RECORDS" ] || { echo "could not read the timestamps"; return 1; }
-    ts=$(awk -v n=$((KCAT_RECORDS / 2)) '$1 == n { print $2 }' "$tsfile")
-    want=$(awk -v t="$ts" '$2 >= t { print $1; exit }' "$tsfile")
-    got=$(kcat_query "$topic" "$ts") || return 1
-    [ "$got" = "$want" ] || { echo "offset for timestamp $ts: expected $want, got $got"; return 1; }
-    ts=$(awk '{ t = $2 } END { print t + 60000 }' "$tsfile")
+    [ "$(wc -l <"$tsfile")" -eq 15 ] || { echo "could not read the timestamps:"; cat "$tsfile"; return 1; }
+    for probe in 0 5 7 10 14; do
+        ts=$(awk -v n="$probe" '$1 == n { print $2 }' "$tsfile")
+        want=$(awk -v t="$ts" '$2 >= t { print $1; exit }' "$tsfile")
+        got=$(kcat_query "$topic" "$ts") || return 1
+        [ "$got" = "$want" ] || { echo "offset for timestamp $ts (of offset $probe): expected $want, got $got"; cat "$tsfile"; return 1; }
+    done
+    ts=$(awk '{ t = $2 } END { printf "%.0f\n", t + 60000 }' "$tsfile")
     got=$(kcat_query "$topic" "$ts") || return 1
     [ "$got" = -1 ] || { echo "offset for a timestamp past the end ($ts): expected -1, got $got"; return 1; }
     echo "beginning 0, end $KCAT_RECORDS, by timestamp ok"
@@ -326,7 +344,7 @@ check "kcat -Q: list offsets (beginning/end) and offsets for timestamps" kcat_of
 echo "--- Python clients ($("$PY" -V 2>&1))"
 PY_RESULTS=$WORK/python-results.json
 PY_RC=0
-timeout 300 "$PY" "$SCRIPT_DIR/compat_test.py" --bootstrap "$BOOTSTRAP" --records "$RECORDS" \
+timeout --foreground 300 "$PY" "$SCRIPT_DIR/compat_test.py" --bootstrap "$BOOTSTRAP" --records "$RECORDS" \
     --results "$PY_RESULTS" || PY_RC=$?
 PY_PASSED=0 PY_FAILED=0 PY_SKIPPED=0 PY_GAPS=0
 if [ -s "$PY_RESULTS" ]; then
@@ -391,7 +409,7 @@ if [ "$TOTAL_FAILED" -gt 0 ]; then
     fi
     sed -e 's/\x1b\[[0-9;]*m//g' "$BROKER_LOG" | grep -aE ' (WARN|ERROR) |connection ended error=' \
         | sed -E 's/^[^ ]+ +//; s/peer=[0-9.:]+/peer=*/' | awk '!seen[$0]++' | head -n 20 \
-        | sed -e 's/^/  /' || true
+        | sed -e 's/^/  /' | grep . || echo "  (none)"
 fi
 echo "compat: $TOTAL_PASSED passed, $TOTAL_FAILED failed, $TOTAL_SKIPPED skipped"
 [ "$TOTAL_FAILED" -eq 0 ]

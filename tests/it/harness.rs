@@ -290,3 +290,40 @@ pub fn text(m: &OwnedMessage) -> String {
 pub fn key(m: &OwnedMessage) -> String {
     String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned()
 }
+
+/// Compression codec ids (attributes & 7) of the batches stored at the
+/// start of a partition, read with a raw Fetch: what is really on disk.
+pub async fn stored_codecs(
+    broker: &TestBroker,
+    topic: &str,
+    partition: i32,
+) -> std::collections::BTreeSet<i16> {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{FetchRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let mut client = broker.client().await;
+    let mut p = FetchPartition::default();
+    p.partition = partition;
+    p.partition_max_bytes = 1 << 20;
+    p.current_leader_epoch = -1;
+    let mut t = FetchTopic::default();
+    t.topic = TopicName(StrBytes::from_string(topic.into()));
+    t.partitions = vec![p];
+    let mut request = FetchRequest::default();
+    request.replica_id = (-1).into();
+    request.max_bytes = 1 << 20;
+    request.topics = vec![t];
+    let response = client.send_version(&request, 12).await.expect("Fetch");
+    let data = response.responses[0].partitions[0]
+        .records
+        .clone()
+        .unwrap_or_default();
+    let mut codecs = std::collections::BTreeSet::new();
+    let mut at = 0;
+    while at + 61 <= data.len() {
+        let len = 12 + i32::from_be_bytes(data[at + 8..at + 12].try_into().unwrap()) as usize;
+        codecs.insert(i16::from_be_bytes([data[at + 21], data[at + 22]]) & 7);
+        at += len;
+    }
+    codecs
+}

@@ -8,7 +8,7 @@ use futures::future::join_all;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 
-use crate::harness::{create_topic, key, latest_offset, text, TestBroker};
+use crate::harness::{create_topic, key, latest_offset, stored_codecs, text, TestBroker};
 
 const PARTITIONS: i32 = 8;
 const RECORDS: usize = 100_000;
@@ -110,6 +110,19 @@ async fn records_round_trip_in_every_codec_with_keys_headers_timestamps_and_orde
         let topic = format!("roundtrip-{codec}");
         create_topic(&broker, &topic, PARTITIONS, &[]).await;
         produce_records(&broker, &topic, codec).await;
+        // The client really compressed, and the broker stored it as sent.
+        let expected = match codec {
+            "none" => 0,
+            "gzip" => 1,
+            "snappy" => 2,
+            "lz4" => 3,
+            _ => 4,
+        };
+        assert_eq!(
+            stored_codecs(&broker, &topic, 0).await,
+            std::iter::once(expected).collect(),
+            "{codec}: stored batches must carry the producer's codec"
+        );
         let messages = broker.consume(&topic, PARTITIONS, RECORDS, Duration::from_secs(120));
         verify(&messages, codec);
     }

@@ -161,13 +161,23 @@ impl Partition {
 
     /// Appends a producer's record set. Fsyncs before returning when the
     /// topic's flush policy asks for it.
-    pub async fn append(&self, records: &Bytes) -> Result<AppendInfo, BrokerError> {
+    pub async fn append(self: &Arc<Self>, records: &Bytes) -> Result<AppendInfo, BrokerError> {
         self.check_live()?;
-        let (info, high_watermark) = {
+        let (info, high_watermark, flush_wanted) = {
             let mut log = lock(&self.log);
             let info = log.append(records, self.leader_epoch, now_ms())?;
-            (info, log.high_watermark())
+            (info, log.high_watermark(), log.take_flush_wanted())
         };
+        if flush_wanted {
+            // A segment was closed: make it durable in the background so the
+            // recovery point keeps up, without delaying this produce.
+            let partition = self.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = partition.flush() {
+                    error!(topic = %partition.topic, partition = partition.index, error = %e, "background flush failed");
+                }
+            });
+        }
         if let Some(file) = &info.sync_file {
             let file = file.clone();
             tokio::task::spawn_blocking(move || file.sync_data())
@@ -176,6 +186,25 @@ impl Partition {
         }
         self.high_watermark.send_replace(high_watermark);
         Ok(info)
+    }
+
+    /// Fsyncs everything appended so far and moves the recovery point. The
+    /// partition stays available for appends and reads during the fsync.
+    /// Blocking: call from a blocking thread.
+    pub fn flush(&self) -> io::Result<()> {
+        if self.deleted.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let plan = {
+            let mut log = lock(&self.log);
+            if !log.needs_flush() {
+                return Ok(());
+            }
+            log.prepare_flush(now_ms())?
+        };
+        plan.sync()?;
+        lock(&self.log).complete_flush(&plan);
+        Ok(())
     }
 
     /// Plans a read; see [`PartitionLog::read`].
@@ -756,21 +785,16 @@ impl Broker {
                 if partition.deleted.load(Ordering::Acquire) {
                     continue;
                 }
-                let mut log = lock(&partition.log);
                 let result = if closing {
-                    log.close(now)
-                } else if log.needs_flush() {
-                    log.flush(now)
+                    lock(&partition.log).close(now)
                 } else {
-                    Ok(())
+                    partition.flush()
                 };
                 if let Err(e) = result {
                     error!(topic = %topic.name, partition = partition.index, error = %e, "flush failed");
                 }
-                recovery.insert(
-                    (topic.name.to_string(), partition.index),
-                    log.recovery_point(),
-                );
+                let recovery_point = lock(&partition.log).recovery_point();
+                recovery.insert((topic.name.to_string(), partition.index), recovery_point);
             }
         }
         checkpoint::write(&self.config.data_dir.join(RECOVERY_CHECKPOINT), &recovery)?;

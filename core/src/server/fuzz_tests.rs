@@ -85,6 +85,15 @@ fn seed_body(key: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
             RequestKind::Metadata(r)
         }
         ApiKey::ApiVersions => RequestKind::ApiVersions(ApiVersionsRequest::default()),
+        ApiKey::FindCoordinator => {
+            let mut r = FindCoordinatorRequest::default();
+            if version >= 4 {
+                r.coordinator_keys = vec![s("group-a"), s("group-b")];
+            } else {
+                r.key = s("group-a");
+            }
+            RequestKind::FindCoordinator(r)
+        }
         ApiKey::CreateTopics => {
             let mut c = CreatableTopicConfig::default();
             c.name = s("retention.ms");

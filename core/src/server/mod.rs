@@ -19,6 +19,7 @@
 //! being written.
 
 mod admin;
+mod coordinator;
 mod errors;
 mod fetch;
 mod metadata;
@@ -70,6 +71,12 @@ pub enum ConnectionError {
     },
     #[error("idle for {0:?}")]
     Idle(Duration),
+    #[error("cannot encode the {api:?} v{version} response: {reason}")]
+    Encode {
+        api: ApiKey,
+        version: i16,
+        reason: String,
+    },
     #[error(transparent)]
     Io(#[from] io::Error),
 }
@@ -261,8 +268,14 @@ async fn handle_connection(
             let Some((response, version)) = dispatch(&broker, request).await? else {
                 continue;
             };
-            let frame = encode_response(api_key, version, correlation_id, &response)
-                .map_err(|e| io::Error::other(format!("encoding {api_key:?} response: {e}")))?;
+            let frame =
+                encode_response(api_key, version, correlation_id, &response).map_err(|e| {
+                    ConnectionError::Encode {
+                        api: api_key,
+                        version,
+                        reason: format!("{e:#}"),
+                    }
+                })?;
             if tx.send(frame).await.is_err() {
                 return Ok(());
             }
@@ -348,6 +361,9 @@ async fn dispatch(
         }
         RequestKind::Metadata(req) => {
             ResponseKind::Metadata(metadata::handle(broker, req, version).await)
+        }
+        RequestKind::FindCoordinator(req) => {
+            ResponseKind::FindCoordinator(coordinator::find_coordinator(broker, req, version))
         }
         RequestKind::DescribeCluster(req) => {
             ResponseKind::DescribeCluster(metadata::describe_cluster(broker, req))

@@ -3,7 +3,7 @@
 //! Ranges are chosen for librdkafka's feature probes as well as for what we
 //! can decode: librdkafka enables gzip/snappy/lz4 only when Produce v0 lies
 //! in the advertised range, record format v2 needs Produce v3 and Fetch v4,
-//! and zstd needs Produce v7 and Fetch v10. Produce v0-2 are advertised for
+//! zstd needs Produce v7 and Fetch v10, and LZ4 needs FindCoordinator. Produce v0-2 are advertised for
 //! that reason but cannot be decoded (they carry the old message format); a
 //! connection that sends one is closed, as Kafka does for a request it cannot
 //! parse.
@@ -41,6 +41,7 @@ pub const SUPPORTED_APIS: &[Supported] = &[
     api(ApiKey::Fetch, 4, 16),
     api(ApiKey::ListOffsets, 1, 8),
     api(ApiKey::Metadata, 0, 12),
+    api(ApiKey::FindCoordinator, 0, 4),
     api(ApiKey::ApiVersions, 0, 3),
     api(ApiKey::CreateTopics, 2, 7),
     api(ApiKey::DeleteTopics, 1, 6),

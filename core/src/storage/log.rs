@@ -130,6 +130,22 @@ impl ReadSlice {
     }
 }
 
+/// The fsyncs that make a log durable up to `target_offset`; see
+/// [`PartitionLog::prepare_flush`].
+pub struct FlushPlan {
+    target_offset: i64,
+    segments: Vec<super::segment::SegmentFlush>,
+}
+
+impl FlushPlan {
+    pub fn sync(&self) -> io::Result<()> {
+        for s in &self.segments {
+            s.sync()?;
+        }
+        Ok(())
+    }
+}
+
 /// What opening a log found and repaired.
 #[derive(Debug, Default, Clone)]
 pub struct LogRecovery {
@@ -149,6 +165,7 @@ pub struct PartitionLog {
     config: LogConfig,
     unflushed_messages: i64,
     last_flush_ms: i64,
+    flush_wanted: bool,
 }
 
 impl std::fmt::Debug for PartitionLog {
@@ -287,6 +304,7 @@ impl PartitionLog {
             config,
             unflushed_messages: 0,
             last_flush_ms: now_ms,
+            flush_wanted: false,
         };
         if report.truncated_bytes > 0 || report.segments_dropped > 0 {
             info!(
@@ -467,22 +485,26 @@ impl PartitionLog {
                 .is_some_and(|first| incoming_max_ts.saturating_sub(first) > self.config.segment_ms)
     }
 
-    /// Closes the active segment (flushing it) and starts a new one at the
-    /// log end offset.
+    /// Closes the active segment and starts a new one at the log end
+    /// offset. The closed segment is not fsynced here (that would stall
+    /// appends); it is left for the next [`PartitionLog::prepare_flush`],
+    /// which `flush_wanted` asks for.
     pub fn roll(&mut self) -> io::Result<()> {
         let end = self.log_end_offset();
         if self.active().is_empty() {
             return Ok(());
         }
-        self.active_mut().seal()?;
-        // The sealed segment and everything before it is durable now.
-        let all_flushed = self.segments.values().all(|s| !s.has_unflushed_data());
-        if all_flushed {
-            self.recovery_point = self.recovery_point.max(end);
-        }
+        self.active_mut().seal();
         let segment = Segment::create(&self.dir, end, self.config.index_interval_bytes)?;
         self.segments.insert(end, segment);
+        self.flush_wanted = true;
         Ok(())
+    }
+
+    /// True once after a roll: the caller should flush soon, in the
+    /// background, so the recovery point keeps up with closed segments.
+    pub fn take_flush_wanted(&mut self) -> bool {
+        std::mem::take(&mut self.flush_wanted)
     }
 
     /// Plans a read of whole batches starting with the one holding
@@ -663,19 +685,44 @@ impl PartitionLog {
         Ok(1)
     }
 
-    /// Fsyncs every segment with unflushed data and writes pending index
-    /// entries; the recovery point becomes the log end offset.
+    /// Fsyncs every segment with unflushed data together with its index
+    /// files; the recovery point becomes the log end offset. Holds the log
+    /// for the fsyncs: for tests and shutdown. The broker uses
+    /// [`PartitionLog::prepare_flush`] to sync without holding it.
     pub fn flush(&mut self, now_ms: i64) -> io::Result<()> {
-        let end = self.log_end_offset();
+        let plan = self.prepare_flush(now_ms)?;
+        plan.sync()?;
+        self.complete_flush(&plan);
+        Ok(())
+    }
+
+    /// First half of a flush: writes pending index entries and collects the
+    /// files to fsync up to the current log end.
+    pub fn prepare_flush(&mut self, now_ms: i64) -> io::Result<FlushPlan> {
+        let target_offset = self.log_end_offset();
+        let mut segments = Vec::new();
         for segment in self.segments.values_mut() {
             if segment.has_unflushed_data() {
-                segment.flush()?;
+                segments.push(segment.prepare_flush()?);
             }
         }
-        self.recovery_point = end;
         self.unflushed_messages = 0;
         self.last_flush_ms = now_ms;
-        Ok(())
+        Ok(FlushPlan {
+            target_offset,
+            segments,
+        })
+    }
+
+    /// Last half of a flush, after [`FlushPlan::sync`] succeeded: the
+    /// segments are durable and the recovery point moves up.
+    pub fn complete_flush(&mut self, plan: &FlushPlan) {
+        for done in &plan.segments {
+            if let Some(segment) = self.segments.get_mut(&done.base_offset) {
+                segment.mark_flushed(done.size);
+            }
+        }
+        self.recovery_point = self.recovery_point.max(plan.target_offset);
     }
 
     /// Whether anything was appended since the last flush.
@@ -683,9 +730,9 @@ impl PartitionLog {
         self.recovery_point < self.log_end_offset()
     }
 
-    /// Flushes and seals the active segment's time index, for shutdown.
+    /// Seals the active segment's time index and flushes, for shutdown.
     pub fn close(&mut self, now_ms: i64) -> io::Result<()> {
-        self.active_mut().seal()?;
+        self.active_mut().seal();
         self.flush(now_ms)
     }
 

@@ -493,36 +493,45 @@ impl Segment {
 
     /// Writes pending index entries and fsyncs the log and index files.
     pub fn flush(&mut self) -> io::Result<()> {
-        self.write_indexes()?;
-        self.file.sync_data()?;
-        self.flushed_size = self.size;
+        let target = self.prepare_flush()?;
+        target.sync()?;
+        self.mark_flushed(target.size);
         Ok(())
     }
 
-    fn write_indexes(&mut self) -> io::Result<()> {
-        let mut idx = OpenOptions::new()
+    /// Writes pending index entries to their files (no fsync) and says what
+    /// must be fsynced to make the segment durable up to its current size.
+    /// The fsync itself can then run without holding the log.
+    pub fn prepare_flush(&mut self) -> io::Result<SegmentFlush> {
+        let index = self.path("index");
+        let mut idx = OpenOptions::new().create(true).append(true).open(&index)?;
+        self.offset_index.write_pending(&mut idx)?;
+        let timeindex = self.path("timeindex");
+        let mut tidx = OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join(segment_file_name(self.base_offset, "index")))?;
-        self.offset_index.write_pending(&mut idx)?;
-        idx.sync_data()?;
-        let mut tidx = OpenOptions::new().create(true).append(true).open(
-            self.dir
-                .join(segment_file_name(self.base_offset, "timeindex")),
-        )?;
+            .open(&timeindex)?;
         self.time_index.write_pending(&mut tidx)?;
-        tidx.sync_data()?;
-        Ok(())
+        Ok(SegmentFlush {
+            base_offset: self.base_offset,
+            size: self.size,
+            file: self.file.clone(),
+            index_files: [idx, tidx],
+        })
+    }
+
+    /// Records that the segment is durable up to `size` bytes.
+    pub fn mark_flushed(&mut self, size: u64) {
+        self.flushed_size = self.flushed_size.max(size);
     }
 
     /// Called when the segment stops being the active one: records its
-    /// final largest timestamp in the time index, then flushes.
-    pub fn seal(&mut self) -> io::Result<()> {
+    /// final largest timestamp in the time index. Flushing is separate.
+    pub fn seal(&mut self) {
         if self.max_timestamp >= 0 {
             let relative = (self.offset_of_max_timestamp - self.base_offset) as u32;
             self.time_index.maybe_append(self.max_timestamp, relative);
         }
-        self.flush()
     }
 
     /// Removes all of the segment's files.
@@ -541,6 +550,25 @@ impl Segment {
     pub fn path(&self, extension: &str) -> PathBuf {
         self.dir
             .join(segment_file_name(self.base_offset, extension))
+    }
+}
+
+/// The fsyncs that make one segment durable up to `size` bytes. Holds its
+/// own file handles, so it stays valid if the segment is deleted meanwhile.
+pub struct SegmentFlush {
+    pub base_offset: i64,
+    pub size: u64,
+    file: Arc<File>,
+    index_files: [File; 2],
+}
+
+impl SegmentFlush {
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()?;
+        for f in &self.index_files {
+            f.sync_data()?;
+        }
+        Ok(())
     }
 }
 
@@ -698,7 +726,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut seg = Segment::create(dir.path(), 0, 256).unwrap();
         fill(&mut seg, 40, 2);
-        seg.seal().unwrap();
+        seg.seal();
+        seg.flush().unwrap();
         let (size, next, max_ts) = (seg.size(), seg.next_offset(), seg.max_timestamp());
         drop(seg);
         let (seg, recovery) = Segment::open_trusted(dir.path(), 0, 256).unwrap();

@@ -1,0 +1,76 @@
+//! Child processes for benchmarks: a real broker and the null broker, each
+//! on a free port, killed when dropped.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+pub struct ChildBroker {
+    child: Child,
+    pub addr: String,
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl ChildBroker {
+    /// `runnel serve` on a free port with its data in `data_dir`.
+    pub fn runnel(data_dir: &Path) -> Result<ChildBroker> {
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--kafka-addr")
+            .arg(&addr);
+        Self::spawn(cmd, addr)
+    }
+
+    /// The no-storage ceiling endpoint.
+    pub fn null(partitions: i32) -> Result<ChildBroker> {
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.args([
+            "bench",
+            "null-broker",
+            "--addr",
+            &addr,
+            "--partitions",
+            &partitions.to_string(),
+        ]);
+        Self::spawn(cmd, addr)
+    }
+
+    fn spawn(mut cmd: Command, addr: String) -> Result<ChildBroker> {
+        let child = cmd
+            .env("RUNNEL_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting a broker process")?;
+        let mut broker = ChildBroker { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(&broker.addr).is_err() {
+            if let Some(status) = broker.child.try_wait()? {
+                bail!("broker process exited with {status}");
+            }
+            if Instant::now() > deadline {
+                bail!("broker did not listen on {} within 30 s", broker.addr);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(broker)
+    }
+}
+
+impl Drop for ChildBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
