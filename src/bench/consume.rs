@@ -47,7 +47,7 @@ pub async fn raw_fetch(bootstrap: &str, topic: &str, end_offsets: &[i64]) -> Res
                 let mut fp = FetchPartition::default();
                 fp.partition = p as i32;
                 fp.fetch_offset = *offset;
-                fp.partition_max_bytes = 8 << 20;
+                fp.partition_max_bytes = 4 << 20;
                 fp.current_leader_epoch = -1;
                 t.partitions.push(fp);
             }
@@ -56,7 +56,9 @@ pub async fn raw_fetch(bootstrap: &str, topic: &str, end_offsets: &[i64]) -> Res
         request.replica_id = (-1).into();
         request.max_wait_ms = 500;
         request.min_bytes = 1;
-        request.max_bytes = 64 << 20;
+        // Under glibc's 32 MiB mmap threshold, so the client reuses its
+        // buffers instead of faulting in fresh pages for every response.
+        request.max_bytes = 16 << 20;
         request.topics = vec![t];
         let response = client.send_version(&request, 12).await?;
         for topic in &response.responses {
@@ -105,8 +107,10 @@ pub fn rdkafka_consume(
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "runnel-bench")
         .set("enable.auto.commit", "false")
-        .set("fetch.max.bytes", "67108864")
-        .set("max.partition.fetch.bytes", "8388608")
+        // librdkafka defaults except a deeper local queue; a larger
+        // max.partition.fetch.bytes makes small records overflow
+        // queued.min.messages and back off for fetch.queue.backoff.ms.
+        .set("queued.min.messages", "1000000")
         .set("queued.max.messages.kbytes", "262144")
         .set("log_level", "3")
         .create()?;

@@ -126,7 +126,7 @@ async fn serve(
             }
             _ => anyhow::bail!("null broker does not serve {api_key:?}"),
         };
-        let frame = encode_response(api_key, version, correlation_id, &response)?;
-        write.write_all(&frame).await?;
+        let mut frame = encode_response(api_key, version, correlation_id, &response)?;
+        write.write_all_buf(&mut frame).await?;
     }
 }

@@ -118,10 +118,12 @@ async fn records_round_trip_in_every_codec_with_keys_headers_timestamps_and_orde
             "lz4" => 3,
             _ => 4,
         };
-        assert_eq!(
-            stored_codecs(&broker, &topic, 0).await,
-            std::iter::once(expected).collect(),
-            "{codec}: stored batches must carry the producer's codec"
+        // librdkafka sends a batch uncompressed when compressing would not
+        // shrink it, so "none" may appear next to the requested codec.
+        let stored = stored_codecs(&broker, &topic, 0).await;
+        assert!(
+            stored.contains(&expected) && stored.iter().all(|c| *c == expected || *c == 0),
+            "{codec}: stored batches must carry the producer's codec, found {stored:?}"
         );
         let messages = broker.consume(&topic, PARTITIONS, RECORDS, Duration::from_secs(120));
         verify(&messages, codec);

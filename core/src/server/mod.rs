@@ -22,6 +22,7 @@ mod admin;
 mod coordinator;
 mod errors;
 mod fetch;
+pub mod frame;
 mod metadata;
 mod offsets;
 mod produce;
@@ -46,6 +47,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::broker::Broker;
+use frame::{FrameBuf, ResponseFrame};
 
 pub use errors::{code as error_code, kafka_error};
 
@@ -156,22 +158,35 @@ fn decode_body(
     Ok((header, body))
 }
 
-/// Encodes a response frame, size prefix included.
+/// Encodes a response frame, size prefix included. Fetch responses
+/// reference their record bytes instead of copying them (see `frame`).
 pub fn encode_response(
     api_key: ApiKey,
     version: i16,
     correlation_id: i32,
     response: &ResponseKind,
-) -> anyhow::Result<Bytes> {
-    let mut buf = BytesMut::with_capacity(256);
-    buf.put_i32(0);
+) -> anyhow::Result<ResponseFrame> {
     let mut header = ResponseHeader::default();
     header.correlation_id = correlation_id;
-    header.encode(&mut buf, api_key.response_header_version(version))?;
+    let header_version = api_key.response_header_version(version);
+    if let ResponseKind::Fetch(fetch) = response {
+        let mut buf = FrameBuf::new();
+        for p in fetch.responses.iter().flat_map(|t| t.partitions.iter()) {
+            if let Some(records) = &p.records {
+                buf.register(records);
+            }
+        }
+        header.encode(&mut buf, header_version)?;
+        fetch.encode(&mut buf, version)?;
+        return Ok(buf.into_frame());
+    }
+    let mut buf = BytesMut::with_capacity(256);
+    buf.put_i32(0);
+    header.encode(&mut buf, header_version)?;
     response.encode(&mut buf, version)?;
     let size = (buf.len() - 4) as i32;
     buf[0..4].copy_from_slice(&size.to_be_bytes());
-    Ok(buf.freeze())
+    Ok(ResponseFrame::from_bytes(buf.freeze()))
 }
 
 /// Runs the Kafka listener until `shutdown` resolves.
@@ -247,10 +262,11 @@ async fn handle_connection(
     stream.set_nodelay(true)?;
     let (read_half, mut write_half) = stream.into_split();
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
-    let (tx, mut rx) = mpsc::channel::<Bytes>(RESPONSE_QUEUE_DEPTH);
+    let (tx, mut rx) = mpsc::channel::<ResponseFrame>(RESPONSE_QUEUE_DEPTH);
     let writer = tokio::spawn(async move {
-        while let Some(frame) = rx.recv().await {
-            write_half.write_all(&frame).await?;
+        while let Some(mut frame) = rx.recv().await {
+            // Vectored writes: header chunks and record bytes in one call.
+            write_half.write_all_buf(&mut frame).await?;
         }
         write_half.shutdown().await
     });
