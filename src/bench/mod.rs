@@ -63,6 +63,12 @@ pub struct ProduceArgs {
     /// Runs per measurement; the median is reported
     #[arg(long, default_value_t = 3)]
     pub repeat: usize,
+    /// Offer this many records per second (for latency) instead of as many as possible
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Producer linger.ms
+    #[arg(long, default_value_t = 5)]
+    pub linger_ms: u32,
 }
 
 #[derive(Args, Debug)]
@@ -196,6 +202,12 @@ async fn bench_produce(args: ProduceArgs) -> Result<()> {
     let dir = tempfile::tempdir().context("temp dir")?;
     let runnel = ChildBroker::runnel(&dir.path().join("data"))?;
     eprintln!("machine: {}", machine());
+    if let Some(rate) = args.rate {
+        eprintln!(
+            "offered load: {rate} records/s, linger.ms={}",
+            args.linger_ms
+        );
+    }
     println!(
         "| record | partitions | acks | Runnel records/s | Runnel MB/s | p50 ms | p99 ms | no-storage MB/s | Runnel / no-storage | file write MB/s | Runnel / file write |"
     );
@@ -208,6 +220,8 @@ async fn bench_produce(args: ProduceArgs) -> Result<()> {
             partitions,
             acks,
             records,
+            rate: args.rate,
+            linger_ms: args.linger_ms,
         };
         let (mut ceilings, mut runs, mut disk) = (Vec::new(), Vec::new(), Vec::new());
         // Alternate ceiling and Runnel runs so drift on the machine hits both.
@@ -220,10 +234,14 @@ async fn bench_produce(args: ProduceArgs) -> Result<()> {
             create_topic(&runnel.addr, &topic, partitions).await?;
             runs.push(produce_once(&runnel.addr, &topic, &workload, "runnel").await?);
             eprintln!(
-                "  run {}: no-storage {:.0} MB/s, runnel {:.0} MB/s",
+                "  run {}: no-storage {:.0} MB/s (p50 {} ms, p99 {} ms), runnel {:.0} MB/s (p50 {} ms, p99 {} ms)",
                 r + 1,
                 ceilings[r].mb_per_sec(),
-                runs[r].mb_per_sec()
+                ms(ceilings[r].p50_us),
+                ms(ceilings[r].p99_us),
+                runs[r].mb_per_sec(),
+                ms(runs[r].p50_us),
+                ms(runs[r].p99_us),
             );
             // Deleting drops the written data, so each run starts with the
             // same amount of page cache to fill.
@@ -264,6 +282,8 @@ async fn bench_consume(args: ConsumeArgs) -> Result<()> {
         partitions: args.partitions,
         acks: 1,
         records,
+        rate: None,
+        linger_ms: 5,
     };
     produce_once(&runnel.addr, topic, &workload, "writing test data").await?;
     let per_partition = records / args.partitions as u64;

@@ -20,6 +20,9 @@ pub struct Workload {
     pub partitions: i32,
     pub acks: i32,
     pub records: u64,
+    /// Records per second to offer; `None` sends as fast as possible.
+    pub rate: Option<u64>,
+    pub linger_ms: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -91,7 +94,7 @@ pub fn run(
     let producer: ThreadedProducer<LatencyContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("acks", workload.acks.to_string())
-        .set("linger.ms", "5")
+        .set("linger.ms", workload.linger_ms.to_string())
         .set("batch.size", "1000000")
         .set("queue.buffering.max.messages", "1000000")
         .set("queue.buffering.max.kbytes", "1048576")
@@ -108,6 +111,14 @@ pub fn run(
     let payload = vec![b'r'; workload.record_bytes];
     let started = Instant::now();
     for i in 0..workload.records {
+        if let Some(rate) = workload.rate {
+            // Open-loop pacing: record i is due at i / rate seconds.
+            let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+        }
         let mut record = BaseRecord::<(), [u8], _>::with_opaque_to(topic, Box::new(Instant::now()))
             .payload(payload.as_slice())
             .partition((i % workload.partitions as u64) as i32);

@@ -775,8 +775,7 @@ fn first_record_at_or_after(
         return Ok((header.max_timestamp >= target)
             .then_some((header.base_offset.max(min_offset), header.max_timestamp)));
     }
-    let mut buf = raw.clone();
-    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf)
+    let set = super::records::decode_batch(raw, super::records::MAX_DECOMPRESSED_BYTES)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
     Ok(set
         .records

@@ -6,6 +6,7 @@
 //! - [`segment`]: one `.log` file with its indexes.
 //! - [`log`]: the partition log (append, read, roll, retention, recovery).
 //! - [`checkpoint`]: recovery-point and log-start checkpoint files.
+//! - [`records`]: decoding records inside a batch, with a decompression cap.
 //!
 //! Storage knows nothing about the Kafka wire protocol, topics' configs or
 //! networking; the broker module maps requests onto it.
@@ -14,6 +15,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod index;
 pub mod log;
+pub mod records;
 pub mod segment;
 
 pub use log::{
