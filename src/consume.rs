@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::kafka_client::CliContext;
 use crate::ConnectArgs;
 
 #[derive(Args, Debug)]
@@ -53,27 +53,8 @@ pub struct ConsumeArgs {
     pub connect: ConnectArgs,
 }
 
-/// Reports librdkafka errors except end-of-partition, which is expected
-/// here (it is how `--exit-at-end` knows it is done).
-pub struct QuietContext;
-
-impl ClientContext for QuietContext {
-    fn error(&self, error: KafkaError, reason: &str) {
-        let eof = matches!(error, KafkaError::PartitionEOF(_))
-            || matches!(
-                error,
-                KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
-            );
-        if !eof {
-            tracing::warn!("librdkafka: {error}: {reason}");
-        }
-    }
-}
-
-impl ConsumerContext for QuietContext {}
-
 pub async fn run(args: ConsumeArgs) -> Result<()> {
-    let consumer: StreamConsumer<QuietContext> = ClientConfig::new()
+    let consumer: StreamConsumer<CliContext> = ClientConfig::new()
         .set("bootstrap.servers", &args.connect.bootstrap)
         // Partitions are assigned explicitly; the group id is never used
         // for coordination, only required by librdkafka.
@@ -85,11 +66,12 @@ pub async fn run(args: ConsumeArgs) -> Result<()> {
         )
         .set("socket.timeout.ms", "10000")
         .set("log_level", "3")
-        .create_with_context(QuietContext)
+        .create_with_context(CliContext)
         .context("cannot create consumer")?;
     let metadata = consumer
-        .fetch_metadata(Some(&args.topic), Duration::from_secs(10))
-        .with_context(|| format!("cannot reach a broker at {}", args.connect.bootstrap))?;
+        .fetch_metadata(Some(&args.topic), Duration::from_secs(5))
+        // The error's own Display already names the cause; no chain.
+        .map_err(|e| anyhow::anyhow!("cannot reach a broker at {}: {e}", args.connect.bootstrap))?;
     let topic = metadata.topics().first().context("no metadata for topic")?;
     if let Some(e) = topic.error() {
         bail!(

@@ -5,6 +5,7 @@
 
 mod bench;
 mod consume;
+mod kafka_client;
 mod produce;
 mod serve;
 mod topic;

@@ -10,6 +10,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+use crate::kafka_client::CliContext;
 use crate::ConnectArgs;
 
 /// Deliveries awaited at once; bounds memory for large inputs.
@@ -60,16 +61,17 @@ pub async fn run(args: ProduceArgs) -> Result<()> {
             value: Some(v),
         });
     }
-    let producer: FutureProducer = producer_config(&args.connect.bootstrap)
+    let producer: FutureProducer<CliContext> = producer_config(&args.connect.bootstrap)
         .set("acks", &args.acks)
         .set("compression.type", &args.compression)
-        .create()
+        .create_with_context(CliContext)
         .context("cannot create producer")?;
     // Fail fast with a readable error when no broker answers.
     producer
         .client()
-        .fetch_metadata(Some(&args.topic), Duration::from_secs(10))
-        .with_context(|| format!("cannot reach a broker at {}", args.connect.bootstrap))?;
+        .fetch_metadata(Some(&args.topic), Duration::from_secs(5))
+        // The error's own Display already names the cause; no chain.
+        .map_err(|e| anyhow::anyhow!("cannot reach a broker at {}: {e}", args.connect.bootstrap))?;
 
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut in_flight = FuturesUnordered::new();

@@ -418,3 +418,45 @@ async fn api_versions_of_an_unknown_version_answers_unsupported_version_in_v0() 
         .iter()
         .any(|k| k.api_key == ApiKey::Produce as i16 && k.min_version == 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_acks_zero_produce_closes_the_connection() {
+    use kafka_protocol::protocol::Encodable;
+    let broker = TestBroker::start();
+    create_topic(&broker, "fire-and-forget", 1, &[]).await;
+    let encode = |records: Bytes| {
+        let mut p = PartitionProduceData::default();
+        p.index = 0;
+        p.records = Some(records);
+        let mut t = TopicProduceData::default();
+        t.name = name("fire-and-forget");
+        t.partition_data = vec![p];
+        let mut request = ProduceRequest::default();
+        request.acks = 0;
+        request.timeout_ms = 5000;
+        request.topic_data = vec![t];
+        let mut body = BytesMut::new();
+        request.encode(&mut body, 9).unwrap();
+        body
+    };
+    let mut client = broker.client().await;
+    // A good acks=0 produce: no response, the connection stays usable.
+    client
+        .send_no_response(ApiKey::Produce as i16, 9, &encode(batch(2, 10, 0)))
+        .await
+        .unwrap();
+    assert!(client.send(&MetadataRequest::default()).await.is_ok());
+    // A corrupt one: the broker closes the connection.
+    let mut bad = batch(2, 10, 0).to_vec();
+    let n = bad.len();
+    bad[n - 1] ^= 1;
+    client
+        .send_no_response(ApiKey::Produce as i16, 9, &encode(Bytes::from(bad)))
+        .await
+        .unwrap();
+    assert!(
+        client.send(&MetadataRequest::default()).await.is_err(),
+        "connection must be closed"
+    );
+    assert_eq!(list_offset(&broker, "fire-and-forget", 0, -1).await, Ok(2));
+}

@@ -665,12 +665,18 @@ impl Broker {
             let (log, _) = PartitionLog::open(&pdir, log_config.clone(), 0, 0, now_ms())?;
             added.push(Arc::new(Partition::new(topic.name.clone(), p, log)));
         }
+        // Record the new count first: a crash before publishing leaves
+        // directories that the next start picks up, never the reverse.
+        let mut records = self.topic_records();
+        if let Some(r) = records.iter_mut().find(|r| r.name == name) {
+            r.partitions = count;
+        }
+        meta::save_topics(&self.config.data_dir, &records)?;
         topic
             .partitions
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .extend(added);
-        meta::save_topics(&self.config.data_dir, &self.topic_records())?;
         info!(topic = name, from = current, to = count, "added partitions");
         Ok(())
     }

@@ -73,6 +73,8 @@ pub enum ConnectionError {
     },
     #[error("idle for {0:?}")]
     Idle(Duration),
+    #[error("an acks=0 produce failed with error {0}; closing so the client notices")]
+    UnacknowledgedProduceFailed(i16),
     #[error("cannot encode the {api:?} v{version} response: {reason}")]
     Encode {
         api: ApiKey,
@@ -367,9 +369,10 @@ async fn dispatch(
             return Ok(Some((ResponseKind::ApiVersions(response), version)));
         }
         RequestKind::Produce(req) => {
-            return Ok(produce::handle(broker, req, version)
-                .await
-                .map(|r| (ResponseKind::Produce(r), version)));
+            return match produce::handle(broker, req, version).await {
+                Ok(response) => Ok(response.map(|r| (ResponseKind::Produce(r), version))),
+                Err(code) => Err(ConnectionError::UnacknowledgedProduceFailed(code)),
+            };
         }
         RequestKind::Fetch(req) => ResponseKind::Fetch(fetch::handle(broker, req, version).await),
         RequestKind::ListOffsets(req) => {

@@ -27,12 +27,14 @@ fn partition_error(
     p
 }
 
-/// Handles a Produce request; `None` for acks=0 (no response is sent).
+/// Handles a Produce request. `Ok(None)` for a successful acks=0 request
+/// (no response is sent); `Err(code)` for a failed acks=0 request, which
+/// closes the connection.
 pub async fn handle(
     broker: &Arc<Broker>,
     request: ProduceRequest,
     version: i16,
-) -> Option<ProduceResponse> {
+) -> Result<Option<ProduceResponse>, i16> {
     let acks = request.acks;
     let metrics = broker.metrics();
     metrics.produce_requests.fetch_add(1, Ordering::Relaxed);
@@ -109,5 +111,18 @@ pub async fn handle(
         }
         response.responses.push(topic_response);
     }
-    (acks != 0).then_some(response)
+    if acks == 0 {
+        // No response is sent; Kafka closes the connection instead so the
+        // client learns that something failed.
+        let failed = response
+            .responses
+            .iter()
+            .flat_map(|t| &t.partition_responses)
+            .find(|p| p.error_code != 0);
+        return match failed {
+            Some(p) => Err(p.error_code),
+            None => Ok(None),
+        };
+    }
+    Ok(Some(response))
 }

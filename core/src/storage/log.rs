@@ -832,6 +832,30 @@ mod tests {
     }
 
     #[test]
+    fn segments_roll_when_the_first_batch_is_older_than_segment_ms() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_ms: 60_000,
+            ..Default::default()
+        };
+        let mut log = open(dir.path(), config, 0);
+        log.append(&make_batch_at(1, 10, Compression::None, 1_000_000), 0, 0)
+            .unwrap();
+        log.append(&make_batch_at(1, 10, Compression::None, 1_030_000), 0, 0)
+            .unwrap();
+        assert_eq!(log.segment_count(), 1, "30 s later: same segment");
+        log.append(&make_batch_at(1, 10, Compression::None, 1_070_000), 0, 0)
+            .unwrap();
+        assert_eq!(log.segment_count(), 2, "70 s after the first batch: rolled");
+        assert_eq!(*log.segments.keys().last().unwrap(), 2);
+        assert!(
+            log.take_flush_wanted(),
+            "a roll asks for a background flush"
+        );
+        assert!(!log.take_flush_wanted());
+    }
+
+    #[test]
     fn a_read_respects_max_bytes_but_returns_at_least_one_batch() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = open(dir.path(), LogConfig::default(), 0);
