@@ -95,6 +95,9 @@ pub struct LogDefaults {
     pub delete_retention_ms: i64,
     pub min_compaction_lag_ms: i64,
     pub min_insync_replicas: i64,
+    /// Idempotent producers idle this long are forgotten by partitions
+    /// (Kafka's broker key `producer.id.expiration.ms`).
+    pub producer_id_expiration_ms: i64,
 }
 
 impl Default for LogDefaults {
@@ -114,6 +117,7 @@ impl Default for LogDefaults {
             delete_retention_ms: 24 * 3600 * 1000,
             min_compaction_lag_ms: 0,
             min_insync_replicas: 1,
+            producer_id_expiration_ms: 24 * 3600 * 1000,
         }
     }
 }
@@ -441,6 +445,7 @@ pub fn resolve_log_config(
         },
         cleanup_delete: policy.split(',').any(|p| p.trim() == "delete"),
         cleanup_compact: policy.split(',').any(|p| p.trim() == "compact"),
+        producer_id_expiration_ms: defaults.producer_id_expiration_ms,
     }
 }
 

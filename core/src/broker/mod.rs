@@ -6,6 +6,7 @@
 //! here and errors into Kafka error codes. Nothing here touches sockets.
 
 pub mod meta;
+pub mod producer_ids;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -330,6 +331,7 @@ pub struct Broker {
     /// `topics.json` writes that record them.
     admin: tokio::sync::Mutex<()>,
     metrics: BrokerMetrics,
+    producer_ids: producer_ids::ProducerIdAllocator,
     _lock: DataDirLock,
 }
 
@@ -389,6 +391,7 @@ impl Broker {
             topics: RwLock::new(topics),
             admin: tokio::sync::Mutex::new(()),
             metrics: BrokerMetrics::default(),
+            producer_ids: producer_ids::ProducerIdAllocator::open(&dir)?,
             _lock: lock,
         }))
     }
@@ -407,6 +410,10 @@ impl Broker {
 
     pub fn metrics(&self) -> &BrokerMetrics {
         &self.metrics
+    }
+
+    pub fn producer_ids(&self) -> &producer_ids::ProducerIdAllocator {
+        &self.producer_ids
     }
 
     /// Host and port clients should connect to.

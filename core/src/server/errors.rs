@@ -3,6 +3,7 @@
 use kafka_protocol::ResponseError;
 
 use crate::broker::BrokerError;
+use crate::storage::producer_state::SequenceError;
 use crate::storage::{AppendError, ReadError};
 
 /// The Kafka error code for a broker error, plus a message for the
@@ -24,6 +25,16 @@ pub fn kafka_error(e: &BrokerError) -> ResponseError {
             AppendError::Invalid(_) => ResponseError::InvalidRecord,
             AppendError::TooLarge { .. } => ResponseError::MessageTooLarge,
             AppendError::LargerThanSegment { .. } => ResponseError::RecordListTooLarge,
+            AppendError::Sequence(SequenceError::InvalidEpoch { .. }) => {
+                ResponseError::InvalidProducerEpoch
+            }
+            AppendError::Sequence(SequenceError::OutOfOrder { .. }) => {
+                ResponseError::OutOfOrderSequenceNumber
+            }
+            AppendError::Sequence(SequenceError::UnknownProducer { .. }) => {
+                ResponseError::UnknownProducerId
+            }
+            AppendError::DuplicateInRecordSet(_) => ResponseError::DuplicateSequenceNumber,
             AppendError::Io(_) => ResponseError::KafkaStorageError,
         },
         BrokerError::Read(r) => match r {

@@ -85,6 +85,14 @@ fn seed_body(key: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
             RequestKind::Metadata(r)
         }
         ApiKey::ApiVersions => RequestKind::ApiVersions(ApiVersionsRequest::default()),
+        ApiKey::InitProducerId => {
+            let mut r = InitProducerIdRequest::default();
+            r.transactional_id = None;
+            r.transaction_timeout_ms = 60_000;
+            r.producer_id = ProducerId(-1);
+            r.producer_epoch = -1;
+            RequestKind::InitProducerId(r)
+        }
         ApiKey::FindCoordinator => {
             let mut r = FindCoordinatorRequest::default();
             if version >= 4 {

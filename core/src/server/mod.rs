@@ -26,6 +26,7 @@ pub mod frame;
 mod metadata;
 mod offsets;
 mod produce;
+mod producer;
 pub mod versions;
 
 #[cfg(test)]
@@ -380,6 +381,9 @@ async fn dispatch(
         }
         RequestKind::Metadata(req) => {
             ResponseKind::Metadata(metadata::handle(broker, req, version).await)
+        }
+        RequestKind::InitProducerId(req) => {
+            ResponseKind::InitProducerId(producer::init_producer_id(broker, req))
         }
         RequestKind::FindCoordinator(req) => {
             ResponseKind::FindCoordinator(coordinator::find_coordinator(broker, req, version))

@@ -42,6 +42,7 @@ pub const SUPPORTED_APIS: &[Supported] = &[
     api(ApiKey::ListOffsets, 1, 8),
     api(ApiKey::Metadata, 0, 12),
     api(ApiKey::FindCoordinator, 0, 4),
+    api(ApiKey::InitProducerId, 0, 4),
     api(ApiKey::ApiVersions, 0, 3),
     api(ApiKey::CreateTopics, 2, 7),
     api(ApiKey::DeleteTopics, 1, 6),

@@ -370,6 +370,43 @@ pub(crate) mod tests {
         buf.freeze()
     }
 
+    /// A batch as an idempotent producer sends it.
+    pub(crate) fn make_idempotent_batch(
+        producer_id: i64,
+        epoch: i16,
+        base_sequence: i32,
+        count: usize,
+    ) -> Bytes {
+        let records: Vec<Record> = (0..count)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id,
+                producer_epoch: epoch,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: base_sequence + i as i32,
+                timestamp: 1_700_000_000_000,
+                key: None,
+                value: Some(Bytes::from(format!("seq-{}", base_sequence + i as i32))),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::Lz4,
+            },
+        )
+        .expect("encode batch");
+        buf.freeze()
+    }
+
     #[test]
     fn a_well_formed_batch_validates_and_reports_its_fields() {
         let batch = make_batch(10, 20, Compression::None);

@@ -24,6 +24,7 @@ use bytes::{Bytes, BytesMut};
 use tracing::{info, warn};
 
 use super::batch::{self, BatchError, BatchHeader, ATTR_LOG_APPEND_TIME};
+use super::producer_state::{self, ProducerState, SequenceCheck, SequenceError};
 use super::segment::{parse_segment_file_name, PreparedBatch, Segment, SEGMENT_BYTES_LIMIT};
 
 /// Whether record timestamps are the producer's or the broker's.
@@ -51,6 +52,8 @@ pub struct LogConfig {
     pub timestamp_type: TimestampType,
     pub cleanup_delete: bool,
     pub cleanup_compact: bool,
+    /// Idempotent producers idle this long are forgotten.
+    pub producer_id_expiration_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -68,6 +71,7 @@ impl Default for LogConfig {
             timestamp_type: TimestampType::CreateTime,
             cleanup_delete: true,
             cleanup_compact: false,
+            producer_id_expiration_ms: 24 * 3600 * 1000,
         }
     }
 }
@@ -83,6 +87,10 @@ pub enum AppendError {
     TooLarge { size: usize, max: usize },
     #[error("record set of {size} bytes is larger than segment.bytes ({segment_bytes})")]
     LargerThanSegment { size: usize, segment_bytes: u64 },
+    #[error(transparent)]
+    Sequence(#[from] SequenceError),
+    #[error("a record set with several batches repeats an earlier batch of producer {0}")]
+    DuplicateInRecordSet(i64),
     #[error("storage error: {0}")]
     Io(#[from] io::Error),
 }
@@ -109,6 +117,9 @@ pub struct AppendInfo {
     pub log_start_offset: i64,
     pub records: i64,
     pub bytes: usize,
+    /// The batch was a retry of one already in the log (idempotent
+    /// producer): nothing was written, the offsets are the original ones.
+    pub duplicate: bool,
     /// Set when the flush policy wants this data fsynced before the
     /// producer is answered; the caller syncs it outside the log's lock.
     pub sync_file: Option<Arc<File>>,
@@ -135,12 +146,19 @@ impl ReadSlice {
 pub struct FlushPlan {
     target_offset: i64,
     segments: Vec<super::segment::SegmentFlush>,
+    dir: PathBuf,
+    producers: Option<ProducerState>,
 }
 
 impl FlushPlan {
+    /// Fsyncs the data, then records the producer state as of the flushed
+    /// offset (so a snapshot never describes data that is not durable).
     pub fn sync(&self) -> io::Result<()> {
         for s in &self.segments {
             s.sync()?;
+        }
+        if let Some(producers) = &self.producers {
+            producer_state::write_snapshot(&self.dir, self.target_offset, producers)?;
         }
         Ok(())
     }
@@ -166,6 +184,7 @@ pub struct PartitionLog {
     unflushed_messages: i64,
     last_flush_ms: i64,
     flush_wanted: bool,
+    producers: ProducerState,
 }
 
 impl std::fmt::Debug for PartitionLog {
@@ -295,7 +314,7 @@ impl PartitionLog {
             .expect("at least one segment")
             .next_offset();
         let log_start_offset = log_start_checkpoint.max(first_base).min(log_end);
-        let log = PartitionLog {
+        let mut log = PartitionLog {
             dir: dir.to_path_buf(),
             segments,
             log_start_offset,
@@ -305,7 +324,9 @@ impl PartitionLog {
             unflushed_messages: 0,
             last_flush_ms: now_ms,
             flush_wanted: false,
+            producers: ProducerState::new(),
         };
+        log.rebuild_producer_state(now_ms)?;
         if report.truncated_bytes > 0 || report.segments_dropped > 0 {
             info!(
                 dir = %dir.display(),
@@ -314,6 +335,39 @@ impl PartitionLog {
             );
         }
         Ok((log, report))
+    }
+
+    /// Loads the newest producer-state snapshot and replays the batch
+    /// headers written after it.
+    fn rebuild_producer_state(&mut self, now_ms: i64) -> io::Result<()> {
+        let log_end = self.log_end_offset();
+        let (from, state) = match producer_state::load_snapshot(&self.dir, log_end)? {
+            Some((offset, state)) => (offset.max(self.log_start_offset), state),
+            None => (self.log_start_offset, ProducerState::new()),
+        };
+        self.producers = state;
+        if from >= log_end {
+            return Ok(());
+        }
+        let mut replayed = 0u64;
+        for segment in self.segments.values() {
+            if segment.next_offset() <= from {
+                continue;
+            }
+            let producers = &mut self.producers;
+            segment.for_each_header_from(from, |h| {
+                if producer_state::is_idempotent(h) {
+                    // The broker's append time is not in the log; the
+                    // batch's own timestamp stands in for expiry.
+                    producers.update(h, h.max_timestamp.min(now_ms));
+                    replayed += 1;
+                }
+            })?;
+        }
+        if replayed > 0 {
+            tracing::debug!(dir = %self.dir.display(), from, batches = replayed, "rebuilt producer state");
+        }
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {
@@ -401,8 +455,12 @@ impl PartitionLog {
                 log_start_offset: self.log_start_offset,
                 records: 0,
                 bytes: 0,
+                duplicate: false,
                 sync_file: None,
             });
+        }
+        if let Some(info) = self.check_producer_sequences(&headers)? {
+            return Ok(info);
         }
         if total_bytes as u64 > self.config.segment_bytes.min(SEGMENT_BYTES_LIMIT) {
             return Err(AppendError::LargerThanSegment {
@@ -446,6 +504,9 @@ impl PartitionLog {
             // Offsets do not change: the new segment starts at the log end.
         }
         self.active_mut().append(&prepared)?;
+        for b in &prepared {
+            self.producers.update(&b.header, now_ms);
+        }
         self.high_watermark = self.log_end_offset();
         let count = next - base_offset;
         self.unflushed_messages += count;
@@ -466,8 +527,54 @@ impl PartitionLog {
             log_start_offset: self.log_start_offset,
             records: count,
             bytes: total_bytes,
+            duplicate: false,
             sync_file,
         })
+    }
+
+    /// Checks idempotent producers' sequence numbers. `Ok(Some(info))`
+    /// when the record set is a retry of a batch already in the log.
+    fn check_producer_sequences(
+        &self,
+        headers: &[(usize, BatchHeader)],
+    ) -> Result<Option<AppendInfo>, AppendError> {
+        if let [(_, h)] = headers {
+            return match self.producers.check(h)? {
+                SequenceCheck::Append => Ok(None),
+                SequenceCheck::Duplicate(original) => Ok(Some(AppendInfo {
+                    base_offset: original.first_offset,
+                    last_offset: original.last_offset(),
+                    log_append_time_ms: -1,
+                    log_start_offset: self.log_start_offset,
+                    records: 0,
+                    bytes: 0,
+                    duplicate: true,
+                    sync_file: None,
+                })),
+            };
+        }
+        // Several batches: each must follow the one before it.
+        let mut scratch = self
+            .producers
+            .subset(headers.iter().map(|(_, h)| h.producer_id));
+        for (i, (_, h)) in headers.iter().enumerate() {
+            match scratch.check(h)? {
+                SequenceCheck::Append => {
+                    let mut placed = *h;
+                    placed.base_offset = i as i64; // offsets do not matter for sequencing
+                    scratch.update(&placed, 0);
+                }
+                SequenceCheck::Duplicate(_) => {
+                    return Err(AppendError::DuplicateInRecordSet(h.producer_id))
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The idempotent-producer state (for tests and tools).
+    pub fn producer_state(&self) -> &ProducerState {
+        &self.producers
     }
 
     fn should_roll(&self, incoming_bytes: u64, last_offset: i64, incoming_max_ts: i64) -> bool {
@@ -708,9 +815,14 @@ impl PartitionLog {
         }
         self.unflushed_messages = 0;
         self.last_flush_ms = now_ms;
+        self.producers
+            .expire(now_ms.saturating_sub(self.config.producer_id_expiration_ms));
+        let producers = (!self.producers.is_empty()).then(|| self.producers.clone());
         Ok(FlushPlan {
             target_offset,
             segments,
+            dir: self.dir.clone(),
+            producers,
         })
     }
 
@@ -787,7 +899,7 @@ fn first_record_at_or_after(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::batch::tests::{make_batch, make_batch_at};
+    use crate::storage::batch::tests::{make_batch, make_batch_at, make_idempotent_batch};
     use kafka_protocol::records::Compression;
 
     fn open(dir: &Path, config: LogConfig, recovery_point: i64) -> PartitionLog {
@@ -853,6 +965,92 @@ mod tests {
             "a roll asks for a background flush"
         );
         assert!(!log.take_flush_wanted());
+    }
+
+    #[test]
+    fn a_retried_idempotent_batch_is_answered_with_its_original_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path(), LogConfig::default(), 0);
+        log.append(&make_batch(2, 10, Compression::None), 0, 0)
+            .unwrap();
+        let first = make_idempotent_batch(42, 0, 0, 5);
+        let info = log.append(&first, 0, 0).unwrap();
+        assert_eq!(
+            (info.base_offset, info.last_offset, info.duplicate),
+            (2, 6, false)
+        );
+        let again = log.append(&first, 0, 0).unwrap();
+        assert_eq!(
+            (again.base_offset, again.last_offset, again.duplicate),
+            (2, 6, true)
+        );
+        assert_eq!(log.log_end_offset(), 7, "the duplicate was not written");
+        // Sequence gaps and stale epochs are refused.
+        let gap = log
+            .append(&make_idempotent_batch(42, 0, 9, 1), 0, 0)
+            .unwrap_err();
+        assert!(
+            matches!(
+                gap,
+                AppendError::Sequence(SequenceError::OutOfOrder { expected: 5, .. })
+            ),
+            "{gap}"
+        );
+        log.append(&make_idempotent_batch(42, 1, 0, 1), 0, 0)
+            .unwrap();
+        let stale = log
+            .append(&make_idempotent_batch(42, 0, 5, 1), 0, 0)
+            .unwrap_err();
+        assert!(
+            matches!(
+                stale,
+                AppendError::Sequence(SequenceError::InvalidEpoch { .. })
+            ),
+            "{stale}"
+        );
+    }
+
+    #[test]
+    fn duplicates_are_still_recognised_after_a_restart_and_after_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path(), small_segments(), 0);
+        let mut seq = 0;
+        let mut batches = Vec::new();
+        for _ in 0..40 {
+            let b = make_idempotent_batch(7, 0, seq, 3);
+            let info = log.append(&b, 0, 0).unwrap();
+            batches.push((b, info.base_offset));
+            seq += 3;
+        }
+        // Clean restart: the snapshot written by close() is used.
+        log.close(0).unwrap();
+        let rp = log.recovery_point();
+        drop(log);
+        assert!(!producer_state::list_snapshots(dir.path())
+            .unwrap()
+            .is_empty());
+        let (mut log, _) = PartitionLog::open(dir.path(), small_segments(), rp, 0, 0).unwrap();
+        let (last, last_offset) = batches.last().unwrap();
+        let dup = log.append(last, 0, 0).unwrap();
+        assert!(dup.duplicate && dup.base_offset == *last_offset);
+        let next = log
+            .append(&make_idempotent_batch(7, 0, seq, 2), 0, 0)
+            .unwrap();
+        assert!(!next.duplicate);
+        seq += 2;
+        // Crash: nothing flushed since, snapshots removed; the state is
+        // rebuilt from the batch headers in the log.
+        drop(log);
+        for (_, path) in producer_state::list_snapshots(dir.path()).unwrap() {
+            std::fs::remove_file(path).unwrap();
+        }
+        let (mut log, _) = PartitionLog::open(dir.path(), small_segments(), 0, 0, 0).unwrap();
+        let dup = log
+            .append(&make_idempotent_batch(7, 0, seq - 2, 2), 0, 0)
+            .unwrap();
+        assert!(dup.duplicate, "the last batch before the crash is known");
+        let gap = log.append(&make_idempotent_batch(7, 0, seq + 1, 1), 0, 0);
+        assert!(gap.is_err());
     }
 
     #[test]

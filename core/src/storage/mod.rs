@@ -7,6 +7,7 @@
 //! - [`log`]: the partition log (append, read, roll, retention, recovery).
 //! - [`checkpoint`]: recovery-point and log-start checkpoint files.
 //! - [`records`]: decoding records inside a batch, with a decompression cap.
+//! - [`producer_state`]: idempotent producers' sequence state and its snapshots.
 //!
 //! Storage knows nothing about the Kafka wire protocol, topics' configs or
 //! networking; the broker module maps requests onto it.
@@ -15,6 +16,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod index;
 pub mod log;
+pub mod producer_state;
 pub mod records;
 pub mod segment;
 

@@ -464,6 +464,24 @@ impl Segment {
         Ok(None)
     }
 
+    /// Calls `f` with the header of every batch whose last offset is
+    /// `>= offset`, in order (reads headers only).
+    pub fn for_each_header_from(
+        &self,
+        offset: i64,
+        mut f: impl FnMut(&BatchHeader),
+    ) -> io::Result<()> {
+        let relative = (offset - self.base_offset).clamp(0, u32::MAX as i64) as u32;
+        let start = self.offset_index.lookup(relative).position as u64;
+        let mut scanner = HeaderScanner::new(&self.file, start, self.size);
+        while let Some((_, h)) = scanner.next_header()? {
+            if h.last_offset() >= offset {
+                f(&h);
+            }
+        }
+        Ok(())
+    }
+
     /// First batch holding a record with timestamp `>= target`, if any.
     pub fn find_batch_by_timestamp(
         &self,

@@ -1,0 +1,540 @@
+//! Idempotent-producer state of one partition: for every producer id, its
+//! epoch and the metadata of its last five batches, so a retried batch is
+//! recognised (and answered with its original offset) and a gap in the
+//! sequence numbers is refused.
+//!
+//! The state is derived from the log: it can always be rebuilt by reading
+//! the batch headers (producer id, epoch, base sequence, offsets) of the
+//! log. To avoid reading the whole log on every start, it is snapshotted
+//! when the log is flushed, into `<offset>.snapshot` next to the segments:
+//!
+//! ```text
+//! offset  size  field
+//! 0       2     version (1)
+//! 2       4     CRC-32C of everything after this field
+//! 6       8     snapshot offset (the log end offset it describes)
+//! 14      4     producer count N
+//! 18      ...   N producers:
+//!                 8  producer id
+//!                 2  epoch
+//!                 8  last append time (ms, broker clock)
+//!                 1  batch count B (<= 5)
+//!                 B x (4 first seq, 4 last seq, 8 first offset, 4 last offset delta)
+//! ```
+//! On start, the newest snapshot at or below the log end offset is loaded
+//! and the batches after it are replayed from their headers.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::batch::BatchHeader;
+use super::checkpoint::write_atomically;
+
+/// Batches remembered per producer (Kafka's limit for in-flight requests
+/// of an idempotent producer is 5).
+pub const BATCHES_PER_PRODUCER: usize = 5;
+const SNAPSHOT_VERSION: u16 = 1;
+/// Snapshots kept on disk per partition.
+const SNAPSHOTS_KEPT: usize = 2;
+/// Most producers tracked per partition; the least recently active is
+/// forgotten beyond it.
+pub const MAX_PRODUCERS_PER_PARTITION: usize = 100_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchMetadata {
+    pub first_seq: i32,
+    pub last_seq: i32,
+    pub first_offset: i64,
+    pub last_offset_delta: i32,
+}
+
+impl BatchMetadata {
+    pub fn last_offset(&self) -> i64 {
+        self.first_offset + self.last_offset_delta as i64
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerEntry {
+    pub epoch: i16,
+    pub last_append_ms: i64,
+    pub batches: VecDeque<BatchMetadata>,
+}
+
+/// What the state says about an incoming batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SequenceCheck {
+    /// Next in sequence (or not from an idempotent producer): append it.
+    Append,
+    /// Already in the log: answer with the original batch's offsets.
+    Duplicate(BatchMetadata),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SequenceError {
+    #[error("producer {producer_id}: epoch {epoch} is older than the current epoch {current}")]
+    InvalidEpoch {
+        producer_id: i64,
+        epoch: i16,
+        current: i16,
+    },
+    #[error("producer {producer_id}: sequence {first_seq} does not follow {expected}")]
+    OutOfOrder {
+        producer_id: i64,
+        first_seq: i32,
+        expected: i32,
+    },
+    #[error("producer {producer_id} is unknown to this partition and starts at sequence {first_seq}, not 0")]
+    UnknownProducer { producer_id: i64, first_seq: i32 },
+}
+
+fn next_seq(seq: i32) -> i32 {
+    if seq == i32::MAX {
+        0
+    } else {
+        seq + 1
+    }
+}
+
+fn batch_last_seq(h: &BatchHeader) -> i32 {
+    // Sequences wrap at i32::MAX, like offsets of a producer's batches do.
+    ((h.base_sequence as i64 + h.last_offset_delta as i64) % (i32::MAX as i64 + 1)) as i32
+}
+
+/// Whether a batch takes part in idempotence checks.
+pub fn is_idempotent(h: &BatchHeader) -> bool {
+    h.producer_id >= 0 && h.base_sequence >= 0 && !h.is_control()
+}
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ProducerState {
+    producers: HashMap<i64, ProducerEntry>,
+}
+
+impl ProducerState {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.producers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.producers.is_empty()
+    }
+
+    pub fn get(&self, producer_id: i64) -> Option<&ProducerEntry> {
+        self.producers.get(&producer_id)
+    }
+
+    /// A copy holding only the given producers (for checking a record set
+    /// of several batches without touching the real state).
+    pub fn subset(&self, ids: impl Iterator<Item = i64>) -> ProducerState {
+        let mut producers = HashMap::new();
+        for id in ids {
+            if let Some(e) = self.producers.get(&id) {
+                producers.insert(id, e.clone());
+            }
+        }
+        ProducerState { producers }
+    }
+
+    /// Checks an incoming batch against the state without changing it.
+    pub fn check(&self, h: &BatchHeader) -> Result<SequenceCheck, SequenceError> {
+        if !is_idempotent(h) {
+            return Ok(SequenceCheck::Append);
+        }
+        let producer_id = h.producer_id;
+        let first_seq = h.base_sequence;
+        let Some(entry) = self.producers.get(&producer_id) else {
+            return if first_seq == 0 {
+                Ok(SequenceCheck::Append)
+            } else {
+                Err(SequenceError::UnknownProducer {
+                    producer_id,
+                    first_seq,
+                })
+            };
+        };
+        if h.producer_epoch < entry.epoch {
+            return Err(SequenceError::InvalidEpoch {
+                producer_id,
+                epoch: h.producer_epoch,
+                current: entry.epoch,
+            });
+        }
+        if h.producer_epoch > entry.epoch {
+            // A new epoch starts its sequence over.
+            return if first_seq == 0 {
+                Ok(SequenceCheck::Append)
+            } else {
+                Err(SequenceError::OutOfOrder {
+                    producer_id,
+                    first_seq,
+                    expected: 0,
+                })
+            };
+        }
+        let last_seq = batch_last_seq(h);
+        if let Some(original) = entry
+            .batches
+            .iter()
+            .find(|b| b.first_seq == first_seq && b.last_seq == last_seq)
+        {
+            return Ok(SequenceCheck::Duplicate(*original));
+        }
+        let expected = entry
+            .batches
+            .back()
+            .map(|b| next_seq(b.last_seq))
+            .unwrap_or(0);
+        if first_seq != expected {
+            return Err(SequenceError::OutOfOrder {
+                producer_id,
+                first_seq,
+                expected,
+            });
+        }
+        Ok(SequenceCheck::Append)
+    }
+
+    /// Records a batch that was appended (with its assigned offsets).
+    pub fn update(&mut self, h: &BatchHeader, append_ms: i64) {
+        if !is_idempotent(h) {
+            return;
+        }
+        let meta = BatchMetadata {
+            first_seq: h.base_sequence,
+            last_seq: batch_last_seq(h),
+            first_offset: h.base_offset,
+            last_offset_delta: h.last_offset_delta,
+        };
+        let entry = self
+            .producers
+            .entry(h.producer_id)
+            .or_insert_with(|| ProducerEntry {
+                epoch: h.producer_epoch,
+                last_append_ms: append_ms,
+                batches: VecDeque::new(),
+            });
+        if h.producer_epoch != entry.epoch {
+            entry.epoch = h.producer_epoch;
+            entry.batches.clear();
+        }
+        entry.last_append_ms = entry.last_append_ms.max(append_ms);
+        entry.batches.push_back(meta);
+        while entry.batches.len() > BATCHES_PER_PRODUCER {
+            entry.batches.pop_front();
+        }
+        if self.producers.len() > MAX_PRODUCERS_PER_PARTITION {
+            self.evict_oldest();
+        }
+    }
+
+    fn evict_oldest(&mut self) {
+        if let Some((&oldest, _)) = self.producers.iter().min_by_key(|(_, e)| e.last_append_ms) {
+            self.producers.remove(&oldest);
+        }
+    }
+
+    /// Forgets producers whose last append is older than `cutoff_ms`
+    /// (Kafka's `producer.id.expiration.ms`).
+    pub fn expire(&mut self, cutoff_ms: i64) {
+        self.producers.retain(|_, e| e.last_append_ms >= cutoff_ms);
+    }
+
+    pub fn encode(&self, snapshot_offset: i64) -> Vec<u8> {
+        let mut body = Vec::with_capacity(12 + self.producers.len() * 64);
+        body.extend_from_slice(&snapshot_offset.to_be_bytes());
+        body.extend_from_slice(&(self.producers.len() as u32).to_be_bytes());
+        let mut ids: Vec<_> = self.producers.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let e = &self.producers[&id];
+            body.extend_from_slice(&id.to_be_bytes());
+            body.extend_from_slice(&e.epoch.to_be_bytes());
+            body.extend_from_slice(&e.last_append_ms.to_be_bytes());
+            body.push(e.batches.len() as u8);
+            for b in &e.batches {
+                body.extend_from_slice(&b.first_seq.to_be_bytes());
+                body.extend_from_slice(&b.last_seq.to_be_bytes());
+                body.extend_from_slice(&b.first_offset.to_be_bytes());
+                body.extend_from_slice(&b.last_offset_delta.to_be_bytes());
+            }
+        }
+        let mut out = Vec::with_capacity(body.len() + 6);
+        out.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
+        out.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Parses a snapshot; `None` if it is damaged in any way.
+    pub fn decode(raw: &[u8]) -> Option<(i64, ProducerState)> {
+        let mut r = Reader { buf: raw };
+        if r.u16()? != SNAPSHOT_VERSION {
+            return None;
+        }
+        let crc = r.u32()?;
+        if crc32c::crc32c(r.buf) != crc {
+            return None;
+        }
+        let offset = r.i64()?;
+        let count = r.u32()? as usize;
+        // Each producer takes at least 19 bytes: refuse impossible counts
+        // before allocating.
+        if count > r.buf.len() / 19 + 1 {
+            return None;
+        }
+        let mut producers = HashMap::with_capacity(count);
+        for _ in 0..count {
+            let id = r.i64()?;
+            let epoch = r.i16()?;
+            let last_append_ms = r.i64()?;
+            let n = r.u8()? as usize;
+            if n > BATCHES_PER_PRODUCER {
+                return None;
+            }
+            let mut batches = VecDeque::with_capacity(n);
+            for _ in 0..n {
+                batches.push_back(BatchMetadata {
+                    first_seq: r.i32()?,
+                    last_seq: r.i32()?,
+                    first_offset: r.i64()?,
+                    last_offset_delta: r.i32()?,
+                });
+            }
+            producers.insert(
+                id,
+                ProducerEntry {
+                    epoch,
+                    last_append_ms,
+                    batches,
+                },
+            );
+        }
+        if !r.buf.is_empty() {
+            return None;
+        }
+        Some((offset, ProducerState { producers }))
+    }
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, rest) = self.buf.split_first_chunk::<N>()?;
+        self.buf = rest;
+        Some(*head)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take::<1>().map(|b| b[0])
+    }
+    fn u16(&mut self) -> Option<u16> {
+        self.take::<2>().map(u16::from_be_bytes)
+    }
+    fn i16(&mut self) -> Option<i16> {
+        self.take::<2>().map(i16::from_be_bytes)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take::<4>().map(u32::from_be_bytes)
+    }
+    fn i32(&mut self) -> Option<i32> {
+        self.take::<4>().map(i32::from_be_bytes)
+    }
+    fn i64(&mut self) -> Option<i64> {
+        self.take::<8>().map(i64::from_be_bytes)
+    }
+}
+
+pub fn snapshot_path(dir: &Path, offset: i64) -> PathBuf {
+    dir.join(format!("{offset:020}.snapshot"))
+}
+
+/// Snapshot files in `dir`, newest first.
+pub fn list_snapshots(dir: &Path) -> io::Result<Vec<(i64, PathBuf)>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some((offset, "snapshot")) = super::segment::parse_segment_file_name(name) {
+            found.push((offset, entry.path()));
+        }
+    }
+    found.sort_by(|a, b| b.0.cmp(&a.0));
+    Ok(found)
+}
+
+/// Writes a snapshot and removes all but the newest few.
+pub fn write_snapshot(dir: &Path, offset: i64, state: &ProducerState) -> io::Result<()> {
+    write_atomically(&snapshot_path(dir, offset), &state.encode(offset))?;
+    for (_, path) in list_snapshots(dir)?.into_iter().skip(SNAPSHOTS_KEPT) {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+/// Loads the newest valid snapshot at or below `max_offset`. Snapshots
+/// beyond it (the log was cut by recovery) or damaged ones are deleted.
+pub fn load_snapshot(dir: &Path, max_offset: i64) -> io::Result<Option<(i64, ProducerState)>> {
+    for (offset, path) in list_snapshots(dir)? {
+        if offset > max_offset {
+            std::fs::remove_file(&path)?;
+            continue;
+        }
+        match std::fs::read(&path)
+            .ok()
+            .and_then(|raw| ProducerState::decode(&raw))
+        {
+            Some((o, state)) if o == offset => return Ok(Some((offset, state))),
+            _ => {
+                tracing::warn!(path = %path.display(), "ignoring damaged producer state snapshot");
+                std::fs::remove_file(&path)?;
+            }
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(pid: i64, epoch: i16, seq: i32, count: i32, base_offset: i64) -> BatchHeader {
+        BatchHeader {
+            base_offset,
+            batch_length: 100,
+            partition_leader_epoch: 0,
+            magic: 2,
+            crc: 0,
+            attributes: 0,
+            last_offset_delta: count - 1,
+            base_timestamp: 0,
+            max_timestamp: 0,
+            producer_id: pid,
+            producer_epoch: epoch,
+            base_sequence: seq,
+            records_count: count,
+        }
+    }
+
+    #[test]
+    fn sequences_are_checked_and_retries_are_recognised() {
+        let mut s = ProducerState::new();
+        let first = header(7, 0, 0, 3, 100);
+        assert_eq!(s.check(&first), Ok(SequenceCheck::Append));
+        s.update(&first, 1);
+        // A retry of the same batch is a duplicate of the original offsets.
+        let retry = header(7, 0, 0, 3, -1);
+        assert_eq!(
+            s.check(&retry),
+            Ok(SequenceCheck::Duplicate(BatchMetadata {
+                first_seq: 0,
+                last_seq: 2,
+                first_offset: 100,
+                last_offset_delta: 2
+            }))
+        );
+        // The next batch must start at sequence 3.
+        assert!(matches!(
+            s.check(&header(7, 0, 4, 1, -1)),
+            Err(SequenceError::OutOfOrder { expected: 3, .. })
+        ));
+        assert_eq!(s.check(&header(7, 0, 3, 1, -1)), Ok(SequenceCheck::Append));
+        // Old epochs are fenced, a new epoch restarts at 0.
+        s.update(&header(7, 2, 0, 1, 200), 2);
+        assert!(matches!(
+            s.check(&header(7, 1, 1, 1, -1)),
+            Err(SequenceError::InvalidEpoch { .. })
+        ));
+        assert!(matches!(
+            s.check(&header(7, 3, 5, 1, -1)),
+            Err(SequenceError::OutOfOrder { expected: 0, .. })
+        ));
+        // An unknown producer must start at 0.
+        assert!(matches!(
+            s.check(&header(8, 0, 10, 1, -1)),
+            Err(SequenceError::UnknownProducer { .. })
+        ));
+        // Non-idempotent batches are not checked.
+        assert_eq!(
+            s.check(&header(-1, -1, -1, 1, -1)),
+            Ok(SequenceCheck::Append)
+        );
+    }
+
+    #[test]
+    fn only_the_last_five_batches_are_remembered() {
+        let mut s = ProducerState::new();
+        for i in 0..8 {
+            s.update(&header(1, 0, i, 1, i as i64), 0);
+        }
+        assert_eq!(s.get(1).unwrap().batches.len(), 5);
+        assert!(matches!(
+            s.check(&header(1, 0, 2, 1, -1)),
+            Err(SequenceError::OutOfOrder { .. })
+        ));
+        assert!(matches!(
+            s.check(&header(1, 0, 4, 1, -1)),
+            Ok(SequenceCheck::Duplicate(_))
+        ));
+    }
+
+    #[test]
+    fn snapshots_round_trip_and_damage_is_detected() {
+        let mut s = ProducerState::new();
+        for pid in 0..50 {
+            for i in 0..3 {
+                s.update(
+                    &header(pid, 1, i * 10, 10, pid * 100 + i as i64 * 10),
+                    1000 + pid,
+                );
+            }
+        }
+        let raw = s.encode(4242);
+        let (offset, back) = ProducerState::decode(&raw).unwrap();
+        assert_eq!((offset, &back), (4242, &s));
+        for cut in [0, 5, raw.len() / 2, raw.len() - 1] {
+            assert!(ProducerState::decode(&raw[..cut]).is_none());
+        }
+        let mut flipped = raw.clone();
+        flipped[40] ^= 1;
+        assert!(ProducerState::decode(&flipped).is_none());
+    }
+
+    #[test]
+    fn the_newest_usable_snapshot_is_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = ProducerState::new();
+        s.update(&header(1, 0, 0, 1, 0), 0);
+        write_snapshot(dir.path(), 10, &s).unwrap();
+        s.update(&header(1, 0, 1, 1, 1), 0);
+        write_snapshot(dir.path(), 20, &s).unwrap();
+        write_snapshot(dir.path(), 30, &s).unwrap();
+        assert_eq!(
+            list_snapshots(dir.path()).unwrap().len(),
+            2,
+            "older snapshots are pruned"
+        );
+        // The log was cut back to 25: the snapshot at 30 is unusable.
+        let (offset, loaded) = load_snapshot(dir.path(), 25).unwrap().unwrap();
+        assert_eq!(offset, 20);
+        assert_eq!(loaded.get(1).unwrap().batches.len(), 2);
+        assert!(!snapshot_path(dir.path(), 30).exists());
+    }
+
+    #[test]
+    fn expiry_forgets_idle_producers() {
+        let mut s = ProducerState::new();
+        s.update(&header(1, 0, 0, 1, 0), 100);
+        s.update(&header(2, 0, 0, 1, 1), 900);
+        s.expire(500);
+        assert!(s.get(1).is_none() && s.get(2).is_some());
+    }
+}
