@@ -367,7 +367,7 @@ pub fn list_snapshots(dir: &Path) -> io::Result<Vec<(i64, PathBuf)>> {
             found.push((offset, entry.path()));
         }
     }
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|f| std::cmp::Reverse(f.0));
     Ok(found)
 }
 
