@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -49,23 +49,44 @@ pub struct ConsumeArgs {
     /// Separator between printed fields
     #[arg(long, default_value = "\t")]
     pub separator: String,
+    /// Consume as a member of this consumer group: partitions are shared
+    /// with the group's other members, and each record's offset is
+    /// committed after it is printed
+    #[arg(short, long, conflicts_with_all = ["partition", "offset"])]
+    pub group: Option<String>,
     #[command(flatten)]
     pub connect: ConnectArgs,
 }
 
 pub async fn run(args: ConsumeArgs) -> Result<()> {
-    let consumer: StreamConsumer<CliContext> = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", &args.connect.bootstrap)
-        // Partitions are assigned explicitly; the group id is never used
-        // for coordination, only required by librdkafka.
-        .set("group.id", "runnel-cli-consume")
         .set("enable.auto.commit", "false")
         .set(
             "enable.partition.eof",
             if args.exit_at_end { "true" } else { "false" },
         )
         .set("socket.timeout.ms", "10000")
-        .set("log_level", "3")
+        .set("log_level", "3");
+    match &args.group {
+        Some(group) => {
+            config.set("group.id", group).set(
+                "auto.offset.reset",
+                if args.from_beginning {
+                    "earliest"
+                } else {
+                    "latest"
+                },
+            );
+        }
+        // Partitions are assigned explicitly; the group id is never used
+        // for coordination, only required by librdkafka.
+        None => {
+            config.set("group.id", "runnel-cli-consume");
+        }
+    }
+    let consumer: StreamConsumer<CliContext> = config
         .create_with_context(CliContext)
         .context("cannot create consumer")?;
     let metadata = consumer
@@ -81,22 +102,26 @@ pub async fn run(args: ConsumeArgs) -> Result<()> {
         );
     }
     let mut partitions: Vec<i32> = topic.partitions().iter().map(|p| p.id()).collect();
-    if let Some(p) = args.partition {
-        if !partitions.contains(&p) {
-            bail!("topic '{}' has no partition {p}", args.topic);
+    if args.group.is_some() {
+        consumer.subscribe(&[args.topic.as_str()])?;
+    } else {
+        if let Some(p) = args.partition {
+            if !partitions.contains(&p) {
+                bail!("topic '{}' has no partition {p}", args.topic);
+            }
+            partitions = vec![p];
         }
-        partitions = vec![p];
+        let start = match (args.offset, args.from_beginning) {
+            (Some(o), _) => Offset::Offset(o),
+            (None, true) => Offset::Beginning,
+            (None, false) => Offset::End,
+        };
+        let mut assignment = TopicPartitionList::new();
+        for p in &partitions {
+            assignment.add_partition_offset(&args.topic, *p, start)?;
+        }
+        consumer.assign(&assignment)?;
     }
-    let start = match (args.offset, args.from_beginning) {
-        (Some(o), _) => Offset::Offset(o),
-        (None, true) => Offset::Beginning,
-        (None, false) => Offset::End,
-    };
-    let mut assignment = TopicPartitionList::new();
-    for p in &partitions {
-        assignment.add_partition_offset(&args.topic, *p, start)?;
-    }
-    consumer.assign(&assignment)?;
 
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -143,13 +168,26 @@ pub async fn run(args: ConsumeArgs) -> Result<()> {
                 }
                 writeln!(out)?;
                 count += 1;
+                if args.group.is_some() {
+                    // Printed first, then committed: a crash repeats at most
+                    // the record being printed.
+                    out.flush()?;
+                    consumer
+                        .commit_message(&m, CommitMode::Sync)
+                        .context("committing offset")?;
+                }
                 if args.max.is_some_and(|max| count >= max) {
                     break;
                 }
             }
             Err(KafkaError::PartitionEOF(p)) => {
                 at_end.insert(p);
-                if at_end.len() == partitions.len() {
+                let assigned = if args.group.is_some() {
+                    consumer.assignment().map(|a| a.count()).unwrap_or(0)
+                } else {
+                    partitions.len()
+                };
+                if assigned > 0 && at_end.len() >= assigned {
                     break;
                 }
             }

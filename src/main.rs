@@ -5,6 +5,7 @@
 
 mod bench;
 mod consume;
+mod group;
 mod kafka_client;
 mod produce;
 mod serve;
@@ -41,6 +42,9 @@ enum Command {
     /// Create, list, describe, delete and configure topics
     #[command(subcommand)]
     Topic(topic::TopicCommand),
+    /// List, describe, reset and delete consumer groups
+    #[command(subcommand)]
+    Group(group::GroupCommand),
     /// Produce lines from stdin to a topic (one record per line)
     Produce(produce::ProduceArgs),
     /// Print records of a topic to stdout
@@ -77,6 +81,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Topic(cmd) => topic::run(cmd).await,
+            Command::Group(cmd) => group::run(cmd).await,
             Command::Produce(args) => produce::run(args).await,
             Command::Consume(args) => consume::run(args).await,
             Command::Bench(cmd) => bench::run(cmd).await,

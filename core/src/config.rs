@@ -51,6 +51,23 @@ pub struct BrokerConfig {
     pub retention_check_interval_ms: u64,
     /// How often logs are fsynced and the recovery point checkpointed.
     pub flush_checkpoint_interval_ms: u64,
+    /// Partitions of `__consumer_offsets` (Kafka's `offsets.topic.num.partitions`).
+    pub offsets_topic_partitions: i32,
+    /// Committed offsets of groups without members are deleted after this
+    /// long (Kafka's `offsets.retention.minutes`).
+    pub offsets_retention_minutes: i64,
+    /// How often expired offsets are looked for.
+    pub offsets_retention_check_interval_ms: u64,
+    /// How long a new group waits for more members before its first
+    /// rebalance (Kafka's `group.initial.rebalance.delay.ms`).
+    pub group_initial_rebalance_delay_ms: u64,
+    /// Allowed range of consumers' `session.timeout.ms`.
+    pub group_min_session_timeout_ms: i32,
+    pub group_max_session_timeout_ms: i32,
+    /// Most members one group may have.
+    pub group_max_size: usize,
+    /// Longest metadata string stored with a committed offset.
+    pub offset_metadata_max_bytes: usize,
     /// Defaults for every topic's log settings.
     pub log: LogDefaults,
 }
@@ -72,6 +89,14 @@ impl Default for BrokerConfig {
             connections_max_idle_ms: 600_000,
             retention_check_interval_ms: 60_000,
             flush_checkpoint_interval_ms: 60_000,
+            offsets_topic_partitions: 50,
+            offsets_retention_minutes: 7 * 24 * 60,
+            offsets_retention_check_interval_ms: 600_000,
+            group_initial_rebalance_delay_ms: 3000,
+            group_min_session_timeout_ms: 6000,
+            group_max_session_timeout_ms: 1_800_000,
+            group_max_size: 10_000,
+            offset_metadata_max_bytes: 4096,
             log: LogDefaults::default(),
         }
     }
@@ -588,6 +613,14 @@ impl BrokerConfig {
         }
         if self.max_request_bytes < 1024 || self.max_request_bytes > i32::MAX as usize {
             return err("max_request_bytes must be between 1 KiB and 2 GiB".into());
+        }
+        if !(1..=self.max_partitions_per_topic.min(1000)).contains(&self.offsets_topic_partitions) {
+            return err("offsets_topic_partitions must be between 1 and min(1000, max_partitions_per_topic)".into());
+        }
+        if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
+            return err(
+                "group_min_session_timeout_ms must not exceed group_max_session_timeout_ms".into(),
+            );
         }
         if self.max_inflight_request_bytes < self.max_request_bytes {
             return err("max_inflight_request_bytes must be at least max_request_bytes".into());

@@ -17,6 +17,7 @@ pub mod alloc;
 pub mod broker;
 pub mod client;
 pub mod config;
+pub mod group;
 pub mod server;
 pub mod storage;
 

@@ -21,6 +21,7 @@ use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
 use crate::config::{resolve_log_config, validate_topic_config, BrokerConfig, ConfigError};
+use crate::group::{GroupConfig, GroupCoordinator, OFFSETS_TOPIC};
 use crate::storage::checkpoint::{self, Checkpoint};
 use crate::storage::{AppendError, AppendInfo, PartitionLog, ReadError, ReadSlice};
 use meta::{DataDirLock, TopicRecord};
@@ -332,6 +333,7 @@ pub struct Broker {
     admin: tokio::sync::Mutex<()>,
     metrics: BrokerMetrics,
     producer_ids: producer_ids::ProducerIdAllocator,
+    groups: std::sync::OnceLock<Arc<GroupCoordinator>>,
     _lock: DataDirLock,
 }
 
@@ -385,15 +387,18 @@ impl Broker {
             data_dir = %dir.display(),
             "storage loaded"
         );
-        Ok(Arc::new(Broker {
+        let broker = Arc::new(Broker {
             config,
             cluster_id,
             topics: RwLock::new(topics),
             admin: tokio::sync::Mutex::new(()),
             metrics: BrokerMetrics::default(),
             producer_ids: producer_ids::ProducerIdAllocator::open(&dir)?,
+            groups: std::sync::OnceLock::new(),
             _lock: lock,
-        }))
+        });
+        broker.start_group_coordinator()?;
+        Ok(broker)
     }
 
     pub fn config(&self) -> &BrokerConfig {
@@ -414,6 +419,47 @@ impl Broker {
 
     pub fn producer_ids(&self) -> &producer_ids::ProducerIdAllocator {
         &self.producer_ids
+    }
+
+    /// The group coordinator (consumer groups and committed offsets).
+    pub fn groups(&self) -> &Arc<GroupCoordinator> {
+        // Set in `open` before the broker is handed out.
+        self.groups
+            .get()
+            .expect("the group coordinator is started in Broker::open")
+    }
+
+    /// Creates `__consumer_offsets` if needed and loads the coordinator.
+    fn start_group_coordinator(&self) -> Result<(), BrokerError> {
+        let topic = match self.topic(OFFSETS_TOPIC) {
+            Some(t) => t,
+            None => {
+                let mut configs = BTreeMap::new();
+                configs.insert("cleanup.policy".to_string(), "compact".to_string());
+                configs.insert("segment.bytes".to_string(), (100 << 20).to_string());
+                let t = self.create_topic_locked(
+                    OFFSETS_TOPIC,
+                    self.config.offsets_topic_partitions,
+                    1,
+                    configs,
+                    false,
+                )?;
+                info!(partitions = t.partition_count(), "created {OFFSETS_TOPIC}");
+                t
+            }
+        };
+        let config = GroupConfig {
+            offsets_topic_partitions: topic.partition_count(),
+            offsets_retention_ms: self.config.offsets_retention_minutes.saturating_mul(60_000),
+            initial_rebalance_delay_ms: self.config.group_initial_rebalance_delay_ms,
+            min_session_timeout_ms: self.config.group_min_session_timeout_ms,
+            max_session_timeout_ms: self.config.group_max_session_timeout_ms,
+            max_group_size: self.config.group_max_size,
+            offset_metadata_max_bytes: self.config.offset_metadata_max_bytes,
+        };
+        let coordinator = GroupCoordinator::load(topic, config)?;
+        let _ = self.groups.set(Arc::new(coordinator));
+        Ok(())
     }
 
     /// Host and port clients should connect to.
@@ -545,6 +591,19 @@ impl Broker {
         validate_only: bool,
     ) -> Result<Arc<Topic>, BrokerError> {
         let _admin = self.admin.lock().await;
+        self.create_topic_locked(name, partitions, replication_factor, configs, validate_only)
+    }
+
+    /// Creates a topic; the caller holds the admin lock (or, in `open`,
+    /// has the only reference to the broker).
+    fn create_topic_locked(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>, BrokerError> {
         let partitions = self.validate_new_topic(name, partitions, replication_factor, &configs)?;
         let id = Uuid::new_v4();
         let name_arc: Arc<str> = name.into();
@@ -834,8 +893,12 @@ impl Broker {
         }
     }
 
-    /// Runs retention and periodic flushing until the broker is dropped.
+    /// Runs retention, periodic flushing and group maintenance until the
+    /// broker is dropped.
     pub fn spawn_background_tasks(self: &Arc<Self>) {
+        self.groups().spawn_background_tasks(Duration::from_millis(
+            self.config.offsets_retention_check_interval_ms.max(100),
+        ));
         let weak = Arc::downgrade(self);
         let retention_every =
             Duration::from_millis(self.config.retention_check_interval_ms.max(10));

@@ -85,6 +85,102 @@ fn seed_body(key: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
             RequestKind::Metadata(r)
         }
         ApiKey::ApiVersions => RequestKind::ApiVersions(ApiVersionsRequest::default()),
+        ApiKey::JoinGroup => {
+            let mut p = join_group_request::JoinGroupRequestProtocol::default();
+            p.name = s("range");
+            p.metadata = bytes::Bytes::from_static(&[
+                0, 1, 0, 0, 0, 1, 0, 4, b'f', b'u', b'z', b'z', 0, 0, 0, 0,
+            ]);
+            let mut r = JoinGroupRequest::default();
+            r.group_id = GroupId(s("fuzz-group"));
+            r.session_timeout_ms = 10_000;
+            if version >= 1 {
+                r.rebalance_timeout_ms = 10_000;
+            }
+            r.protocol_type = s("consumer");
+            r.protocols = vec![p];
+            RequestKind::JoinGroup(r)
+        }
+        ApiKey::SyncGroup => {
+            let mut r = SyncGroupRequest::default();
+            r.group_id = GroupId(s("fuzz-group"));
+            r.generation_id = 1;
+            r.member_id = s("member");
+            RequestKind::SyncGroup(r)
+        }
+        ApiKey::Heartbeat => {
+            let mut r = HeartbeatRequest::default();
+            r.group_id = GroupId(s("fuzz-group"));
+            r.generation_id = 1;
+            r.member_id = s("member");
+            RequestKind::Heartbeat(r)
+        }
+        ApiKey::LeaveGroup => {
+            let mut r = LeaveGroupRequest::default();
+            r.group_id = GroupId(s("fuzz-group"));
+            if version >= 3 {
+                let mut m = leave_group_request::MemberIdentity::default();
+                m.member_id = s("member");
+                r.members = vec![m];
+            } else {
+                r.member_id = s("member");
+            }
+            RequestKind::LeaveGroup(r)
+        }
+        ApiKey::OffsetCommit => {
+            let mut p = offset_commit_request::OffsetCommitRequestPartition::default();
+            p.committed_offset = 1;
+            p.committed_metadata = Some(s("meta"));
+            let mut t = offset_commit_request::OffsetCommitRequestTopic::default();
+            t.name = topic;
+            t.partitions = vec![p];
+            let mut r = OffsetCommitRequest::default();
+            r.group_id = GroupId(s("fuzz-group"));
+            r.generation_id_or_member_epoch = -1;
+            r.topics = vec![t];
+            RequestKind::OffsetCommit(r)
+        }
+        ApiKey::OffsetFetch => {
+            let mut r = OffsetFetchRequest::default();
+            if version >= 8 {
+                let mut t = offset_fetch_request::OffsetFetchRequestTopics::default();
+                t.name = topic;
+                t.partition_indexes = vec![0, 1];
+                let mut g = offset_fetch_request::OffsetFetchRequestGroup::default();
+                g.group_id = GroupId(s("fuzz-group"));
+                g.topics = Some(vec![t]);
+                r.groups = vec![g];
+            } else {
+                let mut t = offset_fetch_request::OffsetFetchRequestTopic::default();
+                t.name = topic;
+                t.partition_indexes = vec![0, 1];
+                r.group_id = GroupId(s("fuzz-group"));
+                r.topics = Some(vec![t]);
+            }
+            RequestKind::OffsetFetch(r)
+        }
+        ApiKey::ListGroups => RequestKind::ListGroups(ListGroupsRequest::default()),
+        ApiKey::DescribeGroups => {
+            let mut r = DescribeGroupsRequest::default();
+            r.groups = vec![GroupId(s("fuzz-group"))];
+            RequestKind::DescribeGroups(r)
+        }
+        ApiKey::DeleteGroups => {
+            let mut r = DeleteGroupsRequest::default();
+            r.groups_names = vec![GroupId(s("other-group"))];
+            RequestKind::DeleteGroups(r)
+        }
+        ApiKey::OffsetDelete => {
+            let mut p = offset_delete_request::OffsetDeleteRequestPartition::default();
+            p.partition_index = 0;
+            let mut t = offset_delete_request::OffsetDeleteRequestTopic::default();
+            t.name = topic;
+            t.partitions = vec![p];
+            let mut r = OffsetDeleteRequest::default();
+            r.group_id = GroupId(s("fuzz-group"));
+            r.topics = vec![t];
+            RequestKind::OffsetDelete(r)
+        }
         ApiKey::InitProducerId => {
             let mut r = InitProducerIdRequest::default();
             r.transactional_id = None;
@@ -275,6 +371,7 @@ fn fixture() -> Fixture {
     let config = BrokerConfig {
         data_dir: dir.path().to_path_buf(),
         max_partitions_per_topic: 8,
+        offsets_topic_partitions: 4,
         ..BrokerConfig::default()
     };
     // Paused time: long-poll fetches finish instantly instead of waiting.
@@ -305,7 +402,9 @@ fn run_frame(f: &Fixture, frame: Bytes) {
         return;
     };
     let (api_key, correlation_id) = (request.api_key, request.header.correlation_id);
-    let outcome = f.runtime.block_on(dispatch(&f.broker, request));
+    let outcome = f
+        .runtime
+        .block_on(dispatch(&f.broker, request, "127.0.0.1:1".parse().unwrap()));
     if let Ok(Some((response, version))) = outcome {
         encode_response(api_key, version, correlation_id, &response)
             .expect("every response encodes");

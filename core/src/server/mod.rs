@@ -23,6 +23,7 @@ mod coordinator;
 mod errors;
 mod fetch;
 pub mod frame;
+mod groups;
 mod metadata;
 mod offsets;
 mod produce;
@@ -258,7 +259,7 @@ fn kib(bytes: usize) -> u32 {
 async fn handle_connection(
     broker: Arc<Broker>,
     stream: TcpStream,
-    _peer: SocketAddr,
+    peer: SocketAddr,
     inflight: Arc<Semaphore>,
 ) -> Result<(), ConnectionError> {
     // Small responses must not wait for Nagle + delayed ACK (~40 ms).
@@ -284,7 +285,7 @@ async fn handle_connection(
             broker.metrics().requests.fetch_add(1, Ordering::Relaxed);
             let api_key = request.api_key;
             let correlation_id = request.header.correlation_id;
-            let Some((response, version)) = dispatch(&broker, request).await? else {
+            let Some((response, version)) = dispatch(&broker, request, peer).await? else {
                 continue;
             };
             let frame =
@@ -362,6 +363,7 @@ async fn read_frame<R: AsyncRead + Unpin>(
 async fn dispatch(
     broker: &Arc<Broker>,
     request: Request,
+    peer: SocketAddr,
 ) -> Result<Option<(ResponseKind, i16)>, ConnectionError> {
     let version = request.version;
     let response = match request.body {
@@ -381,6 +383,44 @@ async fn dispatch(
         }
         RequestKind::Metadata(req) => {
             ResponseKind::Metadata(metadata::handle(broker, req, version).await)
+        }
+        RequestKind::JoinGroup(req) => {
+            let client_id = request
+                .header
+                .client_id
+                .as_deref()
+                .unwrap_or_default()
+                .to_string();
+            // Kafka reports hosts as "/address".
+            let host = format!("/{}", peer.ip());
+            ResponseKind::JoinGroup(
+                groups::join_group(broker, req, version, &client_id, &host).await,
+            )
+        }
+        RequestKind::SyncGroup(req) => {
+            ResponseKind::SyncGroup(groups::sync_group(broker, req, version).await)
+        }
+        RequestKind::Heartbeat(req) => ResponseKind::Heartbeat(groups::heartbeat(broker, req)),
+        RequestKind::LeaveGroup(req) => {
+            ResponseKind::LeaveGroup(groups::leave_group(broker, req, version).await)
+        }
+        RequestKind::OffsetCommit(req) => {
+            ResponseKind::OffsetCommit(groups::offset_commit(broker, req, version).await)
+        }
+        RequestKind::OffsetFetch(req) => {
+            ResponseKind::OffsetFetch(groups::offset_fetch(broker, req, version))
+        }
+        RequestKind::ListGroups(req) => {
+            ResponseKind::ListGroups(groups::list_groups(broker, req, version))
+        }
+        RequestKind::DescribeGroups(req) => {
+            ResponseKind::DescribeGroups(groups::describe_groups(broker, req, version))
+        }
+        RequestKind::DeleteGroups(req) => {
+            ResponseKind::DeleteGroups(groups::delete_groups(broker, req).await)
+        }
+        RequestKind::OffsetDelete(req) => {
+            ResponseKind::OffsetDelete(groups::offset_delete(broker, req).await)
         }
         RequestKind::InitProducerId(req) => {
             ResponseKind::InitProducerId(producer::init_producer_id(broker, req))

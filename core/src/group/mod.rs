@@ -1,0 +1,1085 @@
+//! The group coordinator: classic consumer groups (JoinGroup, SyncGroup,
+//! Heartbeat, LeaveGroup), committed offsets, and their persistence in the
+//! compacted internal topic `__consumer_offsets`.
+//!
+//! Each group lives behind its own mutex and is never locked across an
+//! `.await`; members waiting for a rebalance hold a oneshot receiver
+//! instead. Writes to `__consumer_offsets` are serialised per partition of
+//! that topic, and the in-memory state is updated only after the write
+//! succeeded, so memory never runs ahead of the log. On start the topic
+//! is read from the beginning to rebuild offsets and groups.
+//!
+//! What it is not: the new consumer protocol (KIP-848) or transactional
+//! offset commits.
+
+pub mod records;
+pub mod state;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{
+    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, SyncGroupRequest,
+    SyncGroupResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use kafka_protocol::ResponseError;
+use tokio::sync::oneshot;
+use tracing::{debug, info, warn};
+
+use crate::broker::{lock, now_ms, BrokerError, Topic};
+use crate::storage::batch::BatchIter;
+use crate::storage::records::{decode_batch, MAX_DECOMPRESSED_BYTES};
+use records::{partition_for, GroupValue, OffsetValue, OffsetsKey};
+use state::{Group, GroupState, Member};
+
+/// Name of the internal topic holding commits and group metadata.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// Settings of the coordinator (from the broker config).
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    pub offsets_topic_partitions: i32,
+    pub offsets_retention_ms: i64,
+    pub initial_rebalance_delay_ms: u64,
+    pub min_session_timeout_ms: i32,
+    pub max_session_timeout_ms: i32,
+    pub max_group_size: usize,
+    pub offset_metadata_max_bytes: usize,
+}
+
+/// Committed offsets of one group, by (topic, partition).
+pub type GroupOffsets = HashMap<(String, i32), OffsetValue>;
+
+pub struct GroupCoordinator {
+    config: GroupConfig,
+    groups: Mutex<HashMap<String, Arc<Mutex<Group>>>>,
+    offsets: Mutex<HashMap<String, GroupOffsets>>,
+    topic: Arc<Topic>,
+    write_locks: Vec<tokio::sync::Mutex<()>>,
+}
+
+fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+/// Encodes key/value pairs as one uncompressed batch for the offsets topic.
+fn encode_records(
+    entries: &[(Bytes, Option<Bytes>)],
+    timestamp: i64,
+) -> Result<Bytes, BrokerError> {
+    let records: Vec<Record> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, (key, value))| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // Keeps offset - sequence constant so the encoder emits one batch
+            // with base sequence -1 (not idempotent).
+            sequence: i as i32 - 1,
+            timestamp,
+            key: Some(key.clone()),
+            value: value.clone(),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .map_err(|e| {
+        BrokerError::Io(std::io::Error::other(format!(
+            "encoding offsets records: {e}"
+        )))
+    })?;
+    Ok(buf.freeze())
+}
+
+fn join_error(error: ResponseError, member_id: &str) -> JoinGroupResponse {
+    let mut r = JoinGroupResponse::default();
+    r.error_code = error.code();
+    r.generation_id = -1;
+    r.member_id = str_bytes(member_id);
+    r
+}
+
+impl GroupCoordinator {
+    /// Rebuilds offsets and groups from the `__consumer_offsets` topic.
+    pub fn load(topic: Arc<Topic>, config: GroupConfig) -> Result<GroupCoordinator, BrokerError> {
+        let started = Instant::now();
+        let mut offsets: HashMap<String, GroupOffsets> = HashMap::new();
+        let mut group_records: HashMap<String, GroupValue> = HashMap::new();
+        let mut records_read = 0u64;
+        for partition in topic.partitions() {
+            let bounds = partition.offsets();
+            let mut position = bounds.log_start;
+            while position < bounds.high_watermark {
+                let Some(slice) = partition.read(position, 4 << 20, true)? else {
+                    break;
+                };
+                let bytes = slice.read()?;
+                let mut advanced = false;
+                for item in BatchIter::new(&bytes, false) {
+                    let Ok((at, header)) = item else { break };
+                    let raw = bytes.slice(at..at + header.total_bytes());
+                    position = header.next_offset();
+                    advanced = true;
+                    let set = match decode_batch(&raw, MAX_DECOMPRESSED_BYTES) {
+                        Ok(set) => set,
+                        Err(e) => {
+                            warn!(partition = partition.index, offset = header.base_offset, error = %e, "skipping undecodable batch in __consumer_offsets");
+                            continue;
+                        }
+                    };
+                    for record in set.records {
+                        records_read += 1;
+                        let Some(key) = record.key.as_deref().and_then(OffsetsKey::decode) else {
+                            continue;
+                        };
+                        match key {
+                            OffsetsKey::Offset {
+                                group,
+                                topic,
+                                partition,
+                            } => match record.value.as_deref().map(OffsetValue::decode) {
+                                Some(Some(v)) => {
+                                    offsets
+                                        .entry(group)
+                                        .or_default()
+                                        .insert((topic, partition), v);
+                                }
+                                Some(None) => {}
+                                None => {
+                                    if let Some(g) = offsets.get_mut(&group) {
+                                        g.remove(&(topic, partition));
+                                    }
+                                }
+                            },
+                            OffsetsKey::Group { group } => {
+                                match record.value.as_deref().map(GroupValue::decode) {
+                                    Some(Some(v)) => {
+                                        group_records.insert(group, v);
+                                    }
+                                    Some(None) => {}
+                                    None => {
+                                        group_records.remove(&group);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                if !advanced {
+                    break;
+                }
+            }
+        }
+        offsets.retain(|_, o| !o.is_empty());
+        let now = Instant::now();
+        let mut groups = HashMap::new();
+        for (id, value) in &group_records {
+            groups.insert(
+                id.clone(),
+                Arc::new(Mutex::new(Group::from_record(id, value, now))),
+            );
+        }
+        for id in offsets.keys() {
+            groups
+                .entry(id.clone())
+                .or_insert_with(|| Arc::new(Mutex::new(Group::new(id, now_ms()))));
+        }
+        info!(
+            groups = groups.len(),
+            committed_partitions = offsets.values().map(|o| o.len()).sum::<usize>(),
+            records = records_read,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "group coordinator loaded"
+        );
+        let write_locks = (0..topic.partition_count().max(1))
+            .map(|_| tokio::sync::Mutex::new(()))
+            .collect();
+        Ok(GroupCoordinator {
+            config,
+            groups: Mutex::new(groups),
+            offsets: Mutex::new(offsets),
+            topic,
+            write_locks,
+        })
+    }
+
+    pub fn config(&self) -> &GroupConfig {
+        &self.config
+    }
+
+    fn group(&self, id: &str) -> Option<Arc<Mutex<Group>>> {
+        lock(&self.groups).get(id).cloned()
+    }
+
+    fn group_or_create(&self, id: &str) -> Arc<Mutex<Group>> {
+        lock(&self.groups)
+            .entry(id.to_string())
+            .or_insert_with(|| Arc::new(Mutex::new(Group::new(id, now_ms()))))
+            .clone()
+    }
+
+    /// Appends records for `group` to its offsets partition, then runs
+    /// `apply` while still holding the partition's write lock, so memory and
+    /// log see changes in the same order.
+    async fn persist<R>(
+        &self,
+        group: &str,
+        entries: Vec<(Bytes, Option<Bytes>)>,
+        apply: impl FnOnce() -> R,
+    ) -> Result<R, BrokerError> {
+        let index = partition_for(group, self.topic.partition_count());
+        let partition = self
+            .topic
+            .partition(index)
+            .ok_or_else(|| BrokerError::UnknownPartition(OFFSETS_TOPIC.into(), index))?;
+        let _serial = self.write_locks[index as usize % self.write_locks.len()]
+            .lock()
+            .await;
+        let batch = encode_records(&entries, now_ms())?;
+        partition.append(&batch).await?;
+        Ok(apply())
+    }
+
+    async fn persist_group(&self, group_id: &str, value: Option<GroupValue>) {
+        let key = OffsetsKey::Group {
+            group: group_id.to_string(),
+        }
+        .encode();
+        if let Err(e) = self
+            .persist(group_id, vec![(key, value.map(|v| v.encode()))], || ())
+            .await
+        {
+            warn!(group = group_id, error = %e, "could not record group metadata");
+        }
+    }
+
+    fn spawn_rebalance_timer(self: &Arc<Self>, group_id: String, epoch: u64, deadline: Instant) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut deadline = deadline;
+            loop {
+                tokio::time::sleep_until(deadline).await;
+                let Some(arc) = me.group(&group_id) else {
+                    return;
+                };
+                let persist = {
+                    let mut g = lock(&arc);
+                    if g.timer_epoch != epoch || g.state != GroupState::PreparingRebalance {
+                        return;
+                    }
+                    match g.rebalance_deadline {
+                        Some(d) if d > Instant::now() => {
+                            deadline = d;
+                            continue;
+                        }
+                        _ => {}
+                    }
+                    debug!(group = %group_id, members = g.members.len(), "join phase ended");
+                    g.complete_join(now_ms()).then(|| g.to_record())
+                };
+                if let Some(record) = persist {
+                    me.persist_group(&group_id, Some(record)).await;
+                }
+                return;
+            }
+        });
+    }
+
+    /// Starts a rebalance if the group is not already in one.
+    fn rebalance(self: &Arc<Self>, g: &mut Group) {
+        if let Some(deadline) = g.prepare_rebalance(
+            Instant::now(),
+            now_ms(),
+            self.config.initial_rebalance_delay_ms,
+        ) {
+            info!(group = %g.id, generation = g.generation, members = g.members.len(), "rebalancing");
+            self.spawn_rebalance_timer(g.id.clone(), g.timer_epoch, deadline);
+        }
+    }
+
+    /// After members were removed: rebalance, finish a join phase, or
+    /// settle as empty. Returns a record to persist when the group emptied.
+    fn after_members_left(self: &Arc<Self>, g: &mut Group) -> Option<GroupValue> {
+        match g.state {
+            GroupState::Stable | GroupState::CompletingRebalance => {
+                if g.members.is_empty() {
+                    g.prepare_rebalance(Instant::now(), now_ms(), 0);
+                    g.complete_join(now_ms()).then(|| g.to_record())
+                } else {
+                    self.rebalance(g);
+                    None
+                }
+            }
+            GroupState::PreparingRebalance if !g.initial_delay && g.all_members_joined() => {
+                g.complete_join(now_ms()).then(|| g.to_record())
+            }
+            _ => None,
+        }
+    }
+
+    pub async fn join_group(
+        self: &Arc<Self>,
+        request: JoinGroupRequest,
+        version: i16,
+        client_id: &str,
+        client_host: &str,
+    ) -> JoinGroupResponse {
+        let response = self
+            .join_group_inner(request, version, client_id, client_host)
+            .await;
+        finalize_join(response, version)
+    }
+
+    async fn join_group_inner(
+        self: &Arc<Self>,
+        request: JoinGroupRequest,
+        version: i16,
+        client_id: &str,
+        client_host: &str,
+    ) -> JoinGroupResponse {
+        let group_id = request.group_id.0.to_string();
+        let member_id = request.member_id.to_string();
+        if group_id.is_empty() {
+            return join_error(ResponseError::InvalidGroupId, &member_id);
+        }
+        let session = request.session_timeout_ms;
+        if session < self.config.min_session_timeout_ms
+            || session > self.config.max_session_timeout_ms
+        {
+            return join_error(ResponseError::InvalidSessionTimeout, &member_id);
+        }
+        let rebalance_timeout = if version >= 1 {
+            request.rebalance_timeout_ms
+        } else {
+            session
+        };
+        let protocols: Vec<(String, Bytes)> = request
+            .protocols
+            .iter()
+            .map(|p| (p.name.to_string(), p.metadata.clone()))
+            .collect();
+        let protocol_type = request.protocol_type.to_string();
+        if protocols.is_empty() || protocol_type.is_empty() {
+            return join_error(ResponseError::InconsistentGroupProtocol, &member_id);
+        }
+        let instance_id = request
+            .group_instance_id
+            .as_ref()
+            .map(|s| s.to_string())
+            .filter(|_| version >= 5);
+        let new_member = |id: &str, tx: Option<oneshot::Sender<JoinGroupResponse>>| Member {
+            member_id: id.to_string(),
+            group_instance_id: instance_id.clone(),
+            client_id: client_id.to_string(),
+            client_host: client_host.to_string(),
+            session_timeout_ms: session,
+            rebalance_timeout_ms: rebalance_timeout,
+            protocols: protocols.clone(),
+            assignment: Bytes::new(),
+            last_heartbeat: Instant::now(),
+            awaiting_join: tx,
+            awaiting_sync: None,
+        };
+
+        let arc = self.group_or_create(&group_id);
+        let (rx, persist) = {
+            let mut g = lock(&arc);
+            if g.state == GroupState::Dead {
+                return join_error(ResponseError::CoordinatorNotAvailable, &member_id);
+            }
+            let (tx, rx) = oneshot::channel();
+            let joining_id: String;
+            if member_id.is_empty() {
+                if let Some(iid) = &instance_id {
+                    if let Some(old_id) = g.static_members.get(iid).cloned() {
+                        // A static member restarted: it takes over its old
+                        // identity under a new member id, fencing the old one.
+                        if !g.supports(&protocol_type, &protocols, Some(&old_id)) {
+                            return join_error(
+                                ResponseError::InconsistentGroupProtocol,
+                                &member_id,
+                            );
+                        }
+                        let new_id = format!("{iid}-{}", uuid::Uuid::new_v4());
+                        let was_leader = g.leader.as_deref() == Some(old_id.as_str());
+                        let old = g.remove_member(&old_id);
+                        let unchanged = old.as_ref().is_some_and(|o| o.protocols == protocols);
+                        let mut m = new_member(&new_id, None);
+                        if let Some(old) = old {
+                            m.assignment = old.assignment;
+                            if let Some(tx) = old.awaiting_join {
+                                let _ = tx.send(join_error(
+                                    ResponseError::FencedInstanceId,
+                                    &old.member_id,
+                                ));
+                            }
+                        }
+                        g.static_members.insert(iid.clone(), new_id.clone());
+                        g.members.insert(new_id.clone(), m);
+                        if was_leader {
+                            g.leader = Some(new_id.clone());
+                        }
+                        if g.state == GroupState::Stable && unchanged && !was_leader {
+                            // No rebalance: the member gets its old assignment.
+                            let mut r = JoinGroupResponse::default();
+                            r.generation_id = g.generation;
+                            r.protocol_type = g.protocol_type.as_deref().map(str_bytes);
+                            r.protocol_name = g.protocol.as_deref().map(str_bytes);
+                            r.leader = str_bytes(g.leader.as_deref().unwrap_or_default());
+                            r.member_id = str_bytes(&new_id);
+                            return r;
+                        }
+                        joining_id = new_id;
+                    } else {
+                        if !g.supports(&protocol_type, &protocols, None) {
+                            return join_error(
+                                ResponseError::InconsistentGroupProtocol,
+                                &member_id,
+                            );
+                        }
+                        if g.members.len() + g.pending.len() >= self.config.max_group_size {
+                            return join_error(ResponseError::GroupMaxSizeReached, &member_id);
+                        }
+                        let new_id = format!("{iid}-{}", uuid::Uuid::new_v4());
+                        g.static_members.insert(iid.clone(), new_id.clone());
+                        g.members.insert(new_id.clone(), new_member(&new_id, None));
+                        joining_id = new_id;
+                    }
+                } else {
+                    if !g.supports(&protocol_type, &protocols, None) {
+                        return join_error(ResponseError::InconsistentGroupProtocol, &member_id);
+                    }
+                    if g.members.len() + g.pending.len() >= self.config.max_group_size {
+                        return join_error(ResponseError::GroupMaxSizeReached, &member_id);
+                    }
+                    let new_id = format!("{client_id}-{}", uuid::Uuid::new_v4());
+                    if version >= 4 {
+                        // KIP-394: the client must come back with this id.
+                        g.pending.insert(
+                            new_id.clone(),
+                            Instant::now() + Duration::from_millis(session as u64),
+                        );
+                        return join_error(ResponseError::MemberIdRequired, &new_id);
+                    }
+                    g.members.insert(new_id.clone(), new_member(&new_id, None));
+                    joining_id = new_id;
+                }
+            } else if g.pending.remove(&member_id).is_some() {
+                if !g.supports(&protocol_type, &protocols, None) {
+                    return join_error(ResponseError::InconsistentGroupProtocol, &member_id);
+                }
+                g.members
+                    .insert(member_id.clone(), new_member(&member_id, None));
+                joining_id = member_id.clone();
+            } else if g.members.contains_key(&member_id) {
+                if let Err(e) = g.check_member(&member_id, instance_id.as_deref()) {
+                    return join_error(e, &member_id);
+                }
+                if !g.supports(&protocol_type, &protocols, Some(&member_id)) {
+                    return join_error(ResponseError::InconsistentGroupProtocol, &member_id);
+                }
+                let is_leader = g.leader.as_deref() == Some(member_id.as_str());
+                let state = g.state;
+                let (generation, leader, protocol, ptype) = (
+                    g.generation,
+                    g.leader.clone(),
+                    g.protocol.clone(),
+                    g.protocol_type.clone(),
+                );
+                let Some(m) = g.members.get_mut(&member_id) else {
+                    return join_error(ResponseError::UnknownMemberId, &member_id);
+                };
+                let changed = m.protocols != protocols;
+                m.protocols = protocols.clone();
+                m.session_timeout_ms = session;
+                m.rebalance_timeout_ms = rebalance_timeout;
+                m.last_heartbeat = Instant::now();
+                let settled = matches!(state, GroupState::Stable | GroupState::CompletingRebalance);
+                if settled && !changed && (state == GroupState::CompletingRebalance || !is_leader) {
+                    // Nothing changed: repeat the current generation.
+                    let mut r = JoinGroupResponse::default();
+                    r.generation_id = generation;
+                    r.protocol_type = ptype.as_deref().map(str_bytes);
+                    r.protocol_name = protocol.as_deref().map(str_bytes);
+                    r.leader = str_bytes(leader.as_deref().unwrap_or_default());
+                    r.member_id = str_bytes(&member_id);
+                    if is_leader {
+                        let p = protocol.clone().unwrap_or_default();
+                        r.members = g
+                            .members
+                            .values()
+                            .map(|m| {
+                                let mut jm = kafka_protocol::messages::join_group_response::JoinGroupResponseMember::default();
+                                jm.member_id = str_bytes(&m.member_id);
+                                jm.group_instance_id = m.group_instance_id.as_deref().map(str_bytes);
+                                jm.metadata = m.metadata_for(&p);
+                                jm
+                            })
+                            .collect();
+                    }
+                    return r;
+                }
+                joining_id = member_id.clone();
+            } else {
+                return join_error(ResponseError::UnknownMemberId, &member_id);
+            }
+
+            if g.protocol_type.is_none() || g.members.len() == 1 {
+                g.protocol_type = Some(protocol_type.clone());
+            }
+            if let Some(m) = g.members.get_mut(&joining_id) {
+                m.awaiting_join = Some(tx);
+            }
+            if g.state != GroupState::PreparingRebalance {
+                self.rebalance(&mut g);
+            } else if g.initial_delay {
+                // Each new member in the initial delay waits a bit longer
+                // for the next one.
+                let extended =
+                    Instant::now() + Duration::from_millis(self.config.initial_rebalance_delay_ms);
+                if g.rebalance_deadline.is_some_and(|d| d < extended) {
+                    g.rebalance_deadline = Some(extended);
+                }
+            }
+            let persist = if g.state == GroupState::PreparingRebalance
+                && !g.initial_delay
+                && g.all_members_joined()
+            {
+                g.complete_join(now_ms()).then(|| g.to_record())
+            } else {
+                None
+            };
+            (rx, persist)
+        };
+        if let Some(record) = persist {
+            self.persist_group(&group_id, Some(record)).await;
+        }
+        let limit = Duration::from_millis(
+            rebalance_timeout.max(0) as u64 + self.config.initial_rebalance_delay_ms,
+        ) + Duration::from_secs(5);
+        match tokio::time::timeout(limit, rx).await {
+            Ok(Ok(response)) => response,
+            // The member was removed (left, fenced, expired) while waiting.
+            _ => join_error(ResponseError::UnknownMemberId, &member_id),
+        }
+    }
+
+    pub async fn sync_group(
+        self: &Arc<Self>,
+        request: SyncGroupRequest,
+        version: i16,
+    ) -> SyncGroupResponse {
+        let mut response = self.sync_group_inner(request).await;
+        if version < 5 {
+            response.protocol_type = None;
+            response.protocol_name = None;
+        }
+        response
+    }
+
+    async fn sync_group_inner(self: &Arc<Self>, request: SyncGroupRequest) -> SyncGroupResponse {
+        let error = |e: ResponseError| {
+            let mut r = SyncGroupResponse::default();
+            r.error_code = e.code();
+            r
+        };
+        let group_id = request.group_id.0.to_string();
+        let member_id = request.member_id.to_string();
+        let Some(arc) = self.group(&group_id) else {
+            return error(ResponseError::UnknownMemberId);
+        };
+        let (rx, persist) = {
+            let mut g = lock(&arc);
+            if let Err(e) = g.check_member(&member_id, request.group_instance_id.as_deref()) {
+                return error(e);
+            }
+            if request.generation_id != g.generation {
+                return error(ResponseError::IllegalGeneration);
+            }
+            if request
+                .protocol_type
+                .as_ref()
+                .is_some_and(|t| Some(t.as_str()) != g.protocol_type.as_deref())
+                || request
+                    .protocol_name
+                    .as_ref()
+                    .is_some_and(|p| Some(p.as_str()) != g.protocol.as_deref())
+            {
+                return error(ResponseError::InconsistentGroupProtocol);
+            }
+            match g.state {
+                GroupState::PreparingRebalance => return error(ResponseError::RebalanceInProgress),
+                GroupState::Empty | GroupState::Dead => {
+                    return error(ResponseError::UnknownMemberId)
+                }
+                GroupState::Stable => {
+                    let mut r = SyncGroupResponse::default();
+                    r.protocol_type = g.protocol_type.as_deref().map(str_bytes);
+                    r.protocol_name = g.protocol.as_deref().map(str_bytes);
+                    r.assignment = g
+                        .members
+                        .get(&member_id)
+                        .map(|m| m.assignment.clone())
+                        .unwrap_or_default();
+                    return r;
+                }
+                GroupState::CompletingRebalance => {}
+            }
+            let (tx, rx) = oneshot::channel();
+            if let Some(m) = g.members.get_mut(&member_id) {
+                m.awaiting_sync = Some(tx);
+                m.last_heartbeat = Instant::now();
+            }
+            let persist = if g.leader.as_deref() == Some(member_id.as_str()) {
+                let assignments: HashMap<String, Bytes> = request
+                    .assignments
+                    .iter()
+                    .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+                    .collect();
+                g.complete_sync(assignments, now_ms());
+                info!(group = %group_id, generation = g.generation, members = g.members.len(), "group is stable");
+                Some(g.to_record())
+            } else {
+                None
+            };
+            (rx, persist)
+        };
+        if let Some(record) = persist {
+            self.persist_group(&group_id, Some(record)).await;
+        }
+        match tokio::time::timeout(Duration::from_secs(300), rx).await {
+            Ok(Ok(response)) => response,
+            _ => error(ResponseError::RebalanceInProgress),
+        }
+    }
+
+    pub fn heartbeat(&self, request: HeartbeatRequest) -> HeartbeatResponse {
+        let mut r = HeartbeatResponse::default();
+        let code = |e: ResponseError| e.code();
+        let Some(arc) = self.group(&request.group_id.0) else {
+            r.error_code = code(ResponseError::UnknownMemberId);
+            return r;
+        };
+        let mut g = lock(&arc);
+        let member_id = request.member_id.to_string();
+        if let Err(e) = g.check_member(&member_id, request.group_instance_id.as_deref()) {
+            r.error_code = code(e);
+            return r;
+        }
+        let state = g.state;
+        let generation = g.generation;
+        if let Some(m) = g.members.get_mut(&member_id) {
+            m.last_heartbeat = Instant::now();
+        }
+        r.error_code = match state {
+            GroupState::PreparingRebalance => code(ResponseError::RebalanceInProgress),
+            _ if request.generation_id != generation => code(ResponseError::IllegalGeneration),
+            GroupState::Empty | GroupState::Dead => code(ResponseError::UnknownMemberId),
+            _ => 0,
+        };
+        r
+    }
+
+    /// Removes members; one result per (member id, instance id).
+    pub async fn leave_group(
+        self: &Arc<Self>,
+        group_id: &str,
+        leaving: &[(String, Option<String>)],
+    ) -> Result<Vec<Result<(), ResponseError>>, ResponseError> {
+        let Some(arc) = self.group(group_id) else {
+            return Err(ResponseError::UnknownMemberId);
+        };
+        let (results, persist) = {
+            let mut g = lock(&arc);
+            let mut results = Vec::new();
+            let mut removed = false;
+            for (member_id, instance_id) in leaving {
+                // A static member may leave by instance id alone.
+                let id = match (member_id.is_empty(), instance_id) {
+                    (true, Some(iid)) => g.static_members.get(iid).cloned().unwrap_or_default(),
+                    _ => member_id.clone(),
+                };
+                match g.check_member(&id, instance_id.as_deref()) {
+                    Ok(()) => {
+                        if let Some(m) = g.remove_member(&id) {
+                            if let Some(tx) = m.awaiting_join {
+                                let _ = tx.send(join_error(ResponseError::UnknownMemberId, &id));
+                            }
+                        }
+                        info!(group = group_id, member = %id, "member left");
+                        removed = true;
+                        results.push(Ok(()));
+                    }
+                    Err(e) => results.push(Err(e)),
+                }
+            }
+            let persist = if removed {
+                self.after_members_left(&mut g)
+            } else {
+                None
+            };
+            (results, persist)
+        };
+        if let Some(record) = persist {
+            self.persist_group(group_id, Some(record)).await;
+        }
+        Ok(results)
+    }
+
+    /// Removes members whose sessions expired; run periodically.
+    pub async fn expire_members(self: &Arc<Self>) {
+        let groups: Vec<Arc<Mutex<Group>>> = lock(&self.groups).values().cloned().collect();
+        let now = Instant::now();
+        for arc in groups {
+            let persist = {
+                let mut g = lock(&arc);
+                let gone = g.expire(now);
+                if gone.is_empty() {
+                    continue;
+                }
+                info!(group = %g.id, members = ?gone, "session expired; removing members");
+                self.after_members_left(&mut g).map(|r| (g.id.clone(), r))
+            };
+            if let Some((id, record)) = persist {
+                self.persist_group(&id, Some(record)).await;
+            }
+        }
+    }
+
+    /// Validates an OffsetCommit against the group's membership and
+    /// generation. A commit with generation -1 and no member id is a
+    /// "simple" commit, allowed while the group has no members.
+    pub fn check_commit(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+    ) -> Result<(), ResponseError> {
+        if group_id.is_empty() {
+            return Err(ResponseError::InvalidGroupId);
+        }
+        let arc = self.group_or_create(group_id);
+        let mut g = lock(&arc);
+        match g.state {
+            GroupState::Dead => Err(ResponseError::CoordinatorNotAvailable),
+            _ if generation < 0 && member_id.is_empty() => {
+                if g.is_empty() {
+                    Ok(())
+                } else {
+                    Err(ResponseError::UnknownMemberId)
+                }
+            }
+            _ => {
+                g.check_member(member_id, instance_id)?;
+                if generation != g.generation {
+                    return Err(ResponseError::IllegalGeneration);
+                }
+                match g.state {
+                    GroupState::PreparingRebalance | GroupState::CompletingRebalance => {
+                        Err(ResponseError::RebalanceInProgress)
+                    }
+                    _ => {
+                        if let Some(m) = g.members.get_mut(member_id) {
+                            m.last_heartbeat = Instant::now();
+                        }
+                        Ok(())
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stores committed offsets durably, then makes them visible.
+    pub async fn commit_offsets(
+        &self,
+        group_id: &str,
+        commits: Vec<((String, i32), OffsetValue)>,
+    ) -> Result<(), BrokerError> {
+        if commits.is_empty() {
+            return Ok(());
+        }
+        let entries: Vec<(Bytes, Option<Bytes>)> = commits
+            .iter()
+            .map(|((topic, partition), v)| {
+                let key = OffsetsKey::Offset {
+                    group: group_id.into(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                };
+                (key.encode(), Some(v.encode()))
+            })
+            .collect();
+        self.persist(group_id, entries, || {
+            let mut offsets = lock(&self.offsets);
+            let group = offsets.entry(group_id.to_string()).or_default();
+            for (tp, v) in commits {
+                group.insert(tp, v);
+            }
+        })
+        .await
+    }
+
+    /// Committed offsets of a group (all, or the given partitions).
+    pub fn fetch_offsets(&self, group_id: &str) -> GroupOffsets {
+        lock(&self.offsets)
+            .get(group_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Deletes committed offsets (tombstones), e.g. OffsetDelete or expiry.
+    pub async fn delete_offsets(
+        &self,
+        group_id: &str,
+        partitions: Vec<(String, i32)>,
+    ) -> Result<(), BrokerError> {
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        let entries: Vec<(Bytes, Option<Bytes>)> = partitions
+            .iter()
+            .map(|(t, p)| {
+                (
+                    OffsetsKey::Offset {
+                        group: group_id.into(),
+                        topic: t.clone(),
+                        partition: *p,
+                    }
+                    .encode(),
+                    None,
+                )
+            })
+            .collect();
+        self.persist(group_id, entries, || {
+            let mut offsets = lock(&self.offsets);
+            if let Some(group) = offsets.get_mut(group_id) {
+                for tp in &partitions {
+                    group.remove(tp);
+                }
+                if group.is_empty() {
+                    offsets.remove(group_id);
+                }
+            }
+        })
+        .await
+    }
+
+    /// Topics the group's members subscribe to (consumer protocol only).
+    pub fn subscribed_topics(&self, group_id: &str) -> Option<Vec<String>> {
+        let arc = self.group(group_id)?;
+        let g = lock(&arc);
+        if g.protocol_type.as_deref() != Some("consumer") || g.members.is_empty() {
+            return Some(Vec::new());
+        }
+        let protocol = g.protocol.clone().unwrap_or_default();
+        let mut topics = Vec::new();
+        for m in g.members.values() {
+            let meta = m.metadata_for(&protocol);
+            if let Some(sub) = decode_subscription(&meta) {
+                topics.extend(sub);
+            }
+        }
+        topics.sort();
+        topics.dedup();
+        Some(topics)
+    }
+
+    pub fn group_exists(&self, group_id: &str) -> bool {
+        self.group(group_id).is_some() || lock(&self.offsets).contains_key(group_id)
+    }
+
+    /// (group id, protocol type, state) of every group.
+    pub fn list_groups(&self) -> Vec<(String, String, &'static str)> {
+        let groups: Vec<Arc<Mutex<Group>>> = lock(&self.groups).values().cloned().collect();
+        let mut out: Vec<_> = groups
+            .iter()
+            .map(|arc| {
+                let g = lock(arc);
+                (
+                    g.id.clone(),
+                    g.protocol_type.clone().unwrap_or_default(),
+                    g.state.name(),
+                )
+            })
+            .filter(|(_, _, state)| *state != "Dead")
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// A snapshot for DescribeGroups: state, protocol type, protocol and
+    /// members as (member id, instance id, client id, host, metadata,
+    /// assignment).
+    pub fn describe(&self, group_id: &str) -> Option<GroupDescription> {
+        let arc = self.group(group_id)?;
+        let g = lock(&arc);
+        let protocol = g.protocol.clone().unwrap_or_default();
+        Some(GroupDescription {
+            state: g.state.name(),
+            protocol_type: g.protocol_type.clone().unwrap_or_default(),
+            protocol: protocol.clone(),
+            members: g
+                .members
+                .values()
+                .map(|m| MemberDescription {
+                    member_id: m.member_id.clone(),
+                    group_instance_id: m.group_instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    metadata: m.metadata_for(&protocol),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Deletes an empty group with its offsets.
+    pub async fn delete_group(&self, group_id: &str) -> Result<(), ResponseError> {
+        let Some(arc) = self.group(group_id) else {
+            return if lock(&self.offsets).contains_key(group_id) {
+                self.delete_all_offsets(group_id).await
+            } else {
+                Err(ResponseError::GroupIdNotFound)
+            };
+        };
+        {
+            let mut g = lock(&arc);
+            if !g.is_empty() {
+                return Err(ResponseError::NonEmptyGroup);
+            }
+            g.state = GroupState::Dead;
+        }
+        self.delete_all_offsets(group_id).await?;
+        self.persist_group(group_id, None).await;
+        lock(&self.groups).remove(group_id);
+        info!(group = group_id, "deleted group");
+        Ok(())
+    }
+
+    async fn delete_all_offsets(&self, group_id: &str) -> Result<(), ResponseError> {
+        let partitions: Vec<(String, i32)> = self.fetch_offsets(group_id).into_keys().collect();
+        self.delete_offsets(group_id, partitions)
+            .await
+            .map_err(|_| ResponseError::CoordinatorNotAvailable)
+    }
+
+    /// Removes committed offsets older than `offsets_retention_ms` of
+    /// groups without members (Kafka's offsets.retention.minutes).
+    pub async fn expire_offsets(&self) {
+        let cutoff = now_ms().saturating_sub(self.config.offsets_retention_ms);
+        let candidates: Vec<(String, Vec<(String, i32)>)> = {
+            let offsets = lock(&self.offsets);
+            offsets
+                .iter()
+                .map(|(g, o)| {
+                    (
+                        g.clone(),
+                        o.iter()
+                            .filter(|(_, v)| v.commit_timestamp_ms < cutoff)
+                            .map(|(tp, _)| tp.clone())
+                            .collect::<Vec<_>>(),
+                    )
+                })
+                .filter(|(_, tps)| !tps.is_empty())
+                .collect()
+        };
+        for (group, expired) in candidates {
+            let idle = self.group(&group).is_none_or(|arc| lock(&arc).is_empty());
+            if !idle {
+                continue;
+            }
+            info!(group = %group, partitions = expired.len(), "expiring committed offsets");
+            if let Err(e) = self.delete_offsets(&group, expired).await {
+                warn!(group = %group, error = %e, "could not expire offsets");
+            }
+        }
+    }
+
+    /// Runs member expiry and offset expiry until the coordinator is dropped.
+    pub fn spawn_background_tasks(self: &Arc<Self>, offsets_check_every: Duration) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tick.tick().await;
+                let Some(me) = weak.upgrade() else { break };
+                me.expire_members().await;
+            }
+        });
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(offsets_check_every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(me) = weak.upgrade() else { break };
+                me.expire_offsets().await;
+            }
+        });
+    }
+}
+
+pub struct MemberDescription {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
+pub struct GroupDescription {
+    pub state: &'static str,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub members: Vec<MemberDescription>,
+}
+
+/// Topics in a consumer-protocol subscription (its version is the first
+/// two bytes).
+pub fn decode_subscription(raw: &Bytes) -> Option<Vec<String>> {
+    use kafka_protocol::messages::ConsumerProtocolSubscription;
+    use kafka_protocol::protocol::Decodable;
+    if raw.len() < 2 {
+        return None;
+    }
+    let version = i16::from_be_bytes([raw[0], raw[1]]);
+    let mut buf = raw.slice(2..);
+    let sub = ConsumerProtocolSubscription::decode(&mut buf, version.clamp(0, 3)).ok()?;
+    Some(sub.topics.iter().map(|t| t.to_string()).collect())
+}
+
+/// Fields that exist only in some JoinGroup versions must keep their
+/// defaults in others, or the response cannot be encoded.
+fn finalize_join(mut r: JoinGroupResponse, version: i16) -> JoinGroupResponse {
+    if version < 7 {
+        r.protocol_type = None;
+        if r.protocol_name.is_none() {
+            r.protocol_name = Some(StrBytes::new());
+        }
+    }
+    r
+}
