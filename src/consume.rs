@@ -12,7 +12,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::kafka_client::CliContext;
+use crate::kafka_client::{apply_properties, CliContext};
 use crate::ConnectArgs;
 
 #[derive(Args, Debug)]
@@ -54,6 +54,9 @@ pub struct ConsumeArgs {
     /// committed after it is printed
     #[arg(short, long, conflicts_with_all = ["partition", "offset"])]
     pub group: Option<String>,
+    /// librdkafka property, e.g. -X session.timeout.ms=10000 (repeatable)
+    #[arg(short = 'X', long = "property", value_name = "KEY=VALUE")]
+    pub properties: Vec<String>,
     #[command(flatten)]
     pub connect: ConnectArgs,
 }
@@ -86,6 +89,7 @@ pub async fn run(args: ConsumeArgs) -> Result<()> {
             config.set("group.id", "runnel-cli-consume");
         }
     }
+    apply_properties(&mut config, &args.properties)?;
     let consumer: StreamConsumer<CliContext> = config
         .create_with_context(CliContext)
         .context("cannot create consumer")?;

@@ -407,7 +407,10 @@ async fn describe(c: &ConnectArgs, group: &str) -> Result<()> {
     partitions.sort();
     let ends = list_offsets(&mut client, &partitions, -1).await?;
     println!();
-    println!("{:<30} {:>9} {:>12} {:>12} {:>8}  member", "topic", "partition", "committed", "log end", "lag");
+    println!(
+        "{:<30} {:>9} {:>12} {:>12} {:>8}  member",
+        "topic", "partition", "committed", "log end", "lag"
+    );
     for tp in &partitions {
         let c = committed.get(tp).copied().unwrap_or(-1);
         let end = ends.get(tp).copied();

@@ -23,3 +23,19 @@ impl ClientContext for CliContext {
 }
 
 impl ConsumerContext for CliContext {}
+
+/// Applies `-X key=value` librdkafka properties given on the command line.
+pub fn apply_properties(
+    config: &mut rdkafka::config::ClientConfig,
+    properties: &[String],
+) -> anyhow::Result<()> {
+    for p in properties {
+        match p.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                config.set(k.trim(), v);
+            }
+            _ => anyhow::bail!("-X '{p}' is not KEY=VALUE"),
+        }
+    }
+    Ok(())
+}

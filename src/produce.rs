@@ -10,7 +10,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::kafka_client::CliContext;
+use crate::kafka_client::{apply_properties, CliContext};
 use crate::ConnectArgs;
 
 /// Deliveries awaited at once; bounds memory for large inputs.
@@ -36,6 +36,9 @@ pub struct ProduceArgs {
     /// Compression: none, gzip, snappy, lz4 or zstd
     #[arg(long, default_value = "none")]
     pub compression: String,
+    /// librdkafka property, e.g. -X session.timeout.ms=10000 (repeatable)
+    #[arg(short = 'X', long = "property", value_name = "KEY=VALUE")]
+    pub properties: Vec<String>,
     #[command(flatten)]
     pub connect: ConnectArgs,
 }
@@ -61,9 +64,12 @@ pub async fn run(args: ProduceArgs) -> Result<()> {
             value: Some(v),
         });
     }
-    let producer: FutureProducer<CliContext> = producer_config(&args.connect.bootstrap)
+    let mut config = producer_config(&args.connect.bootstrap);
+    config
         .set("acks", &args.acks)
-        .set("compression.type", &args.compression)
+        .set("compression.type", &args.compression);
+    apply_properties(&mut config, &args.properties)?;
+    let producer: FutureProducer<CliContext> = config
         .create_with_context(CliContext)
         .context("cannot create producer")?;
     // Fail fast with a readable error when no broker answers.

@@ -51,6 +51,26 @@ impl TestBroker {
         broker
     }
 
+    /// Starts a broker with a YAML config file (written into its temp dir)
+    /// and extra arguments.
+    pub fn start_with_config(yaml: &str, args: &[&str]) -> TestBroker {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let config = tmp.path().join("runnel.yaml");
+        std::fs::write(&config, yaml).expect("write config");
+        let mut all = vec!["--config".to_string(), config.display().to_string()];
+        all.extend(args.iter().map(|s| s.to_string()));
+        let mut broker = TestBroker {
+            child: None,
+            port: free_port(),
+            dir: tmp.path().join("data"),
+            _tmp: tmp,
+            args: all,
+            starts: 0,
+        };
+        broker.spawn();
+        broker
+    }
+
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }

@@ -8,6 +8,7 @@ mod harness;
 
 mod broker_cli;
 mod crash_recovery;
+mod groups;
 mod idempotence;
 mod produce_consume;
 mod protocol_errors;

@@ -460,3 +460,39 @@ async fn a_failed_acks_zero_produce_closes_the_connection() {
     );
     assert_eq!(list_offset(&broker, "fire-and-forget", 0, -1).await, Ok(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_internal_offsets_topic_cannot_be_written_deleted_or_repartitioned() {
+    use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+    use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+    use kafka_protocol::messages::{CreatePartitionsRequest, DeleteTopicsRequest};
+    let broker = TestBroker::start();
+    let mut client = broker.client().await;
+    let mut all = MetadataRequest::default();
+    all.topics = None;
+    let metadata = client.send(&all).await.unwrap();
+    let offsets = metadata
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some("__consumer_offsets"))
+        .expect("the offsets topic exists from the start");
+    assert!(offsets.is_internal);
+    assert_eq!(offsets.partitions.len(), 50);
+    assert_eq!(
+        produce(&mut client, "__consumer_offsets", 0, batch(1, 10, 0))
+            .await
+            .0,
+        17
+    );
+    let mut del = DeleteTopicsRequest::default();
+    let mut t = DeleteTopicState::default();
+    t.name = Some(name("__consumer_offsets"));
+    del.topics = vec![t];
+    assert_eq!(client.send(&del).await.unwrap().responses[0].error_code, 17);
+    let mut grow = CreatePartitionsRequest::default();
+    let mut t = CreatePartitionsTopic::default();
+    t.name = name("__consumer_offsets");
+    t.count = 60;
+    grow.topics = vec![t];
+    assert_eq!(client.send(&grow).await.unwrap().results[0].error_code, 17);
+}

@@ -83,6 +83,8 @@ pub enum BrokerError {
     UnknownPartition(String, i32),
     #[error("invalid topic name: {0}")]
     InvalidTopic(String),
+    #[error("'{0}' is an internal topic: {1}")]
+    InternalTopic(String, &'static str),
     #[error("topic '{0}' already exists")]
     TopicExists(String),
     #[error("{0}")]
@@ -661,6 +663,12 @@ impl Broker {
         let topic = self
             .topic(name)
             .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
+        if topic.is_internal() {
+            return Err(BrokerError::InternalTopic(
+                name.to_string(),
+                "it cannot be deleted",
+            ));
+        }
         let mut remaining = self.topic_records();
         remaining.retain(|t| t.name != name);
         meta::save_topics(&self.config.data_dir, &remaining)?;
@@ -708,6 +716,12 @@ impl Broker {
         let topic = self
             .topic(name)
             .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
+        if topic.is_internal() {
+            return Err(BrokerError::InternalTopic(
+                name.to_string(),
+                "its partition count is fixed",
+            ));
+        }
         let current = topic.partition_count();
         if count <= current {
             return Err(BrokerError::InvalidPartitions(format!(

@@ -441,14 +441,20 @@ impl GroupCoordinator {
                         if was_leader {
                             g.leader = Some(new_id.clone());
                         }
-                        if g.state == GroupState::Stable && unchanged && !was_leader {
+                        if g.state == GroupState::Stable && unchanged {
                             // No rebalance: the member gets its old assignment.
+                            // A leader gets the member list but is told not
+                            // to assign (KIP-814).
                             let mut r = JoinGroupResponse::default();
                             r.generation_id = g.generation;
                             r.protocol_type = g.protocol_type.as_deref().map(str_bytes);
                             r.protocol_name = g.protocol.as_deref().map(str_bytes);
                             r.leader = str_bytes(g.leader.as_deref().unwrap_or_default());
                             r.member_id = str_bytes(&new_id);
+                            if was_leader {
+                                r.members = member_list(&g);
+                                r.skip_assignment = true;
+                            }
                             return r;
                         }
                         joining_id = new_id;
@@ -526,18 +532,7 @@ impl GroupCoordinator {
                     r.leader = str_bytes(leader.as_deref().unwrap_or_default());
                     r.member_id = str_bytes(&member_id);
                     if is_leader {
-                        let p = protocol.clone().unwrap_or_default();
-                        r.members = g
-                            .members
-                            .values()
-                            .map(|m| {
-                                let mut jm = kafka_protocol::messages::join_group_response::JoinGroupResponseMember::default();
-                                jm.member_id = str_bytes(&m.member_id);
-                                jm.group_instance_id = m.group_instance_id.as_deref().map(str_bytes);
-                                jm.metadata = m.metadata_for(&p);
-                                jm
-                            })
-                            .collect();
+                        r.members = member_list(&g);
                     }
                     return r;
                 }
@@ -798,9 +793,11 @@ impl GroupCoordinator {
                     return Err(ResponseError::IllegalGeneration);
                 }
                 match g.state {
-                    GroupState::PreparingRebalance | GroupState::CompletingRebalance => {
-                        Err(ResponseError::RebalanceInProgress)
-                    }
+                    // During PreparingRebalance members still own their
+                    // partitions and must be able to commit what they
+                    // processed before giving them up (as in Kafka). Once
+                    // the new generation exists, the old one is done.
+                    GroupState::CompletingRebalance => Err(ResponseError::RebalanceInProgress),
                     _ => {
                         if let Some(m) = g.members.get_mut(member_id) {
                             m.last_heartbeat = Instant::now();
@@ -1072,9 +1069,30 @@ pub fn decode_subscription(raw: &Bytes) -> Option<Vec<String>> {
     Some(sub.topics.iter().map(|t| t.to_string()).collect())
 }
 
+/// The member list the leader assigns partitions from.
+fn member_list(
+    g: &Group,
+) -> Vec<kafka_protocol::messages::join_group_response::JoinGroupResponseMember> {
+    let protocol = g.protocol.clone().unwrap_or_default();
+    g.members
+        .values()
+        .map(|m| {
+            let mut jm =
+                kafka_protocol::messages::join_group_response::JoinGroupResponseMember::default();
+            jm.member_id = str_bytes(&m.member_id);
+            jm.group_instance_id = m.group_instance_id.as_deref().map(str_bytes);
+            jm.metadata = m.metadata_for(&protocol);
+            jm
+        })
+        .collect()
+}
+
 /// Fields that exist only in some JoinGroup versions must keep their
 /// defaults in others, or the response cannot be encoded.
 fn finalize_join(mut r: JoinGroupResponse, version: i16) -> JoinGroupResponse {
+    if version < 9 {
+        r.skip_assignment = false;
+    }
     if version < 7 {
         r.protocol_type = None;
         if r.protocol_name.is_none() {

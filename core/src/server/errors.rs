@@ -15,6 +15,7 @@ pub fn kafka_error(e: &BrokerError) -> ResponseError {
         }
         BrokerError::UnknownTopicId(_) => ResponseError::UnknownTopicId,
         BrokerError::InvalidTopic(_) => ResponseError::InvalidTopicException,
+        BrokerError::InternalTopic(..) => ResponseError::InvalidTopicException,
         BrokerError::TopicExists(_) => ResponseError::TopicAlreadyExists,
         BrokerError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
         BrokerError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,

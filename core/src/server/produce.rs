@@ -59,10 +59,15 @@ pub async fn handle(
         topic_response.topic_id = topic_data.topic_id;
         let topic = match &request_error {
             Some((code, message)) => Err((*code, Some(message.clone()))),
-            None => broker
-                .topic_or_auto_create(&name, true)
-                .await
-                .map_err(|e| (kafka_error(&e), Some(e.to_string()))),
+            None => match broker.topic_or_auto_create(&name, true).await {
+                Ok(t) if t.is_internal() => {
+                    let e =
+                        BrokerError::InternalTopic(name.clone(), "clients cannot produce to it");
+                    Err((kafka_error(&e), Some(e.to_string())))
+                }
+                Ok(t) => Ok(t),
+                Err(e) => Err((kafka_error(&e), Some(e.to_string()))),
+            },
         };
         for data in topic_data.partition_data {
             let index = data.index;
