@@ -11,6 +11,7 @@
 //! temporary directory and removed afterwards.
 
 mod consume;
+mod group;
 mod null_broker;
 mod procs;
 mod produce;
@@ -33,6 +34,8 @@ pub enum BenchCommand {
     Produce(ProduceArgs),
     /// Fetch/consume throughput of written data vs. loopback TCP
     Consume(ConsumeArgs),
+    /// Consumer groups: rebalance time, OffsetCommit rate, group vs. plain consume
+    Group(GroupArgs),
     /// Run the no-storage ceiling broker (used by `bench produce`)
     #[command(hide = true)]
     NullBroker {
@@ -72,6 +75,22 @@ pub struct ProduceArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct GroupArgs {
+    /// Members that join a new group at once
+    #[arg(long, default_value_t = 10)]
+    pub members: usize,
+    /// The broker's group_initial_rebalance_delay_ms (Kafka's default is 3000)
+    #[arg(long, default_value_t = 3000)]
+    pub initial_delay_ms: u64,
+    /// Concurrent connections sending OffsetCommit requests
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Megabytes consumed with and without a group
+    #[arg(long, default_value_t = 1024)]
+    pub megabytes: u64,
+}
+
+#[derive(Args, Debug)]
 pub struct ConsumeArgs {
     /// Bytes per record value
     #[arg(long, default_value_t = 1024)]
@@ -89,6 +108,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::NullBroker { addr, partitions } => null_broker::run(&addr, partitions).await,
         BenchCommand::Produce(args) => bench_produce(args).await,
         BenchCommand::Consume(args) => bench_consume(args).await,
+        BenchCommand::Group(args) => bench_group(args).await,
     }
 }
 
@@ -316,5 +336,46 @@ async fn bench_consume(args: ConsumeArgs) -> Result<()> {
             100.0 * r.mb_per_sec() / tcp
         );
     }
+    Ok(())
+}
+
+async fn bench_group(args: GroupArgs) -> Result<()> {
+    let dir = tempfile::tempdir().context("temp dir")?;
+    let yaml = format!("group_initial_rebalance_delay_ms: {}\n", args.initial_delay_ms);
+    let runnel = ChildBroker::runnel_with_config(&dir.path().join("data"), &yaml)?;
+    eprintln!("machine: {}", machine());
+    let members = args.members.max(1);
+    create_topic(&runnel.addr, "bench-group", (members as i32 + 1) * 2).await?;
+    let (addr, n) = (runnel.addr.clone(), members);
+    let (first, join) = tokio::task::spawn_blocking(move || group::rebalance_times(&addr, "bench-group", n)).await??;
+
+    create_topic(&runnel.addr, "bench-commits", 1).await?;
+    let (commits, produces) = group::commit_rate(&runnel.addr, "bench-commits", args.connections).await?;
+
+    let partitions = 4;
+    create_topic(&runnel.addr, "bench-consume", partitions).await?;
+    let records = (args.megabytes * 1_000_000 / 1024).max(1000);
+    let workload = Workload { record_bytes: 1024, partitions, acks: 1, records, rate: None, linger_ms: 5 };
+    produce_once(&runnel.addr, "bench-consume", &workload, "writing test data").await?;
+    let addr = runnel.addr.clone();
+    let (grouped, plain) =
+        tokio::task::spawn_blocking(move || group::group_vs_plain(&addr, "bench-consume", partitions, records)).await??;
+
+    println!("| measurement | result | comparison (same run) |");
+    println!("|---|---:|---|");
+    println!(
+        "| {members} members join a new group until all hold partitions (initial delay {} ms) | {first:.0} ms | initial delay alone: {} ms |",
+        args.initial_delay_ms, args.initial_delay_ms
+    );
+    println!("| one more member joins the stable group, until all {} hold partitions again | {join:.0} ms | |", members + 1);
+    println!(
+        "| OffsetCommit requests/s ({} connections, one partition each) | {commits:.0} | Produce of one small record: {produces:.0} requests/s ({:.0}%) |",
+        args.connections,
+        100.0 * commits / produces
+    );
+    println!(
+        "| consume 1 KiB records with a group (subscribe, auto-commit; best of 2) | {grouped:.0} MB/s | assigned partitions, no group (best of 2): {plain:.0} MB/s ({:.0}%) |",
+        100.0 * grouped / plain
+    );
     Ok(())
 }

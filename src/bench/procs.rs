@@ -30,6 +30,16 @@ impl ChildBroker {
         Self::spawn(cmd, addr)
     }
 
+    /// `runnel serve` with a YAML config file written next to `data_dir`.
+    pub fn runnel_with_config(data_dir: &Path, yaml: &str) -> Result<ChildBroker> {
+        let config = data_dir.with_extension("yaml");
+        std::fs::write(&config, yaml)?;
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.arg("serve").arg("--data-dir").arg(data_dir).arg("--kafka-addr").arg(&addr).arg("--config").arg(&config);
+        Self::spawn(cmd, addr)
+    }
+
     /// The no-storage ceiling endpoint.
     pub fn null(partitions: i32) -> Result<ChildBroker> {
         let addr = format!("127.0.0.1:{}", free_port()?);

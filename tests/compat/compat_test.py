@@ -11,14 +11,18 @@ for and that its CRC is valid: librdkafka silently falls back to no
 compression when it believes the broker cannot take a codec, which would
 otherwise go unnoticed.
 
-Consumer groups are not implemented by the broker, so consumers use manual
-assignment only (no subscribe, no offset commits).
+Consumers read with manual assignment (assign + seek/OFFSET_BEGINNING), and
+with consumer groups (subscribe, commit, resume from committed offsets, two
+members splitting a topic, the group admin calls). Producers are checked with
+and without idempotence (producer id, epoch and sequences on the wire).
 
 Usage:
     compat_test.py --bootstrap HOST:PORT [--suite kafka-python|confluent|all]
                    [--records N] [--results FILE]
     compat_test.py --bootstrap HOST:PORT inspect --topic T --codec C --count N
         (check the stored batches of T; used by run.sh for kcat's topics)
+    compat_test.py --bootstrap HOST:PORT create-topic --topic T --partitions N
+        (used by run.sh for the kcat consumer group topic)
 
 Each check prints PASS/FAIL/SKIP with its reason; the last line is
 "compat-python: N passed, N failed, N skipped". Exit status is 1 if any
@@ -213,10 +217,11 @@ def raw_fetch_batches(bootstrap, topic, partition, timeout=10.0):
                 (crc,) = struct.unpack_from(">I", records, rp + 17)
                 (attributes,) = struct.unpack_from(">h", records, rp + 21)
                 (last_delta,) = struct.unpack_from(">i", records, rp + 23)
-                (count,) = struct.unpack_from(">i", records, rp + 57)
+                producer_id, producer_epoch, base_sequence, count = struct.unpack_from(">qhii", records, rp + 43)
                 batches.append(dict(
                     base_offset=base_offset, last_offset=base_offset + last_delta,
                     magic=magic, codec=attributes & 0x7, count=count,
+                    producer_id=producer_id, producer_epoch=producer_epoch, base_sequence=base_sequence,
                     crc_ok=(crc == crc32c(records[rp + 21:end])), records=records[rp + 61:end]))
                 offset = base_offset + last_delta + 1
                 got_full = True
@@ -281,6 +286,31 @@ def check_stored_batches(bootstrap, topic, partitions, codec, expected_counts):
     return summary
 
 
+def check_idempotent_batches(bootstrap, topic, partitions, expected_counts):
+    """The batches of a topic written by one idempotent producer: every batch
+    carries the same producer id (>= 0) and epoch, and per partition the base
+    sequences run 0, count0, count0+count1, ... without gaps or repeats (a
+    retried batch stored twice would show up here, as would a broker that
+    drops the producer fields)."""
+    pids = set()
+    summary = []
+    for p in range(partitions):
+        hw, batches = raw_fetch_batches(bootstrap, topic, p)
+        expect_eq(hw, expected_counts[p], "%s[%d] high watermark" % (topic, p))
+        seq = 0
+        for b in batches:
+            where = "%s[%d] batch at offset %d..%d" % (topic, p, b["base_offset"], b["last_offset"])
+            expect(b["producer_id"] >= 0, where + ": producer id %d (not idempotent)" % b["producer_id"])
+            expect(b["producer_epoch"] >= 0, where + ": producer epoch %d" % b["producer_epoch"])
+            pids.add((b["producer_id"], b["producer_epoch"]))
+            expect_eq(b["base_sequence"], seq, where + " base sequence")
+            seq += b["count"]
+        expect_eq(seq, hw, "%s[%d] records covered by sequences" % (topic, p))
+        summary.append(len(batches))
+    expect_eq(len(pids), 1, "distinct (producer id, epoch) pairs in %s: %s" % (topic, sorted(pids)))
+    return summary
+
+
 # --------------------------------------------------------------------------
 # Test data
 # --------------------------------------------------------------------------
@@ -320,10 +350,11 @@ def expected_offsets_for_time(by_partition, partition, ts):
     return None
 
 
-def verify_produce_assignment(delivered, n, partitions):
+def verify_produce_assignment(delivered, n, partitions, start=None):
     """delivered: list of (rec, partition, offset) in send order. Checks
-    offsets are 0..k-1 per partition in send order, same key -> same
-    partition. Returns {partition: {offset: rec}}."""
+    offsets are start[p]..start[p]+k-1 (start: 0 unless given) per partition
+    in send order, same key -> same partition. Returns {partition: {offset: rec}}."""
+    start = start or {}
     expect_eq(len(delivered), n, "delivered record count")
     by_partition = {p: {} for p in range(partitions)}
     key_partition = {}
@@ -336,7 +367,8 @@ def verify_produce_assignment(delivered, n, partitions):
             expect(prev == p, "key %r went to partitions %d and %d" % (rec["key"], prev, p))
     for p, recs in by_partition.items():
         offs = sorted(recs)
-        expect_eq(offs, list(range(len(offs))), "offsets of partition %d" % p)
+        first = start.get(p, 0)
+        expect_eq(offs, list(range(first, first + len(offs))), "offsets of partition %d" % p)
         idxs = [recs[o]["i"] for o in offs]
         expect(idxs == sorted(idxs), "partition %d: offsets not in send order" % p)
     return by_partition
@@ -381,19 +413,69 @@ def kafka_python_suite(r, bootstrap, n):
     print("--- kafka-python %s" % kafka.__version__, flush=True)
     parts = 3
     topics = {c: "compat-kp-%s-%s" % (c, RUN_ID) for c in CODECS}
+    idem_topic = "compat-kp-idempotent-%s" % RUN_ID
+    group_topic = "compat-kp-group-%s" % RUN_ID
+    all_topics = list(topics.values()) + [idem_topic, group_topic]
     common = dict(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+
+    def kp_msg(m):
+        return dict(partition=m.partition, offset=m.offset, key=m.key, value=m.value,
+                    headers=[(k, v) for k, v in m.headers], ts=m.timestamp)
+
+    def kp_send(p, topic, recs):
+        """Sends recs, flushes; returns [(rec, partition, offset)] in send order."""
+        futures = [(rec, p.send(topic, key=rec["key"], value=rec["value"], headers=rec["headers"],
+                                timestamp_ms=rec["ts"])) for rec in recs]
+        p.flush(timeout=30)
+        delivered = []
+        for rec, f in futures:
+            md = f.get(timeout=30)
+            expect_eq(md.topic, topic, "record %d metadata topic" % rec["i"])
+            delivered.append((rec, md.partition, md.offset))
+        return delivered
+
+    def kp_poll(c, want, timeout=30):
+        """Polls until want records arrived (or timeout); then one more
+        short poll must return nothing."""
+        got = []
+        deadline = time.monotonic() + timeout
+        while len(got) < want and time.monotonic() < deadline:
+            for msgs in c.poll(timeout_ms=500).values():
+                got.extend(kp_msg(m) for m in msgs)
+        expect(len(got) >= want, "consumed %d of %d records within %ds" % (len(got), want, timeout))
+        extra = c.poll(timeout_ms=300)
+        expect(not any(extra.values()), "consumer returned records past the end: %r" % extra)
+        return got
+
+    def kp_read_back(topic, by_part, client_id):
+        """assign + seek_to_beginning, reads every partition to its end and
+        compares with by_part."""
+        n_all = sum(len(v) for v in by_part.values())
+        c = KafkaConsumer(group_id=None, enable_auto_commit=False, auto_offset_reset="none",
+                          client_id=client_id, fetch_max_wait_ms=100, **common)
+        try:
+            tps = [TopicPartition(topic, p) for p in range(parts)]
+            c.assign(tps)
+            c.seek_to_beginning(*tps)
+            for tp in tps:
+                expect_eq(c.position(tp, timeout_ms=10000), 0, "position after seek_to_beginning %s" % (tp,))
+            got = kp_poll(c, n_all)
+        finally:
+            c.close()
+        verify_consumed(got, by_part)
+        return True
 
     def create_topics():
         admin = KafkaAdminClient(client_id="compat-kp-admin", **common)
         try:
-            resp = admin.create_topics([NewTopic(t, parts, 1) for t in topics.values()], timeout_ms=10000)
+            resp = admin.create_topics([NewTopic(t, parts, 1) for t in all_topics], timeout_ms=10000)
             errs = _kp_topic_errors(resp)
             expect(not errs, "create_topics errors: %r" % errs)
             names = set(admin.list_topics())
-            missing = set(topics.values()) - names
+            missing = set(all_topics) - names
             expect(not missing, "list_topics misses created topics %s" % sorted(missing))
-            described = admin.describe_topics(list(topics.values()))
-            expect_eq(len(described), len(topics), "describe_topics result count")
+            described = admin.describe_topics(all_topics)
+            expect_eq(len(described), len(all_topics), "describe_topics result count")
             for d in described:
                 name = d.get("topic") or d.get("name")
                 expect_eq(d.get("error_code", 0), 0, "describe_topics %s error" % name)
@@ -406,31 +488,39 @@ def kafka_python_suite(r, bootstrap, n):
         # A consumer's metadata view agrees.
         c = KafkaConsumer(group_id=None, **common)
         try:
-            for t in topics.values():
+            for t in all_topics:
                 expect_eq(c.partitions_for_topic(t), set(range(parts)), "partitions_for_topic(%s)" % t)
         finally:
             c.close()
         return True
 
-    created = r.run("kafka-python: KafkaAdminClient.create_topics/list_topics/describe_topics (5 topics x 3 partitions)",
+    created = r.run("kafka-python: KafkaAdminClient.create_topics/list_topics/describe_topics (%d topics x 3 partitions)"
+                    % len(all_topics),
                     create_topics)
 
-    def default_producer():
-        # kafka-python >= 2.1 defaults to enable_idempotence=True, which
-        # needs InitProducerId.
-        p = KafkaProducer(client_id="compat-kp-default", **common)
-        try:
-            md = p.send("compat-kp-default-%s" % RUN_ID, key=b"k", value=b"v").get(timeout=15)
-            expect_eq(md.offset, 0, "offset of first record")
-        finally:
-            p.close(timeout=5)
-
-    r.run("kafka-python: KafkaProducer with default config (idempotent) produces",
-          default_producer,
-          known_gap="InitProducerId (idempotent producer) is not implemented; kafka-python >= 2.1 "
-                    "enables idempotence by default, so users must set enable_idempotence=False")
-
     base_ts = int(time.time() * 1000) - 3_600_000  # an hour ago, 1 ms apart
+
+    def idempotent_produce():
+        # kafka-python >= 2.1 defaults to enable_idempotence=True (InitProducerId,
+        # producer id/epoch/sequence in every batch).
+        recs = make_records("kp-idempotent", n, base_ts)
+        p = KafkaProducer(client_id="compat-kp-default", linger_ms=5, **common)
+        try:
+            expect(p.config["enable_idempotence"] is True,
+                   "this kafka-python does not enable idempotence by default (%r)" % p.config["enable_idempotence"])
+            delivered = kp_send(p, idem_topic, recs)
+        finally:
+            p.close(timeout=10)
+        return verify_produce_assignment(delivered, n, parts)
+
+    idem = r.run("kafka-python: default KafkaProducer (idempotent) produces %d keyed records" % n,
+                 idempotent_produce, requires=(created,))
+    r.run("kafka-python: idempotent producer's records read back exactly once",
+          lambda: kp_read_back(idem_topic, idem, "compat-kp-idempotent-consumer"), requires=(idem,))
+    r.run("wire: kafka-python idempotent batches carry one producer id/epoch, sequences contiguous",
+          lambda: check_idempotent_batches(bootstrap, idem_topic, parts, {p: len(v) for p, v in idem.items()}),
+          requires=(idem,))
+
     for codec in CODECS:
         topic = topics[codec]
         ctype = None if codec == "none" else codec
@@ -444,14 +534,7 @@ def kafka_python_suite(r, bootstrap, n):
             p = KafkaProducer(client_id="compat-kp-%s" % codec, acks="all", compression_type=ctype,
                               enable_idempotence=False, linger_ms=5, max_request_size=1048576, **common)
             try:
-                futures = [(rec, p.send(topic, key=rec["key"], value=rec["value"], headers=rec["headers"],
-                                        timestamp_ms=rec["ts"])) for rec in recs]
-                p.flush(timeout=30)
-                delivered = []
-                for rec, f in futures:
-                    md = f.get(timeout=30)
-                    expect_eq(md.topic, topic, "record %d metadata topic" % rec["i"])
-                    delivered.append((rec, md.partition, md.offset))
+                delivered = kp_send(p, topic, recs)
             finally:
                 p.close(timeout=10)
             return verify_produce_assignment(delivered, n, parts)
@@ -459,33 +542,9 @@ def kafka_python_suite(r, bootstrap, n):
         by_part = r.run("kafka-python: produce %d keyed records with headers, acks=all, compression=%s"
                         % (n, codec), produce, requires=(created,))
 
-        def consume(by_part=by_part):
-            c = KafkaConsumer(group_id=None, enable_auto_commit=False, auto_offset_reset="none",
-                              client_id="compat-kp-consumer", fetch_max_wait_ms=100, **common)
-            try:
-                tps = [TopicPartition(topic, p) for p in range(parts)]
-                c.assign(tps)
-                c.seek_to_beginning(*tps)
-                for tp in tps:
-                    expect_eq(c.position(tp, timeout_ms=10000), 0, "position after seek_to_beginning %s" % (tp,))
-                got = []
-                deadline = time.monotonic() + 30
-                while len(got) < n and time.monotonic() < deadline:
-                    for tp, msgs in c.poll(timeout_ms=500).items():
-                        for m in msgs:
-                            got.append(dict(partition=m.partition, offset=m.offset, key=m.key, value=m.value,
-                                            headers=[(k, v) for k, v in m.headers], ts=m.timestamp))
-                expect(len(got) >= n, "consumed %d of %d records within 30s" % (len(got), n))
-                # Nothing beyond what was produced.
-                extra = c.poll(timeout_ms=300)
-                expect(not any(extra.values()), "consumer returned records past the end: %r" % extra)
-            finally:
-                c.close()
-            verify_consumed(got, by_part)
-            return True
-
         r.run("kafka-python: KafkaConsumer assign+seek_to_beginning reads back all records (%s)" % codec,
-              consume, requires=(by_part,))
+              lambda by_part=by_part, topic=topic: kp_read_back(topic, by_part, "compat-kp-consumer"),
+              requires=(by_part,))
 
         def list_offsets(by_part=by_part):
             c = KafkaConsumer(group_id=None, enable_auto_commit=False, client_id="compat-kp-offsets", **common)
@@ -523,6 +582,151 @@ def kafka_python_suite(r, bootstrap, n):
               requires=(by_part,))
 
 
+    # -------------------------------------------------- consumer groups
+    group = "compat-kp-group-%s" % RUN_ID
+    tps = [TopicPartition(group_topic, p) for p in range(parts)]
+    n_more = 50
+    group_state = {}
+
+    def kp_group_consumer(client_id):
+        # heartbeat_interval_ms small so rebalances are noticed quickly; the
+        # broker's group_min_session_timeout_ms (run.sh config) allows 6 s.
+        return KafkaConsumer(group_id=group, auto_offset_reset="earliest", enable_auto_commit=False,
+                             session_timeout_ms=6000, heartbeat_interval_ms=500, fetch_max_wait_ms=100,
+                             client_id=client_id, **common)
+
+    def kp_admin_call(admin, names, *args):
+        """kafka-python 3.x renamed the group admin calls (list_groups,
+        describe_groups, list_group_offsets); 2.x has *_consumer_group*."""
+        for name in names:
+            fn = getattr(admin, name, None)
+            if fn is not None:
+                return fn(*args)
+        raise CheckFailed("KafkaAdminClient has none of %s" % (names,))
+
+    def group_produce():
+        recs = make_records("kp-group", n, base_ts)
+        p = KafkaProducer(client_id="compat-kp-group-producer", acks="all", enable_idempotence=False,
+                          linger_ms=5, **common)
+        try:
+            delivered = kp_send(p, group_topic, recs)
+        finally:
+            p.close(timeout=10)
+        return verify_produce_assignment(delivered, n, parts)
+
+    gdata = r.run("kafka-python: produce %d records for the consumer group checks" % n,
+                  group_produce, requires=(created,))
+
+    def group_consume_commit():
+        c = kp_group_consumer("compat-kp-group-1")
+        try:
+            c.subscribe([group_topic])
+            got = kp_poll(c, n)
+            expect_eq(c.assignment(), set(tps), "assignment of the group's only member")
+            verify_consumed(got, gdata)
+            for tp in tps:
+                expect_eq(c.position(tp), len(gdata[tp.partition]), "position of %s after consuming" % (tp,))
+            c.commit()
+            for tp in tps:
+                expect_eq(c.committed(tp), len(gdata[tp.partition]), "committed(%s) after commit()" % (tp,))
+        finally:
+            c.close(autocommit=False)
+        return True
+
+    consumed = r.run("kafka-python: KafkaConsumer(group_id) subscribe reads 3 partitions exactly once, commit()",
+                     group_consume_commit, requires=(gdata,))
+
+    def group_offsets():
+        ends = {p: len(v) for p, v in gdata.items()}
+        c = KafkaConsumer(group_id=None, client_id="compat-kp-group-offsets", **common)
+        try:
+            end = c.end_offsets(tps, timeout_ms=10000)
+            expect_eq({tp.partition: o for tp, o in end.items()}, ends, "end offsets")
+        finally:
+            c.close()
+        admin = KafkaAdminClient(client_id="compat-kp-group-admin", **common)
+        try:
+            res = kp_admin_call(admin, ("list_consumer_group_offsets", "list_group_offsets"), group)
+        finally:
+            admin.close()
+        if group in res:  # 3.x: {group: {tp: OffsetAndMetadata}}
+            res = res[group]
+        got = {tp.partition: om.offset for tp, om in res.items() if tp.topic == group_topic}
+        expect_eq(got, ends, "committed offsets listed by KafkaAdminClient (= end offsets)")
+        expect_eq(len(res), parts, "partitions with committed offsets")
+        return True
+
+    r.run("kafka-python: KafkaAdminClient lists the committed offsets = end offsets", group_offsets,
+          requires=(consumed,))
+
+    def group_resume():
+        start = {p: len(v) for p, v in gdata.items()}
+        recs = make_records("kp-group-more", n_more, base_ts + n + 1000)
+        p = KafkaProducer(client_id="compat-kp-group-producer", acks="all", enable_idempotence=False,
+                          linger_ms=5, **common)
+        try:
+            delivered = kp_send(p, group_topic, recs)
+        finally:
+            p.close(timeout=10)
+        more = verify_produce_assignment(delivered, n_more, parts, start=start)
+        c = kp_group_consumer("compat-kp-group-2")
+        group_state["consumer"] = c  # left open for the describe/list check
+        c.subscribe([group_topic])
+        got = kp_poll(c, n_more)
+        old = [(m["partition"], m["offset"]) for m in got if m["offset"] < start[m["partition"]]]
+        expect(not old, "the new member re-read %d records below the committed offsets, e.g. %s"
+               % (len(old), old[:5]))
+        verify_consumed(got, more)
+        for tp in tps:
+            expect_eq(c.committed(tp), start[tp.partition], "committed(%s) seen by the new member" % (tp,))
+        return True
+
+    resumed = r.run("kafka-python: a new consumer in the group reads only the %d records produced after the commit"
+                    % n_more, group_resume, requires=(consumed,))
+
+    def group_describe_list():
+        admin = KafkaAdminClient(client_id="compat-kp-group-admin", **common)
+        try:
+            desc = kp_admin_call(admin, ("describe_consumer_groups", "describe_groups"), [group])
+            listing = kp_admin_call(admin, ("list_consumer_groups", "list_groups"))
+        finally:
+            admin.close()
+        # 3.x: describe -> {group_id: dict}, list -> [dict]
+        expect(isinstance(desc, dict) and group in desc, "describe_groups result has no %s: %r" % (group, desc))
+        d = desc[group]
+        expect_eq(d.get("error"), None, "describe_groups error")
+        expect_eq(d.get("group_state"), "Stable", "group state")
+        expect_eq(d.get("protocol_type"), "consumer", "protocol type")
+        expect(d.get("protocol_data") in ("range", "roundrobin", "sticky", "cooperative-sticky"),
+               "assignor (protocol_data) %r" % d.get("protocol_data"))
+        members = d.get("members") or []
+        expect_eq(len(members), 1, "members")
+        m = members[0]
+        expect_eq(m.get("client_id"), "compat-kp-group-2", "member client_id")
+        expect(m.get("member_id", "").startswith("compat-kp-group-2-"), "member_id %r" % m.get("member_id"))
+        meta = m.get("member_metadata")
+        expect(isinstance(meta, dict) and meta.get("topics") == [group_topic],
+               "member subscription metadata %r" % (meta,))
+        asg = m.get("member_assignment")
+        expect(isinstance(asg, dict), "member assignment not decoded: %r" % (asg,))
+        assigned = sorted((a["topic"], p) for a in asg.get("assigned_partitions", []) for p in a["partitions"])
+        expect_eq(assigned, [(group_topic, p) for p in range(parts)], "member assignment")
+        entries = [g for g in listing if g.get("group_id") == group]
+        expect_eq(len(entries), 1, "list_groups entries for %s (listing %r)" % (group, listing))
+        expect_eq(entries[0].get("protocol_type"), "consumer", "list_groups protocol type")
+        if "group_state" in entries[0]:
+            expect_eq(entries[0]["group_state"], "Stable", "list_groups state")
+        return True
+
+    try:
+        r.run("kafka-python: describe_groups/list_groups show the group (Stable, 1 member, its assignment)",
+              group_describe_list, requires=(resumed,))
+    finally:
+        c = group_state.pop("consumer", None)
+        if c is not None:
+            c.close(autocommit=False)
+
+
 def _kp_topic_errors(resp):
     """Errors out of a kafka-python create_topics result, whatever its shape
     (a CreateTopicsResponse object in 2.x, a dict in 3.x)."""
@@ -552,6 +756,13 @@ def confluent_suite(r, bootstrap, n):
     parts = 3
     topics = {c: "compat-ck-%s-%s" % (c, RUN_ID) for c in CODECS}
     admin_topic = "compat-ck-admin-%s" % RUN_ID
+    idem_topic = "compat-ck-idempotent-%s" % RUN_ID
+    group_topic = "compat-ck-group-%s" % RUN_ID
+    split_topic = "compat-ck-split-%s" % RUN_ID
+    split_parts = 4
+    # topic -> partitions, for every topic created up front
+    topic_parts = dict({t: parts for t in topics.values()}, **{
+        admin_topic: parts, idem_topic: parts, group_topic: parts, split_topic: split_parts})
     base = {"bootstrap.servers": bootstrap}
     # log_level 4: no NOTICE lines such as "partition count changed".
     admin = AdminClient(dict(base, **{"client.id": "compat-ck-admin", "log_level": 4}))
@@ -565,8 +776,76 @@ def confluent_suite(r, bootstrap, n):
                 raise CheckFailed("%s %s: %s" % (what, k, e.args[0]))
         return out
 
+    def ck_msg(m):
+        ts_type, ts = m.timestamp()
+        expect_eq(ts_type, ck.TIMESTAMP_CREATE_TIME, "timestamp type")
+        return dict(partition=m.partition(), offset=m.offset(), key=m.key(), value=m.value(),
+                    headers=m.headers() or [], ts=ts)
+
+    def ck_produce(topic, recs, config):
+        """Produces recs with a new Producer(config); returns
+        [(rec, partition, offset)] in send order."""
+        delivered = []
+        errors = []
+
+        def on_delivery(err, msg, rec):
+            if err is not None:
+                errors.append((rec["i"], err))
+            else:
+                delivered.append((rec, msg.partition(), msg.offset()))
+
+        p = Producer(dict(base, **config))
+        for rec in recs:
+            while True:
+                try:
+                    p.produce(topic, key=rec["key"], value=rec["value"], headers=rec["headers"],
+                              timestamp=rec["ts"], on_delivery=lambda e, m, rec=rec: on_delivery(e, m, rec))
+                    break
+                except BufferError:
+                    p.poll(0.1)
+            p.poll(0)
+        left = p.flush(30)
+        expect_eq(left, 0, "messages still queued after flush(30)")
+        expect(not errors, "delivery errors: %s" % errors[:5])
+        delivered.sort(key=lambda d: d[0]["i"])
+        return delivered
+
+    def ck_poll_to_eof(c, want, nparts, timeout=30):
+        """Polls c (enable.partition.eof) until want records arrived and
+        nparts partitions are at EOF. Returns the records."""
+        got = []
+        eof = set()
+        deadline = time.monotonic() + timeout
+        while (len(got) < want or len(eof) < nparts) and time.monotonic() < deadline:
+            m = c.poll(0.2)
+            if m is None:
+                continue
+            if m.error():
+                if m.error().code() == KafkaError._PARTITION_EOF:
+                    eof.add(m.partition())
+                    continue
+                raise CheckFailed("consumer error: %s" % m.error())
+            eof.discard(m.partition())
+            got.append(ck_msg(m))
+        expect(len(got) >= want, "consumed %d of %d records within %ds" % (len(got), want, timeout))
+        expect_eq(len(eof), nparts, "partitions that reached EOF")
+        return got
+
+    def ck_read_back(topic, by_part, nparts):
+        c = Consumer(dict(base, **{"group.id": "compat-unused-%s" % RUN_ID, "enable.auto.commit": False,
+                                   "enable.auto.offset.store": False, "client.id": "compat-ck-consumer",
+                                   "fetch.wait.max.ms": 100, "enable.partition.eof": True}))
+        try:
+            c.assign([TopicPartition(topic, p, ck.OFFSET_BEGINNING) for p in range(nparts)])
+            got = ck_poll_to_eof(c, sum(len(v) for v in by_part.values()), nparts)
+        finally:
+            c.close()
+        verify_consumed(got, by_part)
+        return True
+
     def create_topics():
-        new = [NewTopic(t, num_partitions=parts, replication_factor=1) for t in topics.values()]
+        new = [NewTopic(t, num_partitions=np, replication_factor=1) for t, np in topic_parts.items()
+               if t != admin_topic]
         new.append(NewTopic(admin_topic, num_partitions=parts, replication_factor=1,
                             config={"retention.ms": "3600000", "cleanup.policy": "delete"}))
         wait_futures(admin.create_topics(new, operation_timeout=10, request_timeout=15), "create_topics")
@@ -577,19 +856,19 @@ def confluent_suite(r, bootstrap, n):
         b = md.brokers[0]
         expect_eq((b.host, b.port), (host, int(port)), "advertised broker address")
         expect_eq(md.controller_id, 0, "controller id")
-        for t in list(topics.values()) + [admin_topic]:
+        for t, np in topic_parts.items():
             expect(t in md.topics, "list_topics does not show %s" % t)
             tm = md.topics[t]
             expect(tm.error is None, "topic %s metadata error %s" % (t, tm.error))
-            expect_eq(sorted(tm.partitions), list(range(parts)), "%s partitions" % t)
+            expect_eq(sorted(tm.partitions), list(range(np)), "%s partitions" % t)
             for p in tm.partitions.values():
                 expect(p.error is None, "%s[%d] error %s" % (t, p.id, p.error))
                 expect_eq((p.leader, list(p.replicas), list(p.isrs)), (0, [0], [0]),
                           "%s[%d] leader/replicas/isrs" % (t, p.id))
         return True
 
-    created = r.run("confluent-kafka: AdminClient.create_topics + list_topics (6 topics x 3 partitions)",
-                    create_topics)
+    created = r.run("confluent-kafka: AdminClient.create_topics + list_topics (%d topics x 3-4 partitions)"
+                    % len(topic_parts), create_topics)
 
     def create_duplicate():
         futs = admin.create_topics([NewTopic(admin_topic, num_partitions=1, replication_factor=1)],
@@ -656,68 +935,16 @@ def confluent_suite(r, bootstrap, n):
         recs = make_records(codec, n, base_ts)
 
         def produce():
-            delivered = []
-            errors = []
-
-            def on_delivery(err, msg, rec):
-                if err is not None:
-                    errors.append((rec["i"], err))
-                else:
-                    delivered.append((rec, msg.partition(), msg.offset()))
-
-            p = Producer(dict(base, **{"client.id": "compat-ck-%s" % codec, "compression.type": codec,
-                                       "acks": "all", "linger.ms": 5, "enable.idempotence": False}))
-            for rec in recs:
-                while True:
-                    try:
-                        p.produce(topic, key=rec["key"], value=rec["value"], headers=rec["headers"],
-                                  timestamp=rec["ts"], on_delivery=lambda e, m, rec=rec: on_delivery(e, m, rec))
-                        break
-                    except BufferError:
-                        p.poll(0.1)
-                p.poll(0)
-            left = p.flush(30)
-            expect_eq(left, 0, "messages still queued after flush(30)")
-            expect(not errors, "delivery errors: %s" % errors[:5])
-            delivered.sort(key=lambda d: d[0]["i"])
+            delivered = ck_produce(topic, recs, {"client.id": "compat-ck-%s" % codec, "compression.type": codec,
+                                                 "acks": "all", "linger.ms": 5, "enable.idempotence": False})
             return verify_produce_assignment(delivered, n, parts)
 
         by_part = r.run("confluent-kafka: produce %d keyed records with headers, acks=all, compression=%s"
                         % (n, codec), produce, requires=(created,))
         per_codec[codec] = by_part
 
-        def consume(by_part=by_part):
-            c = Consumer(dict(base, **{"group.id": "compat-unused-%s" % RUN_ID, "enable.auto.commit": False,
-                                       "enable.auto.offset.store": False, "client.id": "compat-ck-consumer",
-                                       "fetch.wait.max.ms": 100, "enable.partition.eof": True}))
-            got = []
-            try:
-                c.assign([TopicPartition(topic, p, ck.OFFSET_BEGINNING) for p in range(parts)])
-                eof = set()
-                deadline = time.monotonic() + 30
-                while (len(got) < n or len(eof) < parts) and time.monotonic() < deadline:
-                    m = c.poll(0.5)
-                    if m is None:
-                        continue
-                    if m.error():
-                        if m.error().code() == KafkaError._PARTITION_EOF:
-                            eof.add(m.partition())
-                            continue
-                        raise CheckFailed("consumer error: %s" % m.error())
-                    eof.discard(m.partition())
-                    ts_type, ts = m.timestamp()
-                    expect_eq(ts_type, ck.TIMESTAMP_CREATE_TIME, "timestamp type")
-                    got.append(dict(partition=m.partition(), offset=m.offset(), key=m.key(), value=m.value(),
-                                    headers=m.headers() or [], ts=ts))
-                expect(len(got) >= n, "consumed %d of %d records within 30s" % (len(got), n))
-                expect_eq(len(eof), parts, "partitions that reached EOF")
-            finally:
-                c.close()
-            verify_consumed(got, by_part)
-            return True
-
         r.run("confluent-kafka: Consumer assign(OFFSET_BEGINNING) reads back all records (%s)" % codec,
-              consume, requires=(by_part,))
+              lambda by_part=by_part, topic=topic: ck_read_back(topic, by_part, parts), requires=(by_part,))
 
         def offsets(by_part=by_part):
             c = Consumer(dict(base, **{"group.id": "compat-unused-%s" % RUN_ID, "enable.auto.commit": False}))
@@ -744,6 +971,236 @@ def confluent_suite(r, bootstrap, n):
               lambda by_part=by_part: check_stored_batches(
                   bootstrap, topic, parts, codec, {p: len(v) for p, v in by_part.items()}),
               requires=(by_part,))
+
+    # -------------------------------------------------- idempotent producer
+    def idempotent_produce():
+        recs = make_records("ck-idempotent", n, base_ts)
+        delivered = ck_produce(idem_topic, recs, {"client.id": "compat-ck-idempotent", "enable.idempotence": True,
+                                                  "linger.ms": 5})
+        return verify_produce_assignment(delivered, n, parts)
+
+    idem = r.run("confluent-kafka: Producer(enable.idempotence=true) produces %d keyed records" % n,
+                 idempotent_produce, requires=(created,))
+    r.run("confluent-kafka: idempotent producer's records read back exactly once",
+          lambda: ck_read_back(idem_topic, idem, parts), requires=(idem,))
+    r.run("wire: confluent-kafka idempotent batches carry one producer id/epoch, sequences contiguous",
+          lambda: check_idempotent_batches(bootstrap, idem_topic, parts, {p: len(v) for p, v in idem.items()}),
+          requires=(idem,))
+
+    # -------------------------------------------------- consumer groups
+    group = "compat-ck-group-%s" % RUN_ID
+    split_group = "compat-ck-split-%s" % RUN_ID
+    n_more = 50
+    group_conf = {"auto.offset.reset": "earliest", "enable.auto.commit": False, "enable.partition.eof": True,
+                  "session.timeout.ms": 6000, "heartbeat.interval.ms": 300, "fetch.wait.max.ms": 100}
+
+    def group_consumer(group_id, client_id):
+        return Consumer(dict(base, **group_conf, **{"group.id": group_id, "client.id": client_id}))
+
+    def committed_map(tps):
+        return {tp.partition: tp.offset for tp in tps}
+
+    def group_produce():
+        recs = make_records("ck-group", n, base_ts)
+        delivered = ck_produce(group_topic, recs, {"client.id": "compat-ck-group-producer", "linger.ms": 5,
+                                                   "enable.idempotence": False})
+        return verify_produce_assignment(delivered, n, parts)
+
+    gdata = r.run("confluent-kafka: produce %d records for the consumer group checks" % n,
+                  group_produce, requires=(created,))
+
+    def group_consume_commit():
+        ends = {p: len(v) for p, v in gdata.items()}
+        c = group_consumer(group, "compat-ck-group-1")
+        try:
+            c.subscribe([group_topic])
+            got = ck_poll_to_eof(c, n, parts)
+            expect_eq(sorted((tp.topic, tp.partition) for tp in c.assignment()),
+                      [(group_topic, p) for p in range(parts)], "assignment of the group's only member")
+            extra = c.poll(0.3)
+            expect(extra is None or (extra.error() and extra.error().code() == KafkaError._PARTITION_EOF),
+                   "a record past the end: %r" % (extra and (extra.partition(), extra.offset())))
+            verify_consumed(got, gdata)
+            res = c.commit(asynchronous=False)
+            expect(all(tp.error is None for tp in res), "commit errors: %s" % [tp for tp in res if tp.error])
+            expect_eq(committed_map(res), ends, "offsets returned by commit()")
+            tps = [TopicPartition(group_topic, p) for p in range(parts)]
+            expect_eq(committed_map(c.committed(tps, timeout=10)), ends, "committed() after commit")
+        finally:
+            c.close()
+        return True
+
+    consumed = r.run("confluent-kafka: Consumer(group.id) subscribe reads 3 partitions exactly once, "
+                     "commit(asynchronous=False)", group_consume_commit, requires=(gdata,))
+
+    def group_resume():
+        start = {p: len(v) for p, v in gdata.items()}
+        recs = make_records("ck-group-more", n_more, base_ts + n + 1000)
+        delivered = ck_produce(group_topic, recs, {"client.id": "compat-ck-group-producer", "linger.ms": 5,
+                                                   "enable.idempotence": False})
+        more = verify_produce_assignment(delivered, n_more, parts, start=start)
+        c = group_consumer(group, "compat-ck-group-2")
+        try:
+            c.subscribe([group_topic])
+            got = ck_poll_to_eof(c, n_more, parts)
+            old = [(m["partition"], m["offset"]) for m in got if m["offset"] < start[m["partition"]]]
+            expect(not old, "the new member re-read %d records below the committed offsets, e.g. %s"
+                   % (len(old), old[:5]))
+            verify_consumed(got, more)
+            tps = [TopicPartition(group_topic, p) for p in range(parts)]
+            expect_eq(committed_map(c.committed(tps, timeout=10)), start, "committed() seen by the new member")
+            c.commit(asynchronous=False)
+        finally:
+            c.close()
+        return {p: start[p] + len(more[p]) for p in range(parts)}
+
+    new_ends = r.run("confluent-kafka: a second consumer in the group resumes from the committed offsets "
+                     "(reads only the %d new records), commits" % n_more, group_resume, requires=(consumed,))
+
+    def group_offsets():
+        res = wait_futures(admin.list_consumer_group_offsets([ck.ConsumerGroupTopicPartitions(group)],
+                                                             request_timeout=15), "list_consumer_group_offsets")
+        res = res[group]
+        expect_eq(res.group_id, group, "group id in the result")
+        got = {tp.partition: tp.offset for tp in res.topic_partitions if tp.topic == group_topic}
+        expect(all(tp.error is None for tp in res.topic_partitions), "errors: %s" % res.topic_partitions)
+        expect_eq(got, new_ends, "list_consumer_group_offsets (= end offsets)")
+        expect_eq(len(res.topic_partitions), parts, "partitions with committed offsets")
+        c = Consumer(dict(base, **{"group.id": "compat-unused-%s" % RUN_ID}))
+        try:
+            for p in range(parts):
+                _, hw = c.get_watermark_offsets(TopicPartition(group_topic, p), timeout=10, cached=False)
+                expect_eq(got[p], hw, "committed offset vs high watermark of partition %d" % p)
+        finally:
+            c.close()
+        return True
+
+    r.run("confluent-kafka: AdminClient.list_consumer_group_offsets = end offsets", group_offsets,
+          requires=(new_ends,))
+
+    # Two members split a 4-partition topic. The topic is empty while they
+    # join; records are produced once both have their partitions, so each
+    # member reads exactly its own partitions from the start.
+    split_state = {}
+
+    def split_join():
+        a = group_consumer(split_group, "compat-ck-split-a")
+        b = group_consumer(split_group, "compat-ck-split-b")
+        split_state.update(a=a, b=b)
+        a.subscribe([split_topic])
+        deadline = time.monotonic() + 20
+        while not a.assignment() and time.monotonic() < deadline:
+            a.poll(0.1)
+        expect_eq(len(a.assignment()), split_parts, "partitions of the first member before the second joins")
+        b.subscribe([split_topic])
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            a.poll(0.1)
+            b.poll(0.1)
+            pa = {tp.partition for tp in a.assignment()}
+            pb = {tp.partition for tp in b.assignment()}
+            if pa and pb and len(pa) + len(pb) >= split_parts:
+                break
+        pa = {tp.partition for tp in a.assignment()}
+        pb = {tp.partition for tp in b.assignment()}
+        expect(pa and pb, "after 20 s: assignments %s and %s (a member has none)" % (sorted(pa), sorted(pb)))
+        expect(not pa & pb, "both members own partitions %s (a: %s, b: %s)" % (sorted(pa & pb), sorted(pa), sorted(pb)))
+        expect_eq(sorted(pa | pb), list(range(split_parts)), "union of both assignments")
+        expect_eq(sorted([len(pa), len(pb)]), [2, 2], "partitions per member")
+        split_state.update(pa=pa, pb=pb)
+
+        recs = make_records("ck-split", 200, base_ts)
+        delivered = ck_produce(split_topic, recs, {"client.id": "compat-ck-split-producer", "linger.ms": 5})
+        data = verify_produce_assignment(delivered, len(recs), split_parts)
+        expect(all(data[p] for p in range(split_parts)), "a partition got no records: %s"
+               % {p: len(v) for p, v in data.items()})
+        want = {"a": sum(len(data[p]) for p in pa), "b": sum(len(data[p]) for p in pb)}
+        got = {"a": [], "b": []}
+        eof = {"a": set(), "b": set()}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(
+                len(got[k]) < want[k] or len(eof[k]) < 2 for k in ("a", "b")):
+            for k, c in (("a", a), ("b", b)):
+                m = c.poll(0.05)
+                if m is None:
+                    continue
+                if m.error():
+                    if m.error().code() == KafkaError._PARTITION_EOF:
+                        eof[k].add(m.partition())
+                        continue
+                    raise CheckFailed("consumer %s error: %s" % (k, m.error()))
+                eof[k].discard(m.partition())
+                got[k].append(ck_msg(m))
+        for k, own in (("a", pa), ("b", pb)):
+            foreign = sorted({m["partition"] for m in got[k]} - own)
+            expect(not foreign, "member %s got records of partitions %s it does not own" % (k, foreign))
+            expect_eq(len(got[k]), want[k], "records consumed by member %s" % k)
+        verify_consumed(got["a"] + got["b"], data)
+        return True
+
+    def split_describe():
+        pa, pb = split_state["pa"], split_state["pb"]
+        listing = admin.list_consumer_groups(request_timeout=15).result(timeout=15)
+        expect(not listing.errors, "list_consumer_groups errors: %s" % listing.errors)
+        entries = {g.group_id: g for g in listing.valid}
+        expect(split_group in entries, "list_consumer_groups does not show %s (shows %s)"
+               % (split_group, sorted(entries)))
+        expect_eq(entries[split_group].state, ck.ConsumerGroupState.STABLE, "listed state")
+        expect(not entries[split_group].is_simple_consumer_group, "listed as a simple consumer group")
+        d = wait_futures(admin.describe_consumer_groups([split_group], request_timeout=15),
+                         "describe_consumer_groups")[split_group]
+        expect_eq(d.group_id, split_group, "described group id")
+        expect_eq(d.state, ck.ConsumerGroupState.STABLE, "described state")
+        expect(not d.is_simple_consumer_group, "described as a simple consumer group")
+        expect(d.partition_assignor in ("range", "roundrobin"), "assignor %r" % d.partition_assignor)
+        expect_eq(d.coordinator.id if d.coordinator else None, 0, "coordinator")
+        members = {m.client_id: m for m in d.members}
+        expect_eq(sorted(members), ["compat-ck-split-a", "compat-ck-split-b"], "member client ids")
+        for cid, own, c in (("compat-ck-split-a", pa, split_state["a"]),
+                            ("compat-ck-split-b", pb, split_state["b"])):
+            m = members[cid]
+            expect_eq(m.member_id, c.memberid(), "%s member id" % cid)
+            asg = sorted((tp.topic, tp.partition) for tp in m.assignment.topic_partitions)
+            expect_eq(asg, [(split_topic, p) for p in sorted(own)], "%s assignment as described" % cid)
+        # A group with members cannot be deleted.
+        try:
+            admin.delete_consumer_groups([split_group], request_timeout=15)[split_group].result(timeout=15)
+        except KafkaException as e:
+            expect_eq(e.args[0].code(), KafkaError.NON_EMPTY_GROUP, "error deleting a group with members")
+        else:
+            raise CheckFailed("delete_consumer_groups deleted a group with 2 members")
+        return True
+
+    try:
+        joined = r.run("confluent-kafka: two consumers in one group split a 4-partition topic (2+2, disjoint) "
+                       "and each reads only its partitions", split_join, requires=(created,))
+        r.run("confluent-kafka: list_consumer_groups/describe_consumer_groups show the group (Stable, 2 members "
+              "with their assignments); deleting it -> NON_EMPTY_GROUP", split_describe, requires=(joined,))
+    finally:
+        for k in ("a", "b"):
+            c = split_state.pop(k, None)
+            if c is not None:
+                c.close()
+
+    def delete_group():
+        d = wait_futures(admin.describe_consumer_groups([split_group], request_timeout=15),
+                         "describe_consumer_groups")[split_group]
+        expect_eq(d.state, ck.ConsumerGroupState.EMPTY, "state after both members closed")
+        expect_eq(len(d.members), 0, "members after both members closed")
+        wait_futures(admin.delete_consumer_groups([split_group], request_timeout=15), "delete_consumer_groups")
+        listing = admin.list_consumer_groups(request_timeout=15).result(timeout=15)
+        expect(split_group not in {g.group_id for g in listing.valid}, "%s still listed after delete" % split_group)
+        d = wait_futures(admin.describe_consumer_groups([split_group], request_timeout=15),
+                         "describe_consumer_groups")[split_group]
+        expect_eq(d.state, ck.ConsumerGroupState.DEAD, "state of the deleted group")
+        res = wait_futures(admin.list_consumer_group_offsets([ck.ConsumerGroupTopicPartitions(split_group)],
+                                                             request_timeout=15), "list_consumer_group_offsets")
+        expect_eq([tp for tp in res[split_group].topic_partitions if tp.offset >= 0], [],
+                  "committed offsets of the deleted group")
+        return True
+
+    r.run("confluent-kafka: delete_consumer_groups deletes the empty group (DEAD, not listed)",
+          delete_group, requires=(joined,))
 
     def delete_records():
         if not hasattr(admin, "delete_records"):
@@ -828,9 +1285,30 @@ def main():
     ins.add_argument("--partitions", type=int, default=1)
     ins.add_argument("--codec", required=True, choices=CODECS)
     ins.add_argument("--count", type=int, required=True, help="records expected (in total, over partitions)")
+    ct = sub.add_parser("create-topic", help="create a topic (used by run.sh: kcat cannot create topics)")
+    ct.add_argument("--topic", required=True)
+    ct.add_argument("--partitions", type=int, required=True)
     args = ap.parse_args()
 
     wait_for_broker(args.bootstrap)
+
+    if args.cmd == "create-topic":
+        from confluent_kafka.admin import AdminClient, NewTopic
+        admin = AdminClient({"bootstrap.servers": args.bootstrap, "log_level": 4})
+        fut = admin.create_topics([NewTopic(args.topic, num_partitions=args.partitions, replication_factor=1)],
+                                  operation_timeout=10, request_timeout=15)[args.topic]
+        try:
+            fut.result(timeout=15)
+        except Exception as e:  # noqa: BLE001
+            print("create_topics %s: %s" % (args.topic, e))
+            return 1
+        md = admin.list_topics(timeout=10)
+        got = sorted(md.topics[args.topic].partitions) if args.topic in md.topics else None
+        if got != list(range(args.partitions)):
+            print("%s: partitions after create_topics: %s" % (args.topic, got))
+            return 1
+        print("created %s with %d partitions" % (args.topic, args.partitions))
+        return 0
 
     if args.cmd == "inspect":
         try:

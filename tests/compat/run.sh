@@ -106,6 +106,15 @@ fi
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/runnel-compat.XXXXXX")
 BROKER_LOG=$WORK/broker.log
 DATA_DIR=$WORK/data
+# Broker config (--config): consumer group timings short enough for tests.
+# A new group waits group_initial_rebalance_delay_ms (Kafka default 3 s)
+# before its first assignment; consumers use session.timeout.ms 6000 and
+# short heartbeat intervals, which the minimum session timeout must allow.
+BROKER_CONFIG=$WORK/broker.yaml
+cat >"$BROKER_CONFIG" <<'YAML'
+group_initial_rebalance_delay_ms: 200
+group_min_session_timeout_ms: 1000
+YAML
 BROKER_PID=
 PORT=
 
@@ -157,7 +166,7 @@ start_broker() {
     for _ in 1 2 3; do
         PORT=${want_port:-$(free_port)}
         RUNNEL_LOG=${RUNNEL_LOG:-info,runnel_core::server=debug} NO_COLOR=1 \
-            "$RUNNEL" serve --data-dir "$DATA_DIR" --kafka-addr "127.0.0.1:$PORT" \
+            "$RUNNEL" serve --config "$BROKER_CONFIG" --data-dir "$DATA_DIR" --kafka-addr "127.0.0.1:$PORT" \
             --default-partitions 1 --auto-create-topics true >>"$BROKER_LOG" 2>&1 &
         BROKER_PID=$!
         for ((i = 0; i < 200; i++)); do
@@ -338,6 +347,82 @@ kcat_offsets() {
     echo "beginning 0, end $KCAT_RECORDS, by timestamp ok"
 }
 check "kcat -Q: list offsets (beginning/end) and offsets for timestamps" kcat_offsets
+
+# kcat -G: balanced consumer (group join, auto commit on close). The topic
+# has 3 partitions (created with compat_test.py create-topic: kcat cannot
+# create topics, and auto-created topics get 1 partition). The first run
+# must print every record once; the second run of the same group must print
+# only the records produced after the first run.
+KCAT_GROUP_TOPIC=compat-kcat-group-$RUN_ID
+KCAT_GROUP=compat-kcat-group-$RUN_ID
+KCAT_GROUP_RECORDS=300
+KCAT_GROUP_MORE=20
+for batch in 1 2; do
+    awk -v first="$([ "$batch" = 1 ] && echo 0 || echo "$KCAT_GROUP_RECORDS")" \
+        -v n="$([ "$batch" = 1 ] && echo "$KCAT_GROUP_RECORDS" || echo "$KCAT_GROUP_MORE")" 'BEGIN {
+        for (i = first; i < first + n; i++) printf "key-%02d:group-value-%04d\n", i % 17, i
+    }' >"$WORK/kcat-group-$batch.in"
+    sed 's/:/=/' "$WORK/kcat-group-$batch.in" | sort >"$WORK/kcat-group-$batch.expected"
+done
+
+kcat_group_produce() {
+    local batch=$1 err=$WORK/kcat-group-produce-$1.err
+    if ! timeout --foreground 60 kcat -b "$BOOTSTRAP" -P -t "$KCAT_GROUP_TOPIC" -K: -X acks=all \
+        <"$WORK/kcat-group-$batch.in" 2>"$err"; then
+        echo "kcat -P exited non-zero:"; cat "$err"; return 1
+    fi
+    if grep -qiE 'error|fail' "$err"; then echo "kcat -P reported errors:"; cat "$err"; return 1; fi
+}
+
+kcat_group_setup() {
+    "$PY" "$SCRIPT_DIR/compat_test.py" --bootstrap "$BOOTSTRAP" create-topic \
+        --topic "$KCAT_GROUP_TOPIC" --partitions 3 || return 1
+    kcat_group_produce 1 || return 1
+    # The keys must have spread over all 3 partitions, or the group test
+    # would not cover a multi-partition assignment.
+    local parts
+    parts=$(timeout --foreground 60 kcat -b "$BOOTSTRAP" -C -t "$KCAT_GROUP_TOPIC" -o 0 -e -q -f '%p\n' \
+        2>/dev/null | sort -u | tr '\n' ' ')
+    [ "$parts" = "0 1 2 " ] || { echo "records landed in partitions '$parts', expected 0 1 2"; return 1; }
+    touch "$WORK/kcat-group.ready"
+}
+
+# kcat_group_consume RUN EXPECTED: one balanced-consumer run of the group
+# (auto.offset.reset=earliest for a group without offsets; no -o, since -o
+# would override the committed offsets), compared with EXPECTED (sorted,
+# the partitions interleave).
+kcat_group_consume() {
+    local run=$1 expected=$2 out=$WORK/kcat-group-run$1.out
+    if ! timeout --foreground 60 kcat -b "$BOOTSTRAP" -G "$KCAT_GROUP" -X auto.offset.reset=earliest \
+        -e -q -f '%p %o %k=%s\n' "$KCAT_GROUP_TOPIC" >"$out" 2>"$out.err"; then
+        echo "kcat -G (run $run) exited non-zero:"; head -n 10 "$out.err"; return 1
+    fi
+    local dups
+    dups=$(cut -d' ' -f1,2 "$out" | sort | uniq -d | head -n 5)
+    [ -z "$dups" ] || { echo "records consumed twice (partition offset): $dups"; return 1; }
+    if ! cut -d' ' -f3- "$out" | sort | cmp -s "$expected" -; then
+        echo "run $run consumed $(wc -l <"$out") records, expected $(wc -l <"$expected"); first differences:"
+        cut -d' ' -f3- "$out" | sort | diff "$expected" - | head -n 10
+        head -n 5 "$out.err"
+        return 1
+    fi
+}
+
+# Exit status 77 makes check() report a SKIP.
+kcat_group_first() {
+    [ -e "$WORK/kcat-group.ready" ] || { echo "prerequisite check failed"; return 77; }
+    kcat_group_consume 1 "$WORK/kcat-group-1.expected" || return 1
+    touch "$WORK/kcat-group.first-ok"
+}
+kcat_group_second() {
+    [ -e "$WORK/kcat-group.first-ok" ] || { echo "prerequisite check failed"; return 77; }
+    kcat_group_produce 2 || return 1
+    kcat_group_consume 2 "$WORK/kcat-group-2.expected"
+}
+
+check "kcat -P: $KCAT_GROUP_RECORDS keyed records to a 3-partition topic for the group checks" kcat_group_setup
+check "kcat -G: balanced consumer reads all $KCAT_GROUP_RECORDS records of 3 partitions exactly once" kcat_group_first
+check "kcat -G: a second run of the group reads only the $KCAT_GROUP_MORE records produced since" kcat_group_second
 
 # ---------------------------------------------------------------- 5. Python clients
 
