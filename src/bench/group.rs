@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bytes::BytesMut;
-use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{GroupId, OffsetCommitRequest, ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
@@ -40,7 +42,10 @@ pub fn rebalance_times(bootstrap: &str, topic: &str, members: usize) -> Result<(
             for c in consumers {
                 let _ = c.poll(Duration::from_millis(1));
             }
-            if consumers.iter().all(|c| c.assignment().map(|a| a.count() > 0).unwrap_or(false)) {
+            if consumers
+                .iter()
+                .all(|c| c.assignment().map(|a| a.count() > 0).unwrap_or(false))
+            {
                 return Ok(started.elapsed().as_secs_f64() * 1000.0);
             }
             if Instant::now() > deadline {
@@ -67,7 +72,12 @@ pub fn rebalance_times(bootstrap: &str, topic: &str, members: usize) -> Result<(
 
 /// Requests per second from `connections` clients, each sending one
 /// request at a time built by `make` for `duration`.
-async fn request_rate<F>(bootstrap: &str, connections: usize, duration: Duration, make: F) -> Result<f64>
+async fn request_rate<F>(
+    bootstrap: &str,
+    connections: usize,
+    duration: Duration,
+    make: F,
+) -> Result<f64>
 where
     F: Fn(usize, u64) -> (i16, i16, BytesMut) + Send + Sync + Clone + 'static,
 {
@@ -100,25 +110,32 @@ pub async fn commit_rate(bootstrap: &str, topic: &str, connections: usize) -> Re
     use kafka_protocol::protocol::Encodable;
     let topic = topic.to_string();
     let t2 = topic.clone();
-    let commits = request_rate(bootstrap, connections, Duration::from_secs(3), move |c, n| {
-        let mut p = OffsetCommitRequestPartition::default();
-        p.partition_index = 0;
-        p.committed_offset = n as i64;
-        p.committed_leader_epoch = -1;
-        let mut t = OffsetCommitRequestTopic::default();
-        t.name = TopicName(s(&t2));
-        t.partitions = vec![p];
-        let mut r = OffsetCommitRequest::default();
-        r.group_id = GroupId(s(&format!("bench-commit-{c}")));
-        r.generation_id_or_member_epoch = -1;
-        r.topics = vec![t];
-        let mut body = BytesMut::new();
-        r.encode(&mut body, 8).expect("encodable commit");
-        (8, 8, body)
-    })
+    let commits = request_rate(
+        bootstrap,
+        connections,
+        Duration::from_secs(3),
+        move |c, n| {
+            let mut p = OffsetCommitRequestPartition::default();
+            p.partition_index = 0;
+            p.committed_offset = n as i64;
+            p.committed_leader_epoch = -1;
+            let mut t = OffsetCommitRequestTopic::default();
+            t.name = TopicName(s(&t2));
+            t.partitions = vec![p];
+            let mut r = OffsetCommitRequest::default();
+            r.group_id = GroupId(s(&format!("bench-commit-{c}")));
+            r.generation_id_or_member_epoch = -1;
+            r.topics = vec![t];
+            let mut body = BytesMut::new();
+            r.encode(&mut body, 8).expect("encodable commit");
+            (8, 8, body)
+        },
+    )
     .await?;
     let batch = {
-        use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+        use kafka_protocol::records::{
+            Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+        };
         let record = Record {
             transactional: false,
             control: false,
@@ -135,25 +152,37 @@ pub async fn commit_rate(bootstrap: &str, topic: &str, connections: usize) -> Re
             headers: Default::default(),
         };
         let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(&mut buf, [&record], &RecordEncodeOptions { version: 2, compression: Compression::None })
-            .context("encoding a record")?;
+        RecordBatchEncoder::encode(
+            &mut buf,
+            [&record],
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .context("encoding a record")?;
         buf.freeze()
     };
-    let produces = request_rate(bootstrap, connections, Duration::from_secs(3), move |_, _| {
-        let mut p = PartitionProduceData::default();
-        p.index = 0;
-        p.records = Some(batch.clone());
-        let mut t = TopicProduceData::default();
-        t.name = TopicName(s(&topic));
-        t.partition_data = vec![p];
-        let mut r = ProduceRequest::default();
-        r.acks = 1;
-        r.timeout_ms = 5000;
-        r.topic_data = vec![t];
-        let mut body = BytesMut::new();
-        r.encode(&mut body, 9).expect("encodable produce");
-        (0, 9, body)
-    })
+    let produces = request_rate(
+        bootstrap,
+        connections,
+        Duration::from_secs(3),
+        move |_, _| {
+            let mut p = PartitionProduceData::default();
+            p.index = 0;
+            p.records = Some(batch.clone());
+            let mut t = TopicProduceData::default();
+            t.name = TopicName(s(&topic));
+            t.partition_data = vec![p];
+            let mut r = ProduceRequest::default();
+            r.acks = 1;
+            r.timeout_ms = 5000;
+            r.topic_data = vec![t];
+            let mut body = BytesMut::new();
+            r.encode(&mut body, 9).expect("encodable produce");
+            (0, 9, body)
+        },
+    )
     .await?;
     Ok((commits, produces))
 }
@@ -161,7 +190,12 @@ pub async fn commit_rate(bootstrap: &str, topic: &str, connections: usize) -> Re
 /// MB/s consuming `total` records of a topic: once as a group member
 /// (subscribe, auto-commit), once with assigned partitions and no group
 /// coordination.
-pub fn group_vs_plain(bootstrap: &str, topic: &str, partitions: i32, total: u64) -> Result<(f64, f64)> {
+pub fn group_vs_plain(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    total: u64,
+) -> Result<(f64, f64)> {
     // Timed from the first record, so joining the group (and its initial
     // rebalance delay) is not counted as consuming time.
     let run = |consumer: BaseConsumer| -> Result<f64> {

@@ -341,25 +341,46 @@ async fn bench_consume(args: ConsumeArgs) -> Result<()> {
 
 async fn bench_group(args: GroupArgs) -> Result<()> {
     let dir = tempfile::tempdir().context("temp dir")?;
-    let yaml = format!("group_initial_rebalance_delay_ms: {}\n", args.initial_delay_ms);
+    let yaml = format!(
+        "group_initial_rebalance_delay_ms: {}\n",
+        args.initial_delay_ms
+    );
     let runnel = ChildBroker::runnel_with_config(&dir.path().join("data"), &yaml)?;
     eprintln!("machine: {}", machine());
     let members = args.members.max(1);
     create_topic(&runnel.addr, "bench-group", (members as i32 + 1) * 2).await?;
     let (addr, n) = (runnel.addr.clone(), members);
-    let (first, join) = tokio::task::spawn_blocking(move || group::rebalance_times(&addr, "bench-group", n)).await??;
+    let (first, join) =
+        tokio::task::spawn_blocking(move || group::rebalance_times(&addr, "bench-group", n))
+            .await??;
 
     create_topic(&runnel.addr, "bench-commits", 1).await?;
-    let (commits, produces) = group::commit_rate(&runnel.addr, "bench-commits", args.connections).await?;
+    let (commits, produces) =
+        group::commit_rate(&runnel.addr, "bench-commits", args.connections).await?;
 
     let partitions = 4;
     create_topic(&runnel.addr, "bench-consume", partitions).await?;
     let records = (args.megabytes * 1_000_000 / 1024).max(1000);
-    let workload = Workload { record_bytes: 1024, partitions, acks: 1, records, rate: None, linger_ms: 5 };
-    produce_once(&runnel.addr, "bench-consume", &workload, "writing test data").await?;
+    let workload = Workload {
+        record_bytes: 1024,
+        partitions,
+        acks: 1,
+        records,
+        rate: None,
+        linger_ms: 5,
+    };
+    produce_once(
+        &runnel.addr,
+        "bench-consume",
+        &workload,
+        "writing test data",
+    )
+    .await?;
     let addr = runnel.addr.clone();
-    let (grouped, plain) =
-        tokio::task::spawn_blocking(move || group::group_vs_plain(&addr, "bench-consume", partitions, records)).await??;
+    let (grouped, plain) = tokio::task::spawn_blocking(move || {
+        group::group_vs_plain(&addr, "bench-consume", partitions, records)
+    })
+    .await??;
 
     println!("| measurement | result | comparison (same run) |");
     println!("|---|---:|---|");

@@ -36,7 +36,13 @@ impl ChildBroker {
         std::fs::write(&config, yaml)?;
         let addr = format!("127.0.0.1:{}", free_port()?);
         let mut cmd = Command::new(std::env::current_exe()?);
-        cmd.arg("serve").arg("--data-dir").arg(data_dir).arg("--kafka-addr").arg(&addr).arg("--config").arg(&config);
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--kafka-addr")
+            .arg(&addr)
+            .arg("--config")
+            .arg(&config);
         Self::spawn(cmd, addr)
     }
 

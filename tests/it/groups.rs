@@ -686,3 +686,141 @@ async fn offsets_of_idle_groups_expire_after_the_retention() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offset_delete_refuses_subscribed_topics_and_reset_offsets_moves_an_idle_group() {
+    let broker = TestBroker::start_with_config(GROUP_CONFIG, &[]);
+    create_topic(&broker, "proto", 1, &[]).await;
+    create_topic(&broker, "other", 1, &[]).await;
+    let producer = broker.producer(&[]);
+    for i in 0..20 {
+        let v = format!("v{i}");
+        producer
+            .send(
+                FutureRecord::<(), _>::to("proto").payload(&v),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+    let mut client = broker.client().await;
+    // An active consumer subscribed to "proto" that has committed.
+    let consumer = group_consumer(&broker, "active");
+    consumer.subscribe(&["proto"]).unwrap();
+    let consumer = tokio::task::block_in_place(|| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut seen = 0;
+        while seen < 20 {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
+                seen += 1;
+                consumer.commit_message(&m, CommitMode::Sync).unwrap();
+            }
+            assert!(Instant::now() < deadline);
+        }
+        consumer
+    });
+    assert_eq!(
+        commit(&mut client, "active", -1, "", 3, "").await,
+        ResponseError::UnknownMemberId.code()
+    );
+    let offset_delete = |topic: &str| {
+        let mut p = offset_delete_request::OffsetDeleteRequestPartition::default();
+        p.partition_index = 0;
+        let mut t = offset_delete_request::OffsetDeleteRequestTopic::default();
+        t.name = TopicName(s(topic));
+        t.partitions = vec![p];
+        let mut r = OffsetDeleteRequest::default();
+        r.group_id = GroupId(s("active"));
+        r.topics = vec![t];
+        r
+    };
+    let refused = client.send(&offset_delete("proto")).await.unwrap();
+    assert_eq!(
+        refused.topics[0].partitions[0].error_code,
+        ResponseError::GroupSubscribedToTopic.code()
+    );
+    let allowed = client.send(&offset_delete("other")).await.unwrap();
+    assert_eq!(
+        (
+            allowed.error_code,
+            allowed.topics[0].partitions[0].error_code
+        ),
+        (0, 0)
+    );
+    let mut unknown = offset_delete("proto");
+    unknown.group_id = GroupId(s("no-such-group"));
+    assert_eq!(
+        client.send(&unknown).await.unwrap().error_code,
+        ResponseError::GroupIdNotFound.code()
+    );
+
+    // reset-offsets: refused while members are active, applied once idle.
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .args(["--bootstrap", &broker.addr()])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, _, err) = run(&[
+        "group",
+        "reset-offsets",
+        "active",
+        "--topic",
+        "proto",
+        "--to-offset",
+        "5",
+        "--execute",
+    ]);
+    assert!(!ok && err.contains("active members"), "{err}");
+    drop(consumer);
+    // Wait until the consumer's LeaveGroup emptied the group.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while commit(&mut client, "active", -1, "", 20, "").await != 0 {
+        assert!(Instant::now() < deadline, "group never became empty");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (ok, out, _) = run(&[
+        "group",
+        "reset-offsets",
+        "active",
+        "--topic",
+        "proto",
+        "--shift-by",
+        "-5",
+    ]);
+    assert!(ok && out.contains("15"), "dry run prints the plan: {out}");
+    assert_eq!(
+        fetch_offset(&mut client, "active").await.0,
+        20,
+        "a dry run changes nothing"
+    );
+    let (ok, _, err) = run(&[
+        "group",
+        "reset-offsets",
+        "active",
+        "--topic",
+        "proto",
+        "--shift-by",
+        "-5",
+        "--execute",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(fetch_offset(&mut client, "active").await.0, 15);
+    let (ok, _, _) = run(&[
+        "group",
+        "reset-offsets",
+        "active",
+        "--topic",
+        "proto",
+        "--to-earliest",
+        "--execute",
+    ]);
+    assert!(ok);
+    assert_eq!(fetch_offset(&mut client, "active").await.0, 0);
+}
