@@ -51,6 +51,13 @@ pub struct BrokerConfig {
     pub retention_check_interval_ms: u64,
     /// How often logs are fsynced and the recovery point checkpointed.
     pub flush_checkpoint_interval_ms: u64,
+    /// How often the log cleaner looks for compacted topics' logs to clean
+    /// (Kafka's `log.cleaner.backoff.ms`).
+    pub log_cleaner_interval_ms: u64,
+    /// Memory budget of the log cleaner's key map, per pass (Kafka's
+    /// `log.cleaner.dedupe.buffer.size`). A dirty section with more keys is
+    /// cleaned over several passes.
+    pub log_cleaner_dedupe_buffer_bytes: usize,
     /// Defaults for every topic's log settings.
     pub log: LogDefaults,
 }
@@ -72,6 +79,8 @@ impl Default for BrokerConfig {
             connections_max_idle_ms: 600_000,
             retention_check_interval_ms: 60_000,
             flush_checkpoint_interval_ms: 60_000,
+            log_cleaner_interval_ms: 15_000,
+            log_cleaner_dedupe_buffer_bytes: 128 << 20,
             log: LogDefaults::default(),
         }
     }
@@ -441,6 +450,14 @@ pub fn resolve_log_config(
         },
         cleanup_delete: policy.split(',').any(|p| p.trim() == "delete"),
         cleanup_compact: policy.split(',').any(|p| p.trim() == "compact"),
+        delete_retention_ms: long("delete.retention.ms", base.delete_retention_ms).max(0),
+        min_cleanable_dirty_ratio: get("min.cleanable.dirty.ratio")
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|r| (0.0..=1.0).contains(r))
+            .unwrap_or(base.min_cleanable_dirty_ratio),
+        min_compaction_lag_ms: long("min.compaction.lag.ms", 0).max(0),
     }
 }
 
@@ -506,6 +523,16 @@ pub fn broker_config_entries(config: &BrokerConfig) -> Vec<(&'static str, String
             "log.flush.offset.checkpoint.interval.ms",
             config.flush_checkpoint_interval_ms.to_string(),
             ConfigType::Int,
+        ),
+        (
+            "log.cleaner.backoff.ms",
+            config.log_cleaner_interval_ms.to_string(),
+            ConfigType::Long,
+        ),
+        (
+            "log.cleaner.dedupe.buffer.size",
+            config.log_cleaner_dedupe_buffer_bytes.to_string(),
+            ConfigType::Long,
         ),
         (
             "log.cleanup.policy",
@@ -586,6 +613,9 @@ impl BrokerConfig {
         }
         if self.max_inflight_request_bytes < self.max_request_bytes {
             return err("max_inflight_request_bytes must be at least max_request_bytes".into());
+        }
+        if self.log_cleaner_dedupe_buffer_bytes < 1 << 20 {
+            return err("log_cleaner_dedupe_buffer_bytes must be at least 1 MiB".into());
         }
         let d = &self.log;
         let checks: [(&str, String); 12] = [

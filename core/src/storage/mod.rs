@@ -7,12 +7,14 @@
 //! - [`log`]: the partition log (append, read, roll, retention, recovery).
 //! - [`checkpoint`]: recovery-point and log-start checkpoint files.
 //! - [`records`]: decoding records inside a batch, with a decompression cap.
+//! - [`cleaner`]: log compaction, rewriting closed segments in the background.
 //!
 //! Storage knows nothing about the Kafka wire protocol, topics' configs or
 //! networking; the broker module maps requests onto it.
 
 pub mod batch;
 pub mod checkpoint;
+pub mod cleaner;
 pub mod index;
 pub mod log;
 pub mod records;
