@@ -291,7 +291,7 @@ fn clean_log_with_hook(
 /// Result of [`plan`].
 enum Planned {
     Skip(CleanReport),
-    Clean(CleanPlan),
+    Clean(Box<CleanPlan>),
 }
 
 /// A pass ready to rewrite segments: the key map and what to rewrite.
@@ -442,7 +442,7 @@ fn plan(
         }
     }
     let delete_retention_ms = config.delete_retention_ms.max(0);
-    Ok(Planned::Clean(CleanPlan {
+    Ok(Planned::Clean(Box::new(CleanPlan {
         tombstone_horizon_ms: now_ms.saturating_sub(delete_retention_ms),
         snapshot,
         segments,
@@ -451,7 +451,7 @@ fn plan(
         last_batch_of_producer,
         dirty_ratio,
         limits: limits.clone(),
-    }))
+    })))
 }
 
 /// What rewriting one segment produced.
@@ -1064,19 +1064,6 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// The steps of the swap done under the log's lock (see the module docs);
-/// [`commit_swap_until`] stops after one of them to show what a crash
-/// there leaves behind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum SwapStep {
-    /// 5: old indexes unlinked, directory fsynced.
-    RemoveOldIndexes,
-    /// 6: `B.log.cleaned` renamed to `B.log`, directory fsynced.
-    RenameLog,
-    /// 7: new indexes renamed into place.
-    RenameIndexes,
-}
-
 /// A failed swap: whether it got past the commit point (the rename of the
 /// `.log`), after which the new segment is the one on disk.
 #[derive(Debug)]
@@ -1085,39 +1072,1174 @@ pub(crate) struct SwapError {
     pub error: io::Error,
 }
 
+/// Filesystem operations (unlink, rename, fsync) in steps 5-7 of the swap.
+#[cfg(test)]
+const SWAP_OPERATIONS: usize = 7;
+
 /// Steps 5-7 of the swap protocol for segment `base` of `dir`.
 pub(crate) fn commit_swap(dir: &Path, base: i64) -> Result<(), SwapError> {
-    commit_swap_until(dir, base, SwapStep::RenameIndexes)
+    commit_swap_until(dir, base, usize::MAX)
 }
 
-pub(crate) fn commit_swap_until(dir: &Path, base: i64, last: SwapStep) -> Result<(), SwapError> {
+/// Steps 5-7, stopping after `max_operations` filesystem operations as a
+/// crash there would (tests walk every prefix).
+fn commit_swap_until(dir: &Path, base: i64, max_operations: usize) -> Result<(), SwapError> {
     let path = |ext: &str| dir.join(segment_file_name(base, ext));
-    let before = |error| SwapError {
-        committed: false,
-        error,
-    };
-    let after = |error| SwapError {
-        committed: true,
-        error,
-    };
-    for ext in ["index", "timeindex"] {
-        match std::fs::remove_file(path(ext)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(before(e)),
+    let cleaned = |ext: &str| path(&format!("{ext}{CLEANED_SUFFIX}"));
+    let mut left = max_operations;
+    macro_rules! op {
+        ($committed:expr, $result:expr) => {
+            if left == 0 {
+                return Ok(());
+            }
+            left -= 1;
+            $result.map_err(|error| SwapError {
+                committed: $committed,
+                error,
+            })?;
+        };
+    }
+    // 5: the old indexes go, durably, before the new log appears.
+    op!(false, remove_if_present(&path("index")));
+    op!(false, remove_if_present(&path("timeindex")));
+    op!(false, sync_dir(dir));
+    // 6: the commit point.
+    op!(false, std::fs::rename(cleaned("log"), path("log")));
+    op!(true, sync_dir(dir));
+    // 7: the new indexes, only once the new log is durably in place.
+    op!(true, std::fs::rename(cleaned("index"), path("index")));
+    op!(
+        true,
+        std::fs::rename(cleaned("timeindex"), path("timeindex"))
+    );
+    let _ = left;
+    Ok(())
+}
+
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::batch::{BatchIter, ATTR_CONTROL, ATTR_TRANSACTIONAL};
+    use crate::storage::log::{LogConfig, TimestampType as LogTimestampType};
+    use kafka_protocol::protocol::StrBytes;
+    use std::collections::BTreeMap;
+
+    const T0: i64 = 1_700_000_000_000;
+    /// `now` at which tombstones written around T0 are still young.
+    const NOW_YOUNG: i64 = T0 + 10_000;
+    /// `now` at which they are long past `delete.retention.ms`.
+    const NOW_LATER: i64 = T0 + 10_000_000;
+
+    /// One record as stored: everything a consumer sees.
+    #[derive(Debug, Clone, PartialEq)]
+    struct Stored {
+        offset: i64,
+        timestamp: i64,
+        key: Option<Bytes>,
+        value: Option<Bytes>,
+        headers: Vec<(String, Option<Bytes>)>,
+    }
+
+    fn stored(r: &Record) -> Stored {
+        Stored {
+            offset: r.offset,
+            timestamp: r.timestamp,
+            key: r.key.clone(),
+            value: r.value.clone(),
+            headers: r
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
         }
     }
-    sync_dir(dir).map_err(before)?;
-    if last == SwapStep::RemoveOldIndexes {
-        return Ok(());
+
+    /// How a test batch is produced.
+    #[derive(Clone, Copy)]
+    struct Producer {
+        codec: Compression,
+        timestamp: i64,
+        /// (producerId, epoch, baseSequence) of an idempotent producer.
+        idempotent: Option<(i64, i16, i32)>,
+        transactional: bool,
+        control: bool,
     }
-    std::fs::rename(path(&format!("log{CLEANED_SUFFIX}")), path("log")).map_err(before)?;
-    sync_dir(dir).map_err(after)?;
-    if last == SwapStep::RenameLog {
-        return Ok(());
+
+    fn plain(timestamp: i64) -> Producer {
+        Producer {
+            codec: Compression::None,
+            timestamp,
+            idempotent: None,
+            transactional: false,
+            control: false,
+        }
     }
-    for ext in ["index", "timeindex"] {
-        std::fs::rename(path(&format!("{ext}{CLEANED_SUFFIX}")), path(ext)).map_err(after)?;
+
+    /// Encodes one batch of (key, value) records at offsets 0.., record i
+    /// with timestamp `timestamp + i` and a header `n = i`.
+    fn batch(records: &[(Option<&str>, Option<&str>)], p: Producer) -> Bytes {
+        let (producer_id, producer_epoch, base_sequence) = p.idempotent.unwrap_or((-1, -1, -1));
+        let records: Vec<Record> = records
+            .iter()
+            .enumerate()
+            .map(|(i, (k, v))| {
+                let mut record = Record {
+                    transactional: p.transactional,
+                    control: p.control,
+                    delete_horizon: false,
+                    partition_leader_epoch: -1,
+                    producer_id,
+                    producer_epoch,
+                    timestamp_type: TimestampType::Creation,
+                    offset: i as i64,
+                    sequence: base_sequence.wrapping_add(i as i32),
+                    timestamp: p.timestamp + i as i64,
+                    key: k.map(|k| Bytes::from(k.to_string())),
+                    value: v.map(|v| Bytes::from(v.to_string())),
+                    headers: Default::default(),
+                };
+                record.headers.insert(
+                    StrBytes::from_string("n".into()),
+                    Some(Bytes::from(i.to_string())),
+                );
+                record
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: p.codec,
+            },
+        )
+        .unwrap();
+        buf.freeze()
     }
-    Ok(())
+
+    fn config() -> LogConfig {
+        LogConfig {
+            segment_bytes: 8192,
+            index_interval_bytes: 512,
+            retention_ms: -1,
+            cleanup_delete: false,
+            cleanup_compact: true,
+            delete_retention_ms: 60_000,
+            min_cleanable_dirty_ratio: 0.0,
+            min_compaction_lag_ms: 0,
+            ..Default::default()
+        }
+    }
+
+    fn open(dir: &Path, config: LogConfig) -> Mutex<PartitionLog> {
+        Mutex::new(PartitionLog::open(dir, config, 0, 0, 0).unwrap().0)
+    }
+
+    fn reopen(dir: &Path, config: LogConfig, recovery_point: i64) -> PartitionLog {
+        let (log, report) = PartitionLog::open(dir, config, recovery_point, 0, 0).unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        log
+    }
+
+    /// Appends one batch; returns its base offset.
+    fn append(log: &Mutex<PartitionLog>, bytes: &Bytes) -> i64 {
+        lock(log).append(bytes, 0, T0).unwrap().base_offset
+    }
+
+    /// Closes the active segment and fsyncs, so everything is cleanable.
+    fn seal(log: &Mutex<PartitionLog>) {
+        let mut log = lock(log);
+        log.roll().unwrap();
+        log.flush(T0).unwrap();
+    }
+
+    /// Every whole batch of the log, as served to consumers, CRC-checked.
+    fn batches(log: &PartitionLog) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        let mut offset = log.log_start_offset();
+        while offset < log.high_watermark() {
+            let Some(slice) = log.read(offset, 1 << 20, true).unwrap() else {
+                break;
+            };
+            let bytes = slice.read().unwrap();
+            let mut last_next = offset;
+            for item in BatchIter::new(&bytes, true) {
+                let Ok((at, h)) = item else { break };
+                out.push(bytes.slice(at..at + h.total_bytes()));
+                last_next = h.next_offset();
+            }
+            assert!(last_next > offset, "the log must advance at {offset}");
+            offset = last_next;
+        }
+        out
+    }
+
+    /// Every record of the log, in order.
+    fn records(log: &PartitionLog) -> Vec<Stored> {
+        let mut out = Vec::new();
+        for b in batches(log) {
+            let set = decode_batch(&b, MAX_DECOMPRESSED_BYTES).unwrap();
+            out.extend(set.records.iter().map(stored));
+        }
+        out
+    }
+
+    fn key_of(s: &Stored) -> String {
+        String::from_utf8(s.key.clone().unwrap().to_vec()).unwrap()
+    }
+
+    fn limits() -> CleanerLimits {
+        CleanerLimits::default()
+    }
+
+    fn files_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The latest (offset, value) of each key, as written.
+    type Latest = BTreeMap<String, (i64, Option<String>)>;
+
+    /// Writes `versions` rounds over `keys` keys in batches of 20 with the
+    /// given codec, then tombstones for every key ≡ 3 (mod 10), then a few
+    /// records without a key. Returns the latest record per key (offset,
+    /// value) and the offsets of the keyless records.
+    fn write_versions(
+        log: &Mutex<PartitionLog>,
+        keys: usize,
+        versions: usize,
+        codec: Compression,
+    ) -> (Latest, Vec<i64>) {
+        let mut latest = BTreeMap::new();
+        let mut ts = T0;
+        for v in 0..versions {
+            for chunk in (0..keys).collect::<Vec<_>>().chunks(20) {
+                let names: Vec<(String, String)> = chunk
+                    .iter()
+                    .map(|i| {
+                        (
+                            format!("key-{i:04}"),
+                            format!("v{v}-of-key-{i:04}-{}", "p".repeat(i % 7)),
+                        )
+                    })
+                    .collect();
+                let recs: Vec<(Option<&str>, Option<&str>)> = names
+                    .iter()
+                    .map(|(k, v)| (Some(k.as_str()), Some(v.as_str())))
+                    .collect();
+                let base = append(log, &batch(&recs, Producer { codec, ..plain(ts) }));
+                for (i, (k, v)) in names.into_iter().enumerate() {
+                    latest.insert(k, (base + i as i64, Some(v)));
+                }
+                ts += 20;
+            }
+        }
+        let dead: Vec<String> = (0..keys)
+            .filter(|i| i % 10 == 3)
+            .map(|i| format!("key-{i:04}"))
+            .collect();
+        for chunk in dead.chunks(20) {
+            let recs: Vec<(Option<&str>, Option<&str>)> =
+                chunk.iter().map(|k| (Some(k.as_str()), None)).collect();
+            let base = append(log, &batch(&recs, Producer { codec, ..plain(ts) }));
+            for (i, k) in chunk.iter().enumerate() {
+                latest.insert(k.clone(), (base + i as i64, None));
+            }
+            ts += 20;
+        }
+        let base = append(
+            log,
+            &batch(
+                &[(None, Some("no key 1")), (None, Some("no key 2"))],
+                Producer { codec, ..plain(ts) },
+            ),
+        );
+        (latest, vec![base, base + 1])
+    }
+
+    /// Checks that `records` hold exactly the latest record of every key
+    /// (tombstones included or not), at its original offset, and the
+    /// keyless records.
+    fn assert_latest_only(
+        records: &[Stored],
+        latest: &Latest,
+        keyless: &[i64],
+        with_tombstones: bool,
+    ) {
+        let mut seen = BTreeMap::new();
+        let mut keyless_seen = Vec::new();
+        for r in records {
+            let Some(_) = &r.key else {
+                keyless_seen.push(r.offset);
+                continue;
+            };
+            let key = key_of(r);
+            let value = r
+                .value
+                .as_ref()
+                .map(|v| String::from_utf8(v.to_vec()).unwrap());
+            assert!(
+                seen.insert(key.clone(), (r.offset, value)).is_none(),
+                "key {key} appears twice (again at offset {})",
+                r.offset
+            );
+        }
+        let expected: Latest = latest
+            .iter()
+            .filter(|(_, (_, v))| with_tombstones || v.is_some())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        assert_eq!(seen, expected);
+        assert_eq!(keyless_seen, keyless, "records without a key are kept");
+    }
+
+    #[test]
+    fn cleaning_keeps_the_latest_record_of_each_key_at_its_offset_and_drops_old_tombstones_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), config());
+        let (latest, keyless) = write_versions(&log, 1000, 5, Compression::None);
+        seal(&log);
+        let before = lock(&log).segment_count();
+        assert!(before > 20, "small segments: {before}");
+
+        let report = clean_log(&log, 0, false, NOW_YOUNG, &limits()).unwrap();
+        assert_eq!(report.skipped, None);
+        assert_eq!(report.keys_in_map, 1000);
+        // 5,000 values and 100 tombstones; 900 values and 100 tombstones stay.
+        assert_eq!(report.records_removed, 4100, "{report:?}");
+        assert_eq!(report.tombstones_removed, 0, "tombstones are young");
+        assert!(report.segments_removed > 0 && report.segments_rewritten > 0);
+        assert!(report.bytes_after < report.bytes_before);
+        let end = lock(&log).log_end_offset();
+        assert_eq!(report.clean_point, end, "the whole closed log is clean");
+        let deadline = report
+            .tombstone_deadline_ms
+            .expect("young tombstones were kept");
+        assert!(deadline > NOW_YOUNG && deadline <= T0 + 200_000 + 60_001);
+        assert_latest_only(&records(&lock(&log)), &latest, &keyless, true);
+        assert_eq!(lock(&log).log_end_offset(), end, "offsets never change");
+        assert!(
+            !files_in(dir.path()).iter().any(|f| f.contains("cleaned")),
+            "no leftovers: {:?}",
+            files_in(dir.path())
+        );
+
+        // Nothing new is dirty: a pass is skipped unless forced by the deadline.
+        let again = clean_log(&log, report.clean_point, false, NOW_LATER, &limits()).unwrap();
+        assert_eq!(again.skipped, Some(SkipReason::BelowDirtyRatio));
+        let later = clean_log(&log, report.clean_point, true, NOW_LATER, &limits()).unwrap();
+        assert_eq!(later.tombstones_removed, 100);
+        assert_eq!(later.tombstone_deadline_ms, None);
+        assert_latest_only(&records(&lock(&log)), &latest, &keyless, false);
+
+        // The cleaned log reopens from its new indexes, unchanged.
+        let expected = records(&lock(&log));
+        let recovery_point = lock(&log).recovery_point();
+        drop(log);
+        let (reopened, report) =
+            PartitionLog::open(dir.path(), config(), recovery_point, 0, 0).unwrap();
+        assert_eq!(
+            report.segments_scanned, 1,
+            "only the active segment is scanned"
+        );
+        assert_eq!(records(&reopened), expected);
+        for r in &expected {
+            let slice = reopened.read(r.offset, 1, true).unwrap().unwrap();
+            let h = BatchHeader::parse(&slice.read().unwrap()).unwrap();
+            assert!(h.base_offset <= r.offset && r.offset <= h.last_offset());
+        }
+    }
+
+    #[test]
+    fn every_codec_is_cleaned_in_place_keeping_batch_offsets_and_record_fields() {
+        for codec in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let log = open(dir.path(), config());
+            // Batch b holds keys (10b + j) % 25: each key recurs every 2.5
+            // batches, so batches lose their first, middle or last records.
+            let mut originals: BTreeMap<i64, (BatchHeader, Vec<Stored>)> = BTreeMap::new();
+            for b in 0..60 {
+                let names: Vec<(String, String)> = (0..10)
+                    .map(|j| {
+                        (
+                            format!("k{}", (10 * b + j) % 25),
+                            format!("{codec:?}-value-{b}-{j}"),
+                        )
+                    })
+                    .collect();
+                let recs: Vec<(Option<&str>, Option<&str>)> = names
+                    .iter()
+                    .map(|(k, v)| (Some(k.as_str()), Some(v.as_str())))
+                    .collect();
+                let p = Producer {
+                    codec,
+                    ..plain(T0 + 100 * b)
+                };
+                append(&log, &batch(&recs, p));
+            }
+            for raw in batches(&lock(&log)) {
+                let h = validate_batch(&raw).unwrap();
+                let set = decode_batch(&raw, MAX_DECOMPRESSED_BYTES).unwrap();
+                originals.insert(h.base_offset, (h, set.records.iter().map(stored).collect()));
+            }
+            seal(&log);
+            let report = clean_log(&log, 0, false, NOW_YOUNG, &limits()).unwrap();
+            assert!(report.segments_rewritten > 0, "{codec:?}: {report:?}");
+
+            let mut shifted = 0;
+            let mut partial = 0;
+            let mut keys = BTreeMap::new();
+            for raw in batches(&lock(&log)) {
+                let h = validate_batch(&raw).unwrap();
+                let (original, original_records) = &originals[&h.base_offset];
+                assert_eq!(h.codec(), original.codec(), "{codec:?}: codec kept");
+                assert_eq!(h.last_offset_delta, original.last_offset_delta, "{codec:?}");
+                assert_eq!(h.attributes, original.attributes, "{codec:?}");
+                assert_eq!(
+                    (h.producer_id, h.producer_epoch, h.base_sequence),
+                    (
+                        original.producer_id,
+                        original.producer_epoch,
+                        original.base_sequence
+                    )
+                );
+                let set = decode_batch(&raw, MAX_DECOMPRESSED_BYTES).unwrap();
+                assert_eq!(set.records.len(), h.records_count as usize);
+                if set.records.len() < original_records.len() {
+                    partial += 1;
+                }
+                if set.records[0].offset > h.base_offset {
+                    shifted += 1;
+                }
+                let max_ts = set.records.iter().map(|r| r.timestamp).max().unwrap();
+                assert_eq!(
+                    h.max_timestamp, max_ts,
+                    "{codec:?}: max timestamp of survivors"
+                );
+                for r in &set.records {
+                    let s = stored(r);
+                    let was = original_records
+                        .iter()
+                        .find(|o| o.offset == s.offset)
+                        .unwrap();
+                    assert_eq!(&s, was, "{codec:?}: record at {} unchanged", s.offset);
+                    assert!(
+                        keys.insert(key_of(&s), s.offset).is_none(),
+                        "{codec:?}: one per key"
+                    );
+                }
+            }
+            assert_eq!(keys.len(), 25, "{codec:?}");
+            assert!(
+                partial > 0 && shifted > 0,
+                "{codec:?}: partial {partial}, shifted {shifted}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_batch_with_log_append_time_keeps_its_append_time_when_filtered() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            timestamp_type: LogTimestampType::LogAppendTime,
+            ..config()
+        };
+        let log = open(dir.path(), cfg);
+        let recs = [
+            (Some("a"), Some("1")),
+            (Some("b"), Some("1")),
+            (Some("a"), Some("2")),
+        ];
+        lock(&log)
+            .append(
+                &batch(
+                    &recs,
+                    Producer {
+                        codec: Compression::Lz4,
+                        ..plain(T0)
+                    },
+                ),
+                0,
+                42_000,
+            )
+            .unwrap();
+        seal(&log);
+        clean_log(&log, 0, false, NOW_YOUNG, &limits()).unwrap();
+        let all = batches(&lock(&log));
+        assert_eq!(all.len(), 1);
+        let h = validate_batch(&all[0]).unwrap();
+        assert_eq!(h.records_count, 2);
+        assert_eq!(h.max_timestamp, 42_000);
+        assert_ne!(h.attributes & ATTR_LOG_APPEND_TIME, 0);
+        assert_eq!((h.base_offset, h.last_offset_delta), (0, 2));
+    }
+
+    #[test]
+    fn the_active_segment_is_never_modified() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), config());
+        write_versions(&log, 200, 3, Compression::Snappy);
+        seal(&log);
+        // Duplicates in the active segment.
+        for v in 0..3 {
+            let value = format!("active-{v}");
+            append(
+                &log,
+                &batch(
+                    &[
+                        (Some("key-0001"), Some(value.as_str())),
+                        (Some("hot"), Some(value.as_str())),
+                    ],
+                    plain(T0 + 1_000_000),
+                ),
+            );
+        }
+        lock(&log).flush(T0).unwrap();
+        let active_path = dir.path().join(segment_file_name(
+            lock(&log).cleaner_snapshot().active_base_offset,
+            "log",
+        ));
+        let active_before = std::fs::read(&active_path).unwrap();
+        let report = clean_log(&log, 0, false, NOW_YOUNG, &limits()).unwrap();
+        assert!(report.segments_rewritten + report.segments_removed > 0);
+        assert_eq!(std::fs::read(&active_path).unwrap(), active_before);
+        let all = records(&lock(&log));
+        let hot = all
+            .iter()
+            .filter(|r| r.key.as_deref() == Some(b"hot".as_slice()))
+            .count();
+        assert_eq!(hot, 3, "every record of the active segment is still there");
+        let k1 = all
+            .iter()
+            .filter(|r| r.key.as_deref() == Some(b"key-0001".as_slice()))
+            .count();
+        assert_eq!(
+            k1, 4,
+            "the cleaned section keeps one, the active segment its three"
+        );
+    }
+
+    #[test]
+    fn segments_younger_than_the_compaction_lag_are_not_compacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = T0 + 10 * 3_600_000;
+        let cfg = LogConfig {
+            min_compaction_lag_ms: 3_600_000,
+            ..config()
+        };
+        let log = open(dir.path(), cfg);
+        // Old data (9 h before now), then recent data (1 min before now).
+        let old_recs = [
+            (Some("a"), Some("old-1")),
+            (Some("b"), Some("old-1")),
+            (Some("a"), Some("old-2")),
+        ];
+        for _ in 0..3 {
+            append(&log, &batch(&old_recs, plain(T0 + 3_600_000)));
+        }
+        lock(&log).roll().unwrap();
+        let recent_base = lock(&log).log_end_offset();
+        let recent = [(Some("a"), Some("new-1")), (Some("a"), Some("new-2"))];
+        for _ in 0..3 {
+            append(&log, &batch(&recent, plain(now - 60_000)));
+        }
+        seal(&log);
+        let recent_path = dir.path().join(segment_file_name(recent_base, "log"));
+        let recent_before = std::fs::read(&recent_path).unwrap();
+
+        let report = clean_log(&log, 0, false, now, &limits()).unwrap();
+        assert_eq!(
+            report.clean_point, recent_base,
+            "the lag stops the cleanable range"
+        );
+        assert_eq!(
+            std::fs::read(&recent_path).unwrap(),
+            recent_before,
+            "recent segment untouched"
+        );
+        let all = records(&lock(&log));
+        let old: Vec<&Stored> = all.iter().filter(|r| r.offset < recent_base).collect();
+        assert_eq!(old.len(), 2, "old section: one a, one b: {old:?}");
+        assert_eq!(
+            all.len() - old.len(),
+            6,
+            "recent section keeps every version"
+        );
+
+        // Once the lag has passed, the recent segment is compacted too.
+        let later = clean_log(&log, report.clean_point, false, now + 3_600_000, &limits()).unwrap();
+        assert_eq!(later.skipped, None);
+        let all = records(&lock(&log));
+        assert_eq!(all.len(), 2, "{all:?}");
+    }
+
+    #[test]
+    fn a_log_below_the_dirty_ratio_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            min_cleanable_dirty_ratio: 0.5,
+            ..config()
+        };
+        let log = open(dir.path(), cfg);
+        write_versions(&log, 300, 4, Compression::None);
+        seal(&log);
+        let first = clean_log(&log, 0, false, NOW_YOUNG, &limits()).unwrap();
+        assert_eq!(first.skipped, None);
+        assert_eq!(first.dirty_ratio, 1.0);
+        // A little more data: dirty, but far below half of the log.
+        append(&log, &batch(&[(Some("key-0001"), Some("x"))], plain(T0)));
+        seal(&log);
+        let second = clean_log(&log, first.clean_point, false, NOW_YOUNG, &limits()).unwrap();
+        assert_eq!(second.skipped, Some(SkipReason::BelowDirtyRatio));
+        assert!(
+            second.dirty_ratio > 0.0 && second.dirty_ratio < 0.5,
+            "{}",
+            second.dirty_ratio
+        );
+        assert_eq!(second.clean_point, first.clean_point);
+        let forced = clean_log(&log, first.clean_point, true, NOW_YOUNG, &limits()).unwrap();
+        assert_eq!(forced.records_removed, 1);
+    }
+
+    #[test]
+    fn a_small_key_map_cleans_a_prefix_per_pass_until_the_log_is_clean() {
+        // Young tombstones stay; old ones go, but never before every older
+        // value of their key (a tombstone past the map's end must stay).
+        for (now, with_tombstones) in [(NOW_YOUNG, true), (NOW_LATER, false)] {
+            let dir = tempfile::tempdir().unwrap();
+            let log = open(dir.path(), config());
+            let (latest, keyless) = write_versions(&log, 1000, 3, Compression::Zstd);
+            seal(&log);
+            let end = lock(&log).log_end_offset();
+            // Room for about 150 keys of 8 bytes.
+            let small = CleanerLimits {
+                dedupe_buffer_bytes: 150 * (8 + KEY_ENTRY_OVERHEAD_BYTES),
+                ..limits()
+            };
+            let mut clean_point = 0;
+            let mut passes = 0;
+            while clean_point < end {
+                let report = clean_log(&log, clean_point, false, now, &small).unwrap();
+                assert!(report.keys_in_map <= 150, "{}", report.keys_in_map);
+                assert!(
+                    report.clean_point > clean_point,
+                    "every pass makes progress"
+                );
+                clean_point = report.clean_point;
+                passes += 1;
+                assert!(passes < 100);
+                // Whatever pass we are at, a deleted key's value is always
+                // followed by a newer record of that key.
+                let mut last_of_key: BTreeMap<String, &Stored> = BTreeMap::new();
+                let all = records(&lock(&log));
+                for r in all.iter().filter(|r| r.key.is_some()) {
+                    last_of_key.insert(key_of(r), r);
+                }
+                for (key, r) in last_of_key {
+                    if latest[&key].1.is_none() {
+                        assert!(
+                            r.value.is_none(),
+                            "deleted key {key} resurrected at {}",
+                            r.offset
+                        );
+                    }
+                }
+            }
+            assert!(passes > 5, "{passes} passes");
+            if !with_tombstones {
+                // The last tombstones become droppable once the clean point passed them.
+                clean_log(&log, clean_point, true, now, &small).unwrap();
+            }
+            assert_latest_only(&records(&lock(&log)), &latest, &keyless, with_tombstones);
+        }
+    }
+
+    #[test]
+    fn the_last_batch_of_each_idempotent_producer_is_kept_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), config());
+        let ab = [(Some("a"), Some("p1")), (Some("b"), Some("p1"))];
+        let first = Producer {
+            idempotent: Some((7, 0, 0)),
+            ..plain(T0)
+        };
+        let second = Producer {
+            idempotent: Some((7, 0, 2)),
+            ..plain(T0 + 10)
+        };
+        append(&log, &batch(&ab, first));
+        let kept = batch(&ab, second);
+        let kept_base = append(&log, &kept);
+        append(
+            &log,
+            &batch(
+                &[(Some("a"), Some("later")), (Some("b"), Some("later"))],
+                plain(T0 + 20),
+            ),
+        );
+        seal(&log);
+        clean_log(&log, 0, false, NOW_YOUNG, &limits()).unwrap();
+        let all = batches(&lock(&log));
+        assert_eq!(
+            all.len(),
+            2,
+            "the producer's first batch is gone, its last is kept"
+        );
+        let h = BatchHeader::parse(&all[0]).unwrap();
+        assert_eq!(
+            (h.base_offset, h.producer_id, h.base_sequence),
+            (kept_base, 7, 2)
+        );
+        assert_eq!(
+            all[0][16..],
+            kept[16..],
+            "kept byte for byte (after the offset and epoch)"
+        );
+    }
+
+    #[test]
+    fn transactional_and_control_batches_are_kept_and_do_not_hide_older_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), config());
+        append(&log, &batch(&[(Some("x"), Some("committed"))], plain(T0)));
+        let txn = Producer {
+            idempotent: Some((9, 0, 0)),
+            transactional: true,
+            ..plain(T0 + 1)
+        };
+        append(
+            &log,
+            &batch(
+                &[(Some("x"), Some("in-txn")), (Some("x"), Some("in-txn-2"))],
+                txn,
+            ),
+        );
+        let marker = Producer {
+            idempotent: Some((9, 0, -1)),
+            transactional: true,
+            control: true,
+            ..plain(T0 + 2)
+        };
+        append(
+            &log,
+            &batch(&[(Some("\0\0\0\0"), Some("\0\0\0\0\0\0"))], marker),
+        );
+        // A second, superseded transactional batch of another producer.
+        let txn2 = Producer {
+            idempotent: Some((10, 0, 0)),
+            transactional: true,
+            ..plain(T0 + 3)
+        };
+        append(
+            &log,
+            &batch(
+                &[(Some("y"), Some("old")), (Some("y"), Some("old-2"))],
+                txn2,
+            ),
+        );
+        append(&log, &batch(&[(Some("y"), Some("new"))], plain(T0 + 4)));
+        seal(&log);
+        let report = clean_log(&log, 0, false, NOW_YOUNG, &limits()).unwrap();
+        let all = batches(&lock(&log));
+        let flags: Vec<i16> = all
+            .iter()
+            .map(|b| {
+                BatchHeader::parse(b).unwrap().attributes & (ATTR_TRANSACTIONAL | ATTR_CONTROL)
+            })
+            .collect();
+        assert_eq!(
+            flags,
+            vec![
+                0,
+                ATTR_TRANSACTIONAL,
+                ATTR_TRANSACTIONAL | ATTR_CONTROL,
+                ATTR_TRANSACTIONAL,
+                0
+            ]
+        );
+        assert_eq!(records(&lock(&log)).len(), 7, "nothing removed: {report:?}");
+    }
+
+    /// A batch whose CRC is right but whose compressed records are garbage.
+    fn undecodable_batch(key: &str) -> Bytes {
+        let good = batch(
+            &[(Some(key), Some("lost?"))],
+            Producer {
+                codec: Compression::Lz4,
+                ..plain(T0)
+            },
+        );
+        let mut bad = good.to_vec();
+        for b in &mut bad[BATCH_HEADER_BYTES + 4..] {
+            *b ^= 0x5a;
+        }
+        let crc = crc32c::crc32c(&bad[21..]);
+        bad[17..21].copy_from_slice(&crc.to_be_bytes());
+        Bytes::from(bad)
+    }
+
+    #[test]
+    fn an_undecodable_batch_is_kept_and_no_later_tombstone_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), config());
+        append(
+            &log,
+            &batch(&[(Some("a"), Some("1")), (Some("a"), None)], plain(T0)),
+        );
+        let bad = undecodable_batch("b");
+        let bad_base = append(&log, &bad);
+        append(
+            &log,
+            &batch(
+                &[
+                    (Some("b"), Some("1")),
+                    (Some("b"), None),
+                    (Some("c"), Some("1")),
+                ],
+                plain(T0),
+            ),
+        );
+        seal(&log);
+        let report = clean_log(&log, 0, false, NOW_LATER, &limits()).unwrap();
+        assert_eq!(report.batches_unreadable, 1, "{report:?}");
+        assert_eq!(
+            report.tombstones_removed, 1,
+            "only the tombstone before the bad batch"
+        );
+        let all = batches(&lock(&log));
+        let kept_bad = all
+            .iter()
+            .find(|b| BatchHeader::parse(b).unwrap().base_offset == bad_base)
+            .expect("the undecodable batch is kept");
+        assert_eq!(kept_bad[16..], bad[16..]);
+        // Its key is unknown, so b's tombstone (which may hide it) stays.
+        let rest: Vec<Stored> = all
+            .iter()
+            .filter(|b| BatchHeader::parse(b).unwrap().base_offset != bad_base)
+            .flat_map(|b| {
+                decode_batch(b, MAX_DECOMPRESSED_BYTES)
+                    .unwrap()
+                    .records
+                    .iter()
+                    .map(stored)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let summary: Vec<(String, bool)> = rest
+            .iter()
+            .map(|r| (key_of(r), r.value.is_some()))
+            .collect();
+        assert_eq!(summary, vec![("b".into(), false), ("c".into(), true)]);
+    }
+
+    #[test]
+    fn a_segment_deleted_by_retention_during_cleaning_is_not_swapped_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            cleanup_delete: true,
+            ..config()
+        };
+        let log = open(dir.path(), cfg);
+        write_versions(&log, 300, 4, Compression::Gzip);
+        seal(&log);
+        let second_base = lock(&log).cleaner_snapshot().closed_segments[1].base_offset;
+        let mut first = true;
+        let report = clean_log_with_hook(&log, 0, false, NOW_YOUNG, &limits(), &mut |segment| {
+            if first {
+                first = false;
+                assert_eq!(segment.base_offset, 0);
+                lock(&log).delete_records_before(second_base).unwrap();
+            }
+        })
+        .unwrap();
+        assert_eq!(report.swaps_abandoned, 1, "{report:?}");
+        assert!(report.segments_rewritten + report.segments_removed > 0);
+        let log = lock(&log);
+        assert!(log.log_start_offset() >= second_base);
+        assert!(
+            !files_in(dir.path())
+                .iter()
+                .any(|f| f.starts_with(&segment_file_name(0, ""))),
+            "{:?}",
+            files_in(dir.path())
+        );
+        assert!(!files_in(dir.path()).iter().any(|f| f.contains("cleaned")));
+        assert!(!records(&log).is_empty());
+    }
+
+    #[test]
+    fn a_read_planned_before_a_swap_still_returns_the_old_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), config());
+        write_versions(&log, 100, 3, Compression::Lz4);
+        seal(&log);
+        let slice = lock(&log).read(0, 4096, true).unwrap().unwrap();
+        let before = slice.read().unwrap();
+        let report = clean_log(&log, 0, false, NOW_YOUNG, &limits()).unwrap();
+        assert!(report.segments_rewritten + report.segments_removed > 0);
+        assert_eq!(
+            slice.read().unwrap(),
+            before,
+            "the old inode is still readable"
+        );
+        assert_ne!(
+            lock(&log)
+                .read(0, 4096, true)
+                .unwrap()
+                .unwrap()
+                .read()
+                .unwrap(),
+            before
+        );
+    }
+
+    #[test]
+    fn compacted_logs_roll_segments_and_only_compact_delete_logs_lose_segments_to_retention() {
+        for delete in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let cfg = LogConfig {
+                cleanup_delete: delete,
+                retention_ms: 1000,
+                ..config()
+            };
+            let log = open(dir.path(), cfg);
+            write_versions(&log, 1000, 2, Compression::None);
+            assert!(
+                lock(&log).segment_count() > 3,
+                "compacted logs roll at segment.bytes"
+            );
+            let deleted = lock(&log).apply_retention(NOW_LATER).unwrap();
+            assert_eq!(deleted > 0, delete, "cleanup.policy delete={delete}");
+        }
+    }
+
+    /// Where a simulated crash stops the cleaning of one segment.
+    #[derive(Debug, Clone, Copy)]
+    enum CrashPoint {
+        /// While writing `B.log.cleaned`: half of it on disk.
+        TornCleanedLog,
+        /// After the `.cleaned` files are written and fsynced.
+        CleanedFilesWritten,
+        /// After this many filesystem operations of the swap done under
+        /// the lock.
+        Swap(usize),
+        /// A segment emptied by cleaning: its `.log` unlinked, not yet
+        /// its indexes.
+        RemovalLogUnlinked,
+    }
+
+    /// Runs a pass up to the first segment with something to clean and
+    /// stops there as a crash would; returns that segment's base.
+    fn clean_until_crash(log: &Mutex<PartitionLog>, crash: CrashPoint, want_empty: bool) -> i64 {
+        let Planned::Clean(plan) = plan(log, 0, true, NOW_LATER, &limits()).unwrap() else {
+            panic!("nothing to clean");
+        };
+        let dir = plan.snapshot.dir.clone();
+        let mut report = CleanReport::default();
+        let mut unreadable = false;
+        for segment in &plan.segments {
+            let base = segment.base_offset;
+            match plan.rewrite(segment, &mut unreadable, &mut report).unwrap() {
+                Rewritten::Unchanged => continue,
+                Rewritten::Empty if want_empty => {
+                    std::fs::remove_file(dir.join(segment_file_name(base, "log"))).unwrap();
+                    return base;
+                }
+                Rewritten::Cleaned(_) if !want_empty => {
+                    let cleaned = dir.join(segment_file_name(base, "log.cleaned"));
+                    match crash {
+                        CrashPoint::TornCleanedLog => {
+                            let len = std::fs::metadata(&cleaned).unwrap().len();
+                            File::options()
+                                .write(true)
+                                .open(&cleaned)
+                                .unwrap()
+                                .set_len(len / 2)
+                                .unwrap();
+                            for ext in ["index.cleaned", "timeindex.cleaned"] {
+                                std::fs::remove_file(dir.join(segment_file_name(base, ext)))
+                                    .unwrap();
+                            }
+                        }
+                        CrashPoint::CleanedFilesWritten => {}
+                        CrashPoint::Swap(n) => commit_swap_until(&dir, base, n).unwrap(),
+                        CrashPoint::RemovalLogUnlinked => unreachable!(),
+                    }
+                    return base;
+                }
+                _ => continue,
+            }
+        }
+        panic!("no segment to crash in");
+    }
+
+    /// Every `.index` / `.timeindex` file in `dir` whose `.log` exists only
+    /// names batch boundaries of that log: an index never describes
+    /// another version of the log (opening might not notice).
+    fn assert_indexes_match_logs(dir: &Path, context: &str) {
+        for name in files_in(dir) {
+            let Some((base, ext)) = super::super::segment::parse_segment_file_name(&name) else {
+                continue;
+            };
+            let entry_bytes = match ext {
+                "index" => 8,
+                "timeindex" => 12,
+                _ => continue,
+            };
+            let Ok(log_bytes) = std::fs::read(dir.join(segment_file_name(base, "log"))) else {
+                continue; // no log: the index is deleted on open
+            };
+            let mut batch_at: BTreeMap<u32, i64> = BTreeMap::new();
+            for item in BatchIter::new(&log_bytes, false) {
+                let (at, h) = item.unwrap();
+                batch_at.insert(at as u32, h.base_offset);
+            }
+            let raw = std::fs::read(dir.join(&name)).unwrap();
+            for entry in raw.chunks_exact(entry_bytes) {
+                if ext == "index" {
+                    let relative = u32::from_be_bytes(entry[0..4].try_into().unwrap());
+                    let position = u32::from_be_bytes(entry[4..8].try_into().unwrap());
+                    assert_eq!(
+                        batch_at.get(&position),
+                        Some(&(base + relative as i64)),
+                        "{context}: {name} entry ({relative}, {position}) does not match the log"
+                    );
+                } else {
+                    let relative = u32::from_be_bytes(entry[8..12].try_into().unwrap());
+                    assert!(
+                        batch_at.values().any(|&o| o == base + relative as i64),
+                        "{context}: {name} names offset {} which starts no batch",
+                        base + relative as i64
+                    );
+                }
+            }
+        }
+    }
+
+    /// Writes the same data to a fresh log in `dir`.
+    fn crash_fixture(dir: &Path) -> Mutex<PartitionLog> {
+        let log = open(dir, config());
+        write_versions(&log, 400, 4, Compression::Lz4);
+        seal(&log);
+        log
+    }
+
+    #[test]
+    fn a_crash_at_any_step_of_cleaning_leaves_the_old_or_the_new_segment() {
+        let mut points = vec![
+            (CrashPoint::TornCleanedLog, false),
+            (CrashPoint::CleanedFilesWritten, false),
+            (CrashPoint::RemovalLogUnlinked, true),
+        ];
+        points.extend((0..=SWAP_OPERATIONS).map(|n| (CrashPoint::Swap(n), false)));
+        for (crash, want_empty) in points {
+            // What the log holds before, after a full pass, and after the
+            // one segment's swap completed.
+            let dir = tempfile::tempdir().unwrap();
+            let log = crash_fixture(dir.path());
+            let recovery_point = lock(&log).recovery_point();
+            let pre = records(&lock(&log));
+            let base = clean_until_crash(&log, crash, want_empty);
+            drop(log);
+            // Past the commit point once the new log took the old one's name.
+            let committed = want_empty
+                || !dir
+                    .path()
+                    .join(segment_file_name(base, "log.cleaned"))
+                    .exists();
+            assert_indexes_match_logs(dir.path(), &format!("{crash:?}, on disk at the crash"));
+
+            let twin_dir = tempfile::tempdir().unwrap();
+            let twin = crash_fixture(twin_dir.path());
+            let Planned::Clean(plan) = plan(&twin, 0, true, NOW_LATER, &limits()).unwrap() else {
+                panic!()
+            };
+            let segment = plan
+                .segments
+                .iter()
+                .find(|s| s.base_offset == base)
+                .unwrap();
+            let rewritten = plan
+                .rewrite(segment, &mut false, &mut CleanReport::default())
+                .unwrap();
+            swap(&twin, twin_dir.path(), segment, rewritten).unwrap();
+            let post = records(&lock(&twin));
+            assert_ne!(pre, post);
+            let full = clean_log(&twin, 0, true, NOW_LATER, &limits()).unwrap();
+            assert!(full.segments_rewritten + full.segments_removed > 1);
+            let fully_clean = records(&lock(&twin));
+
+            // Restart as after a kill: checkpointed recovery point, leftovers on disk.
+            let reopened = reopen(dir.path(), config(), recovery_point);
+            assert!(
+                !files_in(dir.path()).iter().any(|f| f.contains("cleaned")),
+                "{crash:?}: leftovers removed: {:?}",
+                files_in(dir.path())
+            );
+            assert_indexes_match_logs(dir.path(), &format!("{crash:?}, after reopening"));
+            let got = records(&reopened);
+            assert!(
+                got == pre || got == post,
+                "{crash:?}: neither the old nor the new segment"
+            );
+            assert_eq!(got == post, committed, "{crash:?}: committed {committed}");
+            // Every record that must survive is readable at its offset.
+            for r in &fully_clean {
+                let slice = reopened.read(r.offset, 1, true).unwrap().unwrap();
+                let set = decode_batch(&slice.read().unwrap(), MAX_DECOMPRESSED_BYTES).unwrap();
+                assert!(
+                    set.records.iter().any(|x| stored(x) == *r),
+                    "{crash:?}: offset {}",
+                    r.offset
+                );
+            }
+            // And the next pass finishes the job.
+            let log = Mutex::new(reopened);
+            clean_log(&log, 0, true, NOW_LATER, &limits()).unwrap();
+            assert_eq!(records(&lock(&log)), fully_clean, "{crash:?}");
+        }
+    }
+
+    #[test]
+    fn offset_deltas_shift_across_varint_sizes() {
+        // One record: length, attributes, timestamp delta 300 (2 bytes),
+        // offset delta 1, key -1, value "v", no headers.
+        let mut body = BytesMut::new();
+        body.put_u8(0);
+        write_varint(&mut body, 300);
+        write_varint(&mut body, 1);
+        write_varint(&mut body, -1);
+        write_varint(&mut body, 1);
+        body.put_u8(b'v');
+        write_varint(&mut body, 0);
+        let mut records = BytesMut::new();
+        write_varint(&mut records, body.len() as i64);
+        records.put_slice(&body);
+        let shifted = shift_offset_deltas(&records, 1, 100_000).unwrap();
+        let (len, n) = read_varint(&shifted).unwrap();
+        assert_eq!(len as usize, shifted.len() - n);
+        let (ts, tn) = read_varlong(&shifted[n + 1..]).unwrap();
+        assert_eq!(ts, 300);
+        assert_eq!(read_varint(&shifted[n + 1 + tn..]).unwrap().0, 100_001);
+        assert!(shift_offset_deltas(&records[..records.len() - 1], 1, 5).is_err());
+        assert!(shift_offset_deltas(&records, 2, 5).is_err());
+    }
 }
