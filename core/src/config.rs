@@ -659,6 +659,42 @@ mod tests {
     }
 
     #[test]
+    fn compaction_settings_resolve_from_overrides_and_broker_defaults() {
+        let overrides: BTreeMap<String, String> = [
+            ("delete.retention.ms", "1000"),
+            ("min.cleanable.dirty.ratio", "0.25"),
+            ("min.compaction.lag.ms", "5000"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let c = resolve_log_config(&overrides, &LogDefaults::default());
+        assert_eq!(
+            (
+                c.delete_retention_ms,
+                c.min_cleanable_dirty_ratio,
+                c.min_compaction_lag_ms
+            ),
+            (1000, 0.25, 5000)
+        );
+        let defaults = LogDefaults {
+            delete_retention_ms: 77,
+            min_compaction_lag_ms: 9,
+            ..Default::default()
+        };
+        let c = resolve_log_config(&BTreeMap::new(), &defaults);
+        assert_eq!(
+            (
+                c.delete_retention_ms,
+                c.min_cleanable_dirty_ratio,
+                c.min_compaction_lag_ms
+            ),
+            (77, 0.5, 9)
+        );
+        assert!(validate_topic_config("min.cleanable.dirty.ratio", "1.5").is_err());
+    }
+
+    #[test]
     fn bad_topic_configs_are_rejected_with_a_reason() {
         assert!(validate_topic_config("retention.ms", "-1").is_ok());
         assert!(validate_topic_config("retention.ms", "-2")

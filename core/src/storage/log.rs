@@ -213,7 +213,11 @@ impl PartitionLog {
                 Some((base, "log")) => bases.push(base),
                 Some((_, "index" | "timeindex")) => {}
                 Some((_, ext)) if ext.ends_with("deleted") || ext.ends_with("cleaned") => {
-                    // Leftovers of an interrupted deletion or cleaning.
+                    // Leftovers of an interrupted deletion or cleaning. For
+                    // the cleaner's `<base>.{log,index,timeindex}.cleaned`
+                    // this finishes or rolls back its swap: the `.log`
+                    // rename is the commit point, and a `.log` left without
+                    // indexes is scanned (see `cleaner.rs`).
                     std::fs::remove_file(entry.path())?;
                 }
                 _ => {}
