@@ -21,7 +21,7 @@
 //!  └──────────┴──────────┴──────────────┴─────────┴───────────────┴──────────┴──────────┘
 //!  ◀──────────────── cleanable: closed, fsynced, older than min.compaction.lag.ms ──▶
 //! ```
-//! 1. **Plan** ([`plan`]): take a [`CleanerSnapshot`] under the log's lock
+//! 1. **Plan**: take a [`CleanerSnapshot`] under the log's lock
 //!    (segment bounds and `Arc<File>` handles), then, without the lock:
 //!    the cleanable segments are the closed ones from the start, up to the
 //!    first one that is not below the recovery point or that holds a record
@@ -47,6 +47,11 @@
 //!
 //! The new clean point is the map end. A pass that fails part-way leaves
 //! the clean point where it was; any swapped segment is still correct.
+//!
+//! A segment whose records carry no timestamp (max timestamp -1) counts as
+//! old for both the compaction lag and tombstones. Tombstones kept only for
+//! their age produce a deadline ([`CleanReport::tombstone_deadline_ms`]);
+//! the broker forces a pass then, so they go even if no new data arrives.
 //!
 //! # What is kept as it is
 //!
@@ -464,6 +469,17 @@ enum Rewritten {
     Cleaned(Segment),
 }
 
+/// What rewriting one segment found. Removals count in the report only
+/// if the segment is swapped in.
+#[derive(Debug, Default)]
+struct SegmentTally {
+    records_removed: u64,
+    tombstones_removed: u64,
+    unreadable: u64,
+    /// When the earliest tombstone kept for its age may go.
+    tombstone_deadline_ms: Option<i64>,
+}
+
 /// What to do with one batch.
 enum BatchAction {
     Copy,
@@ -498,16 +514,13 @@ impl CleanPlan {
         let dir = &self.snapshot.dir;
         let base = segment.base_offset;
         let config = &self.snapshot.config;
-        let tombstones_expired = segment.max_timestamp < self.tombstone_horizon_ms;
         remove_cleaned_files(dir, base);
         // Created at the first change, starting with a copy of the
         // unchanged prefix: a segment with nothing to remove is only read.
         let mut out: Option<BufWriter<File>> = None;
         let mut written: Vec<(u64, BatchHeader)> = Vec::new();
         let mut out_position: u64 = 0;
-        // Counted into the report only if the segment changes.
-        let (mut records_removed, mut tombstones_removed, mut unreadable) = (0u64, 0u64, 0u64);
-        let mut deadline: Option<i64> = None;
+        let mut tally = SegmentTally::default();
 
         let mut reader = SegmentReader::new(&segment.file, segment.size);
         while let Some(next) = reader.next_header()? {
@@ -530,7 +543,7 @@ impl CleanPlan {
                 // Too big to decode here: keep it, and with it every
                 // tombstone after it.
                 *unreadable_seen = true;
-                unreadable += 1;
+                tally.unreadable += 1;
                 if let Some(out) = out.as_mut() {
                     copy_range(&segment.file, position, len, out)?;
                 }
@@ -539,17 +552,7 @@ impl CleanPlan {
                 continue;
             }
             let raw = reader.batch_bytes(position, &header)?;
-            let action = self.filter_batch(
-                &raw,
-                &header,
-                tombstones_expired,
-                segment.max_timestamp,
-                unreadable_seen,
-                &mut records_removed,
-                &mut tombstones_removed,
-                &mut unreadable,
-                &mut deadline,
-            );
+            let action = self.filter_batch(&raw, &header, segment, unreadable_seen, &mut tally);
             if out.is_none() && !matches!(action, BatchAction::Copy) {
                 // First change: everything before `position` is copied as
                 // it is (`out_position == position` until now).
@@ -581,16 +584,16 @@ impl CleanPlan {
                 }
             }
         }
-        report.batches_unreadable += unreadable;
-        if let Some(d) = deadline {
+        report.batches_unreadable += tally.unreadable;
+        if let Some(d) = tally.tombstone_deadline_ms {
             report.tombstone_deadline_ms =
                 Some(report.tombstone_deadline_ms.map_or(d, |r| r.min(d)));
         }
         let Some(out) = out else {
             return Ok(Rewritten::Unchanged);
         };
-        report.records_removed += records_removed;
-        report.tombstones_removed += tombstones_removed;
+        report.records_removed += tally.records_removed;
+        report.tombstones_removed += tally.tombstones_removed;
         if written.is_empty() {
             return Ok(Rewritten::Empty);
         }
@@ -602,20 +605,18 @@ impl CleanPlan {
         Ok(Rewritten::Cleaned(cleaned))
     }
 
-    /// Decides what happens to one batch (`raw` is the whole batch).
-    #[allow(clippy::too_many_arguments)] // counters of one segment's rewrite
+    /// Decides what happens to one batch of `segment` (`raw` is the whole
+    /// batch).
     fn filter_batch(
         &self,
         raw: &Bytes,
         header: &BatchHeader,
-        tombstones_expired: bool,
-        segment_max_timestamp: i64,
+        segment: &SegmentSnapshot,
         unreadable_seen: &mut bool,
-        records_removed: &mut u64,
-        tombstones_removed: &mut u64,
-        unreadable: &mut u64,
-        deadline: &mut Option<i64>,
+        tally: &mut SegmentTally,
     ) -> BatchAction {
+        // The segment's max timestamp stands in for the tombstone's age.
+        let tombstones_expired = segment.max_timestamp < self.tombstone_horizon_ms;
         if header.is_control() || header.is_transactional() {
             return BatchAction::Copy;
         }
@@ -631,7 +632,7 @@ impl CleanPlan {
                 "record batch cannot be decoded; kept as it is"
             );
             *unreadable_seen = true;
-            *unreadable += 1;
+            tally.unreadable += 1;
             return BatchAction::Copy;
         };
         let count = records.len();
@@ -661,23 +662,25 @@ impl CleanPlan {
             })
             .collect();
         if young_tombstone {
-            let due = segment_max_timestamp
+            let due = segment
+                .max_timestamp
                 .saturating_add(self.snapshot.config.delete_retention_ms.max(0))
                 .saturating_add(1);
-            *deadline = Some(deadline.map_or(due, |d| d.min(due)));
+            tally.tombstone_deadline_ms =
+                Some(tally.tombstone_deadline_ms.map_or(due, |d| d.min(due)));
         }
         if kept.len() == count {
             return BatchAction::Copy;
         }
         if kept.is_empty() {
-            *records_removed += removed;
-            *tombstones_removed += tombstones;
+            tally.records_removed += removed;
+            tally.tombstones_removed += tombstones;
             return BatchAction::Drop;
         }
         match encode_filtered(header, kept) {
             Ok((bytes, new_header)) => {
-                *records_removed += removed;
-                *tombstones_removed += tombstones;
+                tally.records_removed += removed;
+                tally.tombstones_removed += tombstones;
                 BatchAction::Replace(bytes, new_header)
             }
             Err(reason) => {
@@ -688,7 +691,7 @@ impl CleanPlan {
                     "cannot re-encode compacted batch; kept as it is"
                 );
                 *unreadable_seen = true;
-                *unreadable += 1;
+                tally.unreadable += 1;
                 BatchAction::Copy
             }
         }
@@ -836,7 +839,8 @@ fn encode_filtered(
     if encoded.total_bytes() != buf.len() || encoded.records_count as usize != count {
         return Err("encoder did not produce exactly one batch".into());
     }
-    // Restore the batch's identity, then the CRC over attributes onward.
+    // Restore the batch's identity, then the CRC over attributes onward
+    // (the header parsed above, so the 61 header bytes are there).
     buf[0..8].copy_from_slice(&original.base_offset.to_be_bytes());
     buf[12..16].copy_from_slice(&original.partition_leader_epoch.to_be_bytes());
     buf[21..23].copy_from_slice(&original.attributes.to_be_bytes());
