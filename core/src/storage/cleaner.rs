@@ -82,8 +82,10 @@
 //! `baseSequence`, as Kafka's v2 compaction does. Only `recordsCount`,
 //! `baseTimestamp`/`maxTimestamp` (from the survivors; kept for
 //! `LogAppendTime`), the length and the CRC change. A batch left with no
-//! record is dropped; a segment left with no batch is deleted (and the log
-//! start moves up if it was the first one, as with retention).
+//! record is dropped; a segment left with no batch is deleted, except the
+//! log's first one, which is swapped for an empty file: compaction never
+//! moves the log start (as in Kafka), so a consumer positioned there is
+//! never told its offset is out of range.
 //!
 //! # Swap protocol (crash safety)
 //!
@@ -311,6 +313,8 @@ struct CleanPlan {
     last_batch_of_producer: HashMap<i64, i64>,
     /// Tombstones in segments whose max timestamp is below this go.
     tombstone_horizon_ms: i64,
+    /// Base of the log's first segment when planned.
+    first_base_offset: i64,
     dirty_ratio: f64,
     limits: CleanerLimits,
 }
@@ -449,6 +453,7 @@ fn plan(
     let delete_retention_ms = config.delete_retention_ms.max(0);
     Ok(Planned::Clean(Box::new(CleanPlan {
         tombstone_horizon_ms: now_ms.saturating_sub(delete_retention_ms),
+        first_base_offset: first_offset,
         snapshot,
         segments,
         key_map,
@@ -594,9 +599,11 @@ impl CleanPlan {
         };
         report.records_removed += tally.records_removed;
         report.tombstones_removed += tally.tombstones_removed;
-        if written.is_empty() {
+        if written.is_empty() && base != self.first_base_offset {
             return Ok(Rewritten::Empty);
         }
+        // (An emptied first segment is swapped for an empty file: it keeps
+        // the log start where it is, as Kafka does.)
         let file = out.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         let mut cleaned =
@@ -1434,6 +1441,15 @@ mod tests {
         assert!(deadline > NOW_YOUNG && deadline <= T0 + 200_000 + 60_001);
         assert_latest_only(&records(&lock(&log)), &latest, &keyless, true);
         assert_eq!(lock(&log).log_end_offset(), end, "offsets never change");
+        // The first segment held only superseded records: it is an empty
+        // file now, and the log still starts at 0 (no consumer position
+        // becomes out of range).
+        assert_eq!(report.log_start_offset, 0);
+        let first = dir.path().join(segment_file_name(0, "log"));
+        assert_eq!(std::fs::metadata(&first).unwrap().len(), 0);
+        let from_zero = lock(&log).read(0, 1 << 20, true).unwrap().unwrap();
+        let first_batch = BatchHeader::parse(&from_zero.read().unwrap()).unwrap();
+        assert!(first_batch.base_offset > 0);
         assert!(
             !files_in(dir.path()).iter().any(|f| f.contains("cleaned")),
             "no leftovers: {:?}",
@@ -1457,6 +1473,11 @@ mod tests {
         assert_eq!(
             report.segments_scanned, 1,
             "only the active segment is scanned"
+        );
+        assert_eq!(
+            reopened.log_start_offset(),
+            0,
+            "the empty first segment is kept"
         );
         assert_eq!(records(&reopened), expected);
         for r in &expected {

@@ -288,8 +288,9 @@ impl PartitionLog {
                     cut_everything_after = true;
                 }
             }
-            if segment.is_empty() && !is_last && !cut_everything_after {
-                // An empty segment in the middle carries nothing.
+            if segment.is_empty() && !is_last && !cut_everything_after && !segments.is_empty() {
+                // An empty segment in the middle carries nothing. An empty
+                // first one (left by compaction) holds the log start.
                 segment.delete_files()?;
                 continue;
             }
