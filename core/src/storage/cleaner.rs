@@ -128,7 +128,9 @@
 //! chunks), its decompressed records (at most
 //! `max_decompressed_bytes`) and the re-encoded batch, plus
 //! [`READ_WINDOW_BYTES`] and [`WRITE_BUFFER_BYTES`] of buffers, plus one
-//! map entry per idempotent producer id seen in the rewritten segments.
+//! map entry per idempotent producer id seen in the rewritten segments, up
+//! to [`MAX_TRACKED_PRODUCERS`] (the batches of any further producer are
+//! kept whole).
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -161,6 +163,10 @@ pub const MAX_IN_MEMORY_BATCH_BYTES: usize = 64 << 20;
 pub const READ_WINDOW_BYTES: usize = 1 << 20;
 /// Buffer in front of the `.cleaned` file.
 pub const WRITE_BUFFER_BYTES: usize = 1 << 20;
+
+/// Most idempotent producer ids whose last batch a pass tracks (about
+/// 48 bytes each); batches of further producers are kept whole.
+pub const MAX_TRACKED_PRODUCERS: usize = 1 << 20;
 
 /// Suffix of the files a pass writes before swapping them in.
 const CLEANED_SUFFIX: &str = ".cleaned";
@@ -445,9 +451,16 @@ fn plan(
     for segment in &segments {
         let mut reader = SegmentReader::new(&segment.file, segment.size);
         while let Some(Ok((_, header))) = reader.next_header()? {
-            if header.producer_id >= 0 {
+            if header.producer_id < 0 {
+                continue;
+            }
+            if let Some(last) = last_batch_of_producer.get_mut(&header.producer_id) {
+                *last = header.base_offset;
+            } else if last_batch_of_producer.len() < MAX_TRACKED_PRODUCERS {
                 last_batch_of_producer.insert(header.producer_id, header.base_offset);
             }
+            // Beyond the cap a producer is not tracked, and every one of its
+            // batches is kept whole.
         }
     }
     let delete_retention_ms = config.delete_retention_ms.max(0);
@@ -628,8 +641,12 @@ impl CleanPlan {
             return BatchAction::Copy;
         }
         if header.producer_id >= 0
-            && self.last_batch_of_producer.get(&header.producer_id) == Some(&header.base_offset)
+            && self
+                .last_batch_of_producer
+                .get(&header.producer_id)
+                .is_none_or(|&last| last == header.base_offset)
         {
+            // The producer's last batch, or an untracked producer.
             return BatchAction::Copy;
         }
         let Some(records) = read_records(raw, header, self.limits.max_decompressed_bytes) else {
