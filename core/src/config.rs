@@ -68,6 +68,13 @@ pub struct BrokerConfig {
     pub group_max_size: usize,
     /// Longest metadata string stored with a committed offset.
     pub offset_metadata_max_bytes: usize,
+    /// How often the log cleaner looks for compacted topics' logs to clean
+    /// (Kafka's `log.cleaner.backoff.ms`).
+    pub log_cleaner_interval_ms: u64,
+    /// Memory budget of the log cleaner's key map, per pass (Kafka's
+    /// `log.cleaner.dedupe.buffer.size`). A dirty section with more keys is
+    /// cleaned over several passes.
+    pub log_cleaner_dedupe_buffer_bytes: usize,
     /// Defaults for every topic's log settings.
     pub log: LogDefaults,
 }
@@ -97,6 +104,8 @@ impl Default for BrokerConfig {
             group_max_session_timeout_ms: 1_800_000,
             group_max_size: 10_000,
             offset_metadata_max_bytes: 4096,
+            log_cleaner_interval_ms: 15_000,
+            log_cleaner_dedupe_buffer_bytes: 128 << 20,
             log: LogDefaults::default(),
         }
     }
@@ -471,6 +480,14 @@ pub fn resolve_log_config(
         cleanup_delete: policy.split(',').any(|p| p.trim() == "delete"),
         cleanup_compact: policy.split(',').any(|p| p.trim() == "compact"),
         producer_id_expiration_ms: defaults.producer_id_expiration_ms,
+        delete_retention_ms: long("delete.retention.ms", base.delete_retention_ms).max(0),
+        min_cleanable_dirty_ratio: get("min.cleanable.dirty.ratio")
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|r| (0.0..=1.0).contains(r))
+            .unwrap_or(base.min_cleanable_dirty_ratio),
+        min_compaction_lag_ms: long("min.compaction.lag.ms", 0).max(0),
     }
 }
 
@@ -536,6 +553,16 @@ pub fn broker_config_entries(config: &BrokerConfig) -> Vec<(&'static str, String
             "log.flush.offset.checkpoint.interval.ms",
             config.flush_checkpoint_interval_ms.to_string(),
             ConfigType::Int,
+        ),
+        (
+            "log.cleaner.backoff.ms",
+            config.log_cleaner_interval_ms.to_string(),
+            ConfigType::Long,
+        ),
+        (
+            "log.cleaner.dedupe.buffer.size",
+            config.log_cleaner_dedupe_buffer_bytes.to_string(),
+            ConfigType::Long,
         ),
         (
             "log.cleanup.policy",
@@ -625,6 +652,9 @@ impl BrokerConfig {
         if self.max_inflight_request_bytes < self.max_request_bytes {
             return err("max_inflight_request_bytes must be at least max_request_bytes".into());
         }
+        if self.log_cleaner_dedupe_buffer_bytes < 1 << 20 {
+            return err("log_cleaner_dedupe_buffer_bytes must be at least 1 MiB".into());
+        }
         let d = &self.log;
         let checks: [(&str, String); 12] = [
             ("cleanup.policy", d.cleanup_policy.clone()),
@@ -664,6 +694,42 @@ mod tests {
         assert_eq!(c.retention_ms, 1000);
         assert_eq!(c.retention_bytes, 4096);
         assert!(c.cleanup_compact && c.cleanup_delete);
+    }
+
+    #[test]
+    fn compaction_settings_resolve_from_overrides_and_broker_defaults() {
+        let overrides: BTreeMap<String, String> = [
+            ("delete.retention.ms", "1000"),
+            ("min.cleanable.dirty.ratio", "0.25"),
+            ("min.compaction.lag.ms", "5000"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let c = resolve_log_config(&overrides, &LogDefaults::default());
+        assert_eq!(
+            (
+                c.delete_retention_ms,
+                c.min_cleanable_dirty_ratio,
+                c.min_compaction_lag_ms
+            ),
+            (1000, 0.25, 5000)
+        );
+        let defaults = LogDefaults {
+            delete_retention_ms: 77,
+            min_compaction_lag_ms: 9,
+            ..Default::default()
+        };
+        let c = resolve_log_config(&BTreeMap::new(), &defaults);
+        assert_eq!(
+            (
+                c.delete_retention_ms,
+                c.min_cleanable_dirty_ratio,
+                c.min_compaction_lag_ms
+            ),
+            (77, 0.5, 9)
+        );
+        assert!(validate_topic_config("min.cleanable.dirty.ratio", "1.5").is_err());
     }
 
     #[test]

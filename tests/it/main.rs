@@ -7,6 +7,7 @@
 mod harness;
 
 mod broker_cli;
+mod compaction;
 mod crash_recovery;
 mod groups;
 mod idempotence;

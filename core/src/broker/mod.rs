@@ -1,10 +1,12 @@
 //! The broker's state: topics, their partitions' logs, and the background
-//! work that keeps them healthy (retention, flushing, checkpoints).
+//! work that keeps them healthy (retention, flushing, checkpoints, and the
+//! log cleaner in `cleaning.rs`).
 //!
 //! This layer speaks in domain terms (topics, offsets, configs) and returns
 //! typed errors; the `server` module translates Kafka requests into calls
 //! here and errors into Kafka error codes. Nothing here touches sockets.
 
+pub mod cleaning;
 pub mod meta;
 pub mod producer_ids;
 
@@ -907,9 +909,10 @@ impl Broker {
         }
     }
 
-    /// Runs retention, periodic flushing and group maintenance until the
-    /// broker is dropped.
+    /// Runs retention, periodic flushing, the log cleaner and group
+    /// maintenance until the broker is dropped.
     pub fn spawn_background_tasks(self: &Arc<Self>) {
+        cleaning::spawn_log_cleaner(self);
         self.groups().spawn_background_tasks(Duration::from_millis(
             self.config.offsets_retention_check_interval_ms.max(100),
         ));

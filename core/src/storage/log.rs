@@ -54,6 +54,14 @@ pub struct LogConfig {
     pub cleanup_compact: bool,
     /// Idempotent producers idle this long are forgotten.
     pub producer_id_expiration_ms: i64,
+    /// How long tombstones survive compaction (`delete.retention.ms`).
+    pub delete_retention_ms: i64,
+    /// Compact when dirty bytes / cleanable bytes reach this
+    /// (`min.cleanable.dirty.ratio`).
+    pub min_cleanable_dirty_ratio: f64,
+    /// Segments holding a record younger than this are not compacted
+    /// (`min.compaction.lag.ms`).
+    pub min_compaction_lag_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -72,6 +80,9 @@ impl Default for LogConfig {
             cleanup_delete: true,
             cleanup_compact: false,
             producer_id_expiration_ms: 24 * 3600 * 1000,
+            delete_retention_ms: 24 * 3600 * 1000,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
         }
     }
 }
@@ -221,7 +232,11 @@ impl PartitionLog {
                 Some((base, "log")) => bases.push(base),
                 Some((_, "index" | "timeindex")) => {}
                 Some((_, ext)) if ext.ends_with("deleted") || ext.ends_with("cleaned") => {
-                    // Leftovers of an interrupted deletion or cleaning.
+                    // Leftovers of an interrupted deletion or cleaning. For
+                    // the cleaner's `<base>.{log,index,timeindex}.cleaned`
+                    // this finishes or rolls back its swap: the `.log`
+                    // rename is the commit point, and a `.log` left without
+                    // indexes is scanned (see `cleaner.rs`).
                     std::fs::remove_file(entry.path())?;
                 }
                 _ => {}
@@ -292,8 +307,9 @@ impl PartitionLog {
                     cut_everything_after = true;
                 }
             }
-            if segment.is_empty() && !is_last && !cut_everything_after {
-                // An empty segment in the middle carries nothing.
+            if segment.is_empty() && !is_last && !cut_everything_after && !segments.is_empty() {
+                // An empty segment in the middle carries nothing. An empty
+                // first one (left by compaction) holds the log start.
                 segment.delete_files()?;
                 continue;
             }
@@ -856,6 +872,138 @@ impl PartitionLog {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e),
+        }
+    }
+}
+
+/// A closed segment as the log cleaner sees it: enough to read it without
+/// holding the log, and to recognise it again at swap time.
+#[derive(Debug, Clone)]
+pub struct SegmentSnapshot {
+    pub base_offset: i64,
+    /// Offset after the segment's last batch.
+    pub next_offset: i64,
+    pub size: u64,
+    /// Largest record timestamp, -1 when unknown.
+    pub max_timestamp: i64,
+    pub file: Arc<File>,
+}
+
+/// What the log cleaner needs to plan a pass, taken under the log's lock.
+#[derive(Debug, Clone)]
+pub struct CleanerSnapshot {
+    pub dir: PathBuf,
+    pub config: LogConfig,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+    pub recovery_point: i64,
+    /// Base offset of the active segment, which the cleaner never touches.
+    pub active_base_offset: i64,
+    /// Every segment except the active one, oldest first.
+    pub closed_segments: Vec<SegmentSnapshot>,
+}
+
+/// What [`PartitionLog::replace_segment`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplaceOutcome {
+    /// The cleaned segment took the old one's place.
+    Replaced,
+    /// Nothing survived cleaning: the segment was deleted.
+    Removed,
+    /// The segment is gone or not the one that was cleaned (retention or
+    /// DeleteRecords got there first): nothing was changed.
+    Changed,
+}
+
+/// The log cleaner's hooks (see `cleaner.rs`): a snapshot of the closed
+/// segments, and the short swap done under the log's lock.
+impl PartitionLog {
+    pub fn cleaner_snapshot(&self) -> CleanerSnapshot {
+        let active_base_offset = self.active().base_offset();
+        let closed_segments = self
+            .segments
+            .values()
+            .filter(|s| s.base_offset() != active_base_offset)
+            .map(|s| SegmentSnapshot {
+                base_offset: s.base_offset(),
+                next_offset: s.next_offset(),
+                size: s.size(),
+                max_timestamp: s.max_timestamp(),
+                file: s.file().clone(),
+            })
+            .collect();
+        CleanerSnapshot {
+            dir: self.dir.clone(),
+            config: self.config.clone(),
+            log_start_offset: self.log_start_offset,
+            log_end_offset: self.log_end_offset(),
+            recovery_point: self.recovery_point,
+            active_base_offset,
+            closed_segments,
+        }
+    }
+
+    /// Replaces the closed segment `expected` with its cleaned version
+    /// (`Some`: files `<base>.*.cleaned` written and fsynced by the
+    /// cleaner), or deletes it (`None`: nothing survived). Does nothing and
+    /// returns [`ReplaceOutcome::Changed`] when the segment is no longer the
+    /// one that was read. Open readers of the old file keep reading it.
+    pub fn replace_segment(
+        &mut self,
+        expected: &SegmentSnapshot,
+        replacement: Option<Segment>,
+    ) -> io::Result<ReplaceOutcome> {
+        let base = expected.base_offset;
+        let is_active = self.active().base_offset() == base;
+        let unchanged = self
+            .segments
+            .get(&base)
+            .is_some_and(|s| Arc::ptr_eq(s.file(), &expected.file) && s.size() == expected.size);
+        if is_active || !unchanged {
+            return Ok(ReplaceOutcome::Changed);
+        }
+        match replacement {
+            Some(segment) => {
+                if segment.base_offset() != base {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "replacement segment has another base offset",
+                    ));
+                }
+                match super::cleaner::commit_swap(&self.dir, base) {
+                    Ok(()) => {
+                        self.segments.insert(base, segment);
+                        Ok(ReplaceOutcome::Replaced)
+                    }
+                    Err(e) => {
+                        if e.committed {
+                            // The new .log is in place: serve what a restart
+                            // would serve.
+                            self.segments.insert(base, segment);
+                        }
+                        Err(e.error)
+                    }
+                }
+            }
+            None => {
+                if let Some(old) = self.segments.remove(&base) {
+                    if let Err(e) = old.delete_files() {
+                        // Whatever is left on disk is the old content or
+                        // nothing; keep serving the old content meanwhile.
+                        self.segments.insert(base, old);
+                        return Err(e);
+                    }
+                }
+                let first = *self
+                    .segments
+                    .keys()
+                    .next()
+                    .expect("the active segment remains");
+                // As after retention: the start is never below the first
+                // segment, so a restart finds the same log start.
+                self.log_start_offset = self.log_start_offset.max(first);
+                Ok(ReplaceOutcome::Removed)
+            }
         }
     }
 }

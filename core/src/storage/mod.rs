@@ -8,12 +8,14 @@
 //! - [`checkpoint`]: recovery-point and log-start checkpoint files.
 //! - [`records`]: decoding records inside a batch, with a decompression cap.
 //! - [`producer_state`]: idempotent producers' sequence state and its snapshots.
+//! - [`cleaner`]: log compaction, rewriting closed segments in the background.
 //!
 //! Storage knows nothing about the Kafka wire protocol, topics' configs or
 //! networking; the broker module maps requests onto it.
 
 pub mod batch;
 pub mod checkpoint;
+pub mod cleaner;
 pub mod index;
 pub mod log;
 pub mod producer_state;

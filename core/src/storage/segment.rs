@@ -571,6 +571,66 @@ impl Segment {
     }
 }
 
+/// Building blocks of the log cleaner's segment swap (see `cleaner.rs`).
+impl Segment {
+    /// A closed segment over a file the log cleaner wrote and fsynced
+    /// (`<base>.log.cleaned`), described by the headers of the batches it
+    /// wrote and their positions. No I/O: the indexes are built in memory
+    /// and the segment is sealed; [`Segment::write_index_files`] puts them
+    /// on disk. The file handle stays valid when the file is renamed.
+    pub fn from_cleaned(
+        dir: &Path,
+        base_offset: i64,
+        file: File,
+        batches: &[(u64, BatchHeader)],
+        index_interval_bytes: u64,
+    ) -> Segment {
+        let mut seg = Segment {
+            base_offset,
+            dir: dir.to_path_buf(),
+            file: Arc::new(file),
+            size: 0,
+            next_offset: base_offset,
+            max_timestamp: -1,
+            offset_of_max_timestamp: base_offset,
+            first_batch_timestamp: None,
+            offset_index: OffsetIndex::new(),
+            time_index: TimeIndex::new(),
+            bytes_since_index_entry: 0,
+            index_interval_bytes,
+            flushed_size: 0,
+        };
+        for (position, header) in batches {
+            seg.index_batch(*position, header);
+            seg.size = position + header.total_bytes() as u64;
+        }
+        seg.flushed_size = seg.size;
+        seg.seal();
+        seg
+    }
+
+    /// Writes the whole offset and time indexes to `<base>.index<suffix>`
+    /// and `<base>.timeindex<suffix>` (replacing such files) and fsyncs
+    /// them. Only for a segment built by [`Segment::from_cleaned`], whose
+    /// index entries were never written anywhere.
+    pub fn write_index_files(&mut self, suffix: &str) -> io::Result<()> {
+        let open = |ext: &str| {
+            OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .open(self.path(&format!("{ext}{suffix}")))
+        };
+        let mut idx = open("index")?;
+        let mut tidx = open("timeindex")?;
+        self.offset_index.write_pending(&mut idx)?;
+        self.time_index.write_pending(&mut tidx)?;
+        idx.sync_all()?;
+        tidx.sync_all()?;
+        Ok(())
+    }
+}
+
 /// The fsyncs that make one segment durable up to `size` bytes. Holds its
 /// own file handles, so it stays valid if the segment is deleted meanwhile.
 pub struct SegmentFlush {
