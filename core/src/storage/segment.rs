@@ -329,13 +329,15 @@ impl Segment {
         }
         self.size = position;
         self.flushed_size = position;
-        // Rewrite both index files from scratch.
+        // Rewrite both index files from scratch, so the next start can
+        // trust them instead of scanning this segment again.
         for ext in ["index", "timeindex"] {
             let p = self.dir.join(segment_file_name(self.base_offset, ext));
             if p.exists() {
                 std::fs::remove_file(p)?;
             }
         }
+        self.prepare_flush()?.sync()?;
         Ok(SegmentRecovery {
             valid_bytes: position,
             truncated_bytes: truncated,
@@ -835,6 +837,11 @@ mod tests {
         assert_eq!(report.truncated_bytes, (extra.len() / 2) as u64);
         assert_eq!(seg.next_offset(), placed.last().unwrap().0 + 2);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), good);
+        // The rebuilt indexes were written: the next open trusts them.
+        drop(seg);
+        let (seg, again) = Segment::open_trusted(dir.path(), 0, 256).unwrap();
+        assert!(again.is_none(), "no second scan after a recovery");
+        assert_eq!(seg.next_offset(), placed.last().unwrap().0 + 2);
     }
 
     #[test]
