@@ -260,9 +260,7 @@ pub fn decode_filter(r: &mut Reader<'_>, input_len: usize) -> Result<Vec<u32>, F
 }
 
 /// Decodes an aggregate's state section.
-pub fn decode_states(
-    r: &mut Reader<'_>,
-) -> Result<Vec<(Option<Bytes>, Option<Bytes>)>, FormatError> {
+pub fn decode_states(r: &mut Reader<'_>) -> Result<KeyStates, FormatError> {
     let count = r.u32("the state count")? as usize;
     if count > r.buf.len().saturating_sub(r.at) / 8 {
         return Err(bad(format!(
