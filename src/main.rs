@@ -7,9 +7,11 @@ mod bench;
 mod consume;
 mod group;
 mod kafka_client;
+mod plugin;
 mod produce;
 mod serve;
 mod topic;
+mod transform;
 
 use std::process::ExitCode;
 
@@ -49,6 +51,12 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Print records of a topic to stdout
     Consume(consume::ConsumeArgs),
+    /// Deploy WASM plugins as broker-side topic transforms
+    #[command(subcommand)]
+    Transform(transform::TransformCommand),
+    /// Create, build, test and inspect WASM plugins
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
     /// Measure produce and consume throughput and latency
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -84,6 +92,8 @@ fn main() -> ExitCode {
             Command::Group(cmd) => group::run(cmd).await,
             Command::Produce(args) => produce::run(args).await,
             Command::Consume(args) => consume::run(args).await,
+            Command::Plugin(cmd) => plugin::run(cmd).await,
+            Command::Transform(cmd) => transform::run(cmd).await,
             Command::Bench(cmd) => bench::run(cmd).await,
         }
     });

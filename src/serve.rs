@@ -5,8 +5,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use std::sync::Arc;
+
 use runnel_core::broker::Broker;
 use runnel_core::config::BrokerConfig;
+use runnel_core::transforms::TransformManager;
 use tracing::info;
 
 #[derive(Args, Debug)]
@@ -79,6 +82,15 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .await?
         .with_context(|| format!("cannot open data directory {}", data_dir.display()))?;
     broker.spawn_background_tasks();
+    let plugins = runnel_plugin_host::PluginHost::new(runnel_plugin_host::HostConfig {
+        cache_dir: Some(data_dir.join("plugin-cache")),
+        ..Default::default()
+    })
+    .context("starting the WASM plugin host")?;
+    let engine = Arc::new(crate::transform::WasmEngine::new(Arc::new(plugins)));
+    let _transforms = TransformManager::start(broker.clone(), engine)
+        .await
+        .context("starting topic transforms")?;
     info!(
         version = env!("CARGO_PKG_VERSION"),
         kafka = %listener.local_addr()?,

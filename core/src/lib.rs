@@ -20,6 +20,7 @@ pub mod config;
 pub mod group;
 pub mod server;
 pub mod storage;
+pub mod transforms;
 
 // Unit tests decode hostile frames too; they need the same protection.
 #[cfg(test)]

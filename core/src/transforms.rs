@@ -1,0 +1,787 @@
+//! Broker-side topic transforms: run a function on every record produced to
+//! an input topic and append the results to an output topic, inside the
+//! broker (no network hop), like Redpanda's data transforms.
+//!
+//! The broker does not know what the function is: the `runnel` binary
+//! provides a [`TransformEngine`] that loads WASM plugins. This module owns
+//! deployment, reading, writing, progress and failure handling.
+//!
+//! Deployments are records in the compacted topic `_runnel_transforms`
+//! (key = transform name, value below; a tombstone removes it), so
+//! `runnel transform deploy` works over the Kafka protocol and a redeploy
+//! under the same name swaps the module for the next batch:
+//!
+//! ```text
+//! value = u32 (big-endian) header length | header JSON | module bytes
+//! header = {"name","input_topic","output_topic","config":{..},
+//!           "on_error":"stop"|"skip"|"dead-letter:<topic>",
+//!           "from_beginning":bool,"sha256","deployed_at_ms"}
+//! ```
+//!
+//! Delivery is at-least-once from the plugin's point of view and
+//! effectively once in the output topic: each input partition's position
+//! is committed in `__consumer_offsets` under the group
+//! `__transform-<name>` after its outputs are appended, and every output
+//! record carries the headers `runnel.transform` (the name) and
+//! `runnel.source` (`<partition>:<offset>` of its input). After a crash the
+//! runner resumes after the last source offset found at the tail of the
+//! output partition, so a batch written but not yet committed is not
+//! written again.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::broker::{lock, now_ms, Broker, BrokerError, Partition};
+use crate::group::records::OffsetValue;
+use crate::storage::batch::BatchIter;
+use crate::storage::records::{decode_batch, MAX_DECOMPRESSED_BYTES};
+
+/// The compacted topic holding deployments.
+pub const DEPLOYMENTS_TOPIC: &str = "_runnel_transforms";
+/// The compacted topic holding each transform's last reported status.
+pub const STATUS_TOPIC: &str = "_runnel_transform_status";
+/// Largest deployment record (header + module).
+pub const MAX_DEPLOYMENT_BYTES: usize = 16 << 20;
+/// Output record headers used to resume without duplicates.
+pub const HEADER_TRANSFORM: &str = "runnel.transform";
+pub const HEADER_SOURCE: &str = "runnel.source";
+/// Input bytes read per batch.
+const READ_BYTES: usize = 1 << 20;
+/// How far back the output tail is searched after a restart.
+const RESUME_SCAN_BYTES: u64 = 16 << 20;
+
+/// One record passed to or returned from a transform.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TransformRecord {
+    pub offset: i64,
+    pub timestamp: i64,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<(String, Option<Bytes>)>,
+    /// Output only: index of the input record it came from.
+    pub source_index: u32,
+}
+
+/// A loaded transform function.
+pub trait TransformFn: Send + Sync {
+    /// Transforms a batch. Errors are plain messages; the runner applies
+    /// the deployment's error policy.
+    fn apply(&self, input: &[TransformRecord]) -> Result<Vec<TransformRecord>, String>;
+}
+
+/// Turns a deployment's module and config into a function.
+pub trait TransformEngine: Send + Sync + 'static {
+    fn load(&self, deployment: &Deployment) -> Result<Arc<dyn TransformFn>, String>;
+}
+
+/// What happens to a batch the function fails on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum OnError {
+    /// Stop the transform until it is redeployed.
+    Stop,
+    /// Skip the batch and go on.
+    Skip,
+    /// Write the batch's input records to this topic, with the error in
+    /// headers, and go on.
+    DeadLetter(String),
+}
+
+impl From<OnError> for String {
+    fn from(e: OnError) -> String {
+        match e {
+            OnError::Stop => "stop".into(),
+            OnError::Skip => "skip".into(),
+            OnError::DeadLetter(t) => format!("dead-letter:{t}"),
+        }
+    }
+}
+
+impl TryFrom<String> for OnError {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "stop" => Ok(OnError::Stop),
+            "skip" => Ok(OnError::Skip),
+            other => match other.strip_prefix("dead-letter:") {
+                Some(t) if !t.is_empty() => Ok(OnError::DeadLetter(t.to_string())),
+                _ => Err(format!(
+                    "'{other}' is not stop, skip or dead-letter:<topic>"
+                )),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentHeader {
+    pub name: String,
+    pub input_topic: String,
+    pub output_topic: String,
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    pub on_error: OnError,
+    #[serde(default)]
+    pub from_beginning: bool,
+    pub sha256: String,
+    pub deployed_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployment {
+    pub header: DeploymentHeader,
+    pub module: Bytes,
+}
+
+impl Deployment {
+    pub fn encode(&self) -> Result<Bytes, String> {
+        let header = serde_json::to_vec(&self.header).map_err(|e| e.to_string())?;
+        let mut out = BytesMut::with_capacity(4 + header.len() + self.module.len());
+        out.put_u32(header.len() as u32);
+        out.put_slice(&header);
+        out.put_slice(&self.module);
+        if out.len() > MAX_DEPLOYMENT_BYTES {
+            return Err(format!(
+                "deployment of {} bytes exceeds {MAX_DEPLOYMENT_BYTES}",
+                out.len()
+            ));
+        }
+        Ok(out.freeze())
+    }
+
+    pub fn decode(raw: &Bytes) -> Result<Deployment, String> {
+        if raw.len() < 4 {
+            return Err("deployment record is too short".into());
+        }
+        let len = u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]) as usize;
+        let header = raw
+            .get(4..4 + len)
+            .ok_or("deployment header is truncated")?;
+        let header: DeploymentHeader =
+            serde_json::from_slice(header).map_err(|e| format!("deployment header: {e}"))?;
+        Ok(Deployment {
+            header,
+            module: raw.slice(4 + len..),
+        })
+    }
+}
+
+/// A transform's state as last reported by its runner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransformStatus {
+    pub state: String,
+    #[serde(default)]
+    pub error: Option<String>,
+    pub sha256: String,
+    pub updated_at_ms: i64,
+}
+
+/// Encodes records as one uncompressed batch for an append.
+pub fn encode_records(records: &[TransformRecord]) -> Result<Bytes, BrokerError> {
+    let encoded: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // offset - sequence constant: one batch, base sequence -1.
+            sequence: i as i32 - 1,
+            timestamp: if r.timestamp >= 0 {
+                r.timestamp
+            } else {
+                now_ms()
+            },
+            key: r.key.clone(),
+            value: r.value.clone(),
+            headers: r
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        kafka_protocol::protocol::StrBytes::from_string(k.clone()),
+                        v.clone(),
+                    )
+                })
+                .collect(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &encoded,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .map_err(|e| BrokerError::Io(std::io::Error::other(format!("encoding records: {e}"))))?;
+    Ok(buf.freeze())
+}
+
+/// Reads whole decoded records of a partition from `position`, at most
+/// about `max_bytes`. Returns the records and the offset after the last
+/// batch read (which may skip control batches).
+pub fn read_records(
+    partition: &Partition,
+    position: i64,
+    max_bytes: usize,
+) -> Result<(Vec<TransformRecord>, i64), BrokerError> {
+    let Some(slice) = partition.read(position, max_bytes, true)? else {
+        return Ok((Vec::new(), position));
+    };
+    let bytes = slice.read()?;
+    let mut records = Vec::new();
+    let mut next = position;
+    for item in BatchIter::new(&bytes, false) {
+        let Ok((at, header)) = item else { break };
+        next = header.next_offset();
+        if header.is_control() {
+            continue;
+        }
+        let raw = bytes.slice(at..at + header.total_bytes());
+        let set = decode_batch(&raw, MAX_DECOMPRESSED_BYTES).map_err(|e| {
+            BrokerError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                e.to_string(),
+            ))
+        })?;
+        for r in set.records {
+            if r.offset < position {
+                continue;
+            }
+            records.push(TransformRecord {
+                offset: r.offset,
+                timestamp: r.timestamp,
+                key: r.key,
+                value: r.value,
+                headers: r
+                    .headers
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+                source_index: 0,
+            });
+        }
+    }
+    Ok((records, next))
+}
+
+/// Runs every deployed transform of a broker.
+pub struct TransformManager {
+    broker: Arc<Broker>,
+    engine: Arc<dyn TransformEngine>,
+    running: Mutex<HashMap<String, RunningTransform>>,
+}
+
+struct RunningTransform {
+    header: DeploymentHeader,
+    function: Arc<Mutex<Arc<dyn TransformFn>>>,
+    stop: watch::Sender<bool>,
+}
+
+fn group_for(name: &str) -> String {
+    format!("__transform-{name}")
+}
+
+impl TransformManager {
+    /// Creates the deployment topics if needed and starts following
+    /// deployments.
+    pub async fn start(
+        broker: Arc<Broker>,
+        engine: Arc<dyn TransformEngine>,
+    ) -> Result<Arc<TransformManager>, BrokerError> {
+        for topic in [DEPLOYMENTS_TOPIC, STATUS_TOPIC] {
+            if broker.topic(topic).is_none() {
+                let mut configs = BTreeMap::new();
+                configs.insert("cleanup.policy".to_string(), "compact".to_string());
+                configs.insert(
+                    "max.message.bytes".to_string(),
+                    MAX_DEPLOYMENT_BYTES.to_string(),
+                );
+                match broker.create_topic(topic, 1, 1, configs, false).await {
+                    Ok(_) | Err(BrokerError::TopicExists(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let manager = Arc::new(TransformManager {
+            broker,
+            engine,
+            running: Mutex::new(HashMap::new()),
+        });
+        let me = manager.clone();
+        tokio::spawn(async move { me.follow_deployments().await });
+        Ok(manager)
+    }
+
+    async fn follow_deployments(self: Arc<Self>) {
+        let Ok(partition) = self.broker.partition(DEPLOYMENTS_TOPIC, 0) else {
+            error!("{DEPLOYMENTS_TOPIC} is missing; transforms are disabled");
+            return;
+        };
+        let mut changes = partition.subscribe();
+        let mut position = partition.offsets().log_start;
+        loop {
+            match read_records(&partition, position, 64 << 20) {
+                Ok((records, next)) => {
+                    for r in records {
+                        self.apply_deployment_record(&r).await;
+                    }
+                    if next > position {
+                        position = next;
+                        continue;
+                    }
+                }
+                Err(BrokerError::Read(crate::storage::ReadError::OffsetOutOfRange {
+                    log_start,
+                    ..
+                })) => {
+                    position = log_start;
+                    continue;
+                }
+                Err(e) => error!(error = %e, "reading {DEPLOYMENTS_TOPIC} failed"),
+            }
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn apply_deployment_record(self: &Arc<Self>, record: &TransformRecord) {
+        let Some(name) = record
+            .key
+            .as_ref()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+        else {
+            return;
+        };
+        let Some(value) = &record.value else {
+            if let Some(r) = lock(&self.running).remove(&name) {
+                let _ = r.stop.send(true);
+                info!(transform = %name, "transform deleted");
+            }
+            return;
+        };
+        let deployment = match Deployment::decode(value) {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(transform = %name, error = %e, "ignoring unreadable deployment");
+                return;
+            }
+        };
+        let function = match self.engine.load(&deployment) {
+            Ok(f) => f,
+            Err(e) => {
+                error!(transform = %name, error = %e, "cannot load the transform");
+                self.report(
+                    &name,
+                    "failed",
+                    Some(format!("cannot load the module: {e}")),
+                    &deployment.header.sha256,
+                )
+                .await;
+                return;
+            }
+        };
+        let mut running = lock(&self.running);
+        if let Some(existing) = running.get_mut(&name) {
+            let same_wiring = existing.header.input_topic == deployment.header.input_topic
+                && existing.header.output_topic == deployment.header.output_topic
+                && existing.header.on_error == deployment.header.on_error;
+            if same_wiring {
+                // Hot swap: the next batch uses the new function.
+                *lock(&existing.function) = function;
+                existing.header = deployment.header.clone();
+                info!(transform = %name, sha256 = %deployment.header.sha256, "transform module replaced");
+                return;
+            }
+            let _ = existing.stop.send(true);
+            running.remove(&name);
+        }
+        let (stop, stopped) = watch::channel(false);
+        let function = Arc::new(Mutex::new(function));
+        running.insert(
+            name.clone(),
+            RunningTransform {
+                header: deployment.header.clone(),
+                function: function.clone(),
+                stop,
+            },
+        );
+        drop(running);
+        info!(transform = %name, input = %deployment.header.input_topic, output = %deployment.header.output_topic, "transform deployed");
+        let me = self.clone();
+        tokio::spawn(async move { me.run(deployment.header, function, stopped).await });
+    }
+
+    async fn report(&self, name: &str, state: &str, error: Option<String>, sha256: &str) {
+        let status = TransformStatus {
+            state: state.into(),
+            error,
+            sha256: sha256.into(),
+            updated_at_ms: now_ms(),
+        };
+        let Ok(value) = serde_json::to_vec(&status) else {
+            return;
+        };
+        let record = TransformRecord {
+            key: Some(Bytes::from(name.to_string())),
+            value: Some(Bytes::from(value)),
+            timestamp: -1,
+            ..Default::default()
+        };
+        let result = match (
+            self.broker.partition(STATUS_TOPIC, 0),
+            encode_records(&[record]),
+        ) {
+            (Ok(p), Ok(batch)) => p.append(&batch).await.map(|_| ()),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
+        if let Err(e) = result {
+            warn!(transform = name, error = %e, "could not record transform status");
+        }
+    }
+
+    /// The last source offset of `input_partition` that this transform
+    /// wrote to `output`, found in the output partition's tail.
+    fn last_written_source(name: &str, output: &Partition, input_partition: i32) -> Option<i64> {
+        let bounds = output.offsets();
+        let mut position = bounds.log_start;
+        // Skip to roughly the last RESUME_SCAN_BYTES: walk from the start
+        // only when the partition is small.
+        if output.size_bytes() > RESUME_SCAN_BYTES {
+            let approx = (bounds.high_watermark - bounds.log_start) as u64 * RESUME_SCAN_BYTES
+                / output.size_bytes().max(1);
+            position = (bounds.high_watermark - approx as i64).max(bounds.log_start);
+        }
+        let prefix = format!("{input_partition}:");
+        let mut last = None;
+        while position < bounds.high_watermark {
+            let Ok((records, next)) = read_records(output, position, 4 << 20) else {
+                break;
+            };
+            for r in &records {
+                let ours = r
+                    .headers
+                    .iter()
+                    .any(|(k, v)| k == HEADER_TRANSFORM && v.as_deref() == Some(name.as_bytes()));
+                if !ours {
+                    continue;
+                }
+                let source = r
+                    .headers
+                    .iter()
+                    .find(|(k, _)| k == HEADER_SOURCE)
+                    .and_then(|(_, v)| v.as_ref());
+                if let Some(offset) = source
+                    .and_then(|s| std::str::from_utf8(s).ok())
+                    .and_then(|s| s.strip_prefix(&prefix))
+                    .and_then(|o| o.parse::<i64>().ok())
+                {
+                    last = Some(last.map_or(offset, |l: i64| l.max(offset)));
+                }
+            }
+            if next <= position {
+                break;
+            }
+            position = next;
+        }
+        last
+    }
+
+    async fn run(
+        self: Arc<Self>,
+        header: DeploymentHeader,
+        function: Arc<Mutex<Arc<dyn TransformFn>>>,
+        mut stopped: watch::Receiver<bool>,
+    ) {
+        let name = header.name.clone();
+        let group = group_for(&name);
+        let (input, output) = loop {
+            let input = self.broker.topic(&header.input_topic);
+            let output = self
+                .broker
+                .topic_or_auto_create(&header.output_topic, true)
+                .await
+                .ok();
+            if let (Some(i), Some(o)) = (input, output) {
+                break (i, o);
+            }
+            self.report(
+                &name,
+                "waiting",
+                Some(format!("waiting for topic '{}'", header.input_topic)),
+                &header.sha256,
+            )
+            .await;
+            tokio::select! {
+                _ = stopped.changed() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        };
+        let committed = self.broker.groups().fetch_offsets(&group);
+        let mut positions: HashMap<i32, i64> = HashMap::new();
+        for partition in input.partitions() {
+            let out_index = partition.index % output.partition_count().max(1);
+            let Some(out) = output.partition(out_index) else {
+                continue;
+            };
+            let bounds = partition.offsets();
+            let start = match committed.get(&(header.input_topic.clone(), partition.index)) {
+                Some(v) => v.offset,
+                None if header.from_beginning => bounds.log_start,
+                None => bounds.high_watermark,
+            };
+            let resumed = Self::last_written_source(&name, &out, partition.index)
+                .map_or(start, |s| start.max(s + 1));
+            positions.insert(partition.index, resumed.max(bounds.log_start));
+        }
+        self.report(&name, "running", None, &header.sha256).await;
+        info!(transform = %name, ?positions, "transform running");
+        let mut watchers: Vec<(Arc<Partition>, watch::Receiver<i64>)> = input
+            .partitions()
+            .into_iter()
+            .map(|p| {
+                let rx = p.subscribe();
+                (p, rx)
+            })
+            .collect();
+        loop {
+            if *stopped.borrow() {
+                return;
+            }
+            let mut progressed = false;
+            for (partition, _) in &watchers {
+                let position = positions.get(&partition.index).copied().unwrap_or(0);
+                match self
+                    .step(&header, &function, partition, &output, position)
+                    .await
+                {
+                    Ok(next) if next > position => {
+                        positions.insert(partition.index, next);
+                        progressed = true;
+                    }
+                    Ok(_) => {}
+                    Err(StepError::Stopped(message)) => {
+                        error!(transform = %name, partition = partition.index, "{message}; transform stopped until redeployed");
+                        self.report(&name, "failed", Some(message), &header.sha256)
+                            .await;
+                        let _ = stopped.changed().await;
+                        return;
+                    }
+                    Err(StepError::Retry(message)) => {
+                        warn!(transform = %name, partition = partition.index, "{message}; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+            if !progressed {
+                let changed = futures::future::select_all(
+                    watchers.iter_mut().map(|(_, rx)| Box::pin(rx.changed())),
+                );
+                tokio::select! {
+                    _ = stopped.changed() => return,
+                    _ = changed => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+
+    /// Processes one batch of one partition. Returns the next position.
+    async fn step(
+        &self,
+        header: &DeploymentHeader,
+        function: &Arc<Mutex<Arc<dyn TransformFn>>>,
+        partition: &Arc<Partition>,
+        output: &Arc<crate::broker::Topic>,
+        position: i64,
+    ) -> Result<i64, StepError> {
+        let (records, next) = match read_records(partition, position, READ_BYTES) {
+            Ok(r) => r,
+            Err(BrokerError::Read(crate::storage::ReadError::OffsetOutOfRange {
+                log_start,
+                ..
+            })) if log_start > position => {
+                return Ok(log_start);
+            }
+            Err(e) => return Err(StepError::Retry(format!("reading input: {e}"))),
+        };
+        if records.is_empty() {
+            if next > position {
+                self.commit(header, partition.index, next).await?;
+            }
+            return Ok(next);
+        }
+        let f = lock(function).clone();
+        let input = records.clone();
+        let result = tokio::task::spawn_blocking(move || f.apply(&input))
+            .await
+            .map_err(|e| StepError::Retry(format!("transform task failed: {e}")))?;
+        let out_index = partition.index % output.partition_count().max(1);
+        let out = output
+            .partition(out_index)
+            .ok_or_else(|| StepError::Retry("output partition is gone".into()))?;
+        match result {
+            Ok(outputs) => {
+                if !outputs.is_empty() {
+                    let tagged: Vec<TransformRecord> = outputs
+                        .into_iter()
+                        .map(|mut r| {
+                            let source = records
+                                .get(r.source_index as usize)
+                                .map_or(r.offset, |s| s.offset);
+                            r.headers.push((
+                                HEADER_TRANSFORM.into(),
+                                Some(Bytes::from(header.name.clone())),
+                            ));
+                            r.headers.push((
+                                HEADER_SOURCE.into(),
+                                Some(Bytes::from(format!("{}:{source}", partition.index))),
+                            ));
+                            r
+                        })
+                        .collect();
+                    let batch =
+                        encode_records(&tagged).map_err(|e| StepError::Retry(e.to_string()))?;
+                    out.append(&batch).await.map_err(|e| {
+                        StepError::Retry(format!("writing to '{}': {e}", header.output_topic))
+                    })?;
+                }
+            }
+            Err(message) => match &header.on_error {
+                OnError::Stop => {
+                    return Err(StepError::Stopped(format!(
+                        "the plugin failed on partition {} at offset {position}: {message}",
+                        partition.index
+                    )))
+                }
+                OnError::Skip => {
+                    warn!(transform = %header.name, partition = partition.index, offset = position, "skipping a batch the plugin failed on: {message}");
+                }
+                OnError::DeadLetter(topic) => {
+                    let dlq = self
+                        .broker
+                        .topic_or_auto_create(topic, true)
+                        .await
+                        .map_err(|e| {
+                            StepError::Retry(format!("dead-letter topic '{topic}': {e}"))
+                        })?;
+                    let dlq_partition = dlq.partition(0).ok_or_else(|| {
+                        StepError::Retry("dead-letter topic has no partition".into())
+                    })?;
+                    let dead: Vec<TransformRecord> = records
+                        .iter()
+                        .map(|r| {
+                            let mut d = r.clone();
+                            d.headers
+                                .push(("runnel.error".into(), Some(Bytes::from(message.clone()))));
+                            d.headers.push((
+                                "runnel.error.stage".into(),
+                                Some(Bytes::from(format!("transform {}", header.name))),
+                            ));
+                            d.headers.push((
+                                "runnel.source.topic".into(),
+                                Some(Bytes::from(header.input_topic.clone())),
+                            ));
+                            d.headers.push((
+                                "runnel.source.partition".into(),
+                                Some(Bytes::from(partition.index.to_string())),
+                            ));
+                            d.headers.push((
+                                "runnel.source.offset".into(),
+                                Some(Bytes::from(r.offset.to_string())),
+                            ));
+                            d
+                        })
+                        .collect();
+                    let batch =
+                        encode_records(&dead).map_err(|e| StepError::Retry(e.to_string()))?;
+                    dlq_partition
+                        .append(&batch)
+                        .await
+                        .map_err(|e| StepError::Retry(format!("writing to '{topic}': {e}")))?;
+                }
+            },
+        }
+        self.commit(header, partition.index, next).await?;
+        Ok(next)
+    }
+
+    async fn commit(
+        &self,
+        header: &DeploymentHeader,
+        partition: i32,
+        next: i64,
+    ) -> Result<(), StepError> {
+        let value = OffsetValue {
+            offset: next,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp_ms: now_ms(),
+        };
+        self.broker
+            .groups()
+            .commit_offsets(
+                &group_for(&header.name),
+                vec![((header.input_topic.clone(), partition), value)],
+            )
+            .await
+            .map_err(|e| StepError::Retry(format!("committing progress: {e}")))
+    }
+
+    /// Names of running transforms (for tests and tools).
+    pub fn running(&self) -> Vec<String> {
+        let mut names: Vec<String> = lock(&self.running).keys().cloned().collect();
+        names.sort();
+        names
+    }
+}
+
+enum StepError {
+    Stopped(String),
+    Retry(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deployments_round_trip_and_bad_ones_are_reported() {
+        let d = Deployment {
+            header: DeploymentHeader {
+                name: "t".into(),
+                input_topic: "a".into(),
+                output_topic: "b".into(),
+                config: BTreeMap::from([("k".to_string(), "v".to_string())]),
+                on_error: OnError::DeadLetter("dlq".into()),
+                from_beginning: true,
+                sha256: "abc".into(),
+                deployed_at_ms: 5,
+            },
+            module: Bytes::from_static(b"\0asm\x01\0\0\0"),
+        };
+        let raw = d.encode().unwrap();
+        assert_eq!(Deployment::decode(&raw).unwrap(), d);
+        assert!(Deployment::decode(&raw.slice(..3)).is_err());
+        assert!(Deployment::decode(&Bytes::from_static(b"\0\0\0\x09{bad json")).is_err());
+        assert_eq!(OnError::try_from("skip".to_string()), Ok(OnError::Skip));
+        assert!(OnError::try_from("dead-letter:".to_string()).is_err());
+    }
+}
