@@ -346,9 +346,135 @@ fn target_dir(dir: &Path) -> Result<PathBuf> {
     ))
 }
 
+/// The body of a new plugin's `src/lib.rs` for each kind.
+fn template(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "filter" => {
+            r#"use runnel_plugin::{export_filter, Config, Record};
+
+/// What the plugin needs from its configuration, parsed once.
+struct Settings {
+    needle: Vec<u8>,
+}
+
+fn settings(config: &Config) -> Result<Settings, String> {
+    Ok(Settings { needle: config.get_or("needle", "error").as_bytes().to_vec() })
+}
+
+/// Keeps records whose value contains the needle (config `needle`).
+fn keep(settings: &Settings, record: &Record) -> bool {
+    let needle = settings.needle.as_slice();
+    record.value().is_some_and(|v| v.windows(needle.len()).any(|w| w == needle))
+}
+
+export_filter!(keep, settings = settings);
+"#
+        }
+        "map" => {
+            r#"use runnel_plugin::{export_map, OwnedRecord, Record};
+
+/// Upper-cases every value.
+fn upper(record: &Record) -> OwnedRecord {
+    let value = record.value().unwrap_or_default().to_ascii_uppercase();
+    record.clone().with_value(value)
+}
+
+export_map!(upper);
+"#
+        }
+        "filter-map" => {
+            r#"use runnel_plugin::{export_filter_map, OwnedRecord, Record};
+
+/// Trims values and drops the empty ones.
+fn trim(record: &Record) -> Option<OwnedRecord> {
+    let value = record.value_str()?.trim();
+    (!value.is_empty()).then(|| record.clone().with_value(value))
+}
+
+export_filter_map!(trim);
+"#
+        }
+        "flat-map" => {
+            r#"use runnel_plugin::{export_flat_map, OwnedRecord, Record};
+
+/// One record per line of the value.
+fn lines(record: &Record) -> Vec<OwnedRecord> {
+    let value = record.value_str().unwrap_or_default();
+    value.lines().filter(|l| !l.is_empty()).map(|l| record.clone().with_value(l)).collect()
+}
+
+export_flat_map!(lines);
+"#
+        }
+        "aggregate" => {
+            r#"use runnel_plugin::{export_aggregate, OwnedRecord, Record};
+
+/// Counts records per key; the state is the count (u64, little-endian).
+fn count(record: &Record, state: &mut Option<Vec<u8>>) -> Option<OwnedRecord> {
+    let before = state.as_deref().and_then(|s| <[u8; 8]>::try_from(s).ok()).map_or(0, u64::from_le_bytes);
+    let now = before + 1;
+    *state = Some(now.to_le_bytes().to_vec());
+    let mut out = OwnedRecord::new().with_value(now.to_string());
+    out.key = record.key().map(<[u8]>::to_vec);
+    Some(out)
+}
+
+export_aggregate!(count);
+"#
+        }
+        _ => return None,
+    })
+}
+
 fn new_plugin(name: &str, kind: &str, sdk: Option<PathBuf>) -> Result<()> {
-    let _ = (name, kind, sdk);
-    bail!("not available yet")
+    let body = template(kind)
+        .with_context(|| format!("'{kind}' is not a plugin kind (filter, map, filter-map, flat-map, aggregate)"))?;
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        bail!("'{name}' is not a valid crate name (letters, digits, - and _)");
+    }
+    let dir = PathBuf::from(name);
+    if dir.exists() {
+        bail!("{} already exists", dir.display());
+    }
+    // The SDK is not published; by default point at the copy next to the
+    // source this runnel was built from.
+    let sdk = sdk.unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/sdk"));
+    let sdk = std::fs::canonicalize(&sdk).unwrap_or(sdk);
+    if !sdk.join("Cargo.toml").exists() {
+        bail!("the runnel-plugin SDK was not found at {}; pass --sdk PATH", sdk.display());
+    }
+    std::fs::create_dir_all(dir.join("src"))?;
+    let manifest = format!(
+        r#"[package]
+name = "{name}"
+version = "0.1.0"
+edition = "2021"
+
+[lib]
+# A plugin is a WebAssembly module: build with `runnel plugin build`.
+crate-type = ["cdylib"]
+
+[dependencies]
+runnel-plugin = {{ path = "{}" }}
+
+[profile.release]
+# A panic aborts, which the host reports as a trap of this batch.
+panic = "abort"
+lto = true
+codegen-units = 1
+
+# A plugin builds on its own, not as part of an enclosing workspace.
+[workspace]
+"#,
+        sdk.display()
+    );
+    std::fs::write(dir.join("Cargo.toml"), manifest)?;
+    std::fs::write(dir.join("src/lib.rs"), format!("//! `{name}`: a Runnel {kind} plugin.\n\n{body}"))?;
+    std::fs::write(dir.join("records.jsonl"), "{\"key\": \"a\", \"value\": \"an error happened\"}\n{\"key\": \"b\", \"value\": \"all good\"}\n")?;
+    println!("created {kind} plugin {name}/");
+    println!("  build:  runnel plugin build {name}");
+    println!("  try it: runnel plugin test <the .wasm printed by build> --input {name}/records.jsonl");
+    Ok(())
 }
 
 #[cfg(test)]
