@@ -376,7 +376,7 @@ export_filter!(keep, settings = settings);
 /// Upper-cases every value.
 fn upper(record: &Record) -> OwnedRecord {
     let value = record.value().unwrap_or_default().to_ascii_uppercase();
-    record.clone().with_value(value)
+    record.with_value(value)
 }
 
 export_map!(upper);
@@ -388,7 +388,7 @@ export_map!(upper);
 /// Trims values and drops the empty ones.
 fn trim(record: &Record) -> Option<OwnedRecord> {
     let value = record.value_str()?.trim();
-    (!value.is_empty()).then(|| record.clone().with_value(value))
+    (!value.is_empty()).then(|| record.with_value(value))
 }
 
 export_filter_map!(trim);
@@ -400,7 +400,7 @@ export_filter_map!(trim);
 /// One record per line of the value.
 fn lines(record: &Record) -> Vec<OwnedRecord> {
     let value = record.value_str().unwrap_or_default();
-    value.lines().filter(|l| !l.is_empty()).map(|l| record.clone().with_value(l)).collect()
+    value.lines().filter(|l| !l.is_empty()).map(|l| record.with_value(l)).collect()
 }
 
 export_flat_map!(lines);
