@@ -347,3 +347,21 @@ pub async fn stored_codecs(
     }
     codecs
 }
+
+/// Path of an example plugin built by `plugins/build.sh` (run once per test
+/// process if the module is missing).
+pub fn plugin_wasm(name: &str) -> PathBuf {
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let path = root.join("plugins/dist").join(format!("{name}.wasm"));
+    if !path.exists() {
+        BUILD.call_once(|| {
+            let status = Command::new(root.join("plugins/build.sh"))
+                .status()
+                .expect("run plugins/build.sh");
+            assert!(status.success(), "plugins/build.sh failed");
+        });
+    }
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}

@@ -14,3 +14,4 @@ mod idempotence;
 mod produce_consume;
 mod protocol_errors;
 mod retention;
+mod transforms;

@@ -1,0 +1,355 @@
+//! Broker-side topic transforms with a real WASM plugin: records produced
+//! to the input topic appear transformed in the output topic, exactly once,
+//! even when the broker is SIGKILLed at random moments.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rdkafka::message::Message;
+use rdkafka::producer::FutureRecord;
+
+use crate::harness::{create_topic, latest_offset, plugin_wasm, text, TestBroker, BIN};
+
+fn cli(broker: &TestBroker, args: &[&str]) -> (bool, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .args(["--bootstrap", &broker.addr()])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transform_delivers_every_record_once_across_broker_sigkills() {
+    let seed: u64 = std::env::var("RUNNEL_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("RUNNEL_TEST_SEED={seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut broker = TestBroker::start();
+    create_topic(&broker, "raw", 3, &[]).await;
+    // flush.messages=1 on the output: each output append waits for an
+    // fsync before the transform commits its progress, so a kill often
+    // lands between the two — the case the resume logic must handle.
+    create_topic(&broker, "cooked", 3, &[("flush.messages", "1")]).await;
+    let wasm = plugin_wasm("enrich-json");
+    let (ok, out) = cli(
+        &broker,
+        &[
+            "transform",
+            "deploy",
+            wasm.to_str().unwrap(),
+            "--name",
+            "cook",
+            "--input-topic",
+            "raw",
+            "--output-topic",
+            "cooked",
+            "--config",
+            "add.via=runnel",
+        ],
+    );
+    assert!(ok, "{out}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, list) = cli(&broker, &["transform", "list"]);
+        if list.contains("running") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "transform never ran: {list}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    const TOTAL: usize = 12_000;
+    let producer = Arc::new(broker.producer(&[
+        ("enable.idempotence", "true"),
+        ("message.timeout.ms", "120000"),
+        ("retry.backoff.ms", "50"),
+        ("reconnect.backoff.ms", "50"),
+        ("reconnect.backoff.max.ms", "200"),
+    ]));
+    let done = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let (producer, done, sent) = (producer.clone(), done.clone(), sent.clone());
+        tokio::spawn(async move {
+            use futures::stream::{FuturesUnordered, StreamExt};
+            let mut pending = FuturesUnordered::new();
+            for i in 0..TOTAL {
+                let producer = producer.clone();
+                pending.push(async move {
+                    let value = format!("{{\"n\":{i}}}");
+                    producer
+                        .send(
+                            FutureRecord::<(), _>::to("raw")
+                                .partition((i % 3) as i32)
+                                .payload(&value),
+                            Duration::from_secs(120),
+                        )
+                        .await
+                        .map_err(|(e, _)| e)
+                });
+                sent.fetch_add(1, Ordering::Relaxed);
+                if pending.len() >= 500 {
+                    pending.next().await.unwrap().expect("delivered");
+                }
+                if i % 200 == 0 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            while let Some(r) = pending.next().await {
+                r.expect("delivered");
+            }
+            done.store(true, Ordering::Relaxed);
+        })
+    };
+    // SIGKILLs at random moments while records flow in and out.
+    for _ in 0..4 {
+        let at = rng.random_range(200..1000);
+        tokio::time::sleep(Duration::from_millis(at)).await;
+        broker.kill();
+        tokio::time::sleep(Duration::from_millis(rng.random_range(50..300))).await;
+        broker.restart();
+    }
+    writer.await.unwrap();
+    assert!(done.load(Ordering::Relaxed));
+
+    // Every input record is transformed exactly once.
+    let mut total = 0;
+    for _ in 0..300 {
+        total = 0;
+        for p in 0..3 {
+            total += latest_offset(&broker, "cooked", p).await;
+        }
+        if total >= TOTAL as i64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Give a duplicate, if any, the chance to show up.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut final_total = 0;
+    for p in 0..3 {
+        final_total += latest_offset(&broker, "cooked", p).await;
+    }
+    assert_eq!(
+        final_total, TOTAL as i64,
+        "output count (seed {seed}); before settling: {total}"
+    );
+    let messages = broker.consume("cooked", 3, TOTAL, Duration::from_secs(60));
+    let mut seen: HashMap<u64, usize> = HashMap::new();
+    for m in &messages {
+        let v: serde_json::Value = serde_json::from_str(&text(m)).expect("JSON output");
+        assert_eq!(v["via"], "runnel", "transformed: {v}");
+        *seen.entry(v["n"].as_u64().unwrap()).or_default() += 1;
+        let source = m.headers().and_then(|h| {
+            use rdkafka::message::Headers;
+            h.iter()
+                .find(|h| h.key == "runnel.source")
+                .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+        });
+        assert!(source.is_some(), "output carries its source");
+    }
+    for i in 0..TOTAL as u64 {
+        assert_eq!(seen.get(&i), Some(&1), "record {i} (seed {seed})");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_batches_stop_skip_or_go_to_a_dead_letter_topic() {
+    let broker = TestBroker::start();
+    create_topic(&broker, "in", 1, &[]).await;
+    let wasm = plugin_wasm("fail-on-poison");
+    let (ok, out) = cli(
+        &broker,
+        &[
+            "transform",
+            "deploy",
+            wasm.to_str().unwrap(),
+            "--name",
+            "guard",
+            "--input-topic",
+            "in",
+            "--output-topic",
+            "out",
+            "--on-error",
+            "dead-letter:in-dlq",
+        ],
+    );
+    assert!(ok, "{out}");
+    wait_for("the transform to run", Duration::from_secs(20), || {
+        cli(&broker, &["transform", "list"]).1.contains("running")
+    })
+    .await;
+    let producer = broker.producer(&[("linger.ms", "0")]);
+    for v in ["good-1", "poison", "good-2"] {
+        producer
+            .send(
+                FutureRecord::<(), _>::to("in").payload(v),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+        // One record per batch, so only the poisoned one fails.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let out = broker.consume("out", 1, 2, Duration::from_secs(20));
+    assert_eq!(
+        out.iter().map(text).collect::<Vec<_>>(),
+        vec!["good-1", "good-2"]
+    );
+    let dlq = broker.consume("in-dlq", 1, 1, Duration::from_secs(20));
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(text(&dlq[0]), "poison");
+    use rdkafka::message::Headers;
+    let headers: HashMap<String, String> = dlq[0]
+        .headers()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h.key.to_string(),
+                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+            )
+        })
+        .collect();
+    assert!(headers["runnel.error"].contains("poison"), "{headers:?}");
+    assert_eq!(headers["runnel.source.topic"], "in");
+    assert_eq!(headers["runnel.source.offset"], "1");
+
+    // Delete, and the transform stops.
+    let (ok, out) = cli(&broker, &["transform", "delete", "guard"]);
+    assert!(ok, "{out}");
+    assert!(!cli(&broker, &["transform", "list"]).1.contains("guard"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_crash_a_transform_resumes_after_the_last_output_it_wrote() {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{GroupId, OffsetCommitRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let mut broker = TestBroker::start();
+    create_topic(&broker, "raw", 2, &[]).await;
+    create_topic(&broker, "cooked", 2, &[]).await;
+    let wasm = plugin_wasm("enrich-json");
+    let (ok, out) = cli(
+        &broker,
+        &[
+            "transform",
+            "deploy",
+            wasm.to_str().unwrap(),
+            "--name",
+            "cook",
+            "--input-topic",
+            "raw",
+            "--output-topic",
+            "cooked",
+            "--config",
+            "add.via=runnel",
+        ],
+    );
+    assert!(ok, "{out}");
+    wait_for("the transform to run", Duration::from_secs(20), || {
+        cli(&broker, &["transform", "list"]).1.contains("running")
+    })
+    .await;
+    let producer = broker.producer(&[]);
+    for i in 0..200 {
+        let v = format!("{{\"n\":{i}}}");
+        producer
+            .send(
+                FutureRecord::<(), _>::to("raw")
+                    .partition(i % 2)
+                    .payload(&v),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while latest_offset(&broker, "cooked", 0).await + latest_offset(&broker, "cooked", 1).await
+        < 200
+    {
+        assert!(Instant::now() < deadline, "the transform did not catch up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // What a crash between writing outputs and committing progress leaves
+    // behind: outputs written, progress behind. Rewind the progress to 0.
+    let mut client = broker.client().await;
+    let mut t = OffsetCommitRequestTopic::default();
+    t.name = TopicName(StrBytes::from_static_str("raw"));
+    t.partitions = (0..2)
+        .map(|p| {
+            let mut cp = OffsetCommitRequestPartition::default();
+            cp.partition_index = p;
+            cp.committed_offset = 0;
+            cp
+        })
+        .collect();
+    let mut commit = OffsetCommitRequest::default();
+    commit.group_id = GroupId(StrBytes::from_static_str("__transform-cook"));
+    commit.generation_id_or_member_epoch = -1;
+    commit.topics = vec![t];
+    let response = client.send(&commit).await.unwrap();
+    assert!(response.topics[0]
+        .partitions
+        .iter()
+        .all(|p| p.error_code == 0));
+    broker.kill();
+    broker.restart();
+    wait_for(
+        "the transform to run again",
+        Duration::from_secs(20),
+        || cli(&broker, &["transform", "list"]).1.contains("running"),
+    )
+    .await;
+    for i in 200..300 {
+        let v = format!("{{\"n\":{i}}}");
+        producer
+            .send(
+                FutureRecord::<(), _>::to("raw")
+                    .partition(i % 2)
+                    .payload(&v),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while latest_offset(&broker, "cooked", 0).await + latest_offset(&broker, "cooked", 1).await
+        < 300
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the transform did not catch up after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let total =
+        latest_offset(&broker, "cooked", 0).await + latest_offset(&broker, "cooked", 1).await;
+    assert_eq!(
+        total, 300,
+        "the 200 records already transformed were not written again"
+    );
+}
