@@ -427,9 +427,14 @@ export_aggregate!(count);
 }
 
 fn new_plugin(name: &str, kind: &str, sdk: Option<PathBuf>) -> Result<()> {
-    let body = template(kind)
-        .with_context(|| format!("'{kind}' is not a plugin kind (filter, map, filter-map, flat-map, aggregate)"))?;
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    let body = template(kind).with_context(|| {
+        format!("'{kind}' is not a plugin kind (filter, map, filter-map, flat-map, aggregate)")
+    })?;
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
         bail!("'{name}' is not a valid crate name (letters, digits, - and _)");
     }
     let dir = PathBuf::from(name);
@@ -441,7 +446,10 @@ fn new_plugin(name: &str, kind: &str, sdk: Option<PathBuf>) -> Result<()> {
     let sdk = sdk.unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/sdk"));
     let sdk = std::fs::canonicalize(&sdk).unwrap_or(sdk);
     if !sdk.join("Cargo.toml").exists() {
-        bail!("the runnel-plugin SDK was not found at {}; pass --sdk PATH", sdk.display());
+        bail!(
+            "the runnel-plugin SDK was not found at {}; pass --sdk PATH",
+            sdk.display()
+        );
     }
     std::fs::create_dir_all(dir.join("src"))?;
     let manifest = format!(
@@ -469,11 +477,16 @@ codegen-units = 1
         sdk.display()
     );
     std::fs::write(dir.join("Cargo.toml"), manifest)?;
-    std::fs::write(dir.join("src/lib.rs"), format!("//! `{name}`: a Runnel {kind} plugin.\n\n{body}"))?;
+    std::fs::write(
+        dir.join("src/lib.rs"),
+        format!("//! `{name}`: a Runnel {kind} plugin.\n\n{body}"),
+    )?;
     std::fs::write(dir.join("records.jsonl"), "{\"key\": \"a\", \"value\": \"an error happened\"}\n{\"key\": \"b\", \"value\": \"all good\"}\n")?;
     println!("created {kind} plugin {name}/");
     println!("  build:  runnel plugin build {name}");
-    println!("  try it: runnel plugin test <the .wasm printed by build> --input {name}/records.jsonl");
+    println!(
+        "  try it: runnel plugin test <the .wasm printed by build> --input {name}/records.jsonl"
+    );
     Ok(())
 }
 
