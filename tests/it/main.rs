@@ -10,6 +10,7 @@ mod broker_cli;
 mod compaction;
 mod crash_recovery;
 mod groups;
+mod plugin_cli;
 mod idempotence;
 mod produce_consume;
 mod protocol_errors;

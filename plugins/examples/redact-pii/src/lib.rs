@@ -38,7 +38,9 @@ use runnel_plugin::{debug, export_map, Config, OwnedRecord, Record};
 
 const DEFAULT_REPLACEMENT: &str = "[REDACTED]";
 
-struct Settings {
+/// The parsed configuration (public so the native benchmark can run the
+/// same function outside WebAssembly).
+pub struct Settings {
     /// Field names (any depth) to redact whole; scan mode when both are empty.
     names: Vec<String>,
     /// JSON Pointers to redact whole.
@@ -47,7 +49,7 @@ struct Settings {
 }
 
 impl Settings {
-    fn from_config(config: &Config) -> Result<Settings, String> {
+    pub fn from_config(config: &Config) -> Result<Settings, String> {
         let (pointers, names): (Vec<&str>, Vec<&str>) = config
             .list("fields")
             .into_iter()
@@ -66,7 +68,8 @@ impl Settings {
     }
 }
 
-fn redact(settings: &Settings, record: &Record) -> OwnedRecord {
+/// The plugin function.
+pub fn redact(settings: &Settings, record: &Record) -> OwnedRecord {
     let Some(value) = record.value() else {
         return record.into_owned();
     };
