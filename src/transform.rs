@@ -280,9 +280,12 @@ pub async fn run(cmd: TransformCommand) -> Result<()> {
             }
             for (name, raw) in deployments {
                 let d = Deployment::decode(&raw).map_err(anyhow::Error::msg)?;
+                // A status about another module means the broker has not
+                // applied this deployment yet.
                 let status = statuses
                     .get(&name)
-                    .and_then(|s| serde_json::from_slice::<TransformStatus>(s).ok());
+                    .and_then(|s| serde_json::from_slice::<TransformStatus>(s).ok())
+                    .filter(|s| s.sha256 == d.header.sha256);
                 let state = status
                     .as_ref()
                     .map_or("pending".to_string(), |s| s.state.clone());

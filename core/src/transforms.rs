@@ -398,32 +398,45 @@ impl TransformManager {
                 return;
             }
         };
-        let mut running = lock(&self.running);
-        if let Some(existing) = running.get_mut(&name) {
-            let same_wiring = existing.header.input_topic == deployment.header.input_topic
-                && existing.header.output_topic == deployment.header.output_topic
-                && existing.header.on_error == deployment.header.on_error;
-            if same_wiring {
-                // Hot swap: the next batch uses the new function.
-                *lock(&existing.function) = function;
-                existing.header = deployment.header.clone();
-                info!(transform = %name, sha256 = %deployment.header.sha256, "transform module replaced");
-                return;
+        let (function, stopped) = {
+            let mut running = lock(&self.running);
+            let mut function = Some(function);
+            if let Some(existing) = running.get_mut(&name) {
+                let same_wiring = existing.header.input_topic == deployment.header.input_topic
+                    && existing.header.output_topic == deployment.header.output_topic
+                    && existing.header.on_error == deployment.header.on_error;
+                if same_wiring {
+                    // Hot swap: the next batch uses the new function.
+                    *lock(&existing.function) = function.take().expect("function present");
+                    existing.header = deployment.header.clone();
+                } else {
+                    let _ = existing.stop.send(true);
+                    running.remove(&name);
+                }
             }
-            let _ = existing.stop.send(true);
-            running.remove(&name);
-        }
-        let (stop, stopped) = watch::channel(false);
-        let function = Arc::new(Mutex::new(function));
-        running.insert(
-            name.clone(),
-            RunningTransform {
-                header: deployment.header.clone(),
-                function: function.clone(),
-                stop,
-            },
-        );
-        drop(running);
+            match function {
+                None => (None, None),
+                Some(function) => {
+                    let (stop, stopped) = watch::channel(false);
+                    let function = Arc::new(Mutex::new(function));
+                    running.insert(
+                        name.clone(),
+                        RunningTransform {
+                            header: deployment.header.clone(),
+                            function: function.clone(),
+                            stop,
+                        },
+                    );
+                    (Some(function), Some(stopped))
+                }
+            }
+        };
+        let (Some(function), Some(stopped)) = (function, stopped) else {
+            info!(transform = %name, sha256 = %deployment.header.sha256, "transform module replaced");
+            self.report(&name, "running", None, &deployment.header.sha256)
+                .await;
+            return;
+        };
         info!(transform = %name, input = %deployment.header.input_topic, output = %deployment.header.output_topic, "transform deployed");
         let me = self.clone();
         tokio::spawn(async move { me.run(deployment.header, function, stopped).await });

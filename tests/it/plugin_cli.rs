@@ -8,7 +8,11 @@ use crate::harness::{plugin_wasm, BIN};
 
 fn runnel(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(BIN).args(args).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -20,7 +24,10 @@ fn inspect_names_kind_version_and_exports() {
     assert!(out.contains("ABI version:  1"), "{out}");
     assert!(out.contains("runnel_process"), "{out}");
     let (ok, _, err) = runnel(&["plugin", "inspect", "/dev/null"]);
-    assert!(!ok && err.contains("not a valid WebAssembly module"), "{err}");
+    assert!(
+        !ok && err.contains("not a valid WebAssembly module"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -38,9 +45,18 @@ fn test_runs_a_plugin_on_json_lines_and_names_bad_lines() {
     )
     .unwrap();
     let wasm = plugin_wasm("redact-pii");
-    let (ok, out, err) = runnel(&["plugin", "test", wasm.to_str().unwrap(), "--input", input.to_str().unwrap()]);
+    let (ok, out, err) = runnel(&[
+        "plugin",
+        "test",
+        wasm.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+    ]);
     assert!(ok, "{err}");
-    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["value"]["user"], "[REDACTED]");
     assert_eq!(lines[0]["value"]["card"], "[REDACTED]");
@@ -51,14 +67,34 @@ fn test_runs_a_plugin_on_json_lines_and_names_bad_lines() {
     assert_eq!(lines[1]["timestamp"], 5);
 
     // Configuration reaches the plugin.
-    let (ok, out, _) = runnel(&["plugin", "test", wasm.to_str().unwrap(), "--input", input.to_str().unwrap(), "--config", "fields=city"]);
+    let (ok, out, _) = runnel(&[
+        "plugin",
+        "test",
+        wasm.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--config",
+        "fields=city",
+    ]);
     assert!(ok);
     let first: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
-    assert_eq!((first["value"]["city"].as_str(), first["value"]["user"].as_str()), (Some("[REDACTED]"), Some("bob@example.com")));
+    assert_eq!(
+        (
+            first["value"]["city"].as_str(),
+            first["value"]["user"].as_str()
+        ),
+        (Some("[REDACTED]"), Some("bob@example.com"))
+    );
 
     // A malformed line is named; nothing runs.
     std::fs::write(&input, "{\"value\": 1}\n{\"key\": \"no value\"}\n").unwrap();
-    let (ok, out, err) = runnel(&["plugin", "test", wasm.to_str().unwrap(), "--input", input.to_str().unwrap()]);
+    let (ok, out, err) = runnel(&[
+        "plugin",
+        "test",
+        wasm.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+    ]);
     assert!(!ok && out.is_empty());
     assert!(err.contains("in.jsonl:2: missing \"value\""), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -66,9 +102,20 @@ fn test_runs_a_plugin_on_json_lines_and_names_bad_lines() {
     // A plugin failure names the plugin and the input line.
     std::fs::write(&input, "{\"value\": \"fine\"}\n{\"value\": \"poison\"}\n").unwrap();
     let poison = plugin_wasm("trap-on-poison");
-    let (ok, _, err) = runnel(&["plugin", "test", poison.to_str().unwrap(), "--input", input.to_str().unwrap(), "--batch-size", "1"]);
+    let (ok, _, err) = runnel(&[
+        "plugin",
+        "test",
+        poison.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--batch-size",
+        "1",
+    ]);
     assert!(!ok);
-    assert!(err.contains("plugin 'trap-on-poison' trapped") && err.contains("input line 2"), "{err}");
+    assert!(
+        err.contains("plugin 'trap-on-poison' trapped") && err.contains("input line 2"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -77,8 +124,16 @@ fn a_new_plugin_from_the_template_builds_and_runs() {
     plugin_wasm("keep-all");
     let dir = tempfile::tempdir().unwrap();
     let run_in = |args: &[&str]| {
-        let out = Command::new(BIN).args(args).current_dir(dir.path()).output().unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        let out = Command::new(BIN)
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let (ok, out, err) = run_in(&["plugin", "new", "needle-filter", "--kind", "filter"]);
     assert!(ok, "{err}");
@@ -88,7 +143,15 @@ fn a_new_plugin_from_the_template_builds_and_runs() {
     let wasm = wasm.trim().to_string();
     assert!(wasm.ends_with(".wasm"), "{wasm}");
     let input = dir.path().join("needle-filter/records.jsonl");
-    let (ok, out, err) = run_in(&["plugin", "test", &wasm, "--input", input.to_str().unwrap(), "--config", "needle=good"]);
+    let (ok, out, err) = run_in(&[
+        "plugin",
+        "test",
+        &wasm,
+        "--input",
+        input.to_str().unwrap(),
+        "--config",
+        "needle=good",
+    ]);
     assert!(ok, "{err}");
     assert_eq!(out.lines().count(), 1);
     assert!(out.contains("all good"), "{out}");

@@ -353,3 +353,76 @@ async fn after_a_crash_a_transform_resumes_after_the_last_output_it_wrote() {
         "the 200 records already transformed were not written again"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redeploying_under_the_same_name_swaps_the_module_for_new_records() {
+    let broker = TestBroker::start();
+    create_topic(&broker, "feed", 1, &[]).await;
+    let deploy = |plugin: &str| {
+        let wasm = plugin_wasm(plugin);
+        cli(
+            &broker,
+            &[
+                "transform",
+                "deploy",
+                wasm.to_str().unwrap(),
+                "--name",
+                "swap",
+                "--input-topic",
+                "feed",
+                "--output-topic",
+                "fed",
+            ],
+        )
+    };
+    let (ok, out) = deploy("keep-all");
+    assert!(ok, "{out}");
+    wait_for("the transform to run", Duration::from_secs(20), || {
+        cli(&broker, &["transform", "list"]).1.contains("running")
+    })
+    .await;
+    let producer = broker.producer(&[("linger.ms", "0")]);
+    let send = |range: std::ops::Range<i32>| {
+        let producer = &producer;
+        async move {
+            for i in range {
+                producer
+                    .send(
+                        FutureRecord::<(), _>::to("feed").payload(&format!("r{i}")),
+                        Duration::from_secs(10),
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    send(0..10).await;
+    let before = broker.consume("fed", 1, 10, Duration::from_secs(20));
+    assert_eq!(before.len(), 10, "keep-all passes everything");
+    let first = cli(&broker, &["transform", "list"]).1;
+    let (ok, out) = deploy("drop-odd-offsets");
+    assert!(ok, "{out}");
+    // "running" again, for the new module, once the broker swapped it in.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let list = cli(&broker, &["transform", "list"]).1;
+        if list != first && list.contains("running") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "redeploy never applied: {list}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    send(10..20).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = broker.consume("fed", 1, 15, Duration::from_secs(10));
+    let values: Vec<String> = after.iter().map(text).collect();
+    // Offsets 10..20 of "feed": the new module keeps the even ones only.
+    assert_eq!(
+        &values[..10],
+        (0..10)
+            .map(|i| format!("r{i}"))
+            .collect::<Vec<_>>()
+            .as_slice()
+    );
+    assert_eq!(&values[10..], ["r10", "r12", "r14", "r16", "r18"]);
+}
