@@ -52,9 +52,15 @@ pub enum PluginCommand {
         /// The plugin module (.wasm)
         plugin: PathBuf,
     },
+    /// Deploy a plugin as a broker-side topic transform (the same as
+    /// `runnel transform deploy`)
+    Deploy(crate::transform::DeployArgs),
 }
 
 pub async fn run(cmd: PluginCommand) -> Result<()> {
+    if let PluginCommand::Deploy(args) = cmd {
+        return crate::transform::deploy(args).await;
+    }
     // The host's work is CPU-bound and blocking; keep it off the runtime.
     tokio::task::spawn_blocking(move || match cmd {
         PluginCommand::New { name, kind, sdk } => new_plugin(&name, &kind, sdk),
@@ -66,6 +72,7 @@ pub async fn run(cmd: PluginCommand) -> Result<()> {
             batch_size,
         } => test(&plugin, &input, &config, batch_size),
         PluginCommand::Inspect { plugin } => inspect(&plugin),
+        PluginCommand::Deploy(_) => unreachable!("handled above"),
     })
     .await?
 }

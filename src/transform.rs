@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{FetchRequest, ProduceRequest, TopicName};
@@ -22,33 +22,43 @@ use runnel_plugin_host::{Kind, Plugin, PluginHost, Record};
 use crate::plugin::parse_config;
 use crate::ConnectArgs;
 
+/// Arguments of `runnel transform deploy` (also `runnel plugin deploy`).
+#[derive(Args, Debug)]
+pub struct DeployArgs {
+    /// The plugin module (.wasm)
+    plugin: PathBuf,
+    /// The transform's name
+    #[arg(long)]
+    name: String,
+    /// The topic whose records the plugin processes
+    #[arg(long)]
+    input_topic: String,
+    /// The topic the plugin's output records go to
+    #[arg(long)]
+    output_topic: String,
+    /// Plugin configuration, e.g. --config field=email (repeatable)
+    #[arg(short, long = "config", value_name = "KEY=VALUE")]
+    config: Vec<String>,
+    /// On a failing batch: stop, skip, or dead-letter:<topic>
+    #[arg(long, default_value = "stop")]
+    on_error: String,
+    /// Also transform the records already in the input topic
+    #[arg(long)]
+    from_beginning: bool,
+    /// Keep running and redeploy whenever the .wasm file changes (the
+    /// broker swaps the module between batches)
+    #[arg(long)]
+    watch: bool,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum TransformCommand {
     /// Run a plugin on every record produced to an input topic, writing the
     /// results to an output topic (redeploying under the same name swaps
     /// the module)
-    Deploy {
-        /// The plugin module (.wasm)
-        plugin: PathBuf,
-        /// The transform's name
-        #[arg(long)]
-        name: String,
-        #[arg(long)]
-        input_topic: String,
-        #[arg(long)]
-        output_topic: String,
-        /// Plugin configuration, e.g. --config field=email (repeatable)
-        #[arg(short, long = "config", value_name = "KEY=VALUE")]
-        config: Vec<String>,
-        /// On a failing batch: stop, skip, or dead-letter:<topic>
-        #[arg(long, default_value = "stop")]
-        on_error: String,
-        /// Also transform the records already in the input topic
-        #[arg(long)]
-        from_beginning: bool,
-        #[command(flatten)]
-        connect: ConnectArgs,
-    },
+    Deploy(DeployArgs),
     /// List deployed transforms and their state
     List {
         #[command(flatten)]
@@ -60,6 +70,102 @@ pub enum TransformCommand {
         #[command(flatten)]
         connect: ConnectArgs,
     },
+}
+
+/// `runnel transform deploy`: checks the module locally, then writes the
+/// deployment to the deployments topic; with `--watch`, again on every
+/// change of the file.
+pub async fn deploy(args: DeployArgs) -> Result<()> {
+    if args.input_topic == args.output_topic {
+        bail!("the input and output topics must differ (the transform would read its own output)");
+    }
+    let on_error =
+        OnError::try_from(args.on_error.clone()).map_err(|e| anyhow::anyhow!("--on-error: {e}"))?;
+    let config = parse_config(&args.config)?;
+    let host = Arc::new(PluginHost::new(Default::default()).map_err(|e| anyhow::anyhow!("{e}"))?);
+    let mut client = connect(&args.connect).await?;
+    let mut deployed: Option<String> = None;
+    loop {
+        match deploy_once(
+            &args,
+            &host,
+            &config,
+            on_error.clone(),
+            &mut client,
+            &deployed,
+        )
+        .await
+        {
+            Ok(Some(sha256)) => {
+                println!("deployed transform {} ({} ...)", args.name, &sha256[..12]);
+                deployed = Some(sha256);
+            }
+            Ok(None) => {}
+            // Without --watch every error ends the command; with it, a
+            // broken file (e.g. half-written) waits for the next change.
+            Err(e) if args.watch && deployed.is_some() => {
+                eprintln!("not redeployed: {e:#}");
+            }
+            Err(e) => return Err(e),
+        }
+        if !args.watch {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+/// Deploys the file's current module unless it is `deployed` already;
+/// returns the new module's SHA-256.
+async fn deploy_once(
+    args: &DeployArgs,
+    host: &Arc<PluginHost>,
+    config: &BTreeMap<String, String>,
+    on_error: OnError,
+    client: &mut Client,
+    deployed: &Option<String>,
+) -> Result<Option<String>> {
+    let module = std::fs::read(&args.plugin)
+        .with_context(|| format!("cannot read plugin {}", args.plugin.display()))?;
+    let sha256 = runnel_plugin_host::sha256_hex(&module);
+    if deployed.as_deref() == Some(sha256.as_str()) {
+        return Ok(None);
+    }
+    // Check the module here, so a bad one fails the command rather than
+    // the broker.
+    let host = host.clone();
+    let checked_config = config.clone();
+    let module = tokio::task::spawn_blocking(move || {
+        let loaded = host
+            .load("deploy-check", &module, &checked_config)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if loaded.kind() == Kind::Aggregate {
+            bail!("aggregate plugins cannot run as topic transforms yet");
+        }
+        Ok::<_, anyhow::Error>(module)
+    })
+    .await??;
+    let deployment = Deployment {
+        header: DeploymentHeader {
+            name: args.name.clone(),
+            input_topic: args.input_topic.clone(),
+            output_topic: args.output_topic.clone(),
+            config: config.clone(),
+            on_error,
+            from_beginning: args.from_beginning,
+            sha256: sha256.clone(),
+            deployed_at_ms: runnel_core::broker::now_ms(),
+        },
+        module: Bytes::from(module),
+    };
+    write(
+        client,
+        DEPLOYMENTS_TOPIC,
+        &args.name,
+        Some(deployment.encode().map_err(anyhow::Error::msg)?),
+    )
+    .await?;
+    Ok(Some(sha256))
 }
 
 /// Runs WASM plugins as transforms inside the broker.
@@ -215,62 +321,7 @@ async fn read_latest(client: &mut Client, topic: &str) -> Result<BTreeMap<String
 
 pub async fn run(cmd: TransformCommand) -> Result<()> {
     match cmd {
-        TransformCommand::Deploy {
-            plugin,
-            name,
-            input_topic,
-            output_topic,
-            config,
-            on_error,
-            from_beginning,
-            connect: c,
-        } => {
-            if input_topic == output_topic {
-                bail!("the input and output topics must differ (the transform would read its own output)");
-            }
-            let on_error =
-                OnError::try_from(on_error).map_err(|e| anyhow::anyhow!("--on-error: {e}"))?;
-            let config = parse_config(&config)?;
-            let module = std::fs::read(&plugin)
-                .with_context(|| format!("cannot read plugin {}", plugin.display()))?;
-            // Check the module here, so a bad one fails the command rather
-            // than the broker.
-            let (checked, config) = tokio::task::spawn_blocking(move || {
-                let host = PluginHost::new(Default::default())?;
-                let loaded = host
-                    .load("deploy-check", &module, &config)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                if loaded.kind() == Kind::Aggregate {
-                    bail!("aggregate plugins cannot run as topic transforms yet");
-                }
-                Ok::<_, anyhow::Error>(((module, loaded.sha256().to_string()), config))
-            })
-            .await??;
-            let (module, sha256) = checked;
-            let deployment = Deployment {
-                header: DeploymentHeader {
-                    name: name.clone(),
-                    input_topic,
-                    output_topic,
-                    config,
-                    on_error,
-                    from_beginning,
-                    sha256: sha256.clone(),
-                    deployed_at_ms: runnel_core::broker::now_ms(),
-                },
-                module: Bytes::from(module),
-            };
-            let mut client = connect(&c).await?;
-            write(
-                &mut client,
-                DEPLOYMENTS_TOPIC,
-                &name,
-                Some(deployment.encode().map_err(anyhow::Error::msg)?),
-            )
-            .await?;
-            println!("deployed transform {name} ({} ...)", &sha256[..12]);
-            Ok(())
-        }
+        TransformCommand::Deploy(args) => deploy(args).await,
         TransformCommand::List { connect: c } => {
             let mut client = connect(&c).await?;
             let deployments = read_latest(&mut client, DEPLOYMENTS_TOPIC).await?;

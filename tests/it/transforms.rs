@@ -354,29 +354,66 @@ async fn after_a_crash_a_transform_resumes_after_the_last_output_it_wrote() {
     );
 }
 
+/// How a test replaces the running module.
+enum Redeploy {
+    /// `runnel transform deploy` again under the same name.
+    Command,
+    /// `runnel plugin deploy --watch` keeps running; the .wasm file is
+    /// replaced on disk.
+    WatchedFile,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redeploying_under_the_same_name_swaps_the_module_for_new_records() {
+    module_swap(Redeploy::Command).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_a_watched_plugin_file_swaps_the_module_for_new_records() {
+    module_swap(Redeploy::WatchedFile).await;
+}
+
+/// Deploys keep-all, sends 10 records, swaps in drop-odd-offsets, sends 10
+/// more: the output holds the first ten and the even ones of the rest.
+async fn module_swap(how: Redeploy) {
     let broker = TestBroker::start();
     create_topic(&broker, "feed", 1, &[]).await;
-    let deploy = |plugin: &str| {
-        let wasm = plugin_wasm(plugin);
-        cli(
-            &broker,
-            &[
-                "transform",
-                "deploy",
-                wasm.to_str().unwrap(),
-                "--name",
-                "swap",
-                "--input-topic",
-                "feed",
-                "--output-topic",
-                "fed",
-            ],
-        )
+    let dir = tempfile::tempdir().unwrap();
+    let watched = dir.path().join("plugin.wasm");
+    let args = |wasm: &str| {
+        vec![
+            wasm.to_string(),
+            "--name".into(),
+            "swap".into(),
+            "--input-topic".into(),
+            "feed".into(),
+            "--output-topic".into(),
+            "fed".into(),
+        ]
     };
-    let (ok, out) = deploy("keep-all");
-    assert!(ok, "{out}");
+    let redeploy = |wasm: &str| {
+        let args = [vec!["transform".to_string(), "deploy".into()], args(wasm)].concat();
+        let (ok, out) = cli(
+            &broker,
+            &args.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
+        );
+        assert!(ok, "{out}");
+    };
+    let mut watcher = None;
+    match how {
+        Redeploy::Command => redeploy(plugin_wasm("keep-all").to_str().unwrap()),
+        Redeploy::WatchedFile => {
+            std::fs::copy(plugin_wasm("keep-all"), &watched).unwrap();
+            let child = Command::new(BIN)
+                .args(["plugin", "deploy", "--watch"])
+                .args(args(watched.to_str().unwrap()))
+                .args(["--bootstrap", &broker.addr()])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            watcher = Some(KillOnDrop(child));
+        }
+    }
     wait_for("the transform to run", Duration::from_secs(20), || {
         cli(&broker, &["transform", "list"]).1.contains("running")
     })
@@ -400,8 +437,16 @@ async fn redeploying_under_the_same_name_swaps_the_module_for_new_records() {
     let before = broker.consume("fed", 1, 10, Duration::from_secs(20));
     assert_eq!(before.len(), 10, "keep-all passes everything");
     let first = cli(&broker, &["transform", "list"]).1;
-    let (ok, out) = deploy("drop-odd-offsets");
-    assert!(ok, "{out}");
+    match how {
+        Redeploy::Command => redeploy(plugin_wasm("drop-odd-offsets").to_str().unwrap()),
+        Redeploy::WatchedFile => {
+            // Write the new module beside the file and rename it over, as
+            // an editor or a build would.
+            let next = dir.path().join("plugin.wasm.new");
+            std::fs::copy(plugin_wasm("drop-odd-offsets"), &next).unwrap();
+            std::fs::rename(&next, &watched).unwrap();
+        }
+    }
     // "running" again, for the new module, once the broker swapped it in.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -425,4 +470,14 @@ async fn redeploying_under_the_same_name_swaps_the_module_for_new_records() {
             .as_slice()
     );
     assert_eq!(&values[10..], ["r10", "r12", "r14", "r16", "r18"]);
+    drop(watcher);
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

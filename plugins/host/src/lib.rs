@@ -367,7 +367,7 @@ impl PluginHost {
 
     /// Compiles a module (or loads it from the cache).
     fn compile(&self, name: &str, wasm: &[u8]) -> Result<(Module, String), PluginError> {
-        let digest = hex(&Sha256::digest(wasm));
+        let digest = sha256_hex(wasm);
         let cached = self.config.cache_dir.as_ref().map(|dir| {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             self.engine.precompile_compatibility_hash().hash(&mut h);
@@ -558,6 +558,12 @@ impl PluginHost {
             sha256,
         })
     }
+}
+
+/// The SHA-256 of a module's bytes in lowercase hex: the identity the host
+/// reports for a loaded plugin.
+pub fn sha256_hex(wasm: &[u8]) -> String {
+    hex(&Sha256::digest(wasm))
 }
 
 fn hex(bytes: &[u8]) -> String {
