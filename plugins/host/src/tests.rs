@@ -228,6 +228,51 @@ fn a_plugin_that_allocates_without_bound_is_stopped_at_its_memory_cap() {
     assert!(e.message.contains("4194304"), "{e}");
 }
 
+/// Collects what a `tracing` subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn guest_logs_go_to_tracing_with_the_plugin_name_and_level() {
+    let host = host();
+    // Logs "poisoned record" at warn (2) once per batch, keeps all.
+    let chatty = concat!(
+        "(local $count i32) (local $out i32) (local $i i32)",
+        "(call $log (i32.const 2) (i32.const 16) (i32.const 15))",
+        keep_all_body!()
+    );
+    let plugin = host
+        .load("chatty", module(1, 1, chatty, "").as_bytes(), &none())
+        .unwrap();
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        assert_eq!(plugin.process(&batch(3)).unwrap().len(), 3);
+    });
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("poisoned record"))
+        .unwrap_or_else(|| panic!("no guest log line in: {text}"));
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("plugin=chatty"), "{line}");
+}
+
 #[test]
 fn a_trap_mid_batch_names_the_offset_and_other_plugins_keep_working() {
     let host = host();
