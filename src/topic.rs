@@ -44,7 +44,8 @@ pub enum TopicCommand {
     },
     /// List topics
     List {
-        /// Include internal topics such as __consumer_offsets
+        /// Include internal topics (__consumer_offsets) and Runnel's system
+        /// topics (_runnel_*)
         #[arg(long)]
         internal: bool,
         #[command(flatten)]
@@ -158,7 +159,10 @@ pub async fn run(cmd: TopicCommand) -> Result<()> {
             let mut topics: Vec<_> = response
                 .topics
                 .iter()
-                .filter(|t| internal || !t.is_internal)
+                .filter(|t| {
+                    let name = t.name.as_ref().map(|n| n.0.as_str()).unwrap_or_default();
+                    internal || !(t.is_internal || runnel_core::broker::is_system_topic(name))
+                })
                 .map(|t| {
                     (
                         t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default(),

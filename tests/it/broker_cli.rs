@@ -57,8 +57,15 @@ fn topic_commands_create_list_describe_alter_and_delete() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("created topic orders (4 partitions)"));
 
+    // The broker's own state topics are listed only on request.
     let out = runnel(&broker, &["topic", "list"], None);
     assert_eq!(stdout(&out), "orders\t4 partitions\n");
+    let out = runnel(&broker, &["topic", "list", "--internal"], None);
+    assert!(
+        stdout(&out).contains("_runnel_transforms\t1 partitions\n"),
+        "{}",
+        stdout(&out)
+    );
 
     let out = runnel(
         &broker,

@@ -37,6 +37,16 @@ const LOG_START_CHECKPOINT: &str = "log-start-offset-checkpoint";
 /// Topics Kafka treats as internal.
 pub const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_state"];
 
+/// Prefix of the topics Runnel's own features keep their state in (e.g.
+/// `_runnel_transforms`). They are ordinary topics to Kafka clients, but
+/// listings hide them next to the internal ones.
+pub const SYSTEM_TOPIC_PREFIX: &str = "_runnel_";
+
+/// Whether a listing should hide this topic unless asked for internal ones.
+pub fn is_system_topic(name: &str) -> bool {
+    INTERNAL_TOPICS.contains(&name) || name.starts_with(SYSTEM_TOPIC_PREFIX)
+}
+
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
