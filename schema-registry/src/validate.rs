@@ -1,0 +1,1 @@
+//! Payload validation: the Confluent wire format and an Avro body check.
