@@ -1,14 +1,29 @@
 //! A Confluent-compatible schema registry for Avro.
 //!
-//! Pure parts (no I/O), used by the broker for payload validation:
-//! [`schema`] (parsing, references, normalisation), [`compat`] (the seven
-//! compatibility levels), [`records`] (the `_schemas` topic's keys and
-//! values), [`store`] (the registry state rebuilt from those records) and
-//! [`validate`] (the Confluent wire format and an allocation-free Avro body
-//! check).
+//! Pure parts (no I/O), also used by the broker for payload validation:
+//! [`schema`] (parsing, references, canonical and normalised text),
+//! [`compat`] (the seven compatibility levels), [`records`] (the
+//! `_schemas` topic's keys and values), [`store`] (the registry state
+//! rebuilt from those records, and the rules that turn requests into
+//! records), [`validate`] (the Confluent wire format and an
+//! allocation-free Avro body check) and [`error`] (Confluent's error
+//! codes, mapped in one place).
 //!
 //! With the `server` feature (default): [`api`], the REST API on axum, and
 //! [`kafka`], which keeps the state in a `_schemas` topic on any Kafka
 //! broker through `rdkafka`.
+//!
+//! What it is not: a registry for Protobuf or JSON Schema (only Avro), nor
+//! a serializer library for applications.
 
+pub mod compat;
+pub mod error;
+pub mod records;
+pub mod schema;
+pub mod store;
 pub mod validate;
+
+pub use compat::CompatibilityLevel;
+pub use error::RegistryError;
+pub use records::{Mode, SCHEMAS_TOPIC};
+pub use store::Store;
