@@ -27,3 +27,10 @@ pub use compat::CompatibilityLevel;
 pub use error::RegistryError;
 pub use records::{Mode, SCHEMAS_TOPIC};
 pub use store::Store;
+
+#[cfg(feature = "server")]
+pub mod api;
+#[cfg(feature = "server")]
+pub mod kafka;
+#[cfg(feature = "server")]
+pub mod service;

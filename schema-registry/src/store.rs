@@ -894,7 +894,7 @@ impl Store {
                 .and_then(|e| self.schemas.get(&e.id))
                 .is_some_and(|st| st.versions.iter().all(|k| gone.contains(k)))
         });
-        frees_an_id.then(|| Record::IdFloor(Some(IdFloorValue { id: self.max_id })))
+        frees_an_id.then_some(Record::IdFloor(Some(IdFloorValue { id: self.max_id })))
     }
 
     /// A subject left without live versions loses its own config and
