@@ -9,6 +9,8 @@ mod group;
 mod kafka_client;
 mod plugin;
 mod produce;
+mod registry;
+mod schema;
 mod serve;
 mod topic;
 mod transform;
@@ -28,8 +30,9 @@ static ALLOCATOR: runnel_core::alloc::GuardedAlloc = runnel_core::alloc::Guarded
     version,
     about = "A Kafka-compatible streaming platform in one binary",
     long_about = "A Kafka-compatible streaming platform in one binary.\n\n\
-        Start a broker with `runnel serve`, then point any Kafka client at 127.0.0.1:9092,\n\
-        or use the built-in `topic`, `produce` and `consume` commands.",
+        Start a broker with `runnel serve`, then point any Kafka client at 127.0.0.1:9092\n\
+        and schema registry clients at http://127.0.0.1:8081, or use the built-in\n\
+        `topic`, `produce`, `consume` and `schema` commands.",
     propagate_version = true
 )]
 struct Cli {
@@ -39,8 +42,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the broker (Kafka protocol on --kafka-addr, data in --data-dir)
+    /// Run the broker (Kafka protocol on --kafka-addr, schema registry on
+    /// --registry-addr, data in --data-dir)
     Serve(serve::ServeArgs),
+    /// Run the schema registry on its own, against any Kafka broker
+    #[command(subcommand)]
+    Registry(registry::RegistryCommand),
+    /// Register, fetch, list and check Avro schemas in a schema registry
+    #[command(subcommand)]
+    Schema(schema::SchemaCommand),
     /// Create, list, describe, delete and configure topics
     #[command(subcommand)]
     Topic(topic::TopicCommand),
@@ -73,11 +83,13 @@ fn init_tracing(default_level: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(if matches!(cli.command, Command::Serve(_)) {
-        "info"
-    } else {
-        "warn"
-    });
+    init_tracing(
+        if matches!(cli.command, Command::Serve(_) | Command::Registry(_)) {
+            "info"
+        } else {
+            "warn"
+        },
+    );
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -88,6 +100,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
+            Command::Registry(cmd) => registry::run(cmd).await,
+            Command::Schema(cmd) => schema::run(cmd).await,
             Command::Topic(cmd) => topic::run(cmd).await,
             Command::Group(cmd) => group::run(cmd).await,
             Command::Produce(args) => produce::run(args).await,

@@ -1,5 +1,6 @@
 //! `runnel serve`: load configuration, open storage, run the Kafka listener
-//! until SIGINT/SIGTERM, then flush and checkpoint.
+//! and the schema registry's REST API until SIGINT/SIGTERM, then flush and
+//! checkpoint.
 
 use std::path::PathBuf;
 
@@ -35,6 +36,9 @@ pub struct ServeArgs {
     /// Partitions of auto-created topics [default: 1]
     #[arg(long, env = "RUNNEL_DEFAULT_PARTITIONS")]
     pub default_partitions: Option<i32>,
+    /// Schema registry REST address, or "off" [default: 127.0.0.1:8081]
+    #[arg(long, env = "RUNNEL_REGISTRY_ADDR")]
+    pub registry_addr: Option<String>,
 }
 
 /// Builds the effective configuration: built-in defaults, then the config
@@ -68,6 +72,9 @@ pub fn load_config(args: &ServeArgs) -> Result<BrokerConfig> {
     if let Some(v) = args.default_partitions {
         config.default_partitions = v;
     }
+    if let Some(v) = &args.registry_addr {
+        config.registry_addr = v.clone();
+    }
     config.validate().context("invalid configuration")?;
     Ok(config)
 }
@@ -77,6 +84,17 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(&config.kafka_addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.kafka_addr))?;
+    // Bind the registry's port before opening storage, so a port in use
+    // fails the start at once.
+    let registry_listener = match crate::registry::listen_addr(&config.registry_addr) {
+        None => None,
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!(
+                "cannot listen on {addr} for the schema registry (set --registry-addr, or 'off')"
+            )
+        })?),
+    };
+    let kafka_local = listener.local_addr()?;
     let data_dir = config.data_dir.clone();
     let broker = tokio::task::spawn_blocking(move || Broker::open(config))
         .await?
@@ -93,14 +111,37 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .context("starting topic transforms")?;
     info!(
         version = env!("CARGO_PKG_VERSION"),
-        kafka = %listener.local_addr()?,
+        kafka = %kafka_local,
         data_dir = %data_dir.display(),
         node_id = broker.node_id(),
         cluster_id = broker.cluster_id(),
         "runnel broker started"
     );
-    runnel_core::server::serve(broker.clone(), listener, shutdown_signal()).await?;
+    // One shutdown signal for every listener.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let registry = registry_listener.map(|registry_listener| {
+        let metrics_broker = broker.clone();
+        let extra: runnel_schema_registry::api::ExtraMetrics =
+            Arc::new(move || metrics_broker.metrics().render_prometheus());
+        tokio::spawn(crate::registry::run_embedded(
+            crate::registry::loopback(kafka_local),
+            registry_listener,
+            extra,
+            stopped(stop_rx.clone()),
+        ))
+    });
+    runnel_core::server::serve(broker.clone(), listener, stopped(stop_rx)).await?;
     info!("shutting down");
+    if let Some(task) = registry {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+    }
     let b = broker.clone();
     tokio::task::spawn_blocking(move || b.shutdown())
         .await?
@@ -108,7 +149,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

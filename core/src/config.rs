@@ -26,6 +26,9 @@ pub struct BrokerConfig {
     pub kafka_addr: String,
     /// Address clients are told to connect to (defaults to `kafka_addr`).
     pub advertised_kafka_addr: Option<String>,
+    /// Address of the schema registry's REST API, which `runnel serve`
+    /// runs next to the broker; `off` runs none.
+    pub registry_addr: String,
     /// Create a topic when a client asks for metadata of, or produces to,
     /// a topic that does not exist (Kafka's `auto.create.topics.enable`).
     pub auto_create_topics: bool,
@@ -86,6 +89,7 @@ impl Default for BrokerConfig {
             data_dir: PathBuf::from("./runnel-data"),
             kafka_addr: "127.0.0.1:9092".into(),
             advertised_kafka_addr: None,
+            registry_addr: "127.0.0.1:8081".into(),
             auto_create_topics: true,
             default_partitions: 1,
             max_request_bytes: 100 * 1024 * 1024,
@@ -248,6 +252,15 @@ fn boolean(v: &str) -> Result<(), String> {
     }
 }
 
+fn subject_name_strategy(v: &str) -> Result<(), String> {
+    SubjectNameStrategy::parse(v).map(|_| ()).ok_or_else(|| {
+        format!(
+            "'{v}' is not a subject name strategy (TopicNameStrategy, RecordNameStrategy, \
+             TopicRecordNameStrategy, optionally with the io.confluent.kafka.serializers.subject. prefix)"
+        )
+    })
+}
+
 fn ratio(v: &str) -> Result<(), String> {
     match v.trim().parse::<f64>() {
         Ok(x) if (0.0..=1.0).contains(&x) => Ok(()),
@@ -281,6 +294,38 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] =
             "Only 'producer': batches are stored as the producer compressed them.",
             |_| "producer".into(),
             compression_type
+        ),
+        def!(
+            "confluent.key.schema.validation",
+            "confluent.key.schema.validation",
+            Boolean,
+            "Reject produced records whose key is not Confluent-framed Avro of a schema registered under the key subject.",
+            |_| "false".into(),
+            boolean
+        ),
+        def!(
+            "confluent.key.subject.name.strategy",
+            "confluent.key.subject.name.strategy",
+            String,
+            "How the key subject is named: TopicNameStrategy (<topic>-key), RecordNameStrategy (<record name>) or TopicRecordNameStrategy (<topic>-<record name>).",
+            |_| TOPIC_NAME_STRATEGY.into(),
+            subject_name_strategy
+        ),
+        def!(
+            "confluent.value.schema.validation",
+            "confluent.value.schema.validation",
+            Boolean,
+            "Reject produced records whose value is not Confluent-framed Avro of a schema registered under the value subject.",
+            |_| "false".into(),
+            boolean
+        ),
+        def!(
+            "confluent.value.subject.name.strategy",
+            "confluent.value.subject.name.strategy",
+            String,
+            "How the value subject is named: TopicNameStrategy (<topic>-value), RecordNameStrategy (<record name>) or TopicRecordNameStrategy (<topic>-<record name>).",
+            |_| TOPIC_NAME_STRATEGY.into(),
+            subject_name_strategy
         ),
         def!(
             "delete.retention.ms",
@@ -488,6 +533,73 @@ pub fn resolve_log_config(
             .filter(|r| (0.0..=1.0).contains(r))
             .unwrap_or(base.min_cleanable_dirty_ratio),
         min_compaction_lag_ms: long("min.compaction.lag.ms", 0).max(0),
+    }
+}
+
+const TOPIC_NAME_STRATEGY: &str = "io.confluent.kafka.serializers.subject.TopicNameStrategy";
+
+/// How the subject a record's schema must be registered under is named
+/// (Confluent's subject name strategies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectNameStrategy {
+    /// `<topic>-key` / `<topic>-value`.
+    Topic,
+    /// The full name of the record's schema.
+    Record,
+    /// `<topic>-<full name of the record's schema>`.
+    TopicRecord,
+}
+
+impl SubjectNameStrategy {
+    pub fn parse(v: &str) -> Option<SubjectNameStrategy> {
+        let short = v
+            .trim()
+            .strip_prefix("io.confluent.kafka.serializers.subject.")
+            .unwrap_or(v.trim());
+        match short {
+            "TopicNameStrategy" => Some(SubjectNameStrategy::Topic),
+            "RecordNameStrategy" => Some(SubjectNameStrategy::Record),
+            "TopicRecordNameStrategy" => Some(SubjectNameStrategy::TopicRecord),
+            _ => None,
+        }
+    }
+}
+
+/// A topic's broker-side schema validation: for key and value, the subject
+/// strategy when validation is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SchemaValidation {
+    pub key: Option<SubjectNameStrategy>,
+    pub value: Option<SubjectNameStrategy>,
+}
+
+impl SchemaValidation {
+    pub fn from_configs(overrides: &BTreeMap<String, String>) -> SchemaValidation {
+        let side = |on: &str, strategy: &str| {
+            let enabled = overrides
+                .get(on)
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+            enabled.then(|| {
+                overrides
+                    .get(strategy)
+                    .and_then(|s| SubjectNameStrategy::parse(s))
+                    .unwrap_or(SubjectNameStrategy::Topic)
+            })
+        };
+        SchemaValidation {
+            key: side(
+                "confluent.key.schema.validation",
+                "confluent.key.subject.name.strategy",
+            ),
+            value: side(
+                "confluent.value.schema.validation",
+                "confluent.value.subject.name.strategy",
+            ),
+        }
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.key.is_some() || self.value.is_some()
     }
 }
 
@@ -747,6 +859,38 @@ mod tests {
             .contains("unknown"));
         assert!(validate_topic_config("segment.bytes", "99999999999").is_err());
         assert!(validate_topic_config("compression.type", "zstd").is_err());
+    }
+
+    #[test]
+    fn schema_validation_reads_confluents_topic_configs() {
+        let configs = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(!SchemaValidation::from_configs(&configs(&[])).is_on());
+        let v = SchemaValidation::from_configs(&configs(&[(
+            "confluent.value.schema.validation",
+            "TRUE",
+        )]));
+        assert_eq!(v.value, Some(SubjectNameStrategy::Topic));
+        assert_eq!(v.key, None);
+        let v = SchemaValidation::from_configs(&configs(&[
+            ("confluent.key.schema.validation", "true"),
+            (
+                "confluent.key.subject.name.strategy",
+                "io.confluent.kafka.serializers.subject.RecordNameStrategy",
+            ),
+        ]));
+        assert_eq!(v.key, Some(SubjectNameStrategy::Record));
+        assert!(validate_topic_config(
+            "confluent.value.subject.name.strategy",
+            "TopicRecordNameStrategy"
+        )
+        .is_ok());
+        assert!(validate_topic_config("confluent.value.subject.name.strategy", "Mine").is_err());
+        assert!(validate_topic_config("confluent.value.schema.validation", "yes").is_err());
     }
 
     #[test]

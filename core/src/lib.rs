@@ -10,14 +10,19 @@
 //! admin tools and tests). [`alloc`] guards the process against huge
 //! allocations declared by malformed requests.
 //!
+//! [`schemas`] validates produced payloads against the schema registry's
+//! `_schemas` topic, read in process.
+//!
 //! What it is not: a Kafka client library for applications (connectors and
-//! stream processors use `rdkafka`), nor a schema registry.
+//! stream processors use `rdkafka`), nor a schema registry (it only reads
+//! the registry's topic, with the rules of `runnel-schema-registry`).
 
 pub mod alloc;
 pub mod broker;
 pub mod client;
 pub mod config;
 pub mod group;
+pub mod schemas;
 pub mod server;
 pub mod storage;
 pub mod transforms;

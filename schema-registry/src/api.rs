@@ -120,6 +120,21 @@ pub fn router(registry: Arc<Registry>, extra_metrics: Option<ExtraMetrics>) -> R
         .with_state(state)
 }
 
+/// Serves the REST API on `listener` until `shutdown` completes.
+pub async fn serve(
+    registry: Arc<Registry>,
+    listener: tokio::net::TcpListener,
+    extra_metrics: Option<ExtraMetrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(registry.clone(), extra_metrics);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    registry.flush();
+    result
+}
+
 // ---------------------------------------------------------------- plumbing
 
 /// A registry error as an HTTP response.

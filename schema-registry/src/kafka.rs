@@ -269,3 +269,28 @@ impl SchemaLog for KafkaLog {
         let _ = self.producer.flush(Duration::from_secs(5));
     }
 }
+
+/// Starts a registry on the `_schemas` topic of a broker and waits until
+/// it has read everything already in the topic.
+pub async fn open_registry(
+    config: KafkaLogConfig,
+) -> Result<Arc<crate::service::Registry>, RegistryError> {
+    let store = Arc::new(RwLock::new(Store::new()));
+    let (tx, rx) = watch::channel(0);
+    let timeout = config.timeout;
+    let log = KafkaLog::start(config, store.clone(), tx).await?;
+    let registry = Arc::new(crate::service::Registry::new(store, rx, log, timeout));
+    let started = std::time::Instant::now();
+    registry.sync().await?;
+    let (schemas, subjects) = {
+        let s = registry.read();
+        (s.schemas().len(), s.subjects("", true, false).len())
+    };
+    info!(
+        schemas,
+        subjects,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "schema registry loaded"
+    );
+    Ok(registry)
+}

@@ -15,7 +15,9 @@ mod group;
 mod null_broker;
 mod procs;
 mod produce;
+mod registry;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -36,6 +38,9 @@ pub enum BenchCommand {
     Consume(ConsumeArgs),
     /// Consumer groups: rebalance time, OffsetCommit rate, group vs. plain consume
     Group(GroupArgs),
+    /// Schema registry: registrations/s, lookups/s, and produce throughput
+    /// with broker-side validation on vs. off
+    Registry(RegistryArgs),
     /// Run the no-storage ceiling broker (used by `bench produce`)
     #[command(hide = true)]
     NullBroker {
@@ -91,6 +96,28 @@ pub struct GroupArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct RegistryArgs {
+    /// Schemas registered, one subject each
+    #[arg(long, default_value_t = 2000)]
+    pub registrations: u64,
+    /// Lookups of schemas by id
+    #[arg(long, default_value_t = 50_000)]
+    pub lookups: u64,
+    /// Concurrent HTTP requests
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Megabytes of 1 KiB Avro records per produce run
+    #[arg(long, default_value_t = 1024)]
+    pub megabytes: u64,
+    /// Produce runs per topic kind (validation on / off); the median is reported
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
+    /// Partitions of the produce topics
+    #[arg(long, default_value_t = 1)]
+    pub partitions: i32,
+}
+
+#[derive(Args, Debug)]
 pub struct ConsumeArgs {
     /// Bytes per record value
     #[arg(long, default_value_t = 1024)]
@@ -109,6 +136,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Produce(args) => bench_produce(args).await,
         BenchCommand::Consume(args) => bench_consume(args).await,
         BenchCommand::Group(args) => bench_group(args).await,
+        BenchCommand::Registry(args) => bench_registry(args).await,
     }
 }
 
@@ -170,11 +198,27 @@ fn median(mut runs: Vec<produce::ProduceResult>) -> produce::ProduceResult {
 }
 
 async fn create_topic(addr: &str, name: &str, partitions: i32) -> Result<()> {
+    create_topic_with(addr, name, partitions, &[]).await
+}
+
+async fn create_topic_with(
+    addr: &str,
+    name: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> Result<()> {
+    use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
     let mut client = Client::connect(addr, "runnel-bench").await?;
     let mut t = CreatableTopic::default();
     t.name = TopicName(StrBytes::from_string(name.to_string()));
     t.num_partitions = partitions;
     t.replication_factor = 1;
+    for (k, v) in configs {
+        let mut c = CreatableTopicConfig::default();
+        c.name = StrBytes::from_string(k.to_string());
+        c.value = Some(StrBytes::from_string(v.to_string()));
+        t.configs.push(c);
+    }
     let mut request = CreateTopicsRequest::default();
     request.topics = vec![t];
     let response = client.send(&request).await?;
@@ -242,6 +286,7 @@ async fn bench_produce(args: ProduceArgs) -> Result<()> {
             records,
             rate: args.rate,
             linger_ms: args.linger_ms,
+            payload: None,
         };
         let (mut ceilings, mut runs, mut disk) = (Vec::new(), Vec::new(), Vec::new());
         // Alternate ceiling and Runnel runs so drift on the machine hits both.
@@ -304,6 +349,7 @@ async fn bench_consume(args: ConsumeArgs) -> Result<()> {
         records,
         rate: None,
         linger_ms: 5,
+        payload: None,
     };
     produce_once(&runnel.addr, topic, &workload, "writing test data").await?;
     let per_partition = records / args.partitions as u64;
@@ -368,6 +414,7 @@ async fn bench_group(args: GroupArgs) -> Result<()> {
         records,
         rate: None,
         linger_ms: 5,
+        payload: None,
     };
     produce_once(
         &runnel.addr,
@@ -397,6 +444,112 @@ async fn bench_group(args: GroupArgs) -> Result<()> {
     println!(
         "| consume 1 KiB records with a group (subscribe, auto-commit; best of 2) | {grouped:.0} MB/s | assigned partitions, no group (best of 2): {plain:.0} MB/s ({:.0}%) |",
         100.0 * grouped / plain
+    );
+    Ok(())
+}
+
+async fn bench_registry(args: RegistryArgs) -> Result<()> {
+    let dir = tempfile::tempdir().context("temp dir")?;
+    let runnel = ChildBroker::runnel_with_registry(&dir.path().join("data"))?;
+    eprintln!("machine: {}", machine());
+    let url = runnel
+        .registry_url
+        .clone()
+        .context("the broker runs no registry")?;
+    let rest = registry::Rest::new(&url)?;
+    // The registry answers once it has read the _schemas topic.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while registry::gets(&rest, 1, 1, |_| "/".to_string())
+        .await
+        .is_err()
+    {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the schema registry did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let c = args.concurrency.max(1);
+    let n = args.registrations.max(10);
+    create_topic(&runnel.addr, "bench-log-writes", 1).await?;
+    let half = n / 2;
+    let reg_1 = registry::registrations(&rest, half.min(500), 1).await?;
+    let log_1 = registry::log_writes(&runnel.addr, "bench-log-writes", half.min(500), 1).await?;
+    // Subjects continue after the sequential ones.
+    let first = half.min(500);
+    let reg_c = registry::registrations_from(&rest, first, n - first, c).await?;
+    let log_c = registry::log_writes(&runnel.addr, "bench-log-writes", n, c).await?;
+    let ids = n;
+    let lookups = registry::gets(&rest, args.lookups, c, move |i| {
+        format!("/schemas/ids/{}", i % ids + 1)
+    })
+    .await?;
+    let ceiling = registry::gets(&rest, args.lookups, c, |_| "/".to_string()).await?;
+
+    // Produce with validation on vs off: the same 1 KiB Avro records.
+    let id = rest.register("bench.Order", registry::ORDER_SCHEMA).await?;
+    let payload = Arc::new(registry::order_payload(id, 1024)?);
+    let record_bytes = payload.len();
+    let records = (args.megabytes * 1_000_000 / record_bytes as u64).max(1000);
+    let workload = Workload {
+        record_bytes,
+        partitions: args.partitions,
+        acks: 1,
+        records,
+        rate: None,
+        linger_ms: 5,
+        payload: Some(payload),
+    };
+    let validated = [
+        ("confluent.value.schema.validation", "true"),
+        (
+            "confluent.value.subject.name.strategy",
+            "io.confluent.kafka.serializers.subject.RecordNameStrategy",
+        ),
+    ];
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for r in 0..args.repeat.max(1) {
+        for (kind, configs) in [("plain", &[][..]), ("validated", &validated[..])] {
+            let topic = format!("bench-avro-{kind}-{r}");
+            create_topic_with(&runnel.addr, &topic, args.partitions, configs).await?;
+            let result = produce_once(&runnel.addr, &topic, &workload, kind).await?;
+            eprintln!(
+                "  run {}: {kind} {:.0} MB/s ({:.0} records/s)",
+                r + 1,
+                result.mb_per_sec(),
+                result.records_per_sec()
+            );
+            if configs.is_empty() {
+                off.push(result);
+            } else {
+                on.push(result);
+            }
+            delete_topic(&runnel.addr, &topic).await?;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    let (on, off) = (median(on), median(off));
+    println!("| measurement | result | comparison (same run) | ratio |");
+    println!("|---|---:|---|---:|");
+    println!(
+        "| registrations/s, 1 client | {reg_1:.0} | acks=all produce round trips/s, 1 client: {log_1:.0} | {:.0}% |",
+        100.0 * reg_1 / log_1
+    );
+    println!(
+        "| registrations/s, {c} concurrent | {reg_c:.0} | acks=all produce round trips/s, {c} concurrent: {log_c:.0} | {:.0}% |",
+        100.0 * reg_c / log_c
+    );
+    println!(
+        "| lookups by id/s ({c} concurrent, {n} ids) | {lookups:.0} | GET / requests/s: {ceiling:.0} | {:.0}% |",
+        100.0 * lookups / ceiling
+    );
+    println!(
+        "| produce {record_bytes} B Avro records, validation on (MB/s) | {:.0} ({:.0} records/s) | validation off: {:.0} MB/s ({:.0} records/s) | {:.0}% |",
+        on.mb_per_sec(),
+        on.records_per_sec(),
+        off.mb_per_sec(),
+        off.records_per_sec(),
+        100.0 * on.mb_per_sec() / off.mb_per_sec()
     );
     Ok(())
 }

@@ -11,6 +11,8 @@ use anyhow::{bail, Context, Result};
 pub struct ChildBroker {
     child: Child,
     pub addr: String,
+    /// The schema registry's URL, when it runs.
+    pub registry_url: Option<String>,
 }
 
 fn free_port() -> Result<u16> {
@@ -26,8 +28,25 @@ impl ChildBroker {
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--kafka-addr")
-            .arg(&addr);
-        Self::spawn(cmd, addr)
+            .arg(&addr)
+            .args(["--registry-addr", "off"]);
+        Self::spawn(cmd, addr, None)
+    }
+
+    /// `runnel serve` with its schema registry, both on free ports.
+    pub fn runnel_with_registry(data_dir: &Path) -> Result<ChildBroker> {
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        let registry = format!("127.0.0.1:{}", free_port()?);
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--kafka-addr")
+            .arg(&addr)
+            .args(["--registry-addr", &registry]);
+        let broker = Self::spawn(cmd, addr, Some(registry.clone()))?;
+        wait_listening(&registry, "the schema registry")?;
+        Ok(broker)
     }
 
     /// `runnel serve` with a YAML config file written next to `data_dir`.
@@ -42,8 +61,9 @@ impl ChildBroker {
             .arg("--kafka-addr")
             .arg(&addr)
             .arg("--config")
-            .arg(&config);
-        Self::spawn(cmd, addr)
+            .arg(&config)
+            .args(["--registry-addr", "off"]);
+        Self::spawn(cmd, addr, None)
     }
 
     /// The no-storage ceiling endpoint.
@@ -58,10 +78,10 @@ impl ChildBroker {
             "--partitions",
             &partitions.to_string(),
         ]);
-        Self::spawn(cmd, addr)
+        Self::spawn(cmd, addr, None)
     }
 
-    fn spawn(mut cmd: Command, addr: String) -> Result<ChildBroker> {
+    fn spawn(mut cmd: Command, addr: String, registry: Option<String>) -> Result<ChildBroker> {
         let child = cmd
             .env("RUNNEL_LOG", "warn")
             .stdin(Stdio::null())
@@ -69,7 +89,11 @@ impl ChildBroker {
             .stderr(Stdio::inherit())
             .spawn()
             .context("starting a broker process")?;
-        let mut broker = ChildBroker { child, addr };
+        let mut broker = ChildBroker {
+            child,
+            addr,
+            registry_url: registry.map(|r| format!("http://{r}")),
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(&broker.addr).is_err() {
             if let Some(status) = broker.child.try_wait()? {
@@ -82,6 +106,17 @@ impl ChildBroker {
         }
         Ok(broker)
     }
+}
+
+fn wait_listening(addr: &str, what: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(addr).is_err() {
+        if Instant::now() > deadline {
+            bail!("{what} did not listen on {addr} within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 impl Drop for ChildBroker {

@@ -23,6 +23,8 @@ pub struct Workload {
     /// Records per second to offer; `None` sends as fast as possible.
     pub rate: Option<u64>,
     pub linger_ms: u32,
+    /// The value of every record (`record_bytes` of filler when unset).
+    pub payload: Option<std::sync::Arc<Vec<u8>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -108,7 +110,10 @@ pub fn run(
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .context("metadata")?;
 
-    let payload = vec![b'r'; workload.record_bytes];
+    let payload = match &workload.payload {
+        Some(p) => p.as_ref().clone(),
+        None => vec![b'r'; workload.record_bytes],
+    };
     let started = Instant::now();
     for i in 0..workload.records {
         if let Some(rate) = workload.rate {

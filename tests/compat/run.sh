@@ -81,7 +81,7 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -m pip --version >/dev/nu
 fi
 venv_ok() {
     [ "$(cat "$VENV/.compat-requirements" 2>/dev/null || true)" = "$(req_stamp)" ] \
-        && "$VENV/bin/python" -c 'import confluent_kafka, kafka, snappy, lz4.frame, zstandard' 2>/dev/null
+        && "$VENV/bin/python" -c 'import confluent_kafka, kafka, snappy, lz4.frame, zstandard, fastavro, confluent_kafka.schema_registry.avro' 2>/dev/null
 }
 if ! venv_ok; then
     log "pip install -r tests/compat/requirements.txt"
@@ -117,6 +117,7 @@ group_min_session_timeout_ms: 1000
 YAML
 BROKER_PID=
 PORT=
+REGISTRY_PORT=
 
 stop_broker() {
     # Sends SIGTERM, waits up to $1 seconds, then SIGKILL. Returns the
@@ -165,13 +166,15 @@ start_broker() {
     local want_port=${1:-} i
     for _ in 1 2 3; do
         PORT=${want_port:-$(free_port)}
+        [ -n "$want_port" ] && [ -n "$REGISTRY_PORT" ] || REGISTRY_PORT=$(free_port)
         RUNNEL_LOG=${RUNNEL_LOG:-info,runnel_core::server=debug} NO_COLOR=1 \
             "$RUNNEL" serve --config "$BROKER_CONFIG" --data-dir "$DATA_DIR" --kafka-addr "127.0.0.1:$PORT" \
+            --registry-addr "127.0.0.1:$REGISTRY_PORT" \
             --default-partitions 1 --auto-create-topics true >>"$BROKER_LOG" 2>&1 &
         BROKER_PID=$!
         for ((i = 0; i < 200; i++)); do
-            if port_open "$PORT"; then
-                log "broker pid $BROKER_PID listening on 127.0.0.1:$PORT (data $DATA_DIR)"
+            if port_open "$PORT" && port_open "$REGISTRY_PORT"; then
+                log "broker pid $BROKER_PID listening on 127.0.0.1:$PORT, schema registry on $REGISTRY_PORT (data $DATA_DIR)"
                 return 0
             fi
             kill -0 "$BROKER_PID" 2>/dev/null || break
@@ -452,6 +455,15 @@ else
     PY_FAILED=1
     FAILED_NAMES+=("compat_test.py crashed or timed out (exit $PY_RC, no results)")
 fi
+
+# ---------------------------------------------------------------- 5b. schema registry
+
+echo "--- schema registry (confluent-kafka SchemaRegistryClient, AvroSerializer, AvroDeserializer)"
+sr_python() {
+    timeout --foreground 180 "$PY" "$SCRIPT_DIR/schema_registry_test.py" \
+        --bootstrap "$BOOTSTRAP" --registry "http://127.0.0.1:$REGISTRY_PORT"
+}
+check "confluent-kafka schema registry client: register, evolve, 409, produce/consume Avro with broker-side validation" sr_python
 
 # ---------------------------------------------------------------- 6. shutdown, restart
 

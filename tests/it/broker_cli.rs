@@ -1,33 +1,12 @@
 //! The `runnel` command line against a running broker: topic admin,
 //! produce and consume, readable one-line errors, config files.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use crate::harness::{TestBroker, BIN};
 
 fn runnel(broker: &TestBroker, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env("RUNNEL_BOOTSTRAP", broker.addr())
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run runnel");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    child.wait_with_output().expect("wait for runnel")
+    broker.cli(args, stdin)
 }
 
 fn stdout(o: &Output) -> String {

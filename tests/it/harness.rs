@@ -20,6 +20,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_runnel");
 pub struct TestBroker {
     child: Option<Child>,
     pub port: u16,
+    /// The schema registry's REST port.
+    pub registry_port: u16,
     pub dir: PathBuf,
     _tmp: tempfile::TempDir,
     args: Vec<String>,
@@ -42,6 +44,7 @@ impl TestBroker {
         let mut broker = TestBroker {
             child: None,
             port: free_port(),
+            registry_port: free_port(),
             dir: tmp.path().join("data"),
             _tmp: tmp,
             args: args.iter().map(|s| s.to_string()).collect(),
@@ -62,6 +65,7 @@ impl TestBroker {
         let mut broker = TestBroker {
             child: None,
             port: free_port(),
+            registry_port: free_port(),
             dir: tmp.path().join("data"),
             _tmp: tmp,
             args: all,
@@ -73,6 +77,11 @@ impl TestBroker {
 
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Base URL of the schema registry's REST API.
+    pub fn registry_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.registry_port)
     }
 
     fn log_path(&self, n: usize) -> PathBuf {
@@ -95,6 +104,8 @@ impl TestBroker {
             .arg(&self.dir)
             .arg("--kafka-addr")
             .arg(self.addr())
+            .arg("--registry-addr")
+            .arg(format!("127.0.0.1:{}", self.registry_port))
             .args(&self.args)
             .env("RUNNEL_LOG", "info,runnel_core=debug")
             .stdin(Stdio::null())
@@ -165,6 +176,33 @@ impl TestBroker {
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
+    }
+
+    /// Runs the `runnel` CLI pointed at this broker and its registry.
+    pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+        use std::io::Write;
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("RUNNEL_BOOTSTRAP", self.addr())
+            .env("RUNNEL_REGISTRY_URL", self.registry_url())
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run runnel");
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+        }
+        child.wait_with_output().expect("wait for runnel")
     }
 
     pub async fn client(&self) -> Client {

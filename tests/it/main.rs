@@ -15,4 +15,5 @@ mod plugin_cli;
 mod produce_consume;
 mod protocol_errors;
 mod retention;
+mod schema_registry;
 mod transforms;

@@ -22,7 +22,9 @@ use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
-use crate::config::{resolve_log_config, validate_topic_config, BrokerConfig, ConfigError};
+use crate::config::{
+    resolve_log_config, validate_topic_config, BrokerConfig, ConfigError, SchemaValidation,
+};
 use crate::group::{GroupConfig, GroupCoordinator, OFFSETS_TOPIC};
 use crate::storage::checkpoint::{self, Checkpoint};
 use crate::storage::{AppendError, AppendInfo, PartitionLog, ReadError, ReadSlice};
@@ -42,9 +44,12 @@ pub const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_stat
 /// listings hide them next to the internal ones.
 pub const SYSTEM_TOPIC_PREFIX: &str = "_runnel_";
 
-/// Whether a listing should hide this topic unless asked for internal ones.
+/// Whether a listing should hide this topic unless asked for internal ones:
+/// Kafka's internal topics, Runnel's own, and the schema registry's.
 pub fn is_system_topic(name: &str) -> bool {
-    INTERNAL_TOPICS.contains(&name) || name.starts_with(SYSTEM_TOPIC_PREFIX)
+    INTERNAL_TOPICS.contains(&name)
+        || name.starts_with(SYSTEM_TOPIC_PREFIX)
+        || name == runnel_schema_registry::SCHEMAS_TOPIC
 }
 
 pub fn now_ms() -> i64 {
@@ -111,6 +116,8 @@ pub enum BrokerError {
     Append(#[from] AppendError),
     #[error(transparent)]
     Read(#[from] ReadError),
+    #[error(transparent)]
+    InvalidRecord(#[from] crate::schemas::InvalidRecord),
     #[error("storage error: {0}")]
     Io(#[from] io::Error),
 }
@@ -127,6 +134,84 @@ pub struct BrokerMetrics {
     pub connections_accepted: AtomicU64,
     pub connections_open: AtomicU64,
     pub frames_rejected: AtomicU64,
+    /// Partition record sets refused by broker-side schema validation.
+    pub records_rejected_by_schema: AtomicU64,
+}
+
+impl BrokerMetrics {
+    /// The counters in Prometheus' text format.
+    pub fn render_prometheus(&self) -> String {
+        let rows: [(&str, &str, &str, &AtomicU64); 10] = [
+            (
+                "runnel_broker_bytes_in_total",
+                "counter",
+                "Record batch bytes appended by Produce.",
+                &self.bytes_in,
+            ),
+            (
+                "runnel_broker_bytes_out_total",
+                "counter",
+                "Record batch bytes served by Fetch.",
+                &self.bytes_out,
+            ),
+            (
+                "runnel_broker_records_in_total",
+                "counter",
+                "Records appended by Produce.",
+                &self.records_in,
+            ),
+            (
+                "runnel_broker_produce_requests_total",
+                "counter",
+                "Produce requests.",
+                &self.produce_requests,
+            ),
+            (
+                "runnel_broker_fetch_requests_total",
+                "counter",
+                "Fetch requests.",
+                &self.fetch_requests,
+            ),
+            (
+                "runnel_broker_requests_total",
+                "counter",
+                "Kafka protocol requests of every kind.",
+                &self.requests,
+            ),
+            (
+                "runnel_broker_connections_accepted_total",
+                "counter",
+                "Client connections accepted.",
+                &self.connections_accepted,
+            ),
+            (
+                "runnel_broker_connections_open",
+                "gauge",
+                "Client connections open now.",
+                &self.connections_open,
+            ),
+            (
+                "runnel_broker_frames_rejected_total",
+                "counter",
+                "Request frames refused (too large, malformed).",
+                &self.frames_rejected,
+            ),
+            (
+                "runnel_broker_schema_rejections_total",
+                "counter",
+                "Partition record sets refused by schema validation.",
+                &self.records_rejected_by_schema,
+            ),
+        ];
+        let mut out = String::new();
+        for (name, kind, help, value) in rows {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}\n",
+                value.load(Ordering::Relaxed)
+            ));
+        }
+        out
+    }
 }
 
 /// One partition: its log behind a mutex, and a channel that announces
@@ -277,6 +362,8 @@ pub struct Topic {
     pub name: Arc<str>,
     pub id: Uuid,
     configs: RwLock<BTreeMap<String, String>>,
+    /// Derived from `configs` whenever they change.
+    schema_validation: RwLock<SchemaValidation>,
     partitions: RwLock<Vec<Arc<Partition>>>,
 }
 
@@ -318,6 +405,14 @@ impl Topic {
         INTERNAL_TOPICS.contains(&&*self.name)
     }
 
+    /// The topic's broker-side schema validation (off unless configured).
+    pub fn schema_validation(&self) -> SchemaValidation {
+        *self
+            .schema_validation
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
     fn record(&self) -> TopicRecord {
         TopicRecord {
             name: self.name.to_string(),
@@ -348,6 +443,7 @@ pub struct Broker {
     metrics: BrokerMetrics,
     producer_ids: producer_ids::ProducerIdAllocator,
     groups: std::sync::OnceLock<Arc<GroupCoordinator>>,
+    schemas: crate::schemas::SchemaCatalog,
     _lock: DataDirLock,
 }
 
@@ -388,6 +484,7 @@ impl Broker {
             let topic = Topic {
                 name: name.clone(),
                 id: record.id,
+                schema_validation: RwLock::new(SchemaValidation::from_configs(&record.configs)),
                 configs: RwLock::new(record.configs),
                 partitions: RwLock::new(partitions),
             };
@@ -409,6 +506,7 @@ impl Broker {
             metrics: BrokerMetrics::default(),
             producer_ids: producer_ids::ProducerIdAllocator::open(&dir)?,
             groups: std::sync::OnceLock::new(),
+            schemas: crate::schemas::SchemaCatalog::default(),
             _lock: lock,
         });
         broker.start_group_coordinator()?;
@@ -433,6 +531,11 @@ impl Broker {
 
     pub fn producer_ids(&self) -> &producer_ids::ProducerIdAllocator {
         &self.producer_ids
+    }
+
+    /// The registry state used for broker-side schema validation.
+    pub fn schemas(&self) -> &crate::schemas::SchemaCatalog {
+        &self.schemas
     }
 
     /// The group coordinator (consumer groups and committed offsets).
@@ -647,6 +750,7 @@ impl Broker {
         let topic = Arc::new(Topic {
             name: name_arc.clone(),
             id,
+            schema_validation: RwLock::new(SchemaValidation::from_configs(&configs)),
             configs: RwLock::new(configs),
             partitions: RwLock::new(logs),
         });
@@ -836,6 +940,10 @@ impl Broker {
             return Ok(());
         }
         *topic.configs.write().unwrap_or_else(|e| e.into_inner()) = configs.clone();
+        *topic
+            .schema_validation
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = SchemaValidation::from_configs(&configs);
         meta::save_topics(&self.config.data_dir, &self.topic_records())?;
         let log_config = resolve_log_config(&configs, &self.config.log);
         for partition in topic.partitions() {

@@ -42,6 +42,7 @@ pub fn kafka_error(e: &BrokerError) -> ResponseError {
             ReadError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
             ReadError::Io(_) => ResponseError::KafkaStorageError,
         },
+        BrokerError::InvalidRecord(_) => ResponseError::InvalidRecord,
         BrokerError::Io(_) => ResponseError::KafkaStorageError,
     }
 }

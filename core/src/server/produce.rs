@@ -3,7 +3,9 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
 use tracing::debug;
@@ -55,6 +57,8 @@ pub async fn handle(
     for topic_data in request.topic_data {
         let name = topic_data.name.0.to_string();
         let mut topic_response = TopicProduceResponse::default();
+        // (partition, record index, message) of records refused by validation.
+        let mut record_errors: Vec<(i32, i32, String)> = Vec::new();
         topic_response.name = topic_data.name;
         topic_response.topic_id = topic_data.topic_id;
         let topic = match &request_error {
@@ -80,20 +84,41 @@ pub async fn handle(
                     }
                     Some(partition) => {
                         let records = data.records.unwrap_or_default();
-                        match partition.append(&records).await {
-                            Ok(info) => {
-                                metrics
-                                    .bytes_in
-                                    .fetch_add(info.bytes as u64, Ordering::Relaxed);
-                                metrics
-                                    .records_in
-                                    .fetch_add(info.records as u64, Ordering::Relaxed);
-                                Ok(info)
-                            }
+                        let policy = topic.schema_validation();
+                        let valid = if policy.is_on() {
+                            broker
+                                .schemas()
+                                .validate(broker, &name, policy, &records)
+                                .map_err(BrokerError::InvalidRecord)
+                        } else {
+                            Ok(())
+                        };
+                        match valid {
                             Err(e) => {
-                                debug!(topic = %name, partition = index, error = %e, "produce rejected");
+                                debug!(topic = %name, partition = index, error = %e, "produce rejected by schema validation");
+                                metrics
+                                    .records_rejected_by_schema
+                                    .fetch_add(1, Ordering::Relaxed);
+                                if let BrokerError::InvalidRecord(invalid) = &e {
+                                    record_errors.push((index, invalid.batch_index, e.to_string()));
+                                }
                                 Err((kafka_error(&e), Some(e.to_string())))
                             }
+                            Ok(()) => match partition.append(&records).await {
+                                Ok(info) => {
+                                    metrics
+                                        .bytes_in
+                                        .fetch_add(info.bytes as u64, Ordering::Relaxed);
+                                    metrics
+                                        .records_in
+                                        .fetch_add(info.records as u64, Ordering::Relaxed);
+                                    Ok(info)
+                                }
+                                Err(e) => {
+                                    debug!(topic = %name, partition = index, error = %e, "produce rejected");
+                                    Err((kafka_error(&e), Some(e.to_string())))
+                                }
+                            },
                         }
                     }
                 },
@@ -109,7 +134,18 @@ pub async fn handle(
                 }
                 // Error messages exist from v8 on; older clients get the code only.
                 Err((code, message)) => {
-                    partition_error(index, code, message.filter(|_| version >= 8))
+                    let mut p = partition_error(index, code, message.filter(|_| version >= 8));
+                    if version >= 8 {
+                        for (_, batch_index, message) in
+                            record_errors.iter().filter(|(i, _, _)| *i == index)
+                        {
+                            let mut e = BatchIndexAndErrorMessage::default();
+                            e.batch_index = *batch_index;
+                            e.batch_index_error_message = Some(str_bytes(message.clone()));
+                            p.record_errors.push(e);
+                        }
+                    }
+                    p
                 }
             };
             topic_response.partition_responses.push(partition_response);

@@ -147,7 +147,7 @@ use tracing::warn;
 
 use super::batch::{validate_batch, BatchHeader, ATTR_LOG_APPEND_TIME, BATCH_HEADER_BYTES};
 use super::log::{CleanerSnapshot, PartitionLog, ReplaceOutcome, SegmentSnapshot};
-use super::records::{decode_batch, MAX_DECOMPRESSED_BYTES};
+use super::records::{decode_batch, read_varint, read_varlong, MAX_DECOMPRESSED_BYTES};
 use super::segment::{read_bytes, segment_file_name, Segment};
 
 /// Default memory budget of the key map (Kafka's
@@ -953,28 +953,6 @@ fn shift_offset_deltas(records: &[u8], count: usize, shift: i32) -> anyhow::Resu
         anyhow::bail!("bytes left after the last record");
     }
     Ok(out)
-}
-
-/// Reads a zigzag varint of at most `max_bytes` bytes.
-fn read_zigzag(bytes: &[u8], max_bytes: usize) -> anyhow::Result<(i64, usize)> {
-    let mut value: u64 = 0;
-    for (i, &b) in bytes.iter().take(max_bytes).enumerate() {
-        value |= ((b & 0x7f) as u64) << (7 * i);
-        if b & 0x80 == 0 {
-            return Ok((((value >> 1) as i64) ^ -((value & 1) as i64), i + 1));
-        }
-    }
-    anyhow::bail!("malformed varint")
-}
-
-fn read_varint(bytes: &[u8]) -> anyhow::Result<(i32, usize)> {
-    let (v, n) = read_zigzag(bytes, 5)?;
-    let v = i32::try_from(v).map_err(|_| anyhow::anyhow!("varint out of range"))?;
-    Ok((v, n))
-}
-
-fn read_varlong(bytes: &[u8]) -> anyhow::Result<(i64, usize)> {
-    read_zigzag(bytes, 10)
 }
 
 fn write_varint(out: &mut BytesMut, value: i64) {

@@ -1,0 +1,304 @@
+//! Broker-side schema validation: topics with
+//! `confluent.value.schema.validation=true` (or `.key.`) accept only
+//! records framed the Confluent way (magic 0, 4-byte schema id, Avro body)
+//! whose id is registered under the topic's subject and whose body is one
+//! datum of that schema.
+//!
+//! The broker reads the registry's state from its own `_schemas`
+//! partition, in process: [`SchemaCatalog`] applies the records it has not
+//! seen yet with the registry's [`Store`] rules, so it agrees with every
+//! registry that reads the same topic. It catches up whenever the topic
+//! has grown, before validating, so a schema registered a moment ago (the
+//! registry answers only after its record is in the log) is known to the
+//! very next produce.
+//!
+//! What it is not: a registry. Nothing here writes to `_schemas`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+use runnel_schema_registry::records::{Record, SCHEMAS_TOPIC};
+use runnel_schema_registry::validate::{split, AvroValidator, PayloadError};
+use runnel_schema_registry::Store;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use crate::broker::{lock, Broker, BrokerError};
+use crate::config::{SchemaValidation, SubjectNameStrategy};
+use crate::storage::batch::BatchIter;
+use crate::storage::records::{records_section, RawRecords, MAX_DECOMPRESSED_BYTES};
+use crate::storage::ReadError;
+use crate::transforms::read_records;
+
+/// Bytes of `_schemas` read per step while catching up.
+const CATCH_UP_READ_BYTES: usize = 4 << 20;
+
+/// A record set refused by validation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("record {batch_index} of the batch: {field}: {reason}")]
+pub struct InvalidRecord {
+    /// Index of the record in its batch (Kafka's `batch_index`).
+    pub batch_index: i32,
+    /// `key` or `value`.
+    pub field: &'static str,
+    pub reason: String,
+}
+
+/// One compiled validator per schema id (or why the schema cannot be used).
+type Compiled = Arc<Result<AvroValidator, String>>;
+
+struct State {
+    store: Store,
+    /// Next offset of `_schemas` partition 0 to apply.
+    position: i64,
+    /// The topic's id, so that a recreated topic is read from scratch.
+    topic_id: Option<Uuid>,
+    validators: HashMap<i32, Compiled>,
+}
+
+/// The registry state as the broker sees it, for validation.
+pub struct SchemaCatalog {
+    state: RwLock<State>,
+    /// Serialises catching up.
+    catching_up: Mutex<()>,
+}
+
+impl Default for SchemaCatalog {
+    fn default() -> Self {
+        SchemaCatalog {
+            state: RwLock::new(State {
+                store: Store::new(),
+                position: 0,
+                topic_id: None,
+                validators: HashMap::new(),
+            }),
+            catching_up: Mutex::new(()),
+        }
+    }
+}
+
+impl SchemaCatalog {
+    fn read_state(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies the `_schemas` records appended since the last call.
+    pub fn catch_up(&self, broker: &Broker) {
+        let Some(topic) = broker.topic(SCHEMAS_TOPIC) else {
+            return;
+        };
+        let Some(partition) = topic.partition(0) else {
+            return;
+        };
+        let end = partition.offsets().high_watermark;
+        {
+            let s = self.read_state();
+            if s.topic_id == Some(topic.id) && s.position >= end {
+                return;
+            }
+        }
+        let _one = lock(&self.catching_up);
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        if state.topic_id != Some(topic.id) {
+            if state.topic_id.is_some() {
+                info!("{SCHEMAS_TOPIC} was recreated; reading it from the start");
+            }
+            state.store = Store::new();
+            state.validators.clear();
+            state.position = partition.offsets().log_start;
+            state.topic_id = Some(topic.id);
+        }
+        let mut applied = 0usize;
+        while state.position < end {
+            match read_records(&partition, state.position, CATCH_UP_READ_BYTES) {
+                Ok((records, next)) => {
+                    for r in records {
+                        match Record::decode(r.key.as_deref(), r.value.as_deref()) {
+                            Ok(record) => {
+                                state.store.apply(record);
+                                applied += 1;
+                            }
+                            Err(e) => {
+                                debug!(offset = r.offset, error = %e, "skipping a schemas record")
+                            }
+                        }
+                    }
+                    if next <= state.position {
+                        break;
+                    }
+                    state.position = next;
+                }
+                Err(BrokerError::Read(ReadError::OffsetOutOfRange { log_start, .. }))
+                    if log_start > state.position =>
+                {
+                    state.position = log_start;
+                }
+                Err(e) => {
+                    warn!(error = %e, "reading {SCHEMAS_TOPIC} for schema validation failed");
+                    break;
+                }
+            }
+        }
+        if applied > 0 {
+            // Deletes may have changed what an id means to a subject, and
+            // a permanently deleted id may come back with a new schema
+            // only through a new id, so compiled validators stay valid;
+            // drop the ones whose schema is gone.
+            let State {
+                store, validators, ..
+            } = &mut *state;
+            validators.retain(|id, _| store.schema(*id).is_some());
+            debug!(
+                records = applied,
+                position = state.position,
+                "schema catalog caught up"
+            );
+        }
+    }
+
+    fn compiled(&self, id: i32) -> Option<Compiled> {
+        if let Some(v) = self.read_state().validators.get(&id) {
+            return Some(v.clone());
+        }
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let compiled = match state.store.parsed(id) {
+            Ok(parsed) => Arc::new(AvroValidator::new(&parsed.schema)),
+            Err(e) if state.store.schema(id).is_some() => Arc::new(Err(e.to_string())),
+            Err(_) => return None,
+        };
+        state.validators.insert(id, compiled.clone());
+        Some(compiled)
+    }
+
+    /// The subject a schema must be registered under.
+    fn subject_for(
+        &self,
+        strategy: SubjectNameStrategy,
+        topic: &str,
+        field: &'static str,
+        id: i32,
+    ) -> Result<String, PayloadError> {
+        let record_name = || {
+            self.read_state()
+                .store
+                .parsed(id)
+                .ok()
+                .and_then(|p| p.full_name())
+                .ok_or_else(|| PayloadError::UnusableSchema {
+                    id,
+                    reason: "the subject name strategy needs a named (record) schema".into(),
+                })
+        };
+        Ok(match strategy {
+            SubjectNameStrategy::Topic => format!("{topic}-{field}"),
+            SubjectNameStrategy::Record => record_name()?,
+            SubjectNameStrategy::TopicRecord => format!("{topic}-{}", record_name()?),
+        })
+    }
+
+    fn registered_under(&self, id: i32, subject: &str) -> bool {
+        self.read_state()
+            .store
+            .id_versions(id, false)
+            .iter()
+            .any(|(s, _)| s == subject)
+    }
+
+    /// Checks one key or value.
+    fn check_payload(
+        &self,
+        broker: &Broker,
+        topic: &str,
+        field: &'static str,
+        strategy: SubjectNameStrategy,
+        payload: &[u8],
+        last: &mut Option<(i32, Compiled)>,
+    ) -> Result<(), PayloadError> {
+        let (id, body) = split(payload)?;
+        let validator = match last {
+            Some((last_id, v)) if *last_id == id => v.clone(),
+            _ => {
+                let compiled = match self.compiled(id) {
+                    Some(v) => v,
+                    None => {
+                        // Registered a moment ago? Read the newest records.
+                        self.catch_up(broker);
+                        self.compiled(id).ok_or(PayloadError::UnknownId(id))?
+                    }
+                };
+                let subject = self.subject_for(strategy, topic, field, id)?;
+                if !self.registered_under(id, &subject) {
+                    self.catch_up(broker);
+                    if !self.registered_under(id, &subject) {
+                        return Err(PayloadError::WrongSubject { id, subject });
+                    }
+                }
+                *last = Some((id, compiled.clone()));
+                compiled
+            }
+        };
+        match &*validator {
+            Ok(v) => v
+                .check(body)
+                .map_err(|(reason, offset)| PayloadError::BadBody { id, reason, offset }),
+            Err(reason) => Err(PayloadError::UnusableSchema {
+                id,
+                reason: reason.clone(),
+            }),
+        }
+    }
+
+    /// Validates every record of a produced record set against the
+    /// topic's policy. Batches that do not parse are left to the append,
+    /// which rejects them as corrupt.
+    pub fn validate(
+        &self,
+        broker: &Broker,
+        topic: &str,
+        policy: SchemaValidation,
+        records: &Bytes,
+    ) -> Result<(), InvalidRecord> {
+        self.catch_up(broker);
+        let mut last_key = None;
+        let mut last_value = None;
+        for item in BatchIter::new(records, false) {
+            let Ok((at, header)) = item else {
+                return Ok(());
+            };
+            if header.is_control() {
+                continue;
+            }
+            let raw = records.slice(at..at + header.total_bytes());
+            let invalid = |index: i32, field, reason: String| InvalidRecord {
+                batch_index: index,
+                field,
+                reason,
+            };
+            let section = records_section(&raw, MAX_DECOMPRESSED_BYTES)
+                .map_err(|e| invalid(0, "batch", e.to_string()))?;
+            let count = header.records_count.max(0) as usize;
+            for (index, record) in RawRecords::new(&section, count).enumerate() {
+                let index = index as i32;
+                let record = record.map_err(|e| invalid(index, "record", e.to_string()))?;
+                for (field, strategy, payload) in [
+                    ("key", policy.key, record.key),
+                    ("value", policy.value, record.value),
+                ] {
+                    // A null key or value (a tombstone) carries no schema.
+                    let (Some(strategy), Some(payload)) = (strategy, payload) else {
+                        continue;
+                    };
+                    let last = if field == "key" {
+                        &mut last_key
+                    } else {
+                        &mut last_value
+                    };
+                    self.check_payload(broker, topic, field, strategy, payload, last)
+                        .map_err(|e| invalid(index, field, e.to_string()))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
