@@ -62,52 +62,112 @@ pub fn split(payload: &[u8]) -> Result<(i32, &[u8]), PayloadError> {
     Ok((id, &payload[HEADER_BYTES..]))
 }
 
+/// One step of a compiled schema. A record is a program of steps; arrays,
+/// maps, unions and nested records run other programs.
 #[derive(Debug, Clone)]
-enum Node {
-    Null,
+enum Op {
+    /// Fixed-size bytes: floats, doubles, fixed (merged when adjacent).
+    Skip(usize),
     Boolean,
     Int,
     Long,
-    Float,
-    Double,
     Bytes,
     String,
-    Fixed(usize),
     Enum(u32),
     Array(usize),
     Map(usize),
-    Union(Vec<usize>),
-    Record(Vec<usize>),
-    /// A named type resolved after compilation (recursive schemas).
-    Ref(Name),
+    Union(Box<[usize]>),
+    Call(usize),
 }
 
-/// A schema compiled for validation.
+/// A schema compiled for validation: programs of [`Op`]s, run over the
+/// bytes without recursion inside a record.
 #[derive(Debug, Clone)]
 pub struct AvroValidator {
-    nodes: Vec<Node>,
+    programs: Vec<Vec<Op>>,
+    /// Whether each program is made of leaves only.
+    flat: Vec<bool>,
     root: usize,
 }
 
-struct Compiler {
-    nodes: Vec<Node>,
-    named: HashMap<Name, usize>,
+struct Compiler<'s> {
+    programs: Vec<Vec<Op>>,
+    /// Definitions of every named type, for references.
+    definitions: HashMap<Name, &'s Schema>,
+    /// Program of each record compiled (or being compiled).
+    records: HashMap<Name, usize>,
+    /// Nesting of `emit`, bounded.
+    depth: usize,
 }
 
-impl Compiler {
-    fn push(&mut self, node: Node) -> usize {
-        self.nodes.push(node);
-        self.nodes.len() - 1
+fn collect<'s>(schema: &'s Schema, out: &mut HashMap<Name, &'s Schema>, depth: usize) {
+    if depth > MAX_DEPTH * 4 {
+        return;
+    }
+    match schema {
+        Schema::Record(r) => {
+            out.entry(r.name.clone()).or_insert(schema);
+            for f in &r.fields {
+                collect(&f.schema, out, depth + 1);
+            }
+        }
+        Schema::Enum(e) => {
+            out.entry(e.name.clone()).or_insert(schema);
+        }
+        Schema::Fixed(f) | Schema::Duration(f) => {
+            out.entry(f.name.clone()).or_insert(schema);
+        }
+        Schema::Array(a) => collect(&a.items, out, depth + 1),
+        Schema::Map(m) => collect(&m.types, out, depth + 1),
+        Schema::Union(u) => u.variants().iter().for_each(|v| collect(v, out, depth + 1)),
+        _ => {}
+    }
+}
+
+impl<'s> Compiler<'s> {
+    /// A program validating one datum of `schema`.
+    fn program(&mut self, schema: &'s Schema) -> Result<usize, String> {
+        if let Schema::Ref { name } = schema {
+            let def = *self
+                .definitions
+                .get(name)
+                .ok_or_else(|| format!("unknown type {}", name.fullname(None)))?;
+            return self.program(def);
+        }
+        if let Schema::Record(r) = schema {
+            if let Some(p) = self.records.get(&r.name) {
+                return Ok(*p);
+            }
+            let at = self.programs.len();
+            self.programs.push(Vec::new());
+            self.records.insert(r.name.clone(), at);
+            let mut ops = Vec::with_capacity(r.fields.len());
+            for f in &r.fields {
+                self.emit(&f.schema, &mut ops)?;
+            }
+            self.programs[at] = ops;
+            return Ok(at);
+        }
+        let mut ops = Vec::new();
+        self.emit(schema, &mut ops)?;
+        self.programs.push(ops);
+        Ok(self.programs.len() - 1)
     }
 
-    fn compile(&mut self, schema: &Schema, depth: usize) -> Result<usize, String> {
-        if depth > MAX_DEPTH * 4 {
+    fn emit(&mut self, schema: &'s Schema, ops: &mut Vec<Op>) -> Result<(), String> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH * 4 {
             return Err("schema is nested too deeply".into());
         }
-        Ok(match schema {
-            Schema::Null => self.push(Node::Null),
-            Schema::Boolean => self.push(Node::Boolean),
-            Schema::Int | Schema::Date | Schema::TimeMillis => self.push(Node::Int),
+        let skip = |ops: &mut Vec<Op>, n: usize| match ops.last_mut() {
+            Some(Op::Skip(m)) => *m += n,
+            _ => ops.push(Op::Skip(n)),
+        };
+        use apache_avro::schema::{InnerDecimalSchema, UuidSchema};
+        match schema {
+            Schema::Null => {}
+            Schema::Boolean => ops.push(Op::Boolean),
+            Schema::Int | Schema::Date | Schema::TimeMillis => ops.push(Op::Int),
             Schema::Long
             | Schema::TimeMicros
             | Schema::TimestampMillis
@@ -115,69 +175,51 @@ impl Compiler {
             | Schema::TimestampNanos
             | Schema::LocalTimestampMillis
             | Schema::LocalTimestampMicros
-            | Schema::LocalTimestampNanos => self.push(Node::Long),
-            Schema::Float => self.push(Node::Float),
-            Schema::Double => self.push(Node::Double),
-            Schema::Bytes | Schema::BigDecimal => self.push(Node::Bytes),
-            Schema::String => self.push(Node::String),
-            Schema::Uuid(u) => match u {
-                apache_avro::schema::UuidSchema::String => self.push(Node::String),
-                apache_avro::schema::UuidSchema::Bytes => self.push(Node::Bytes),
-                apache_avro::schema::UuidSchema::Fixed(f) => {
-                    self.named(&f.name, Node::Fixed(f.size))
-                }
-            },
+            | Schema::LocalTimestampNanos => ops.push(Op::Long),
+            Schema::Float => skip(ops, 4),
+            Schema::Double => skip(ops, 8),
+            Schema::Bytes | Schema::BigDecimal => ops.push(Op::Bytes),
+            Schema::String => ops.push(Op::String),
+            Schema::Uuid(UuidSchema::String) => ops.push(Op::String),
+            Schema::Uuid(UuidSchema::Bytes) => ops.push(Op::Bytes),
+            Schema::Uuid(UuidSchema::Fixed(f)) | Schema::Fixed(f) | Schema::Duration(f) => {
+                skip(ops, f.size)
+            }
             Schema::Decimal(d) => match &d.inner {
-                apache_avro::schema::InnerDecimalSchema::Bytes => self.push(Node::Bytes),
-                apache_avro::schema::InnerDecimalSchema::Fixed(f) => {
-                    self.named(&f.name, Node::Fixed(f.size))
-                }
+                InnerDecimalSchema::Bytes => ops.push(Op::Bytes),
+                InnerDecimalSchema::Fixed(f) => skip(ops, f.size),
             },
-            Schema::Fixed(f) => self.named(&f.name, Node::Fixed(f.size)),
-            Schema::Duration(f) => self.named(&f.name, Node::Fixed(f.size)),
-            Schema::Enum(e) => self.named(&e.name, Node::Enum(e.symbols.len() as u32)),
+            Schema::Enum(e) => ops.push(Op::Enum(e.symbols.len() as u32)),
             Schema::Array(a) => {
-                let at = self.push(Node::Null);
-                let item = self.compile(&a.items, depth + 1)?;
-                self.nodes[at] = Node::Array(item);
-                at
+                let p = self.program(&a.items)?;
+                ops.push(Op::Array(p));
             }
             Schema::Map(m) => {
-                let at = self.push(Node::Null);
-                let value = self.compile(&m.types, depth + 1)?;
-                self.nodes[at] = Node::Map(value);
-                at
+                let p = self.program(&m.types)?;
+                ops.push(Op::Map(p));
             }
             Schema::Union(u) => {
-                let at = self.push(Node::Null);
                 let mut branches = Vec::with_capacity(u.variants().len());
                 for v in u.variants() {
-                    branches.push(self.compile(v, depth + 1)?);
+                    branches.push(self.program(v)?);
                 }
-                self.nodes[at] = Node::Union(branches);
-                at
+                ops.push(Op::Union(branches.into_boxed_slice()));
             }
-            Schema::Record(r) => {
-                let at = self.push(Node::Record(Vec::new()));
-                self.named.insert(r.name.clone(), at);
-                let mut fields = Vec::with_capacity(r.fields.len());
-                for f in &r.fields {
-                    fields.push(self.compile(&f.schema, depth + 1)?);
-                }
-                self.nodes[at] = Node::Record(fields);
-                at
+            Schema::Record(_) => {
+                let p = self.program(schema)?;
+                ops.push(Op::Call(p));
             }
-            Schema::Ref { name } => match self.named.get(name) {
-                Some(at) => *at,
-                None => self.push(Node::Ref(name.clone())),
-            },
-        })
-    }
-
-    fn named(&mut self, name: &Name, node: Node) -> usize {
-        let at = self.push(node);
-        self.named.insert(name.clone(), at);
-        at
+            Schema::Ref { name } => {
+                let def = *self
+                    .definitions
+                    .get(name)
+                    .ok_or_else(|| format!("unknown type {}", name.fullname(None)))?;
+                self.depth -= 1;
+                return self.emit(def, ops);
+            }
+        }
+        self.depth -= 1;
+        Ok(())
     }
 }
 
@@ -191,15 +233,39 @@ struct Reader<'a> {
 type Check = Result<(), &'static str>;
 
 impl Reader<'_> {
+    #[inline(always)]
+    fn skip(&mut self, n: usize) -> Check {
+        if self.bytes.len() - self.at < n {
+            return Err("truncated");
+        }
+        self.at += n;
+        Ok(())
+    }
+
+    #[inline(always)]
     fn take(&mut self, n: usize) -> Result<&[u8], &'static str> {
-        let end = self.at.checked_add(n).ok_or("length overflows")?;
-        let slice = self.bytes.get(self.at..end).ok_or("truncated")?;
-        self.at = end;
+        if self.bytes.len() - self.at < n {
+            return Err("truncated");
+        }
+        let slice = &self.bytes[self.at..self.at + n];
+        self.at += n;
         Ok(slice)
     }
 
-    /// A zigzag varint of at most `max_bytes` bytes.
+    /// A zigzag varint of at most `max_bytes` bytes; one-byte values (the
+    /// common case for lengths, counts and indexes) take the fast path.
+    #[inline(always)]
     fn varint(&mut self, max_bytes: usize) -> Result<i64, &'static str> {
+        let b = *self.bytes.get(self.at).ok_or("truncated number")?;
+        if b < 0x80 {
+            self.at += 1;
+            return Ok((b >> 1) as i64 ^ -((b & 1) as i64));
+        }
+        self.varint_long(max_bytes)
+    }
+
+    #[inline]
+    fn varint_long(&mut self, max_bytes: usize) -> Result<i64, &'static str> {
         let mut value: u64 = 0;
         for i in 0..max_bytes {
             let b = *self.bytes.get(self.at).ok_or("truncated number")?;
@@ -212,6 +278,7 @@ impl Reader<'_> {
         Err("number is longer than its type allows")
     }
 
+    #[inline(always)]
     fn int(&mut self) -> Result<i64, &'static str> {
         let v = self.varint(5)?;
         if v < i32::MIN as i64 || v > i32::MAX as i64 {
@@ -220,10 +287,12 @@ impl Reader<'_> {
         Ok(v)
     }
 
+    #[inline(always)]
     fn long(&mut self) -> Result<i64, &'static str> {
         self.varint(10)
     }
 
+    #[inline(always)]
     fn length(&mut self) -> Result<usize, &'static str> {
         let n = self.long()?;
         if n < 0 {
@@ -232,15 +301,20 @@ impl Reader<'_> {
         usize::try_from(n).map_err(|_| "length overflows")
     }
 
+    #[inline(always)]
     fn string(&mut self) -> Check {
         let n = self.length()?;
         let s = self.take(n)?;
-        std::str::from_utf8(s)
-            .map(|_| ())
-            .map_err(|_| "string is not UTF-8")
+        // Most strings are ASCII; the full UTF-8 check runs for the rest.
+        if s.is_ascii() || std::str::from_utf8(s).is_ok() {
+            Ok(())
+        } else {
+            Err("string is not UTF-8")
+        }
     }
 
     /// Array and map blocks: counts, negative with a byte size, 0 ends.
+    #[inline(always)]
     fn blocks(&mut self, mut item: impl FnMut(&mut Self) -> Check) -> Check {
         loop {
             let count = self.long()?;
@@ -267,23 +341,23 @@ impl Reader<'_> {
 impl AvroValidator {
     /// Compiles a self-contained schema (references inlined).
     pub fn new(schema: &Schema) -> Result<AvroValidator, String> {
+        let mut definitions = HashMap::new();
+        collect(schema, &mut definitions, 0);
         let mut c = Compiler {
-            nodes: Vec::new(),
-            named: HashMap::new(),
+            programs: Vec::new(),
+            definitions,
+            records: HashMap::new(),
+            depth: 0,
         };
-        let root = c.compile(schema, 0)?;
-        // Resolve forward references now that every named type is known.
-        for i in 0..c.nodes.len() {
-            if let Node::Ref(name) = &c.nodes[i] {
-                let target = *c
-                    .named
-                    .get(name)
-                    .ok_or_else(|| format!("unknown type {}", name.fullname(None)))?;
-                c.nodes[i] = c.nodes[target].clone();
-            }
-        }
+        let root = c.program(schema)?;
+        let flat = c
+            .programs
+            .iter()
+            .map(|p| p.iter().all(Op::is_leaf))
+            .collect();
         Ok(AvroValidator {
-            nodes: c.nodes,
+            programs: c.programs,
+            flat,
             root,
         })
     }
@@ -296,61 +370,94 @@ impl AvroValidator {
             at: 0,
             items: 0,
         };
-        match self.datum(self.root, &mut r, 0) {
+        match self.run(self.root, &mut r, 0) {
             Ok(()) if r.at == body.len() => Ok(()),
             Ok(()) => Err(("bytes left over after the datum", r.at)),
             Err(reason) => Err((reason, r.at)),
         }
     }
 
-    fn datum(&self, node: usize, r: &mut Reader<'_>, depth: usize) -> Check {
+    /// Runs one program; `depth` counts the programs running above it.
+    fn run(&self, program: usize, r: &mut Reader<'_>, depth: usize) -> Check {
         if depth > MAX_DEPTH {
             return Err("datum nested too deeply");
         }
-        match &self.nodes[node] {
-            Node::Null => Ok(()),
-            Node::Boolean => match r.take(1)?[0] {
-                0 | 1 => Ok(()),
-                _ => Err("boolean is not 0 or 1"),
-            },
-            Node::Int => r.int().map(|_| ()),
-            Node::Long => r.long().map(|_| ()),
-            Node::Float => r.take(4).map(|_| ()),
-            Node::Double => r.take(8).map(|_| ()),
-            Node::Bytes => {
-                let n = r.length()?;
-                r.take(n).map(|_| ())
-            }
-            Node::String => r.string(),
-            Node::Fixed(n) => r.take(*n).map(|_| ()),
-            Node::Enum(symbols) => {
-                let i = r.int()?;
-                if i < 0 || i >= *symbols as i64 {
-                    return Err("enum index out of range");
+        self.run_ops(&self.programs[program], r, depth)
+    }
+
+    fn run_ops(&self, ops: &[Op], r: &mut Reader<'_>, depth: usize) -> Check {
+        for op in ops {
+            match op {
+                Op::Array(item) => {
+                    if depth >= MAX_DEPTH {
+                        return Err("datum nested too deeply");
+                    }
+                    // Items made of leaves only (the common array of
+                    // small records) run without a call per item.
+                    let flat = self.flat[*item];
+                    let item = &self.programs[*item];
+                    if flat {
+                        r.blocks(|r| item.iter().try_for_each(|op| leaf(op, r)))?
+                    } else {
+                        r.blocks(|r| self.run_ops(item, r, depth + 1))?
+                    }
                 }
-                Ok(())
-            }
-            Node::Array(item) => r.blocks(|r| self.datum(*item, r, depth + 1)),
-            Node::Map(value) => r.blocks(|r| {
-                r.string()?;
-                self.datum(*value, r, depth + 1)
-            }),
-            Node::Union(branches) => {
-                let i = r.long()?;
-                let branch = usize::try_from(i)
-                    .ok()
-                    .and_then(|i| branches.get(i))
-                    .ok_or("union index out of range")?;
-                self.datum(*branch, r, depth + 1)
-            }
-            Node::Record(fields) => {
-                for f in fields {
-                    self.datum(*f, r, depth + 1)?;
+                Op::Map(value) => {
+                    if depth >= MAX_DEPTH {
+                        return Err("datum nested too deeply");
+                    }
+                    let value = &self.programs[*value];
+                    r.blocks(|r| {
+                        r.string()?;
+                        self.run_ops(value, r, depth + 1)
+                    })?
                 }
-                Ok(())
+                Op::Union(branches) => {
+                    let i = r.long()?;
+                    let branch = usize::try_from(i)
+                        .ok()
+                        .and_then(|i| branches.get(i))
+                        .ok_or("union index out of range")?;
+                    self.run(*branch, r, depth + 1)?;
+                }
+                Op::Call(p) => self.run(*p, r, depth + 1)?,
+                leaf_op => leaf(leaf_op, r)?,
             }
-            Node::Ref(_) => Err("unresolved type"),
         }
+        Ok(())
+    }
+}
+
+impl Op {
+    fn is_leaf(&self) -> bool {
+        !matches!(self, Op::Array(_) | Op::Map(_) | Op::Union(_) | Op::Call(_))
+    }
+}
+
+/// One step that reads a single value (no nested program).
+#[inline(always)]
+fn leaf(op: &Op, r: &mut Reader<'_>) -> Check {
+    match op {
+        Op::Skip(n) => r.skip(*n),
+        Op::Boolean => match r.take(1)?[0] {
+            0 | 1 => Ok(()),
+            _ => Err("boolean is not 0 or 1"),
+        },
+        Op::Int => r.int().map(|_| ()),
+        Op::Long => r.long().map(|_| ()),
+        Op::Bytes => {
+            let n = r.length()?;
+            r.skip(n)
+        }
+        Op::String => r.string(),
+        Op::Enum(symbols) => {
+            let i = r.int()?;
+            if i < 0 || i >= *symbols as i64 {
+                return Err("enum index out of range");
+            }
+            Ok(())
+        }
+        Op::Array(_) | Op::Map(_) | Op::Union(_) | Op::Call(_) => Err("not a leaf"),
     }
 }
 
@@ -484,6 +591,104 @@ mod tests {
         assert_eq!(v.check(&[2, 2, 0]), Ok(()));
         let deep = vec![2u8; 1000];
         assert_eq!(v.check(&deep).unwrap_err().0, "datum nested too deeply");
+    }
+
+    /// Differential check against apache-avro's decoder: for damaged
+    /// encodings of a nested schema, the validator accepts exactly what
+    /// the decoder reads completely.
+    #[test]
+    fn the_validator_agrees_with_apache_avro_on_damaged_data() {
+        let text = r#"{"type":"record","name":"Doc","fields":[
+            {"name":"id","type":"long"},
+            {"name":"title","type":"string"},
+            {"name":"ok","type":"boolean"},
+            {"name":"kind","type":{"type":"enum","name":"Kind","symbols":["A","B","C"]}},
+            {"name":"lines","type":{"type":"array","items":{"type":"record","name":"Line","fields":[
+                {"name":"n","type":"int"},{"name":"s","type":["null","string"]}]}}},
+            {"name":"grid","type":{"type":"array","items":{"type":"array","items":"float"}}},
+            {"name":"meta","type":{"type":"map","values":"bytes"}}]}"#;
+        let s = schema(text);
+        let v = AvroValidator::new(&s).unwrap();
+        let value = Value::Record(vec![
+            ("id".into(), Value::Long(-123_456_789_012)),
+            ("title".into(), Value::String("größe".into())),
+            ("ok".into(), Value::Boolean(false)),
+            ("kind".into(), Value::Enum(2, "C".into())),
+            (
+                "lines".into(),
+                Value::Array(
+                    (0..5)
+                        .map(|i| {
+                            Value::Record(vec![
+                                ("n".into(), Value::Int(i * 1000 - 2000)),
+                                (
+                                    "s".into(),
+                                    if i % 2 == 0 {
+                                        Value::Union(0, Box::new(Value::Null))
+                                    } else {
+                                        Value::Union(1, Box::new(Value::String(format!("l{i}"))))
+                                    },
+                                ),
+                            ])
+                        })
+                        .collect(),
+                ),
+            ),
+            (
+                "grid".into(),
+                Value::Array(vec![
+                    Value::Array(vec![Value::Float(1.5), Value::Float(-2.0)]),
+                    Value::Array(vec![]),
+                ]),
+            ),
+            (
+                "meta".into(),
+                Value::Map(
+                    [("k".to_string(), Value::Bytes(vec![0, 255]))]
+                        .into_iter()
+                        .collect(),
+                ),
+            ),
+        ]);
+        let body = encode(&s, value);
+        assert_eq!(v.check(&body), Ok(()));
+        let decodes = |bytes: &[u8]| {
+            let mut rest = bytes;
+            #[allow(deprecated)] // the plain whole-datum decoder of this version
+            let ok = apache_avro::from_avro_datum(&s, &mut rest, None).is_ok();
+            ok && rest.is_empty()
+        };
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            | 1;
+        let mut x = seed;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..20_000 {
+            let mut damaged = body.clone();
+            match next() % 3 {
+                0 => {
+                    let at = (next() as usize) % damaged.len();
+                    damaged[at] = next() as u8;
+                }
+                1 => damaged.truncate((next() as usize) % damaged.len()),
+                _ => {
+                    let at = (next() as usize) % damaged.len();
+                    damaged.insert(at, next() as u8);
+                }
+            }
+            assert_eq!(
+                v.check(&damaged).is_ok(),
+                decodes(&damaged),
+                "seed {seed}, round {round}: {damaged:?}"
+            );
+        }
     }
 
     #[test]

@@ -32,7 +32,89 @@ pub const ORDER_SCHEMA: &str = r#"{"type":"record","name":"Order","namespace":"b
     {"name":"lines","type":{"type":"array","items":{"type":"record","name":"Line","fields":[
         {"name":"sku","type":"string"},{"name":"units","type":"int"},{"name":"cents","type":"long"}]}}}]}"#;
 
-/// One framed (magic 0, schema id, body) Avro order of about `target` bytes.
+/// A page-view event: a dozen fields, mostly text, about 1 KiB.
+pub const EVENT_SCHEMA: &str = r#"{"type":"record","name":"PageView","namespace":"bench","fields":[
+    {"name":"event_id","type":{"type":"string","logicalType":"uuid"}},
+    {"name":"ts","type":{"type":"long","logicalType":"timestamp-millis"}},
+    {"name":"user_id","type":"long"},
+    {"name":"session","type":"string"},
+    {"name":"url","type":"string"},
+    {"name":"referrer","type":["null","string"],"default":null},
+    {"name":"user_agent","type":"string"},
+    {"name":"country","type":{"type":"enum","name":"Country","symbols":["DE","FR","US","JP","BR"]}},
+    {"name":"duration_ms","type":"int"},
+    {"name":"attributes","type":{"type":"map","values":"string"}},
+    {"name":"tags","type":{"type":"array","items":"string"}},
+    {"name":"body","type":"string"}]}"#;
+
+fn frame(id: i32, body: Vec<u8>) -> Vec<u8> {
+    let mut out = vec![0u8];
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+fn encode(schema: &str, value: Avro) -> Result<Vec<u8>> {
+    let schema = apache_avro::Schema::parse_str(schema)?;
+    Ok(
+        apache_avro::writer::datum::GenericDatumWriter::builder(&schema)
+            .build()?
+            .write_value_to_vec(value)?,
+    )
+}
+
+/// One framed (magic 0, schema id, body) page-view event of `target` bytes.
+pub fn event_payload(id: i32, target: usize) -> Result<Vec<u8>> {
+    let value = |body: String| {
+        Avro::Record(vec![
+            (
+                "event_id".into(),
+                Avro::String("6f1c2a44-8d0e-4b7e-9a51-3c2f0e9d7b18".into()),
+            ),
+            ("ts".into(), Avro::Long(1_764_615_000_123)),
+            ("user_id".into(), Avro::Long(98_765_432_101)),
+            ("session".into(), Avro::String("s-2f9c61e0b7".into())),
+            (
+                "url".into(),
+                Avro::String("https://shop.example.com/products/kettle-1l-steel?ref=home".into()),
+            ),
+            (
+                "referrer".into(),
+                Avro::Union(1, Box::new(Avro::String("https://www.example.org/search?q=kettle".into()))),
+            ),
+            (
+                "user_agent".into(),
+                Avro::String("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36".into()),
+            ),
+            ("country".into(), Avro::Enum(0, "DE".into())),
+            ("duration_ms".into(), Avro::Int(5230)),
+            (
+                "attributes".into(),
+                Avro::Map(
+                    [("ab", "variant-b"), ("theme", "dark"), ("locale", "de-DE"), ("cart", "3")]
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), Avro::String(v.into())))
+                        .collect(),
+                ),
+            ),
+            (
+                "tags".into(),
+                Avro::Array(["organic", "campaign-42", "mobile"].map(|t| Avro::String(t.into())).to_vec()),
+            ),
+            ("body".into(), Avro::String(body)),
+        ])
+    };
+    let base = encode(EVENT_SCHEMA, value(String::new()))?.len() + 5;
+    let filler = "Ein Wasserkocher aus Edelstahl, 1 Liter, mit Kalkfilter. ".repeat(20);
+    let body: String = filler
+        .chars()
+        .take(target.saturating_sub(base + 2))
+        .collect();
+    Ok(frame(id, encode(EVENT_SCHEMA, value(body))?))
+}
+
+/// One framed (magic 0, schema id, body) Avro order of about `target`
+/// bytes: many small fields, the hardest case for validation per byte.
 pub fn order_payload(id: i32, target: usize) -> Result<Vec<u8>> {
     let schema = apache_avro::Schema::parse_str(ORDER_SCHEMA)?;
     let line = |i: i64| {
@@ -67,10 +149,7 @@ pub fn order_payload(id: i32, target: usize) -> Result<Vec<u8>> {
             .build()?
             .write_value_to_vec(value)?;
         if body.len() + 5 >= target || lines > 10_000 {
-            let mut out = vec![0u8];
-            out.extend_from_slice(&id.to_be_bytes());
-            out.extend_from_slice(&body);
-            return Ok(out);
+            return Ok(frame(id, body));
         }
         lines += 1;
     }
@@ -238,13 +317,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_benchmark_order_is_about_the_asked_size_and_valid() {
-        let payload = order_payload(7, 1024).unwrap();
-        assert!((1024..1100).contains(&payload.len()), "{}", payload.len());
-        let (id, body) = runnel_schema_registry::validate::split(&payload).unwrap();
-        assert_eq!(id, 7);
-        let schema = runnel_schema_registry::schema::parse(ORDER_SCHEMA, &[], false).unwrap();
-        let v = runnel_schema_registry::validate::AvroValidator::new(&schema.schema).unwrap();
-        assert_eq!(v.check(body), Ok(()));
+    fn the_benchmark_records_are_about_1_kib_and_valid() {
+        for (text, payload) in [
+            (ORDER_SCHEMA, order_payload(7, 1024).unwrap()),
+            (EVENT_SCHEMA, event_payload(7, 1024).unwrap()),
+        ] {
+            assert!((1000..1100).contains(&payload.len()), "{}", payload.len());
+            let (id, body) = runnel_schema_registry::validate::split(&payload).unwrap();
+            assert_eq!(id, 7);
+            let schema = runnel_schema_registry::schema::parse(text, &[], false).unwrap();
+            let v = runnel_schema_registry::validate::AvroValidator::new(&schema.schema).unwrap();
+            assert_eq!(v.check(body), Ok(()));
+        }
     }
 }
