@@ -110,13 +110,13 @@ pub async fn run(args: ProduceArgs) -> Result<()> {
         });
         if in_flight.len() >= MAX_IN_FLIGHT {
             if let Some((n, result)) = in_flight.next().await {
-                result.map_err(|(e, _)| anyhow::anyhow!("line {n}: {e}"))?;
+                result.map_err(|(e, _)| delivery_error(n, e))?;
                 produced += 1;
             }
         }
     }
     while let Some((n, result)) = in_flight.next().await {
-        result.map_err(|(e, _)| anyhow::anyhow!("line {n}: {e}"))?;
+        result.map_err(|(e, _)| delivery_error(n, e))?;
         produced += 1;
     }
     producer
@@ -124,4 +124,17 @@ pub async fn run(args: ProduceArgs) -> Result<()> {
         .context("flushing producer")?;
     eprintln!("produced {produced} records to {}", args.topic);
     Ok(())
+}
+
+/// A failed delivery, with a hint for the errors users can act on.
+fn delivery_error(line: u64, e: rdkafka::error::KafkaError) -> anyhow::Error {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    let hint = match e {
+        KafkaError::MessageProduction(RDKafkaErrorCode::InvalidRecord) => {
+            " (the topic validates schemas: records must be in the schema registry's \
+             wire format with a schema registered under the topic's subject)"
+        }
+        _ => "",
+    };
+    anyhow::anyhow!("line {line}: {e}{hint}")
 }

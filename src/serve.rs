@@ -117,12 +117,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         cluster_id = broker.cluster_id(),
         "runnel broker started"
     );
-    // One shutdown signal for every listener.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
+    // On a signal the registry stops first (its clients talk to this
+    // broker), then the Kafka listener.
+    let (stop_registry, registry_stopping) = tokio::sync::watch::channel(false);
+    let (stop_broker, broker_stopping) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
@@ -134,14 +132,19 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             crate::registry::loopback(kafka_local),
             registry_listener,
             extra,
-            stopped(stop_rx.clone()),
+            stopped(registry_stopping),
         ))
     });
-    runnel_core::server::serve(broker.clone(), listener, stopped(stop_rx)).await?;
-    info!("shutting down");
-    if let Some(task) = registry {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
-    }
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        info!("shutting down");
+        let _ = stop_registry.send(true);
+        if let Some(task) = registry {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
+        }
+        let _ = stop_broker.send(true);
+    });
+    runnel_core::server::serve(broker.clone(), listener, stopped(broker_stopping)).await?;
     let b = broker.clone();
     tokio::task::spawn_blocking(move || b.shutdown())
         .await?

@@ -216,29 +216,30 @@ impl SchemaCatalog {
         last: &mut Option<(i32, Compiled)>,
     ) -> Result<(), PayloadError> {
         let (id, body) = split(payload)?;
-        let validator = match last {
-            Some((last_id, v)) if *last_id == id => v.clone(),
-            _ => {
-                let compiled = match self.compiled(id) {
-                    Some(v) => v,
-                    None => {
-                        // Registered a moment ago? Read the newest records.
-                        self.catch_up(broker);
-                        self.compiled(id).ok_or(PayloadError::UnknownId(id))?
-                    }
-                };
-                let subject = self.subject_for(strategy, topic, field, id)?;
-                if !self.registered_under(id, &subject) {
+        if last.as_ref().is_none_or(|(last_id, _)| *last_id != id) {
+            let compiled = match self.compiled(id) {
+                Some(v) => v,
+                None => {
+                    // Registered a moment ago? Read the newest records.
                     self.catch_up(broker);
-                    if !self.registered_under(id, &subject) {
-                        return Err(PayloadError::WrongSubject { id, subject });
-                    }
+                    self.compiled(id).ok_or(PayloadError::UnknownId(id))?
                 }
-                *last = Some((id, compiled.clone()));
-                compiled
+            };
+            let subject = self.subject_for(strategy, topic, field, id)?;
+            if !self.registered_under(id, &subject) {
+                self.catch_up(broker);
+                if !self.registered_under(id, &subject) {
+                    return Err(PayloadError::WrongSubject { id, subject });
+                }
             }
+            *last = Some((id, compiled));
+        }
+        // Records of a batch mostly share one schema: no lookup, no
+        // reference count per record.
+        let Some((_, validator)) = last.as_ref() else {
+            return Err(PayloadError::UnknownId(id));
         };
-        match &*validator {
+        match &**validator {
             Ok(v) => v
                 .check(body)
                 .map_err(|(reason, offset)| PayloadError::BadBody { id, reason, offset }),

@@ -131,7 +131,8 @@ pub async fn serve(
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
-    registry.flush();
+    // Joining the reader thread blocks briefly.
+    let _ = tokio::task::spawn_blocking(move || registry.close()).await;
     result
 }
 

@@ -61,6 +61,7 @@ pub struct KafkaLog {
     config: KafkaLogConfig,
     producer: FutureProducer,
     stop: Arc<AtomicBool>,
+    reader: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Drop for KafkaLog {
@@ -113,7 +114,7 @@ impl KafkaLog {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let topic = config.topic.clone();
-        std::thread::Builder::new()
+        let reader = std::thread::Builder::new()
             .name("schema-reader".into())
             .spawn(move || read_loop(consumer, &topic, store, applied, flag))
             .map_err(|e| store_error("starting the reader", e))?;
@@ -122,6 +123,7 @@ impl KafkaLog {
             config,
             producer,
             stop,
+            reader: std::sync::Mutex::new(Some(reader)),
         }))
     }
 }
@@ -265,8 +267,14 @@ impl SchemaLog for KafkaLog {
         })
     }
 
-    fn flush(&self) {
+    fn close(&self) {
         let _ = self.producer.flush(Duration::from_secs(5));
+        self.stop.store(true, Ordering::Release);
+        let reader = self.reader.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(reader) = reader {
+            // The reader polls in 100 ms steps; its consumer closes as it ends.
+            let _ = reader.join();
+        }
     }
 }
 

@@ -26,8 +26,8 @@ pub trait SchemaLog: Send + Sync + 'static {
     fn append(&self, records: Vec<Record>) -> BoxFuture<'_, Result<i64, RegistryError>>;
     /// The offset the next record will get.
     fn end_offset(&self) -> BoxFuture<'_, Result<i64, RegistryError>>;
-    /// Sends anything buffered (on shutdown).
-    fn flush(&self) {}
+    /// Sends anything buffered and stops the reader (on shutdown).
+    fn close(&self) {}
 }
 
 /// How many times a write is planned again after losing to a concurrent
@@ -174,8 +174,9 @@ impl Registry {
         )))
     }
 
-    pub fn flush(&self) {
-        self.log.flush();
+    /// Flushes and stops the log's clients.
+    pub fn close(&self) {
+        self.log.close();
     }
 }
 

@@ -280,6 +280,14 @@ pub async fn log_writes(
         .create()?;
     let key = br#"{"keytype":"SCHEMA","subject":"bench-registrations-0","version":1,"magic":1}"#;
     let value = vec![b'v'; 200];
+    // Connect and learn the partition before the clock starts.
+    producer
+        .send(
+            FutureRecord::to(topic).key(&key[..]).payload(&value),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| anyhow::anyhow!("produce: {e}"))?;
     let topic = topic.to_string();
     rate(count, concurrency, move |_| {
         let (producer, topic, value) = (producer.clone(), topic.clone(), value.clone());
