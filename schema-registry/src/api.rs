@@ -127,7 +127,12 @@ pub async fn serve(
     extra_metrics: Option<ExtraMetrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
     let app = router(registry.clone(), extra_metrics);
+    // Small request/response exchanges: do not let Nagle hold answers back.
+    let listener = listener.tap_io(|stream| {
+        let _ = stream.set_nodelay(true);
+    });
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;

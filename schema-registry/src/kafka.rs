@@ -48,7 +48,9 @@ impl KafkaLogConfig {
 
     fn client(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &self.bootstrap);
+        c.set("bootstrap.servers", &self.bootstrap)
+            // Registry writes are small request/response exchanges.
+            .set("socket.nagle.disable", "true");
         for (k, v) in &self.properties {
             c.set(k, v);
         }

@@ -2,9 +2,11 @@
 //! [`SchemaLog`] with the plan → append → apply → verify cycle described
 //! in [`crate::store`].
 //!
-//! Reads never wait for the log. A write first catches up with the end
-//! of the log (so it plans against every record written so far, by any
-//! process), and answers only after its own records were applied, so a
+//! Reads never wait for the log. A config, mode or delete first catches
+//! up with the end of the log (so it plans against every record written
+//! so far, by any process); a registration plans against what has been
+//! read and catches up only when its record lost to another writer's.
+//! Every write answers only after its own records were applied, so a
 //! client reads its writes from this registry at once.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -139,7 +141,13 @@ impl Registry {
         }
         let _one_at_a_time = self.writes.lock().await;
         for attempt in 1..=MAX_WRITE_ATTEMPTS {
-            self.sync().await?;
+            // The first attempt plans against the state as read so far
+            // (other registries rarely write at the same moment); a plan
+            // that loses is found out below, and the next attempt first
+            // reads everything up to the end of the log.
+            if attempt > 1 {
+                self.sync().await?;
+            }
             let plan = self.read().plan_register(subject, req, normalize)?;
             let (record, id, version) = match plan {
                 RegisterPlan::Existing { id, version } => return Ok((id, version)),

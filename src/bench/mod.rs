@@ -527,23 +527,32 @@ async fn bench_registry(args: RegistryArgs) -> Result<()> {
             for (kind, configs) in [("plain", &[][..]), ("validated", &validated[..])] {
                 let topic = format!("bench-avro-{p}-{kind}-{r}");
                 create_topic_with(&runnel.addr, &topic, args.partitions, configs).await?;
+                let cpu_before = runnel.cpu_seconds().unwrap_or(0.0);
                 let result = produce_once(&runnel.addr, &topic, &workload, kind).await?;
+                let cpu_us = (runnel.cpu_seconds().unwrap_or(0.0) - cpu_before) * 1e6
+                    / result.records as f64;
                 eprintln!(
-                    "  {label}, run {}: {kind} {:.0} MB/s ({:.0} records/s)",
+                    "  {label}, run {}: {kind} {:.0} MB/s ({:.0} records/s), broker CPU {cpu_us:.2} us/record",
                     r + 1,
                     result.mb_per_sec(),
                     result.records_per_sec()
                 );
                 if configs.is_empty() {
-                    off.push(result);
+                    off.push((result, cpu_us));
                 } else {
-                    on.push(result);
+                    on.push((result, cpu_us));
                 }
                 delete_topic(&runnel.addr, &topic).await?;
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
-        rows.push((label, record_bytes, median(on), median(off)));
+        let cpu = |runs: &[(produce::ProduceResult, f64)]| {
+            median_f64(runs.iter().map(|(_, c)| *c).collect())
+        };
+        let (cpu_on, cpu_off) = (cpu(&on), cpu(&off));
+        let on = median(on.into_iter().map(|(r, _)| r).collect());
+        let off = median(off.into_iter().map(|(r, _)| r).collect());
+        rows.push((label, record_bytes, on, off, cpu_on, cpu_off));
     }
     println!("| measurement | result | comparison (same run) | ratio |");
     println!("|---|---:|---|---:|");
@@ -559,7 +568,7 @@ async fn bench_registry(args: RegistryArgs) -> Result<()> {
         "| lookups by id/s ({c} concurrent, {n} ids) | {lookups:.0} | GET / requests/s: {ceiling:.0} | {:.0}% |",
         100.0 * lookups / ceiling
     );
-    for (label, record_bytes, on, off) in rows {
+    for (label, record_bytes, on, off, cpu_on, cpu_off) in &rows {
         println!(
             "| produce {record_bytes} B Avro {label}, validation on | {:.0} MB/s ({:.0} records/s) | validation off: {:.0} MB/s ({:.0} records/s) | {:.0}% |",
             on.mb_per_sec(),
@@ -567,6 +576,10 @@ async fn bench_registry(args: RegistryArgs) -> Result<()> {
             off.mb_per_sec(),
             off.records_per_sec(),
             100.0 * on.mb_per_sec() / off.mb_per_sec()
+        );
+        println!(
+            "| broker CPU per record, {label}, validation on | {cpu_on:.2} us | validation off: {cpu_off:.2} us | +{:.0}% |",
+            100.0 * (cpu_on - cpu_off) / cpu_off
         );
     }
     Ok(())

@@ -832,3 +832,93 @@ async fn the_schemas_topic_can_be_read_back_by_a_plain_consumer_after_restart() 
         r#"{"keytype":"SCHEMA","subject":"orders-value","version":1,"magic":1}"#
     );
 }
+
+#[tokio::test]
+async fn metrics_and_health_are_served_next_to_the_registry() {
+    let broker = TestBroker::start();
+    let rest = registry(&broker).await;
+    rest.register("users-value", USER_V1).await;
+    create_topic(
+        &broker,
+        "orders",
+        1,
+        &[("confluent.value.schema.validation", "true")],
+    )
+    .await;
+    let producer = broker.producer(&[("linger.ms", "0"), ("retries", "0")]);
+    assert!(is_invalid_record(
+        &send(&producer, "orders", None, Some(b"junk")).await
+    ));
+    let (status, v) = rest.call("GET", "/metrics", None).await;
+    assert_eq!(status, 200);
+    let text = v.as_str().unwrap();
+    for line in [
+        "runnel_registry_registrations_total 1",
+        "runnel_registry_schemas 1",
+        "runnel_broker_schema_rejections_total 1",
+        "# TYPE runnel_broker_records_in_total counter",
+    ] {
+        assert!(text.contains(line), "no '{line}' in:\n{text}");
+    }
+    let (status, v) = rest.call("GET", "/health", None).await;
+    assert_eq!((status, v["status"].as_str()), (200, Some("UP")));
+}
+
+#[test]
+fn the_registry_can_be_turned_off_and_a_taken_port_fails_the_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(tmp.path().join("a"))
+        .args(["--kafka-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--registry-addr", &taken_addr])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "cannot listen on {taken_addr} for the schema registry"
+        )),
+        "{err}"
+    );
+    // With the registry off the broker runs alone: no _schemas topic.
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(tmp.path().join("b"))
+        .args(["--kafka-addr", &format!("127.0.0.1:{port}")])
+        .args(["--registry-addr", "off"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "broker did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let out = Command::new(BIN)
+        .args([
+            "topic",
+            "list",
+            "--internal",
+            "--bootstrap",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .output()
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let topics = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && topics.contains("__consumer_offsets"),
+        "{topics}"
+    );
+    assert!(!topics.contains("_schemas"), "{topics}");
+}
