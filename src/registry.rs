@@ -27,7 +27,8 @@ pub enum RegistryCommand {
         /// REST API address
         #[arg(long, env = "RUNNEL_REGISTRY_ADDR", default_value = "127.0.0.1:8081")]
         registry_addr: String,
-        /// Topic holding the registry's state
+        /// Topic holding the registry's state (Runnel's broker-side
+        /// validation reads _schemas)
         #[arg(long, default_value = runnel_schema_registry::SCHEMAS_TOPIC)]
         topic: String,
         /// librdkafka property for the registry's clients, e.g.
