@@ -10,9 +10,12 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
 use tracing::debug;
 
+use bytes::Bytes;
+
 use super::errors::kafka_error;
 use super::str_bytes;
-use crate::broker::{Broker, BrokerError};
+use crate::broker::{Broker, BrokerError, Partition, Topic};
+use crate::storage::AppendInfo;
 
 fn partition_error(
     index: i32,
@@ -27,6 +30,57 @@ fn partition_error(
     p.log_start_offset = -1;
     p.error_message = message.map(str_bytes);
     p
+}
+
+/// Why a partition's record set was refused: code, message, and for a
+/// record refused by schema validation its index in the batch.
+type Refusal = (ResponseError, Option<String>, Option<i32>);
+
+fn refusal(e: &BrokerError) -> Refusal {
+    let batch_index = match e {
+        BrokerError::InvalidRecord(invalid) => Some(invalid.batch_index),
+        _ => None,
+    };
+    (kafka_error(e), Some(e.to_string()), batch_index)
+}
+
+/// Validates (when the topic asks for it) and appends one partition's
+/// record set.
+async fn produce_partition(
+    broker: &Arc<Broker>,
+    topic: &Topic,
+    partition: &Arc<Partition>,
+    records: &Bytes,
+) -> Result<AppendInfo, Refusal> {
+    let metrics = broker.metrics();
+    let policy = topic.schema_validation();
+    if policy.is_on() {
+        if let Err(invalid) = broker
+            .schemas()
+            .validate(broker, &topic.name, policy, records)
+        {
+            debug!(topic = %topic.name, partition = partition.index, error = %invalid, "produce rejected by schema validation");
+            metrics
+                .records_rejected_by_schema
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(refusal(&BrokerError::InvalidRecord(invalid)));
+        }
+    }
+    match partition.append(records).await {
+        Ok(info) => {
+            metrics
+                .bytes_in
+                .fetch_add(info.bytes as u64, Ordering::Relaxed);
+            metrics
+                .records_in
+                .fetch_add(info.records as u64, Ordering::Relaxed);
+            Ok(info)
+        }
+        Err(e) => {
+            debug!(topic = %topic.name, partition = partition.index, error = %e, "produce rejected");
+            Err(refusal(&e))
+        }
+    }
 }
 
 /// Handles a Produce request. `Ok(None)` for a successful acks=0 request
@@ -57,20 +111,17 @@ pub async fn handle(
     for topic_data in request.topic_data {
         let name = topic_data.name.0.to_string();
         let mut topic_response = TopicProduceResponse::default();
-        // (partition, record index, message) of records refused by validation.
-        let mut record_errors: Vec<(i32, i32, String)> = Vec::new();
         topic_response.name = topic_data.name;
         topic_response.topic_id = topic_data.topic_id;
         let topic = match &request_error {
-            Some((code, message)) => Err((*code, Some(message.clone()))),
+            Some((code, message)) => Err((*code, Some(message.clone()), None)),
             None => match broker.topic_or_auto_create(&name, true).await {
-                Ok(t) if t.is_internal() => {
-                    let e =
-                        BrokerError::InternalTopic(name.clone(), "clients cannot produce to it");
-                    Err((kafka_error(&e), Some(e.to_string())))
-                }
+                Ok(t) if t.is_internal() => Err(refusal(&BrokerError::InternalTopic(
+                    name.clone(),
+                    "clients cannot produce to it",
+                ))),
                 Ok(t) => Ok(t),
-                Err(e) => Err((kafka_error(&e), Some(e.to_string()))),
+                Err(e) => Err(refusal(&e)),
             },
         };
         for data in topic_data.partition_data {
@@ -78,48 +129,10 @@ pub async fn handle(
             let result = match &topic {
                 Err(e) => Err(e.clone()),
                 Ok(topic) => match topic.partition(index) {
-                    None => {
-                        let e = BrokerError::UnknownPartition(name.clone(), index);
-                        Err((kafka_error(&e), Some(e.to_string())))
-                    }
+                    None => Err(refusal(&BrokerError::UnknownPartition(name.clone(), index))),
                     Some(partition) => {
                         let records = data.records.unwrap_or_default();
-                        let policy = topic.schema_validation();
-                        let valid = if policy.is_on() {
-                            broker
-                                .schemas()
-                                .validate(broker, &name, policy, &records)
-                                .map_err(BrokerError::InvalidRecord)
-                        } else {
-                            Ok(())
-                        };
-                        match valid {
-                            Err(e) => {
-                                debug!(topic = %name, partition = index, error = %e, "produce rejected by schema validation");
-                                metrics
-                                    .records_rejected_by_schema
-                                    .fetch_add(1, Ordering::Relaxed);
-                                if let BrokerError::InvalidRecord(invalid) = &e {
-                                    record_errors.push((index, invalid.batch_index, e.to_string()));
-                                }
-                                Err((kafka_error(&e), Some(e.to_string())))
-                            }
-                            Ok(()) => match partition.append(&records).await {
-                                Ok(info) => {
-                                    metrics
-                                        .bytes_in
-                                        .fetch_add(info.bytes as u64, Ordering::Relaxed);
-                                    metrics
-                                        .records_in
-                                        .fetch_add(info.records as u64, Ordering::Relaxed);
-                                    Ok(info)
-                                }
-                                Err(e) => {
-                                    debug!(topic = %name, partition = index, error = %e, "produce rejected");
-                                    Err((kafka_error(&e), Some(e.to_string())))
-                                }
-                            },
-                        }
+                        produce_partition(broker, topic, &partition, &records).await
                     }
                 },
             };
@@ -133,17 +146,14 @@ pub async fn handle(
                     p
                 }
                 // Error messages exist from v8 on; older clients get the code only.
-                Err((code, message)) => {
-                    let mut p = partition_error(index, code, message.filter(|_| version >= 8));
-                    if version >= 8 {
-                        for (_, batch_index, message) in
-                            record_errors.iter().filter(|(i, _, _)| *i == index)
-                        {
-                            let mut e = BatchIndexAndErrorMessage::default();
-                            e.batch_index = *batch_index;
-                            e.batch_index_error_message = Some(str_bytes(message.clone()));
-                            p.record_errors.push(e);
-                        }
+                Err((code, message, batch_index)) => {
+                    let message = message.filter(|_| version >= 8);
+                    let mut p = partition_error(index, code, message.clone());
+                    if let (Some(batch_index), Some(message)) = (batch_index, message) {
+                        let mut e = BatchIndexAndErrorMessage::default();
+                        e.batch_index = batch_index;
+                        e.batch_index_error_message = Some(str_bytes(message));
+                        p.record_errors.push(e);
                     }
                     p
                 }
