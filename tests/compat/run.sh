@@ -465,6 +465,19 @@ sr_python() {
 }
 check "confluent-kafka schema registry client: register, evolve, 409, produce/consume Avro with broker-side validation" sr_python
 
+# kafkajs and @kafkajs/confluent-schema-registry, pinned in node/package-lock.json.
+NODE_DIR=$SCRIPT_DIR/node
+node_sr() {
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        echo "node and npm are not installed"; return 77
+    fi
+    if [ ! -d "$NODE_DIR/node_modules/kafkajs" ]; then
+        (cd "$NODE_DIR" && timeout 300 npm ci --no-audit --no-fund --ignore-scripts) || { echo "npm ci failed"; return 1; }
+    fi
+    timeout --foreground 120 node "$NODE_DIR/schema_registry_test.js" "$BOOTSTRAP" "http://127.0.0.1:$REGISTRY_PORT"
+}
+check "kafkajs + @kafkajs/confluent-schema-registry: register, 409, produce/consume Avro with broker-side validation" node_sr
+
 # ---------------------------------------------------------------- 6. shutdown, restart
 
 echo "--- broker lifecycle"
