@@ -29,7 +29,6 @@ use crate::config::{SchemaValidation, SubjectNameStrategy};
 use crate::storage::batch::BatchIter;
 use crate::storage::records::{records_section, RawRecords, MAX_DECOMPRESSED_BYTES};
 use crate::storage::ReadError;
-use crate::transforms::read_records;
 
 /// Bytes of `_schemas` read per step while catching up.
 const CATCH_UP_READ_BYTES: usize = 4 << 20;
@@ -111,44 +110,74 @@ impl SchemaCatalog {
         }
         let mut applied = 0usize;
         while state.position < end {
-            match read_records(&partition, state.position, CATCH_UP_READ_BYTES) {
-                Ok((records, next)) => {
-                    for r in records {
-                        match Record::decode(r.key.as_deref(), r.value.as_deref()) {
-                            Ok(record) => {
-                                state.store.apply(record);
-                                applied += 1;
-                            }
-                            Err(e) => {
-                                debug!(offset = r.offset, error = %e, "skipping a schemas record")
-                            }
-                        }
-                    }
-                    if next <= state.position {
-                        break;
-                    }
-                    state.position = next;
-                }
+            let read = partition
+                .read(state.position, CATCH_UP_READ_BYTES, true)
+                .and_then(|slice| match slice {
+                    Some(slice) => Ok(Some(slice.read()?)),
+                    None => Ok(None),
+                });
+            let bytes = match read {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => break,
                 Err(BrokerError::Read(ReadError::OffsetOutOfRange { log_start, .. }))
                     if log_start > state.position =>
                 {
                     state.position = log_start;
+                    continue;
                 }
                 Err(e) => {
                     warn!(error = %e, "reading {SCHEMAS_TOPIC} for schema validation failed");
                     break;
                 }
+            };
+            let before = state.position;
+            for item in BatchIter::new(&bytes, false) {
+                let Ok((at, header)) = item else { break };
+                let next = header.next_offset();
+                if next <= state.position || header.is_control() {
+                    state.position = state.position.max(next);
+                    continue;
+                }
+                let raw = bytes.slice(at..at + header.total_bytes());
+                // A batch that does not decode (anyone can produce to the
+                // topic) is skipped, not retried forever.
+                match records_section(&raw, MAX_DECOMPRESSED_BYTES) {
+                    Ok(section) => {
+                        let count = header.records_count.max(0) as usize;
+                        for r in RawRecords::new(&section, count) {
+                            let Ok(r) = r else {
+                                warn!(
+                                    offset = header.base_offset,
+                                    "skipping the rest of an unreadable {SCHEMAS_TOPIC} batch"
+                                );
+                                break;
+                            };
+                            if header.base_offset + (r.offset_delta as i64) < state.position {
+                                continue;
+                            }
+                            match Record::decode(r.key, r.value) {
+                                Ok(record) => {
+                                    state.store.apply(record);
+                                    applied += 1;
+                                }
+                                Err(e) => debug!(error = %e, "skipping a schemas record"),
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        warn!(offset = header.base_offset, error = %e, "skipping an unreadable {SCHEMAS_TOPIC} batch")
+                    }
+                }
+                state.position = next;
+            }
+            if state.position <= before {
+                break;
             }
         }
         if applied > 0 {
-            // Deletes may have changed what an id means to a subject, and
-            // a permanently deleted id may come back with a new schema
-            // only through a new id, so compiled validators stay valid;
-            // drop the ones whose schema is gone.
-            let State {
-                store, validators, ..
-            } = &mut *state;
-            validators.retain(|id, _| store.schema(*id).is_some());
+            // An id may have been deleted and (in IMPORT mode) given to
+            // another schema: compile again what is used next.
+            state.validators.clear();
             debug!(
                 records = applied,
                 position = state.position,
@@ -267,21 +296,34 @@ impl SchemaCatalog {
             let Ok((at, header)) = item else {
                 return Ok(());
             };
-            if header.is_control() {
-                continue;
-            }
-            let raw = records.slice(at..at + header.total_bytes());
             let invalid = |index: i32, field, reason: String| InvalidRecord {
                 batch_index: index,
                 field,
                 reason,
             };
+            if header.is_control() {
+                // Only transaction coordinators write control batches.
+                return Err(invalid(
+                    0,
+                    "batch",
+                    "a client cannot produce a control batch".into(),
+                ));
+            }
+            let raw = records.slice(at..at + header.total_bytes());
             let section = records_section(&raw, MAX_DECOMPRESSED_BYTES)
                 .map_err(|e| invalid(0, "batch", e.to_string()))?;
             let count = header.records_count.max(0) as usize;
-            for (index, record) in RawRecords::new(&section, count).enumerate() {
+            let mut walk = RawRecords::new(&section, count);
+            for (index, record) in walk.by_ref().enumerate() {
                 let index = index as i32;
                 let record = record.map_err(|e| invalid(index, "record", e.to_string()))?;
+                if record.offset_delta != index {
+                    return Err(invalid(
+                        index,
+                        "record",
+                        format!("offset delta {} where {index} belongs", record.offset_delta),
+                    ));
+                }
                 for (field, strategy, payload) in [
                     ("key", policy.key, record.key),
                     ("value", policy.value, record.value),
@@ -299,6 +341,8 @@ impl SchemaCatalog {
                         .map_err(|e| invalid(index, field, e.to_string()))?;
                 }
             }
+            walk.finish()
+                .map_err(|e| invalid(count as i32, "batch", e.to_string()))?;
         }
         Ok(())
     }

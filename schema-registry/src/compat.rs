@@ -166,9 +166,101 @@ impl Incompatibility {
     }
 }
 
+/// Most schema nodes a reference expansion may produce; past it the
+/// schema is checked as written.
+const MAX_EXPANDED_NODES: usize = 100_000;
+
+/// The schema with every use of a named type replaced by its definition,
+/// except uses inside that definition (recursion). `apache-avro`'s checker
+/// compares a reference only with a reference of the same name, so a type
+/// defined at one place in the old schema and another in the new one (a
+/// field using it added before its first use) would look like a type
+/// change without this.
+fn expand(schema: &Schema) -> std::borrow::Cow<'_, Schema> {
+    use apache_avro::schema::{Name, RecordSchema, UnionSchema};
+    use std::collections::HashMap;
+    fn collect(schema: &Schema, out: &mut HashMap<Name, Schema>) {
+        match schema {
+            Schema::Record(r) => {
+                out.entry(r.name.clone()).or_insert_with(|| schema.clone());
+                r.fields.iter().for_each(|f| collect(&f.schema, out));
+            }
+            Schema::Enum(e) => {
+                out.entry(e.name.clone()).or_insert_with(|| schema.clone());
+            }
+            Schema::Fixed(f) => {
+                out.entry(f.name.clone()).or_insert_with(|| schema.clone());
+            }
+            Schema::Array(a) => collect(&a.items, out),
+            Schema::Map(m) => collect(&m.types, out),
+            Schema::Union(u) => u.variants().iter().for_each(|v| collect(v, out)),
+            _ => {}
+        }
+    }
+    fn walk(
+        schema: &Schema,
+        defs: &HashMap<Name, Schema>,
+        open: &mut Vec<Name>,
+        nodes: &mut usize,
+    ) -> Option<Schema> {
+        *nodes += 1;
+        if *nodes > MAX_EXPANDED_NODES || open.len() > crate::schema::MAX_SCHEMA_DEPTH {
+            return None;
+        }
+        Some(match schema {
+            Schema::Ref { name } if !open.contains(name) => match defs.get(name) {
+                Some(def) => walk(def, defs, open, nodes)?,
+                None => schema.clone(),
+            },
+            Schema::Record(r) => {
+                open.push(r.name.clone());
+                let mut fields = Vec::with_capacity(r.fields.len());
+                for f in &r.fields {
+                    let mut f = f.clone();
+                    f.schema = walk(&f.schema, defs, open, nodes)?;
+                    fields.push(f);
+                }
+                open.pop();
+                Schema::Record(RecordSchema {
+                    fields,
+                    ..r.clone()
+                })
+            }
+            Schema::Array(a) => {
+                let mut a = a.clone();
+                a.items = Box::new(walk(&a.items, defs, open, nodes)?);
+                Schema::Array(a)
+            }
+            Schema::Map(m) => {
+                let mut m = m.clone();
+                m.types = Box::new(walk(&m.types, defs, open, nodes)?);
+                Schema::Map(m)
+            }
+            Schema::Union(u) => {
+                let mut variants = Vec::with_capacity(u.variants().len());
+                for v in u.variants() {
+                    variants.push(walk(v, defs, open, nodes)?);
+                }
+                Schema::Union(UnionSchema::new(variants).ok()?)
+            }
+            other => other.clone(),
+        })
+    }
+    let mut defs = HashMap::new();
+    collect(schema, &mut defs);
+    if defs.is_empty() {
+        return std::borrow::Cow::Borrowed(schema);
+    }
+    match walk(schema, &defs, &mut Vec::new(), &mut 0) {
+        Some(expanded) => std::borrow::Cow::Owned(expanded),
+        None => std::borrow::Cow::Borrowed(schema),
+    }
+}
+
 /// Why a reader with schema `reader` cannot read all data written with
 /// `writer`; empty when it can.
 pub fn incompatibilities(writer: &Schema, reader: &Schema) -> Vec<Incompatibility> {
+    let (writer, reader) = (&*expand(writer), &*expand(reader));
     match SchemaCompatibility::can_read(writer, reader) {
         Ok(Compatibility::Full) => Vec::new(),
         Ok(Compatibility::Partial) => {
@@ -668,6 +760,25 @@ mod tests {
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert_eq!(problems[0].kind, "MISSING_UNION_BRANCH");
         assert_eq!(problems[0].path, "/fields/0/type/2");
+    }
+
+    #[test]
+    fn a_named_type_used_before_its_old_first_use_is_still_the_same_type() {
+        // Old: ship has the Address definition. New: bill, added first,
+        // carries the definition and ship refers to it by name.
+        let old = r#"{"type":"record","name":"Order","fields":[
+            {"name":"ship","type":{"type":"record","name":"Address","fields":[{"name":"city","type":"string"}]}}]}"#;
+        let new = r#"{"type":"record","name":"Order","fields":[
+            {"name":"bill","type":["null",{"type":"record","name":"Address","fields":[{"name":"city","type":"string"}]}],"default":null},
+            {"name":"ship","type":"Address"}]}"#;
+        for level in [L::Backward, L::Forward, L::Full] {
+            assert!(verdict(level, old, new), "{level}");
+        }
+        // A recursive type still checks (and terminates).
+        let list = r#"{"type":"record","name":"Node","fields":[{"name":"v","type":"int"},{"name":"next","type":["null","Node"],"default":null}]}"#;
+        let list2 = r#"{"type":"record","name":"Node","fields":[{"name":"v","type":"long"},{"name":"next","type":["null","Node"],"default":null}]}"#;
+        assert!(verdict(L::Backward, list, list2));
+        assert!(!verdict(L::Forward, list, list2));
     }
 
     #[test]

@@ -10,11 +10,11 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
@@ -153,8 +153,10 @@ async fn ensure_topic(config: &KafkaLogConfig) -> Result<(), RegistryError> {
     }
     let timeout = config.timeout;
     let name = config.topic.clone();
+    let admin = Arc::new(admin);
+    let metadata_admin = admin.clone();
     let partitions = tokio::task::spawn_blocking(move || {
-        admin
+        metadata_admin
             .inner()
             .fetch_metadata(Some(&name), timeout)
             .map(|m| m.topics().first().map_or(0, |t| t.partitions().len()))
@@ -168,7 +170,30 @@ async fn ensure_topic(config: &KafkaLogConfig) -> Result<(), RegistryError> {
             config.topic
         )));
     }
-    Ok(())
+    // A topic created by someone else (auto-creation, a stray producer)
+    // may delete old segments, and with them registered schemas.
+    let resource = ResourceSpecifier::Topic(&config.topic);
+    let configs = admin
+        .describe_configs([&resource], &options)
+        .await
+        .map_err(|e| store_error("reading the topic's configs", e))?;
+    let policy = configs
+        .into_iter()
+        .next()
+        .and_then(|r| r.ok())
+        .and_then(|r| r.get("cleanup.policy").and_then(|e| e.value.clone()));
+    match policy {
+        Some(p) if p.split(',').map(str::trim).eq(["compact"]) => Ok(()),
+        Some(p) => Err(RegistryError::Store(format!(
+            "the schemas topic {} has cleanup.policy={p}; it must be compact, or registered \
+             schemas are deleted with old segments (set it with: runnel topic alter-config {} --set cleanup.policy=compact)",
+            config.topic, config.topic
+        ))),
+        None => {
+            warn!(topic = %config.topic, "could not read the schemas topic's cleanup.policy");
+            Ok(())
+        }
+    }
 }
 
 fn read_loop(
@@ -196,6 +221,29 @@ fn read_loop(
                 }
                 next = next.max(m.offset() + 1);
                 applied.send_replace(next);
+            }
+            Some(Err(KafkaError::MessageConsumption(
+                code @ (RDKafkaErrorCode::BadCompression | RDKafkaErrorCode::BadMessage),
+            ))) => {
+                // A batch no client can read (anyone may produce to the
+                // topic): step past it, an offset at a time, rather than
+                // stop here for good.
+                let at = match consumer
+                    .position()
+                    .ok()
+                    .and_then(|tpl| tpl.find_partition(topic, 0).map(|p| p.offset()))
+                {
+                    Some(Offset::Offset(o)) => o.max(next),
+                    _ => next,
+                };
+                warn!(offset = at, error = %code, "skipping an unreadable record of the schemas topic");
+                if consumer
+                    .seek(topic, 0, Offset::Offset(at + 1), Duration::from_secs(5))
+                    .is_ok()
+                {
+                    next = at + 1;
+                    applied.send_replace(next);
+                }
             }
             Some(Err(e)) => {
                 warn!(error = %e, "reading the schemas topic");

@@ -29,6 +29,10 @@ pub const MAX_SCHEMA_BYTES: usize = 1 << 20;
 pub const MAX_SCHEMA_DEPTH: usize = 64;
 /// Most references one schema may name, directly or transitively.
 pub const MAX_REFERENCES: usize = 1000;
+/// Most branches of one union. Compatibility checks compare unions branch
+/// by branch (quadratic), so this bounds what one request can cost; real
+/// schemas have a handful.
+pub const MAX_UNION_BRANCHES: usize = 256;
 
 const PRIMITIVES: &[&str] = &[
     "null", "boolean", "int", "long", "float", "double", "bytes", "string",
@@ -127,6 +131,7 @@ pub fn parse(text: &str, dependencies: &[String], normalize: bool) -> Result<Par
         Schema::parse_str_with_list(text, dependencies.iter().map(String::as_str))
             .map_err(|e| e.to_string())?
     };
+    check_unions(&schema, 0)?;
     let schema = if defined.is_empty() {
         schema
     } else {
@@ -137,6 +142,33 @@ pub fn parse(text: &str, dependencies: &[String], normalize: bool) -> Result<Par
         inline_references(&schema, &named, &mut HashSet::new(), 0)?
     };
     Ok(ParsedSchema { canonical, schema })
+}
+
+/// Refuses unions wider than [`MAX_UNION_BRANCHES`].
+fn check_unions(schema: &Schema, depth: usize) -> Result<(), String> {
+    if depth > MAX_SCHEMA_DEPTH {
+        return Ok(());
+    }
+    match schema {
+        Schema::Union(u) => {
+            if u.variants().len() > MAX_UNION_BRANCHES {
+                return Err(format!(
+                    "a union has {} branches; at most {MAX_UNION_BRANCHES} are allowed",
+                    u.variants().len()
+                ));
+            }
+            u.variants()
+                .iter()
+                .try_for_each(|v| check_unions(v, depth + 1))
+        }
+        Schema::Record(r) => r
+            .fields
+            .iter()
+            .try_for_each(|f| check_unions(&f.schema, depth + 1)),
+        Schema::Array(a) => check_unions(&a.items, depth + 1),
+        Schema::Map(m) => check_unions(&m.types, depth + 1),
+        _ => Ok(()),
+    }
 }
 
 /// Parses JSON text with a nesting limit.
@@ -564,6 +596,11 @@ mod tests {
         }
         let deep = format!("{}\"int\"{}", "[".repeat(100), "]".repeat(100));
         assert!(parse(&deep, &[], false).unwrap_err().contains("nested"));
+        let wide: Vec<String> = (0..300)
+            .map(|i| format!(r#"{{"type":"fixed","name":"F{i}","size":1}}"#))
+            .collect();
+        let wide = format!("[{}]", wide.join(","));
+        assert!(parse(&wide, &[], false).unwrap_err().contains("branches"));
     }
 
     #[test]

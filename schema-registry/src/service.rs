@@ -2,11 +2,9 @@
 //! [`SchemaLog`] with the plan → append → apply → verify cycle described
 //! in [`crate::store`].
 //!
-//! Reads never wait for the log. A config, mode or delete first catches
-//! up with the end of the log (so it plans against every record written
-//! so far, by any process); a registration plans against what has been
-//! read and catches up only when its record lost to another writer's.
-//! Every write answers only after its own records were applied, so a
+//! Reads never wait for the log. A write first catches up with the end
+//! of the log (so it plans against every record written so far, by any
+//! process), and answers only after its own records were applied, so a
 //! client reads its writes from this registry at once.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -141,13 +139,11 @@ impl Registry {
         }
         let _one_at_a_time = self.writes.lock().await;
         for attempt in 1..=MAX_WRITE_ATTEMPTS {
-            // The first attempt plans against the state as read so far
-            // (other registries rarely write at the same moment); a plan
-            // that loses is found out below, and the next attempt first
-            // reads everything up to the end of the log.
-            if attempt > 1 {
-                self.sync().await?;
-            }
+            // Plan against every record written so far, by any registry.
+            // (Planning against a stale state would usually be caught by
+            // the check below, but not a new id that a permanent delete
+            // elsewhere has just freed.)
+            self.sync().await?;
             let plan = self.read().plan_register(subject, req, normalize)?;
             let (record, id, version) = match plan {
                 RegisterPlan::Existing { id, version } => return Ok((id, version)),
@@ -158,24 +154,24 @@ impl Registry {
                 } => (record, id, version),
             };
             self.append(vec![record.clone()]).await?;
-            // Ours won if the subject version now says exactly what we wrote.
-            if self.read().restate(subject, version).as_ref() == Some(&record) {
+            if self.read().took_effect(&record) {
                 self.metrics.registrations.fetch_add(1, Ordering::Relaxed);
                 info!(subject, id, version, "registered schema");
                 return Ok((id, version));
             }
-            // Another registry wrote a conflicting record first. If it
-            // took the same subject version, our record now shadows it
-            // in the compacted topic: state the winner again.
+            // Another registry wrote a conflicting record first, and every
+            // reader ignores ours. It must not outlive that: compaction
+            // keeps only the latest record of a key, and could leave ours
+            // alone. Read to the end, then write the key's current value
+            // (or a marker readers ignore) after it.
             self.metrics.write_conflicts.fetch_add(1, Ordering::Relaxed);
             debug!(
                 subject,
                 id, version, attempt, "registration lost to a concurrent writer"
             );
-            let restate = self.read().restate(subject, version);
-            if let Some(winner) = restate {
-                self.append(vec![winner]).await?;
-            }
+            self.sync().await?;
+            let supersede = self.read().supersede(subject, version);
+            self.append(vec![supersede]).await?;
         }
         Err(RegistryError::Store(format!(
             "registering under {subject} kept conflicting with concurrent writes; gave up after {MAX_WRITE_ATTEMPTS} attempts"
@@ -276,6 +272,83 @@ mod tests {
 
         fn end_offset(&self) -> BoxFuture<'_, Result<i64, RegistryError>> {
             self.inner.end_offset()
+        }
+    }
+
+    /// What compaction leaves of a log: the latest record of each key, in
+    /// log order (tombstones kept, as within `delete.retention.ms`).
+    fn compact(records: &[Record]) -> Vec<Record> {
+        let mut last = std::collections::HashMap::new();
+        for (i, r) in records.iter().enumerate() {
+            last.insert(r.key(), i);
+        }
+        records
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| last.get(&r.key()) == Some(i))
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+
+    fn replay(records: &[Record]) -> Store {
+        let mut store = Store::new();
+        for r in records {
+            store.apply(r.clone());
+        }
+        store
+    }
+
+    #[tokio::test]
+    async fn a_loser_on_another_key_is_superseded_so_compaction_cannot_revive_it() {
+        let (_, memory) = MemoryLog::registry();
+        // Another registry gives id 1 to "string" under subject a just
+        // before this one plans id 1 for "int" under subject b.
+        let winner = Record::Schema(
+            "a".into(),
+            1,
+            Some(SchemaValue {
+                subject: "a".into(),
+                version: 1,
+                id: 1,
+                schema_type: SchemaType::Avro,
+                references: vec![],
+                schema: "\"string\"".into(),
+                deleted: false,
+            }),
+        );
+        let log = Arc::new(RacingLog {
+            inner: memory.clone(),
+            competitor: std::sync::Mutex::new(Some(winner)),
+            raced: AtomicBool::new(false),
+        });
+        let registry = Registry::new(
+            memory.store.clone(),
+            memory.applied.subscribe(),
+            log.clone(),
+            Duration::from_secs(5),
+        );
+        let req = SchemaRequest {
+            schema: "\"int\"".into(),
+            ..Default::default()
+        };
+        assert_eq!(registry.register("b", &req, false).await.unwrap(), (2, 1));
+        // Later the winner's key is written again (a soft delete), which
+        // moves its surviving record after the loser's in a compacted log.
+        let (_, records) = memory
+            .store
+            .read()
+            .unwrap()
+            .plan_delete_subject("a", false)
+            .unwrap();
+        for r in records {
+            memory.push(r);
+        }
+        let full = memory.records();
+        for log in [full.clone(), compact(&full)] {
+            let store = replay(&log);
+            assert_eq!(store.schema(1).unwrap().canonical, "\"string\"");
+            assert_eq!(store.schema(2).unwrap().canonical, "\"int\"");
+            assert!(store.registered("b", 1, 2));
         }
     }
 

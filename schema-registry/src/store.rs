@@ -723,6 +723,24 @@ impl Store {
             }
             _ => {}
         }
+        // A reference to "latest" (-1) is pinned to the version it means
+        // now, so what the schema means never changes and the referenced
+        // version is protected from deletion.
+        let mut pinned = req.clone();
+        for r in &mut pinned.references {
+            if r.version == -1 {
+                r.version = self
+                    .version(&r.subject, VersionSpec::Latest, false)
+                    .map_err(|_| {
+                        RegistryError::InvalidSchema(format!(
+                            "reference '{}' names the latest version of {}, which has none",
+                            r.name, r.subject
+                        ))
+                    })?
+                    .0;
+            }
+        }
+        let req = &pinned;
         let parsed = self.parse(req, normalize)?;
         let sub = self.subjects.get(subject);
         // The same schema as a live version: nothing to do.
@@ -754,10 +772,12 @@ impl Store {
         let existing_id = self.by_content.get(&content).copied().or_else(|| {
             normalize
                 .then(|| {
+                    // The smallest matching id, so every registry picks the same.
                     self.schemas
                         .values()
-                        .find(|st| self.same_schema(st, &parsed, req, true))
+                        .filter(|st| self.same_schema(st, &parsed, req, true))
                         .map(|st| st.id)
+                        .min()
                 })
                 .flatten()
         });
@@ -854,6 +874,42 @@ impl Store {
             .is_some_and(|v| v.id == id)
     }
 
+    /// Whether a planned registration record took effect: its subject
+    /// version holds its id with its content (deleted or not since).
+    pub fn took_effect(&self, record: &Record) -> bool {
+        let Record::Schema(subject, version, Some(v)) = record else {
+            return false;
+        };
+        self.registered(subject, *version, v.id)
+            && self.schemas.get(&v.id).is_some_and(|st| {
+                st.canonical == v.schema
+                    && st.references == v.references
+                    && st.schema_type == v.schema_type
+            })
+    }
+
+    /// The record a writer whose registration lost appends for the same
+    /// key, so that compaction drops its losing record: the key's current
+    /// value, or, when the key holds nothing, a marker every reader
+    /// ignores (id 0).
+    pub fn supersede(&self, subject: &str, version: i32) -> Record {
+        self.restate(subject, version).unwrap_or_else(|| {
+            Record::Schema(
+                subject.to_string(),
+                version,
+                Some(SchemaValue {
+                    subject: subject.to_string(),
+                    version,
+                    id: 0,
+                    schema_type: SchemaType::Avro,
+                    references: Vec::new(),
+                    schema: String::new(),
+                    deleted: true,
+                }),
+            )
+        })
+    }
+
     /// The record that states the current value of a subject version
     /// (written again by a writer whose own record for the same key lost,
     /// so that compaction keeps the winner).
@@ -939,8 +995,10 @@ impl Store {
             }
             self.check_not_referenced(subject, n)?;
             let removing = vec![(subject.to_string(), n)];
-            let mut records = vec![Record::Schema(subject.to_string(), n, None)];
-            records.extend(self.id_floor_after(&removing));
+            // The floor goes first: if the delete stops half-way, no id is
+            // freed without it.
+            let mut records: Vec<Record> = self.id_floor_after(&removing).into_iter().collect();
+            records.push(Record::Schema(subject.to_string(), n, None));
             return Ok((n, records));
         }
         if entry.deleted {
@@ -980,18 +1038,20 @@ impl Store {
             }
             let removing: Vec<(String, i32)> =
                 versions.iter().map(|v| (subject.to_string(), *v)).collect();
-            let mut records = vec![Record::ClearSubject(
+            // The floor goes first: if the delete stops half-way, no id is
+            // freed without it.
+            let mut records: Vec<Record> = self.id_floor_after(&removing).into_iter().collect();
+            records.push(Record::ClearSubject(
                 subject.to_string(),
                 Some(ClearSubjectValue {
                     subject: subject.to_string(),
                 }),
-            )];
+            ));
             records.extend(
                 versions
                     .iter()
                     .map(|v| Record::Schema(subject.to_string(), *v, None)),
             );
-            records.extend(self.id_floor_after(&removing));
             return Ok((versions, records));
         }
         if !sub.has_live() {
@@ -1219,6 +1279,63 @@ mod tests {
         let mut fresh = Store::new();
         apply_all(&mut fresh, floor);
         assert_eq!(register(&mut fresh, "b", V2).unwrap(), (2, 1));
+    }
+
+    #[test]
+    fn the_marker_a_losing_writer_leaves_changes_nothing() {
+        let mut s = Store::new();
+        register(&mut s, "a", V1).unwrap();
+        let marker = s.supersede("c", 1);
+        assert!(matches!(s.apply(marker), Applied::Rejected(_)));
+        assert_eq!(s.subjects("", true, false), vec!["a"]);
+        // Where the key holds a version, the record restates it.
+        assert_eq!(Some(s.supersede("a", 1)), s.restate("a", 1));
+    }
+
+    #[test]
+    fn a_reference_to_latest_is_pinned_to_its_version() {
+        let mut s = Store::new();
+        let address =
+            r#"{"type":"record","name":"Address","fields":[{"name":"city","type":"string"}]}"#;
+        register(&mut s, "address", address).unwrap();
+        let mut r =
+            req(r#"{"type":"record","name":"Order","fields":[{"name":"to","type":"Address"}]}"#);
+        r.references = vec![SchemaReference {
+            name: "Address".into(),
+            subject: "address".into(),
+            version: -1,
+        }];
+        let RegisterPlan::New { record, .. } = s.plan_register("order", &r, false).unwrap() else {
+            panic!()
+        };
+        let Record::Schema(_, _, Some(v)) = &record else {
+            panic!()
+        };
+        assert_eq!(v.references[0].version, 1);
+        s.apply(record);
+        assert_eq!(
+            s.plan_delete_version("address", VersionSpec::Number(1), false)
+                .unwrap_err()
+                .code(),
+            42206
+        );
+    }
+
+    #[test]
+    fn a_permanent_delete_writes_the_id_floor_before_the_tombstones() {
+        let mut s = Store::new();
+        register(&mut s, "a", V1).unwrap();
+        let (_, records) = s
+            .plan_delete_version("a", VersionSpec::Number(1), false)
+            .unwrap();
+        apply_all(&mut s, records);
+        let (_, records) = s
+            .plan_delete_version("a", VersionSpec::Number(1), true)
+            .unwrap();
+        assert!(
+            matches!(records[0], Record::IdFloor(Some(IdFloorValue { id: 1 }))),
+            "{records:?}"
+        );
     }
 
     #[test]

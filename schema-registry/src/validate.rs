@@ -23,11 +23,13 @@ use apache_avro::Schema;
 pub const MAGIC: u8 = 0;
 /// Magic byte, then the 4-byte id.
 pub const HEADER_BYTES: usize = 5;
-/// Deepest nesting of a datum (recursive schemas).
-pub const MAX_DEPTH: usize = 64;
-/// Most array or map items in one datum: zero-byte items (nulls, empty
-/// records) cost time but no input, so their count is capped.
-pub const MAX_ITEMS: u64 = 10_000_000;
+/// Deepest nesting of a datum (recursive schemas: a linked list of this
+/// many nodes validates; each level costs a few hundred bytes of stack).
+pub const MAX_DEPTH: usize = 256;
+/// Array or map items one datum may hold, beyond eight per byte of its
+/// encoding: zero-byte items (nulls, empty records) cost time but no
+/// input, so their count is bounded by the input's size.
+pub const ITEMS_PER_DATUM: u64 = 1024;
 
 /// Why a payload is not valid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -160,7 +162,8 @@ impl<'s> Compiler<'s> {
             return Err("schema is nested too deeply".into());
         }
         let skip = |ops: &mut Vec<Op>, n: usize| match ops.last_mut() {
-            Some(Op::Skip(m)) => *m += n,
+            // Saturating: an absurd size then fails as truncated input.
+            Some(Op::Skip(m)) => *m = m.saturating_add(n),
             _ => ops.push(Op::Skip(n)),
         };
         use apache_avro::schema::{InnerDecimalSchema, UuidSchema};
@@ -227,7 +230,8 @@ impl<'s> Compiler<'s> {
 struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
-    items: u64,
+    /// Array and map items left to read.
+    items_left: u64,
 }
 
 type Check = Result<(), &'static str>;
@@ -327,10 +331,10 @@ impl Reader<'_> {
             } else {
                 count as u64
             };
-            self.items = self.items.saturating_add(count);
-            if self.items > MAX_ITEMS {
-                return Err("too many array or map items");
+            if count > self.items_left {
+                return Err("more array or map items than the datum's size allows");
             }
+            self.items_left -= count;
             for _ in 0..count {
                 item(self)?;
             }
@@ -368,7 +372,7 @@ impl AvroValidator {
         let mut r = Reader {
             bytes: body,
             at: 0,
-            items: 0,
+            items_left: ITEMS_PER_DATUM + 8 * body.len() as u64,
         };
         match self.run(self.root, &mut r, 0) {
             Ok(()) if r.at == body.len() => Ok(()),
@@ -565,7 +569,24 @@ mod tests {
         let v = AvroValidator::new(&s).unwrap();
         // count = huge (zigzag of i64::MAX/2), then nothing.
         let huge = [0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f];
-        assert_eq!(v.check(&huge).unwrap_err().0, "too many array or map items");
+        assert_eq!(
+            v.check(&huge).unwrap_err().0,
+            "more array or map items than the datum's size allows"
+        );
+        // Zero-byte items cost no input, so a tiny body may hold only a few.
+        let mut many = Vec::new();
+        let mut n: u64 = 9_999_999 << 1;
+        while n >= 0x80 {
+            many.push((n as u8 & 0x7f) | 0x80);
+            n >>= 7;
+        }
+        many.push(n as u8);
+        many.push(0);
+        let started = std::time::Instant::now();
+        assert!(v.check(&many).is_err());
+        assert!(started.elapsed() < std::time::Duration::from_millis(5));
+        // A real array of nulls within the budget is fine.
+        assert_eq!(v.check(&[200, 15, 0]), Ok(()));
         let s = schema(r#""bytes""#);
         let v = AvroValidator::new(&s).unwrap();
         assert_eq!(v.check(&huge).unwrap_err().0, "truncated");
@@ -589,7 +610,12 @@ mod tests {
         let v = AvroValidator::new(&s).unwrap();
         // Three nodes: [1 = branch Node] [1] [0 = null].
         assert_eq!(v.check(&[2, 2, 0]), Ok(()));
-        let deep = vec![2u8; 1000];
+        // A linked list of 200 nodes is valid; one deeper than the limit is
+        // refused rather than exhausting the stack.
+        let mut list = vec![2u8; 200];
+        list.push(0);
+        assert_eq!(v.check(&list), Ok(()));
+        let deep = vec![2u8; 4 * MAX_DEPTH];
         assert_eq!(v.check(&deep).unwrap_err().0, "datum nested too deeply");
     }
 

@@ -604,6 +604,106 @@ async fn a_rejected_partition_says_which_record_and_why_and_other_partitions_are
     assert_eq!(crate::harness::latest_offset(&broker, "orders", 1).await, 2);
 }
 
+/// Sends one partition's record set to `topic` with Produce v9; returns
+/// (error code, message, record error indexes).
+async fn raw_produce(broker: &TestBroker, topic: &str, records: Bytes) -> (i16, String, Vec<i32>) {
+    let mut p = PartitionProduceData::default();
+    p.index = 0;
+    p.records = Some(records);
+    let mut t = TopicProduceData::default();
+    t.name = TopicName(StrBytes::from_string(topic.to_string()));
+    t.partition_data = vec![p];
+    let mut request = ProduceRequest::default();
+    request.acks = -1;
+    request.timeout_ms = 10_000;
+    request.topic_data = vec![t];
+    let mut client = broker.client().await;
+    let response = client.send_version(&request, 9).await.unwrap();
+    let p = &response.responses[0].partition_responses[0];
+    (
+        p.error_code,
+        p.error_message
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_default(),
+        p.record_errors.iter().map(|e| e.batch_index).collect(),
+    )
+}
+
+/// Rewrites a batch's record count and last offset delta, with a valid CRC.
+fn with_record_count(batch: &Bytes, count: i32) -> Bytes {
+    let mut b = batch.to_vec();
+    b[23..27].copy_from_slice(&(count - 1).to_be_bytes());
+    b[57..61].copy_from_slice(&count.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(b)
+}
+
+#[tokio::test]
+async fn records_hidden_past_a_batchs_record_count_or_in_a_control_batch_are_refused() {
+    let broker = TestBroker::start();
+    let rest = registry(&broker).await;
+    create_topic(
+        &broker,
+        "orders",
+        1,
+        &[("confluent.value.schema.validation", "true")],
+    )
+    .await;
+    let id = rest.register("orders-value", ORDER).await;
+    let good = framed(id, &avro(ORDER, order("o-1", 1)));
+    // Two records, of which the header admits one: consumers that read
+    // to the end of the batch would see the unchecked second one.
+    let smuggled = with_record_count(&batch(&[&good, b"junk"], Compression::None), 1);
+    let (code, message, _) = raw_produce(&broker, "orders", smuggled).await;
+    assert_eq!(code, 87, "{message}");
+    assert!(
+        message.contains("follow the batch's declared records"),
+        "{message}"
+    );
+    // A control batch from a client.
+    let mut control = batch(&[&good], Compression::None).to_vec();
+    let attributes = i16::from_be_bytes([control[21], control[22]]) | 0x20;
+    control[21..23].copy_from_slice(&attributes.to_be_bytes());
+    let crc = crc32c::crc32c(&control[21..]);
+    control[17..21].copy_from_slice(&crc.to_be_bytes());
+    let (code, message, _) = raw_produce(&broker, "orders", Bytes::from(control)).await;
+    assert_eq!(code, 87, "{message}");
+    assert!(message.contains("control batch"), "{message}");
+    // The honest batch is stored.
+    let (code, message, _) =
+        raw_produce(&broker, "orders", batch(&[&good], Compression::None)).await;
+    assert_eq!(code, 0, "{message}");
+    assert_eq!(crate::harness::latest_offset(&broker, "orders", 0).await, 1);
+}
+
+#[tokio::test]
+async fn an_unreadable_batch_in_the_schemas_topic_is_skipped() {
+    let broker = TestBroker::start();
+    let rest = registry(&broker).await;
+    // Anyone can produce to _schemas: a batch that claims zstd but is not.
+    let mut bogus = batch(&[b"{\"keytype\":\"NOOP\",\"magic\":0}"], Compression::None).to_vec();
+    let attributes = i16::from_be_bytes([bogus[21], bogus[22]]) | 4;
+    bogus[21..23].copy_from_slice(&attributes.to_be_bytes());
+    let crc = crc32c::crc32c(&bogus[21..]);
+    bogus[17..21].copy_from_slice(&crc.to_be_bytes());
+    let (code, message, _) = raw_produce(&broker, "_schemas", Bytes::from(bogus)).await;
+    assert_eq!(code, 0, "{message}");
+    // The registry and the broker's validation both go on past it.
+    create_topic(
+        &broker,
+        "orders",
+        1,
+        &[("confluent.value.schema.validation", "true")],
+    )
+    .await;
+    let id = rest.register("orders-value", ORDER).await;
+    let producer = broker.producer(&[("linger.ms", "0"), ("retries", "0")]);
+    let good = framed(id, &avro(ORDER, order("o-1", 1)));
+    assert!(send(&producer, "orders", None, Some(&good)).await.is_ok());
+}
+
 #[tokio::test]
 async fn key_validation_and_record_name_subjects_follow_the_topic_configs() {
     let broker = TestBroker::start();

@@ -191,6 +191,20 @@ impl<'a> RawRecords<'a> {
         }
     }
 
+    /// After the last record: whether the section ended there. Consumers
+    /// read records until the section ends, whatever the batch's record
+    /// count says, so bytes left over would be records no check saw.
+    pub fn finish(&self) -> Result<(), RecordsError> {
+        if self.remaining == 0 && self.at == self.bytes.len() {
+            Ok(())
+        } else {
+            Err(RecordsError::Malformed(format!(
+                "{} bytes follow the batch's declared records",
+                self.bytes.len().saturating_sub(self.at)
+            )))
+        }
+    }
+
     fn parse(body: &'a [u8]) -> anyhow::Result<RawRecord<'a>> {
         let mut at = 1; // attributes
         let (_, n) = read_varlong(body.get(at..).unwrap_or_default())?;
@@ -288,6 +302,13 @@ mod tests {
         // Damage stops the walk with an error, not a panic.
         let batch = make_batch(3, 10, Compression::None);
         let section = records_section(&batch, MAX_DECOMPRESSED_BYTES).unwrap();
+        let mut walk = RawRecords::new(&section, 3);
+        assert_eq!(walk.by_ref().filter(|r| r.is_ok()).count(), 3);
+        assert!(walk.finish().is_ok());
+        // A record count smaller than what the section holds is caught.
+        let mut walk = RawRecords::new(&section, 2);
+        assert_eq!(walk.by_ref().count(), 2);
+        assert!(walk.finish().is_err());
         for cut in 0..section.len() {
             let results: Vec<_> = RawRecords::new(&section[..cut], 3).collect();
             assert!(results.iter().any(|r| r.is_err()), "cut at {cut}");
