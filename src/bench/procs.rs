@@ -33,11 +33,21 @@ impl ChildBroker {
         Self::spawn(cmd, addr, None)
     }
 
-    /// `runnel serve` with its schema registry, both on free ports.
-    pub fn runnel_with_registry(data_dir: &Path) -> Result<ChildBroker> {
+    /// `runnel serve` with its schema registry, both on free ports; with
+    /// `cpu`, pinned to that CPU (through `taskset`).
+    pub fn runnel_with_registry(data_dir: &Path, cpu: Option<usize>) -> Result<ChildBroker> {
         let addr = format!("127.0.0.1:{}", free_port()?);
         let registry = format!("127.0.0.1:{}", free_port()?);
-        let mut cmd = Command::new(std::env::current_exe()?);
+        let mut cmd = match cpu {
+            Some(cpu) => {
+                let mut c = Command::new("taskset");
+                c.arg("-c")
+                    .arg(cpu.to_string())
+                    .arg(std::env::current_exe()?);
+                c
+            }
+            None => Command::new(std::env::current_exe()?),
+        };
         cmd.arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
@@ -109,17 +119,39 @@ impl ChildBroker {
 }
 
 impl ChildBroker {
-    /// CPU time the broker process has used so far (user + system), from
-    /// /proc (in USER_HZ ticks, 100 per second on Linux).
-    pub fn cpu_seconds(&self) -> Option<f64> {
+    /// User-mode CPU time the broker process has used so far, from /proc
+    /// (USER_HZ ticks, 100 per second on Linux). Kernel time is left out:
+    /// it is mostly the page cache copy, whose cost swings with the VM's
+    /// memory state.
+    pub fn user_cpu_seconds(&self) -> Option<f64> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
-        // Fields after the parenthesised command name; utime and stime are
-        // the 14th and 15th fields of the line.
+        // Fields after the parenthesised command name; utime is the 14th
+        // field of the line.
         let rest = stat.rsplit_once(')')?.1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        let ticks = rest.split_whitespace().nth(11)?.parse::<f64>().ok()?;
         Some(ticks / 100.0)
     }
+}
+
+/// Pins this process (every thread, and the threads it starts later) to
+/// one CPU, through `taskset`.
+pub fn pin_self(cpu: usize) -> Result<()> {
+    let status = Command::new("taskset")
+        .args([
+            "-a",
+            "-p",
+            "-c",
+            &cpu.to_string(),
+            &std::process::id().to_string(),
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .context("running taskset (util-linux) to pin the benchmark")?;
+    anyhow::ensure!(
+        status.success(),
+        "taskset could not pin the benchmark to CPU {cpu}"
+    );
+    Ok(())
 }
 
 fn wait_listening(addr: &str, what: &str) -> Result<()> {
