@@ -1,0 +1,277 @@
+//! Converters between connector data and record bytes, named as in Kafka
+//! Connect (`key.converter`, `value.converter`).
+//!
+//! | name | Kafka Connect class |
+//! |---|---|
+//! | `bytes` | `org.apache.kafka.connect.converters.ByteArrayConverter` |
+//! | `string` | `org.apache.kafka.connect.storage.StringConverter` |
+//! | `json` | `org.apache.kafka.connect.json.JsonConverter` (`schemas.enable`, default true as in Kafka) |
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use crate::record::Data;
+
+/// Why data could not be converted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConvertError(pub String);
+
+/// Turns data into bytes and back.
+pub trait Converter: Send + Sync {
+    fn to_bytes(&self, topic: &str, data: &Data) -> Result<Option<Bytes>, ConvertError>;
+    fn from_bytes(&self, topic: &str, bytes: Option<&[u8]>) -> Result<Data, ConvertError>;
+}
+
+/// Bytes as they are.
+pub struct ByteArrayConverter;
+
+impl Converter for ByteArrayConverter {
+    fn to_bytes(&self, _topic: &str, data: &Data) -> Result<Option<Bytes>, ConvertError> {
+        Ok(match data {
+            Data::Null | Data::Json(Value::Null) => None,
+            Data::Bytes(b) => Some(b.clone()),
+            Data::Json(Value::String(s)) => Some(Bytes::from(s.clone().into_bytes())),
+            Data::Json(v) => Some(Bytes::from(v.to_string().into_bytes())),
+        })
+    }
+
+    fn from_bytes(&self, _topic: &str, bytes: Option<&[u8]>) -> Result<Data, ConvertError> {
+        Ok(match bytes {
+            None => Data::Null,
+            Some(b) => Data::Bytes(Bytes::copy_from_slice(b)),
+        })
+    }
+}
+
+/// UTF-8 text.
+pub struct StringConverter;
+
+impl Converter for StringConverter {
+    fn to_bytes(&self, topic: &str, data: &Data) -> Result<Option<Bytes>, ConvertError> {
+        ByteArrayConverter.to_bytes(topic, data)
+    }
+
+    fn from_bytes(&self, _topic: &str, bytes: Option<&[u8]>) -> Result<Data, ConvertError> {
+        match bytes {
+            None => Ok(Data::Null),
+            Some(b) => std::str::from_utf8(b)
+                .map(Data::string)
+                .map_err(|e| ConvertError(format!("not UTF-8 text: {e}"))),
+        }
+    }
+}
+
+/// JSON, optionally in Kafka Connect's `{"schema":..., "payload":...}`
+/// envelope.
+pub struct JsonConverter {
+    pub schemas_enable: bool,
+}
+
+/// The Kafka Connect schema of a JSON value (inferred: connectors here
+/// carry no schemas).
+fn connect_schema(v: &Value) -> Value {
+    match v {
+        Value::Null => json!({"type": "string", "optional": true}),
+        Value::Bool(_) => json!({"type": "boolean", "optional": false}),
+        Value::Number(n) if n.is_i64() || n.is_u64() => json!({"type": "int64", "optional": false}),
+        Value::Number(_) => json!({"type": "double", "optional": false}),
+        Value::String(_) => json!({"type": "string", "optional": false}),
+        Value::Array(items) => json!({
+            "type": "array",
+            "items": items.first().map(connect_schema).unwrap_or(json!({"type": "string", "optional": true})),
+            "optional": false
+        }),
+        Value::Object(fields) => json!({
+            "type": "struct",
+            "fields": fields
+                .iter()
+                .map(|(k, v)| {
+                    let mut s = connect_schema(v);
+                    s["field"] = Value::String(k.clone());
+                    s
+                })
+                .collect::<Vec<_>>(),
+            "optional": false
+        }),
+    }
+}
+
+impl Converter for JsonConverter {
+    fn to_bytes(&self, _topic: &str, data: &Data) -> Result<Option<Bytes>, ConvertError> {
+        let value = match data {
+            Data::Null => return Ok(None),
+            other => other.to_json(),
+        };
+        if value.is_null() && !self.schemas_enable {
+            return Ok(None);
+        }
+        let out = if self.schemas_enable {
+            json!({"schema": connect_schema(&value), "payload": value})
+        } else {
+            value
+        };
+        serde_json::to_vec(&out)
+            .map(|v| Some(Bytes::from(v)))
+            .map_err(|e| ConvertError(e.to_string()))
+    }
+
+    fn from_bytes(&self, _topic: &str, bytes: Option<&[u8]>) -> Result<Data, ConvertError> {
+        let Some(b) = bytes else {
+            return Ok(Data::Null);
+        };
+        let v: Value =
+            serde_json::from_slice(b).map_err(|e| ConvertError(format!("not JSON: {e}")))?;
+        if self.schemas_enable {
+            if let Value::Object(mut m) = v {
+                if m.len() == 2 && m.contains_key("schema") && m.contains_key("payload") {
+                    return Ok(Data::Json(m.remove("payload").unwrap_or(Value::Null)));
+                }
+                return Err(ConvertError(
+                    "JsonConverter with schemas.enable=true needs {\"schema\": ..., \"payload\": ...}; \
+                     set schemas.enable=false for plain JSON"
+                        .into(),
+                ));
+            }
+            return Err(ConvertError(
+                "JsonConverter with schemas.enable=true needs an object with schema and payload"
+                    .into(),
+            ));
+        }
+        Ok(Data::Json(v))
+    }
+}
+
+/// The converter a connector config names under `prefix` (`key.converter`
+/// or `value.converter`), with its `prefix.`-scoped settings.
+pub fn from_config(
+    prefix: &str,
+    config: &BTreeMap<String, String>,
+    default: &str,
+) -> Result<Box<dyn Converter>, String> {
+    let name = config.get(prefix).map(String::as_str).unwrap_or(default);
+    let setting = |key: &str| config.get(&format!("{prefix}.{key}")).map(String::as_str);
+    match name.trim() {
+        "bytes" | "org.apache.kafka.connect.converters.ByteArrayConverter" => {
+            Ok(Box::new(ByteArrayConverter))
+        }
+        "string" | "org.apache.kafka.connect.storage.StringConverter" => {
+            Ok(Box::new(StringConverter))
+        }
+        "json" | "org.apache.kafka.connect.json.JsonConverter" => {
+            let schemas_enable = match setting("schemas.enable") {
+                None => name.trim() != "json",
+                Some(v) => v.trim().eq_ignore_ascii_case("true"),
+            };
+            Ok(Box::new(JsonConverter { schemas_enable }))
+        }
+        other => Err(format!(
+            "unknown converter '{other}' (bytes, string, json, or their Kafka Connect class names)"
+        )),
+    }
+}
+
+/// Whether `name` is a converter `from_config` knows.
+pub fn is_known(name: &str) -> bool {
+    from_config(
+        "c",
+        &BTreeMap::from([("c".to_string(), name.to_string())]),
+        "string",
+    )
+    .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_and_bytes_round_trip() {
+        let s = StringConverter;
+        let b = s.to_bytes("t", &Data::string("héllo")).unwrap().unwrap();
+        assert_eq!(&b[..], "héllo".as_bytes());
+        assert_eq!(s.from_bytes("t", Some(&b)).unwrap(), Data::string("héllo"));
+        assert!(s.from_bytes("t", Some(&[0xff])).is_err());
+        assert_eq!(s.to_bytes("t", &Data::Null).unwrap(), None);
+        let raw = ByteArrayConverter;
+        assert_eq!(
+            raw.from_bytes("t", Some(&[0xff])).unwrap(),
+            Data::Bytes(Bytes::from_static(&[0xff]))
+        );
+    }
+
+    #[test]
+    fn json_uses_kafka_connects_envelope_when_schemas_are_enabled() {
+        let with = JsonConverter {
+            schemas_enable: true,
+        };
+        let data = Data::Json(json!({"id": 7, "name": "ann", "ok": true, "score": 1.5}));
+        let bytes = with.to_bytes("t", &data).unwrap().unwrap();
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            v["payload"],
+            json!({"id": 7, "name": "ann", "ok": true, "score": 1.5})
+        );
+        assert_eq!(v["schema"]["type"], "struct");
+        let id = v["schema"]["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["field"] == "id")
+            .unwrap();
+        assert_eq!(id["type"], "int64");
+        assert_eq!(with.from_bytes("t", Some(&bytes)).unwrap(), data);
+        assert!(with.from_bytes("t", Some(br#"{"id":1}"#)).is_err());
+        let without = JsonConverter {
+            schemas_enable: false,
+        };
+        assert_eq!(
+            without.from_bytes("t", Some(br#"{"id":1}"#)).unwrap(),
+            Data::Json(json!({"id": 1}))
+        );
+        assert!(without.from_bytes("t", Some(b"{nope")).is_err());
+    }
+
+    #[test]
+    fn converters_are_chosen_by_short_or_kafka_class_name() {
+        let cfg = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let c = from_config(
+            "value.converter",
+            &cfg(&[
+                (
+                    "value.converter",
+                    "org.apache.kafka.connect.json.JsonConverter",
+                ),
+                ("value.converter.schemas.enable", "false"),
+            ]),
+            "string",
+        )
+        .unwrap();
+        assert_eq!(
+            c.to_bytes("t", &Data::Json(json!({"a": 1})))
+                .unwrap()
+                .unwrap(),
+            Bytes::from_static(br#"{"a":1}"#)
+        );
+        // Kafka's JsonConverter defaults to schemas.enable=true.
+        let c = from_config(
+            "value.converter",
+            &cfg(&[(
+                "value.converter",
+                "org.apache.kafka.connect.json.JsonConverter",
+            )]),
+            "string",
+        )
+        .unwrap();
+        assert!(c.from_bytes("t", Some(br#"{"a":1}"#)).is_err());
+        assert!(from_config("key.converter", &cfg(&[("key.converter", "xml")]), "string").is_err());
+        assert!(is_known("bytes") && !is_known("xml"));
+    }
+}
