@@ -4,6 +4,7 @@
 //! library crates together. The broker lives in `runnel-core`.
 
 mod bench;
+mod connect;
 mod consume;
 mod group;
 mod kafka_client;
@@ -51,6 +52,9 @@ enum Command {
     /// Register, fetch, list and check Avro schemas in a schema registry
     #[command(subcommand)]
     Schema(schema::SchemaCommand),
+    /// Run a connect worker (connectors and the Kafka Connect REST API) on
+    /// its own, against any Kafka broker
+    Connect(connect::ConnectArgs),
     /// Create, list, describe, delete and configure topics
     #[command(subcommand)]
     Topic(topic::TopicCommand),
@@ -84,7 +88,10 @@ fn init_tracing(default_level: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(
-        if matches!(cli.command, Command::Serve(_) | Command::Registry(_)) {
+        if matches!(
+            cli.command,
+            Command::Serve(_) | Command::Registry(_) | Command::Connect(_)
+        ) {
             "info"
         } else {
             "warn"
@@ -102,6 +109,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Registry(cmd) => registry::run(cmd).await,
             Command::Schema(cmd) => schema::run(cmd).await,
+            Command::Connect(args) => connect::run(args).await,
             Command::Topic(cmd) => topic::run(cmd).await,
             Command::Group(cmd) => group::run(cmd).await,
             Command::Produce(args) => produce::run(args).await,

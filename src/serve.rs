@@ -39,6 +39,9 @@ pub struct ServeArgs {
     /// Schema registry REST address, or "off" [default: 127.0.0.1:8081]
     #[arg(long, env = "RUNNEL_REGISTRY_ADDR")]
     pub registry_addr: Option<String>,
+    /// Connect worker REST address, or "off" [default: 127.0.0.1:8083]
+    #[arg(long, env = "RUNNEL_CONNECT_ADDR")]
+    pub connect_addr: Option<String>,
 }
 
 /// Builds the effective configuration: built-in defaults, then the config
@@ -75,6 +78,9 @@ pub fn load_config(args: &ServeArgs) -> Result<BrokerConfig> {
     if let Some(v) = &args.registry_addr {
         config.registry_addr = v.clone();
     }
+    if let Some(v) = &args.connect_addr {
+        config.connect_addr = v.clone();
+    }
     config.validate().context("invalid configuration")?;
     Ok(config)
 }
@@ -92,6 +98,12 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             format!(
                 "cannot listen on {addr} for the schema registry (set --registry-addr, or 'off')"
             )
+        })?),
+    };
+    let connect_listener = match crate::registry::listen_addr(&config.connect_addr) {
+        None => None,
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen on {addr} for the connect worker (set --connect-addr, or 'off')")
         })?),
     };
     let kafka_local = listener.local_addr()?;
@@ -117,8 +129,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         cluster_id = broker.cluster_id(),
         "runnel broker started"
     );
-    // On a signal the registry stops first (its clients talk to this
-    // broker), then the Kafka listener.
+    // On a signal the registry and the connect worker stop first (they are
+    // clients of this broker), then the Kafka listener.
     let (stop_registry, registry_stopping) = tokio::sync::watch::channel(false);
     let (stop_broker, broker_stopping) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -132,15 +144,22 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             crate::registry::loopback(kafka_local),
             registry_listener,
             extra,
-            stopped(registry_stopping),
+            stopped(registry_stopping.clone()),
+        ))
+    });
+    let connect = connect_listener.map(|connect_listener| {
+        tokio::spawn(crate::connect::run_embedded(
+            crate::registry::loopback(kafka_local),
+            connect_listener,
+            stopped(registry_stopping.clone()),
         ))
     });
     tokio::spawn(async move {
         shutdown_signal().await;
         info!("shutting down");
         let _ = stop_registry.send(true);
-        if let Some(task) = registry {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
+        for task in [registry, connect].into_iter().flatten() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(15), task).await;
         }
         let _ = stop_broker.send(true);
     });

@@ -21,15 +21,15 @@ pub struct ConvertError(pub String);
 
 /// Turns data into bytes and back.
 pub trait Converter: Send + Sync {
-    fn to_bytes(&self, topic: &str, data: &Data) -> Result<Option<Bytes>, ConvertError>;
-    fn from_bytes(&self, topic: &str, bytes: Option<&[u8]>) -> Result<Data, ConvertError>;
+    fn encode(&self, topic: &str, data: &Data) -> Result<Option<Bytes>, ConvertError>;
+    fn decode(&self, topic: &str, bytes: Option<&[u8]>) -> Result<Data, ConvertError>;
 }
 
 /// Bytes as they are.
 pub struct ByteArrayConverter;
 
 impl Converter for ByteArrayConverter {
-    fn to_bytes(&self, _topic: &str, data: &Data) -> Result<Option<Bytes>, ConvertError> {
+    fn encode(&self, _topic: &str, data: &Data) -> Result<Option<Bytes>, ConvertError> {
         Ok(match data {
             Data::Null | Data::Json(Value::Null) => None,
             Data::Bytes(b) => Some(b.clone()),
@@ -38,7 +38,7 @@ impl Converter for ByteArrayConverter {
         })
     }
 
-    fn from_bytes(&self, _topic: &str, bytes: Option<&[u8]>) -> Result<Data, ConvertError> {
+    fn decode(&self, _topic: &str, bytes: Option<&[u8]>) -> Result<Data, ConvertError> {
         Ok(match bytes {
             None => Data::Null,
             Some(b) => Data::Bytes(Bytes::copy_from_slice(b)),
@@ -50,11 +50,11 @@ impl Converter for ByteArrayConverter {
 pub struct StringConverter;
 
 impl Converter for StringConverter {
-    fn to_bytes(&self, topic: &str, data: &Data) -> Result<Option<Bytes>, ConvertError> {
-        ByteArrayConverter.to_bytes(topic, data)
+    fn encode(&self, topic: &str, data: &Data) -> Result<Option<Bytes>, ConvertError> {
+        ByteArrayConverter.encode(topic, data)
     }
 
-    fn from_bytes(&self, _topic: &str, bytes: Option<&[u8]>) -> Result<Data, ConvertError> {
+    fn decode(&self, _topic: &str, bytes: Option<&[u8]>) -> Result<Data, ConvertError> {
         match bytes {
             None => Ok(Data::Null),
             Some(b) => std::str::from_utf8(b)
@@ -100,7 +100,7 @@ fn connect_schema(v: &Value) -> Value {
 }
 
 impl Converter for JsonConverter {
-    fn to_bytes(&self, _topic: &str, data: &Data) -> Result<Option<Bytes>, ConvertError> {
+    fn encode(&self, _topic: &str, data: &Data) -> Result<Option<Bytes>, ConvertError> {
         let value = match data {
             Data::Null => return Ok(None),
             other => other.to_json(),
@@ -118,7 +118,7 @@ impl Converter for JsonConverter {
             .map_err(|e| ConvertError(e.to_string()))
     }
 
-    fn from_bytes(&self, _topic: &str, bytes: Option<&[u8]>) -> Result<Data, ConvertError> {
+    fn decode(&self, _topic: &str, bytes: Option<&[u8]>) -> Result<Data, ConvertError> {
         let Some(b) = bytes else {
             return Ok(Data::Null);
         };
@@ -190,14 +190,14 @@ mod tests {
     #[test]
     fn strings_and_bytes_round_trip() {
         let s = StringConverter;
-        let b = s.to_bytes("t", &Data::string("héllo")).unwrap().unwrap();
+        let b = s.encode("t", &Data::string("héllo")).unwrap().unwrap();
         assert_eq!(&b[..], "héllo".as_bytes());
-        assert_eq!(s.from_bytes("t", Some(&b)).unwrap(), Data::string("héllo"));
-        assert!(s.from_bytes("t", Some(&[0xff])).is_err());
-        assert_eq!(s.to_bytes("t", &Data::Null).unwrap(), None);
+        assert_eq!(s.decode("t", Some(&b)).unwrap(), Data::string("héllo"));
+        assert!(s.decode("t", Some(&[0xff])).is_err());
+        assert_eq!(s.encode("t", &Data::Null).unwrap(), None);
         let raw = ByteArrayConverter;
         assert_eq!(
-            raw.from_bytes("t", Some(&[0xff])).unwrap(),
+            raw.decode("t", Some(&[0xff])).unwrap(),
             Data::Bytes(Bytes::from_static(&[0xff]))
         );
     }
@@ -208,7 +208,7 @@ mod tests {
             schemas_enable: true,
         };
         let data = Data::Json(json!({"id": 7, "name": "ann", "ok": true, "score": 1.5}));
-        let bytes = with.to_bytes("t", &data).unwrap().unwrap();
+        let bytes = with.encode("t", &data).unwrap().unwrap();
         let v: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(
             v["payload"],
@@ -222,16 +222,16 @@ mod tests {
             .find(|f| f["field"] == "id")
             .unwrap();
         assert_eq!(id["type"], "int64");
-        assert_eq!(with.from_bytes("t", Some(&bytes)).unwrap(), data);
-        assert!(with.from_bytes("t", Some(br#"{"id":1}"#)).is_err());
+        assert_eq!(with.decode("t", Some(&bytes)).unwrap(), data);
+        assert!(with.decode("t", Some(br#"{"id":1}"#)).is_err());
         let without = JsonConverter {
             schemas_enable: false,
         };
         assert_eq!(
-            without.from_bytes("t", Some(br#"{"id":1}"#)).unwrap(),
+            without.decode("t", Some(br#"{"id":1}"#)).unwrap(),
             Data::Json(json!({"id": 1}))
         );
-        assert!(without.from_bytes("t", Some(b"{nope")).is_err());
+        assert!(without.decode("t", Some(b"{nope")).is_err());
     }
 
     #[test]
@@ -255,7 +255,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            c.to_bytes("t", &Data::Json(json!({"a": 1})))
+            c.encode("t", &Data::Json(json!({"a": 1})))
                 .unwrap()
                 .unwrap(),
             Bytes::from_static(br#"{"a":1}"#)
@@ -270,7 +270,7 @@ mod tests {
             "string",
         )
         .unwrap();
-        assert!(c.from_bytes("t", Some(br#"{"a":1}"#)).is_err());
+        assert!(c.decode("t", Some(br#"{"a":1}"#)).is_err());
         assert!(from_config("key.converter", &cfg(&[("key.converter", "xml")]), "string").is_err());
         assert!(is_known("bytes") && !is_known("xml"));
     }

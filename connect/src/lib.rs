@@ -15,5 +15,6 @@ pub mod connectors;
 pub mod converter;
 pub mod plugin;
 pub mod record;
+pub mod rest;
 pub mod store;
 pub mod worker;

@@ -79,12 +79,12 @@ pub async fn ensure_topics(client: &ClientConfig, topics: &Topics) -> ConnectRes
     Ok(())
 }
 
+/// A record of an internal topic: key and (unless a tombstone) value.
+pub type KeyValue = (Vec<u8>, Option<Vec<u8>>);
+
 /// Reads a whole topic, every partition to its current end, in order per
 /// partition: (key, value) pairs, later ones after earlier ones.
-pub fn read_to_end(
-    client: &ClientConfig,
-    topic: &str,
-) -> ConnectResult<Vec<(Vec<u8>, Option<Vec<u8>>)>> {
+pub fn read_to_end(client: &ClientConfig, topic: &str) -> ConnectResult<Vec<KeyValue>> {
     let consumer: BaseConsumer = client
         .clone()
         .set("group.id", "runnel-connect-reader")

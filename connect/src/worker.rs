@@ -540,8 +540,8 @@ impl Worker {
             let records = retry!(policy, target, task.poll())?;
             let mut deliveries = Vec::with_capacity(records.len());
             for r in records {
-                let key = key_converter.to_bytes(&r.topic, &r.key);
-                let value = value_converter.to_bytes(&r.topic, &r.value);
+                let key = key_converter.encode(&r.topic, &r.key);
+                let value = value_converter.encode(&r.topic, &r.value);
                 let (key, value) = match (key, value) {
                     (Ok(k), Ok(v)) => (k, v),
                     (Err(e), _) | (_, Err(e)) => {
@@ -668,6 +668,13 @@ impl Worker {
             .client()
             .set("group.id", format!("connect-{name}"))
             .set("client.id", format!("connector-consumer-{name}-{id}"))
+            // Static membership: a restarted worker takes its task's place
+            // at once instead of waiting for the old member to time out.
+            .set(
+                "group.instance.id",
+                format!("{}-{name}-{id}", self.config.worker_id),
+            )
+            .set("session.timeout.ms", "10000")
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
@@ -727,8 +734,8 @@ impl Worker {
                     }
                 };
                 positions.push(((m.topic().to_string(), m.partition()), m.offset()));
-                let key = key_converter.from_bytes(m.topic(), m.key());
-                let value = value_converter.from_bytes(m.topic(), m.payload());
+                let key = key_converter.decode(m.topic(), m.key());
+                let value = value_converter.decode(m.topic(), m.payload());
                 let headers: Vec<(String, Bytes)> = m
                     .headers()
                     .map(|h| {
@@ -836,11 +843,9 @@ impl Worker {
         &self,
         topic: &str,
         policy: &ErrorPolicy,
-        key: Option<&[u8]>,
-        value: Option<&[u8]>,
+        (key, value): (Option<&[u8]>, Option<&[u8]>),
         origin: (&str, i32, i64),
-        stage: &str,
-        error: &str,
+        (stage, error): (&str, &str),
     ) -> ConnectResult<()> {
         let mut record = FutureRecord::<[u8], [u8]>::to(topic);
         if let Some(k) = key {
@@ -895,11 +900,9 @@ impl Worker {
         self.send_dead_letter(
             topic,
             policy,
-            m.key(),
-            m.payload(),
+            (m.key(), m.payload()),
             (m.topic(), m.partition(), m.offset()),
-            stage,
-            error,
+            (stage, error),
         )
         .await
     }
@@ -922,11 +925,9 @@ impl Worker {
         self.send_dead_letter(
             topic,
             policy,
-            key.as_deref(),
-            value.as_deref(),
+            (key.as_deref(), value.as_deref()),
             (&r.topic, r.partition, r.offset),
-            stage,
-            error,
+            (stage, error),
         )
         .await
     }

@@ -29,6 +29,9 @@ pub struct BrokerConfig {
     /// Address of the schema registry's REST API, which `runnel serve`
     /// runs next to the broker; `off` runs none.
     pub registry_addr: String,
+    /// Address of the connect worker's REST API, which `runnel serve`
+    /// runs next to the broker; `off` runs none.
+    pub connect_addr: String,
     /// Create a topic when a client asks for metadata of, or produces to,
     /// a topic that does not exist (Kafka's `auto.create.topics.enable`).
     pub auto_create_topics: bool,
@@ -90,6 +93,7 @@ impl Default for BrokerConfig {
             kafka_addr: "127.0.0.1:9092".into(),
             advertised_kafka_addr: None,
             registry_addr: "127.0.0.1:8081".into(),
+            connect_addr: "127.0.0.1:8083".into(),
             auto_create_topics: true,
             default_partitions: 1,
             max_request_bytes: 100 * 1024 * 1024,

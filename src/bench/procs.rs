@@ -29,7 +29,7 @@ impl ChildBroker {
             .arg(data_dir)
             .arg("--kafka-addr")
             .arg(&addr)
-            .args(["--registry-addr", "off"]);
+            .args(["--registry-addr", "off", "--connect-addr", "off"]);
         Self::spawn(cmd, addr, None)
     }
 
@@ -53,7 +53,7 @@ impl ChildBroker {
             .arg(data_dir)
             .arg("--kafka-addr")
             .arg(&addr)
-            .args(["--registry-addr", &registry]);
+            .args(["--registry-addr", &registry, "--connect-addr", "off"]);
         let broker = Self::spawn(cmd, addr, Some(registry.clone()))?;
         wait_listening(&registry, "the schema registry")?;
         Ok(broker)
@@ -72,7 +72,7 @@ impl ChildBroker {
             .arg(&addr)
             .arg("--config")
             .arg(&config)
-            .args(["--registry-addr", "off"]);
+            .args(["--registry-addr", "off", "--connect-addr", "off"]);
         Self::spawn(cmd, addr, None)
     }
 

@@ -169,7 +169,7 @@ start_broker() {
         [ -n "$want_port" ] && [ -n "$REGISTRY_PORT" ] || REGISTRY_PORT=$(free_port)
         RUNNEL_LOG=${RUNNEL_LOG:-info,runnel_core::server=debug} NO_COLOR=1 \
             "$RUNNEL" serve --config "$BROKER_CONFIG" --data-dir "$DATA_DIR" --kafka-addr "127.0.0.1:$PORT" \
-            --registry-addr "127.0.0.1:$REGISTRY_PORT" \
+            --registry-addr "127.0.0.1:$REGISTRY_PORT" --connect-addr off \
             --default-partitions 1 --auto-create-topics true >>"$BROKER_LOG" 2>&1 &
         BROKER_PID=$!
         for ((i = 0; i < 200; i++)); do

@@ -250,7 +250,14 @@ fn the_reference_config_file_is_valid() {
 fn two_brokers_cannot_share_a_data_directory() {
     let broker = TestBroker::start();
     let out = Command::new(BIN)
-        .args(["serve", "--kafka-addr", "127.0.0.1:0", "--data-dir"])
+        .args(["serve", "--kafka-addr", "127.0.0.1:0"])
+        .args([
+            "--registry-addr",
+            "off",
+            "--connect-addr",
+            "off",
+            "--data-dir",
+        ])
         .arg(&broker.dir)
         .output()
         .unwrap();

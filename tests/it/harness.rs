@@ -22,6 +22,8 @@ pub struct TestBroker {
     pub port: u16,
     /// The schema registry's REST port.
     pub registry_port: u16,
+    /// The connect worker's REST port.
+    pub connect_port: u16,
     pub dir: PathBuf,
     _tmp: tempfile::TempDir,
     args: Vec<String>,
@@ -45,6 +47,7 @@ impl TestBroker {
             child: None,
             port: free_port(),
             registry_port: free_port(),
+            connect_port: free_port(),
             dir: tmp.path().join("data"),
             _tmp: tmp,
             args: args.iter().map(|s| s.to_string()).collect(),
@@ -66,6 +69,7 @@ impl TestBroker {
             child: None,
             port: free_port(),
             registry_port: free_port(),
+            connect_port: free_port(),
             dir: tmp.path().join("data"),
             _tmp: tmp,
             args: all,
@@ -77,6 +81,11 @@ impl TestBroker {
 
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Base URL of the connect worker's REST API.
+    pub fn connect_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.connect_port)
     }
 
     /// Base URL of the schema registry's REST API.
@@ -106,6 +115,8 @@ impl TestBroker {
             .arg(self.addr())
             .arg("--registry-addr")
             .arg(format!("127.0.0.1:{}", self.registry_port))
+            .arg("--connect-addr")
+            .arg(format!("127.0.0.1:{}", self.connect_port))
             .args(&self.args)
             .env("RUNNEL_LOG", "info,runnel_core=debug")
             .stdin(Stdio::null())
@@ -185,6 +196,7 @@ impl TestBroker {
             .args(args)
             .env("RUNNEL_BOOTSTRAP", self.addr())
             .env("RUNNEL_REGISTRY_URL", self.registry_url())
+            .env("RUNNEL_CONNECT_URL", self.connect_url())
             .stdin(if stdin.is_some() {
                 Stdio::piped()
             } else {

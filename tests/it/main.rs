@@ -8,6 +8,7 @@ mod harness;
 
 mod broker_cli;
 mod compaction;
+mod connect;
 mod crash_recovery;
 mod groups;
 mod idempotence;

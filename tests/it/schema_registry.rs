@@ -973,7 +973,7 @@ fn the_registry_can_be_turned_off_and_a_taken_port_fails_the_start() {
         .args(["serve", "--data-dir"])
         .arg(tmp.path().join("a"))
         .args(["--kafka-addr", &format!("127.0.0.1:{}", free_port())])
-        .args(["--registry-addr", &taken_addr])
+        .args(["--registry-addr", &taken_addr, "--connect-addr", "off"])
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -991,7 +991,7 @@ fn the_registry_can_be_turned_off_and_a_taken_port_fails_the_start() {
         .args(["serve", "--data-dir"])
         .arg(tmp.path().join("b"))
         .args(["--kafka-addr", &format!("127.0.0.1:{port}")])
-        .args(["--registry-addr", "off"])
+        .args(["--registry-addr", "off", "--connect-addr", "off"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -1,0 +1,98 @@
+//! The connect worker: embedded in `runnel serve`, or on its own with
+//! `runnel connect --bootstrap HOST:PORT` against any Kafka broker.
+
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use runnel_connect::worker::{Worker, WorkerConfig};
+use tracing::{error, info};
+
+#[derive(Args, Debug)]
+pub struct ConnectArgs {
+    /// Kafka broker address (host:port, or a comma-separated list)
+    #[arg(
+        short,
+        long,
+        env = "RUNNEL_BOOTSTRAP",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub bootstrap: String,
+    /// REST API address
+    #[arg(long, env = "RUNNEL_CONNECT_ADDR", default_value = "127.0.0.1:8083")]
+    pub connect_addr: String,
+    /// Topic of connector configs
+    #[arg(long, default_value = "connect-configs")]
+    pub config_topic: String,
+    /// Topic of source offsets
+    #[arg(long, default_value = "connect-offsets")]
+    pub offset_topic: String,
+    /// Topic of connector and task status
+    #[arg(long, default_value = "connect-status")]
+    pub status_topic: String,
+    /// How often progress is committed, in milliseconds
+    #[arg(long, default_value_t = 1000)]
+    pub commit_interval_ms: u64,
+    /// librdkafka property for the worker's clients, e.g.
+    /// -X security.protocol=SASL_SSL (repeatable)
+    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    pub properties: Vec<String>,
+}
+
+async fn serve(
+    config: WorkerConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let bootstrap = config.bootstrap.clone();
+    let worker = Worker::start(config, runnel_connect::connectors::builtin())
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message))
+        .with_context(|| format!("starting the connect worker on {bootstrap}"))?;
+    info!(rest = %listener.local_addr()?, bootstrap = %bootstrap, "connect worker REST API started");
+    let result = runnel_connect::rest::serve(worker.clone(), listener, shutdown).await;
+    worker.shutdown().await;
+    result.context("serving the connect REST API")
+}
+
+fn worker_config(bootstrap: String, listener: &tokio::net::TcpListener) -> WorkerConfig {
+    let mut config = WorkerConfig::new(bootstrap);
+    if let Ok(addr) = listener.local_addr() {
+        config.worker_id = addr.to_string();
+    }
+    config
+}
+
+/// The worker inside `runnel serve`. Failures are logged: the broker keeps
+/// serving Kafka clients.
+pub async fn run_embedded(
+    bootstrap: String,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let config = worker_config(bootstrap, &listener);
+    if let Err(e) = serve(config, listener, shutdown).await {
+        error!("connect worker stopped: {e:#}");
+    }
+}
+
+pub async fn run(args: ConnectArgs) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(&args.connect_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.connect_addr))?;
+    let mut config = worker_config(args.bootstrap, &listener);
+    config.topics.configs = args.config_topic;
+    config.topics.offsets = args.offset_topic;
+    config.topics.status = args.status_topic;
+    config.commit_interval = Duration::from_millis(args.commit_interval_ms.max(10));
+    for p in &args.properties {
+        let (k, v) = p
+            .split_once('=')
+            .with_context(|| format!("-X {p}: expected KEY=VALUE"))?;
+        config
+            .properties
+            .push((k.trim().to_string(), v.trim().to_string()));
+    }
+    serve(config, listener, crate::serve::shutdown_signal()).await
+}

@@ -1,0 +1,450 @@
+//! The connect worker inside `runnel serve` (and `runnel connect` on its
+//! own): the Kafka-Connect REST API, the file connectors under their
+//! Kafka names, resuming after SIGKILL, error tolerance and dead letters.
+
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::message::Headers;
+use rdkafka::Message;
+use serde_json::{json, Value};
+
+use crate::harness::{free_port, TestBroker, BIN};
+
+struct Rest {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Rest {
+    async fn ready(base: String) -> Rest {
+        let rest = Rest {
+            base,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while rest
+            .http
+            .get(format!("{}/", rest.base))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "connect REST API at {} never answered",
+                rest.base
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        rest
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut r = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            r = r
+                .header("Content-Type", "application/json")
+                .body(b.to_string());
+        }
+        let response = r.send().await.expect("connect request");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn create(&self, name: &str, config: Value) {
+        let (status, v) = self
+            .call(
+                "POST",
+                "/connectors",
+                Some(json!({"name": name, "config": config})),
+            )
+            .await;
+        assert_eq!(status, 201, "create {name}: {v}");
+    }
+
+    async fn wait_state(&self, name: &str, connector: &str, task: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, v) = self
+                .call("GET", &format!("/connectors/{name}/status"), None)
+                .await;
+            if v["connector"]["state"] == connector && v["tasks"][0]["state"] == task {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} never reached {connector}/{task}: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn connect(broker: &TestBroker) -> Rest {
+    Rest::ready(broker.connect_url()).await
+}
+
+/// Waits until `path` holds at least `n` lines; returns them.
+fn wait_lines(path: &std::path::Path, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} has {} of {n} lines",
+            path.display(),
+            lines.len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn append(path: &std::path::Path, from: usize, to: usize) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    for i in from..to {
+        writeln!(f, "line-{i:05}").unwrap();
+    }
+}
+
+#[tokio::test]
+async fn kafka_file_connector_configs_move_every_line_through_a_topic_in_order() {
+    let broker = TestBroker::start();
+    let rest = connect(&broker).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in.txt"), dir.path().join("out.txt"));
+    append(&input, 0, 2000);
+    // Exactly Kafka's connect-file-source.properties / -sink.properties.
+    rest.create(
+        "local-file-source",
+        json!({"connector.class": "FileStreamSource", "tasks.max": "1",
+               "file": input.to_str().unwrap(), "topic": "connect-test"}),
+    )
+    .await;
+    rest.create(
+        "local-file-sink",
+        json!({"connector.class": "FileStreamSink", "tasks.max": "1",
+               "file": output.to_str().unwrap(), "topics": "connect-test"}),
+    )
+    .await;
+    let lines = wait_lines(&output, 2000);
+    let expected: Vec<String> = (0..2000).map(|i| format!("line-{i:05}")).collect();
+    assert_eq!(lines, expected);
+    // Lines appended later follow (the source tails the file).
+    append(&input, 2000, 2100);
+    assert_eq!(wait_lines(&output, 2100).len(), 2100);
+    let records = broker.consume("connect-test", 1, 2100, Duration::from_secs(10));
+    assert_eq!(records.len(), 2100);
+    assert_eq!(records[7].payload().unwrap(), b"line-00007");
+    let (_, offsets) = rest
+        .call("GET", "/connectors/local-file-source/offsets", None)
+        .await;
+    assert_eq!(
+        offsets["offsets"][0]["partition"]["filename"],
+        input.to_str().unwrap()
+    );
+}
+
+#[tokio::test]
+async fn a_killed_worker_resumes_its_connectors_and_loses_no_line() {
+    let mut broker = TestBroker::start();
+    let rest = connect(&broker).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in.txt"), dir.path().join("out.txt"));
+    append(&input, 0, 500);
+    rest.create(
+        "source",
+        json!({"connector.class": "file-source", "file": input.to_str().unwrap(), "topic": "lines"}),
+    )
+    .await;
+    rest.create(
+        "sink",
+        json!({"connector.class": "file-sink", "file": output.to_str().unwrap(), "topics": "lines"}),
+    )
+    .await;
+    wait_lines(&output, 500);
+    // More lines, then SIGKILL while they may be anywhere between the file,
+    // the topic and the output.
+    append(&input, 500, 1500);
+    std::thread::sleep(Duration::from_millis(150));
+    broker.kill();
+    append(&input, 1500, 2000);
+    broker.restart();
+    let rest = connect(&broker).await;
+    // The connectors come back from connect-configs by themselves.
+    rest.wait_state("source", "RUNNING", "RUNNING").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(&output).unwrap_or_default();
+        let seen: BTreeSet<&str> = text.lines().collect();
+        if seen.len() == 2000 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "output has {} of 2000 distinct lines",
+            seen.len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // At-least-once: every line at least once, in order within the file's
+    // first occurrence of each.
+    let text = std::fs::read_to_string(&output).unwrap();
+    let firsts: Vec<&str> = {
+        let mut seen = BTreeSet::new();
+        text.lines().filter(|l| seen.insert(*l)).collect()
+    };
+    let expected: Vec<String> = (0..2000).map(|i| format!("line-{i:05}")).collect();
+    assert_eq!(firsts, expected);
+}
+
+#[tokio::test]
+async fn the_rest_api_answers_like_kafka_connect() {
+    let broker = TestBroker::start();
+    let rest = connect(&broker).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    append(&input, 0, 10);
+    let config = json!({"connector.class": "FileStreamSource", "file": input.to_str().unwrap(), "topic": "t"});
+    rest.create("src", config.clone()).await;
+    let (status, v) = rest
+        .call(
+            "POST",
+            "/connectors",
+            Some(json!({"name": "src", "config": config})),
+        )
+        .await;
+    assert_eq!((status, v["error_code"].clone()), (409, json!(409)), "{v}");
+    let (status, v) = rest.call("GET", "/connectors/nope", None).await;
+    assert_eq!(status, 404);
+    assert_eq!(v["message"], "Connector nope not found");
+    // Invalid configs are refused with every problem named.
+    let (status, v) = rest
+        .call(
+            "POST",
+            "/connectors",
+            Some(json!({"name": "bad", "config": {"connector.class": "FileStreamSink", "tasks.max": "x"}})),
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+    let message = v["message"].as_str().unwrap();
+    for field in ["tasks.max", "file", "topics"] {
+        assert!(message.contains(field), "{field} in {message}");
+    }
+    let (status, v) = rest
+        .call(
+            "PUT",
+            "/connector-plugins/FileStreamSinkConnector/config/validate",
+            Some(json!({"connector.class": "FileStreamSinkConnector", "tasks.max": "x"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    // name, tasks.max, file and topics.
+    assert_eq!(v["error_count"], 4, "{v}");
+    let errors: Vec<&Value> = v["configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| !c["value"]["errors"].as_array().unwrap().is_empty())
+        .collect();
+    assert!(errors.iter().any(|c| c["value"]["name"] == "topics"), "{v}");
+    // Listing, info, config, tasks.
+    assert_eq!(
+        rest.call("GET", "/connectors", None).await.1,
+        json!(["src"])
+    );
+    let (_, v) = rest
+        .call("GET", "/connectors?expand=status&expand=info", None)
+        .await;
+    assert!(v["src"]["status"]["connector"]["state"].is_string(), "{v}");
+    let (_, v) = rest.call("GET", "/connectors/src", None).await;
+    assert_eq!(
+        (v["type"].clone(), v["tasks"][0]["task"].clone()),
+        (json!("source"), json!(0))
+    );
+    assert_eq!(
+        rest.call("GET", "/connectors/src/config", None).await.1["topic"],
+        "t"
+    );
+    let (_, v) = rest.call("GET", "/connectors/src/tasks", None).await;
+    assert_eq!(v[0]["id"], json!({"connector": "src", "task": 0}));
+    // Pause, resume, stop, offsets.
+    rest.wait_state("src", "RUNNING", "RUNNING").await;
+    assert_eq!(rest.call("PUT", "/connectors/src/pause", None).await.0, 202);
+    rest.wait_state("src", "PAUSED", "PAUSED").await;
+    assert_eq!(
+        rest.call("PUT", "/connectors/src/resume", None).await.0,
+        202
+    );
+    rest.wait_state("src", "RUNNING", "RUNNING").await;
+    let (status, v) = rest.call("DELETE", "/connectors/src/offsets", None).await;
+    assert_eq!(status, 409, "offsets reset needs STOPPED: {v}");
+    assert_eq!(rest.call("PUT", "/connectors/src/stop", None).await.0, 204);
+    rest.wait_state("src", "STOPPED", "STOPPED").await;
+    let (status, v) = rest.call("DELETE", "/connectors/src/offsets", None).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        rest.call("GET", "/connectors/src/offsets", None).await.1,
+        json!({"offsets": []})
+    );
+    // Restart, task status, config update, delete.
+    assert_eq!(
+        rest.call("POST", "/connectors/src/restart", None).await.0,
+        204
+    );
+    assert_eq!(
+        rest.call("GET", "/connectors/src/tasks/0/status", None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        rest.call("GET", "/connectors/src/tasks/9/status", None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        rest.call("POST", "/connectors/src/tasks/0/restart", None)
+            .await
+            .0,
+        204
+    );
+    let mut updated = config.clone();
+    updated["topic"] = json!("t2");
+    let (status, v) = rest
+        .call("PUT", "/connectors/src/config", Some(updated))
+        .await;
+    assert_eq!((status, v["config"]["topic"].clone()), (200, json!("t2")));
+    let (status, _) = rest
+        .call("PUT", "/connectors/created/config", Some(config))
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(rest.call("DELETE", "/connectors/src", None).await.0, 204);
+    assert_eq!(rest.call("GET", "/connectors/src", None).await.0, 404);
+    let (_, plugins) = rest.call("GET", "/connector-plugins", None).await;
+    assert!(plugins
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["class"] == "org.apache.kafka.connect.file.FileStreamSinkConnector"));
+}
+
+#[tokio::test]
+async fn a_sink_sends_records_it_cannot_read_to_the_dead_letter_topic_or_fails() {
+    let broker = TestBroker::start();
+    let rest = connect(&broker).await;
+    let dir = tempfile::tempdir().unwrap();
+    let producer = broker.producer(&[]);
+    for v in [r#"{"n":1}"#, "not json", r#"{"n":2}"#] {
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::<(), str>::to("events").payload(v),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+    let tolerant = dir.path().join("tolerant.txt");
+    rest.create(
+        "tolerant",
+        json!({"connector.class": "FileStreamSink", "file": tolerant.to_str().unwrap(), "topics": "events",
+               "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+               "value.converter.schemas.enable": "false",
+               "errors.tolerance": "all", "errors.deadletterqueue.topic.name": "events-dlq"}),
+    )
+    .await;
+    assert_eq!(wait_lines(&tolerant, 2), vec![r#"{"n":1}"#, r#"{"n":2}"#]);
+    let dead = broker.consume("events-dlq", 1, 1, Duration::from_secs(10));
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].payload().unwrap(), b"not json");
+    let headers = dead[0].headers().unwrap();
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    assert_eq!(header("__connect.errors.topic").as_deref(), Some("events"));
+    assert_eq!(header("__connect.errors.offset").as_deref(), Some("1"));
+    assert_eq!(
+        header("__connect.errors.stage").as_deref(),
+        Some("VALUE_CONVERTER")
+    );
+    assert!(header("__connect.errors.exception.message")
+        .unwrap()
+        .contains("not JSON"));
+    // Without tolerance the task fails and says why.
+    let strict = dir.path().join("strict.txt");
+    rest.create(
+        "strict",
+        json!({"connector.class": "FileStreamSink", "file": strict.to_str().unwrap(), "topics": "events",
+               "value.converter": "json", "value.converter.schemas.enable": "false"}),
+    )
+    .await;
+    let status = rest.wait_state("strict", "RUNNING", "FAILED").await;
+    assert!(
+        status["tasks"][0]["trace"]
+            .as_str()
+            .unwrap()
+            .contains("errors.tolerance is none"),
+        "{status}"
+    );
+}
+
+#[tokio::test]
+async fn runnel_connect_runs_a_worker_against_a_separate_broker() {
+    let broker = TestBroker::start();
+    let port = free_port();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["connect", "--bootstrap", &broker.addr()])
+        .args(["--connect-addr", &format!("127.0.0.1:{port}")])
+        .args([
+            "--config-topic",
+            "other-configs",
+            "--offset-topic",
+            "other-offsets",
+            "--status-topic",
+            "other-status",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rest = Rest::ready(format!("http://127.0.0.1:{port}")).await;
+    let input = tmp.path().join("in.txt");
+    append(&input, 0, 5);
+    rest.create(
+        "alone",
+        json!({"connector.class": "FileStreamSource", "file": input.to_str().unwrap(), "topic": "alone"}),
+    )
+    .await;
+    let records = broker.consume("alone", 1, 5, Duration::from_secs(20));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(records.len(), 5);
+    // Its state is in its own topics.
+    let configs = broker.consume("other-configs", 1, 1, Duration::from_secs(10));
+    assert_eq!(configs[0].key().unwrap(), b"connector-alone");
+}
