@@ -44,8 +44,8 @@ pub enum TopicCommand {
     },
     /// List topics
     List {
-        /// Include internal topics (__consumer_offsets) and Runnel's system
-        /// topics (_runnel_*)
+        /// Include internal topics (__consumer_offsets) and the state topics
+        /// of Runnel's features (_runnel_*, _schemas, connect-*)
         #[arg(long)]
         internal: bool,
         #[command(flatten)]

@@ -44,12 +44,17 @@ pub const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_stat
 /// listings hide them next to the internal ones.
 pub const SYSTEM_TOPIC_PREFIX: &str = "_runnel_";
 
+/// Default names of the connect worker's state topics (Kafka Connect's).
+pub const CONNECT_TOPICS: &[&str] = &["connect-configs", "connect-offsets", "connect-status"];
+
 /// Whether a listing should hide this topic unless asked for internal ones:
-/// Kafka's internal topics, Runnel's own, and the schema registry's.
+/// Kafka's internal topics, Runnel's own, the schema registry's and the
+/// connect worker's.
 pub fn is_system_topic(name: &str) -> bool {
     INTERNAL_TOPICS.contains(&name)
         || name.starts_with(SYSTEM_TOPIC_PREFIX)
         || name == runnel_schema_registry::SCHEMAS_TOPIC
+        || CONNECT_TOPICS.contains(&name)
 }
 
 pub fn now_ms() -> i64 {
