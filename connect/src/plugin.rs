@@ -156,8 +156,11 @@ pub trait SourceTask: Send {
     async fn start(&mut self, offsets: Arc<dyn OffsetReader>) -> ConnectResult<()>;
     /// The next records; may wait a little for new data and return none.
     async fn poll(&mut self) -> ConnectResult<Vec<SourceRecord>>;
-    /// Records up to these offsets are stored in Kafka and their offsets
-    /// committed (for sources that acknowledge upstream).
+    /// The record with this source offset is stored in Kafka (the broker
+    /// acknowledged it and every record before it). Called in order, before
+    /// the offset is committed.
+    fn delivered(&mut self, _source_offset: &Value) {}
+    /// The offsets of the records delivered so far are committed.
     async fn commit(&mut self) -> ConnectResult<()> {
         Ok(())
     }

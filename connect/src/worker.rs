@@ -607,6 +607,7 @@ impl Worker {
                     }
                     Err(_) => return Err(ConnectError::fatal("the producer was closed")),
                 }
+                task.delivered(&offset);
                 pending.insert(
                     Value::Object(partition.clone()).to_string(),
                     (partition, offset),

@@ -448,3 +448,176 @@ async fn runnel_connect_runs_a_worker_against_a_separate_broker() {
     let configs = broker.consume("other-configs", 1, 1, Duration::from_secs(10));
     assert_eq!(configs[0].key().unwrap(), b"connector-alone");
 }
+
+#[tokio::test]
+async fn the_http_source_answers_once_the_records_are_stored() {
+    let broker = TestBroker::start();
+    let rest = connect(&broker).await;
+    let listen = format!("127.0.0.1:{}", free_port());
+    rest.create(
+        "intake",
+        json!({"connector.class": "http-source", "listen": listen, "topic": "posted",
+               "value.converter": "json", "value.converter.schemas.enable": "false"}),
+    )
+    .await;
+    rest.wait_state("intake", "RUNNING", "RUNNING").await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{listen}/events");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let response = loop {
+        match http
+            .post(&url)
+            .header("X-Record-Key", "k1")
+            .body(r#"[{"n":1},{"n":2},{"n":3}]"#)
+            .send()
+            .await
+        {
+            Ok(r) => break r,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("the HTTP source never listened: {e}"),
+        }
+    };
+    assert_eq!(response.status().as_u16(), 200);
+    let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    assert_eq!(body, json!({"records": 3}));
+    // Acknowledged means stored: the records are readable right away.
+    let end = crate::harness::latest_offset(&broker, "posted", 0).await;
+    assert_eq!(end, 3);
+    let records = broker.consume("posted", 1, 3, Duration::from_secs(10));
+    assert_eq!(records[0].key().unwrap(), b"k1");
+    assert_eq!(records[2].payload().unwrap(), br#"{"n":3}"#);
+    let bad = http.post(&url).body("{nope").send().await.unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+    let one = http.post(&url).body(r#"{"n":4}"#).send().await.unwrap();
+    let body: Value = serde_json::from_str(&one.text().await.unwrap()).unwrap();
+    assert_eq!(body, json!({"records": 1}));
+}
+
+/// A tiny HTTP server for the sink: fails the first `fail` requests with
+/// 503, then records every body and answers 200.
+fn fake_endpoint(fail: usize) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/ingest", listener.local_addr().unwrap());
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = bodies.clone();
+    std::thread::spawn(move || {
+        let mut served = 0usize;
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            loop {
+                let mut length = 0usize;
+                let mut line = String::new();
+                let mut ok = false;
+                while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                    if line == "\r\n" {
+                        ok = true;
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    line.clear();
+                }
+                if !ok {
+                    break;
+                }
+                let mut body = vec![0u8; length];
+                if reader.read_exact(&mut body).is_err() {
+                    break;
+                }
+                served += 1;
+                let status = if served <= fail {
+                    "503 Service Unavailable"
+                } else {
+                    seen.lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&body).into_owned());
+                    "200 OK"
+                };
+                let _ = write!(stream, "HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
+            }
+        }
+    });
+    (url, bodies)
+}
+
+#[tokio::test]
+async fn the_http_sink_posts_batches_and_retries_a_failing_server() {
+    let broker = TestBroker::start();
+    let rest = connect(&broker).await;
+    let (url, bodies) = fake_endpoint(2);
+    let producer = broker.producer(&[]);
+    for i in 0..50 {
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::<(), str>::to("out")
+                    .payload(&format!(r#"{{"i":{i}}}"#)),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+    rest.create(
+        "webhook",
+        json!({"connector.class": "http-sink", "url": url, "topics": "out", "batch.size": "20",
+               "value.converter": "json", "value.converter.schemas.enable": "false",
+               "errors.retry.timeout": "20000"}),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let values: Vec<i64> = loop {
+        let values: Vec<i64> = bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|b| serde_json::from_str::<Vec<Value>>(b).unwrap())
+            .map(|v| v["i"].as_i64().unwrap())
+            .collect();
+        if values.len() >= 50 {
+            break values;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the endpoint got {} of 50 records",
+            values.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let distinct: BTreeSet<i64> = values.iter().copied().collect();
+    assert_eq!(distinct, (0..50).collect::<BTreeSet<i64>>());
+    assert!(bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|b| serde_json::from_str::<Vec<Value>>(b).unwrap().len() <= 20));
+    rest.wait_state("webhook", "RUNNING", "RUNNING").await;
+}
+
+#[tokio::test]
+async fn datagen_writes_the_asked_number_of_records() {
+    let broker = TestBroker::start();
+    let rest = connect(&broker).await;
+    rest.create(
+        "users",
+        json!({"connector.class": "datagen", "topic": "users", "quickstart": "users", "max.records": "1000",
+               "value.converter": "json", "value.converter.schemas.enable": "false"}),
+    )
+    .await;
+    let records = broker.consume("users", 1, 1000, Duration::from_secs(20));
+    assert_eq!(records.len(), 1000);
+    assert_eq!(records[999].key().unwrap(), b"user-999");
+    let v: Value = serde_json::from_slice(records[0].payload().unwrap()).unwrap();
+    assert!(v["email"].as_str().unwrap().contains('@'), "{v}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        crate::harness::latest_offset(&broker, "users", 0).await,
+        1000,
+        "no more than max.records"
+    );
+    let (_, offsets) = rest.call("GET", "/connectors/users/offsets", None).await;
+    assert_eq!(offsets["offsets"][0]["offset"], json!({"next": 1000}));
+}

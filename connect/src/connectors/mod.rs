@@ -4,11 +4,19 @@ use std::sync::Arc;
 
 use crate::plugin::ConnectorPlugin;
 
+pub mod datagen;
 pub mod file;
+pub mod http;
 
 /// Every built-in connector plugin.
 pub fn builtin() -> Vec<Arc<dyn ConnectorPlugin>> {
-    vec![Arc::new(file::FileSource), Arc::new(file::FileSink)]
+    vec![
+        Arc::new(file::FileSource),
+        Arc::new(file::FileSink),
+        Arc::new(http::HttpSource),
+        Arc::new(http::HttpSink),
+        Arc::new(datagen::Datagen),
+    ]
 }
 
 /// The plugin a `connector.class` names: its Runnel name, class name or

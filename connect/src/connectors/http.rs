@@ -1,0 +1,455 @@
+//! HTTP source and sink.
+//!
+//! The source listens on `listen` and turns each POSTed body into records
+//! (a JSON document, or each element of a JSON array, or with
+//! `format=lines` each line); it answers `200 {"records": n}` only once
+//! every record of the request is stored by the broker (`acks=all`), so a
+//! client that got a 200 knows its data is in Kafka. A request it cannot
+//! take gets 400 (not JSON), 413 (over `max.request.bytes`) or 503 (the task
+//! is not running, or storing failed).
+//!
+//! The sink POSTs each batch of records to `url` as a JSON array of their
+//! values, and counts a batch as written when the server answers 2xx.
+//! Connection failures, 408, 429 and 5xx are retried (within
+//! `errors.retry.timeout`); other statuses fail the batch.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use serde_json::{json, Map, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::plugin::{
+    ConfigKey, ConfigType, ConnectError, ConnectResult, ConnectorKind, ConnectorPlugin,
+    OffsetReader, Props, SinkTask, SourceTask,
+};
+use crate::record::{Data, SinkRecord, SourcePartition, SourceRecord};
+
+pub struct HttpSource;
+pub struct HttpSink;
+
+static SOURCE_KEYS: &[ConfigKey] = &[
+    ConfigKey::required("listen", ConfigType::String, "Address to accept POSTs on (host:port)."),
+    ConfigKey::required("topic", ConfigType::String, "The topic records go to."),
+    ConfigKey::optional(
+        "format",
+        ConfigType::String,
+        Some("json"),
+        "json: a body is a JSON document, or an array of them; lines: each line is a string record.",
+    ),
+    ConfigKey::optional(
+        "max.request.bytes",
+        ConfigType::Int,
+        Some("4194304"),
+        "Largest body accepted.",
+    ),
+];
+
+static SINK_KEYS: &[ConfigKey] = &[
+    ConfigKey::required("url", ConfigType::String, "Where batches are POSTed."),
+    ConfigKey::required("topics", ConfigType::List, "Topics to read."),
+    ConfigKey::optional("method", ConfigType::String, Some("POST"), "POST or PUT."),
+    ConfigKey::optional(
+        "batch.size",
+        ConfigType::Int,
+        Some("500"),
+        "Most records per request.",
+    ),
+    ConfigKey::optional(
+        "headers",
+        ConfigType::String,
+        None,
+        "Extra request headers: 'Name: value' pairs separated by '|'.",
+    ),
+    ConfigKey::optional(
+        "timeout.ms",
+        ConfigType::Long,
+        Some("10000"),
+        "How long one request may take.",
+    ),
+];
+
+/// One request waiting for its records to be stored.
+struct Request {
+    records: Vec<(Data, Data)>,
+    stored: oneshot::Sender<usize>,
+}
+
+impl ConnectorPlugin for HttpSource {
+    fn name(&self) -> &'static str {
+        "http-source"
+    }
+    fn kind(&self) -> ConnectorKind {
+        ConnectorKind::Source
+    }
+    fn config_keys(&self) -> &'static [ConfigKey] {
+        SOURCE_KEYS
+    }
+    fn validate(&self, config: &Props) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if let Some(addr) = config.get("listen") {
+            if addr.parse::<std::net::SocketAddr>().is_err() {
+                out.push((
+                    "listen".into(),
+                    format!("'{addr}' is not host:port (an IP address and a port)"),
+                ));
+            }
+        }
+        match config.get("format").map(String::as_str).unwrap_or("json") {
+            "json" | "lines" => {}
+            other => out.push(("format".into(), format!("'{other}' is not json or lines"))),
+        }
+        out
+    }
+    fn source_task(&self, config: &Props) -> ConnectResult<Box<dyn SourceTask>> {
+        Ok(Box::new(HttpSourceTask {
+            name: config.get("name").cloned().unwrap_or_default(),
+            listen: config.get("listen").cloned().unwrap_or_default(),
+            topic: config.get("topic").cloned().unwrap_or_default(),
+            lines: config.get("format").is_some_and(|f| f == "lines"),
+            max_bytes: config
+                .get("max.request.bytes")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(4 << 20),
+            requests: None,
+            server: None,
+            next: 0,
+            waiting: HashMap::new(),
+        }))
+    }
+}
+
+struct HttpSourceTask {
+    name: String,
+    listen: String,
+    topic: String,
+    lines: bool,
+    max_bytes: usize,
+    requests: Option<mpsc::Receiver<Request>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    /// Number of the next request.
+    next: u64,
+    /// Request number → (records not yet stored, who to tell).
+    waiting: HashMap<u64, (usize, oneshot::Sender<usize>, usize)>,
+}
+
+#[derive(Clone)]
+struct Intake {
+    requests: mpsc::Sender<Request>,
+    lines: bool,
+}
+
+fn parse_body(body: &[u8], lines: bool) -> Result<Vec<Data>, String> {
+    if lines {
+        let text = std::str::from_utf8(body).map_err(|e| format!("the body is not UTF-8: {e}"))?;
+        return Ok(text
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(Data::string)
+            .collect());
+    }
+    match serde_json::from_slice::<Value>(body).map_err(|e| format!("the body is not JSON: {e}"))? {
+        Value::Array(items) => Ok(items.into_iter().map(Data::Json).collect()),
+        one => Ok(vec![Data::Json(one)]),
+    }
+}
+
+async fn intake(
+    State(intake): State<Intake>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> axum::response::Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return (e.status(), axum::Json(json!({"error": e.body_text()}))).into_response(),
+    };
+    let values = match parse_body(&body, intake.lines) {
+        Ok(v) => v,
+        Err(e) => {
+            return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": e}))).into_response()
+        }
+    };
+    let key = headers
+        .get("x-record-key")
+        .and_then(|v| v.to_str().ok())
+        .map(Data::string)
+        .unwrap_or(Data::Null);
+    let (stored, done) = oneshot::channel();
+    let request = Request {
+        records: values.into_iter().map(|v| (key.clone(), v)).collect(),
+        stored,
+    };
+    if intake.requests.send(request).await.is_err() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"error": "the connector is not running"})),
+        )
+            .into_response();
+    }
+    match done.await {
+        Ok(n) => (StatusCode::OK, axum::Json(json!({"records": n}))).into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"error": "the records were not stored (the task stopped or failed); send them again"})),
+        )
+            .into_response(),
+    }
+}
+
+impl HttpSourceTask {
+    fn partition(&self) -> SourcePartition {
+        let mut p = Map::new();
+        p.insert("http".into(), Value::String(self.name.clone()));
+        p
+    }
+}
+
+#[async_trait]
+impl SourceTask for HttpSourceTask {
+    async fn start(&mut self, _offsets: Arc<dyn OffsetReader>) -> ConnectResult<()> {
+        let listener = tokio::net::TcpListener::bind(&self.listen)
+            .await
+            .map_err(|e| {
+                ConnectError::retriable(format!("cannot listen on {}: {e}", self.listen))
+            })?;
+        let (tx, rx) = mpsc::channel(64);
+        let app = axum::Router::new()
+            .fallback(axum::routing::post(intake).put(intake))
+            .layer(DefaultBodyLimit::max(self.max_bytes))
+            .with_state(Intake {
+                requests: tx,
+                lines: self.lines,
+            });
+        self.server = Some(tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        }));
+        self.requests = Some(rx);
+        Ok(())
+    }
+
+    async fn poll(&mut self) -> ConnectResult<Vec<SourceRecord>> {
+        let Some(requests) = self.requests.as_mut() else {
+            return Err(ConnectError::fatal("the HTTP source was not started"));
+        };
+        let request = match tokio::time::timeout(Duration::from_millis(200), requests.recv()).await
+        {
+            Ok(Some(r)) => r,
+            Ok(None) | Err(_) => return Ok(Vec::new()),
+        };
+        let n = self.next;
+        self.next += 1;
+        let count = request.records.len();
+        if count == 0 {
+            let _ = request.stored.send(0);
+            return Ok(Vec::new());
+        }
+        self.waiting.insert(n, (count, request.stored, count));
+        let partition = self.partition();
+        Ok(request
+            .records
+            .into_iter()
+            .enumerate()
+            .map(|(i, (key, value))| {
+                let mut r = SourceRecord::new(
+                    partition.clone(),
+                    json!({"request": n, "record": i}),
+                    self.topic.clone(),
+                    value,
+                );
+                r.key = key;
+                r
+            })
+            .collect())
+    }
+
+    fn delivered(&mut self, offset: &Value) {
+        let Some(n) = offset["request"].as_u64() else {
+            return;
+        };
+        if let Some((left, _, _)) = self.waiting.get_mut(&n) {
+            *left -= 1;
+            if *left == 0 {
+                if let Some((_, stored, count)) = self.waiting.remove(&n) {
+                    let _ = stored.send(count);
+                }
+            }
+        }
+    }
+
+    async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+        // Requests not fully stored get 503 as their senders drop.
+        self.waiting.clear();
+    }
+}
+
+impl ConnectorPlugin for HttpSink {
+    fn name(&self) -> &'static str {
+        "http-sink"
+    }
+    fn kind(&self) -> ConnectorKind {
+        ConnectorKind::Sink
+    }
+    fn config_keys(&self) -> &'static [ConfigKey] {
+        SINK_KEYS
+    }
+    fn validate(&self, config: &Props) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if let Some(url) = config.get("url") {
+            if reqwest::Url::parse(url).is_err() {
+                out.push(("url".into(), format!("'{url}' is not a URL")));
+            }
+        }
+        match config.get("method").map(|m| m.to_ascii_uppercase()) {
+            None => {}
+            Some(m) if m == "POST" || m == "PUT" => {}
+            Some(m) => out.push(("method".into(), format!("'{m}' is not POST or PUT"))),
+        }
+        if let Some(h) = config.get("headers") {
+            for pair in h.split('|').filter(|p| !p.trim().is_empty()) {
+                if pair.split_once(':').is_none() {
+                    out.push(("headers".into(), format!("'{pair}' is not 'Name: value'")));
+                }
+            }
+        }
+        out
+    }
+    fn sink_task(&self, config: &Props) -> ConnectResult<Box<dyn SinkTask>> {
+        let timeout = config
+            .get("timeout.ms")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10_000u64);
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(timeout))
+            .build()
+            .map_err(|e| ConnectError::fatal(e.to_string()))?;
+        let headers = config
+            .get("headers")
+            .map(|h| {
+                h.split('|')
+                    .filter_map(|p| p.split_once(':'))
+                    .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Box::new(HttpSinkTask {
+            client,
+            url: config.get("url").cloned().unwrap_or_default(),
+            put: config
+                .get("method")
+                .is_some_and(|m| m.eq_ignore_ascii_case("PUT")),
+            batch: config
+                .get("batch.size")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(500usize)
+                .max(1),
+            headers,
+        }))
+    }
+}
+
+struct HttpSinkTask {
+    client: reqwest::Client,
+    url: String,
+    put: bool,
+    batch: usize,
+    headers: Vec<(String, String)>,
+}
+
+#[async_trait]
+impl SinkTask for HttpSinkTask {
+    async fn put(&mut self, records: Vec<SinkRecord>) -> ConnectResult<()> {
+        for chunk in records.chunks(self.batch) {
+            let body: Vec<Value> = chunk.iter().map(|r| r.value.to_json()).collect();
+            let mut request = if self.put {
+                self.client.put(&self.url)
+            } else {
+                self.client.post(&self.url)
+            };
+            request = request
+                .header("Content-Type", "application/json")
+                .body(serde_json::to_vec(&body).unwrap_or_default());
+            for (k, v) in &self.headers {
+                request = request.header(k, v);
+            }
+            let response = request
+                .send()
+                .await
+                .map_err(|e| ConnectError::retriable(format!("POST {}: {e}", self.url)))?;
+            let status = response.status();
+            if status.is_success() {
+                continue;
+            }
+            let text = response.text().await.unwrap_or_default();
+            let message = format!(
+                "{} answered {status}: {}",
+                self.url,
+                text.chars().take(200).collect::<String>()
+            );
+            return Err(
+                if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
+                    ConnectError::retriable(message)
+                } else {
+                    ConnectError::fatal(message)
+                },
+            );
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> ConnectResult<()> {
+        // Every put waits for the server's answer.
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_become_records() {
+        assert_eq!(
+            parse_body(br#"{"a":1}"#, false).unwrap(),
+            vec![Data::Json(json!({"a":1}))]
+        );
+        assert_eq!(parse_body(br#"[1,"x"]"#, false).unwrap().len(), 2);
+        assert!(parse_body(b"{nope", false).is_err());
+        assert_eq!(
+            parse_body(b"one\ntwo\n\n", true).unwrap(),
+            vec![Data::string("one"), Data::string("two")]
+        );
+    }
+
+    #[test]
+    fn configs_are_checked() {
+        let cfg = |pairs: &[(&str, &str)]| -> Props {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(!HttpSource
+            .validate(&cfg(&[("listen", "localhost")]))
+            .is_empty());
+        assert!(HttpSource
+            .validate(&cfg(&[("listen", "127.0.0.1:9")]))
+            .is_empty());
+        assert!(!HttpSink.validate(&cfg(&[("url", "not a url")])).is_empty());
+        assert!(!HttpSink
+            .validate(&cfg(&[("url", "http://x/"), ("method", "GET")]))
+            .is_empty());
+        assert!(!HttpSink
+            .validate(&cfg(&[("url", "http://x/"), ("headers", "nocolon")]))
+            .is_empty());
+    }
+}
