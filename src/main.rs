@@ -8,6 +8,7 @@ mod connect;
 mod consume;
 mod group;
 mod kafka_client;
+mod pipeline;
 mod plugin;
 mod produce;
 mod registry;
@@ -55,6 +56,9 @@ enum Command {
     /// Run a connect worker (connectors and the Kafka Connect REST API) on
     /// its own, against any Kafka broker
     Connect(connect::ConnectArgs),
+    /// Validate, test and run YAML pipelines (source -> transforms -> sink)
+    #[command(subcommand)]
+    Pipeline(pipeline::PipelineCommand),
     /// Create, list, describe, delete and configure topics
     #[command(subcommand)]
     Topic(topic::TopicCommand),
@@ -90,7 +94,10 @@ fn main() -> ExitCode {
     init_tracing(
         if matches!(
             cli.command,
-            Command::Serve(_) | Command::Registry(_) | Command::Connect(_)
+            Command::Serve(_)
+                | Command::Registry(_)
+                | Command::Connect(_)
+                | Command::Pipeline(pipeline::PipelineCommand::Run { .. })
         ) {
             "info"
         } else {
@@ -110,6 +117,7 @@ fn main() -> ExitCode {
             Command::Registry(cmd) => registry::run(cmd).await,
             Command::Schema(cmd) => schema::run(cmd).await,
             Command::Connect(args) => connect::run(args).await,
+            Command::Pipeline(cmd) => pipeline::run(cmd).await,
             Command::Topic(cmd) => topic::run(cmd).await,
             Command::Group(cmd) => group::run(cmd).await,
             Command::Produce(args) => produce::run(args).await,

@@ -13,6 +13,7 @@
 pub mod config;
 pub mod connectors;
 pub mod converter;
+pub mod pipeline;
 pub mod plugin;
 pub mod record;
 pub mod rest;

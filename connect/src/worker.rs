@@ -27,8 +27,9 @@ use tracing::{info, warn};
 use crate::config::{self, Validation};
 use crate::connectors;
 use crate::converter;
+use crate::pipeline::transform::{Chain, Record};
 use crate::plugin::{ConnectError, ConnectResult, ConnectorKind, ConnectorPlugin, Props};
-use crate::record::{Data, SinkRecord, SourcePartition};
+use crate::record::{Data, SinkRecord, SourcePartition, SourceRecord};
 use crate::store::{self, OffsetStore, Topics};
 
 /// How a worker reaches Kafka and where it keeps its state.
@@ -169,6 +170,8 @@ pub struct Worker {
     producer: FutureProducer,
     offsets: Arc<OffsetStore>,
     connectors: tokio::sync::Mutex<BTreeMap<String, Connector>>,
+    /// Transform chains of pipelines, by connector name.
+    chains: Mutex<HashMap<String, Arc<Chain>>>,
 }
 
 /// Awaits `$op` (an expression making a fresh future each time), retrying
@@ -206,6 +209,16 @@ impl Worker {
         config: WorkerConfig,
         plugins: Vec<Arc<dyn ConnectorPlugin>>,
     ) -> ConnectResult<Arc<Worker>> {
+        Self::start_with_transforms(config, plugins, HashMap::new()).await
+    }
+
+    /// As [`Worker::start`], with pipelines' transform chains attached to
+    /// their connectors from the start.
+    pub async fn start_with_transforms(
+        config: WorkerConfig,
+        plugins: Vec<Arc<dyn ConnectorPlugin>>,
+        chains: HashMap<String, Chain>,
+    ) -> ConnectResult<Arc<Worker>> {
         let client = config.client();
         store::ensure_topics(&client, &config.topics).await?;
         let producer: FutureProducer = client
@@ -229,6 +242,7 @@ impl Worker {
             producer,
             offsets: Arc::new(offsets),
             connectors: tokio::sync::Mutex::new(BTreeMap::new()),
+            chains: Mutex::new(chains.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()),
         });
         // The latest record per key is the state.
         let mut configs: BTreeMap<String, Option<Props>> = BTreeMap::new();
@@ -258,6 +272,19 @@ impl Worker {
         }
         info!(bootstrap = %worker.config.bootstrap, "connect worker started");
         Ok(worker)
+    }
+
+    /// Attaches a pipeline's transforms to the connector `name` (before
+    /// it is created).
+    pub fn set_transforms(&self, name: &str, chain: Chain) {
+        lock(&self.chains).insert(name.to_string(), Arc::new(chain));
+    }
+
+    fn transforms(&self, name: &str) -> Option<Arc<Chain>> {
+        lock(&self.chains)
+            .get(name)
+            .filter(|c| !c.is_empty())
+            .cloned()
     }
 
     pub fn plugins(&self) -> &[Arc<dyn ConnectorPlugin>] {
@@ -537,20 +564,45 @@ impl Worker {
             }
             // A poll is not cancelled (it may have read data already); it
             // returns within the connector's poll interval.
-            let records = retry!(policy, target, task.poll())?;
-            let mut deliveries = Vec::with_capacity(records.len());
-            for r in records {
+            let inputs = retry!(policy, target, task.poll())?;
+            if inputs.is_empty() {
+                continue;
+            }
+            // A pipeline's transforms run between the poll and the produce.
+            let outputs: Vec<SourceRecord> = match self.transforms(name) {
+                None => inputs.clone(),
+                Some(chain) => match chain.apply(inputs.iter().map(to_pipeline_source).collect()) {
+                    Ok(out) => out
+                        .into_iter()
+                        .map(|r| {
+                            let from = &inputs[r.source_index];
+                            SourceRecord {
+                                source_partition: from.source_partition.clone(),
+                                source_offset: from.source_offset.clone(),
+                                topic: r.topic,
+                                kafka_partition: from.kafka_partition,
+                                key: r.key,
+                                value: r.value,
+                                headers: r.headers,
+                                timestamp_ms: r.timestamp_ms,
+                            }
+                        })
+                        .collect(),
+                    Err(e) => {
+                        policy.tolerate(name, "transforming records", &e)?;
+                        Vec::new()
+                    }
+                },
+            };
+            let mut deliveries = Vec::with_capacity(outputs.len());
+            for r in outputs {
                 let key = key_converter.encode(&r.topic, &r.key);
                 let value = value_converter.encode(&r.topic, &r.value);
                 let (key, value) = match (key, value) {
                     (Ok(k), Ok(v)) => (k, v),
                     (Err(e), _) | (_, Err(e)) => {
+                        // Skipped; its offset counts as done below.
                         policy.tolerate(name, "converting a source record", &e.0)?;
-                        // Skipped, but its offset still counts as done.
-                        pending.insert(
-                            Value::Object(r.source_partition.clone()).to_string(),
-                            (r.source_partition, r.source_offset),
-                        );
                         continue;
                     }
                 };
@@ -593,11 +645,11 @@ impl Worker {
                         }
                     }
                 };
-                deliveries.push((delivery, r.source_partition, r.source_offset));
+                deliveries.push(delivery);
             }
-            // In order: a record's offset is committed only once every
-            // record before it is stored.
-            for (delivery, partition, offset) in deliveries {
+            // Every record of the batch is stored before any of its
+            // offsets counts as done.
+            for delivery in deliveries {
                 match delivery.await {
                     Ok(Ok(_)) => {}
                     Ok(Err((e, _))) => {
@@ -607,10 +659,12 @@ impl Worker {
                     }
                     Err(_) => return Err(ConnectError::fatal("the producer was closed")),
                 }
-                task.delivered(&offset);
+            }
+            for r in inputs {
+                task.delivered(&r.source_offset);
                 pending.insert(
-                    Value::Object(partition.clone()).to_string(),
-                    (partition, offset),
+                    Value::Object(r.source_partition.clone()).to_string(),
+                    (r.source_partition, r.source_offset),
                 );
             }
             if last_commit.elapsed() >= self.config.commit_interval {
@@ -773,6 +827,41 @@ impl Worker {
                     wait.as_mut()
                         .reset(tokio::time::Instant::now() + Duration::from_millis(20));
                 }
+            }
+            if let (Some(chain), false) = (self.transforms(name), batch.is_empty()) {
+                let output_topic = config.get("topic").cloned();
+                let inputs: Vec<Record> = batch
+                    .iter()
+                    .map(|r| Record {
+                        topic: output_topic.clone().unwrap_or_else(|| r.topic.clone()),
+                        key: r.key.clone(),
+                        value: r.value.clone(),
+                        headers: r.headers.clone(),
+                        timestamp_ms: r.timestamp_ms,
+                        source_index: 0,
+                    })
+                    .collect();
+                batch = match chain.apply(inputs) {
+                    Ok(out) => out
+                        .into_iter()
+                        .map(|r| {
+                            let from = &batch[r.source_index];
+                            SinkRecord {
+                                topic: r.topic,
+                                partition: from.partition,
+                                offset: from.offset,
+                                timestamp_ms: r.timestamp_ms,
+                                key: r.key,
+                                value: r.value,
+                                headers: r.headers,
+                            }
+                        })
+                        .collect(),
+                    Err(e) => {
+                        policy.tolerate(name, "transforming records", &e)?;
+                        Vec::new()
+                    }
+                };
             }
             if !batch.is_empty() {
                 let result: ConnectResult<()> = retry!(policy, target, task.put(batch.clone()));
@@ -1082,6 +1171,17 @@ impl Worker {
         for (_, c) in connectors {
             stop_tasks(c.tasks).await;
         }
+    }
+}
+
+fn to_pipeline_source(r: &SourceRecord) -> Record {
+    Record {
+        topic: r.topic.clone(),
+        key: r.key.clone(),
+        value: r.value.clone(),
+        headers: r.headers.clone(),
+        timestamp_ms: r.timestamp_ms,
+        source_index: 0,
     }
 }
 

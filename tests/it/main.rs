@@ -12,6 +12,7 @@ mod connect;
 mod crash_recovery;
 mod groups;
 mod idempotence;
+mod pipeline;
 mod plugin_cli;
 mod produce_consume;
 mod protocol_errors;

@@ -7,6 +7,7 @@ use crate::plugin::ConnectorPlugin;
 pub mod datagen;
 pub mod file;
 pub mod http;
+pub mod topic;
 
 /// Every built-in connector plugin.
 pub fn builtin() -> Vec<Arc<dyn ConnectorPlugin>> {
@@ -16,6 +17,7 @@ pub fn builtin() -> Vec<Arc<dyn ConnectorPlugin>> {
         Arc::new(http::HttpSource),
         Arc::new(http::HttpSink),
         Arc::new(datagen::Datagen),
+        Arc::new(topic::TopicSink),
     ]
 }
 

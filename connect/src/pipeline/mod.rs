@@ -1,0 +1,734 @@
+//! YAML pipelines: a source (a connector or a topic), a chain of
+//! transforms, and a sink (a connector or a topic), validated before
+//! anything runs and testable without a broker.
+//!
+//! A pipeline runs as one connector of a connect worker, with its chain
+//! applied between the two ends: a source connector writing to the sink
+//! topic, a sink connector reading the source topic, or (topic to topic)
+//! the internal `topic-sink` connector. So it gets the worker's
+//! at-least-once commits, retries and dead letters. Connector to connector
+//! needs a topic in between (two pipelines), as in Kafka Connect.
+
+pub mod spec;
+pub mod transform;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::config;
+use crate::connectors;
+use crate::plugin::{ConnectorKind, ConnectorPlugin, Props};
+use crate::record::Data;
+use spec::{config_string, key, locate, Spec, Step};
+use transform::{Chain, Record, Transform};
+
+/// One problem in a pipeline file, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl std::fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )?;
+        if let Some(h) = &self.hint {
+            write!(f, "\n  hint: {h}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What each end of a pipeline is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    Topic { name: String, format: String },
+    Connector { plugin: String, config: Props },
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("name", &self.spec.name)
+            .field("source", &self.source)
+            .field("sink", &self.sink)
+            .field("transforms", &self.chain.steps.len())
+            .finish()
+    }
+}
+
+/// A validated pipeline, ready to test or run.
+pub struct Pipeline {
+    pub spec: Spec,
+    pub source: End,
+    pub sink: End,
+    pub chain: Chain,
+    pub path: PathBuf,
+}
+
+/// Largest pipeline file read.
+pub const MAX_FILE_BYTES: usize = 1 << 20;
+
+struct Checker<'a> {
+    file: String,
+    text: &'a str,
+    problems: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn at(&mut self, path: &[Step], message: impl Into<String>, hint: Option<&str>) {
+        let (line, column) = locate(self.text, path);
+        self.problems.push(Diagnostic {
+            file: self.file.clone(),
+            line,
+            column,
+            message: message.into(),
+            hint: hint.map(str::to_string),
+        });
+    }
+}
+
+const FORMATS: &[&str] = &["json", "string", "bytes"];
+
+fn end(
+    c: &mut Checker<'_>,
+    which: &str,
+    e: &spec::Endpoint,
+    plugins: &[Arc<dyn ConnectorPlugin>],
+    want: ConnectorKind,
+    name: &str,
+) -> Option<End> {
+    let base = [key(which)];
+    let format = e.format.clone().unwrap_or_else(|| "json".into());
+    if !FORMATS.contains(&format.as_str()) {
+        c.at(
+            &[key(which), key("format")],
+            format!("{which}.format '{format}' is not json, string or bytes"),
+            None,
+        );
+    }
+    match (&e.topic, &e.connector) {
+        (Some(_), Some(_)) | (None, None) => {
+            c.at(
+                &base,
+                format!("{which} needs exactly one of `topic` or `connector`"),
+                Some("e.g. `topic: orders`, or `connector: file-source` with its `config`"),
+            );
+            None
+        }
+        (Some(t), None) => {
+            if t.is_empty()
+                || t.len() > 249
+                || !t
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch))
+            {
+                c.at(
+                    &[key(which), key("topic")],
+                    format!("'{t}' is not a topic name (1-249 of a-z A-Z 0-9 . _ -)"),
+                    None,
+                );
+            }
+            if !e.config.is_empty() {
+                c.at(
+                    &[key(which), key("config")],
+                    format!("a topic {which} takes no config"),
+                    None,
+                );
+            }
+            Some(End::Topic {
+                name: t.clone(),
+                format,
+            })
+        }
+        (None, Some(class)) => {
+            let Some(plugin) = connectors::find(plugins, class) else {
+                let known: Vec<&str> = plugins
+                    .iter()
+                    .filter(|p| p.kind() == want)
+                    .map(|p| p.name())
+                    .collect();
+                c.at(
+                    &[key(which), key("connector")],
+                    format!("unknown connector '{class}'"),
+                    Some(&format!("{which} connectors: {}", known.join(", "))),
+                );
+                return None;
+            };
+            if plugin.kind() != want {
+                c.at(
+                    &[key(which), key("connector")],
+                    format!(
+                        "'{class}' is a {} connector; the {which} needs a {} one",
+                        plugin.kind().as_str(),
+                        want.as_str()
+                    ),
+                    None,
+                );
+                return None;
+            }
+            let mut props: Props = e
+                .config
+                .iter()
+                .map(|(k, v)| (k.clone(), config_string(v)))
+                .collect();
+            props.insert("name".into(), name.to_string());
+            props.insert("connector.class".into(), plugin.name().to_string());
+            Some(End::Connector {
+                plugin: plugin.name().to_string(),
+                config: props,
+            })
+        }
+    }
+}
+
+/// Reads and checks a pipeline file. `plugins_host` loads WASM plugins
+/// (relative paths are relative to the file).
+pub fn load(
+    path: &Path,
+    plugins_host: &runnel_plugin_host::PluginHost,
+) -> Result<Pipeline, Vec<Diagnostic>> {
+    let file = path.display().to_string();
+    let fail = |message: String| {
+        vec![Diagnostic {
+            file: file.clone(),
+            line: 1,
+            column: 1,
+            message,
+            hint: None,
+        }]
+    };
+    let meta = std::fs::metadata(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+    if meta.len() > MAX_FILE_BYTES as u64 {
+        return Err(fail(format!("larger than {MAX_FILE_BYTES} bytes")));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+    parse(
+        &file,
+        &text,
+        path.parent().unwrap_or(Path::new(".")),
+        plugins_host,
+    )
+}
+
+/// Checks a pipeline text (`dir` anchors relative plugin paths).
+pub fn parse(
+    file: &str,
+    text: &str,
+    dir: &Path,
+    plugins_host: &runnel_plugin_host::PluginHost,
+) -> Result<Pipeline, Vec<Diagnostic>> {
+    let spec: Spec = serde_yaml::from_str(text).map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((1, 1));
+        let message = e.to_string();
+        // serde_yaml appends " at line L column C"; the prefix says it.
+        let message = message
+            .split(" at line ")
+            .next()
+            .unwrap_or(&message)
+            .to_string();
+        let hint = message.contains("unknown field").then(|| {
+            "pipeline keys: name, source, transforms, sink, errors, test; a transform is one of plugin (+ config), filter, rename, drop, mask, route".to_string()
+        });
+        vec![Diagnostic {
+            file: file.to_string(),
+            line,
+            column,
+            message,
+            hint,
+        }]
+    })?;
+    let mut c = Checker {
+        file: file.to_string(),
+        text,
+        problems: Vec::new(),
+    };
+    if spec.name.is_empty() || spec.name.len() > 200 || spec.name.contains('/') {
+        c.at(
+            &[key("name")],
+            "the name must be 1-200 characters without '/'",
+            None,
+        );
+    }
+    let plugins = connectors::builtin();
+    let mut source = end(
+        &mut c,
+        "source",
+        &spec.source,
+        &plugins,
+        ConnectorKind::Source,
+        &spec.name,
+    );
+    let mut sink = end(
+        &mut c,
+        "sink",
+        &spec.sink,
+        &plugins,
+        ConnectorKind::Sink,
+        &spec.name,
+    );
+    // Files named by the file connectors are relative to the pipeline
+    // file, like its plugins.
+    for e in [&mut source, &mut sink].into_iter().flatten() {
+        if let End::Connector { plugin, config } = e {
+            if plugin == "file-source" || plugin == "file-sink" {
+                if let Some(f) = config.get_mut("file") {
+                    if !f.is_empty() && Path::new(f.as_str()).is_relative() {
+                        *f = dir.join(f.as_str()).display().to_string();
+                    }
+                }
+            }
+        }
+    }
+    if let (Some(End::Connector { .. }), Some(End::Connector { .. })) = (&source, &sink) {
+        c.at(
+            &[key("sink")],
+            "a pipeline from a connector to a connector needs a topic between them",
+            Some("write the source to a topic in one pipeline, and read it in a second one"),
+        );
+    }
+    // The connector configs, checked as the worker will.
+    for (which, e) in [("source", &source), ("sink", &sink)] {
+        if let Some(End::Connector { config: props, .. }) = e {
+            let mut check = props.clone();
+            if which == "sink" {
+                check
+                    .entry("topics".into())
+                    .or_insert_with(|| "pipeline-input".into());
+            } else {
+                check
+                    .entry("topic".into())
+                    .or_insert_with(|| "pipeline-output".into());
+            }
+            for entry in config::validate(&plugins, &check).entries {
+                for problem in entry.errors {
+                    let field = entry.key.name;
+                    c.at(
+                        &[key(which), key("config"), key(field)],
+                        format!("{which}.config.{field}: {problem}"),
+                        Some(entry.key.doc),
+                    );
+                }
+            }
+        }
+    }
+    let mut chain = Chain::default();
+    for (i, t) in spec.transforms.iter().enumerate() {
+        let here = [key("transforms"), Step::Index(i)];
+        let kinds = [
+            t.plugin.is_some(),
+            t.filter.is_some(),
+            t.rename.is_some(),
+            t.drop.is_some(),
+            t.mask.is_some(),
+            t.route.is_some(),
+        ];
+        if kinds.iter().filter(|k| **k).count() != 1 {
+            c.at(
+                &here,
+                format!(
+                    "transform {} must be exactly one of plugin, filter, rename, drop, mask, route",
+                    i + 1
+                ),
+                None,
+            );
+            continue;
+        }
+        if t.config.is_some() && t.plugin.is_none() {
+            c.at(&here, "only a plugin transform takes `config`", None);
+        }
+        let step: Option<Arc<dyn Transform>> = if let Some(p) = &t.plugin {
+            let path = if Path::new(p).is_absolute() {
+                PathBuf::from(p)
+            } else {
+                dir.join(p)
+            };
+            let at = [key("transforms"), Step::Index(i), key("plugin")];
+            match std::fs::read(&path) {
+                Err(e) => {
+                    c.at(
+                        &at,
+                        format!("plugin {}: {e}", path.display()),
+                        Some("build the example plugins with plugins/build.sh, or give the path of a .wasm file"),
+                    );
+                    None
+                }
+                Ok(wasm) => {
+                    let config: BTreeMap<String, String> = t
+                        .config
+                        .as_ref()
+                        .map(|m| {
+                            m.iter()
+                                .map(|(k, v)| (k.clone(), config_string(v)))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    match plugins_host.load(p, &wasm, &config) {
+                        Ok(plugin) if plugin.kind() == runnel_plugin_host::Kind::Aggregate => {
+                            c.at(&at, format!("{p} is an aggregate plugin; pipelines run filter and map plugins"), None);
+                            None
+                        }
+                        Ok(plugin) => Some(Arc::new(transform::Wasm {
+                            path: p.clone(),
+                            plugin: Arc::new(plugin),
+                        })),
+                        Err(e) => {
+                            c.at(&at, format!("plugin {p}: {e}"), None);
+                            None
+                        }
+                    }
+                }
+            }
+        } else if let Some(expr) = &t.filter {
+            match transform::Filter::new(expr) {
+                Ok(f) => Some(Arc::new(f)),
+                Err(e) => {
+                    c.at(
+                        &[key("transforms"), Step::Index(i), key("filter")],
+                        format!("filter '{expr}': {e}"),
+                        Some("e.g. value.amount > 100 && value.status == \"PAID\""),
+                    );
+                    None
+                }
+            }
+        } else if let Some(map) = &t.rename {
+            Some(Arc::new(transform::Rename(map.clone())))
+        } else if let Some(fields) = &t.drop {
+            Some(Arc::new(transform::Drop(fields.clone())))
+        } else if let Some(fields) = &t.mask {
+            Some(Arc::new(transform::Mask(fields.clone())))
+        } else if let Some(r) = &t.route {
+            if !r.topic.contains("{}") {
+                c.at(
+                    &[key("transforms"), Step::Index(i), key("route")],
+                    format!(
+                        "route topic '{}' has no {{}} for the field's value",
+                        r.topic
+                    ),
+                    Some("e.g. topic: \"orders-{}\""),
+                );
+            }
+            Some(Arc::new(transform::Route {
+                field: r.field.clone(),
+                template: r.topic.clone(),
+            }))
+        } else {
+            None
+        };
+        if let Some(s) = step {
+            chain.steps.push(s);
+        }
+    }
+    if let Some(errors) = &spec.errors {
+        if let Some(t) = &errors.tolerance {
+            if t != "none" && t != "all" {
+                c.at(
+                    &[key("errors"), key("tolerance")],
+                    format!("'{t}' is not none or all"),
+                    None,
+                );
+            }
+        }
+        if errors.dead_letter_topic.is_some()
+            && !matches!(sink, Some(End::Connector { .. }) | Some(End::Topic { .. }))
+        {
+            c.at(
+                &[key("errors"), key("dead_letter_topic")],
+                "a dead-letter topic needs a sink",
+                None,
+            );
+        }
+    }
+    if !c.problems.is_empty() {
+        return Err(c.problems);
+    }
+    Ok(Pipeline {
+        source: source.expect("checked above"),
+        sink: sink.expect("checked above"),
+        spec,
+        chain,
+        path: dir.to_path_buf(),
+    })
+}
+
+fn yaml_to_data(v: &Option<serde_yaml::Value>) -> Data {
+    match v {
+        None | Some(serde_yaml::Value::Null) => Data::Null,
+        Some(v) => Data::Json(serde_json::to_value(v).unwrap_or(Value::Null)),
+    }
+}
+
+/// One difference between expected and actual output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mismatch {
+    pub index: usize,
+    pub expected: Value,
+    pub actual: Value,
+}
+
+fn describe(topic: &str, r: &Record) -> Value {
+    serde_json::json!({"topic": topic, "key": r.key.to_json(), "value": r.value.to_json()})
+}
+
+impl Pipeline {
+    /// The topic records are written to (a topic sink's name; for a
+    /// connector sink, the input topic name).
+    pub fn output_topic(&self) -> String {
+        match (&self.sink, &self.source) {
+            (End::Topic { name, .. }, _) => name.clone(),
+            (_, End::Topic { name, .. }) => name.clone(),
+            _ => String::new(),
+        }
+    }
+
+    /// Runs the chain on the file's `test.input` and compares with
+    /// `test.expect` (the topic is compared where the expectation names
+    /// one). Needs no broker.
+    pub fn test(&self) -> Result<Vec<Mismatch>, String> {
+        let test = self
+            .spec
+            .test
+            .as_ref()
+            .ok_or("the pipeline has no `test` section")?;
+        let topic = self.output_topic();
+        let input: Vec<Record> = test
+            .input
+            .iter()
+            .map(|r| Record {
+                topic: r.topic.clone().unwrap_or_else(|| topic.clone()),
+                key: yaml_to_data(&r.key),
+                value: yaml_to_data(&r.value),
+                headers: Vec::new(),
+                timestamp_ms: None,
+                source_index: 0,
+            })
+            .collect();
+        let output = self.chain.apply(input)?;
+        let mut mismatches = Vec::new();
+        let n = output.len().max(test.expect.len());
+        for i in 0..n {
+            let actual = output.get(i).map(|r| describe(&r.topic, r));
+            let expected = test.expect.get(i).map(|e| {
+                let mut v = serde_json::json!({
+                    "key": yaml_to_data(&e.key).to_json(),
+                    "value": yaml_to_data(&e.value).to_json(),
+                });
+                v["topic"] = match &e.topic {
+                    Some(t) => Value::String(t.clone()),
+                    None => actual
+                        .as_ref()
+                        .map(|a| a["topic"].clone())
+                        .unwrap_or(Value::Null),
+                };
+                v
+            });
+            if actual != expected {
+                mismatches.push(Mismatch {
+                    index: i,
+                    expected: expected.unwrap_or(Value::Null),
+                    actual: actual.unwrap_or(Value::Null),
+                });
+            }
+        }
+        Ok(mismatches)
+    }
+
+    /// The connector that runs this pipeline: (plugin name, config).
+    pub fn connector(&self, bootstrap: &str) -> (String, Props) {
+        let name = self.spec.name.clone();
+        let converter = |format: &str| match format {
+            "string" => "string",
+            "bytes" => "bytes",
+            _ => "json",
+        };
+        let mut props = match (&self.source, &self.sink) {
+            (
+                End::Connector { plugin, config },
+                End::Topic {
+                    name: topic,
+                    format,
+                },
+            ) => {
+                let mut p = config.clone();
+                p.insert("topic".into(), topic.clone());
+                p.insert("value.converter".into(), converter(format).into());
+                (plugin.clone(), p)
+            }
+            (
+                End::Topic {
+                    name: topic,
+                    format,
+                },
+                End::Connector { plugin, config },
+            ) => {
+                let mut p = config.clone();
+                p.insert("topics".into(), topic.clone());
+                p.insert("value.converter".into(), converter(format).into());
+                (plugin.clone(), p)
+            }
+            (
+                End::Topic { name: from, format },
+                End::Topic {
+                    name: to,
+                    format: out,
+                },
+            ) => {
+                let mut p = Props::new();
+                p.insert("topics".into(), from.clone());
+                p.insert("topic".into(), to.clone());
+                p.insert("value.converter".into(), converter(format).into());
+                p.insert("output.value.converter".into(), converter(out).into());
+                p.insert("bootstrap.servers".into(), bootstrap.to_string());
+                ("topic-sink".into(), p)
+            }
+            (End::Connector { plugin, config }, End::Connector { .. }) => {
+                (plugin.clone(), config.clone())
+            }
+        };
+        props.1.insert("name".into(), name);
+        props.1.insert("connector.class".into(), props.0.clone());
+        props
+            .1
+            .insert("value.converter.schemas.enable".into(), "false".into());
+        props.1.insert(
+            "output.value.converter.schemas.enable".into(),
+            "false".into(),
+        );
+        if let Some(errors) = &self.spec.errors {
+            if let Some(t) = &errors.tolerance {
+                props.1.insert("errors.tolerance".into(), t.clone());
+            }
+            if let Some(d) = &errors.dead_letter_topic {
+                props
+                    .1
+                    .insert("errors.deadletterqueue.topic.name".into(), d.clone());
+            }
+        }
+        props
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host() -> runnel_plugin_host::PluginHost {
+        runnel_plugin_host::PluginHost::new(Default::default()).unwrap()
+    }
+
+    fn check(text: &str) -> Result<Pipeline, Vec<Diagnostic>> {
+        parse("p.yaml", text, Path::new("."), &host())
+    }
+
+    #[test]
+    fn problems_are_reported_with_file_line_column_and_a_hint() {
+        let errs = check("name: p\nsource:\n  topic: in\nsink:\n  topic: out\ntransfroms: []\n")
+            .unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert!(
+            errs[0]
+                .to_string()
+                .starts_with("p.yaml:6:1: unknown field `transfroms`"),
+            "{}",
+            errs[0]
+        );
+        assert!(errs[0].hint.as_deref().unwrap().contains("transforms"));
+
+        let text = "name: p
+source:
+  connector: file-sorce
+sink:
+  topic: out
+transforms:
+  - filter: value.a >
+  - plugin: missing.wasm
+  - route: {field: s, topic: fixed}
+";
+        let errs = check(text).unwrap_err();
+        let lines: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert!(
+            lines.iter().any(
+                |l| l.starts_with("p.yaml:3:3: unknown connector 'file-sorce'")
+                    && l.contains("file-source")
+            ),
+            "{lines:#?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("p.yaml:7:5: filter 'value.a >'")),
+            "{lines:#?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("p.yaml:8:5: plugin") && l.contains("missing.wasm")),
+            "{lines:#?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("p.yaml:9:5: route topic 'fixed'")),
+            "{lines:#?}"
+        );
+
+        let errs = check("name: p\nsource:\n  connector: file-source\n  config:\n    topic: x\nsink:\n  topic: out\n").unwrap_err();
+        assert!(
+            errs[0]
+                .to_string()
+                .starts_with("p.yaml:4:3: source.config.file: Missing required"),
+            "{:?}",
+            errs
+        );
+        let errs = check("name: p\nsource:\n  topic: a\n  connector: datagen\nsink:\n  topic: b\n")
+            .unwrap_err();
+        assert!(errs[0].message.contains("exactly one of"), "{errs:?}");
+        let errs =
+            check("name: p\nsource:\n  topic: a\nsink:\n  connector: file-source\n").unwrap_err();
+        assert!(errs[0].message.contains("needs a sink one"), "{errs:?}");
+    }
+
+    #[test]
+    fn a_pipeline_test_compares_outputs_with_expectations() {
+        let text = r#"name: p
+source: {topic: orders}
+transforms:
+  - filter: value.amount > 10
+  - mask: [card]
+  - route: {field: status, topic: "orders-{}"}
+sink: {topic: big-orders}
+test:
+  input:
+    - value: {amount: 5, card: "4111", status: NEW}
+    - value: {amount: 50, card: "4111", status: PAID}
+  expect:
+    - topic: orders-PAID
+      value: {amount: 50, card: "****", status: PAID}
+"#;
+        let p = check(text).unwrap();
+        assert_eq!(p.test().unwrap(), vec![]);
+        let wrong = text.replace("orders-PAID", "orders-NEW");
+        let mismatches = check(&wrong).unwrap().test().unwrap();
+        assert_eq!(mismatches.len(), 1);
+        assert_eq!(mismatches[0].actual["topic"], "orders-PAID");
+        let (plugin, props) = p.connector("127.0.0.1:9092");
+        assert_eq!(plugin, "topic-sink");
+        assert_eq!(
+            (props["topics"].as_str(), props["topic"].as_str()),
+            ("orders", "big-orders")
+        );
+    }
+}

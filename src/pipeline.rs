@@ -1,0 +1,142 @@
+//! `runnel pipeline run|validate|test FILE.yaml`: YAML pipelines (see
+//! `runnel_connect::pipeline` for the format).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use runnel_connect::pipeline::{self, Pipeline};
+use runnel_connect::worker::{Worker, WorkerConfig};
+use tracing::info;
+
+#[derive(Subcommand, Debug)]
+pub enum PipelineCommand {
+    /// Check a pipeline file without running anything
+    Validate { file: PathBuf },
+    /// Run the pipeline's transforms on its `test.input` and compare with
+    /// `test.expect` (no broker needed)
+    Test { file: PathBuf },
+    /// Run a pipeline until Ctrl-C
+    Run {
+        file: PathBuf,
+        #[command(flatten)]
+        connect: crate::ConnectArgs,
+    },
+}
+
+fn load(file: &std::path::Path) -> Result<Pipeline> {
+    let host = runnel_plugin_host::PluginHost::new(Default::default())
+        .context("starting the WASM plugin host")?;
+    pipeline::load(file, &host).map_err(|problems| {
+        let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        anyhow::anyhow!(
+            "{} problem(s) in {}:\n{}",
+            problems.len(),
+            file.display(),
+            text.join("\n")
+        )
+    })
+}
+
+fn describe(p: &Pipeline) -> String {
+    let end = |e: &pipeline::End| match e {
+        pipeline::End::Topic { name, .. } => format!("topic {name}"),
+        pipeline::End::Connector { plugin, .. } => format!("connector {plugin}"),
+    };
+    format!(
+        "{} -> {} transform(s) -> {}",
+        end(&p.source),
+        p.chain.steps.len(),
+        end(&p.sink)
+    )
+}
+
+pub async fn run(cmd: PipelineCommand) -> Result<()> {
+    match cmd {
+        PipelineCommand::Validate { file } => {
+            let p = load(&file)?;
+            println!("{}: ok ({})", file.display(), describe(&p));
+        }
+        PipelineCommand::Test { file } => {
+            let p = load(&file)?;
+            let mismatches = p
+                .test()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let count = p.spec.test.as_ref().map_or(0, |t| t.expect.len());
+            if mismatches.is_empty() {
+                println!(
+                    "{}: ok ({count} expected record(s) matched)",
+                    file.display()
+                );
+            } else {
+                for m in &mismatches {
+                    println!(
+                        "record {}:\n  expected {}\n  got      {}",
+                        m.index, m.expected, m.actual
+                    );
+                }
+                bail!("{}: {} record(s) differ", file.display(), mismatches.len());
+            }
+        }
+        PipelineCommand::Run { file, connect } => {
+            let p = load(&file)?;
+            let name = p.spec.name.clone();
+            let (class, props) = p.connector(&connect.bootstrap);
+            let mut config = WorkerConfig::new(connect.bootstrap.clone());
+            // A pipeline keeps its own state, apart from any connect worker's.
+            config.topics.configs = format!("_runnel_pipeline.{name}.configs");
+            config.topics.offsets = format!("_runnel_pipeline.{name}.offsets");
+            config.topics.status = format!("_runnel_pipeline.{name}.status");
+            config.worker_id = format!("pipeline-{name}");
+            let chains = HashMap::from([(name.clone(), p.chain.clone())]);
+            let worker = Worker::start_with_transforms(
+                config,
+                runnel_connect::connectors::builtin(),
+                chains,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", e.message))
+            .with_context(|| format!("starting pipeline {name} on {}", connect.bootstrap))?;
+            worker
+                .put_connector(&name, props)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            info!(pipeline = %name, connector = %class, "pipeline running ({}); Ctrl-C stops it", describe(&p));
+            eprintln!(
+                "pipeline {name} running ({}); Ctrl-C stops it",
+                describe(&p)
+            );
+            let status = {
+                let worker = worker.clone();
+                let name = name.clone();
+                tokio::spawn(async move {
+                    let mut last = String::new();
+                    loop {
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        if let Ok((state, _, tasks)) = worker.status(&name).await {
+                            let now = format!(
+                                "{} {:?}",
+                                state.as_str(),
+                                tasks.iter().map(|t| t.as_str()).collect::<Vec<_>>()
+                            );
+                            if now != last {
+                                for t in &tasks {
+                                    if let Some(trace) = t.trace() {
+                                        eprintln!("pipeline {name}: task failed: {trace}");
+                                    }
+                                }
+                                last = now;
+                            }
+                        }
+                    }
+                })
+            };
+            crate::serve::shutdown_signal().await;
+            status.abort();
+            worker.shutdown().await;
+            eprintln!("pipeline {name} stopped");
+        }
+    }
+    Ok(())
+}

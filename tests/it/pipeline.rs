@@ -1,0 +1,245 @@
+//! `runnel pipeline validate|test|run` on the pipelines in `examples/`,
+//! against a real broker.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::Message;
+use serde_json::Value;
+
+use crate::harness::{free_port, plugin_wasm, TestBroker, BIN};
+
+fn examples() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples")
+}
+
+fn runnel(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A `runnel pipeline run` process. Killed on drop.
+struct Running(Child);
+
+impl Running {
+    fn start(file: &Path, broker: &TestBroker) -> Running {
+        Running(
+            Command::new(BIN)
+                .args(["pipeline", "run"])
+                .arg(file)
+                .args(["--bootstrap", &broker.addr()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A copy of an example in a temp dir, with `replace` applied to its text.
+fn copy_example(dir: &Path, name: &str, replace: &[(&str, String)]) -> PathBuf {
+    let mut text = std::fs::read_to_string(examples().join(name)).unwrap();
+    for (from, to) in replace {
+        assert!(text.contains(from), "{from} not in {name}");
+        text = text.replace(from, to);
+    }
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn every_example_validates_and_passes_its_own_test() {
+    plugin_wasm("redact-pii");
+    let mut count = 0;
+    for entry in std::fs::read_dir(examples()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        count += 1;
+        let file = path.to_str().unwrap();
+        let (ok, out, err) = runnel(&["pipeline", "validate", file]);
+        assert!(ok, "{file}: {err}");
+        assert!(out.contains(": ok ("), "{out}");
+        let (ok, out, err) = runnel(&["pipeline", "test", file]);
+        assert!(ok, "{file}: {out}{err}");
+    }
+    assert!(count >= 3, "examples/ has {count} pipelines");
+}
+
+#[test]
+fn an_invalid_pipeline_is_refused_with_file_line_and_column_and_nothing_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "name: bad\nsource:\n  connector: file-source\n  config:\n    file: x\nsink:\n  topic: out\ntransforms:\n  - plugin: nowhere.wasm\n  - filter: value.a >\n",
+    )
+    .unwrap();
+    let file = path.to_str().unwrap();
+    for command in ["validate", "test", "run"] {
+        let (ok, _, err) = runnel(
+            &["pipeline", command, file, "--bootstrap", "127.0.0.1:1"]
+                [..if command == "run" { 5 } else { 3 }],
+        );
+        assert!(!ok, "{command}");
+        assert!(
+            err.contains(&format!("{file}:9:5: plugin")),
+            "{command}: {err}"
+        );
+        assert!(
+            err.contains(&format!("{file}:10:5: filter 'value.a >'")),
+            "{command}: {err}"
+        );
+        assert!(err.contains("hint:"), "{err}");
+    }
+    // A test that fails says which record differs.
+    let path = dir.path().join("wrong.yaml");
+    std::fs::write(
+        &path,
+        "name: w\nsource: {topic: a}\nsink: {topic: b}\ntransforms:\n  - drop: [x]\ntest:\n  input: [{value: {x: 1, y: 2}}]\n  expect: [{value: {x: 1, y: 2}}]\n",
+    )
+    .unwrap();
+    let (ok, out, _) = runnel(&["pipeline", "test", path.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        out.contains("record 0:") && out.contains("\"y\":2"),
+        "{out}"
+    );
+}
+
+fn wait_consume(broker: &TestBroker, topic: &str, n: usize) -> Vec<rdkafka::message::OwnedMessage> {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let got = broker.consume(topic, 1, n, Duration::from_secs(2));
+        if got.len() >= n || Instant::now() > deadline {
+            return got;
+        }
+    }
+}
+
+#[test]
+fn the_file_redact_example_runs_and_redacts_every_record() {
+    let broker = TestBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    std::fs::copy(
+        examples().join("data/users.jsonl"),
+        dir.path().join("data/users.jsonl"),
+    )
+    .unwrap();
+    let wasm = plugin_wasm("redact-pii");
+    let file = copy_example(
+        dir.path(),
+        "file-redact-topic.yaml",
+        &[(
+            "../plugins/dist/redact-pii.wasm",
+            wasm.display().to_string(),
+        )],
+    );
+    let _run = Running::start(&file, &broker);
+    let records = wait_consume(&broker, "users-redacted", 3);
+    assert_eq!(records.len(), 3);
+    for r in &records {
+        let v: Value = serde_json::from_slice(r.payload().unwrap()).unwrap();
+        assert_eq!(v["email"], "[REDACTED]", "{v}");
+        assert!(v.get("country").is_none(), "{v}");
+    }
+    let first: Value = serde_json::from_slice(records[0].payload().unwrap()).unwrap();
+    assert_eq!(first["note"], "card [REDACTED] on file");
+}
+
+#[test]
+fn the_topic_filter_example_writes_matching_records_and_dead_letters_the_rest() {
+    let broker = TestBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = copy_example(dir.path(), "topic-filter-file.yaml", &[]);
+    let producer = broker.producer(&[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        for v in [
+            r#"{"id":1,"amount":250,"status":"PAID","card":"4111"}"#,
+            "not json",
+            r#"{"id":2,"amount":20,"status":"PAID","card":"4111"}"#,
+            r#"{"id":3,"amount":120,"status":"PAID","card":"5500"}"#,
+        ] {
+            producer
+                .send(
+                    rdkafka::producer::FutureRecord::<(), str>::to("orders").payload(v),
+                    Duration::from_secs(10),
+                )
+                .await
+                .unwrap();
+        }
+    });
+    let _run = Running::start(&file, &broker);
+    let out = dir.path().join("big-paid-orders.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let lines = loop {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.len() >= 2 || Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["amount_eur"], 250);
+    assert_eq!(lines[1]["card"], "****");
+    let dead = wait_consume(&broker, "orders-dlq", 1);
+    assert_eq!(dead[0].payload().unwrap(), b"not json");
+}
+
+#[test]
+fn the_http_example_routes_posted_events_to_their_topics() {
+    let broker = TestBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let file = copy_example(
+        dir.path(),
+        "http-route-topics.yaml",
+        &[("127.0.0.1:8090", format!("127.0.0.1:{port}"))],
+    );
+    let _run = Running::start(&file, &broker);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let status = rt.block_on(async {
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match http
+                .post(format!("http://127.0.0.1:{port}/"))
+                .body(r#"[{"type":"signup","email":"a@b.c"},{"type":"login","email":"a@b.c"},{"email":"x@y.z"}]"#)
+                .send()
+                .await
+            {
+                Ok(r) => break r.status().as_u16(),
+                Err(e) if Instant::now() > deadline => panic!("the pipeline never listened: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    assert_eq!(status, 200);
+    for topic in ["events-signup", "events-login", "events-other"] {
+        let records = wait_consume(&broker, topic, 1);
+        assert_eq!(records.len(), 1, "{topic}");
+        let v: Value = serde_json::from_slice(records[0].payload().unwrap()).unwrap();
+        assert_eq!(v["email"], "****", "{topic}: {v}");
+    }
+}
