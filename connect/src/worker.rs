@@ -565,11 +565,9 @@ impl Worker {
             // A poll is not cancelled (it may have read data already); it
             // returns within the connector's poll interval.
             let inputs = retry!(policy, target, task.poll())?;
-            if inputs.is_empty() {
-                continue;
-            }
             // A pipeline's transforms run between the poll and the produce.
             let outputs: Vec<SourceRecord> = match self.transforms(name) {
+                _ if inputs.is_empty() => Vec::new(),
                 None => inputs.clone(),
                 Some(chain) => match chain.apply(inputs.iter().map(to_pipeline_source).collect()) {
                     Ok(out) => out
