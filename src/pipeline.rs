@@ -22,6 +22,13 @@ pub enum PipelineCommand {
         file: PathBuf,
         #[command(flatten)]
         connect: crate::ConnectArgs,
+        /// Schema registry for topics with `format: avro`
+        #[arg(
+            long,
+            env = "RUNNEL_REGISTRY_URL",
+            default_value = "http://127.0.0.1:8081"
+        )]
+        registry_url: String,
     },
 }
 
@@ -79,10 +86,14 @@ pub async fn run(cmd: PipelineCommand) -> Result<()> {
                 bail!("{}: {} record(s) differ", file.display(), mismatches.len());
             }
         }
-        PipelineCommand::Run { file, connect } => {
+        PipelineCommand::Run {
+            file,
+            connect,
+            registry_url,
+        } => {
             let p = load(&file)?;
             let name = p.spec.name.clone();
-            let (class, props) = p.connector(&connect.bootstrap);
+            let (class, props) = p.connector(&connect.bootstrap, &registry_url);
             let mut config = WorkerConfig::new(connect.bootstrap.clone());
             // A pipeline keeps its own state, apart from any connect worker's.
             config.topics.configs = format!("_runnel_pipeline.{name}.configs");

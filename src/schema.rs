@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
+use runnel_schema_registry::path_segment;
 use serde_json::{json, Value};
 
 #[derive(Args, Clone, Debug)]
@@ -103,18 +104,6 @@ pub enum SchemaCommand {
 struct Registry {
     base: String,
     http: reqwest::Client,
-}
-
-fn encode(segment: &str) -> String {
-    let mut out = String::new();
-    for b in segment.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 impl Registry {
@@ -228,7 +217,7 @@ pub async fn run(cmd: SchemaCommand) -> Result<()> {
         } => {
             let r = Registry::new(&registry)?;
             let body = schema_body(&file, &references)?;
-            let s = encode(&subject);
+            let s = path_segment(&subject);
             let registered = r
                 .call(
                     reqwest::Method::POST,
@@ -265,8 +254,8 @@ pub async fn run(cmd: SchemaCommand) -> Result<()> {
                     let v = r
                         .get(&format!(
                             "/subjects/{}/versions/{}?deleted={deleted}",
-                            encode(&subject),
-                            encode(&version)
+                            path_segment(&subject),
+                            path_segment(&version)
                         ))
                         .await?;
                     println!(
@@ -297,7 +286,7 @@ pub async fn run(cmd: SchemaCommand) -> Result<()> {
         } => {
             let r = Registry::new(&registry)?;
             let path = match &subject {
-                Some(s) => format!("/subjects/{}/versions?deleted={deleted}", encode(s)),
+                Some(s) => format!("/subjects/{}/versions?deleted={deleted}", path_segment(s)),
                 None => format!("/subjects?deleted={deleted}"),
             };
             for item in r.get(&path).await?.as_array().cloned().unwrap_or_default() {
@@ -316,11 +305,11 @@ pub async fn run(cmd: SchemaCommand) -> Result<()> {
         } => {
             let r = Registry::new(&registry)?;
             let body = schema_body(&file, &references)?;
-            let s = encode(&subject);
+            let s = path_segment(&subject);
             let path = match &version {
                 Some(v) => format!(
                     "/compatibility/subjects/{s}/versions/{}?verbose=true",
-                    encode(v)
+                    path_segment(v)
                 ),
                 None => format!("/compatibility/subjects/{s}/versions?verbose=true"),
             };
@@ -342,9 +331,12 @@ pub async fn run(cmd: SchemaCommand) -> Result<()> {
             registry,
         } => {
             let r = Registry::new(&registry)?;
-            let s = encode(&subject);
+            let s = path_segment(&subject);
             let path = match &version {
-                Some(v) => format!("/subjects/{s}/versions/{}?permanent={permanent}", encode(v)),
+                Some(v) => format!(
+                    "/subjects/{s}/versions/{}?permanent={permanent}",
+                    path_segment(v)
+                ),
                 None => format!("/subjects/{s}?permanent={permanent}"),
             };
             let v = r.call(reqwest::Method::DELETE, &path, None).await?;
@@ -358,7 +350,7 @@ pub async fn run(cmd: SchemaCommand) -> Result<()> {
         } => {
             let r = Registry::new(&registry)?;
             let path = match &subject {
-                Some(s) => format!("/config/{}", encode(s)),
+                Some(s) => format!("/config/{}", path_segment(s)),
                 None => "/config".to_string(),
             };
             match set {

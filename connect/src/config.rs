@@ -235,13 +235,9 @@ pub fn validate(plugins: &[Arc<dyn ConnectorPlugin>], config: &Props) -> Validat
         }
     }
     for key in ["key.converter", "value.converter"] {
-        if let Some(v) = config.get(key) {
-            if !converter::is_known(v) {
-                if let Some(i) = entry(&mut entries, key) {
-                    entries[i].errors.push(format!(
-                        "unknown converter '{v}' (bytes, string, json, or their Kafka Connect class names)"
-                    ));
-                }
+        if let Some(problem) = converter::check(key, config) {
+            if let Some(i) = entry(&mut entries, key) {
+                entries[i].errors.push(problem);
             }
         }
     }

@@ -6,30 +6,56 @@
 //! | `bytes` | `org.apache.kafka.connect.converters.ByteArrayConverter` |
 //! | `string` | `org.apache.kafka.connect.storage.StringConverter` |
 //! | `json` | `org.apache.kafka.connect.json.JsonConverter` (`schemas.enable`, default true as in Kafka) |
+//! | `avro` | `io.confluent.connect.avro.AvroConverter` (`schema.registry.url`, `auto.register.schemas`, `use.latest.version`; Runnel adds `subject`) |
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
+use crate::avro::{AvroConverter, RegistryClient};
 use crate::record::Data;
 
 /// Why data could not be converted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ConvertError(pub String);
+#[error("{message}")]
+pub struct ConvertError {
+    pub message: String,
+    /// The same data may convert later (a schema registry was down).
+    pub retriable: bool,
+}
+
+impl ConvertError {
+    pub fn new(message: impl Into<String>) -> ConvertError {
+        ConvertError {
+            message: message.into(),
+            retriable: false,
+        }
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> ConvertError {
+        ConvertError {
+            message: message.into(),
+            retriable: true,
+        }
+    }
+}
 
 /// Turns data into bytes and back.
+#[async_trait]
 pub trait Converter: Send + Sync {
-    fn encode(&self, topic: &str, data: &Data) -> Result<Option<Bytes>, ConvertError>;
-    fn decode(&self, topic: &str, bytes: Option<&[u8]>) -> Result<Data, ConvertError>;
+    async fn encode(&self, topic: &str, data: &Data) -> Result<Option<Bytes>, ConvertError>;
+    async fn decode(&self, topic: &str, bytes: Option<&[u8]>) -> Result<Data, ConvertError>;
 }
 
 /// Bytes as they are.
 pub struct ByteArrayConverter;
 
+#[async_trait]
 impl Converter for ByteArrayConverter {
-    fn encode(&self, _topic: &str, data: &Data) -> Result<Option<Bytes>, ConvertError> {
+    async fn encode(&self, _topic: &str, data: &Data) -> Result<Option<Bytes>, ConvertError> {
         Ok(match data {
             Data::Null | Data::Json(Value::Null) => None,
             Data::Bytes(b) => Some(b.clone()),
@@ -38,7 +64,7 @@ impl Converter for ByteArrayConverter {
         })
     }
 
-    fn decode(&self, _topic: &str, bytes: Option<&[u8]>) -> Result<Data, ConvertError> {
+    async fn decode(&self, _topic: &str, bytes: Option<&[u8]>) -> Result<Data, ConvertError> {
         Ok(match bytes {
             None => Data::Null,
             Some(b) => Data::Bytes(Bytes::copy_from_slice(b)),
@@ -49,17 +75,18 @@ impl Converter for ByteArrayConverter {
 /// UTF-8 text.
 pub struct StringConverter;
 
+#[async_trait]
 impl Converter for StringConverter {
-    fn encode(&self, topic: &str, data: &Data) -> Result<Option<Bytes>, ConvertError> {
-        ByteArrayConverter.encode(topic, data)
+    async fn encode(&self, topic: &str, data: &Data) -> Result<Option<Bytes>, ConvertError> {
+        ByteArrayConverter.encode(topic, data).await
     }
 
-    fn decode(&self, _topic: &str, bytes: Option<&[u8]>) -> Result<Data, ConvertError> {
+    async fn decode(&self, _topic: &str, bytes: Option<&[u8]>) -> Result<Data, ConvertError> {
         match bytes {
             None => Ok(Data::Null),
             Some(b) => std::str::from_utf8(b)
                 .map(Data::string)
-                .map_err(|e| ConvertError(format!("not UTF-8 text: {e}"))),
+                .map_err(|e| ConvertError::new(format!("not UTF-8 text: {e}"))),
         }
     }
 }
@@ -99,8 +126,9 @@ fn connect_schema(v: &Value) -> Value {
     }
 }
 
+#[async_trait]
 impl Converter for JsonConverter {
-    fn encode(&self, _topic: &str, data: &Data) -> Result<Option<Bytes>, ConvertError> {
+    async fn encode(&self, _topic: &str, data: &Data) -> Result<Option<Bytes>, ConvertError> {
         let value = match data {
             Data::Null => return Ok(None),
             other => other.to_json(),
@@ -115,29 +143,28 @@ impl Converter for JsonConverter {
         };
         serde_json::to_vec(&out)
             .map(|v| Some(Bytes::from(v)))
-            .map_err(|e| ConvertError(e.to_string()))
+            .map_err(|e| ConvertError::new(e.to_string()))
     }
 
-    fn decode(&self, _topic: &str, bytes: Option<&[u8]>) -> Result<Data, ConvertError> {
+    async fn decode(&self, _topic: &str, bytes: Option<&[u8]>) -> Result<Data, ConvertError> {
         let Some(b) = bytes else {
             return Ok(Data::Null);
         };
         let v: Value =
-            serde_json::from_slice(b).map_err(|e| ConvertError(format!("not JSON: {e}")))?;
+            serde_json::from_slice(b).map_err(|e| ConvertError::new(format!("not JSON: {e}")))?;
         if self.schemas_enable {
             if let Value::Object(mut m) = v {
                 if m.len() == 2 && m.contains_key("schema") && m.contains_key("payload") {
                     return Ok(Data::Json(m.remove("payload").unwrap_or(Value::Null)));
                 }
-                return Err(ConvertError(
+                return Err(ConvertError::new(
                     "JsonConverter with schemas.enable=true needs {\"schema\": ..., \"payload\": ...}; \
                      set schemas.enable=false for plain JSON"
-                        .into(),
+                        ,
                 ));
             }
-            return Err(ConvertError(
-                "JsonConverter with schemas.enable=true needs an object with schema and payload"
-                    .into(),
+            return Err(ConvertError::new(
+                "JsonConverter with schemas.enable=true needs an object with schema and payload",
             ));
         }
         Ok(Data::Json(v))
@@ -167,48 +194,103 @@ pub fn from_config(
             };
             Ok(Box::new(JsonConverter { schemas_enable }))
         }
-        other => Err(format!(
-            "unknown converter '{other}' (bytes, string, json, or their Kafka Connect class names)"
-        )),
+        "avro" | "io.confluent.connect.avro.AvroConverter" => {
+            let url = setting("schema.registry.url")
+                .ok_or_else(|| format!("the Avro converter needs {prefix}.schema.registry.url"))?;
+            let flag = |key: &str, default: bool| match setting(key) {
+                None => Ok(default),
+                Some(v) => v
+                    .trim()
+                    .parse::<bool>()
+                    .map_err(|_| format!("{prefix}.{key} is '{v}', not true or false")),
+            };
+            Ok(Box::new(AvroConverter {
+                registry: Arc::new(RegistryClient::new(url)?),
+                is_key: prefix.ends_with("key.converter"),
+                subject: setting("subject")
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string),
+                use_latest_version: flag("use.latest.version", false)?,
+                auto_register: flag("auto.register.schemas", true)?,
+            }))
+        }
+        other => Err(format!("unknown converter '{other}' ({KNOWN})")),
     }
 }
 
+/// What `from_config` knows, for messages.
+pub const KNOWN: &str = "bytes, string, json, avro, or their Kafka Connect class names";
+
 /// Whether `name` is a converter `from_config` knows.
 pub fn is_known(name: &str) -> bool {
-    from_config(
-        "c",
-        &BTreeMap::from([("c".to_string(), name.to_string())]),
-        "string",
+    matches!(
+        name.trim(),
+        "bytes"
+            | "string"
+            | "json"
+            | "avro"
+            | "org.apache.kafka.connect.converters.ByteArrayConverter"
+            | "org.apache.kafka.connect.storage.StringConverter"
+            | "org.apache.kafka.connect.json.JsonConverter"
+            | "io.confluent.connect.avro.AvroConverter"
     )
-    .is_ok()
+}
+
+/// The problem with a converter's settings under `prefix`, if any.
+pub fn check(prefix: &str, config: &BTreeMap<String, String>) -> Option<String> {
+    match config.get(prefix) {
+        Some(name) if is_known(name) => from_config(prefix, config, "string").err(),
+        Some(name) => Some(format!("unknown converter '{name}' ({KNOWN})")),
+        None => None,
+    }
+}
+
+/// Adapter so a `Converter` trait object is itself a converter.
+#[async_trait]
+impl Converter for AvroConverter {
+    async fn encode(&self, topic: &str, data: &Data) -> Result<Option<Bytes>, ConvertError> {
+        self.write(topic, data).await
+    }
+
+    async fn decode(&self, _topic: &str, bytes: Option<&[u8]>) -> Result<Data, ConvertError> {
+        self.read(bytes).await
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn strings_and_bytes_round_trip() {
+    #[tokio::test]
+    async fn strings_and_bytes_round_trip() {
         let s = StringConverter;
-        let b = s.encode("t", &Data::string("héllo")).unwrap().unwrap();
+        let b = s
+            .encode("t", &Data::string("héllo"))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(&b[..], "héllo".as_bytes());
-        assert_eq!(s.decode("t", Some(&b)).unwrap(), Data::string("héllo"));
-        assert!(s.decode("t", Some(&[0xff])).is_err());
-        assert_eq!(s.encode("t", &Data::Null).unwrap(), None);
+        assert_eq!(
+            s.decode("t", Some(&b)).await.unwrap(),
+            Data::string("héllo")
+        );
+        assert!(s.decode("t", Some(&[0xff])).await.is_err());
+        assert_eq!(s.encode("t", &Data::Null).await.unwrap(), None);
         let raw = ByteArrayConverter;
         assert_eq!(
-            raw.decode("t", Some(&[0xff])).unwrap(),
+            raw.decode("t", Some(&[0xff])).await.unwrap(),
             Data::Bytes(Bytes::from_static(&[0xff]))
         );
     }
 
-    #[test]
-    fn json_uses_kafka_connects_envelope_when_schemas_are_enabled() {
+    #[tokio::test]
+    async fn json_uses_kafka_connects_envelope_when_schemas_are_enabled() {
         let with = JsonConverter {
             schemas_enable: true,
         };
         let data = Data::Json(json!({"id": 7, "name": "ann", "ok": true, "score": 1.5}));
-        let bytes = with.encode("t", &data).unwrap().unwrap();
+        let bytes = with.encode("t", &data).await.unwrap().unwrap();
         let v: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(
             v["payload"],
@@ -222,20 +304,20 @@ mod tests {
             .find(|f| f["field"] == "id")
             .unwrap();
         assert_eq!(id["type"], "int64");
-        assert_eq!(with.decode("t", Some(&bytes)).unwrap(), data);
-        assert!(with.decode("t", Some(br#"{"id":1}"#)).is_err());
+        assert_eq!(with.decode("t", Some(&bytes)).await.unwrap(), data);
+        assert!(with.decode("t", Some(br#"{"id":1}"#)).await.is_err());
         let without = JsonConverter {
             schemas_enable: false,
         };
         assert_eq!(
-            without.decode("t", Some(br#"{"id":1}"#)).unwrap(),
+            without.decode("t", Some(br#"{"id":1}"#)).await.unwrap(),
             Data::Json(json!({"id": 1}))
         );
-        assert!(without.decode("t", Some(b"{nope")).is_err());
+        assert!(without.decode("t", Some(b"{nope")).await.is_err());
     }
 
-    #[test]
-    fn converters_are_chosen_by_short_or_kafka_class_name() {
+    #[tokio::test]
+    async fn converters_are_chosen_by_short_or_kafka_class_name() {
         let cfg = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
             pairs
                 .iter()
@@ -256,6 +338,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             c.encode("t", &Data::Json(json!({"a": 1})))
+                .await
                 .unwrap()
                 .unwrap(),
             Bytes::from_static(br#"{"a":1}"#)
@@ -270,8 +353,37 @@ mod tests {
             "string",
         )
         .unwrap();
-        assert!(c.decode("t", Some(br#"{"a":1}"#)).is_err());
+        assert!(c.decode("t", Some(br#"{"a":1}"#)).await.is_err());
         assert!(from_config("key.converter", &cfg(&[("key.converter", "xml")]), "string").is_err());
         assert!(is_known("bytes") && !is_known("xml"));
+        // Avro needs its registry.
+        let e = check("value.converter", &cfg(&[("value.converter", "avro")])).unwrap();
+        assert!(e.contains("value.converter.schema.registry.url"), "{e}");
+        let e = check(
+            "value.converter",
+            &cfg(&[
+                ("value.converter", "io.confluent.connect.avro.AvroConverter"),
+                (
+                    "value.converter.schema.registry.url",
+                    "http://127.0.0.1:8081",
+                ),
+                ("value.converter.auto.register.schemas", "yes"),
+            ]),
+        )
+        .unwrap();
+        assert!(e.contains("not true or false"), "{e}");
+        assert_eq!(
+            check(
+                "value.converter",
+                &cfg(&[
+                    ("value.converter", "avro"),
+                    (
+                        "value.converter.schema.registry.url",
+                        "http://127.0.0.1:8081"
+                    ),
+                ]),
+            ),
+            None
+        );
     }
 }

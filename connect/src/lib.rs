@@ -10,6 +10,7 @@
 //! compacted topics ([`store`]); [`rest`] is the Kafka-Connect-compatible
 //! REST API.
 
+pub mod avro;
 pub mod config;
 pub mod connectors;
 pub mod converter;

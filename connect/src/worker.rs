@@ -594,13 +594,13 @@ impl Worker {
             };
             let mut deliveries = Vec::with_capacity(outputs.len());
             for r in outputs {
-                let key = key_converter.encode(&r.topic, &r.key);
-                let value = value_converter.encode(&r.topic, &r.value);
+                let key = retry!(policy, target, key_converter.encode(&r.topic, &r.key));
+                let value = retry!(policy, target, value_converter.encode(&r.topic, &r.value));
                 let (key, value) = match (key, value) {
                     (Ok(k), Ok(v)) => (k, v),
                     (Err(e), _) | (_, Err(e)) => {
                         // Skipped; its offset counts as done below.
-                        policy.tolerate(name, "converting a source record", &e.0)?;
+                        policy.tolerate(name, "converting a source record", &e.message)?;
                         continue;
                     }
                 };
@@ -787,8 +787,12 @@ impl Worker {
                     }
                 };
                 positions.push(((m.topic().to_string(), m.partition()), m.offset()));
-                let key = key_converter.decode(m.topic(), m.key());
-                let value = value_converter.decode(m.topic(), m.payload());
+                let key = retry!(policy, target, key_converter.decode(m.topic(), m.key()));
+                let value = retry!(
+                    policy,
+                    target,
+                    value_converter.decode(m.topic(), m.payload())
+                );
                 let headers: Vec<(String, Bytes)> = m
                     .headers()
                     .map(|h| {
@@ -813,9 +817,9 @@ impl Worker {
                         headers,
                     }),
                     (Err(e), _) | (_, Err(e)) => {
-                        policy.tolerate(name, "converting a record", &e.0)?;
+                        policy.tolerate(name, "converting a record", &e.message)?;
                         if let Some(dlq) = &dead_letter {
-                            self.dead_letter(dlq, &policy, &m, "VALUE_CONVERTER", &e.0)
+                            self.dead_letter(dlq, &policy, &m, "VALUE_CONVERTER", &e.message)
                                 .await?;
                         }
                     }

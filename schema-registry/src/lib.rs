@@ -34,3 +34,17 @@ pub mod api;
 pub mod kafka;
 #[cfg(feature = "server")]
 pub mod service;
+
+/// Percent-encodes one path segment of a REST API URL (a subject name or a
+/// version), keeping only RFC 3986's unreserved characters as they are.
+pub fn path_segment(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -33,6 +33,7 @@ impl Running {
                 .args(["pipeline", "run"])
                 .arg(file)
                 .args(["--bootstrap", &broker.addr()])
+                .args(["--registry-url", &broker.registry_url()])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -218,14 +219,104 @@ fn the_http_example_routes_posted_events_to_their_topics() {
         &[("127.0.0.1:8090", format!("127.0.0.1:{port}"))],
     );
     let _run = Running::start(&file, &broker);
+    let status = post_when_listening(
+        port,
+        r#"[{"type":"signup","email":"a@b.c"},{"type":"login","email":"a@b.c"},{"email":"x@y.z"}]"#,
+    );
+    assert_eq!(status, 200);
+    for topic in ["events-signup", "events-login", "events-other"] {
+        let records = wait_consume(&broker, topic, 1);
+        assert_eq!(records.len(), 1, "{topic}");
+        let v: Value = serde_json::from_slice(records[0].payload().unwrap()).unwrap();
+        assert_eq!(v["email"], "****", "{topic}: {v}");
+    }
+}
+
+#[test]
+fn the_http_avro_example_writes_records_in_the_registry_wire_format() {
+    let broker = TestBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let schema_file = examples().join("schemas/order.avsc");
+    let out = broker.cli(
+        &[
+            "schema",
+            "register",
+            "orders-avro-value",
+            schema_file.to_str().unwrap(),
+            "--registry",
+            &broker.registry_url(),
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The broker checks every record against the registry, too.
+    let out = broker.cli(
+        &[
+            "topic",
+            "create",
+            "orders-avro",
+            "--config",
+            "confluent.value.schema.validation=true",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = copy_example(
+        dir.path(),
+        "http-avro-topic.yaml",
+        &[("127.0.0.1:8091", format!("127.0.0.1:{port}"))],
+    );
+    let _run = Running::start(&file, &broker);
+    // The second order lacks a required field: skipped.
+    let status = post_when_listening(
+        port,
+        r#"[{"id":1,"customer":"ann","amount_cents":1250,"debug":true},
+            {"id":2,"amount_cents":5},
+            {"id":3,"customer":"cy","amount_cents":7,"currency":"GBP","note":"gift"}]"#,
+    );
+    assert_eq!(status, 200);
+    let records = wait_consume(&broker, "orders-avro", 2);
+    assert_eq!(records.len(), 2);
+    let schema =
+        apache_avro::Schema::parse_str(&std::fs::read_to_string(&schema_file).unwrap()).unwrap();
+    let compiled = runnel_connect::avro::Compiled::new(schema);
+    let mut values = Vec::new();
+    for r in &records {
+        let payload = r.payload().unwrap();
+        assert_eq!(payload[0], 0, "magic byte");
+        let id = i32::from_be_bytes(payload[1..5].try_into().unwrap());
+        assert_eq!(id, 1, "the id registered for orders-avro-value");
+        values.push(compiled.decode(&payload[5..]).unwrap());
+    }
+    assert_eq!(
+        values[0],
+        serde_json::json!({"id": 1, "customer": "ann", "amount_cents": 1250, "currency": "EUR", "note": null})
+    );
+    assert_eq!(
+        values[1],
+        serde_json::json!({"id": 3, "customer": "cy", "amount_cents": 7, "currency": "GBP", "note": "gift"})
+    );
+}
+
+/// POSTs `body` to the pipeline's HTTP source once it listens; the status.
+fn post_when_listening(port: u16, body: &'static str) -> u16 {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let status = rt.block_on(async {
+    rt.block_on(async {
         let http = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             match http
                 .post(format!("http://127.0.0.1:{port}/"))
-                .body(r#"[{"type":"signup","email":"a@b.c"},{"type":"login","email":"a@b.c"},{"email":"x@y.z"}]"#)
+                .body(body)
                 .send()
                 .await
             {
@@ -234,12 +325,5 @@ fn the_http_example_routes_posted_events_to_their_topics() {
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
-    });
-    assert_eq!(status, 200);
-    for topic in ["events-signup", "events-login", "events-other"] {
-        let records = wait_consume(&broker, topic, 1);
-        assert_eq!(records.len(), 1, "{topic}");
-        let v: Value = serde_json::from_slice(records[0].payload().unwrap()).unwrap();
-        assert_eq!(v["email"], "****", "{topic}: {v}");
-    }
+    })
 }

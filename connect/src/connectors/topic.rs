@@ -70,6 +70,14 @@ impl ConnectorPlugin for TopicSink {
     }
 }
 
+fn convert_error(e: converter::ConvertError) -> ConnectError {
+    if e.retriable {
+        ConnectError::retriable(e.message)
+    } else {
+        ConnectError::fatal(e.message)
+    }
+}
+
 struct TopicSinkTask {
     producer: FutureProducer,
     key: Box<dyn Converter>,
@@ -84,11 +92,13 @@ impl SinkTask for TopicSinkTask {
             let key = self
                 .key
                 .encode(&r.topic, &r.key)
-                .map_err(|e| ConnectError::fatal(e.0))?;
+                .await
+                .map_err(convert_error)?;
             let value = self
                 .value
                 .encode(&r.topic, &r.value)
-                .map_err(|e| ConnectError::fatal(e.0))?;
+                .await
+                .map_err(convert_error)?;
             let mut record = FutureRecord::<[u8], [u8]>::to(&r.topic);
             if let Some(k) = &key {
                 record = record.key(k);

@@ -52,8 +52,16 @@ impl std::fmt::Display for Diagnostic {
 /// What each end of a pipeline is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum End {
-    Topic { name: String, format: String },
-    Connector { plugin: String, config: Props },
+    Topic {
+        name: String,
+        format: String,
+        /// Avro: the subject whose latest schema writes records.
+        subject: Option<String>,
+    },
+    Connector {
+        plugin: String,
+        config: Props,
+    },
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -98,7 +106,7 @@ impl Checker<'_> {
     }
 }
 
-const FORMATS: &[&str] = &["json", "string", "bytes"];
+const FORMATS: &[&str] = &["json", "string", "bytes", "avro"];
 
 fn end(
     c: &mut Checker<'_>,
@@ -113,9 +121,26 @@ fn end(
     if !FORMATS.contains(&format.as_str()) {
         c.at(
             &[key(which), key("format")],
-            format!("{which}.format '{format}' is not json, string or bytes"),
+            format!("{which}.format '{format}' is not json, string, bytes or avro"),
             None,
         );
+    }
+    if let Some(subject) = &e.subject {
+        if format != "avro" {
+            c.at(
+                &[key(which), key("subject")],
+                format!("{which}.subject needs `format: avro`"),
+                Some("a subject names the Avro schema that encodes the records"),
+            );
+        } else if subject.trim().is_empty() {
+            c.at(&[key(which), key("subject")], "the subject is empty", None);
+        } else if which == "source" {
+            c.at(
+                &[key(which), key("subject")],
+                "a source topic's records name their schema; only a sink takes a subject",
+                None,
+            );
+        }
     }
     match (&e.topic, &e.connector) {
         (Some(_), Some(_)) | (None, None) => {
@@ -149,6 +174,7 @@ fn end(
             Some(End::Topic {
                 name: t.clone(),
                 format,
+                subject: e.subject.clone(),
             })
         }
         (None, Some(class)) => {
@@ -547,12 +573,24 @@ impl Pipeline {
     }
 
     /// The connector that runs this pipeline: (plugin name, config).
-    pub fn connector(&self, bootstrap: &str) -> (String, Props) {
+    /// `registry` is the schema registry's URL (for Avro topics).
+    pub fn connector(&self, bootstrap: &str, registry: &str) -> (String, Props) {
         let name = self.spec.name.clone();
-        let converter = |format: &str| match format {
-            "string" => "string",
-            "bytes" => "bytes",
-            _ => "json",
+        // The converter settings of a topic end, under `prefix`.
+        let converter = |p: &mut Props, prefix: &str, format: &str, subject: &Option<String>| {
+            let class = match format {
+                "string" => "string",
+                "bytes" => "bytes",
+                "avro" => "avro",
+                _ => "json",
+            };
+            p.insert(prefix.into(), class.into());
+            if class == "avro" {
+                p.insert(format!("{prefix}.schema.registry.url"), registry.into());
+                if let Some(s) = subject {
+                    p.insert(format!("{prefix}.subject"), s.clone());
+                }
+            }
         };
         let mut props = match (&self.source, &self.sink) {
             (
@@ -560,37 +598,42 @@ impl Pipeline {
                 End::Topic {
                     name: topic,
                     format,
+                    subject,
                 },
             ) => {
                 let mut p = config.clone();
                 p.insert("topic".into(), topic.clone());
-                p.insert("value.converter".into(), converter(format).into());
+                converter(&mut p, "value.converter", format, subject);
                 (plugin.clone(), p)
             }
             (
                 End::Topic {
                     name: topic,
                     format,
+                    ..
                 },
                 End::Connector { plugin, config },
             ) => {
                 let mut p = config.clone();
                 p.insert("topics".into(), topic.clone());
-                p.insert("value.converter".into(), converter(format).into());
+                converter(&mut p, "value.converter", format, &None);
                 (plugin.clone(), p)
             }
             (
-                End::Topic { name: from, format },
+                End::Topic {
+                    name: from, format, ..
+                },
                 End::Topic {
                     name: to,
                     format: out,
+                    subject,
                 },
             ) => {
                 let mut p = Props::new();
                 p.insert("topics".into(), from.clone());
                 p.insert("topic".into(), to.clone());
-                p.insert("value.converter".into(), converter(format).into());
-                p.insert("output.value.converter".into(), converter(out).into());
+                converter(&mut p, "value.converter", format, &None);
+                converter(&mut p, "output.value.converter", out, subject);
                 p.insert("bootstrap.servers".into(), bootstrap.to_string());
                 ("topic-sink".into(), p)
             }
@@ -610,6 +653,8 @@ impl Pipeline {
         if let Some(errors) = &self.spec.errors {
             if let Some(t) = &errors.tolerance {
                 props.1.insert("errors.tolerance".into(), t.clone());
+                // What is tolerated is still said.
+                props.1.insert("errors.log.enable".into(), "true".into());
             }
             if let Some(d) = &errors.dead_letter_topic {
                 props

@@ -16,7 +16,8 @@
 //!   - route: {field: status, topic: "orders-{}"}
 //! sink:                             # a connector, or `topic: users-clean`
 //!   topic: users-clean
-//!   format: json                    # topics: json (default), string or bytes
+//!   format: json                    # topics: json (default), string, bytes or avro
+//!   subject: users-clean-value      # avro: write with this subject's latest schema
 //! errors:                           # optional
 //!   tolerance: all                  # none (default) or all
 //!   dead_letter_topic: users-dlq    # records a connector sink could not take
@@ -55,6 +56,9 @@ pub struct Endpoint {
     pub config: BTreeMap<String, Yaml>,
     #[serde(default)]
     pub format: Option<String>,
+    /// `format: avro`: write with this subject's latest schema.
+    #[serde(default)]
+    pub subject: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
