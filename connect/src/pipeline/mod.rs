@@ -769,7 +769,7 @@ test:
         let mismatches = check(&wrong).unwrap().test().unwrap();
         assert_eq!(mismatches.len(), 1);
         assert_eq!(mismatches[0].actual["topic"], "orders-PAID");
-        let (plugin, props) = p.connector("127.0.0.1:9092");
+        let (plugin, props) = p.connector("127.0.0.1:9092", "http://127.0.0.1:8081");
         assert_eq!(plugin, "topic-sink");
         assert_eq!(
             (props["topics"].as_str(), props["topic"].as_str()),
