@@ -22,6 +22,16 @@ pub struct ConnectArgs {
     /// REST API address
     #[arg(long, env = "RUNNEL_CONNECT_ADDR", default_value = "127.0.0.1:8083")]
     pub connect_addr: String,
+    /// Workers with the same group id share the connectors' tasks, and
+    /// take over a dead worker's (Kafka Connect's group.id); they must
+    /// share the three topics, too. Default: connect-cluster, or
+    /// connect-cluster.<config topic> with another --config-topic
+    #[arg(long, env = "RUNNEL_CONNECT_GROUP")]
+    pub group_id: Option<String>,
+    /// How long a worker may be silent before its tasks move to the
+    /// others, in milliseconds
+    #[arg(long, default_value_t = 10_000)]
+    pub session_timeout_ms: u64,
     /// Topic of connector configs
     #[arg(long, default_value = "connect-configs")]
     pub config_topic: String,
@@ -82,10 +92,16 @@ pub async fn run(args: ConnectArgs) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.connect_addr))?;
     let mut config = worker_config(args.bootstrap, &listener);
-    config.topics.configs = args.config_topic;
+    config.topics.configs = args.config_topic.clone();
     config.topics.offsets = args.offset_topic;
     config.topics.status = args.status_topic;
     config.commit_interval = Duration::from_millis(args.commit_interval_ms.max(10));
+    config.group_id = match args.group_id {
+        Some(g) => g,
+        None if args.config_topic == "connect-configs" => "connect-cluster".into(),
+        None => format!("connect-cluster.{}", args.config_topic),
+    };
+    config.session_timeout = Duration::from_millis(args.session_timeout_ms.clamp(1000, 300_000));
     for p in &args.properties {
         let (k, v) = p
             .split_once('=')

@@ -100,6 +100,8 @@ pub async fn run(cmd: PipelineCommand) -> Result<()> {
             config.topics.offsets = format!("_runnel_pipeline.{name}.offsets");
             config.topics.status = format!("_runnel_pipeline.{name}.status");
             config.worker_id = format!("pipeline-{name}");
+            // Several `pipeline run`s of one pipeline share its tasks.
+            config.group_id = format!("_runnel_pipeline.{name}");
             let chains = HashMap::from([(name.clone(), p.chain.clone())]);
             let worker = Worker::start_with_transforms(
                 config,
@@ -128,12 +130,12 @@ pub async fn run(cmd: PipelineCommand) -> Result<()> {
                         if let Ok((state, _, tasks)) = worker.status(&name).await {
                             let now = format!(
                                 "{} {:?}",
-                                state.as_str(),
-                                tasks.iter().map(|t| t.as_str()).collect::<Vec<_>>()
+                                state.state.as_str(),
+                                tasks.iter().map(|t| t.state.as_str()).collect::<Vec<_>>()
                             );
                             if now != last {
                                 for t in &tasks {
-                                    if let Some(trace) = t.trace() {
+                                    if let Some(trace) = t.state.trace() {
                                         eprintln!("pipeline {name}: task failed: {trace}");
                                     }
                                 }

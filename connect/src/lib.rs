@@ -11,6 +11,7 @@
 //! REST API.
 
 pub mod avro;
+pub mod cluster;
 pub mod config;
 pub mod connectors;
 pub mod converter;

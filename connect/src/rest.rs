@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::plugin::{ConnectorKind, Props};
-use crate::worker::{RunState, TargetState, Worker, WorkerError};
+use crate::worker::{TargetState, UnitStatus, Worker, WorkerError};
 
 /// Largest request body.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -178,15 +178,19 @@ fn info_json(name: &str, config: &Props, kind: ConnectorKind, tasks: usize) -> V
     })
 }
 
+/// `{"state", "worker_id", "trace"?}` of a connector or task.
+fn unit_json(s: &UnitStatus) -> Value {
+    let worker = (!s.worker_id.is_empty()).then_some(&s.worker_id);
+    let mut v = json!({"state": s.state.as_str(), "worker_id": worker});
+    if let Some(t) = s.state.trace() {
+        v["trace"] = json!(t);
+    }
+    v
+}
+
 async fn status_json(w: &Worker, name: &str) -> ApiResult<Value> {
     let (state, kind, tasks) = w.status(name).await?;
-    let entry = |s: &RunState| {
-        let mut v = json!({"state": s.as_str(), "worker_id": w.worker_id()});
-        if let Some(t) = s.trace() {
-            v["trace"] = json!(t);
-        }
-        v
-    };
+    let entry = unit_json;
     Ok(json!({
         "name": name,
         "connector": entry(&state),
@@ -368,10 +372,8 @@ async fn task_status(
     let s = tasks
         .get(t)
         .ok_or_else(|| ApiError::from(WorkerError::TaskNotFound(name.clone(), t)))?;
-    let mut v = json!({"id": t, "state": s.as_str(), "worker_id": w.worker_id()});
-    if let Some(trace) = s.trace() {
-        v["trace"] = json!(trace);
-    }
+    let mut v = unit_json(s);
+    v["id"] = json!(t);
     Ok(axum::Json(v))
 }
 

@@ -16,10 +16,8 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::Value;
 
 use crate::plugin::{ConnectError, ConnectResult, OffsetReader};
@@ -82,85 +80,14 @@ pub async fn ensure_topics(client: &ClientConfig, topics: &Topics) -> ConnectRes
 /// A record of an internal topic: key and (unless a tombstone) value.
 pub type KeyValue = (Vec<u8>, Option<Vec<u8>>);
 
-/// Reads a whole topic, every partition to its current end, in order per
-/// partition: (key, value) pairs, later ones after earlier ones.
-pub fn read_to_end(client: &ClientConfig, topic: &str) -> ConnectResult<Vec<KeyValue>> {
-    let consumer: BaseConsumer = client
-        .clone()
-        .set("group.id", "runnel-connect-reader")
-        .set("enable.auto.commit", "false")
-        .create()
-        .map_err(|e| kafka_error("creating a reader", e))?;
-    let timeout = Duration::from_secs(30);
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .map_err(|e| kafka_error(&format!("metadata of {topic}"), e))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .first()
-        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-        .unwrap_or_default();
-    let mut tpl = TopicPartitionList::new();
-    let mut ends = HashMap::new();
-    for p in &partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, *p, timeout)
-            .map_err(|e| kafka_error(&format!("end of {topic}"), e))?;
-        if high > low {
-            ends.insert(*p, high);
-            tpl.add_partition_offset(topic, *p, Offset::Beginning)
-                .map_err(|e| kafka_error("assign", e))?;
-        }
-    }
-    let mut out = Vec::new();
-    if ends.is_empty() {
-        return Ok(out);
-    }
-    consumer
-        .assign(&tpl)
-        .map_err(|e| kafka_error("assign", e))?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !ends.is_empty() {
-        if std::time::Instant::now() > deadline {
-            return Err(ConnectError::retriable(format!(
-                "reading {topic} took too long"
-            )));
-        }
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                out.push((
-                    m.key().unwrap_or_default().to_vec(),
-                    m.payload().map(<[u8]>::to_vec),
-                ));
-                if m.offset() + 1 >= *ends.get(&m.partition()).unwrap_or(&0) {
-                    ends.remove(&m.partition());
-                }
-            }
-            Some(Err(e)) => return Err(kafka_error(&format!("reading {topic}"), e)),
-            None => {
-                // Compaction can leave the last offsets without records.
-                if let Ok(position) = consumer.position() {
-                    for e in position.elements() {
-                        if let Offset::Offset(o) = e.offset() {
-                            if ends.get(&e.partition()).is_some_and(|end| o >= *end) {
-                                ends.remove(&e.partition());
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Writes one record and waits until it is stored.
+/// Writes one record and waits until it is stored: its (partition,
+/// offset).
 pub async fn write(
     producer: &FutureProducer,
     topic: &str,
     key: &[u8],
     value: Option<&[u8]>,
-) -> ConnectResult<()> {
+) -> ConnectResult<(i32, i64)> {
     let mut record = FutureRecord::<[u8], [u8]>::to(topic).key(key);
     if let Some(v) = value {
         record = record.payload(v);
@@ -168,52 +95,67 @@ pub async fn write(
     producer
         .send(record, Duration::from_secs(30))
         .await
-        .map(|_| ())
+        .map(|d| (d.partition, d.offset))
         .map_err(|(e, _)| kafka_error(&format!("writing to {topic}"), e))
 }
 
 /// Committed source offsets of every connector, kept in memory and in
-/// `connect-offsets`.
+/// `connect-offsets`, which it follows: offsets other workers commit show
+/// up here, so a task moved to this worker resumes where it stopped.
 pub struct OffsetStore {
     topic: String,
     producer: FutureProducer,
     /// (connector, partition JSON) → offset.
-    offsets: Mutex<HashMap<(String, String), Value>>,
+    offsets: Arc<Mutex<HashMap<(String, String), Value>>>,
+    tail: crate::cluster::Tail,
 }
 
 fn offset_key(connector: &str, partition: &SourcePartition) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!([connector, partition])).unwrap_or_default()
 }
 
+/// Applies one `connect-offsets` record.
+fn apply_offset(offsets: &Mutex<HashMap<(String, String), Value>>, (key, value): KeyValue) {
+    let Ok(Value::Array(parts)) = serde_json::from_slice::<Value>(&key) else {
+        return;
+    };
+    let (Some(Value::String(name)), Some(partition)) = (parts.first(), parts.get(1)) else {
+        return;
+    };
+    let k = (name.clone(), partition.to_string());
+    let mut offsets = offsets.lock().unwrap_or_else(|e| e.into_inner());
+    match value.and_then(|v| serde_json::from_slice::<Value>(&v).ok()) {
+        Some(v) => {
+            offsets.insert(k, v);
+        }
+        None => {
+            offsets.remove(&k);
+        }
+    }
+}
+
 impl OffsetStore {
-    pub fn load(
+    /// Reads `topic` to its end, then keeps following it.
+    pub async fn follow(
         client: &ClientConfig,
         producer: FutureProducer,
         topic: &str,
     ) -> ConnectResult<OffsetStore> {
-        let mut offsets = HashMap::new();
-        for (key, value) in read_to_end(client, topic)? {
-            let Ok(Value::Array(parts)) = serde_json::from_slice::<Value>(&key) else {
-                continue;
-            };
-            let (Some(Value::String(name)), Some(partition)) = (parts.first(), parts.get(1)) else {
-                continue;
-            };
-            let k = (name.clone(), partition.to_string());
-            match value.and_then(|v| serde_json::from_slice::<Value>(&v).ok()) {
-                Some(v) => {
-                    offsets.insert(k, v);
-                }
-                None => {
-                    offsets.remove(&k);
-                }
-            }
-        }
+        let offsets = Arc::new(Mutex::new(HashMap::new()));
+        let o = offsets.clone();
+        let tail =
+            crate::cluster::Tail::start(client, topic, move |kv| apply_offset(&o, kv)).await?;
         Ok(OffsetStore {
             topic: topic.to_string(),
             producer,
-            offsets: Mutex::new(offsets),
+            offsets,
+            tail,
         })
+    }
+
+    /// Waits until every offset committed so far (by any worker) is known.
+    pub async fn catch_up(&self) -> ConnectResult<()> {
+        self.tail.catch_up(Duration::from_secs(30)).await
     }
 
     /// Stores offsets durably, then remembers them.

@@ -9,7 +9,9 @@
 //! again from the last committed positions: nothing acknowledged is lost,
 //! and what ran after the last commit runs again.
 
+use std::collections::HashSet;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,16 +23,17 @@ use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::{json, Value};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 
+use crate::cluster::{self, Membership, Tail, Unit};
 use crate::config::{self, Validation};
 use crate::connectors;
 use crate::converter;
 use crate::pipeline::transform::{Chain, Record};
 use crate::plugin::{ConnectError, ConnectResult, ConnectorKind, ConnectorPlugin, Props};
 use crate::record::{Data, SinkRecord, SourcePartition, SourceRecord};
-use crate::store::{self, OffsetStore, Topics};
+use crate::store::{self, KeyValue, OffsetStore, Topics};
 
 /// How a worker reaches Kafka and where it keeps its state.
 #[derive(Debug, Clone)]
@@ -44,6 +47,11 @@ pub struct WorkerConfig {
     pub properties: Vec<(String, String)>,
     /// How often source offsets and sink positions are committed.
     pub commit_interval: Duration,
+    /// Workers with the same group id share the connectors' tasks (Kafka
+    /// Connect's `group.id`).
+    pub group_id: String,
+    /// How long a silent worker stays in the group before its tasks move.
+    pub session_timeout: Duration,
 }
 
 impl WorkerConfig {
@@ -54,6 +62,8 @@ impl WorkerConfig {
             worker_id: "runnel-connect".into(),
             properties: Vec::new(),
             commit_interval: Duration::from_millis(1000),
+            group_id: "connect-cluster".into(),
+            session_timeout: Duration::from_secs(10),
         }
     }
 
@@ -149,18 +159,90 @@ impl From<ConnectError> for WorkerError {
 }
 
 struct Task {
-    config: Props,
     state: Arc<Mutex<RunState>>,
     target: watch::Sender<TargetState>,
+    /// Set when the task stops because it moved to another worker: its
+    /// last state is then not recorded (the new owner records its own).
+    quiet: Arc<AtomicBool>,
     join: tokio::task::JoinHandle<()>,
 }
 
+/// A connector as the cluster's configs describe it, and what this worker
+/// runs of it.
 struct Connector {
     config: Props,
-    plugin: Arc<dyn ConnectorPlugin>,
+    plugin: Option<Arc<dyn ConnectorPlugin>>,
     target: TargetState,
+    /// Running, or Failed when its config cannot make tasks.
     state: RunState,
-    tasks: Vec<Task>,
+    task_configs: Vec<Props>,
+    /// Whether this worker reports the connector's own status.
+    owned: bool,
+    /// The tasks this worker runs, by id.
+    tasks: BTreeMap<usize, Task>,
+}
+
+/// The cluster's connectors as `connect-configs` says, latest record per
+/// key.
+#[derive(Default)]
+struct Configs {
+    connectors: BTreeMap<String, Props>,
+    targets: HashMap<String, TargetState>,
+    /// Restart requests read after start-up: (connector, task or all).
+    restarts: Vec<(String, Option<usize>, String)>,
+    loaded: bool,
+}
+
+impl Configs {
+    fn apply(&mut self, (key, value): KeyValue) {
+        let key = String::from_utf8_lossy(&key).into_owned();
+        let value: Option<Value> = value.and_then(|v| serde_json::from_slice(&v).ok());
+        if let Some(name) = key.strip_prefix("connector-") {
+            match value.and_then(|v| serde_json::from_value::<Props>(v["properties"].clone()).ok())
+            {
+                Some(props) => {
+                    self.connectors.insert(name.to_string(), props);
+                }
+                None => {
+                    self.connectors.remove(name);
+                }
+            }
+        } else if let Some(name) = key.strip_prefix("target-state-") {
+            match value.as_ref().and_then(|v| v["state"].as_str()) {
+                Some(s) => {
+                    self.targets.insert(name.to_string(), TargetState::parse(s));
+                }
+                None => {
+                    self.targets.remove(name);
+                }
+            }
+        } else if self.loaded {
+            // Restart requests are acted on once, by the workers running
+            // at the time; the one that asked has already restarted its
+            // share.
+            let by = value
+                .as_ref()
+                .and_then(|v| v["requested_by"].as_str())
+                .unwrap_or_default()
+                .to_string();
+            if let Some(name) = key.strip_prefix("restart-connector-") {
+                self.restarts.push((name.to_string(), None, by));
+            } else if let Some(rest) = key.strip_prefix("restart-task-") {
+                if let Some((name, id)) = rest.rsplit_once('-') {
+                    if let Ok(id) = id.parse() {
+                        self.restarts.push((name.to_string(), Some(id), by));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A connector's or task's state and the worker that reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitStatus {
+    pub state: RunState,
+    pub worker_id: String,
 }
 
 /// A connect worker.
@@ -169,7 +251,19 @@ pub struct Worker {
     plugins: Vec<Arc<dyn ConnectorPlugin>>,
     producer: FutureProducer,
     offsets: Arc<OffsetStore>,
+    configs: Arc<Mutex<Configs>>,
+    config_tail: Tail,
+    /// The latest `connect-status` record per key: (state, worker).
+    statuses: Arc<Mutex<HashMap<String, UnitStatus>>>,
+    _status_tail: Tail,
+    membership: Membership,
+    /// Every connector of the cluster, with what runs here.
     connectors: tokio::sync::Mutex<BTreeMap<String, Connector>>,
+    /// One reconciliation at a time.
+    reconciling: tokio::sync::Mutex<()>,
+    /// Woken when the configs change.
+    wake: Arc<Notify>,
+    background: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Transform chains of pipelines, by connector name.
     chains: Mutex<HashMap<String, Arc<Chain>>>,
 }
@@ -203,8 +297,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Worker {
-    /// Connects, creates the internal topics if needed, reads them, and
-    /// starts every connector they describe.
+    /// Connects, creates the internal topics if needed, reads them, joins
+    /// the workers' group and runs its share of the connectors they
+    /// describe.
     pub async fn start(
         config: WorkerConfig,
         plugins: Vec<Arc<dyn ConnectorPlugin>>,
@@ -228,49 +323,98 @@ impl Worker {
             .set("linger.ms", "5")
             .create()
             .map_err(|e| ConnectError::retriable(format!("creating the producer: {e}")))?;
-        let (c, p, topics) = (client.clone(), producer.clone(), config.topics.clone());
-        let (offsets, saved) = tokio::task::spawn_blocking(move || {
-            let offsets = OffsetStore::load(&c, p, &topics.offsets)?;
-            let configs = store::read_to_end(&c, &topics.configs)?;
-            Ok::<_, ConnectError>((offsets, configs))
-        })
-        .await
-        .map_err(|e| ConnectError::fatal(e.to_string()))??;
+        let offsets =
+            OffsetStore::follow(&client, producer.clone(), &config.topics.offsets).await?;
+        let wake = Arc::new(Notify::new());
+        let configs = Arc::new(Mutex::new(Configs::default()));
+        let config_tail = {
+            let (configs, wake) = (configs.clone(), wake.clone());
+            Tail::start(&client, &config.topics.configs, move |kv| {
+                lock(&configs).apply(kv);
+                wake.notify_one();
+            })
+            .await?
+        };
+        lock(&configs).loaded = true;
+        let statuses = Arc::new(Mutex::new(HashMap::new()));
+        let status_tail = {
+            let statuses = statuses.clone();
+            Tail::start(&client, &config.topics.status, move |(key, value)| {
+                let key = String::from_utf8_lossy(&key).into_owned();
+                let value: Option<Value> = value.and_then(|v| serde_json::from_slice(&v).ok());
+                let mut statuses = lock(&statuses);
+                match value {
+                    Some(v) => {
+                        let state = match v["state"].as_str().unwrap_or_default() {
+                            "RUNNING" => RunState::Running,
+                            "PAUSED" => RunState::Paused,
+                            "STOPPED" => RunState::Stopped,
+                            "FAILED" => RunState::Failed(
+                                v["trace"].as_str().unwrap_or_default().to_string(),
+                            ),
+                            _ => RunState::Unassigned,
+                        };
+                        let worker_id = v["worker_id"].as_str().unwrap_or_default().to_string();
+                        statuses.insert(key, UnitStatus { state, worker_id });
+                    }
+                    None => {
+                        statuses.remove(&key);
+                    }
+                }
+            })
+            .await?
+        };
+        let membership = Membership::join(
+            &client,
+            &config.group_id,
+            &config.worker_id,
+            &config.topics.configs,
+            config.session_timeout,
+        )?;
         let worker = Arc::new(Worker {
             config,
             plugins,
             producer,
             offsets: Arc::new(offsets),
+            configs,
+            config_tail,
+            statuses,
+            _status_tail: status_tail,
+            membership,
             connectors: tokio::sync::Mutex::new(BTreeMap::new()),
+            reconciling: tokio::sync::Mutex::new(()),
+            wake,
+            background: Mutex::new(None),
             chains: Mutex::new(chains.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()),
         });
-        // The latest record per key is the state.
-        let mut configs: BTreeMap<String, Option<Props>> = BTreeMap::new();
-        let mut targets: HashMap<String, TargetState> = HashMap::new();
-        for (key, value) in saved {
-            let key = String::from_utf8_lossy(&key).into_owned();
-            let value: Option<Value> = value.and_then(|v| serde_json::from_slice(&v).ok());
-            if let Some(name) = key.strip_prefix("connector-") {
-                let props = value
-                    .and_then(|v| serde_json::from_value::<Props>(v["properties"].clone()).ok());
-                configs.insert(name.to_string(), props);
-            } else if let Some(name) = key.strip_prefix("target-state-") {
-                let state = value
-                    .as_ref()
-                    .and_then(|v| v["state"].as_str())
-                    .map(TargetState::parse)
-                    .unwrap_or(TargetState::Started);
-                targets.insert(name.to_string(), state);
+        // Reconciles on every config change and rebalance, and every few
+        // seconds in case a group description came while it was unstable.
+        let weak = Arc::downgrade(&worker);
+        let (wake, changed) = (worker.wake.clone(), worker.membership.changed.clone());
+        let background = tokio::spawn(async move {
+            loop {
+                let Some(worker) = weak.upgrade() else { break };
+                let joined = worker.reconcile().await;
+                drop(worker);
+                let idle = if joined {
+                    Duration::from_secs(3)
+                } else {
+                    Duration::from_millis(500)
+                };
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = changed.notified() => {}
+                    _ = tokio::time::sleep(idle) => {}
+                }
             }
-        }
-        for (name, props) in configs {
-            let Some(props) = props else { continue };
-            let target = targets.get(&name).copied().unwrap_or(TargetState::Started);
-            if let Err(e) = worker.launch(&name, props, target).await {
-                warn!(connector = %name, error = %e, "cannot start a saved connector");
-            }
-        }
-        info!(bootstrap = %worker.config.bootstrap, "connect worker started");
+        });
+        *lock(&worker.background) = Some(background);
+        info!(
+            bootstrap = %worker.config.bootstrap,
+            group = %worker.config.group_id,
+            member = %worker.membership.me(),
+            "connect worker started"
+        );
         Ok(worker)
     }
 
@@ -299,16 +443,23 @@ impl Worker {
         config::validate(&self.plugins, config)
     }
 
-    async fn write_config(&self, key: &str, value: Option<Value>) -> Result<(), WorkerError> {
+    /// Writes a `connect-configs` record, waits until this worker has read
+    /// it back, and acts on it.
+    async fn write_config(
+        self: &Arc<Self>,
+        key: &str,
+        value: Option<Value>,
+    ) -> Result<(), WorkerError> {
         let bytes = value.map(|v| serde_json::to_vec(&v).unwrap_or_default());
-        store::write(
+        let (partition, offset) = store::write(
             &self.producer,
             &self.config.topics.configs,
             key.as_bytes(),
             bytes.as_deref(),
         )
-        .await
-        .map_err(WorkerError::from)
+        .await?;
+        self.config_tail.wait_applied(partition, offset).await?;
+        Ok(())
     }
 
     async fn write_status(&self, key: &str, state: &RunState) {
@@ -329,6 +480,156 @@ impl Worker {
         {
             warn!(key, error = %e, "could not record a status");
         }
+    }
+
+    /// A connector's plugin, state (Failed when its config cannot make
+    /// tasks) and task configs.
+    fn layout(&self, config: &Props) -> (Option<Arc<dyn ConnectorPlugin>>, RunState, Vec<Props>) {
+        let validation = self.validate(config);
+        let Some(plugin) = validation.plugin.clone() else {
+            return (
+                None,
+                RunState::Failed(validation.problems().join("\n")),
+                Vec::new(),
+            );
+        };
+        let max_tasks = config::get(config, "tasks.max", "1")
+            .parse::<usize>()
+            .unwrap_or(1);
+        match plugin.task_configs(config, max_tasks.clamp(1, config::MAX_TASKS)) {
+            Err(e) => (Some(plugin), RunState::Failed(e.message), Vec::new()),
+            Ok(task_configs) => {
+                let task_configs = task_configs
+                    .into_iter()
+                    .map(|mut task_config| {
+                        // Task configs inherit the connector's common settings.
+                        for (k, v) in config {
+                            task_config.entry(k.clone()).or_insert_with(|| v.clone());
+                        }
+                        task_config
+                    })
+                    .collect();
+                (Some(plugin), RunState::Running, task_configs)
+            }
+        }
+    }
+
+    /// Makes what this worker runs match the configs and its share of the
+    /// assignment. Returns whether the worker is in the group yet.
+    async fn reconcile(self: &Arc<Self>) -> bool {
+        let _one = self.reconciling.lock().await;
+        let (wanted, targets, restarts) = {
+            let mut c = lock(&self.configs);
+            (
+                c.connectors.clone(),
+                c.targets.clone(),
+                std::mem::take(&mut c.restarts),
+            )
+        };
+        let members = self.membership.members().await;
+        let mut plans = BTreeMap::new();
+        for (name, config) in wanted {
+            let target = targets.get(&name).copied().unwrap_or(TargetState::Started);
+            let (plugin, state, task_configs) = self.layout(&config);
+            plans.insert(name, (config, plugin, state, task_configs, target));
+        }
+        let mine: Option<HashSet<Unit>> = members.as_ref().map(|members| {
+            let counts: Vec<(String, usize)> =
+                plans.iter().map(|(n, p)| (n.clone(), p.3.len())).collect();
+            let me = members.iter().position(|m| m == self.membership.me());
+            cluster::assign(&counts, members)
+                .into_iter()
+                .filter(|(_, owner)| Some(*owner) == me)
+                .map(|(unit, _)| unit)
+                .collect()
+        });
+        // First what must stop: deleted, reconfigured, moved, restarted.
+        let mut stopping: Vec<Task> = Vec::new();
+        let mut statuses: Vec<(String, RunState)> = Vec::new();
+        {
+            let mut connectors = self.connectors.lock().await;
+            let gone: Vec<String> = connectors
+                .keys()
+                .filter(|n| !plans.contains_key(*n))
+                .cloned()
+                .collect();
+            for name in gone {
+                if let Some(c) = connectors.remove(&name) {
+                    stopping.extend(c.tasks.into_values());
+                }
+            }
+            for (name, (config, plugin, state, task_configs, target)) in &plans {
+                let c = connectors.entry(name.clone()).or_insert_with(|| Connector {
+                    config: config.clone(),
+                    plugin: plugin.clone(),
+                    target: *target,
+                    state: state.clone(),
+                    task_configs: task_configs.clone(),
+                    owned: false,
+                    tasks: BTreeMap::new(),
+                });
+                let mut report = false;
+                if c.config != *config || c.task_configs != *task_configs || c.state != *state {
+                    stopping.extend(std::mem::take(&mut c.tasks).into_values());
+                    c.config = config.clone();
+                    c.plugin = plugin.clone();
+                    c.task_configs = task_configs.clone();
+                    c.state = state.clone();
+                    report = true;
+                }
+                if c.target != *target {
+                    c.target = *target;
+                    for t in c.tasks.values() {
+                        let _ = t.target.send(*target);
+                    }
+                    report = true;
+                }
+                if let Some(mine) = &mine {
+                    let owns = mine.contains(&Unit::Connector(name.clone()));
+                    if owns && (report || !c.owned) {
+                        statuses.push((format!("status-connector-{name}"), c.shown_state()));
+                    }
+                    c.owned = owns;
+                    let moved: Vec<usize> = c
+                        .tasks
+                        .keys()
+                        .filter(|id| !mine.contains(&Unit::Task(name.clone(), **id)))
+                        .copied()
+                        .collect();
+                    for id in moved {
+                        stopping.extend(c.tasks.remove(&id));
+                    }
+                }
+            }
+            for (name, task, _) in restarts {
+                if let Some(c) = connectors.get_mut(&name) {
+                    match task {
+                        None => stopping.extend(std::mem::take(&mut c.tasks).into_values()),
+                        Some(id) => stopping.extend(c.tasks.remove(&id)),
+                    }
+                }
+            }
+        }
+        for t in &stopping {
+            t.quiet.store(true, Ordering::SeqCst);
+        }
+        stop_tasks(stopping).await;
+        // Then what must start.
+        if let Some(mine) = &mine {
+            let mut connectors = self.connectors.lock().await;
+            for (name, c) in connectors.iter_mut() {
+                for (id, task_config) in c.task_configs.iter().enumerate() {
+                    if mine.contains(&Unit::Task(name.clone(), id)) && !c.tasks.contains_key(&id) {
+                        let task = self.spawn_task(name, id, task_config.clone(), c.target);
+                        c.tasks.insert(id, task);
+                    }
+                }
+            }
+        }
+        for (key, state) in statuses {
+            self.write_status(&key, &state).await;
+        }
+        mine.is_some()
     }
 
     /// Creates a connector (or replaces its config). Returns whether it
@@ -357,23 +658,7 @@ impl Worker {
         if validation.error_count() > 0 {
             return Err(WorkerError::Invalid(validation.problems()));
         }
-        let created = {
-            let mut connectors = self.connectors.lock().await;
-            let created = match connectors.remove(name) {
-                Some(old) => {
-                    stop_tasks(old.tasks).await;
-                    false
-                }
-                None => true,
-            };
-            drop(connectors);
-            created
-        };
-        self.write_config(
-            &format!("connector-{name}"),
-            Some(json!({ "properties": config })),
-        )
-        .await?;
+        let created = !lock(&self.configs).connectors.contains_key(name);
         if created {
             self.write_config(
                 &format!("target-state-{name}"),
@@ -381,7 +666,12 @@ impl Worker {
             )
             .await?;
         }
-        self.launch(name, config, TargetState::Started).await?;
+        self.write_config(
+            &format!("connector-{name}"),
+            Some(json!({ "properties": config })),
+        )
+        .await?;
+        self.reconcile().await;
         info!(connector = name, created, "connector configured");
         Ok(created)
     }
@@ -392,61 +682,10 @@ impl Worker {
         name: &str,
         config: Props,
     ) -> Result<(), WorkerError> {
-        if self.connectors.lock().await.contains_key(name) {
+        if lock(&self.configs).connectors.contains_key(name) {
             return Err(WorkerError::Exists(name.to_string()));
         }
         self.put_connector(name, config).await.map(|_| ())
-    }
-
-    /// Starts a connector's tasks in `target` state.
-    async fn launch(
-        self: &Arc<Self>,
-        name: &str,
-        config: Props,
-        target: TargetState,
-    ) -> Result<(), WorkerError> {
-        let validation = self.validate(&config);
-        let plugin = validation
-            .plugin
-            .clone()
-            .ok_or_else(|| WorkerError::Invalid(validation.problems()))?;
-        let max_tasks = config::get(&config, "tasks.max", "1")
-            .parse::<usize>()
-            .unwrap_or(1);
-        let mut connector = Connector {
-            config: config.clone(),
-            plugin: plugin.clone(),
-            target,
-            state: RunState::Running,
-            tasks: Vec::new(),
-        };
-        match plugin.task_configs(&config, max_tasks.clamp(1, config::MAX_TASKS)) {
-            Err(e) => connector.state = RunState::Failed(e.message),
-            Ok(task_configs) => {
-                for (id, mut task_config) in task_configs.into_iter().enumerate() {
-                    // Task configs inherit the connector's common settings.
-                    for (k, v) in &config {
-                        task_config.entry(k.clone()).or_insert_with(|| v.clone());
-                    }
-                    connector
-                        .tasks
-                        .push(self.spawn_task(name, id, task_config, target));
-                }
-            }
-        }
-        connector.state = match (&connector.state, target) {
-            (RunState::Failed(m), _) => RunState::Failed(m.clone()),
-            (_, TargetState::Started) => RunState::Running,
-            (_, TargetState::Paused) => RunState::Paused,
-            (_, TargetState::Stopped) => RunState::Stopped,
-        };
-        self.write_status(&format!("status-connector-{name}"), &connector.state)
-            .await;
-        self.connectors
-            .lock()
-            .await
-            .insert(name.to_string(), connector);
-        Ok(())
     }
 
     fn spawn_task(
@@ -457,10 +696,15 @@ impl Worker {
         target: TargetState,
     ) -> Task {
         let state = Arc::new(Mutex::new(RunState::Unassigned));
+        let quiet = Arc::new(AtomicBool::new(false));
         let (tx, rx) = watch::channel(target);
         let worker = self.clone();
-        let (task_name, task_config, task_state) =
-            (name.to_string(), config.clone(), state.clone());
+        let (task_name, task_config, task_state, task_quiet) = (
+            name.to_string(),
+            config.clone(),
+            state.clone(),
+            quiet.clone(),
+        );
         let join = tokio::spawn(async move {
             let outcome = worker
                 .run_task(&task_name, id, task_config, task_state.clone(), rx)
@@ -473,14 +717,16 @@ impl Worker {
                 }
             };
             *lock(&task_state) = final_state.clone();
-            worker
-                .write_status(&format!("status-task-{task_name}-{id}"), &final_state)
-                .await;
+            if !task_quiet.load(Ordering::SeqCst) {
+                worker
+                    .write_status(&format!("status-task-{task_name}-{id}"), &final_state)
+                    .await;
+            }
         });
         Task {
-            config,
             state,
             target: tx,
+            quiet,
             join,
         }
     }
@@ -538,6 +784,9 @@ impl Worker {
         let value_converter = converter::from_config("value.converter", config, "string")
             .map_err(ConnectError::fatal)?;
         let mut task = plugin.source_task(config)?;
+        // Offsets another worker committed before the task moved here.
+        let result: ConnectResult<()> = retry!(policy, target, self.offsets.catch_up());
+        result?;
         let result: ConnectResult<()> =
             retry!(policy, target, task.start(self.offsets.reader(name)));
         result?;
@@ -721,11 +970,12 @@ impl Worker {
             .client()
             .set("group.id", format!("connect-{name}"))
             .set("client.id", format!("connector-consumer-{name}-{id}"))
-            // Static membership: a restarted worker takes its task's place
-            // at once instead of waiting for the old member to time out.
+            // Static membership: the task's next run (after a restart, or
+            // on another worker) takes its place at once instead of
+            // waiting for the old member to time out.
             .set(
                 "group.instance.id",
-                format!("{}-{name}-{id}", self.config.worker_id),
+                format!("{}.{name}-{id}", self.config.group_id),
             )
             .set("session.timeout.ms", "10000")
             .set("enable.auto.commit", "false")
@@ -1039,107 +1289,108 @@ impl Worker {
         let c = connectors
             .get(name)
             .ok_or_else(|| WorkerError::NotFound(name.to_string()))?;
-        Ok((
-            c.config.clone(),
-            c.plugin.kind(),
-            c.tasks.iter().map(|t| t.config.clone()).collect(),
-        ))
+        Ok((c.config.clone(), c.kind(), c.task_configs.clone()))
     }
 
-    /// (connector state, kind, [task state]).
+    /// (connector status, kind, [task status]): this worker's own units
+    /// as they are, the others' as their workers last reported them.
     pub async fn status(
         &self,
         name: &str,
-    ) -> Result<(RunState, ConnectorKind, Vec<RunState>), WorkerError> {
+    ) -> Result<(UnitStatus, ConnectorKind, Vec<UnitStatus>), WorkerError> {
         let connectors = self.connectors.lock().await;
         let c = connectors
             .get(name)
             .ok_or_else(|| WorkerError::NotFound(name.to_string()))?;
-        let tasks: Vec<RunState> = c.tasks.iter().map(|t| lock(&t.state).clone()).collect();
-        let state = match (&c.state, c.target) {
-            (RunState::Failed(m), _) => RunState::Failed(m.clone()),
-            (_, TargetState::Paused) => RunState::Paused,
-            (_, TargetState::Stopped) => RunState::Stopped,
-            (s, TargetState::Started) => s.clone(),
+        let me = &self.config.worker_id;
+        let statuses = lock(&self.statuses);
+        let reported = |key: String| match statuses.get(&key) {
+            // Not running here (any more), whatever was said before.
+            Some(s) if s.worker_id == *me => UnitStatus {
+                state: RunState::Unassigned,
+                worker_id: String::new(),
+            },
+            Some(s) => s.clone(),
+            None => UnitStatus {
+                state: RunState::Unassigned,
+                worker_id: String::new(),
+            },
         };
-        Ok((state, c.plugin.kind(), tasks))
+        let connector = if c.owned || matches!(c.state, RunState::Failed(_)) {
+            UnitStatus {
+                state: c.shown_state(),
+                worker_id: me.clone(),
+            }
+        } else {
+            reported(format!("status-connector-{name}"))
+        };
+        let tasks = (0..c.task_configs.len())
+            .map(|id| match c.tasks.get(&id) {
+                Some(t) => UnitStatus {
+                    state: lock(&t.state).clone(),
+                    worker_id: me.clone(),
+                },
+                None => reported(format!("status-task-{name}-{id}")),
+            })
+            .collect();
+        Ok((connector, c.kind(), tasks))
     }
 
-    pub async fn delete_connector(&self, name: &str) -> Result<(), WorkerError> {
-        let connector = self
-            .connectors
-            .lock()
-            .await
-            .remove(name)
-            .ok_or_else(|| WorkerError::NotFound(name.to_string()))?;
-        stop_tasks(connector.tasks).await;
+    pub async fn delete_connector(self: &Arc<Self>, name: &str) -> Result<(), WorkerError> {
+        if !lock(&self.configs).connectors.contains_key(name) {
+            return Err(WorkerError::NotFound(name.to_string()));
+        }
         self.write_config(&format!("connector-{name}"), None)
             .await?;
         self.write_config(&format!("target-state-{name}"), None)
             .await?;
+        self.reconcile().await;
         info!(connector = name, "connector deleted");
         Ok(())
     }
 
     /// Pauses, resumes or stops a connector.
-    pub async fn set_target(&self, name: &str, target: TargetState) -> Result<(), WorkerError> {
-        {
-            let mut connectors = self.connectors.lock().await;
-            let c = connectors
-                .get_mut(name)
-                .ok_or_else(|| WorkerError::NotFound(name.to_string()))?;
-            c.target = target;
-            for t in &c.tasks {
-                let _ = t.target.send(target);
-            }
+    pub async fn set_target(
+        self: &Arc<Self>,
+        name: &str,
+        target: TargetState,
+    ) -> Result<(), WorkerError> {
+        if !lock(&self.configs).connectors.contains_key(name) {
+            return Err(WorkerError::NotFound(name.to_string()));
         }
         self.write_config(
             &format!("target-state-{name}"),
             Some(json!({"state": target.as_str()})),
         )
         .await?;
+        self.reconcile().await;
         Ok(())
     }
 
-    /// Restarts a connector's tasks (all, or one).
+    /// Restarts a connector's tasks (all, or one), wherever they run: the
+    /// request goes through `connect-configs` to every worker.
     pub async fn restart(
         self: &Arc<Self>,
         name: &str,
         task: Option<usize>,
     ) -> Result<(), WorkerError> {
-        let (config, target) = {
-            let connectors = self.connectors.lock().await;
-            let c = connectors
-                .get(name)
-                .ok_or_else(|| WorkerError::NotFound(name.to_string()))?;
-            if let Some(t) = task {
-                if t >= c.tasks.len() {
-                    return Err(WorkerError::TaskNotFound(name.to_string(), t));
-                }
-            }
-            (c.config.clone(), c.target)
+        let tasks = self.connector(name).await?.2.len();
+        let key = match task {
+            Some(t) if t >= tasks => return Err(WorkerError::TaskNotFound(name.to_string(), t)),
+            Some(t) => format!("restart-task-{name}-{t}"),
+            None => format!("restart-connector-{name}"),
         };
-        match task {
-            None => {
-                let old = self.connectors.lock().await.remove(name);
-                if let Some(old) = old {
-                    stop_tasks(old.tasks).await;
-                }
-                self.launch(name, config, target).await
-            }
-            Some(t) => {
-                let mut connectors = self.connectors.lock().await;
-                let c = connectors
-                    .get_mut(name)
-                    .ok_or_else(|| WorkerError::NotFound(name.to_string()))?;
-                let task_config = c.tasks[t].config.clone();
-                let new = self.spawn_task(name, t, task_config, target);
-                let old = std::mem::replace(&mut c.tasks[t], new);
-                drop(connectors);
-                stop_tasks(vec![old]).await;
-                Ok(())
-            }
-        }
+        self.write_config(
+            &key,
+            Some(json!({
+                "include-tasks": true,
+                "only-failed": false,
+                "requested_by": self.membership.me(),
+            })),
+        )
+        .await?;
+        self.reconcile().await;
+        Ok(())
     }
 
     /// Committed source offsets: (partition, offset).
@@ -1150,8 +1401,14 @@ impl Worker {
 
     /// Forgets a stopped source connector's offsets (it starts over).
     pub async fn reset_offsets(&self, name: &str) -> Result<(), WorkerError> {
-        let (state, kind, _) = self.status(name).await?;
-        if state != RunState::Stopped {
+        let (target, kind) = {
+            let connectors = self.connectors.lock().await;
+            let c = connectors
+                .get(name)
+                .ok_or_else(|| WorkerError::NotFound(name.to_string()))?;
+            (c.target, c.kind())
+        };
+        if target != TargetState::Stopped {
             return Err(WorkerError::Conflict(format!(
                 "Connectors must be in the STOPPED state before their offsets can be modified. \
                  This can be done for the specified connector by issuing a 'PUT' request to the \
@@ -1167,11 +1424,37 @@ impl Worker {
         Ok(())
     }
 
-    /// Stops every task, committing what they did.
+    /// Stops every task, committing what they did, and leaves the group
+    /// (the other workers take the tasks over at once).
     pub async fn shutdown(&self) {
+        if let Some(b) = lock(&self.background).take() {
+            b.abort();
+        }
+        let _one = self.reconciling.lock().await;
         let connectors = std::mem::take(&mut *self.connectors.lock().await);
         for (_, c) in connectors {
-            stop_tasks(c.tasks).await;
+            stop_tasks(c.tasks.into_values().collect()).await;
+        }
+        self.membership.leave();
+    }
+}
+
+impl Connector {
+    fn kind(&self) -> ConnectorKind {
+        match &self.plugin {
+            Some(p) => p.kind(),
+            None if self.config.contains_key("topics") => ConnectorKind::Sink,
+            None => ConnectorKind::Source,
+        }
+    }
+
+    /// The connector's own state as reported.
+    fn shown_state(&self) -> RunState {
+        match (&self.state, self.target) {
+            (RunState::Failed(m), _) => RunState::Failed(m.clone()),
+            (_, TargetState::Paused) => RunState::Paused,
+            (_, TargetState::Stopped) => RunState::Stopped,
+            (s, TargetState::Started) => s.clone(),
         }
     }
 }
