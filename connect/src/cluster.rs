@@ -267,10 +267,18 @@ impl Membership {
         let consumer = Arc::new(consumer);
         // The consumer must be polled to heartbeat and to rebalance.
         let c = consumer.clone();
+        let group_name = group.to_string();
         let task = tokio::spawn(async move {
+            let mut last_error = String::new();
             loop {
                 if let Err(e) = c.recv().await {
-                    debug!(error = %e, "workers' group");
+                    // E.g. a session timeout outside the broker's limits:
+                    // said once, not at every poll.
+                    let error = e.to_string();
+                    if error != last_error {
+                        warn!(group = %group_name, %error, "the workers' group");
+                        last_error = error;
+                    }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }

@@ -756,6 +756,7 @@ impl Worker {
             .cloned()
             .ok_or_else(|| ConnectError::fatal("the connector's plugin disappeared"))?;
         let policy = ErrorPolicy::from_config(&config);
+        info!(connector = name, task = id, "task starting");
         match plugin.kind() {
             ConnectorKind::Source => {
                 self.run_source(name, id, &config, plugin, policy, state, target)

@@ -627,3 +627,176 @@ async fn datagen_writes_the_asked_number_of_records() {
     let (_, offsets) = rest.call("GET", "/connectors/users/offsets", None).await;
     assert_eq!(offsets["offsets"][0]["offset"], json!({"next": 1000}));
 }
+
+/// A `runnel connect` worker of the group that keeps its state in the
+/// `mw-*` topics.
+fn group_worker(broker: &TestBroker, port: u16, log: &std::path::Path) -> std::process::Child {
+    let log = std::fs::File::create(log.join(format!("worker-{port}.log"))).unwrap();
+    Command::new(BIN)
+        .args(["connect", "--bootstrap", &broker.addr()])
+        .args(["--connect-addr", &format!("127.0.0.1:{port}")])
+        .args([
+            "--config-topic",
+            "mw-configs",
+            "--offset-topic",
+            "mw-offsets",
+        ])
+        .args([
+            "--status-topic",
+            "mw-status",
+            "--session-timeout-ms",
+            "6000",
+        ])
+        .args(["--commit-interval-ms", "200"])
+        .env("RUNNEL_LOG", "info,runnel_connect=debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until every task of `names` is RUNNING (as `rest` sees them, its
+/// own or reported by the others) and `ok` holds for the set of workers
+/// running them; returns connector → its task's worker.
+async fn wait_tasks_running(
+    rest: &Rest,
+    names: &[&str],
+    ok: impl Fn(&BTreeSet<String>) -> bool,
+) -> std::collections::BTreeMap<String, String> {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let mut owners = std::collections::BTreeMap::new();
+        let mut seen = Vec::new();
+        for name in names {
+            let (_, v) = rest
+                .call("GET", &format!("/connectors/{name}/status"), None)
+                .await;
+            if v["tasks"][0]["state"] == "RUNNING" {
+                owners.insert(
+                    name.to_string(),
+                    v["tasks"][0]["worker_id"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                );
+            }
+            seen.push(v);
+        }
+        let workers: BTreeSet<String> = owners.values().cloned().collect();
+        if owners.len() == names.len() && ok(&workers) {
+            return owners;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tasks never settled as wanted: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn workers_of_one_group_share_tasks_and_take_over_a_killed_workers() {
+    let broker = TestBroker::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let ports = [free_port(), free_port()];
+    let mut children: Vec<Option<std::process::Child>> = ports
+        .iter()
+        .map(|p| Some(group_worker(&broker, *p, tmp.path())))
+        .collect();
+    let rests = [
+        Rest::ready(format!("http://127.0.0.1:{}", ports[0])).await,
+        Rest::ready(format!("http://127.0.0.1:{}", ports[1])).await,
+    ];
+    let sources = ["mw-a", "mw-b", "mw-c"];
+    for (i, name) in sources.iter().enumerate() {
+        let input = tmp.path().join(format!("{name}.txt"));
+        append(&input, 0, 50);
+        // Created through either worker: both see every connector.
+        rests[i % 2]
+            .create(
+                name,
+                json!({"connector.class": "FileStreamSource", "file": input.to_str().unwrap(), "topic": name}),
+            )
+            .await;
+    }
+    let out = tmp.path().join("out.txt");
+    rests[0]
+        .create(
+            "mw-sink",
+            json!({"connector.class": "FileStreamSink", "file": out.to_str().unwrap(), "topics": "mw-a"}),
+        )
+        .await;
+    let all = ["mw-a", "mw-b", "mw-c", "mw-sink"];
+    // Both workers run a share, and each knows where the other's run.
+    let owners = wait_tasks_running(&rests[1], &all, |w| w.len() == 2).await;
+    let (_, listed) = rests[1].call("GET", "/connectors", None).await;
+    assert_eq!(listed.as_array().map(Vec::len), Some(4), "{listed}");
+    let (_, v) = rests[0]
+        .call("GET", "/connectors/mw-sink/status", None)
+        .await;
+    assert_eq!(
+        v["tasks"][0]["worker_id"],
+        owners["mw-sink"].as_str(),
+        "{v}"
+    );
+    // Kill the worker running the sink (and a source or two).
+    let victim = ports
+        .iter()
+        .position(|p| owners["mw-sink"] == format!("127.0.0.1:{p}"))
+        .expect("the sink runs on one of the two workers");
+    let survivor = 1 - victim;
+    let mut child = children[victim].take().unwrap();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    for name in sources {
+        append(&tmp.path().join(format!("{name}.txt")), 50, 100);
+    }
+    let me = format!("127.0.0.1:{}", ports[survivor]);
+    wait_tasks_running(&rests[survivor], &all, |w| w.len() == 1 && w.contains(&me)).await;
+    // Nothing was lost on the way: every line of every file is in its
+    // topic, and the sink wrote all of mw-a.
+    let expected: BTreeSet<String> = (0..100).map(|i| format!("line-{i:05}")).collect();
+    for name in sources {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            // At-least-once: what the killed worker did not commit is
+            // read again, so there may be more than 100 records.
+            let got: BTreeSet<String> = broker
+                .consume(name, 1, 100_000, Duration::from_secs(3))
+                .iter()
+                .filter_map(|r| r.payload().map(|p| String::from_utf8_lossy(p).into_owned()))
+                .collect();
+            if got == expected {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}: {} of 100 lines, missing {:?}",
+                got.len(),
+                expected.difference(&got).take(5).collect::<Vec<_>>()
+            );
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let written: BTreeSet<String> = std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        if written == expected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sink wrote {} of 100 lines",
+            written.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for c in children.iter_mut().flatten() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}

@@ -150,6 +150,7 @@ impl SourceTask for FileSourceTask {
         if let Some(offset) = offsets.offset(&self.partition()) {
             self.position = offset["position"].as_u64().unwrap_or(0);
         }
+        tracing::debug!(file = %self.path.display(), position = self.position, "file source resumes");
         Ok(())
     }
 
