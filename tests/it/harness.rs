@@ -415,3 +415,281 @@ pub fn plugin_wasm(name: &str) -> PathBuf {
     assert!(path.exists(), "{} was not built", path.display());
     path
 }
+
+/// The directory holding PostgreSQL's server programs (`initdb`, `pg_ctl`,
+/// `postgres`): on PATH, or the newest `/usr/lib/postgresql/*/bin`. Fails
+/// the test when there is none: the PostgreSQL tests must not pass by
+/// skipping.
+pub fn postgres_bin_dir() -> PathBuf {
+    let has_all = |dir: &std::path::Path| {
+        ["initdb", "pg_ctl", "postgres"]
+            .iter()
+            .all(|p| dir.join(p).is_file())
+    };
+    if let Some(path) = std::env::var_os("PATH") {
+        if let Some(dir) = std::env::split_paths(&path).find(|d| has_all(d)) {
+            return dir;
+        }
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| {
+                    let version = e.file_name().to_str()?.parse().ok()?;
+                    let bin = e.path().join("bin");
+                    has_all(&bin).then_some((version, bin))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    versions.sort();
+    match versions.pop() {
+        Some((_, bin)) => bin,
+        None => panic!(
+            "PostgreSQL's server programs (initdb, pg_ctl, postgres) are neither on PATH nor in \
+             /usr/lib/postgresql/*/bin: install the `postgresql` package (.ci/run does)"
+        ),
+    }
+}
+
+/// A PostgreSQL server owned by a test: a fresh cluster (`initdb -A trust`)
+/// in a temp dir, listening on 127.0.0.1 on a free port with its socket in
+/// that dir, without fsync (a killed server keeps what it committed; a
+/// machine crash would not). Stopped (`pg_ctl stop -m immediate`) when
+/// dropped. PostgreSQL refuses to run as root, so as root the programs run
+/// as the user `postgres` (`runuser`), which then owns the temp dir.
+pub struct TestPostgres {
+    pub port: u16,
+    bin: PathBuf,
+    data: PathBuf,
+    log: PathBuf,
+    as_postgres: bool,
+    _tmp: tempfile::TempDir,
+}
+
+impl TestPostgres {
+    pub fn start() -> TestPostgres {
+        let bin = postgres_bin_dir();
+        let tmp = tempfile::tempdir().expect("temp dir");
+        // SAFETY: geteuid has no preconditions.
+        let as_postgres = unsafe { libc::geteuid() } == 0;
+        if as_postgres {
+            // SAFETY: a NUL-terminated name; the returned entry is read at
+            // once, before any other getpw* call.
+            let (uid, gid) = unsafe {
+                let pw = libc::getpwnam(c"postgres".as_ptr());
+                assert!(
+                    !pw.is_null(),
+                    "running as root, and there is no user `postgres` to run PostgreSQL as \
+                     (the `postgresql` package creates it)"
+                );
+                ((*pw).pw_uid, (*pw).pw_gid)
+            };
+            std::os::unix::fs::chown(tmp.path(), Some(uid), Some(gid))
+                .expect("give the temp dir to postgres");
+        }
+        let pg = TestPostgres {
+            port: free_port(),
+            bin,
+            data: tmp.path().join("data"),
+            log: tmp.path().join("postgres.log"),
+            as_postgres,
+            _tmp: tmp,
+        };
+        let data = pg.data.display().to_string();
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-sync",
+            ],
+        );
+        pg.start_server();
+        pg
+    }
+
+    fn start_server(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off",
+            self.port,
+            self._tmp.path().display()
+        );
+        let data = self.data.display().to_string();
+        let log = self.log.display().to_string();
+        self.run(
+            "pg_ctl",
+            &[
+                "-D", &data, "-l", &log, "-o", &options, "-w", "-t", "60", "start",
+            ],
+        );
+    }
+
+    /// Stops the server at once (`-m immediate`: connections are cut as
+    /// in a crash).
+    pub fn stop(&self) {
+        let data = self.data.display().to_string();
+        self.run("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]);
+    }
+
+    /// Starts the stopped server again, on the same port and data.
+    pub fn start_again(&self) {
+        self.start_server();
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(path);
+            c
+        } else {
+            Command::new(path)
+        }
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let out = self
+            .command(program)
+            .args(args)
+            .current_dir(self._tmp.path())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+        assert!(
+            out.status.success(),
+            "{program} {args:?} failed ({}):\n{}{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// A client of the `postgres` database.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test PostgreSQL");
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        client
+    }
+
+    /// What the server logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for TestPostgres {
+    fn drop(&mut self) {
+        let data = self.data.display().to_string();
+        let _ = self
+            .command("pg_ctl")
+            .args(["-D", &data, "-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if std::thread::panicking() {
+            eprintln!("---- postgres log ----\n{}", self.log());
+        }
+    }
+}
+
+/// A `runnel connect` worker process for a test's broker, with its REST
+/// API on a free port; SIGKILLed when dropped. Its group and internal
+/// topics (`test-worker-*`) are its own, so the broker's embedded worker
+/// runs none of its connectors.
+pub struct TestWorker {
+    child: Option<Child>,
+    pub port: u16,
+    bootstrap: String,
+    _tmp: tempfile::TempDir,
+    starts: usize,
+}
+
+impl TestWorker {
+    pub fn start(broker: &TestBroker) -> TestWorker {
+        let mut worker = TestWorker {
+            child: None,
+            port: free_port(),
+            bootstrap: broker.addr(),
+            _tmp: tempfile::tempdir().expect("temp dir"),
+            starts: 0,
+        };
+        worker.spawn();
+        worker
+    }
+
+    fn log_path(&self, n: usize) -> PathBuf {
+        self._tmp.path().join(format!("worker-{n}.log"))
+    }
+
+    fn spawn(&mut self) {
+        self.starts += 1;
+        let log = File::create(self.log_path(self.starts)).expect("worker log file");
+        let child = Command::new(BIN)
+            .args(["connect", "--bootstrap", &self.bootstrap])
+            .args(["--connect-addr", &format!("127.0.0.1:{}", self.port)])
+            .args(["--group-id", "test-worker"])
+            .args(["--config-topic", "test-worker-configs"])
+            .args(["--offset-topic", "test-worker-offsets"])
+            .args(["--status-topic", "test-worker-status"])
+            .env("RUNNEL_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("start runnel connect");
+        self.child = Some(child);
+    }
+
+    /// Base URL of the worker's REST API.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL: nothing is flushed or committed.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the worker and starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Everything the worker logged, over all its runs.
+    pub fn log(&self) -> String {
+        (1..=self.starts)
+            .map(|n| std::fs::read_to_string(self.log_path(n)).unwrap_or_default())
+            .collect()
+    }
+}
+
+impl Drop for TestWorker {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("---- worker log ----\n{}", self.log());
+        }
+    }
+}

@@ -14,6 +14,7 @@ mod groups;
 mod idempotence;
 mod pipeline;
 mod plugin_cli;
+mod postgres;
 mod produce_consume;
 mod protocol_errors;
 mod retention;

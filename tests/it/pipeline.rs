@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rdkafka::Message;
 use serde_json::Value;
 
-use crate::harness::{free_port, plugin_wasm, TestBroker, BIN};
+use crate::harness::{free_port, plugin_wasm, TestBroker, TestPostgres, BIN};
 
 fn examples() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples")
@@ -326,4 +326,86 @@ fn post_when_listening(port: u16, body: &'static str) -> u16 {
             }
         }
     })
+}
+
+#[test]
+fn the_topic_filter_postgres_example_upserts_paid_orders_by_key() {
+    let pg = TestPostgres::start();
+    let broker = TestBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = copy_example(
+        dir.path(),
+        "topic-filter-postgres.yaml",
+        &[("postgres://postgres@127.0.0.1:5432/postgres", pg.url())],
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let db = pg.client().await;
+        let record = |key: &str, value: &str| (Some(key.to_string()), value.to_string());
+        crate::postgres::produce(
+            &broker,
+            "orders",
+            &[
+                record(
+                    "1001",
+                    r#"{"amount":250,"status":"PAID","customer":"ann","card":"4111"}"#,
+                ),
+                record(
+                    "1002",
+                    r#"{"amount":20,"status":"PAID","customer":"bob","card":"4111"}"#,
+                ),
+                record(
+                    "1003",
+                    r#"{"amount":120,"status":"PAID","customer":"cy","card":"5500"}"#,
+                ),
+                record("1004", "not json"),
+            ],
+        )
+        .await;
+        let _run = Running::start(&file, &broker);
+        crate::postgres::wait_count(&db, "SELECT count(*) FROM paid_orders", 2).await;
+        // An order written again changes its row.
+        crate::postgres::produce(
+            &broker,
+            "orders",
+            &[record(
+                "1001",
+                r#"{"amount":300,"status":"PAID","customer":"ann","card":"4111"}"#,
+            )],
+        )
+        .await;
+        crate::postgres::wait_count(
+            &db,
+            "SELECT count(*) FROM paid_orders WHERE order_id = '1001' AND amount = 300",
+            1,
+        )
+        .await;
+        let rows: Vec<(String, i64, String)> = db
+            .query(
+                "SELECT order_id, amount, customer FROM paid_orders ORDER BY order_id",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                ("1001".into(), 300, "ann".into()),
+                ("1003".into(), 120, "cy".into())
+            ]
+        );
+        let card = db
+            .query("SELECT card FROM paid_orders", &[])
+            .await
+            .unwrap_err();
+        assert_eq!(
+            card.code(),
+            Some(&tokio_postgres::error::SqlState::UNDEFINED_COLUMN)
+        );
+        let dead = wait_consume(&broker, "orders-pg-dlq", 1);
+        assert_eq!(dead[0].payload().unwrap(), b"not json");
+    });
 }

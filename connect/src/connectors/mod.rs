@@ -7,6 +7,7 @@ use crate::plugin::ConnectorPlugin;
 pub mod datagen;
 pub mod file;
 pub mod http;
+pub mod postgres;
 pub mod topic;
 
 /// Every built-in connector plugin.
@@ -18,6 +19,8 @@ pub fn builtin() -> Vec<Arc<dyn ConnectorPlugin>> {
         Arc::new(http::HttpSink),
         Arc::new(datagen::Datagen),
         Arc::new(topic::TopicSink),
+        Arc::new(postgres::PostgresSink),
+        Arc::new(postgres::PostgresSource),
     ]
 }
 
