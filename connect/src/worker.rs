@@ -984,6 +984,7 @@ impl Worker {
             .set("enable.partition.eof", "false")
             .create()
             .map_err(|e| ConnectError::fatal(format!("creating the consumer: {e}")))?;
+        let consumer = Arc::new(consumer);
         let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topic_refs)
@@ -1120,10 +1121,26 @@ impl Worker {
                 let result: ConnectResult<()> = retry!(policy, target, task.put(batch.clone()));
                 if let Err(e) = result {
                     policy.tolerate(name, "writing records", &e.message)?;
-                    // Tolerated: the records go to the dead-letter topic.
+                    // Tolerated: the batch is written again one record at a
+                    // time, so only the records at fault go to the
+                    // dead-letter topic.
+                    let failed: Vec<(SinkRecord, String)> = if batch.len() == 1 {
+                        batch.into_iter().map(|r| (r, e.message.clone())).collect()
+                    } else {
+                        let mut failed = Vec::new();
+                        for r in batch {
+                            let one: ConnectResult<()> =
+                                retry!(policy, target, task.put(vec![r.clone()]));
+                            if let Err(e) = one {
+                                policy.tolerate(name, "writing a record", &e.message)?;
+                                failed.push((r, e.message));
+                            }
+                        }
+                        failed
+                    };
                     if let Some(dlq) = &dead_letter {
-                        for r in &batch {
-                            self.dead_letter_record(dlq, &policy, r, "TASK_PUT", &e.message)
+                        for (r, message) in &failed {
+                            self.dead_letter_record(dlq, &policy, r, "TASK_PUT", message)
                                 .await?;
                         }
                     }
@@ -1159,7 +1176,7 @@ impl Worker {
     /// Flushes the sink, then commits the consumer's positions.
     async fn commit_sink(
         &self,
-        consumer: &StreamConsumer,
+        consumer: &Arc<StreamConsumer>,
         uncommitted: &mut HashMap<(String, i32), i64>,
         task: &mut dyn crate::plugin::SinkTask,
         policy: &ErrorPolicy,
@@ -1175,8 +1192,11 @@ impl Worker {
             tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
                 .map_err(|e| ConnectError::fatal(e.to_string()))?;
         }
-        consumer
-            .commit(&tpl, CommitMode::Sync)
+        // A synchronous commit blocks: off the async threads.
+        let c = consumer.clone();
+        tokio::task::spawn_blocking(move || c.commit(&tpl, CommitMode::Sync))
+            .await
+            .map_err(|e| ConnectError::fatal(e.to_string()))?
             .map_err(|e| ConnectError::retriable(format!("committing offsets: {e}")))?;
         uncommitted.clear();
         Ok(())

@@ -6,10 +6,12 @@
 //!   the achievable throughput storage leaves.
 //! - `consume`: raw Fetch requests and a librdkafka consumer reading data
 //!   already written, next to single-stream loopback TCP.
+//! - `group`, `registry`, `connect`: see their modules.
 //!
 //! Without `--bootstrap`, brokers are started as child processes in a
 //! temporary directory and removed afterwards.
 
+mod connect;
 mod consume;
 mod group;
 mod null_broker;
@@ -41,6 +43,10 @@ pub enum BenchCommand {
     /// Schema registry: registrations/s, lookups/s, and produce throughput
     /// with broker-side validation on vs. off
     Registry(RegistryArgs),
+    /// Connect and pipelines: records/s through file source -> topic,
+    /// topic -> file sink and a pipeline with a WASM transform, vs. plain
+    /// produce/consume
+    Connect(connect::ConnectBenchArgs),
     /// Run the no-storage ceiling broker (used by `bench produce`)
     #[command(hide = true)]
     NullBroker {
@@ -141,6 +147,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Consume(args) => bench_consume(args).await,
         BenchCommand::Group(args) => bench_group(args).await,
         BenchCommand::Registry(args) => bench_registry(args).await,
+        BenchCommand::Connect(args) => connect::run(args).await,
     }
 }
 

@@ -59,6 +59,22 @@ impl ChildBroker {
         Ok(broker)
     }
 
+    /// `runnel serve` with its connect worker; and the worker's REST URL.
+    pub fn runnel_with_connect(data_dir: &Path) -> Result<(ChildBroker, String)> {
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        let connect = format!("127.0.0.1:{}", free_port()?);
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--kafka-addr")
+            .arg(&addr)
+            .args(["--registry-addr", "off", "--connect-addr", &connect]);
+        let broker = Self::spawn(cmd, addr, None)?;
+        wait_listening(&connect, "the connect worker")?;
+        Ok((broker, format!("http://{connect}")))
+    }
+
     /// `runnel serve` with a YAML config file written next to `data_dir`.
     pub fn runnel_with_config(data_dir: &Path, yaml: &str) -> Result<ChildBroker> {
         let config = data_dir.with_extension("yaml");
