@@ -47,21 +47,39 @@ impl ConvertError {
 #[async_trait]
 pub trait Converter: Send + Sync {
     async fn encode(&self, topic: &str, data: &Data) -> Result<Option<Bytes>, ConvertError>;
+    /// `encode` without awaiting, for converters that need no I/O (the
+    /// worker's per-record fast path); `None` when `encode` must be used.
+    fn encode_now(
+        &self,
+        _topic: &str,
+        _data: &Data,
+    ) -> Option<Result<Option<Bytes>, ConvertError>> {
+        None
+    }
     async fn decode(&self, topic: &str, bytes: Option<&[u8]>) -> Result<Data, ConvertError>;
 }
 
 /// Bytes as they are.
 pub struct ByteArrayConverter;
 
+/// Data as bytes: bytes as they are, text as UTF-8, other JSON as its text.
+fn bytes_of(data: &Data) -> Option<Bytes> {
+    match data {
+        Data::Null | Data::Json(Value::Null) => None,
+        Data::Bytes(b) => Some(b.clone()),
+        Data::Json(Value::String(s)) => Some(Bytes::copy_from_slice(s.as_bytes())),
+        Data::Json(v) => Some(Bytes::from(v.to_string().into_bytes())),
+    }
+}
+
 #[async_trait]
 impl Converter for ByteArrayConverter {
     async fn encode(&self, _topic: &str, data: &Data) -> Result<Option<Bytes>, ConvertError> {
-        Ok(match data {
-            Data::Null | Data::Json(Value::Null) => None,
-            Data::Bytes(b) => Some(b.clone()),
-            Data::Json(Value::String(s)) => Some(Bytes::from(s.clone().into_bytes())),
-            Data::Json(v) => Some(Bytes::from(v.to_string().into_bytes())),
-        })
+        Ok(bytes_of(data))
+    }
+
+    fn encode_now(&self, _topic: &str, data: &Data) -> Option<Result<Option<Bytes>, ConvertError>> {
+        Some(Ok(bytes_of(data)))
     }
 
     async fn decode(&self, _topic: &str, bytes: Option<&[u8]>) -> Result<Data, ConvertError> {
@@ -77,8 +95,12 @@ pub struct StringConverter;
 
 #[async_trait]
 impl Converter for StringConverter {
-    async fn encode(&self, topic: &str, data: &Data) -> Result<Option<Bytes>, ConvertError> {
-        ByteArrayConverter.encode(topic, data).await
+    async fn encode(&self, _topic: &str, data: &Data) -> Result<Option<Bytes>, ConvertError> {
+        Ok(bytes_of(data))
+    }
+
+    fn encode_now(&self, _topic: &str, data: &Data) -> Option<Result<Option<Bytes>, ConvertError>> {
+        Some(Ok(bytes_of(data)))
     }
 
     async fn decode(&self, _topic: &str, bytes: Option<&[u8]>) -> Result<Data, ConvertError> {
@@ -126,24 +148,38 @@ fn connect_schema(v: &Value) -> Value {
     }
 }
 
-#[async_trait]
-impl Converter for JsonConverter {
-    async fn encode(&self, _topic: &str, data: &Data) -> Result<Option<Bytes>, ConvertError> {
+impl JsonConverter {
+    fn to_bytes(&self, data: &Data) -> Result<Option<Bytes>, ConvertError> {
+        let owned;
         let value = match data {
             Data::Null => return Ok(None),
-            other => other.to_json(),
+            Data::Json(v) => v,
+            other => {
+                owned = other.to_json();
+                &owned
+            }
         };
         if value.is_null() && !self.schemas_enable {
             return Ok(None);
         }
         let out = if self.schemas_enable {
-            json!({"schema": connect_schema(&value), "payload": value})
+            serde_json::to_vec(&json!({"schema": connect_schema(value), "payload": value}))
         } else {
-            value
+            serde_json::to_vec(value)
         };
-        serde_json::to_vec(&out)
-            .map(|v| Some(Bytes::from(v)))
+        out.map(|v| Some(Bytes::from(v)))
             .map_err(|e| ConvertError::new(e.to_string()))
+    }
+}
+
+#[async_trait]
+impl Converter for JsonConverter {
+    async fn encode(&self, _topic: &str, data: &Data) -> Result<Option<Bytes>, ConvertError> {
+        self.to_bytes(data)
+    }
+
+    fn encode_now(&self, _topic: &str, data: &Data) -> Option<Result<Option<Bytes>, ConvertError>> {
+        Some(self.to_bytes(data))
     }
 
     async fn decode(&self, _topic: &str, bytes: Option<&[u8]>) -> Result<Data, ConvertError> {

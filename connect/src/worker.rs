@@ -10,8 +10,8 @@
 //! and what ran after the last commit runs again.
 
 use std::collections::HashSet;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,10 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, FutureProducer, FutureRecord, ProducerContext, ThreadedProducer,
+};
+use rdkafka::ClientContext;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::{json, Value};
 use tokio::sync::{watch, Notify};
@@ -32,7 +35,7 @@ use crate::connectors;
 use crate::converter;
 use crate::pipeline::transform::{Chain, Record};
 use crate::plugin::{ConnectError, ConnectResult, ConnectorKind, ConnectorPlugin, Props};
-use crate::record::{Data, SinkRecord, SourcePartition, SourceRecord};
+use crate::record::{Data, SinkRecord, SourcePartition};
 use crate::store::{self, KeyValue, OffsetStore, Topics};
 
 /// How a worker reaches Kafka and where it keeps its state.
@@ -250,6 +253,7 @@ pub struct Worker {
     config: WorkerConfig,
     plugins: Vec<Arc<dyn ConnectorPlugin>>,
     producer: FutureProducer,
+    records: ThreadedProducer<AckContext>,
     offsets: Arc<OffsetStore>,
     configs: Arc<Mutex<Configs>>,
     config_tail: Tail,
@@ -323,6 +327,15 @@ impl Worker {
             .set("linger.ms", "5")
             .create()
             .map_err(|e| ConnectError::retriable(format!("creating the producer: {e}")))?;
+        // Sources' records go through a producer that counts a batch's
+        // acknowledgements instead of making a future per record.
+        let records: ThreadedProducer<AckContext> = client
+            .clone()
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .create_with_context(AckContext)
+            .map_err(|e| ConnectError::retriable(format!("creating the producer: {e}")))?;
         let offsets =
             OffsetStore::follow(&client, producer.clone(), &config.topics.offsets).await?;
         let wake = Arc::new(Notify::new());
@@ -375,6 +388,7 @@ impl Worker {
             config,
             plugins,
             producer,
+            records,
             offsets: Arc::new(offsets),
             configs,
             config_tail,
@@ -793,6 +807,9 @@ impl Worker {
         result?;
         // Offsets of records stored but not yet committed: partition → offset.
         let mut pending: HashMap<String, (SourcePartition, Value)> = HashMap::new();
+        // Batches sent but not yet acknowledged, oldest first: the next
+        // poll overlaps with their round trip.
+        let mut inflight: VecDeque<InFlight> = VecDeque::new();
         let mut last_commit = Instant::now();
         loop {
             let wanted = *target.borrow();
@@ -801,6 +818,7 @@ impl Worker {
                 TargetState::Paused => {
                     self.set_task_state(name, id, &state, RunState::Paused)
                         .await;
+                    retire(&mut inflight, 0, &mut *task, &mut pending).await?;
                     self.commit_source(name, &mut pending, &mut *task).await?;
                     if target.changed().await.is_err() {
                         break;
@@ -815,37 +833,50 @@ impl Worker {
             // A poll is not cancelled (it may have read data already); it
             // returns within the connector's poll interval.
             let inputs = retry!(policy, target, task.poll())?;
+            // The records' offsets stay here; the records move on.
+            let polled = inputs.len();
+            let mut offsets = Vec::with_capacity(polled);
+            let mut latest: Vec<(SourcePartition, usize)> = Vec::new();
+            let mut kafka_partitions = Vec::with_capacity(polled);
+            let mut records = Vec::with_capacity(polled);
+            for (i, r) in inputs.into_iter().enumerate() {
+                match latest.last_mut() {
+                    Some((p, last)) if *p == r.source_partition => *last = i,
+                    _ => latest.push((r.source_partition, i)),
+                }
+                offsets.push(r.source_offset);
+                kafka_partitions.push(r.kafka_partition);
+                records.push(Record {
+                    topic: r.topic,
+                    key: r.key,
+                    value: r.value,
+                    headers: r.headers,
+                    timestamp_ms: r.timestamp_ms,
+                    source_index: i,
+                });
+            }
             // A pipeline's transforms run between the poll and the produce.
-            let outputs: Vec<SourceRecord> = match self.transforms(name) {
-                _ if inputs.is_empty() => Vec::new(),
-                None => inputs.clone(),
-                Some(chain) => match chain.apply(inputs.iter().map(to_pipeline_source).collect()) {
-                    Ok(out) => out
-                        .into_iter()
-                        .map(|r| {
-                            let from = &inputs[r.source_index];
-                            SourceRecord {
-                                source_partition: from.source_partition.clone(),
-                                source_offset: from.source_offset.clone(),
-                                topic: r.topic,
-                                kafka_partition: from.kafka_partition,
-                                key: r.key,
-                                value: r.value,
-                                headers: r.headers,
-                                timestamp_ms: r.timestamp_ms,
-                            }
-                        })
-                        .collect(),
+            let outputs: Vec<Record> = match self.transforms(name) {
+                _ if records.is_empty() => records,
+                None => records,
+                Some(chain) => match chain.apply(records) {
+                    Ok(out) => out,
                     Err(e) => {
                         policy.tolerate(name, "transforming records", &e)?;
                         Vec::new()
                     }
                 },
             };
-            let mut deliveries = Vec::with_capacity(outputs.len());
+            let acks = Arc::new(BatchAcks::default());
             for r in outputs {
-                let key = retry!(policy, target, key_converter.encode(&r.topic, &r.key));
-                let value = retry!(policy, target, value_converter.encode(&r.topic, &r.value));
+                let key = match key_converter.encode_now(&r.topic, &r.key) {
+                    Some(k) => k,
+                    None => retry!(policy, target, key_converter.encode(&r.topic, &r.key)),
+                };
+                let value = match value_converter.encode_now(&r.topic, &r.value) {
+                    Some(v) => v,
+                    None => retry!(policy, target, value_converter.encode(&r.topic, &r.value)),
+                };
                 let (key, value) = match (key, value) {
                     (Ok(k), Ok(v)) => (k, v),
                     (Err(e), _) | (_, Err(e)) => {
@@ -854,14 +885,15 @@ impl Worker {
                         continue;
                     }
                 };
-                let mut record = FutureRecord::<[u8], [u8]>::to(&r.topic);
+                let mut record =
+                    BaseRecord::<[u8], [u8], _>::with_opaque_to(&r.topic, acks.clone());
                 if let Some(k) = &key {
                     record = record.key(k);
                 }
                 if let Some(v) = &value {
                     record = record.payload(v);
                 }
-                if let Some(p) = r.kafka_partition {
+                if let Some(p) = kafka_partitions.get(r.source_index).copied().flatten() {
                     record = record.partition(p);
                 }
                 if let Some(ts) = r.timestamp_ms {
@@ -878,13 +910,14 @@ impl Worker {
                     record = record.headers(headers);
                 }
                 // Enqueue now (waiting while librdkafka's queue is full);
-                // the delivery report is awaited below.
-                let delivery = loop {
-                    match self.producer.send_result(record) {
-                        Ok(d) => break d,
+                // the acknowledgements are awaited in `retire`.
+                acks.left.fetch_add(1, Ordering::SeqCst);
+                loop {
+                    match self.records.send(record) {
+                        Ok(()) => break,
                         Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                             record = r;
-                            tokio::time::sleep(Duration::from_millis(5)).await;
+                            tokio::time::sleep(Duration::from_millis(2)).await;
                         }
                         Err((e, _)) => {
                             return Err(ConnectError::fatal(format!(
@@ -892,34 +925,34 @@ impl Worker {
                             )))
                         }
                     }
-                };
-                deliveries.push(delivery);
-            }
-            // Every record of the batch is stored before any of its
-            // offsets counts as done.
-            for delivery in deliveries {
-                match delivery.await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err((e, _))) => {
-                        return Err(ConnectError::fatal(format!(
-                            "the broker refused a record: {e}"
-                        )))
-                    }
-                    Err(_) => return Err(ConnectError::fatal("the producer was closed")),
                 }
             }
-            for r in inputs {
-                task.delivered(&r.source_offset);
-                pending.insert(
-                    Value::Object(r.source_partition.clone()).to_string(),
-                    (r.source_partition, r.source_offset),
-                );
-            }
+            // A record's offset counts as done once it and every record
+            // before it are stored. Small batches (a source that waits for
+            // data, like the HTTP source) are waited for at once, so their
+            // acknowledgements are not held back by the next poll.
+            let latest = latest
+                .into_iter()
+                .map(|(p, i)| (p, offsets[i].clone()))
+                .collect();
+            inflight.push_back(InFlight {
+                acks,
+                offsets,
+                latest,
+            });
+            let keep = if polled < PIPELINE_MIN_BATCH {
+                0
+            } else {
+                MAX_IN_FLIGHT
+            };
+            retire(&mut inflight, keep, &mut *task, &mut pending).await?;
             if last_commit.elapsed() >= self.config.commit_interval {
+                retire(&mut inflight, 0, &mut *task, &mut pending).await?;
                 self.commit_source(name, &mut pending, &mut *task).await?;
                 last_commit = Instant::now();
             }
         }
+        retire(&mut inflight, 0, &mut *task, &mut pending).await?;
         self.commit_source(name, &mut pending, &mut *task).await?;
         task.stop().await;
         Ok(())
@@ -1480,15 +1513,80 @@ impl Connector {
     }
 }
 
-fn to_pipeline_source(r: &SourceRecord) -> Record {
-    Record {
-        topic: r.topic.clone(),
-        key: r.key.clone(),
-        value: r.value.clone(),
-        headers: r.headers.clone(),
-        timestamp_ms: r.timestamp_ms,
-        source_index: 0,
+/// Acknowledgements a source batch still waits for.
+#[derive(Default)]
+struct BatchAcks {
+    left: AtomicUsize,
+    /// The first record the broker refused.
+    error: Mutex<Option<String>>,
+    /// Notified when `left` reaches zero.
+    done: Notify,
+}
+
+/// Counts each delivery report against its batch.
+struct AckContext;
+
+impl ClientContext for AckContext {}
+
+impl ProducerContext for AckContext {
+    type DeliveryOpaque = Arc<BatchAcks>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, acks: Arc<BatchAcks>) {
+        if let Err((e, _)) = result {
+            lock(&acks.error).get_or_insert_with(|| e.to_string());
+        }
+        if acks.left.fetch_sub(1, Ordering::SeqCst) == 1 {
+            acks.done.notify_one();
+        }
     }
+}
+
+/// A source batch sent to the broker: its delivery reports and the
+/// source offsets it completes.
+struct InFlight {
+    acks: Arc<BatchAcks>,
+    /// Every polled record's offset, in order.
+    offsets: Vec<Value>,
+    /// The last offset of each run of records from one source partition.
+    latest: Vec<(SourcePartition, Value)>,
+}
+
+/// Source batches smaller than this are acknowledged before the next poll.
+const PIPELINE_MIN_BATCH: usize = 256;
+/// Full batches in flight at most.
+const MAX_IN_FLIGHT: usize = 8;
+
+/// Awaits the oldest in-flight batches until at most `keep` remain; marks
+/// their offsets delivered and pending commit.
+async fn retire(
+    inflight: &mut VecDeque<InFlight>,
+    keep: usize,
+    task: &mut dyn crate::plugin::SourceTask,
+    pending: &mut HashMap<String, (SourcePartition, Value)>,
+) -> ConnectResult<()> {
+    while inflight.len() > keep {
+        let Some(batch) = inflight.pop_front() else {
+            break;
+        };
+        while batch.acks.left.load(Ordering::SeqCst) > 0 {
+            batch.acks.done.notified().await;
+        }
+        if let Some(e) = lock(&batch.acks.error).take() {
+            return Err(ConnectError::fatal(format!(
+                "the broker refused a record: {e}"
+            )));
+        }
+        for offset in &batch.offsets {
+            task.delivered(offset);
+        }
+        for (partition, offset) in batch.latest {
+            pending.insert(
+                Value::Object(partition.clone()).to_string(),
+                (partition, offset),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Asks tasks to stop and waits (a little) for them to commit and end.

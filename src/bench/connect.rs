@@ -262,7 +262,7 @@ pub async fn run(args: ConnectBenchArgs) -> Result<()> {
             std::fs::write(
                 &yaml,
                 format!(
-                    "name: {name}\nsource:\n  connector: file-source\n  config:\n    file: {}\n{transforms}sink:\n  topic: {name}\n",
+                    "name: {name}\nsource:\n  connector: file-source\n  config:\n    file: {}\n{transforms}sink:\n  topic: {name}\n  format: string\n",
                     input.display()
                 ),
             )?;
