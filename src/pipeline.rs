@@ -93,13 +93,13 @@ pub async fn run(cmd: PipelineCommand) -> Result<()> {
         } => {
             let p = load(&file)?;
             let name = p.spec.name.clone();
-            let (class, props) = p.connector(&connect.bootstrap, &registry_url);
+            let connectors = p.connectors(&connect.bootstrap, &registry_url);
             let mut config = WorkerConfig::new(connect.bootstrap.clone());
             // A pipeline keeps its own state, apart from any connect worker's.
             config.topics.configs = format!("_runnel_pipeline.{name}.configs");
             config.topics.offsets = format!("_runnel_pipeline.{name}.offsets");
             config.topics.status = format!("_runnel_pipeline.{name}.status");
-            config.worker_id = format!("pipeline-{name}");
+            config.worker_id = format!("pipeline-{name}-{}", std::process::id());
             // Several `pipeline run`s of one pipeline share its tasks.
             config.group_id = format!("_runnel_pipeline.{name}");
             let chains = HashMap::from([(name.clone(), p.chain.clone())]);
@@ -111,35 +111,40 @@ pub async fn run(cmd: PipelineCommand) -> Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("{}", e.message))
             .with_context(|| format!("starting pipeline {name} on {}", connect.bootstrap))?;
-            worker
-                .put_connector(&name, props)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            info!(pipeline = %name, connector = %class, "pipeline running ({}); Ctrl-C stops it", describe(&p));
+            for (connector, _, props) in &connectors {
+                worker
+                    .put_connector(connector, props.clone())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+            let classes: Vec<&str> = connectors.iter().map(|c| c.1.as_str()).collect();
+            info!(pipeline = %name, connectors = ?classes, "pipeline running ({}); Ctrl-C stops it", describe(&p));
             eprintln!(
                 "pipeline {name} running ({}); Ctrl-C stops it",
                 describe(&p)
             );
             let status = {
                 let worker = worker.clone();
-                let name = name.clone();
+                let names: Vec<String> = connectors.iter().map(|c| c.0.clone()).collect();
                 tokio::spawn(async move {
-                    let mut last = String::new();
+                    let mut last = vec![String::new(); names.len()];
                     loop {
                         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                        if let Ok((state, _, tasks)) = worker.status(&name).await {
-                            let now = format!(
-                                "{} {:?}",
-                                state.state.as_str(),
-                                tasks.iter().map(|t| t.state.as_str()).collect::<Vec<_>>()
-                            );
-                            if now != last {
-                                for t in &tasks {
-                                    if let Some(trace) = t.state.trace() {
-                                        eprintln!("pipeline {name}: task failed: {trace}");
+                        for (name, last) in names.iter().zip(last.iter_mut()) {
+                            if let Ok((state, _, tasks)) = worker.status(name).await {
+                                let now = format!(
+                                    "{} {:?}",
+                                    state.state.as_str(),
+                                    tasks.iter().map(|t| t.state.as_str()).collect::<Vec<_>>()
+                                );
+                                if now != *last {
+                                    for t in &tasks {
+                                        if let Some(trace) = t.state.trace() {
+                                            eprintln!("pipeline {name}: task failed: {trace}");
+                                        }
                                     }
+                                    *last = now;
                                 }
-                                last = now;
                             }
                         }
                     }

@@ -409,3 +409,51 @@ fn the_topic_filter_postgres_example_upserts_paid_orders_by_key() {
         assert_eq!(dead[0].payload().unwrap(), b"not json");
     });
 }
+
+#[test]
+fn a_connector_to_connector_example_runs_through_a_topic_of_its_own() {
+    let broker = TestBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("users.jsonl");
+    let mut lines = String::new();
+    for i in 0..200 {
+        let country = if i % 4 == 0 { "DE" } else { "FR" };
+        lines.push_str(&format!(
+            "{{\"id\":{i},\"name\":\"u{i}\",\"note\":\"n{i}\",\"country\":\"{country}\"}}\n"
+        ));
+    }
+    std::fs::write(&input, lines).unwrap();
+    let file = copy_example(
+        dir.path(),
+        "file-filter-file.yaml",
+        &[("data/users.jsonl", input.display().to_string())],
+    );
+    let _run = Running::start(&file, &broker);
+    let out = dir.path().join("users-de.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let written = loop {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.len() >= 50 {
+            break lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sink file has {} of 50 lines",
+            lines.len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(written.len(), 50);
+    for (n, v) in written.iter().enumerate() {
+        assert_eq!(v["id"], n * 4, "{v}");
+        assert_eq!(v["country"], "DE");
+        assert!(v.get("note").is_none(), "{v}");
+    }
+    // The records went through the pipeline's own topic.
+    let between = wait_consume(&broker, "_runnel_pipeline.file-filter-file.records", 50);
+    assert_eq!(between.len(), 50);
+}

@@ -319,13 +319,6 @@ pub fn parse(
             }
         }
     }
-    if let (Some(End::Connector { .. }), Some(End::Connector { .. })) = (&source, &sink) {
-        c.at(
-            &[key("sink")],
-            "a pipeline from a connector to a connector needs a topic between them",
-            Some("write the source to a topic in one pipeline, and read it in a second one"),
-        );
-    }
     // The connector configs, checked as the worker will.
     for (which, e) in [("source", &source), ("sink", &sink)] {
         if let Some(End::Connector { config: props, .. }) = e {
@@ -572,9 +565,60 @@ impl Pipeline {
         Ok(mismatches)
     }
 
-    /// The connector that runs this pipeline: (plugin name, config).
+    /// The topic between the two connectors of a pipeline from a
+    /// connector to a connector.
+    pub fn between_topic(&self) -> String {
+        format!("_runnel_pipeline.{}.records", self.spec.name)
+    }
+
+    /// The connectors that run this pipeline: (connector name, plugin
+    /// name, config). One, or for a pipeline from a connector to a
+    /// connector two: the source (with the transforms, named as the
+    /// pipeline) writing JSON to [`Pipeline::between_topic`], and the sink
+    /// (`<name>-sink`) reading it.
+    pub fn connectors(&self, bootstrap: &str, registry: &str) -> Vec<(String, String, Props)> {
+        let name = self.spec.name.clone();
+        if let (End::Connector { .. }, End::Connector { .. }) = (&self.source, &self.sink) {
+            let between = End::Topic {
+                name: self.between_topic(),
+                format: "json".into(),
+                subject: None,
+            };
+            let (src, mut src_props) =
+                self.connector_between(&self.source, &between, bootstrap, registry);
+            let (dst, mut dst_props) =
+                self.connector_between(&between, &self.sink, bootstrap, registry);
+            let sink_name = format!("{name}-sink");
+            src_props.insert("name".into(), name.clone());
+            dst_props.insert("name".into(), sink_name.clone());
+            return vec![(name, src, src_props), (sink_name, dst, dst_props)];
+        }
+        let (class, props) = self.connector(bootstrap, registry);
+        vec![(name, class, props)]
+    }
+
+    /// The connector that runs this pipeline: (plugin name, config); for a
+    /// pipeline from a connector to a connector, its source half.
     /// `registry` is the schema registry's URL (for Avro topics).
     pub fn connector(&self, bootstrap: &str, registry: &str) -> (String, Props) {
+        match (&self.source, &self.sink) {
+            (End::Connector { .. }, End::Connector { .. }) => {
+                let mut all = self.connectors(bootstrap, registry);
+                let (_, class, props) = all.remove(0);
+                (class, props)
+            }
+            (source, sink) => self.connector_between(source, sink, bootstrap, registry),
+        }
+    }
+
+    /// The connector from `source` to `sink` with the pipeline's settings.
+    fn connector_between(
+        &self,
+        source: &End,
+        sink: &End,
+        bootstrap: &str,
+        registry: &str,
+    ) -> (String, Props) {
         let name = self.spec.name.clone();
         // The converter settings of a topic end, under `prefix`.
         let converter = |p: &mut Props, prefix: &str, format: &str, subject: &Option<String>| {
@@ -592,7 +636,7 @@ impl Pipeline {
                 }
             }
         };
-        let mut props = match (&self.source, &self.sink) {
+        let mut props = match (source, sink) {
             (
                 End::Connector { plugin, config },
                 End::Topic {
@@ -637,6 +681,7 @@ impl Pipeline {
                 p.insert("bootstrap.servers".into(), bootstrap.to_string());
                 ("topic-sink".into(), p)
             }
+            // Split by `connectors` into two halves through a topic.
             (End::Connector { plugin, config }, End::Connector { .. }) => {
                 (plugin.clone(), config.clone())
             }
@@ -775,5 +820,30 @@ test:
             (props["topics"].as_str(), props["topic"].as_str()),
             ("orders", "big-orders")
         );
+    }
+
+    #[test]
+    fn a_connector_to_connector_pipeline_runs_as_two_connectors_through_its_own_topic() {
+        let p = check(
+            "name: c2c\nsource:\n  connector: datagen\n  config:\n    quickstart: orders\n\
+             transforms:\n  - drop: [note]\nsink:\n  connector: file-sink\n  config:\n    file: /tmp/out.jsonl\n",
+        )
+        .unwrap();
+        let all = p.connectors("127.0.0.1:9092", "http://127.0.0.1:8081");
+        assert_eq!(all.len(), 2);
+        let (source, sink) = (&all[0], &all[1]);
+        assert_eq!((source.0.as_str(), source.1.as_str()), ("c2c", "datagen"));
+        assert_eq!(
+            (sink.0.as_str(), sink.1.as_str()),
+            ("c2c-sink", "file-sink")
+        );
+        assert_eq!(source.2["topic"], "_runnel_pipeline.c2c.records");
+        assert_eq!(sink.2["topics"], "_runnel_pipeline.c2c.records");
+        assert_eq!(sink.2["name"], "c2c-sink");
+        // JSON on both sides of the topic between them.
+        assert_eq!(source.2["value.converter"], "json");
+        assert_eq!(sink.2["value.converter"], "json");
+        // One-connector pipelines are unchanged.
+        assert_eq!(p.connector("b", "r").0, "datagen");
     }
 }
