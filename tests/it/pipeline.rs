@@ -457,3 +457,86 @@ fn a_connector_to_connector_example_runs_through_a_topic_of_its_own() {
     let between = wait_consume(&broker, "_runnel_pipeline.file-filter-file.records", 50);
     assert_eq!(between.len(), 50);
 }
+
+#[test]
+fn a_pipeline_reads_an_avro_topic_through_the_registry_into_a_file() {
+    let broker = TestBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let schema_file = examples().join("schemas/order.avsc");
+    let out = broker.cli(
+        &[
+            "schema",
+            "register",
+            "orders-in-value",
+            schema_file.to_str().unwrap(),
+            "--registry",
+            &broker.registry_url(),
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Confluent-framed Avro records under id 1, and one that is not.
+    let schema =
+        apache_avro::Schema::parse_str(&std::fs::read_to_string(&schema_file).unwrap()).unwrap();
+    let compiled = runnel_connect::avro::Compiled::new(schema);
+    let mut payloads = Vec::new();
+    for i in 0..20 {
+        let order = serde_json::json!({
+            "id": i, "customer": format!("c{i}"), "amount_cents": i * 100,
+            "currency": if i % 2 == 0 { "EUR" } else { "GBP" }, "note": null
+        });
+        let mut framed = vec![0u8, 0, 0, 0, 1];
+        framed.extend(compiled.encode(&order).unwrap());
+        payloads.push(framed);
+    }
+    payloads.insert(5, b"not avro".to_vec());
+    let producer = broker.producer(&[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        for p in &payloads {
+            producer
+                .send(
+                    rdkafka::producer::FutureRecord::<(), [u8]>::to("orders-in").payload(p),
+                    Duration::from_secs(10),
+                )
+                .await
+                .unwrap();
+        }
+    });
+    let output = dir.path().join("eur.jsonl");
+    let yaml = dir.path().join("avro-in.yaml");
+    std::fs::write(
+        &yaml,
+        format!(
+            "name: avro-in\nsource:\n  topic: orders-in\n  format: avro\ntransforms:\n  - filter: value.currency == \"EUR\"\nsink:\n  connector: file-sink\n  config:\n    file: {}\nerrors:\n  tolerance: all\n  dead_letter_topic: orders-in-dlq\n",
+            output.display()
+        ),
+    )
+    .unwrap();
+    let _run = Running::start(&yaml, &broker);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let lines = loop {
+        let text = std::fs::read_to_string(&output).unwrap_or_default();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.len() >= 10 {
+            break lines;
+        }
+        assert!(Instant::now() < deadline, "{} of 10 lines", lines.len());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(lines.len(), 10);
+    assert_eq!(
+        lines[1],
+        serde_json::json!({"id": 2, "customer": "c2", "amount_cents": 200, "currency": "EUR", "note": null})
+    );
+    // The record that is no Avro went to the dead-letter topic as it was.
+    let dead = wait_consume(&broker, "orders-in-dlq", 1);
+    assert_eq!(dead[0].payload().unwrap(), b"not avro");
+}
