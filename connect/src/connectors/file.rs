@@ -116,6 +116,7 @@ impl ConnectorPlugin for FileSource {
             position: 0,
             file: None,
             pending: Vec::new(),
+            start: 0,
         }))
     }
 }
@@ -131,6 +132,9 @@ struct FileSourceTask {
     file: Option<tokio::fs::File>,
     /// Bytes read after `position` that do not end in a newline yet.
     pending: Vec<u8>,
+    /// Where the unconsumed part of `pending` starts (consumed bytes are
+    /// dropped only before the next read, so lines are not moved twice).
+    start: usize,
 }
 
 impl FileSourceTask {
@@ -143,10 +147,11 @@ impl FileSourceTask {
     ) -> ConnectResult<usize> {
         let partition = self.partition();
         while records.len() < self.batch {
-            let Some(nl) = self.pending[consumed..].iter().position(|b| *b == b'\n') else {
+            let from = self.start + consumed;
+            let Some(nl) = self.pending[from..].iter().position(|b| *b == b'\n') else {
                 break;
             };
-            let line = &self.pending[consumed..consumed + nl];
+            let line = &self.pending[from..from + nl];
             consumed += nl + 1;
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             let offset = self.position + consumed as u64;
@@ -176,8 +181,12 @@ impl FileSourceTask {
 
     /// Drops the first `consumed` buffered bytes, now records.
     fn commit_consumed(&mut self, consumed: usize) {
-        self.pending.drain(..consumed);
+        self.start += consumed;
         self.position += consumed as u64;
+        if self.start == self.pending.len() {
+            self.pending.clear();
+            self.start = 0;
+        }
     }
 
     fn partition(&self) -> SourcePartition {
@@ -213,6 +222,7 @@ impl SourceTask for FileSourceTask {
                     f.seek(std::io::SeekFrom::Start(self.position)).await?;
                     self.file = Some(f);
                     self.pending.clear();
+                    self.start = 0;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     tokio::time::sleep(self.poll_interval).await;
@@ -221,26 +231,31 @@ impl SourceTask for FileSourceTask {
                 Err(e) => return Err(e.into()),
             }
         }
-        let mut records = Vec::new();
+        let mut records = Vec::with_capacity(self.batch.min(4096));
         let mut consumed = self.take_lines(0, &mut records)?;
         // Read more only when what is buffered makes no full batch, so
         // the buffer never holds more than a batch and a chunk.
         if records.len() < self.batch {
+            // What is left before reading is less than a batch (mostly a
+            // partial line): moving it to the front is cheap.
+            self.commit_consumed(consumed);
+            consumed = 0;
+            self.pending.drain(..self.start);
+            self.start = 0;
+            self.pending.reserve(READ_CHUNK);
             let file = self.file.as_mut().expect("opened above");
-            let mut chunk = vec![0u8; READ_CHUNK];
-            let n = file.read(&mut chunk).await?;
+            let n = file.read_buf(&mut self.pending).await?;
             if n == 0 && records.is_empty() {
-                self.commit_consumed(consumed);
                 tokio::time::sleep(self.poll_interval).await;
                 return Ok(records);
             }
-            self.pending.extend_from_slice(&chunk[..n]);
             consumed = self.take_lines(consumed, &mut records)?;
         }
         self.commit_consumed(consumed);
         // What is left holds no newline only when a line is longer than
         // the limit.
-        if self.pending.len() > MAX_LINE_BYTES && !self.pending.contains(&b'\n') {
+        let left = &self.pending[self.start..];
+        if left.len() > MAX_LINE_BYTES && !left.contains(&b'\n') {
             return Err(ConnectError::fatal(format!(
                 "{}: a line longer than {MAX_LINE_BYTES} bytes at byte {}",
                 self.path.display(),
