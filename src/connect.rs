@@ -62,8 +62,22 @@ async fn serve(
         .with_context(|| format!("starting the connect worker on {bootstrap}"))?;
     info!(rest = %listener.local_addr()?, bootstrap = %bootstrap, "connect worker REST API started");
     let result = runnel_connect::rest::serve(worker.clone(), listener, shutdown).await;
-    worker.shutdown().await;
+    close(worker).await;
     result.context("serving the connect REST API")
+}
+
+/// Stops the worker's tasks (committing what they did) within 30 s, then
+/// drops its clients on a thread of their own: closing a Kafka client
+/// waits for its broker, and a broker that is gone must not keep the
+/// process from exiting.
+pub(crate) async fn close(worker: std::sync::Arc<Worker>) {
+    if tokio::time::timeout(Duration::from_secs(30), worker.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connect worker: tasks did not stop within 30 s; leaving them");
+    }
+    std::thread::spawn(move || drop(worker));
 }
 
 fn worker_config(bootstrap: String, listener: &tokio::net::TcpListener) -> WorkerConfig {

@@ -152,7 +152,7 @@ pub async fn run(cmd: PipelineCommand) -> Result<()> {
             };
             crate::serve::shutdown_signal().await;
             status.abort();
-            worker.shutdown().await;
+            crate::connect::close(worker).await;
             eprintln!("pipeline {name} stopped");
         }
     }

@@ -628,9 +628,19 @@ async fn datagen_writes_the_asked_number_of_records() {
     assert_eq!(offsets["offsets"][0]["offset"], json!({"next": 1000}));
 }
 
+/// A child process killed when dropped (also when a test panics).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A `runnel connect` worker of the group that keeps its state in the
 /// `mw-*` topics.
-fn group_worker(broker: &TestBroker, port: u16, log: &std::path::Path) -> std::process::Child {
+fn group_worker(broker: &TestBroker, port: u16, log: &std::path::Path) -> Killed {
     let log = std::fs::File::create(log.join(format!("worker-{port}.log"))).unwrap();
     Command::new(BIN)
         .args(["connect", "--bootstrap", &broker.addr()])
@@ -653,6 +663,7 @@ fn group_worker(broker: &TestBroker, port: u16, log: &std::path::Path) -> std::p
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
+        .map(Killed)
         .unwrap()
 }
 
@@ -700,7 +711,7 @@ async fn workers_of_one_group_share_tasks_and_take_over_a_killed_workers() {
     let broker = TestBroker::start();
     let tmp = tempfile::tempdir().unwrap();
     let ports = [free_port(), free_port()];
-    let mut children: Vec<Option<std::process::Child>> = ports
+    let mut children: Vec<Option<Killed>> = ports
         .iter()
         .map(|p| Some(group_worker(&broker, *p, tmp.path())))
         .collect();
@@ -746,9 +757,8 @@ async fn workers_of_one_group_share_tasks_and_take_over_a_killed_workers() {
         .position(|p| owners["mw-sink"] == format!("127.0.0.1:{p}"))
         .expect("the sink runs on one of the two workers");
     let survivor = 1 - victim;
-    let mut child = children[victim].take().unwrap();
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    // SIGKILL, on drop.
+    drop(children[victim].take());
     for name in sources {
         append(&tmp.path().join(format!("{name}.txt")), 50, 100);
     }
@@ -795,8 +805,45 @@ async fn workers_of_one_group_share_tasks_and_take_over_a_killed_workers() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for c in children.iter_mut().flatten() {
-        let _ = c.kill();
-        let _ = c.wait();
+}
+
+#[tokio::test]
+async fn a_worker_whose_broker_is_gone_still_stops_on_sigterm() {
+    let mut broker = TestBroker::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let worker = group_worker(&broker, port, tmp.path());
+    let rest = Rest::ready(format!("http://127.0.0.1:{port}")).await;
+    let input = tmp.path().join("in.txt");
+    append(&input, 0, 5);
+    rest.create(
+        "gone-src",
+        json!({"connector.class": "FileStreamSource", "file": input.to_str().unwrap(), "topic": "gone"}),
+    )
+    .await;
+    rest.create(
+        "gone-sink",
+        json!({"connector.class": "FileStreamSink", "file": tmp.path().join("out.txt").to_str().unwrap(), "topics": "gone"}),
+    )
+    .await;
+    wait_lines(&tmp.path().join("out.txt"), 5);
+    broker.kill();
+    let pid = worker.0.id().to_string();
+    let started = Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut worker = worker;
+    loop {
+        if worker.0.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(45),
+            "the worker did not exit within 45 s of SIGTERM without its broker"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
