@@ -540,3 +540,22 @@ fn a_pipeline_reads_an_avro_topic_through_the_registry_into_a_file() {
     let dead = wait_consume(&broker, "orders-in-dlq", 1);
     assert_eq!(dead[0].payload().unwrap(), b"not avro");
 }
+
+#[test]
+fn a_filter_plugin_passes_its_kept_records_through_unchanged() {
+    let plugin = plugin_wasm("drop-odd-offsets");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("odd.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "name: odd\nsource:\n  topic: in\ntransforms:\n  - plugin: {}\nsink:\n  topic: out\n\
+             test:\n  input:\n    - value: {{id: 0, tags: [a]}}\n    - value: {{id: 1}}\n    - value: \"two\"\n    - value: {{id: 3}}\n\
+             \x20 expect:\n    - value: {{id: 0, tags: [a]}}\n    - value: \"two\"\n",
+            plugin.display()
+        ),
+    )
+    .unwrap();
+    let (ok, out, err) = runnel(&["pipeline", "test", file.to_str().unwrap()]);
+    assert!(ok, "{out}\n{err}");
+}

@@ -312,11 +312,32 @@ impl Transform for Wasm {
             })
             .collect();
         let output = self.plugin.process(&input).map_err(|e| e.to_string())?;
+        let last = records.len().saturating_sub(1);
+        // How many outputs come from each input: an input that comes out
+        // once and unchanged (a filter's kept records) moves on as it is,
+        // without being decoded again.
+        let mut uses = vec![0usize; records.len()];
+        for o in &output {
+            uses[(o.source_index as usize).min(last)] += 1;
+        }
+        let mut originals: Vec<Option<Record>> = records.into_iter().map(Some).collect();
         Ok(output
             .into_iter()
-            .map(|o| {
-                let from = &records[(o.source_index as usize).min(records.len().saturating_sub(1))];
-                Record {
+            .filter_map(|o| {
+                let i = (o.source_index as usize).min(last);
+                let sent = &input[i];
+                let unchanged = o.key == sent.key
+                    && o.value == sent.value
+                    && o.timestamp == sent.timestamp
+                    && o.headers == sent.headers;
+                if unchanged && uses[i] == 1 {
+                    if let Some(mut r) = originals[i].take() {
+                        r.source_index = i;
+                        return Some(r);
+                    }
+                }
+                let from = originals[i].as_ref()?;
+                Some(Record {
                     topic: from.topic.clone(),
                     key: from_bytes(o.key, &from.key),
                     value: from_bytes(o.value, &from.value),
@@ -327,7 +348,7 @@ impl Transform for Wasm {
                         .collect(),
                     timestamp_ms: (o.timestamp >= 0).then_some(o.timestamp),
                     source_index: o.source_index as usize,
-                }
+                })
             })
             .collect())
     }
