@@ -243,7 +243,8 @@ impl Membership {
         topic: &str,
         session_timeout: Duration,
     ) -> ConnectResult<Membership> {
-        let me = format!("{worker_id}#{:08x}", rand_u32());
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let me = format!("{worker_id}#{}", &suffix[..8]);
         let changed = Arc::new(Notify::new());
         let session_ms = session_timeout.as_millis().clamp(1000, 300_000) as u64;
         let consumer: StreamConsumer<MemberContext> = client
@@ -339,19 +340,6 @@ impl Membership {
         }
         last.clone()
     }
-}
-
-fn rand_u32() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    h.write_u32(std::process::id());
-    h.finish() as u32
 }
 
 /// One thing a worker runs: a connector (its status) or one of its tasks.

@@ -174,7 +174,7 @@ pub trait SinkTask: Send {
         Ok(())
     }
     /// Writes a batch (it may buffer until `flush`).
-    async fn put(&mut self, records: Vec<SinkRecord>) -> ConnectResult<()>;
+    async fn put(&mut self, records: &[SinkRecord]) -> ConnectResult<()>;
     /// Makes everything put so far durable; offsets are committed after.
     async fn flush(&mut self) -> ConnectResult<()>;
     async fn stop(&mut self) {}

@@ -190,12 +190,11 @@ fn unit_json(s: &UnitStatus) -> Value {
 
 async fn status_json(w: &Worker, name: &str) -> ApiResult<Value> {
     let (state, kind, tasks) = w.status(name).await?;
-    let entry = unit_json;
     Ok(json!({
         "name": name,
-        "connector": entry(&state),
+        "connector": unit_json(&state),
         "tasks": tasks.iter().enumerate().map(|(i, s)| {
-            let mut v = entry(s);
+            let mut v = unit_json(s);
             v["id"] = json!(i);
             v
         }).collect::<Vec<_>>(),

@@ -128,6 +128,17 @@ impl RunState {
         }
     }
 
+    /// The state a `connect-status` record names.
+    fn parse(state: &str, trace: &str) -> RunState {
+        match state {
+            "RUNNING" => RunState::Running,
+            "PAUSED" => RunState::Paused,
+            "STOPPED" => RunState::Stopped,
+            "FAILED" => RunState::Failed(trace.to_string()),
+            _ => RunState::Unassigned,
+        }
+    }
+
     pub fn trace(&self) -> Option<&str> {
         match self {
             RunState::Failed(t) => Some(t),
@@ -192,7 +203,7 @@ struct Configs {
     connectors: BTreeMap<String, Props>,
     targets: HashMap<String, TargetState>,
     /// Restart requests read after start-up: (connector, task or all).
-    restarts: Vec<(String, Option<usize>, String)>,
+    restarts: Vec<(String, Option<usize>)>,
     loaded: bool,
 }
 
@@ -220,20 +231,14 @@ impl Configs {
                 }
             }
         } else if self.loaded {
-            // Restart requests are acted on once, by the workers running
-            // at the time; the one that asked has already restarted its
-            // share.
-            let by = value
-                .as_ref()
-                .and_then(|v| v["requested_by"].as_str())
-                .unwrap_or_default()
-                .to_string();
+            // Restart requests are acted on once, by every worker running
+            // at the time (the one that asked included).
             if let Some(name) = key.strip_prefix("restart-connector-") {
-                self.restarts.push((name.to_string(), None, by));
+                self.restarts.push((name.to_string(), None));
             } else if let Some(rest) = key.strip_prefix("restart-task-") {
                 if let Some((name, id)) = rest.rsplit_once('-') {
                     if let Ok(id) = id.parse() {
-                        self.restarts.push((name.to_string(), Some(id), by));
+                        self.restarts.push((name.to_string(), Some(id)));
                     }
                 }
             }
@@ -358,15 +363,10 @@ impl Worker {
                 let mut statuses = lock(&statuses);
                 match value {
                     Some(v) => {
-                        let state = match v["state"].as_str().unwrap_or_default() {
-                            "RUNNING" => RunState::Running,
-                            "PAUSED" => RunState::Paused,
-                            "STOPPED" => RunState::Stopped,
-                            "FAILED" => RunState::Failed(
-                                v["trace"].as_str().unwrap_or_default().to_string(),
-                            ),
-                            _ => RunState::Unassigned,
-                        };
+                        let state = RunState::parse(
+                            v["state"].as_str().unwrap_or_default(),
+                            v["trace"].as_str().unwrap_or_default(),
+                        );
                         let worker_id = v["worker_id"].as_str().unwrap_or_default().to_string();
                         statuses.insert(key, UnitStatus { state, worker_id });
                     }
@@ -615,7 +615,7 @@ impl Worker {
                     }
                 }
             }
-            for (name, task, _) in restarts {
+            for (name, task) in restarts {
                 if let Some(c) = connectors.get_mut(&name) {
                     match task {
                         None => stopping.extend(std::mem::take(&mut c.tasks).into_values()),
@@ -1151,7 +1151,7 @@ impl Worker {
                 };
             }
             if !batch.is_empty() {
-                let result: ConnectResult<()> = retry!(policy, target, task.put(batch.clone()));
+                let result: ConnectResult<()> = retry!(policy, target, task.put(&batch));
                 if let Err(e) = result {
                     policy.tolerate(name, "writing records", &e.message)?;
                     // Tolerated: the batch is written again one record at a
@@ -1163,7 +1163,7 @@ impl Worker {
                         let mut failed = Vec::new();
                         for r in batch {
                             let one: ConnectResult<()> =
-                                retry!(policy, target, task.put(vec![r.clone()]));
+                                retry!(policy, target, task.put(std::slice::from_ref(&r)));
                             if let Err(e) = one {
                                 policy.tolerate(name, "writing a record", &e.message)?;
                                 failed.push((r, e.message));
@@ -1436,11 +1436,7 @@ impl Worker {
         };
         self.write_config(
             &key,
-            Some(json!({
-                "include-tasks": true,
-                "only-failed": false,
-                "requested_by": self.membership.me(),
-            })),
+            Some(json!({"include-tasks": true, "only-failed": false})),
         )
         .await?;
         self.reconcile().await;

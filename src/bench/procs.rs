@@ -19,17 +19,31 @@ fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// `runnel serve` (through `program`) with its data in `data_dir`, Kafka
+/// on `addr`, and the registry and connect worker as given.
+fn serve_command(
+    program: Command,
+    data_dir: &Path,
+    addr: &str,
+    registry: &str,
+    connect: &str,
+) -> Command {
+    let mut cmd = program;
+    cmd.arg("serve")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--kafka-addr")
+        .arg(addr)
+        .args(["--registry-addr", registry, "--connect-addr", connect]);
+    cmd
+}
+
 impl ChildBroker {
     /// `runnel serve` on a free port with its data in `data_dir`.
     pub fn runnel(data_dir: &Path) -> Result<ChildBroker> {
         let addr = format!("127.0.0.1:{}", free_port()?);
-        let mut cmd = Command::new(std::env::current_exe()?);
-        cmd.arg("serve")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--kafka-addr")
-            .arg(&addr)
-            .args(["--registry-addr", "off", "--connect-addr", "off"]);
+        let exe = Command::new(std::env::current_exe()?);
+        let cmd = serve_command(exe, data_dir, &addr, "off", "off");
         Self::spawn(cmd, addr, None)
     }
 
@@ -38,7 +52,7 @@ impl ChildBroker {
     pub fn runnel_with_registry(data_dir: &Path, cpu: Option<usize>) -> Result<ChildBroker> {
         let addr = format!("127.0.0.1:{}", free_port()?);
         let registry = format!("127.0.0.1:{}", free_port()?);
-        let mut cmd = match cpu {
+        let cmd = match cpu {
             Some(cpu) => {
                 let mut c = Command::new("taskset");
                 c.arg("-c")
@@ -48,12 +62,7 @@ impl ChildBroker {
             }
             None => Command::new(std::env::current_exe()?),
         };
-        cmd.arg("serve")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--kafka-addr")
-            .arg(&addr)
-            .args(["--registry-addr", &registry, "--connect-addr", "off"]);
+        let cmd = serve_command(cmd, data_dir, &addr, &registry, "off");
         let broker = Self::spawn(cmd, addr, Some(registry.clone()))?;
         wait_listening(&registry, "the schema registry")?;
         Ok(broker)
@@ -63,13 +72,8 @@ impl ChildBroker {
     pub fn runnel_with_connect(data_dir: &Path) -> Result<(ChildBroker, String)> {
         let addr = format!("127.0.0.1:{}", free_port()?);
         let connect = format!("127.0.0.1:{}", free_port()?);
-        let mut cmd = Command::new(std::env::current_exe()?);
-        cmd.arg("serve")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--kafka-addr")
-            .arg(&addr)
-            .args(["--registry-addr", "off", "--connect-addr", &connect]);
+        let exe = Command::new(std::env::current_exe()?);
+        let cmd = serve_command(exe, data_dir, &addr, "off", &connect);
         let broker = Self::spawn(cmd, addr, None)?;
         wait_listening(&connect, "the connect worker")?;
         Ok((broker, format!("http://{connect}")))
@@ -80,15 +84,9 @@ impl ChildBroker {
         let config = data_dir.with_extension("yaml");
         std::fs::write(&config, yaml)?;
         let addr = format!("127.0.0.1:{}", free_port()?);
-        let mut cmd = Command::new(std::env::current_exe()?);
-        cmd.arg("serve")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--kafka-addr")
-            .arg(&addr)
-            .arg("--config")
-            .arg(&config)
-            .args(["--registry-addr", "off", "--connect-addr", "off"]);
+        let exe = Command::new(std::env::current_exe()?);
+        let mut cmd = serve_command(exe, data_dir, &addr, "off", "off");
+        cmd.arg("--config").arg(&config);
         Self::spawn(cmd, addr, None)
     }
 

@@ -123,6 +123,29 @@ fn an_invalid_pipeline_is_refused_with_file_line_and_column_and_nothing_runs() {
     );
 }
 
+/// Waits (up to 60 s) until the file at `path` holds `n` JSON lines;
+/// returns them.
+fn wait_json_lines(path: &Path, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} has {} of {n} lines",
+            path.display(),
+            lines.len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn wait_consume(broker: &TestBroker, topic: &str, n: usize) -> Vec<rdkafka::message::OwnedMessage> {
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
@@ -189,18 +212,7 @@ fn the_topic_filter_example_writes_matching_records_and_dead_letters_the_rest() 
     });
     let _run = Running::start(&file, &broker);
     let out = dir.path().join("big-paid-orders.jsonl");
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let lines = loop {
-        let text = std::fs::read_to_string(&out).unwrap_or_default();
-        let lines: Vec<Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        if lines.len() >= 2 || Instant::now() > deadline {
-            break lines;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let lines = wait_json_lines(&out, 2);
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert_eq!(lines[0]["amount_eur"], 250);
     assert_eq!(lines[1]["card"], "****");
@@ -430,23 +442,7 @@ fn a_connector_to_connector_example_runs_through_a_topic_of_its_own() {
     );
     let _run = Running::start(&file, &broker);
     let out = dir.path().join("users-de.jsonl");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let written = loop {
-        let text = std::fs::read_to_string(&out).unwrap_or_default();
-        let lines: Vec<Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        if lines.len() >= 50 {
-            break lines;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the sink file has {} of 50 lines",
-            lines.len()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let written = wait_json_lines(&out, 50);
     assert_eq!(written.len(), 50);
     for (n, v) in written.iter().enumerate() {
         assert_eq!(v["id"], n * 4, "{v}");
@@ -518,19 +514,7 @@ fn a_pipeline_reads_an_avro_topic_through_the_registry_into_a_file() {
     )
     .unwrap();
     let _run = Running::start(&yaml, &broker);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let lines = loop {
-        let text = std::fs::read_to_string(&output).unwrap_or_default();
-        let lines: Vec<Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        if lines.len() >= 10 {
-            break lines;
-        }
-        assert!(Instant::now() < deadline, "{} of 10 lines", lines.len());
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let lines = wait_json_lines(&output, 10);
     assert_eq!(lines.len(), 10);
     assert_eq!(
         lines[1],

@@ -314,21 +314,24 @@ impl SinkTask for FileSinkTask {
         Ok(())
     }
 
-    async fn put(&mut self, records: Vec<SinkRecord>) -> ConnectResult<()> {
+    async fn put(&mut self, records: &[SinkRecord]) -> ConnectResult<()> {
         let file = self
             .file
             .as_mut()
             .ok_or_else(|| ConnectError::fatal("the sink was not started"))?;
+        // One write per batch: the lines are gathered first.
+        let mut out = Vec::new();
         for r in records {
-            let line = match &r.value {
-                Data::Null => String::new(),
-                Data::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
-                Data::Json(Value::String(s)) => s.clone(),
-                Data::Json(v) => v.to_string(),
-            };
-            file.write_all(line.as_bytes()).await?;
-            file.write_all(b"\n").await?;
+            match &r.value {
+                Data::Null => {}
+                Data::Bytes(b) => out.extend_from_slice(String::from_utf8_lossy(b).as_bytes()),
+                Data::Json(Value::String(s)) => out.extend_from_slice(s.as_bytes()),
+                Data::Json(v) => serde_json::to_writer(&mut out, v)
+                    .map_err(|e| ConnectError::fatal(e.to_string()))?,
+            }
+            out.push(b'\n');
         }
+        file.write_all(&out).await?;
         Ok(())
     }
 
@@ -477,12 +480,9 @@ mod tests {
             value: v,
             headers: vec![],
         };
-        task.put(vec![
-            rec(Data::string("a")),
-            rec(Data::Json(json!({"b": 2}))),
-        ])
-        .await
-        .unwrap();
+        task.put(&[rec(Data::string("a")), rec(Data::Json(json!({"b": 2})))])
+            .await
+            .unwrap();
         task.flush().await.unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "a\n{\"b\":2}\n");
     }

@@ -367,7 +367,7 @@ struct HttpSinkTask {
 
 #[async_trait]
 impl SinkTask for HttpSinkTask {
-    async fn put(&mut self, records: Vec<SinkRecord>) -> ConnectResult<()> {
+    async fn put(&mut self, records: &[SinkRecord]) -> ConnectResult<()> {
         for chunk in records.chunks(self.batch) {
             let body: Vec<Value> = chunk.iter().map(|r| r.value.to_json()).collect();
             let mut request = if self.put {

@@ -86,9 +86,9 @@ struct TopicSinkTask {
 
 #[async_trait]
 impl SinkTask for TopicSinkTask {
-    async fn put(&mut self, records: Vec<SinkRecord>) -> ConnectResult<()> {
+    async fn put(&mut self, records: &[SinkRecord]) -> ConnectResult<()> {
         let mut deliveries = Vec::with_capacity(records.len());
-        for r in &records {
+        for r in records {
             let key = self
                 .key
                 .encode(&r.topic, &r.key)

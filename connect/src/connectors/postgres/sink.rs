@@ -717,10 +717,10 @@ impl SinkTask for PostgresSinkTask {
         self.client().await.map(|_| ())
     }
 
-    async fn put(&mut self, records: Vec<SinkRecord>) -> ConnectResult<()> {
+    async fn put(&mut self, records: &[SinkRecord]) -> ConnectResult<()> {
         // Every record is checked before anything is written.
         let mut rows = Vec::with_capacity(records.len());
-        for r in &records {
+        for r in records {
             if let Some(row) = self.settings.row(r).map_err(ConnectError::fatal)? {
                 rows.push(row);
             }
