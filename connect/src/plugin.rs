@@ -158,7 +158,8 @@ pub trait SourceTask: Send {
     async fn poll(&mut self) -> ConnectResult<Vec<SourceRecord>>;
     /// The record with this source offset is stored in Kafka (the broker
     /// acknowledged it and every record before it). Called in order, before
-    /// the offset is committed.
+    /// the offset is committed; not called for records whose offset is
+    /// `Null`.
     fn delivered(&mut self, _source_offset: &Value) {}
     /// The offsets of the records delivered so far are committed.
     async fn commit(&mut self) -> ConnectResult<()> {

@@ -1,27 +1,52 @@
 //! Records as connectors see them: data before a converter turns it into
 //! bytes (sources), after a converter read it from bytes (sinks).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
+use bytestring::ByteString;
 use serde_json::{Map, Value};
 
 /// A key or a value.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Data {
     Null,
     /// Opaque bytes (what `ByteArrayConverter` reads and writes).
     Bytes(Bytes),
-    /// Structured data: a string, number, object, ... (what the string and
-    /// JSON converters read and write).
+    /// UTF-8 text in shared bytes (a file source's lines point into the
+    /// buffer they were read into; the string converter sends them as
+    /// they are).
+    Text(ByteString),
+    /// Structured data: a string, number, object, ... (what the JSON
+    /// converter reads and writes).
     Json(Value),
 }
 
 impl Data {
     pub fn string(s: impl Into<String>) -> Data {
-        Data::Json(Value::String(s.into()))
+        Data::Text(ByteString::from(s.into()))
+    }
+
+    /// Text when the bytes are UTF-8 (without copying them), otherwise
+    /// the bytes with invalid sequences replaced by U+FFFD.
+    pub fn text_lossy(b: Bytes) -> Data {
+        match ByteString::try_from(b.clone()) {
+            Ok(s) => Data::Text(s),
+            Err(_) => Data::string(String::from_utf8_lossy(&b).into_owned()),
+        }
     }
 
     pub fn is_null(&self) -> bool {
         matches!(self, Data::Null | Data::Json(Value::Null))
+    }
+
+    /// The text, when the data is text (a JSON string counts).
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Data::Text(s) => Some(s),
+            Data::Json(Value::String(s)) => Some(s),
+            _ => None,
+        }
     }
 
     /// The data as JSON (bytes as a UTF-8 string where they are one).
@@ -29,6 +54,7 @@ impl Data {
         match self {
             Data::Null => Value::Null,
             Data::Json(v) => v.clone(),
+            Data::Text(s) => Value::String(s.to_string()),
             Data::Bytes(b) => match std::str::from_utf8(b) {
                 Ok(s) => Value::String(s.to_string()),
                 Err(_) => Value::Array(b.iter().map(|x| Value::from(*x)).collect()),
@@ -37,17 +63,36 @@ impl Data {
     }
 }
 
+/// Text compares equal to a JSON string of the same characters: which of
+/// the two a record holds depends on the converter that read it.
+impl PartialEq for Data {
+    fn eq(&self, other: &Data) -> bool {
+        match (self, other) {
+            (Data::Null, Data::Null) => true,
+            (Data::Bytes(a), Data::Bytes(b)) => a == b,
+            (Data::Json(a), Data::Json(b)) => a == b,
+            (a, b) => match (a.as_str(), b.as_str()) {
+                (Some(a), Some(b)) => a == b,
+                _ => false,
+            },
+        }
+    }
+}
+
 /// Where a source record came from (a file, a table): the key of its
-/// source offset in `connect-offsets`.
+/// source offset in `connect-offsets`. Records of one partition share it.
 pub type SourcePartition = Map<String, Value>;
 
 /// A record a source task produced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SourceRecord {
-    pub source_partition: SourcePartition,
-    /// The position to resume after once this record is stored.
+    pub source_partition: Arc<SourcePartition>,
+    /// The position to resume after once this record is stored. `Null`
+    /// (as in Kafka Connect) when the record has no position of its own:
+    /// a later record's offset in the same poll covers it, which lets a
+    /// source name the position once per batch.
     pub source_offset: Value,
-    pub topic: String,
+    pub topic: Arc<str>,
     /// `None`: the producer's partitioner chooses by key.
     pub kafka_partition: Option<i32>,
     pub key: Data,
@@ -59,15 +104,15 @@ pub struct SourceRecord {
 impl SourceRecord {
     /// A record with just a value.
     pub fn new(
-        source_partition: SourcePartition,
+        source_partition: Arc<SourcePartition>,
         source_offset: Value,
-        topic: impl Into<String>,
+        topic: Arc<str>,
         value: Data,
     ) -> SourceRecord {
         SourceRecord {
             source_partition,
             source_offset,
-            topic: topic.into(),
+            topic,
             kafka_partition: None,
             key: Data::Null,
             value,
@@ -87,4 +132,24 @@ pub struct SinkRecord {
     pub key: Data,
     pub value: Data,
     pub headers: Vec<(String, Bytes)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_equals_the_json_string_of_the_same_characters_only() {
+        let text = Data::text_lossy(Bytes::from_static(b"abc"));
+        assert!(matches!(text, Data::Text(_)));
+        assert_eq!(text, Data::Json(Value::String("abc".into())));
+        assert_ne!(text, Data::Json(Value::String("abd".into())));
+        assert_ne!(text, Data::Bytes(Bytes::from_static(b"abc")));
+        assert_eq!(text.as_str(), Some("abc"));
+        assert_eq!(text.to_json(), Value::String("abc".into()));
+        assert_eq!(
+            Data::text_lossy(Bytes::from_static(b"a\xff")),
+            Data::string("a\u{fffd}")
+        );
+    }
 }

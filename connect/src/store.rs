@@ -162,7 +162,7 @@ impl OffsetStore {
     pub async fn commit(
         &self,
         connector: &str,
-        offsets: &HashMap<String, (SourcePartition, Value)>,
+        offsets: &HashMap<String, (Arc<SourcePartition>, Value)>,
     ) -> ConnectResult<()> {
         for (partition, offset) in offsets.values() {
             let value = serde_json::to_vec(offset).unwrap_or_default();

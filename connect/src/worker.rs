@@ -806,7 +806,7 @@ impl Worker {
             retry!(policy, target, task.start(self.offsets.reader(name)));
         result?;
         // Offsets of records stored but not yet committed: partition → offset.
-        let mut pending: HashMap<String, (SourcePartition, Value)> = HashMap::new();
+        let mut pending: HashMap<String, (Arc<SourcePartition>, Value)> = HashMap::new();
         // Batches sent but not yet acknowledged, oldest first: the next
         // poll overlaps with their round trip.
         let mut inflight: VecDeque<InFlight> = VecDeque::new();
@@ -836,13 +836,21 @@ impl Worker {
             // The records' offsets stay here; the records move on.
             let polled = inputs.len();
             let mut offsets = Vec::with_capacity(polled);
-            let mut latest: Vec<(SourcePartition, usize)> = Vec::new();
+            let mut latest: Vec<(Arc<SourcePartition>, usize)> = Vec::new();
             let mut kafka_partitions = Vec::with_capacity(polled);
             let mut records = Vec::with_capacity(polled);
             for (i, r) in inputs.into_iter().enumerate() {
-                match latest.last_mut() {
-                    Some((p, last)) if *p == r.source_partition => *last = i,
-                    _ => latest.push((r.source_partition, i)),
+                // A record without an offset of its own is covered by a
+                // later one of the poll.
+                if !r.source_offset.is_null() {
+                    match latest.last_mut() {
+                        Some((p, last))
+                            if Arc::ptr_eq(p, &r.source_partition) || *p == r.source_partition =>
+                        {
+                            *last = i
+                        }
+                        _ => latest.push((r.source_partition, i)),
+                    }
                 }
                 offsets.push(r.source_offset);
                 kafka_partitions.push(r.kafka_partition);
@@ -961,7 +969,7 @@ impl Worker {
     async fn commit_source(
         &self,
         name: &str,
-        pending: &mut HashMap<String, (SourcePartition, Value)>,
+        pending: &mut HashMap<String, (Arc<SourcePartition>, Value)>,
         task: &mut dyn crate::plugin::SourceTask,
     ) -> ConnectResult<()> {
         if pending.is_empty() {
@@ -1116,11 +1124,14 @@ impl Worker {
                 }
             }
             if let (Some(chain), false) = (self.transforms(name), batch.is_empty()) {
-                let output_topic = config.get("topic").cloned();
+                let output_topic: Option<Arc<str>> =
+                    config.get("topic").map(|t| Arc::from(t.as_str()));
                 let inputs: Vec<Record> = batch
                     .iter()
                     .map(|r| Record {
-                        topic: output_topic.clone().unwrap_or_else(|| r.topic.clone()),
+                        topic: output_topic
+                            .clone()
+                            .unwrap_or_else(|| Arc::from(r.topic.as_str())),
                         key: r.key.clone(),
                         value: r.value.clone(),
                         headers: r.headers.clone(),
@@ -1134,7 +1145,7 @@ impl Worker {
                         .map(|r| {
                             let from = &batch[r.source_index];
                             SinkRecord {
-                                topic: r.topic,
+                                topic: r.topic.to_string(),
                                 partition: from.partition,
                                 offset: from.offset,
                                 timestamp_ms: r.timestamp_ms,
@@ -1314,6 +1325,7 @@ impl Worker {
         let bytes = |d: &Data| match d {
             Data::Null => None,
             Data::Bytes(b) => Some(b.to_vec()),
+            Data::Text(s) => Some(s.as_bytes().to_vec()),
             Data::Json(Value::String(s)) => Some(s.clone().into_bytes()),
             Data::Json(v) => Some(v.to_string().into_bytes()),
         };
@@ -1544,7 +1556,7 @@ struct InFlight {
     /// Every polled record's offset, in order.
     offsets: Vec<Value>,
     /// The last offset of each run of records from one source partition.
-    latest: Vec<(SourcePartition, Value)>,
+    latest: Vec<(Arc<SourcePartition>, Value)>,
 }
 
 /// Source batches smaller than this are acknowledged before the next poll.
@@ -1558,7 +1570,7 @@ async fn retire(
     inflight: &mut VecDeque<InFlight>,
     keep: usize,
     task: &mut dyn crate::plugin::SourceTask,
-    pending: &mut HashMap<String, (SourcePartition, Value)>,
+    pending: &mut HashMap<String, (Arc<SourcePartition>, Value)>,
 ) -> ConnectResult<()> {
     while inflight.len() > keep {
         let Some(batch) = inflight.pop_front() else {
@@ -1572,12 +1584,12 @@ async fn retire(
                 "the broker refused a record: {e}"
             )));
         }
-        for offset in &batch.offsets {
+        for offset in batch.offsets.iter().filter(|o| !o.is_null()) {
             task.delivered(offset);
         }
         for (partition, offset) in batch.latest {
             pending.insert(
-                Value::Object(partition.clone()).to_string(),
+                serde_json::to_string(&*partition).unwrap_or_default(),
                 (partition, offset),
             );
         }

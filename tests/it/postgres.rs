@@ -447,7 +447,7 @@ struct Offsets(Mutex<HashMap<String, Value>>);
 impl Offsets {
     fn commit(&self, r: &SourceRecord) {
         self.0.lock().unwrap().insert(
-            Value::Object(r.source_partition.clone()).to_string(),
+            Value::Object((*r.source_partition).clone()).to_string(),
             r.source_offset.clone(),
         );
     }

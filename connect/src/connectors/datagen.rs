@@ -219,7 +219,8 @@ impl SourceTask for DatagenTask {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
-        let partition = self.partition();
+        let partition = Arc::new(self.partition());
+        let topic: Arc<str> = Arc::from(self.topic.as_str());
         let mut out = Vec::with_capacity(count as usize);
         for _ in 0..count {
             let n = self.next;
@@ -228,7 +229,7 @@ impl SourceTask for DatagenTask {
             let mut r = SourceRecord::new(
                 partition.clone(),
                 json!({ "next": self.next }),
-                self.topic.clone(),
+                topic.clone(),
                 Data::Json(value),
             );
             r.key = Data::string(key);

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::BytesMut;
 use serde_json::{json, Map, Value};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
@@ -100,9 +101,13 @@ impl ConnectorPlugin for FileSource {
         out
     }
     fn source_task(&self, config: &Props) -> ConnectResult<Box<dyn SourceTask>> {
+        let path = PathBuf::from(prop(config, "file", ""));
+        let mut partition = Map::new();
+        partition.insert("filename".into(), Value::String(path.display().to_string()));
         Ok(Box::new(FileSourceTask {
-            path: PathBuf::from(prop(config, "file", "")),
-            topic: prop(config, "topic", "").to_string(),
+            path,
+            topic: Arc::from(prop(config, "topic", "")),
+            partition: Arc::new(partition),
             json: prop(config, "format", "lines") == "jsonlines",
             batch: prop(config, "batch.size", "2000")
                 .parse()
@@ -115,94 +120,93 @@ impl ConnectorPlugin for FileSource {
             ),
             position: 0,
             file: None,
-            pending: Vec::new(),
-            start: 0,
+            pending: BytesMut::new(),
+            lines: Vec::new(),
         }))
     }
 }
 
 struct FileSourceTask {
     path: PathBuf,
-    topic: String,
+    topic: Arc<str>,
+    partition: Arc<SourcePartition>,
     json: bool,
     batch: usize,
     poll_interval: Duration,
-    /// Byte position of the first byte not yet turned into a record.
+    /// Byte position of the first byte of `pending`.
     position: u64,
     file: Option<tokio::fs::File>,
-    /// Bytes read after `position` that do not end in a newline yet.
-    pending: Vec<u8>,
-    /// Where the unconsumed part of `pending` starts (consumed bytes are
-    /// dropped only before the next read, so lines are not moved twice).
-    start: usize,
+    /// Bytes read after `position` that are not records yet. Records'
+    /// values are slices of it (split off and shared, not copied).
+    pending: BytesMut,
+    /// Where the lines of the batch being cut start and end in `pending`.
+    lines: Vec<(usize, usize)>,
 }
 
 impl FileSourceTask {
-    /// Turns complete lines of the buffer, from `consumed` on, into
-    /// records until the batch is full; returns the new `consumed`.
-    fn take_lines(
-        &self,
-        mut consumed: usize,
-        records: &mut Vec<SourceRecord>,
-    ) -> ConnectResult<usize> {
-        let partition = self.partition();
-        while records.len() < self.batch {
-            let from = self.start + consumed;
-            let Some(nl) = self.pending[from..].iter().position(|b| *b == b'\n') else {
+    /// Turns complete lines at the front of the buffer into records until
+    /// the batch is full.
+    fn take_lines(&mut self, records: &mut Vec<SourceRecord>) -> ConnectResult<()> {
+        self.lines.clear();
+        let room = self.batch - records.len();
+        let mut consumed = 0;
+        while self.lines.len() < room {
+            let Some(nl) = memchr::memchr(b'\n', &self.pending[consumed..]) else {
                 break;
             };
-            let line = &self.pending[from..from + nl];
+            let end = consumed + nl;
+            let line = &self.pending[consumed..end];
+            let end = if line.last() == Some(&b'\r') {
+                end - 1
+            } else {
+                end
+            };
+            self.lines.push((consumed, end));
             consumed += nl + 1;
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            let offset = self.position + consumed as u64;
-            let text = String::from_utf8_lossy(line);
+        }
+        if consumed == 0 {
+            return Ok(());
+        }
+        let chunk = self.pending.split_to(consumed).freeze();
+        let start_position = self.position;
+        self.position += consumed as u64;
+        let first = records.len();
+        for &(from, to) in &self.lines {
+            let line = chunk.slice(from..to);
             let value = if self.json {
-                if text.trim().is_empty() {
+                if line.trim_ascii().is_empty() {
                     continue;
                 }
-                Data::Json(serde_json::from_str(&text).map_err(|e| {
+                Data::Json(serde_json::from_slice(&line).map_err(|e| {
                     ConnectError::fatal(format!(
-                        "{}: line ending at byte {offset} is not JSON: {e}",
-                        self.path.display()
+                        "{}: the line at byte {} is not JSON: {e}",
+                        self.path.display(),
+                        start_position + from as u64
                     ))
                 })?)
             } else {
-                Data::string(text.into_owned())
+                Data::text_lossy(line)
             };
+            // Offsets are committed per batch: only the last record of
+            // the batch names the position (the others are covered by it).
             records.push(SourceRecord::new(
-                partition.clone(),
-                json!({ "position": offset }),
+                self.partition.clone(),
+                Value::Null,
                 self.topic.clone(),
                 value,
             ));
         }
-        Ok(consumed)
-    }
-
-    /// Drops the first `consumed` buffered bytes, now records.
-    fn commit_consumed(&mut self, consumed: usize) {
-        self.start += consumed;
-        self.position += consumed as u64;
-        if self.start == self.pending.len() {
-            self.pending.clear();
-            self.start = 0;
+        if let Some(last) = records[first..].last_mut() {
+            last.source_offset = json!({ "position": self.position });
         }
-    }
-
-    fn partition(&self) -> SourcePartition {
-        let mut p = Map::new();
-        p.insert(
-            "filename".into(),
-            Value::String(self.path.display().to_string()),
-        );
-        p
+        Ok(())
     }
 }
 
 #[async_trait]
 impl SourceTask for FileSourceTask {
     async fn start(&mut self, offsets: Arc<dyn OffsetReader>) -> ConnectResult<()> {
-        if let Some(offset) = offsets.offset(&self.partition()) {
+        if let Some(offset) = offsets.offset(&self.partition) {
             self.position = offset["position"].as_u64().unwrap_or(0);
         }
         tracing::debug!(file = %self.path.display(), position = self.position, "file source resumes");
@@ -222,7 +226,6 @@ impl SourceTask for FileSourceTask {
                     f.seek(std::io::SeekFrom::Start(self.position)).await?;
                     self.file = Some(f);
                     self.pending.clear();
-                    self.start = 0;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     tokio::time::sleep(self.poll_interval).await;
@@ -232,16 +235,12 @@ impl SourceTask for FileSourceTask {
             }
         }
         let mut records = Vec::with_capacity(self.batch.min(4096));
-        let mut consumed = self.take_lines(0, &mut records)?;
+        self.take_lines(&mut records)?;
         // Read more only when what is buffered makes no full batch, so
         // the buffer never holds more than a batch and a chunk.
         if records.len() < self.batch {
-            // What is left before reading is less than a batch (mostly a
-            // partial line): moving it to the front is cheap.
-            self.commit_consumed(consumed);
-            consumed = 0;
-            self.pending.drain(..self.start);
-            self.start = 0;
+            // What is left is a partial line; when records still share
+            // the buffer, reserving moves it into a new one.
             self.pending.reserve(READ_CHUNK);
             let file = self.file.as_mut().expect("opened above");
             let n = file.read_buf(&mut self.pending).await?;
@@ -249,13 +248,11 @@ impl SourceTask for FileSourceTask {
                 tokio::time::sleep(self.poll_interval).await;
                 return Ok(records);
             }
-            consumed = self.take_lines(consumed, &mut records)?;
+            self.take_lines(&mut records)?;
         }
-        self.commit_consumed(consumed);
         // What is left holds no newline only when a line is longer than
         // the limit.
-        let left = &self.pending[self.start..];
-        if left.len() > MAX_LINE_BYTES && !left.contains(&b'\n') {
+        if self.pending.len() > MAX_LINE_BYTES && memchr::memchr(b'\n', &self.pending).is_none() {
             return Err(ConnectError::fatal(format!(
                 "{}: a line longer than {MAX_LINE_BYTES} bytes at byte {}",
                 self.path.display(),
@@ -325,6 +322,7 @@ impl SinkTask for FileSinkTask {
             match &r.value {
                 Data::Null => {}
                 Data::Bytes(b) => out.extend_from_slice(String::from_utf8_lossy(b).as_bytes()),
+                Data::Text(s) => out.extend_from_slice(s.as_bytes()),
                 Data::Json(Value::String(s)) => out.extend_from_slice(s.as_bytes()),
                 Data::Json(v) => serde_json::to_writer(&mut out, v)
                     .map_err(|e| ConnectError::fatal(e.to_string()))?,
@@ -433,7 +431,7 @@ mod tests {
         assert_eq!(records[0].value, Data::string("three"));
         // A new task resumes after "two" when that offset was committed.
         offsets.0.lock().unwrap().insert(
-            Value::Object(records[0].source_partition.clone()).to_string(),
+            Value::Object((*records[0].source_partition).clone()).to_string(),
             json!({"position": 9}),
         );
         let mut again = FileSource.source_task(&cfg).unwrap();
@@ -441,6 +439,38 @@ mod tests {
         let records = again.poll().await.unwrap();
         let values: Vec<Data> = records.iter().map(|r| r.value.clone()).collect();
         assert_eq!(values, vec![Data::string("three"), Data::string("four")]);
+    }
+
+    #[tokio::test]
+    async fn a_poll_names_its_position_once_and_invalid_utf8_becomes_replacement_characters() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.txt");
+        std::fs::write(&path, b"a\n\xffb\nc\n").unwrap();
+        let cfg = config(&[("file", path.to_str().unwrap()), ("topic", "t")]);
+        let mut task = FileSource.source_task(&cfg).unwrap();
+        task.start(Arc::new(Offsets(Mutex::new(HashMap::new()))))
+            .await
+            .unwrap();
+        let records = task.poll().await.unwrap();
+        let values: Vec<Data> = records.iter().map(|r| r.value.clone()).collect();
+        assert_eq!(
+            values,
+            vec![
+                Data::string("a"),
+                Data::string("\u{fffd}b"),
+                Data::string("c")
+            ]
+        );
+        // Only the last record carries the position; the others are
+        // covered by it.
+        let offsets: Vec<&Value> = records.iter().map(|r| &r.source_offset).collect();
+        assert_eq!(
+            offsets,
+            vec![&Value::Null, &Value::Null, &json!({"position": 7})]
+        );
+        assert!(records
+            .iter()
+            .all(|r| Arc::ptr_eq(&r.source_partition, &records[0].source_partition)));
     }
 
     #[tokio::test]

@@ -251,7 +251,8 @@ impl SourceTask for HttpSourceTask {
             return Ok(Vec::new());
         }
         self.waiting.insert(n, (count, request.stored, count));
-        let partition = self.partition();
+        let partition = Arc::new(self.partition());
+        let topic: Arc<str> = Arc::from(self.topic.as_str());
         Ok(request
             .records
             .into_iter()
@@ -260,7 +261,7 @@ impl SourceTask for HttpSourceTask {
                 let mut r = SourceRecord::new(
                     partition.clone(),
                     json!({"request": n, "record": i}),
-                    self.topic.clone(),
+                    topic.clone(),
                     value,
                 );
                 r.key = key;

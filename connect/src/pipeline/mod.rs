@@ -522,12 +522,16 @@ impl Pipeline {
             .test
             .as_ref()
             .ok_or("the pipeline has no `test` section")?;
-        let topic = self.output_topic();
+        let topic: Arc<str> = Arc::from(self.output_topic());
         let input: Vec<Record> = test
             .input
             .iter()
             .map(|r| Record {
-                topic: r.topic.clone().unwrap_or_else(|| topic.clone()),
+                topic: r
+                    .topic
+                    .as_deref()
+                    .map(Arc::from)
+                    .unwrap_or_else(|| topic.clone()),
                 key: yaml_to_data(&r.key),
                 value: yaml_to_data(&r.value),
                 headers: Vec::new(),

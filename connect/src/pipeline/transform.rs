@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use bytestring::ByteString;
 use evalexpr::{ContextWithMutableVariables, DefaultNumericTypes, HashMapContext, Node};
 use serde_json::{Map, Value};
 
@@ -15,7 +16,7 @@ use crate::record::Data;
 /// A record inside a pipeline.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
-    pub topic: String,
+    pub topic: Arc<str>,
     pub key: Data,
     pub value: Data,
     pub headers: Vec<(String, Bytes)>,
@@ -132,7 +133,7 @@ impl Filter {
         let mut ctx = HashMapContext::<DefaultNumericTypes>::new();
         flatten("value", &r.value.to_json(), &mut ctx);
         flatten("key", &r.key.to_json(), &mut ctx);
-        let _ = ctx.set_value("topic".into(), evalexpr::Value::String(r.topic.clone()));
+        let _ = ctx.set_value("topic".into(), evalexpr::Value::String(r.topic.to_string()));
         match self.tree.eval_boolean_with_context(&ctx) {
             Ok(b) => Ok(b),
             Err(evalexpr::EvalexprError::VariableIdentifierNotFound(_)) => Ok(false),
@@ -249,7 +250,7 @@ impl Transform for Route {
                     }
                 })
                 .collect();
-            r.topic = self.template.replace("{}", &part);
+            r.topic = Arc::from(self.template.replace("{}", &part));
         }
         Ok(records)
     }
@@ -267,8 +268,17 @@ fn to_bytes(d: &Data) -> Option<Bytes> {
     match d {
         Data::Null => None,
         Data::Bytes(b) => Some(b.clone()),
+        Data::Text(s) => Some(s.as_bytes().clone()),
         Data::Json(Value::String(s)) => Some(Bytes::from(s.clone().into_bytes())),
         Data::Json(v) => Some(Bytes::from(v.to_string().into_bytes())),
+    }
+}
+
+/// Text when the bytes are UTF-8, otherwise the bytes.
+fn text_or_bytes(b: Bytes) -> Data {
+    match ByteString::try_from(b.clone()) {
+        Ok(s) => Data::Text(s),
+        Err(_) => Data::Bytes(b),
     }
 }
 
@@ -276,16 +286,10 @@ fn from_bytes(b: Option<Bytes>, like: &Data) -> Data {
     match (b, like) {
         (None, _) => Data::Null,
         (Some(b), Data::Bytes(_)) => Data::Bytes(b),
-        (Some(b), Data::Json(Value::String(_))) => match String::from_utf8(b.to_vec()) {
-            Ok(s) => Data::string(s),
-            Err(_) => Data::Bytes(b),
-        },
+        (Some(b), Data::Text(_) | Data::Json(Value::String(_))) => text_or_bytes(b),
         (Some(b), _) => match serde_json::from_slice::<Value>(&b) {
             Ok(v) => Data::Json(v),
-            Err(_) => match String::from_utf8(b.to_vec()) {
-                Ok(s) => Data::string(s),
-                Err(_) => Data::Bytes(b),
-            },
+            Err(_) => text_or_bytes(b),
         },
     }
 }
@@ -413,8 +417,8 @@ mod tests {
             out[0].value,
             Data::Json(json!({"email": "****", "status": "PAID"}))
         );
-        assert_eq!(out[0].topic, "orders-PAID");
-        assert_eq!(out[1].topic, "orders-new_order_");
+        assert_eq!(&*out[0].topic, "orders-PAID");
+        assert_eq!(&*out[1].topic, "orders-new_order_");
         assert_eq!((out[0].source_index, out[1].source_index), (0, 2));
     }
 }

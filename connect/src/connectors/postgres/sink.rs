@@ -355,6 +355,7 @@ fn object(data: &Data, what: &str) -> Result<Option<Map<String, Value>>, String>
         Data::Null | Data::Json(Value::Null) => return Ok(None),
         Data::Json(Value::Object(m)) => return Ok(Some(m.clone())),
         Data::Json(Value::String(s)) => s.as_str(),
+        Data::Text(s) => s,
         Data::Bytes(b) => std::str::from_utf8(b)
             .map_err(|_| format!("the {what} is bytes that are not UTF-8 JSON"))?,
         Data::Json(other) => {
@@ -403,6 +404,7 @@ fn key(data: &Data) -> Result<Key, String> {
             Err("the key is an array; it must be an object or one value".into())
         }
         Data::Json(Value::String(s)) => Ok(one(s)),
+        Data::Text(s) => Ok(one(s)),
         Data::Json(v) => Ok(Key::One(v.clone())),
         Data::Bytes(b) => std::str::from_utf8(b)
             .map(one)

@@ -372,8 +372,8 @@ struct Table {
     /// As listed (or `query`).
     name: String,
     relation: String,
-    partition: SourcePartition,
-    topic: String,
+    partition: Arc<SourcePartition>,
+    topic: Arc<str>,
     offset: Offset,
     prepared: Option<Prepared>,
 }
@@ -419,11 +419,11 @@ impl ConnectorPlugin for PostgresSource {
     }
     fn source_task(&self, config: &Props) -> ConnectResult<Box<dyn SourceTask>> {
         let (settings, connection) = task_settings(config, Settings::from_props)?;
-        let topic_of = |suffix: &str| {
-            settings
-                .topic
-                .clone()
-                .unwrap_or_else(|| format!("{}{suffix}", settings.topic_prefix))
+        let topic_of = |suffix: &str| -> Arc<str> {
+            match &settings.topic {
+                Some(t) => Arc::from(t.as_str()),
+                None => Arc::from(format!("{}{suffix}", settings.topic_prefix)),
+            }
         };
         let tables = match &settings.relations {
             Relations::Tables(tables) => tables
@@ -431,7 +431,10 @@ impl ConnectorPlugin for PostgresSource {
                 .map(|(name, table)| Table {
                     name: name.clone(),
                     relation: table.sql(),
-                    partition: Map::from_iter([("table".to_string(), Value::String(name.clone()))]),
+                    partition: Arc::new(Map::from_iter([(
+                        "table".to_string(),
+                        Value::String(name.clone()),
+                    )])),
                     topic: topic_of(name),
                     offset: Offset::default(),
                     prepared: None,
@@ -440,7 +443,10 @@ impl ConnectorPlugin for PostgresSource {
             Relations::Query(q) => vec![Table {
                 name: "query".into(),
                 relation: format!("({q})"),
-                partition: Map::from_iter([("query".to_string(), Value::String("query".into()))]),
+                partition: Arc::new(Map::from_iter([(
+                    "query".to_string(),
+                    Value::String("query".into()),
+                )])),
                 topic: topic_of(""),
                 offset: Offset::default(),
                 prepared: None,
