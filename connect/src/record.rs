@@ -125,7 +125,8 @@ impl SourceRecord {
 /// A record a sink task receives.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SinkRecord {
-    pub topic: String,
+    /// Shared by the records of one partition in a batch.
+    pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
     pub timestamp_ms: Option<i64>,

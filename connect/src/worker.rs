@@ -282,12 +282,21 @@ pub struct Worker {
 /// says stop.
 macro_rules! retry {
     ($policy:expr, $target:expr, $op:expr) => {{
-        let started = Instant::now();
+        // The retry timeout counts from the first failure (no clock read
+        // on the per-record path when the first try succeeds).
+        let mut started: Option<Instant> = None;
         let mut delay = Duration::from_millis(300);
         loop {
             match $op.await {
                 Ok(v) => break Ok(v),
-                Err(e) if e.retriable && $policy.may_retry(started, delay, &$target) => {
+                Err(e)
+                    if e.retriable
+                        && $policy.may_retry(
+                            *started.get_or_insert_with(Instant::now),
+                            delay,
+                            &$target,
+                        ) =>
+                {
                     warn!(error = %e.message, wait_ms = delay.as_millis() as u64, "retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
@@ -1007,9 +1016,15 @@ impl Worker {
             .get("errors.deadletterqueue.topic.name")
             .filter(|t| !t.trim().is_empty())
             .cloned();
-        let consumer: StreamConsumer = self
-            .config
-            .client()
+        let mut client = self.config.client();
+        // librdkafka pauses fetching for fetch.queue.backoff.ms (1 s by
+        // default) once its local queue holds queued.min.messages; a sink
+        // draining the queue faster than that would then wait for the
+        // pause instead of for data.
+        if client.get("fetch.queue.backoff.ms").is_none() {
+            client.set("fetch.queue.backoff.ms", "10");
+        }
+        let consumer: StreamConsumer = client
             .set("group.id", format!("connect-{name}"))
             .set("client.id", format!("connector-consumer-{name}-{id}"))
             // Static membership: the task's next run (after a restart, or
@@ -1033,7 +1048,7 @@ impl Worker {
         let mut task = plugin.sink_task(config)?;
         let result: ConnectResult<()> = retry!(policy, target, task.start());
         result?;
-        let mut uncommitted: HashMap<(String, i32), i64> = HashMap::new();
+        let mut uncommitted: HashMap<(Arc<str>, i32), i64> = HashMap::new();
         let mut last_commit = Instant::now();
         const MAX_BATCH: usize = 2000;
         loop {
@@ -1063,7 +1078,8 @@ impl Worker {
             }
             // A batch: what arrives within 100 ms of the first record.
             let mut batch = Vec::new();
-            let mut positions = Vec::new();
+            // The last offset of each run of records from one partition.
+            let mut positions: Vec<(Arc<str>, i32, i64)> = Vec::new();
             let wait = tokio::time::sleep(Duration::from_millis(200));
             tokio::pin!(wait);
             while batch.len() < MAX_BATCH {
@@ -1079,7 +1095,21 @@ impl Worker {
                         break;
                     }
                 };
-                positions.push(((m.topic().to_string(), m.partition()), m.offset()));
+                // Records of a partition share its topic name.
+                let topic = match positions.last_mut() {
+                    Some((t, p, o)) if **t == *m.topic() && *p == m.partition() => {
+                        *o = m.offset();
+                        t.clone()
+                    }
+                    last => {
+                        let t = match last {
+                            Some((t, _, _)) if **t == *m.topic() => t.clone(),
+                            _ => Arc::from(m.topic()),
+                        };
+                        positions.push((t.clone(), m.partition(), m.offset()));
+                        t
+                    }
+                };
                 let key = retry!(policy, target, key_converter.decode(m.topic(), m.key()));
                 let value = retry!(
                     policy,
@@ -1101,7 +1131,7 @@ impl Worker {
                     .unwrap_or_default();
                 match (key, value) {
                     (Ok(key), Ok(value)) => batch.push(SinkRecord {
-                        topic: m.topic().to_string(),
+                        topic,
                         partition: m.partition(),
                         offset: m.offset(),
                         timestamp_ms: m.timestamp().to_millis(),
@@ -1129,9 +1159,7 @@ impl Worker {
                 let inputs: Vec<Record> = batch
                     .iter()
                     .map(|r| Record {
-                        topic: output_topic
-                            .clone()
-                            .unwrap_or_else(|| Arc::from(r.topic.as_str())),
+                        topic: output_topic.clone().unwrap_or_else(|| r.topic.clone()),
                         key: r.key.clone(),
                         value: r.value.clone(),
                         headers: r.headers.clone(),
@@ -1145,7 +1173,7 @@ impl Worker {
                         .map(|r| {
                             let from = &batch[r.source_index];
                             SinkRecord {
-                                topic: r.topic.to_string(),
+                                topic: r.topic,
                                 partition: from.partition,
                                 offset: from.offset,
                                 timestamp_ms: r.timestamp_ms,
@@ -1190,8 +1218,8 @@ impl Worker {
                     }
                 }
             }
-            for (tp, offset) in positions {
-                uncommitted.insert(tp, offset + 1);
+            for (topic, partition, offset) in positions {
+                uncommitted.insert((topic, partition), offset + 1);
             }
             if last_commit.elapsed() >= self.config.commit_interval {
                 self.commit_sink(
@@ -1221,7 +1249,7 @@ impl Worker {
     async fn commit_sink(
         &self,
         consumer: &Arc<StreamConsumer>,
-        uncommitted: &mut HashMap<(String, i32), i64>,
+        uncommitted: &mut HashMap<(Arc<str>, i32), i64>,
         task: &mut dyn crate::plugin::SinkTask,
         policy: &ErrorPolicy,
         target: &mut watch::Receiver<TargetState>,
