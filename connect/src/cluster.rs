@@ -17,6 +17,7 @@
 //! the two, and a source task's duplicates are what at-least-once allows.
 
 use std::collections::HashMap;
+use std::hash::Hasher;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -349,28 +350,114 @@ pub enum Unit {
     Task(String, usize),
 }
 
-/// Spreads units over members: connectors round-robin, then tasks
-/// round-robin, continuing where the connectors stopped, so each worker
-/// gets a near-equal share. `connectors` are (name, task count), in name
-/// order; `members` sorted. Returns each unit's owner (an index into
-/// `members`).
+/// A unit's weight on a member (rendezvous hashing): FNV-1a over the
+/// member's stable name (its address, without the per-run suffix) and the
+/// unit, then a 64-bit finalizer so that names differing in one byte do
+/// not get related weights. Defined byte by byte, so every worker, of any
+/// version or platform, computes the same.
+fn weight(member: &str, unit: &Unit) -> u64 {
+    let stable = member.split('#').next().unwrap_or(member);
+    let mut h = fnv::FnvHasher::default();
+    h.write(stable.as_bytes());
+    h.write(&[0xff]);
+    match unit {
+        Unit::Connector(c) => {
+            h.write(b"c");
+            h.write(c.as_bytes());
+        }
+        Unit::Task(c, t) => {
+            h.write(b"t");
+            h.write(c.as_bytes());
+            h.write(&[0xff]);
+            h.write(&(*t as u64).to_le_bytes());
+        }
+    }
+    let mut x = h.finish();
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
+}
+
+/// Spreads units over members, connectors and tasks each evenly (every
+/// member gets ⌊units/members⌋ or one more of each), and stably: a unit
+/// goes to the member it weighs most on that has room, so adding or
+/// removing a connector or a worker moves few units, not every unit after
+/// it. Tasks of one connector prefer members with fewer of its tasks, so
+/// a connector's tasks run in parallel where they can. `connectors` are
+/// (name, task count); `members` sorted. Returns each unit's owner (an
+/// index into `members`). Every worker computes the same answer.
 pub fn assign(connectors: &[(String, usize)], members: &[String]) -> Vec<(Unit, usize)> {
     let mut out = Vec::new();
     if members.is_empty() {
         return out;
     }
-    let mut next = 0;
-    for (name, _) in connectors {
-        out.push((Unit::Connector(name.clone()), next % members.len()));
-        next += 1;
-    }
-    for (name, tasks) in connectors {
-        for t in 0..*tasks {
-            out.push((Unit::Task(name.clone(), t), next % members.len()));
-            next += 1;
+    let names: Vec<Unit> = connectors
+        .iter()
+        .map(|(name, _)| Unit::Connector(name.clone()))
+        .collect();
+    spread(names, members, &mut out);
+    let tasks: Vec<Unit> = connectors
+        .iter()
+        .flat_map(|(name, tasks)| (0..*tasks).map(move |t| Unit::Task(name.clone(), t)))
+        .collect();
+    spread(tasks, members, &mut out);
+    out
+}
+
+/// Balanced rendezvous: first every unit takes its best member below
+/// ⌊units/members⌋; the units that found every member full (there are
+/// fewer of them than members) then take their best member below one
+/// more. Each member ends with ⌊units/members⌋ or one more.
+fn spread(units: Vec<Unit>, members: &[String], out: &mut Vec<(Unit, usize)>) {
+    let floor = units.len() / members.len();
+    let mut load = vec![0usize; members.len()];
+    // Tasks of each connector per member.
+    let mut siblings: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut place = |unit: Unit, cap: usize, out: &mut Vec<(Unit, usize)>| -> Option<Unit> {
+        let connector = match &unit {
+            Unit::Task(c, _) => Some(c.clone()),
+            Unit::Connector(_) => None,
+        };
+        let counts = connector.as_ref().map(|c| {
+            siblings
+                .entry(c.clone())
+                .or_insert_with(|| vec![0; members.len()])
+        });
+        let best = (0..members.len())
+            .filter(|&m| load[m] < cap)
+            .max_by_key(|&m| {
+                let mine = counts.as_ref().map_or(0, |c| c[m]);
+                (
+                    std::cmp::Reverse(mine),
+                    weight(&members[m], &unit),
+                    std::cmp::Reverse(m),
+                )
+            });
+        match best {
+            Some(m) => {
+                load[m] += 1;
+                if let Some(c) = counts {
+                    c[m] += 1;
+                }
+                out.push((unit, m));
+                None
+            }
+            None => Some(unit),
+        }
+    };
+    let deferred: Vec<Unit> = units
+        .into_iter()
+        .filter_map(|u| place(u, floor, out))
+        .collect();
+    for u in deferred {
+        // Always placed (fewer deferred units than members); the last
+        // resort only keeps a unit from being dropped if that were wrong.
+        if let Some(u) = place(u, floor + 1, out) {
+            place(u, usize::MAX, out);
         }
     }
-    out
 }
 
 #[cfg(test)]
@@ -384,19 +471,105 @@ mod tests {
             .collect()
     }
 
+    fn members(n: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| format!("127.0.0.1:{}#{i:08x}", 8083 + i))
+            .collect()
+    }
+
+    fn owners(out: &[(Unit, usize)], members: &[String]) -> HashMap<Unit, String> {
+        out.iter()
+            .map(|(u, m)| {
+                (
+                    u.clone(),
+                    members[*m].split('#').next().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
     #[test]
     fn units_are_spread_evenly_and_every_unit_has_one_owner() {
-        let connectors = vec![("a".to_string(), 3), ("b".to_string(), 2)];
-        let members = vec!["w1".to_string(), "w2".to_string()];
-        let out = assign(&connectors, &members);
-        assert_eq!(out.len(), 2 + 5);
-        let (one, two) = (share(&out, 0), share(&out, 1));
-        assert!(one.len().abs_diff(two.len()) <= 1, "{one:?} {two:?}");
-        assert!(one.contains(&Unit::Connector("a".into())));
-        assert!(two.contains(&Unit::Connector("b".into())));
-        // Tasks of one connector land on different workers.
-        assert!(one.contains(&Unit::Task("a".into(), 0)));
-        assert!(two.contains(&Unit::Task("a".into(), 1)));
+        // Many shapes: 1-5 workers, 0-12 connectors of 1-5 tasks.
+        let mut seed = 7u64;
+        let mut next = |n: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        for _ in 0..300 {
+            let n = 1 + next(5) as usize;
+            let connectors: Vec<(String, usize)> = (0..next(13))
+                .map(|i| (format!("c{i:02}"), 1 + next(5) as usize))
+                .collect();
+            let members = members(n);
+            let out = assign(&connectors, &members);
+            let tasks: usize = connectors.iter().map(|c| c.1).sum();
+            assert_eq!(out.len(), connectors.len() + tasks);
+            assert_eq!(owners(&out, &members).len(), out.len(), "a unit twice");
+            for (kind_is_task, total) in [(false, connectors.len()), (true, tasks)] {
+                for m in 0..n {
+                    let have = share(&out, m)
+                        .iter()
+                        .filter(|u| matches!(u, Unit::Task(..)) == kind_is_task)
+                        .count();
+                    assert!(
+                        have == total / n || have == total / n + 1,
+                        "{n} workers, {connectors:?}: worker {m} has {have} of {total}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_tasks_of_one_connector_run_on_different_workers() {
+        for (workers, tasks) in [(2, 2), (2, 5), (3, 3), (3, 7), (4, 2)] {
+            let members = members(workers);
+            let out = assign(&[("big".to_string(), tasks)], &members);
+            let per: Vec<usize> = (0..workers)
+                .map(|m| {
+                    share(&out, m)
+                        .iter()
+                        .filter(|u| matches!(u, Unit::Task(..)))
+                        .count()
+                })
+                .collect();
+            let (lo, hi) = (per.iter().min().unwrap(), per.iter().max().unwrap());
+            assert!(hi - lo <= 1, "{workers} workers, {tasks} tasks: {per:?}");
+        }
+    }
+
+    #[test]
+    fn adding_a_connector_or_losing_a_worker_moves_few_of_the_other_units() {
+        let connectors: Vec<(String, usize)> = (0..12).map(|i| (format!("c{i:02}"), 3)).collect();
+        let three = members(3);
+        let before = owners(&assign(&connectors, &three), &three);
+
+        // A new connector that sorts in the middle.
+        let mut more = connectors.clone();
+        more.insert(5, ("c04b".to_string(), 3));
+        let after = owners(&assign(&more, &three), &three);
+        let moved = before.iter().filter(|(u, m)| after[*u] != **m).count();
+        // Round-robin by position would move about two thirds of the 48.
+        assert!(moved <= 6, "{moved} of {} units moved", before.len());
+
+        // A worker gone: its units move, few others do.
+        let two: Vec<String> = three[..2].to_vec();
+        let after = owners(&assign(&connectors, &two), &two);
+        let gone = three[2].split('#').next().unwrap();
+        let moved = before
+            .iter()
+            .filter(|(u, m)| m.as_str() != gone && after[*u] != **m)
+            .count();
+        assert!(moved <= 6, "{moved} units of the remaining workers moved");
+
+        // A restarted worker (same address, new suffix) gets its units back.
+        let mut restarted = three.clone();
+        restarted[1] = format!("{}#ffffffff", three[1].split('#').next().unwrap());
+        restarted.sort();
+        assert_eq!(owners(&assign(&connectors, &restarted), &restarted), before);
     }
 
     #[test]
