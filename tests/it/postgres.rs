@@ -558,3 +558,70 @@ async fn the_timestamp_modes_read_rows_that_share_a_timestamp_whole_and_see_upda
     assert_eq!(read, (1..=9).collect::<Vec<_>>());
     assert_eq!(first[6].key, Data::Null);
 }
+
+#[tokio::test]
+async fn pk_mode_kafka_makes_a_redelivery_of_keyless_records_rewrite_the_same_rows() {
+    let pg = TestPostgres::start();
+    let db = pg.client().await;
+    let (broker, worker) = broker_and_worker();
+    let connect = Connect::of(&worker).await;
+    // Keyless and with repeated values: only the coordinates tell them apart.
+    let records: Vec<(Option<String>, String)> = (0..100)
+        .map(|i| (None, json!({"reading": i % 10}).to_string()))
+        .collect();
+    produce(&broker, "events", &records).await;
+    let config = json!({"connector.class": "postgres-sink",
+           "connection.url": format!("postgres://postgres@127.0.0.1:{}/postgres", pg.port),
+           "topics": "events", "insert.mode": "upsert", "pk.mode": "kafka",
+           "auto.create": "true",
+           "value.converter": "json", "value.converter.schemas.enable": "false"});
+    connect.create("events-pg", config.clone()).await;
+    wait_count(&db, "SELECT count(*) FROM events", 100).await;
+    let key: Vec<String> = db
+        .query(
+            "SELECT a.attname::text FROM pg_index i JOIN pg_attribute a \
+             ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+             WHERE i.indrelid = 'events'::regclass AND i.indisprimary ORDER BY a.attname",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        key,
+        ["__connect_offset", "__connect_partition", "__connect_topic"]
+    );
+    let row = db
+        .query_one(
+            "SELECT min(__connect_offset), max(__connect_offset), count(DISTINCT __connect_topic) FROM events",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, i64>(0),
+            row.get::<_, i64>(1),
+            row.get::<_, i64>(2)
+        ),
+        (0, 99, 1)
+    );
+    // A second connector (its own group, from the start) delivers the
+    // same records again: every row is rewritten, none is added.
+    let before: i64 = db
+        .query_one("SELECT max(xmin::text::bigint) FROM events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    connect.create("events-pg-again", config).await;
+    wait_count(
+        &db,
+        &format!("SELECT count(*) FROM events WHERE xmin::text::bigint > {before}"),
+        100,
+    )
+    .await;
+    wait_count(&db, "SELECT count(*) FROM events", 100).await;
+    connect.wait_task("events-pg-again", "RUNNING").await;
+}

@@ -7,7 +7,10 @@
 //! `fields.whitelist` keeping only some; with `pk.mode=record_key` the key
 //! supplies the key columns (an object's fields, or one value named by
 //! `pk.fields`, `__connect_key` by default) and wins over a value field of
-//! the same name; with `pk.mode=record_value` they are value fields. A
+//! the same name; with `pk.mode=record_value` they are value fields; with
+//! `pk.mode=kafka` they are the record's topic, partition and offset
+//! (`__connect_topic`, `__connect_partition`, `__connect_offset`, or the
+//! three `pk.fields`), which makes an upsert idempotent for any records. A
 //! value field that is null and not a column is left out. Values are bound
 //! as parameters in PostgreSQL's text format, so the server reads each as
 //! its column's type ([`sql::JsonParam`]).
@@ -65,6 +68,8 @@ const MAX_STATEMENTS: usize = 1024;
 const MAX_TABLES: usize = 1024;
 /// The key column of a key that is one value, unless `pk.fields` names it.
 const DEFAULT_KEY_COLUMN: &str = "__connect_key";
+/// The key columns of `pk.mode=kafka`, as Confluent's JDBC sink names them.
+const KAFKA_KEY_COLUMNS: [&str; 3] = ["__connect_topic", "__connect_partition", "__connect_offset"];
 
 static KEYS: &[ConfigKey] = &[
     URL_KEY,
@@ -87,13 +92,13 @@ static KEYS: &[ConfigKey] = &[
         "pk.mode",
         ConfigType::String,
         Some("none"),
-        "Where the key columns come from: none, record_key (the record's key) or record_value (fields of the value).",
+        "Where the key columns come from: none, kafka (the record's topic, partition and offset), record_key (the record's key) or record_value (fields of the value).",
     ),
     ConfigKey::optional(
         "pk.fields",
         ConfigType::List,
         Some(""),
-        "The key columns: record_value: value fields (required); record_key: fields of an object key (default all), or the column of a key that is one value (default __connect_key).",
+        "The key columns: kafka: three names for topic, partition and offset (default __connect_topic,__connect_partition,__connect_offset); record_value: value fields (required); record_key: fields of an object key (default all), or the column of a key that is one value (default __connect_key).",
     ),
     ConfigKey::optional(
         "fields.whitelist",
@@ -130,6 +135,8 @@ static KEYS: &[ConfigKey] = &[
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PkMode {
     None,
+    /// The record's coordinates: idempotent for any records.
+    Kafka,
     RecordKey,
     RecordValue,
 }
@@ -173,12 +180,13 @@ impl Settings {
             .as_deref()
         {
             None | Some("none") => Some(PkMode::None),
+            Some("kafka") => Some(PkMode::Kafka),
             Some("record_key") => Some(PkMode::RecordKey),
             Some("record_value") => Some(PkMode::RecordValue),
             Some(other) => {
                 problems.push((
                     "pk.mode".into(),
-                    format!("'{other}' is not none, record_key or record_value"),
+                    format!("'{other}' is not none, kafka, record_key or record_value"),
                 ));
                 None
             }
@@ -187,10 +195,20 @@ impl Settings {
         if upsert && pk_mode == Some(PkMode::None) {
             problems.push((
                 "pk.mode".into(),
-                "insert.mode=upsert needs key columns: pk.mode=record_key or record_value".into(),
+                "insert.mode=upsert needs key columns: pk.mode=kafka, record_key or record_value"
+                    .into(),
             ));
         }
         let pk_mode = pk_mode.unwrap_or(PkMode::None);
+        if pk_mode == PkMode::Kafka && !pk_fields.is_empty() && pk_fields.len() != 3 {
+            problems.push((
+                "pk.fields".into(),
+                format!(
+                    "pk.mode=kafka takes three column names (topic, partition, offset), not {}",
+                    pk_fields.len()
+                ),
+            ));
+        }
         if pk_mode == PkMode::RecordValue && pk_fields.is_empty() {
             problems.push((
                 "pk.fields".into(),
@@ -267,6 +285,21 @@ impl Settings {
         };
         match self.pk_mode {
             PkMode::None => {}
+            PkMode::Kafka => {
+                let names: Vec<&str> = if self.pk_fields.len() == 3 {
+                    self.pk_fields.iter().map(String::as_str).collect()
+                } else {
+                    KAFKA_KEY_COLUMNS.to_vec()
+                };
+                let coordinates = [
+                    Value::String(r.topic.to_string()),
+                    Value::from(r.partition),
+                    Value::from(r.offset),
+                ];
+                for (name, v) in names.into_iter().zip(coordinates) {
+                    push_key(name, Some(&v), "record")?;
+                }
+            }
             PkMode::RecordKey => match key(&r.key).map_err(fail)? {
                 Key::Fields(fields) if self.pk_fields.is_empty() => {
                     for (name, v) in &fields {
@@ -793,7 +826,11 @@ mod tests {
                 &[("insert.mode", "merge")],
                 "insert.mode: 'merge' is not insert or upsert",
             ),
-            (&[("pk.mode", "kafka")], "pk.mode: 'kafka' is not none"),
+            (&[("pk.mode", "offset")], "pk.mode: 'offset' is not none"),
+            (
+                &[("pk.mode", "kafka"), ("pk.fields", "t,p")],
+                "pk.fields: pk.mode=kafka takes three column names",
+            ),
             (
                 &[("insert.mode", "upsert")],
                 "pk.mode: insert.mode=upsert needs key columns",
@@ -850,6 +887,42 @@ mod tests {
             );
         }
         assert_eq!(v.plugin.unwrap().name(), "postgres-sink");
+    }
+
+    #[test]
+    fn pk_mode_kafka_keys_rows_by_topic_partition_and_offset() {
+        let s = settings(&[("insert.mode", "upsert"), ("pk.mode", "kafka")]);
+        // No key at all: the coordinates are the key.
+        let row = s
+            .row(&record(Data::Null, Data::Json(json!({"a": 1}))))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            row.columns,
+            [
+                "__connect_topic",
+                "__connect_partition",
+                "__connect_offset",
+                "a"
+            ]
+        );
+        assert_eq!(row.values, [json!("orders"), json!(2), json!(17), json!(1)]);
+        assert_eq!(row.key_len, 3);
+        let named = settings(&[
+            ("insert.mode", "upsert"),
+            ("pk.mode", "kafka"),
+            ("pk.fields", "t,p,o"),
+        ]);
+        let row = named
+            .row(&record(
+                Data::Null,
+                Data::Json(json!({"o": "from the value"})),
+            ))
+            .unwrap()
+            .unwrap();
+        // The coordinates win over a value field of the same name.
+        assert_eq!(row.columns, ["t", "p", "o"]);
+        assert_eq!(row.values, [json!("orders"), json!(2), json!(17)]);
     }
 
     #[test]
