@@ -245,7 +245,7 @@ impl Membership {
         session_timeout: Duration,
     ) -> ConnectResult<Membership> {
         let suffix = uuid::Uuid::new_v4().simple().to_string();
-        let me = format!("{worker_id}#{}", &suffix[..8]);
+        let me = format!("{worker_id}{MEMBER_SUFFIX}{}", &suffix[..8]);
         let changed = Arc::new(Notify::new());
         let session_ms = session_timeout.as_millis().clamp(1000, 300_000) as u64;
         let consumer: StreamConsumer<MemberContext> = client
@@ -350,13 +350,21 @@ pub enum Unit {
     Task(String, usize),
 }
 
+/// What separates a worker's id from the per-run suffix of its member id.
+const MEMBER_SUFFIX: char = '#';
+
+/// The worker id in a member id (the same across the worker's restarts).
+fn worker_of(member: &str) -> &str {
+    member.split(MEMBER_SUFFIX).next().unwrap_or(member)
+}
+
 /// A unit's weight on a member (rendezvous hashing): FNV-1a over the
 /// member's stable name (its address, without the per-run suffix) and the
 /// unit, then a 64-bit finalizer so that names differing in one byte do
 /// not get related weights. Defined byte by byte, so every worker, of any
 /// version or platform, computes the same.
 fn weight(member: &str, unit: &Unit) -> u64 {
-    let stable = member.split('#').next().unwrap_or(member);
+    let stable = worker_of(member);
     let mut h = fnv::FnvHasher::default();
     h.write(stable.as_bytes());
     h.write(&[0xff]);
@@ -416,15 +424,14 @@ fn spread(units: Vec<Unit>, members: &[String], out: &mut Vec<(Unit, usize)>) {
     // Tasks of each connector per member.
     let mut siblings: HashMap<String, Vec<usize>> = HashMap::new();
     let mut place = |unit: Unit, cap: usize, out: &mut Vec<(Unit, usize)>| -> Option<Unit> {
-        let connector = match &unit {
-            Unit::Task(c, _) => Some(c.clone()),
+        let counts = match &unit {
+            Unit::Task(c, _) => Some(
+                siblings
+                    .entry(c.clone())
+                    .or_insert_with(|| vec![0; members.len()]),
+            ),
             Unit::Connector(_) => None,
         };
-        let counts = connector.as_ref().map(|c| {
-            siblings
-                .entry(c.clone())
-                .or_insert_with(|| vec![0; members.len()])
-        });
         let best = (0..members.len())
             .filter(|&m| load[m] < cap)
             .max_by_key(|&m| {
@@ -479,12 +486,7 @@ mod tests {
 
     fn owners(out: &[(Unit, usize)], members: &[String]) -> HashMap<Unit, String> {
         out.iter()
-            .map(|(u, m)| {
-                (
-                    u.clone(),
-                    members[*m].split('#').next().unwrap().to_string(),
-                )
-            })
+            .map(|(u, m)| (u.clone(), worker_of(&members[*m]).to_string()))
             .collect()
     }
 
@@ -558,7 +560,7 @@ mod tests {
         // A worker gone: its units move, few others do.
         let two: Vec<String> = three[..2].to_vec();
         let after = owners(&assign(&connectors, &two), &two);
-        let gone = three[2].split('#').next().unwrap();
+        let gone = worker_of(&three[2]);
         let moved = before
             .iter()
             .filter(|(u, m)| m.as_str() != gone && after[*u] != **m)
@@ -567,7 +569,7 @@ mod tests {
 
         // A restarted worker (same address, new suffix) gets its units back.
         let mut restarted = three.clone();
-        restarted[1] = format!("{}#ffffffff", three[1].split('#').next().unwrap());
+        restarted[1] = format!("{}#ffffffff", worker_of(&three[1]));
         restarted.sort();
         assert_eq!(owners(&assign(&connectors, &restarted), &restarted), before);
     }

@@ -853,11 +853,8 @@ impl Worker {
                 // later one of the poll.
                 if !r.source_offset.is_null() {
                     match latest.last_mut() {
-                        Some((p, last))
-                            if Arc::ptr_eq(p, &r.source_partition) || *p == r.source_partition =>
-                        {
-                            *last = i
-                        }
+                        // (`Arc` equality compares pointers first.)
+                        Some((p, last)) if *p == r.source_partition => *last = i,
                         _ => latest.push((r.source_partition, i)),
                     }
                 }
@@ -1096,20 +1093,16 @@ impl Worker {
                     }
                 };
                 // Records of a partition share its topic name.
-                let topic = match positions.last_mut() {
-                    Some((t, p, o)) if **t == *m.topic() && *p == m.partition() => {
-                        *o = m.offset();
-                        t.clone()
-                    }
-                    last => {
-                        let t = match last {
-                            Some((t, _, _)) if **t == *m.topic() => t.clone(),
-                            _ => Arc::from(m.topic()),
-                        };
-                        positions.push((t.clone(), m.partition(), m.offset()));
-                        t
-                    }
+                let topic = match positions.last() {
+                    Some((t, _, _)) if **t == *m.topic() => t.clone(),
+                    _ => Arc::from(m.topic()),
                 };
+                match positions.last_mut() {
+                    Some((t, p, o)) if Arc::ptr_eq(t, &topic) && *p == m.partition() => {
+                        *o = m.offset()
+                    }
+                    _ => positions.push((topic.clone(), m.partition(), m.offset())),
+                }
                 let key = retry!(policy, target, key_converter.decode(m.topic(), m.key()));
                 let value = retry!(
                     policy,

@@ -121,7 +121,6 @@ impl ConnectorPlugin for FileSource {
             position: 0,
             file: None,
             pending: BytesMut::new(),
-            lines: Vec::new(),
         }))
     }
 }
@@ -139,65 +138,43 @@ struct FileSourceTask {
     /// Bytes read after `position` that are not records yet. Records'
     /// values are slices of it (split off and shared, not copied).
     pending: BytesMut,
-    /// Where the lines of the batch being cut start and end in `pending`.
-    lines: Vec<(usize, usize)>,
 }
 
 impl FileSourceTask {
     /// Turns complete lines at the front of the buffer into records until
-    /// the batch is full.
+    /// the batch is full. Each line is split off the buffer and shared,
+    /// not copied.
     fn take_lines(&mut self, records: &mut Vec<SourceRecord>) -> ConnectResult<()> {
-        self.lines.clear();
-        let room = self.batch - records.len();
-        let mut consumed = 0;
-        while self.lines.len() < room {
-            let Some(nl) = memchr::memchr(b'\n', &self.pending[consumed..]) else {
+        while records.len() < self.batch {
+            let Some(nl) = memchr::memchr(b'\n', &self.pending) else {
                 break;
             };
-            let end = consumed + nl;
-            let line = &self.pending[consumed..end];
-            let end = if line.last() == Some(&b'\r') {
-                end - 1
-            } else {
-                end
-            };
-            self.lines.push((consumed, end));
-            consumed += nl + 1;
-        }
-        if consumed == 0 {
-            return Ok(());
-        }
-        let chunk = self.pending.split_to(consumed).freeze();
-        let start_position = self.position;
-        self.position += consumed as u64;
-        let first = records.len();
-        for &(from, to) in &self.lines {
-            let line = chunk.slice(from..to);
+            let at = self.position;
+            let mut line = self.pending.split_to(nl + 1).freeze();
+            self.position += line.len() as u64;
+            line.truncate(nl);
+            if line.last() == Some(&b'\r') {
+                line.truncate(nl - 1);
+            }
             let value = if self.json {
                 if line.trim_ascii().is_empty() {
                     continue;
                 }
                 Data::Json(serde_json::from_slice(&line).map_err(|e| {
                     ConnectError::fatal(format!(
-                        "{}: the line at byte {} is not JSON: {e}",
-                        self.path.display(),
-                        start_position + from as u64
+                        "{}: the line at byte {at} is not JSON: {e}",
+                        self.path.display()
                     ))
                 })?)
             } else {
                 Data::text_lossy(line)
             };
-            // Offsets are committed per batch: only the last record of
-            // the batch names the position (the others are covered by it).
             records.push(SourceRecord::new(
                 self.partition.clone(),
                 Value::Null,
                 self.topic.clone(),
                 value,
             ));
-        }
-        if let Some(last) = records[first..].last_mut() {
-            last.source_offset = json!({ "position": self.position });
         }
         Ok(())
     }
@@ -249,6 +226,12 @@ impl SourceTask for FileSourceTask {
                 return Ok(records);
             }
             self.take_lines(&mut records)?;
+        }
+        // Offsets are committed per poll: only the last record names the
+        // position (after every line taken, blank ones too); the others
+        // are covered by it.
+        if let Some(last) = records.last_mut() {
+            last.source_offset = json!({ "position": self.position });
         }
         // What is left holds no newline only when a line is longer than
         // the limit.
