@@ -849,15 +849,7 @@ impl Worker {
             let mut kafka_partitions = Vec::with_capacity(polled);
             let mut records = Vec::with_capacity(polled);
             for (i, r) in inputs.into_iter().enumerate() {
-                // A record without an offset of its own is covered by a
-                // later one of the poll.
-                if !r.source_offset.is_null() {
-                    match latest.last_mut() {
-                        // (`Arc` equality compares pointers first.)
-                        Some((p, last)) if *p == r.source_partition => *last = i,
-                        _ => latest.push((r.source_partition, i)),
-                    }
-                }
+                note_latest(&mut latest, i, r.source_partition, &r.source_offset);
                 offsets.push(r.source_offset);
                 kafka_partitions.push(r.kafka_partition);
                 records.push(Record {
@@ -1580,6 +1572,25 @@ struct InFlight {
     latest: Vec<(Arc<SourcePartition>, Value)>,
 }
 
+/// Notes record `i` as the last of its run of records from one source
+/// partition, unless its offset is `Null`: such a record has no position
+/// of its own and a later one of the poll covers it.
+fn note_latest(
+    latest: &mut Vec<(Arc<SourcePartition>, usize)>,
+    i: usize,
+    partition: Arc<SourcePartition>,
+    offset: &Value,
+) {
+    if offset.is_null() {
+        return;
+    }
+    match latest.last_mut() {
+        // (`Arc` equality compares pointers first.)
+        Some((p, last)) if *p == partition => *last = i,
+        _ => latest.push((partition, i)),
+    }
+}
+
 /// Source batches smaller than this are acknowledged before the next poll.
 const PIPELINE_MIN_BATCH: usize = 256;
 /// Full batches in flight at most.
@@ -1702,5 +1713,30 @@ impl ErrorPolicy {
     /// Waits double from 300 ms up to `errors.retry.delay.max.ms`.
     fn next_delay(&self, delay: Duration) -> Duration {
         (delay * 2).min(self.retry_delay_max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runs_latest_offset_skips_records_without_one() {
+        let part = |name: &str| Arc::new(SourcePartition::from_iter([(name.into(), json!(1))]));
+        let (a, b) = (part("a"), part("b"));
+        let polled = [
+            (a.clone(), json!({"n": 1})),
+            (a.clone(), Value::Null),
+            (b.clone(), Value::Null),
+            (b.clone(), json!({"n": 2})),
+            (b.clone(), Value::Null),
+            // Equal by value, another allocation: the same partition.
+            (part("b"), json!({"n": 3})),
+        ];
+        let mut latest = Vec::new();
+        for (i, (p, o)) in polled.into_iter().enumerate() {
+            note_latest(&mut latest, i, p, &o);
+        }
+        assert_eq!(latest, vec![(a, 0), (b, 5)]);
     }
 }
