@@ -48,11 +48,14 @@ pub struct ConnectArgs {
     /// -X security.protocol=SASL_SSL (repeatable)
     #[arg(short = 'X', value_name = "KEY=VALUE")]
     pub properties: Vec<String>,
+    #[command(flatten)]
+    pub http: crate::http::HttpArgs,
 }
 
 async fn serve(
     config: WorkerConfig,
     listener: tokio::net::TcpListener,
+    limits: runnel_http::Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let bootstrap = config.bootstrap.clone();
@@ -61,7 +64,7 @@ async fn serve(
         .map_err(|e| anyhow::anyhow!("{}", e.message))
         .with_context(|| format!("starting the connect worker on {bootstrap}"))?;
     info!(rest = %listener.local_addr()?, bootstrap = %bootstrap, "connect worker REST API started");
-    let result = runnel_connect::rest::serve(worker.clone(), listener, shutdown).await;
+    let result = runnel_connect::rest::serve(worker.clone(), listener, limits, shutdown).await;
     close(worker).await;
     result.context("serving the connect REST API")
 }
@@ -93,15 +96,17 @@ fn worker_config(bootstrap: String, listener: &tokio::net::TcpListener) -> Worke
 pub async fn run_embedded(
     bootstrap: String,
     listener: tokio::net::TcpListener,
+    limits: runnel_http::Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let config = worker_config(bootstrap, &listener);
-    if let Err(e) = serve(config, listener, shutdown).await {
+    if let Err(e) = serve(config, listener, limits, shutdown).await {
         error!("connect worker stopped: {e:#}");
     }
 }
 
 pub async fn run(args: ConnectArgs) -> Result<()> {
+    let limits = args.http.limits()?;
     let listener = tokio::net::TcpListener::bind(&args.connect_addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.connect_addr))?;
@@ -124,5 +129,5 @@ pub async fn run(args: ConnectArgs) -> Result<()> {
             .properties
             .push((k.trim().to_string(), v.trim().to_string()));
     }
-    serve(config, listener, crate::serve::shutdown_signal()).await
+    serve(config, listener, limits, crate::serve::shutdown_signal()).await
 }

@@ -7,6 +7,7 @@ mod bench;
 mod connect;
 mod consume;
 mod group;
+mod http;
 mod kafka_client;
 mod pipeline;
 mod plugin;

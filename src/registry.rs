@@ -35,6 +35,8 @@ pub enum RegistryCommand {
         /// -X security.protocol=SASL_SSL (repeatable)
         #[arg(short = 'X', value_name = "KEY=VALUE")]
         properties: Vec<String>,
+        #[command(flatten)]
+        http: crate::http::HttpArgs,
     },
 }
 
@@ -72,6 +74,7 @@ async fn serve(
     config: KafkaLogConfig,
     listener: tokio::net::TcpListener,
     extra: Option<ExtraMetrics>,
+    limits: runnel_http::Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let bootstrap = config.bootstrap.clone();
@@ -79,7 +82,7 @@ async fn serve(
         .await
         .with_context(|| format!("starting the schema registry on {bootstrap}"))?;
     info!(rest = %listener.local_addr()?, bootstrap = %bootstrap, "schema registry started");
-    api::serve(registry, listener, extra, shutdown)
+    api::serve(registry, listener, extra, limits, shutdown)
         .await
         .context("serving the schema registry")
 }
@@ -91,11 +94,12 @@ pub async fn run_embedded(
     bootstrap: String,
     listener: tokio::net::TcpListener,
     extra: ExtraMetrics,
+    limits: runnel_http::Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let mut config = KafkaLogConfig::new(bootstrap);
     config.timeout = Duration::from_secs(30);
-    if let Err(e) = serve(config, listener, Some(extra), shutdown).await {
+    if let Err(e) = serve(config, listener, Some(extra), limits, shutdown).await {
         error!("schema registry stopped: {e:#}");
     }
 }
@@ -107,14 +111,23 @@ pub async fn run(cmd: RegistryCommand) -> Result<()> {
             registry_addr,
             topic,
             properties,
+            http,
         } => {
+            let limits = http.limits()?;
             let mut config = KafkaLogConfig::new(bootstrap);
             config.topic = topic;
             config.properties = parse_properties(&properties)?;
             let listener = tokio::net::TcpListener::bind(&registry_addr)
                 .await
                 .with_context(|| format!("cannot listen on {registry_addr}"))?;
-            serve(config, listener, None, crate::serve::shutdown_signal()).await
+            serve(
+                config,
+                listener,
+                None,
+                limits,
+                crate::serve::shutdown_signal(),
+            )
+            .await
         }
     }
 }

@@ -42,6 +42,8 @@ pub struct ServeArgs {
     /// Connect worker REST address, or "off" [default: 127.0.0.1:8083]
     #[arg(long, env = "RUNNEL_CONNECT_ADDR")]
     pub connect_addr: Option<String>,
+    #[command(flatten)]
+    pub http: crate::http::HttpArgs,
 }
 
 /// Builds the effective configuration: built-in defaults, then the config
@@ -81,6 +83,7 @@ pub fn load_config(args: &ServeArgs) -> Result<BrokerConfig> {
     if let Some(v) = &args.connect_addr {
         config.connect_addr = v.clone();
     }
+    args.http.apply(&mut config.http);
     config.validate().context("invalid configuration")?;
     Ok(config)
 }
@@ -107,6 +110,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         })?),
     };
     let kafka_local = listener.local_addr()?;
+    let http_limits = crate::http::limits(&config.http);
     let data_dir = config.data_dir.clone();
     let broker = tokio::task::spawn_blocking(move || Broker::open(config))
         .await?
@@ -144,6 +148,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             crate::registry::loopback(kafka_local),
             registry_listener,
             extra,
+            http_limits.clone(),
             stopped(registry_stopping.clone()),
         ))
     });
@@ -151,6 +156,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         tokio::spawn(crate::connect::run_embedded(
             crate::registry::loopback(kafka_local),
             connect_listener,
+            http_limits.clone(),
             stopped(registry_stopping.clone()),
         ))
     });

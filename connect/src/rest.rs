@@ -1,6 +1,9 @@
 //! The Kafka-Connect-compatible REST API: the same paths, bodies and status
 //! codes, so Kafka Connect tooling (curl scripts, UIs) works unchanged.
-//! Errors are `{"error_code": <HTTP status>, "message": "..."}`.
+//! Errors are `{"error_code": <HTTP status>, "message": "..."}`. [`serve`]
+//! runs the router behind `runnel_http` (timeouts, size and connection
+//! limits, the same error body for 405, 408, 413, 414 and 431), whose
+//! counters are on `/metrics`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -49,7 +52,8 @@ type ApiResult<T> = Result<T, ApiError>;
 type Params = Query<HashMap<String, String>>;
 
 fn body<T: for<'de> Deserialize<'de>>(raw: Result<Bytes, BytesRejection>) -> ApiResult<T> {
-    let raw = raw.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    // A body over the limit is 413, whatever refused it.
+    let raw = raw.map_err(|e| ApiError(e.status(), e.body_text()))?;
     serde_json::from_slice(&raw).map_err(|e| {
         ApiError(
             StatusCode::BAD_REQUEST,
@@ -118,19 +122,42 @@ pub fn router(worker: Arc<Worker>) -> Router {
         .with_state(worker)
 }
 
-/// Serves the API on `listener` until `shutdown`.
+/// The HTTP server's name in log lines and refusals.
+const SERVER_NAME: &str = "connect worker";
+
+/// Serves the API on `listener` under `limits` (its body limit is
+/// [`MAX_BODY_BYTES`]) until `shutdown`, with the HTTP server's counters
+/// on `/metrics`.
 pub async fn serve(
     worker: Arc<Worker>,
     listener: tokio::net::TcpListener,
+    limits: runnel_http::Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|s| {
-        let _ = s.set_nodelay(true);
-    });
-    axum::serve(listener, router(worker))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let http = runnel_http::Metrics::new(SERVER_NAME);
+    let counters = http.clone();
+    let app = router(worker).route(
+        "/metrics",
+        get(move || async move {
+            (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4",
+                )],
+                counters.render_prometheus("runnel_connect"),
+            )
+        }),
+    );
+    let server = runnel_http::Server {
+        name: SERVER_NAME,
+        limits: runnel_http::Limits {
+            max_body_bytes: MAX_BODY_BYTES,
+            ..limits
+        },
+        error_content_type: "application/json",
+        metrics: http,
+    };
+    runnel_http::serve(listener, app, server, shutdown).await
 }
 
 async fn root() -> axum::Json<Value> {

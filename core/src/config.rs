@@ -32,6 +32,9 @@ pub struct BrokerConfig {
     /// Address of the connect worker's REST API, which `runnel serve`
     /// runs next to the broker; `off` runs none.
     pub connect_addr: String,
+    /// Timeouts and connection limits of the registry's and the connect
+    /// worker's HTTP servers.
+    pub http: HttpConfig,
     /// Create a topic when a client asks for metadata of, or produces to,
     /// a topic that does not exist (Kafka's `auto.create.topics.enable`).
     pub auto_create_topics: bool,
@@ -94,6 +97,7 @@ impl Default for BrokerConfig {
             advertised_kafka_addr: None,
             registry_addr: "127.0.0.1:8081".into(),
             connect_addr: "127.0.0.1:8083".into(),
+            http: HttpConfig::default(),
             auto_create_topics: true,
             default_partitions: 1,
             max_request_bytes: 100 * 1024 * 1024,
@@ -161,6 +165,52 @@ impl Default for LogDefaults {
             min_insync_replicas: 1,
             producer_id_expiration_ms: 24 * 3600 * 1000,
         }
+    }
+}
+
+/// The HTTP servers `runnel serve` runs next to the broker (schema
+/// registry, connect worker); each applies these limits on its own.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// A request line and headers must arrive within this long (an idle
+    /// keep-alive connection is closed after as long).
+    pub header_read_timeout_ms: u64,
+    /// A request body must arrive within this long after its headers; a
+    /// client that reads nothing of its answer for as long is cut too.
+    pub body_read_timeout_ms: u64,
+    /// Most connections one server holds open.
+    pub max_connections: usize,
+    /// Most connections one client address may hold open on one server.
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_read_timeout_ms: 30_000,
+            body_read_timeout_ms: 30_000,
+            max_connections: 1024,
+            max_connections_per_ip: 256,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// Checks that every limit lets a request through.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.header_read_timeout_ms == 0 || self.body_read_timeout_ms == 0 {
+            return Err(ConfigError(
+                "http.header_read_timeout_ms and http.body_read_timeout_ms must be at least 1"
+                    .into(),
+            ));
+        }
+        if self.max_connections == 0 || self.max_connections_per_ip == 0 {
+            return Err(ConfigError(
+                "http.max_connections and http.max_connections_per_ip must be at least 1".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -748,6 +798,7 @@ impl BrokerConfig {
     /// Checks values that would make the broker misbehave.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |m: String| Err(ConfigError(m));
+        self.http.validate()?;
         if self.node_id < 0 {
             return err(format!("node_id must be >= 0, got {}", self.node_id));
         }

@@ -8,7 +8,10 @@
 //! Java registry does. Every error is `{"error_code": N, "message": ...}`
 //! with the status from [`RegistryError::status`]; unknown paths
 //! (including `/associations/...`, which newer clients probe) answer 404
-//! so clients fall back to their defaults.
+//! so clients fall back to their defaults. [`serve`] runs the router
+//! behind `runnel_http`, which times out slow clients, limits sizes and
+//! connections and gives the errors it answers itself (405, 408, 413, 414,
+//! 431) the same body.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -45,13 +48,31 @@ pub type ExtraMetrics = Arc<dyn Fn() -> String + Send + Sync>;
 struct AppState {
     registry: Arc<Registry>,
     extra_metrics: Option<ExtraMetrics>,
+    http: Arc<runnel_http::Metrics>,
 }
+
+/// The HTTP server's name in log lines and refusals.
+const SERVER_NAME: &str = "schema registry";
 
 /// The router for `registry`. `extra_metrics` is appended to `/metrics`.
 pub fn router(registry: Arc<Registry>, extra_metrics: Option<ExtraMetrics>) -> Router {
+    app(
+        registry,
+        extra_metrics,
+        runnel_http::Metrics::new(SERVER_NAME),
+    )
+}
+
+/// The router, rendering `http`'s counters on `/metrics`.
+fn app(
+    registry: Arc<Registry>,
+    extra_metrics: Option<ExtraMetrics>,
+    http: Arc<runnel_http::Metrics>,
+) -> Router {
     let state = AppState {
         registry,
         extra_metrics,
+        http,
     };
     Router::new()
         .route("/", get(root).post(root))
@@ -120,22 +141,27 @@ pub fn router(registry: Arc<Registry>, extra_metrics: Option<ExtraMetrics>) -> R
         .with_state(state)
 }
 
-/// Serves the REST API on `listener` until `shutdown` completes.
+/// Serves the REST API on `listener` under `limits` (its body limit is
+/// [`MAX_BODY_BYTES`]) until `shutdown` completes.
 pub async fn serve(
     registry: Arc<Registry>,
     listener: tokio::net::TcpListener,
     extra_metrics: Option<ExtraMetrics>,
+    limits: runnel_http::Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let app = router(registry.clone(), extra_metrics);
-    // Small request/response exchanges: do not let Nagle hold answers back.
-    let listener = listener.tap_io(|stream| {
-        let _ = stream.set_nodelay(true);
-    });
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let http = runnel_http::Metrics::new(SERVER_NAME);
+    let app = app(registry.clone(), extra_metrics, http.clone());
+    let server = runnel_http::Server {
+        name: SERVER_NAME,
+        limits: runnel_http::Limits {
+            max_body_bytes: MAX_BODY_BYTES,
+            ..limits
+        },
+        error_content_type: CONTENT_TYPE,
+        metrics: http,
+    };
+    let result = runnel_http::serve(listener, app, server, shutdown).await;
     // Joining the reader thread blocks briefly.
     let _ = tokio::task::spawn_blocking(move || registry.close()).await;
     result
@@ -230,10 +256,12 @@ async fn count(State(s): State<AppState>, request: Request, next: Next) -> Respo
 /// Parses a JSON body, or answers 400 (or 413 when too large).
 fn body<T: for<'de> Deserialize<'de>>(raw: Result<Bytes, BytesRejection>) -> ApiResult<T> {
     let raw = raw.map_err(|e| {
-        ApiError(RegistryError::BadRequest(format!(
-            "cannot read the request body: {}",
-            e.body_text()
-        )))
+        let message = format!("cannot read the request body: {}", e.body_text());
+        ApiError(if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            RegistryError::PayloadTooLarge(message)
+        } else {
+            RegistryError::BadRequest(message)
+        })
     })?;
     serde_json::from_slice(&raw).map_err(|e| ApiError(RegistryError::BadRequest(e.to_string())))
 }
@@ -390,6 +418,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
         "Next offset of the schemas topic to apply.",
         s.registry.applied_offset().to_string(),
     );
+    out.push_str(&s.http.render_prometheus("runnel_registry"));
     if let Some(extra) = &s.extra_metrics {
         out.push_str(&extra());
     }
@@ -1112,13 +1141,13 @@ mod tests {
             .await;
         assert_eq!(status, 400);
         assert_eq!(code(&serde_json::from_str(&text).unwrap()), 400);
-        // An oversized body is refused before it is parsed.
+        // An oversized body is refused before it is parsed, as too large.
         let huge = json!({"schema": "x".repeat(MAX_BODY_BYTES)}).to_string();
         let (status, text) = api
             .call_raw("POST", "/subjects/s/versions", Some(huge))
             .await;
-        assert_eq!(status, 400, "{text}");
-        assert!(text.contains("error_code"), "{text}");
+        assert_eq!(status, 413, "{text}");
+        assert_eq!(code(&serde_json::from_str(&text).unwrap()), 413, "{text}");
         // The 409 message names the problem like Confluent's.
         let (_, v) = api.register("s", BAD).await;
         let message = v["message"].as_str().unwrap();

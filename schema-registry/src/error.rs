@@ -53,6 +53,9 @@ pub enum RegistryError {
     /// A request that is not valid JSON or misses a field.
     #[error("{0}")]
     BadRequest(String),
+    /// A request body over the limit.
+    #[error("{0}")]
+    PayloadTooLarge(String),
     #[error("Error in the backend data store - {0}")]
     Store(String),
     #[error("Operation timed out - {0}")]
@@ -82,6 +85,7 @@ impl RegistryError {
             | RegistryError::ReferenceExists(..)
             | RegistryError::InvalidSubject(_) => 422,
             RegistryError::BadRequest(_) => 400,
+            RegistryError::PayloadTooLarge(_) => 413,
             RegistryError::Store(_) | RegistryError::Timeout(_) => 500,
         }
     }
@@ -107,6 +111,7 @@ impl RegistryError {
             RegistryError::ReferenceExists(..) => 42206,
             RegistryError::InvalidSubject(_) => 42208,
             RegistryError::BadRequest(_) => 400,
+            RegistryError::PayloadTooLarge(_) => 413,
             RegistryError::Store(_) => 50001,
             RegistryError::Timeout(_) => 50002,
         }
@@ -157,6 +162,7 @@ mod tests {
             (RegistryError::ReferenceExists("s".into(), 1), 422, 42206),
             (RegistryError::InvalidSubject("s".into()), 422, 42208),
             (RegistryError::SchemaNotInSubject, 404, 40403),
+            (RegistryError::PayloadTooLarge("x".into()), 413, 413),
             (RegistryError::Store("x".into()), 500, 50001),
         ];
         for (e, status, code) in cases {
