@@ -113,19 +113,60 @@ impl ParsedSchema {
 /// of every referenced schema, transitively, each once). `normalize`
 /// chooses the normalised canonical text.
 pub fn parse(text: &str, dependencies: &[String], normalize: bool) -> Result<ParsedSchema, String> {
+    let json = parse_schema_json(text)?;
+    parse_value(text, &json, dependencies, normalize)
+}
+
+/// Parses a schema offered to the registry (to register, look up or
+/// check): [`parse`], then the rules Avro Java (1.11, what Confluent's
+/// registry runs) enforces when it parses a schema and apache-avro does
+/// not, so that every client can read what the registry hands out:
+/// names, namespaces and aliases of the right shape ([`check_names`]) and
+/// every default valid for its schema ([`check_defaults`]). Stored
+/// schemas are read with [`parse`] alone, so one registered before these
+/// checks stays readable.
+pub fn parse_strict(
+    text: &str,
+    dependencies: &[String],
+    normalize: bool,
+) -> Result<ParsedSchema, String> {
+    let json = parse_schema_json(text)?;
+    check_names(&json)?;
+    let parsed = parse_value(text, &json, dependencies, normalize)?;
+    let mut named = HashMap::new();
+    collect_named(&parsed.schema, &mut named);
+    for dep in dependencies {
+        if let Ok(schema) = Schema::parse_str(dep) {
+            collect_named(&schema, &mut named);
+        }
+    }
+    check_defaults(&parsed.schema, &named, &mut HashSet::new(), 0)?;
+    Ok(parsed)
+}
+
+/// The JSON of a schema text within the size and depth limits.
+fn parse_schema_json(text: &str) -> Result<Value, String> {
     if text.len() > MAX_SCHEMA_BYTES {
         return Err(format!(
             "schema of {} bytes exceeds the limit of {MAX_SCHEMA_BYTES} bytes",
             text.len()
         ));
     }
-    let json = parse_json(text)?;
-    let canonical = canonical_text(&json, normalize)?;
+    parse_json(text)
+}
+
+fn parse_value(
+    text: &str,
+    json: &Value,
+    dependencies: &[String],
+    normalize: bool,
+) -> Result<ParsedSchema, String> {
+    let canonical = canonical_text(json, normalize)?;
     for dep in dependencies {
         parse_json(dep).map_err(|e| format!("referenced schema: {e}"))?;
     }
     let (schema, defined) = if dependencies.is_empty() {
-        let schema = Schema::parse(&json).map_err(|e| e.to_string())?;
+        let schema = Schema::parse(json).map_err(|e| e.to_string())?;
         (schema, Vec::new())
     } else {
         Schema::parse_str_with_list(text, dependencies.iter().map(String::as_str))
@@ -478,6 +519,360 @@ fn inline_references(
     })
 }
 
+// ---------------------------------------------------------------- strict rules
+
+/// Checks a name as Avro Java does: a letter or `_`, then letters, digits
+/// or `_` (the last part of a dotted full name; Java checks no more).
+fn check_name(name: &str) -> Result<(), String> {
+    let simple = name.rsplit('.').next().unwrap_or(name);
+    let mut chars = simple.chars();
+    match chars.next() {
+        None => Err(format!("Empty name: {name:?}")),
+        Some(c) if !(c.is_alphabetic() || c == '_') => {
+            Err(format!("Illegal initial character: {name}"))
+        }
+        _ if chars.any(|c| !(c.is_alphanumeric() || c == '_')) => {
+            Err(format!("Illegal character in: {name}"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `aliases`, when present, is an array of strings (of valid names for a
+/// named type; a field's aliases Java takes as they are).
+fn check_aliases(aliases: Option<&Value>, names: bool, owner: &str) -> Result<(), String> {
+    let Some(aliases) = aliases else {
+        return Ok(());
+    };
+    let Value::Array(list) = aliases else {
+        return Err(format!(
+            "{owner}: aliases must be an array of names, got {aliases}"
+        ));
+    };
+    for alias in list {
+        match alias {
+            Value::String(a) if names => check_name(a).map_err(|e| format!("{owner}: {e}"))?,
+            Value::String(_) => {}
+            other => return Err(format!("{owner}: an alias must be a string, got {other}")),
+        }
+    }
+    Ok(())
+}
+
+/// Checks the shape of names, namespaces, aliases, field names and enum
+/// symbols in a schema's JSON (before apache-avro, which takes some wrong
+/// shapes silently: `"aliases": "Old"` is no alias at all to it, while
+/// Avro Java refuses the schema).
+pub fn check_names(schema: &Value) -> Result<(), String> {
+    match schema {
+        Value::Array(branches) => branches.iter().try_for_each(check_names),
+        Value::Object(map) => {
+            let kind = match map.get("type") {
+                Some(Value::String(kind)) => kind.as_str(),
+                Some(nested) => return check_names(nested),
+                None => return Ok(()),
+            };
+            match kind {
+                "record" | "error" | "enum" | "fixed" => {}
+                "array" => return map.get("items").map_or(Ok(()), check_names),
+                "map" => return map.get("values").map_or(Ok(()), check_names),
+                _ => return Ok(()),
+            }
+            let name = match map.get("name") {
+                Some(Value::String(name)) => name,
+                Some(other) => {
+                    return Err(format!(
+                        "the name of a {kind} must be a string, got {other}"
+                    ))
+                }
+                None => return Err(format!("No name in schema: a {kind} needs a name")),
+            };
+            check_name(name)?;
+            let owner = format!("{kind} {name}");
+            match map.get("namespace") {
+                None | Some(Value::Null) | Some(Value::String(_)) => {}
+                Some(other) => {
+                    return Err(format!("{owner}: namespace must be a string, got {other}"))
+                }
+            }
+            check_aliases(map.get("aliases"), true, &owner)?;
+            if kind == "enum" {
+                for symbol in map
+                    .get("symbols")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    match symbol {
+                        Value::String(s) => check_name(s).map_err(|e| format!("{owner}: {e}"))?,
+                        other => {
+                            return Err(format!("{owner}: a symbol must be a string, got {other}"))
+                        }
+                    }
+                }
+            }
+            for field in map
+                .get("fields")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let Some(field) = field.as_object() else {
+                    continue;
+                };
+                let field_name = match field.get("name") {
+                    Some(Value::String(n)) => n,
+                    Some(other) => {
+                        return Err(format!(
+                            "{owner}: a field name must be a string, got {other}"
+                        ))
+                    }
+                    None => return Err(format!("{owner}: No field name")),
+                };
+                check_name(field_name).map_err(|e| format!("{owner}: {e}"))?;
+                let field_owner = format!("field {field_name} of {owner}");
+                check_aliases(field.get("aliases"), false, &field_owner)?;
+                if let Some(t) = field.get("type") {
+                    check_names(t)?;
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Checks every field default (and enum default) in `schema`, as Avro
+/// Java 1.11 does when it parses a schema, and a little further where a
+/// default could not be decoded at all: a union's default matches its
+/// first branch (the spec until Avro 1.12, and what Confluent's registry
+/// and most readers expect), a `fixed` default has exactly `size` bytes,
+/// an enum default is one of its symbols, numbers fit their type.
+/// `named` resolves references by name; `seen` stops at recursive types.
+fn check_defaults(
+    schema: &Schema,
+    named: &HashMap<Name, Schema>,
+    seen: &mut HashSet<Name>,
+    depth: usize,
+) -> Result<(), String> {
+    if depth > MAX_SCHEMA_DEPTH {
+        return Ok(());
+    }
+    let recurse = |s: &Schema, seen: &mut HashSet<Name>| check_defaults(s, named, seen, depth + 1);
+    match schema {
+        Schema::Record(r) => {
+            if !seen.insert(r.name.clone()) {
+                return Ok(());
+            }
+            for f in &r.fields {
+                if let Some(default) = &f.default {
+                    field_default(&f.schema, default, named).map_err(|why| {
+                        let schema = match &f.schema {
+                            Schema::Ref { name } => named.get(name).unwrap_or(&f.schema),
+                            other => other,
+                        };
+                        format!(
+                            "Invalid default for field {}: {default} not a {}{why}",
+                            f.name,
+                            describe(schema)
+                        )
+                    })?;
+                }
+                recurse(&f.schema, seen)?;
+            }
+            Ok(())
+        }
+        Schema::Enum(e) => match &e.default {
+            Some(d) if !e.symbols.contains(d) => Err(format!(
+                "enum {}: default {d} is not one of its symbols",
+                e.name.fullname(None)
+            )),
+            _ => Ok(()),
+        },
+        Schema::Array(a) => recurse(&a.items, seen),
+        Schema::Map(m) => recurse(&m.types, seen),
+        Schema::Union(u) => u.variants().iter().try_for_each(|v| recurse(v, seen)),
+        Schema::Ref { name } => match named.get(name) {
+            Some(def) => recurse(def, seen),
+            None => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
+/// A field's default: as [`valid_default`], except that a `float` or
+/// `double` field may give it as a string Java reads as a double ("NaN",
+/// "Infinity", "1.5"), which Avro Java converts.
+fn field_default(
+    schema: &Schema,
+    value: &Value,
+    named: &HashMap<Name, Schema>,
+) -> Result<(), String> {
+    if let (Schema::Float | Schema::Double, Value::String(text)) = (schema, value) {
+        return if java_double(text) {
+            Ok(())
+        } else {
+            Err(String::new())
+        };
+    }
+    valid_default(schema, value, named, 0)
+}
+
+/// Whether Java's `Double.valueOf` reads `text`.
+fn java_double(text: &str) -> bool {
+    let t = text.trim();
+    let t = t.strip_suffix(['d', 'D', 'f', 'F']).unwrap_or(t);
+    let unsigned = t.strip_prefix(['+', '-']).unwrap_or(t);
+    matches!(unsigned, "NaN" | "Infinity")
+        || (unsigned.bytes().any(|b| b.is_ascii_digit())
+            && !unsigned
+                .bytes()
+                .any(|b| b.is_ascii_alphabetic() && b != b'e' && b != b'E')
+            && t.parse::<f64>().is_ok())
+}
+
+/// The bytes of a `bytes` or `fixed` default: a string of code points up
+/// to U+00FF, one byte each.
+fn byte_string(value: &Value) -> Result<usize, String> {
+    let Value::String(s) = value else {
+        return Err(String::new());
+    };
+    if s.chars().any(|c| c as u32 > 0xFF) {
+        return Err(": a character above \\u00FF is no byte".into());
+    }
+    Ok(s.chars().count())
+}
+
+fn fixed_default(value: &Value, size: usize, name: &Name) -> Result<(), String> {
+    let n = byte_string(value)?;
+    if n != size {
+        return Err(format!(
+            ": {n} bytes, and {} has {size}",
+            name.fullname(None)
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `value` is a valid default of `schema`; `Err` carries the
+/// reason after the type (empty when "not a <type>" says it all).
+fn valid_default(
+    schema: &Schema,
+    value: &Value,
+    named: &HashMap<Name, Schema>,
+    depth: usize,
+) -> Result<(), String> {
+    use apache_avro::schema::{InnerDecimalSchema, UuidSchema};
+    if depth > MAX_SCHEMA_DEPTH {
+        return Ok(());
+    }
+    let no = || Err(String::new());
+    let out_of_range = || Err(": out of range".to_string());
+    let inner = |s: &Schema, v: &Value| valid_default(s, v, named, depth + 1);
+    match schema {
+        Schema::Null => value.is_null().then_some(()).ok_or_default(),
+        Schema::Boolean => value.is_boolean().then_some(()).ok_or_default(),
+        Schema::Int | Schema::Date | Schema::TimeMillis => match value {
+            Value::Number(n) if n.is_i64() || n.is_u64() => match n.as_i64() {
+                Some(i) if i32::try_from(i).is_ok() => Ok(()),
+                _ => out_of_range(),
+            },
+            _ => no(),
+        },
+        Schema::Long
+        | Schema::TimeMicros
+        | Schema::TimestampMillis
+        | Schema::TimestampMicros
+        | Schema::TimestampNanos
+        | Schema::LocalTimestampMillis
+        | Schema::LocalTimestampMicros
+        | Schema::LocalTimestampNanos => match value {
+            Value::Number(n) if n.is_i64() => Ok(()),
+            Value::Number(n) if n.is_u64() => out_of_range(),
+            _ => no(),
+        },
+        Schema::Float => match value.as_f64() {
+            Some(f) if f.abs() <= f64::from(f32::MAX) => Ok(()),
+            Some(_) => out_of_range(),
+            None => no(),
+        },
+        Schema::Double => value.is_number().then_some(()).ok_or_default(),
+        Schema::String | Schema::Uuid(UuidSchema::String) => {
+            value.is_string().then_some(()).ok_or_default()
+        }
+        Schema::Bytes | Schema::BigDecimal | Schema::Uuid(UuidSchema::Bytes) => {
+            byte_string(value).map(|_| ())
+        }
+        Schema::Decimal(d) => match &d.inner {
+            InnerDecimalSchema::Bytes => byte_string(value).map(|_| ()),
+            InnerDecimalSchema::Fixed(f) => fixed_default(value, f.size, &f.name),
+        },
+        Schema::Fixed(f) | Schema::Uuid(UuidSchema::Fixed(f)) | Schema::Duration(f) => {
+            fixed_default(value, f.size, &f.name)
+        }
+        Schema::Enum(e) => match value {
+            Value::String(s) if e.symbols.contains(s) => Ok(()),
+            Value::String(s) => Err(format!(": no symbol {s}")),
+            _ => no(),
+        },
+        Schema::Array(a) => match value {
+            Value::Array(items) => items
+                .iter()
+                .try_for_each(|v| inner(&a.items, v))
+                .map_err(|_| String::new()),
+            _ => no(),
+        },
+        Schema::Map(m) => match value {
+            Value::Object(values) => values
+                .values()
+                .try_for_each(|v| inner(&m.types, v))
+                .map_err(|_| String::new()),
+            _ => no(),
+        },
+        Schema::Union(u) => match u.variants().first() {
+            Some(first) => inner(first, value).map_err(|_| {
+                format!(
+                    " (a union's default must match its first branch, {})",
+                    describe(first)
+                )
+            }),
+            None => no(),
+        },
+        Schema::Record(r) => {
+            let Value::Object(fields) = value else {
+                return no();
+            };
+            for f in &r.fields {
+                match fields.get(&f.name) {
+                    Some(v) => inner(&f.schema, v).map_err(|_| {
+                        format!(": field {} is not a {}", f.name, describe(&f.schema))
+                    })?,
+                    None if f.default.is_some() => {}
+                    None => {
+                        return Err(format!(": field {} is missing and has no default", f.name))
+                    }
+                }
+            }
+            Ok(())
+        }
+        Schema::Ref { name } => match named.get(name) {
+            Some(def) => inner(def, value),
+            None => Ok(()),
+        },
+    }
+}
+
+/// `Err(String::new())` for a false check.
+trait OkOrDefault {
+    fn ok_or_default(self) -> Result<(), String>;
+}
+
+impl OkOrDefault for Option<()> {
+    fn ok_or_default(self) -> Result<(), String> {
+        self.ok_or_else(String::new)
+    }
+}
+
 /// A short name of a schema's kind for messages ("record Order", "int").
 pub fn describe(schema: &Schema) -> String {
     match schema {
@@ -601,6 +996,117 @@ mod tests {
             .collect();
         let wide = format!("[{}]", wide.join(","));
         assert!(parse(&wide, &[], false).unwrap_err().contains("branches"));
+    }
+
+    /// A record `R` with one field `f` of `field_type` and `default`.
+    fn field(field_type: &str, default: &str) -> String {
+        format!(
+            r#"{{"type":"record","name":"R","fields":[{{"name":"f","type":{field_type},"default":{default}}}]}}"#
+        )
+    }
+
+    #[test]
+    fn schemas_avro_java_refuses_are_refused_with_a_message() {
+        // What apache-avro itself refuses, with its own message.
+        const AVRO: &str = "field `f` in `R` must be a";
+        let cases: Vec<(String, &str)> = vec![
+            // Defaults, checked as Avro Java 1.11 (Confluent's) checks them.
+            (field(r#"["null","string"]"#, r#""x""#), "Invalid default for field f: \"x\" not a union [null, string] (a union's default must match its first branch, null)"),
+            (field(r#"["int","null"]"#, "null"), "not a union [int, null]"),
+            (field(r#"{"type":"fixed","name":"F","size":4}"#, r#""abc""#), "not a fixed F (size 4): 3 bytes"),
+            (field(r#"{"type":"enum","name":"E","symbols":["A","B"]}"#, r#""C""#), AVRO),
+            (field(r#""int""#, "3000000000"), AVRO),
+            (field(r#""int""#, "1.5"), AVRO),
+            (field(r#""long""#, "18446744073709551615"), "too large"),
+            (field(r#""long""#, "2.0"), AVRO),
+            (field(r#""float""#, "1e39"), "not a float: out of range"),
+            (field(r#""double""#, r#""lots""#), AVRO),
+            (field(r#""boolean""#, "0"), AVRO),
+            (field(r#""string""#, "null"), AVRO),
+            (field(r#""bytes""#, r#""\u0100""#), "not a bytes: a character above \\u00FF"),
+            (field(r#"{"type":"array","items":"int"}"#, r#"[1,"x"]"#), AVRO),
+            (field(r#"{"type":"array","items":["null","int"]}"#, "[1]"), "not a array of union [null, int]"),
+            (field(r#"{"type":"map","values":"string"}"#, r#"{"a":1}"#), AVRO),
+            (field(r#"{"type":"record","name":"In","fields":[{"name":"a","type":"int"}]}"#, "{}"), AVRO),
+            (field(r#"{"type":"record","name":"In","fields":[{"name":"a","type":"int"}]}"#, "[]"), AVRO),
+            (
+                r#"{"type":"record","name":"R","fields":[{"name":"a","type":{"type":"fixed","name":"F","size":2}},{"name":"b","type":"F","default":"abc"}]}"#.into(),
+                "Invalid default for field b: \"abc\" not a fixed F (size 2): 3 bytes, and F has 2",
+            ),
+            (
+                r#"{"type":"record","name":"R","fields":[{"name":"in","type":{"type":"record","name":"In","fields":[{"name":"x","type":["null","int"],"default":5}]}}]}"#.into(),
+                "Invalid default for field x: 5 not a union [null, int]",
+            ),
+            (
+                r#"{"type":"enum","name":"E","symbols":["A","B"],"default":"C"}"#.into(),
+                "not among allowed symbols",
+            ),
+            // Names, namespaces and aliases of the wrong shape.
+            (r#"{"type":"record","name":"R","aliases":"Old","fields":[]}"#.into(), "record R: aliases must be an array of names, got \"Old\""),
+            (r#"{"type":"record","name":"R","aliases":["Old",5],"fields":[]}"#.into(), "record R: an alias must be a string, got 5"),
+            (r#"{"type":"record","name":"R","fields":[{"name":"f","type":"int","aliases":"g"}]}"#.into(), "field f of record R: aliases must be an array of names"),
+            (r#"{"type":"record","name":"R","aliases":["bad-alias"],"fields":[]}"#.into(), "Illegal character in: bad-alias"),
+            (r#"{"type":"record","name":"my-record","fields":[]}"#.into(), "Illegal character in: my-record"),
+            (r#"{"type":"record","name":"R","fields":[{"name":"1st","type":"int"}]}"#.into(), "Illegal initial character: 1st"),
+            (r#"{"type":"record","name":5,"fields":[]}"#.into(), "the name of a record must be a string, got 5"),
+            (r#"{"type":"fixed","name":"F","namespace":5,"size":1}"#.into(), "fixed F: namespace must be a string, got 5"),
+            (r#"{"type":"enum","name":"E","symbols":["A","B C"]}"#.into(), "Illegal character in: B C"),
+        ];
+        let wrong: Vec<String> = cases
+            .iter()
+            .filter_map(|(schema, want)| match parse_strict(schema, &[], false) {
+                Ok(_) => Some(format!("accepted: {schema}")),
+                Err(e) if !e.contains(want) => {
+                    Some(format!("{schema}\n  said: {e}\n  want: {want}"))
+                }
+                Err(_) => None,
+            })
+            .collect();
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    #[test]
+    fn schemas_avro_java_accepts_still_parse_strictly() {
+        let cases = [
+            field(r#"["null","string"]"#, "null"),
+            field(r#"["string","null"]"#, r#""x""#),
+            field(r#""double""#, "1.5"),
+            field(r#""double""#, "1"),
+            field(r#""double""#, r#""NaN""#),
+            field(r#""float""#, "-2.5e10"),
+            field(r#""long""#, "-9223372036854775808"),
+            field(r#""int""#, "-2147483648"),
+            field(r#""bytes""#, r#""\u00ff\u0000A""#),
+            field(r#"{"type":"fixed","name":"F","size":4}"#, r#""\u0000\u0001\u00ff\u0003""#),
+            field(r#"{"type":"enum","name":"E","symbols":["A","B"]}"#, r#""B""#),
+            field(r#"{"type":"array","items":"int"}"#, "[]"),
+            field(r#"{"type":"array","items":["null","int"]}"#, "[null]"),
+            field(r#"{"type":"map","values":"long"}"#, r#"{"a":1}"#),
+            field(
+                r#"{"type":"record","name":"In","fields":[{"name":"a","type":"int"},{"name":"b","type":"string","default":"z"}]}"#,
+                r#"{"a":1}"#,
+            ),
+            field(r#"{"type":"bytes","logicalType":"decimal","precision":4,"scale":2}"#, r#""\u0000""#),
+            field(r#"{"type":"int","logicalType":"date"}"#, "0"),
+            field(r#"{"type":"string","logicalType":"uuid"}"#, r#""00000000-0000-0000-0000-000000000000""#),
+            r#"{"type":"record","name":"R","namespace":null,"aliases":["Old","com.acme.Older"],"fields":[{"name":"f","type":"int","aliases":["g"]}]}"#.to_string(),
+            r#"{"type":"record","name":"com.acme.R","namespace":"","fields":[{"name":"_f","type":{"type":"enum","name":"E","symbols":["A","_B"],"default":"A"}}]}"#.to_string(),
+            // A recursive type, its default stopping at null.
+            r#"{"type":"record","name":"Node","fields":[{"name":"next","type":["null","Node"],"default":null}]}"#.to_string(),
+        ];
+        for schema in &cases {
+            if let Err(e) = parse_strict(schema, &[], false) {
+                panic!("refused: {schema}\n  said: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn stored_schemas_are_parsed_without_the_strict_checks() {
+        // Registered before the checks existed: still readable.
+        let old = field(r#"["null","string"]"#, r#""x""#);
+        assert!(parse(&old, &[], false).is_ok());
+        assert!(parse_strict(&old, &[], false).is_err());
     }
 
     #[test]

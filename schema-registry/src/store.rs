@@ -551,14 +551,15 @@ impl Store {
         Ok(())
     }
 
-    /// Parses a request's schema with its references.
+    /// Parses a request's schema with its references, under the rules a
+    /// new schema must meet ([`schema::parse_strict`]).
     pub fn parse(
         &self,
         req: &SchemaRequest,
         normalize: bool,
     ) -> Result<ParsedSchema, RegistryError> {
         let deps = self.dependencies(&req.references)?;
-        schema::parse(&req.schema, &deps, normalize).map_err(|e| {
+        schema::parse_strict(&req.schema, &deps, normalize).map_err(|e| {
             RegistryError::InvalidSchema(format!(
                 "{}, details: {e}",
                 req.schema.chars().take(200).collect::<String>()
