@@ -11,6 +11,7 @@ mod compaction;
 mod connect;
 mod crash_recovery;
 mod groups;
+mod http_limits;
 mod idempotence;
 mod pipeline;
 mod plugin_cli;

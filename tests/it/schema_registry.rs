@@ -964,6 +964,68 @@ async fn metrics_and_health_are_served_next_to_the_registry() {
     assert_eq!((status, v["status"].as_str()), (200, Some("UP")));
 }
 
+#[tokio::test]
+async fn avro_that_avro_java_refuses_is_refused_with_42201_and_what_it_accepts_registers() {
+    let broker = TestBroker::start();
+    let rest = registry(&broker).await;
+    let refused = [
+        // A union's default must match its first branch.
+        (
+            r#"{"type":"record","name":"R","fields":[{"name":"note","type":["null","string"],"default":"none"}]}"#,
+            "Invalid default for field note",
+        ),
+        // A fixed default has exactly `size` bytes.
+        (
+            r#"{"type":"record","name":"R","fields":[{"name":"id","type":{"type":"fixed","name":"Id","size":4},"default":"abc"}]}"#,
+            "not a fixed Id (size 4)",
+        ),
+        // Aliases are an array.
+        (
+            r#"{"type":"record","name":"R","aliases":"Old","fields":[{"name":"a","type":"int"}]}"#,
+            "aliases must be an array",
+        ),
+        // And the rest of Avro Java's default rules.
+        (
+            r#"{"type":"record","name":"R","fields":[{"name":"xs","type":{"type":"array","items":["null","int"]},"default":[1]}]}"#,
+            "Invalid default for field xs",
+        ),
+        (
+            r#"{"type":"record","name":"R","fields":[{"name":"b","type":"bytes","default":"\u20ac"}]}"#,
+            "above \\u00FF",
+        ),
+        (
+            r#"{"type":"record","name":"R","fields":[{"name":"f","type":"float","default":1e39}]}"#,
+            "out of range",
+        ),
+    ];
+    for (schema, want) in refused {
+        for path in [
+            "/subjects/r-value/versions",
+            "/compatibility/subjects/r-value/versions",
+        ] {
+            let (status, v) = rest
+                .call("POST", path, Some(json!({ "schema": schema })))
+                .await;
+            assert_eq!(
+                (status, v["error_code"].as_i64()),
+                (422, Some(42201)),
+                "{path} {schema}: {v}"
+            );
+            let message = v["message"].as_str().unwrap();
+            assert!(message.contains(want), "{schema}: {message}");
+        }
+    }
+    assert_eq!(rest.get("/subjects").await, json!([]));
+    let accepted = [
+        r#"{"type":"record","name":"R","fields":[{"name":"note","type":["null","string"],"default":null}]}"#,
+        r#"{"type":"record","name":"R","fields":[{"name":"note","type":["null","string"],"default":null},{"name":"x","type":"double","default":1.5}]}"#,
+        r#"{"type":"record","name":"R","fields":[{"name":"note","type":["null","string"],"default":null},{"name":"x","type":"double","default":1.5},{"name":"b","type":"bytes","default":"\u00ff\u0000"}]}"#,
+    ];
+    for (i, schema) in accepted.iter().enumerate() {
+        assert_eq!(rest.register("r-value", schema).await, i as i64 + 1);
+    }
+}
+
 #[test]
 fn the_registry_can_be_turned_off_and_a_taken_port_fails_the_start() {
     let tmp = tempfile::tempdir().unwrap();
