@@ -20,6 +20,7 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::*;
 use kafka_protocol::ResponseError;
 
+use super::authorizer::{self, Resource};
 use super::str_bytes;
 use crate::broker::{now_ms, Broker};
 use crate::group::records::OffsetValue;
@@ -341,9 +342,13 @@ pub fn describe_groups(
     for group_id in request.groups {
         let mut g = DescribedGroup::default();
         g.group_id = group_id.clone();
-        g.authorized_operations = i32::MIN;
+        g.authorized_operations = authorizer::OMITTED;
         match broker.groups().describe(&group_id.0) {
             Some(d) => {
+                g.authorized_operations = authorizer::if_requested(
+                    version >= 3 && request.include_authorized_operations,
+                    Resource::Group(&group_id.0),
+                );
                 g.group_state = str_bytes(d.state);
                 g.protocol_type = str_bytes(d.protocol_type);
                 g.protocol_data = str_bytes(d.protocol);

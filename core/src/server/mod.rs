@@ -19,6 +19,7 @@
 //! being written.
 
 mod admin;
+pub mod authorizer;
 mod coordinator;
 mod errors;
 mod fetch;
