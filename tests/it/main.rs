@@ -6,17 +6,20 @@
 
 mod harness;
 
+mod admin_configs;
 mod broker_cli;
 mod compaction;
 mod connect;
 mod crash_recovery;
 mod groups;
 mod idempotence;
+mod old_versions;
 mod pipeline;
 mod plugin_cli;
 mod postgres;
 mod produce_consume;
 mod protocol_errors;
+mod resource_limits;
 mod retention;
 mod schema_registry;
 mod transforms;
