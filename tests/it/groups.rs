@@ -878,4 +878,31 @@ async fn an_abandoned_pending_member_id_expires_and_the_rejoin_completes_in_seco
             .error_code,
         0
     );
+
+    // A pending id that leaves (LeaveGroup) is not waited for either.
+    let mut other = broker.client().await;
+    abandoned.session_timeout_ms = 60_000;
+    let handed = other.send_version(&abandoned, 5).await.unwrap();
+    assert_eq!(handed.error_code, ResponseError::MemberIdRequired.code());
+    let mut leave = LeaveGroupRequest::default();
+    leave.group_id = GroupId(s("pending"));
+    leave.members = vec![{
+        let mut m = leave_group_request::MemberIdentity::default();
+        m.member_id = handed.member_id.clone();
+        m
+    }];
+    let left = other.send_version(&leave, 3).await.unwrap();
+    assert_eq!((left.error_code, left.members[0].error_code), (0, 0));
+    let started = Instant::now();
+    request.protocols[0].metadata = Bytes::from_static(b"third subscription");
+    let rejoined = tokio::time::timeout(Duration::from_secs(20), leader.send_version(&request, 5))
+        .await
+        .expect("the join phase waited for a pending id that left")
+        .unwrap();
+    assert_eq!((rejoined.error_code, rejoined.generation_id), (0, 3));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
 }

@@ -711,7 +711,16 @@ impl GroupCoordinator {
             let mut g = lock(&arc);
             let mut results = Vec::new();
             let mut removed = false;
+            let mut pending_left = false;
             for (member_id, instance_id) in leaving {
+                // A member id handed out with MEMBER_ID_REQUIRED that leaves
+                // before joining is no longer waited for (as in Kafka).
+                if instance_id.is_none() && g.pending.remove(member_id).is_some() {
+                    info!(group = group_id, member = %member_id, "pending member left");
+                    pending_left = true;
+                    results.push(Ok(()));
+                    continue;
+                }
                 // A static member may leave by instance id alone.
                 let id = match (member_id.is_empty(), instance_id) {
                     (true, Some(iid)) => g.static_members.get(iid).cloned().unwrap_or_default(),
@@ -733,6 +742,10 @@ impl GroupCoordinator {
             }
             let persist = if removed {
                 self.after_members_left(&mut g)
+            } else if pending_left {
+                // Nothing owned partitions: no rebalance, but a join phase
+                // may have waited for it.
+                Self::maybe_complete_join(&mut g)
             } else {
                 None
             };
