@@ -544,8 +544,41 @@ async fn group_configs_of_kafka_4_are_described_validated_and_kept() {
         INVALID_REQUEST
     );
 
+    // rdkafka's admin client (librdkafka maps its GROUP resource to 32).
+    let admin = admin(&broker);
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let described = admin
+        .describe_configs(&[ResourceSpecifier::Group("fresh")], &opts)
+        .await
+        .unwrap();
+    let fresh = described[0].as_ref().unwrap();
+    let session = fresh.get("consumer.session.timeout.ms").unwrap();
+    assert_eq!(session.value.as_deref(), Some("45000"));
+    assert_eq!(session.source, ConfigSource::Default);
+    let results = admin
+        .alter_configs(
+            &[AlterConfig::new(ResourceSpecifier::Group("fresh"))
+                .set("consumer.heartbeat.interval.ms", "6000")],
+            &opts,
+        )
+        .await
+        .unwrap();
+    assert!(results[0].is_ok(), "{:?}", results[0]);
+    // (rdkafka 0.39 reports AlterConfigs results without their error codes,
+    // so refusals are checked with raw requests above.)
+
     broker.restart();
     let mut client = broker.client().await;
+    assert_eq!(
+        config(
+            &mut client,
+            GROUP,
+            "fresh",
+            "consumer.heartbeat.interval.ms"
+        )
+        .await,
+        (Some("6000".into()), GROUP_CONFIG, false)
+    );
     assert_eq!(
         config(
             &mut client,
