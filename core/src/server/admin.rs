@@ -131,7 +131,7 @@ struct Effective {
     name: &'static str,
     value: String,
     synonyms: Vec<Synonym>,
-    kind: i8,
+    kind: ConfigType,
     doc: &'static str,
 }
 
@@ -169,7 +169,7 @@ fn effective_topic_configs(
                 name: def.name,
                 value,
                 synonyms,
-                kind: def.kind as i8,
+                kind: def.kind,
                 doc: def.doc,
             }
         })
@@ -691,23 +691,12 @@ fn describe_topic(
                 source: c.source(),
                 read_only: false,
                 synonyms: &c.synonyms,
-                kind: kind_of(c.kind),
+                kind: c.kind,
                 doc: c.doc,
             }
             .result(request, version)
         })
         .collect())
-}
-
-fn kind_of(kind: i8) -> ConfigType {
-    match kind {
-        1 => ConfigType::Boolean,
-        3 => ConfigType::Int,
-        5 => ConfigType::Long,
-        6 => ConfigType::Double,
-        7 => ConfigType::List,
-        _ => ConfigType::String,
-    }
 }
 
 /// One config operation of either AlterConfigs API: (name, operation, value).
