@@ -11,7 +11,7 @@ use std::sync::Arc;
 use runnel_core::broker::Broker;
 use runnel_core::config::BrokerConfig;
 use runnel_core::transforms::TransformManager;
-use tracing::info;
+use tracing::{info, warn};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -88,8 +88,29 @@ pub fn load_config(args: &ServeArgs) -> Result<BrokerConfig> {
     Ok(config)
 }
 
+/// Raises the soft open-file limit to the hard one (a broker holds a file
+/// per partition and per connection) and sizes the cache of closed
+/// segments' read handles to a share of it.
+fn prepare_open_file_limit() {
+    use runnel_core::storage::handles;
+    if let Err(e) = handles::raise_open_file_limit() {
+        warn!(error = %e, "could not raise the open-file limit (RLIMIT_NOFILE)");
+    }
+    if let Ok((soft, hard)) = handles::open_file_limit() {
+        let capacity = (soft / 4).clamp(16, 4096) as usize;
+        handles::global().set_capacity(capacity);
+        info!(
+            soft,
+            hard,
+            closed_segment_handles = capacity,
+            "open-file limit (RLIMIT_NOFILE)"
+        );
+    }
+}
+
 pub async fn run(args: ServeArgs) -> Result<()> {
     let config = load_config(&args)?;
+    prepare_open_file_limit();
     let listener = tokio::net::TcpListener::bind(&config.kafka_addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.kafka_addr))?;

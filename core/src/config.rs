@@ -144,6 +144,37 @@ pub struct LogDefaults {
     /// Idempotent producers idle this long are forgotten by partitions
     /// (Kafka's broker key `producer.id.expiration.ms`).
     pub producer_id_expiration_ms: i64,
+    /// Broker configs changed at runtime (IncrementalAlterConfigs on the
+    /// broker resource), by broker key (`log.retention.ms`, ...). They win
+    /// over the fields above; the broker keeps them in
+    /// `dynamic-configs.json`, not in the config file.
+    #[serde(skip)]
+    pub dynamic: BTreeMap<String, String>,
+}
+
+/// Broker keys that give a value in other units at a lower precedence:
+/// `log.retention.ms` wins over `log.retention.minutes`, which wins over
+/// `log.retention.hours` (Kafka's rule), each converted to milliseconds.
+const UNIT_SYNONYMS: &[(&str, &str, i64)] = &[
+    ("log.retention.ms", "log.retention.minutes", 60_000),
+    ("log.retention.ms", "log.retention.hours", 3_600_000),
+    ("log.roll.ms", "log.roll.hours", 3_600_000),
+];
+
+impl LogDefaults {
+    /// The value a dynamic broker config gives `broker_key`, if any.
+    pub fn dynamic_value(&self, broker_key: &str) -> Option<String> {
+        if let Some(v) = self.dynamic.get(broker_key) {
+            return Some(v.clone());
+        }
+        UNIT_SYNONYMS
+            .iter()
+            .filter(|(key, _, _)| *key == broker_key)
+            .find_map(|(_, synonym, factor)| {
+                let v = self.dynamic.get(*synonym)?.trim().parse::<i64>().ok()?;
+                Some(v.saturating_mul(*factor).to_string())
+            })
+    }
 }
 
 impl Default for LogDefaults {
@@ -164,6 +195,7 @@ impl Default for LogDefaults {
             min_compaction_lag_ms: 0,
             min_insync_replicas: 1,
             producer_id_expiration_ms: 24 * 3600 * 1000,
+            dynamic: BTreeMap::new(),
         }
     }
 }
@@ -237,7 +269,16 @@ pub struct TopicConfigDef {
 }
 
 impl TopicConfigDef {
+    /// The broker default: a dynamic broker config, else the config file's
+    /// (or built-in) value.
     pub fn default_value(&self, defaults: &LogDefaults) -> String {
+        defaults
+            .dynamic_value(self.broker_synonym)
+            .unwrap_or_else(|| (self.default)(defaults))
+    }
+
+    /// The config file's (or built-in) default, ignoring dynamic configs.
+    pub fn static_default(&self, defaults: &LogDefaults) -> String {
         (self.default)(defaults)
     }
 
@@ -578,7 +619,10 @@ pub fn resolve_log_config(
         },
         cleanup_delete: policy.split(',').any(|p| p.trim() == "delete"),
         cleanup_compact: policy.split(',').any(|p| p.trim() == "compact"),
-        producer_id_expiration_ms: defaults.producer_id_expiration_ms,
+        producer_id_expiration_ms: defaults
+            .dynamic_value(PRODUCER_ID_EXPIRATION_MS)
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(defaults.producer_id_expiration_ms),
         delete_retention_ms: long("delete.retention.ms", base.delete_retention_ms).max(0),
         min_cleanable_dirty_ratio: get("min.cleanable.dirty.ratio")
             .trim()
@@ -657,10 +701,11 @@ impl SchemaValidation {
     }
 }
 
-/// Broker keys reported by DescribeConfigs for the broker resource.
+/// Broker keys that cannot change at runtime, with their values, as
+/// DescribeConfigs reports them (read-only). The keys that can are
+/// [`dynamic_broker_keys`].
 pub fn broker_config_entries(config: &BrokerConfig) -> Vec<(&'static str, String, ConfigType)> {
-    let d = &config.log;
-    vec![
+    let mut entries = vec![
         ("broker.id", config.node_id.to_string(), ConfigType::Int),
         ("node.id", config.node_id.to_string(), ConfigType::Int),
         (
@@ -731,67 +776,280 @@ pub fn broker_config_entries(config: &BrokerConfig) -> Vec<(&'static str, String
             ConfigType::Long,
         ),
         (
-            "log.cleanup.policy",
-            d.cleanup_policy.clone(),
-            ConfigType::List,
-        ),
-        (
-            "log.retention.ms",
-            d.retention_ms.to_string(),
-            ConfigType::Long,
-        ),
-        (
-            "log.retention.bytes",
-            d.retention_bytes.to_string(),
-            ConfigType::Long,
-        ),
-        (
-            "log.segment.bytes",
-            d.segment_bytes.to_string(),
-            ConfigType::Int,
-        ),
-        ("log.roll.ms", d.segment_ms.to_string(), ConfigType::Long),
-        (
-            "log.index.size.max.bytes",
-            d.segment_index_bytes.to_string(),
+            "offsets.topic.num.partitions",
+            config.offsets_topic_partitions.to_string(),
             ConfigType::Int,
         ),
         (
-            "log.index.interval.bytes",
-            d.index_interval_bytes.to_string(),
+            "offsets.retention.minutes",
+            config.offsets_retention_minutes.to_string(),
             ConfigType::Int,
         ),
         (
-            "message.max.bytes",
-            d.max_message_bytes.to_string(),
+            "offsets.retention.check.interval.ms",
+            config.offsets_retention_check_interval_ms.to_string(),
+            ConfigType::Long,
+        ),
+        (
+            "offset.metadata.max.bytes",
+            config.offset_metadata_max_bytes.to_string(),
             ConfigType::Int,
         ),
         (
-            "log.flush.interval.messages",
-            d.flush_messages.to_string(),
-            ConfigType::Long,
-        ),
-        (
-            "log.flush.interval.ms",
-            d.flush_ms.to_string(),
-            ConfigType::Long,
-        ),
-        (
-            "log.message.timestamp.type",
-            d.message_timestamp_type.clone(),
-            ConfigType::String,
-        ),
-        (
-            "log.cleaner.delete.retention.ms",
-            d.delete_retention_ms.to_string(),
-            ConfigType::Long,
-        ),
-        (
-            "min.insync.replicas",
-            d.min_insync_replicas.to_string(),
+            "group.initial.rebalance.delay.ms",
+            config.group_initial_rebalance_delay_ms.to_string(),
             ConfigType::Int,
         ),
-    ]
+        (
+            "group.min.session.timeout.ms",
+            config.group_min_session_timeout_ms.to_string(),
+            ConfigType::Int,
+        ),
+        (
+            "group.max.session.timeout.ms",
+            config.group_max_session_timeout_ms.to_string(),
+            ConfigType::Int,
+        ),
+        (
+            "group.max.size",
+            config.group_max_size.to_string(),
+            ConfigType::Int,
+        ),
+    ];
+    entries.extend(
+        GROUP_CONSUMER_BOUNDS
+            .iter()
+            .map(|(k, v)| (*k, v.to_string(), ConfigType::Int)),
+    );
+    entries
+}
+
+const PRODUCER_ID_EXPIRATION_MS: &str = "producer.id.expiration.ms";
+
+/// A broker config IncrementalAlterConfigs and AlterConfigs may change at
+/// runtime (for the broker, or as the cluster default): Kafka's dynamic
+/// log configs, which are the defaults of topic configs, plus
+/// `producer.id.expiration.ms`. Kafka's other dynamic broker configs
+/// (thread pools, listeners, TLS, quotas) have no equivalent here.
+#[derive(Clone, Copy)]
+pub enum DynamicBrokerKey {
+    /// The default of a topic config (`log.retention.ms` for `retention.ms`).
+    TopicDefault(&'static TopicConfigDef),
+    /// `producer.id.expiration.ms`.
+    ProducerIdExpiration,
+    /// `log.retention.hours` and friends: another unit of a topic default,
+    /// of lower precedence.
+    UnitSynonym {
+        name: &'static str,
+        of: &'static str,
+    },
+}
+
+impl DynamicBrokerKey {
+    pub fn name(&self) -> &'static str {
+        match self {
+            DynamicBrokerKey::TopicDefault(def) => def.broker_synonym,
+            DynamicBrokerKey::ProducerIdExpiration => PRODUCER_ID_EXPIRATION_MS,
+            DynamicBrokerKey::UnitSynonym { name, .. } => name,
+        }
+    }
+
+    pub fn kind(&self) -> ConfigType {
+        match self {
+            DynamicBrokerKey::TopicDefault(def) => def.kind,
+            DynamicBrokerKey::ProducerIdExpiration => ConfigType::Int,
+            DynamicBrokerKey::UnitSynonym { .. } => ConfigType::Int,
+        }
+    }
+
+    pub fn doc(&self) -> &'static str {
+        match self {
+            DynamicBrokerKey::TopicDefault(def) => def.doc,
+            DynamicBrokerKey::ProducerIdExpiration => {
+                "How long an idle idempotent producer's state is kept."
+            }
+            DynamicBrokerKey::UnitSynonym { .. } => {
+                "The same default in other units; the millisecond key wins."
+            }
+        }
+    }
+
+    pub fn validate(&self, value: &str) -> Result<(), ConfigError> {
+        let checked = match self {
+            DynamicBrokerKey::TopicDefault(def) => def.validate(value),
+            DynamicBrokerKey::ProducerIdExpiration => int_at_least(1)(value),
+            DynamicBrokerKey::UnitSynonym { of, .. } => {
+                int_at_least(if *of == "log.roll.ms" { 1 } else { -1 })(value)
+            }
+        };
+        checked.map_err(|e| ConfigError(format!("invalid value for {}: {e}", self.name())))
+    }
+
+    /// The value from the config file (or built in), when Runnel has one.
+    pub fn static_value(&self, defaults: &LogDefaults) -> Option<String> {
+        match self {
+            DynamicBrokerKey::TopicDefault(def) => Some(def.static_default(defaults)),
+            DynamicBrokerKey::ProducerIdExpiration => {
+                Some(defaults.producer_id_expiration_ms.to_string())
+            }
+            DynamicBrokerKey::UnitSynonym { .. } => None,
+        }
+    }
+}
+
+/// Every broker config that can change at runtime.
+pub fn dynamic_broker_keys() -> impl Iterator<Item = DynamicBrokerKey> {
+    TOPIC_CONFIGS
+        .iter()
+        // Schema validation is a topic setting only.
+        .filter(|def| !def.name.starts_with("confluent."))
+        .map(DynamicBrokerKey::TopicDefault)
+        .chain([DynamicBrokerKey::ProducerIdExpiration])
+        .chain(
+            UNIT_SYNONYMS
+                .iter()
+                .map(|(of, name, _)| DynamicBrokerKey::UnitSynonym { name, of }),
+        )
+}
+
+pub fn dynamic_broker_key(name: &str) -> Option<DynamicBrokerKey> {
+    dynamic_broker_keys().find(|k| k.name() == name)
+}
+
+/// Whether `name` is a broker config this broker reports but cannot change
+/// at runtime (Kafka: "Cannot update these configs dynamically").
+pub fn is_read_only_broker_key(config: &BrokerConfig, name: &str) -> bool {
+    broker_config_entries(config)
+        .iter()
+        .any(|(key, _, _)| *key == name)
+}
+
+/// Checks a set of dynamic broker configs (one level: this broker's or the
+/// cluster default).
+pub fn validate_dynamic_broker_configs(
+    configs: &BTreeMap<String, String>,
+) -> Result<(), ConfigError> {
+    for (name, value) in configs {
+        let key = dynamic_broker_key(name).ok_or_else(|| {
+            ConfigError(format!(
+                "broker config '{name}' is unknown or cannot change at runtime in Runnel; the \
+                 dynamic broker configs are the topic defaults (log.retention.ms, \
+                 log.segment.bytes, message.max.bytes, log.cleanup.policy, ...) and \
+                 producer.id.expiration.ms"
+            ))
+        })?;
+        key.validate(value)?;
+    }
+    Ok(())
+}
+
+/// Kafka 4.0's broker bounds (and defaults) for the group configs of
+/// consumer-protocol groups: `group.consumer.*`.
+pub const GROUP_CONSUMER_BOUNDS: &[(&str, i32)] = &[
+    ("group.consumer.session.timeout.ms", 45_000),
+    ("group.consumer.min.session.timeout.ms", 45_000),
+    ("group.consumer.max.session.timeout.ms", 60_000),
+    ("group.consumer.heartbeat.interval.ms", 5_000),
+    ("group.consumer.min.heartbeat.interval.ms", 5_000),
+    ("group.consumer.max.heartbeat.interval.ms", 15_000),
+];
+
+fn group_consumer_bound(name: &str) -> i32 {
+    GROUP_CONSUMER_BOUNDS
+        .iter()
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| *v)
+        .unwrap_or_default()
+}
+
+/// One config of the GROUP resource (Kafka 4.0, KIP-848).
+pub struct GroupConfigDef {
+    pub name: &'static str,
+    /// The broker config that gives its default.
+    pub broker_default: &'static str,
+    pub doc: &'static str,
+}
+
+/// The group configs Runnel keeps. They apply to groups of the consumer
+/// protocol (KIP-848); classic groups, the only ones Runnel runs, use the
+/// session timeout each member sends in JoinGroup, as in Kafka 4.0. The
+/// `share.*` configs of share groups are refused.
+pub static GROUP_CONFIGS: &[GroupConfigDef] = &[
+    GroupConfigDef {
+        name: "consumer.heartbeat.interval.ms",
+        broker_default: "group.consumer.heartbeat.interval.ms",
+        doc: "The heartbeat interval given to the members of a consumer-protocol group.",
+    },
+    GroupConfigDef {
+        name: "consumer.session.timeout.ms",
+        broker_default: "group.consumer.session.timeout.ms",
+        doc: "The timeout to detect client failures in a consumer-protocol group.",
+    },
+];
+
+impl GroupConfigDef {
+    pub fn default_value(&self) -> i32 {
+        group_consumer_bound(self.broker_default)
+    }
+}
+
+/// Checks a group's configs as Kafka does (`GroupConfig.validate`): known
+/// names, integers, within the broker's bounds, and the session timeout
+/// above the heartbeat interval.
+pub fn validate_group_configs(configs: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+    for name in configs.keys() {
+        if name.starts_with("share.") {
+            return Err(ConfigError(format!(
+                "group config '{name}' is for share groups, which Runnel does not run"
+            )));
+        }
+        if !GROUP_CONFIGS.iter().any(|d| d.name == name) {
+            return Err(ConfigError(format!("Unknown group config name: {name}")));
+        }
+    }
+    let value = |name: &str| -> Result<i32, ConfigError> {
+        match configs.get(name) {
+            None => Ok(GROUP_CONFIGS
+                .iter()
+                .find(|d| d.name == name)
+                .map(|d| d.default_value())
+                .unwrap_or_default()),
+            Some(v) => v.trim().parse::<i32>().map_err(|_| {
+                ConfigError(format!(
+                    "Invalid value {v} for configuration {name}: Not a number of type INT"
+                ))
+            }),
+        }
+    };
+    let heartbeat = value("consumer.heartbeat.interval.ms")?;
+    let session = value("consumer.session.timeout.ms")?;
+    let bound = |name: &str| group_consumer_bound(name);
+    let checks = [
+        (
+            heartbeat < bound("group.consumer.min.heartbeat.interval.ms"),
+            "consumer.heartbeat.interval.ms must be greater than or equal to group.consumer.min.heartbeat.interval.ms",
+        ),
+        (
+            heartbeat > bound("group.consumer.max.heartbeat.interval.ms"),
+            "consumer.heartbeat.interval.ms must be less than or equal to group.consumer.max.heartbeat.interval.ms",
+        ),
+        (
+            session < bound("group.consumer.min.session.timeout.ms"),
+            "consumer.session.timeout.ms must be greater than or equal to group.consumer.min.session.timeout.ms",
+        ),
+        (
+            session > bound("group.consumer.max.session.timeout.ms"),
+            "consumer.session.timeout.ms must be less than or equal to group.consumer.max.session.timeout.ms",
+        ),
+        (
+            session <= heartbeat,
+            "consumer.session.timeout.ms must be greater than consumer.heartbeat.interval.ms",
+        ),
+    ];
+    match checks.iter().find(|(broken, _)| *broken) {
+        Some((_, message)) => Err(ConfigError(message.to_string())),
+        None => Ok(()),
+    }
 }
 
 impl BrokerConfig {
@@ -946,6 +1204,81 @@ mod tests {
         .is_ok());
         assert!(validate_topic_config("confluent.value.subject.name.strategy", "Mine").is_err());
         assert!(validate_topic_config("confluent.value.schema.validation", "yes").is_err());
+    }
+
+    #[test]
+    fn dynamic_broker_configs_win_over_the_config_file_with_kafkas_unit_precedence() {
+        let mut defaults = LogDefaults {
+            retention_ms: 1000,
+            ..Default::default()
+        };
+        let retention = topic_config_def("retention.ms").unwrap();
+        assert_eq!(retention.default_value(&defaults), "1000");
+        defaults
+            .dynamic
+            .insert("log.retention.hours".into(), "2".into());
+        assert_eq!(retention.default_value(&defaults), "7200000");
+        defaults
+            .dynamic
+            .insert("log.retention.minutes".into(), "3".into());
+        assert_eq!(retention.default_value(&defaults), "180000");
+        defaults
+            .dynamic
+            .insert("log.retention.ms".into(), "5".into());
+        assert_eq!(retention.default_value(&defaults), "5");
+        assert_eq!(retention.static_default(&defaults), "1000");
+        defaults
+            .dynamic
+            .insert("producer.id.expiration.ms".into(), "60000".into());
+        let resolved = resolve_log_config(&BTreeMap::new(), &defaults);
+        assert_eq!(
+            (resolved.retention_ms, resolved.producer_id_expiration_ms),
+            (5, 60_000)
+        );
+
+        let mut changes = BTreeMap::new();
+        changes.insert("log.segment.bytes".to_string(), "100".to_string());
+        let e = validate_dynamic_broker_configs(&changes).unwrap_err();
+        assert!(
+            e.0.contains("log.segment.bytes") && e.0.contains("1024"),
+            "{e}"
+        );
+        changes.clear();
+        changes.insert("num.io.threads".to_string(), "8".to_string());
+        assert!(validate_dynamic_broker_configs(&changes).is_err());
+        assert!(dynamic_broker_key("confluent.value.schema.validation").is_none());
+        assert!(is_read_only_broker_key(
+            &BrokerConfig::default(),
+            "broker.id"
+        ));
+        assert!(!is_read_only_broker_key(
+            &BrokerConfig::default(),
+            "log.retention.ms"
+        ));
+    }
+
+    #[test]
+    fn group_configs_are_checked_against_the_brokers_bounds() {
+        let configs = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(
+            validate_group_configs(&configs(&[("consumer.session.timeout.ms", "50000")])).is_ok()
+        );
+        let e = validate_group_configs(&configs(&[("consumer.session.timeout.ms", "1000")]))
+            .unwrap_err();
+        assert!(e.0.contains("group.consumer.min.session.timeout.ms"), "{e}");
+        let e = validate_group_configs(&configs(&[("consumer.heartbeat.interval.ms", "soon")]))
+            .unwrap_err();
+        assert!(e.0.contains("INT"), "{e}");
+        let e = validate_group_configs(&configs(&[("no.such", "1")])).unwrap_err();
+        assert_eq!(e.0, "Unknown group config name: no.such");
+        assert!(
+            validate_group_configs(&configs(&[("share.session.timeout.ms", "45000")])).is_err()
+        );
     }
 
     #[test]

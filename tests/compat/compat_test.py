@@ -404,6 +404,60 @@ def verify_consumed(consumed, by_partition, check_headers=True, check_ts=True):
 # kafka-python
 # --------------------------------------------------------------------------
 
+def kafka_python_old_versions_suite(r, bootstrap):
+    """kafka-python pinned to old broker versions sends the request versions
+    Kafka 4.0 removed (KIP-896): CreateTopics v0/v1, DeleteTopics v0,
+    DescribeConfigs v0, ListOffsets v0, OffsetCommit v0/v1, OffsetFetch v0.
+    Records are produced at the current versions (Produce v0-2 carries the
+    old message formats, which the broker does not store)."""
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
+    from kafka.structs import OffsetAndMetadata
+
+    topic = "compat-kp-old-%s" % RUN_ID
+    common = dict(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+
+    def admin_at(version):
+        name = "compat-kp-old-admin-%s-%s" % ("-".join(map(str, version)), RUN_ID)
+        admin = KafkaAdminClient(api_version=version, **common)
+        try:
+            created = admin.create_topics([NewTopic(name, 2, 1, topic_configs={"retention.ms": "3600000"})])
+            expect_eq([t["error_code"] for t in created["topics"]], [0], "create_topics error codes")
+            if version >= (0, 11):
+                described = admin.describe_configs(
+                    [ConfigResource(ConfigResourceType.TOPIC, name, ["retention.ms"])])
+                text = str(described)
+                expect("3600000" in text, "describe_configs shows the topic's retention.ms: %s" % text)
+            deleted = admin.delete_topics([name])
+            expect("'error_code': 0" in str(deleted), "delete_topics: %s" % deleted)
+        finally:
+            admin.close()
+
+    def offsets_at(version):
+        group = "compat-kp-old-%s-%s" % ("-".join(map(str, version)), RUN_ID)
+        c = KafkaConsumer(group_id=group, enable_auto_commit=False, api_version=version, **common)
+        try:
+            tp = TopicPartition(topic, 0)
+            c.assign([tp])
+            c.seek_to_end(tp)
+            expect_eq(c.position(tp), 5, "latest offset (ListOffsets)")
+            c.seek_to_beginning(tp)
+            expect_eq(c.position(tp), 0, "earliest offset (ListOffsets)")
+            c.commit({tp: OffsetAndMetadata(3, "old", -1)})
+            expect_eq(c.committed(tp), 3, "committed offset (OffsetCommit, OffsetFetch)")
+        finally:
+            c.close()
+
+    p = KafkaProducer(**common)
+    for i in range(5):
+        p.send(topic, b"old-%d" % i, partition=0).get(timeout=30)
+    p.close()
+    for version in [(0, 11), (0, 10, 1)]:
+        r.run("kafka-python api_version=%s: create/describe/delete topics" % (version,), admin_at, version)
+    for version in [(0, 10, 0), (0, 9), (0, 8, 2), (0, 8, 1)]:
+        r.run("kafka-python api_version=%s: list, commit and fetch offsets" % (version,), offsets_at, version)
+
+
 def kafka_python_suite(r, bootstrap, n):
     import kafka
     from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -1330,6 +1384,7 @@ def main():
     start = time.monotonic()
     if args.suite in ("all", "kafka-python"):
         kafka_python_suite(r, args.bootstrap, args.records)
+        kafka_python_old_versions_suite(r, args.bootstrap)
     if args.suite in ("all", "confluent"):
         confluent_suite(r, args.bootstrap, args.records)
     c = r.counts()

@@ -824,3 +824,85 @@ async fn offset_delete_refuses_subscribed_topics_and_reset_offsets_moves_an_idle
     assert!(ok);
     assert_eq!(fetch_offset(&mut client, "active").await.0, 0);
 }
+
+/// KIP-394's MEMBER_ID_REQUIRED step hands out a member id the group then
+/// waits for. librdkafka abandons that id when its subscription changes
+/// mid-join; Kafka lets the pending id expire after its session timeout and
+/// completes the join phase at once, instead of waiting out the rebalance
+/// timeout of the members that did rejoin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_pending_member_id_expires_and_the_rejoin_completes_in_seconds() {
+    let broker = TestBroker::start_with_config(GROUP_CONFIG, &[]);
+    let mut leader = broker.client().await;
+    let mut request = join_request("pending", "", None);
+    request.rebalance_timeout_ms = 120_000;
+    let first = leader.send_version(&request, 5).await.unwrap();
+    assert_eq!(first.error_code, ResponseError::MemberIdRequired.code());
+    let member = first.member_id.to_string();
+    request.member_id = s(&member);
+    let joined = leader.send_version(&request, 5).await.unwrap();
+    assert_eq!((joined.error_code, joined.generation_id), (0, 1));
+    assert_eq!(
+        sync(&mut leader, "pending", 1, &member, b"a")
+            .await
+            .error_code,
+        0
+    );
+
+    // Another client is handed an id (2 s session) and never uses it.
+    let mut other = broker.client().await;
+    let mut abandoned = join_request("pending", "", None);
+    abandoned.session_timeout_ms = 2_000;
+    let handed = other.send_version(&abandoned, 5).await.unwrap();
+    assert_eq!(handed.error_code, ResponseError::MemberIdRequired.code());
+    drop(other);
+
+    // The leader's subscription changes: it rejoins and a join phase starts
+    // that waits for the pending id. Its rebalance timeout is two minutes.
+    let started = Instant::now();
+    request.protocols[0].metadata = Bytes::from_static(b"new subscription");
+    let rejoined = tokio::time::timeout(Duration::from_secs(20), leader.send_version(&request, 5))
+        .await
+        .expect("the join phase waited for the abandoned member id beyond its session timeout")
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!((rejoined.error_code, rejoined.generation_id), (0, 2));
+    assert_eq!(rejoined.members.len(), 1, "the abandoned id is no member");
+    assert!(
+        took >= Duration::from_millis(1_500) && took < Duration::from_secs(6),
+        "the rejoin completes when the pending id's 2 s session ends, took {took:?}"
+    );
+    assert_eq!(
+        sync(&mut leader, "pending", 2, &member, b"b")
+            .await
+            .error_code,
+        0
+    );
+
+    // A pending id that leaves (LeaveGroup) is not waited for either.
+    let mut other = broker.client().await;
+    abandoned.session_timeout_ms = 60_000;
+    let handed = other.send_version(&abandoned, 5).await.unwrap();
+    assert_eq!(handed.error_code, ResponseError::MemberIdRequired.code());
+    let mut leave = LeaveGroupRequest::default();
+    leave.group_id = GroupId(s("pending"));
+    leave.members = vec![{
+        let mut m = leave_group_request::MemberIdentity::default();
+        m.member_id = handed.member_id.clone();
+        m
+    }];
+    let left = other.send_version(&leave, 3).await.unwrap();
+    assert_eq!((left.error_code, left.members[0].error_code), (0, 0));
+    let started = Instant::now();
+    request.protocols[0].metadata = Bytes::from_static(b"third subscription");
+    let rejoined = tokio::time::timeout(Duration::from_secs(20), leader.send_version(&request, 5))
+        .await
+        .expect("the join phase waited for a pending id that left")
+        .unwrap();
+    assert_eq!((rejoined.error_code, rejoined.generation_id), (0, 3));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}

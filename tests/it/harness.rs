@@ -28,6 +28,8 @@ pub struct TestBroker {
     _tmp: tempfile::TempDir,
     args: Vec<String>,
     starts: usize,
+    /// (soft, hard) RLIMIT_NOFILE the process starts with, if set.
+    open_file_limit: Option<(u64, u64)>,
 }
 
 pub fn free_port() -> u16 {
@@ -52,6 +54,7 @@ impl TestBroker {
             _tmp: tmp,
             args: args.iter().map(|s| s.to_string()).collect(),
             starts: 0,
+            open_file_limit: None,
         };
         broker.spawn();
         broker
@@ -74,9 +77,41 @@ impl TestBroker {
             _tmp: tmp,
             args: all,
             starts: 0,
+            open_file_limit: None,
         };
         broker.spawn();
         broker
+    }
+
+    /// Starts a broker whose process begins with this open-file limit
+    /// (soft, hard), as `ulimit -Sn soft -Hn hard` would set it.
+    pub fn start_with_open_file_limit(soft: u64, hard: u64, args: &[&str]) -> TestBroker {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let mut broker = TestBroker {
+            child: None,
+            port: free_port(),
+            registry_port: free_port(),
+            connect_port: free_port(),
+            dir: tmp.path().join("data"),
+            _tmp: tmp,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            starts: 0,
+            open_file_limit: Some((soft, hard)),
+        };
+        broker.spawn();
+        broker
+    }
+
+    /// The broker's process id (while it runs).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the broker runs").id()
+    }
+
+    /// How many files the broker process has open now (/proc/<pid>/fd).
+    pub fn open_files(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("read /proc/<pid>/fd")
+            .count()
     }
 
     pub fn addr(&self) -> String {
@@ -107,7 +142,25 @@ impl TestBroker {
     fn spawn(&mut self) {
         self.starts += 1;
         let log = File::create(self.log_path(self.starts)).expect("broker log file");
-        let child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        if let Some((soft, hard)) = self.open_file_limit {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: soft as libc::rlim_t,
+                rlim_max: hard as libc::rlim_t,
+            };
+            // SAFETY: between fork and exec the closure only calls
+            // setrlimit, which is async-signal-safe, on a struct it owns.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command
             .arg("serve")
             .arg("--data-dir")
             .arg(&self.dir)

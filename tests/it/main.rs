@@ -6,6 +6,7 @@
 
 mod harness;
 
+mod admin_configs;
 mod broker_cli;
 mod compaction;
 mod connect;
@@ -13,11 +14,13 @@ mod crash_recovery;
 mod groups;
 mod http_limits;
 mod idempotence;
+mod old_versions;
 mod pipeline;
 mod plugin_cli;
 mod postgres;
 mod produce_consume;
 mod protocol_errors;
+mod resource_limits;
 mod retention;
 mod schema_registry;
 mod transforms;

@@ -7,12 +7,22 @@
 //!   .lock                          held (flock) while a broker uses the dir
 //!   meta.properties                version=1, cluster.id=..., node.id=...
 //!   topics.json                    {"version":1,"topics":[{name,id,partitions,configs}]}
+//!   dynamic-configs.json           {"version":1,"broker":{key:value},
+//!                                   "cluster_default":{key:value},"groups":{group:{key:value}}}
 //!   recovery-point-offset-checkpoint
 //!   log-start-offset-checkpoint
 //!   <topic>-<partition>/
 //!     partition.metadata           version: 0 / topic_id: <uuid>
 //!     <segments>
+//!   <topic>-<partition>.<id>-new/  a partition of a topic being created
+//!   <topic>-<partition>.<id>-delete/  a partition of a deleted topic
 //! ```
+//! Creating a topic (or adding partitions) is all or nothing: every new
+//! partition is first made under its `-new` name, then `topics.json` is
+//! written (the commit point), then the directories get their final names.
+//! A crash before the commit leaves only `-new` directories, which the next
+//! start removes; a crash after it leaves some, which the next start
+//! renames ([`finish_pending_partitions`]).
 //! `topics.json` is replaced atomically on every change. If it is lost or
 //! damaged, topics are rebuilt from the partition directories and their
 //! `partition.metadata` files (config overrides cannot be recovered then, and
@@ -28,6 +38,7 @@ use tracing::warn;
 use uuid::Uuid;
 
 use crate::storage::checkpoint::write_atomically;
+use crate::storage::handles::explain;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TopicRecord {
@@ -42,6 +53,58 @@ pub struct TopicRecord {
 struct TopicsFile {
     version: u32,
     topics: Vec<TopicRecord>,
+}
+
+/// Configs changed at runtime through (Incremental)AlterConfigs: this
+/// broker's, the cluster default (resource name ""), and per group. Values
+/// are as the client sent them; they are validated before they are stored
+/// and again when loaded.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DynamicConfigs {
+    #[serde(default)]
+    pub broker: BTreeMap<String, String>,
+    #[serde(default)]
+    pub cluster_default: BTreeMap<String, String>,
+    #[serde(default)]
+    pub groups: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct DynamicConfigsFile {
+    version: u32,
+    #[serde(flatten)]
+    configs: DynamicConfigs,
+}
+
+pub fn dynamic_configs_path(dir: &Path) -> PathBuf {
+    dir.join("dynamic-configs.json")
+}
+
+pub fn save_dynamic_configs(dir: &Path, configs: &DynamicConfigs) -> io::Result<()> {
+    let file = DynamicConfigsFile {
+        version: 1,
+        configs: configs.clone(),
+    };
+    let json = serde_json::to_vec_pretty(&file).map_err(io::Error::other)?;
+    let path = dynamic_configs_path(dir);
+    write_atomically(&path, &json).map_err(|e| explain(e, "writing", &path))
+}
+
+/// Loads `dynamic-configs.json`; a missing file is no configs, a damaged
+/// one is ignored with a warning (the broker runs on its config file).
+pub fn load_dynamic_configs(dir: &Path) -> io::Result<DynamicConfigs> {
+    let path = dynamic_configs_path(dir);
+    match fs::read(&path) {
+        Ok(raw) => match serde_json::from_slice::<DynamicConfigsFile>(&raw) {
+            Ok(file) => Ok(file.configs),
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "dynamic-configs.json is damaged; ignoring configs changed at runtime");
+                Ok(DynamicConfigs::default())
+            }
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(DynamicConfigs::default()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Holds the exclusive lock on a data directory for the broker's lifetime.
@@ -134,7 +197,8 @@ pub fn save_topics(dir: &Path, topics: &[TopicRecord]) -> io::Result<()> {
         topics: sorted,
     };
     let json = serde_json::to_vec_pretty(&file).map_err(io::Error::other)?;
-    write_atomically(&topics_path(dir), &json)
+    let path = topics_path(dir);
+    write_atomically(&path, &json).map_err(|e| explain(e, "writing", &path))
 }
 
 /// Loads `topics.json`, or rebuilds the topic list from partition
@@ -222,14 +286,82 @@ pub fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
     data_dir.join(format!("{topic}-{partition}"))
 }
 
+const PENDING_SUFFIX: &str = "-new";
+
+/// Where a partition of a topic being created lives until the topic is in
+/// `topics.json`: `<topic>-<partition>.<topic id>-new`.
+pub fn pending_partition_dir(data_dir: &Path, topic: &str, partition: i32, id: Uuid) -> PathBuf {
+    data_dir.join(format!(
+        "{topic}-{partition}.{}{PENDING_SUFFIX}",
+        id.simple()
+    ))
+}
+
+/// `orders-3.<id>-new` -> (`orders`, 3, id).
+fn parse_pending_partition_dir(name: &str) -> Option<(&str, i32, Uuid)> {
+    let (partition_dir, id) = name.strip_suffix(PENDING_SUFFIX)?.rsplit_once('.')?;
+    let id = Uuid::try_parse(id).ok()?;
+    let (topic, partition) = parse_partition_dir(partition_dir)?;
+    Some((topic, partition, id))
+}
+
+/// Finishes or undoes topic creations a crash interrupted: a `-new`
+/// partition directory of a topic `topics.json` records (same id, partition
+/// in range) and whose final directory is missing gets its final name;
+/// every other one is removed. Returns (finished, removed).
+pub fn finish_pending_partitions(
+    data_dir: &Path,
+    topics: &[TopicRecord],
+) -> io::Result<(usize, usize)> {
+    let (mut finished, mut removed) = (0, 0);
+    for entry in fs::read_dir(data_dir)? {
+        let entry = entry?;
+        if !entry.file_type()?.is_dir() {
+            continue;
+        }
+        let name = entry.file_name();
+        let Some((topic, partition, id)) = name.to_str().and_then(parse_pending_partition_dir)
+        else {
+            continue;
+        };
+        let recorded = topics
+            .iter()
+            .any(|t| t.name == topic && t.id == id && partition < t.partitions);
+        let target = partition_dir(data_dir, topic, partition);
+        if recorded && !target.exists() {
+            fs::rename(entry.path(), &target)?;
+            finished += 1;
+        } else {
+            fs::remove_dir_all(entry.path())?;
+            removed += 1;
+        }
+    }
+    if finished + removed > 0 {
+        sync_dir(data_dir)?;
+        tracing::info!(
+            finished,
+            removed,
+            "completed or undid partition creations a stop interrupted"
+        );
+    }
+    Ok((finished, removed))
+}
+
+/// Fsyncs a directory, so renames and removals in it are durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| explain(e, "syncing", dir))
+}
+
 pub fn write_partition_metadata(dir: &Path, topic_id: Uuid) -> io::Result<()> {
-    fs::create_dir_all(dir)?;
+    fs::create_dir_all(dir).map_err(|e| explain(e, "creating", dir))?;
     let path = dir.join("partition.metadata");
     let text = format!("version: 0\ntopic_id: {topic_id}\n");
     if fs::read_to_string(&path).ok().as_deref() == Some(text.as_str()) {
         return Ok(());
     }
-    write_atomically(&path, text.as_bytes())
+    write_atomically(&path, text.as_bytes()).map_err(|e| explain(e, "writing", &path))
 }
 
 fn read_partition_metadata(dir: &Path) -> Option<Uuid> {
@@ -283,6 +415,65 @@ mod tests {
         let topics = load_topics(dir.path()).unwrap();
         assert_eq!(topics.len(), 1);
         assert_eq!((topics[0].id, topics[0].partitions), (id, 3));
+    }
+
+    #[test]
+    fn an_interrupted_creation_is_finished_if_recorded_and_undone_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let (recorded, unrecorded) = (Uuid::new_v4(), Uuid::new_v4());
+        // A crash after topics.json recorded "done" (3 partitions), with
+        // partition 0 already renamed; and one before "undone" was recorded.
+        write_partition_metadata(&partition_dir(dir.path(), "done", 0), recorded).unwrap();
+        for p in 1..3 {
+            write_partition_metadata(
+                &pending_partition_dir(dir.path(), "done", p, recorded),
+                recorded,
+            )
+            .unwrap();
+        }
+        for p in 0..2 {
+            write_partition_metadata(
+                &pending_partition_dir(dir.path(), "undone", p, unrecorded),
+                unrecorded,
+            )
+            .unwrap();
+        }
+        // A leftover of an older incarnation of "done".
+        write_partition_metadata(
+            &pending_partition_dir(dir.path(), "done", 1, Uuid::new_v4()),
+            Uuid::new_v4(),
+        )
+        .unwrap();
+        let topics = [TopicRecord {
+            name: "done".into(),
+            id: recorded,
+            partitions: 3,
+            configs: BTreeMap::new(),
+        }];
+        assert_eq!(
+            finish_pending_partitions(dir.path(), &topics).unwrap(),
+            (2, 3)
+        );
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, vec!["done-0", "done-1", "done-2"]);
+        for p in 0..3 {
+            assert_eq!(
+                read_partition_metadata(&partition_dir(dir.path(), "done", p)),
+                Some(recorded)
+            );
+        }
+        assert_eq!(
+            parse_pending_partition_dir(&format!("my-topic-7.{}-new", recorded.simple())),
+            Some(("my-topic", 7, recorded))
+        );
+        assert_eq!(
+            parse_partition_dir(&format!("t-0.{}-new", recorded.simple())),
+            None
+        );
     }
 
     #[test]

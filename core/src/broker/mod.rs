@@ -23,12 +23,13 @@ use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
 use crate::config::{
-    resolve_log_config, validate_topic_config, BrokerConfig, ConfigError, SchemaValidation,
+    resolve_log_config, validate_dynamic_broker_configs, validate_group_configs,
+    validate_topic_config, BrokerConfig, ConfigError, ConfigType, LogDefaults, SchemaValidation,
 };
 use crate::group::{GroupConfig, GroupCoordinator, OFFSETS_TOPIC};
 use crate::storage::checkpoint::{self, Checkpoint};
 use crate::storage::{AppendError, AppendInfo, PartitionLog, ReadError, ReadSlice};
-use meta::{DataDirLock, TopicRecord};
+use meta::{DataDirLock, DynamicConfigs, TopicRecord};
 
 /// Longest topic name Kafka allows.
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
@@ -117,6 +118,10 @@ pub enum BrokerError {
     InvalidReplicaAssignment(String),
     #[error(transparent)]
     InvalidConfig(#[from] ConfigError),
+    /// A request Kafka refuses as INVALID_REQUEST (e.g. a broker config
+    /// value that does not validate).
+    #[error("{0}")]
+    InvalidRequest(String),
     #[error(transparent)]
     Append(#[from] AppendError),
     #[error(transparent)]
@@ -437,9 +442,116 @@ pub enum ConfigChange {
     Subtract(String, String),
 }
 
+/// Which level of dynamic broker configs a change is for: this broker's
+/// (resource name = its id) or the cluster default (resource name "").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerConfigScope {
+    Broker,
+    ClusterDefault,
+}
+
+/// Applies changes to a set of config overrides, with Kafka's rules:
+/// DELETE of a key that is not set does nothing; APPEND and SUBTRACT only
+/// work on list configs (`list_default` gives a list config's default, and
+/// `None` for every other key) and take comma-separated items. Values are
+/// validated by the caller, on the result.
+fn apply_config_changes(
+    configs: &mut BTreeMap<String, String>,
+    changes: &[ConfigChange],
+    list_default: impl Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    for change in changes {
+        match change {
+            ConfigChange::Set(k, v) => {
+                configs.insert(k.clone(), v.clone());
+            }
+            ConfigChange::Delete(k) => {
+                configs.remove(k);
+            }
+            ConfigChange::Append(k, v) | ConfigChange::Subtract(k, v) => {
+                let op = if matches!(change, ConfigChange::Append(..)) {
+                    "APPEND"
+                } else {
+                    "SUBTRACT"
+                };
+                let default = list_default(k).ok_or_else(|| {
+                    ConfigError(format!(
+                        "Can't {op} to key {k} because its type is not LIST."
+                    ))
+                })?;
+                let current = configs.get(k).cloned().unwrap_or(default);
+                let mut items: Vec<String> = current
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    if op == "APPEND" {
+                        if !items.iter().any(|i| i == item) {
+                            items.push(item.to_string());
+                        }
+                    } else if let Some(at) = items.iter().position(|i| i == item) {
+                        items.remove(at);
+                    }
+                }
+                configs.insert(k.clone(), items.join(","));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The static topic defaults with the dynamic broker configs on top (this
+/// broker's win over the cluster default's, key by key).
+fn effective_log_defaults(static_defaults: &LogDefaults, dynamic: &DynamicConfigs) -> LogDefaults {
+    let mut defaults = static_defaults.clone();
+    defaults.dynamic = dynamic.cluster_default.clone();
+    defaults
+        .dynamic
+        .extend(dynamic.broker.iter().map(|(k, v)| (k.clone(), v.clone())));
+    defaults
+}
+
+/// Loads `dynamic-configs.json`, dropping (with a warning) what no longer
+/// validates, e.g. after a downgrade.
+fn load_valid_dynamic_configs(dir: &Path) -> io::Result<DynamicConfigs> {
+    let mut dynamic = meta::load_dynamic_configs(dir)?;
+    for (level, configs) in [
+        ("broker", &mut dynamic.broker),
+        ("cluster default", &mut dynamic.cluster_default),
+    ] {
+        configs.retain(|k, v| {
+            let one = BTreeMap::from([(k.clone(), v.clone())]);
+            match validate_dynamic_broker_configs(&one) {
+                Ok(()) => true,
+                Err(e) => {
+                    warn!(level, key = %k, error = %e, "ignoring a stored dynamic broker config");
+                    false
+                }
+            }
+        });
+    }
+    dynamic
+        .groups
+        .retain(|group, configs| match validate_group_configs(configs) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(group = %group, error = %e, "ignoring stored group configs");
+                false
+            }
+        });
+    Ok(dynamic)
+}
+
 /// The broker. Shared by every connection as `Arc<Broker>`.
 pub struct Broker {
+    /// The configuration the broker started with (file, flags, defaults).
     config: BrokerConfig,
+    /// Configs changed at runtime (broker, cluster default, groups).
+    dynamic: RwLock<DynamicConfigs>,
+    /// Topic defaults in effect: `config.log` with the dynamic broker
+    /// configs applied.
+    log_defaults: RwLock<Arc<LogDefaults>>,
     cluster_id: String,
     topics: RwLock<HashMap<Arc<str>, Arc<Topic>>>,
     /// Serialises topic creation, deletion and config changes, and the
@@ -462,6 +574,9 @@ impl Broker {
         let cluster_id = meta::load_or_create_identity(&dir, config.node_id)?;
         meta::remove_deleted_dirs(&dir)?;
         let records = meta::load_topics(&dir)?;
+        meta::finish_pending_partitions(&dir, &records)?;
+        let dynamic = load_valid_dynamic_configs(&dir)?;
+        let log_defaults = effective_log_defaults(&config.log, &dynamic);
         let recovery = read_checkpoint(&dir.join(RECOVERY_CHECKPOINT));
         let log_starts = read_checkpoint(&dir.join(LOG_START_CHECKPOINT));
 
@@ -470,7 +585,7 @@ impl Broker {
         let mut truncated = 0u64;
         for record in records {
             let name: Arc<str> = record.name.as_str().into();
-            let log_config = resolve_log_config(&record.configs, &config.log);
+            let log_config = resolve_log_config(&record.configs, &log_defaults);
             let mut partitions = Vec::with_capacity(record.partitions as usize);
             for p in 0..record.partitions {
                 let pdir = meta::partition_dir(&dir, &record.name, p);
@@ -505,6 +620,8 @@ impl Broker {
         );
         let broker = Arc::new(Broker {
             config,
+            dynamic: RwLock::new(dynamic),
+            log_defaults: RwLock::new(Arc::new(log_defaults)),
             cluster_id,
             topics: RwLock::new(topics),
             admin: tokio::sync::Mutex::new(()),
@@ -518,8 +635,26 @@ impl Broker {
         Ok(broker)
     }
 
+    /// The configuration the broker started with. Topic defaults may have
+    /// changed since: see [`Broker::log_defaults`].
     pub fn config(&self) -> &BrokerConfig {
         &self.config
+    }
+
+    /// The topic defaults in effect (dynamic broker configs applied).
+    pub fn log_defaults(&self) -> Arc<LogDefaults> {
+        self.log_defaults
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The configs changed at runtime.
+    pub fn dynamic_configs(&self) -> DynamicConfigs {
+        self.dynamic
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn node_id(&self) -> i32 {
@@ -686,10 +821,20 @@ impl Broker {
             partitions
         };
         let max = self.config.max_partitions_per_topic;
-        if !(1..=max).contains(&partitions) {
+        if partitions < 1 {
+            return Err(BrokerError::InvalidPartitions(
+                "Number of partitions was set to an invalid non-positive value.".into(),
+            ));
+        }
+        if partitions > max {
             return Err(BrokerError::InvalidPartitions(format!(
-                "number of partitions must be between 1 and {max}, got {partitions}"
+                "number of partitions must be at most {max}, got {partitions}"
             )));
+        }
+        if replication_factor == 0 || replication_factor < -1 {
+            return Err(BrokerError::InvalidReplicationFactor(
+                "Replication factor must be larger than 0, or -1 to use the default value.".into(),
+            ));
         }
         if replication_factor != -1 && replication_factor != 1 {
             return Err(BrokerError::InvalidReplicationFactor(format!(
@@ -702,8 +847,8 @@ impl Broker {
         Ok(partitions)
     }
 
-    /// Creates a topic: records it in `topics.json`, then creates its
-    /// partition directories and logs.
+    /// Creates a topic with all its partitions, or nothing (see
+    /// `add_partitions_atomically`).
     pub async fn create_topic(
         &self,
         name: &str,
@@ -729,7 +874,7 @@ impl Broker {
         let partitions = self.validate_new_topic(name, partitions, replication_factor, &configs)?;
         let id = Uuid::new_v4();
         let name_arc: Arc<str> = name.into();
-        let log_config = resolve_log_config(&configs, &self.config.log);
+        let log_config = resolve_log_config(&configs, &self.log_defaults());
         let mut logs = Vec::new();
         if !validate_only {
             let mut all = self.topic_records();
@@ -739,18 +884,12 @@ impl Broker {
                 partitions,
                 configs: configs.clone(),
             });
-            meta::save_topics(&self.config.data_dir, &all)?;
-            for p in 0..partitions {
-                let pdir = meta::partition_dir(&self.config.data_dir, name, p);
-                if pdir.exists() {
-                    // Leftover of a topic with the same name that was never
-                    // fully deleted: start clean.
-                    std::fs::remove_dir_all(&pdir)?;
-                }
-                meta::write_partition_metadata(&pdir, id)?;
-                let (log, _) = PartitionLog::open(&pdir, log_config.clone(), 0, 0, now_ms())?;
-                logs.push(Arc::new(Partition::new(name_arc.clone(), p, log)));
-            }
+            logs = self
+                .add_partitions_atomically(name, id, 0..partitions, &log_config, &all)?
+                .into_iter()
+                .enumerate()
+                .map(|(p, log)| Arc::new(Partition::new(name_arc.clone(), p as i32, log)))
+                .collect();
         }
         let topic = Arc::new(Topic {
             name: name_arc.clone(),
@@ -767,6 +906,89 @@ impl Broker {
             info!(topic = name, partitions, "created topic");
         }
         Ok(topic)
+    }
+
+    /// Creates the partitions `range` of topic `name` (id `id`) all or
+    /// none, on disk and in `topics.json` (which becomes `records`): each
+    /// partition is made under a temporary name, `topics.json` is written
+    /// once every one exists, and only then do the directories get their
+    /// final names. A failure before that point removes what was made; a
+    /// crash is finished or undone on the next start (see `meta`).
+    fn add_partitions_atomically(
+        &self,
+        name: &str,
+        id: Uuid,
+        range: std::ops::Range<i32>,
+        log_config: &crate::storage::LogConfig,
+        records: &[TopicRecord],
+    ) -> Result<Vec<PartitionLog>, BrokerError> {
+        let data_dir = &self.config.data_dir;
+        let mut logs: Vec<PartitionLog> = Vec::with_capacity(range.len());
+        let undo = |logs: Vec<PartitionLog>, range: std::ops::Range<i32>| {
+            drop(logs);
+            for p in range {
+                let pending = meta::pending_partition_dir(data_dir, name, p, id);
+                if let Err(e) = std::fs::remove_dir_all(&pending) {
+                    if e.kind() != io::ErrorKind::NotFound {
+                        warn!(dir = %pending.display(), error = %e, "could not remove a partition of a failed creation");
+                    }
+                }
+            }
+        };
+        for p in range.clone() {
+            let pending = meta::pending_partition_dir(data_dir, name, p, id);
+            let made = meta::write_partition_metadata(&pending, id).and_then(|()| {
+                PartitionLog::open(&pending, log_config.clone(), 0, 0, now_ms()).map(|(l, _)| l)
+            });
+            match made {
+                Ok(log) => logs.push(log),
+                Err(e) => {
+                    error!(topic = name, partition = p, error = %e, "creating partitions failed; removing the ones made");
+                    undo(logs, range);
+                    return Err(e.into());
+                }
+            }
+        }
+        // The commit point.
+        if let Err(e) = meta::save_topics(data_dir, records) {
+            error!(topic = name, error = %e, "recording new partitions failed; removing them");
+            undo(logs, range);
+            return Err(e.into());
+        }
+        for (log, p) in logs.iter_mut().zip(range.clone()) {
+            let target = meta::partition_dir(data_dir, name, p);
+            let moved = match std::fs::remove_dir_all(&target) {
+                // Leftover of a topic with the same name that was never
+                // fully deleted: start clean.
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e),
+            }
+            .and_then(|()| log.relocate(&target));
+            if let Err(e) = moved {
+                error!(topic = name, partition = p, error = %e, "could not move a new partition into place; undoing the creation");
+                // Back to the state before: the old records, the new
+                // partitions under their temporary names, then removed. If
+                // this fails too, the next start finishes the creation.
+                let back = meta::save_topics(data_dir, &self.topic_records()).and_then(|()| {
+                    for (log, p) in logs.iter_mut().zip(range.clone()) {
+                        if log.dir() == meta::partition_dir(data_dir, name, p) {
+                            log.relocate(&meta::pending_partition_dir(data_dir, name, p, id))?;
+                        }
+                    }
+                    Ok(())
+                });
+                match back {
+                    Ok(()) => undo(logs, range),
+                    Err(e) => {
+                        error!(topic = name, error = %e, "could not undo the creation; a restart completes it")
+                    }
+                }
+                return Err(e.into());
+            }
+        }
+        meta::sync_dir(data_dir)?;
+        Ok(logs)
     }
 
     fn topic_records(&self) -> Vec<TopicRecord> {
@@ -858,21 +1080,17 @@ impl Broker {
         if validate_only {
             return Ok(());
         }
-        let log_config = resolve_log_config(&topic.configs(), &self.config.log);
-        let mut added = Vec::new();
-        for p in current..count {
-            let pdir = meta::partition_dir(&self.config.data_dir, name, p);
-            meta::write_partition_metadata(&pdir, topic.id)?;
-            let (log, _) = PartitionLog::open(&pdir, log_config.clone(), 0, 0, now_ms())?;
-            added.push(Arc::new(Partition::new(topic.name.clone(), p, log)));
-        }
-        // Record the new count first: a crash before publishing leaves
-        // directories that the next start picks up, never the reverse.
+        let log_config = resolve_log_config(&topic.configs(), &self.log_defaults());
         let mut records = self.topic_records();
         if let Some(r) = records.iter_mut().find(|r| r.name == name) {
             r.partitions = count;
         }
-        meta::save_topics(&self.config.data_dir, &records)?;
+        let added: Vec<Arc<Partition>> = self
+            .add_partitions_atomically(name, topic.id, current..count, &log_config, &records)?
+            .into_iter()
+            .zip(current..count)
+            .map(|(log, p)| Arc::new(Partition::new(topic.name.clone(), p, log)))
+            .collect();
         topic
             .partitions
             .write()
@@ -899,47 +1117,14 @@ impl Broker {
         } else {
             topic.configs()
         };
-        for change in changes {
-            match change {
-                ConfigChange::Set(k, v) => {
-                    validate_topic_config(k, v)?;
-                    configs.insert(k.clone(), v.clone());
-                }
-                ConfigChange::Delete(k) => {
-                    crate::config::topic_config_def(k)
-                        .ok_or_else(|| ConfigError(format!("unknown topic config '{k}'")))?;
-                    configs.remove(k);
-                }
-                ConfigChange::Append(k, v) | ConfigChange::Subtract(k, v) => {
-                    let def = crate::config::topic_config_def(k)
-                        .ok_or_else(|| ConfigError(format!("unknown topic config '{k}'")))?;
-                    if def.kind != crate::config::ConfigType::List {
-                        return Err(ConfigError(format!(
-                            "{k} is not a list; APPEND and SUBTRACT need a list config"
-                        ))
-                        .into());
-                    }
-                    let current = configs
-                        .get(k)
-                        .cloned()
-                        .unwrap_or_else(|| def.default_value(&self.config.log));
-                    let mut items: Vec<String> = current
-                        .split(',')
-                        .map(|s| s.trim().to_string())
-                        .filter(|s| !s.is_empty())
-                        .collect();
-                    if matches!(change, ConfigChange::Append(..)) {
-                        if !items.iter().any(|i| i == v) {
-                            items.push(v.clone());
-                        }
-                    } else {
-                        items.retain(|i| i != v);
-                    }
-                    let joined = items.join(",");
-                    validate_topic_config(k, &joined)?;
-                    configs.insert(k.clone(), joined);
-                }
-            }
+        let defaults = self.log_defaults();
+        apply_config_changes(&mut configs, changes, |k| {
+            crate::config::topic_config_def(k)
+                .filter(|def| def.kind == ConfigType::List)
+                .map(|def| def.default_value(&defaults))
+        })?;
+        for (k, v) in &configs {
+            validate_topic_config(k, v)?;
         }
         if validate_only {
             return Ok(());
@@ -950,11 +1135,102 @@ impl Broker {
             .write()
             .unwrap_or_else(|e| e.into_inner()) = SchemaValidation::from_configs(&configs);
         meta::save_topics(&self.config.data_dir, &self.topic_records())?;
-        let log_config = resolve_log_config(&configs, &self.config.log);
+        let log_config = resolve_log_config(&configs, &self.log_defaults());
         for partition in topic.partitions() {
             lock(&partition.log).set_config(log_config.clone());
         }
         info!(topic = name, "altered topic configs");
+        Ok(())
+    }
+
+    /// Changes dynamic broker configs, for this broker or as the cluster
+    /// default (all or nothing), stores them in `dynamic-configs.json` and
+    /// applies them at once: every topic without its own override follows
+    /// the new defaults.
+    pub async fn alter_broker_configs(
+        &self,
+        scope: BrokerConfigScope,
+        changes: &[ConfigChange],
+        replace_all: bool,
+        validate_only: bool,
+    ) -> Result<(), BrokerError> {
+        let _admin = self.admin.lock().await;
+        let mut dynamic = self.dynamic_configs();
+        let level = match scope {
+            BrokerConfigScope::Broker => &mut dynamic.broker,
+            BrokerConfigScope::ClusterDefault => &mut dynamic.cluster_default,
+        };
+        if replace_all {
+            level.clear();
+        }
+        let current = effective_log_defaults(&self.config.log, &self.dynamic_configs());
+        apply_config_changes(level, changes, |k| {
+            let key = crate::config::dynamic_broker_key(k)?;
+            (key.kind() == ConfigType::List).then(|| match key {
+                crate::config::DynamicBrokerKey::TopicDefault(def) => def.default_value(&current),
+                _ => String::new(),
+            })
+        })?;
+        // Kafka refuses broker config values that do not validate with
+        // INVALID_REQUEST (KAFKA-13609), unlike topic configs.
+        validate_dynamic_broker_configs(level).map_err(|e| BrokerError::InvalidRequest(e.0))?;
+        if validate_only {
+            return Ok(());
+        }
+        meta::save_dynamic_configs(&self.config.data_dir, &dynamic)?;
+        let defaults = Arc::new(effective_log_defaults(&self.config.log, &dynamic));
+        *self.dynamic.write().unwrap_or_else(|e| e.into_inner()) = dynamic;
+        *self.log_defaults.write().unwrap_or_else(|e| e.into_inner()) = defaults.clone();
+        for topic in self.topics() {
+            let log_config = resolve_log_config(&topic.configs(), &defaults);
+            for partition in topic.partitions() {
+                lock(&partition.log).set_config(log_config.clone());
+            }
+        }
+        info!(?scope, "altered dynamic broker configs");
+        Ok(())
+    }
+
+    /// A group's configs (GROUP resource), as set.
+    pub fn group_configs(&self, group: &str) -> BTreeMap<String, String> {
+        self.dynamic
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .groups
+            .get(group)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Changes a group's configs (all or nothing) and stores them.
+    pub async fn alter_group_configs(
+        &self,
+        group: &str,
+        changes: &[ConfigChange],
+        replace_all: bool,
+        validate_only: bool,
+    ) -> Result<(), BrokerError> {
+        let _admin = self.admin.lock().await;
+        let mut dynamic = self.dynamic_configs();
+        let mut configs = if replace_all {
+            BTreeMap::new()
+        } else {
+            dynamic.groups.get(group).cloned().unwrap_or_default()
+        };
+        // No group config is a list.
+        apply_config_changes(&mut configs, changes, |_| None)?;
+        validate_group_configs(&configs)?;
+        if validate_only {
+            return Ok(());
+        }
+        if configs.is_empty() {
+            dynamic.groups.remove(group);
+        } else {
+            dynamic.groups.insert(group.to_string(), configs);
+        }
+        meta::save_dynamic_configs(&self.config.data_dir, &dynamic)?;
+        *self.dynamic.write().unwrap_or_else(|e| e.into_inner()) = dynamic;
+        info!(group, "altered group configs");
         Ok(())
     }
 

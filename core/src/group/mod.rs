@@ -332,11 +332,19 @@ impl GroupCoordinator {
                     None
                 }
             }
-            GroupState::PreparingRebalance if !g.initial_delay && g.all_members_joined() => {
-                g.complete_join(now_ms()).then(|| g.to_record())
-            }
+            GroupState::PreparingRebalance => Self::maybe_complete_join(g),
             _ => None,
         }
+    }
+
+    /// Ends the join phase if nobody is awaited any more. Returns a record
+    /// to persist when the group emptied.
+    fn maybe_complete_join(g: &mut Group) -> Option<GroupValue> {
+        if !g.join_phase_done() {
+            return None;
+        }
+        debug!(group = %g.id, members = g.members.len(), "join phase ended: every member rejoined");
+        g.complete_join(now_ms()).then(|| g.to_record())
     }
 
     pub async fn join_group(
@@ -558,14 +566,7 @@ impl GroupCoordinator {
                     g.rebalance_deadline = Some(extended);
                 }
             }
-            let persist = if g.state == GroupState::PreparingRebalance
-                && !g.initial_delay
-                && g.all_members_joined()
-            {
-                g.complete_join(now_ms()).then(|| g.to_record())
-            } else {
-                None
-            };
+            let persist = Self::maybe_complete_join(&mut g);
             (rx, persist)
         };
         if let Some(record) = persist {
@@ -710,7 +711,16 @@ impl GroupCoordinator {
             let mut g = lock(&arc);
             let mut results = Vec::new();
             let mut removed = false;
+            let mut pending_left = false;
             for (member_id, instance_id) in leaving {
+                // A member id handed out with MEMBER_ID_REQUIRED that leaves
+                // before joining is no longer waited for (as in Kafka).
+                if instance_id.is_none() && g.pending.remove(member_id).is_some() {
+                    info!(group = group_id, member = %member_id, "pending member left");
+                    pending_left = true;
+                    results.push(Ok(()));
+                    continue;
+                }
                 // A static member may leave by instance id alone.
                 let id = match (member_id.is_empty(), instance_id) {
                     (true, Some(iid)) => g.static_members.get(iid).cloned().unwrap_or_default(),
@@ -732,6 +742,10 @@ impl GroupCoordinator {
             }
             let persist = if removed {
                 self.after_members_left(&mut g)
+            } else if pending_left {
+                // Nothing owned partitions: no rebalance, but a join phase
+                // may have waited for it.
+                Self::maybe_complete_join(&mut g)
             } else {
                 None
             };
@@ -743,19 +757,30 @@ impl GroupCoordinator {
         Ok(results)
     }
 
-    /// Removes members whose sessions expired; run periodically.
+    /// Removes members whose sessions expired and pending member ids never
+    /// used, then lets the group move on (a join phase that waited for
+    /// them completes at once); run periodically.
     pub async fn expire_members(self: &Arc<Self>) {
         let groups: Vec<Arc<Mutex<Group>>> = lock(&self.groups).values().cloned().collect();
         let now = Instant::now();
         for arc in groups {
             let persist = {
                 let mut g = lock(&arc);
-                let gone = g.expire(now);
-                if gone.is_empty() {
+                let expired = g.expire(now);
+                if expired.is_empty() {
                     continue;
                 }
-                info!(group = %g.id, members = ?gone, "session expired; removing members");
-                self.after_members_left(&mut g).map(|r| (g.id.clone(), r))
+                if expired.pending > 0 {
+                    info!(group = %g.id, pending = expired.pending, state = g.state.name(), "pending member ids expired unused");
+                }
+                if expired.members.is_empty() {
+                    // Only pending ids: nothing owned partitions, so no
+                    // rebalance; a join phase may be able to end.
+                    Self::maybe_complete_join(&mut g).map(|r| (g.id.clone(), r))
+                } else {
+                    info!(group = %g.id, members = ?expired.members, "session expired; removing members");
+                    self.after_members_left(&mut g).map(|r| (g.id.clone(), r))
+                }
             };
             if let Some((id, record)) = persist {
                 self.persist_group(&id, Some(record)).await;

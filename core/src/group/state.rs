@@ -82,6 +82,21 @@ impl Member {
     }
 }
 
+/// What one [`Group::expire`] pass removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Expired {
+    /// Members whose session timed out.
+    pub members: Vec<String>,
+    /// How many pending member ids (KIP-394) timed out unused.
+    pub pending: usize,
+}
+
+impl Expired {
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty() && self.pending == 0
+    }
+}
+
 pub struct Group {
     pub id: String,
     pub state: GroupState,
@@ -208,6 +223,16 @@ impl Group {
 
     pub fn all_members_joined(&self) -> bool {
         self.pending.is_empty() && self.members.values().all(|m| m.awaiting_join.is_some())
+    }
+
+    /// Whether the current join phase can end now: every member rejoined,
+    /// no member id handed out with MEMBER_ID_REQUIRED is still awaited, and
+    /// the initial-rebalance delay is over. Checked after every change that
+    /// can make it true (a join, a leave, an expiry), as Kafka does.
+    pub fn join_phase_done(&self) -> bool {
+        self.state == GroupState::PreparingRebalance
+            && !self.initial_delay
+            && self.all_members_joined()
     }
 
     /// Starts a join phase. Waiting SyncGroup calls are told to rejoin.
@@ -345,19 +370,24 @@ impl Group {
     }
 
     /// Removes members whose session expired and pending member ids that
-    /// were never used. Returns the removed member ids.
-    pub fn expire(&mut self, now: Instant) -> Vec<String> {
+    /// were not used within their session timeout (KIP-394: a client may
+    /// abandon the id it was handed, e.g. when its subscription changed
+    /// mid-join). Either can end a join phase that waited for them; the
+    /// caller checks [`Group::join_phase_done`].
+    pub fn expire(&mut self, now: Instant) -> Expired {
+        let pending_before = self.pending.len();
         self.pending.retain(|_, deadline| *deadline > now);
-        let gone: Vec<String> = self
+        let pending = pending_before - self.pending.len();
+        let members: Vec<String> = self
             .members
             .values()
             .filter(|m| m.session_expired(now))
             .map(|m| m.member_id.clone())
             .collect();
-        for id in &gone {
+        for id in &members {
             self.remove_member(id);
         }
-        gone
+        Expired { members, pending }
     }
 
     /// Checks a member's identity for Heartbeat, SyncGroup and OffsetCommit.
@@ -536,8 +566,53 @@ mod tests {
         joining.awaiting_join = Some(oneshot::channel().0);
         g.members.insert("quiet".into(), quiet);
         g.members.insert("joining".into(), joining);
-        assert_eq!(g.expire(Instant::now()), vec!["quiet".to_string()]);
+        assert_eq!(g.expire(Instant::now()).members, vec!["quiet".to_string()]);
         assert!(g.members.contains_key("joining"));
+    }
+
+    #[test]
+    fn an_abandoned_pending_member_id_expires_and_no_longer_holds_up_the_join_phase() {
+        let start = Instant::now();
+        let mut g = Group::new("g", 0);
+        g.protocol_type = Some("consumer".into());
+        let mut rejoined = member("a", &["range"]);
+        rejoined.awaiting_join = Some(oneshot::channel().0);
+        g.members.insert("a".into(), rejoined);
+        g.prepare_rebalance(start, 0, 0);
+        // A second client was handed an id with MEMBER_ID_REQUIRED and a
+        // 3 s session, and never came back with it.
+        g.pending
+            .insert("abandoned".into(), start + Duration::from_secs(3));
+        assert!(!g.join_phase_done(), "the pending id is still awaited");
+        assert!(g.expire(start + Duration::from_secs(2)).is_empty());
+        assert!(!g.join_phase_done());
+
+        let expired = g.expire(start + Duration::from_secs(4));
+        assert_eq!(
+            expired,
+            Expired {
+                members: vec![],
+                pending: 1
+            }
+        );
+        assert!(g.join_phase_done(), "only rejoined members are left");
+        assert!(!g.complete_join(0));
+        assert_eq!(
+            (g.state, g.generation),
+            (GroupState::CompletingRebalance, 1)
+        );
+    }
+
+    #[test]
+    fn the_initial_rebalance_delay_holds_the_join_phase_even_when_everyone_joined() {
+        let mut g = Group::new("g", 0);
+        let mut m = member("a", &["range"]);
+        m.awaiting_join = Some(oneshot::channel().0);
+        g.members.insert("a".into(), m);
+        g.prepare_rebalance(Instant::now(), 0, 3000);
+        assert!(g.all_members_joined() && !g.join_phase_done());
+        g.initial_delay = false;
+        assert!(g.join_phase_done());
     }
 
     #[test]

@@ -1,5 +1,12 @@
 //! Topic administration: CreateTopics, DeleteTopics, CreatePartitions,
 //! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs.
+//!
+//! Config resources: TOPIC (overrides in `topics.json`), BROKER (the
+//! broker's configs; the dynamic ones, which are the topic defaults, can be
+//! changed for this broker, resource name = its id, or as the cluster
+//! default, name ""), GROUP (Kafka 4.0's group configs) and CLIENT_METRICS
+//! (described, always empty). Error codes and messages follow Kafka's
+//! (`ConfigAdminManager`, `ConfigHelper`, the controller's validation).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -23,56 +30,146 @@ use kafka_protocol::ResponseError;
 
 use super::errors::kafka_error;
 use super::str_bytes;
-use crate::broker::{Broker, BrokerError, ConfigChange};
-use crate::config::{broker_config_entries, LogDefaults, TOPIC_CONFIGS};
+use crate::broker::meta::DynamicConfigs;
+use crate::broker::{Broker, BrokerConfigScope, BrokerError, ConfigChange};
+use crate::config::{
+    broker_config_entries, dynamic_broker_key, dynamic_broker_keys, is_read_only_broker_key,
+    BrokerConfig, ConfigType, DynamicBrokerKey, LogDefaults, GROUP_CONFIGS, TOPIC_CONFIGS,
+};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
+const RESOURCE_BROKER_LOGGER: i8 = 8;
+const RESOURCE_CLIENT_METRICS: i8 = 16;
+const RESOURCE_GROUP: i8 = 32;
 
 /// Kafka's ConfigSource values.
 const SOURCE_DYNAMIC_TOPIC: i8 = 1;
+const SOURCE_DYNAMIC_BROKER: i8 = 2;
+const SOURCE_DYNAMIC_DEFAULT_BROKER: i8 = 3;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
+const SOURCE_GROUP: i8 = 8;
 
-/// One effective topic config: name, value, source, and the broker default
-/// behind it.
-struct Effective {
+/// One value of a config and where it comes from.
+#[derive(Debug, Clone, PartialEq)]
+struct Synonym {
     name: &'static str,
     value: String,
     source: i8,
-    broker_synonym: &'static str,
-    broker_value: String,
-    broker_source: i8,
-    kind: i8,
+}
+
+/// The broker keys that set the same thing as `name`, in Kafka's order
+/// (`log.retention.ms`, `log.retention.minutes`, `log.retention.hours`).
+fn broker_synonym_names(name: &'static str) -> Vec<&'static str> {
+    match name {
+        "log.retention.ms" | "log.retention.minutes" | "log.retention.hours" => vec![
+            "log.retention.ms",
+            "log.retention.minutes",
+            "log.retention.hours",
+        ],
+        "log.roll.ms" | "log.roll.hours" => vec!["log.roll.ms", "log.roll.hours"],
+        other => vec![other],
+    }
+}
+
+/// Every value a broker key has, highest precedence first (Kafka's
+/// `configSynonyms`): this broker's dynamic config, the cluster default,
+/// the config file, the built-in default; the synonyms of a key are listed
+/// at each level, and the list starts at `name`.
+fn broker_synonyms(broker: &Broker, dynamic: &DynamicConfigs, name: &'static str) -> Vec<Synonym> {
+    let names = broker_synonym_names(name);
+    let builtin = LogDefaults::default();
+    let mut out = Vec::new();
+    for (level, source) in [
+        (&dynamic.broker, SOURCE_DYNAMIC_BROKER),
+        (&dynamic.cluster_default, SOURCE_DYNAMIC_DEFAULT_BROKER),
+    ] {
+        for n in &names {
+            if let Some(v) = level.get(*n) {
+                out.push(Synonym {
+                    name: n,
+                    value: v.clone(),
+                    source,
+                });
+            }
+        }
+    }
+    for n in &names {
+        let Some(key) = dynamic_broker_key(n) else {
+            continue;
+        };
+        let (Some(configured), default) = (
+            key.static_value(&broker.config().log),
+            key.static_value(&builtin),
+        ) else {
+            continue;
+        };
+        if Some(&configured) != default.as_ref() {
+            out.push(Synonym {
+                name: n,
+                value: configured,
+                source: SOURCE_STATIC_BROKER,
+            });
+        }
+    }
+    for n in &names {
+        if let Some(v) = dynamic_broker_key(n).and_then(|k| k.static_value(&builtin)) {
+            out.push(Synonym {
+                name: n,
+                value: v,
+                source: SOURCE_DEFAULT,
+            });
+        }
+    }
+    let start = out.iter().position(|s| s.name == name).unwrap_or(out.len());
+    out.split_off(start)
+}
+
+/// One effective topic config: its value and every synonym behind it.
+struct Effective {
+    name: &'static str,
+    value: String,
+    synonyms: Vec<Synonym>,
+    kind: ConfigType,
     doc: &'static str,
 }
 
+impl Effective {
+    fn source(&self) -> i8 {
+        self.synonyms.first().map_or(SOURCE_DEFAULT, |s| s.source)
+    }
+}
+
 fn effective_topic_configs(
+    broker: &Broker,
     topic_configs: &BTreeMap<String, String>,
-    defaults: &LogDefaults,
 ) -> Vec<Effective> {
-    let builtin = LogDefaults::default();
+    let defaults = broker.log_defaults();
+    let dynamic = broker.dynamic_configs();
     TOPIC_CONFIGS
         .iter()
         .map(|def| {
-            let broker_value = def.default_value(defaults);
-            let broker_source = if broker_value == def.default_value(&builtin) {
-                SOURCE_DEFAULT
-            } else {
-                SOURCE_STATIC_BROKER
-            };
-            let (value, source) = match topic_configs.get(def.name) {
-                Some(v) => (v.clone(), SOURCE_DYNAMIC_TOPIC),
-                None => (broker_value.clone(), broker_source),
-            };
+            let mut synonyms = Vec::new();
+            if let Some(v) = topic_configs.get(def.name) {
+                synonyms.push(Synonym {
+                    name: def.name,
+                    value: v.clone(),
+                    source: SOURCE_DYNAMIC_TOPIC,
+                });
+            }
+            if dynamic_broker_key(def.broker_synonym).is_some() {
+                synonyms.extend(broker_synonyms(broker, &dynamic, def.broker_synonym));
+            }
+            let value = topic_configs
+                .get(def.name)
+                .cloned()
+                .unwrap_or_else(|| def.default_value(&defaults));
             Effective {
                 name: def.name,
                 value,
-                source,
-                broker_synonym: def.broker_synonym,
-                broker_value,
-                broker_source,
-                kind: def.kind as i8,
+                synonyms,
+                kind: def.kind,
                 doc: def.doc,
             }
         })
@@ -163,15 +260,15 @@ pub async fn create_topics(
                 result.num_partitions = partitions;
                 result.replication_factor = 1;
                 if version >= 5 {
-                    let configs = effective_topic_configs(&configs, &broker.config().log);
+                    let configs = effective_topic_configs(broker, &configs);
                     result.configs = Some(
                         configs
                             .into_iter()
                             .map(|c| {
                                 let mut out = CreatableTopicConfigs::default();
                                 out.name = str_bytes(c.name);
+                                out.config_source = c.source();
                                 out.value = Some(str_bytes(c.value));
-                                out.config_source = c.source;
                                 out
                             })
                             .collect(),
@@ -207,17 +304,26 @@ pub async fn delete_topics(
             .map(|n| (Some(n), uuid::Uuid::nil()))
             .collect()
     };
+    let mut named: HashMap<String, usize> = HashMap::new();
+    for (name, _) in &targets {
+        if let Some(n) = name {
+            *named.entry(n.0.to_string()).or_default() += 1;
+        }
+    }
     for (name, id) in targets {
         let mut result = DeletableTopicResult::default();
+        let invalid = |m: &str| Err(BrokerError::InvalidRequest(m.into()));
         let resolved_name = match (&name, id.is_nil()) {
-            (Some(n), _) => Ok(n.0.to_string()),
+            (Some(n), _) if named.get(n.0.as_str()).copied().unwrap_or(0) > 1 => {
+                invalid("Duplicate topic name.")
+            }
+            (Some(_), false) => invalid("You may not specify both topic name and topic id."),
+            (Some(n), true) => Ok(n.0.to_string()),
             (None, false) => broker
                 .topic_by_id(id)
                 .map(|t| t.name.to_string())
                 .ok_or(BrokerError::UnknownTopicId(id)),
-            (None, true) => Err(BrokerError::InvalidTopic(
-                "neither a topic name nor a topic id was given".into(),
-            )),
+            (None, true) => invalid("Neither topic name nor id were specified."),
         };
         result.name = name.clone();
         result.topic_id = id;
@@ -246,6 +352,10 @@ pub async fn create_partitions(
     request: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
     let mut response = CreatePartitionsResponse::default();
+    let mut named: HashMap<String, usize> = HashMap::new();
+    for t in &request.topics {
+        *named.entry(t.name.0.to_string()).or_default() += 1;
+    }
     for topic in request.topics {
         let mut result = CreatePartitionsTopicResult::default();
         result.name = topic.name.clone();
@@ -253,7 +363,9 @@ pub async fn create_partitions(
             a.iter()
                 .all(|x| x.broker_ids == vec![BrokerId(broker.node_id())])
         });
-        let outcome = if !local {
+        let outcome = if named[topic.name.0.as_str()] > 1 {
+            Err(BrokerError::InvalidRequest("Duplicate topic name.".into()))
+        } else if !local {
             Err(BrokerError::InvalidReplicaAssignment(format!(
                 "new partitions can only be placed on broker {}",
                 broker.node_id()
@@ -273,93 +385,266 @@ pub async fn create_partitions(
     response
 }
 
+/// A DescribeConfigs entry before it is shaped for the request.
+struct Entry<'a> {
+    name: &'a str,
+    value: Option<String>,
+    source: i8,
+    read_only: bool,
+    synonyms: &'a [Synonym],
+    kind: ConfigType,
+    doc: &'static str,
+}
+
+impl Entry<'_> {
+    /// The entry as the request asked for it (synonyms, documentation).
+    fn result(
+        self,
+        request: &DescribeConfigsRequest,
+        version: i16,
+    ) -> DescribeConfigsResourceResult {
+        let mut entry = DescribeConfigsResourceResult::default();
+        entry.name = str_bytes(self.name);
+        entry.value = self.value.map(str_bytes);
+        entry.config_source = self.source;
+        entry.read_only = self.read_only;
+        if request.include_synonyms {
+            entry.synonyms = self
+                .synonyms
+                .iter()
+                .map(|s| {
+                    let mut out = DescribeConfigsSynonym::default();
+                    out.name = str_bytes(s.name);
+                    out.value = Some(str_bytes(s.value.clone()));
+                    out.source = s.source;
+                    out
+                })
+                .collect();
+        }
+        if version >= 3 {
+            entry.config_type = self.kind as i8;
+            if request.include_documentation {
+                entry.documentation = Some(str_bytes(self.doc));
+            }
+        }
+        entry
+    }
+}
+
+/// Kafka's message for a broker resource name that is not this broker.
+fn check_broker_name(broker: &Broker, name: &str, describing: bool) -> Result<(), ErrorParts> {
+    let invalid = |m: String| (ResponseError::InvalidRequest.code(), Some(str_bytes(m)));
+    let id: i32 = name.parse().map_err(|_| {
+        invalid(if describing {
+            format!("Broker id must be an integer, but it is: {name}")
+        } else {
+            format!("Node id must be an integer, but it is: {name}")
+        })
+    })?;
+    if id != broker.node_id() {
+        return Err(invalid(if describing {
+            format!(
+                "Unexpected broker id, expected {} or empty string, but received {name}",
+                broker.node_id()
+            )
+        } else {
+            format!(
+                "Unexpected broker id, expected {}, but received {name}",
+                broker.node_id()
+            )
+        }));
+    }
+    Ok(())
+}
+
+fn describe_broker(
+    broker: &Broker,
+    name: &str,
+    request: &DescribeConfigsRequest,
+    version: i16,
+    wanted: &dyn Fn(&str) -> bool,
+) -> Result<Vec<DescribeConfigsResourceResult>, ErrorParts> {
+    let dynamic = broker.dynamic_configs();
+    let defaults = broker.log_defaults();
+    let mut out = Vec::new();
+    if name.is_empty() {
+        // The cluster default: only what is set there (as Kafka).
+        for (key, value) in &dynamic.cluster_default {
+            let Some(def) = dynamic_broker_key(key) else {
+                continue;
+            };
+            if !wanted(key) {
+                continue;
+            }
+            let synonyms: Vec<Synonym> = broker_synonyms(broker, &dynamic, def.name())
+                .into_iter()
+                .filter(|s| s.source == SOURCE_DYNAMIC_DEFAULT_BROKER)
+                .collect();
+            out.push(
+                Entry {
+                    name: def.name(),
+                    value: Some(value.clone()),
+                    source: SOURCE_DYNAMIC_DEFAULT_BROKER,
+                    read_only: false,
+                    synonyms: &synonyms,
+                    kind: def.kind(),
+                    doc: def.doc(),
+                }
+                .result(request, version),
+            );
+        }
+        return Ok(out);
+    }
+    check_broker_name(broker, name, true)?;
+    let builtin = BrokerConfig::default();
+    let builtin_entries = broker_config_entries(&builtin);
+    for (key, value, kind) in broker_config_entries(broker.config()) {
+        if !wanted(key) {
+            continue;
+        }
+        let is_default = builtin_entries
+            .iter()
+            .any(|(k, v, _)| *k == key && *v == value);
+        let source = if is_default {
+            SOURCE_DEFAULT
+        } else {
+            SOURCE_STATIC_BROKER
+        };
+        let synonyms = [Synonym {
+            name: key,
+            value: value.clone(),
+            source,
+        }];
+        out.push(
+            Entry {
+                name: key,
+                value: Some(value),
+                source,
+                read_only: true,
+                synonyms: &synonyms,
+                kind,
+                doc: "",
+            }
+            .result(request, version),
+        );
+    }
+    for key in dynamic_broker_keys() {
+        let name = key.name();
+        if !wanted(name) {
+            continue;
+        }
+        let synonyms = broker_synonyms(broker, &dynamic, name);
+        let value = match key {
+            DynamicBrokerKey::TopicDefault(def) => Some(def.default_value(&defaults)),
+            DynamicBrokerKey::ProducerIdExpiration => Some(
+                defaults
+                    .dynamic_value(name)
+                    .unwrap_or_else(|| defaults.producer_id_expiration_ms.to_string()),
+            ),
+            // Reported only when set, like any unset synonym.
+            DynamicBrokerKey::UnitSynonym { .. } => match synonyms.first() {
+                Some(s) if s.name == name => Some(s.value.clone()),
+                _ => continue,
+            },
+        };
+        let source = synonyms.first().map_or(SOURCE_DEFAULT, |s| s.source);
+        out.push(
+            Entry {
+                name,
+                value,
+                source,
+                read_only: false,
+                synonyms: &synonyms,
+                kind: key.kind(),
+                doc: key.doc(),
+            }
+            .result(request, version),
+        );
+    }
+    Ok(out)
+}
+
+fn describe_group(
+    broker: &Broker,
+    name: &str,
+    request: &DescribeConfigsRequest,
+    version: i16,
+    wanted: &dyn Fn(&str) -> bool,
+) -> Result<Vec<DescribeConfigsResourceResult>, ErrorParts> {
+    if name.is_empty() {
+        return Err((
+            ResponseError::InvalidRequest.code(),
+            Some(str_bytes("Group name must not be empty")),
+        ));
+    }
+    let set = broker.group_configs(name);
+    Ok(GROUP_CONFIGS
+        .iter()
+        .filter(|def| wanted(def.name))
+        .map(|def| {
+            let (value, source) = match set.get(def.name) {
+                Some(v) => (v.clone(), SOURCE_GROUP),
+                None => (def.default_value().to_string(), SOURCE_DEFAULT),
+            };
+            let synonyms = [Synonym {
+                name: def.name,
+                value: value.clone(),
+                source,
+            }];
+            Entry {
+                name: def.name,
+                value: Some(value),
+                source,
+                read_only: false,
+                synonyms: &synonyms,
+                kind: ConfigType::Int,
+                doc: def.doc,
+            }
+            .result(request, version)
+        })
+        .collect())
+}
+
 pub fn describe_configs(
     broker: &Arc<Broker>,
     request: DescribeConfigsRequest,
     version: i16,
 ) -> DescribeConfigsResponse {
     let mut response = DescribeConfigsResponse::default();
-    for resource in request.resources {
+    for resource in &request.resources {
         let mut result = DescribeConfigsResult::default();
         result.resource_type = resource.resource_type;
         result.resource_name = resource.resource_name.clone();
-        // Null (and, leniently, an empty list) asks for every key.
+        // Null (and, as in Kafka, an empty list) asks for every key.
         let wanted = |name: &str| match &resource.configuration_keys {
             Some(keys) if !keys.is_empty() => keys.iter().any(|k| k.as_str() == name),
             _ => true,
         };
-        match resource.resource_type {
-            RESOURCE_TOPIC => match broker.topic(&resource.resource_name) {
-                None => {
-                    result.error_code = ResponseError::UnknownTopicOrPartition.code();
-                    result.error_message = Some(str_bytes(format!(
-                        "topic '{}' does not exist",
-                        resource.resource_name
-                    )));
-                }
-                Some(topic) => {
-                    for c in effective_topic_configs(&topic.configs(), &broker.config().log) {
-                        if !wanted(c.name) {
-                            continue;
-                        }
-                        let mut entry = DescribeConfigsResourceResult::default();
-                        entry.name = str_bytes(c.name);
-                        entry.value = Some(str_bytes(c.value.clone()));
-                        entry.config_source = c.source;
-                        if request.include_synonyms {
-                            if c.source == SOURCE_DYNAMIC_TOPIC {
-                                let mut s = DescribeConfigsSynonym::default();
-                                s.name = str_bytes(c.name);
-                                s.value = Some(str_bytes(c.value.clone()));
-                                s.source = SOURCE_DYNAMIC_TOPIC;
-                                entry.synonyms.push(s);
-                            }
-                            let mut s = DescribeConfigsSynonym::default();
-                            s.name = str_bytes(c.broker_synonym);
-                            s.value = Some(str_bytes(c.broker_value));
-                            s.source = c.broker_source;
-                            entry.synonyms.push(s);
-                        }
-                        if version >= 3 {
-                            entry.config_type = c.kind;
-                            if request.include_documentation {
-                                entry.documentation = Some(str_bytes(c.doc));
-                            }
-                        }
-                        result.configs.push(entry);
-                    }
-                }
-            },
-            RESOURCE_BROKER => {
-                let name = resource.resource_name.as_str();
-                if !name.is_empty() && name != broker.node_id().to_string() {
-                    result.error_code = ResponseError::InvalidRequest.code();
-                    result.error_message = Some(str_bytes(format!(
-                        "this is broker {}, not '{name}'",
-                        broker.node_id()
-                    )));
-                } else {
-                    for (key, value, kind) in broker_config_entries(broker.config()) {
-                        if !wanted(key) {
-                            continue;
-                        }
-                        let mut entry = DescribeConfigsResourceResult::default();
-                        entry.name = str_bytes(key);
-                        entry.value = Some(str_bytes(value));
-                        entry.read_only = true;
-                        entry.config_source = SOURCE_STATIC_BROKER;
-                        if version >= 3 {
-                            entry.config_type = kind as i8;
-                        }
-                        result.configs.push(entry);
-                    }
-                }
-            }
-            other => {
-                result.error_code = ResponseError::InvalidRequest.code();
-                result.error_message = Some(str_bytes(format!(
-                    "config resource type {other} is not supported"
-                )));
+        let name = resource.resource_name.as_str();
+        let outcome: Result<Vec<DescribeConfigsResourceResult>, ErrorParts> =
+            match resource.resource_type {
+                RESOURCE_TOPIC => describe_topic(broker, name, &request, version, &wanted),
+                RESOURCE_BROKER => describe_broker(broker, name, &request, version, &wanted),
+                RESOURCE_GROUP => describe_group(broker, name, &request, version, &wanted),
+                // No client metrics subscriptions exist: every one is empty.
+                RESOURCE_CLIENT_METRICS if name.is_empty() => Err((
+                    ResponseError::InvalidRequest.code(),
+                    Some(str_bytes(
+                        "Client metrics subscription name must not be empty",
+                    )),
+                )),
+                RESOURCE_CLIENT_METRICS => Ok(Vec::new()),
+                RESOURCE_BROKER_LOGGER => Err(broker_logger_unsupported()),
+                other => Err((
+                    ResponseError::InvalidRequest.code(),
+                    Some(str_bytes(format!("Unsupported resource type: {other}"))),
+                )),
+            };
+        match outcome {
+            Ok(configs) => result.configs = configs,
+            Err((code, message)) => {
+                result.error_code = code;
+                result.error_message = message;
             }
         }
         response.results.push(result);
@@ -367,13 +652,179 @@ pub fn describe_configs(
     response
 }
 
-/// Broker configs come from the config file; they cannot change at runtime.
-fn broker_is_static() -> ErrorParts {
+fn broker_logger_unsupported() -> ErrorParts {
     (
         ResponseError::InvalidRequest.code(),
         Some(str_bytes(
-            "broker configs are static in Runnel: change the config file and restart",
+            "BROKER_LOGGER configs (log levels) cannot be changed through the Kafka protocol \
+             in Runnel: set RUNNEL_LOG",
         )),
+    )
+}
+
+fn describe_topic(
+    broker: &Broker,
+    name: &str,
+    request: &DescribeConfigsRequest,
+    version: i16,
+    wanted: &dyn Fn(&str) -> bool,
+) -> Result<Vec<DescribeConfigsResourceResult>, ErrorParts> {
+    crate::broker::validate_topic_name(name).map_err(|e| {
+        (
+            ResponseError::InvalidTopicException.code(),
+            Some(str_bytes(e)),
+        )
+    })?;
+    let topic = broker.topic(name).ok_or_else(|| {
+        (
+            ResponseError::UnknownTopicOrPartition.code(),
+            Some(str_bytes(format!("topic '{name}' does not exist"))),
+        )
+    })?;
+    Ok(effective_topic_configs(broker, &topic.configs())
+        .into_iter()
+        .filter(|c| wanted(c.name))
+        .map(|c| {
+            Entry {
+                name: c.name,
+                value: Some(c.value.clone()),
+                source: c.source(),
+                read_only: false,
+                synonyms: &c.synonyms,
+                kind: c.kind,
+                doc: c.doc,
+            }
+            .result(request, version)
+        })
+        .collect())
+}
+
+/// One config operation of either AlterConfigs API: (name, operation, value).
+/// Operations: 0 SET, 1 DELETE, 2 APPEND, 3 SUBTRACT; the legacy API only
+/// sets (and replaces the whole resource).
+type ConfigOp = (String, i8, Option<String>);
+
+/// The checks Kafka's broker makes before anything else
+/// (`ConfigAdminManager.preprocess`): no key twice, no null value but for
+/// DELETE, known operations.
+fn preprocess(ops: &[ConfigOp]) -> Result<Vec<ConfigChange>, ErrorParts> {
+    let invalid = |m: String| (ResponseError::InvalidRequest.code(), Some(str_bytes(m)));
+    let mut seen = std::collections::HashSet::new();
+    if !ops.iter().all(|(name, _, _)| seen.insert(name.as_str())) {
+        return Err(invalid("Error due to duplicate config keys".into()));
+    }
+    let nulls: Vec<&str> = ops
+        .iter()
+        .filter(|(_, op, value)| *op != 1 && value.is_none())
+        .map(|(name, _, _)| name.as_str())
+        .collect();
+    if !nulls.is_empty() {
+        return Err(invalid(format!(
+            "Null value not supported for : {}",
+            nulls.join(", ")
+        )));
+    }
+    ops.iter()
+        .map(|(name, op, value)| {
+            let value = value.clone().unwrap_or_default();
+            match op {
+                0 => Ok(ConfigChange::Set(name.clone(), value)),
+                1 => Ok(ConfigChange::Delete(name.clone())),
+                2 => Ok(ConfigChange::Append(name.clone(), value)),
+                3 => Ok(ConfigChange::Subtract(name.clone(), value)),
+                other => Err(invalid(format!("Unknown operations type {other}"))),
+            }
+        })
+        .collect()
+}
+
+/// Applies one resource's config operations (either API).
+async fn alter_resource(
+    broker: &Arc<Broker>,
+    resource_type: i8,
+    name: &str,
+    ops: &[ConfigOp],
+    replace_all: bool,
+    validate_only: bool,
+) -> Result<(), ErrorParts> {
+    let changes = preprocess(ops)?;
+    match resource_type {
+        RESOURCE_TOPIC => {
+            crate::broker::validate_topic_name(name).map_err(|e| {
+                (
+                    ResponseError::InvalidTopicException.code(),
+                    Some(str_bytes(e)),
+                )
+            })?;
+            broker
+                .alter_topic_configs(name, &changes, replace_all, validate_only)
+                .await
+                .map_err(|e| error_parts(&e))
+        }
+        RESOURCE_BROKER => {
+            let scope = if name.is_empty() {
+                BrokerConfigScope::ClusterDefault
+            } else {
+                check_broker_name(broker, name, false)?;
+                BrokerConfigScope::Broker
+            };
+            let read_only: Vec<&str> = changes
+                .iter()
+                .filter_map(|c| match c {
+                    ConfigChange::Delete(_) => None,
+                    ConfigChange::Set(k, _)
+                    | ConfigChange::Append(k, _)
+                    | ConfigChange::Subtract(k, _) => Some(k.as_str()),
+                })
+                .filter(|k| is_read_only_broker_key(broker.config(), k))
+                .collect();
+            if !read_only.is_empty() {
+                return Err((
+                    ResponseError::InvalidRequest.code(),
+                    Some(str_bytes(format!(
+                        "Cannot update these configs dynamically: Set({})",
+                        read_only.join(", ")
+                    ))),
+                ));
+            }
+            broker
+                .alter_broker_configs(scope, &changes, replace_all, validate_only)
+                .await
+                .map_err(|e| error_parts(&e))
+        }
+        RESOURCE_GROUP => {
+            if name.is_empty() {
+                return Err((
+                    ResponseError::InvalidRequest.code(),
+                    Some(str_bytes("Group name must not be empty")),
+                ));
+            }
+            broker
+                .alter_group_configs(name, &changes, replace_all, validate_only)
+                .await
+                .map_err(|e| error_parts(&e))
+        }
+        RESOURCE_BROKER_LOGGER => Err(broker_logger_unsupported()),
+        other => Err((
+            ResponseError::InvalidRequest.code(),
+            Some(str_bytes(format!("Unknown resource type {other}"))),
+        )),
+    }
+}
+
+/// Resources named twice in one request (Kafka refuses each of them).
+fn duplicated(resources: &[(i8, String)]) -> Vec<bool> {
+    let mut count: HashMap<&(i8, String), usize> = HashMap::new();
+    for r in resources {
+        *count.entry(r).or_default() += 1;
+    }
+    resources.iter().map(|r| count[r] > 1).collect()
+}
+
+fn duplicate_resource() -> ErrorParts {
+    (
+        ResponseError::InvalidRequest.code(),
+        Some(str_bytes("Each resource must appear at most once.")),
     )
 }
 
@@ -382,47 +833,41 @@ pub async fn alter_configs(
     request: AlterConfigsRequest,
 ) -> AlterConfigsResponse {
     let mut response = AlterConfigsResponse::default();
-    for resource in request.resources {
+    let keys: Vec<(i8, String)> = request
+        .resources
+        .iter()
+        .map(|r| (r.resource_type, r.resource_name.to_string()))
+        .collect();
+    let twice = duplicated(&keys);
+    for (resource, twice) in request.resources.into_iter().zip(twice) {
         let mut result =
             kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse::default(
             );
         result.resource_type = resource.resource_type;
         result.resource_name = resource.resource_name.clone();
-        let outcome = match resource.resource_type {
-            RESOURCE_TOPIC => {
-                let mut changes = Vec::new();
-                let mut null = None;
-                for c in &resource.configs {
-                    match &c.value {
-                        Some(v) => {
-                            changes.push(ConfigChange::Set(c.name.to_string(), v.to_string()))
-                        }
-                        None => null = Some(c.name.to_string()),
-                    }
-                }
-                match null {
-                    Some(n) => Err((
-                        ResponseError::InvalidConfig.code(),
-                        Some(str_bytes(format!("config '{n}' has a null value"))),
-                    )),
-                    None => broker
-                        .alter_topic_configs(
-                            &resource.resource_name,
-                            &changes,
-                            true,
-                            request.validate_only,
-                        )
-                        .await
-                        .map_err(|e| error_parts(&e)),
-                }
-            }
-            RESOURCE_BROKER => Err(broker_is_static()),
-            other => Err((
-                ResponseError::InvalidRequest.code(),
-                Some(str_bytes(format!(
-                    "config resource type {other} is not supported"
-                ))),
-            )),
+        let ops: Vec<ConfigOp> = resource
+            .configs
+            .iter()
+            .map(|c| {
+                (
+                    c.name.to_string(),
+                    0,
+                    c.value.as_ref().map(|v| v.to_string()),
+                )
+            })
+            .collect();
+        let outcome = if twice {
+            Err(duplicate_resource())
+        } else {
+            alter_resource(
+                broker,
+                resource.resource_type,
+                &resource.resource_name,
+                &ops,
+                true,
+                request.validate_only,
+            )
+            .await
         };
         if let Err((code, message)) = outcome {
             result.error_code = code;
@@ -438,54 +883,40 @@ pub async fn incremental_alter_configs(
     request: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let mut response = IncrementalAlterConfigsResponse::default();
-    for resource in request.resources {
+    let keys: Vec<(i8, String)> = request
+        .resources
+        .iter()
+        .map(|r| (r.resource_type, r.resource_name.to_string()))
+        .collect();
+    let twice = duplicated(&keys);
+    for (resource, twice) in request.resources.into_iter().zip(twice) {
         let mut result =
             incremental_alter_configs_response::AlterConfigsResourceResponse::default();
         result.resource_type = resource.resource_type;
         result.resource_name = resource.resource_name.clone();
-        let outcome = match resource.resource_type {
-            RESOURCE_TOPIC => {
-                let mut changes = Vec::new();
-                let mut problem = None;
-                for c in &resource.configs {
-                    let name = c.name.to_string();
-                    let value = c.value.as_ref().map(|v| v.to_string());
-                    let change = match (c.config_operation, value) {
-                        (0, Some(v)) => ConfigChange::Set(name, v),
-                        (1, _) => ConfigChange::Delete(name),
-                        (2, Some(v)) => ConfigChange::Append(name, v),
-                        (3, Some(v)) => ConfigChange::Subtract(name, v),
-                        (0 | 2 | 3, None) => {
-                            problem = Some(format!("config '{name}' needs a value"));
-                            break;
-                        }
-                        (op, _) => {
-                            problem = Some(format!("unknown config operation {op} for '{name}'"));
-                            break;
-                        }
-                    };
-                    changes.push(change);
-                }
-                match problem {
-                    Some(p) => Err((ResponseError::InvalidRequest.code(), Some(str_bytes(p)))),
-                    None => broker
-                        .alter_topic_configs(
-                            &resource.resource_name,
-                            &changes,
-                            false,
-                            request.validate_only,
-                        )
-                        .await
-                        .map_err(|e| error_parts(&e)),
-                }
-            }
-            RESOURCE_BROKER => Err(broker_is_static()),
-            other => Err((
-                ResponseError::InvalidRequest.code(),
-                Some(str_bytes(format!(
-                    "config resource type {other} is not supported"
-                ))),
-            )),
+        let ops: Vec<ConfigOp> = resource
+            .configs
+            .iter()
+            .map(|c| {
+                (
+                    c.name.to_string(),
+                    c.config_operation,
+                    c.value.as_ref().map(|v| v.to_string()),
+                )
+            })
+            .collect();
+        let outcome = if twice {
+            Err(duplicate_resource())
+        } else {
+            alter_resource(
+                broker,
+                resource.resource_type,
+                &resource.resource_name,
+                &ops,
+                false,
+                request.validate_only,
+            )
+            .await
         };
         if let Err((code, message)) = outcome {
             result.error_code = code;

@@ -21,6 +21,7 @@ pub fn kafka_error(e: &BrokerError) -> ResponseError {
         BrokerError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
         BrokerError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
         BrokerError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        BrokerError::InvalidRequest(_) => ResponseError::InvalidRequest,
         BrokerError::Append(a) => match a {
             AppendError::Corrupt(_) => ResponseError::CorruptMessage,
             AppendError::Invalid(_) => ResponseError::InvalidRecord,

@@ -300,6 +300,11 @@ fn seed_frames(topic_id: uuid::Uuid) -> Vec<Bytes> {
             header
                 .encode(&mut buf, api.key.request_header_version(version))
                 .unwrap();
+            if super::legacy::decodes(api.key, version) {
+                buf.extend_from_slice(&super::legacy::example_body(api.key, version));
+                frames.push(buf.freeze());
+                continue;
+            }
             seed_body(api.key, version, topic_id)
                 .encode(&mut buf, version)
                 .unwrap_or_else(|e| panic!("{:?} v{version}: {e:#}", api.key));

@@ -20,6 +20,8 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::*;
 use kafka_protocol::ResponseError;
 
+use super::authorizer::{self, Resource};
+use super::legacy::LegacyFields;
 use super::str_bytes;
 use crate::broker::{now_ms, Broker};
 use crate::group::records::OffsetValue;
@@ -98,11 +100,19 @@ pub async fn leave_group(
     response
 }
 
+/// OffsetCommit. v0 commits are simple commits (no generation, no member);
+/// v1 carries a commit timestamp per partition (`legacy`), which becomes the
+/// commit's timestamp unless it is -1, as in Kafka.
 pub async fn offset_commit(
     broker: &Arc<Broker>,
     request: OffsetCommitRequest,
     version: i16,
+    legacy: Option<LegacyFields>,
 ) -> OffsetCommitResponse {
+    let commit_timestamps = match legacy {
+        Some(LegacyFields::CommitTimestamps(t)) => t,
+        None => Vec::new(),
+    };
     let coordinator = broker.groups();
     let group_id = request.group_id.0.to_string();
     let instance_id = request
@@ -123,12 +133,18 @@ pub async fn offset_commit(
     // (topic index, partition index) of accepted entries, to fill in errors
     // if the write fails.
     let mut accepted_at = Vec::new();
-    for topic in request.topics {
+    for (topic_index, topic) in request.topics.into_iter().enumerate() {
         let name = topic.name.0.to_string();
         let known = broker.topic(&name);
         let mut t = OffsetCommitResponseTopic::default();
         t.name = topic.name.clone();
-        for p in topic.partitions {
+        for (partition_index, p) in topic.partitions.into_iter().enumerate() {
+            let commit_timestamp_ms = commit_timestamps
+                .get(topic_index)
+                .and_then(|t| t.get(partition_index))
+                .copied()
+                .filter(|ts| *ts != -1)
+                .unwrap_or(now);
             let mut r = OffsetCommitResponsePartition::default();
             r.partition_index = p.partition_index;
             let metadata = p
@@ -165,7 +181,7 @@ pub async fn offset_commit(
                                 -1
                             },
                             metadata,
-                            commit_timestamp_ms: now,
+                            commit_timestamp_ms,
                         },
                     ));
                 }
@@ -341,9 +357,13 @@ pub fn describe_groups(
     for group_id in request.groups {
         let mut g = DescribedGroup::default();
         g.group_id = group_id.clone();
-        g.authorized_operations = i32::MIN;
+        g.authorized_operations = authorizer::OMITTED;
         match broker.groups().describe(&group_id.0) {
             Some(d) => {
+                g.authorized_operations = authorizer::if_requested(
+                    version >= 3 && request.include_authorized_operations,
+                    Resource::Group(&group_id.0),
+                );
                 g.group_state = str_bytes(d.state);
                 g.protocol_type = str_bytes(d.protocol_type);
                 g.protocol_data = str_bytes(d.protocol);

@@ -14,20 +14,19 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::ResponseError;
 
+use super::authorizer::{self, Resource};
 use super::errors::kafka_error;
 use super::str_bytes;
 use crate::broker::{Broker, Topic};
 
-/// "Authorized operations were not requested" (Kafka's sentinel).
-const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
-
-fn topic_entry(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
+fn topic_entry(broker: &Broker, topic: &Topic, with_operations: bool) -> MetadataResponseTopic {
     let node = BrokerId(broker.node_id());
     let mut t = MetadataResponseTopic::default();
     t.name = Some(TopicName(str_bytes(topic.name.to_string())));
     t.topic_id = topic.id;
     t.is_internal = topic.is_internal();
-    t.topic_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+    t.topic_authorized_operations =
+        authorizer::if_requested(with_operations, Resource::Topic(&topic.name));
     t.partitions = topic
         .partitions()
         .iter()
@@ -53,7 +52,7 @@ fn error_entry(
     t.error_code = error.code();
     t.name = name;
     t.topic_id = id;
-    t.topic_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+    t.topic_authorized_operations = authorizer::OMITTED;
     t
 }
 
@@ -71,7 +70,12 @@ pub async fn handle(
     response.brokers = vec![b];
     response.cluster_id = Some(str_bytes(broker.cluster_id()));
     response.controller_id = BrokerId(broker.node_id());
-    response.cluster_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+    // Asked for in v8-10 only; v11 moved it to DescribeCluster.
+    response.cluster_authorized_operations = authorizer::if_requested(
+        (8..=10).contains(&version) && request.include_cluster_authorized_operations,
+        Resource::Cluster,
+    );
+    let with_operations = version >= 8 && request.include_topic_authorized_operations;
 
     // v0 has no way to say "all topics" but an empty list; v1+ uses null.
     let all = match &request.topics {
@@ -82,7 +86,7 @@ pub async fn handle(
         response.topics = broker
             .topics()
             .iter()
-            .map(|t| topic_entry(broker, t))
+            .map(|t| topic_entry(broker, t, with_operations))
             .collect();
         return response;
     }
@@ -93,11 +97,11 @@ pub async fn handle(
                 .topic_or_auto_create(&name.0, allow_auto_create)
                 .await
             {
-                Ok(topic) => topic_entry(broker, &topic),
+                Ok(topic) => topic_entry(broker, &topic, with_operations),
                 Err(e) => error_entry(Some(name), uuid::Uuid::nil(), kafka_error(&e)),
             },
             None => match broker.topic_by_id(requested.topic_id) {
-                Some(topic) => topic_entry(broker, &topic),
+                Some(topic) => topic_entry(broker, &topic, with_operations),
                 None => error_entry(None, requested.topic_id, ResponseError::UnknownTopicId),
             },
         };
@@ -114,7 +118,10 @@ pub fn describe_cluster(
     response.cluster_id = str_bytes(broker.cluster_id());
     response.controller_id = BrokerId(broker.node_id());
     response.endpoint_type = request.endpoint_type;
-    response.cluster_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+    response.cluster_authorized_operations = authorizer::if_requested(
+        request.include_cluster_authorized_operations,
+        Resource::Cluster,
+    );
     if request.endpoint_type != 1 {
         // Only broker endpoints are served here (1 = brokers, 2 = controllers).
         response.error_code = ResponseError::MismatchedEndpointType.code();

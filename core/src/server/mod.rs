@@ -19,11 +19,13 @@
 //! being written.
 
 mod admin;
+pub mod authorizer;
 mod coordinator;
 mod errors;
 mod fetch;
 pub mod frame;
 mod groups;
+pub mod legacy;
 mod metadata;
 mod offsets;
 mod produce;
@@ -93,6 +95,8 @@ pub struct Request {
     pub api_key: ApiKey,
     pub version: i16,
     pub body: RequestKind,
+    /// Fields of a removed old version the body type has no room for.
+    pub legacy: Option<legacy::LegacyFields>,
 }
 
 /// Parses one request frame (without its size prefix). Never panics: any
@@ -133,16 +137,18 @@ pub fn decode_request(frame: Bytes) -> Result<Request, ConnectionError> {
             api_key,
             version,
             body: RequestKind::ApiVersions(Default::default()),
+            legacy: None,
         });
     }
     let decoded =
         std::panic::catch_unwind(AssertUnwindSafe(|| decode_body(api_key, version, frame)));
     match decoded {
-        Ok(Ok((header, body))) => Ok(Request {
+        Ok(Ok((header, body, legacy))) => Ok(Request {
             header,
             api_key,
             version,
             body,
+            legacy,
         }),
         Ok(Err(e)) => Err(malformed(e.to_string())),
         Err(_) => Err(malformed("decoder panicked".into())),
@@ -155,11 +161,15 @@ fn decode_body(
     api_key: ApiKey,
     version: i16,
     frame: Bytes,
-) -> anyhow::Result<(RequestHeader, RequestKind)> {
+) -> anyhow::Result<(RequestHeader, RequestKind, Option<legacy::LegacyFields>)> {
     let mut buf = frame;
     let header = RequestHeader::decode(&mut buf, api_key.request_header_version(version))?;
+    if legacy::decodes(api_key, version) {
+        let (body, fields) = legacy::decode_body(api_key, version, buf)?;
+        return Ok((header, body, fields));
+    }
     let body = RequestKind::decode(api_key, &mut buf, version)?;
-    Ok((header, body))
+    Ok((header, body, None))
 }
 
 /// Encodes a response frame, size prefix included. Fetch responses
@@ -187,7 +197,11 @@ pub fn encode_response(
     let mut buf = BytesMut::with_capacity(256);
     buf.put_i32(0);
     header.encode(&mut buf, header_version)?;
-    response.encode(&mut buf, version)?;
+    if legacy::decodes(api_key, version) {
+        legacy::encode_body(api_key, version, response, &mut buf)?;
+    } else {
+        response.encode(&mut buf, version)?;
+    }
     let size = (buf.len() - 4) as i32;
     buf[0..4].copy_from_slice(&size.to_be_bytes());
     Ok(ResponseFrame::from_bytes(buf.freeze()))
@@ -404,9 +418,9 @@ async fn dispatch(
         RequestKind::LeaveGroup(req) => {
             ResponseKind::LeaveGroup(groups::leave_group(broker, req, version).await)
         }
-        RequestKind::OffsetCommit(req) => {
-            ResponseKind::OffsetCommit(groups::offset_commit(broker, req, version).await)
-        }
+        RequestKind::OffsetCommit(req) => ResponseKind::OffsetCommit(
+            groups::offset_commit(broker, req, version, request.legacy).await,
+        ),
         RequestKind::OffsetFetch(req) => {
             ResponseKind::OffsetFetch(groups::offset_fetch(broker, req, version))
         }

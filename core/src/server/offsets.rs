@@ -1,5 +1,6 @@
 //! ListOffsets (earliest, latest, max timestamp, by timestamp) and
-//! DeleteRecords.
+//! DeleteRecords. ListOffsets v0 (decoded by `legacy`) is answered here too:
+//! its one offset is the one v1 finds.
 
 use std::sync::Arc;
 
@@ -38,6 +39,8 @@ fn lookup(
             Ok(None) => Ok((-1, -1)),
             Err(e) => Err(kafka_error(&e)),
         },
+        // v0 knows only latest and earliest (Kafka answers the others so).
+        t if t < 0 && version == 0 => Err(ResponseError::UnsupportedVersion),
         t if t < 0 => Err(ResponseError::InvalidRequest),
         t => match partition.offset_for_timestamp(t) {
             Ok(Some((offset, ts))) if offset < offsets.high_watermark => Ok((offset, ts)),

@@ -24,6 +24,7 @@ use bytes::{Bytes, BytesMut};
 use tracing::{info, warn};
 
 use super::batch::{self, BatchError, BatchHeader, ATTR_LOG_APPEND_TIME};
+use super::handles::{explain, explain_if_out_of_files};
 use super::producer_state::{self, ProducerState, SequenceCheck, SequenceError};
 use super::segment::{parse_segment_file_name, PreparedBatch, Segment, SEGMENT_BYTES_LIMIT};
 
@@ -222,9 +223,20 @@ impl PartitionLog {
         log_start_checkpoint: i64,
         now_ms: i64,
     ) -> io::Result<(PartitionLog, LogRecovery)> {
-        std::fs::create_dir_all(dir)?;
+        Self::open_inner(dir, config, recovery_point, log_start_checkpoint, now_ms)
+            .map_err(|e| explain_if_out_of_files(e, "opening the log in", dir))
+    }
+
+    fn open_inner(
+        dir: &Path,
+        config: LogConfig,
+        recovery_point: i64,
+        log_start_checkpoint: i64,
+        now_ms: i64,
+    ) -> io::Result<(PartitionLog, LogRecovery)> {
+        std::fs::create_dir_all(dir).map_err(|e| explain(e, "creating", dir))?;
         let mut bases = Vec::new();
-        for entry in std::fs::read_dir(dir)? {
+        for entry in std::fs::read_dir(dir).map_err(|e| explain(e, "listing", dir))? {
             let entry = entry?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
@@ -313,6 +325,11 @@ impl PartitionLog {
                 segment.delete_files()?;
                 continue;
             }
+            // Closed as soon as it is loaded, so opening a log with more
+            // segments than the open-file limit works; the active one is
+            // opened again below.
+            let mut segment = segment;
+            segment.close_file();
             segments.insert(base, segment);
         }
 
@@ -323,6 +340,13 @@ impl PartitionLog {
                 Segment::create(dir, base, config.index_interval_bytes)?,
             );
         }
+        // Only the active segment keeps its file open; closed ones are
+        // opened when read (see `handles.rs`).
+        segments
+            .values_mut()
+            .next_back()
+            .expect("at least one segment")
+            .open_file()?;
         let first_base = *segments.keys().next().expect("at least one segment");
         let log_end = segments
             .values()
@@ -390,6 +414,23 @@ impl PartitionLog {
         &self.dir
     }
 
+    /// Renames the log's directory to `dir` (which must not exist) and
+    /// goes on from there; open files stay valid. Used to give a new
+    /// topic's partitions their final names once the topic is recorded.
+    pub fn relocate(&mut self, dir: &Path) -> io::Result<()> {
+        std::fs::rename(&self.dir, dir).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("renaming {} to {}: {e}", self.dir.display(), dir.display()),
+            )
+        })?;
+        self.dir = dir.to_path_buf();
+        for segment in self.segments.values_mut() {
+            segment.moved_to(dir);
+        }
+        Ok(())
+    }
+
     pub fn config(&self) -> &LogConfig {
         &self.config
     }
@@ -416,6 +457,11 @@ impl PartitionLog {
 
     pub fn segment_count(&self) -> usize {
         self.segments.len()
+    }
+
+    /// Segments whose `.log` is held open (only the active one).
+    pub fn open_segment_files(&self) -> usize {
+        self.segments.values().filter(|s| s.is_file_open()).count()
     }
 
     pub fn size_bytes(&self) -> u64 {
@@ -532,7 +578,7 @@ impl PartitionLog {
         {
             self.unflushed_messages = 0;
             self.last_flush_ms = now_ms;
-            Some(self.active().file().clone())
+            Some(self.active().handle()?)
         } else {
             None
         };
@@ -619,6 +665,8 @@ impl PartitionLog {
         }
         self.active_mut().seal();
         let segment = Segment::create(&self.dir, end, self.config.index_interval_bytes)?;
+        // The old active segment is closed: its file is opened on demand.
+        self.active_mut().close_file();
         self.segments.insert(end, segment);
         self.flush_wanted = true;
         Ok(())
@@ -673,7 +721,7 @@ impl PartitionLog {
                     }
                 }
                 return Ok(Some(ReadSlice {
-                    file: segment.file().clone(),
+                    file: segment.handle()?,
                     position,
                     len,
                 }));
@@ -887,6 +935,9 @@ pub struct SegmentSnapshot {
     /// Largest record timestamp, -1 when unknown.
     pub max_timestamp: i64,
     pub file: Arc<File>,
+    /// The segment's id: a swap goes ahead only if the segment is still
+    /// this one (see [`Segment::id`]).
+    pub segment_id: u64,
 }
 
 /// What the log cleaner needs to plan a pass, taken under the log's lock.
@@ -924,14 +975,22 @@ impl PartitionLog {
             .segments
             .values()
             .filter(|s| s.base_offset() != active_base_offset)
-            .map(|s| SegmentSnapshot {
-                base_offset: s.base_offset(),
-                next_offset: s.next_offset(),
-                size: s.size(),
-                max_timestamp: s.max_timestamp(),
-                file: s.file().clone(),
+            .map(|s| {
+                Ok(SegmentSnapshot {
+                    base_offset: s.base_offset(),
+                    next_offset: s.next_offset(),
+                    size: s.size(),
+                    max_timestamp: s.max_timestamp(),
+                    file: s.handle()?,
+                    segment_id: s.id(),
+                })
             })
-            .collect();
+            .collect::<io::Result<Vec<_>>>()
+            .unwrap_or_else(|e| {
+                // Nothing is cleaned this pass; the next one tries again.
+                warn!(dir = %self.dir.display(), error = %e, "cannot open segments for cleaning");
+                Vec::new()
+            });
         CleanerSnapshot {
             dir: self.dir.clone(),
             config: self.config.clone(),
@@ -958,12 +1017,15 @@ impl PartitionLog {
         let unchanged = self
             .segments
             .get(&base)
-            .is_some_and(|s| Arc::ptr_eq(s.file(), &expected.file) && s.size() == expected.size);
+            .is_some_and(|s| s.id() == expected.segment_id && s.size() == expected.size);
         if is_active || !unchanged {
             return Ok(ReplaceOutcome::Changed);
         }
         match replacement {
-            Some(segment) => {
+            Some(mut segment) => {
+                // A closed segment: read on demand from `<base>.log`, which
+                // is the new file once the swap commits.
+                segment.close_file();
                 if segment.base_offset() != base {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidInput,
@@ -1048,6 +1110,7 @@ fn first_record_at_or_after(
 mod tests {
     use super::*;
     use crate::storage::batch::tests::{make_batch, make_batch_at, make_idempotent_batch};
+    use crate::storage::segment::segment_file_name;
     use kafka_protocol::records::Compression;
 
     fn open(dir: &Path, config: LogConfig, recovery_point: i64) -> PartitionLog {
@@ -1089,6 +1152,39 @@ mod tests {
             log.read(501, 1024, true),
             Err(ReadError::OffsetOutOfRange { .. })
         ));
+    }
+
+    #[test]
+    fn only_the_active_segment_keeps_its_file_open_and_closed_ones_are_read_on_demand() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("t-0");
+        let mut log = open(&dir, small_segments(), 0);
+        for _ in 0..200 {
+            log.append(&make_batch(5, 40, Compression::None), 0, 0)
+                .unwrap();
+        }
+        assert!(log.segment_count() > 5, "{}", log.segment_count());
+        assert_eq!(log.open_segment_files(), 1, "after rolling");
+        log.flush(0).unwrap();
+        let recovery_point = log.recovery_point();
+        drop(log);
+        let mut log = open(&dir, small_segments(), recovery_point);
+        assert_eq!(log.open_segment_files(), 1, "after opening");
+        // Every offset of every closed segment is readable, also after the
+        // partition directory moved.
+        let moved = root.path().join("t-0.moved");
+        log.relocate(&moved).unwrap();
+        assert!(!dir.join(segment_file_name(0, "log")).exists());
+        assert!(moved.join(segment_file_name(0, "log")).exists());
+        for offset in (0..1000).step_by(7) {
+            let slice = log.read(offset, 1 << 20, true).unwrap().unwrap();
+            let h = BatchHeader::parse(&slice.read().unwrap()).unwrap();
+            assert!(h.base_offset <= offset && offset <= h.last_offset());
+        }
+        log.append(&make_batch(5, 40, Compression::None), 0, 0)
+            .unwrap();
+        assert_eq!(log.log_end_offset(), 1005);
+        assert_eq!(log.open_segment_files(), 1);
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! - [`batch`]: the v2 record batch header, validation and CRC-32C.
 //! - [`index`]: sparse offset and time indexes of one segment.
 //! - [`segment`]: one `.log` file with its indexes.
+//! - [`handles`]: open files: read handles of closed segments, opened on
+//!   demand in a bounded cache, and the open-file limit.
 //! - [`log`]: the partition log (append, read, roll, retention, recovery).
 //! - [`checkpoint`]: recovery-point and log-start checkpoint files.
 //! - [`records`]: decoding records inside a batch, with a decompression cap.
@@ -16,6 +18,7 @@
 pub mod batch;
 pub mod checkpoint;
 pub mod cleaner;
+pub mod handles;
 pub mod index;
 pub mod log;
 pub mod producer_state;

@@ -10,7 +10,9 @@
 //! zero-padded to 20 digits so names sort like offsets.
 //!
 //! A segment knows nothing about topics, configs or other segments; the
-//! partition log (`log.rs`) decides when to roll, delete or truncate.
+//! partition log (`log.rs`) decides when to roll, delete or truncate, and
+//! when a segment is closed: a closed segment's `.log` is not kept open but
+//! opened when read, through the process's handle cache (`handles.rs`).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, Write};
@@ -21,6 +23,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use super::batch::{validate_batch, BatchError, BatchHeader, BATCH_HEADER_BYTES, LOG_OVERHEAD};
+use super::handles::{self, explain};
 use super::index::{OffsetIndex, TimeIndex};
 
 /// Largest a segment file may grow: index positions are 32-bit.
@@ -56,10 +59,19 @@ pub struct SegmentRecovery {
     pub reason: Option<String>,
 }
 
+/// A segment's `.log`: held open while the segment is active (appends write
+/// to it), opened on demand through the handle cache once it is closed.
+enum LogFile {
+    Open(Arc<File>),
+    Closed,
+}
+
 pub struct Segment {
+    /// Unique in the process: the handle cache's key.
+    id: u64,
     base_offset: i64,
     dir: PathBuf,
-    file: Arc<File>,
+    file: LogFile,
     size: u64,
     next_offset: i64,
     max_timestamp: i64,
@@ -88,6 +100,15 @@ fn open_log(path: &Path, create: bool) -> io::Result<File> {
         .append(true)
         .create(create)
         .open(path)
+        .map_err(|e| explain(e, "opening", path))
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if let LogFile::Closed = self.file {
+            handles::global().forget(self.id);
+        }
+    }
 }
 
 impl Segment {
@@ -104,9 +125,10 @@ impl Segment {
             }
         }
         Ok(Segment {
+            id: handles::next_segment_id(),
             base_offset,
             dir: dir.to_path_buf(),
-            file: Arc::new(file),
+            file: LogFile::Open(Arc::new(file)),
             size: 0,
             next_offset: base_offset,
             max_timestamp: -1,
@@ -135,9 +157,10 @@ impl Segment {
         let offset_index =
             OffsetIndex::load(&dir.join(segment_file_name(base_offset, "index")), size);
         let mut seg = Segment {
+            id: handles::next_segment_id(),
             base_offset,
             dir: dir.to_path_buf(),
-            file: Arc::new(file),
+            file: LogFile::Open(Arc::new(file)),
             size,
             next_offset: base_offset,
             max_timestamp: -1,
@@ -220,9 +243,10 @@ impl Segment {
         let file = open_log(&path, false)?;
         let size = file.metadata()?.len();
         let mut seg = Segment {
+            id: handles::next_segment_id(),
             base_offset,
             dir: dir.to_path_buf(),
-            file: Arc::new(file),
+            file: LogFile::Open(Arc::new(file)),
             size,
             next_offset: base_offset,
             max_timestamp: -1,
@@ -247,7 +271,8 @@ impl Segment {
         self.first_batch_timestamp = None;
         self.bytes_since_index_entry = 0;
 
-        let file_size = self.file.metadata()?.len();
+        let file = self.handle()?;
+        let file_size = file.metadata()?.len();
         const CHUNK: usize = 1 << 20;
         let mut buf = BytesMut::new();
         let mut buf_start: u64 = 0; // file position of buf[0]
@@ -286,8 +311,7 @@ impl Segment {
                 let old = buf.len();
                 buf.resize(want.max(old), 0);
                 if want > old {
-                    self.file
-                        .read_exact_at(&mut buf[old..want], position + old as u64)?;
+                    file.read_exact_at(&mut buf[old..want], position + old as u64)?;
                 }
                 continue;
             }
@@ -324,8 +348,8 @@ impl Segment {
         }
         let truncated = file_size - position;
         if truncated > 0 {
-            self.file.set_len(position)?;
-            self.file.sync_all()?;
+            file.set_len(position)?;
+            file.sync_all()?;
         }
         self.size = position;
         self.flushed_size = position;
@@ -395,8 +419,58 @@ impl Segment {
         self.offset_index.len()
     }
 
-    pub fn file(&self) -> &Arc<File> {
-        &self.file
+    /// The `.log` file: the open handle of an active segment, or a cached
+    /// read handle of a closed one (opened if needed).
+    pub fn handle(&self) -> io::Result<Arc<File>> {
+        match &self.file {
+            LogFile::Open(file) => Ok(file.clone()),
+            LogFile::Closed => handles::global().get_or_open(self.id, &self.path("log")),
+        }
+    }
+
+    /// The open `.log` of the active segment, for appends.
+    fn writable(&self) -> io::Result<&File> {
+        match &self.file {
+            LogFile::Open(file) => Ok(file),
+            LogFile::Closed => Err(io::Error::other(format!(
+                "{} is closed: only the active segment is appended to",
+                self.path("log").display()
+            ))),
+        }
+    }
+
+    /// Identifies this segment's contents: a segment whose file is
+    /// replaced (by compaction) is a new segment with a new id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Stops holding the `.log` open: the segment is closed (no longer
+    /// appended to); reads open it on demand through the handle cache.
+    pub fn close_file(&mut self) {
+        self.file = LogFile::Closed;
+    }
+
+    /// Holds the `.log` open again for appends (the segment became the
+    /// active one, e.g. when recovery dropped the segments after it).
+    pub fn open_file(&mut self) -> io::Result<()> {
+        if let LogFile::Closed = self.file {
+            let file = open_log(&self.path("log"), false)?;
+            handles::global().forget(self.id);
+            self.file = LogFile::Open(Arc::new(file));
+        }
+        Ok(())
+    }
+
+    /// Whether the `.log` is held open (the active segment).
+    pub fn is_file_open(&self) -> bool {
+        matches!(self.file, LogFile::Open(_))
+    }
+
+    /// The partition directory moved (a new topic's directories get their
+    /// final names): later opens use the new path. Open handles stay valid.
+    pub fn moved_to(&mut self, dir: &Path) {
+        self.dir = dir.to_path_buf();
     }
 
     pub fn has_unflushed_data(&self) -> bool {
@@ -416,10 +490,11 @@ impl Segment {
             slices.push(IoSlice::new(&b.prefix));
             slices.push(IoSlice::new(&b.rest));
         }
-        if let Err(e) = write_all_vectored(&self.file, &mut slices) {
+        let file = self.writable()?;
+        if let Err(e) = write_all_vectored(file, &mut slices) {
             // Best effort: remove a partial write so the file stays a
             // sequence of whole batches. Recovery would cut it anyway.
-            let _ = self.file.set_len(self.size);
+            let _ = file.set_len(self.size);
             return Err(e);
         }
         let mut position = self.size;
@@ -437,7 +512,7 @@ impl Segment {
             return Ok(None);
         }
         let mut buf = [0u8; BATCH_HEADER_BYTES];
-        let n = read_at_most(&self.file, &mut buf, position)?;
+        let n = read_at_most(&*self.handle()?, &mut buf, position)?;
         if n < BATCH_HEADER_BYTES {
             return Ok(None);
         }
@@ -457,7 +532,8 @@ impl Segment {
     ) -> io::Result<Option<(u64, BatchHeader)>> {
         let relative = (offset - self.base_offset).clamp(0, u32::MAX as i64) as u32;
         let start = self.offset_index.lookup(relative).position as u64;
-        let mut scanner = HeaderScanner::new(&self.file, start, limit_bytes.min(self.size));
+        let file = self.handle()?;
+        let mut scanner = HeaderScanner::new(&file, start, limit_bytes.min(self.size));
         while let Some((position, h)) = scanner.next_header()? {
             if h.last_offset() >= offset {
                 return Ok(Some((position, h)));
@@ -475,7 +551,8 @@ impl Segment {
     ) -> io::Result<()> {
         let relative = (offset - self.base_offset).clamp(0, u32::MAX as i64) as u32;
         let start = self.offset_index.lookup(relative).position as u64;
-        let mut scanner = HeaderScanner::new(&self.file, start, self.size);
+        let file = self.handle()?;
+        let mut scanner = HeaderScanner::new(&file, start, self.size);
         while let Some((_, h)) = scanner.next_header()? {
             if h.last_offset() >= offset {
                 f(&h);
@@ -497,7 +574,8 @@ impl Segment {
             Some(e) => self.offset_index.lookup(e.relative_offset).position as u64,
             None => 0,
         };
-        let mut scanner = HeaderScanner::new(&self.file, start, limit_bytes.min(self.size));
+        let file = self.handle()?;
+        let mut scanner = HeaderScanner::new(&file, start, limit_bytes.min(self.size));
         while let Some((position, h)) = scanner.next_header()? {
             if h.max_timestamp >= target {
                 return Ok(Some((position, h)));
@@ -508,7 +586,7 @@ impl Segment {
 
     /// Reads `len` bytes at `position`.
     pub fn read(&self, position: u64, len: usize) -> io::Result<Bytes> {
-        read_bytes(&self.file, position, len)
+        read_bytes(&*self.handle()?, position, len)
     }
 
     /// Writes pending index entries and fsyncs the log and index files.
@@ -524,18 +602,23 @@ impl Segment {
     /// The fsync itself can then run without holding the log.
     pub fn prepare_flush(&mut self) -> io::Result<SegmentFlush> {
         let index = self.path("index");
-        let mut idx = OpenOptions::new().create(true).append(true).open(&index)?;
+        let mut idx = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&index)
+            .map_err(|e| explain(e, "opening", &index))?;
         self.offset_index.write_pending(&mut idx)?;
         let timeindex = self.path("timeindex");
         let mut tidx = OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&timeindex)?;
+            .open(&timeindex)
+            .map_err(|e| explain(e, "opening", &timeindex))?;
         self.time_index.write_pending(&mut tidx)?;
         Ok(SegmentFlush {
             base_offset: self.base_offset,
             size: self.size,
-            file: self.file.clone(),
+            file: self.handle()?,
             index_files: [idx, tidx],
         })
     }
@@ -588,9 +671,10 @@ impl Segment {
         index_interval_bytes: u64,
     ) -> Segment {
         let mut seg = Segment {
+            id: handles::next_segment_id(),
             base_offset,
             dir: dir.to_path_buf(),
-            file: Arc::new(file),
+            file: LogFile::Open(Arc::new(file)),
             size: 0,
             next_offset: base_offset,
             max_timestamp: -1,
