@@ -42,6 +42,18 @@ pub struct ServeArgs {
     /// Connect worker REST address, or "off" [default: 127.0.0.1:8083]
     #[arg(long, env = "RUNNEL_CONNECT_ADDR")]
     pub connect_addr: Option<String>,
+    /// Close a connection whose request has not fully arrived this long after its first byte [default: 30000]
+    #[arg(long, env = "RUNNEL_REQUEST_READ_TIMEOUT_MS")]
+    pub request_read_timeout_ms: Option<u64>,
+    /// Close a connection that sends nothing (or reads no response) for this long [default: 600000]
+    #[arg(long, env = "RUNNEL_CONNECTIONS_MAX_IDLE_MS")]
+    pub connections_max_idle_ms: Option<u64>,
+    /// Most connections open at once from one client IP address [default: 1000]
+    #[arg(long, env = "RUNNEL_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Bytes of requests in flight from one client IP address [default: a quarter of max_inflight_request_bytes, at least max_request_bytes]
+    #[arg(long, env = "RUNNEL_MAX_INFLIGHT_REQUEST_BYTES_PER_IP")]
+    pub max_inflight_request_bytes_per_ip: Option<usize>,
 }
 
 /// Builds the effective configuration: built-in defaults, then the config
@@ -80,6 +92,18 @@ pub fn load_config(args: &ServeArgs) -> Result<BrokerConfig> {
     }
     if let Some(v) = &args.connect_addr {
         config.connect_addr = v.clone();
+    }
+    if let Some(v) = args.request_read_timeout_ms {
+        config.request_read_timeout_ms = v;
+    }
+    if let Some(v) = args.connections_max_idle_ms {
+        config.connections_max_idle_ms = v;
+    }
+    if let Some(v) = args.max_connections_per_ip {
+        config.max_connections_per_ip = v;
+    }
+    if let Some(v) = args.max_inflight_request_bytes_per_ip {
+        config.max_inflight_request_bytes_per_ip = Some(v);
     }
     config.validate().context("invalid configuration")?;
     Ok(config)

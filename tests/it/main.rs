@@ -11,6 +11,7 @@ mod compaction;
 mod connect;
 mod crash_recovery;
 mod groups;
+mod hostile_clients;
 mod idempotence;
 mod pipeline;
 mod plugin_cli;
