@@ -14,15 +14,17 @@
 //!
 //! A request always takes the address's permits before the broker's, so
 //! the two semaphores are never waited for in opposite orders. Requests
-//! that are only partly read can still hold a budget that others wait for;
-//! the request read timeout ends that by closing the slowest.
+//! that are only partly read can still hold a budget that others wait for
+//! (each holding some and waiting for more); the request read timeout ends
+//! that: the oldest request is closed when its time is up, and its permits
+//! go to the others.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::broker::BrokerMetrics;
 
@@ -99,7 +101,6 @@ impl Drop for PeerConnection {
 }
 
 /// The memory budgets a connection's requests draw from.
-#[derive(Clone)]
 pub(super) struct Budgets {
     pub(super) broker: Arc<Semaphore>,
     pub(super) address: Arc<Semaphore>,
@@ -117,9 +118,9 @@ impl Budgets {
 /// The permits one request holds, grown as its bytes arrive and given back
 /// (with the in-flight gauge) when it is dropped after handling.
 pub(super) struct RequestBudget<'a> {
-    budgets: Budgets,
+    budgets: &'a Budgets,
     metrics: &'a BrokerMetrics,
-    held: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
+    held: Option<(SemaphorePermit<'a>, SemaphorePermit<'a>)>,
     held_kib: u32,
 }
 
@@ -128,7 +129,7 @@ pub(super) struct RequestBudget<'a> {
 pub(super) struct BudgetClosed;
 
 impl<'a> RequestBudget<'a> {
-    pub(super) fn new(budgets: Budgets, metrics: &'a BrokerMetrics) -> RequestBudget<'a> {
+    pub(super) fn new(budgets: &'a Budgets, metrics: &'a BrokerMetrics) -> RequestBudget<'a> {
         RequestBudget {
             budgets,
             metrics,
@@ -149,15 +150,13 @@ impl<'a> RequestBudget<'a> {
         let address = self
             .budgets
             .address
-            .clone()
-            .acquire_many_owned(more)
+            .acquire_many(more)
             .await
             .map_err(|_| BudgetClosed)?;
         let broker = self
             .budgets
             .broker
-            .clone()
-            .acquire_many_owned(more)
+            .acquire_many(more)
             .await
             .map_err(|_| BudgetClosed)?;
         match &mut self.held {

@@ -502,7 +502,7 @@ impl RequestClock {
 async fn read_frame<'a, R: AsyncBufRead + Unpin>(
     reader: &mut R,
     shared: &'a Listener,
-    budgets: &Budgets,
+    budgets: &'a Budgets,
 ) -> Result<Option<(Bytes, RequestBudget<'a>)>, ConnectionError> {
     // Between requests only the idle timeout applies.
     match tokio::time::timeout(shared.idle, reader.fill_buf()).await {
@@ -540,7 +540,7 @@ async fn read_frame<'a, R: AsyncBufRead + Unpin>(
     let total = size as usize;
     // The budget and the buffer grow with the bytes that arrive, never
     // with the size the client declared.
-    let mut budget = RequestBudget::new(budgets.clone(), shared.broker.metrics());
+    let mut budget = RequestBudget::new(budgets, shared.broker.metrics());
     // A Vec, for exact capacities: it ends full, and `Bytes::from` takes it
     // over without a copy.
     let mut body: Vec<u8> = Vec::with_capacity(total.min(INITIAL_REQUEST_BUFFER_BYTES));
