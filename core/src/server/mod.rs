@@ -47,10 +47,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
@@ -112,7 +114,7 @@ pub enum ConnectionError {
         arrived: usize,
         idle: Duration,
     },
-    #[error("a response was not written within {0:?}: the client does not read")]
+    #[error("no byte of a response could be written for {0:?}: the client does not read")]
     ResponseWriteTimeout(Duration),
     #[error("an acks=0 produce failed with error {0}; closing so the client notices")]
     UnacknowledgedProduceFailed(i16),
@@ -392,13 +394,7 @@ async fn handle_connection(
     let idle = shared.idle;
     let mut writer = tokio::spawn(async move {
         while let Some(mut frame) = rx.recv().await {
-            // Vectored writes: header chunks and record bytes in one call.
-            // A client that stops reading would hold the frame (and the
-            // queue behind it) for ever.
-            match tokio::time::timeout(idle, write_half.write_all_buf(&mut frame)).await {
-                Ok(written) => written?,
-                Err(_) => return Err(ConnectionError::ResponseWriteTimeout(idle)),
-            }
+            write_frame(&mut write_half, &mut frame, idle).await?;
         }
         write_half.shutdown().await?;
         Ok(())
@@ -451,6 +447,49 @@ async fn handle_connection(
         }
         _ => result,
     }
+}
+
+/// Writes a response frame with vectored writes (header chunks and record
+/// bytes in one call). A client that stops reading would hold the frame,
+/// and the queue behind it, for ever: when a whole `idle` period passes
+/// without a byte written, the connection ends (as in Kafka, any bytes
+/// moved count as activity; silence is checked once per period, so a stall
+/// ends the connection between one and two periods after the last byte).
+/// The timer is armed once per frame, and only if a write has to wait, so
+/// a fast client costs no timer at all.
+async fn write_frame<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    frame: &mut ResponseFrame,
+    idle: Duration,
+) -> Result<(), ConnectionError> {
+    let timer = tokio::time::sleep(idle);
+    tokio::pin!(timer);
+    let mut progressed = false;
+    while frame.has_remaining() {
+        let write = std::future::poll_fn(|cx| {
+            let mut slices = [io::IoSlice::new(&[]); 64];
+            let n = frame.chunks_vectored(&mut slices);
+            std::pin::Pin::new(&mut *writer).poll_write_vectored(cx, &slices[..n])
+        });
+        tokio::select! {
+            biased;
+            written = write => {
+                let written = written?;
+                if written == 0 {
+                    return Err(io::Error::from(io::ErrorKind::WriteZero).into());
+                }
+                frame.advance(written);
+                progressed = true;
+            }
+            _ = &mut timer => {
+                if !std::mem::take(&mut progressed) {
+                    return Err(ConnectionError::ResponseWriteTimeout(idle));
+                }
+                timer.as_mut().reset(Instant::now() + idle);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The time limits of one request being read: the request read timeout
@@ -784,6 +823,39 @@ mod tests {
             read_frame(&mut reader, &shared, &budgets).await,
             Err(ConnectionError::Idle(_))
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_response_write_ends_only_after_the_idle_timeout_without_progress() {
+        let idle = Duration::from_secs(2);
+        let frame = || ResponseFrame::from_bytes(Bytes::from(vec![7u8; 10 * 1024]));
+
+        // A client that reads 512 bytes a second: slow, but never idle.
+        let (mut writer, mut reader) = tokio::io::duplex(1024);
+        let slow_reader = tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            let mut total = 0;
+            while total < 10 * 1024 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                total += reader.read(&mut buf).await.unwrap();
+            }
+            total
+        });
+        let started = Instant::now();
+        write_frame(&mut writer, &mut frame(), idle).await.unwrap();
+        assert!(started.elapsed() > idle * 5, "{:?}", started.elapsed());
+        assert_eq!(slow_reader.await.unwrap(), 10 * 1024);
+
+        // A client that reads nothing: its buffer takes the first KiB, then
+        // nothing moves. Silence is checked once per idle period, so the
+        // write ends within two of them.
+        let (mut writer, _reader) = tokio::io::duplex(1024);
+        let started = Instant::now();
+        assert!(matches!(
+            write_frame(&mut writer, &mut frame(), idle).await,
+            Err(ConnectionError::ResponseWriteTimeout(_))
+        ));
+        assert_eq!(started.elapsed(), idle * 2);
     }
 
     #[tokio::test]
