@@ -369,7 +369,10 @@ pub struct StorageHealth {
     errors: AtomicU64,
     disk_full: AtomicBool,
     last_error_ms: std::sync::atomic::AtomicI64,
-    log: LogLimit,
+    /// One limit per kind, so a full disk is never hidden behind the line
+    /// of another I/O error.
+    full_log: LogLimit,
+    error_log: LogLimit,
 }
 
 impl StorageHealth {
@@ -402,7 +405,12 @@ impl StorageHealth {
         if full {
             self.disk_full.store(true, Ordering::Relaxed);
         }
-        let Some(suppressed) = self.log.admit_at(now) else {
+        let log = if full {
+            &self.full_log
+        } else {
+            &self.error_log
+        };
+        let Some(suppressed) = log.admit_at(now) else {
             return false;
         };
         let data_dir = partition_dir.parent().unwrap_or(partition_dir);
@@ -1390,7 +1398,11 @@ mod tests {
                 health.write_failed("orders", 3, dir, &enospc, t0 + Duration::from_millis(ms))
             })
             .collect();
-        assert_eq!(logged, [false, false, false, true, false]);
+        assert_eq!(
+            logged,
+            [true, false, false, false, true],
+            "the first full disk is logged even right after another error"
+        );
         assert_eq!(health.errors(), 6, "every failure is counted");
         assert!(health.disk_full());
 
