@@ -44,6 +44,18 @@ pub struct ServeArgs {
     pub connect_addr: Option<String>,
     #[command(flatten)]
     pub http: crate::http::HttpArgs,
+    /// Close a connection whose request has not fully arrived this long after its first byte [default: 30000]
+    #[arg(long, env = "RUNNEL_REQUEST_READ_TIMEOUT_MS")]
+    pub request_read_timeout_ms: Option<u64>,
+    /// Close a connection that sends nothing (or reads no response) for this long [default: 600000]
+    #[arg(long, env = "RUNNEL_CONNECTIONS_MAX_IDLE_MS")]
+    pub connections_max_idle_ms: Option<u64>,
+    /// Most connections open at once from one client IP address [default: 1000]
+    #[arg(long, env = "RUNNEL_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Bytes of requests in flight from one client IP address [default: a quarter of max_inflight_request_bytes, at least max_request_bytes]
+    #[arg(long, env = "RUNNEL_MAX_INFLIGHT_REQUEST_BYTES_PER_IP")]
+    pub max_inflight_request_bytes_per_ip: Option<usize>,
 }
 
 /// Builds the effective configuration: built-in defaults, then the config
@@ -84,6 +96,18 @@ pub fn load_config(args: &ServeArgs) -> Result<BrokerConfig> {
         config.connect_addr = v.clone();
     }
     args.http.apply(&mut config.http);
+    if let Some(v) = args.request_read_timeout_ms {
+        config.request_read_timeout_ms = v;
+    }
+    if let Some(v) = args.connections_max_idle_ms {
+        config.connections_max_idle_ms = v;
+    }
+    if let Some(v) = args.max_connections_per_ip {
+        config.max_connections_per_ip = v;
+    }
+    if let Some(v) = args.max_inflight_request_bytes_per_ip {
+        config.max_inflight_request_bytes_per_ip = Some(v);
+    }
     config.validate().context("invalid configuration")?;
     Ok(config)
 }

@@ -48,14 +48,29 @@ pub struct BrokerConfig {
     /// bound.
     pub max_control_request_bytes: usize,
     /// Total bytes of requests being read or processed at once, across all
-    /// connections (Kafka's `queued.max.request.bytes`).
+    /// connections (Kafka's `queued.max.request.bytes`). A request counts
+    /// with the bytes that have arrived, not the size it declares.
     pub max_inflight_request_bytes: usize,
+    /// The same budget for the requests of one client IP address, so a few
+    /// addresses cannot take all of it. At least `max_request_bytes`; unset,
+    /// a quarter of `max_inflight_request_bytes` (but at least
+    /// `max_request_bytes`). See [`BrokerConfig::inflight_request_bytes_per_ip`].
+    pub max_inflight_request_bytes_per_ip: Option<usize>,
     /// Most client connections served at once.
     pub max_connections: usize,
+    /// Most connections open at once from one client IP address (Kafka's
+    /// `max.connections.per.ip`); further ones are closed at once.
+    pub max_connections_per_ip: usize,
     /// Most partitions one topic may have (CreateTopics, CreatePartitions).
     pub max_partitions_per_topic: i32,
-    /// Idle connections are closed after this long.
+    /// Connections that send nothing for this long are closed, between
+    /// requests and in the middle of one (Kafka's `connections.max.idle.ms`);
+    /// so are connections whose responses make no progress for this long.
     pub connections_max_idle_ms: u64,
+    /// A request must arrive in full within this long of its first byte;
+    /// a connection that starts a request and does not finish it in time
+    /// is closed.
+    pub request_read_timeout_ms: u64,
     /// How often retention is applied (Kafka's `log.retention.check.interval.ms`).
     pub retention_check_interval_ms: u64,
     /// How often logs are fsynced and the recovery point checkpointed.
@@ -103,9 +118,12 @@ impl Default for BrokerConfig {
             max_request_bytes: 100 * 1024 * 1024,
             max_control_request_bytes: 8 * 1024 * 1024,
             max_inflight_request_bytes: 512 * 1024 * 1024,
+            max_inflight_request_bytes_per_ip: None,
             max_connections: 10_000,
+            max_connections_per_ip: 1_000,
             max_partitions_per_topic: 10_000,
             connections_max_idle_ms: 600_000,
+            request_read_timeout_ms: 30_000,
             retention_check_interval_ms: 60_000,
             flush_checkpoint_interval_ms: 60_000,
             offsets_topic_partitions: 50,
@@ -1053,6 +1071,17 @@ pub fn validate_group_configs(configs: &BTreeMap<String, String>) -> Result<(), 
 }
 
 impl BrokerConfig {
+    /// The in-flight request budget of one client IP address: the configured
+    /// value, or a quarter of the broker's budget but at least one request
+    /// of the largest size.
+    pub fn inflight_request_bytes_per_ip(&self) -> usize {
+        self.max_inflight_request_bytes_per_ip.unwrap_or_else(|| {
+            (self.max_inflight_request_bytes / 4)
+                .max(self.max_request_bytes)
+                .min(self.max_inflight_request_bytes)
+        })
+    }
+
     /// Checks values that would make the broker misbehave.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |m: String| Err(ConfigError(m));
@@ -1076,6 +1105,24 @@ impl BrokerConfig {
         }
         if self.max_inflight_request_bytes < self.max_request_bytes {
             return err("max_inflight_request_bytes must be at least max_request_bytes".into());
+        }
+        // A request larger than its address's budget could never be read.
+        if let Some(per_ip) = self.max_inflight_request_bytes_per_ip {
+            if per_ip < self.max_request_bytes || per_ip > self.max_inflight_request_bytes {
+                return err(format!(
+                    "max_inflight_request_bytes_per_ip ({per_ip}) must be between \
+                     max_request_bytes ({}) and max_inflight_request_bytes ({})",
+                    self.max_request_bytes, self.max_inflight_request_bytes
+                ));
+            }
+        }
+        if self.max_connections == 0 || self.max_connections_per_ip == 0 {
+            return err("max_connections and max_connections_per_ip must be at least 1".into());
+        }
+        if self.connections_max_idle_ms == 0 || self.request_read_timeout_ms == 0 {
+            return err(
+                "connections_max_idle_ms and request_read_timeout_ms must be at least 1".into(),
+            );
         }
         if self.log_cleaner_dedupe_buffer_bytes < 1 << 20 {
             return err("log_cleaner_dedupe_buffer_bytes must be at least 1 MiB".into());
@@ -1105,6 +1152,33 @@ impl BrokerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_per_address_request_budget_fits_one_largest_request_and_the_broker_budget() {
+        let config = BrokerConfig::default();
+        assert_eq!(config.inflight_request_bytes_per_ip(), 128 << 20);
+        let big = BrokerConfig {
+            max_request_bytes: 200 << 20,
+            max_inflight_request_bytes: 300 << 20,
+            ..Default::default()
+        };
+        assert!(
+            big.validate().is_ok(),
+            "the unset default follows the others"
+        );
+        assert_eq!(big.inflight_request_bytes_per_ip(), 200 << 20);
+        let too_small = BrokerConfig {
+            max_inflight_request_bytes_per_ip: Some(1 << 20),
+            ..Default::default()
+        };
+        let e = too_small.validate().unwrap_err().to_string();
+        assert!(e.contains("max_inflight_request_bytes_per_ip"), "{e}");
+        let zero_timeout = BrokerConfig {
+            request_read_timeout_ms: 0,
+            ..Default::default()
+        };
+        assert!(zero_timeout.validate().is_err());
+    }
 
     #[test]
     fn overrides_win_over_broker_defaults() {

@@ -11,7 +11,9 @@
 //! allocations declared by malformed requests.
 //!
 //! [`schemas`] validates produced payloads against the schema registry's
-//! `_schemas` topic, read in process.
+//! `_schemas` topic, read in process. [`log_limit`] keeps events a peer can
+//! repeat at will (bad frames, cut connections, a full disk) from flooding
+//! the log.
 //!
 //! What it is not: a Kafka client library for applications (connectors and
 //! stream processors use `rdkafka`), nor a schema registry (it only reads
@@ -22,6 +24,7 @@ pub mod broker;
 pub mod client;
 pub mod config;
 pub mod group;
+pub mod log_limit;
 pub mod schemas;
 pub mod server;
 pub mod storage;

@@ -26,12 +26,15 @@ use uuid::Uuid;
 
 use crate::broker::{lock, Broker, BrokerError};
 use crate::config::{SchemaValidation, SubjectNameStrategy};
+use crate::log_limit::{LogLimit, DEFAULT_INTERVAL};
 use crate::storage::batch::BatchIter;
 use crate::storage::records::{records_section, RawRecords, MAX_DECOMPRESSED_BYTES};
 use crate::storage::ReadError;
 
 /// Bytes of `_schemas` read per step while catching up.
 const CATCH_UP_READ_BYTES: usize = 4 << 20;
+/// Any client can produce garbage to `_schemas`: one line per interval.
+static UNREADABLE_LOG: LogLimit = LogLimit::new(DEFAULT_INTERVAL);
 
 /// A record set refused by validation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -146,10 +149,13 @@ impl SchemaCatalog {
                         let count = header.records_count.max(0) as usize;
                         for r in RawRecords::new(&section, count) {
                             let Ok(r) = r else {
-                                warn!(
-                                    offset = header.base_offset,
-                                    "skipping the rest of an unreadable {SCHEMAS_TOPIC} batch"
-                                );
+                                if let Some(suppressed) = UNREADABLE_LOG.admit() {
+                                    warn!(
+                                        offset = header.base_offset,
+                                        suppressed,
+                                        "skipping the rest of an unreadable {SCHEMAS_TOPIC} batch"
+                                    );
+                                }
                                 break;
                             };
                             if header.base_offset + (r.offset_delta as i64) < state.position {
@@ -165,7 +171,9 @@ impl SchemaCatalog {
                         }
                     }
                     Err(e) => {
-                        warn!(offset = header.base_offset, error = %e, "skipping an unreadable {SCHEMAS_TOPIC} batch")
+                        if let Some(suppressed) = UNREADABLE_LOG.admit() {
+                            warn!(offset = header.base_offset, error = %e, suppressed, "skipping an unreadable {SCHEMAS_TOPIC} batch")
+                        }
                     }
                 }
                 state.position = next;

@@ -12,6 +12,7 @@ mod compaction;
 mod connect;
 mod crash_recovery;
 mod groups;
+mod hostile_clients;
 mod http_limits;
 mod idempotence;
 mod old_versions;

@@ -496,3 +496,192 @@ async fn the_internal_offsets_topic_cannot_be_written_deleted_or_repartitioned()
     grow.topics = vec![t];
     assert_eq!(client.send(&grow).await.unwrap().results[0].error_code, 17);
 }
+
+/// A broker whose data directory is a tmpfs of `size` of its own: `runnel
+/// serve` runs in a new mount namespace (`unshare`; a user namespace maps
+/// the caller to root there, so no privilege is needed where unprivileged
+/// user namespaces are allowed) in which the directory is mounted first.
+/// Killed when dropped.
+struct SmallDiskBroker {
+    child: std::process::Child,
+    port: u16,
+    registry_port: u16,
+    data_dir: std::path::PathBuf,
+    log: std::path::PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl SmallDiskBroker {
+    fn start(size: &str) -> SmallDiskBroker {
+        use crate::harness::{free_port, BIN};
+        let tmp = tempfile::tempdir().unwrap();
+        let data_dir = tmp.path().join("data");
+        std::fs::create_dir(&data_dir).unwrap();
+        let log = tmp.path().join("broker.log");
+        let (port, registry_port) = (free_port(), free_port());
+        let child = std::process::Command::new("unshare")
+            .args(["--mount", "--map-root-user", "sh", "-c"])
+            .arg(format!(
+                "mount -t tmpfs -o size={size} runnel-test \"$0\" && exec \"$@\""
+            ))
+            .arg(&data_dir)
+            .arg(BIN)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--kafka-addr", &format!("127.0.0.1:{port}")])
+            .args(["--registry-addr", &format!("127.0.0.1:{registry_port}")])
+            .args(["--connect-addr", "off"])
+            .env("RUNNEL_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("run unshare (util-linux)");
+        let mut broker = SmallDiskBroker {
+            child,
+            port,
+            registry_port,
+            data_dir,
+            log,
+            _tmp: tmp,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(broker.addr()).is_err() {
+            if let Ok(Some(status)) = broker.child.try_wait() {
+                panic!(
+                    "the broker on a small tmpfs exited with {status}; this test needs `unshare \
+                     --mount --map-root-user` (root, or unprivileged user namespaces):\n{}",
+                    broker.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not listening:\n{}",
+                broker.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        broker
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// What the broker logged, without terminal colours.
+    fn log(&self) -> String {
+        let raw = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let mut out = String::with_capacity(raw.len());
+        let mut rest = raw.as_str();
+        while let Some(at) = rest.find('\x1b') {
+            out.push_str(&rest[..at]);
+            rest = &rest[at..];
+            rest = rest.find('m').map_or("", |end| &rest[end + 1..]);
+        }
+        out.push_str(rest);
+        out
+    }
+
+    async fn metrics(&self) -> String {
+        let url = format!("http://127.0.0.1:{}/metrics", self.registry_port);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match reqwest::get(&url).await {
+                Ok(r) if r.status().is_success() => return r.text().await.unwrap(),
+                other if Instant::now() > deadline => panic!("GET {url}: {other:?}"),
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+}
+
+impl Drop for SmallDiskBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- broker log ----\n{}", self.log());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_refused_with_storage_errors_logged_once_and_counted() {
+    let broker = SmallDiskBroker::start("8m");
+    let mut client = Client::connect(&broker.addr(), "disk-full").await.unwrap();
+    // Fill the disk: 256 KiB batches until the broker refuses one.
+    let mut refused = None;
+    for _ in 0..200 {
+        let (code, _) = produce(&mut client, "fill", 0, batch(64, 4096, 0)).await;
+        if code != 0 {
+            refused = Some(code);
+            break;
+        }
+    }
+    assert_eq!(
+        refused,
+        Some(56),
+        "KAFKA_STORAGE_ERROR once the disk is full"
+    );
+    for _ in 0..30 {
+        assert_eq!(
+            produce(&mut client, "fill", 0, batch(64, 4096, 0)).await.0,
+            56
+        );
+    }
+
+    let log = broker.log();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("disk full")).collect();
+    assert!(
+        (1..=2).contains(&lines.len()) && lines[0].contains("ERROR"),
+        "31 refusals are logged once or twice, at ERROR:\n{}",
+        lines.join("\n")
+    );
+    assert!(
+        lines[0].contains("fill")
+            && lines[0].contains("partition=0")
+            && lines[0].contains(&broker.data_dir.display().to_string()),
+        "the line names the partition and the data dir: {}",
+        lines[0]
+    );
+    let text = broker.metrics().await;
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    };
+    assert!(value("runnel_broker_storage_errors_total") >= 31.0);
+    assert_eq!(value("runnel_broker_disk_full"), 1.0);
+    let last = value("runnel_broker_last_storage_error_timestamp_seconds");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!((now - 60.0..=now + 1.0).contains(&last), "{last} vs {now}");
+
+    // Space freed (the topic deleted): the next write succeeds and the
+    // gauge clears.
+    use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+    use kafka_protocol::messages::DeleteTopicsRequest;
+    let mut delete = DeleteTopicsRequest::default();
+    let mut t = DeleteTopicState::default();
+    t.name = Some(name("fill"));
+    delete.topics = vec![t];
+    delete.timeout_ms = 5000;
+    let response = client.send(&delete).await.unwrap();
+    assert_eq!(response.responses[0].error_code, 0);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while produce(&mut client, "after", 0, batch(1, 100, 0)).await.0 != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no write succeeded after freeing space"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let text = broker.metrics().await;
+    assert!(
+        text.contains("\nrunnel_broker_disk_full 0\n"),
+        "the gauge clears:\n{text}"
+    );
+}

@@ -15,7 +15,7 @@ use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -27,6 +27,7 @@ use crate::config::{
     validate_topic_config, BrokerConfig, ConfigError, ConfigType, LogDefaults, SchemaValidation,
 };
 use crate::group::{GroupConfig, GroupCoordinator, OFFSETS_TOPIC};
+use crate::log_limit::LogLimit;
 use crate::storage::checkpoint::{self, Checkpoint};
 use crate::storage::{AppendError, AppendInfo, PartitionLog, ReadError, ReadSlice};
 use meta::{DataDirLock, DynamicConfigs, TopicRecord};
@@ -132,6 +133,82 @@ pub enum BrokerError {
     Io(#[from] io::Error),
 }
 
+/// Why the broker closed a client connection. Each reason has its own
+/// counter (`runnel_broker_connections_closed_total{reason="..."}`) and its
+/// own rate-limited log line in the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// A frame size outside the limits (too small, negative, too large).
+    FrameSize,
+    /// An API key the broker does not know.
+    UnknownApiKey,
+    /// An API version the broker does not serve.
+    UnsupportedVersion,
+    /// A request that does not decode.
+    MalformedRequest,
+    /// A request that did not arrive in full within the request read
+    /// timeout (or sent nothing for the idle timeout in the middle).
+    RequestReadTimeout,
+    /// No request for the idle timeout (routine housekeeping, as in Kafka).
+    Idle,
+    /// A response that made no progress for the idle timeout: the client
+    /// stopped reading.
+    ResponseWriteTimeout,
+    /// The broker's connection limit was reached.
+    ConnectionLimit,
+    /// The client address's connection limit was reached.
+    IpConnectionLimit,
+    /// An acks=0 produce failed: Kafka closes the connection so the client
+    /// notices.
+    UnacknowledgedProduceFailed,
+    /// The response could not be encoded.
+    EncodeFailed,
+}
+
+impl CloseReason {
+    pub const ALL: [CloseReason; 11] = [
+        CloseReason::FrameSize,
+        CloseReason::UnknownApiKey,
+        CloseReason::UnsupportedVersion,
+        CloseReason::MalformedRequest,
+        CloseReason::RequestReadTimeout,
+        CloseReason::Idle,
+        CloseReason::ResponseWriteTimeout,
+        CloseReason::ConnectionLimit,
+        CloseReason::IpConnectionLimit,
+        CloseReason::UnacknowledgedProduceFailed,
+        CloseReason::EncodeFailed,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::FrameSize => "frame_size",
+            CloseReason::UnknownApiKey => "unknown_api_key",
+            CloseReason::UnsupportedVersion => "unsupported_version",
+            CloseReason::MalformedRequest => "malformed_request",
+            CloseReason::RequestReadTimeout => "request_read_timeout",
+            CloseReason::Idle => "idle",
+            CloseReason::ResponseWriteTimeout => "response_write_timeout",
+            CloseReason::ConnectionLimit => "connection_limit",
+            CloseReason::IpConnectionLimit => "ip_connection_limit",
+            CloseReason::UnacknowledgedProduceFailed => "acks0_produce_failed",
+            CloseReason::EncodeFailed => "encode_failed",
+        }
+    }
+
+    /// Whether the reason is bad input from the peer (a refused frame).
+    pub fn is_bad_frame(self) -> bool {
+        matches!(
+            self,
+            CloseReason::FrameSize
+                | CloseReason::UnknownApiKey
+                | CloseReason::UnsupportedVersion
+                | CloseReason::MalformedRequest
+        )
+    }
+}
+
 /// Counters exported as metrics.
 #[derive(Debug, Default)]
 pub struct BrokerMetrics {
@@ -146,12 +223,32 @@ pub struct BrokerMetrics {
     pub frames_rejected: AtomicU64,
     /// Partition record sets refused by broker-side schema validation.
     pub records_rejected_by_schema: AtomicU64,
+    /// Bytes of requests read or being read and not yet handled (gauge).
+    pub inflight_request_bytes: AtomicU64,
+    /// Connections the broker closed, indexed by `CloseReason as usize`.
+    connections_closed: [AtomicU64; CloseReason::ALL.len()],
+    /// Storage write errors; shared with every partition.
+    pub storage: Arc<StorageHealth>,
 }
 
 impl BrokerMetrics {
+    /// Counts a connection the broker closed (and a refused frame when
+    /// the reason is bad input).
+    pub fn connection_closed(&self, reason: CloseReason) {
+        self.connections_closed[reason as usize].fetch_add(1, Ordering::Relaxed);
+        if reason.is_bad_frame() {
+            self.frames_rejected.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Connections closed for `reason` so far.
+    pub fn connections_closed(&self, reason: CloseReason) -> u64 {
+        self.connections_closed[reason as usize].load(Ordering::Relaxed)
+    }
+
     /// The counters in Prometheus' text format.
     pub fn render_prometheus(&self) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 10] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 12] = [
             (
                 "runnel_broker_bytes_in_total",
                 "counter",
@@ -203,7 +300,7 @@ impl BrokerMetrics {
             (
                 "runnel_broker_frames_rejected_total",
                 "counter",
-                "Request frames refused (too large, malformed).",
+                "Request frames refused (bad size, unknown API, unsupported version, malformed).",
                 &self.frames_rejected,
             ),
             (
@@ -211,6 +308,18 @@ impl BrokerMetrics {
                 "counter",
                 "Partition record sets refused by schema validation.",
                 &self.records_rejected_by_schema,
+            ),
+            (
+                "runnel_broker_inflight_request_bytes",
+                "gauge",
+                "Bytes of requests received and not yet handled (counted as they arrive).",
+                &self.inflight_request_bytes,
+            ),
+            (
+                "runnel_broker_storage_errors_total",
+                "counter",
+                "Failed log writes and fsyncs (appends fail with KAFKA_STORAGE_ERROR).",
+                &self.storage.errors,
             ),
         ];
         let mut out = String::new();
@@ -220,7 +329,125 @@ impl BrokerMetrics {
                 value.load(Ordering::Relaxed)
             ));
         }
+        let name = "runnel_broker_connections_closed_total";
+        out.push_str(&format!(
+            "# HELP {name} Client connections closed by the broker, by reason.\n# TYPE {name} counter\n"
+        ));
+        for reason in CloseReason::ALL {
+            out.push_str(&format!(
+                "{name}{{reason=\"{}\"}} {}\n",
+                reason.label(),
+                self.connections_closed(reason)
+            ));
+        }
+        let name = "runnel_broker_disk_full";
+        out.push_str(&format!(
+            "# HELP {name} 1 from a write that failed for lack of space (or quota) until a write succeeds.\n# TYPE {name} gauge\n{name} {}\n",
+            u8::from(self.storage.disk_full())
+        ));
+        let name = "runnel_broker_last_storage_error_timestamp_seconds";
+        let last_ms = self.storage.last_error_ms();
+        out.push_str(&format!(
+            "# HELP {name} Unix time of the last storage write error (0: none).\n# TYPE {name} gauge\n{name} {}.{:03}\n",
+            last_ms / 1000,
+            last_ms % 1000
+        ));
         out
+    }
+}
+
+/// Whether an I/O error means the disk (or the user's quota) is full.
+pub fn is_disk_full(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}
+
+/// What appends and flushes report about the disk: how many writes failed,
+/// whether the last failure was a full disk (until a write succeeds), and
+/// when the last one happened. Failures are logged at ERROR, at most once
+/// per interval, so a full disk under load leaves a trace without flooding
+/// the log.
+#[derive(Debug, Default)]
+pub struct StorageHealth {
+    errors: AtomicU64,
+    disk_full: AtomicBool,
+    last_error_ms: std::sync::atomic::AtomicI64,
+    /// One limit per kind, so a full disk is never hidden behind the line
+    /// of another I/O error.
+    full_log: LogLimit,
+    error_log: LogLimit,
+}
+
+impl StorageHealth {
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    pub fn disk_full(&self) -> bool {
+        self.disk_full.load(Ordering::Relaxed)
+    }
+
+    /// Unix milliseconds of the last failure, 0 if none.
+    pub fn last_error_ms(&self) -> i64 {
+        self.last_error_ms.load(Ordering::Relaxed)
+    }
+
+    /// Records a failed write of a partition (append, roll, fsync) and
+    /// returns whether it was logged.
+    pub fn write_failed(
+        &self,
+        topic: &str,
+        partition: i32,
+        partition_dir: &Path,
+        error: &io::Error,
+        now: Instant,
+    ) -> bool {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.last_error_ms.store(now_ms(), Ordering::Relaxed);
+        let full = is_disk_full(error);
+        if full {
+            self.disk_full.store(true, Ordering::Relaxed);
+        }
+        let log = if full {
+            &self.full_log
+        } else {
+            &self.error_log
+        };
+        let Some(suppressed) = log.admit_at(now) else {
+            return false;
+        };
+        let data_dir = partition_dir.parent().unwrap_or(partition_dir);
+        if full {
+            error!(
+                topic,
+                partition,
+                data_dir = %data_dir.display(),
+                error = %error,
+                suppressed,
+                "disk full: a write to the log failed; produce is refused with KAFKA_STORAGE_ERROR until space is freed"
+            );
+        } else {
+            error!(
+                topic,
+                partition,
+                data_dir = %data_dir.display(),
+                error = %error,
+                suppressed,
+                "a write to the log failed; produce is refused with KAFKA_STORAGE_ERROR"
+            );
+        }
+        true
+    }
+
+    /// Records a successful append: a full disk has room again.
+    pub fn write_succeeded(&self) {
+        // A load first: the flag is almost always clear, and this runs on
+        // every append.
+        if self.disk_full.load(Ordering::Relaxed) && self.disk_full.swap(false, Ordering::Relaxed) {
+            info!("a write to the log succeeded again after the disk was full");
+        }
     }
 }
 
@@ -233,6 +460,8 @@ pub struct Partition {
     high_watermark: watch::Sender<i64>,
     leader_epoch: i32,
     deleted: AtomicBool,
+    /// Where failed writes are counted and logged (the broker's metrics).
+    storage: Arc<StorageHealth>,
 }
 
 /// Offsets of a partition at one instant.
@@ -244,7 +473,12 @@ pub struct PartitionOffsets {
 }
 
 impl Partition {
-    fn new(topic: Arc<str>, index: i32, log: PartitionLog) -> Partition {
+    fn new(
+        topic: Arc<str>,
+        index: i32,
+        log: PartitionLog,
+        storage: Arc<StorageHealth>,
+    ) -> Partition {
         let (high_watermark, _) = watch::channel(log.high_watermark());
         Partition {
             topic,
@@ -253,7 +487,15 @@ impl Partition {
             high_watermark,
             leader_epoch: 0,
             deleted: AtomicBool::new(false),
+            storage,
         }
+    }
+
+    /// Counts and (rate-limited) logs a failed write of this partition.
+    fn write_failed(&self, error: &io::Error) {
+        let dir = lock(&self.log).dir().to_path_buf();
+        self.storage
+            .write_failed(&self.topic, self.index, &dir, error, Instant::now());
     }
 
     pub fn leader_epoch(&self) -> i32 {
@@ -271,8 +513,21 @@ impl Partition {
     }
 
     /// Appends a producer's record set. Fsyncs before returning when the
-    /// topic's flush policy asks for it.
+    /// topic's flush policy asks for it. A failed write (a full disk, an
+    /// I/O error) is counted and logged in the broker's storage health.
     pub async fn append(self: &Arc<Self>, records: &Bytes) -> Result<AppendInfo, BrokerError> {
+        let result = self.write(records).await;
+        match &result {
+            Ok(_) => self.storage.write_succeeded(),
+            Err(BrokerError::Io(e) | BrokerError::Append(AppendError::Io(e))) => {
+                self.write_failed(e)
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    async fn write(self: &Arc<Self>, records: &Bytes) -> Result<AppendInfo, BrokerError> {
         self.check_live()?;
         let (info, high_watermark, flush_wanted) = {
             let mut log = lock(&self.log);
@@ -283,11 +538,8 @@ impl Partition {
             // A segment was closed: make it durable in the background so the
             // recovery point keeps up, without delaying this produce.
             let partition = self.clone();
-            tokio::task::spawn_blocking(move || {
-                if let Err(e) = partition.flush() {
-                    error!(topic = %partition.topic, partition = partition.index, error = %e, "background flush failed");
-                }
-            });
+            // A failure is counted and logged by `flush`.
+            tokio::task::spawn_blocking(move || partition.flush());
         }
         if let Some(file) = &info.sync_file {
             let file = file.clone();
@@ -303,6 +555,14 @@ impl Partition {
     /// partition stays available for appends and reads during the fsync.
     /// Blocking: call from a blocking thread.
     pub fn flush(&self) -> io::Result<()> {
+        let result = self.sync_to_disk();
+        if let Err(e) = &result {
+            self.write_failed(e);
+        }
+        result
+    }
+
+    fn sync_to_disk(&self) -> io::Result<()> {
         if self.deleted.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -581,6 +841,7 @@ impl Broker {
         let log_starts = read_checkpoint(&dir.join(LOG_START_CHECKPOINT));
 
         let started = std::time::Instant::now();
+        let metrics = BrokerMetrics::default();
         let mut topics = HashMap::new();
         let mut truncated = 0u64;
         for record in records {
@@ -599,7 +860,12 @@ impl Broker {
                     now_ms(),
                 )?;
                 truncated += report.truncated_bytes;
-                partitions.push(Arc::new(Partition::new(name.clone(), p, log)));
+                partitions.push(Arc::new(Partition::new(
+                    name.clone(),
+                    p,
+                    log,
+                    metrics.storage.clone(),
+                )));
             }
             let topic = Topic {
                 name: name.clone(),
@@ -625,7 +891,7 @@ impl Broker {
             cluster_id,
             topics: RwLock::new(topics),
             admin: tokio::sync::Mutex::new(()),
-            metrics: BrokerMetrics::default(),
+            metrics,
             producer_ids: producer_ids::ProducerIdAllocator::open(&dir)?,
             groups: std::sync::OnceLock::new(),
             schemas: crate::schemas::SchemaCatalog::default(),
@@ -888,7 +1154,14 @@ impl Broker {
                 .add_partitions_atomically(name, id, 0..partitions, &log_config, &all)?
                 .into_iter()
                 .enumerate()
-                .map(|(p, log)| Arc::new(Partition::new(name_arc.clone(), p as i32, log)))
+                .map(|(p, log)| {
+                    Arc::new(Partition::new(
+                        name_arc.clone(),
+                        p as i32,
+                        log,
+                        self.metrics.storage.clone(),
+                    ))
+                })
                 .collect();
         }
         let topic = Arc::new(Topic {
@@ -1089,7 +1362,14 @@ impl Broker {
             .add_partitions_atomically(name, topic.id, current..count, &log_config, &records)?
             .into_iter()
             .zip(current..count)
-            .map(|(log, p)| Arc::new(Partition::new(topic.name.clone(), p, log)))
+            .map(|(log, p)| {
+                Arc::new(Partition::new(
+                    topic.name.clone(),
+                    p,
+                    log,
+                    self.metrics.storage.clone(),
+                ))
+            })
             .collect();
         topic
             .partitions
@@ -1272,13 +1552,14 @@ impl Broker {
                 if partition.deleted.load(Ordering::Acquire) {
                     continue;
                 }
-                let result = if closing {
-                    lock(&partition.log).close(now)
+                // Failures are counted and logged (rate-limited) in the
+                // broker's storage health; the recovery point stays behind.
+                if closing {
+                    if let Err(e) = lock(&partition.log).close(now) {
+                        partition.write_failed(&e);
+                    }
                 } else {
-                    partition.flush()
-                };
-                if let Err(e) = result {
-                    error!(topic = %topic.name, partition = partition.index, error = %e, "flush failed");
+                    let _ = partition.flush();
                 }
                 let recovery_point = lock(&partition.log).recovery_point();
                 recovery.insert((topic.name.to_string(), partition.index), recovery_point);
@@ -1374,5 +1655,156 @@ mod tests {
         assert!(validate_topic_name("has space").is_err());
         assert!(validate_topic_name(&"x".repeat(250)).is_err());
         assert!(validate_topic_name(&"x".repeat(249)).is_ok());
+    }
+
+    #[test]
+    fn storage_health_counts_every_failure_flags_a_full_disk_and_logs_once_per_interval() {
+        let health = StorageHealth::default();
+        let dir = Path::new("/data/orders-3");
+        let enospc = io::Error::from_raw_os_error(libc::ENOSPC);
+        let edquot = io::Error::from_raw_os_error(libc::EDQUOT);
+        let eio = io::Error::from_raw_os_error(libc::EIO);
+        assert!(is_disk_full(&enospc) && is_disk_full(&edquot) && !is_disk_full(&eio));
+
+        let t0 = Instant::now();
+        assert!(!health.disk_full());
+        assert_eq!(health.last_error_ms(), 0);
+        assert!(health.write_failed("orders", 3, dir, &eio, t0), "logged");
+        assert!(!health.disk_full(), "an I/O error is not a full disk");
+        assert!(health.last_error_ms() > 0);
+        let logged: Vec<bool> = [1, 500, 9_999, 10_000, 10_001]
+            .into_iter()
+            .map(|ms| {
+                health.write_failed("orders", 3, dir, &enospc, t0 + Duration::from_millis(ms))
+            })
+            .collect();
+        assert_eq!(
+            logged,
+            [true, false, false, false, true],
+            "the first full disk is logged even right after another error"
+        );
+        assert_eq!(health.errors(), 6, "every failure is counted");
+        assert!(health.disk_full());
+
+        health.write_succeeded();
+        assert!(!health.disk_full(), "a write that succeeds clears the flag");
+        assert_eq!(health.errors(), 6);
+        let metrics = BrokerMetrics {
+            storage: Arc::new(health),
+            ..Default::default()
+        };
+        let text = metrics.render_prometheus();
+        assert!(
+            text.contains("\nrunnel_broker_storage_errors_total 6\n"),
+            "{text}"
+        );
+        assert!(text.contains("\nrunnel_broker_disk_full 0\n"), "{text}");
+        assert!(
+            !text.contains("runnel_broker_last_storage_error_timestamp_seconds 0.000"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn closed_connections_are_counted_by_reason_and_bad_frames_as_rejected() {
+        let metrics = BrokerMetrics::default();
+        metrics.connection_closed(CloseReason::MalformedRequest);
+        metrics.connection_closed(CloseReason::MalformedRequest);
+        metrics.connection_closed(CloseReason::RequestReadTimeout);
+        assert_eq!(metrics.frames_rejected.load(Ordering::Relaxed), 2);
+        let text = metrics.render_prometheus();
+        for line in [
+            "runnel_broker_connections_closed_total{reason=\"malformed_request\"} 2",
+            "runnel_broker_connections_closed_total{reason=\"request_read_timeout\"} 1",
+            "runnel_broker_connections_closed_total{reason=\"ip_connection_limit\"} 0",
+            "runnel_broker_inflight_request_bytes 0",
+            "runnel_broker_last_storage_error_timestamp_seconds 0.000",
+        ] {
+            assert!(text.contains(line), "no '{line}' in:\n{text}");
+        }
+    }
+
+    /// One uncompressed batch of `count` small records.
+    fn batch(count: usize) -> Bytes {
+        use kafka_protocol::records::{
+            Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+        };
+        let records: Vec<Record> = (0..count)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: i as i32 - 1,
+                timestamp: 1000,
+                key: None,
+                value: Some(Bytes::from(vec![b'v'; 600])),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = bytes::BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        buf.freeze()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_append_reaches_the_broker_metrics_and_a_later_success_clears_disk_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let broker = Broker::open(BrokerConfig {
+            data_dir: data_dir.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+        let configs = BTreeMap::from([("segment.bytes".to_string(), "1024".to_string())]);
+        let topic = broker
+            .create_topic("t", 1, 1, configs, false)
+            .await
+            .unwrap();
+        let partition = topic.partition(0).unwrap();
+        partition.append(&batch(1)).await.unwrap();
+        broker
+            .metrics()
+            .storage
+            .disk_full
+            .store(true, Ordering::Relaxed);
+
+        // The next append has to roll to a new segment file, and the
+        // partition's directory is gone: a real I/O error.
+        let moved = dir.path().join("moved");
+        std::fs::rename(meta::partition_dir(&data_dir, "t", 0), &moved).unwrap();
+        let err = partition.append(&batch(1)).await.unwrap_err();
+        assert!(
+            matches!(err, BrokerError::Append(AppendError::Io(_))),
+            "{err:?}"
+        );
+        let storage = &broker.metrics().storage;
+        assert_eq!(storage.errors(), 1);
+        assert!(storage.last_error_ms() > 0);
+        assert!(storage.disk_full(), "not cleared by a failure");
+
+        // Refusals that are not storage errors are not counted.
+        assert!(partition
+            .append(&Bytes::from_static(b"junk"))
+            .await
+            .is_err());
+        assert_eq!(storage.errors(), 1);
+
+        std::fs::rename(&moved, meta::partition_dir(&data_dir, "t", 0)).unwrap();
+        partition.append(&batch(1)).await.unwrap();
+        assert!(!storage.disk_full(), "cleared by the append that succeeded");
+        assert_eq!(storage.errors(), 1);
     }
 }

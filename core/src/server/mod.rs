@@ -9,10 +9,16 @@
 //! ```
 //! Limits enforced before anything is allocated: the frame size against
 //! `max_request_bytes` (Produce) or `max_control_request_bytes` (everything
-//! else), the bytes of all requests in flight against
-//! `max_inflight_request_bytes`, and the number of connections. A frame that
-//! breaks a limit, an unknown API key or an undecodable request closes the
-//! connection with a log line, as Kafka does.
+//! else), the bytes of requests in flight against the broker's and the
+//! client address's budgets (counted as the bytes arrive, see `limits`), and
+//! the number of connections, overall and per client address. A request
+//! must arrive within `request_read_timeout_ms` of its first byte, and a
+//! connection that sends nothing (or reads none of its responses) for
+//! `connections_max_idle_ms` is closed. A frame that breaks a limit, an
+//! unknown API key or an undecodable request closes the connection, as
+//! Kafka does. Every close is counted by reason in `BrokerMetrics`; the log
+//! gets at most one line per reason per 10 s (a client can repeat bad input
+//! at will).
 //!
 //! Requests on one connection are handled one at a time (Kafka's ordering
 //! guarantee); the next request is read while the previous response is
@@ -26,6 +32,7 @@ mod fetch;
 pub mod frame;
 mod groups;
 pub mod legacy;
+mod limits;
 mod metadata;
 mod offsets;
 mod produce;
@@ -42,16 +49,21 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
+use tokio::time::Instant;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::broker::Broker;
+use crate::broker::{Broker, CloseReason};
+use crate::log_limit::LogLimit;
 use frame::{FrameBuf, ResponseFrame};
+use limits::{kib, Budgets, Peers, RequestBudget};
 
 pub use errors::{code as error_code, kafka_error};
 
@@ -59,6 +71,14 @@ pub use errors::{code as error_code, kafka_error};
 const MIN_FRAME_BYTES: usize = 8;
 /// Responses queued for writing per connection.
 const RESPONSE_QUEUE_DEPTH: usize = 8;
+/// Request bytes budgeted and read per step.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// A request's buffer starts at most this large and doubles as its bytes
+/// arrive. The largest request of a producer with default settings
+/// (librdkafka's and Java's send at most about 1 MB) therefore lands in one
+/// allocation and is never copied; memory pages are touched only as bytes
+/// arrive, and larger buffers are at most twice what arrived.
+const INITIAL_REQUEST_BUFFER_BYTES: usize = 1 << 20;
 
 /// Why a connection was closed by the broker.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +97,27 @@ pub enum ConnectionError {
     },
     #[error("idle for {0:?}")]
     Idle(Duration),
+    #[error(
+        "request not received within {timeout:?} of its first byte ({arrived} of {} bytes arrived)",
+        declared(*size)
+    )]
+    RequestReadTimeout {
+        /// The declared size, -1 while the size prefix is incomplete.
+        size: i64,
+        arrived: usize,
+        timeout: Duration,
+    },
+    #[error(
+        "nothing received for {idle:?} in the middle of a request ({arrived} of {} bytes arrived)",
+        declared(*size)
+    )]
+    RequestStalled {
+        size: i64,
+        arrived: usize,
+        idle: Duration,
+    },
+    #[error("no byte of a response could be written for {0:?}: the client does not read")]
+    ResponseWriteTimeout(Duration),
     #[error("an acks=0 produce failed with error {0}; closing so the client notices")]
     UnacknowledgedProduceFailed(i16),
     #[error("cannot encode the {api:?} v{version} response: {reason}")]
@@ -87,6 +128,37 @@ pub enum ConnectionError {
     },
     #[error(transparent)]
     Io(#[from] io::Error),
+}
+
+fn declared(size: i64) -> String {
+    if size < 0 {
+        "an unknown number of".into()
+    } else {
+        size.to_string()
+    }
+}
+
+impl ConnectionError {
+    /// The metric reason of a close; `None` for I/O errors (the peer went
+    /// away or reset the connection).
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        Some(match self {
+            ConnectionError::FrameSize { .. } => CloseReason::FrameSize,
+            ConnectionError::UnknownApiKey(_) => CloseReason::UnknownApiKey,
+            ConnectionError::UnsupportedVersion { .. } => CloseReason::UnsupportedVersion,
+            ConnectionError::Malformed { .. } => CloseReason::MalformedRequest,
+            ConnectionError::Idle(_) => CloseReason::Idle,
+            ConnectionError::RequestReadTimeout { .. } | ConnectionError::RequestStalled { .. } => {
+                CloseReason::RequestReadTimeout
+            }
+            ConnectionError::ResponseWriteTimeout(_) => CloseReason::ResponseWriteTimeout,
+            ConnectionError::UnacknowledgedProduceFailed(_) => {
+                CloseReason::UnacknowledgedProduceFailed
+            }
+            ConnectionError::Encode { .. } => CloseReason::EncodeFailed,
+            ConnectionError::Io(_) => return None,
+        })
+    }
 }
 
 /// A decoded request with the header fields handlers need.
@@ -207,16 +279,62 @@ pub fn encode_response(
     Ok(ResponseFrame::from_bytes(buf.freeze()))
 }
 
+/// What every connection of one listener shares: its limits, budgets and
+/// the rate limits of its log lines.
+struct Listener {
+    broker: Arc<Broker>,
+    connections: Arc<Semaphore>,
+    peers: Arc<Peers>,
+    inflight: Arc<Semaphore>,
+    idle: Duration,
+    request_read_timeout: Duration,
+    /// One log limit per close reason.
+    close_logs: [LogLimit; CloseReason::ALL.len()],
+    accept_log: LogLimit,
+}
+
+impl Listener {
+    fn new(broker: Arc<Broker>) -> Listener {
+        let config = broker.config();
+        Listener {
+            connections: Arc::new(Semaphore::new(config.max_connections)),
+            peers: Peers::new(
+                config.max_connections_per_ip,
+                config.inflight_request_bytes_per_ip(),
+            ),
+            inflight: Arc::new(Semaphore::new(
+                kib(config.max_inflight_request_bytes) as usize
+            )),
+            idle: Duration::from_millis(config.connections_max_idle_ms.max(1)),
+            request_read_timeout: Duration::from_millis(config.request_read_timeout_ms.max(1)),
+            close_logs: std::array::from_fn(|_| LogLimit::default()),
+            accept_log: LogLimit::default(),
+            broker,
+        }
+    }
+
+    /// Counts a connection the broker closes, and logs it unless a line
+    /// for the same reason was written in the last 10 s.
+    fn closed(&self, peer: SocketAddr, reason: CloseReason, error: &dyn std::fmt::Display) {
+        self.broker.metrics().connection_closed(reason);
+        if reason == CloseReason::Idle {
+            // Routine housekeeping, as in Kafka: not worth a warning.
+            debug!(%peer, %error, "closing idle connection");
+            return;
+        }
+        if let Some(suppressed) = self.close_logs[reason as usize].admit() {
+            warn!(%peer, reason = reason.label(), %error, suppressed, "closing connection");
+        }
+    }
+}
+
 /// Runs the Kafka listener until `shutdown` resolves.
 pub async fn serve(
     broker: Arc<Broker>,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> io::Result<()> {
-    let connections = Arc::new(Semaphore::new(broker.config().max_connections));
-    let inflight = Arc::new(Semaphore::new(
-        kib(broker.config().max_inflight_request_bytes) as usize,
-    ));
+    let shared = Arc::new(Listener::new(broker));
     tokio::pin!(shutdown);
     info!(addr = %listener.local_addr()?, "Kafka listener ready");
     loop {
@@ -226,39 +344,48 @@ pub async fn serve(
                 Ok(pair) => pair,
                 Err(e) => {
                     // Usually EMFILE: back off instead of spinning.
-                    warn!(error = %e, "accept failed");
+                    if let Some(suppressed) = shared.accept_log.admit() {
+                        warn!(error = %e, suppressed, "accept failed");
+                    }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
         };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            warn!(%peer, limit = broker.config().max_connections, "connection limit reached; closing new connection");
+        let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
+            let limit = shared.broker.config().max_connections;
+            shared.closed(
+                peer,
+                CloseReason::ConnectionLimit,
+                &format_args!("the broker's limit of {limit} connections is reached"),
+            );
             continue;
         };
-        let broker = broker.clone();
-        let inflight = inflight.clone();
+        let Some(from_peer) = shared.peers.admit(peer.ip()) else {
+            let limit = shared.broker.config().max_connections_per_ip;
+            shared.closed(
+                peer,
+                CloseReason::IpConnectionLimit,
+                &format_args!("{} already has {limit} connections open", peer.ip()),
+            );
+            continue;
+        };
+        let shared = shared.clone();
         tokio::spawn(
             async move {
-                let metrics = broker.metrics();
+                let metrics = shared.broker.metrics();
                 metrics.connections_accepted.fetch_add(1, Ordering::Relaxed);
                 metrics.connections_open.fetch_add(1, Ordering::Relaxed);
-                match handle_connection(broker.clone(), stream, peer, inflight).await {
+                let budgets = Budgets::for_peer(shared.inflight.clone(), &from_peer);
+                match handle_connection(&shared, stream, peer, budgets).await {
                     Ok(()) => debug!("connection closed by client"),
-                    Err(ConnectionError::Io(e)) => debug!(error = %e, "connection ended"),
-                    Err(e) => {
-                        broker
-                            .metrics()
-                            .frames_rejected
-                            .fetch_add(1, Ordering::Relaxed);
-                        warn!(error = %e, "closing connection")
-                    }
+                    Err(e) => match e.close_reason() {
+                        None => debug!(error = %e, "connection ended"),
+                        Some(reason) => shared.closed(peer, reason, &e),
+                    },
                 }
-                broker
-                    .metrics()
-                    .connections_open
-                    .fetch_sub(1, Ordering::Relaxed);
-                drop(permit);
+                metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+                drop((from_peer, permit));
             }
             .instrument(tracing::debug_span!("conn", %peer)),
         );
@@ -266,40 +393,46 @@ pub async fn serve(
     Ok(())
 }
 
-fn kib(bytes: usize) -> u32 {
-    bytes.div_ceil(1024).min(u32::MAX as usize) as u32
-}
-
 async fn handle_connection(
-    broker: Arc<Broker>,
+    shared: &Listener,
     stream: TcpStream,
     peer: SocketAddr,
-    inflight: Arc<Semaphore>,
+    budgets: Budgets,
 ) -> Result<(), ConnectionError> {
+    let broker = &shared.broker;
     // Small responses must not wait for Nagle + delayed ACK (~40 ms).
     stream.set_nodelay(true)?;
     let (read_half, mut write_half) = stream.into_split();
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
     let (tx, mut rx) = mpsc::channel::<ResponseFrame>(RESPONSE_QUEUE_DEPTH);
-    let writer = tokio::spawn(async move {
+    let idle = shared.idle;
+    let mut writer = tokio::spawn(async move {
         while let Some(mut frame) = rx.recv().await {
-            // Vectored writes: header chunks and record bytes in one call.
-            write_half.write_all_buf(&mut frame).await?;
+            write_frame(&mut write_half, &mut frame, idle).await?;
         }
-        write_half.shutdown().await
+        write_half.shutdown().await?;
+        Ok(())
     });
-    let idle = Duration::from_millis(broker.config().connections_max_idle_ms.max(1));
+    // The writer ends early only when it fails; then the connection is
+    // over, and waiting for the next request would only delay the close.
+    let mut written = None;
     let result = async {
         loop {
-            let Some((frame, _permit)) = read_frame(&mut reader, &broker, &inflight, idle).await?
-            else {
+            let next = tokio::select! {
+                next = read_frame(&mut reader, shared, &budgets) => next?,
+                done = &mut writer => {
+                    written = Some(done);
+                    return Ok(());
+                }
+            };
+            let Some((frame, _budget)) = next else {
                 return Ok(());
             };
             let request = decode_request(frame)?;
             broker.metrics().requests.fetch_add(1, Ordering::Relaxed);
             let api_key = request.api_key;
             let correlation_id = request.header.correlation_id;
-            let Some((response, version)) = dispatch(&broker, request, peer).await? else {
+            let Some((response, version)) = dispatch(broker, request, peer).await? else {
                 continue;
             };
             let frame =
@@ -317,29 +450,129 @@ async fn handle_connection(
     }
     .await;
     drop(tx);
-    match writer.await {
-        Ok(Err(e)) if result.is_ok() => return Err(e.into()),
-        _ => {}
+    let written = match written {
+        Some(done) => done,
+        None => writer.await,
+    };
+    match written {
+        // A client that stops reading is the cause, whatever the reader saw.
+        Ok(Err(e)) if result.is_ok() || matches!(e, ConnectionError::ResponseWriteTimeout(_)) => {
+            Err(e)
+        }
+        _ => result,
     }
-    result
 }
 
-/// Reads one frame. `Ok(None)` on a clean end of stream.
-async fn read_frame<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    broker: &Broker,
-    inflight: &Arc<Semaphore>,
+/// Writes a response frame with vectored writes (header chunks and record
+/// bytes in one call). A client that stops reading would hold the frame,
+/// and the queue behind it, for ever: when a whole `idle` period passes
+/// without a byte written, the connection ends (as in Kafka, any bytes
+/// moved count as activity; silence is checked once per period, so a stall
+/// ends the connection between one and two periods after the last byte).
+/// The timer is armed once per frame, and only if a write has to wait, so
+/// a fast client costs no timer at all.
+async fn write_frame<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    frame: &mut ResponseFrame,
     idle: Duration,
-) -> Result<Option<(Bytes, tokio::sync::OwnedSemaphorePermit)>, ConnectionError> {
-    let mut size_buf = [0u8; 4];
-    match tokio::time::timeout(idle, reader.read_exact(&mut size_buf)).await {
-        Err(_) => return Err(ConnectionError::Idle(idle)),
-        Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Ok(Err(e)) => return Err(e.into()),
-        Ok(Ok(_)) => {}
+) -> Result<(), ConnectionError> {
+    let timer = tokio::time::sleep(idle);
+    tokio::pin!(timer);
+    let mut progressed = false;
+    while frame.has_remaining() {
+        let write = std::future::poll_fn(|cx| {
+            let mut slices = [io::IoSlice::new(&[]); 64];
+            let n = frame.chunks_vectored(&mut slices);
+            std::pin::Pin::new(&mut *writer).poll_write_vectored(cx, &slices[..n])
+        });
+        tokio::select! {
+            biased;
+            written = write => {
+                let written = written?;
+                if written == 0 {
+                    return Err(io::Error::from(io::ErrorKind::WriteZero).into());
+                }
+                frame.advance(written);
+                progressed = true;
+            }
+            _ = &mut timer => {
+                if !std::mem::take(&mut progressed) {
+                    return Err(ConnectionError::ResponseWriteTimeout(idle));
+                }
+                timer.as_mut().reset(Instant::now() + idle);
+            }
+        }
     }
+    Ok(())
+}
+
+/// The time limits of one request being read: the request read timeout
+/// from its first byte, and the idle timeout between two reads.
+struct RequestClock {
+    deadline: Instant,
+    timeout: Duration,
+    idle: Duration,
+}
+
+impl RequestClock {
+    /// Runs one read of the request, `arrived` bytes of a declared `size`
+    /// (-1 while unknown) into it.
+    async fn read<T>(
+        &self,
+        read: impl std::future::Future<Output = io::Result<T>>,
+        size: i64,
+        arrived: usize,
+    ) -> Result<T, ConnectionError> {
+        let idle_at = Instant::now() + self.idle;
+        if idle_at < self.deadline {
+            match tokio::time::timeout_at(idle_at, read).await {
+                Ok(r) => Ok(r?),
+                Err(_) => Err(ConnectionError::RequestStalled {
+                    size,
+                    arrived,
+                    idle: self.idle,
+                }),
+            }
+        } else {
+            match tokio::time::timeout_at(self.deadline, read).await {
+                Ok(r) => Ok(r?),
+                Err(_) => Err(self.timed_out(size, arrived)),
+            }
+        }
+    }
+
+    fn timed_out(&self, size: i64, arrived: usize) -> ConnectionError {
+        ConnectionError::RequestReadTimeout {
+            size,
+            arrived,
+            timeout: self.timeout,
+        }
+    }
+}
+
+/// Reads one frame, with the budget its bytes hold until it is handled.
+/// `Ok(None)` on a clean end of stream.
+async fn read_frame<'a, R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    shared: &'a Listener,
+    budgets: &'a Budgets,
+) -> Result<Option<(Bytes, RequestBudget<'a>)>, ConnectionError> {
+    // Between requests only the idle timeout applies.
+    match tokio::time::timeout(shared.idle, reader.fill_buf()).await {
+        Err(_) => return Err(ConnectionError::Idle(shared.idle)),
+        Ok(Ok([])) => return Ok(None),
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(e.into()),
+    }
+    let clock = RequestClock {
+        deadline: Instant::now() + shared.request_read_timeout,
+        timeout: shared.request_read_timeout,
+        idle: shared.idle,
+    };
+    let mut size_buf = [0u8; 4];
+    clock.read(reader.read_exact(&mut size_buf), -1, 0).await?;
     let size = i32::from_be_bytes(size_buf) as i64;
-    let config = broker.config();
+    let config = shared.broker.config();
     if size < MIN_FRAME_BYTES as i64 || size > config.max_request_bytes as i64 {
         return Err(ConnectionError::FrameSize {
             size,
@@ -347,7 +580,7 @@ async fn read_frame<R: AsyncRead + Unpin>(
         });
     }
     let mut key_buf = [0u8; 2];
-    reader.read_exact(&mut key_buf).await?;
+    clock.read(reader.read_exact(&mut key_buf), size, 0).await?;
     let api_key = i16::from_be_bytes(key_buf);
     let max = if api_key == ApiKey::Produce as i16 {
         config.max_request_bytes
@@ -357,20 +590,32 @@ async fn read_frame<R: AsyncRead + Unpin>(
     if size as usize > max {
         return Err(ConnectionError::FrameSize { size, max });
     }
-    let permit = inflight
-        .clone()
-        .acquire_many_owned(kib(size as usize))
-        .await
-        .map_err(|_| io::Error::other("server shutting down"))?;
-    let mut body = BytesMut::with_capacity(size as usize);
-    body.put_slice(&key_buf);
-    let mut rest = reader.take(size as u64 - 2);
-    while body.len() < size as usize {
-        if rest.read_buf(&mut body).await? == 0 {
+    let total = size as usize;
+    // The budget and the buffer grow with the bytes that arrive, never
+    // with the size the client declared.
+    let mut budget = RequestBudget::new(budgets, shared.broker.metrics());
+    // A Vec, for exact capacities: it ends full, and `Bytes::from` takes it
+    // over without a copy.
+    let mut body: Vec<u8> = Vec::with_capacity(total.min(INITIAL_REQUEST_BUFFER_BYTES));
+    body.extend_from_slice(&key_buf);
+    while body.len() < total {
+        let arrived = body.len();
+        let step = (total - arrived).min(READ_CHUNK_BYTES);
+        match tokio::time::timeout_at(clock.deadline, budget.cover(arrived + step)).await {
+            Err(_) => return Err(clock.timed_out(size, arrived)),
+            Ok(Err(_)) => return Err(io::Error::other("server shutting down").into()),
+            Ok(Ok(())) => {}
+        }
+        if body.capacity() < arrived + step {
+            let grown = (body.capacity() * 2).clamp(arrived + step, total);
+            body.reserve_exact(grown - arrived);
+        }
+        let mut chunk = (&mut *reader).take(step as u64);
+        if clock.read(chunk.read_buf(&mut body), size, arrived).await? == 0 {
             return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
         }
     }
-    Ok(Some((body.freeze(), permit)))
+    Ok(Some((Bytes::from(body), budget)))
 }
 
 /// Runs one request. `None` means no response is sent (Produce acks=0).
@@ -481,4 +726,173 @@ async fn dispatch(
 /// Helper for handlers: `Bytes` for a string, as `StrBytes`.
 pub(crate) fn str_bytes(s: impl Into<String>) -> kafka_protocol::protocol::StrBytes {
     kafka_protocol::protocol::StrBytes::from_string(s.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use tokio::io::{AsyncWriteExt, DuplexStream};
+
+    use super::*;
+    use crate::config::BrokerConfig;
+
+    fn listener(config: BrokerConfig) -> (tempfile::TempDir, Listener) {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::open(BrokerConfig {
+            data_dir: dir.path().join("data"),
+            ..config
+        })
+        .unwrap();
+        (dir, Listener::new(broker))
+    }
+
+    fn produce_frame_start(declared: i32, body_bytes: usize) -> Vec<u8> {
+        let mut frame = declared.to_be_bytes().to_vec();
+        frame.extend_from_slice(&(ApiKey::Produce as i16).to_be_bytes());
+        frame.extend((0..body_bytes - 2).map(|i| i as u8));
+        frame
+    }
+
+    fn held_bytes(shared: &Listener) -> u64 {
+        shared
+            .broker
+            .metrics()
+            .inflight_request_bytes
+            .load(Ordering::Relaxed)
+    }
+
+    async fn connect(shared: &Listener) -> (DuplexStream, BufReader<DuplexStream>, Budgets) {
+        let (client, server) = tokio::io::duplex(4 << 20);
+        let peer = shared.peers.admit(IpAddr::from([10, 0, 0, 1])).unwrap();
+        let budgets = Budgets::for_peer(shared.inflight.clone(), &peer);
+        (client, BufReader::new(server), budgets)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_holds_budget_for_the_bytes_that_arrived_not_the_size_it_declares() {
+        let (_dir, shared) = listener(BrokerConfig::default());
+        let (mut client, mut reader, budgets) = connect(&shared).await;
+        let total_kib = shared.inflight.available_permits();
+        client
+            .write_all(&produce_frame_start(100_000_000, 64 * 1024))
+            .await
+            .unwrap();
+        let read = read_frame(&mut reader, &shared, &budgets);
+        tokio::pin!(read);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), &mut read)
+                .await
+                .is_err(),
+            "the request is incomplete"
+        );
+        let held = held_bytes(&shared);
+        assert!(
+            (64 * 1024..=130 * 1024).contains(&held),
+            "64 KiB arrived of 100 MB declared, {held} bytes held"
+        );
+        assert_eq!(
+            shared.inflight.available_permits() as u64,
+            total_kib as u64 - held / 1024
+        );
+        let started = Instant::now();
+        match read.await {
+            Err(ConnectionError::RequestReadTimeout { size, arrived, .. }) => {
+                assert_eq!((size, arrived), (100_000_000, 64 * 1024))
+            }
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("an incomplete request was returned"),
+        }
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(29),
+            "30 s from its first byte"
+        );
+        assert_eq!(held_bytes(&shared), 0, "the budget is given back");
+        assert_eq!(shared.inflight.available_permits(), total_kib);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silence_in_the_middle_of_a_request_ends_it_after_the_idle_timeout() {
+        let (_dir, shared) = listener(BrokerConfig {
+            connections_max_idle_ms: 2_000,
+            request_read_timeout_ms: 60_000,
+            ..Default::default()
+        });
+        let (mut client, mut reader, budgets) = connect(&shared).await;
+        client
+            .write_all(&produce_frame_start(1000, 100))
+            .await
+            .unwrap();
+        let started = Instant::now();
+        match read_frame(&mut reader, &shared, &budgets).await {
+            Err(ConnectionError::RequestStalled { arrived: 100, .. }) => {}
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("an incomplete request was returned"),
+        }
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        // Between requests the same silence is a plain idle close.
+        let (_client, mut reader, budgets) = connect(&shared).await;
+        assert!(matches!(
+            read_frame(&mut reader, &shared, &budgets).await,
+            Err(ConnectionError::Idle(_))
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_response_write_ends_only_after_the_idle_timeout_without_progress() {
+        let idle = Duration::from_secs(2);
+        let frame = || ResponseFrame::from_bytes(Bytes::from(vec![7u8; 10 * 1024]));
+
+        // A client that reads 512 bytes a second: slow, but never idle.
+        let (mut writer, mut reader) = tokio::io::duplex(1024);
+        let slow_reader = tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            let mut total = 0;
+            while total < 10 * 1024 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                total += reader.read(&mut buf).await.unwrap();
+            }
+            total
+        });
+        let started = Instant::now();
+        write_frame(&mut writer, &mut frame(), idle).await.unwrap();
+        assert!(started.elapsed() > idle * 5, "{:?}", started.elapsed());
+        assert_eq!(slow_reader.await.unwrap(), 10 * 1024);
+
+        // A client that reads nothing: its buffer takes the first KiB, then
+        // nothing moves. Silence is checked once per idle period, so the
+        // write ends within two of them.
+        let (mut writer, _reader) = tokio::io::duplex(1024);
+        let started = Instant::now();
+        assert!(matches!(
+            write_frame(&mut writer, &mut frame(), idle).await,
+            Err(ConnectionError::ResponseWriteTimeout(_))
+        ));
+        assert_eq!(started.elapsed(), idle * 2);
+    }
+
+    #[tokio::test]
+    async fn a_request_larger_than_the_first_buffer_arrives_whole_and_holds_its_size() {
+        let (_dir, shared) = listener(BrokerConfig::default());
+        let (mut client, mut reader, budgets) = connect(&shared).await;
+        let size = 3 * 1024 * 1024 + 17;
+        let frame = produce_frame_start(size as i32, size);
+        let writer = tokio::spawn(async move {
+            for chunk in frame.chunks(100_000) {
+                client.write_all(chunk).await.unwrap();
+            }
+            client
+        });
+        let (body, budget) = read_frame(&mut reader, &shared, &budgets)
+            .await
+            .unwrap()
+            .expect("a frame");
+        let _client = writer.await.unwrap();
+        assert_eq!(body.len(), size);
+        assert_eq!(&body[..], &produce_frame_start(size as i32, size)[4..]);
+        assert_eq!(held_bytes(&shared), kib(size) as u64 * 1024);
+        drop(budget);
+        assert_eq!(held_bytes(&shared), 0);
+    }
 }

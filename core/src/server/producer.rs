@@ -10,6 +10,11 @@ use kafka_protocol::ResponseError;
 use tracing::{error, warn};
 
 use crate::broker::Broker;
+use crate::log_limit::{LogLimit, DEFAULT_INTERVAL};
+
+/// Both lines can be triggered by every request of a client.
+static TRANSACTIONAL_LOG: LogLimit = LogLimit::new(DEFAULT_INTERVAL);
+static ALLOCATION_LOG: LogLimit = LogLimit::new(DEFAULT_INTERVAL);
 
 pub fn init_producer_id(
     broker: &Arc<Broker>,
@@ -19,7 +24,9 @@ pub fn init_producer_id(
     response.producer_id = ProducerId(-1);
     response.producer_epoch = -1;
     if let Some(id) = &request.transactional_id {
-        warn!(transactional_id = %id.0, "transactions are not supported yet; refusing InitProducerId");
+        if let Some(suppressed) = TRANSACTIONAL_LOG.admit() {
+            warn!(transactional_id = %id.0, suppressed, "transactions are not supported yet; refusing InitProducerId");
+        }
         response.error_code = ResponseError::InvalidRequest.code();
         return response;
     }
@@ -32,7 +39,9 @@ pub fn init_producer_id(
             response.producer_epoch = 0;
         }
         Err(e) => {
-            error!(error = %e, "cannot allocate a producer id");
+            if let Some(suppressed) = ALLOCATION_LOG.admit() {
+                error!(error = %e, suppressed, "cannot allocate a producer id");
+            }
             response.error_code = ResponseError::KafkaStorageError.code();
         }
     }
