@@ -1,6 +1,8 @@
 //! The Kafka-Connect-compatible REST API: the same paths, bodies and status
 //! codes, so Kafka Connect tooling (curl scripts, UIs) works unchanged.
-//! Errors are `{"error_code": <HTTP status>, "message": "..."}`.
+//! Errors are `{"error_code": <HTTP status>, "message": "..."}`. Client
+//! errors are counted (`/metrics`) and logged at debug level only: a
+//! client must not be able to flood the log.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,8 +17,10 @@ use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::metrics;
 use crate::plugin::{ConnectorKind, Props};
 use crate::worker::{TargetState, UnitStatus, Worker, WorkerError};
+use tracing::debug;
 
 /// Largest request body.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -37,6 +41,10 @@ impl From<WorkerError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if self.0.is_client_error() {
+            metrics::count(&metrics::COUNTERS.rest_client_errors);
+            debug!(status = self.0.as_u16(), message = %self.1, "connect REST request refused");
+        }
         (
             self.0,
             axum::Json(json!({"error_code": self.0.as_u16(), "message": self.1})),
@@ -93,6 +101,7 @@ fn props(value: Value) -> ApiResult<Props> {
 pub fn router(worker: Arc<Worker>) -> Router {
     Router::new()
         .route("/", get(root))
+        .route("/metrics", get(prometheus))
         .route("/connector-plugins", get(plugins))
         .route("/connector-plugins/{plugin}/config/validate", put(validate))
         .route("/connectors", get(list).post(create))
@@ -141,6 +150,18 @@ async fn root() -> axum::Json<Value> {
     }))
 }
 
+/// The runtime's counters in Prometheus' text format.
+async fn prometheus() -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        metrics::render(),
+    )
+        .into_response()
+}
+
 async fn plugins(State(w): State<Arc<Worker>>) -> axum::Json<Value> {
     axum::Json(Value::Array(
         w.plugins()
@@ -166,6 +187,12 @@ async fn validate(
             format!("Connector plugin {plugin} not found"),
         ));
     }
+    debug!(
+        plugin,
+        errors = v.error_count(),
+        warnings = v.warnings().len(),
+        "connector config validated"
+    );
     Ok(axum::Json(v.to_json(&plugin)))
 }
 
