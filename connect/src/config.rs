@@ -51,7 +51,7 @@ pub static COMMON_KEYS: &[ConfigKey] = &[
         "errors.tolerance",
         ConfigType::String,
         Some("none"),
-        "none: a record that fails stops the task; all: it is skipped (and sent to the dead-letter topic of a sink).",
+        "none: a record that fails stops the task; all: it is skipped (and sent to the dead-letter topic, if there is one); the other records of its batch go on either way.",
     ),
     ConfigKey::optional(
         "errors.retry.timeout",
@@ -69,7 +69,7 @@ pub static COMMON_KEYS: &[ConfigKey] = &[
         "errors.log.enable",
         ConfigType::Boolean,
         Some("false"),
-        "Log each tolerated failure.",
+        "Log tolerated failures (at most 10 a minute per task; the rest are counted).",
     ),
     ConfigKey::optional(
         "errors.deadletterqueue.topic.name",

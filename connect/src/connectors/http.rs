@@ -572,6 +572,75 @@ mod tests {
         );
     }
 
+    fn answer(tally: &Tally) -> (u16, Value) {
+        let response = tally.answer();
+        let status = response.status().as_u16();
+        let body = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(axum::body::to_bytes(response.into_body(), 1 << 20))
+            .unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[test]
+    fn a_request_is_answered_200_only_when_every_record_is_stored_filtered_or_dead_lettered() {
+        let failed = |dead_lettered| Fate::Failed {
+            stage: crate::plugin::Stage::ValueConverter,
+            error: "field customer is missing",
+            dead_lettered,
+        };
+        let mut tally = Tally {
+            records: 3,
+            ..Tally::default()
+        };
+        tally.note(0, Fate::Stored);
+        tally.note(1, Fate::Filtered);
+        tally.note(2, failed(true));
+        let (status, body) = answer(&tally);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body,
+            json!({"records": 3, "stored": 1, "filtered": 1, "dead_lettered": 1,
+                   "errors": [{"record": 2, "error": "VALUE_CONVERTER: field customer is missing", "dead_lettered": true}]})
+        );
+        let mut tally = Tally {
+            records: 3,
+            ..Tally::default()
+        };
+        tally.note(0, Fate::Stored);
+        tally.note(1, failed(false));
+        let (status, body) = answer(&tally);
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(
+            body["error"],
+            "1 of 3 record(s) could not be stored: record 1: VALUE_CONVERTER: field customer is missing"
+        );
+        assert_eq!((&body["stored"], &body["failed"]), (&json!(1), &json!(1)));
+        // The task stopped before the last record was settled.
+        tally.unknown = 1;
+        let (status, body) = answer(&tally);
+        assert_eq!(status, 422);
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .ends_with("; the task stopped before 1 more were settled"),
+            "{body}"
+        );
+        // However many fail, the answer lists a bounded number of them.
+        let mut tally = Tally {
+            records: 1000,
+            ..Tally::default()
+        };
+        for i in 0..1000 {
+            tally.note(i, failed(false));
+        }
+        let (_, body) = answer(&tally);
+        assert_eq!(body["failed"], 1000);
+        assert_eq!(body["errors"].as_array().unwrap().len(), MAX_ERRORS_LISTED);
+    }
+
     #[test]
     fn configs_are_checked() {
         let cfg = |pairs: &[(&str, &str)]| -> Props {
