@@ -3,17 +3,30 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
-use runnel_connect::pipeline::{self, Pipeline};
+use runnel_connect::avro::RegistryClient;
+use runnel_connect::pipeline::fields::Shape;
+use runnel_connect::pipeline::{self, Diagnostic, Pipeline};
 use runnel_connect::worker::{Worker, WorkerConfig};
 use tracing::info;
 
 #[derive(Subcommand, Debug)]
 pub enum PipelineCommand {
-    /// Check a pipeline file without running anything
-    Validate { file: PathBuf },
+    /// Check a pipeline file without running anything (field names too,
+    /// against the source topic's value schema when the registry has one)
+    Validate {
+        file: PathBuf,
+        /// Schema registry with the source topic's schema (`<topic>-value`)
+        #[arg(
+            long,
+            env = "RUNNEL_REGISTRY_URL",
+            default_value = "http://127.0.0.1:8081"
+        )]
+        registry_url: String,
+    },
     /// Run the pipeline's transforms on its `test.input` and compare with
     /// `test.expect` (no broker needed)
     Test { file: PathBuf },
@@ -35,15 +48,54 @@ pub enum PipelineCommand {
 fn load(file: &std::path::Path) -> Result<Pipeline> {
     let host = runnel_plugin_host::PluginHost::new(Default::default())
         .context("starting the WASM plugin host")?;
-    pipeline::load(file, &host).map_err(|problems| {
-        let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-        anyhow::anyhow!(
-            "{} problem(s) in {}:\n{}",
-            problems.len(),
-            file.display(),
-            text.join("\n")
-        )
-    })
+    let p = pipeline::load(file, &host).map_err(|problems| refused(file, &problems))?;
+    for w in &p.warnings {
+        eprintln!("{w}");
+    }
+    Ok(p)
+}
+
+fn refused(file: &std::path::Path, problems: &[Diagnostic]) -> anyhow::Error {
+    let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    anyhow::anyhow!(
+        "{} problem(s) in {}:\n{}",
+        problems.len(),
+        file.display(),
+        text.join("\n")
+    )
+}
+
+/// Checks the transforms' field names against the registered value schema
+/// of the source topic (subject `<topic>-value`), when there is one.
+/// Refuses the pipeline over a name the schema lacks; says so when the
+/// registry cannot be asked.
+async fn check_schema(file: &std::path::Path, p: &Pipeline, registry_url: &str) -> Result<()> {
+    let pipeline::End::Topic { name, .. } = &p.source else {
+        return Ok(());
+    };
+    if p.spec.transforms.is_empty() {
+        return Ok(());
+    }
+    let subject = format!("{name}-value");
+    let schema = match RegistryClient::with_timeout(registry_url, Duration::from_secs(5)) {
+        Ok(client) => client.latest_if_any(&subject).await.map_err(|e| e.message),
+        Err(e) => Err(e),
+    };
+    match schema {
+        Ok(Some((_, schema))) => {
+            let problems = p.check_fields(&Shape::from_avro(&schema));
+            if !problems.is_empty() {
+                return Err(refused(file, &problems));
+            }
+        }
+        // No schema: nothing to check against.
+        Ok(None) => {}
+        Err(e) => eprintln!(
+            "{}: note: field names not checked against {subject}: {e}",
+            file.display()
+        ),
+    }
+    Ok(())
 }
 
 fn describe(p: &Pipeline) -> String {
@@ -61,8 +113,9 @@ fn describe(p: &Pipeline) -> String {
 
 pub async fn run(cmd: PipelineCommand) -> Result<()> {
     match cmd {
-        PipelineCommand::Validate { file } => {
+        PipelineCommand::Validate { file, registry_url } => {
             let p = load(&file)?;
+            check_schema(&file, &p, &registry_url).await?;
             println!("{}: ok ({})", file.display(), describe(&p));
         }
         PipelineCommand::Test { file } => {
@@ -92,6 +145,7 @@ pub async fn run(cmd: PipelineCommand) -> Result<()> {
             registry_url,
         } => {
             let p = load(&file)?;
+            check_schema(&file, &p, &registry_url).await?;
             let name = p.spec.name.clone();
             let connectors = p.connectors(&connect.bootstrap, &registry_url);
             let mut config = WorkerConfig::new(connect.bootstrap.clone());

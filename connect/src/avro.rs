@@ -89,7 +89,8 @@ impl Compiled {
         self.to_json(value, &self.schema, 0)
     }
 
-    fn resolve<'a>(&'a self, schema: &'a Schema) -> Result<&'a Schema, String> {
+    /// The schema a named reference (`Ref`) stands for; others as they are.
+    pub fn resolve<'a>(&'a self, schema: &'a Schema) -> Result<&'a Schema, String> {
         match schema {
             Schema::Ref { name } => self
                 .names
@@ -660,6 +661,11 @@ fn bounded_insert<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, k: K, v: 
 
 impl RegistryClient {
     pub fn new(url: &str) -> Result<RegistryClient, String> {
+        Self::with_timeout(url, Duration::from_secs(30))
+    }
+
+    /// A client whose requests give up after `timeout`.
+    pub fn with_timeout(url: &str, timeout: Duration) -> Result<RegistryClient, String> {
         let base = url
             .split(',')
             .next()
@@ -670,7 +676,7 @@ impl RegistryClient {
         reqwest::Url::parse(&base)
             .map_err(|e| format!("schema.registry.url '{base}' is not a URL: {e}"))?;
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
+            .timeout(timeout)
             .build()
             .map_err(|e| e.to_string())?;
         Ok(RegistryClient {
@@ -803,22 +809,33 @@ impl RegistryClient {
 
     /// (id, schema) of a subject's latest version.
     pub async fn latest(&self, subject: &str) -> Result<(i32, Arc<Compiled>), ConvertError> {
+        self.latest_if_any(subject).await?.ok_or_else(|| {
+            ConvertError::new(format!(
+                "subject '{subject}' has no schema in the schema registry; register one first"
+            ))
+        })
+    }
+
+    /// (id, schema) of a subject's latest version; `None` when the subject
+    /// has none.
+    pub async fn latest_if_any(
+        &self,
+        subject: &str,
+    ) -> Result<Option<(i32, Arc<Compiled>)>, ConvertError> {
         if let Some((id, c, at)) = lock(&self.latest).get(subject) {
             if at.elapsed() < LATEST_TTL {
-                return Ok((*id, c.clone()));
+                return Ok(Some((*id, c.clone())));
             }
         }
-        let answer = self
+        let Some(answer) = self
             .call(
                 None,
                 &format!("/subjects/{}/versions/latest", path_segment(subject)),
             )
             .await?
-            .ok_or_else(|| {
-                ConvertError::new(format!(
-                    "subject '{subject}' has no schema in the schema registry; register one first"
-                ))
-            })?;
+        else {
+            return Ok(None);
+        };
         let id = answer["id"]
             .as_i64()
             .and_then(|i| i32::try_from(i).ok())
@@ -837,7 +854,7 @@ impl RegistryClient {
             subject.to_string(),
             (id, compiled.clone(), Instant::now()),
         );
-        Ok((id, compiled))
+        Ok(Some((id, compiled)))
     }
 
     /// The id of `schema` under `subject`: registered when `register`,

@@ -64,13 +64,7 @@ pub struct ByteArrayConverter;
 
 /// Data as bytes: bytes as they are, text as UTF-8, other JSON as its text.
 fn bytes_of(data: &Data) -> Option<Bytes> {
-    match data {
-        Data::Null | Data::Json(Value::Null) => None,
-        Data::Bytes(b) => Some(b.clone()),
-        Data::Text(s) => Some(s.as_bytes().clone()),
-        Data::Json(Value::String(s)) => Some(Bytes::copy_from_slice(s.as_bytes())),
-        Data::Json(v) => Some(Bytes::from(v.to_string().into_bytes())),
-    }
+    data.to_bytes()
 }
 
 #[async_trait]

@@ -8,13 +8,14 @@
 //! data into record bytes and back; [`worker`] runs tasks with
 //! at-least-once delivery and keeps configs, source offsets and status in
 //! compacted topics ([`store`]); [`rest`] is the Kafka-Connect-compatible
-//! REST API.
+//! REST API; [`metrics`] counts failed records and refused requests.
 
 pub mod avro;
 pub mod cluster;
 pub mod config;
 pub mod connectors;
 pub mod converter;
+pub mod metrics;
 pub mod pipeline;
 pub mod plugin;
 pub mod record;

@@ -149,6 +149,44 @@ pub trait OffsetReader: Send + Sync {
     fn offset(&self, partition: &SourcePartition) -> Option<Value>;
 }
 
+/// Where in a task a record failed: Kafka Connect's names, as the
+/// `__connect.errors.stage` header of a dead letter carries them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    KeyConverter,
+    ValueConverter,
+    Transformation,
+    TaskPut,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::KeyConverter => "KEY_CONVERTER",
+            Stage::ValueConverter => "VALUE_CONVERTER",
+            Stage::Transformation => "TRANSFORMATION",
+            Stage::TaskPut => "TASK_PUT",
+        }
+    }
+}
+
+/// What became of a record a source task polled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate<'a> {
+    /// Stored in Kafka: the broker acknowledged it (every record a
+    /// transform made of it) and every record before it.
+    Stored,
+    /// A pipeline's transforms left it out, as they were asked to.
+    Filtered,
+    /// A transform or a converter failed on it: it is not stored.
+    /// `dead_lettered` when the dead-letter topic acknowledged it instead.
+    Failed {
+        stage: Stage,
+        error: &'a str,
+        dead_lettered: bool,
+    },
+}
+
 /// A source task: reads records from outside.
 #[async_trait]
 pub trait SourceTask: Send {
@@ -156,11 +194,13 @@ pub trait SourceTask: Send {
     async fn start(&mut self, offsets: Arc<dyn OffsetReader>) -> ConnectResult<()>;
     /// The next records; may wait a little for new data and return none.
     async fn poll(&mut self) -> ConnectResult<Vec<SourceRecord>>;
-    /// The record with this source offset is stored in Kafka (the broker
-    /// acknowledged it and every record before it). Called in order, before
-    /// the offset is committed; not called for records whose offset is
-    /// `Null`.
-    fn delivered(&mut self, _source_offset: &Value) {}
+    /// What became of the polled record with this source offset (which
+    /// may be `Null`). Called for every record, in poll order, once its
+    /// batch's writes (records and dead letters) are acknowledged and
+    /// before the offset is committed. A failure that `errors.tolerance:
+    /// none` does not tolerate is reported at once, before the task
+    /// fails; the records after it are never reported.
+    fn done(&mut self, _source_offset: &Value, _fate: Fate<'_>) {}
     /// The offsets of the records delivered so far are committed.
     async fn commit(&mut self) -> ConnectResult<()> {
         Ok(())

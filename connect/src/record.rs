@@ -49,6 +49,18 @@ impl Data {
         }
     }
 
+    /// The data as record bytes: bytes as they are, text as UTF-8, other
+    /// JSON as its text; `None` for null.
+    pub fn to_bytes(&self) -> Option<Bytes> {
+        match self {
+            Data::Null | Data::Json(Value::Null) => None,
+            Data::Bytes(b) => Some(b.clone()),
+            Data::Text(s) => Some(s.as_bytes().clone()),
+            Data::Json(Value::String(s)) => Some(Bytes::copy_from_slice(s.as_bytes())),
+            Data::Json(v) => Some(Bytes::from(v.to_string().into_bytes())),
+        }
+    }
+
     /// The data as JSON (bytes as a UTF-8 string where they are one).
     pub fn to_json(&self) -> Value {
         match self {

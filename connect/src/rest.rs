@@ -2,8 +2,10 @@
 //! codes, so Kafka Connect tooling (curl scripts, UIs) works unchanged.
 //! Errors are `{"error_code": <HTTP status>, "message": "..."}`. [`serve`]
 //! runs the router behind `runnel_http` (timeouts, size and connection
-//! limits, the same error body for 405, 408, 413, 414 and 431), whose
-//! counters are on `/metrics`.
+//! limits, the same error body for 405, 408, 413, 414 and 431). Client
+//! errors are counted and logged at debug level only: a client must not be
+//! able to flood the log. `/metrics` has the runtime's counters and the
+//! HTTP server's.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,8 +20,10 @@ use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::metrics;
 use crate::plugin::{ConnectorKind, Props};
 use crate::worker::{TargetState, UnitStatus, Worker, WorkerError};
+use tracing::debug;
 
 /// Largest request body.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -40,6 +44,10 @@ impl From<WorkerError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if self.0.is_client_error() {
+            metrics::count(&metrics::COUNTERS.rest_client_errors);
+            debug!(status = self.0.as_u16(), message = %self.1, "connect REST request refused");
+        }
         (
             self.0,
             axum::Json(json!({"error_code": self.0.as_u16(), "message": self.1})),
@@ -139,12 +147,14 @@ pub async fn serve(
     let app = router(worker).route(
         "/metrics",
         get(move || async move {
+            let mut text = metrics::render();
+            text.push_str(&counters.render_prometheus("runnel_connect"));
             (
                 [(
                     axum::http::header::CONTENT_TYPE,
                     "text/plain; version=0.0.4",
                 )],
-                counters.render_prometheus("runnel_connect"),
+                text,
             )
         }),
     );
@@ -193,6 +203,12 @@ async fn validate(
             format!("Connector plugin {plugin} not found"),
         ));
     }
+    debug!(
+        plugin,
+        errors = v.error_count(),
+        warnings = v.warnings().len(),
+        "connector config validated"
+    );
     Ok(axum::Json(v.to_json(&plugin)))
 }
 

@@ -33,9 +33,12 @@ use crate::cluster::{self, Membership, Tail, Unit};
 use crate::config::{self, Validation};
 use crate::connectors;
 use crate::converter;
+use crate::metrics::{self, LogLimit};
 use crate::pipeline::transform::{Chain, Record};
-use crate::plugin::{ConnectError, ConnectResult, ConnectorKind, ConnectorPlugin, Props};
-use crate::record::{Data, SinkRecord, SourcePartition};
+use crate::plugin::{
+    ConnectError, ConnectResult, ConnectorKind, ConnectorPlugin, Fate, Props, SourceTask, Stage,
+};
+use crate::record::{SinkRecord, SourcePartition};
 use crate::store::{self, KeyValue, OffsetStore, Topics};
 
 /// How a worker reaches Kafka and where it keeps its state.
@@ -275,6 +278,8 @@ pub struct Worker {
     background: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Transform chains of pipelines, by connector name.
     chains: Mutex<HashMap<String, Arc<Chain>>>,
+    /// The config (a hash) whose warnings were logged, by connector.
+    warned: Mutex<HashMap<String, u64>>,
 }
 
 /// Awaits `$op` (an expression making a fresh future each time), retrying
@@ -409,6 +414,7 @@ impl Worker {
             wake,
             background: Mutex::new(None),
             chains: Mutex::new(chains.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()),
+            warned: Mutex::new(HashMap::new()),
         });
         // Reconciles on every config change and rebalance, and every few
         // seconds in case a group description came while it was unstable.
@@ -681,6 +687,7 @@ impl Worker {
         if validation.error_count() > 0 {
             return Err(WorkerError::Invalid(validation.problems()));
         }
+        self.warn_once(name, &config, validation.warnings());
         let created = !lock(&self.configs).connectors.contains_key(name);
         if created {
             self.write_config(
@@ -697,6 +704,32 @@ impl Worker {
         self.reconcile().await;
         info!(connector = name, created, "connector configured");
         Ok(created)
+    }
+
+    /// Logs a connector config's warnings (its unknown keys) once per
+    /// config, not at every write of the same config; rate-limited, since
+    /// configs come from clients.
+    fn warn_once(&self, name: &str, config: &Props, warnings: Vec<String>) {
+        use std::hash::{Hash, Hasher};
+        let mut warned = lock(&self.warned);
+        if warnings.is_empty() {
+            warned.remove(name);
+            return;
+        }
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        config.hash(&mut hasher);
+        let fingerprint = hasher.finish();
+        if warned.insert(name.to_string(), fingerprint) == Some(fingerprint) {
+            return;
+        }
+        if let Some(left_out) = CONFIG_WARNINGS.check() {
+            warn!(
+                connector = name,
+                left_out,
+                "connector config: {}",
+                warnings.join("; ")
+            );
+        }
     }
 
     /// Creates a connector; fails if it exists.
@@ -801,13 +834,34 @@ impl Worker {
         plugin: Arc<dyn ConnectorPlugin>,
         policy: ErrorPolicy,
         state: Arc<Mutex<RunState>>,
+        target: watch::Receiver<TargetState>,
+    ) -> ConnectResult<()> {
+        let mut task = plugin.source_task(config)?;
+        let result = self
+            .source_loop(name, id, config, &mut *task, policy, state, target)
+            .await;
+        // Also when the task failed: a source's listeners and connections
+        // close, and it answers what it still owes its clients.
+        task.stop().await;
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)] // the task's whole context, once
+    async fn source_loop(
+        self: &Arc<Self>,
+        name: &str,
+        id: usize,
+        config: &Props,
+        task: &mut dyn SourceTask,
+        policy: ErrorPolicy,
+        state: Arc<Mutex<RunState>>,
         mut target: watch::Receiver<TargetState>,
     ) -> ConnectResult<()> {
         let key_converter = converter::from_config("key.converter", config, "string")
             .map_err(ConnectError::fatal)?;
         let value_converter = converter::from_config("value.converter", config, "string")
             .map_err(ConnectError::fatal)?;
-        let mut task = plugin.source_task(config)?;
+        let dead_letter = dead_letter_topic(config);
         // Offsets another worker committed before the task moved here.
         let result: ConnectResult<()> = retry!(policy, target, self.offsets.catch_up());
         result?;
@@ -827,8 +881,8 @@ impl Worker {
                 TargetState::Paused => {
                     self.set_task_state(name, id, &state, RunState::Paused)
                         .await;
-                    retire(&mut inflight, 0, &mut *task, &mut pending).await?;
-                    self.commit_source(name, &mut pending, &mut *task).await?;
+                    retire(&mut inflight, 0, task, &mut pending).await?;
+                    self.commit_source(name, &mut pending, task).await?;
                     if target.changed().await.is_err() {
                         break;
                     }
@@ -861,17 +915,52 @@ impl Worker {
                     source_index: i,
                 });
             }
+            // Polled records this batch does not store, by index (none on
+            // the fast path), and the records that failed.
+            let mut settled: Vec<(usize, Settled)> = Vec::new();
+            let mut failed: Vec<Failed> = Vec::new();
             // A pipeline's transforms run between the poll and the produce.
             let outputs: Vec<Record> = match self.transforms(name) {
-                _ if records.is_empty() => records,
-                None => records,
-                Some(chain) => match chain.apply(records) {
-                    Ok(out) => out,
-                    Err(e) => {
-                        policy.tolerate(name, "transforming records", &e)?;
-                        Vec::new()
+                Some(chain) if !records.is_empty() => {
+                    let outcome = chain.apply(records);
+                    // An input with neither an output nor a failure was
+                    // filtered out.
+                    let mut accounted = vec![false; polled];
+                    for r in &outcome.records {
+                        if let Some(a) = accounted.get_mut(r.source_index) {
+                            *a = true;
+                        }
                     }
-                },
+                    for f in outcome.failed {
+                        if let Some(a) = accounted.get_mut(f.source_index) {
+                            *a = true;
+                        }
+                        let offset = offsets.get(f.source_index).unwrap_or(&Value::Null);
+                        settle_failure(
+                            &policy,
+                            name,
+                            task,
+                            offset,
+                            Stage::Transformation,
+                            &f.error,
+                        )?;
+                        failed.push(Failed {
+                            index: f.source_index,
+                            stage: Stage::Transformation,
+                            error: f.error,
+                            record: f.record,
+                        });
+                    }
+                    settled.extend(
+                        accounted
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, a)| !**a)
+                            .map(|(i, _)| (i, Settled::Filtered)),
+                    );
+                    outcome.records
+                }
+                _ => records,
             };
             let acks = Arc::new(BatchAcks::default());
             for r in outputs {
@@ -883,11 +972,22 @@ impl Worker {
                     Some(v) => v,
                     None => retry!(policy, target, value_converter.encode(&r.topic, &r.value)),
                 };
-                let (key, value) = match (key, value) {
-                    (Ok(k), Ok(v)) => (k, v),
-                    (Err(e), _) | (_, Err(e)) => {
-                        // Skipped; its offset counts as done below.
-                        policy.tolerate(name, "converting a source record", &e.message)?;
+                let converted = match (key, value) {
+                    (Ok(k), Ok(v)) => Ok((k, v)),
+                    (Err(e), _) => Err((Stage::KeyConverter, e.message)),
+                    (_, Err(e)) => Err((Stage::ValueConverter, e.message)),
+                };
+                let (key, value) = match converted {
+                    Ok(kv) => kv,
+                    Err((stage, error)) => {
+                        let offset = offsets.get(r.source_index).unwrap_or(&Value::Null);
+                        settle_failure(&policy, name, task, offset, stage, &error)?;
+                        failed.push(Failed {
+                            index: r.source_index,
+                            stage,
+                            error,
+                            record: Some(r),
+                        });
                         continue;
                     }
                 };
@@ -906,32 +1006,57 @@ impl Worker {
                     record = record.timestamp(ts);
                 }
                 if !r.headers.is_empty() {
-                    let mut headers = OwnedHeaders::new();
-                    for (k, v) in &r.headers {
-                        headers = headers.insert(Header {
-                            key: k,
-                            value: Some(v.as_ref()),
-                        });
-                    }
-                    record = record.headers(headers);
+                    record = record.headers(owned_headers(&r.headers));
                 }
-                // Enqueue now (waiting while librdkafka's queue is full);
-                // the acknowledgements are awaited in `retire`.
-                acks.left.fetch_add(1, Ordering::SeqCst);
-                loop {
-                    match self.records.send(record) {
-                        Ok(()) => break,
-                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                            record = r;
-                            tokio::time::sleep(Duration::from_millis(2)).await;
+                self.enqueue(&acks, record).await?;
+            }
+            if !failed.is_empty() {
+                // Dead letters go with the batch: its offsets count as done
+                // only once they, too, are acknowledged.
+                failed.sort_by_key(|f| f.index);
+                for f in &failed {
+                    if let Some(dlq) = &dead_letter {
+                        let (key, value, headers, topic) = match &f.record {
+                            Some(r) => (
+                                r.key.to_bytes(),
+                                r.value.to_bytes(),
+                                owned_headers(&r.headers),
+                                &*r.topic,
+                            ),
+                            None => (None, None, OwnedHeaders::new(), ""),
+                        };
+                        let context = ErrorContext {
+                            topic,
+                            origin: None,
+                            connector: name,
+                            task: id,
+                            stage: f.stage,
+                            error: &f.error,
+                        };
+                        let mut record =
+                            BaseRecord::<[u8], [u8], _>::with_opaque_to(dlq, acks.clone())
+                                .headers(policy.error_headers(headers, &context));
+                        if let Some(k) = &key {
+                            record = record.key(k);
                         }
-                        Err((e, _)) => {
-                            return Err(ConnectError::fatal(format!(
-                                "cannot produce a record: {e}"
-                            )))
+                        if let Some(v) = &value {
+                            record = record.payload(v);
                         }
+                        self.enqueue(&acks, record).await?;
+                        metrics::count(&metrics::COUNTERS.dead_letters);
                     }
+                    settled.push((
+                        f.index,
+                        Settled::Failed {
+                            stage: f.stage,
+                            error: f.error.clone(),
+                            dead_lettered: dead_letter.is_some(),
+                        },
+                    ));
                 }
+                settled.sort_by_key(|(i, _)| *i);
+                // One fate per polled record (two outputs of one may fail).
+                settled.dedup_by_key(|(i, _)| *i);
             }
             // A record's offset counts as done once it and every record
             // before it are stored. Small batches (a source that waits for
@@ -945,30 +1070,52 @@ impl Worker {
                 acks,
                 offsets,
                 latest,
+                settled,
             });
             let keep = if polled < PIPELINE_MIN_BATCH {
                 0
             } else {
                 MAX_IN_FLIGHT
             };
-            retire(&mut inflight, keep, &mut *task, &mut pending).await?;
+            retire(&mut inflight, keep, task, &mut pending).await?;
             if last_commit.elapsed() >= self.config.commit_interval {
-                retire(&mut inflight, 0, &mut *task, &mut pending).await?;
-                self.commit_source(name, &mut pending, &mut *task).await?;
+                retire(&mut inflight, 0, task, &mut pending).await?;
+                self.commit_source(name, &mut pending, task).await?;
                 last_commit = Instant::now();
             }
         }
-        retire(&mut inflight, 0, &mut *task, &mut pending).await?;
-        self.commit_source(name, &mut pending, &mut *task).await?;
-        task.stop().await;
+        retire(&mut inflight, 0, task, &mut pending).await?;
+        self.commit_source(name, &mut pending, task).await?;
         Ok(())
+    }
+
+    /// Enqueues a record of a source batch (waiting while librdkafka's
+    /// queue is full); its acknowledgement is awaited in `retire`.
+    async fn enqueue(
+        &self,
+        acks: &BatchAcks,
+        mut record: BaseRecord<'_, [u8], [u8], Arc<BatchAcks>>,
+    ) -> ConnectResult<()> {
+        acks.left.fetch_add(1, Ordering::SeqCst);
+        loop {
+            match self.records.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Err((e, _)) => {
+                    return Err(ConnectError::fatal(format!("cannot produce a record: {e}")))
+                }
+            }
+        }
     }
 
     async fn commit_source(
         &self,
         name: &str,
         pending: &mut HashMap<String, (Arc<SourcePartition>, Value)>,
-        task: &mut dyn crate::plugin::SourceTask,
+        task: &mut dyn SourceTask,
     ) -> ConnectResult<()> {
         if pending.is_empty() {
             return Ok(());
@@ -1001,10 +1148,9 @@ impl Worker {
         if topics.is_empty() {
             return Err(ConnectError::fatal("a sink needs topics"));
         }
-        let dead_letter = config
-            .get("errors.deadletterqueue.topic.name")
-            .filter(|t| !t.trim().is_empty())
-            .cloned();
+        let dead_letter = dead_letter_topic(config);
+        // A pipeline's records go on to this topic (a topic sink's).
+        let output_topic: Option<Arc<str>> = config.get("topic").map(|t| Arc::from(t.as_str()));
         let mut client = self.config.client();
         // librdkafka pauses fetching for fetch.queue.backoff.ms (1 s by
         // default) once its local queue holds queued.min.messages; a sink
@@ -1066,12 +1212,19 @@ impl Worker {
                 }
             }
             // A batch: what arrives within 100 ms of the first record.
-            let mut batch = Vec::new();
+            let mut batch: Vec<SinkRecord> = Vec::new();
+            // The messages consumed, kept until the batch is done so a
+            // dead letter carries a failed record's bytes as they were
+            // read; `origin[i]` is `batch[i]`'s message.
+            let mut messages = Vec::new();
+            let mut origin: Vec<usize> = Vec::new();
+            // (message, stage, error) of the records that failed.
+            let mut failed: Vec<(usize, Stage, String)> = Vec::new();
             // The last offset of each run of records from one partition.
             let mut positions: Vec<(Arc<str>, i32, i64)> = Vec::new();
             let wait = tokio::time::sleep(Duration::from_millis(200));
             tokio::pin!(wait);
-            while batch.len() < MAX_BATCH {
+            while messages.len() < MAX_BATCH {
                 let message = tokio::select! {
                     m = consumer.recv() => m,
                     _ = &mut wait => break,
@@ -1080,7 +1233,9 @@ impl Worker {
                 let m = match message {
                     Ok(m) => m,
                     Err(e) => {
-                        warn!(connector = name, error = %e, "consumer error");
+                        if let Some(left_out) = CONSUMER_ERRORS.check() {
+                            warn!(connector = name, error = %e, left_out, "consumer error");
+                        }
                         break;
                     }
                 };
@@ -1101,108 +1256,141 @@ impl Worker {
                     target,
                     value_converter.decode(m.topic(), m.payload())
                 );
-                let headers: Vec<(String, Bytes)> = m
-                    .headers()
-                    .map(|h| {
-                        h.iter()
+                let converted = match (key, value) {
+                    (Ok(k), Ok(v)) => Ok((k, v)),
+                    (Err(e), _) => Err((Stage::KeyConverter, e.message)),
+                    (_, Err(e)) => Err((Stage::ValueConverter, e.message)),
+                };
+                match converted {
+                    Ok((key, value)) => {
+                        let headers: Vec<(String, Bytes)> = m
+                            .headers()
                             .map(|h| {
-                                (
-                                    h.key.to_string(),
-                                    Bytes::copy_from_slice(h.value.unwrap_or_default()),
-                                )
+                                h.iter()
+                                    .map(|h| {
+                                        (
+                                            h.key.to_string(),
+                                            Bytes::copy_from_slice(h.value.unwrap_or_default()),
+                                        )
+                                    })
+                                    .collect()
                             })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                match (key, value) {
-                    (Ok(key), Ok(value)) => batch.push(SinkRecord {
-                        topic,
-                        partition: m.partition(),
-                        offset: m.offset(),
-                        timestamp_ms: m.timestamp().to_millis(),
-                        key,
-                        value,
-                        headers,
-                    }),
-                    (Err(e), _) | (_, Err(e)) => {
-                        policy.tolerate(name, "converting a record", &e.message)?;
-                        if let Some(dlq) = &dead_letter {
-                            self.dead_letter(dlq, &policy, &m, "VALUE_CONVERTER", &e.message)
-                                .await?;
-                        }
+                            .unwrap_or_default();
+                        origin.push(messages.len());
+                        batch.push(SinkRecord {
+                            topic,
+                            partition: m.partition(),
+                            offset: m.offset(),
+                            timestamp_ms: m.timestamp().to_millis(),
+                            key,
+                            value,
+                            headers,
+                        });
+                    }
+                    Err((stage, error)) => {
+                        policy.tolerate(name, stage, &error)?;
+                        failed.push((messages.len(), stage, error));
                     }
                 }
-                if batch.len() == 1 {
+                messages.push(m);
+                if messages.len() == 1 {
                     // Once records flow, wait only a little for more.
                     wait.as_mut()
                         .reset(tokio::time::Instant::now() + Duration::from_millis(20));
                 }
             }
             if let (Some(chain), false) = (self.transforms(name), batch.is_empty()) {
-                let output_topic: Option<Arc<str>> =
-                    config.get("topic").map(|t| Arc::from(t.as_str()));
+                // The records move into the chain; their coordinates stay.
+                let mut coordinates = Vec::with_capacity(batch.len());
                 let inputs: Vec<Record> = batch
-                    .iter()
-                    .map(|r| Record {
-                        topic: output_topic.clone().unwrap_or_else(|| r.topic.clone()),
-                        key: r.key.clone(),
-                        value: r.value.clone(),
-                        headers: r.headers.clone(),
-                        timestamp_ms: r.timestamp_ms,
-                        source_index: 0,
+                    .into_iter()
+                    .map(|r| {
+                        coordinates.push((r.partition, r.offset));
+                        Record {
+                            topic: output_topic.clone().unwrap_or(r.topic),
+                            key: r.key,
+                            value: r.value,
+                            headers: r.headers,
+                            timestamp_ms: r.timestamp_ms,
+                            source_index: 0,
+                        }
                     })
                     .collect();
-                batch = match chain.apply(inputs) {
-                    Ok(out) => out
-                        .into_iter()
-                        .map(|r| {
-                            let from = &batch[r.source_index];
-                            SinkRecord {
-                                topic: r.topic,
-                                partition: from.partition,
-                                offset: from.offset,
-                                timestamp_ms: r.timestamp_ms,
-                                key: r.key,
-                                value: r.value,
-                                headers: r.headers,
-                            }
-                        })
-                        .collect(),
-                    Err(e) => {
-                        policy.tolerate(name, "transforming records", &e)?;
-                        Vec::new()
-                    }
-                };
+                let outcome = chain.apply(inputs);
+                for f in outcome.failed {
+                    policy.tolerate(name, Stage::Transformation, &f.error)?;
+                    failed.push((origin[f.source_index], Stage::Transformation, f.error));
+                }
+                // (The chain names only indexes of its input.)
+                let mut kept = Vec::with_capacity(outcome.records.len());
+                batch = outcome
+                    .records
+                    .into_iter()
+                    .map(|r| {
+                        let (partition, offset) = coordinates[r.source_index];
+                        kept.push(origin[r.source_index]);
+                        SinkRecord {
+                            topic: r.topic,
+                            partition,
+                            offset,
+                            timestamp_ms: r.timestamp_ms,
+                            key: r.key,
+                            value: r.value,
+                            headers: r.headers,
+                        }
+                    })
+                    .collect();
+                origin = kept;
             }
             if !batch.is_empty() {
                 let result: ConnectResult<()> = retry!(policy, target, task.put(&batch));
                 if let Err(e) = result {
-                    policy.tolerate(name, "writing records", &e.message)?;
+                    if !policy.tolerates() {
+                        return Err(policy.intolerable(Stage::TaskPut, &e.message));
+                    }
                     // Tolerated: the batch is written again one record at a
                     // time, so only the records at fault go to the
                     // dead-letter topic.
-                    let failed: Vec<(SinkRecord, String)> = if batch.len() == 1 {
-                        batch.into_iter().map(|r| (r, e.message.clone())).collect()
+                    if batch.len() == 1 {
+                        policy.tolerate(name, Stage::TaskPut, &e.message)?;
+                        failed.push((origin[0], Stage::TaskPut, e.message));
                     } else {
-                        let mut failed = Vec::new();
-                        for r in batch {
+                        for (r, at) in batch.iter().zip(&origin) {
                             let one: ConnectResult<()> =
-                                retry!(policy, target, task.put(std::slice::from_ref(&r)));
+                                retry!(policy, target, task.put(std::slice::from_ref(r)));
                             if let Err(e) = one {
-                                policy.tolerate(name, "writing a record", &e.message)?;
-                                failed.push((r, e.message));
+                                policy.tolerate(name, Stage::TaskPut, &e.message)?;
+                                failed.push((*at, Stage::TaskPut, e.message));
                             }
-                        }
-                        failed
-                    };
-                    if let Some(dlq) = &dead_letter {
-                        for (r, message) in &failed {
-                            self.dead_letter_record(dlq, &policy, r, "TASK_PUT", message)
-                                .await?;
                         }
                     }
                 }
             }
+            if let (Some(dlq), false) = (&dead_letter, failed.is_empty()) {
+                // Before the batch's positions count: a position is
+                // committed only after its records are written or
+                // dead-lettered.
+                failed.sort_by_key(|f| f.0);
+                let letters = failed.iter().map(|(at, stage, error)| {
+                    let m = &messages[*at];
+                    let context = ErrorContext {
+                        topic: m.topic(),
+                        origin: Some((m.partition(), m.offset())),
+                        connector: name,
+                        task: id,
+                        stage: *stage,
+                        error,
+                    };
+                    let headers = m.headers().map(|h| h.detach()).unwrap_or_default();
+                    self.send_dead_letter(
+                        dlq,
+                        (m.key(), m.payload()),
+                        policy.error_headers(headers, &context),
+                    )
+                });
+                futures::future::try_join_all(letters).await?;
+            }
+            drop(messages);
             for (topic, partition, offset) in positions {
                 uncommitted.insert((topic, partition), offset + 1);
             }
@@ -1259,98 +1447,27 @@ impl Worker {
         Ok(())
     }
 
+    /// Writes a sink's dead letter and waits for its acknowledgement.
     async fn send_dead_letter(
         &self,
         topic: &str,
-        policy: &ErrorPolicy,
         (key, value): (Option<&[u8]>, Option<&[u8]>),
-        origin: (&str, i32, i64),
-        (stage, error): (&str, &str),
+        headers: OwnedHeaders,
     ) -> ConnectResult<()> {
-        let mut record = FutureRecord::<[u8], [u8]>::to(topic);
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic).headers(headers);
         if let Some(k) = key {
             record = record.key(k);
         }
         if let Some(v) = value {
             record = record.payload(v);
         }
-        if policy.context_headers {
-            let (t, p, o) = origin;
-            let (p, o) = (p.to_string(), o.to_string());
-            let headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: "__connect.errors.topic",
-                    value: Some(t),
-                })
-                .insert(Header {
-                    key: "__connect.errors.partition",
-                    value: Some(p.as_str()),
-                })
-                .insert(Header {
-                    key: "__connect.errors.offset",
-                    value: Some(o.as_str()),
-                })
-                .insert(Header {
-                    key: "__connect.errors.stage",
-                    value: Some(stage),
-                })
-                .insert(Header {
-                    key: "__connect.errors.exception.message",
-                    value: Some(error),
-                });
-            record = record.headers(headers);
-        }
         self.producer
             .send(record, Duration::from_secs(30))
             .await
-            .map(|_| ())
+            .map(|_| metrics::count(&metrics::COUNTERS.dead_letters))
             .map_err(|(e, _)| {
                 ConnectError::retriable(format!("writing to dead-letter topic {topic}: {e}"))
             })
-    }
-
-    async fn dead_letter(
-        &self,
-        topic: &str,
-        policy: &ErrorPolicy,
-        m: &rdkafka::message::BorrowedMessage<'_>,
-        stage: &str,
-        error: &str,
-    ) -> ConnectResult<()> {
-        self.send_dead_letter(
-            topic,
-            policy,
-            (m.key(), m.payload()),
-            (m.topic(), m.partition(), m.offset()),
-            (stage, error),
-        )
-        .await
-    }
-
-    async fn dead_letter_record(
-        &self,
-        topic: &str,
-        policy: &ErrorPolicy,
-        r: &SinkRecord,
-        stage: &str,
-        error: &str,
-    ) -> ConnectResult<()> {
-        let bytes = |d: &Data| match d {
-            Data::Null => None,
-            Data::Bytes(b) => Some(b.to_vec()),
-            Data::Text(s) => Some(s.as_bytes().to_vec()),
-            Data::Json(Value::String(s)) => Some(s.clone().into_bytes()),
-            Data::Json(v) => Some(v.to_string().into_bytes()),
-        };
-        let (key, value) = (bytes(&r.key), bytes(&r.value));
-        self.send_dead_letter(
-            topic,
-            policy,
-            (key.as_deref(), value.as_deref()),
-            (&r.topic, r.partition, r.offset),
-            (stage, error),
-        )
-        .await
     }
 
     // ------------------------------------------------------------ control
@@ -1423,6 +1540,7 @@ impl Worker {
             .await?;
         self.write_config(&format!("target-state-{name}"), None)
             .await?;
+        lock(&self.warned).remove(name);
         self.reconcile().await;
         info!(connector = name, "connector deleted");
         Ok(())
@@ -1570,7 +1688,108 @@ struct InFlight {
     offsets: Vec<Value>,
     /// The last offset of each run of records from one source partition.
     latest: Vec<(Arc<SourcePartition>, Value)>,
+    /// The polled records it does not store, by index in order; every
+    /// other one is stored.
+    settled: Vec<(usize, Settled)>,
 }
+
+/// Why a polled record is not stored.
+#[derive(Debug, Clone, PartialEq)]
+enum Settled {
+    Filtered,
+    Failed {
+        stage: Stage,
+        error: String,
+        dead_lettered: bool,
+    },
+}
+
+impl Settled {
+    fn fate(&self) -> Fate<'_> {
+        match self {
+            Settled::Filtered => Fate::Filtered,
+            Settled::Failed {
+                stage,
+                error,
+                dead_lettered,
+            } => Fate::Failed {
+                stage: *stage,
+                error,
+                dead_lettered: *dead_lettered,
+            },
+        }
+    }
+}
+
+/// A source record that failed, and the record as the failing step had it
+/// (for the dead-letter topic).
+struct Failed {
+    index: usize,
+    stage: Stage,
+    error: String,
+    record: Option<Record>,
+}
+
+/// Checks a source record's failure against the policy. When it is not
+/// tolerated, the task hears of the record at once (an HTTP source answers
+/// its client) and the error fails the task.
+fn settle_failure(
+    policy: &ErrorPolicy,
+    connector: &str,
+    task: &mut dyn SourceTask,
+    offset: &Value,
+    stage: Stage,
+    error: &str,
+) -> ConnectResult<()> {
+    policy.tolerate(connector, stage, error).inspect_err(|_| {
+        task.done(
+            offset,
+            Fate::Failed {
+                stage,
+                error,
+                dead_lettered: false,
+            },
+        )
+    })
+}
+
+/// The connector's dead-letter topic, if it has one.
+fn dead_letter_topic(config: &Props) -> Option<String> {
+    config
+        .get("errors.deadletterqueue.topic.name")
+        .map(|t| t.trim())
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+}
+
+fn owned_headers(headers: &[(String, Bytes)]) -> OwnedHeaders {
+    let mut owned = OwnedHeaders::new_with_capacity(headers.len());
+    for (k, v) in headers {
+        owned = owned.insert(Header {
+            key: k,
+            value: Some(v.as_ref()),
+        });
+    }
+    owned
+}
+
+/// Where a failed record came from and why it failed, for the
+/// `__connect.errors.*` headers of its dead letter.
+struct ErrorContext<'a> {
+    /// The topic it was read from (sinks) or meant for (sources).
+    topic: &'a str,
+    /// Its partition and offset (sinks).
+    origin: Option<(i32, i64)>,
+    connector: &'a str,
+    task: usize,
+    stage: Stage,
+    error: &'a str,
+}
+
+/// Consumer errors logged at most, per minute and process.
+static CONSUMER_ERRORS: LogLimit = LogLimit::new(10, Duration::from_secs(60));
+/// Connector config warnings logged at most, per minute and process.
+static CONFIG_WARNINGS: LogLimit = LogLimit::new(20, Duration::from_secs(60));
 
 /// Notes record `i` as the last of its run of records from one source
 /// partition, unless its offset is `Null`: such a record has no position
@@ -1601,7 +1820,7 @@ const MAX_IN_FLIGHT: usize = 8;
 async fn retire(
     inflight: &mut VecDeque<InFlight>,
     keep: usize,
-    task: &mut dyn crate::plugin::SourceTask,
+    task: &mut dyn SourceTask,
     pending: &mut HashMap<String, (Arc<SourcePartition>, Value)>,
 ) -> ConnectResult<()> {
     while inflight.len() > keep {
@@ -1616,8 +1835,12 @@ async fn retire(
                 "the broker refused a record: {e}"
             )));
         }
-        for offset in batch.offsets.iter().filter(|o| !o.is_null()) {
-            task.delivered(offset);
+        let mut settled = batch.settled.iter().peekable();
+        for (i, offset) in batch.offsets.iter().enumerate() {
+            match settled.next_if(|(at, _)| *at == i) {
+                Some((_, s)) => task.done(offset, s.fate()),
+                None => task.done(offset, Fate::Stored),
+            }
         }
         for (partition, offset) in batch.latest {
             pending.insert(
@@ -1653,6 +1876,9 @@ pub struct ErrorPolicy {
     retry_delay_max: Duration,
     log: bool,
     context_headers: bool,
+    /// Tolerated failures logged (with `errors.log.enable`) at most, per
+    /// task: a source fed bad records must not flood the log.
+    log_limit: Arc<LogLimit>,
 }
 
 impl ErrorPolicy {
@@ -1680,21 +1906,90 @@ impl ErrorPolicy {
                 "errors.deadletterqueue.context.headers.enable",
                 "true",
             ) == "true",
+            log_limit: Arc::new(LogLimit::new(10, Duration::from_secs(60))),
         }
     }
 
-    /// A failed record: Ok to skip it, or the error that fails the task.
-    fn tolerate(&self, connector: &str, what: &str, error: &str) -> ConnectResult<()> {
-        if self.tolerate_all {
-            if self.log {
-                warn!(connector, "tolerated a failure {what}: {error}");
-            }
-            Ok(())
-        } else {
-            Err(ConnectError::fatal(format!(
-                "{what} failed and errors.tolerance is none: {error}"
-            )))
+    /// Whether failed records are skipped (`errors.tolerance: all`).
+    fn tolerates(&self) -> bool {
+        self.tolerate_all
+    }
+
+    /// The error that fails a task over a record that failed at `stage`.
+    fn intolerable(&self, stage: Stage, error: &str) -> ConnectError {
+        let what = match stage {
+            Stage::KeyConverter => "converting a record's key",
+            Stage::ValueConverter => "converting a record's value",
+            Stage::Transformation => "transforming a record",
+            Stage::TaskPut => "writing records",
+        };
+        ConnectError::fatal(format!(
+            "{what} failed and errors.tolerance is none: {}",
+            metrics::clip(error, 2000)
+        ))
+    }
+
+    /// A record failed: Ok to skip it, or the error that fails the task.
+    fn tolerate(&self, connector: &str, stage: Stage, error: &str) -> ConnectResult<()> {
+        metrics::count(&metrics::COUNTERS.record_failures);
+        if !self.tolerate_all {
+            return Err(self.intolerable(stage, error));
         }
+        metrics::count(&metrics::COUNTERS.records_skipped);
+        if self.log {
+            if let Some(left_out) = self.log_limit.check() {
+                warn!(
+                    connector,
+                    stage = stage.as_str(),
+                    left_out,
+                    "tolerated a failed record: {}",
+                    metrics::clip(error, 500)
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// `headers` with Kafka Connect's `__connect.errors.*` headers added
+    /// (unless `errors.deadletterqueue.context.headers.enable` is false).
+    fn error_headers(&self, headers: OwnedHeaders, c: &ErrorContext<'_>) -> OwnedHeaders {
+        if !self.context_headers {
+            return headers;
+        }
+        let mut headers = headers.insert(Header {
+            key: "__connect.errors.topic",
+            value: Some(c.topic),
+        });
+        if let Some((partition, offset)) = c.origin {
+            let (p, o) = (partition.to_string(), offset.to_string());
+            headers = headers
+                .insert(Header {
+                    key: "__connect.errors.partition",
+                    value: Some(p.as_str()),
+                })
+                .insert(Header {
+                    key: "__connect.errors.offset",
+                    value: Some(o.as_str()),
+                });
+        }
+        let task = c.task.to_string();
+        headers
+            .insert(Header {
+                key: "__connect.errors.connector.name",
+                value: Some(c.connector),
+            })
+            .insert(Header {
+                key: "__connect.errors.task.id",
+                value: Some(task.as_str()),
+            })
+            .insert(Header {
+                key: "__connect.errors.stage",
+                value: Some(c.stage.as_str()),
+            })
+            .insert(Header {
+                key: "__connect.errors.exception.message",
+                value: Some(&*metrics::clip(c.error, 8000)),
+            })
     }
 
     /// Whether a retriable failure may be retried after `delay` more.

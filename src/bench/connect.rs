@@ -8,7 +8,11 @@
 //! - topic → file sink, against a plain consume of the same topic;
 //! - `runnel pipeline run` with a file source, one WASM transform and a
 //!   topic sink, and the same pipeline without the transform, against the
-//!   plain produce.
+//!   plain produce;
+//! - `runnel pipeline run` with a file source of JSON lines, a built-in
+//!   filter that keeps every record and a topic sink (against the plain
+//!   produce), and from that topic through the same filter into a file
+//!   sink (against the plain consume).
 //!
 //! Connect rates are measured from the first record seen at the far end to
 //! the last, so a new consumer group's join delay is left out; the plain
@@ -205,6 +209,7 @@ pub async fn run(args: ConnectBenchArgs) -> Result<()> {
     };
     let (mut plain_p, mut plain_c, mut source, mut sink, mut wasm, mut bare) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut filter_source, mut filter_sink) = (vec![], vec![]);
     for r in 0..args.repeat.max(1) {
         let topic = format!("bench-plain-{r}");
         super::create_topic(&broker.addr, &topic, 1).await?;
@@ -288,15 +293,65 @@ pub async fn run(args: ConnectBenchArgs) -> Result<()> {
             let _ = child.wait();
             runs.push(rate(n, d?));
         }
+
+        // The built-in filter on both sides of a topic: evaluated on every
+        // record, keeping them all.
+        let filter =
+            "transforms:\n  - filter: value.amount_cents >= 0 && value.currency == \"EUR\"\n";
+        let name = format!("bench-filter-source-{r}");
+        let yaml = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &yaml,
+            format!(
+                "name: {name}\nsource:\n  connector: file-source\n  config:\n    file: {}\n    format: jsonlines\n{filter}sink:\n  topic: {name}\n",
+                input.display()
+            ),
+        )?;
+        super::create_topic(&broker.addr, &name, 1).await?;
+        let child = pipeline_run(&yaml, &broker.addr)?;
+        let (addr, t) = (broker.addr.clone(), name.clone());
+        let d = tokio::task::spawn_blocking(move || {
+            wait_topic(&addr, &t, n, "pipeline, file -> filter -> topic")
+        })
+        .await;
+        drop(child);
+        filter_source.push(rate(n, d??));
+
+        let name = format!("bench-filter-sink-{r}");
+        let yaml = dir.path().join(format!("{name}.yaml"));
+        let out = dir.path().join(format!("{name}.jsonl"));
+        std::fs::write(
+            &yaml,
+            format!(
+                "name: {name}\nsource:\n  topic: {topic}\n{filter}sink:\n  connector: file-sink\n  config:\n    file: {}\n",
+                out.display()
+            ),
+        )?;
+        let child = pipeline_run(&yaml, &broker.addr)?;
+        let o = out.clone();
+        let d = tokio::task::spawn_blocking(move || {
+            // The sink writes each value as compact JSON, as long as the
+            // line it came from.
+            wait_for(n, "pipeline, topic -> filter -> file", || {
+                Ok(std::fs::metadata(&o).map(|m| m.len()).unwrap_or(0) / (record_bytes as u64))
+            })
+        })
+        .await;
+        drop(child);
+        filter_sink.push(rate(n, d??));
+        std::fs::remove_file(&out).ok();
+
         eprintln!(
-            "  run {}: plain produce {:.0}/s, file source {:.0}/s, plain consume {:.0}/s, file sink {:.0}/s, pipeline+wasm {:.0}/s, pipeline bare {:.0}/s",
+            "  run {}: plain produce {:.0}/s, file source {:.0}/s, plain consume {:.0}/s, file sink {:.0}/s, pipeline+wasm {:.0}/s, pipeline bare {:.0}/s, file->filter->topic {:.0}/s, topic->filter->file {:.0}/s",
             r + 1,
             plain_p[r],
             source[r],
             plain_c[r],
             sink[r],
             wasm[r],
-            bare[r]
+            bare[r],
+            filter_source[r],
+            filter_sink[r]
         );
     }
     let (pp, pc) = (median_f64(plain_p), median_f64(plain_c));
@@ -336,5 +391,41 @@ pub async fn run(args: ConnectBenchArgs) -> Result<()> {
         pp,
         "plain produce, acks=all",
     );
+    row(
+        "pipeline: file (JSON lines) -> filter -> topic",
+        filter_source,
+        pp,
+        "plain produce, acks=all",
+    );
+    row(
+        "pipeline: topic -> filter -> file sink",
+        filter_sink,
+        pc,
+        "plain consume",
+    );
     Ok(())
+}
+
+/// A `runnel pipeline run` of `yaml` against `bootstrap`; killed on drop.
+fn pipeline_run(yaml: &Path, bootstrap: &str) -> Result<KillOnDrop> {
+    let child = Command::new(std::env::current_exe()?)
+        .args(["pipeline", "run"])
+        .arg(yaml)
+        .args(["--bootstrap", bootstrap])
+        .env("RUNNEL_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting runnel pipeline run")?;
+    Ok(KillOnDrop(child))
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -487,7 +487,10 @@ async fn the_http_source_answers_once_the_records_are_stored() {
     };
     assert_eq!(response.status().as_u16(), 200);
     let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
-    assert_eq!(body, json!({"records": 3}));
+    assert_eq!(
+        body,
+        json!({"records": 3, "stored": 3, "filtered": 0, "dead_lettered": 0})
+    );
     // Acknowledged means stored: the records are readable right away.
     let end = crate::harness::latest_offset(&broker, "posted", 0).await;
     assert_eq!(end, 3);
@@ -498,7 +501,107 @@ async fn the_http_source_answers_once_the_records_are_stored() {
     assert_eq!(bad.status().as_u16(), 400);
     let one = http.post(&url).body(r#"{"n":4}"#).send().await.unwrap();
     let body: Value = serde_json::from_str(&one.text().await.unwrap()).unwrap();
-    assert_eq!(body, json!({"records": 1}));
+    assert_eq!(body["stored"], 1, "{body}");
+}
+
+#[tokio::test]
+async fn unknown_config_keys_are_errors_next_to_a_missing_key_and_warnings_otherwise() {
+    let broker = TestBroker::start();
+    let rest = connect(&broker).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.txt");
+    let out = out.to_str().unwrap();
+    // A near miss of a key that is not set: refused, with the field named.
+    let (status, v) = rest
+        .call(
+            "POST",
+            "/connectors",
+            Some(json!({"name": "typo", "config": {"connector.class": "FileStreamSink", "fiel": out, "topics": "t"}})),
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+    let message = v["message"].as_str().unwrap();
+    assert!(
+        message.contains("fiel: Unknown configuration 'fiel' for file-sink; did you mean 'file'?"),
+        "{message}"
+    );
+    let (status, v) = rest
+        .call(
+            "PUT",
+            "/connector-plugins/FileStreamSinkConnector/config/validate",
+            Some(json!({"connector.class": "FileStreamSinkConnector", "fiel": out, "topics": "t", "fsync_every": "10"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    // `fiel`, and `file` and `name` that are missing.
+    assert_eq!(v["error_count"], 3, "{v}");
+    let entry = |name: &str| {
+        v["configs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["value"]["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no entry for {name}: {v}"))
+    };
+    assert_eq!(
+        entry("fiel")["value"]["errors"].as_array().unwrap().len(),
+        1
+    );
+    let fsync = entry("fsync_every");
+    assert_eq!(fsync["value"]["errors"], json!([]));
+    assert!(
+        fsync["value"]["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("Unknown configuration 'fsync_every' for file-sink is ignored"),
+        "{fsync}"
+    );
+    // A key that is merely unknown: accepted, and said once in the log
+    // however often the same config is written.
+    let config = json!({"connector.class": "FileStreamSink", "file": out, "topics": "t", "fsync_every": "10"});
+    for want in [201, 200] {
+        let (status, v) = rest
+            .call("PUT", "/connectors/sink/config", Some(config.clone()))
+            .await;
+        assert_eq!(status, want, "{v}");
+    }
+    let warned = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("WARN") && l.contains("fsync_every"))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while warned(&broker.log()) == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(warned(&broker.log()), 1, "{}", broker.log());
+    // Bad requests are counted, not logged one by one.
+    let (status, metrics) = rest.call("GET", "/metrics", None).await;
+    assert_eq!(status, 200);
+    let metrics = metrics.as_str().unwrap().to_string();
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    assert!(
+        value("runnel_connect_rest_client_errors_total") >= 1,
+        "{metrics}"
+    );
+    assert!(
+        value("runnel_connect_unknown_config_keys_total") >= 3,
+        "{metrics}"
+    );
+    assert!(
+        !broker
+            .log()
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("fiel:")),
+        "a refused request is not logged at WARN"
+    );
 }
 
 /// A tiny HTTP server for the sink: fails the first `fail` requests with

@@ -5,8 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rdkafka::Message;
-use serde_json::Value;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use serde_json::{json, Value};
 
 use crate::harness::{free_port, plugin_wasm, TestBroker, TestPostgres, BIN};
 
@@ -28,6 +30,15 @@ struct Running(Child);
 
 impl Running {
     fn start(file: &Path, broker: &TestBroker) -> Running {
+        Self::start_logging(file, broker, None)
+    }
+
+    /// Starts it with its standard error written to `log`.
+    fn start_logging(file: &Path, broker: &TestBroker, log: Option<&Path>) -> Running {
+        let stderr = match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+            None => Stdio::null(),
+        };
         Running(
             Command::new(BIN)
                 .args(["pipeline", "run"])
@@ -36,7 +47,7 @@ impl Running {
                 .args(["--registry-url", &broker.registry_url()])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(stderr)
                 .spawn()
                 .unwrap(),
         )
@@ -231,11 +242,11 @@ fn the_http_example_routes_posted_events_to_their_topics() {
         &[("127.0.0.1:8090", format!("127.0.0.1:{port}"))],
     );
     let _run = Running::start(&file, &broker);
-    let status = post_when_listening(
+    let (status, body) = post_when_listening(
         port,
         r#"[{"type":"signup","email":"a@b.c"},{"type":"login","email":"a@b.c"},{"email":"x@y.z"}]"#,
     );
-    assert_eq!(status, 200);
+    assert_eq!((status, &body["stored"]), (200, &json!(3)), "{body}");
     for topic in ["events-signup", "events-login", "events-other"] {
         let records = wait_consume(&broker, topic, 1);
         assert_eq!(records.len(), 1, "{topic}");
@@ -288,14 +299,53 @@ fn the_http_avro_example_writes_records_in_the_registry_wire_format() {
         &[("127.0.0.1:8091", format!("127.0.0.1:{port}"))],
     );
     let _run = Running::start(&file, &broker);
-    // The second order lacks a required field: skipped.
-    let status = post_when_listening(
+    // The second order lacks a required field: it cannot be written with
+    // the schema, so it goes to the dead-letter topic, and the answer says
+    // so.
+    let (status, body) = post_when_listening(
         port,
         r#"[{"id":1,"customer":"ann","amount_cents":1250,"debug":true},
             {"id":2,"amount_cents":5},
             {"id":3,"customer":"cy","amount_cents":7,"currency":"GBP","note":"gift"}]"#,
     );
-    assert_eq!(status, 200);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (
+            &body["records"],
+            &body["stored"],
+            &body["filtered"],
+            &body["dead_lettered"]
+        ),
+        (&json!(3), &json!(2), &json!(0), &json!(1)),
+        "{body}"
+    );
+    assert_eq!(body["errors"][0]["record"], 1, "{body}");
+    assert!(
+        body["errors"][0]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("VALUE_CONVERTER: "),
+        "{body}"
+    );
+    let dead = wait_consume(&broker, "orders-avro-dlq", 1);
+    assert_eq!(dead.len(), 1);
+    let letter: Value = serde_json::from_slice(dead[0].payload().unwrap()).unwrap();
+    assert_eq!(letter, json!({"id": 2, "amount_cents": 5}));
+    assert_eq!(
+        header(&dead[0], "__connect.errors.stage").as_deref(),
+        Some("VALUE_CONVERTER")
+    );
+    assert_eq!(
+        header(&dead[0], "__connect.errors.topic").as_deref(),
+        Some("orders-avro")
+    );
+    assert!(
+        header(&dead[0], "__connect.errors.exception.message")
+            .unwrap()
+            .contains("customer"),
+        "{:?}",
+        header(&dead[0], "__connect.errors.exception.message")
+    );
     let records = wait_consume(&broker, "orders-avro", 2);
     assert_eq!(records.len(), 2);
     let schema =
@@ -319,11 +369,15 @@ fn the_http_avro_example_writes_records_in_the_registry_wire_format() {
     );
 }
 
-/// POSTs `body` to the pipeline's HTTP source once it listens; the status.
-fn post_when_listening(port: u16, body: &'static str) -> u16 {
+/// POSTs `body` to the pipeline's HTTP source once it listens; the status
+/// and the JSON answer.
+fn post_when_listening(port: u16, body: &'static str) -> (u16, Value) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let http = reqwest::Client::new();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             match http
@@ -332,12 +386,436 @@ fn post_when_listening(port: u16, body: &'static str) -> u16 {
                 .send()
                 .await
             {
-                Ok(r) => break r.status().as_u16(),
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    let text = r.text().await.unwrap();
+                    break (
+                        status,
+                        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+                    );
+                }
                 Err(e) if Instant::now() > deadline => panic!("the pipeline never listened: {e}"),
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
     })
+}
+
+/// A header of a record, as text.
+fn header(m: &OwnedMessage, name: &str) -> Option<String> {
+    m.headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// Produces `values` to partition 0 of `topic` in one batch (enqueued
+/// together, within the producer's linger time).
+fn produce_in_one_go(broker: &TestBroker, topic: &str, values: &[&str]) {
+    let producer = broker.producer(&[("linger.ms", "200")]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let deliveries: Vec<_> = values
+            .iter()
+            .map(|v| {
+                producer
+                    .send_result(
+                        rdkafka::producer::FutureRecord::<(), str>::to(topic)
+                            .partition(0)
+                            .payload(v),
+                    )
+                    .unwrap()
+            })
+            .collect();
+        let mut offsets = Vec::new();
+        for d in deliveries {
+            offsets.push(d.await.unwrap().unwrap().offset);
+        }
+        assert_eq!(offsets, (0..values.len() as i64).collect::<Vec<_>>());
+    });
+}
+
+/// The offset the group `group` committed for partition 0 of `topic`.
+fn committed(broker: &TestBroker, group: &str, topic: &str) -> Option<i64> {
+    let consumer: BaseConsumer = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", broker.addr())
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, 0);
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(5))
+        .ok()?;
+    match committed.find_partition(topic, 0)?.offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
+    }
+}
+
+/// Waits (up to 30 s) until `group` committed `offset` on `topic`.
+fn wait_committed(broker: &TestBroker, group: &str, topic: &str, offset: i64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = committed(broker, group, topic);
+        if now == Some(offset) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{group} committed {now:?} on {topic}, not {offset}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits (up to 60 s) until the text of `path` holds `what`; returns it.
+fn wait_text(path: &Path, what: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(what) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never said {what:?}: {text}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The pipeline of issue 11: a topic, a filter, a file sink, bad records
+/// to a dead-letter topic.
+fn orders_pipeline(dir: &Path, name: &str, filter: &str, tolerance: &str) -> (PathBuf, PathBuf) {
+    let out = dir.join(format!("{name}.jsonl"));
+    let yaml = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &yaml,
+        format!(
+            "name: {name}\nsource:\n  topic: orders\ntransforms:\n  - filter: {filter}\nsink:\n  connector: file-sink\n  config:\n    file: {}\nerrors:\n  tolerance: {tolerance}\n  dead_letter_topic: dlq\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    (yaml, out)
+}
+
+const ISSUE_RECORDS: [&str; 3] = [
+    r#"{"id":1,"amount":250}"#,
+    r#"{"id":2,"amount":"lots"}"#,
+    r#"{"id":3,"amount":300}"#,
+];
+
+#[test]
+fn a_record_its_filter_fails_on_is_dead_lettered_and_the_rest_of_its_batch_is_written() {
+    let broker = TestBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (yaml, out) = orders_pipeline(dir.path(), "big-orders", "value.amount >= 100", "all");
+    produce_in_one_go(&broker, "orders", &ISSUE_RECORDS);
+    let _run = Running::start(&yaml, &broker);
+    let lines = wait_json_lines(&out, 2);
+    assert_eq!(
+        lines,
+        vec![
+            json!({"id": 1, "amount": 250}),
+            json!({"id": 3, "amount": 300})
+        ]
+    );
+    let dead = wait_consume(&broker, "dlq", 1);
+    assert_eq!(dead.len(), 1);
+    // The record as it was read, with the error in Kafka Connect's headers.
+    assert_eq!(dead[0].payload().unwrap(), ISSUE_RECORDS[1].as_bytes());
+    for (name, value) in [
+        ("__connect.errors.topic", "orders"),
+        ("__connect.errors.partition", "0"),
+        ("__connect.errors.offset", "1"),
+        ("__connect.errors.stage", "TRANSFORMATION"),
+        ("__connect.errors.connector.name", "big-orders"),
+        ("__connect.errors.task.id", "0"),
+    ] {
+        assert_eq!(header(&dead[0], name).as_deref(), Some(value), "{name}");
+    }
+    let message = header(&dead[0], "__connect.errors.exception.message").unwrap();
+    assert!(
+        message.starts_with("filter 'value.amount >= 100': "),
+        "{message}"
+    );
+    // The position moves past all three once both are written.
+    wait_committed(&broker, "connect-big-orders", "orders", 3);
+}
+
+#[test]
+fn with_tolerance_none_a_record_its_filter_fails_on_stops_the_pipeline_before_it() {
+    let broker = TestBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (yaml, out) = orders_pipeline(dir.path(), "strict-orders", "value.amount >= 100", "none");
+    produce_in_one_go(&broker, "orders", &ISSUE_RECORDS);
+    let log = dir.path().join("run.log");
+    let _run = Running::start_logging(&yaml, &broker, Some(&log));
+    let said = wait_text(&log, "task failed");
+    assert!(said.contains("errors.tolerance is none"), "{said}");
+    assert!(said.contains("filter 'value.amount >= 100'"), "{said}");
+    // Nothing past the bad record is committed, nothing is dead-lettered.
+    assert!(
+        committed(&broker, "connect-strict-orders", "orders").unwrap_or(0) <= 1,
+        "{:?}",
+        committed(&broker, "connect-strict-orders", "orders")
+    );
+    assert!(broker
+        .consume("dlq", 1, 1, Duration::from_secs(2))
+        .is_empty());
+    let written = std::fs::read_to_string(&out).unwrap_or_default();
+    assert!(!written.contains("\"id\":3"), "{written}");
+}
+
+#[test]
+fn a_filter_on_a_field_the_records_lack_dead_letters_them_instead_of_dropping_them() {
+    let broker = TestBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (yaml, out) = orders_pipeline(dir.path(), "typo", "value.amout >= 100", "all");
+    produce_in_one_go(&broker, "orders", &[ISSUE_RECORDS[0], ISSUE_RECORDS[2]]);
+    let _run = Running::start(&yaml, &broker);
+    let dead = wait_consume(&broker, "dlq", 2);
+    assert_eq!(dead.len(), 2);
+    for d in &dead {
+        let message = header(d, "__connect.errors.exception.message").unwrap();
+        assert!(
+            message.contains("the record has no field value.amout"),
+            "{message}"
+        );
+    }
+    wait_committed(&broker, "connect-typo", "orders", 2);
+    assert_eq!(std::fs::read_to_string(&out).unwrap_or_default(), "");
+}
+
+#[test]
+fn an_http_pipeline_answers_what_became_of_each_record_and_dead_letters_what_its_filter_fails_on() {
+    let broker = TestBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let yaml = dir.path().join("intake.yaml");
+    std::fs::write(
+        &yaml,
+        format!(
+            "name: intake\nsource:\n  connector: http-source\n  config:\n    listen: 127.0.0.1:{port}\ntransforms:\n  - filter: value.amount >= 100\nsink:\n  topic: big\nerrors:\n  tolerance: all\n  dead_letter_topic: intake-dlq\n"
+        ),
+    )
+    .unwrap();
+    let _run = Running::start(&yaml, &broker);
+    let (status, body) = post_when_listening(
+        port,
+        r#"[{"id":1,"amount":250},{"id":2,"amount":"lots"},{"id":3,"amount":300},{"id":4,"amount":5}]"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (
+            &body["records"],
+            &body["stored"],
+            &body["filtered"],
+            &body["dead_lettered"]
+        ),
+        (&json!(4), &json!(2), &json!(1), &json!(1)),
+        "{body}"
+    );
+    assert_eq!(body["errors"][0]["record"], 1);
+    assert_eq!(body["errors"][0]["dead_lettered"], true);
+    // Answered means stored: both are readable at once.
+    let stored = broker.consume("big", 1, 2, Duration::from_secs(10));
+    let ids: Vec<Value> = stored
+        .iter()
+        .map(|m| serde_json::from_slice::<Value>(m.payload().unwrap()).unwrap()["id"].clone())
+        .collect();
+    assert_eq!(ids, vec![json!(1), json!(3)]);
+    let dead = wait_consume(&broker, "intake-dlq", 1);
+    assert_eq!(
+        serde_json::from_slice::<Value>(dead[0].payload().unwrap()).unwrap(),
+        json!({"id": 2, "amount": "lots"})
+    );
+    assert_eq!(
+        header(&dead[0], "__connect.errors.stage").as_deref(),
+        Some("TRANSFORMATION")
+    );
+    assert_eq!(
+        header(&dead[0], "__connect.errors.topic").as_deref(),
+        Some("big")
+    );
+    // A source record has no partition or offset to name.
+    assert_eq!(header(&dead[0], "__connect.errors.offset"), None);
+}
+
+#[test]
+fn an_http_record_that_does_not_fit_the_avro_schema_is_refused_without_a_dead_letter_topic() {
+    let broker = TestBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let schema_file = examples().join("schemas/order.avsc");
+    let out = broker.cli(
+        &[
+            "schema",
+            "register",
+            "orders-avro-value",
+            schema_file.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = copy_example(
+        dir.path(),
+        "http-avro-topic.yaml",
+        &[
+            ("127.0.0.1:8091", format!("127.0.0.1:{port}")),
+            ("  dead_letter_topic: orders-avro-dlq", String::new()),
+        ],
+    );
+    let _run = Running::start(&file, &broker);
+    let (status, body) = post_when_listening(
+        port,
+        r#"[{"id":1,"customer":"ann","amount_cents":1250},{"id":2,"amount_cents":5}]"#,
+    );
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        (&body["records"], &body["stored"], &body["failed"]),
+        (&json!(2), &json!(1), &json!(1)),
+        "{body}"
+    );
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("1 of 2 record(s) could not be stored: record 1: VALUE_CONVERTER: "),
+        "{error}"
+    );
+    assert!(error.contains("customer"), "{error}");
+    assert_eq!(body["errors"][0]["dead_lettered"], false);
+    // The pipeline goes on: the next good order is stored.
+    let (status, body) = post_when_listening(port, r#"{"id":3,"customer":"cy","amount_cents":7}"#);
+    assert_eq!((status, &body["stored"]), (200, &json!(1)), "{body}");
+    assert_eq!(wait_consume(&broker, "orders-avro", 2).len(), 2);
+}
+
+#[test]
+fn pipeline_validate_checks_field_names_against_the_source_topics_registered_schema() {
+    let broker = TestBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("order.avsc");
+    std::fs::write(
+        &schema,
+        r#"{"type": "record", "name": "Order", "fields": [
+            {"name": "id", "type": "long"},
+            {"name": "amount", "type": "long"},
+            {"name": "status", "type": "string"}]}"#,
+    )
+    .unwrap();
+    let out = broker.cli(
+        &[
+            "schema",
+            "register",
+            "orders-value",
+            schema.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml = dir.path().join("typo.yaml");
+    std::fs::write(
+        &yaml,
+        "name: typo\nsource:\n  topic: orders\n  format: avro\ntransforms:\n  - filter: value.amout >= 100\n  - mask: [stauts]\nsink:\n  topic: big\n",
+    )
+    .unwrap();
+    let file = yaml.to_str().unwrap();
+    let registry = broker.registry_url();
+    let (ok, _, err) = runnel(&["pipeline", "validate", file, "--registry-url", &registry]);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{file}:6:13: the schema has no field value.amout\n  hint: did you mean value.amount?"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{file}:7:12: the schema has no field value.stauts\n  hint: did you mean value.status?"
+        )),
+        "{err}"
+    );
+    // `pipeline run` refuses it too, before anything runs.
+    let (ok, _, err) = runnel(&[
+        "pipeline",
+        "run",
+        file,
+        "--bootstrap",
+        &broker.addr(),
+        "--registry-url",
+        &registry,
+    ]);
+    assert!(!ok);
+    assert!(err.contains("value.amout"), "{err}");
+    // Fixed, it validates; without a registry it says what it skipped.
+    std::fs::write(
+        &yaml,
+        "name: typo\nsource:\n  topic: orders\n  format: avro\ntransforms:\n  - filter: value.amount >= 100\n  - mask: [status]\nsink:\n  topic: big\n",
+    )
+    .unwrap();
+    let (ok, out, err) = runnel(&["pipeline", "validate", file, "--registry-url", &registry]);
+    assert!(ok, "{err}");
+    assert!(out.contains(": ok ("), "{out}");
+    let (ok, _, err) = runnel(&[
+        "pipeline",
+        "validate",
+        file,
+        "--registry-url",
+        &format!("http://127.0.0.1:{}", free_port()),
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("note: field names not checked against orders-value"),
+        "{err}"
+    );
+}
+
+#[test]
+fn pipeline_validate_reports_unknown_connector_keys_with_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = dir.path().join("keys.yaml");
+    std::fs::write(
+        &yaml,
+        "name: keys\nsource:\n  connector: file-source\n  config:\n    fiel: in.txt\nsink:\n  topic: out\n",
+    )
+    .unwrap();
+    let file = yaml.to_str().unwrap();
+    let (ok, _, err) = runnel(&["pipeline", "validate", file]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "{file}:5:5: source.config.fiel: Unknown configuration 'fiel' for file-source; did you mean 'file'?"
+        )),
+        "{err}"
+    );
+    // A key that is merely unknown is a warning: the pipeline is valid.
+    std::fs::write(
+        &yaml,
+        "name: keys\nsource:\n  topic: in\nsink:\n  connector: file-sink\n  config:\n    file: out.txt\n    fsync_every: 10\n",
+    )
+    .unwrap();
+    let (ok, out, err) = runnel(&["pipeline", "validate", file]);
+    assert!(ok, "{err}");
+    assert!(out.contains(": ok ("), "{out}");
+    assert!(
+        err.contains(&format!(
+            "{file}:8:5: warning: sink.config.fsync_every: Unknown configuration 'fsync_every' for file-sink is ignored"
+        )),
+        "{err}"
+    );
 }
 
 #[test]

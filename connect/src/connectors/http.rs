@@ -2,11 +2,25 @@
 //!
 //! The source listens on `listen` and turns each POSTed body into records
 //! (a JSON document, or each element of a JSON array, or with
-//! `format=lines` each line); it answers `200 {"records": n}` only once
-//! every record of the request is stored by the broker (`acks=all`), so a
-//! client that got a 200 knows its data is in Kafka. A request it cannot
-//! take gets 400 (not JSON), 413 (over `max.request.bytes`) or 503 (the task
-//! is not running, or storing failed).
+//! `format=lines` each line). It answers once every record of the request
+//! is settled: stored by the broker (`acks=all`), left out by a pipeline's
+//! filter, or failed (a converter or transform could not take it).
+//!
+//! - `200 {"records": n, "stored": s, "filtered": f, "dead_lettered": d}`
+//!   when no record failed, or each failed one is in the dead-letter topic
+//!   (`errors.tolerance: all` with a dead-letter topic; `errors` then says
+//!   why each one failed): a client that got a 200 knows its data is in
+//!   Kafka.
+//! - `422` with the same counts, `failed` and `errors` (record index and
+//!   reason) when a record is stored nowhere: it did not fit (e.g. the Avro
+//!   schema of the topic). With `errors.tolerance: none` the task then
+//!   fails, as any task does on a record it cannot take.
+//! - `400` (not JSON), `413` (over `max.request.bytes`) or `503` (the task
+//!   is not running, or stopped before the records were settled: send them
+//!   again).
+//!
+//! Refused requests are counted (`/metrics`) and logged at debug level
+//! only, so a client cannot flood the log.
 //!
 //! The sink POSTs each batch of records to `url` as a JSON array of their
 //! values, and counts a batch as written when the server answers 2xx.
@@ -25,9 +39,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, oneshot};
+use tracing::debug;
 
+use crate::metrics;
 use crate::plugin::{
-    ConfigKey, ConfigType, ConnectError, ConnectResult, ConnectorKind, ConnectorPlugin,
+    ConfigKey, ConfigType, ConnectError, ConnectResult, ConnectorKind, ConnectorPlugin, Fate,
     OffsetReader, Props, SinkTask, SourceTask,
 };
 use crate::record::{Data, SinkRecord, SourcePartition, SourceRecord};
@@ -76,10 +92,109 @@ static SINK_KEYS: &[ConfigKey] = &[
     ),
 ];
 
-/// One request waiting for its records to be stored.
+/// One request waiting for its records to be settled.
 struct Request {
     records: Vec<(Data, Data)>,
-    stored: oneshot::Sender<usize>,
+    answer: oneshot::Sender<Tally>,
+}
+
+/// Failures listed in one answer at most (all are counted).
+const MAX_ERRORS_LISTED: usize = 100;
+
+/// What became of a request's records.
+#[derive(Debug, Default)]
+struct Tally {
+    records: usize,
+    stored: usize,
+    filtered: usize,
+    dead_lettered: usize,
+    /// Failed and stored nowhere.
+    failed: usize,
+    /// Not settled: the task stopped first.
+    unknown: usize,
+    /// (record, reason, dead-lettered) of the first failures.
+    errors: Vec<(usize, String, bool)>,
+}
+
+impl Tally {
+    fn note(&mut self, record: usize, fate: Fate<'_>) {
+        match fate {
+            Fate::Stored => self.stored += 1,
+            Fate::Filtered => self.filtered += 1,
+            Fate::Failed {
+                stage,
+                error,
+                dead_lettered,
+            } => {
+                if dead_lettered {
+                    self.dead_lettered += 1;
+                } else {
+                    self.failed += 1;
+                }
+                if self.errors.len() < MAX_ERRORS_LISTED {
+                    let reason = format!("{}: {}", stage.as_str(), metrics::clip(error, 500));
+                    self.errors.push((record, reason, dead_lettered));
+                }
+            }
+        }
+    }
+
+    fn answer(&self) -> axum::response::Response {
+        let mut body = json!({
+            "records": self.records,
+            "stored": self.stored,
+            "filtered": self.filtered,
+            "dead_lettered": self.dead_lettered,
+        });
+        if !self.errors.is_empty() {
+            body["errors"] = self
+                .errors
+                .iter()
+                .map(|(record, error, dead)| {
+                    json!({"record": record, "error": error, "dead_lettered": dead})
+                })
+                .collect();
+        }
+        if self.failed == 0 && self.unknown == 0 {
+            return (StatusCode::OK, axum::Json(body)).into_response();
+        }
+        metrics::count(&metrics::COUNTERS.http_source_refused);
+        let first = self
+            .errors
+            .iter()
+            .find(|e| !e.2)
+            .map(|(record, error, _)| format!(": record {record}: {error}"))
+            .unwrap_or_default();
+        body["failed"] = json!(self.failed);
+        let mut error = format!(
+            "{} of {} record(s) could not be stored{first}",
+            self.failed, self.records
+        );
+        if self.unknown > 0 {
+            body["unknown"] = json!(self.unknown);
+            error.push_str(&format!(
+                "; the task stopped before {} more were settled",
+                self.unknown
+            ));
+        }
+        body["error"] = json!(error);
+        debug!(refused = %error, "HTTP source request refused");
+        (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(body)).into_response()
+    }
+}
+
+/// A request whose records are not all settled yet.
+struct Waiting {
+    left: usize,
+    tally: Tally,
+    answer: oneshot::Sender<Tally>,
+}
+
+/// A refused request: counted, logged at debug level, answered.
+fn refuse(status: StatusCode, error: String) -> axum::response::Response {
+    metrics::count(&metrics::COUNTERS.http_source_refused);
+    debug!(status = status.as_u16(), %error, "HTTP source request refused");
+    (status, axum::Json(json!({"error": error}))).into_response()
 }
 
 impl ConnectorPlugin for HttpSource {
@@ -136,8 +251,17 @@ struct HttpSourceTask {
     server: Option<tokio::task::JoinHandle<()>>,
     /// Number of the next request.
     next: u64,
-    /// Request number → (records not yet stored, who to tell).
-    waiting: HashMap<u64, (usize, oneshot::Sender<usize>, usize)>,
+    /// Request number → its records not yet settled.
+    waiting: HashMap<u64, Waiting>,
+}
+
+impl Drop for HttpSourceTask {
+    fn drop(&mut self) {
+        // The listener closes with the task, however it ends.
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -168,23 +292,21 @@ async fn intake(
 ) -> axum::response::Response {
     let body = match body {
         Ok(b) => b,
-        Err(e) => return (e.status(), axum::Json(json!({"error": e.body_text()}))).into_response(),
+        Err(e) => return refuse(e.status(), e.body_text()),
     };
     let values = match parse_body(&body, intake.lines) {
         Ok(v) => v,
-        Err(e) => {
-            return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": e}))).into_response()
-        }
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, e),
     };
     let key = headers
         .get("x-record-key")
         .and_then(|v| v.to_str().ok())
         .map(Data::string)
         .unwrap_or(Data::Null);
-    let (stored, done) = oneshot::channel();
+    let (answer, done) = oneshot::channel();
     let request = Request {
         records: values.into_iter().map(|v| (key.clone(), v)).collect(),
-        stored,
+        answer,
     };
     if intake.requests.send(request).await.is_err() {
         return (
@@ -194,7 +316,7 @@ async fn intake(
             .into_response();
     }
     match done.await {
-        Ok(n) => (StatusCode::OK, axum::Json(json!({"records": n}))).into_response(),
+        Ok(tally) => tally.answer(),
         Err(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(json!({"error": "the records were not stored (the task stopped or failed); send them again"})),
@@ -246,11 +368,22 @@ impl SourceTask for HttpSourceTask {
         let n = self.next;
         self.next += 1;
         let count = request.records.len();
+        let tally = Tally {
+            records: count,
+            ..Tally::default()
+        };
         if count == 0 {
-            let _ = request.stored.send(0);
+            let _ = request.answer.send(tally);
             return Ok(Vec::new());
         }
-        self.waiting.insert(n, (count, request.stored, count));
+        self.waiting.insert(
+            n,
+            Waiting {
+                left: count,
+                tally,
+                answer: request.answer,
+            },
+        );
         let partition = Arc::new(self.partition());
         let topic: Arc<str> = Arc::from(self.topic.as_str());
         Ok(request
@@ -270,15 +403,17 @@ impl SourceTask for HttpSourceTask {
             .collect())
     }
 
-    fn delivered(&mut self, offset: &Value) {
-        let Some(n) = offset["request"].as_u64() else {
+    fn done(&mut self, offset: &Value, fate: Fate<'_>) {
+        let (Some(n), Some(record)) = (offset["request"].as_u64(), offset["record"].as_u64())
+        else {
             return;
         };
-        if let Some((left, _, _)) = self.waiting.get_mut(&n) {
-            *left -= 1;
-            if *left == 0 {
-                if let Some((_, stored, count)) = self.waiting.remove(&n) {
-                    let _ = stored.send(count);
+        if let Some(w) = self.waiting.get_mut(&n) {
+            w.tally.note(record as usize, fate);
+            w.left = w.left.saturating_sub(1);
+            if w.left == 0 {
+                if let Some(w) = self.waiting.remove(&n) {
+                    let _ = w.answer.send(w.tally);
                 }
             }
         }
@@ -288,8 +423,14 @@ impl SourceTask for HttpSourceTask {
         if let Some(server) = self.server.take() {
             server.abort();
         }
-        // Requests not fully stored get 503 as their senders drop.
-        self.waiting.clear();
+        // A request with a failed record is answered with the failure;
+        // the others get 503 as their senders drop (send them again).
+        for (_, mut w) in self.waiting.drain() {
+            if w.tally.failed > 0 {
+                w.tally.unknown = w.left;
+                let _ = w.answer.send(w.tally);
+            }
+        }
     }
 }
 
@@ -429,6 +570,75 @@ mod tests {
             parse_body(b"one\ntwo\n\n", true).unwrap(),
             vec![Data::string("one"), Data::string("two")]
         );
+    }
+
+    fn answer(tally: &Tally) -> (u16, Value) {
+        let response = tally.answer();
+        let status = response.status().as_u16();
+        let body = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(axum::body::to_bytes(response.into_body(), 1 << 20))
+            .unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[test]
+    fn a_request_is_answered_200_only_when_every_record_is_stored_filtered_or_dead_lettered() {
+        let failed = |dead_lettered| Fate::Failed {
+            stage: crate::plugin::Stage::ValueConverter,
+            error: "field customer is missing",
+            dead_lettered,
+        };
+        let mut tally = Tally {
+            records: 3,
+            ..Tally::default()
+        };
+        tally.note(0, Fate::Stored);
+        tally.note(1, Fate::Filtered);
+        tally.note(2, failed(true));
+        let (status, body) = answer(&tally);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body,
+            json!({"records": 3, "stored": 1, "filtered": 1, "dead_lettered": 1,
+                   "errors": [{"record": 2, "error": "VALUE_CONVERTER: field customer is missing", "dead_lettered": true}]})
+        );
+        let mut tally = Tally {
+            records: 3,
+            ..Tally::default()
+        };
+        tally.note(0, Fate::Stored);
+        tally.note(1, failed(false));
+        let (status, body) = answer(&tally);
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(
+            body["error"],
+            "1 of 3 record(s) could not be stored: record 1: VALUE_CONVERTER: field customer is missing"
+        );
+        assert_eq!((&body["stored"], &body["failed"]), (&json!(1), &json!(1)));
+        // The task stopped before the last record was settled.
+        tally.unknown = 1;
+        let (status, body) = answer(&tally);
+        assert_eq!(status, 422);
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .ends_with("; the task stopped before 1 more were settled"),
+            "{body}"
+        );
+        // However many fail, the answer lists a bounded number of them.
+        let mut tally = Tally {
+            records: 1000,
+            ..Tally::default()
+        };
+        for i in 0..1000 {
+            tally.note(i, failed(false));
+        }
+        let (_, body) = answer(&tally);
+        assert_eq!(body["failed"], 1000);
+        assert_eq!(body["errors"].as_array().unwrap().len(), MAX_ERRORS_LISTED);
     }
 
     #[test]

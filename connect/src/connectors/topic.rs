@@ -30,7 +30,13 @@ static KEYS: &[ConfigKey] = &[
         "output.value.converter",
         ConfigType::String,
         Some("json"),
-        "How written values become bytes: bytes, string, json.",
+        "How written values become bytes: bytes, string, json, avro.",
+    ),
+    ConfigKey::optional(
+        "output.key.converter",
+        ConfigType::String,
+        Some("string"),
+        "How written keys become bytes: bytes, string, json, avro.",
     ),
 ];
 
@@ -87,7 +93,11 @@ struct TopicSinkTask {
 #[async_trait]
 impl SinkTask for TopicSinkTask {
     async fn put(&mut self, records: &[SinkRecord]) -> ConnectResult<()> {
-        let mut deliveries = Vec::with_capacity(records.len());
+        // Every record is converted before any is produced: one that does
+        // not convert fails the batch with nothing of it written, so when
+        // the worker writes the batch again record by record the others
+        // are written once.
+        let mut encoded = Vec::with_capacity(records.len());
         for r in records {
             let key = self
                 .key
@@ -99,6 +109,10 @@ impl SinkTask for TopicSinkTask {
                 .encode(&r.topic, &r.value)
                 .await
                 .map_err(convert_error)?;
+            encoded.push((key, value));
+        }
+        let mut deliveries = Vec::with_capacity(records.len());
+        for (r, (key, value)) in records.iter().zip(&encoded) {
             let mut record = FutureRecord::<[u8], [u8]>::to(&r.topic);
             if let Some(k) = &key {
                 record = record.key(k);

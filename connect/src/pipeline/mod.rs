@@ -8,7 +8,12 @@
 //! the internal `topic-sink` connector. So it gets the worker's
 //! at-least-once commits, retries and dead letters. Connector to connector
 //! needs a topic in between (two pipelines), as in Kafka Connect.
+//!
+//! Checks that need a schema registry (field names against the source
+//! topic's value schema) are in [`fields`]; the CLI runs them when it can
+//! reach the registry.
 
+pub mod fields;
 pub mod spec;
 pub mod transform;
 
@@ -25,6 +30,15 @@ use crate::record::Data;
 use spec::{config_string, key, locate, Spec, Step};
 use transform::{Chain, Record, Transform};
 
+/// How bad a diagnostic is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// The pipeline does not run.
+    Error,
+    /// It runs, but something in it is likely not what was meant.
+    Warning,
+}
+
 /// One problem in a pipeline file, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
@@ -33,13 +47,18 @@ pub struct Diagnostic {
     pub column: usize,
     pub message: String,
     pub hint: Option<String>,
+    pub severity: Severity,
 }
 
 impl std::fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let warning = match self.severity {
+            Severity::Error => "",
+            Severity::Warning => "warning: ",
+        };
         write!(
             f,
-            "{}:{}:{}: {}",
+            "{}:{}:{}: {warning}{}",
             self.file, self.line, self.column, self.message
         )?;
         if let Some(h) = &self.hint {
@@ -82,6 +101,12 @@ pub struct Pipeline {
     pub sink: End,
     pub chain: Chain,
     pub path: PathBuf,
+    /// The file's name and text, for diagnostics found later (against a
+    /// registry's schemas).
+    pub file: String,
+    pub text: String,
+    /// What the checks found that does not stop it from running.
+    pub warnings: Vec<Diagnostic>,
 }
 
 /// Largest pipeline file read.
@@ -91,22 +116,47 @@ struct Checker<'a> {
     file: String,
     text: &'a str,
     problems: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
 }
 
 impl Checker<'_> {
     fn at(&mut self, path: &[Step], message: impl Into<String>, hint: Option<&str>) {
+        let d = self.diagnostic(path, message.into(), hint, Severity::Error);
+        self.problems.push(d);
+    }
+
+    fn warn(&mut self, path: &[Step], message: impl Into<String>, hint: Option<&str>) {
+        let d = self.diagnostic(path, message.into(), hint, Severity::Warning);
+        self.warnings.push(d);
+    }
+
+    fn diagnostic(
+        &self,
+        path: &[Step],
+        message: String,
+        hint: Option<&str>,
+        severity: Severity,
+    ) -> Diagnostic {
         let (line, column) = locate(self.text, path);
-        self.problems.push(Diagnostic {
+        Diagnostic {
             file: self.file.clone(),
             line,
             column,
-            message: message.into(),
+            message,
             hint: hint.map(str::to_string),
-        });
+            severity,
+        }
     }
 }
 
 const FORMATS: &[&str] = &["json", "string", "bytes", "avro"];
+
+fn is_topic_name(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 249
+        && t.chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch))
+}
 
 fn end(
     c: &mut Checker<'_>,
@@ -152,12 +202,7 @@ fn end(
             None
         }
         (Some(t), None) => {
-            if t.is_empty()
-                || t.len() > 249
-                || !t
-                    .chars()
-                    .all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch))
-            {
+            if !is_topic_name(t) {
                 c.at(
                     &[key(which), key("topic")],
                     format!("'{t}' is not a topic name (1-249 of a-z A-Z 0-9 . _ -)"),
@@ -232,6 +277,7 @@ pub fn load(
             column: 1,
             message,
             hint: None,
+            severity: Severity::Error,
         }]
     };
     let meta = std::fs::metadata(path).map_err(|e| fail(format!("cannot read: {e}")))?;
@@ -275,12 +321,14 @@ pub fn parse(
             column,
             message,
             hint,
+            severity: Severity::Error,
         }]
     })?;
     let mut c = Checker {
         file: file.to_string(),
         text,
         problems: Vec::new(),
+        warnings: Vec::new(),
     };
     if spec.name.is_empty() || spec.name.len() > 200 || spec.name.contains('/') {
         c.at(
@@ -333,13 +381,14 @@ pub fn parse(
                     .or_insert_with(|| "pipeline-output".into());
             }
             for entry in config::validate(&plugins, &check).entries {
-                for problem in entry.errors {
-                    let field = entry.key.name;
-                    c.at(
-                        &[key(which), key("config"), key(field)],
-                        format!("{which}.config.{field}: {problem}"),
-                        Some(entry.key.doc),
-                    );
+                let field = entry.name.as_str();
+                let at = [key(which), key("config"), key(field)];
+                let doc = Some(entry.key.doc).filter(|d| !d.is_empty());
+                for problem in &entry.errors {
+                    c.at(&at, format!("{which}.config.{field}: {problem}"), doc);
+                }
+                for warning in &entry.warnings {
+                    c.warn(&at, format!("{which}.config.{field}: {warning}"), doc);
                 }
             }
         }
@@ -461,14 +510,21 @@ pub fn parse(
                 );
             }
         }
-        if errors.dead_letter_topic.is_some()
-            && !matches!(sink, Some(End::Connector { .. }) | Some(End::Topic { .. }))
-        {
-            c.at(
-                &[key("errors"), key("dead_letter_topic")],
-                "a dead-letter topic needs a sink",
-                None,
-            );
+        if let Some(t) = &errors.dead_letter_topic {
+            let at = [key("errors"), key("dead_letter_topic")];
+            if !is_topic_name(t) {
+                c.at(
+                    &at,
+                    format!("'{t}' is not a topic name (1-249 of a-z A-Z 0-9 . _ -)"),
+                    None,
+                );
+            } else if errors.tolerance.as_deref() != Some("all") {
+                c.warn(
+                    &at,
+                    "the dead-letter topic takes records only with `tolerance: all`; with none a failed record stops the pipeline",
+                    None,
+                );
+            }
         }
     }
     if !c.problems.is_empty() {
@@ -480,6 +536,9 @@ pub fn parse(
         spec,
         chain,
         path: dir.to_path_buf(),
+        file: file.to_string(),
+        text: text.to_string(),
+        warnings: c.warnings,
     })
 }
 
@@ -539,7 +598,16 @@ impl Pipeline {
                 source_index: 0,
             })
             .collect();
-        let output = self.chain.apply(input)?;
+        let outcome = self.chain.apply(input);
+        if !outcome.failed.is_empty() {
+            let failures: Vec<String> = outcome
+                .failed
+                .iter()
+                .map(|f| format!("test.input record {} failed: {}", f.source_index, f.error))
+                .collect();
+            return Err(failures.join("\n"));
+        }
+        let output = outcome.records;
         let mut mismatches = Vec::new();
         let n = output.len().max(test.expect.len());
         for i in 0..n {
@@ -692,13 +760,14 @@ impl Pipeline {
         };
         props.1.insert("name".into(), name);
         props.1.insert("connector.class".into(), props.0.clone());
-        props
-            .1
-            .insert("value.converter.schemas.enable".into(), "false".into());
-        props.1.insert(
-            "output.value.converter.schemas.enable".into(),
-            "false".into(),
-        );
+        // Plain JSON in topics, without Kafka Connect's schema envelope.
+        for prefix in ["value.converter", "output.value.converter"] {
+            if props.1.get(prefix).is_some_and(|c| c == "json") {
+                props
+                    .1
+                    .insert(format!("{prefix}.schemas.enable"), "false".into());
+            }
+        }
         if let Some(errors) = &self.spec.errors {
             if let Some(t) = &errors.tolerance {
                 props.1.insert("errors.tolerance".into(), t.clone());

@@ -9,7 +9,7 @@
 //! transforms:                       # applied in order
 //!   - plugin: plugins/dist/redact-pii.wasm
 //!     config: {fields: "email,ssn"}
-//!   - filter: value.amount_cents > 1000
+//!   - filter: value.amount_cents > 1000   # has(value.x): the field is there
 //!   - rename: {mail: email}
 //!   - drop: [internal_id]
 //!   - mask: [ssn]
@@ -20,7 +20,7 @@
 //!   subject: users-clean-value      # avro: write with this subject's latest schema
 //! errors:                           # optional
 //!   tolerance: all                  # none (default) or all
-//!   dead_letter_topic: users-dlq    # records a connector sink could not take
+//!   dead_letter_topic: users-dlq    # records a converter, transform or sink failed on
 //! test:                             # for `runnel pipeline test`
 //!   input:  [{value: {...}}, {key: k, value: "..."}]
 //!   expect: [{value: {...}}, {topic: t, value: ...}]

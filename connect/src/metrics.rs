@@ -1,0 +1,196 @@
+//! Counters of the connect runtime, and the rate limit that keeps a flood
+//! of bad records or requests out of the log.
+//!
+//! The counters are process-wide (every worker and pipeline of the
+//! process adds to them) and shown by the REST API at `/metrics` in
+//! Prometheus' text format. Messages about records or requests from
+//! outside go through a [`LogLimit`]: a few per minute reach the log, the
+//! rest are counted, and the next message that gets through says how many
+//! were left out.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// What the runtime counts.
+pub struct Counters {
+    /// Records a converter, transform or sink failed on (Kafka Connect's
+    /// `total-record-failures`).
+    pub record_failures: AtomicU64,
+    /// Failed records skipped because `errors.tolerance` is `all`
+    /// (`total-records-skipped`).
+    pub records_skipped: AtomicU64,
+    /// Records written to a dead-letter topic
+    /// (`deadletterqueue-produce-requests`).
+    pub dead_letters: AtomicU64,
+    /// HTTP source requests answered with a 4xx status.
+    pub http_source_refused: AtomicU64,
+    /// REST API requests answered with a 4xx status.
+    pub rest_client_errors: AtomicU64,
+    /// Connector config keys reported as unknown (by validation, creation
+    /// and update).
+    pub unknown_config_keys: AtomicU64,
+    /// Log messages a [`LogLimit`] left out.
+    pub log_suppressed: AtomicU64,
+}
+
+pub static COUNTERS: Counters = Counters {
+    record_failures: AtomicU64::new(0),
+    records_skipped: AtomicU64::new(0),
+    dead_letters: AtomicU64::new(0),
+    http_source_refused: AtomicU64::new(0),
+    rest_client_errors: AtomicU64::new(0),
+    unknown_config_keys: AtomicU64::new(0),
+    log_suppressed: AtomicU64::new(0),
+};
+
+/// Adds one to a counter.
+pub fn count(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The counters in Prometheus' text format.
+pub fn render() -> String {
+    let c = &COUNTERS;
+    let rows: [(&str, &str, &AtomicU64); 7] = [
+        (
+            "runnel_connect_record_failures_total",
+            "Records a converter, transform or sink failed on.",
+            &c.record_failures,
+        ),
+        (
+            "runnel_connect_records_skipped_total",
+            "Failed records skipped under errors.tolerance=all.",
+            &c.records_skipped,
+        ),
+        (
+            "runnel_connect_dead_letters_total",
+            "Records written to a dead-letter topic.",
+            &c.dead_letters,
+        ),
+        (
+            "runnel_connect_http_source_refused_total",
+            "HTTP source requests answered with a 4xx status.",
+            &c.http_source_refused,
+        ),
+        (
+            "runnel_connect_rest_client_errors_total",
+            "REST API requests answered with a 4xx status.",
+            &c.rest_client_errors,
+        ),
+        (
+            "runnel_connect_unknown_config_keys_total",
+            "Connector config keys reported as unknown.",
+            &c.unknown_config_keys,
+        ),
+        (
+            "runnel_connect_log_messages_suppressed_total",
+            "Log messages left out by the rate limit.",
+            &c.log_suppressed,
+        ),
+    ];
+    let mut out = String::new();
+    for (name, help, value) in rows {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+            value.load(Ordering::Relaxed)
+        ));
+    }
+    out
+}
+
+/// Lets `burst` messages of a kind through per `window` and counts the
+/// rest.
+#[derive(Debug)]
+pub struct LogLimit {
+    burst: u32,
+    window: Duration,
+    state: Mutex<Window>,
+}
+
+#[derive(Debug)]
+struct Window {
+    started: Option<Instant>,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl LogLimit {
+    pub const fn new(burst: u32, window: Duration) -> LogLimit {
+        LogLimit {
+            burst,
+            window,
+            state: Mutex::new(Window {
+                started: None,
+                logged: 0,
+                suppressed: 0,
+            }),
+        }
+    }
+
+    /// Whether to log a message now: `Some(n)`, with the number of
+    /// messages left out since the last one logged; `None` to leave this
+    /// one out (it is counted).
+    pub fn check(&self) -> Option<u64> {
+        self.check_at(Instant::now())
+    }
+
+    fn check_at(&self, now: Instant) -> Option<u64> {
+        let mut w = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match w.started {
+            Some(start) if now.saturating_duration_since(start) < self.window => {}
+            _ => {
+                w.started = Some(now);
+                w.logged = 0;
+            }
+        }
+        if w.logged < self.burst {
+            w.logged += 1;
+            Some(std::mem::take(&mut w.suppressed))
+        } else {
+            w.suppressed += 1;
+            count(&COUNTERS.log_suppressed);
+            None
+        }
+    }
+}
+
+/// A message to show at most `max` characters of (an error that quotes a
+/// record's data, in a header, a log line or an HTTP answer).
+pub fn clip(message: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match message.char_indices().nth(max) {
+        None => message.into(),
+        Some((at, _)) => format!("{}... ({} bytes in all)", &message[..at], message.len()).into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_limit_lets_a_burst_through_per_window_and_counts_the_rest() {
+        let limit = LogLimit::new(2, Duration::from_secs(60));
+        let t0 = Instant::now();
+        assert_eq!(limit.check_at(t0), Some(0));
+        assert_eq!(limit.check_at(t0), Some(0));
+        let before = COUNTERS.log_suppressed.load(Ordering::Relaxed);
+        for _ in 0..5 {
+            assert_eq!(limit.check_at(t0 + Duration::from_secs(30)), None);
+        }
+        assert!(COUNTERS.log_suppressed.load(Ordering::Relaxed) >= before + 5);
+        // The next window's first message says how many were left out.
+        assert_eq!(limit.check_at(t0 + Duration::from_secs(61)), Some(5));
+        assert_eq!(limit.check_at(t0 + Duration::from_secs(62)), Some(0));
+        assert_eq!(limit.check_at(t0 + Duration::from_secs(63)), None);
+    }
+
+    #[test]
+    fn long_messages_are_clipped_at_a_character_boundary() {
+        assert_eq!(clip("short", 10), "short");
+        let long = "é".repeat(20);
+        let clipped = clip(&long, 4);
+        assert!(clipped.starts_with("éééé... (40 bytes"), "{clipped}");
+        assert!(render().contains("runnel_connect_dead_letters_total "));
+    }
+}
