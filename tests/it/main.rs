@@ -6,12 +6,14 @@
 
 mod harness;
 
+mod append_rules;
 mod broker_cli;
 mod compaction;
 mod connect;
 mod crash_recovery;
 mod groups;
 mod idempotence;
+mod old_formats;
 mod pipeline;
 mod plugin_cli;
 mod postgres;

@@ -24,6 +24,7 @@ mod errors;
 mod fetch;
 pub mod frame;
 mod groups;
+mod legacy;
 mod metadata;
 mod offsets;
 mod produce;
@@ -158,7 +159,16 @@ fn decode_body(
 ) -> anyhow::Result<(RequestHeader, RequestKind)> {
     let mut buf = frame;
     let header = RequestHeader::decode(&mut buf, api_key.request_header_version(version))?;
-    let body = RequestKind::decode(api_key, &mut buf, version)?;
+    let body = match api_key {
+        // Versions older than the codec knows (message format v0/v1).
+        ApiKey::Produce if legacy::handles(api_key, version) => {
+            RequestKind::Produce(legacy::decode_produce(&mut buf, version)?)
+        }
+        ApiKey::Fetch if legacy::handles(api_key, version) => {
+            RequestKind::Fetch(legacy::decode_fetch(&mut buf, version)?)
+        }
+        _ => RequestKind::decode(api_key, &mut buf, version)?,
+    };
     Ok((header, body))
 }
 
@@ -173,6 +183,19 @@ pub fn encode_response(
     let mut header = ResponseHeader::default();
     header.correlation_id = correlation_id;
     let header_version = api_key.response_header_version(version);
+    if legacy::handles(api_key, version) {
+        let mut buf = BytesMut::with_capacity(256);
+        buf.put_i32(0);
+        header.encode(&mut buf, header_version)?;
+        match response {
+            ResponseKind::Produce(r) => legacy::encode_produce(r, version, &mut buf)?,
+            ResponseKind::Fetch(r) => legacy::encode_fetch(r, version, &mut buf)?,
+            _ => anyhow::bail!("no legacy encoding for {api_key:?} v{version}"),
+        }
+        let size = (buf.len() - 4) as i32;
+        buf[0..4].copy_from_slice(&size.to_be_bytes());
+        return Ok(ResponseFrame::from_bytes(buf.freeze()));
+    }
     if let ResponseKind::Fetch(fetch) = response {
         let mut buf = FrameBuf::new();
         for p in fetch.responses.iter().flat_map(|t| t.partitions.iter()) {

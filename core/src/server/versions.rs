@@ -3,10 +3,10 @@
 //! Ranges are chosen for librdkafka's feature probes as well as for what we
 //! can decode: librdkafka enables gzip/snappy/lz4 only when Produce v0 lies
 //! in the advertised range, record format v2 needs Produce v3 and Fetch v4,
-//! zstd needs Produce v7 and Fetch v10, and LZ4 needs FindCoordinator. Produce v0-2 are advertised for
-//! that reason but cannot be decoded (they carry the old message format); a
-//! connection that sends one is closed, as Kafka does for a request it cannot
-//! parse.
+//! zstd needs Produce v7 and Fetch v10, and LZ4 needs FindCoordinator.
+//! Produce v0-2 and Fetch v0-3 carry message format v0/v1: `server::legacy`
+//! decodes them (the codec starts at Produce v3 and Fetch v4) and
+//! `storage::legacy` converts their record sets.
 
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
@@ -32,13 +32,8 @@ const fn api(key: ApiKey, min: i16, max: i16) -> Supported {
 }
 
 pub const SUPPORTED_APIS: &[Supported] = &[
-    Supported {
-        key: ApiKey::Produce,
-        min: 0,
-        max: 10,
-        min_decodable: 3,
-    },
-    api(ApiKey::Fetch, 4, 16),
+    api(ApiKey::Produce, 0, 10),
+    api(ApiKey::Fetch, 0, 16),
     api(ApiKey::ListOffsets, 1, 8),
     api(ApiKey::Metadata, 0, 12),
     api(ApiKey::FindCoordinator, 0, 4),
@@ -120,11 +115,14 @@ mod tests {
     fn every_advertised_version_is_within_what_the_codec_knows() {
         for s in SUPPORTED_APIS {
             let codec = s.key.valid_versions();
-            assert!(
-                s.min_decodable >= codec.min && s.max <= codec.max,
-                "{:?}",
-                s.key
-            );
+            for version in s.min_decodable..=s.max {
+                assert!(
+                    (version >= codec.min && version <= codec.max)
+                        || super::super::legacy::handles(s.key, version),
+                    "{:?} v{version}",
+                    s.key
+                );
+            }
         }
     }
 

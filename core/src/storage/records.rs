@@ -12,7 +12,7 @@
 
 use std::io::Read;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::{Compression, RecordBatchDecoder, RecordSet};
 
 /// Default cap on one batch's decompressed size.
@@ -30,6 +30,15 @@ pub enum RecordsError {
     Malformed(String),
 }
 
+impl RecordsError {
+    fn with_cap(self, max: usize) -> RecordsError {
+        match self {
+            RecordsError::TooLarge(_) => RecordsError::TooLarge(max),
+            other => other,
+        }
+    }
+}
+
 /// Decodes one batch (`raw` starts at its base offset field).
 pub fn decode_batch(raw: &Bytes, max_decompressed_bytes: usize) -> Result<RecordSet, RecordsError> {
     let mut buf = raw.clone();
@@ -44,23 +53,11 @@ pub fn decode_batch(raw: &Bytes, max_decompressed_bytes: usize) -> Result<Record
     })
 }
 
-fn read_capped(mut reader: impl Read, max: usize) -> Result<Bytes, RecordsError> {
-    let mut out = Vec::new();
-    (&mut reader)
-        .take(max as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| RecordsError::Malformed(e.to_string()))?;
-    if out.len() > max {
-        return Err(RecordsError::TooLarge(max));
-    }
-    Ok(Bytes::from(out))
-}
-
 fn snappy_block(block: &[u8], budget: usize, out: &mut Vec<u8>) -> Result<(), RecordsError> {
     let len =
         snap::raw::decompress_len(block).map_err(|e| RecordsError::Malformed(e.to_string()))?;
     if len > budget {
-        return Err(RecordsError::TooLarge(out.len() + budget));
+        return Err(RecordsError::TooLarge(budget));
     }
     let start = out.len();
     out.resize(start + len, 0);
@@ -76,21 +73,53 @@ pub fn decompress(
     codec: Compression,
     max: usize,
 ) -> Result<Bytes, RecordsError> {
+    if codec == Compression::None {
+        return Ok(compressed.clone());
+    }
+    let mut out = Vec::new();
+    decompress_into(compressed, codec, max, &mut out)?;
+    Ok(Bytes::from(out))
+}
+
+/// Decompresses `compressed` with a size cap, appending to `out` (which a
+/// caller may reuse between batches to avoid an allocation per batch).
+pub fn decompress_into(
+    compressed: &[u8],
+    codec: Compression,
+    max: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), RecordsError> {
+    let start = out.len();
+    let read_capped = |reader: &mut dyn Read, out: &mut Vec<u8>| -> Result<(), RecordsError> {
+        reader
+            .take(max as u64 + 1)
+            .read_to_end(out)
+            .map_err(|e| RecordsError::Malformed(e.to_string()))?;
+        if out.len() - start > max {
+            return Err(RecordsError::TooLarge(max));
+        }
+        Ok(())
+    };
     match codec {
-        Compression::None => Ok(compressed.clone()),
-        Compression::Gzip => read_capped(flate2::read::MultiGzDecoder::new(&compressed[..]), max),
+        Compression::None => {
+            if compressed.len() > max {
+                return Err(RecordsError::TooLarge(max));
+            }
+            out.extend_from_slice(compressed);
+            Ok(())
+        }
+        Compression::Gzip => read_capped(&mut flate2::read::MultiGzDecoder::new(compressed), out),
         Compression::Zstd => {
-            let decoder = zstd::stream::read::Decoder::new(&compressed[..])
+            let mut decoder = zstd::stream::read::Decoder::new(compressed)
                 .map_err(|e| RecordsError::Malformed(e.to_string()))?;
-            read_capped(decoder, max)
+            read_capped(&mut decoder, out)
         }
         Compression::Lz4 => {
-            let decoder = lz4::Decoder::new(&compressed[..])
+            let mut decoder = lz4::Decoder::new(compressed)
                 .map_err(|e| RecordsError::Malformed(e.to_string()))?;
-            read_capped(decoder, max)
+            read_capped(&mut decoder, out)
         }
         Compression::Snappy => {
-            let mut out = Vec::new();
             if compressed.len() >= XERIAL_HEADER_BYTES && compressed.starts_with(XERIAL_MAGIC) {
                 let mut rest = &compressed[XERIAL_HEADER_BYTES..];
                 while !rest.is_empty() {
@@ -103,15 +132,54 @@ pub fn decompress(
                     let block = rest
                         .get(4..4 + n)
                         .ok_or_else(|| RecordsError::Malformed("truncated snappy block".into()))?;
-                    snappy_block(block, max - out.len(), &mut out)?;
+                    snappy_block(block, max - (out.len() - start), out)
+                        .map_err(|e| e.with_cap(max))?;
                     rest = &rest[4 + n..];
                 }
+                Ok(())
             } else {
-                snappy_block(compressed, max, &mut out)?;
+                snappy_block(compressed, max, out).map_err(|e| e.with_cap(max))
             }
-            Ok(Bytes::from(out))
         }
     }
+}
+
+/// The codec of a batch's attributes (bits 0-2), if it is one Kafka knows.
+pub fn codec_from_id(id: i16) -> Option<Compression> {
+    match id {
+        0 => Some(Compression::None),
+        1 => Some(Compression::Gzip),
+        2 => Some(Compression::Snappy),
+        3 => Some(Compression::Lz4),
+        4 => Some(Compression::Zstd),
+        _ => None,
+    }
+}
+
+/// Compresses a records section (or a legacy message set) with `codec`,
+/// appending to `out`, with the codecs and framing Kafka's clients read:
+/// gzip, xerial-framed snappy, LZ4 frames of independent blocks, zstd.
+pub fn compress_into(
+    section: &[u8],
+    codec: Compression,
+    out: &mut BytesMut,
+) -> Result<(), RecordsError> {
+    use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
+    let fill = |tmp: &mut BytesMut| {
+        tmp.extend_from_slice(section);
+        Ok(())
+    };
+    match codec {
+        Compression::None => {
+            out.extend_from_slice(section);
+            Ok(())
+        }
+        Compression::Gzip => Gzip::compress(out, fill),
+        Compression::Snappy => Snappy::compress(out, fill),
+        Compression::Lz4 => Lz4::compress(out, fill),
+        Compression::Zstd => Zstd::compress(out, fill),
+    }
+    .map_err(|e| RecordsError::Malformed(format!("cannot compress with {codec:?}: {e:#}")))
 }
 
 /// Reads a zigzag varint of at most `max_bytes` bytes: (value, length).
@@ -149,20 +217,15 @@ pub fn records_section(raw: &Bytes, max_decompressed_bytes: usize) -> Result<Byt
         ));
     }
     let compressed = raw.slice(BATCH_HEADER_BYTES..end);
-    let codec = match header.codec() {
-        0 => Compression::None,
-        1 => Compression::Gzip,
-        2 => Compression::Snappy,
-        3 => Compression::Lz4,
-        4 => Compression::Zstd,
-        other => return Err(RecordsError::Malformed(format!("unknown codec {other}"))),
-    };
+    let codec = codec_from_id(header.codec())
+        .ok_or_else(|| RecordsError::Malformed(format!("unknown codec {}", header.codec())))?;
     decompress(&compressed, codec, max_decompressed_bytes)
 }
 
 /// One record of a batch, borrowed from its records section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RawRecord<'a> {
+    pub timestamp_delta: i64,
     pub offset_delta: i32,
     pub key: Option<&'a [u8]>,
     pub value: Option<&'a [u8]>,
@@ -207,7 +270,7 @@ impl<'a> RawRecords<'a> {
 
     fn parse(body: &'a [u8]) -> anyhow::Result<RawRecord<'a>> {
         let mut at = 1; // attributes
-        let (_, n) = read_varlong(body.get(at..).unwrap_or_default())?;
+        let (timestamp_delta, n) = read_varlong(body.get(at..).unwrap_or_default())?;
         at += n;
         let (offset_delta, n) = read_varint(body.get(at..).unwrap_or_default())?;
         at += n;
@@ -236,6 +299,7 @@ impl<'a> RawRecords<'a> {
             anyhow::bail!("record length does not match its fields");
         }
         Ok(RawRecord {
+            timestamp_delta,
             offset_delta,
             key,
             value,
