@@ -269,6 +269,16 @@ fn ms(us: u64) -> String {
     format!("{:.1}", us as f64 / 1000.0)
 }
 
+/// The broker's user-mode CPU seconds per GB of payload since
+/// `before`, as text ("?" where /proc cannot tell).
+fn cpu_per_gb(broker: &ChildBroker, before: Option<f64>, workload: &Workload) -> String {
+    let gb = (workload.records * workload.record_bytes as u64) as f64 / 1e9;
+    match (before, broker.user_cpu_seconds()) {
+        (Some(a), Some(b)) => format!("{:.2}", (b - a) / gb),
+        _ => "?".into(),
+    }
+}
+
 /// A librdkafka codec name as the `&'static str` the workload takes.
 fn codec_name(name: &str) -> Result<&'static str> {
     ["none", "gzip", "snappy", "lz4", "zstd"]
@@ -303,6 +313,7 @@ async fn bench_produce_topic_codecs(args: &ProduceArgs) -> Result<()> {
         compression: codec_name(&args.compression)?,
     };
     let mut runs: Vec<Vec<produce::ProduceResult>> = vec![Vec::new(); args.topic_compression.len()];
+    let mut cpu: Vec<Vec<String>> = vec![Vec::new(); args.topic_compression.len()];
     for r in 0..args.repeat.max(1) {
         for (i, codec) in args.topic_compression.iter().enumerate() {
             let topic = format!("bench-{codec}-{r}");
@@ -313,35 +324,39 @@ async fn bench_produce_topic_codecs(args: &ProduceArgs) -> Result<()> {
                 &[("compression.type", codec)],
             )
             .await?;
+            let cpu_before = runnel.user_cpu_seconds();
             let result = produce_once(&runnel.addr, &topic, &workload, codec).await?;
+            let cpu_run = cpu_per_gb(&runnel, cpu_before, &workload);
             eprintln!(
-                "  run {}: topic {codec}: {:.0} MB/s (p50 {} ms, p99 {} ms)",
+                "  run {}: topic {codec}: {:.0} MB/s (p50 {} ms, p99 {} ms), broker user CPU {cpu_run} s/GB",
                 r + 1,
                 result.mb_per_sec(),
                 ms(result.p50_us),
                 ms(result.p99_us)
             );
             runs[i].push(result);
+            cpu[i].push(cpu_run);
             delete_topic(&runnel.addr, &topic).await?;
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
     println!(
-        "| topic compression.type | producer codec | record | Runnel records/s | Runnel MB/s | p50 ms | p99 ms | vs first row |"
+        "| topic compression.type | producer codec | record | Runnel records/s | Runnel MB/s | p50 ms | p99 ms | vs first row | broker user CPU s/GB (each run) |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
     let mut first = None;
-    for (codec, results) in args.topic_compression.iter().zip(runs) {
+    for ((codec, results), cpu) in args.topic_compression.iter().zip(runs).zip(cpu) {
         let r = median(results);
         let base = *first.get_or_insert(r.mb_per_sec());
         println!(
-            "| {codec} | {} | {size} B | {:.0} | {:.0} | {} | {} | {:.0}% |",
+            "| {codec} | {} | {size} B | {:.0} | {:.0} | {} | {} | {:.0}% | {} |",
             args.compression,
             r.records_per_sec(),
             r.mb_per_sec(),
             ms(r.p50_us),
             ms(r.p99_us),
-            100.0 * r.mb_per_sec() / base
+            100.0 * r.mb_per_sec() / base,
+            cpu.join(" / ")
         );
     }
     Ok(())
@@ -400,9 +415,11 @@ async fn bench_produce(args: ProduceArgs) -> Result<()> {
             drop(null);
             let topic = format!("bench-{i}-{r}");
             create_topic(&runnel.addr, &topic, partitions).await?;
+            let cpu_before = runnel.user_cpu_seconds();
             runs.push(produce_once(&runnel.addr, &topic, &workload, "runnel").await?);
+            let cpu = cpu_per_gb(&runnel, cpu_before, &workload);
             eprintln!(
-                "  run {}: no-storage {:.0} MB/s (p50 {} ms, p99 {} ms), runnel {:.0} MB/s (p50 {} ms, p99 {} ms)",
+                "  run {}: no-storage {:.0} MB/s (p50 {} ms, p99 {} ms), runnel {:.0} MB/s (p50 {} ms, p99 {} ms), broker user CPU {cpu} s/GB",
                 r + 1,
                 ceilings[r].mb_per_sec(),
                 ms(ceilings[r].p50_us),
