@@ -23,7 +23,8 @@
 //! -1.
 //!
 //! Magic-0 LZ4 wrappers from clients before Kafka 0.10 carry a wrong frame
-//! header checksum (KAFKA-3160); they are read without checking it.
+//! header checksum (KAFKA-3160); `records` reads LZ4 frames without
+//! checking it.
 //!
 //! Converting down, a batch compressed with gzip or snappy (and lz4 for
 //! v1) becomes one wrapper in the same codec; lz4 for v0 (whose framing
@@ -171,72 +172,6 @@ fn legacy_codec(attributes: i8) -> Result<Compression, AppendError> {
     }
 }
 
-/// Reads an LZ4 frame as magic-0 producers (Kafka's own clients before
-/// 0.10, KAFKA-3160) wrote it: their header checksum covers the wrong
-/// bytes, so standard decoders refuse the frame. This reads the frame
-/// without checking that byte (block and content checksums are skipped
-/// too; the message CRC already covers the bytes). Blocks must be
-/// independent, as Kafka has always required.
-fn decompress_kafka_v0_lz4(
-    frame: &[u8],
-    max: usize,
-    out: &mut Vec<u8>,
-) -> Result<(), RecordsError> {
-    let bad = |why: &str| RecordsError::Malformed(format!("LZ4 frame: {why}"));
-    if frame.len() < 7 || frame[..4] != [0x04, 0x22, 0x4d, 0x18] {
-        return Err(bad("no frame magic"));
-    }
-    let (flg, bd) = (frame[4], frame[5]);
-    if flg >> 6 != 1 {
-        return Err(bad("unknown frame version"));
-    }
-    if flg & 0x20 == 0 {
-        return Err(bad("dependent blocks are not supported"));
-    }
-    let block_max = match (bd >> 4) & 0x7 {
-        4 => 64 << 10,
-        5 => 256 << 10,
-        6 => 1 << 20,
-        7 => 4 << 20,
-        _ => return Err(bad("invalid block size")),
-    };
-    let block_checksum = flg & 0x10 != 0;
-    let mut at = 6 + if flg & 0x08 != 0 { 8 } else { 0 } + if flg & 0x01 != 0 { 4 } else { 0 };
-    at += 1; // the header checksum, not checked
-    let start = out.len();
-    loop {
-        let size = frame
-            .get(at..at + 4)
-            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
-            .ok_or_else(|| bad("truncated block size"))?;
-        at += 4;
-        if size == 0 {
-            return Ok(());
-        }
-        let len = (size & 0x7fff_ffff) as usize;
-        let data = frame
-            .get(at..at + len)
-            .ok_or_else(|| bad("truncated block"))?;
-        at += len + if block_checksum { 4 } else { 0 };
-        let used = out.len() - start;
-        if size & 0x8000_0000 != 0 {
-            if used + len > max {
-                return Err(RecordsError::TooLarge(max));
-            }
-            out.extend_from_slice(data);
-            continue;
-        }
-        let room = block_max.min(max - used);
-        let at_out = out.len();
-        out.resize(at_out + room, 0);
-        match lz4::block::decompress_to_buffer(data, Some(room as i32), &mut out[at_out..]) {
-            Ok(n) => out.truncate(at_out + n),
-            Err(_) if room < block_max => return Err(RecordsError::TooLarge(max)),
-            Err(e) => return Err(bad(&e.to_string())),
-        }
-    }
-}
-
 fn put_varint(buf: &mut BytesMut, value: i64) {
     let mut v = ((value << 1) ^ (value >> 63)) as u64;
     while v >= 0x80 {
@@ -323,12 +258,9 @@ pub fn to_v2_batch(set: &[u8], max_decompressed_bytes: usize) -> Result<Bytes, A
             AppendError::Invalid("compressed wrapper message without a value".into())
         })?;
         let mut out = Vec::new();
-        let inflate = if magic == 0 && c == Compression::Lz4 {
-            decompress_kafka_v0_lz4(compressed, budget, &mut out)
-        } else {
-            records::decompress_into(compressed, c, budget, &mut out)
-        };
-        inflate.map_err(|e| match e {
+        // Magic 0's LZ4 header checksum is wrong (see `records`), which the
+        // block reader there does not check.
+        records::decompress_into(compressed, c, budget, &mut out).map_err(|e| match e {
             RecordsError::TooLarge(max) => {
                 AppendError::Invalid(format!("message set decompresses to more than {max} bytes"))
             }
@@ -453,10 +385,14 @@ fn down_codec(codec: Compression, magic: i8) -> Compression {
 /// format `magic` (0 or 1). Records of uncompressed batches below
 /// `fetch_offset` are left out; a compressed batch is converted whole, as
 /// old consumers skip what they already have. Control batches are dropped.
+/// Conversion stops after the batch that brings the output to `max_bytes`
+/// (a converted set can be larger than the batches it comes from), and
+/// no batch may decompress to more than `max_decompressed_bytes`.
 pub fn down_convert(
     stored: &[u8],
     fetch_offset: i64,
     magic: i8,
+    max_bytes: usize,
     max_decompressed_bytes: usize,
 ) -> Result<Bytes, RecordsError> {
     let mut out = BytesMut::with_capacity(stored.len() + stored.len() / 4);
@@ -548,6 +484,9 @@ pub fn down_convert(
             );
         }
         walk.finish()?;
+        if out.len() >= max_bytes {
+            break;
+        }
     }
     Ok(out.freeze())
 }
@@ -627,10 +566,11 @@ pub(crate) mod tests {
         records::compress_into(&plain, Compression::Lz4, &mut frame).unwrap();
         let hc = 6 + if frame[4] & 0x08 != 0 { 8 } else { 0 };
         frame[hc] ^= 0xff; // what pre-0.10 clients computed differs
+                           // A decoder that checks the header checksum refuses the frame.
         let mut standard = Vec::new();
-        assert!(
-            records::decompress_into(&frame, Compression::Lz4, 1 << 20, &mut standard).is_err()
-        );
+        let checked = lz4::Decoder::new(&frame[..])
+            .and_then(|mut d| std::io::Read::read_to_end(&mut d, &mut standard));
+        assert!(checked.is_err());
         let mut out = BytesMut::new();
         put_message(
             &mut out,
@@ -739,7 +679,7 @@ pub(crate) mod tests {
         let cut = make_batch_at(2, 10, Compression::None, 9);
         stored.extend_from_slice(&cut[..cut.len() - 3]);
         for magic in [0i8, 1] {
-            let set = down_convert(&stored, 1, magic, MAX_DECOMPRESSED_BYTES).unwrap();
+            let set = down_convert(&stored, 1, magic, usize::MAX, MAX_DECOMPRESSED_BYTES).unwrap();
             let messages = open(&set, magic);
             let offsets: Vec<i64> = messages.iter().map(|m| m.0).collect();
             assert_eq!(offsets, (1..16).collect::<Vec<_>>(), "magic {magic}");
@@ -762,12 +702,33 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn conversion_stops_after_the_batch_that_reaches_the_byte_limit() {
+        let mut stored = Vec::new();
+        for i in 0..10i64 {
+            let mut b = make_batch_at(10, 100, Compression::Zstd, 5).to_vec();
+            b[..8].copy_from_slice(&(10 * i).to_be_bytes());
+            stored.extend_from_slice(&b);
+        }
+        let all = down_convert(&stored, 0, 1, usize::MAX, MAX_DECOMPRESSED_BYTES).unwrap();
+        assert_eq!(open(&all, 1).len(), 100);
+        let some = down_convert(&stored, 0, 1, 2500, MAX_DECOMPRESSED_BYTES).unwrap();
+        let offsets: Vec<i64> = open(&some, 1).iter().map(|m| m.0).collect();
+        assert_eq!(
+            offsets,
+            (0..20).collect::<Vec<_>>(),
+            "whole batches, at least one"
+        );
+        let one = down_convert(&stored, 0, 1, 1, MAX_DECOMPRESSED_BYTES).unwrap();
+        assert_eq!(open(&one, 1).len(), 10);
+    }
+
+    #[test]
     fn log_append_time_batches_carry_their_append_time_in_v1() {
         let mut b = make_batch_at(2, 10, Compression::Gzip, 100).to_vec();
         let attributes = i16::from_be_bytes([b[21], b[22]]) | ATTR_LOG_APPEND_TIME;
         b[21..23].copy_from_slice(&attributes.to_be_bytes());
         b[35..43].copy_from_slice(&777i64.to_be_bytes());
-        let set = down_convert(&b, 0, 1, MAX_DECOMPRESSED_BYTES).unwrap();
+        let set = down_convert(&b, 0, 1, usize::MAX, MAX_DECOMPRESSED_BYTES).unwrap();
         let wrapper = &parse_set(&set).unwrap()[0];
         assert_eq!(wrapper.attributes, 1 | LEGACY_LOG_APPEND_TIME);
         assert_eq!(wrapper.timestamp, 777);

@@ -110,11 +110,27 @@ pub fn decompress_into(
         }
         Compression::Gzip => read_capped(&mut flate2::read::MultiGzDecoder::new(compressed), out),
         Compression::Zstd => {
+            // A frame that declares its size (librdkafka's do) is decoded in
+            // one call into place; others are streamed.
+            if let Ok(Some(size)) = zstd::zstd_safe::get_frame_content_size(compressed) {
+                if size > max as u64 {
+                    return Err(RecordsError::TooLarge(max));
+                }
+                out.resize(start + size as usize, 0);
+                match zstd::bulk::decompress_to_buffer(compressed, &mut out[start..]) {
+                    Ok(n) if n == size as usize => return Ok(()),
+                    // Several frames, or a wrong size: stream instead.
+                    _ => out.truncate(start),
+                }
+            }
             let mut decoder = zstd::stream::read::Decoder::new(compressed)
                 .map_err(|e| RecordsError::Malformed(e.to_string()))?;
             read_capped(&mut decoder, out)
         }
         Compression::Lz4 => {
+            if lz4_independent_blocks(compressed, max, out)? {
+                return Ok(());
+            }
             let mut decoder = lz4::Decoder::new(compressed)
                 .map_err(|e| RecordsError::Malformed(e.to_string()))?;
             read_capped(&mut decoder, out)
@@ -142,6 +158,86 @@ pub fn decompress_into(
             }
         }
     }
+}
+
+/// Decodes an LZ4 frame of independent blocks (what Kafka's clients write)
+/// block by block straight into `out`, which is several times faster than
+/// the streaming decoder. `Ok(false)`, with `out` unchanged, for frames it
+/// leaves to that decoder (linked blocks, a dictionary).
+///
+/// Checksums are not verified: the batch's CRC-32C (a message's CRC-32 in
+/// formats v0/v1) already covers every compressed byte, and magic-0
+/// producers (Kafka's clients before 0.10, KAFKA-3160) computed the header
+/// checksum over the wrong bytes, so checking it would refuse their data.
+///
+/// ```text
+/// frame: magic 04 22 4d 18 | FLG | BD | content size u64 (FLG bit 3)
+///        | dictionary id u32 (FLG bit 0) | header checksum u8
+///        | (block size u32 LE (bit 31: stored) | data | checksum u32 (FLG bit 4))*
+///        | 00 00 00 00 | content checksum u32 (FLG bit 2)
+/// ```
+fn lz4_independent_blocks(
+    frame: &[u8],
+    max: usize,
+    out: &mut Vec<u8>,
+) -> Result<bool, RecordsError> {
+    let bad = |why: &str| RecordsError::Malformed(format!("LZ4 frame: {why}"));
+    if frame.len() < 7 || frame[..4] != [0x04, 0x22, 0x4d, 0x18] {
+        return Err(bad("no frame magic"));
+    }
+    let (flg, bd) = (frame[4], frame[5]);
+    if flg >> 6 != 1 {
+        return Err(bad("unknown frame version"));
+    }
+    if flg & 0x20 == 0 || flg & 0x01 != 0 {
+        return Ok(false);
+    }
+    let block_max: usize = match (bd >> 4) & 0x7 {
+        4 => 64 << 10,
+        5 => 256 << 10,
+        6 => 1 << 20,
+        7 => 4 << 20,
+        _ => return Err(bad("invalid block size")),
+    };
+    let block_checksum = flg & 0x10 != 0;
+    // Magic, FLG, BD, the content size if present, the header checksum.
+    let mut at = 6 + if flg & 0x08 != 0 { 8 } else { 0 } + 1;
+    let start = out.len();
+    let result = loop {
+        let Some(size) = frame.get(at..at + 4) else {
+            break Err(bad("truncated block size"));
+        };
+        let size = u32::from_le_bytes(size.try_into().expect("4 bytes"));
+        at += 4;
+        if size == 0 {
+            break Ok(true);
+        }
+        let len = (size & 0x7fff_ffff) as usize;
+        let Some(data) = frame.get(at..at + len) else {
+            break Err(bad("truncated block"));
+        };
+        at += len + if block_checksum { 4 } else { 0 };
+        let used = out.len() - start;
+        if size & 0x8000_0000 != 0 {
+            if used + len > max {
+                break Err(RecordsError::TooLarge(max));
+            }
+            out.extend_from_slice(data);
+            continue;
+        }
+        let room = block_max.min(max - used);
+        let at_out = out.len();
+        out.resize(at_out + room, 0);
+        match lz4::block::decompress_to_buffer(data, Some(room as i32), &mut out[at_out..]) {
+            Ok(n) => out.truncate(at_out + n),
+            Err(_) if room < block_max => break Err(RecordsError::TooLarge(max)),
+            Err(e) => break Err(bad(&e.to_string())),
+        }
+    };
+    if result.is_err() {
+        out.truncate(start);
+    }
+    result
 }
 
 /// The codec of a batch's attributes (bits 0-2), if it is one Kafka knows.
@@ -391,6 +487,45 @@ mod tests {
         for cut in 0..section.len() {
             let results: Vec<_> = RawRecords::new(&section[..cut], 3).collect();
             assert!(results.iter().any(|r| r.is_err()), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn lz4_frames_decode_block_by_block_or_through_the_streaming_decoder() {
+        let data: Vec<u8> = (0..300_000u32)
+            .flat_map(|i| (i % 251).to_be_bytes())
+            .collect();
+        for (mode, size) in [
+            (lz4::BlockMode::Independent, lz4::BlockSize::Max64KB),
+            (lz4::BlockMode::Independent, lz4::BlockSize::Max4MB),
+            (lz4::BlockMode::Linked, lz4::BlockSize::Max64KB),
+        ] {
+            let mut encoder = lz4::EncoderBuilder::new()
+                .block_mode(mode.clone())
+                .block_size(size.clone())
+                .build(Vec::new())
+                .unwrap();
+            std::io::Write::write_all(&mut encoder, &data).unwrap();
+            let (frame, result) = encoder.finish();
+            result.unwrap();
+            let mut out = b"kept".to_vec();
+            decompress_into(&frame, Compression::Lz4, 4 << 20, &mut out).unwrap();
+            assert_eq!(&out[4..], &data[..], "{mode:?} {size:?}");
+            assert!(matches!(
+                decompress_into(&frame, Compression::Lz4, 100_000, &mut Vec::new()),
+                Err(RecordsError::TooLarge(100_000))
+            ));
+            if matches!(mode, lz4::BlockMode::Linked) {
+                // The streaming decoder's business; a short frame in a
+                // batch with a valid CRC shows as missing records.
+                continue;
+            }
+            for cut in [5, 7, 20, frame.len() - 5] {
+                let mut out = Vec::new();
+                assert!(
+                    decompress_into(&frame[..cut], Compression::Lz4, 4 << 20, &mut out).is_err()
+                );
+            }
         }
     }
 
