@@ -33,6 +33,11 @@ use crate::storage::{legacy, ReadSlice};
 /// Longest a fetch may wait for data, whatever the client asks.
 const MAX_WAIT_MS: i32 = 30_000;
 
+/// Most bytes of message format v0/v1 one partition of a Fetch v0-3 answer
+/// is converted into (at least one batch is): converted sets are larger
+/// than the batches they come from, and v0-2 have no response limit.
+const MAX_DOWN_CONVERTED_BYTES: usize = 32 << 20;
+
 struct Wanted {
     topic_name: TopicName,
     topic_id: Uuid,
@@ -163,7 +168,14 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
             // Fetch v0-3 predate record format v2 (v0-1: message format
             // v0, v2-3: v1): the only place batches are re-encoded.
             let magic = if version >= 2 { 1 } else { 0 };
-            match legacy::down_convert(&records, w.fetch_offset, magic, MAX_DECOMPRESSED_BYTES) {
+            let limit = w.partition_max_bytes.min(MAX_DOWN_CONVERTED_BYTES);
+            match legacy::down_convert(
+                &records,
+                w.fetch_offset,
+                magic,
+                limit,
+                MAX_DECOMPRESSED_BYTES,
+            ) {
                 Ok(converted) => records = converted,
                 Err(e) => {
                     tracing::warn!(topic = %w.topic_name.0, partition = w.index, error = %e, "converting batches for an old fetch failed");
