@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::storage::validator::TopicCompression;
 use crate::storage::{LogConfig, TimestampType};
 
 /// Everything the broker needs to start.
@@ -156,6 +157,16 @@ pub struct LogDefaults {
     pub flush_messages: i64,
     pub flush_ms: i64,
     pub message_timestamp_type: String,
+    /// How old a record's timestamp may be (Kafka's
+    /// `log.message.timestamp.before.max.ms`).
+    pub message_timestamp_before_max_ms: i64,
+    /// How far ahead of the broker's clock it may be
+    /// (`log.message.timestamp.after.max.ms`; Kafka 4's default: one hour).
+    pub message_timestamp_after_max_ms: i64,
+    /// The codec batches are stored in: `producer` keeps the producer's,
+    /// or `uncompressed`, `gzip`, `snappy`, `lz4`, `zstd` (Kafka's broker
+    /// key `compression.type`).
+    pub compression_type: String,
     pub delete_retention_ms: i64,
     pub min_compaction_lag_ms: i64,
     pub min_insync_replicas: i64,
@@ -209,6 +220,9 @@ impl Default for LogDefaults {
             flush_messages: i64::MAX,
             flush_ms: i64::MAX,
             message_timestamp_type: "CreateTime".into(),
+            message_timestamp_before_max_ms: i64::MAX,
+            message_timestamp_after_max_ms: 3_600_000,
+            compression_type: "producer".into(),
             delete_retention_ms: 24 * 3600 * 1000,
             min_compaction_lag_ms: 0,
             min_insync_replicas: 1,
@@ -348,14 +362,9 @@ fn timestamp_type(v: &str) -> Result<(), String> {
 }
 
 fn compression_type(v: &str) -> Result<(), String> {
-    match v {
-        "producer" => Ok(()),
-        "gzip" | "snappy" | "lz4" | "zstd" | "uncompressed" => Err(format!(
-            "compression.type={v} is not supported: Runnel stores batches exactly as the \
-             producer compressed them (use 'producer' and set compression on the producer)"
-        )),
-        _ => Err(format!("'{v}' is not a compression type")),
-    }
+    TopicCompression::parse(v).map(|_| ()).ok_or_else(|| {
+        format!("'{v}' is not a compression type (producer, uncompressed, gzip, snappy, lz4, zstd)")
+    })
 }
 
 fn boolean(v: &str) -> Result<(), String> {
@@ -404,8 +413,8 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] =
             "compression.type",
             "compression.type",
             String,
-            "Only 'producer': batches are stored as the producer compressed them.",
-            |_| "producer".into(),
+            "Codec batches are stored in: 'producer' keeps the producer's (no recompression); uncompressed, gzip, snappy, lz4 or zstd recompress batches in another codec on append.",
+            |d| d.compression_type.clone(),
             compression_type
         ),
         def!(
@@ -490,6 +499,30 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] =
             "Largest record batch accepted, in bytes.",
             |d| d.max_message_bytes.to_string(),
             |v| int_at_least(0)(v)
+        ),
+        def!(
+            "message.timestamp.after.max.ms",
+            "log.message.timestamp.after.max.ms",
+            Long,
+            "Largest amount a CreateTime record's timestamp may be ahead of the broker's clock; later records are refused with INVALID_TIMESTAMP.",
+            |d| d.message_timestamp_after_max_ms.to_string(),
+            |v| long_at_least(0)(v)
+        ),
+        def!(
+            "message.timestamp.before.max.ms",
+            "log.message.timestamp.before.max.ms",
+            Long,
+            "Largest amount a CreateTime record's timestamp may be behind the broker's clock; older records are refused with INVALID_TIMESTAMP.",
+            |d| d.message_timestamp_before_max_ms.to_string(),
+            |v| long_at_least(0)(v)
+        ),
+        def!(
+            "message.timestamp.difference.max.ms",
+            "log.message.timestamp.difference.max.ms",
+            Long,
+            "Deprecated (removed in Kafka 4): bounds both sides of a record's timestamp where message.timestamp.before.max.ms / after.max.ms are not set.",
+            |_| i64::MAX.to_string(),
+            |v| long_at_least(0)(v)
         ),
         def!(
             "message.timestamp.type",
@@ -610,6 +643,18 @@ pub fn effective_value(
         .or_else(|| topic_config_def(name).map(|d| d.default_value(defaults)))
 }
 
+/// A timestamp bound (`message.timestamp.{before,after}.max.ms`): the
+/// topic's override, else the deprecated `message.timestamp.difference.max.ms`
+/// when the topic sets it (as Kafka 3.6+ resolves them), else the broker
+/// default.
+fn timestamp_bound(overrides: &BTreeMap<String, String>, key: &str, default: i64) -> i64 {
+    let parse = |k: &str| overrides.get(k).and_then(|v| v.trim().parse::<i64>().ok());
+    parse(key)
+        .or_else(|| parse("message.timestamp.difference.max.ms"))
+        .unwrap_or(default)
+        .max(0)
+}
+
 /// Resolves the storage settings of a topic from its overrides.
 pub fn resolve_log_config(
     overrides: &BTreeMap<String, String>,
@@ -635,6 +680,23 @@ pub fn resolve_log_config(
         } else {
             TimestampType::CreateTime
         },
+        timestamp_before_max_ms: timestamp_bound(
+            overrides,
+            "message.timestamp.before.max.ms",
+            long(
+                "message.timestamp.before.max.ms",
+                defaults.message_timestamp_before_max_ms,
+            ),
+        ),
+        timestamp_after_max_ms: timestamp_bound(
+            overrides,
+            "message.timestamp.after.max.ms",
+            long(
+                "message.timestamp.after.max.ms",
+                defaults.message_timestamp_after_max_ms,
+            ),
+        ),
+        compression: TopicCompression::parse(&get("compression.type")).unwrap_or_default(),
         cleanup_delete: policy.split(',').any(|p| p.trim() == "delete"),
         cleanup_compact: policy.split(',').any(|p| p.trim() == "compact"),
         producer_id_expiration_ms: defaults
@@ -1128,7 +1190,7 @@ impl BrokerConfig {
             return err("log_cleaner_dedupe_buffer_bytes must be at least 1 MiB".into());
         }
         let d = &self.log;
-        let checks: [(&str, String); 12] = [
+        let checks: [(&str, String); 15] = [
             ("cleanup.policy", d.cleanup_policy.clone()),
             ("retention.ms", d.retention_ms.to_string()),
             ("retention.bytes", d.retention_bytes.to_string()),
@@ -1140,6 +1202,15 @@ impl BrokerConfig {
             ("flush.messages", d.flush_messages.to_string()),
             ("flush.ms", d.flush_ms.to_string()),
             ("message.timestamp.type", d.message_timestamp_type.clone()),
+            (
+                "message.timestamp.before.max.ms",
+                d.message_timestamp_before_max_ms.to_string(),
+            ),
+            (
+                "message.timestamp.after.max.ms",
+                d.message_timestamp_after_max_ms.to_string(),
+            ),
+            ("compression.type", d.compression_type.clone()),
             ("delete.retention.ms", d.delete_retention_ms.to_string()),
         ];
         for (key, value) in checks {
@@ -1245,7 +1316,8 @@ mod tests {
             .0
             .contains("unknown"));
         assert!(validate_topic_config("segment.bytes", "99999999999").is_err());
-        assert!(validate_topic_config("compression.type", "zstd").is_err());
+        assert!(validate_topic_config("compression.type", "zstd").is_ok());
+        assert!(validate_topic_config("compression.type", "brotli").is_err());
     }
 
     #[test]

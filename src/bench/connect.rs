@@ -206,6 +206,8 @@ pub async fn run(args: ConnectBenchArgs) -> Result<()> {
         rate: None,
         linger_ms: 5,
         payload: Some(payload),
+        sliding_payload: false,
+        compression: "none",
     };
     let (mut plain_p, mut plain_c, mut source, mut sink, mut wasm, mut bare) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);

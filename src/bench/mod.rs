@@ -83,6 +83,15 @@ pub struct ProduceArgs {
     /// Producer linger.ms
     #[arg(long, default_value_t = 5)]
     pub linger_ms: u32,
+    /// Producer compression.type (none, gzip, snappy, lz4, zstd)
+    #[arg(long, default_value = "none", value_parser = ["none", "gzip", "snappy", "lz4", "zstd"])]
+    pub compression: String,
+    /// Compare topics with these compression.type values in one run (e.g.
+    /// producer,uncompressed,gzip,snappy,lz4,zstd): the broker recompresses
+    /// what the producer sent into the topic's codec. Records are varied
+    /// JSON log lines instead of filler.
+    #[arg(long, value_delimiter = ',')]
+    pub topic_compression: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -260,7 +269,103 @@ fn ms(us: u64) -> String {
     format!("{:.1}", us as f64 / 1000.0)
 }
 
+/// The broker's user-mode CPU seconds per GB of payload since
+/// `before`, as text ("?" where /proc cannot tell).
+fn cpu_per_gb(broker: &ChildBroker, before: Option<f64>, workload: &Workload) -> String {
+    let gb = (workload.records * workload.record_bytes as u64) as f64 / 1e9;
+    match (before, broker.user_cpu_seconds()) {
+        (Some(a), Some(b)) => format!("{:.2}", (b - a) / gb),
+        _ => "?".into(),
+    }
+}
+
+/// A librdkafka codec name as the `&'static str` the workload takes.
+fn codec_name(name: &str) -> Result<&'static str> {
+    ["none", "gzip", "snappy", "lz4", "zstd"]
+        .into_iter()
+        .find(|c| *c == name)
+        .with_context(|| format!("unknown codec {name}"))
+}
+
+/// Produce into topics of each `compression.type`, alternating them in
+/// every repeat, so the cost of recompressing on append is measured
+/// against `producer` (no recompression) on the same machine state.
+async fn bench_produce_topic_codecs(args: &ProduceArgs) -> Result<()> {
+    for c in &args.topic_compression {
+        anyhow::ensure!(
+            runnel_core::storage::validator::TopicCompression::parse(c).is_some(),
+            "'{c}' is not a topic compression.type"
+        );
+    }
+    let dir = tempfile::tempdir().context("temp dir")?;
+    let runnel = ChildBroker::runnel(&dir.path().join("data"))?;
+    eprintln!("machine: {}", machine());
+    let size = args.record_bytes;
+    let workload = Workload {
+        record_bytes: size,
+        partitions: args.partitions,
+        acks: args.acks,
+        records: (args.megabytes * 1_000_000 / size as u64).max(1000),
+        rate: args.rate,
+        linger_ms: args.linger_ms,
+        payload: Some(Arc::new(produce::text_corpus(4 << 20))),
+        sliding_payload: true,
+        compression: codec_name(&args.compression)?,
+    };
+    let mut runs: Vec<Vec<produce::ProduceResult>> = vec![Vec::new(); args.topic_compression.len()];
+    let mut cpu: Vec<Vec<String>> = vec![Vec::new(); args.topic_compression.len()];
+    for r in 0..args.repeat.max(1) {
+        for (i, codec) in args.topic_compression.iter().enumerate() {
+            let topic = format!("bench-{codec}-{r}");
+            create_topic_with(
+                &runnel.addr,
+                &topic,
+                args.partitions,
+                &[("compression.type", codec)],
+            )
+            .await?;
+            let cpu_before = runnel.user_cpu_seconds();
+            let result = produce_once(&runnel.addr, &topic, &workload, codec).await?;
+            let cpu_run = cpu_per_gb(&runnel, cpu_before, &workload);
+            eprintln!(
+                "  run {}: topic {codec}: {:.0} MB/s (p50 {} ms, p99 {} ms), broker user CPU {cpu_run} s/GB",
+                r + 1,
+                result.mb_per_sec(),
+                ms(result.p50_us),
+                ms(result.p99_us)
+            );
+            runs[i].push(result);
+            cpu[i].push(cpu_run);
+            delete_topic(&runnel.addr, &topic).await?;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    println!(
+        "| topic compression.type | producer codec | record | Runnel records/s | Runnel MB/s | p50 ms | p99 ms | vs first row | broker user CPU s/GB (each run) |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    let mut first = None;
+    for ((codec, results), cpu) in args.topic_compression.iter().zip(runs).zip(cpu) {
+        let r = median(results);
+        let base = *first.get_or_insert(r.mb_per_sec());
+        println!(
+            "| {codec} | {} | {size} B | {:.0} | {:.0} | {} | {} | {:.0}% | {} |",
+            args.compression,
+            r.records_per_sec(),
+            r.mb_per_sec(),
+            ms(r.p50_us),
+            ms(r.p99_us),
+            100.0 * r.mb_per_sec() / base,
+            cpu.join(" / ")
+        );
+    }
+    Ok(())
+}
+
 async fn bench_produce(args: ProduceArgs) -> Result<()> {
+    if !args.topic_compression.is_empty() {
+        return bench_produce_topic_codecs(&args).await;
+    }
     let combos: Vec<(usize, i32, i32)> = if args.matrix {
         let mut v = Vec::new();
         for size in [100, 1024] {
@@ -298,6 +403,8 @@ async fn bench_produce(args: ProduceArgs) -> Result<()> {
             rate: args.rate,
             linger_ms: args.linger_ms,
             payload: None,
+            sliding_payload: false,
+            compression: codec_name(&args.compression)?,
         };
         let (mut ceilings, mut runs, mut disk) = (Vec::new(), Vec::new(), Vec::new());
         // Alternate ceiling and Runnel runs so drift on the machine hits both.
@@ -308,9 +415,11 @@ async fn bench_produce(args: ProduceArgs) -> Result<()> {
             drop(null);
             let topic = format!("bench-{i}-{r}");
             create_topic(&runnel.addr, &topic, partitions).await?;
+            let cpu_before = runnel.user_cpu_seconds();
             runs.push(produce_once(&runnel.addr, &topic, &workload, "runnel").await?);
+            let cpu = cpu_per_gb(&runnel, cpu_before, &workload);
             eprintln!(
-                "  run {}: no-storage {:.0} MB/s (p50 {} ms, p99 {} ms), runnel {:.0} MB/s (p50 {} ms, p99 {} ms)",
+                "  run {}: no-storage {:.0} MB/s (p50 {} ms, p99 {} ms), runnel {:.0} MB/s (p50 {} ms, p99 {} ms), broker user CPU {cpu} s/GB",
                 r + 1,
                 ceilings[r].mb_per_sec(),
                 ms(ceilings[r].p50_us),
@@ -361,6 +470,8 @@ async fn bench_consume(args: ConsumeArgs) -> Result<()> {
         rate: None,
         linger_ms: 5,
         payload: None,
+        sliding_payload: false,
+        compression: "none",
     };
     produce_once(&runnel.addr, topic, &workload, "writing test data").await?;
     let per_partition = records / args.partitions as u64;
@@ -426,6 +537,8 @@ async fn bench_group(args: GroupArgs) -> Result<()> {
         rate: None,
         linger_ms: 5,
         payload: None,
+        sliding_payload: false,
+        compression: "none",
     };
     produce_once(
         &runnel.addr,
@@ -539,6 +652,8 @@ async fn bench_registry(args: RegistryArgs) -> Result<()> {
             rate: None,
             linger_ms: 5,
             payload: Some(Arc::new(payload)),
+            sliding_payload: false,
+            compression: "none",
         };
         let (mut on, mut off) = (Vec::new(), Vec::new());
         for r in 0..args.repeat.max(1) {

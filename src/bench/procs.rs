@@ -38,11 +38,21 @@ fn serve_command(
     cmd
 }
 
+/// The `runnel` binary that serves as the benchmarked broker: this one, or
+/// `RUNNEL_BENCH_BROKER` (another build, to compare two versions of the
+/// broker under the same client).
+fn broker_exe() -> Result<std::path::PathBuf> {
+    match std::env::var_os("RUNNEL_BENCH_BROKER") {
+        Some(path) => Ok(path.into()),
+        None => Ok(std::env::current_exe()?),
+    }
+}
+
 impl ChildBroker {
     /// `runnel serve` on a free port with its data in `data_dir`.
     pub fn runnel(data_dir: &Path) -> Result<ChildBroker> {
         let addr = format!("127.0.0.1:{}", free_port()?);
-        let exe = Command::new(std::env::current_exe()?);
+        let exe = Command::new(broker_exe()?);
         let cmd = serve_command(exe, data_dir, &addr, "off", "off");
         Self::spawn(cmd, addr, None)
     }

@@ -25,6 +25,57 @@ pub struct Workload {
     pub linger_ms: u32,
     /// The value of every record (`record_bytes` of filler when unset).
     pub payload: Option<std::sync::Arc<Vec<u8>>>,
+    /// Record i's value is the `record_bytes`-long window of `payload` at a
+    /// position that moves with i: compressible but not identical records
+    /// (see [`text_corpus`]). Otherwise every record is the whole payload.
+    pub sliding_payload: bool,
+    /// The producer's `compression.type` (`none`, `gzip`, `snappy`, `lz4`,
+    /// `zstd`).
+    pub compression: &'static str,
+}
+
+/// About `len` bytes of made-up log lines: text that compresses like real
+/// log or JSON data (gzip to roughly a third), deterministic.
+pub fn text_corpus(len: usize) -> Vec<u8> {
+    const WORDS: &[&str] = &[
+        "checkout",
+        "login",
+        "search",
+        "cart",
+        "profile",
+        "orders",
+        "payment",
+        "refund",
+        "inventory",
+        "shipping",
+        "review",
+        "catalog",
+        "session",
+        "token",
+        "export",
+    ];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut out = Vec::with_capacity(len + 200);
+    let mut ms = 1_764_000_000_000u64;
+    while out.len() < len {
+        ms += next() % 50;
+        let (w1, w2) = (WORDS[(next() % 15) as usize], WORDS[(next() % 15) as usize]);
+        let line = format!(
+            "{{\"ts\":{ms},\"level\":\"INFO\",\"user\":{},\"action\":\"{w1}\",\"path\":\"/api/v1/{w2}/{}\",\"latency_ms\":{},\"status\":{}}}\n",
+            next() % 100_000,
+            next() % 1_000_000,
+            next() % 900,
+            [200, 200, 200, 201, 404, 500][(next() % 6) as usize],
+        );
+        out.extend_from_slice(line.as_bytes());
+    }
+    out
 }
 
 #[derive(Debug, Clone)]
@@ -102,6 +153,7 @@ pub fn run(
         .set("queue.buffering.max.kbytes", "1048576")
         .set("message.timeout.ms", "60000")
         .set("log_level", "3")
+        .set("compression.type", workload.compression)
         .create_with_context(context)
         .context("creating producer")?;
     // Connect and learn the partitions before the clock starts.
@@ -124,8 +176,14 @@ pub fn run(
                 std::thread::sleep(due - now);
             }
         }
+        let value = if workload.sliding_payload && payload.len() > workload.record_bytes {
+            let at = (i as usize * 4099) % (payload.len() - workload.record_bytes);
+            &payload[at..at + workload.record_bytes]
+        } else {
+            payload.as_slice()
+        };
         let mut record = BaseRecord::<(), [u8], _>::with_opaque_to(topic, Box::new(Instant::now()))
-            .payload(payload.as_slice())
+            .payload(value)
             .partition((i % workload.partitions as u64) as i32);
         loop {
             match producer.send(record) {

@@ -11,6 +11,10 @@ for and that its CRC is valid: librdkafka silently falls back to no
 compression when it believes the broker cannot take a codec, which would
 otherwise go unnoticed.
 
+kafka-python is also run as a client of the message format v0/v1 era
+(api_version (0, 10, 1) and (0, 9): Produce v2/v1 with magic 1/0 message
+sets, Fetch v3/v1), which the broker converts to and from v2 batches.
+
 Consumers read with manual assignment (assign + seek/OFFSET_BEGINNING), and
 with consumer groups (subscribe, commit, resume from committed offsets, two
 members splitting a topic, the group admin calls). Producers are checked with
@@ -471,6 +475,7 @@ def kafka_python_suite(r, bootstrap, n):
     group_topic = "compat-kp-group-%s" % RUN_ID
     all_topics = list(topics.values()) + [idem_topic, group_topic]
     common = dict(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    modern = {}  # codec -> (topic, records by partition), for the old-format checks
 
     def kp_msg(m):
         return dict(partition=m.partition, offset=m.offset, key=m.key, value=m.value,
@@ -595,6 +600,8 @@ def kafka_python_suite(r, bootstrap, n):
 
         by_part = r.run("kafka-python: produce %d keyed records with headers, acks=all, compression=%s"
                         % (n, codec), produce, requires=(created,))
+        if codec in ("none", "zstd"):
+            modern[codec] = (topic, by_part)
 
         r.run("kafka-python: KafkaConsumer assign+seek_to_beginning reads back all records (%s)" % codec,
               lambda by_part=by_part, topic=topic: kp_read_back(topic, by_part, "compat-kp-consumer"),
@@ -779,6 +786,135 @@ def kafka_python_suite(r, bootstrap, n):
         c = group_state.pop("consumer", None)
         if c is not None:
             c.close(autocommit=False)
+
+    print("--- kafka-python with old api_version (message format v0/v1)", flush=True)
+    kafka_python_old_formats_suite(r, bootstrap, min(n, 500), modern)
+
+
+# kafka-python as a client of the message format v0/v1 era: api_version
+# (0, 10, 1) produces magic 1 (Produce v2) and fetches with Fetch v3;
+# (0, 9) produces magic 0 (Produce v1) and fetches with Fetch v1.
+OLD_CLIENTS = [((0, 10, 1), 1), ((0, 9), 0)]
+OLD_CODECS = ["none", "gzip", "snappy", "lz4"]
+
+
+def kafka_python_old_formats_suite(r, bootstrap, n, modern_topics=None):
+    """Old kafka-python clients produce and consume; their records are stored
+    as v2 batches, and they read back what modern producers wrote."""
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka import codec as kcodec
+
+    common = dict(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    have = {"none": True, "gzip": kcodec.has_gzip(), "snappy": kcodec.has_snappy(), "lz4": kcodec.has_lz4()}
+
+    def old_read(topic, api_version, want, client_id):
+        tp = TopicPartition(topic, 0)
+        c = KafkaConsumer(group_id=None, enable_auto_commit=False, api_version=api_version,
+                          client_id=client_id, fetch_max_wait_ms=100, **common)
+        try:
+            c.assign([tp])
+            c.seek(tp, 0)
+            got = []
+            deadline = time.monotonic() + 30
+            while len(got) < want and time.monotonic() < deadline:
+                for msgs in c.poll(timeout_ms=500).values():
+                    got.extend(msgs)
+            expect(len(got) >= want, "consumed %d of %d records within 30s" % (len(got), want))
+            expect(not any(c.poll(timeout_ms=300).values()), "records past the end")
+            return got
+        finally:
+            c.close()
+
+    for api_version, magic in OLD_CLIENTS:
+        label = ".".join(map(str, api_version))
+        for codec in OLD_CODECS:
+            topic = "compat-kp-old-%s-%s-%s" % (label, codec, RUN_ID)
+            base_ts = int(time.time() * 1000) - 60_000
+
+            def produce(api_version=api_version, codec=codec, topic=topic, magic=magic, base_ts=base_ts):
+                if not have[codec]:
+                    raise Skip("kafka-python has no %s library installed" % codec)
+                if magic == 0 and codec == "lz4":
+                    try:
+                        import xxhash  # noqa: F401 - kafka-python needs it for magic 0's lz4 framing
+                    except ImportError:
+                        raise Skip("magic 0 lz4 needs the xxhash module (see requirements.txt)")
+                p = KafkaProducer(api_version=api_version, acks="all", linger_ms=5,
+                                  compression_type=None if codec == "none" else codec,
+                                  client_id="compat-kp-old-%s" % label, **common)
+                try:
+                    futures = []
+                    for i in range(n):
+                        key = None if i % 97 == 5 else ("key-%03d" % (i % 50)).encode()
+                        value = None if i % 89 == 7 else ("%s|%s|%06d|" % (label, codec, i)).encode() * (1 + i % 5)
+                        ts = base_ts + i if magic == 1 else None
+                        futures.append((i, key, value, ts, p.send(topic, key=key, value=value, partition=0,
+                                                                  timestamp_ms=ts)))
+                    p.flush(timeout=30)
+                    sent = {}
+                    for i, key, value, ts, f in futures:
+                        md = f.get(timeout=30)
+                        expect_eq(md.offset, i, "offset of record %d" % i)
+                        sent[i] = (key, value, ts)
+                    return sent
+                finally:
+                    p.close(timeout=10)
+
+            sent = r.run("kafka-python api_version=%s (magic %d): produce %d records, compression=%s"
+                         % (label, magic, n, codec), produce)
+
+            def consume(sent=sent, topic=topic, api_version=api_version, magic=magic):
+                got = old_read(topic, api_version, n, "compat-kp-old-consumer-%s" % label)
+                for m in got:
+                    key, value, ts = sent[m.offset]
+                    where = "offset %d" % m.offset
+                    expect_eq(m.key, key, where + " key")
+                    expect_eq(m.value, value, where + " value")
+                    if magic == 1:
+                        expect_eq(m.timestamp, ts, where + " timestamp")
+                    else:
+                        expect(m.timestamp in (None, -1), where + ": magic 0 has no timestamp, got %r" % m.timestamp)
+                expect_eq(sorted(m.offset for m in got), list(range(n)), "offsets read back")
+                return True
+
+            r.run("kafka-python api_version=%s: reads back its records (%s)" % (label, codec),
+                  consume, requires=(sent,))
+            r.run("wire: kafka-python api_version=%s %s records stored as v2 batches in %s" % (label, codec, codec),
+                  lambda topic=topic: check_stored_batches(bootstrap, topic, 1, codec, {0: n}),
+                  requires=(sent,))
+
+    # Old consumers read what a modern producer wrote (headers are left
+    # out; message format v0 carries no timestamps).
+    for api_version, magic in OLD_CLIENTS:
+        label = ".".join(map(str, api_version))
+        for codec, (topic, by_part) in sorted((modern_topics or {}).items()):
+            def old_reads_new(api_version=api_version, magic=magic, topic=topic, by_part=by_part):
+                for p, recs in sorted(by_part.items()):
+                    tp = TopicPartition(topic, p)
+                    c = KafkaConsumer(group_id=None, enable_auto_commit=False, api_version=api_version,
+                                      fetch_max_wait_ms=100, client_id="compat-kp-old-reader", **common)
+                    try:
+                        c.assign([tp])
+                        c.seek(tp, 0)
+                        got = []
+                        deadline = time.monotonic() + 30
+                        while len(got) < len(recs) and time.monotonic() < deadline:
+                            for msgs in c.poll(timeout_ms=500).values():
+                                got.extend(msgs)
+                    finally:
+                        c.close()
+                    expect_eq(sorted(m.offset for m in got), sorted(recs), "offsets of %s[%d]" % (topic, p))
+                    for m in got:
+                        rec = recs[m.offset]
+                        where = "%s[%d] offset %d" % (topic, p, m.offset)
+                        expect_eq(m.key, rec["key"], where + " key")
+                        expect(m.value == rec["value"], where + " value differs")
+                        if magic == 1:
+                            expect_eq(m.timestamp, rec["ts"], where + " timestamp")
+                return True
+
+            r.run("kafka-python api_version=%s reads the %s records a modern producer wrote" % (label, codec),
+                  old_reads_new, requires=(by_part,))
 
 
 def _kp_topic_errors(resp):

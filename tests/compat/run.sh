@@ -81,7 +81,7 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -m pip --version >/dev/nu
 fi
 venv_ok() {
     [ "$(cat "$VENV/.compat-requirements" 2>/dev/null || true)" = "$(req_stamp)" ] \
-        && "$VENV/bin/python" -c 'import confluent_kafka, kafka, snappy, lz4.frame, zstandard, fastavro, confluent_kafka.schema_registry.avro' 2>/dev/null
+        && "$VENV/bin/python" -c 'import confluent_kafka, kafka, snappy, lz4.frame, xxhash, zstandard, fastavro, confluent_kafka.schema_registry.avro' 2>/dev/null
 }
 if ! venv_ok; then
     log "pip install -r tests/compat/requirements.txt"

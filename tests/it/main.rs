@@ -7,6 +7,7 @@
 mod harness;
 
 mod admin_configs;
+mod append_rules;
 mod broker_cli;
 mod compaction;
 mod connect;
@@ -15,6 +16,7 @@ mod groups;
 mod hostile_clients;
 mod http_limits;
 mod idempotence;
+mod old_formats;
 mod old_versions;
 mod pipeline;
 mod plugin_cli;

@@ -679,18 +679,20 @@ async fn records_hidden_past_a_batchs_record_count_or_in_a_control_batch_are_ref
 }
 
 #[tokio::test]
-async fn an_unreadable_batch_in_the_schemas_topic_is_skipped() {
+async fn an_unreadable_batch_for_the_schemas_topic_is_refused_and_the_registry_goes_on() {
     let broker = TestBroker::start();
     let rest = registry(&broker).await;
     // Anyone can produce to _schemas: a batch that claims zstd but is not.
+    // The append walks every batch's records, so it never reaches the log.
     let mut bogus = batch(&[b"{\"keytype\":\"NOOP\",\"magic\":0}"], Compression::None).to_vec();
     let attributes = i16::from_be_bytes([bogus[21], bogus[22]]) | 4;
     bogus[21..23].copy_from_slice(&attributes.to_be_bytes());
     let crc = crc32c::crc32c(&bogus[21..]);
     bogus[17..21].copy_from_slice(&crc.to_be_bytes());
     let (code, message, _) = raw_produce(&broker, "_schemas", Bytes::from(bogus)).await;
-    assert_eq!(code, 0, "{message}");
-    // The registry and the broker's validation both go on past it.
+    assert_eq!(code, 87, "{message}");
+    assert!(message.contains("cannot decompress"), "{message}");
+    // The registry and the broker's validation go on.
     create_topic(
         &broker,
         "orders",

@@ -29,6 +29,7 @@ use crate::config::{
 use crate::group::{GroupConfig, GroupCoordinator, OFFSETS_TOPIC};
 use crate::log_limit::LogLimit;
 use crate::storage::checkpoint::{self, Checkpoint};
+use crate::storage::validator;
 use crate::storage::{AppendError, AppendInfo, PartitionLog, ReadError, ReadSlice};
 use meta::{DataDirLock, DynamicConfigs, TopicRecord};
 
@@ -515,6 +516,10 @@ impl Partition {
     /// Appends a producer's record set. Fsyncs before returning when the
     /// topic's flush policy asks for it. A failed write (a full disk, an
     /// I/O error) is counted and logged in the broker's storage health.
+    ///
+    /// The records are validated (and recompressed if the topic wants
+    /// another codec) before the log's lock is taken, so fetches and other
+    /// producers of the partition do not wait for that work.
     pub async fn append(self: &Arc<Self>, records: &Bytes) -> Result<AppendInfo, BrokerError> {
         let result = self.write(records).await;
         match &result {
@@ -529,9 +534,13 @@ impl Partition {
 
     async fn write(self: &Arc<Self>, records: &Bytes) -> Result<AppendInfo, BrokerError> {
         self.check_live()?;
+        let rules = lock(&self.log).config().append_rules();
+        let now = now_ms();
+        let name = PartitionName(&self.topic, self.index);
+        let batches = validator::validate(records, &rules, now, &name)?;
         let (info, high_watermark, flush_wanted) = {
             let mut log = lock(&self.log);
-            let info = log.append(records, self.leader_epoch, now_ms())?;
+            let info = log.append_validated(batches, self.leader_epoch, now)?;
             (info, log.high_watermark(), log.take_flush_wanted())
         };
         if flush_wanted {
@@ -624,6 +633,15 @@ impl Partition {
 
     pub fn size_bytes(&self) -> u64 {
         lock(&self.log).size_bytes()
+    }
+}
+
+/// `topic-index`, as Kafka names a partition in messages.
+struct PartitionName<'a>(&'a str, i32);
+
+impl std::fmt::Display for PartitionName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.0, self.1)
     }
 }
 

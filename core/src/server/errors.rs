@@ -4,6 +4,7 @@ use kafka_protocol::ResponseError;
 
 use crate::broker::BrokerError;
 use crate::storage::producer_state::SequenceError;
+use crate::storage::validator::RecordErrorKind;
 use crate::storage::{AppendError, ReadError};
 
 /// The Kafka error code for a broker error, plus a message for the
@@ -25,6 +26,10 @@ pub fn kafka_error(e: &BrokerError) -> ResponseError {
         BrokerError::Append(a) => match a {
             AppendError::Corrupt(_) => ResponseError::CorruptMessage,
             AppendError::Invalid(_) => ResponseError::InvalidRecord,
+            AppendError::Records(records) => match records.kind() {
+                RecordErrorKind::InvalidTimestamp => ResponseError::InvalidTimestamp,
+                RecordErrorKind::InvalidRecord => ResponseError::InvalidRecord,
+            },
             AppendError::TooLarge { .. } => ResponseError::MessageTooLarge,
             AppendError::LargerThanSegment { .. } => ResponseError::RecordListTooLarge,
             AppendError::Sequence(SequenceError::InvalidEpoch { .. }) => {

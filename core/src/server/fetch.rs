@@ -3,7 +3,9 @@
 //! A fetch first plans its reads (which file range of which segment) under
 //! each partition's lock, waits while fewer than `min_bytes` are available
 //! and `max_wait_ms` has not passed, and only then reads the bytes, outside
-//! the locks. Batches are never decoded or re-encoded.
+//! the locks. Batches are never decoded or re-encoded, except for Fetch
+//! v0-3, whose clients read message format v0/v1: for them the batches
+//! read are converted down (`storage::legacy::down_convert`).
 //!
 //! Byte limits follow Kafka (KIP-74): `partition_max_bytes` per partition,
 //! `max_bytes` for the whole response, except that the first batch of the
@@ -25,10 +27,16 @@ use uuid::Uuid;
 
 use super::errors::kafka_error;
 use crate::broker::{Broker, Partition};
-use crate::storage::ReadSlice;
+use crate::storage::records::MAX_DECOMPRESSED_BYTES;
+use crate::storage::{legacy, ReadSlice};
 
 /// Longest a fetch may wait for data, whatever the client asks.
 const MAX_WAIT_MS: i32 = 30_000;
+
+/// Most bytes of message format v0/v1 one partition of a Fetch v0-3 answer
+/// is converted into (at least one batch is): converted sets are larger
+/// than the batches they come from, and v0-2 have no response limit.
+const MAX_DOWN_CONVERTED_BYTES: usize = 32 << 20;
 
 struct Wanted {
     topic_name: TopicName,
@@ -145,7 +153,7 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
         data.aborted_transactions = read_committed.then(Vec::new);
         data.preferred_read_replica = (-1).into();
         let mut error = planned.error;
-        let records = match planned.slice {
+        let mut records = match planned.slice {
             Some(slice) => match slice.read() {
                 Ok(bytes) => bytes,
                 Err(e) => {
@@ -156,6 +164,26 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
             },
             None => Bytes::new(),
         };
+        if version < 4 && !records.is_empty() {
+            // Fetch v0-3 predate record format v2 (v0-1: message format
+            // v0, v2-3: v1): the only place batches are re-encoded.
+            let magic = if version >= 2 { 1 } else { 0 };
+            let limit = w.partition_max_bytes.min(MAX_DOWN_CONVERTED_BYTES);
+            match legacy::down_convert(
+                &records,
+                w.fetch_offset,
+                magic,
+                limit,
+                MAX_DECOMPRESSED_BYTES,
+            ) {
+                Ok(converted) => records = converted,
+                Err(e) => {
+                    tracing::warn!(topic = %w.topic_name.0, partition = w.index, error = %e, "converting batches for an old fetch failed");
+                    error = Some(ResponseError::CorruptMessage);
+                    records = Bytes::new();
+                }
+            }
+        }
         bytes_out += records.len() as u64;
         data.error_code = error.map_or(0, |e| e.code());
         // Never null: librdkafka rejects a null record set.

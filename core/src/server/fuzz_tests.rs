@@ -305,9 +305,31 @@ fn seed_frames(topic_id: uuid::Uuid) -> Vec<Bytes> {
                 frames.push(buf.freeze());
                 continue;
             }
-            seed_body(api.key, version, topic_id)
-                .encode(&mut buf, version)
-                .unwrap_or_else(|e| panic!("{:?} v{version}: {e:#}", api.key));
+            let body = seed_body(api.key, version, topic_id);
+            if super::legacy_records::handles(api.key, version) {
+                let body = match body {
+                    // Old producers send message format v0/v1.
+                    RequestKind::Produce(mut r) => {
+                        let set = crate::storage::legacy::tests::set_of(
+                            (version >= 2) as i8,
+                            &[(
+                                Some(b"k".as_slice()),
+                                Some(b"v".as_slice()),
+                                1_700_000_000_000,
+                            )],
+                        );
+                        r.topic_data[0].partition_data[0].records = Some(set);
+                        RequestKind::Produce(r)
+                    }
+                    other => other,
+                };
+                buf.extend_from_slice(
+                    &super::legacy_records::encode_request(&body, version).unwrap(),
+                );
+            } else {
+                body.encode(&mut buf, version)
+                    .unwrap_or_else(|e| panic!("{:?} v{version}: {e:#}", api.key));
+            }
             frames.push(buf.freeze());
         }
     }

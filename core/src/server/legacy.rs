@@ -11,7 +11,8 @@
 //! [`LegacyFields`]. Responses are written in the old layout from the
 //! current response type.
 //!
-//! What is not here: Produce v0-2 and Fetch v0-3 (message format v0/v1).
+//! Produce v0-2 and Fetch v0-3 (message format v0/v1) are in
+//! `legacy_records`, which reads with this module's `Reader`.
 //!
 //! The old formats, field by field (all non-flexible: `string` is an i16
 //! length and UTF-8 bytes, -1 for null; `[x]` is an i32 count and the
@@ -105,11 +106,25 @@ fn err<T>(what: impl Into<String>) -> Result<T, LegacyError> {
 
 /// Reads the primitives of non-flexible versions, checking every length
 /// against the bytes present before allocating.
-struct Reader {
+pub(super) struct Reader {
     buf: Bytes,
 }
 
 impl Reader {
+    pub(super) fn new(buf: Bytes) -> Self {
+        Reader { buf }
+    }
+
+    pub(super) fn remaining(&self) -> usize {
+        self.buf.remaining()
+    }
+
+    /// The next `len` bytes, as a slice of the frame (no copy).
+    pub(super) fn bytes(&mut self, len: usize, what: &str) -> Result<Bytes, LegacyError> {
+        self.need(len, what)?;
+        Ok(self.buf.split_to(len))
+    }
+
     fn need(&self, n: usize, what: &str) -> Result<(), LegacyError> {
         if self.buf.remaining() < n {
             return err(format!(
@@ -129,17 +144,17 @@ impl Reader {
         Ok(self.i8()? != 0)
     }
 
-    fn i16(&mut self) -> Result<i16, LegacyError> {
+    pub(super) fn i16(&mut self) -> Result<i16, LegacyError> {
         self.need(2, "int16")?;
         Ok(self.buf.get_i16())
     }
 
-    fn i32(&mut self) -> Result<i32, LegacyError> {
+    pub(super) fn i32(&mut self) -> Result<i32, LegacyError> {
         self.need(4, "int32")?;
         Ok(self.buf.get_i32())
     }
 
-    fn i64(&mut self) -> Result<i64, LegacyError> {
+    pub(super) fn i64(&mut self) -> Result<i64, LegacyError> {
         self.need(8, "int64")?;
         Ok(self.buf.get_i64())
     }
@@ -156,7 +171,7 @@ impl Reader {
             .map_err(|_| LegacyError("string is not UTF-8".into()))
     }
 
-    fn string(&mut self) -> Result<StrBytes, LegacyError> {
+    pub(super) fn string(&mut self) -> Result<StrBytes, LegacyError> {
         self.nullable_string()?
             .ok_or_else(|| LegacyError("a non-nullable string is null".into()))
     }
@@ -187,7 +202,7 @@ impl Reader {
         Ok(Some(out))
     }
 
-    fn array<T>(
+    pub(super) fn array<T>(
         &mut self,
         min_element_bytes: usize,
         element: impl FnMut(&mut Self) -> Result<T, LegacyError>,

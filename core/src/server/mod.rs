@@ -32,6 +32,7 @@ mod fetch;
 pub mod frame;
 mod groups;
 pub mod legacy;
+mod legacy_records;
 mod limits;
 mod metadata;
 mod offsets;
@@ -240,7 +241,16 @@ fn decode_body(
         let (body, fields) = legacy::decode_body(api_key, version, buf)?;
         return Ok((header, body, fields));
     }
-    let body = RequestKind::decode(api_key, &mut buf, version)?;
+    let body = match api_key {
+        // Versions older than the codec knows (message format v0/v1).
+        ApiKey::Produce if legacy_records::handles(api_key, version) => {
+            RequestKind::Produce(legacy_records::decode_produce(buf, version)?)
+        }
+        ApiKey::Fetch if legacy_records::handles(api_key, version) => {
+            RequestKind::Fetch(legacy_records::decode_fetch(buf, version)?)
+        }
+        _ => RequestKind::decode(api_key, &mut buf, version)?,
+    };
     Ok((header, body, None))
 }
 
@@ -255,6 +265,19 @@ pub fn encode_response(
     let mut header = ResponseHeader::default();
     header.correlation_id = correlation_id;
     let header_version = api_key.response_header_version(version);
+    if legacy_records::handles(api_key, version) {
+        let mut buf = BytesMut::with_capacity(256);
+        buf.put_i32(0);
+        header.encode(&mut buf, header_version)?;
+        match response {
+            ResponseKind::Produce(r) => legacy_records::encode_produce(r, version, &mut buf)?,
+            ResponseKind::Fetch(r) => legacy_records::encode_fetch(r, version, &mut buf)?,
+            _ => anyhow::bail!("no legacy encoding for {api_key:?} v{version}"),
+        }
+        let size = (buf.len() - 4) as i32;
+        buf[0..4].copy_from_slice(&size.to_be_bytes());
+        return Ok(ResponseFrame::from_bytes(buf.freeze()));
+    }
     if let ResponseKind::Fetch(fetch) = response {
         let mut buf = FrameBuf::new();
         for p in fetch.responses.iter().flat_map(|t| t.partitions.iter()) {

@@ -1,4 +1,6 @@
 //! Produce: validate and append record sets, answer with their offsets.
+//! Message sets of format v0/v1 (Produce v0-2) are converted to a v2 batch
+//! first (`storage::legacy`).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -15,7 +17,8 @@ use bytes::Bytes;
 use super::errors::kafka_error;
 use super::str_bytes;
 use crate::broker::{Broker, BrokerError, Partition, Topic};
-use crate::storage::AppendInfo;
+use crate::storage::records::MAX_DECOMPRESSED_BYTES;
+use crate::storage::{legacy, AppendError, AppendInfo};
 
 fn partition_error(
     index: i32,
@@ -32,27 +35,44 @@ fn partition_error(
     p
 }
 
-/// Why a partition's record set was refused: code, message, and for a
-/// record refused by schema validation its index in the batch.
-type Refusal = (ResponseError, Option<String>, Option<i32>);
+/// Why a partition's record set was refused: code, message, and the
+/// records at fault (index in the batch, reason) when it was about records.
+type Refusal = (ResponseError, Option<String>, Vec<(i32, String)>);
 
 fn refusal(e: &BrokerError) -> Refusal {
-    let batch_index = match e {
-        BrokerError::InvalidRecord(invalid) => Some(invalid.batch_index),
-        _ => None,
+    let records = match e {
+        BrokerError::InvalidRecord(invalid) => vec![(invalid.batch_index, e.to_string())],
+        BrokerError::Append(AppendError::Records(refused)) => refused
+            .errors
+            .iter()
+            .map(|r| (r.batch_index, r.message.clone()))
+            .collect(),
+        _ => Vec::new(),
     };
-    (kafka_error(e), Some(e.to_string()), batch_index)
+    (kafka_error(e), Some(e.to_string()), records)
 }
 
 /// Validates (when the topic asks for it) and appends one partition's
-/// record set.
+/// record set. Produce v0-2 may carry message format v0/v1, which becomes
+/// a v2 batch first.
 async fn produce_partition(
     broker: &Arc<Broker>,
     topic: &Topic,
     partition: &Arc<Partition>,
     records: &Bytes,
+    version: i16,
 ) -> Result<AppendInfo, Refusal> {
     let metrics = broker.metrics();
+    let converted;
+    let records = if version < 3 && legacy::is_legacy(records) {
+        converted = legacy::to_v2_batch(records, MAX_DECOMPRESSED_BYTES).map_err(|e| {
+            debug!(topic = %topic.name, partition = partition.index, error = %e, "old message set refused");
+            refusal(&BrokerError::Append(e))
+        })?;
+        &converted
+    } else {
+        records
+    };
     let policy = topic.schema_validation();
     if policy.is_on() {
         if let Err(invalid) = broker
@@ -114,7 +134,7 @@ pub async fn handle(
         topic_response.name = topic_data.name;
         topic_response.topic_id = topic_data.topic_id;
         let topic = match &request_error {
-            Some((code, message)) => Err((*code, Some(message.clone()), None)),
+            Some((code, message)) => Err((*code, Some(message.clone()), Vec::new())),
             None => match broker.topic_or_auto_create(&name, true).await {
                 Ok(t) if t.is_internal() => Err(refusal(&BrokerError::InternalTopic(
                     name.clone(),
@@ -132,7 +152,7 @@ pub async fn handle(
                     None => Err(refusal(&BrokerError::UnknownPartition(name.clone(), index))),
                     Some(partition) => {
                         let records = data.records.unwrap_or_default();
-                        produce_partition(broker, topic, &partition, &records).await
+                        produce_partition(broker, topic, &partition, &records, version).await
                     }
                 },
             };
@@ -145,15 +165,20 @@ pub async fn handle(
                     p.log_start_offset = info.log_start_offset;
                     p
                 }
-                // Error messages exist from v8 on; older clients get the code only.
-                Err((code, message, batch_index)) => {
-                    let message = message.filter(|_| version >= 8);
-                    let mut p = partition_error(index, code, message.clone());
-                    if let (Some(batch_index), Some(message)) = (batch_index, message) {
-                        let mut e = BatchIndexAndErrorMessage::default();
-                        e.batch_index = batch_index;
-                        e.batch_index_error_message = Some(str_bytes(message));
-                        p.record_errors.push(e);
+                // Error messages and record errors exist from v8 on; older
+                // clients get the code only.
+                Err((code, message, records)) => {
+                    let mut p = partition_error(index, code, message.filter(|_| version >= 8));
+                    if version >= 8 {
+                        p.record_errors = records
+                            .into_iter()
+                            .map(|(batch_index, message)| {
+                                let mut e = BatchIndexAndErrorMessage::default();
+                                e.batch_index = batch_index;
+                                e.batch_index_error_message = Some(str_bytes(message));
+                                e
+                            })
+                            .collect();
                     }
                     p
                 }

@@ -3,12 +3,13 @@
 //! Ranges are chosen for librdkafka's feature probes as well as for what we
 //! can decode: librdkafka enables gzip/snappy/lz4 only when Produce v0 lies
 //! in the advertised range, record format v2 needs Produce v3 and Fetch v4,
-//! zstd needs Produce v7 and Fetch v10, and LZ4 needs FindCoordinator. Produce v0-2 are advertised for
-//! that reason but cannot be decoded (they carry the old message format); a
-//! connection that sends one is closed, as Kafka does for a request it cannot
-//! parse. The versions Kafka 4.0 removed (KIP-896) but old tools still send
-//! are decoded by `legacy` (ListOffsets v0, OffsetCommit v0-1, OffsetFetch
-//! v0, CreateTopics v0-1, DeleteTopics v0, DescribeConfigs v0).
+//! zstd needs Produce v7 and Fetch v10, and LZ4 needs FindCoordinator.
+//! Produce v0-2 and Fetch v0-3 carry message format v0/v1:
+//! `server::legacy_records` decodes them (the codec starts at Produce v3 and
+//! Fetch v4) and `storage::legacy` converts their record sets. The other
+//! versions Kafka 4.0 removed (KIP-896) but old tools still send are decoded
+//! by `server::legacy` (ListOffsets v0, OffsetCommit v0-1, OffsetFetch v0,
+//! CreateTopics v0-1, DeleteTopics v0, DescribeConfigs v0).
 
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
@@ -34,13 +35,8 @@ const fn api(key: ApiKey, min: i16, max: i16) -> Supported {
 }
 
 pub const SUPPORTED_APIS: &[Supported] = &[
-    Supported {
-        key: ApiKey::Produce,
-        min: 0,
-        max: 10,
-        min_decodable: 3,
-    },
-    api(ApiKey::Fetch, 4, 16),
+    api(ApiKey::Produce, 0, 10),
+    api(ApiKey::Fetch, 0, 16),
     api(ApiKey::ListOffsets, 0, 8),
     api(ApiKey::Metadata, 0, 12),
     api(ApiKey::FindCoordinator, 0, 4),
@@ -122,30 +118,29 @@ mod tests {
     fn every_advertised_version_is_within_what_the_codecs_know() {
         for s in SUPPORTED_APIS {
             let codec = s.key.valid_versions();
-            assert!(
-                s.min_decodable >= crate::server::legacy::lowest_version(s.key)
-                    && s.max <= codec.max,
-                "{:?}",
-                s.key
-            );
+            for version in s.min_decodable..=s.max {
+                assert!(
+                    (version >= codec.min && version <= codec.max)
+                        || super::super::legacy::decodes(s.key, version)
+                        || super::super::legacy_records::handles(s.key, version),
+                    "{:?} v{version}",
+                    s.key
+                );
+            }
         }
     }
 
     #[test]
     fn no_advertised_api_starts_above_what_can_be_decoded() {
         // KIP-896 removed old versions from Kafka 4.0; old tools still send
-        // them, so everything the codecs decode is advertised (except
-        // Produce/Fetch with message format v0/v1, which store nothing).
+        // them, so everything the codecs decode is advertised.
         for s in SUPPORTED_APIS {
-            if matches!(s.key, ApiKey::Produce | ApiKey::Fetch) {
-                continue;
-            }
-            assert_eq!(
-                s.min,
-                crate::server::legacy::lowest_version(s.key).min(s.min_decodable),
-                "{:?}",
-                s.key
-            );
+            let lowest = if matches!(s.key, ApiKey::Produce | ApiKey::Fetch) {
+                0 // message format v0/v1, converted by legacy_records
+            } else {
+                crate::server::legacy::lowest_version(s.key)
+            };
+            assert_eq!(s.min, lowest.min(s.min_decodable), "{:?}", s.key);
         }
     }
 

@@ -28,6 +28,8 @@
 //!
 //! Because the CRC covers only bytes from `attributes` onward, patching
 //! `baseOffset` and `partitionLeaderEpoch` never requires a new checksum.
+//! The log validator (`validator.rs`) also rewrites `attributes` and
+//! `maxTimestamp` when the producer's values are wrong, and then the CRC.
 
 use std::fmt;
 
@@ -42,6 +44,7 @@ pub const MAGIC_V2: i8 = 2;
 
 const CRC_OFFSET: usize = 17;
 const ATTRIBUTES_OFFSET: usize = 21;
+const MAX_TIMESTAMP_OFFSET: usize = 35;
 
 /// Attribute bit: the batch belongs to a transaction.
 pub const ATTR_TRANSACTIONAL: i16 = 1 << 4;
@@ -250,11 +253,27 @@ pub fn validate_produced_batch(bytes: &[u8]) -> Result<BatchHeader, BatchError> 
     Ok(header)
 }
 
-/// Writes `base_offset` and `leader_epoch` into the first 16 bytes of a batch
-/// header (the fields outside the CRC).
-pub fn patch_header_prefix(prefix: &mut [u8; 16], base_offset: i64, leader_epoch: i32) {
+/// Writes `base_offset` and `leader_epoch` into a batch header (at least
+/// its first 16 bytes; the fields outside the CRC).
+pub fn patch_header_prefix(prefix: &mut [u8], base_offset: i64, leader_epoch: i32) {
     prefix[0..8].copy_from_slice(&base_offset.to_be_bytes());
     prefix[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
+}
+
+/// Rewrites `attributes` and `maxTimestamp` in a batch's 61 header bytes and
+/// recomputes the CRC-32C over them and `body` (the bytes after the
+/// header), without copying the body.
+pub fn set_timestamp_fields(
+    head: &mut [u8; BATCH_HEADER_BYTES],
+    attributes: i16,
+    max_timestamp: i64,
+    body: &[u8],
+) {
+    head[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+    head[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8]
+        .copy_from_slice(&max_timestamp.to_be_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&head[ATTRIBUTES_OFFSET..]), body);
+    head[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
 /// Iterates over consecutive whole batches in a buffer, validating each.
@@ -448,10 +467,7 @@ pub(crate) mod tests {
     fn patching_offset_and_epoch_keeps_the_crc_valid() {
         let batch = make_batch(3, 10, Compression::None);
         let mut patched = batch.to_vec();
-        let mut prefix = [0u8; 16];
-        prefix.copy_from_slice(&patched[..16]);
-        patch_header_prefix(&mut prefix, 123_456, 7);
-        patched[..16].copy_from_slice(&prefix);
+        patch_header_prefix(&mut patched[..16], 123_456, 7);
         let h = validate_batch(&patched).unwrap();
         assert_eq!(h.base_offset, 123_456);
         assert_eq!(h.partition_leader_epoch, 7);

@@ -1260,6 +1260,17 @@ mod tests {
         lock(log).append(bytes, 0, T0).unwrap().base_offset
     }
 
+    /// Appends one batch as it is, without the append rules (what an
+    /// older broker or a transaction coordinator wrote); returns its base
+    /// offset.
+    fn append_unchecked(log: &Mutex<PartitionLog>, bytes: &Bytes) -> i64 {
+        let batch = crate::storage::validator::ValidBatch::unchecked(bytes);
+        lock(log)
+            .append_validated(vec![batch], 0, T0)
+            .unwrap()
+            .base_offset
+    }
+
     /// Closes the active segment and fsyncs, so everything is cleanable.
     fn seal(log: &Mutex<PartitionLog>) {
         let mut log = lock(log);
@@ -1365,6 +1376,13 @@ mod tests {
             }
             ts += 20;
         }
+        // A compacted topic refuses keyless records; these were written
+        // while the topic was not compacted yet.
+        let compacted = lock(log).config().clone();
+        lock(log).set_config(LogConfig {
+            cleanup_compact: false,
+            ..compacted.clone()
+        });
         let base = append(
             log,
             &batch(
@@ -1372,6 +1390,7 @@ mod tests {
                 Producer { codec, ..plain(ts) },
             ),
         );
+        lock(log).set_config(compacted);
         (latest, vec![base, base + 1])
     }
 
@@ -1858,7 +1877,9 @@ mod tests {
             control: true,
             ..plain(T0 + 2)
         };
-        append(
+        // Clients cannot write control batches; a transaction coordinator
+        // appends them without the client rules.
+        append_unchecked(
             &log,
             &batch(&[(Some("\0\0\0\0"), Some("\0\0\0\0\0\0"))], marker),
         );
@@ -1924,8 +1945,9 @@ mod tests {
             &log,
             &batch(&[(Some("a"), Some("1")), (Some("a"), None)], plain(T0)),
         );
+        // Appends refuse such a batch now; an older broker stored it.
         let bad = undecodable_batch("b");
-        let bad_base = append(&log, &bad);
+        let bad_base = append_unchecked(&log, &bad);
         append(
             &log,
             &batch(

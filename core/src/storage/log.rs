@@ -20,13 +20,14 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tracing::{info, warn};
 
 use super::batch::{self, BatchError, BatchHeader, ATTR_LOG_APPEND_TIME};
 use super::handles::{explain, explain_if_out_of_files};
 use super::producer_state::{self, ProducerState, SequenceCheck, SequenceError};
 use super::segment::{parse_segment_file_name, PreparedBatch, Segment, SEGMENT_BYTES_LIMIT};
+use super::validator::{self, AppendRules, RecordErrors, TopicCompression, ValidBatch};
 
 /// Whether record timestamps are the producer's or the broker's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +52,12 @@ pub struct LogConfig {
     pub flush_messages: i64,
     pub flush_ms: i64,
     pub timestamp_type: TimestampType,
+    /// How old a record's timestamp may be (`message.timestamp.before.max.ms`).
+    pub timestamp_before_max_ms: i64,
+    /// How far in the future it may be (`message.timestamp.after.max.ms`).
+    pub timestamp_after_max_ms: i64,
+    /// The codec batches are stored in (`compression.type`).
+    pub compression: TopicCompression,
     pub cleanup_delete: bool,
     pub cleanup_compact: bool,
     /// Idempotent producers idle this long are forgotten.
@@ -78,12 +85,31 @@ impl Default for LogConfig {
             flush_messages: i64::MAX,
             flush_ms: i64::MAX,
             timestamp_type: TimestampType::CreateTime,
+            // No bounds unless configured; the broker's defaults (Kafka's:
+            // one hour ahead) come from `config::LogDefaults`.
+            timestamp_before_max_ms: i64::MAX,
+            timestamp_after_max_ms: i64::MAX,
+            compression: TopicCompression::Producer,
             cleanup_delete: true,
             cleanup_compact: false,
             producer_id_expiration_ms: 24 * 3600 * 1000,
             delete_retention_ms: 24 * 3600 * 1000,
             min_cleanable_dirty_ratio: 0.5,
             min_compaction_lag_ms: 0,
+        }
+    }
+}
+
+impl LogConfig {
+    /// What appends to this log must obey (see `validator`).
+    pub fn append_rules(&self) -> AppendRules {
+        AppendRules {
+            timestamp_type: self.timestamp_type,
+            timestamp_before_max_ms: self.timestamp_before_max_ms,
+            timestamp_after_max_ms: self.timestamp_after_max_ms,
+            compacted: self.cleanup_compact,
+            compression: self.compression,
+            max_message_bytes: self.max_message_bytes,
         }
     }
 }
@@ -95,6 +121,9 @@ pub enum AppendError {
     Corrupt(BatchError),
     #[error("invalid record batch: {0}")]
     Invalid(String),
+    /// Records the topic's rules refuse (keys, timestamps), by index.
+    #[error("{0}")]
+    Records(RecordErrors),
     #[error("record batch of {size} bytes exceeds max.message.bytes ({max})")]
     TooLarge { size: usize, max: usize },
     #[error("record set of {size} bytes is larger than segment.bytes ({segment_bytes})")]
@@ -490,26 +519,25 @@ impl PartitionLog {
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendInfo, AppendError> {
-        let mut headers = Vec::new();
-        let mut position = 0usize;
-        while position < records.len() {
-            let h = batch::validate_produced_batch(&records[position..]).map_err(|e| match e {
-                BatchError::UnsupportedMagic(_) | BatchError::Inconsistent(_) => {
-                    AppendError::Invalid(e.to_string())
-                }
-                _ => AppendError::Corrupt(e),
-            })?;
-            if h.total_bytes() > self.config.max_message_bytes {
-                return Err(AppendError::TooLarge {
-                    size: h.total_bytes(),
-                    max: self.config.max_message_bytes,
-                });
-            }
-            headers.push((position, h));
-            position += h.total_bytes();
-        }
-        let total_bytes = records.len();
-        if headers.is_empty() {
+        let name = self
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let batches = validator::validate(records, &self.config.append_rules(), now_ms, &name)?;
+        self.append_validated(batches, leader_epoch, now_ms)
+    }
+
+    /// Appends batches that passed [`validator::validate`] (under the rules
+    /// of this log's config) atomically: either every batch is written or
+    /// none is.
+    pub fn append_validated(
+        &mut self,
+        batches: Vec<ValidBatch>,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, AppendError> {
+        if batches.is_empty() {
             return Ok(AppendInfo {
                 base_offset: -1,
                 last_offset: -1,
@@ -521,9 +549,10 @@ impl PartitionLog {
                 sync_file: None,
             });
         }
-        if let Some(info) = self.check_producer_sequences(&headers)? {
+        if let Some(info) = self.check_producer_sequences(&batches)? {
             return Ok(info);
         }
+        let total_bytes: usize = batches.iter().map(|b| b.header.total_bytes()).sum();
         if total_bytes as u64 > self.config.segment_bytes.min(SEGMENT_BYTES_LIMIT) {
             return Err(AppendError::LargerThanSegment {
                 size: total_bytes,
@@ -531,37 +560,28 @@ impl PartitionLog {
             });
         }
 
-        let log_append_time = self.config.timestamp_type == TimestampType::LogAppendTime;
+        let log_append_time = batches[0].header.attributes & ATTR_LOG_APPEND_TIME != 0;
         let base_offset = self.log_end_offset();
         let mut next = base_offset;
-        let mut prepared = Vec::with_capacity(headers.len());
+        let mut prepared = Vec::with_capacity(batches.len());
         let mut max_timestamp = i64::MIN;
-        for (position, h) in &headers {
-            let raw = records.slice(*position..*position + h.total_bytes());
-            let mut header = *h;
+        for b in batches {
+            let mut header = b.header;
             header.base_offset = next;
             header.partition_leader_epoch = leader_epoch;
-            let mut prefix = [0u8; 16];
-            prefix.copy_from_slice(&raw[..16]);
-            batch::patch_header_prefix(&mut prefix, next, leader_epoch);
-            let rest = if log_append_time {
-                header.max_timestamp = now_ms;
-                header.attributes |= ATTR_LOG_APPEND_TIME;
-                rewrite_for_log_append_time(&raw, now_ms)
-            } else {
-                raw.slice(16..)
-            };
+            let mut head = b.head;
+            batch::patch_header_prefix(&mut head, next, leader_epoch);
             max_timestamp = max_timestamp.max(header.max_timestamp);
             next = header.next_offset();
             prepared.push(PreparedBatch {
-                prefix,
-                rest,
+                head,
+                body: b.body,
                 header,
             });
         }
         let last_offset = next - 1;
 
-        if self.should_roll(total_bytes as u64, last_offset, max_timestamp) {
+        if self.should_roll(total_bytes as u64, last_offset, max_timestamp, now_ms) {
             self.roll()?;
             // Offsets do not change: the new segment starts at the log end.
         }
@@ -585,7 +605,7 @@ impl PartitionLog {
         Ok(AppendInfo {
             base_offset,
             last_offset,
-            log_append_time_ms: if log_append_time { now_ms } else { -1 },
+            log_append_time_ms: if log_append_time { max_timestamp } else { -1 },
             log_start_offset: self.log_start_offset,
             records: count,
             bytes: total_bytes,
@@ -598,9 +618,9 @@ impl PartitionLog {
     /// when the record set is a retry of a batch already in the log.
     fn check_producer_sequences(
         &self,
-        headers: &[(usize, BatchHeader)],
+        batches: &[ValidBatch],
     ) -> Result<Option<AppendInfo>, AppendError> {
-        if let [(_, h)] = headers {
+        if let [ValidBatch { header: h, .. }] = batches {
             return match self.producers.check(h)? {
                 SequenceCheck::Append => Ok(None),
                 SequenceCheck::Duplicate(original) => Ok(Some(AppendInfo {
@@ -618,8 +638,8 @@ impl PartitionLog {
         // Several batches: each must follow the one before it.
         let mut scratch = self
             .producers
-            .subset(headers.iter().map(|(_, h)| h.producer_id));
-        for (i, (_, h)) in headers.iter().enumerate() {
+            .subset(batches.iter().map(|b| b.header.producer_id));
+        for (i, h) in batches.iter().map(|b| &b.header).enumerate() {
             match scratch.check(h)? {
                 SequenceCheck::Append => {
                     let mut placed = *h;
@@ -639,7 +659,13 @@ impl PartitionLog {
         &self.producers
     }
 
-    fn should_roll(&self, incoming_bytes: u64, last_offset: i64, incoming_max_ts: i64) -> bool {
+    fn should_roll(
+        &self,
+        incoming_bytes: u64,
+        last_offset: i64,
+        incoming_max_ts: i64,
+        now_ms: i64,
+    ) -> bool {
         let active = self.active();
         if active.is_empty() {
             return false;
@@ -649,9 +675,7 @@ impl PartitionLog {
         active.size() + incoming_bytes > segment_bytes
             || active.offset_index_entries() >= max_index_entries
             || last_offset - active.base_offset() > u32::MAX as i64
-            || active
-                .first_batch_timestamp()
-                .is_some_and(|first| incoming_max_ts.saturating_sub(first) > self.config.segment_ms)
+            || active.age_for_roll_ms(incoming_max_ts, now_ms) > self.config.segment_ms
     }
 
     /// Closes the active segment and starts a new one at the log end
@@ -814,16 +838,17 @@ impl PartitionLog {
         let retention_ms = self.config.retention_ms;
         if retention_ms >= 0 {
             let cutoff = now_ms.saturating_sub(retention_ms);
-            let expired =
-                |s: &Segment| !s.is_empty() && s.max_timestamp() >= 0 && s.max_timestamp() < cutoff;
+            let expired = |s: &Segment| -> io::Result<bool> {
+                Ok(!s.is_empty() && s.largest_timestamp()? < cutoff)
+            };
             while self.segments.len() > 1 {
                 let first = self.segments.values().next().expect("segment");
-                if !(expired(first) || first.is_empty()) {
+                if !(first.is_empty() || expired(first)?) {
                     break;
                 }
                 deleted += self.delete_first_segment()?;
             }
-            if self.segments.len() == 1 && expired(self.active()) {
+            if self.segments.len() == 1 && expired(self.active())? {
                 self.roll()?;
                 deleted += self.delete_first_segment()?;
             }
@@ -1068,19 +1093,6 @@ impl PartitionLog {
             }
         }
     }
-}
-
-/// Copies a batch, switching it to LogAppendTime: sets the timestamp-type
-/// attribute and `maxTimestamp`, then recomputes the CRC. Returns the bytes
-/// after the 16-byte prefix.
-fn rewrite_for_log_append_time(raw: &Bytes, now_ms: i64) -> Bytes {
-    let mut copy = BytesMut::from(&raw[..]);
-    let attributes = i16::from_be_bytes([copy[21], copy[22]]) | ATTR_LOG_APPEND_TIME;
-    copy[21..23].copy_from_slice(&attributes.to_be_bytes());
-    copy[35..43].copy_from_slice(&now_ms.to_be_bytes());
-    let crc = crc32c::crc32c(&copy[21..]);
-    copy[17..21].copy_from_slice(&crc.to_be_bytes());
-    copy.freeze().slice(16..)
 }
 
 /// Decodes one stored batch and finds the first record with a timestamp
@@ -1451,6 +1463,92 @@ mod tests {
         ));
         assert!(log.read(100, 100, true).unwrap().is_some());
         assert!(log.delete_records_before(10_000).is_err());
+    }
+
+    /// `batch` with `maxTimestamp` replaced in its header (CRC fixed), as
+    /// Sarama before 1.45.1 writes it.
+    fn with_header_max_timestamp(batch: &Bytes, max_timestamp: i64) -> Bytes {
+        let mut b = batch.to_vec();
+        b[35..43].copy_from_slice(&max_timestamp.to_be_bytes());
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        Bytes::from(b)
+    }
+
+    #[test]
+    fn a_header_max_timestamp_of_minus_one_is_recomputed_for_lookups_and_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            retention_ms: 10_000,
+            ..small_segments()
+        };
+        let mut log = open(dir.path(), config, 0);
+        for i in 0..40 {
+            // Batch i: timestamps 1000i .. 1000i+4 at offsets 5i .. 5i+4.
+            let codec = if i % 2 == 0 {
+                Compression::None
+            } else {
+                Compression::Gzip
+            };
+            let batch = make_batch_at(5, 100, codec, 1000 * i);
+            log.append(&with_header_max_timestamp(&batch, -1), 0, 0)
+                .unwrap();
+        }
+        let bytes = log.read(0, 1 << 20, true).unwrap().unwrap().read().unwrap();
+        assert_eq!(batch::validate_batch(&bytes).unwrap().max_timestamp, 4);
+        assert_eq!(log.offset_for_timestamp(7002).unwrap(), Some((37, 7002)));
+        assert_eq!(log.max_timestamp_offset().unwrap(), Some((199, 39_004)));
+        // Segments expire by their records' time.
+        assert!(log.apply_retention(30_000).unwrap() > 0);
+        assert!(log.log_start_offset() > 0);
+        log.apply_retention(50_000).unwrap();
+        assert_eq!(log.log_start_offset(), 200);
+    }
+
+    #[test]
+    fn a_first_batch_without_timestamps_does_not_make_every_later_batch_roll() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path(), LogConfig::default(), 0);
+        let set = crate::storage::legacy::tests::set_of(0, &[(None, Some(b"v".as_slice()), -1)]);
+        let no_timestamp = crate::storage::legacy::to_v2_batch(&set, 1 << 20).unwrap();
+        let now = crate::broker::now_ms();
+        log.append(&no_timestamp, 0, now).unwrap();
+        for i in 0..3 {
+            log.append(&make_batch_at(2, 10, Compression::None, now + i), 0, now)
+                .unwrap();
+        }
+        assert_eq!(log.segment_count(), 1);
+    }
+
+    #[test]
+    fn segments_without_record_timestamps_expire_by_their_files_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            retention_ms: 60_000,
+            ..small_segments()
+        };
+        let mut log = open(dir.path(), config, 0);
+        let now = crate::broker::now_ms();
+        // Records of message format v0 have no timestamp (-1).
+        let value = [b'v'; 100];
+        let set =
+            crate::storage::legacy::tests::set_of(0, &[(None, Some(value.as_slice()), -1); 5]);
+        let batch = crate::storage::legacy::to_v2_batch(&set, 1 << 20).unwrap();
+        for _ in 0..20 {
+            log.append(&batch, 0, now).unwrap();
+        }
+        assert!(log.segment_count() > 1);
+        assert_eq!(log.apply_retention(now).unwrap(), 0, "written just now");
+        let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "log") {
+                let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                file.set_modified(an_hour_ago).unwrap();
+            }
+        }
+        assert!(log.apply_retention(now).unwrap() > 0);
+        assert_eq!(log.log_start_offset(), 100);
     }
 
     #[test]

@@ -9,6 +9,10 @@
 //! - [`log`]: the partition log (append, read, roll, retention, recovery).
 //! - [`checkpoint`]: recovery-point and log-start checkpoint files.
 //! - [`records`]: decoding records inside a batch, with a decompression cap.
+//! - [`validator`]: the per-record rules of an append (keys, timestamps) and
+//!   the header and codec changes the broker makes on the way in.
+//! - [`legacy`]: message format v0/v1 (Produce v0-2, Fetch v0-3), converted
+//!   to and from v2 batches.
 //! - [`producer_state`]: idempotent producers' sequence state and its snapshots.
 //! - [`cleaner`]: log compaction, rewriting closed segments in the background.
 //!
@@ -20,10 +24,12 @@ pub mod checkpoint;
 pub mod cleaner;
 pub mod handles;
 pub mod index;
+pub mod legacy;
 pub mod log;
 pub mod producer_state;
 pub mod records;
 pub mod segment;
+pub mod validator;
 
 pub use log::{
     AppendError, AppendInfo, LogConfig, LogRecovery, PartitionLog, ReadError, ReadSlice,

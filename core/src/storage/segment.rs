@@ -29,11 +29,12 @@ use super::index::{OffsetIndex, TimeIndex};
 /// Largest a segment file may grow: index positions are 32-bit.
 pub const SEGMENT_BYTES_LIMIT: u64 = i32::MAX as u64;
 
-/// Batch bytes ready to be appended: the patched 16-byte prefix (base offset,
-/// length, leader epoch) followed by the untouched rest of the batch.
+/// Batch bytes ready to be appended: the 61 header bytes as stored (base
+/// offset and leader epoch patched) followed by the rest of the batch,
+/// usually a slice of the producer's request.
 pub struct PreparedBatch {
-    pub prefix: [u8; 16],
-    pub rest: Bytes,
+    pub head: [u8; BATCH_HEADER_BYTES],
+    pub body: Bytes,
     pub header: BatchHeader,
 }
 
@@ -77,6 +78,9 @@ pub struct Segment {
     max_timestamp: i64,
     offset_of_max_timestamp: i64,
     first_batch_timestamp: Option<i64>,
+    /// When this process created or opened the segment: the basis of
+    /// time-based rolling when its first batch has no timestamp.
+    opened_ms: i64,
     offset_index: OffsetIndex,
     time_index: TimeIndex,
     bytes_since_index_entry: u64,
@@ -134,6 +138,7 @@ impl Segment {
             max_timestamp: -1,
             offset_of_max_timestamp: base_offset,
             first_batch_timestamp: None,
+            opened_ms: wall_clock_ms(),
             offset_index: OffsetIndex::new(),
             time_index: TimeIndex::new(),
             bytes_since_index_entry: 0,
@@ -166,6 +171,7 @@ impl Segment {
             max_timestamp: -1,
             offset_of_max_timestamp: base_offset,
             first_batch_timestamp: None,
+            opened_ms: wall_clock_ms(),
             offset_index: OffsetIndex::new(),
             time_index: TimeIndex::new(),
             bytes_since_index_entry: 0,
@@ -252,6 +258,7 @@ impl Segment {
             max_timestamp: -1,
             offset_of_max_timestamp: base_offset,
             first_batch_timestamp: None,
+            opened_ms: wall_clock_ms(),
             offset_index: OffsetIndex::new(),
             time_index: TimeIndex::new(),
             bytes_since_index_entry: 0,
@@ -410,6 +417,34 @@ impl Segment {
         self.max_timestamp
     }
 
+    /// The time the segment's age is judged by (time retention): its
+    /// largest record timestamp, or, when no record carries one (message
+    /// format v0 data), the time the file was last written, as Kafka does.
+    pub fn largest_timestamp(&self) -> io::Result<i64> {
+        if self.max_timestamp >= 0 {
+            return Ok(self.max_timestamp);
+        }
+        let path = self.path("log");
+        let modified = std::fs::metadata(&path)
+            .map_err(|e| explain(e, "reading the modification time of", &path))?
+            .modified()?;
+        Ok(modified
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0))
+    }
+
+    /// How long the segment has existed for time-based rolling
+    /// (`segment.ms`), as Kafka measures it: from its first batch's max
+    /// timestamp to `incoming_max_timestamp`, or, when the first batch has
+    /// no timestamp (message format v0), since this process opened it.
+    pub fn age_for_roll_ms(&self, incoming_max_timestamp: i64, now_ms: i64) -> i64 {
+        match self.first_batch_timestamp {
+            Some(first) if first >= 0 => incoming_max_timestamp.saturating_sub(first),
+            _ => now_ms.saturating_sub(self.opened_ms),
+        }
+    }
+
     /// `maxTimestamp` of the first batch, used for time-based rolling.
     pub fn first_batch_timestamp(&self) -> Option<i64> {
         self.first_batch_timestamp
@@ -487,8 +522,8 @@ impl Segment {
         }
         let mut slices = Vec::with_capacity(batches.len() * 2);
         for b in batches {
-            slices.push(IoSlice::new(&b.prefix));
-            slices.push(IoSlice::new(&b.rest));
+            slices.push(IoSlice::new(&b.head));
+            slices.push(IoSlice::new(&b.body));
         }
         let file = self.writable()?;
         if let Err(e) = write_all_vectored(file, &mut slices) {
@@ -680,6 +715,7 @@ impl Segment {
             max_timestamp: -1,
             offset_of_max_timestamp: base_offset,
             first_batch_timestamp: None,
+            opened_ms: wall_clock_ms(),
             offset_index: OffsetIndex::new(),
             time_index: TimeIndex::new(),
             bytes_since_index_entry: 0,
@@ -784,6 +820,13 @@ impl<'a> HeaderScanner<'a> {
     }
 }
 
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 fn read_at_most(file: &File, buf: &mut [u8], position: u64) -> io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
@@ -826,14 +869,14 @@ mod tests {
     use kafka_protocol::records::Compression;
 
     pub(crate) fn prepare(raw: &Bytes, base_offset: i64) -> PreparedBatch {
-        let mut prefix = [0u8; 16];
-        prefix.copy_from_slice(&raw[..16]);
-        patch_header_prefix(&mut prefix, base_offset, 0);
+        let mut head = [0u8; BATCH_HEADER_BYTES];
+        head.copy_from_slice(&raw[..BATCH_HEADER_BYTES]);
+        patch_header_prefix(&mut head, base_offset, 0);
         let mut header = BatchHeader::parse(raw).unwrap();
         header.base_offset = base_offset;
         PreparedBatch {
-            prefix,
-            rest: raw.slice(16..),
+            head,
+            body: raw.slice(BATCH_HEADER_BYTES..),
             header,
         }
     }
