@@ -9,7 +9,6 @@
 //! were left out.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// What the runtime counts.
@@ -99,33 +98,14 @@ pub fn render() -> String {
     out
 }
 
-/// Lets `burst` messages of a kind through per `window` and counts the
-/// rest.
+/// A [`LogLimit`] for the connect runtime: `burst` lines per `window`,
+/// every line held back counted in `runnel_connect_log_suppressed_total`.
 #[derive(Debug)]
-pub struct LogLimit {
-    burst: u32,
-    window: Duration,
-    state: Mutex<Window>,
-}
-
-#[derive(Debug)]
-struct Window {
-    started: Option<Instant>,
-    logged: u32,
-    suppressed: u64,
-}
+pub struct LogLimit(runnel_log_limit::LogLimit);
 
 impl LogLimit {
     pub const fn new(burst: u32, window: Duration) -> LogLimit {
-        LogLimit {
-            burst,
-            window,
-            state: Mutex::new(Window {
-                started: None,
-                logged: 0,
-                suppressed: 0,
-            }),
-        }
+        LogLimit(runnel_log_limit::LogLimit::with_burst(burst, window))
     }
 
     /// Whether to log a message now: `Some(n)`, with the number of
@@ -136,22 +116,11 @@ impl LogLimit {
     }
 
     fn check_at(&self, now: Instant) -> Option<u64> {
-        let mut w = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        match w.started {
-            Some(start) if now.saturating_duration_since(start) < self.window => {}
-            _ => {
-                w.started = Some(now);
-                w.logged = 0;
-            }
-        }
-        if w.logged < self.burst {
-            w.logged += 1;
-            Some(std::mem::take(&mut w.suppressed))
-        } else {
-            w.suppressed += 1;
+        let admitted = self.0.admit_at(now);
+        if admitted.is_none() {
             count(&COUNTERS.log_suppressed);
-            None
         }
+        admitted
     }
 }
 

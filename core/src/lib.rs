@@ -24,7 +24,7 @@ pub mod broker;
 pub mod client;
 pub mod config;
 pub mod group;
-pub mod log_limit;
+pub use runnel_log_limit as log_limit;
 pub mod schemas;
 pub mod server;
 pub mod storage;

@@ -9,8 +9,10 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
+
+use runnel_log_limit::LogLimit;
 
 /// Shortest time between two log lines of one reason.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -76,31 +78,6 @@ impl Reason {
     }
 }
 
-/// At most one log line per [`LOG_INTERVAL`]; counts the ones held back.
-#[derive(Default)]
-struct LogLimiter {
-    last: Mutex<Option<Instant>>,
-    suppressed: AtomicU64,
-}
-
-impl LogLimiter {
-    /// `Some(n)` when a line may be logged now (`n` lines were held back
-    /// since the last one), `None` when this one is held back.
-    fn admit(&self, now: Instant) -> Option<u64> {
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        match *last {
-            Some(at) if now.saturating_duration_since(at) < LOG_INTERVAL => {
-                self.suppressed.fetch_add(1, Ordering::Relaxed);
-                None
-            }
-            _ => {
-                *last = Some(now);
-                Some(self.suppressed.swap(0, Ordering::Relaxed))
-            }
-        }
-    }
-}
-
 /// The counters of one HTTP server.
 pub struct Metrics {
     server: &'static str,
@@ -108,7 +85,7 @@ pub struct Metrics {
     accepted: AtomicU64,
     idle_closed: AtomicU64,
     rejected: [AtomicU64; Reason::ALL.len()],
-    logs: [LogLimiter; Reason::ALL.len()],
+    logs: [LogLimit; Reason::ALL.len()],
 }
 
 impl Metrics {
@@ -121,7 +98,7 @@ impl Metrics {
             accepted: AtomicU64::new(0),
             idle_closed: AtomicU64::new(0),
             rejected: Default::default(),
-            logs: Default::default(),
+            logs: std::array::from_fn(|_| LogLimit::new(LOG_INTERVAL)),
         })
     }
 
@@ -152,7 +129,7 @@ impl Metrics {
     /// logged less than [`LOG_INTERVAL`] ago.
     pub(crate) fn reject(&self, reason: Reason, peer: IpAddr, detail: fmt::Arguments<'_>) {
         self.rejected[reason.index()].fetch_add(1, Ordering::Relaxed);
-        if let Some(suppressed) = self.logs[reason.index()].admit(Instant::now()) {
+        if let Some(suppressed) = self.logs[reason.index()].admit() {
             tracing::warn!(
                 server = self.server,
                 reason = reason.label(),
@@ -212,17 +189,6 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_reason_is_logged_once_per_interval_and_counts_what_it_held_back() {
-        let log = LogLimiter::default();
-        let t0 = Instant::now();
-        assert_eq!(log.admit(t0), Some(0));
-        assert_eq!(log.admit(t0 + Duration::from_secs(1)), None);
-        assert_eq!(log.admit(t0 + Duration::from_secs(9)), None);
-        assert_eq!(log.admit(t0 + LOG_INTERVAL), Some(2));
-        assert_eq!(log.admit(t0 + LOG_INTERVAL * 3), Some(0));
-    }
 
     #[test]
     fn every_refusal_is_counted_under_its_reason() {
