@@ -10,6 +10,10 @@
 //! admin tools and tests). [`alloc`] guards the process against huge
 //! allocations declared by malformed requests.
 //!
+//! [`controller`] is the metadata quorum (Raft, on `openraft`): the
+//! metadata log, its image, and the controller's decisions. It is not yet
+//! wired into the broker.
+//!
 //! [`schemas`] validates produced payloads against the schema registry's
 //! `_schemas` topic, read in process. [`log_limit`] keeps events a peer can
 //! repeat at will (bad frames, cut connections, a full disk) from flooding
@@ -23,6 +27,7 @@ pub mod alloc;
 pub mod broker;
 pub mod client;
 pub mod config;
+pub mod controller;
 pub mod group;
 pub use runnel_log_limit as log_limit;
 pub mod schemas;
