@@ -417,7 +417,15 @@ impl Controller {
         let timeout = self.propose_timeout;
         let mut backoff = Duration::from_millis(20);
         let mut leader_hint: Option<NodeId> = None;
+        let mut attempts = 0u32;
         loop {
+            attempts += 1;
+            if attempts > 2 {
+                // Views of the leadership disagree or are moving: pause
+                // between attempts instead of bouncing between nodes.
+                tokio::time::sleep_until((Instant::now() + backoff).min(deadline)).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+            }
             let leader = match leader_hint.take().or_else(|| self.leader()) {
                 Some(leader) => leader,
                 None => {
@@ -444,9 +452,11 @@ impl Controller {
                 };
                 let mut client = self.proposal_clients.take(leader, addr, self.limits);
                 let remaining = deadline.saturating_duration_since(Instant::now());
-                let result = client
-                    .call(Call::Propose(proposal.clone()), remaining)
-                    .await;
+                let call = Call::Propose {
+                    proposal: proposal.clone(),
+                    timeout_ms: remaining.as_millis() as u64,
+                };
+                let result = client.call(call, remaining).await;
                 self.proposal_clients.give_back(client);
                 match result {
                     Ok(RpcResponse::Propose(Ok(response))) => return Ok(response.data),
@@ -476,13 +486,7 @@ impl Controller {
             if Instant::now() >= deadline {
                 return Err(ControllerError::Timeout(timeout));
             }
-            match refused_with {
-                Some(next) if next != leader => leader_hint = Some(next),
-                _ => {
-                    tokio::time::sleep_until((Instant::now() + backoff).min(deadline)).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(500));
-                }
-            }
+            leader_hint = refused_with.filter(|&next| next != leader);
         }
     }
 

@@ -88,8 +88,12 @@ pub enum Call {
     AppendEntries(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<NodeId>),
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
-    /// A proposal forwarded to the node believed to be the leader.
-    Propose(MetadataProposal),
+    /// A proposal forwarded to the node believed to be the leader, with
+    /// how long the caller waits for it.
+    Propose {
+        proposal: MetadataProposal,
+        timeout_ms: u64,
+    },
 }
 
 type ProposeResult =
@@ -202,6 +206,16 @@ impl PeerClient {
             self.limits.max_frame_bytes,
         )?;
         let deadline = Instant::now() + timeout;
+        // A kept connection the peer closed meanwhile (idle timeout,
+        // restart) is replaced before sending, so a request is never lost
+        // into a dead socket and reported as "maybe handled".
+        if let Some(conn) = &self.conn {
+            match conn.try_read(&mut [0u8; 1]) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // End of stream, an error, or bytes nobody asked for.
+                _ => self.conn = None,
+            }
+        }
         if self.conn.is_none() {
             let connect_deadline = deadline.min(Instant::now() + self.limits.connect_timeout);
             let connected =
@@ -500,7 +514,7 @@ async fn serve_connection(
             Err(_) => return Ok(()),
         };
         let response = match serde_json::from_slice::<RpcRequest>(&frame) {
-            Ok(request) => handle(request, node_id, &raft).await,
+            Ok(request) => handle(request, node_id, &raft, limits).await,
             Err(e) => RpcResponse::Refused(format!("malformed request: {e}")),
         };
         let refused = matches!(response, RpcResponse::Refused(_));
@@ -523,7 +537,12 @@ async fn serve_connection(
     }
 }
 
-async fn handle(request: RpcRequest, node_id: NodeId, raft: &Raft<TypeConfig>) -> RpcResponse {
+async fn handle(
+    request: RpcRequest,
+    node_id: NodeId,
+    raft: &Raft<TypeConfig>,
+    limits: NetworkLimits,
+) -> RpcResponse {
     if request.to != node_id {
         return RpcResponse::Refused(format!(
             "this is controller {node_id}, not controller {}",
@@ -544,14 +563,25 @@ async fn handle(request: RpcRequest, node_id: NodeId, raft: &Raft<TypeConfig>) -
             }
             RpcResponse::InstallSnapshot(raft.install_snapshot(rpc).await)
         }
-        Call::Propose(proposal) => {
+        Call::Propose {
+            proposal,
+            timeout_ms,
+        } => {
             if proposal.records.is_empty() || proposal.records.len() > MAX_RECORDS_PER_PROPOSAL {
                 return RpcResponse::Refused(format!(
                     "a proposal carries 1 to {MAX_RECORDS_PER_PROPOSAL} records, not {}",
                     proposal.records.len()
                 ));
             }
-            RpcResponse::Propose(raft.client_write(proposal).await)
+            // A write that cannot commit (no quorum) must not hold this
+            // connection, and its permit, past the caller's interest.
+            let timeout = Duration::from_millis(timeout_ms).min(limits.idle_timeout);
+            match tokio::time::timeout(timeout, raft.client_write(proposal)).await {
+                Ok(result) => RpcResponse::Propose(result),
+                Err(_) => RpcResponse::Refused(format!(
+                    "not committed within {timeout:?} (it may still commit)"
+                )),
+            }
         }
     }
 }
@@ -613,6 +643,40 @@ mod tests {
         server.await.unwrap();
     }
 
+    /// A peer that answers one call per connection, then closes it.
+    async fn one_answer_per_connection(listener: TcpListener) {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let Some(_) = read_frame(&mut stream, 1024).await.unwrap() else {
+                continue;
+            };
+            let answer =
+                RpcResponse::Vote(Ok(VoteResponse::new(openraft::Vote::new(1, 1), None, true)));
+            stream
+                .write_all(&encode_frame(&answer, 1024).unwrap())
+                .await
+                .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_kept_connection_the_peer_closed_is_replaced_before_sending() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(one_answer_per_connection(listener));
+        let mut client = PeerClient::new(2, addr, limits());
+        for call in 0..3 {
+            let answer = client.call(vote_call(), Duration::from_secs(2)).await;
+            assert!(
+                matches!(answer, Ok(RpcResponse::Vote(Ok(_)))),
+                "call {call}: {answer:?}"
+            );
+            // Let the peer's close arrive before the next call.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        server.abort();
+    }
+
     #[tokio::test]
     async fn a_silent_peer_times_out() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -666,7 +730,10 @@ mod tests {
             .collect();
         let err = client
             .call(
-                Call::Propose(MetadataProposal { records }),
+                Call::Propose {
+                    proposal: MetadataProposal { records },
+                    timeout_ms: 1000,
+                },
                 Duration::from_secs(1),
             )
             .await

@@ -1273,6 +1273,53 @@ mod tests {
         assert_eq!(all_entries(&mut log).await.len(), 4);
     }
 
+    /// A kill can stop an unacknowledged append after any byte: whatever
+    /// prefix of it reached the disk, the log reopens to exactly the
+    /// entries that are whole, and appends continue after them.
+    #[tokio::test]
+    async fn a_kill_after_any_byte_of_an_append_reopens_to_the_whole_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let entries: Vec<RaftEntry> = (0..5).map(|i| proposal_entry(1, i, "t")).collect();
+        let acknowledged;
+        {
+            let (mut log, _) = open(dir.path(), StoreOptions::default()).unwrap();
+            append(&mut log, entries[..2].to_vec()).await;
+            acknowledged = fs::metadata(segment_files(dir.path()).pop().unwrap())
+                .unwrap()
+                .len();
+            append(&mut log, entries[2..].to_vec()).await;
+        }
+        let segment_name = segment_files(dir.path()).pop().unwrap();
+        let full = fs::read(&segment_name).unwrap();
+        // Where each entry of the second append ends.
+        let mut ends = Vec::new();
+        let mut position = acknowledged as usize;
+        while position < full.len() {
+            let len = u32::from_be_bytes(full[position..position + 4].try_into().unwrap());
+            position += FRAME_HEADER + len as usize;
+            ends.push(position);
+        }
+        assert_eq!(ends.len(), 3);
+        for cut in acknowledged as usize..=full.len() {
+            let crashed = tempfile::tempdir().unwrap();
+            fs::create_dir_all(crashed.path().join("log")).unwrap();
+            let target = crashed
+                .path()
+                .join("log")
+                .join(segment_name.file_name().unwrap());
+            fs::write(&target, &full[..cut]).unwrap();
+            let whole = 2 + ends.iter().filter(|&&end| end <= cut).count();
+            let (mut log, _) = open(crashed.path(), StoreOptions::default()).unwrap();
+            assert_eq!(
+                all_entries(&mut log).await,
+                entries[..whole].to_vec(),
+                "cut at byte {cut}"
+            );
+            append(&mut log, vec![proposal_entry(2, whole as u64, "next")]).await;
+            assert_eq!(all_entries(&mut log).await.len(), whole + 1, "cut at {cut}");
+        }
+    }
+
     #[tokio::test]
     async fn a_whole_tail_entry_with_a_bad_crc_is_cut_too() {
         let dir = tempfile::tempdir().unwrap();
