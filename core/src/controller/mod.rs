@@ -298,7 +298,13 @@ impl Controller {
         )
         .await
         .map_err(|e| ControllerError::Stopped(e.to_string()))?;
-        let server = tokio::spawn(network::serve(listener, node_id, raft.clone(), limits));
+        let server = tokio::spawn(network::serve(
+            listener,
+            node_id,
+            raft.clone(),
+            limits,
+            store_options.max_entry_bytes,
+        ));
 
         let members: BTreeMap<NodeId, BasicNode> = voters
             .iter()

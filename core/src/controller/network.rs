@@ -460,11 +460,15 @@ impl ProposalClients {
 
 /// Serves controller RPCs on `listener` for `raft` until the task is
 /// dropped or aborted (which also ends every connection it serves).
+/// `max_entry_bytes` is the log store's entry limit: a leader's entry over
+/// it is refused here, instead of failing the append (which would stop
+/// this node's Raft).
 pub async fn serve(
     listener: TcpListener,
     node_id: NodeId,
     raft: Raft<TypeConfig>,
     limits: NetworkLimits,
+    max_entry_bytes: usize,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let mut connections = JoinSet::new();
@@ -488,7 +492,7 @@ pub async fn serve(
         let raft = raft.clone();
         connections.spawn(async move {
             let _permit = permit;
-            if let Err(e) = serve_connection(stream, node_id, raft, limits).await {
+            if let Err(e) = serve_connection(stream, node_id, raft, limits, max_entry_bytes).await {
                 debug!(%peer, error = %e, "controller connection ended");
             }
         });
@@ -500,6 +504,7 @@ async fn serve_connection(
     node_id: NodeId,
     raft: Raft<TypeConfig>,
     limits: NetworkLimits,
+    max_entry_bytes: usize,
 ) -> io::Result<()> {
     loop {
         let frame = match tokio::time::timeout(
@@ -514,6 +519,14 @@ async fn serve_connection(
             Err(_) => return Ok(()),
         };
         let response = match serde_json::from_slice::<RpcRequest>(&frame) {
+            // Only a frame larger than the entry limit can hold an entry
+            // over it.
+            Ok(request) if frame.len() > max_entry_bytes => {
+                match oversized_entry(&request.call, max_entry_bytes) {
+                    Some(refusal) => refusal,
+                    None => handle(request, node_id, &raft, limits).await,
+                }
+            }
             Ok(request) => handle(request, node_id, &raft, limits).await,
             Err(e) => RpcResponse::Refused(format!("malformed request: {e}")),
         };
@@ -535,6 +548,22 @@ async fn serve_connection(
             return Ok(());
         }
     }
+}
+
+/// A refusal if an AppendEntries carries an entry over `max_entry_bytes`.
+fn oversized_entry(call: &Call, max_entry_bytes: usize) -> Option<RpcResponse> {
+    let Call::AppendEntries(rpc) = call else {
+        return None;
+    };
+    rpc.entries.iter().find_map(|entry| {
+        let bytes = serde_json::to_vec(entry).map_or(usize::MAX, |b| b.len());
+        (bytes > max_entry_bytes).then(|| {
+            RpcResponse::Refused(format!(
+                "entry {} is {bytes} bytes, over this node's {max_entry_bytes} byte entry limit",
+                entry.log_id.index
+            ))
+        })
+    })
 }
 
 async fn handle(
@@ -675,6 +704,37 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         server.abort();
+    }
+
+    #[test]
+    fn an_append_with_an_entry_over_the_entry_limit_is_refused() {
+        use crate::controller::records::MetadataRecord;
+        let entry = |name: &str| openraft::Entry::<TypeConfig> {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 1),
+            payload: openraft::EntryPayload::Normal(MetadataProposal {
+                records: vec![MetadataRecord::TopicCreated(
+                    crate::controller::records::TopicCreated {
+                        name: name.into(),
+                        topic_id: uuid::Uuid::from_u128(1),
+                        configs: Default::default(),
+                    },
+                )],
+            }),
+        };
+        let call = |name: &str| {
+            Call::AppendEntries(AppendEntriesRequest {
+                vote: openraft::Vote::new_committed(1, 1),
+                prev_log_id: None,
+                leader_commit: None,
+                entries: vec![entry("small"), entry(name)],
+            })
+        };
+        assert!(oversized_entry(&call("ok"), 1000).is_none());
+        let refusal = oversized_entry(&call(&"x".repeat(2000)), 1000);
+        assert!(
+            matches!(&refusal, Some(RpcResponse::Refused(r)) if r.contains("1000 byte entry limit")),
+            "{refusal:?}"
+        );
     }
 
     #[tokio::test]

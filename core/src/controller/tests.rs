@@ -398,3 +398,134 @@ async fn an_empty_or_oversized_proposal_is_refused_before_raft() {
     assert!(err.to_string().contains("entry limit"), "{err}");
     shutdown_all(quorum).await;
 }
+
+/// Set in the child process of the SIGKILL test: `dir|addr|round`.
+const KILL_CHILD_ENV: &str = "RUNNEL_TEST_CONTROLLER_KILL_CHILD";
+const KILL_TEST: &str = "controller::tests::acknowledged_proposals_survive_sigkill_at_any_moment";
+
+/// The child: a quorum of one that proposes topics (snapshotting and
+/// purging every few entries) and prints each acknowledged one, until it
+/// is killed (or a minute passes).
+fn run_kill_child(spec: &str) {
+    let mut parts = spec.split('|');
+    let (dir, addr, round) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let voters = vec![Voter {
+            id: 1,
+            addr: addr.to_string(),
+        }];
+        let mut config = ControllerConfig::new(1, voters, addr, dir);
+        config.raft.snapshot_after_entries = 7;
+        config.raft.entries_kept_after_snapshot = 2;
+        let controller = Controller::start(config).await.unwrap();
+        let started = Instant::now();
+        for i in 0.. {
+            if started.elapsed() > Duration::from_secs(60) {
+                break;
+            }
+            let name = format!("r{round}-{i}");
+            let outcome = controller.propose(vec![topic(&name)]).await.unwrap();
+            assert!(outcome.all_applied());
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "acked {name}").unwrap();
+            out.flush().unwrap();
+        }
+    });
+}
+
+/// Every proposal acknowledged before a SIGKILL is there after a restart,
+/// whatever the process was doing when killed (appending, fsyncing,
+/// writing a snapshot, purging), round after round on the same directory.
+#[test]
+fn acknowledged_proposals_survive_sigkill_at_any_moment() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    if let Ok(spec) = std::env::var(KILL_CHILD_ENV) {
+        run_kill_child(&spec);
+        return;
+    }
+    let seed: u64 = rand::random();
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut acked: Vec<String> = Vec::new();
+    for round in 0..4u64 {
+        // Kill after a varying number of acknowledgements.
+        let kill_after = 3 + (seed.rotate_left(round as u32 * 8) % 25) as usize;
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", KILL_TEST, "--nocapture", "--test-threads", "1"])
+            .env(
+                KILL_CHILD_ENV,
+                format!("{}|{}|{round}", dir.path().display(), free_addr()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(name) = line.strip_prefix("acked ") {
+                    if tx.send(name.to_string()).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let started = Instant::now();
+        let mut this_round = 0;
+        while this_round < kill_after {
+            let left = WAIT.saturating_sub(started.elapsed());
+            match rx.recv_timeout(left) {
+                Ok(name) => {
+                    acked.push(name);
+                    this_round += 1;
+                }
+                Err(e) => {
+                    let _ = child.kill();
+                    panic!("seed {seed}, round {round}: child stopped acknowledging: {e}");
+                }
+            }
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        reader.join().unwrap();
+        // Acknowledged between our decision and the kill: they count too.
+        acked.extend(rx.try_iter());
+
+        runtime.block_on(async {
+            let voters = vec![Voter {
+                id: 1,
+                addr: free_addr(),
+            }];
+            let addr = voters[0].addr.clone();
+            let controller = Controller::start(ControllerConfig::new(1, voters, addr, dir.path()))
+                .await
+                .unwrap_or_else(|e| panic!("seed {seed}, round {round}: reopen failed: {e}"));
+            let mut image = controller.subscribe();
+            let all_there = tokio::time::timeout(
+                WAIT,
+                image.wait_for(|image| acked.iter().all(|n| image.topic_by_name(n).is_some())),
+            )
+            .await;
+            if all_there.is_err() {
+                let image = controller.image();
+                let missing: Vec<_> = acked
+                    .iter()
+                    .filter(|n| image.topic_by_name(n).is_none())
+                    .collect();
+                panic!("seed {seed}, round {round}: acknowledged but lost: {missing:?}");
+            }
+            controller.shutdown().await;
+        });
+    }
+    assert!(acked.len() >= 4 * 3);
+}
