@@ -14,6 +14,10 @@
 //! for admin tools and tests). [`alloc`] guards the process against huge
 //! allocations declared by malformed requests.
 //!
+//! [`controller`] is the metadata quorum (Raft, on `openraft`): the
+//! metadata log, its image, and the controller's decisions. It is not yet
+//! wired into the broker.
+//!
 //! [`schemas`] validates produced payloads against the schema registry's
 //! `_schemas` topic, read in process. [`transforms`] runs broker-side
 //! topic transforms on top of the broker. [`log_limit`] keeps events a
@@ -28,6 +32,7 @@ pub mod alloc;
 pub mod broker;
 pub mod client;
 pub mod config;
+pub mod controller;
 pub mod error;
 pub mod group;
 pub mod internal_topic;
