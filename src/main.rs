@@ -82,8 +82,16 @@ enum Command {
 }
 
 fn init_tracing(default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RUNNEL_LOG")
+    let wanted = std::env::var("RUNNEL_LOG").unwrap_or_else(|_| default_level.to_string());
+    let mut filter = tracing_subscriber::EnvFilter::try_new(&wanted)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    // The Raft library reports every election step at INFO; its warnings
+    // are what an operator needs unless RUNNEL_LOG asks for it by name.
+    if !wanted.contains("openraft") {
+        if let Ok(quiet) = "openraft=warn".parse() {
+            filter = filter.add_directive(quiet);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
