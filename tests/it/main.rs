@@ -4,6 +4,7 @@
 //!
 //! All tests are compiled into this one binary.
 
+mod fault_proxy;
 mod harness;
 
 mod admin_configs;

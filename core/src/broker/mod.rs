@@ -8,6 +8,7 @@
 
 pub mod cleaning;
 pub mod meta;
+mod partition;
 pub mod producer_ids;
 
 use std::collections::{BTreeMap, HashMap};
@@ -17,8 +18,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
@@ -29,9 +28,9 @@ use crate::config::{
 use crate::group::{GroupConfig, GroupCoordinator, OFFSETS_TOPIC};
 use crate::log_limit::LogLimit;
 use crate::storage::checkpoint::{self, Checkpoint};
-use crate::storage::validator;
-use crate::storage::{AppendError, AppendInfo, PartitionLog, ReadError, ReadSlice};
+use crate::storage::{AppendError, PartitionLog, ReadError};
 use meta::{DataDirLock, DynamicConfigs, TopicRecord};
+pub use partition::{Partition, PartitionOffsets};
 
 /// Longest topic name Kafka allows.
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
@@ -449,213 +448,6 @@ impl StorageHealth {
         if self.disk_full.load(Ordering::Relaxed) && self.disk_full.swap(false, Ordering::Relaxed) {
             info!("a write to the log succeeded again after the disk was full");
         }
-    }
-}
-
-/// One partition: its log behind a mutex, and its high watermark: the one
-/// owner of that offset (the log keeps only its end), bounding every read
-/// and announced on a channel to waiting fetches.
-pub struct Partition {
-    pub topic: Arc<str>,
-    pub index: i32,
-    log: Mutex<PartitionLog>,
-    /// The high watermark. On a single node: the log end after each
-    /// append, once it is fsynced if the flush policy asks for that.
-    high_watermark: watch::Sender<i64>,
-    leader_epoch: i32,
-    deleted: AtomicBool,
-    /// Where failed writes are counted and logged (the broker's metrics).
-    storage: Arc<StorageHealth>,
-}
-
-/// Offsets of a partition at one instant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PartitionOffsets {
-    pub log_start: i64,
-    pub high_watermark: i64,
-    pub log_end: i64,
-}
-
-impl Partition {
-    fn new(
-        topic: Arc<str>,
-        index: i32,
-        log: PartitionLog,
-        storage: Arc<StorageHealth>,
-    ) -> Partition {
-        // Everything a restart recovered counts as committed.
-        let (high_watermark, _) = watch::channel(log.log_end_offset());
-        Partition {
-            topic,
-            index,
-            log: Mutex::new(log),
-            high_watermark,
-            leader_epoch: 0,
-            deleted: AtomicBool::new(false),
-            storage,
-        }
-    }
-
-    /// Counts and (rate-limited) logs a failed write of this partition.
-    fn write_failed(&self, error: &io::Error) {
-        let dir = lock(&self.log).dir().to_path_buf();
-        self.storage
-            .write_failed(&self.topic, self.index, &dir, error, Instant::now());
-    }
-
-    pub fn leader_epoch(&self) -> i32 {
-        self.leader_epoch
-    }
-
-    fn check_live(&self) -> Result<(), BrokerError> {
-        if self.deleted.load(Ordering::Acquire) {
-            return Err(BrokerError::UnknownPartition(
-                self.topic.to_string(),
-                self.index,
-            ));
-        }
-        Ok(())
-    }
-
-    /// Appends a producer's record set. Fsyncs before returning when the
-    /// topic's flush policy asks for it. A failed write (a full disk, an
-    /// I/O error) is counted and logged in the broker's storage health.
-    ///
-    /// The records are validated (and recompressed if the topic wants
-    /// another codec) before the log's lock is taken, so fetches and other
-    /// producers of the partition do not wait for that work.
-    pub async fn append(self: &Arc<Self>, records: &Bytes) -> Result<AppendInfo, BrokerError> {
-        let result = self.write(records).await;
-        match &result {
-            Ok(_) => self.storage.write_succeeded(),
-            Err(BrokerError::Io(e) | BrokerError::Append(AppendError::Io(e))) => {
-                self.write_failed(e)
-            }
-            Err(_) => {}
-        }
-        result
-    }
-
-    async fn write(self: &Arc<Self>, records: &Bytes) -> Result<AppendInfo, BrokerError> {
-        self.check_live()?;
-        let rules = lock(&self.log).config().append_rules();
-        let now = now_ms();
-        let name = PartitionName(&self.topic, self.index);
-        let batches = validator::validate(records, &rules, now, &name)?;
-        let (info, log_end, flush_wanted) = {
-            let mut log = lock(&self.log);
-            let info = log.append_validated(batches, self.leader_epoch, now)?;
-            (info, log.log_end_offset(), log.take_flush_wanted())
-        };
-        if flush_wanted {
-            // A segment was closed: make it durable in the background so the
-            // recovery point keeps up, without delaying this produce.
-            let partition = self.clone();
-            // A failure is counted and logged by `flush`.
-            tokio::task::spawn_blocking(move || partition.flush());
-        }
-        if let Some(file) = &info.sync_file {
-            let file = file.clone();
-            tokio::task::spawn_blocking(move || file.sync_data())
-                .await
-                .map_err(|e| io::Error::other(e.to_string()))??;
-        }
-        // Never backwards: a concurrent append may have published more.
-        self.high_watermark.send_if_modified(|hw| {
-            let moved = log_end > *hw;
-            if moved {
-                *hw = log_end;
-            }
-            moved
-        });
-        Ok(info)
-    }
-
-    /// Fsyncs everything appended so far and moves the recovery point. The
-    /// partition stays available for appends and reads during the fsync.
-    /// Blocking: call from a blocking thread.
-    pub fn flush(&self) -> io::Result<()> {
-        let result = self.sync_to_disk();
-        if let Err(e) = &result {
-            self.write_failed(e);
-        }
-        result
-    }
-
-    fn sync_to_disk(&self) -> io::Result<()> {
-        if self.deleted.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        let plan = {
-            let mut log = lock(&self.log);
-            if !log.needs_flush() {
-                return Ok(());
-            }
-            log.prepare_flush(now_ms())?
-        };
-        plan.sync()?;
-        lock(&self.log).complete_flush(&plan);
-        Ok(())
-    }
-
-    /// Plans a read of records below the high watermark; see
-    /// [`PartitionLog::read`].
-    pub fn read(
-        &self,
-        offset: i64,
-        max_bytes: usize,
-        min_one_batch: bool,
-    ) -> Result<Option<ReadSlice>, BrokerError> {
-        self.check_live()?;
-        let high_watermark = self.high_watermark();
-        Ok(lock(&self.log).read(offset, max_bytes, min_one_batch, high_watermark)?)
-    }
-
-    /// The first offset consumers may not read yet.
-    pub fn high_watermark(&self) -> i64 {
-        *self.high_watermark.borrow()
-    }
-
-    pub fn offsets(&self) -> PartitionOffsets {
-        let log = lock(&self.log);
-        PartitionOffsets {
-            log_start: log.log_start_offset(),
-            high_watermark: self.high_watermark(),
-            log_end: log.log_end_offset(),
-        }
-    }
-
-    /// A receiver that wakes when the high watermark moves.
-    pub fn subscribe(&self) -> watch::Receiver<i64> {
-        self.high_watermark.subscribe()
-    }
-
-    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, BrokerError> {
-        Ok(lock(&self.log).offset_for_timestamp(timestamp)?)
-    }
-
-    pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, BrokerError> {
-        Ok(lock(&self.log).max_timestamp_offset()?)
-    }
-
-    pub fn delete_records_before(&self, offset: i64) -> Result<i64, BrokerError> {
-        self.check_live()?;
-        let high_watermark = self.high_watermark();
-        let target = if offset == -1 { high_watermark } else { offset };
-        Ok(lock(&self.log).delete_records_before(target, high_watermark)?)
-    }
-
-    pub fn size_bytes(&self) -> u64 {
-        lock(&self.log).size_bytes()
-    }
-}
-
-/// `topic-index`, as Kafka names a partition in messages.
-struct PartitionName<'a>(&'a str, i32);
-
-impl std::fmt::Display for PartitionName<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}", self.0, self.1)
     }
 }
 
@@ -1693,43 +1485,7 @@ fn read_checkpoint(path: &Path) -> Checkpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::batch::tests::make_batch;
-    use crate::storage::LogConfig;
-    use kafka_protocol::records::Compression;
-
-    #[tokio::test]
-    async fn reads_and_offsets_stop_at_the_published_high_watermark() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = LogConfig {
-            flush_messages: 1,
-            ..Default::default()
-        };
-        let (log, _) = PartitionLog::open(dir.path(), config, 0, 0, 0).unwrap();
-        let partition = Arc::new(Partition::new(
-            "t".into(),
-            0,
-            log,
-            Arc::new(StorageHealth::default()),
-        ));
-        let batch = make_batch(3, 10, Compression::None);
-        let mut changes = partition.subscribe();
-        partition.append(&batch).await.unwrap();
-        assert_eq!(*changes.borrow_and_update(), 3);
-        // Records in the log but not yet acknowledged (between the write
-        // and its fsync) are not readable, and not the latest offset.
-        lock(&partition.log).append(&batch, 0, now_ms()).unwrap();
-        let offsets = partition.offsets();
-        assert_eq!((offsets.high_watermark, offsets.log_end), (3, 6));
-        assert!(partition.read(3, 1 << 20, true).unwrap().is_none());
-        let slice = partition.read(0, 1 << 20, true).unwrap().unwrap();
-        assert_eq!(slice.len, batch.len(), "only the acknowledged batch");
-        assert!(partition.delete_records_before(4).is_err());
-        // The next append publishes the log end, after its fsync.
-        partition.append(&batch).await.unwrap();
-        assert!(changes.has_changed().unwrap());
-        assert_eq!(partition.offsets().high_watermark, 9);
-        assert!(partition.read(3, 1 << 20, true).unwrap().is_some());
-    }
+    use bytes::Bytes;
 
     #[test]
     fn topic_names_follow_kafka_rules() {
