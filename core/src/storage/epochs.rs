@@ -26,11 +26,15 @@
 //! The cache itself does no I/O; [`write_checkpoint`] and
 //! [`read_checkpoint`] move it to and from disk (atomically: temporary
 //! file, fsync, rename, fsync of the directory). The partition log
-//! (`log.rs`) owns one: it assigns entries on every append, writes the
-//! checkpoint whenever an entry is added or the end is cut, and on open
-//! trusts a checkpoint only after cutting it to the log's bounds and
-//! checking it against the log's first and last batches (otherwise it is
-//! rebuilt from the batches).
+//! (`log.rs`) owns one: it assigns entries on every append and rewrites the
+//! checkpoint whenever an entry is added (by a rename without fsync,
+//! [`write_checkpoint_unsynced`], so an append never waits for the disk)
+//! or the end is cut (durably). On open it trusts a checkpoint only after
+//! cutting it to the log's bounds and checking it against the log's first
+//! and last batches; otherwise (missing, damaged, or older than the
+//! batches a crash kept) it is rebuilt from the batches. Entries are only
+//! ever added at the end, so a checkpoint older than the log shows at its
+//! last batch.
 
 use std::fs;
 use std::io;
@@ -265,6 +269,14 @@ impl LeaderEpochCache {
 /// Replaces the checkpoint in `dir` with `cache`, atomically and durably.
 pub fn write_checkpoint(dir: &Path, cache: &LeaderEpochCache) -> io::Result<()> {
     write_atomically(&dir.join(CHECKPOINT_FILE), cache.encode().as_bytes())
+}
+
+/// Replaces the checkpoint in `dir` with `cache` without an fsync (see
+/// `checkpoint::replace_unsynced`): for entries added on the append path,
+/// which a crash can only leave missing at the end, where opening the log
+/// notices it.
+pub fn write_checkpoint_unsynced(dir: &Path, cache: &LeaderEpochCache) -> io::Result<()> {
+    super::checkpoint::replace_unsynced(&dir.join(CHECKPOINT_FILE), cache.encode().as_bytes())
 }
 
 /// Reads the checkpoint in `dir`: `Ok(None)` when there is none,

@@ -697,16 +697,17 @@ impl PartitionLog {
             .end_offset_for(requested_epoch, self.log_end_offset())
     }
 
-    /// Records that `epoch` writes from `start_offset` on, writing the
-    /// checkpoint when that is new. On a failed write the cache is left as
-    /// it was.
+    /// Records that `epoch` writes from `start_offset` on, rewriting the
+    /// checkpoint when that is new (without an fsync: an append never
+    /// waits for it, and opening the log checks the checkpoint against the
+    /// batches). On a failed write the cache is left as it was.
     fn assign_epoch(&mut self, epoch: i32, start_offset: i64) -> io::Result<()> {
         if !self.epochs.needs_assign(epoch, start_offset) {
             return Ok(());
         }
         let before = self.epochs.clone();
         self.epochs.assign(epoch, start_offset);
-        if let Err(e) = epochs::write_checkpoint(&self.dir, &self.epochs) {
+        if let Err(e) = epochs::write_checkpoint_unsynced(&self.dir, &self.epochs) {
             self.epochs = before;
             return Err(e);
         }
@@ -821,8 +822,9 @@ impl PartitionLog {
         }
         let last_offset = next - 1;
 
-        // Before the data: a batch of a new epoch is never on disk without
-        // its epoch in the checkpoint.
+        // Before the data, so a process crash never leaves a batch of a new
+        // epoch without its entry (after a power loss, opening the log
+        // notices a checkpoint older than the batches and rebuilds it).
         self.assign_epoch(leader_epoch, base_offset)?;
         if self.should_roll(total_bytes as u64, last_offset, max_timestamp, now_ms) {
             self.roll()?;
