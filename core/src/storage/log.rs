@@ -2768,6 +2768,45 @@ mod tests {
     }
 
     #[test]
+    fn a_crash_while_a_log_is_emptied_to_start_again_leaves_a_log_that_reopens_consistently() {
+        for step in 1..=4 {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut log, batches) = truncation_fixture(dir.path());
+            let rp_before = log.recovery_point();
+            // The leader's log starts above everything this one holds.
+            log.crash_after_step = Some(step);
+            let err = log.truncate_fully_and_start_at(200).unwrap_err();
+            assert!(err.to_string().contains("simulated crash"), "{err}");
+            drop(log);
+
+            let (mut log, report) =
+                PartitionLog::open(dir.path(), small_segments(), rp_before, 0, 0).unwrap();
+            // What is left is the old log without some of its oldest
+            // segments (as retention would leave it), or the new empty log.
+            let got = read_all(&log);
+            let suffix = &batches[batches.len() - got.len()..];
+            if got.is_empty() {
+                assert_eq!(log.log_end_offset(), 200, "step {step}");
+            } else {
+                assert_same_log(&log, suffix);
+            }
+            assert_eq!(report.truncated_bytes, 0);
+
+            log.truncate_fully_and_start_at(200).unwrap();
+            assert_eq!((log.log_start_offset(), log.log_end_offset()), (200, 200));
+            assert_eq!(log.segment_count(), 1);
+            append_in_epoch(&mut log, 4, 5);
+            let expected = read_all(&log);
+            assert_eq!(expected[0].0.base_offset, 200);
+            let rp = log.recovery_point();
+            drop(log);
+            let (log, _) = PartitionLog::open(dir.path(), small_segments(), rp, 0, 0).unwrap();
+            assert_eq!(log.log_start_offset(), 200);
+            assert_same_log(&log, &expected);
+        }
+    }
+
+    #[test]
     fn a_flush_planned_before_a_truncation_moves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = truncation_fixture(dir.path());
