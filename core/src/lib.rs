@@ -5,15 +5,20 @@
 //! `runnel` binary wires it to configuration, signals and the command line.
 //!
 //! Modules, bottom up: [`storage`] (segmented logs, no networking),
-//! [`broker`] (topics, partitions, background maintenance), [`server`] (the
-//! Kafka protocol listener) and [`client`] (a minimal protocol client for
-//! admin tools and tests). [`alloc`] guards the process against huge
+//! [`error`] and [`util`] (shared by everything above storage),
+//! [`internal_topic`] (what coordinators need of an internal topic's
+//! partitions), the coordinators [`group`] and [`schemas`] (built only on
+//! that interface), [`broker`] (metadata, partitions, log management,
+//! background maintenance; it owns and wires the coordinators), [`server`]
+//! (the Kafka protocol listener) and [`client`] (a minimal protocol client
+//! for admin tools and tests). [`alloc`] guards the process against huge
 //! allocations declared by malformed requests.
 //!
 //! [`schemas`] validates produced payloads against the schema registry's
-//! `_schemas` topic, read in process. [`log_limit`] keeps events a peer can
-//! repeat at will (bad frames, cut connections, a full disk) from flooding
-//! the log.
+//! `_schemas` topic, read in process. [`transforms`] runs broker-side
+//! topic transforms on top of the broker. [`log_limit`] keeps events a
+//! peer can repeat at will (bad frames, cut connections, a full disk)
+//! from flooding the log.
 //!
 //! What it is not: a Kafka client library for applications (connectors and
 //! stream processors use `rdkafka`), nor a schema registry (it only reads
@@ -23,12 +28,15 @@ pub mod alloc;
 pub mod broker;
 pub mod client;
 pub mod config;
+pub mod error;
 pub mod group;
+pub mod internal_topic;
 pub use runnel_log_limit as log_limit;
 pub mod schemas;
 pub mod server;
 pub mod storage;
 pub mod transforms;
+pub mod util;
 
 // Unit tests decode hostile frames too; they need the same protection.
 #[cfg(test)]

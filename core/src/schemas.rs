@@ -5,7 +5,8 @@
 //! datum of that schema.
 //!
 //! The broker reads the registry's state from its own `_schemas`
-//! partition, in process: [`SchemaCatalog`] applies the records it has not
+//! partition, in process, through [`InternalTopics`] (it never sees the
+//! broker): [`SchemaCatalog`] applies the records it has not
 //! seen yet with the registry's [`Store`] rules, so it agrees with every
 //! registry that reads the same topic. It catches up whenever the topic
 //! has grown, before validating, so a schema registered a moment ago (the
@@ -24,28 +25,19 @@ use runnel_schema_registry::Store;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
-use crate::broker::{lock, Broker, BrokerError};
 use crate::config::{SchemaValidation, SubjectNameStrategy};
+use crate::error::{BrokerError, InvalidRecord};
+use crate::internal_topic::InternalTopics;
 use crate::log_limit::{LogLimit, DEFAULT_INTERVAL};
 use crate::storage::batch::BatchIter;
 use crate::storage::records::{records_section, RawRecords, MAX_DECOMPRESSED_BYTES};
 use crate::storage::ReadError;
+use crate::util::lock;
 
 /// Bytes of `_schemas` read per step while catching up.
 const CATCH_UP_READ_BYTES: usize = 4 << 20;
 /// Any client can produce garbage to `_schemas`: one line per interval.
 static UNREADABLE_LOG: LogLimit = LogLimit::new(DEFAULT_INTERVAL);
-
-/// A record set refused by validation.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("record {batch_index} of the batch: {field}: {reason}")]
-pub struct InvalidRecord {
-    /// Index of the record in its batch (Kafka's `batch_index`).
-    pub batch_index: i32,
-    /// `key` or `value`.
-    pub field: &'static str,
-    pub reason: String,
-}
 
 /// One compiled validator per schema id (or why the schema cannot be used).
 type Compiled = Arc<Result<AvroValidator, String>>;
@@ -61,14 +53,19 @@ struct State {
 
 /// The registry state as the broker sees it, for validation.
 pub struct SchemaCatalog {
+    /// Where `_schemas` is read from.
+    topics: Arc<dyn InternalTopics>,
     state: RwLock<State>,
     /// Serialises catching up.
     catching_up: Mutex<()>,
 }
 
-impl Default for SchemaCatalog {
-    fn default() -> Self {
+impl SchemaCatalog {
+    /// A catalog that reads `_schemas` from `topics` (nothing is read
+    /// until the first validation).
+    pub fn new(topics: Arc<dyn InternalTopics>) -> Self {
         SchemaCatalog {
+            topics,
             state: RwLock::new(State {
                 store: Store::new(),
                 position: 0,
@@ -78,47 +75,37 @@ impl Default for SchemaCatalog {
             catching_up: Mutex::new(()),
         }
     }
-}
 
-impl SchemaCatalog {
     fn read_state(&self) -> std::sync::RwLockReadGuard<'_, State> {
         self.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Applies the `_schemas` records appended since the last call.
-    pub fn catch_up(&self, broker: &Broker) {
-        let Some(topic) = broker.topic(SCHEMAS_TOPIC) else {
+    pub fn catch_up(&self) {
+        let Some((topic_id, partition)) = self.topics.partition(SCHEMAS_TOPIC, 0) else {
             return;
         };
-        let Some(partition) = topic.partition(0) else {
-            return;
-        };
-        let end = partition.offsets().high_watermark;
+        let (_, end) = partition.bounds();
         {
             let s = self.read_state();
-            if s.topic_id == Some(topic.id) && s.position >= end {
+            if s.topic_id == Some(topic_id) && s.position >= end {
                 return;
             }
         }
         let _one = lock(&self.catching_up);
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-        if state.topic_id != Some(topic.id) {
+        if state.topic_id != Some(topic_id) {
             if state.topic_id.is_some() {
                 info!("{SCHEMAS_TOPIC} was recreated; reading it from the start");
             }
             state.store = Store::new();
             state.validators.clear();
-            state.position = partition.offsets().log_start;
-            state.topic_id = Some(topic.id);
+            state.position = partition.bounds().0;
+            state.topic_id = Some(topic_id);
         }
         let mut applied = 0usize;
         while state.position < end {
-            let read = partition
-                .read(state.position, CATCH_UP_READ_BYTES, true)
-                .and_then(|slice| match slice {
-                    Some(slice) => Ok(Some(slice.read()?)),
-                    None => Ok(None),
-                });
+            let read = partition.read(state.position, CATCH_UP_READ_BYTES);
             let bytes = match read {
                 Ok(Some(bytes)) => bytes,
                 Ok(None) => break,
@@ -245,7 +232,6 @@ impl SchemaCatalog {
     /// Checks one key or value.
     fn check_payload(
         &self,
-        broker: &Broker,
         topic: &str,
         field: &'static str,
         strategy: SubjectNameStrategy,
@@ -258,13 +244,13 @@ impl SchemaCatalog {
                 Some(v) => v,
                 None => {
                     // Registered a moment ago? Read the newest records.
-                    self.catch_up(broker);
+                    self.catch_up();
                     self.compiled(id).ok_or(PayloadError::UnknownId(id))?
                 }
             };
             let subject = self.subject_for(strategy, topic, field, id)?;
             if !self.registered_under(id, &subject) {
-                self.catch_up(broker);
+                self.catch_up();
                 if !self.registered_under(id, &subject) {
                     return Err(PayloadError::WrongSubject { id, subject });
                 }
@@ -292,12 +278,11 @@ impl SchemaCatalog {
     /// which rejects them as corrupt.
     pub fn validate(
         &self,
-        broker: &Broker,
         topic: &str,
         policy: SchemaValidation,
         records: &Bytes,
     ) -> Result<(), InvalidRecord> {
-        self.catch_up(broker);
+        self.catch_up();
         let mut last_key = None;
         let mut last_value = None;
         for item in BatchIter::new(records, false) {
@@ -345,7 +330,7 @@ impl SchemaCatalog {
                     } else {
                         &mut last_value
                     };
-                    self.check_payload(broker, topic, field, strategy, payload, last)
+                    self.check_payload(topic, field, strategy, payload, last)
                         .map_err(|e| invalid(index, field, e.to_string()))?;
                 }
             }
@@ -353,5 +338,136 @@ impl SchemaCatalog {
                 .map_err(|e| invalid(count as i32, "batch", e.to_string()))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::internal_topic::testing::{LogPartition, LogTopics};
+    use crate::internal_topic::InternalPartition;
+    use kafka_protocol::records::{
+        Compression, Record as KafkaRecord, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    use runnel_schema_registry::records::SchemaValue;
+
+    type KeyValue = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+    /// One uncompressed batch of these keys and values.
+    fn batch(records: &[KeyValue]) -> Bytes {
+        let records: Vec<KafkaRecord> = records
+            .iter()
+            .enumerate()
+            .map(|(i, (key, value))| KafkaRecord {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: i as i32 - 1,
+                timestamp: 1000,
+                key: key.clone().map(Bytes::from),
+                value: value.clone().map(Bytes::from),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = bytes::BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        buf.freeze()
+    }
+
+    /// The `_schemas` record of a registration.
+    fn registered(subject: &str, id: i32, schema: &str) -> KeyValue {
+        let value = SchemaValue {
+            subject: subject.into(),
+            version: 1,
+            id,
+            schema_type: Default::default(),
+            references: Vec::new(),
+            schema: schema.into(),
+            deleted: false,
+        };
+        let (key, value) = Record::Schema(subject.into(), 1, Some(value)).encode();
+        (Some(key), value)
+    }
+
+    /// A produced record set: one value in the Confluent framing.
+    fn produced(id: i32, avro: &[u8]) -> Bytes {
+        let mut value = vec![0];
+        value.extend_from_slice(&id.to_be_bytes());
+        value.extend_from_slice(avro);
+        batch(&[(None, Some(value))])
+    }
+
+    /// `_schemas` partition 0 in `dir`, as a topic with a new id.
+    async fn schemas_topic(topics: &LogTopics, dir: &std::path::Path, records: &[KeyValue]) {
+        let partition = LogPartition::open(dir, 0);
+        partition.clone().append(batch(records)).await.unwrap();
+        topics.create(SCHEMAS_TOPIC, vec![partition]);
+    }
+
+    #[tokio::test]
+    async fn the_catalog_follows_schemas_through_internal_topics_without_a_broker() {
+        let dir = tempfile::tempdir().unwrap();
+        let topics = Arc::new(LogTopics::default());
+        let catalog = SchemaCatalog::new(topics.clone());
+        let policy = SchemaValidation {
+            key: None,
+            value: Some(SubjectNameStrategy::Topic),
+        };
+        // The Avro string "hi": its length (2, zigzag: 4), then the bytes.
+        let hi = b"\x04hi";
+        assert!(
+            catalog
+                .validate("orders", policy, &produced(1, hi))
+                .is_err(),
+            "no {SCHEMAS_TOPIC} yet: no schema is known"
+        );
+
+        let first = dir.path().join("first");
+        schemas_topic(
+            &topics,
+            &first,
+            &[registered("orders-value", 1, "\"string\"")],
+        )
+        .await;
+        catalog
+            .validate("orders", policy, &produced(1, hi))
+            .unwrap();
+        let unknown = catalog
+            .validate("orders", policy, &produced(2, hi))
+            .unwrap_err();
+        assert!(unknown.reason.contains('2'), "{unknown}");
+        assert!(catalog
+            .validate("orders", policy, &produced(1, b"\x05"))
+            .is_err());
+
+        // The topic deleted and created again: read from its start, so
+        // id 1 now belongs to another subject only.
+        let second = dir.path().join("second");
+        schemas_topic(
+            &topics,
+            &second,
+            &[registered("payments-value", 1, "\"string\"")],
+        )
+        .await;
+        let moved = catalog
+            .validate("orders", policy, &produced(1, hi))
+            .unwrap_err();
+        assert!(moved.reason.contains("orders-value"), "{moved}");
+        catalog
+            .validate("payments", policy, &produced(1, hi))
+            .unwrap();
     }
 }

@@ -40,10 +40,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::broker::{lock, now_ms, Broker, BrokerError, Partition};
+use crate::broker::{Broker, BrokerError, Partition};
 use crate::group::records::OffsetValue;
 use crate::storage::batch::BatchIter;
 use crate::storage::records::{decode_batch, MAX_DECOMPRESSED_BYTES};
+use crate::util::{lock, now_ms};
 
 /// The compacted topic holding deployments.
 pub const DEPLOYMENTS_TOPIC: &str = "_runnel_transforms";
@@ -313,7 +314,11 @@ impl TransformManager {
                     "max.message.bytes".to_string(),
                     MAX_DEPLOYMENT_BYTES.to_string(),
                 );
-                match broker.create_topic(topic, 1, 1, configs, false).await {
+                match broker
+                    .metadata()
+                    .create_topic(topic, 1, 1, configs, false)
+                    .await
+                {
                     Ok(_) | Err(BrokerError::TopicExists(_)) => {}
                     Err(e) => return Err(e),
                 }
@@ -529,6 +534,7 @@ impl TransformManager {
             let input = self.broker.topic(&header.input_topic);
             let output = self
                 .broker
+                .metadata()
                 .topic_or_auto_create(&header.output_topic, true)
                 .await
                 .ok();
@@ -690,6 +696,7 @@ impl TransformManager {
                 OnError::DeadLetter(topic) => {
                     let dlq = self
                         .broker
+                        .metadata()
                         .topic_or_auto_create(topic, true)
                         .await
                         .map_err(|e| {

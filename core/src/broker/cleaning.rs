@@ -15,14 +15,16 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
-use super::{lock, now_ms, Broker};
+use super::log_manager::LogManager;
+use super::topic::Topic;
 use crate::storage::checkpoint::{self, Checkpoint};
 use crate::storage::cleaner::{self, CleanerLimits, SkipReason};
+use crate::util::{lock, now_ms};
 
 /// File name of the clean points in the data directory.
 pub const CLEANER_CHECKPOINT: &str = "cleaner-offset-checkpoint";
@@ -101,21 +103,27 @@ pub struct CleanerPassSummary {
     pub partitions_cleaned: usize,
     pub partitions_failed: usize,
     pub bytes_freed: u64,
+    /// Whether a partition's log start moved (its first segment emptied):
+    /// the caller records the log starts.
+    pub log_start_moved: bool,
 }
 
-impl Broker {
-    /// One pass of the log cleaner over every compacted partition.
-    /// Blocking: call from a blocking thread.
-    pub fn run_log_cleaner(&self, state: &mut LogCleanerState) -> CleanerPassSummary {
+impl LogManager {
+    /// One pass of the log cleaner over every compacted partition of
+    /// `topics`. Blocking: call from a blocking thread.
+    pub fn run_log_cleaner(
+        &self,
+        topics: &[Arc<Topic>],
+        state: &mut LogCleanerState,
+    ) -> CleanerPassSummary {
         let limits = CleanerLimits {
-            dedupe_buffer_bytes: self.config.log_cleaner_dedupe_buffer_bytes,
+            dedupe_buffer_bytes: self.cleaner_dedupe_buffer_bytes,
             ..Default::default()
         };
         let mut summary = CleanerPassSummary::default();
         let mut live = HashSet::new();
         let mut points_moved = false;
-        let mut start_moved = false;
-        for topic in self.topics() {
+        for topic in topics {
             for partition in topic.partitions() {
                 if partition.deleted.load(Ordering::Acquire) {
                     continue;
@@ -157,7 +165,7 @@ impl Broker {
                             }
                             None => entry.tombstone_deadline_ms = report.tombstone_deadline_ms,
                         }
-                        start_moved |= report.log_start_offset != log_start_before;
+                        summary.log_start_moved |= report.log_start_offset != log_start_before;
                         let swapped = report.segments_rewritten + report.segments_removed;
                         if swapped > 0 {
                             summary.partitions_cleaned += 1;
@@ -213,48 +221,14 @@ impl Broker {
                 error!(error = %e, "writing cleaner checkpoint failed");
             }
         }
-        if start_moved {
-            if let Err(e) = self.write_log_start_checkpoint() {
-                error!(error = %e, "writing log start checkpoint failed");
-            }
-        }
         summary
     }
-}
-
-/// Starts the cleaner task; it stops when the broker is dropped.
-pub(super) fn spawn_log_cleaner(broker: &Arc<Broker>) {
-    let weak = Arc::downgrade(broker);
-    let every = Duration::from_millis(broker.config.log_cleaner_interval_ms.max(10));
-    let data_dir = broker.config.data_dir.clone();
-    tokio::spawn(async move {
-        let mut state: Option<LogCleanerState> = None;
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            let Some(broker) = weak.upgrade() else { break };
-            let taken = state.take();
-            let data_dir = data_dir.clone();
-            let result = tokio::task::spawn_blocking(move || {
-                let mut state = taken.unwrap_or_else(|| LogCleanerState::load(&data_dir));
-                broker.run_log_cleaner(&mut state);
-                state
-            })
-            .await;
-            match result {
-                Ok(s) => state = Some(s),
-                // The state is read again from the checkpoint next time.
-                Err(e) => error!(error = %e, "log cleaner pass panicked"),
-            }
-        }
-    });
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::Broker;
     use crate::config::BrokerConfig;
     use crate::storage::batch::tests::make_batch;
     use crate::storage::records::{decode_batch, MAX_DECOMPRESSED_BYTES};
@@ -316,10 +290,12 @@ mod tests {
         })
         .unwrap();
         broker
+            .metadata()
             .create_topic("t", 1, 1, compacted(), false)
             .await
             .unwrap();
         broker
+            .metadata()
             .create_topic("plain", 1, 1, BTreeMap::new(), false)
             .await
             .unwrap();
@@ -344,8 +320,9 @@ mod tests {
         // A new topic of the same name: keys 5-9 exist only in its first
         // 100 offsets, below the old clean point. Trusting that point would
         // leave their copies there.
-        broker.delete_topic("t").await.unwrap();
+        broker.metadata().delete_topic("t").await.unwrap();
         broker
+            .metadata()
             .create_topic("t", 1, 1, compacted(), false)
             .await
             .unwrap();

@@ -241,7 +241,7 @@ pub fn load_topics(dir: &Path) -> io::Result<Vec<TopicRecord>> {
         }
     };
     topics.retain(|t| {
-        let ok = super::validate_topic_name(&t.name).is_ok() && t.partitions > 0;
+        let ok = super::topic::validate_topic_name(&t.name).is_ok() && t.partitions > 0;
         if !ok {
             warn!(topic = %t.name, "ignoring invalid topic entry in topics.json");
         }
@@ -278,7 +278,7 @@ pub fn parse_partition_dir(name: &str) -> Option<(&str, i32)> {
         return None;
     }
     let partition: i32 = partition.parse().ok()?;
-    super::validate_topic_name(topic).ok()?;
+    super::topic::validate_topic_name(topic).ok()?;
     Some((topic, partition))
 }
 

@@ -17,9 +17,11 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use super::{lock, now_ms, BrokerError, StorageHealth};
+use super::metrics::StorageHealth;
+use crate::error::BrokerError;
 use crate::storage::validator;
 use crate::storage::{AppendError, AppendInfo, PartitionLog, ReadSlice};
+use crate::util::{lock, now_ms};
 
 /// One partition: its log behind a mutex, and its high watermark,
 /// announced on a channel to waiting fetches.

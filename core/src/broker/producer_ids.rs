@@ -29,7 +29,7 @@ impl ProducerIdAllocator {
                     // Written atomically, so only outside damage gets here.
                     // Continue far beyond any id handed out so far: ids
                     // derived from the clock (ms x 1000) only grow.
-                    let fallback = crate::broker::now_ms().saturating_mul(1000);
+                    let fallback = crate::util::now_ms().saturating_mul(1000);
                     tracing::warn!(path = %path.display(), fallback, "producer id block file is damaged; continuing from a clock-derived id");
                     fallback
                 }

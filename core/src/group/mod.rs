@@ -9,6 +9,10 @@
 //! succeeded, so memory never runs ahead of the log. On start the topic
 //! is read from the beginning to rebuild offsets and groups.
 //!
+//! It never sees the broker: it is handed the partitions of
+//! `__consumer_offsets` as [`InternalPartition`]s (`crate::internal_topic`)
+//! and keeps each group in the one `records::partition_for` names.
+//!
 //! What it is not: the new consumer protocol (KIP-848) or transactional
 //! offset commits.
 
@@ -34,9 +38,11 @@ use kafka_protocol::ResponseError;
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
-use crate::broker::{lock, now_ms, BrokerError, Topic};
+use crate::error::BrokerError;
+use crate::internal_topic::InternalPartition;
 use crate::storage::batch::BatchIter;
 use crate::storage::records::{decode_batch, MAX_DECOMPRESSED_BYTES};
+use crate::util::{lock, now_ms};
 use records::{partition_for, GroupValue, OffsetValue, OffsetsKey};
 use state::{Group, GroupState, Member};
 
@@ -62,8 +68,16 @@ pub struct GroupCoordinator {
     config: GroupConfig,
     groups: Mutex<HashMap<String, Arc<Mutex<Group>>>>,
     offsets: Mutex<HashMap<String, GroupOffsets>>,
-    topic: Arc<Topic>,
-    write_locks: Vec<tokio::sync::Mutex<()>>,
+    /// The `__consumer_offsets` partitions this coordinator keeps its
+    /// groups in, by index.
+    partitions: HashMap<i32, OffsetsPartition>,
+}
+
+/// One `__consumer_offsets` partition and the lock that serialises its
+/// writes.
+struct OffsetsPartition {
+    log: Arc<dyn InternalPartition>,
+    write_lock: tokio::sync::Mutex<()>,
 }
 
 fn str_bytes(s: &str) -> StrBytes {
@@ -122,20 +136,24 @@ fn join_error(error: ResponseError, member_id: &str) -> JoinGroupResponse {
 }
 
 impl GroupCoordinator {
-    /// Rebuilds offsets and groups from the `__consumer_offsets` topic.
-    pub fn load(topic: Arc<Topic>, config: GroupConfig) -> Result<GroupCoordinator, BrokerError> {
+    /// Rebuilds offsets and groups from the partitions of
+    /// `__consumer_offsets` (`config.offsets_topic_partitions` of them)
+    /// and keeps their state there from now on.
+    pub fn load(
+        partitions: Vec<Arc<dyn InternalPartition>>,
+        config: GroupConfig,
+    ) -> Result<GroupCoordinator, BrokerError> {
         let started = Instant::now();
         let mut offsets: HashMap<String, GroupOffsets> = HashMap::new();
         let mut group_records: HashMap<String, GroupValue> = HashMap::new();
         let mut records_read = 0u64;
-        for partition in topic.partitions() {
-            let bounds = partition.offsets();
-            let mut position = bounds.log_start;
-            while position < bounds.high_watermark {
-                let Some(slice) = partition.read(position, 4 << 20, true)? else {
+        for partition in &partitions {
+            let (log_start, high_watermark) = partition.bounds();
+            let mut position = log_start;
+            while position < high_watermark {
+                let Some(bytes) = partition.read(position, 4 << 20)? else {
                     break;
                 };
-                let bytes = slice.read()?;
                 let mut advanced = false;
                 for item in BatchIter::new(&bytes, false) {
                     let Ok((at, header)) = item else { break };
@@ -145,7 +163,7 @@ impl GroupCoordinator {
                     let set = match decode_batch(&raw, MAX_DECOMPRESSED_BYTES) {
                         Ok(set) => set,
                         Err(e) => {
-                            warn!(partition = partition.index, offset = header.base_offset, error = %e, "skipping undecodable batch in __consumer_offsets");
+                            warn!(partition = partition.index(), offset = header.base_offset, error = %e, "skipping undecodable batch in __consumer_offsets");
                             continue;
                         }
                     };
@@ -213,15 +231,21 @@ impl GroupCoordinator {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "group coordinator loaded"
         );
-        let write_locks = (0..topic.partition_count().max(1))
-            .map(|_| tokio::sync::Mutex::new(()))
+        let partitions = partitions
+            .into_iter()
+            .map(|log| {
+                let partition = OffsetsPartition {
+                    log,
+                    write_lock: tokio::sync::Mutex::new(()),
+                };
+                (partition.log.index(), partition)
+            })
             .collect();
         Ok(GroupCoordinator {
             config,
             groups: Mutex::new(groups),
             offsets: Mutex::new(offsets),
-            topic,
-            write_locks,
+            partitions,
         })
     }
 
@@ -249,16 +273,14 @@ impl GroupCoordinator {
         entries: Vec<(Bytes, Option<Bytes>)>,
         apply: impl FnOnce() -> R,
     ) -> Result<R, BrokerError> {
-        let index = partition_for(group, self.topic.partition_count());
+        let index = partition_for(group, self.config.offsets_topic_partitions);
         let partition = self
-            .topic
-            .partition(index)
+            .partitions
+            .get(&index)
             .ok_or_else(|| BrokerError::UnknownPartition(OFFSETS_TOPIC.into(), index))?;
-        let _serial = self.write_locks[index as usize % self.write_locks.len()]
-            .lock()
-            .await;
+        let _serial = partition.write_lock.lock().await;
         let batch = encode_records(&entries, now_ms())?;
-        partition.append(&batch).await?;
+        partition.log.clone().append(batch).await?;
         Ok(apply())
     }
 
@@ -1125,4 +1147,112 @@ fn finalize_join(mut r: JoinGroupResponse, version: i16) -> JoinGroupResponse {
         }
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::internal_topic::testing::LogPartition;
+
+    fn open_partitions(dir: &std::path::Path, count: i32) -> Vec<Arc<LogPartition>> {
+        (0..count)
+            .map(|index| LogPartition::open(&dir.join(format!("{OFFSETS_TOPIC}-{index}")), index))
+            .collect()
+    }
+
+    fn config(partitions: i32) -> GroupConfig {
+        GroupConfig {
+            offsets_topic_partitions: partitions,
+            offsets_retention_ms: 7 * 24 * 3_600_000,
+            initial_rebalance_delay_ms: 0,
+            min_session_timeout_ms: 6_000,
+            max_session_timeout_ms: 1_800_000,
+            max_group_size: 100,
+            offset_metadata_max_bytes: 4096,
+        }
+    }
+
+    fn load(partitions: &[Arc<LogPartition>], count: i32) -> GroupCoordinator {
+        let handles = partitions
+            .iter()
+            .map(|p| p.clone() as Arc<dyn InternalPartition>)
+            .collect();
+        GroupCoordinator::load(handles, config(count)).unwrap()
+    }
+
+    fn committed(offset: i64) -> OffsetValue {
+        OffsetValue {
+            offset,
+            leader_epoch: -1,
+            metadata: "m".into(),
+            commit_timestamp_ms: now_ms(),
+        }
+    }
+
+    #[tokio::test]
+    async fn offsets_committed_through_internal_partitions_are_loaded_again_without_a_broker() {
+        let dir = tempfile::tempdir().unwrap();
+        let partitions = open_partitions(dir.path(), 3);
+        let first = load(&partitions, 3);
+        first
+            .commit_offsets("orders-app", vec![(("orders".into(), 0), committed(42))])
+            .await
+            .unwrap();
+        first
+            .commit_offsets("audit-app", vec![(("orders".into(), 1), committed(7))])
+            .await
+            .unwrap();
+        first
+            .delete_offsets("audit-app", vec![("orders".into(), 1)])
+            .await
+            .unwrap();
+
+        let home = partition_for("orders-app", 3) as usize;
+        assert!(
+            partitions[home].bounds().1 > 0,
+            "the commit went to the group's own partition"
+        );
+
+        let second = load(&partitions, 3);
+        let offsets = second.fetch_offsets("orders-app");
+        assert_eq!(
+            offsets.get(&("orders".into(), 0)).map(|v| v.offset),
+            Some(42)
+        );
+        assert_eq!(
+            offsets.get(&("orders".into(), 0)).map(|v| &*v.metadata),
+            Some("m")
+        );
+        assert!(
+            second.fetch_offsets("audit-app").is_empty(),
+            "the delete was loaded too"
+        );
+        assert!(!second.group_exists("audit-app"));
+    }
+
+    #[tokio::test]
+    async fn a_group_whose_partition_the_coordinator_was_not_given_cannot_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let partitions = open_partitions(dir.path(), 3);
+        let home = partition_for("orders-app", 3);
+        let others: Vec<_> = partitions
+            .iter()
+            .filter(|p| p.index() != home)
+            .cloned()
+            .collect();
+        let coordinator = load(&others, 3);
+        let err = coordinator
+            .commit_offsets("orders-app", vec![(("orders".into(), 0), committed(1))])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, BrokerError::UnknownPartition(ref t, p) if t == OFFSETS_TOPIC && p == home),
+            "{err:?}"
+        );
+        assert!(coordinator.fetch_offsets("orders-app").is_empty());
+        assert!(
+            partitions.iter().all(|p| p.bounds().1 == 0),
+            "nothing written"
+        );
+    }
 }

@@ -145,8 +145,8 @@ fn effective_topic_configs(
     broker: &Broker,
     topic_configs: &BTreeMap<String, String>,
 ) -> Vec<Effective> {
-    let defaults = broker.log_defaults();
-    let dynamic = broker.dynamic_configs();
+    let defaults = broker.metadata().log_defaults();
+    let dynamic = broker.metadata().dynamic_configs();
     TOPIC_CONFIGS
         .iter()
         .map(|def| {
@@ -243,12 +243,12 @@ pub async fn create_topics(
             }
             if request.validate_only {
                 let count = broker
-                    .validate_new_topic(&name, partitions, replication, &configs)
+                    .metadata().validate_new_topic(&name, partitions, replication, &configs)
                     .map_err(|e| error_parts(&e))?;
                 return Ok((uuid::Uuid::nil(), count, configs));
             }
             let topic = broker
-                .create_topic(&name, partitions, replication, configs, false)
+                .metadata().create_topic(&name, partitions, replication, configs, false)
                 .await
                 .map_err(|e| error_parts(&e))?;
             Ok((topic.id, topic.partition_count(), topic.configs()))
@@ -330,7 +330,7 @@ pub async fn delete_topics(
         let outcome = match resolved_name {
             Ok(n) => {
                 result.name = Some(TopicName(str_bytes(n.clone())));
-                broker.delete_topic(&n).await
+                broker.metadata().delete_topic(&n).await
             }
             Err(e) => Err(e),
         };
@@ -372,6 +372,7 @@ pub async fn create_partitions(
             )))
         } else {
             broker
+                .metadata()
                 .create_partitions(&topic.name.0, topic.count, request.validate_only)
                 .await
         };
@@ -464,8 +465,8 @@ fn describe_broker(
     version: i16,
     wanted: &dyn Fn(&str) -> bool,
 ) -> Result<Vec<DescribeConfigsResourceResult>, ErrorParts> {
-    let dynamic = broker.dynamic_configs();
-    let defaults = broker.log_defaults();
+    let dynamic = broker.metadata().dynamic_configs();
+    let defaults = broker.metadata().log_defaults();
     let mut out = Vec::new();
     if name.is_empty() {
         // The cluster default: only what is set there (as Kafka).
@@ -577,7 +578,7 @@ fn describe_group(
             Some(str_bytes("Group name must not be empty")),
         ));
     }
-    let set = broker.group_configs(name);
+    let set = broker.metadata().group_configs(name);
     Ok(GROUP_CONFIGS
         .iter()
         .filter(|def| wanted(def.name))
@@ -757,6 +758,7 @@ async fn alter_resource(
                 )
             })?;
             broker
+                .metadata()
                 .alter_topic_configs(name, &changes, replace_all, validate_only)
                 .await
                 .map_err(|e| error_parts(&e))
@@ -788,6 +790,7 @@ async fn alter_resource(
                 ));
             }
             broker
+                .metadata()
                 .alter_broker_configs(scope, &changes, replace_all, validate_only)
                 .await
                 .map_err(|e| error_parts(&e))
@@ -800,6 +803,7 @@ async fn alter_resource(
                 ));
             }
             broker
+                .metadata()
                 .alter_group_configs(name, &changes, replace_all, validate_only)
                 .await
                 .map_err(|e| error_parts(&e))

@@ -410,6 +410,7 @@ fn fixture() -> Fixture {
     let broker = Broker::open(config).unwrap();
     let topic_id = runtime.block_on(async {
         broker
+            .metadata()
             .create_topic("fuzz", 2, 1, Default::default(), false)
             .await
             .unwrap()

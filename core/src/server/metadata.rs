@@ -94,6 +94,7 @@ pub async fn handle(
     for requested in request.topics.unwrap_or_default() {
         let entry = match requested.name {
             Some(name) => match broker
+                .metadata()
                 .topic_or_auto_create(&name.0, allow_auto_create)
                 .await
             {

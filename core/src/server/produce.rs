@@ -75,10 +75,7 @@ async fn produce_partition(
     };
     let policy = topic.schema_validation();
     if policy.is_on() {
-        if let Err(invalid) = broker
-            .schemas()
-            .validate(broker, &topic.name, policy, records)
-        {
+        if let Err(invalid) = broker.schemas().validate(&topic.name, policy, records) {
             debug!(topic = %topic.name, partition = partition.index, error = %invalid, "produce rejected by schema validation");
             metrics
                 .records_rejected_by_schema
@@ -135,7 +132,7 @@ pub async fn handle(
         topic_response.topic_id = topic_data.topic_id;
         let topic = match &request_error {
             Some((code, message)) => Err((*code, Some(message.clone()), Vec::new())),
-            None => match broker.topic_or_auto_create(&name, true).await {
+            None => match broker.metadata().topic_or_auto_create(&name, true).await {
                 Ok(t) if t.is_internal() => Err(refusal(&BrokerError::InternalTopic(
                     name.clone(),
                     "clients cannot produce to it",

@@ -46,7 +46,8 @@
 //! the batches, and the caller (replication) cuts again from what it finds.
 //! The truncation checkpoint stays until the broker has written recovery
 //! points and log starts taken after the cut
-//! ([`PartitionLog::checkpoints_written`]). A flush planned before a cut
+//! ([`PartitionLog::recovery_point_checkpointed`],
+//! [`PartitionLog::log_start_checkpointed`]). A flush planned before a cut
 //! neither moves the recovery point nor leaves its producer snapshot.
 //!
 //! A log does no locking and no async I/O; the broker wraps each one in a
@@ -310,6 +311,9 @@ pub struct PartitionLog {
     /// The bounds of the last truncation until the broker's checkpoints
     /// reflect it (the `truncation-checkpoint` file).
     truncation_floor: Option<TruncationFloor>,
+    /// Which of the broker's checkpoints (recovery point, log start) were
+    /// written since the last truncation with values that reflect it.
+    floor_reflected: (bool, bool),
     /// Tests stop a truncation after this step, as a crash would.
     #[cfg(test)]
     crash_after_step: Option<u32>,
@@ -497,6 +501,7 @@ impl PartitionLog {
             epochs: LeaderEpochCache::new(),
             truncations: 0,
             truncation_floor,
+            floor_reflected: (false, false),
             #[cfg(test)]
             crash_after_step: None,
         };
@@ -1653,18 +1658,32 @@ impl PartitionLog {
         };
         floor.write(&self.dir)?;
         self.truncation_floor = Some(floor);
+        self.floor_reflected = (false, false);
         Ok(())
     }
 
-    /// The broker wrote its recovery-point and log-start checkpoints with
-    /// these values for this log. Once they are no higher than what the
-    /// log holds now, they reflect every truncation and the truncation
-    /// checkpoint goes.
-    pub fn checkpoints_written(&mut self, recovery_point: i64, log_start: i64) {
-        if self.truncation_floor.is_none()
-            || recovery_point > self.recovery_point
-            || log_start > self.log_start_offset
-        {
+    /// The broker wrote its recovery-point checkpoint with this value for
+    /// this log. Once it and the log-start checkpoint were written with
+    /// values no higher than what the log holds (so taken after the last
+    /// truncation, or harmless), the truncation checkpoint goes.
+    pub fn recovery_point_checkpointed(&mut self, recovery_point: i64) {
+        if self.truncation_floor.is_some() && recovery_point <= self.recovery_point {
+            self.floor_reflected.0 = true;
+            self.drop_reflected_floor();
+        }
+    }
+
+    /// The broker wrote its log-start checkpoint with this value for this
+    /// log; see [`Self::recovery_point_checkpointed`].
+    pub fn log_start_checkpointed(&mut self, log_start: i64) {
+        if self.truncation_floor.is_some() && log_start <= self.log_start_offset {
+            self.floor_reflected.1 = true;
+            self.drop_reflected_floor();
+        }
+    }
+
+    fn drop_reflected_floor(&mut self) {
+        if self.floor_reflected != (true, true) {
             return;
         }
         match std::fs::remove_file(self.dir.join(TRUNCATION_CHECKPOINT)) {
@@ -1677,7 +1696,8 @@ impl PartitionLog {
     }
 
     /// Whether a truncation is not yet reflected in the broker's
-    /// checkpoints (see [`Self::checkpoints_written`]).
+    /// checkpoints (see [`Self::recovery_point_checkpointed`]); a crash
+    /// now opens the log with its own floor.
     pub fn has_truncation_checkpoint(&self) -> bool {
         self.truncation_floor.is_some()
     }
@@ -2860,10 +2880,16 @@ mod tests {
 
         // Checkpoints taken before the reopen do not clear the floor; ones
         // that reflect the cut do.
-        log.checkpoints_written(rp_before, start_before);
+        log.recovery_point_checkpointed(rp_before);
+        log.log_start_checkpointed(start_before);
         assert!(log.has_truncation_checkpoint());
         log.flush(0).unwrap();
-        log.checkpoints_written(log.recovery_point(), log.log_start_offset());
+        log.recovery_point_checkpointed(log.recovery_point());
+        assert!(
+            log.has_truncation_checkpoint(),
+            "the log start is not written yet"
+        );
+        log.log_start_checkpointed(log.log_start_offset());
         assert!(!log.has_truncation_checkpoint());
         let (rp, start) = (log.recovery_point(), log.log_start_offset());
         drop(log);

@@ -1,0 +1,61 @@
+//! The errors of the broker's operations, in domain terms: the broker,
+//! the coordinators that keep their state in internal topics and the
+//! protocol handlers all speak them.
+//!
+//! What it is not: Kafka error codes. `server/errors.rs` alone maps these
+//! errors to codes.
+
+use std::io;
+
+use uuid::Uuid;
+
+use crate::config::ConfigError;
+use crate::storage::{AppendError, ReadError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("topic '{0}' does not exist")]
+    UnknownTopic(String),
+    #[error("topic id {0} does not exist")]
+    UnknownTopicId(Uuid),
+    #[error("partition {1} of topic '{0}' does not exist")]
+    UnknownPartition(String, i32),
+    #[error("invalid topic name: {0}")]
+    InvalidTopic(String),
+    #[error("'{0}' is an internal topic: {1}")]
+    InternalTopic(String, &'static str),
+    #[error("topic '{0}' already exists")]
+    TopicExists(String),
+    #[error("{0}")]
+    InvalidPartitions(String),
+    #[error("{0}")]
+    InvalidReplicationFactor(String),
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
+    #[error(transparent)]
+    InvalidConfig(#[from] ConfigError),
+    /// A request Kafka refuses as INVALID_REQUEST (e.g. a broker config
+    /// value that does not validate).
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error(transparent)]
+    Append(#[from] AppendError),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error(transparent)]
+    InvalidRecord(#[from] InvalidRecord),
+    #[error("storage error: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// A produced record set refused by broker-side schema validation
+/// (`crate::schemas`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("record {batch_index} of the batch: {field}: {reason}")]
+pub struct InvalidRecord {
+    /// Index of the record in its batch (Kafka's `batch_index`).
+    pub batch_index: i32,
+    /// `key` or `value`.
+    pub field: &'static str,
+    pub reason: String,
+}

@@ -1,0 +1,134 @@
+//! What a coordinator needs of the topic it keeps its state in: the
+//! narrow interface between the broker and the components built on
+//! internal topics (the group coordinator on `__consumer_offsets`, the
+//! schema catalog following `_schemas`).
+//!
+//! The broker implements these traits and wires the coordinators to
+//! them; the coordinators never see the broker. That keeps the import
+//! graph one-way (broker → coordinators → this module) and gives the
+//! replication layer one place to change what "append" means: in a
+//! cluster, a coordinator is handed the partitions it leads (and loses
+//! them when leadership moves), and an append returns once the in-sync
+//! replicas have the records.
+//!
+//! What it is not: a client API. Reads return whole stored batches,
+//! unchanged; records are encoded and decoded by the coordinators.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use uuid::Uuid;
+
+use crate::error::BrokerError;
+
+/// One partition of an internal topic, as the coordinator that keeps its
+/// state there uses it.
+pub trait InternalPartition: Send + Sync {
+    /// The partition's index in its topic.
+    fn index(&self) -> i32;
+
+    /// The log start offset and the high watermark: the offsets a
+    /// coordinator may read, `[log_start, high_watermark)`.
+    fn bounds(&self) -> (i64, i64);
+
+    /// The stored batches from the one that holds `offset` on, below the
+    /// high watermark: at most `max_bytes`, or the first batch whole if it
+    /// is larger. `None` at the end of what may be read.
+    fn read(&self, offset: i64, max_bytes: usize) -> Result<Option<Bytes>, BrokerError>;
+
+    /// Appends a record set (v2 batches) and returns once it is committed
+    /// (single node: written, and fsynced if the topic's flush policy asks
+    /// for it). Returns the base offset the records got.
+    fn append(self: Arc<Self>, records: Bytes) -> BoxFuture<'static, Result<i64, BrokerError>>;
+}
+
+/// Where a coordinator finds the internal topics it follows.
+pub trait InternalTopics: Send + Sync {
+    /// Partition `index` of `topic` with the topic's id (a topic deleted
+    /// and created again has a new one), if both exist.
+    fn partition(&self, topic: &str, index: i32) -> Option<(Uuid, Arc<dyn InternalPartition>)>;
+}
+
+/// Internal topics on real logs in a directory, with no broker around
+/// them: what the coordinators' tests run on.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::collections::HashMap;
+    use std::path::Path;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::storage::{LogConfig, PartitionLog};
+    use crate::util::{lock, now_ms};
+
+    /// One partition: a log of its own, everything appended is committed.
+    pub struct LogPartition {
+        index: i32,
+        log: Mutex<PartitionLog>,
+    }
+
+    impl LogPartition {
+        pub fn open(dir: &Path, index: i32) -> Arc<LogPartition> {
+            let (log, _) = PartitionLog::open(dir, LogConfig::default(), 0, 0, now_ms()).unwrap();
+            Arc::new(LogPartition {
+                index,
+                log: Mutex::new(log),
+            })
+        }
+    }
+
+    impl InternalPartition for LogPartition {
+        fn index(&self) -> i32 {
+            self.index
+        }
+
+        fn bounds(&self) -> (i64, i64) {
+            let log = lock(&self.log);
+            (log.log_start_offset(), log.log_end_offset())
+        }
+
+        fn read(&self, offset: i64, max_bytes: usize) -> Result<Option<Bytes>, BrokerError> {
+            let log = lock(&self.log);
+            // Everything appended is committed: the log end bounds reads.
+            let high_watermark = log.log_end_offset();
+            match log.read(offset, max_bytes, true, high_watermark)? {
+                Some(slice) => Ok(Some(slice.read()?)),
+                None => Ok(None),
+            }
+        }
+
+        fn append(self: Arc<Self>, records: Bytes) -> BoxFuture<'static, Result<i64, BrokerError>> {
+            Box::pin(async move {
+                let info = lock(&self.log).append(&records, 0, now_ms())?;
+                Ok(info.base_offset)
+            })
+        }
+    }
+
+    /// A topic's id and partitions.
+    type TopicLogs = (Uuid, Vec<Arc<LogPartition>>);
+
+    /// Topics by name.
+    #[derive(Default)]
+    pub struct LogTopics {
+        topics: Mutex<HashMap<String, TopicLogs>>,
+    }
+
+    impl LogTopics {
+        /// Makes `name` a topic of these partitions, with a new id (as a
+        /// topic deleted and created again has).
+        pub fn create(&self, name: &str, partitions: Vec<Arc<LogPartition>>) {
+            lock(&self.topics).insert(name.to_string(), (Uuid::new_v4(), partitions));
+        }
+    }
+
+    impl InternalTopics for LogTopics {
+        fn partition(&self, topic: &str, index: i32) -> Option<(Uuid, Arc<dyn InternalPartition>)> {
+            let topics = lock(&self.topics);
+            let (id, partitions) = topics.get(topic)?;
+            let partition = partitions.get(usize::try_from(index).ok()?)?.clone();
+            Some((*id, partition))
+        }
+    }
+}
