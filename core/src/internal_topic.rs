@@ -89,7 +89,10 @@ pub(crate) mod testing {
         }
 
         fn read(&self, offset: i64, max_bytes: usize) -> Result<Option<Bytes>, BrokerError> {
-            match lock(&self.log).read(offset, max_bytes, true)? {
+            let log = lock(&self.log);
+            // Everything appended is committed: the log end bounds reads.
+            let high_watermark = log.log_end_offset();
+            match log.read(offset, max_bytes, true, high_watermark)? {
                 Some(slice) => Ok(Some(slice.read()?)),
                 None => Ok(None),
             }

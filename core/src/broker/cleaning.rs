@@ -265,7 +265,7 @@ mod tests {
         let mut copies = BTreeMap::new();
         let mut offset = log.log_start_offset();
         while offset < active {
-            let slice = log.read(offset, 1 << 20, true).unwrap().unwrap();
+            let slice = log.read(offset, 1 << 20, true, i64::MAX).unwrap().unwrap();
             let raw = slice.read().unwrap();
             let (_, len) = crate::storage::batch::BatchHeader::peek_size(&raw).unwrap();
             let set = decode_batch(&raw.slice(..len), MAX_DECOMPRESSED_BYTES).unwrap();

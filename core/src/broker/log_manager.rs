@@ -305,7 +305,9 @@ impl LogManager {
                 recovery.insert((topic.name.to_string(), partition.index), recovery_point);
             }
         }
-        checkpoint::write(&self.data_dir.join(RECOVERY_CHECKPOINT), &recovery)
+        checkpoint::write(&self.data_dir.join(RECOVERY_CHECKPOINT), &recovery)?;
+        checkpointed(topics, &recovery, PartitionLog::recovery_point_checkpointed);
+        Ok(())
     }
 
     /// Records every partition's log start offset durably.
@@ -319,7 +321,25 @@ impl LogManager {
                 );
             }
         }
-        checkpoint::write(&self.data_dir.join(LOG_START_CHECKPOINT), &starts)
+        checkpoint::write(&self.data_dir.join(LOG_START_CHECKPOINT), &starts)?;
+        checkpointed(topics, &starts, PartitionLog::log_start_checkpointed);
+        Ok(())
+    }
+}
+
+/// Tells the logs a truncation cut, and only those, which values a
+/// checkpoint now holds for them: such a log keeps its own floor (its
+/// `truncation-checkpoint`) until the broker's checkpoints reflect the cut.
+fn checkpointed(topics: &[Arc<Topic>], written: &Checkpoint, confirm: fn(&mut PartitionLog, i64)) {
+    for topic in topics {
+        for partition in topic.partitions() {
+            let mut log = lock(&partition.log);
+            if log.has_truncation_checkpoint() {
+                if let Some(&offset) = written.get(&(topic.name.to_string(), partition.index)) {
+                    confirm(&mut log, offset);
+                }
+            }
+        }
     }
 }
 

@@ -1,5 +1,7 @@
-//! One live partition: its log behind a mutex, the high watermark
-//! announced to waiting fetches, and the append path of a produce
+//! One live partition: its log behind a mutex, the high watermark (this
+//! is its one owner: the log keeps only its end, and every read, the
+//! latest offset and DeleteRecords are bounded by it here) announced to
+//! waiting fetches, and the append path of a produce
 //! (validation outside the lock, offset assignment and the write inside,
 //! the fsync a topic's flush policy asks for). Failed writes are reported
 //! to the broker's `StorageHealth`.
@@ -21,12 +23,14 @@ use crate::storage::validator;
 use crate::storage::{AppendError, AppendInfo, PartitionLog, ReadSlice};
 use crate::util::{lock, now_ms};
 
-/// One partition: its log behind a mutex, and a channel that announces
-/// every new high watermark to waiting fetches.
+/// One partition: its log behind a mutex, and its high watermark,
+/// announced on a channel to waiting fetches.
 pub struct Partition {
     pub topic: Arc<str>,
     pub index: i32,
     pub(super) log: Mutex<PartitionLog>,
+    /// The high watermark. On a single node: the log end after each
+    /// append, once it is fsynced if the flush policy asks for that.
     high_watermark: watch::Sender<i64>,
     leader_epoch: i32,
     pub(super) deleted: AtomicBool,
@@ -49,7 +53,8 @@ impl Partition {
         log: PartitionLog,
         storage: Arc<StorageHealth>,
     ) -> Partition {
-        let (high_watermark, _) = watch::channel(log.high_watermark());
+        // Everything a restart recovered counts as committed.
+        let (high_watermark, _) = watch::channel(log.log_end_offset());
         Partition {
             topic,
             index,
@@ -107,10 +112,10 @@ impl Partition {
         let now = now_ms();
         let name = PartitionName(&self.topic, self.index);
         let batches = validator::validate(records, &rules, now, &name)?;
-        let (info, high_watermark, flush_wanted) = {
+        let (info, log_end, flush_wanted) = {
             let mut log = lock(&self.log);
             let info = log.append_validated(batches, self.leader_epoch, now)?;
-            (info, log.high_watermark(), log.take_flush_wanted())
+            (info, log.log_end_offset(), log.take_flush_wanted())
         };
         if flush_wanted {
             // A segment was closed: make it durable in the background so the
@@ -125,7 +130,14 @@ impl Partition {
                 .await
                 .map_err(|e| io::Error::other(e.to_string()))??;
         }
-        self.high_watermark.send_replace(high_watermark);
+        // Never backwards: a concurrent append may have published more.
+        self.high_watermark.send_if_modified(|hw| {
+            let moved = log_end > *hw;
+            if moved {
+                *hw = log_end;
+            }
+            moved
+        });
         Ok(info)
     }
 
@@ -156,7 +168,8 @@ impl Partition {
         Ok(())
     }
 
-    /// Plans a read; see [`PartitionLog::read`].
+    /// Plans a read of records below the high watermark; see
+    /// [`PartitionLog::read`].
     pub fn read(
         &self,
         offset: i64,
@@ -164,14 +177,20 @@ impl Partition {
         min_one_batch: bool,
     ) -> Result<Option<ReadSlice>, BrokerError> {
         self.check_live()?;
-        Ok(lock(&self.log).read(offset, max_bytes, min_one_batch)?)
+        let high_watermark = self.high_watermark();
+        Ok(lock(&self.log).read(offset, max_bytes, min_one_batch, high_watermark)?)
+    }
+
+    /// The first offset consumers may not read yet.
+    pub fn high_watermark(&self) -> i64 {
+        *self.high_watermark.borrow()
     }
 
     pub fn offsets(&self) -> PartitionOffsets {
         let log = lock(&self.log);
         PartitionOffsets {
             log_start: log.log_start_offset(),
-            high_watermark: log.high_watermark(),
+            high_watermark: self.high_watermark(),
             log_end: log.log_end_offset(),
         }
     }
@@ -191,13 +210,9 @@ impl Partition {
 
     pub fn delete_records_before(&self, offset: i64) -> Result<i64, BrokerError> {
         self.check_live()?;
-        let mut log = lock(&self.log);
-        let target = if offset == -1 {
-            log.high_watermark()
-        } else {
-            offset
-        };
-        Ok(log.delete_records_before(target)?)
+        let high_watermark = self.high_watermark();
+        let target = if offset == -1 { high_watermark } else { offset };
+        Ok(lock(&self.log).delete_records_before(target, high_watermark)?)
     }
 
     pub fn size_bytes(&self) -> u64 {
@@ -211,5 +226,47 @@ struct PartitionName<'a>(&'a str, i32);
 impl std::fmt::Display for PartitionName<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}-{}", self.0, self.1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::batch::tests::make_batch;
+    use crate::storage::LogConfig;
+    use kafka_protocol::records::Compression;
+
+    #[tokio::test]
+    async fn reads_and_offsets_stop_at_the_published_high_watermark() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            flush_messages: 1,
+            ..Default::default()
+        };
+        let (log, _) = PartitionLog::open(dir.path(), config, 0, 0, 0).unwrap();
+        let partition = Arc::new(Partition::new(
+            "t".into(),
+            0,
+            log,
+            Arc::new(StorageHealth::default()),
+        ));
+        let batch = make_batch(3, 10, Compression::None);
+        let mut changes = partition.subscribe();
+        partition.append(&batch).await.unwrap();
+        assert_eq!(*changes.borrow_and_update(), 3);
+        // Records in the log but not yet acknowledged (between the write
+        // and its fsync) are not readable, and not the latest offset.
+        lock(&partition.log).append(&batch, 0, now_ms()).unwrap();
+        let offsets = partition.offsets();
+        assert_eq!((offsets.high_watermark, offsets.log_end), (3, 6));
+        assert!(partition.read(3, 1 << 20, true).unwrap().is_none());
+        let slice = partition.read(0, 1 << 20, true).unwrap().unwrap();
+        assert_eq!(slice.len, batch.len(), "only the acknowledged batch");
+        assert!(partition.delete_records_before(4).is_err());
+        // The next append publishes the log end, after its fsync.
+        partition.append(&batch).await.unwrap();
+        assert!(changes.has_changed().unwrap());
+        assert_eq!(partition.offsets().high_watermark, 9);
+        assert!(partition.read(3, 1 << 20, true).unwrap().is_some());
     }
 }

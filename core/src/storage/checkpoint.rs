@@ -48,6 +48,18 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Replaces `path` with `contents` by a rename, without waiting for the
+/// disk: after a process crash a reader sees the old or the new file; after
+/// a power loss possibly an empty or partial one. Only for files whose
+/// reader checks them against the data they describe and rebuilds them
+/// (the leader-epoch checkpoint), so a write on the append path costs no
+/// fsync.
+pub fn replace_unsynced(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, contents)?;
+    fs::rename(&tmp, path)
+}
+
 /// Reads a checkpoint file. Returns an empty map (and the reason) when the
 /// file is missing or malformed.
 pub fn read(path: &Path) -> Result<Checkpoint, String> {

@@ -1282,8 +1282,8 @@ mod tests {
     fn batches(log: &PartitionLog) -> Vec<Bytes> {
         let mut out = Vec::new();
         let mut offset = log.log_start_offset();
-        while offset < log.high_watermark() {
-            let Some(slice) = log.read(offset, 1 << 20, true).unwrap() else {
+        while offset < log.log_end_offset() {
+            let Some(slice) = log.read(offset, 1 << 20, true, i64::MAX).unwrap() else {
                 break;
             };
             let bytes = slice.read().unwrap();
@@ -1461,7 +1461,10 @@ mod tests {
         assert_eq!(report.log_start_offset, 0);
         let first = dir.path().join(segment_file_name(0, "log"));
         assert_eq!(std::fs::metadata(&first).unwrap().len(), 0);
-        let from_zero = lock(&log).read(0, 1 << 20, true).unwrap().unwrap();
+        let from_zero = lock(&log)
+            .read(0, 1 << 20, true, i64::MAX)
+            .unwrap()
+            .unwrap();
         let first_batch = BatchHeader::parse(&from_zero.read().unwrap()).unwrap();
         assert!(first_batch.base_offset > 0);
         assert!(
@@ -1495,7 +1498,7 @@ mod tests {
         );
         assert_eq!(records(&reopened), expected);
         for r in &expected {
-            let slice = reopened.read(r.offset, 1, true).unwrap().unwrap();
+            let slice = reopened.read(r.offset, 1, true, i64::MAX).unwrap().unwrap();
             let h = BatchHeader::parse(&slice.read().unwrap()).unwrap();
             assert!(h.base_offset <= r.offset && r.offset <= h.last_offset());
         }
@@ -2008,7 +2011,9 @@ mod tests {
             if first {
                 first = false;
                 assert_eq!(segment.base_offset, 0);
-                lock(&log).delete_records_before(second_base).unwrap();
+                lock(&log)
+                    .delete_records_before(second_base, i64::MAX)
+                    .unwrap();
             }
         })
         .unwrap();
@@ -2033,7 +2038,7 @@ mod tests {
         let log = open(dir.path(), config());
         write_versions(&log, 100, 3, Compression::Lz4);
         seal(&log);
-        let slice = lock(&log).read(0, 4096, true).unwrap().unwrap();
+        let slice = lock(&log).read(0, 4096, true, i64::MAX).unwrap().unwrap();
         let before = slice.read().unwrap();
         let report = clean_log(&log, 0, false, NOW_YOUNG, &limits()).unwrap();
         assert!(report.segments_rewritten + report.segments_removed > 0);
@@ -2044,7 +2049,7 @@ mod tests {
         );
         assert_ne!(
             lock(&log)
-                .read(0, 4096, true)
+                .read(0, 4096, true, i64::MAX)
                 .unwrap()
                 .unwrap()
                 .read()
@@ -2245,7 +2250,7 @@ mod tests {
             assert_eq!(got == post, committed, "{crash:?}: committed {committed}");
             // Every record that must survive is readable at its offset.
             for r in &fully_clean {
-                let slice = reopened.read(r.offset, 1, true).unwrap().unwrap();
+                let slice = reopened.read(r.offset, 1, true, i64::MAX).unwrap().unwrap();
                 let set = decode_batch(&slice.read().unwrap(), MAX_DECOMPRESSED_BYTES).unwrap();
                 assert!(
                     set.records.iter().any(|x| stored(x) == *r),

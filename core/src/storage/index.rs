@@ -104,10 +104,16 @@ impl OffsetIndex {
     }
 
     /// Drops entries at or beyond `position` (after the log was truncated).
+    /// The file keeps its entries until it is cut to [`Self::persisted_bytes`].
     pub fn truncate_to_position(&mut self, position: u32) {
         let keep = self.entries.partition_point(|e| e.position < position);
         self.entries.truncate(keep);
         self.persisted = self.persisted.min(keep);
+    }
+
+    /// Bytes of the entries written to the file and still in the index.
+    pub fn persisted_bytes(&self) -> u64 {
+        (self.persisted * OFFSET_ENTRY_BYTES) as u64
     }
 
     /// Appends entries not yet on disk to `file` (opened for append).
@@ -210,13 +216,19 @@ impl TimeIndex {
         }
     }
 
-    /// Drops entries at or beyond `relative_offset`.
+    /// Drops entries at or beyond `relative_offset`. The file keeps its
+    /// entries until it is cut to [`Self::persisted_bytes`].
     pub fn truncate_to_offset(&mut self, relative_offset: u32) {
         let keep = self
             .entries
             .partition_point(|e| e.relative_offset < relative_offset);
         self.entries.truncate(keep);
         self.persisted = self.persisted.min(keep);
+    }
+
+    /// Bytes of the entries written to the file and still in the index.
+    pub fn persisted_bytes(&self) -> u64 {
+        (self.persisted * TIME_ENTRY_BYTES) as u64
     }
 
     pub fn write_pending(&mut self, file: &mut File) -> io::Result<()> {

@@ -6,8 +6,10 @@
 //! - [`segment`]: one `.log` file with its indexes.
 //! - [`handles`]: open files: read handles of closed segments, opened on
 //!   demand in a bounded cache, and the open-file limit.
-//! - [`log`]: the partition log (append, read, roll, retention, recovery).
+//! - [`log`]: the partition log (append as leader or follower, read up to a
+//!   bound, roll, retention, truncation, recovery).
 //! - [`checkpoint`]: recovery-point and log-start checkpoint files.
+//! - [`epochs`]: the leader-epoch cache and its `leader-epoch-checkpoint`.
 //! - [`records`]: decoding records inside a batch, with a decompression cap.
 //! - [`validator`]: the per-record rules of an append (keys, timestamps) and
 //!   the header and codec changes the broker makes on the way in.
@@ -22,6 +24,7 @@
 pub mod batch;
 pub mod checkpoint;
 pub mod cleaner;
+pub mod epochs;
 pub mod handles;
 pub mod index;
 pub mod legacy;
@@ -32,6 +35,6 @@ pub mod segment;
 pub mod validator;
 
 pub use log::{
-    AppendError, AppendInfo, LogConfig, LogRecovery, PartitionLog, ReadError, ReadSlice,
-    TimestampType,
+    AppendError, AppendInfo, FollowerAppendError, LogConfig, LogRecovery, PartitionLog, ReadError,
+    ReadSlice, TimestampType,
 };

@@ -374,10 +374,90 @@ pub fn list_snapshots(dir: &Path) -> io::Result<Vec<(i64, PathBuf)>> {
 /// Writes a snapshot and removes all but the newest few.
 pub fn write_snapshot(dir: &Path, offset: i64, state: &ProducerState) -> io::Result<()> {
     write_atomically(&snapshot_path(dir, offset), &state.encode(offset))?;
+    prune_snapshots(dir)
+}
+
+/// Removes all but the newest few snapshots.
+fn prune_snapshots(dir: &Path) -> io::Result<()> {
     for (_, path) in list_snapshots(dir)?.into_iter().skip(SNAPSHOTS_KEPT) {
         let _ = std::fs::remove_file(path);
     }
     Ok(())
+}
+
+/// A snapshot written and fsynced under a temporary name
+/// (`<offset>.snapshot.<n>.tmp`, unique in the process), which takes its
+/// place only when [`PendingSnapshot::commit`] renames it. The flush writes
+/// it without holding the log; the log commits it under its lock only if
+/// the log was not truncated meanwhile, so a snapshot never describes
+/// batches that were cut away. A leftover temporary file (a crash before
+/// the rename) is removed when the log is opened.
+#[derive(Debug, Clone)]
+pub struct PendingSnapshot {
+    tmp: PathBuf,
+    path: PathBuf,
+}
+
+impl PendingSnapshot {
+    /// Names the snapshot of `offset` in `dir`; nothing is written yet.
+    pub fn new(dir: &Path, offset: i64) -> PendingSnapshot {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        PendingSnapshot {
+            tmp: dir.join(format!("{offset:020}.snapshot.{n}.tmp")),
+            path: snapshot_path(dir, offset),
+        }
+    }
+
+    /// Writes and fsyncs the temporary file, and prunes older snapshots.
+    pub fn write(&self, offset: i64, state: &ProducerState) -> io::Result<()> {
+        {
+            let mut f = std::fs::File::create(&self.tmp)?;
+            std::io::Write::write_all(&mut f, &state.encode(offset))?;
+            f.sync_all()?;
+        }
+        if let Some(dir) = self.path.parent() {
+            prune_snapshots(dir)?;
+        }
+        Ok(())
+    }
+
+    /// Puts the snapshot in place. The rename is not made durable: if a
+    /// crash loses it, the previous snapshot is used and more of the log
+    /// is replayed, which is only slower.
+    pub fn commit(&self) -> io::Result<()> {
+        std::fs::rename(&self.tmp, &self.path)
+    }
+
+    /// Drops the temporary file (the log changed under the flush).
+    pub fn discard(&self) {
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
+/// Whether `ext` (after a segment-style file name's first dot) is a
+/// leftover temporary snapshot or checkpoint.
+pub fn is_leftover_tmp(ext: &str) -> bool {
+    ext == "tmp" || (ext.starts_with("snapshot.") && ext.ends_with(".tmp"))
+}
+
+/// Removes the snapshots above `offset` (the log is being cut there) and
+/// makes their removal durable before anything is written after the cut.
+pub fn remove_snapshots_above(dir: &Path, offset: i64) -> io::Result<usize> {
+    let mut removed = 0;
+    for (snapshot_offset, path) in list_snapshots(dir)? {
+        if snapshot_offset > offset {
+            match std::fs::remove_file(&path) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    if removed > 0 {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(removed)
 }
 
 /// Loads the newest valid snapshot at or below `max_offset`. Snapshots

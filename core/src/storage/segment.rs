@@ -577,6 +577,122 @@ impl Segment {
         Ok(None)
     }
 
+    /// Byte position of the batch holding `offset`, or of the first batch
+    /// after it; the segment's size when every batch ends before `offset`.
+    /// Reads bounded by an offset end here.
+    pub fn position_of(&self, offset: i64) -> io::Result<u64> {
+        if offset >= self.next_offset {
+            return Ok(self.size);
+        }
+        Ok(self
+            .find_batch(offset, self.size)?
+            .map_or(self.size, |(position, _)| position))
+    }
+
+    /// The last batch: its position and header; `None` when empty.
+    pub fn last_batch(&self) -> io::Result<Option<(u64, BatchHeader)>> {
+        if self.is_empty() {
+            return Ok(None);
+        }
+        self.find_batch(self.next_offset - 1, self.size)
+    }
+
+    /// Cuts the segment at `position`, which must be a batch boundary: the
+    /// batch there and every later one leave the file and both indexes.
+    /// The `.log` is cut and fsynced first, then the index files are cut
+    /// to the entries that remain and fsynced, so a crash in between
+    /// leaves index entries beyond the log, which `open_trusted` refuses
+    /// (the segment is then scanned). The file is cut in place: a read
+    /// planned before the cut gets a short read, never other bytes, as
+    /// long as nothing is appended to this segment again (the log starts a
+    /// new segment at the cut). Returns the bytes removed.
+    pub fn truncate_at(&mut self, position: u64) -> io::Result<u64> {
+        if position >= self.size {
+            return Ok(0);
+        }
+        let cut = self.read_header(position)?.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{}: no batch at position {position} to cut at",
+                    self.path("log").display()
+                ),
+            )
+        })?;
+        let file = match &self.file {
+            LogFile::Open(file) => file.clone(),
+            LogFile::Closed => Arc::new(
+                OpenOptions::new()
+                    .write(true)
+                    .open(self.path("log"))
+                    .map_err(|e| explain(e, "opening", &self.path("log")))?,
+            ),
+        };
+        file.set_len(position)?;
+        let removed = self.size - position;
+        self.size = position;
+        self.flushed_size = self.flushed_size.min(position);
+        file.sync_all()?;
+        self.flushed_size = position;
+
+        let relative = (cut.base_offset - self.base_offset).clamp(0, u32::MAX as i64) as u32;
+        self.offset_index.truncate_to_position(position as u32);
+        self.time_index.truncate_to_offset(relative);
+        for (ext, len) in [
+            ("index", self.offset_index.persisted_bytes()),
+            ("timeindex", self.time_index.persisted_bytes()),
+        ] {
+            let path = self.path(ext);
+            match OpenOptions::new().write(true).open(&path) {
+                Ok(f) => {
+                    if f.metadata()?.len() > len {
+                        f.set_len(len)?;
+                        f.sync_all()?;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(explain(e, "opening", &path)),
+            }
+        }
+
+        // What the remaining batches say: the time index's last entry holds
+        // the largest timestamp up to its batch; the batches after the last
+        // offset index entry are read to find the rest.
+        if position == 0 {
+            self.next_offset = self.base_offset;
+            self.max_timestamp = -1;
+            self.offset_of_max_timestamp = self.base_offset;
+            self.first_batch_timestamp = None;
+            self.bytes_since_index_entry = 0;
+            self.opened_ms = wall_clock_ms();
+            return Ok(removed);
+        }
+        let (mut max_timestamp, mut offset_of_max) = match self.time_index.last() {
+            Some(e) => (e.timestamp, self.base_offset + e.relative_offset as i64),
+            None => (-1, self.base_offset),
+        };
+        let start = self
+            .offset_index
+            .entries()
+            .last()
+            .map_or(0, |e| e.position as u64);
+        let handle = self.handle()?;
+        let mut scanner = HeaderScanner::new(&handle, start, position);
+        let mut next_offset = self.base_offset;
+        while let Some((_, h)) = scanner.next_header()? {
+            next_offset = h.next_offset();
+            if h.max_timestamp > max_timestamp {
+                max_timestamp = h.max_timestamp;
+                offset_of_max = h.base_offset;
+            }
+        }
+        self.next_offset = next_offset;
+        self.max_timestamp = max_timestamp;
+        self.offset_of_max_timestamp = offset_of_max;
+        self.bytes_since_index_entry = position - start;
+        Ok(removed)
+    }
+
     /// Calls `f` with the header of every batch whose last offset is
     /// `>= offset`, in order (reads headers only).
     pub fn for_each_header_from(
