@@ -17,6 +17,7 @@ mod groups;
 mod hostile_clients;
 mod http_limits;
 mod idempotence;
+mod leader_epochs;
 mod old_formats;
 mod old_versions;
 mod pipeline;

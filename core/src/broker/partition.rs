@@ -186,6 +186,14 @@ impl Partition {
         *self.high_watermark.borrow()
     }
 
+    /// OffsetForLeaderEpoch: the largest epoch at or below `requested`
+    /// that this log knows and the offset where it ends (the log end for
+    /// the latest epoch); `(-1, -1)` when there is none.
+    pub fn end_offset_for_epoch(&self, requested: i32) -> Result<(i32, i64), BrokerError> {
+        self.check_live()?;
+        Ok(lock(&self.log).end_offset_for(requested))
+    }
+
     pub fn offsets(&self) -> PartitionOffsets {
         let log = lock(&self.log);
         PartitionOffsets {

@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use super::epochs::check_current_leader_epoch;
 use super::errors::kafka_error;
 use crate::broker::{Broker, Partition};
 use crate::storage::records::MAX_DECOMPRESSED_BYTES;
@@ -92,20 +93,13 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
                 Ok(t) => match t.partition(p.partition) {
                     None => Err(ResponseError::UnknownTopicOrPartition),
                     Some(partition) => {
-                        let ours = partition.leader_epoch();
-                        if version >= 9
-                            && p.current_leader_epoch >= 0
-                            && p.current_leader_epoch > ours
-                        {
-                            Err(ResponseError::UnknownLeaderEpoch)
-                        } else if version >= 9
-                            && p.current_leader_epoch >= 0
-                            && p.current_leader_epoch < ours
-                        {
-                            Err(ResponseError::FencedLeaderEpoch)
+                        let current = if version >= 9 {
+                            p.current_leader_epoch
                         } else {
-                            Ok(partition)
-                        }
+                            -1
+                        };
+                        check_current_leader_epoch(current, partition.leader_epoch())
+                            .map(|()| partition)
                     }
                 },
             };

@@ -222,6 +222,18 @@ fn seed_body(key: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
             }
             RequestKind::DeleteTopics(r)
         }
+        ApiKey::OffsetForLeaderEpoch => {
+            let mut p = offset_for_leader_epoch_request::OffsetForLeaderPartition::default();
+            p.current_leader_epoch = -1;
+            p.leader_epoch = 0;
+            let mut t = offset_for_leader_epoch_request::OffsetForLeaderTopic::default();
+            t.topic = topic;
+            t.partitions = vec![p];
+            let mut r = OffsetForLeaderEpochRequest::default();
+            r.replica_id = BrokerId(-1);
+            r.topics = vec![t];
+            RequestKind::OffsetForLeaderEpoch(r)
+        }
         ApiKey::DeleteRecords => {
             let mut p = DeleteRecordsPartition::default();
             p.offset = 1;

@@ -27,6 +27,7 @@
 mod admin;
 pub mod authorizer;
 mod coordinator;
+mod epochs;
 mod errors;
 mod fetch;
 pub mod frame;
@@ -665,6 +666,9 @@ async fn dispatch(
         }
         RequestKind::Metadata(req) => {
             ResponseKind::Metadata(metadata::handle(broker, req, version).await)
+        }
+        RequestKind::OffsetForLeaderEpoch(req) => {
+            ResponseKind::OffsetForLeaderEpoch(epochs::offset_for_leader_epoch(broker, req))
         }
         RequestKind::JoinGroup(req) => {
             let client_id = request

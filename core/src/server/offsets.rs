@@ -15,6 +15,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::ResponseError;
 
+use super::epochs::check_current_leader_epoch;
 use super::errors::kafka_error;
 use crate::broker::{Broker, Partition};
 
@@ -76,17 +77,13 @@ pub fn list_offsets(
                     if version >= 4 {
                         r.leader_epoch = ours;
                     }
-                    if version >= 4 && p.current_leader_epoch >= 0 && p.current_leader_epoch > ours
-                    {
-                        Err(ResponseError::UnknownLeaderEpoch)
-                    } else if version >= 4
-                        && p.current_leader_epoch >= 0
-                        && p.current_leader_epoch < ours
-                    {
-                        Err(ResponseError::FencedLeaderEpoch)
+                    let current = if version >= 4 {
+                        p.current_leader_epoch
                     } else {
-                        lookup(&partition, p.timestamp, version)
-                    }
+                        -1
+                    };
+                    check_current_leader_epoch(current, ours)
+                        .and_then(|()| lookup(&partition, p.timestamp, version))
                 }
             };
             match result {

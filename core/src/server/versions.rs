@@ -38,6 +38,7 @@ pub const SUPPORTED_APIS: &[Supported] = &[
     api(ApiKey::Produce, 0, 10),
     api(ApiKey::Fetch, 0, 16),
     api(ApiKey::ListOffsets, 0, 8),
+    api(ApiKey::OffsetForLeaderEpoch, 2, 4),
     api(ApiKey::Metadata, 0, 12),
     api(ApiKey::FindCoordinator, 0, 4),
     api(ApiKey::InitProducerId, 0, 4),
