@@ -242,6 +242,22 @@ pub struct AppendInfo {
     pub sync_file: Option<Arc<File>>,
 }
 
+impl AppendInfo {
+    /// The answer to an append of no batches.
+    fn nothing(log_start_offset: i64) -> AppendInfo {
+        AppendInfo {
+            base_offset: -1,
+            last_offset: -1,
+            log_append_time_ms: -1,
+            log_start_offset,
+            records: 0,
+            bytes: 0,
+            duplicate: false,
+            sync_file: None,
+        }
+    }
+}
+
 /// A byte range of one segment file to send to a consumer. Reading it does
 /// not need the log: segment files are never modified in place, and a
 /// deleted segment stays readable through the open handle.
@@ -784,16 +800,7 @@ impl PartitionLog {
         now_ms: i64,
     ) -> Result<AppendInfo, AppendError> {
         if batches.is_empty() {
-            return Ok(AppendInfo {
-                base_offset: -1,
-                last_offset: -1,
-                log_append_time_ms: -1,
-                log_start_offset: self.log_start_offset,
-                records: 0,
-                bytes: 0,
-                duplicate: false,
-                sync_file: None,
-            });
+            return Ok(AppendInfo::nothing(self.log_start_offset));
         }
         if let Some(info) = self.check_producer_sequences(&batches)? {
             return Ok(info);
@@ -904,16 +911,7 @@ impl PartitionLog {
         }
         let log_end = self.log_end_offset();
         let Some(&(_, first)) = found.first() else {
-            return Ok(AppendInfo {
-                base_offset: -1,
-                last_offset: -1,
-                log_append_time_ms: -1,
-                log_start_offset: self.log_start_offset,
-                records: 0,
-                bytes: 0,
-                duplicate: false,
-                sync_file: None,
-            });
+            return Ok(AppendInfo::nothing(self.log_start_offset));
         };
         if first.base_offset < log_end {
             return Err(FollowerAppendError::OffsetMismatch {
