@@ -149,6 +149,9 @@ use super::batch::{validate_batch, BatchHeader, ATTR_LOG_APPEND_TIME, BATCH_HEAD
 use super::log::{CleanerSnapshot, PartitionLog, ReplaceOutcome, SegmentSnapshot};
 use super::records::{decode_batch, read_varint, read_varlong, MAX_DECOMPRESSED_BYTES};
 use super::segment::{read_bytes, segment_file_name, Segment};
+#[cfg(test)]
+use super::swap::{commit_swap_until, SWAP_OPERATIONS};
+use super::swap::{sync_dir, CLEANED_SUFFIX};
 
 /// Default memory budget of the key map (Kafka's
 /// `log.cleaner.dedupe.buffer.size`).
@@ -167,9 +170,6 @@ pub const WRITE_BUFFER_BYTES: usize = 1 << 20;
 /// Most idempotent producer ids whose last batch a pass tracks (about
 /// 48 bytes each); batches of further producers are kept whole.
 pub const MAX_TRACKED_PRODUCERS: usize = 1 << 20;
-
-/// Suffix of the files a pass writes before swapping them in.
-const CLEANED_SUFFIX: &str = ".cleaned";
 
 /// Memory bounds of one pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1063,69 +1063,6 @@ fn remove_cleaned_files(dir: &Path, base: i64) {
         let _ = std::fs::remove_file(
             dir.join(segment_file_name(base, &format!("{ext}{CLEANED_SUFFIX}"))),
         );
-    }
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// A failed swap: whether it got past the commit point (the rename of the
-/// `.log`), after which the new segment is the one on disk.
-#[derive(Debug)]
-pub(crate) struct SwapError {
-    pub committed: bool,
-    pub error: io::Error,
-}
-
-/// Filesystem operations (unlink, rename, fsync) in steps 5-7 of the swap.
-#[cfg(test)]
-const SWAP_OPERATIONS: usize = 7;
-
-/// Steps 5-7 of the swap protocol for segment `base` of `dir`.
-pub(crate) fn commit_swap(dir: &Path, base: i64) -> Result<(), SwapError> {
-    commit_swap_until(dir, base, usize::MAX)
-}
-
-/// Steps 5-7, stopping after `max_operations` filesystem operations as a
-/// crash there would (tests walk every prefix).
-fn commit_swap_until(dir: &Path, base: i64, max_operations: usize) -> Result<(), SwapError> {
-    let path = |ext: &str| dir.join(segment_file_name(base, ext));
-    let cleaned = |ext: &str| path(&format!("{ext}{CLEANED_SUFFIX}"));
-    let mut left = max_operations;
-    macro_rules! op {
-        ($committed:expr, $result:expr) => {
-            if left == 0 {
-                return Ok(());
-            }
-            left -= 1;
-            $result.map_err(|error| SwapError {
-                committed: $committed,
-                error,
-            })?;
-        };
-    }
-    // 5: the old indexes go, durably, before the new log appears.
-    op!(false, remove_if_present(&path("index")));
-    op!(false, remove_if_present(&path("timeindex")));
-    op!(false, sync_dir(dir));
-    // 6: the commit point.
-    op!(false, std::fs::rename(cleaned("log"), path("log")));
-    op!(true, sync_dir(dir));
-    // 7: the new indexes, only once the new log is durably in place.
-    op!(true, std::fs::rename(cleaned("index"), path("index")));
-    op!(
-        true,
-        std::fs::rename(cleaned("timeindex"), path("timeindex"))
-    );
-    let _ = left;
-    Ok(())
-}
-
-fn remove_if_present(path: &Path) -> io::Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        other => other,
     }
 }
 

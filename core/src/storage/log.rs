@@ -62,19 +62,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tracing::{info, warn};
 
+pub use super::append::{AppendError, TimestampType};
 use super::batch::{self, BatchError, BatchHeader, ATTR_LOG_APPEND_TIME, BATCH_HEADER_BYTES};
 use super::epochs::{self, LeaderEpochCache};
 use super::handles::{explain, explain_if_out_of_files};
-use super::producer_state::{self, PendingSnapshot, ProducerState, SequenceCheck, SequenceError};
+use super::producer_state::{self, PendingSnapshot, ProducerState, SequenceCheck};
 use super::segment::{parse_segment_file_name, PreparedBatch, Segment, SEGMENT_BYTES_LIMIT};
-use super::validator::{self, AppendRules, RecordErrors, TopicCompression, ValidBatch};
-
-/// Whether record timestamps are the producer's or the broker's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TimestampType {
-    CreateTime,
-    LogAppendTime,
-}
+use super::swap::sync_dir;
+use super::validator::{self, AppendRules, TopicCompression, ValidBatch};
 
 /// The settings a partition log obeys, resolved from topic configs and
 /// broker defaults.
@@ -152,28 +147,6 @@ impl LogConfig {
             max_message_bytes: self.max_message_bytes,
         }
     }
-}
-
-/// Why an append was refused. Nothing was written when this is returned.
-#[derive(Debug, thiserror::Error)]
-pub enum AppendError {
-    #[error("corrupt record batch: {0}")]
-    Corrupt(BatchError),
-    #[error("invalid record batch: {0}")]
-    Invalid(String),
-    /// Records the topic's rules refuse (keys, timestamps), by index.
-    #[error("{0}")]
-    Records(RecordErrors),
-    #[error("record batch of {size} bytes exceeds max.message.bytes ({max})")]
-    TooLarge { size: usize, max: usize },
-    #[error("record set of {size} bytes is larger than segment.bytes ({segment_bytes})")]
-    LargerThanSegment { size: usize, segment_bytes: u64 },
-    #[error(transparent)]
-    Sequence(#[from] SequenceError),
-    #[error("a record set with several batches repeats an earlier batch of producer {0}")]
-    DuplicateInRecordSet(i64),
-    #[error("storage error: {0}")]
-    Io(#[from] io::Error),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -1715,10 +1688,6 @@ impl PartitionLog {
     }
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 /// A closed segment as the log cleaner sees it: enough to read it without
 /// holding the log, and to recognise it again at swap time.
 #[derive(Debug, Clone)]
@@ -1827,7 +1796,7 @@ impl PartitionLog {
                         "replacement segment has another base offset",
                     ));
                 }
-                match super::cleaner::commit_swap(&self.dir, base) {
+                match super::swap::commit_swap(&self.dir, base) {
                     Ok(()) => {
                         self.segments.insert(base, segment);
                         Ok(ReplaceOutcome::Replaced)
@@ -1893,6 +1862,7 @@ fn first_record_at_or_after(
 mod tests {
     use super::*;
     use crate::storage::batch::tests::{make_batch, make_batch_at, make_idempotent_batch};
+    use crate::storage::producer_state::SequenceError;
     use crate::storage::segment::segment_file_name;
     use kafka_protocol::records::Compression;
 

@@ -21,6 +21,7 @@
 //! Storage knows nothing about the Kafka wire protocol, topics' configs or
 //! networking; the broker module maps requests onto it.
 
+mod append;
 pub mod batch;
 pub mod checkpoint;
 pub mod cleaner;
@@ -32,6 +33,7 @@ pub mod log;
 pub mod producer_state;
 pub mod records;
 pub mod segment;
+mod swap;
 pub mod validator;
 
 pub use log::{

@@ -40,11 +40,12 @@ use std::fmt::Display;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::Compression;
 
+use super::append::{AppendError, TimestampType};
+pub use super::append::{RecordError, RecordErrorKind, RecordErrors};
 use super::batch::{
     self, BatchError, BatchHeader, ATTR_CONTROL, ATTR_LOG_APPEND_TIME, BATCH_HEADER_BYTES,
     LOG_OVERHEAD,
 };
-use super::log::{AppendError, TimestampType};
 use super::records::{self, RawRecords, RecordsError, MAX_DECOMPRESSED_BYTES};
 
 /// `timestamp` of a record that has none (magic 0 data, some clients).
@@ -94,73 +95,6 @@ pub struct AppendRules {
     pub compacted: bool,
     pub compression: TopicCompression,
     pub max_message_bytes: usize,
-}
-
-/// Why a record was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RecordErrorKind {
-    InvalidRecord,
-    InvalidTimestamp,
-}
-
-/// One refused record: its index in the record set and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordError {
-    pub batch_index: i32,
-    pub kind: RecordErrorKind,
-    pub message: String,
-}
-
-/// The records of a record set that were refused (at most
-/// [`MAX_RECORD_ERRORS`] of them listed; `total` counts all).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordErrors {
-    pub errors: Vec<RecordError>,
-    pub total: usize,
-}
-
-impl RecordErrors {
-    /// The code of the whole answer: INVALID_TIMESTAMP if any record had a
-    /// bad timestamp, INVALID_RECORD otherwise (as Kafka decides).
-    pub fn kind(&self) -> RecordErrorKind {
-        if self
-            .errors
-            .iter()
-            .any(|e| e.kind == RecordErrorKind::InvalidTimestamp)
-        {
-            RecordErrorKind::InvalidTimestamp
-        } else {
-            RecordErrorKind::InvalidRecord
-        }
-    }
-}
-
-impl std::fmt::Display for RecordErrors {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.kind() == RecordErrorKind::InvalidTimestamp {
-            return write!(
-                f,
-                "One or more records have been rejected due to invalid timestamp"
-            );
-        }
-        write!(
-            f,
-            "One or more records have been rejected due to {} record errors in total, \
-             and only showing the first three errors at most: [",
-            self.total
-        )?;
-        for (i, e) in self.errors.iter().take(3).enumerate() {
-            if i > 0 {
-                f.write_str(", ")?;
-            }
-            write!(
-                f,
-                "RecordError(batchIndex={}, message='{}')",
-                e.batch_index, e.message
-            )?;
-        }
-        f.write_str("]")
-    }
 }
 
 /// One batch as the log will store it; only `baseOffset` and
