@@ -129,5 +129,5 @@ pub async fn run(args: ConnectArgs) -> Result<()> {
             .properties
             .push((k.trim().to_string(), v.trim().to_string()));
     }
-    serve(config, listener, limits, crate::serve::shutdown_signal()).await
+    serve(config, listener, limits, crate::signals::shutdown_signal()).await
 }

@@ -15,6 +15,7 @@ mod produce;
 mod registry;
 mod schema;
 mod serve;
+mod signals;
 mod topic;
 mod transform;
 

@@ -204,7 +204,7 @@ pub async fn run(cmd: PipelineCommand) -> Result<()> {
                     }
                 })
             };
-            crate::serve::shutdown_signal().await;
+            crate::signals::shutdown_signal().await;
             status.abort();
             crate::connect::close(worker).await;
             eprintln!("pipeline {name} stopped");

@@ -125,7 +125,7 @@ pub async fn run(cmd: RegistryCommand) -> Result<()> {
                 listener,
                 None,
                 limits,
-                crate::serve::shutdown_signal(),
+                crate::signals::shutdown_signal(),
             )
             .await
         }

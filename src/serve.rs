@@ -206,7 +206,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         ))
     });
     tokio::spawn(async move {
-        shutdown_signal().await;
+        crate::signals::shutdown_signal().await;
         info!("shutting down");
         let _ = stop_registry.send(true);
         for task in [registry, connect].into_iter().flatten() {
@@ -220,26 +220,4 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .await?
         .context("flushing storage on shutdown")?;
     Ok(())
-}
-
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }
