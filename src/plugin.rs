@@ -1,7 +1,7 @@
 //! `runnel plugin ...`: create, build, test and inspect WASM plugins, with
 //! no broker involved.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -75,19 +75,6 @@ pub async fn run(cmd: PluginCommand) -> Result<()> {
         PluginCommand::Deploy(_) => unreachable!("handled above"),
     })
     .await?
-}
-
-pub fn parse_config(pairs: &[String]) -> Result<BTreeMap<String, String>> {
-    let mut config = BTreeMap::new();
-    for kv in pairs {
-        match kv.split_once('=') {
-            Some((k, v)) if !k.trim().is_empty() => {
-                config.insert(k.trim().to_string(), v.to_string());
-            }
-            _ => bail!("--config '{kv}' is not KEY=VALUE"),
-        }
-    }
-    Ok(config)
 }
 
 fn read_module(path: &Path) -> Result<Vec<u8>> {
@@ -223,7 +210,7 @@ fn render_record(r: &Record) -> Value {
 }
 
 fn test(plugin_path: &Path, input: &Path, config: &[String], batch_size: usize) -> Result<()> {
-    let config = parse_config(config)?;
+    let config = crate::transform::parse_config(config)?;
     let file =
         std::fs::File::open(input).with_context(|| format!("cannot read {}", input.display()))?;
     let mut records = Vec::new();

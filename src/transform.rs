@@ -19,7 +19,6 @@ use runnel_core::transforms::{
 };
 use runnel_plugin_host::{Kind, Plugin, PluginHost, Record};
 
-use crate::plugin::parse_config;
 use crate::ConnectArgs;
 
 /// Arguments of `runnel transform deploy` (also `runnel plugin deploy`).
@@ -70,6 +69,21 @@ pub enum TransformCommand {
         #[command(flatten)]
         connect: ConnectArgs,
     },
+}
+
+/// A plugin's `--config KEY=VALUE` pairs (`plugin run`, `plugin deploy`,
+/// `transform deploy`).
+pub fn parse_config(pairs: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut config = BTreeMap::new();
+    for kv in pairs {
+        match kv.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                config.insert(k.trim().to_string(), v.to_string());
+            }
+            _ => bail!("--config '{kv}' is not KEY=VALUE"),
+        }
+    }
+    Ok(config)
 }
 
 /// `runnel transform deploy`: checks the module locally, then writes the

@@ -32,7 +32,7 @@ use bytes::Bytes;
 use runnel_schema_registry::path_segment;
 use serde_json::{json, Map, Number, Value};
 
-use crate::converter::ConvertError;
+use crate::record::ConvertError;
 use crate::record::Data;
 
 /// Schemas (by id) and registrations a converter remembers.

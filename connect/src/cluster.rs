@@ -28,11 +28,13 @@ use tokio::sync::{watch, Notify};
 use tracing::{debug, warn};
 
 use crate::plugin::{ConnectError, ConnectResult};
-use crate::store::KeyValue;
 
 fn kafka_error(what: &str, e: impl std::fmt::Display) -> ConnectError {
     ConnectError::retriable(format!("{what}: {e}"))
 }
+
+/// A record of an internal topic: key and (unless a tombstone) value.
+pub type KeyValue = (Vec<u8>, Option<Vec<u8>>);
 
 /// Follows a topic from its beginning, handing every record to a
 /// callback, in order per partition.

@@ -18,30 +18,7 @@ use serde_json::{json, Value};
 use crate::avro::{AvroConverter, RegistryClient};
 use crate::record::Data;
 
-/// Why data could not be converted.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct ConvertError {
-    pub message: String,
-    /// The same data may convert later (a schema registry was down).
-    pub retriable: bool,
-}
-
-impl ConvertError {
-    pub fn new(message: impl Into<String>) -> ConvertError {
-        ConvertError {
-            message: message.into(),
-            retriable: false,
-        }
-    }
-
-    pub fn unavailable(message: impl Into<String>) -> ConvertError {
-        ConvertError {
-            message: message.into(),
-            retriable: true,
-        }
-    }
-}
+pub use crate::record::ConvertError;
 
 /// Turns data into bytes and back.
 #[async_trait]

@@ -147,6 +147,31 @@ pub struct SinkRecord {
     pub headers: Vec<(String, Bytes)>,
 }
 
+/// Why data could not be converted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ConvertError {
+    pub message: String,
+    /// The same data may convert later (a schema registry was down).
+    pub retriable: bool,
+}
+
+impl ConvertError {
+    pub fn new(message: impl Into<String>) -> ConvertError {
+        ConvertError {
+            message: message.into(),
+            retriable: false,
+        }
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> ConvertError {
+        ConvertError {
+            message: message.into(),
+            retriable: true,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -77,8 +77,7 @@ pub async fn ensure_topics(client: &ClientConfig, topics: &Topics) -> ConnectRes
     Ok(())
 }
 
-/// A record of an internal topic: key and (unless a tombstone) value.
-pub type KeyValue = (Vec<u8>, Option<Vec<u8>>);
+pub use crate::cluster::KeyValue;
 
 /// Writes one record and waits until it is stored: its (partition,
 /// offset).
