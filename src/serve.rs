@@ -30,6 +30,12 @@ pub struct ServeArgs {
     /// This broker's node id [default: 0]
     #[arg(long, env = "RUNNEL_NODE_ID")]
     pub node_id: Option<i32>,
+    /// Voters of the metadata quorum, id@host:port,... (every node of a cluster lists the same) [default: this node alone]
+    #[arg(long, env = "RUNNEL_CONTROLLER_QUORUM")]
+    pub controller_quorum: Option<String>,
+    /// Where this node's controller listens for the other voters [default: its entry in --controller-quorum]
+    #[arg(long, env = "RUNNEL_CONTROLLER_ADDR")]
+    pub controller_addr: Option<String>,
     /// Create unknown topics on first use by Metadata or Produce [default: true]
     #[arg(long, env = "RUNNEL_AUTO_CREATE_TOPICS")]
     pub auto_create_topics: Option<bool>,
@@ -82,6 +88,12 @@ pub fn load_config(args: &ServeArgs) -> Result<BrokerConfig> {
     }
     if let Some(v) = args.node_id {
         config.node_id = v;
+    }
+    if let Some(v) = &args.controller_quorum {
+        config.controller_quorum = Some(v.clone());
+    }
+    if let Some(v) = &args.controller_addr {
+        config.controller_addr = Some(v.clone());
     }
     if let Some(v) = args.auto_create_topics {
         config.auto_create_topics = v;
@@ -157,8 +169,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let kafka_local = listener.local_addr()?;
     let http_limits = crate::http::limits(&config.http);
     let data_dir = config.data_dir.clone();
-    let broker = tokio::task::spawn_blocking(move || Broker::open(config))
-        .await?
+    let mut config = config;
+    if config.advertised_kafka_addr.is_none() && config.kafka_addr.ends_with(":0") {
+        // Port 0 picks a free port: other brokers and clients need the one picked.
+        config.advertised_kafka_addr = Some(kafka_local.to_string());
+    }
+    let broker = Broker::open(config)
+        .await
         .with_context(|| format!("cannot open data directory {}", data_dir.display()))?;
     broker.spawn_background_tasks();
     let plugins = runnel_plugin_host::PluginHost::new(runnel_plugin_host::HostConfig {
@@ -219,5 +236,6 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     tokio::task::spawn_blocking(move || b.shutdown())
         .await?
         .context("flushing storage on shutdown")?;
+    broker.stop_controller().await;
     Ok(())
 }

@@ -27,6 +27,13 @@ pub struct BrokerConfig {
     pub kafka_addr: String,
     /// Address clients are told to connect to (defaults to `kafka_addr`).
     pub advertised_kafka_addr: Option<String>,
+    /// The voters of the metadata quorum, `id@host:port,...` (Kafka's
+    /// `controller.quorum.voters`). Unset: a quorum of this node alone,
+    /// which needs no controller listener.
+    pub controller_quorum: Option<String>,
+    /// Where this node's controller listens for the other voters (its own
+    /// entry's address in `controller_quorum` when unset).
+    pub controller_addr: Option<String>,
     /// Address of the schema registry's REST API, which `runnel serve`
     /// runs next to the broker; `off` runs none.
     pub registry_addr: String,
@@ -111,6 +118,8 @@ impl Default for BrokerConfig {
             data_dir: PathBuf::from("./runnel-data"),
             kafka_addr: "127.0.0.1:9092".into(),
             advertised_kafka_addr: None,
+            controller_quorum: None,
+            controller_addr: None,
             registry_addr: "127.0.0.1:8081".into(),
             connect_addr: "127.0.0.1:8083".into(),
             http: HttpConfig::default(),
@@ -1144,6 +1153,30 @@ impl BrokerConfig {
         })
     }
 
+    /// The metadata quorum's voters and this node's controller listener
+    /// (empty for a quorum of this node alone).
+    pub fn controller_listener(
+        &self,
+    ) -> Result<(Vec<crate::controller::Voter>, String), ConfigError> {
+        let Some(list) = &self.controller_quorum else {
+            let voter = crate::controller::Voter {
+                id: self.node_id as u64,
+                addr: String::new(),
+            };
+            return Ok((vec![voter], self.controller_addr.clone().unwrap_or_default()));
+        };
+        let voters = crate::controller::parse_voters(list)
+            .map_err(|e| ConfigError(format!("controller_quorum: {e}")))?;
+        let Some(own) = voters.iter().find(|v| v.id == self.node_id as u64) else {
+            return Err(ConfigError(format!(
+                "controller_quorum '{list}' does not list this node (node_id {})",
+                self.node_id
+            )));
+        };
+        let addr = self.controller_addr.clone().unwrap_or_else(|| own.addr.clone());
+        Ok((voters, addr))
+    }
+
     /// Checks values that would make the broker misbehave.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |m: String| Err(ConfigError(m));
@@ -1151,6 +1184,7 @@ impl BrokerConfig {
         if self.node_id < 0 {
             return err(format!("node_id must be >= 0, got {}", self.node_id));
         }
+        self.controller_listener()?;
         if self.default_partitions < 1 || self.default_partitions > self.max_partitions_per_topic {
             return err("default_partitions must be between 1 and max_partitions_per_topic".into());
         }

@@ -46,6 +46,12 @@ pub enum BrokerError {
     InvalidRecord(#[from] InvalidRecord),
     #[error("storage error: {0}")]
     Io(#[from] io::Error),
+    /// This broker does not lead the partition (NOT_LEADER_OR_FOLLOWER).
+    #[error("this broker is not the leader of partition {1} of topic '{0}'")]
+    NotLeaderOrFollower(String, i32),
+    /// The metadata quorum did not take a change in time (REQUEST_TIMED_OUT).
+    #[error("the metadata quorum did not commit the change: {0}")]
+    MetadataTimeout(String),
 }
 
 /// A produced record set refused by broker-side schema validation

@@ -192,7 +192,7 @@ async fn flipped_bytes_in_a_segment_cut_the_log_at_the_damaged_batch() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_damaged_checkpoint_or_topics_file_does_not_stop_the_broker() {
+async fn a_damaged_checkpoint_or_a_lost_metadata_log_does_not_stop_the_broker() {
     let mut broker = TestBroker::start();
     create_topic(&broker, "meta", 2, &[("retention.ms", "3600000")]).await;
     produce_batches(&broker, "meta", 10).await;
@@ -202,6 +202,10 @@ async fn a_damaged_checkpoint_or_topics_file_does_not_stop_the_broker() {
         b"garbage\n",
     )
     .unwrap();
+    // Without its metadata log, and with a damaged topics.json of an older
+    // version, the broker rebuilds its topics from the partition
+    // directories.
+    std::fs::remove_dir_all(broker.dir.join("__cluster_metadata")).unwrap();
     std::fs::write(broker.dir.join("topics.json"), b"{ truncated").unwrap();
     broker.restart();
     assert_eq!(latest_offset(&broker, "meta", 0).await, 10);
@@ -209,4 +213,102 @@ async fn a_damaged_checkpoint_or_topics_file_does_not_stop_the_broker() {
     assert!(broker
         .log()
         .contains("rebuilding topics from partition directories"));
+}
+
+/// The `topics.json` an older version kept: every topic found in the data
+/// directory with its id (from `partition.metadata`) and partition count.
+fn write_legacy_topics_json(dir: &std::path::Path, configs: &HashMap<&str, serde_json::Value>) {
+    let mut topics: std::collections::BTreeMap<String, (String, i32)> = Default::default();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some((topic, p)) = name.rsplit_once('-') else {
+            continue;
+        };
+        let Ok(p) = p.parse::<i32>() else { continue };
+        let meta = std::fs::read_to_string(entry.path().join("partition.metadata")).unwrap();
+        let id = meta
+            .lines()
+            .find_map(|l| l.strip_prefix("topic_id:"))
+            .unwrap()
+            .trim()
+            .to_string();
+        let slot = topics.entry(topic.to_string()).or_insert((id, 0));
+        slot.1 = slot.1.max(p + 1);
+    }
+    let list: Vec<serde_json::Value> = topics
+        .into_iter()
+        .map(|(name, (id, partitions))| {
+            let configs = configs
+                .get(name.as_str())
+                .cloned()
+                .unwrap_or(serde_json::json!({}));
+            serde_json::json!({"name": name, "id": id, "partitions": partitions, "configs": configs})
+        })
+        .collect();
+    let file = serde_json::json!({"version": 1, "topics": list});
+    std::fs::write(dir.join("topics.json"), serde_json::to_vec(&file).unwrap()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_of_the_version_before_the_metadata_log_opens_without_loss() {
+    let mut broker = TestBroker::start();
+    create_topic(&broker, "kept", 2, &[]).await;
+    produce_batches(&broker, "kept", 12).await;
+    assert_eq!(broker.stop(), Some(0));
+    // What the version before kept instead of a metadata log.
+    std::fs::remove_dir_all(broker.dir.join("__cluster_metadata")).unwrap();
+    let configs = HashMap::from([(
+        "kept",
+        serde_json::json!({"retention.ms": "3600000", "cleanup.policy": "delete"}),
+    )]);
+    write_legacy_topics_json(&broker.dir, &configs);
+    std::fs::write(
+        broker.dir.join("dynamic-configs.json"),
+        br#"{"version": 1, "broker": {"log.retention.bytes": "1048576000"}, "cluster_default": {}, "groups": {}}"#,
+    )
+    .unwrap();
+    broker.restart();
+    assert_eq!(latest_offset(&broker, "kept", 0).await, 12);
+    assert_prefix_served(&broker, "kept", 12);
+    assert!(
+        broker.dir.join("topics.json.migrated").exists() && !broker.dir.join("topics.json").exists(),
+        "topics.json is moved into the metadata log once"
+    );
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", broker.addr())
+            .create()
+            .unwrap();
+    let opts = rdkafka::admin::AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let described = admin
+        .describe_configs(
+            &[
+                rdkafka::admin::ResourceSpecifier::Topic("kept"),
+                rdkafka::admin::ResourceSpecifier::Broker(0),
+            ],
+            &opts,
+        )
+        .await
+        .unwrap();
+    let topic = described[0].as_ref().unwrap();
+    assert_eq!(
+        topic.get("retention.ms").and_then(|e| e.value.as_deref()),
+        Some("3600000"),
+        "the topic keeps its override"
+    );
+    let broker_configs = described[1].as_ref().unwrap();
+    assert_eq!(
+        broker_configs
+            .get("log.retention.bytes")
+            .and_then(|e| e.value.as_deref()),
+        Some("1048576000"),
+        "the broker keeps its dynamic config"
+    );
+    // A restart reads it all from the metadata log, and new records follow.
+    produce_batches(&broker, "kept", 1).await;
+    broker.kill();
+    broker.restart();
+    assert_eq!(latest_offset(&broker, "kept", 0).await, 13);
+    assert_prefix_served(&broker, "kept", 12);
 }

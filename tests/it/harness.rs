@@ -60,6 +60,22 @@ impl TestBroker {
         broker
     }
 
+    /// A broker on `port` that `spawn` has not started yet.
+    fn unstarted(port: u16, args: Vec<String>) -> TestBroker {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        TestBroker {
+            child: None,
+            port,
+            registry_port: free_port(),
+            connect_port: free_port(),
+            dir: tmp.path().join("data"),
+            _tmp: tmp,
+            args,
+            starts: 0,
+            open_file_limit: None,
+        }
+    }
+
     /// Starts a broker with a YAML config file (written into its temp dir)
     /// and extra arguments.
     pub fn start_with_config(yaml: &str, args: &[&str]) -> TestBroker {
@@ -139,7 +155,7 @@ impl TestBroker {
             .collect()
     }
 
-    fn spawn(&mut self) {
+    fn spawn_only(&mut self) {
         self.starts += 1;
         let log = File::create(self.log_path(self.starts)).expect("broker log file");
         let mut command = Command::new(BIN);
@@ -178,6 +194,10 @@ impl TestBroker {
             .spawn()
             .expect("start runnel serve");
         self.child = Some(child);
+    }
+
+    fn spawn(&mut self) {
+        self.spawn_only();
         self.wait_ready();
     }
 
@@ -333,6 +353,59 @@ impl Drop for TestBroker {
         if std::thread::panicking() {
             eprintln!("---- broker log ----\n{}", self.log());
         }
+    }
+}
+
+/// Brokers started as one cluster: every node a voter of the metadata
+/// quorum (`--controller-quorum`) on loopback ports of its own.
+pub struct TestCluster {
+    pub nodes: Vec<TestBroker>,
+}
+
+impl TestCluster {
+    pub fn start(n: usize) -> TestCluster {
+        Self::start_with(n, &[])
+    }
+
+    /// Starts `n` nodes (ids 1..=n) with extra `runnel serve` arguments.
+    pub fn start_with(n: usize, args: &[&str]) -> TestCluster {
+        let controller_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let quorum = controller_ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| format!("{}@127.0.0.1:{port}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes: Vec<TestBroker> = (0..n)
+            .map(|i| {
+                let mut all = vec![
+                    "--node-id".to_string(),
+                    (i + 1).to_string(),
+                    "--controller-quorum".to_string(),
+                    quorum.clone(),
+                ];
+                all.extend(args.iter().map(|s| s.to_string()));
+                TestBroker::unstarted(free_port(), all)
+            })
+            .collect();
+        // A node waits for a quorum before it serves: start them all, then
+        // wait for each.
+        for node in &mut nodes {
+            node.spawn_only();
+        }
+        for node in &mut nodes {
+            node.wait_ready();
+        }
+        TestCluster { nodes }
+    }
+
+    /// Every node's Kafka address, for `bootstrap.servers`.
+    pub fn bootstrap(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| n.addr())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 

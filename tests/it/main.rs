@@ -10,6 +10,7 @@ mod harness;
 mod admin_configs;
 mod append_rules;
 mod broker_cli;
+mod cluster;
 mod compaction;
 mod connect;
 mod crash_recovery;

@@ -288,6 +288,7 @@ mod tests {
             data_dir: data_dir.clone(),
             ..Default::default()
         })
+        .await
         .unwrap();
         broker
             .metadata()

@@ -52,9 +52,8 @@ impl InternalTopics for Metadata {
 }
 
 /// Creates `__consumer_offsets` if needed and loads the group coordinator
-/// from all its partitions. Runs while the broker opens, before anything
-/// else can change topics.
-pub(super) fn start_group_coordinator(
+/// from its partitions on this broker. Runs while the broker opens.
+pub(super) async fn start_group_coordinator(
     metadata: &Metadata,
     config: &BrokerConfig,
 ) -> Result<GroupCoordinator, BrokerError> {
@@ -64,15 +63,26 @@ pub(super) fn start_group_coordinator(
             let mut configs = BTreeMap::new();
             configs.insert("cleanup.policy".to_string(), "compact".to_string());
             configs.insert("segment.bytes".to_string(), (100 << 20).to_string());
-            let t = metadata.create_topic_locked(
-                OFFSETS_TOPIC,
-                config.offsets_topic_partitions,
-                1,
-                configs,
-                false,
-            )?;
-            info!(partitions = t.partition_count(), "created {OFFSETS_TOPIC}");
-            t
+            let created = metadata
+                .create_topic(
+                    OFFSETS_TOPIC,
+                    config.offsets_topic_partitions,
+                    -1,
+                    configs,
+                    false,
+                )
+                .await;
+            match created {
+                Ok(t) => {
+                    info!(partitions = t.partition_count(), "created {OFFSETS_TOPIC}");
+                    t
+                }
+                // Another broker of the cluster created it first.
+                Err(BrokerError::TopicExists(_)) => metadata
+                    .topic(OFFSETS_TOPIC)
+                    .ok_or_else(|| BrokerError::UnknownTopic(OFFSETS_TOPIC.into()))?,
+                Err(e) => return Err(e),
+            }
         }
     };
     let group_config = GroupConfig {

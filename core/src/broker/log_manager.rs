@@ -11,7 +11,6 @@
 //! What it is not: which topics exist (`metadata.rs` decides and records
 //! that in `topics.json`) or the append and read path (`partition.rs`).
 
-use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -24,7 +23,7 @@ use super::meta::{self, TopicRecord};
 use super::metrics::StorageHealth;
 use super::partition::Partition;
 use super::topic::Topic;
-use crate::config::{resolve_log_config, BrokerConfig, LogDefaults};
+use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::storage::checkpoint::{self, Checkpoint};
 use crate::storage::{LogConfig, PartitionLog};
@@ -32,6 +31,14 @@ use crate::util::{lock, now_ms};
 
 const RECOVERY_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
 const LOG_START_CHECKPOINT: &str = "log-start-offset-checkpoint";
+
+/// The recovery points and log starts read once at start, for the logs
+/// the first application of the metadata opens.
+#[derive(Default)]
+pub(super) struct StartCheckpoints {
+    recovery: Checkpoint,
+    log_starts: Checkpoint,
+}
 
 /// The logs of a data directory.
 pub struct LogManager {
@@ -56,165 +63,126 @@ impl LogManager {
         meta::remove_deleted_dirs(&self.data_dir)
     }
 
-    /// Finishes or undoes a creation a crash interrupted: `records` (what
-    /// `topics.json` holds) decides which.
-    pub(super) fn finish_pending_partitions(&self, records: &[TopicRecord]) -> io::Result<()> {
-        meta::finish_pending_partitions(&self.data_dir, records)?;
+    /// Removes the partitions of creations a stop interrupted (made under
+    /// temporary names before their records were committed), keeping those
+    /// `keep` (a pre-metadata-log `topics.json`) finishes.
+    pub(super) fn finish_pending_partitions(&self, keep: &[TopicRecord]) -> io::Result<()> {
+        meta::finish_pending_partitions(&self.data_dir, keep)?;
         Ok(())
     }
 
-    /// Opens (and if needed recovers) the log of every partition of
-    /// `records`, from the recovery points and log starts checkpointed.
-    pub(super) fn open_topics(
-        &self,
-        records: Vec<TopicRecord>,
-        log_defaults: &LogDefaults,
-    ) -> Result<HashMap<Arc<str>, Arc<Topic>>, BrokerError> {
-        let dir = &self.data_dir;
-        let recovery = read_checkpoint(&dir.join(RECOVERY_CHECKPOINT));
-        let log_starts = read_checkpoint(&dir.join(LOG_START_CHECKPOINT));
-
-        let started = std::time::Instant::now();
-        let mut topics = HashMap::new();
-        let mut truncated = 0u64;
-        for record in records {
-            let name: Arc<str> = record.name.as_str().into();
-            let log_config = resolve_log_config(&record.configs, log_defaults);
-            let mut partitions = Vec::with_capacity(record.partitions as usize);
-            for p in 0..record.partitions {
-                let pdir = meta::partition_dir(dir, &record.name, p);
-                meta::write_partition_metadata(&pdir, record.id)?;
-                let key = (record.name.clone(), p);
-                let (log, report) = PartitionLog::open(
-                    &pdir,
-                    log_config.clone(),
-                    recovery.get(&key).copied().unwrap_or(0),
-                    log_starts.get(&key).copied().unwrap_or(0),
-                    now_ms(),
-                )?;
-                truncated += report.truncated_bytes;
-                partitions.push(Arc::new(Partition::new(
-                    name.clone(),
-                    p,
-                    log,
-                    self.storage.clone(),
-                )));
-            }
-            let topic = Topic::new(name.clone(), record.id, record.configs, partitions);
-            topics.insert(name, Arc::new(topic));
+    /// The recovery points and log starts last checkpointed.
+    pub(super) fn read_checkpoints(&self) -> StartCheckpoints {
+        StartCheckpoints {
+            recovery: read_checkpoint(&self.data_dir.join(RECOVERY_CHECKPOINT)),
+            log_starts: read_checkpoint(&self.data_dir.join(LOG_START_CHECKPOINT)),
         }
-        info!(
-            topics = topics.len(),
-            partitions = topics.values().map(|t| t.partition_count() as usize).sum::<usize>(),
-            truncated_bytes = truncated,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            data_dir = %dir.display(),
-            "storage loaded"
-        );
-        Ok(topics)
     }
 
-    /// Creates the partitions `range` of topic `name` (id `id`) all or
-    /// none: each partition is made under a temporary name, `commit` is
-    /// called once every one exists (it records them: `topics.json`), and
-    /// only then do the directories get their final names. A failure
-    /// before that point removes what was made; a failure after it calls
-    /// `revert` (which records the state before) and removes them too. A
-    /// crash is finished or undone on the next start (see `meta`).
-    pub(super) fn create_partitions(
+    /// Opens (recovering it if needed) or creates the log of partition `p`
+    /// of topic `name` (id `id`). A directory left by an older topic of the
+    /// same name (another id) is removed first.
+    pub(super) fn open_partition(
         &self,
         name: &Arc<str>,
         id: Uuid,
-        range: std::ops::Range<i32>,
+        p: i32,
         log_config: &LogConfig,
-        commit: impl FnOnce() -> io::Result<()>,
-        revert: impl FnOnce() -> io::Result<()>,
-    ) -> Result<Vec<Arc<Partition>>, BrokerError> {
-        let logs =
-            self.add_partitions_atomically(name, id, range.clone(), log_config, commit, revert)?;
-        Ok(logs
-            .into_iter()
-            .zip(range)
-            .map(|(log, p)| Arc::new(Partition::new(name.clone(), p, log, self.storage.clone())))
-            .collect())
+        checkpoints: &StartCheckpoints,
+    ) -> Result<(Arc<Partition>, u64), BrokerError> {
+        let pdir = meta::partition_dir(&self.data_dir, name, p);
+        if let Some(other) = meta::read_partition_metadata(&pdir).filter(|&other| other != id) {
+            warn!(dir = %pdir.display(), old_id = %other, new_id = %id, "removing the data of an older topic of the same name");
+            std::fs::remove_dir_all(&pdir)?;
+        }
+        meta::write_partition_metadata(&pdir, id)?;
+        let key = (name.to_string(), p);
+        let (log, report) = PartitionLog::open(
+            &pdir,
+            log_config.clone(),
+            checkpoints.recovery.get(&key).copied().unwrap_or(0),
+            checkpoints.log_starts.get(&key).copied().unwrap_or(0),
+            now_ms(),
+        )?;
+        let partition = Arc::new(Partition::new(
+            name.clone(),
+            p,
+            log,
+            self.storage.clone(),
+        ));
+        Ok((partition, report.truncated_bytes))
     }
 
-    fn add_partitions_atomically(
+    /// Makes the logs of new partitions `indexes` of topic `name` under
+    /// temporary names, all or none (a failure removes what was made), so
+    /// a creation that cannot make them fails before it is recorded.
+    pub(super) fn prepare_partitions(
         &self,
         name: &str,
         id: Uuid,
-        range: std::ops::Range<i32>,
+        indexes: &[i32],
         log_config: &LogConfig,
-        commit: impl FnOnce() -> io::Result<()>,
-        revert: impl FnOnce() -> io::Result<()>,
-    ) -> Result<Vec<PartitionLog>, BrokerError> {
-        let data_dir = &self.data_dir;
-        let mut logs: Vec<PartitionLog> = Vec::with_capacity(range.len());
-        let undo = |logs: Vec<PartitionLog>, range: std::ops::Range<i32>| {
-            drop(logs);
-            for p in range {
-                let pending = meta::pending_partition_dir(data_dir, name, p, id);
-                if let Err(e) = std::fs::remove_dir_all(&pending) {
-                    if e.kind() != io::ErrorKind::NotFound {
-                        warn!(dir = %pending.display(), error = %e, "could not remove a partition of a failed creation");
-                    }
-                }
-            }
-        };
-        for p in range.clone() {
-            let pending = meta::pending_partition_dir(data_dir, name, p, id);
-            let made = meta::write_partition_metadata(&pending, id).and_then(|()| {
+    ) -> Result<Vec<(i32, PartitionLog)>, BrokerError> {
+        let mut made: Vec<(i32, PartitionLog)> = Vec::with_capacity(indexes.len());
+        for &p in indexes {
+            let pending = meta::pending_partition_dir(&self.data_dir, name, p, id);
+            let log = meta::write_partition_metadata(&pending, id).and_then(|()| {
                 PartitionLog::open(&pending, log_config.clone(), 0, 0, now_ms()).map(|(l, _)| l)
             });
-            match made {
-                Ok(log) => logs.push(log),
+            match log {
+                Ok(log) => made.push((p, log)),
                 Err(e) => {
                     error!(topic = name, partition = p, error = %e, "creating partitions failed; removing the ones made");
-                    undo(logs, range);
+                    self.discard_prepared(name, id, made);
+                    if let Err(e) = std::fs::remove_dir_all(&pending) {
+                        if e.kind() != io::ErrorKind::NotFound {
+                            warn!(dir = %pending.display(), error = %e, "could not remove a partition of a failed creation");
+                        }
+                    }
                     return Err(e.into());
                 }
             }
         }
-        // The commit point.
-        if let Err(e) = commit() {
-            error!(topic = name, error = %e, "recording new partitions failed; removing them");
-            undo(logs, range);
-            return Err(e.into());
-        }
-        for (log, p) in logs.iter_mut().zip(range.clone()) {
-            let target = meta::partition_dir(data_dir, name, p);
-            let moved = match std::fs::remove_dir_all(&target) {
-                // Leftover of a topic with the same name that was never
-                // fully deleted: start clean.
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(e),
-            }
-            .and_then(|()| log.relocate(&target));
-            if let Err(e) = moved {
-                error!(topic = name, partition = p, error = %e, "could not move a new partition into place; undoing the creation");
-                // Back to the state before: the old records, the new
-                // partitions under their temporary names, then removed. If
-                // this fails too, the next start finishes the creation.
-                let back = revert().and_then(|()| {
-                    for (log, p) in logs.iter_mut().zip(range.clone()) {
-                        if log.dir() == meta::partition_dir(data_dir, name, p) {
-                            log.relocate(&meta::pending_partition_dir(data_dir, name, p, id))?;
-                        }
-                    }
-                    Ok(())
-                });
-                match back {
-                    Ok(()) => undo(logs, range),
-                    Err(e) => {
-                        error!(topic = name, error = %e, "could not undo the creation; a restart completes it")
-                    }
+        Ok(made)
+    }
+
+    /// Removes partitions made by `prepare_partitions` whose creation was
+    /// not recorded.
+    pub(super) fn discard_prepared(&self, name: &str, id: Uuid, made: Vec<(i32, PartitionLog)>) {
+        for (p, log) in made {
+            drop(log);
+            let pending = meta::pending_partition_dir(&self.data_dir, name, p, id);
+            if let Err(e) = std::fs::remove_dir_all(&pending) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    warn!(dir = %pending.display(), error = %e, "could not remove a partition of a failed creation");
                 }
-                return Err(e.into());
             }
         }
-        meta::sync_dir(data_dir)?;
-        Ok(logs)
+    }
+
+    /// Moves a prepared partition into place once its creation is recorded.
+    pub(super) fn install_prepared(
+        &self,
+        name: &Arc<str>,
+        p: i32,
+        mut log: PartitionLog,
+    ) -> Result<Arc<Partition>, BrokerError> {
+        let target = meta::partition_dir(&self.data_dir, name, p);
+        match std::fs::remove_dir_all(&target) {
+            // Leftover of a topic with the same name that was never fully
+            // deleted: start clean.
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        log.relocate(&target)?;
+        meta::sync_dir(&self.data_dir)?;
+        Ok(Arc::new(Partition::new(
+            name.clone(),
+            p,
+            log,
+            self.storage.clone(),
+        )))
     }
 
     /// Stops the partitions of a deleted topic and removes their data:

@@ -136,7 +136,15 @@ pub fn lock_data_dir(dir: &Path) -> io::Result<DataDirLock> {
 
 /// Reads or creates `meta.properties`; returns the cluster id. Refuses to
 /// start a broker whose node id differs from the one that created the dir.
-pub fn load_or_create_identity(dir: &Path, node_id: i32) -> io::Result<String> {
+///
+/// A new directory gets `cluster_id` when given (every node of a cluster
+/// derives the same one from its quorum, see [`cluster_id_of_quorum`]), a
+/// random one otherwise.
+pub fn load_or_create_identity(
+    dir: &Path,
+    node_id: i32,
+    cluster_id: Option<&str>,
+) -> io::Result<String> {
     let path = dir.join("meta.properties");
     match fs::read_to_string(&path) {
         Ok(text) => {
@@ -146,10 +154,15 @@ pub fn load_or_create_identity(dir: &Path, node_id: i32) -> io::Result<String> {
                 .filter_map(|l| l.split_once('='))
                 .map(|(k, v)| (k.trim(), v.trim()))
                 .collect();
-            let cluster_id = props.get("cluster.id").map(|s| s.to_string());
+            let stored_cluster = props.get("cluster.id").map(|s| s.to_string());
             let stored_node = props.get("node.id").and_then(|s| s.parse::<i32>().ok());
-            match (cluster_id, stored_node) {
-                (Some(cluster_id), Some(stored)) if stored == node_id => Ok(cluster_id),
+            match (stored_cluster, stored_node) {
+                (Some(stored_id), Some(stored)) if stored == node_id => {
+                    if let Some(wanted) = cluster_id.filter(|&w| w != stored_id) {
+                        warn!(path = %path.display(), stored = %stored_id, quorum = wanted, "this data directory keeps the cluster id it was created with");
+                    }
+                    Ok(stored_id)
+                }
                 (Some(_), Some(stored)) => Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
                     format!(
@@ -159,17 +172,17 @@ pub fn load_or_create_identity(dir: &Path, node_id: i32) -> io::Result<String> {
                 )),
                 _ => {
                     warn!(path = %path.display(), "meta.properties is damaged; writing a new identity");
-                    create_identity(&path, node_id)
+                    create_identity(&path, node_id, cluster_id)
                 }
             }
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => create_identity(&path, node_id),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => create_identity(&path, node_id, cluster_id),
         Err(e) => Err(e),
     }
 }
 
-fn create_identity(path: &Path, node_id: i32) -> io::Result<String> {
-    let cluster_id = new_cluster_id();
+fn create_identity(path: &Path, node_id: i32, cluster_id: Option<&str>) -> io::Result<String> {
+    let cluster_id = cluster_id.map_or_else(new_cluster_id, str::to_string);
     let text =
         format!("#Runnel broker identity\nversion=1\ncluster.id={cluster_id}\nnode.id={node_id}\n");
     write_atomically(path, text.as_bytes())?;
@@ -178,11 +191,30 @@ fn create_identity(path: &Path, node_id: i32) -> io::Result<String> {
 
 /// A Kafka-style cluster id: 16 random bytes in URL-safe base64 (22 chars).
 fn new_cluster_id() -> String {
+    encode_cluster_id(Uuid::new_v4().as_u128())
+}
+
+fn encode_cluster_id(bits: u128) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let bits = Uuid::new_v4().as_u128();
     (0..22)
         .map(|i| ALPHABET[((bits >> (i * 6)) & 63) as usize] as char)
         .collect()
+}
+
+/// The cluster id every node of a quorum derives from the voter list
+/// (ids and addresses, in any order): the same list, the same id.
+pub fn cluster_id_of_quorum(voters: &[(u64, String)]) -> String {
+    let mut sorted: Vec<&(u64, String)> = voters.iter().collect();
+    sorted.sort();
+    // FNV-1a, 128 bits: stable across versions and platforms.
+    let mut hash: u128 = 0x6c62272e07bb014262b821756295c58d;
+    for (id, addr) in sorted {
+        for byte in id.to_le_bytes().iter().chain(addr.as_bytes()).chain(b",") {
+            hash ^= *byte as u128;
+            hash = hash.wrapping_mul(0x0000000001000000000000000000013B);
+        }
+    }
+    encode_cluster_id(hash)
 }
 
 pub fn topics_path(dir: &Path) -> PathBuf {
@@ -364,7 +396,7 @@ pub fn write_partition_metadata(dir: &Path, topic_id: Uuid) -> io::Result<()> {
     write_atomically(&path, text.as_bytes()).map_err(|e| explain(e, "writing", &path))
 }
 
-fn read_partition_metadata(dir: &Path) -> Option<Uuid> {
+pub fn read_partition_metadata(dir: &Path) -> Option<Uuid> {
     let text = fs::read_to_string(dir.join("partition.metadata")).ok()?;
     text.lines()
         .find_map(|l| l.strip_prefix("topic_id:"))
@@ -479,10 +511,23 @@ mod tests {
     #[test]
     fn the_identity_is_stable_and_guards_the_node_id() {
         let dir = tempfile::tempdir().unwrap();
-        let a = load_or_create_identity(dir.path(), 1).unwrap();
+        let a = load_or_create_identity(dir.path(), 1, None).unwrap();
         assert_eq!(a.len(), 22);
-        assert_eq!(load_or_create_identity(dir.path(), 1).unwrap(), a);
-        assert!(load_or_create_identity(dir.path(), 2).is_err());
+        assert_eq!(load_or_create_identity(dir.path(), 1, None).unwrap(), a);
+        assert!(load_or_create_identity(dir.path(), 2, None).is_err());
+    }
+
+    #[test]
+    fn the_nodes_of_a_quorum_derive_one_cluster_id_from_it() {
+        let voters = |order: &[u64]| -> Vec<(u64, String)> {
+            order.iter().map(|&i| (i, format!("10.0.0.{i}:9093"))).collect()
+        };
+        let id = cluster_id_of_quorum(&voters(&[1, 2, 3]));
+        assert_eq!(id.len(), 22);
+        assert_eq!(cluster_id_of_quorum(&voters(&[3, 1, 2])), id, "order does not matter");
+        assert_ne!(cluster_id_of_quorum(&voters(&[1, 2])), id);
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(load_or_create_identity(dir.path(), 2, Some(&id)).unwrap(), id);
     }
 
     #[test]

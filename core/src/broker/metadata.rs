@@ -1,12 +1,19 @@
-//! The metadata authority: which topics exist (name, id, partition
-//! count, config overrides), the configs changed at runtime (broker,
-//! cluster default, groups), and the admin operations that change them,
-//! recorded in `topics.json` and `dynamic-configs.json` (`meta.rs`)
-//! before they apply. It is the part a replicated metadata log will
-//! replace: today every change is decided here, on this node.
+//! This broker's view of the cluster's metadata: which topics exist (name,
+//! id, partitions with their replicas, leader and epochs, config
+//! overrides) and the configs changed at runtime (broker, cluster default,
+//! groups), as the metadata quorum (`crate::controller`) agreed them.
 //!
-//! Changes reach the logs through the log manager (new partitions, new
-//! log configs, deleted data).
+//! Admin operations are decided over the current image
+//! (`controller::decisions`), proposed to the quorum, and answered once
+//! this broker applied them. Applying an image (`apply_image`, on every
+//! change the quorum commits) brings the local state in line: partitions
+//! this broker has a replica of are opened or created, deleted topics'
+//! data removed, configs applied, and each partition learns whether this
+//! broker leads it and in which leader epoch.
+//!
+//! A data directory of a version before the metadata log has its
+//! `topics.json` and `dynamic-configs.json` moved into the log once
+//! (`migrate`), then renamed `*.migrated`.
 //!
 //! What it is not: the partitions' data path (`partition.rs`) or the
 //! logs' maintenance (`log_manager.rs`).
@@ -14,12 +21,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
 
-use tracing::{info, warn};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
 use uuid::Uuid;
 
-use super::log_manager::LogManager;
+use super::log_manager::{LogManager, StartCheckpoints};
 use super::meta::{self, DynamicConfigs, TopicRecord};
 use super::partition::Partition;
 use super::topic::{validate_topic_name, Topic};
@@ -27,7 +36,15 @@ use crate::config::{
     resolve_log_config, validate_dynamic_broker_configs, validate_group_configs,
     validate_topic_config, BrokerConfig, ConfigError, ConfigType, LogDefaults,
 };
+use crate::controller::decisions::{self, BrokerRegistrationRequest, DecisionError, NewTopic};
+use crate::controller::records::{BrokerId, ConfigChanged, ConfigResource, TopicCreated};
+use crate::controller::{
+    Controller, ControllerConfig, ControllerError, MetadataImage, MetadataRecord,
+    ProposalOutcome,
+};
 use crate::error::BrokerError;
+use crate::storage::PartitionLog;
+use crate::util::lock;
 
 /// How a config change applies (IncrementalAlterConfigs operations).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,53 +156,536 @@ fn load_valid_dynamic_configs(dir: &Path) -> io::Result<DynamicConfigs> {
     Ok(dynamic)
 }
 
-/// The topics and configs of the cluster (today: of this broker).
+/// Where the metadata quorum keeps its log and snapshots, in the data dir.
+pub const METADATA_DIR: &str = "__cluster_metadata";
+
+/// How long an admin operation waits for this broker to apply the change
+/// the quorum committed.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Records per proposal when a whole `topics.json` moves into the log.
+const MIGRATION_CHUNK: usize = 5000;
+
+/// What applying images keeps between runs.
+#[derive(Default)]
+struct ApplyState {
+    /// Recovery points and log starts read at start; only the first
+    /// application (the logs that exist on disk) uses them.
+    start_checkpoints: Option<StartCheckpoints>,
+}
+
+/// This broker's view of the cluster's topics and configs, following the
+/// metadata quorum.
 pub struct Metadata {
     data_dir: PathBuf,
+    node_id: BrokerId,
     /// Topic defaults of the configuration the broker started with.
     static_log_defaults: LogDefaults,
     auto_create_topics: bool,
     default_partitions: i32,
     max_partitions_per_topic: i32,
+    controller: Controller,
+    /// The image this broker's local state was last brought in line with.
+    image: RwLock<Arc<MetadataImage>>,
+    /// The log index of `image`, for admin operations waiting to see their
+    /// change applied.
+    applied: watch::Sender<u64>,
     /// Configs changed at runtime (broker, cluster default, groups).
     dynamic: RwLock<DynamicConfigs>,
     /// Topic defaults in effect: `static_log_defaults` with the dynamic
     /// broker configs applied.
     log_defaults: RwLock<Arc<LogDefaults>>,
     topics: RwLock<HashMap<Arc<str>, Arc<Topic>>>,
-    /// Serialises topic creation, deletion and config changes, and the
-    /// `topics.json` writes that record them.
+    /// Serialises this broker's admin decisions (the quorum orders them
+    /// with other brokers').
     admin: tokio::sync::Mutex<()>,
+    /// Serialises applying images.
+    applying: Mutex<ApplyState>,
+    /// Logs of new local partitions made before their records were
+    /// proposed (so a creation that cannot make them fails whole, before
+    /// it is recorded), by topic id and partition; the application that
+    /// sees their records moves them into place.
+    prepared: Mutex<HashMap<(Uuid, i32), PartitionLog>>,
     logs: Arc<LogManager>,
 }
 
+fn controller_error(e: ControllerError) -> BrokerError {
+    match e {
+        ControllerError::InvalidProposal(m) => BrokerError::InvalidRequest(m),
+        other => BrokerError::MetadataTimeout(other.to_string()),
+    }
+}
+
+fn decision_error(e: DecisionError) -> BrokerError {
+    match e {
+        DecisionError::InvalidReplicationFactor { .. } => {
+            BrokerError::InvalidReplicationFactor(e.to_string())
+        }
+        DecisionError::InvalidPartitions(m) => BrokerError::InvalidPartitions(m),
+        DecisionError::InvalidTopic(m) => BrokerError::InvalidTopic(m),
+        DecisionError::TopicAlreadyExists(name) => BrokerError::TopicExists(name),
+        DecisionError::UnknownTopicOrPartition(name) => BrokerError::UnknownTopic(name),
+        other => BrokerError::InvalidRequest(other.to_string()),
+    }
+}
+
+/// The records that set `resource`'s configs from `before` to `after`.
+fn config_changes(
+    resource: &ConfigResource,
+    before: &BTreeMap<String, String>,
+    after: &BTreeMap<String, String>,
+) -> Vec<MetadataRecord> {
+    let set = after
+        .iter()
+        .filter(|(k, v)| before.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), Some(v.clone())));
+    let removed = before
+        .keys()
+        .filter(|k| !after.contains_key(*k))
+        .map(|k| (k.clone(), None));
+    set.chain(removed)
+        .map(|(name, value)| {
+            MetadataRecord::ConfigChanged(ConfigChanged {
+                resource: resource.clone(),
+                name,
+                value,
+            })
+        })
+        .collect()
+}
+
 impl Metadata {
-    /// Loads `topics.json` and `dynamic-configs.json` and has `logs` open
-    /// every recorded partition (finishing or undoing a creation a crash
-    /// interrupted).
-    pub(super) fn open(
+    /// Starts this node's controller (a quorum of one unless the config
+    /// names voters), registers the broker, moves a `topics.json` of an
+    /// older version into the metadata log, opens every local partition
+    /// the metadata names, and follows the quorum from then on.
+    pub(super) async fn open(
         config: &BrokerConfig,
         logs: Arc<LogManager>,
-    ) -> Result<Metadata, BrokerError> {
+    ) -> Result<Arc<Metadata>, BrokerError> {
         let dir = &config.data_dir;
         logs.remove_deleted_partitions()?;
-        let records = meta::load_topics(dir)?;
-        logs.finish_pending_partitions(&records)?;
-        let dynamic = load_valid_dynamic_configs(dir)?;
-        let log_defaults = effective_log_defaults(&config.log, &dynamic);
-        let topics = logs.open_topics(records, &log_defaults)?;
-        Ok(Metadata {
+        let (voters, listen_addr) = config.controller_listener()?;
+        let controller = Controller::start(ControllerConfig::new(
+            config.node_id as u64,
+            voters,
+            listen_addr,
+            dir.join(METADATA_DIR),
+        ))
+        .await
+        .map_err(|e| match e {
+            ControllerError::Store(e) => BrokerError::Io(io::Error::other(e.to_string())),
+            ControllerError::Config(m) => BrokerError::InvalidConfig(ConfigError(m)),
+            other => BrokerError::Io(io::Error::other(other.to_string())),
+        })?;
+        let metadata = Arc::new(Metadata {
             data_dir: dir.clone(),
+            node_id: config.node_id,
             static_log_defaults: config.log.clone(),
             auto_create_topics: config.auto_create_topics,
             default_partitions: config.default_partitions,
             max_partitions_per_topic: config.max_partitions_per_topic,
-            dynamic: RwLock::new(dynamic),
-            log_defaults: RwLock::new(Arc::new(log_defaults)),
-            topics: RwLock::new(topics),
+            controller,
+            image: RwLock::new(Arc::new(MetadataImage::new())),
+            applied: watch::channel(0).0,
+            dynamic: RwLock::new(DynamicConfigs::default()),
+            log_defaults: RwLock::new(Arc::new(config.log.clone())),
+            topics: RwLock::new(HashMap::new()),
             admin: tokio::sync::Mutex::new(()),
+            applying: Mutex::new(ApplyState {
+                start_checkpoints: Some(logs.read_checkpoints()),
+            }),
+            prepared: Mutex::new(HashMap::new()),
             logs,
-        })
+        });
+        metadata.register(config).await?;
+        let legacy = meta::topics_path(dir).exists() || meta::dynamic_configs_path(dir).exists();
+        let legacy_topics = if legacy {
+            meta::load_topics(dir)?
+        } else {
+            Vec::new()
+        };
+        metadata.logs.finish_pending_partitions(&legacy_topics)?;
+        if legacy {
+            metadata.migrate(legacy_topics).await?;
+        }
+        let image = metadata.controller.image();
+        let first = metadata.clone();
+        tokio::task::spawn_blocking(move || first.apply_image(image))
+            .await
+            .map_err(|e| BrokerError::Io(io::Error::other(e.to_string())))?;
+        metadata.follow();
+        Ok(metadata)
+    }
+
+    /// Registers this broker (a new incarnation, with the next broker
+    /// epoch) and unfences it, retrying until the quorum answers.
+    async fn register(&self, config: &BrokerConfig) -> Result<(), BrokerError> {
+        let listener = config
+            .advertised_kafka_addr
+            .clone()
+            .unwrap_or_else(|| config.kafka_addr.clone());
+        let request = BrokerRegistrationRequest {
+            broker_id: self.node_id,
+            incarnation_id: Uuid::new_v4(),
+            listener,
+            rack: None,
+        };
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            match self.try_register(&request).await {
+                Ok(epoch) => {
+                    info!(
+                        node_id = self.node_id,
+                        broker_epoch = epoch,
+                        "registered with the metadata quorum"
+                    );
+                    return Ok(());
+                }
+                Err(BrokerError::MetadataTimeout(why)) => {
+                    warn!(attempt, error = %why, "waiting for the metadata quorum to register this broker");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn try_register(&self, request: &BrokerRegistrationRequest) -> Result<i64, BrokerError> {
+        let image = self.controller.image();
+        let (epoch, records) =
+            decisions::register_broker(&image, request, false).map_err(decision_error)?;
+        if !records.is_empty() {
+            let outcome = self.propose(records).await?;
+            if let Some((_, why)) = outcome.first_ignored() {
+                return Err(BrokerError::MetadataTimeout(format!(
+                    "registration decided on a state that moved: {why}"
+                )));
+            }
+        }
+        let image = self.controller.image();
+        let records =
+            decisions::unfence_broker(&image, self.node_id, epoch).map_err(decision_error)?;
+        if !records.is_empty() {
+            let outcome = self.propose(records).await?;
+            if let Some((_, why)) = outcome.first_ignored() {
+                return Err(BrokerError::MetadataTimeout(format!(
+                    "unfencing decided on a state that moved: {why}"
+                )));
+            }
+        }
+        Ok(epoch)
+    }
+
+    /// Moves what `topics.json` and `dynamic-configs.json` of an older
+    /// version hold into the metadata log (topics keep their ids; this
+    /// broker is the only replica and leader in epoch 0, as the batches on
+    /// disk say), then renames the files `*.migrated`. Idempotent: what
+    /// the log already has is not proposed again.
+    async fn migrate(&self, topics: Vec<TopicRecord>) -> Result<(), BrokerError> {
+        let dir = self.data_dir.clone();
+        let dynamic = load_valid_dynamic_configs(&dir)?;
+        let image = self.controller.image();
+        let node = self.node_id;
+        let mut records = Vec::new();
+        for t in &topics {
+            if image.topic(&t.id).is_some() || image.topic_by_name(&t.name).is_some() {
+                continue;
+            }
+            records.push(MetadataRecord::TopicCreated(TopicCreated {
+                name: t.name.clone(),
+                topic_id: t.id,
+                configs: t.configs.clone(),
+            }));
+            for p in 0..t.partitions {
+                records.push(MetadataRecord::PartitionCreated(
+                    crate::controller::records::PartitionCreated {
+                        topic_id: t.id,
+                        partition: p,
+                        replicas: vec![node],
+                        isr: vec![node],
+                        leader: node,
+                        leader_epoch: 0,
+                        partition_epoch: 0,
+                    },
+                ));
+            }
+        }
+        let empty = BTreeMap::new();
+        records.extend(config_changes(
+            &ConfigResource::Broker(node),
+            image.broker_configs(node).unwrap_or(&empty),
+            &dynamic.broker,
+        ));
+        records.extend(config_changes(
+            &ConfigResource::Cluster,
+            image.cluster_configs(),
+            &dynamic.cluster_default,
+        ));
+        for (group, configs) in &dynamic.groups {
+            records.extend(config_changes(
+                &ConfigResource::Group(group.clone()),
+                image.group_configs().get(group).unwrap_or(&empty),
+                configs,
+            ));
+        }
+        // A topic's records stay in one proposal where they fit.
+        let count = records.len();
+        let mut batch = Vec::new();
+        for record in records {
+            let topic_starts = matches!(record, MetadataRecord::TopicCreated(_));
+            if topic_starts && batch.len() >= MIGRATION_CHUNK {
+                self.propose(std::mem::take(&mut batch)).await?;
+            }
+            batch.push(record);
+        }
+        if !batch.is_empty() {
+            self.propose(batch).await?;
+        }
+        for path in [meta::topics_path(&dir), meta::dynamic_configs_path(&dir)] {
+            if path.exists() {
+                let mut done = path.clone().into_os_string();
+                done.push(".migrated");
+                std::fs::rename(&path, &done)?;
+            }
+        }
+        meta::sync_dir(&dir)?;
+        info!(
+            topics = topics.len(),
+            records = count,
+            "moved topics.json and dynamic-configs.json into the metadata log"
+        );
+        Ok(())
+    }
+
+    /// Applies every image the quorum commits, in the background, until
+    /// the metadata is dropped.
+    fn follow(self: &Arc<Self>) {
+        let weak: Weak<Metadata> = Arc::downgrade(self);
+        let mut images = self.controller.subscribe();
+        tokio::spawn(async move {
+            while images.changed().await.is_ok() {
+                let image = images.borrow_and_update().clone();
+                let Some(metadata) = weak.upgrade() else {
+                    break;
+                };
+                let applied = tokio::task::spawn_blocking(move || metadata.apply_image(image));
+                if let Err(e) = applied.await {
+                    error!(error = %e, "applying metadata panicked");
+                }
+            }
+        });
+    }
+
+    /// Brings the local state in line with `image`: dynamic configs and
+    /// topic defaults, topics created (their local partitions opened or
+    /// made) or deleted (their data removed), partitions added, configs
+    /// changed, and each local partition's leadership and leader epoch.
+    /// Blocking (opens logs): call from a blocking thread.
+    fn apply_image(&self, image: Arc<MetadataImage>) {
+        let mut state = lock(&self.applying);
+        if image.offset() < *self.applied.borrow() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let checkpoints = state.start_checkpoints.take();
+        let first = checkpoints.is_some();
+        let checkpoints = checkpoints.unwrap_or_default();
+
+        let dynamic = DynamicConfigs {
+            broker: image
+                .broker_configs(self.node_id)
+                .cloned()
+                .unwrap_or_default(),
+            cluster_default: image.cluster_configs().clone(),
+            groups: image.group_configs().clone(),
+        };
+        let defaults_changed = *self.dynamic.read().unwrap_or_else(|e| e.into_inner()) != dynamic;
+        if defaults_changed {
+            let defaults = Arc::new(effective_log_defaults(&self.static_log_defaults, &dynamic));
+            *self.dynamic.write().unwrap_or_else(|e| e.into_inner()) = dynamic;
+            *self.log_defaults.write().unwrap_or_else(|e| e.into_inner()) = defaults;
+        }
+        let defaults = self.log_defaults();
+
+        let mut current = self
+            .topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut next = HashMap::with_capacity(image.topics().count());
+        let mut truncated = 0u64;
+        for t in image.topics() {
+            let name: Arc<str> = t.name.as_str().into();
+            let local = match current.remove(&name) {
+                Some(local) if local.id == t.topic_id => Some(local),
+                Some(older) => {
+                    self.remove_topic(&older);
+                    None
+                }
+                None => None,
+            };
+            let topic = local.unwrap_or_else(|| {
+                Arc::new(Topic::new(
+                    name.clone(),
+                    t.topic_id,
+                    t.configs.clone(),
+                    Vec::new(),
+                ))
+            });
+            let configs_changed = topic.configs() != t.configs;
+            if configs_changed {
+                topic.set_configs(t.configs.clone());
+            }
+            let log_config = resolve_log_config(&t.configs, &defaults);
+            if configs_changed || defaults_changed {
+                self.logs.reconfigure(&topic, &log_config);
+            }
+            let have = topic.partition_count();
+            let mut added = Vec::new();
+            for (&index, p) in t.partitions.range(have..) {
+                let local = p.replicas.contains(&self.node_id).then(|| {
+                    let opened = match lock(&self.prepared).remove(&(t.topic_id, index)) {
+                        Some(log) => self
+                            .logs
+                            .install_prepared(&name, index, log)
+                            .map(|p| (p, 0)),
+                        None => self.logs.open_partition(
+                            &name,
+                            t.topic_id,
+                            index,
+                            &log_config,
+                            &checkpoints,
+                        ),
+                    };
+                    match opened {
+                        Ok((partition, cut)) => {
+                            truncated += cut;
+                            Some(partition)
+                        }
+                        Err(e) => {
+                            error!(topic = %name, partition = index, error = %e, "cannot open a partition of this broker; it stays offline");
+                            None
+                        }
+                    }
+                });
+                added.push(local.flatten());
+            }
+            if !added.is_empty() {
+                topic.add_partitions(added);
+            }
+            for (&index, p) in &t.partitions {
+                if let Some(partition) = topic.partition(index) {
+                    partition.set_leadership(p.leader == self.node_id, p.leader_epoch);
+                }
+            }
+            next.insert(name, topic);
+        }
+        for gone in current.into_values() {
+            self.remove_topic(&gone);
+        }
+        *self.topics.write().unwrap_or_else(|e| e.into_inner()) = next;
+        let offset = image.offset();
+        *self.image.write().unwrap_or_else(|e| e.into_inner()) = image;
+        self.applied.send_replace(offset);
+        if first {
+            let topics = self.topics();
+            info!(
+                topics = topics.len(),
+                partitions = topics.iter().map(|t| t.partitions().len()).sum::<usize>(),
+                truncated_bytes = truncated,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                data_dir = %self.data_dir.display(),
+                "storage loaded"
+            );
+        }
+    }
+
+    fn remove_topic(&self, topic: &Topic) {
+        self.logs.delete_partitions(topic);
+        info!(topic = %topic.name, "deleted topic");
+    }
+
+    async fn propose(&self, records: Vec<MetadataRecord>) -> Result<ProposalOutcome, BrokerError> {
+        self.controller
+            .propose(records)
+            .await
+            .map_err(controller_error)
+    }
+
+    /// Waits until this broker applied the log up to `index`.
+    async fn wait_applied(&self, index: u64) -> Result<(), BrokerError> {
+        let mut applied = self.applied.subscribe();
+        let reached = tokio::time::timeout(APPLY_TIMEOUT, applied.wait_for(|&at| at >= index))
+            .await
+            .map(|r| r.is_ok());
+        match reached {
+            Ok(true) => Ok(()),
+            _ => Err(BrokerError::MetadataTimeout(format!(
+                "the change (metadata log index {index}) was not applied here within {APPLY_TIMEOUT:?}"
+            ))),
+        }
+    }
+
+    /// Waits until this broker applied everything the controller has.
+    async fn catch_up(&self) -> Result<(), BrokerError> {
+        self.wait_applied(self.controller.image().offset()).await
+    }
+
+    /// Proposes the records of a creation whose local partitions were
+    /// prepared; the prepared logs go whenever the records do not apply.
+    async fn propose_with_prepared(
+        &self,
+        name: &str,
+        topic_id: Uuid,
+        prepared: Vec<(i32, PartitionLog)>,
+        records: Vec<MetadataRecord>,
+    ) -> Result<ProposalOutcome, BrokerError> {
+        {
+            let mut map = lock(&self.prepared);
+            for (p, log) in prepared {
+                map.insert((topic_id, p), log);
+            }
+        }
+        let result = self.propose(records).await;
+        let ok = matches!(&result, Ok(outcome) if outcome.all_applied());
+        if ok {
+            if let Ok(outcome) = &result {
+                self.wait_applied(outcome.log_index).await?;
+            }
+        }
+        // Whatever the application did not take is not needed.
+        let left: Vec<(i32, PartitionLog)> = {
+            let mut map = lock(&self.prepared);
+            let keys: Vec<(Uuid, i32)> = map.keys().filter(|k| k.0 == topic_id).copied().collect();
+            keys.into_iter()
+                .filter_map(|k| map.remove(&k).map(|log| (k.1, log)))
+                .collect()
+        };
+        if !left.is_empty() {
+            self.logs.discard_prepared(name, topic_id, left);
+        }
+        result
+    }
+
+    /// The metadata quorum this broker is a voter of.
+    pub fn controller(&self) -> &Controller {
+        &self.controller
+    }
+
+    /// The image the local state follows (brokers, partitions' replicas,
+    /// leaders and ISRs).
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.image
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Stops the controller and releases the metadata directory.
+    pub async fn shutdown(&self) {
+        self.controller.shutdown().await;
     }
 
     /// The topic defaults in effect (dynamic broker configs applied).
@@ -234,12 +734,18 @@ impl Metadata {
         all
     }
 
+    /// A partition this broker holds a replica of.
     pub fn partition(&self, topic: &str, index: i32) -> Result<Arc<Partition>, BrokerError> {
         let t = self
             .topic(topic)
             .ok_or_else(|| BrokerError::UnknownTopic(topic.to_string()))?;
-        t.partition(index)
-            .ok_or_else(|| BrokerError::UnknownPartition(topic.to_string(), index))
+        match t.partition(index) {
+            Some(p) => Ok(p),
+            None if index >= 0 && index < t.partition_count() => Err(
+                BrokerError::NotLeaderOrFollower(topic.to_string(), index),
+            ),
+            None => Err(BrokerError::UnknownPartition(topic.to_string(), index)),
+        }
     }
 
     /// Returns the topic, creating it with broker defaults when it does not
@@ -272,14 +778,15 @@ impl Metadata {
         }
     }
 
-    /// Checks a CreateTopics request for one topic without creating it.
-    pub fn validate_new_topic(
+    /// Checks a CreateTopics request for one topic without creating it:
+    /// the records it would propose, and the partition count.
+    fn decide_new_topic(
         &self,
         name: &str,
         partitions: i32,
         replication_factor: i16,
         configs: &BTreeMap<String, String>,
-    ) -> Result<i32, BrokerError> {
+    ) -> Result<(NewTopic, Vec<MetadataRecord>), BrokerError> {
         validate_topic_name(name).map_err(BrokerError::InvalidTopic)?;
         if self.topic(name).is_some() {
             return Err(BrokerError::TopicExists(name.to_string()));
@@ -305,19 +812,37 @@ impl Metadata {
                 "Replication factor must be larger than 0, or -1 to use the default value.".into(),
             ));
         }
-        if replication_factor != -1 && replication_factor != 1 {
-            return Err(BrokerError::InvalidReplicationFactor(format!(
-                "replication factor {replication_factor} is larger than the 1 available broker"
-            )));
-        }
         for (k, v) in configs {
             validate_topic_config(k, v)?;
         }
-        Ok(partitions)
+        let request = NewTopic {
+            name: name.to_string(),
+            topic_id: Uuid::new_v4(),
+            partitions,
+            replication_factor: (replication_factor != -1).then_some(replication_factor as i32),
+            configs: configs.clone(),
+        };
+        let records =
+            decisions::create_topic(&self.controller.image(), &request).map_err(decision_error)?;
+        Ok((request, records))
     }
 
-    /// Creates a topic with all its partitions, or nothing (see
-    /// `add_partitions_atomically`).
+    /// Checks a CreateTopics request for one topic without creating it;
+    /// returns the partition count it would have.
+    pub fn validate_new_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<i32, BrokerError> {
+        let (request, _) = self.decide_new_topic(name, partitions, replication_factor, configs)?;
+        Ok(request.partitions)
+    }
+
+    /// Creates a topic with all its partitions, or nothing: the partitions
+    /// this broker holds are made before the topic is proposed, and a
+    /// failure to make them fails the creation.
     pub async fn create_topic(
         &self,
         name: &str,
@@ -327,64 +852,52 @@ impl Metadata {
         validate_only: bool,
     ) -> Result<Arc<Topic>, BrokerError> {
         let _admin = self.admin.lock().await;
-        self.create_topic_locked(name, partitions, replication_factor, configs, validate_only)
-    }
-
-    /// Creates a topic; the caller holds the admin lock (or, while the
-    /// broker opens, has the only reference to the metadata).
-    pub(super) fn create_topic_locked(
-        &self,
-        name: &str,
-        partitions: i32,
-        replication_factor: i16,
-        configs: BTreeMap<String, String>,
-        validate_only: bool,
-    ) -> Result<Arc<Topic>, BrokerError> {
-        let partitions = self.validate_new_topic(name, partitions, replication_factor, &configs)?;
-        let id = Uuid::new_v4();
-        let name_arc: Arc<str> = name.into();
+        let decided = self.decide_new_topic(name, partitions, replication_factor, &configs);
+        let (request, records) = match decided {
+            Err(BrokerError::TopicExists(name)) => {
+                // Another broker created it: answer once it is known here.
+                self.catch_up().await?;
+                return Err(BrokerError::TopicExists(name));
+            }
+            other => other?,
+        };
+        if validate_only {
+            return Ok(Arc::new(Topic::new(
+                name.into(),
+                request.topic_id,
+                configs,
+                vec![None; request.partitions as usize],
+            )));
+        }
         let log_config = resolve_log_config(&configs, &self.log_defaults());
-        let mut logs = Vec::new();
-        if !validate_only {
-            let mut all = self.topic_records();
-            all.push(TopicRecord {
-                name: name.to_string(),
-                id,
-                partitions,
-                configs: configs.clone(),
-            });
-            logs = self.logs.create_partitions(
-                &name_arc,
-                id,
-                0..partitions,
-                &log_config,
-                || meta::save_topics(&self.data_dir, &all),
-                || meta::save_topics(&self.data_dir, &self.topic_records()),
-            )?;
+        let local = self.local_partitions(&records);
+        let prepared = self
+            .logs
+            .prepare_partitions(name, request.topic_id, &local, &log_config)?;
+        let outcome = self
+            .propose_with_prepared(name, request.topic_id, prepared, records)
+            .await?;
+        if !outcome.all_applied() {
+            self.catch_up().await?;
+            return Err(BrokerError::TopicExists(name.to_string()));
         }
-        let topic = Arc::new(Topic::new(name_arc.clone(), id, configs, logs));
-        if !validate_only {
-            self.topics
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(name_arc, topic.clone());
-            info!(topic = name, partitions, "created topic");
-        }
+        let topic = self
+            .topic(name)
+            .filter(|t| t.id == request.topic_id)
+            .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
+        info!(topic = name, partitions = request.partitions, "created topic");
         Ok(topic)
     }
 
-    /// What `topics.json` records: every topic's name, id, partition count
-    /// and config overrides.
-    fn topic_records(&self) -> Vec<TopicRecord> {
-        self.topics
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .map(|t| TopicRecord {
-                name: t.name.to_string(),
-                id: t.id,
-                partitions: t.partition_count(),
-                configs: t.configs(),
+    /// The partitions of `records` this broker has a replica of.
+    fn local_partitions(&self, records: &[MetadataRecord]) -> Vec<i32> {
+        records
+            .iter()
+            .filter_map(|r| match r {
+                MetadataRecord::PartitionCreated(p) if p.replicas.contains(&self.node_id) => {
+                    Some(p.partition)
+                }
+                _ => None,
             })
             .collect()
     }
@@ -401,15 +914,13 @@ impl Metadata {
                 "it cannot be deleted",
             ));
         }
-        let mut remaining = self.topic_records();
-        remaining.retain(|t| t.name != name);
-        meta::save_topics(&self.data_dir, &remaining)?;
-        self.topics
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name);
-        self.logs.delete_partitions(&topic);
-        info!(topic = name, "deleted topic");
+        let record =
+            decisions::delete_topic(&self.controller.image(), name).map_err(decision_error)?;
+        let outcome = self.propose(vec![record]).await?;
+        if !outcome.all_applied() {
+            return Err(BrokerError::UnknownTopic(name.to_string()));
+        }
+        self.wait_applied(outcome.log_index).await?;
         Ok(topic.id)
     }
 
@@ -442,25 +953,40 @@ impl Metadata {
                 "number of partitions must be at most {max}"
             )));
         }
+        let records = decisions::add_partitions(&self.controller.image(), name, count)
+            .map_err(decision_error)?;
         if validate_only {
             return Ok(());
         }
         let log_config = resolve_log_config(&topic.configs(), &self.log_defaults());
-        let mut records = self.topic_records();
-        if let Some(r) = records.iter_mut().find(|r| r.name == name) {
-            r.partitions = count;
+        let local = self.local_partitions(&records);
+        let prepared = self
+            .logs
+            .prepare_partitions(name, topic.id, &local, &log_config)?;
+        let outcome = self
+            .propose_with_prepared(name, topic.id, prepared, records)
+            .await?;
+        if !outcome.all_applied() {
+            return Err(BrokerError::InvalidPartitions(format!(
+                "topic '{name}' changed while its partitions were added; try again"
+            )));
         }
-        let added = self.logs.create_partitions(
-            &topic.name,
-            topic.id,
-            current..count,
-            &log_config,
-            || meta::save_topics(&self.data_dir, &records),
-            || meta::save_topics(&self.data_dir, &self.topic_records()),
-        )?;
-        topic.add_partitions(added);
         info!(topic = name, from = current, to = count, "added partitions");
         Ok(())
+    }
+
+    /// Proposes config records and waits until they apply here.
+    async fn propose_configs(&self, records: Vec<MetadataRecord>) -> Result<(), BrokerError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let outcome = self.propose(records).await?;
+        if let Some((_, why)) = outcome.first_ignored() {
+            return Err(BrokerError::InvalidRequest(format!(
+                "the config change was not applied: {why}"
+            )));
+        }
+        self.wait_applied(outcome.log_index).await
     }
 
     /// Applies config changes to a topic (all or nothing).
@@ -475,10 +1001,11 @@ impl Metadata {
         let topic = self
             .topic(name)
             .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
+        let before = topic.configs();
         let mut configs = if replace_all {
             BTreeMap::new()
         } else {
-            topic.configs()
+            before.clone()
         };
         let defaults = self.log_defaults();
         apply_config_changes(&mut configs, changes, |k| {
@@ -492,18 +1019,15 @@ impl Metadata {
         if validate_only {
             return Ok(());
         }
-        let log_config = resolve_log_config(&configs, &self.log_defaults());
-        topic.set_configs(configs);
-        meta::save_topics(&self.data_dir, &self.topic_records())?;
-        self.logs.reconfigure(&topic, &log_config);
+        let records = config_changes(&ConfigResource::Topic(topic.id), &before, &configs);
+        self.propose_configs(records).await?;
         info!(topic = name, "altered topic configs");
         Ok(())
     }
 
     /// Changes dynamic broker configs, for this broker or as the cluster
-    /// default (all or nothing), stores them in `dynamic-configs.json` and
-    /// applies them at once: every topic without its own override follows
-    /// the new defaults.
+    /// default (all or nothing), through the metadata log; every topic
+    /// without its own override follows the new defaults once applied.
     pub async fn alter_broker_configs(
         &self,
         scope: BrokerConfigScope,
@@ -513,14 +1037,17 @@ impl Metadata {
     ) -> Result<(), BrokerError> {
         let _admin = self.admin.lock().await;
         let mut dynamic = self.dynamic_configs();
-        let level = match scope {
-            BrokerConfigScope::Broker => &mut dynamic.broker,
-            BrokerConfigScope::ClusterDefault => &mut dynamic.cluster_default,
+        let current = effective_log_defaults(&self.static_log_defaults, &dynamic);
+        let (resource, level) = match scope {
+            BrokerConfigScope::Broker => (ConfigResource::Broker(self.node_id), &mut dynamic.broker),
+            BrokerConfigScope::ClusterDefault => {
+                (ConfigResource::Cluster, &mut dynamic.cluster_default)
+            }
         };
+        let before = level.clone();
         if replace_all {
             level.clear();
         }
-        let current = effective_log_defaults(&self.static_log_defaults, &self.dynamic_configs());
         apply_config_changes(level, changes, |k| {
             let key = crate::config::dynamic_broker_key(k)?;
             (key.kind() == ConfigType::List).then(|| match key {
@@ -534,14 +1061,8 @@ impl Metadata {
         if validate_only {
             return Ok(());
         }
-        meta::save_dynamic_configs(&self.data_dir, &dynamic)?;
-        let defaults = Arc::new(effective_log_defaults(&self.static_log_defaults, &dynamic));
-        *self.dynamic.write().unwrap_or_else(|e| e.into_inner()) = dynamic;
-        *self.log_defaults.write().unwrap_or_else(|e| e.into_inner()) = defaults.clone();
-        for topic in self.topics() {
-            let log_config = resolve_log_config(&topic.configs(), &defaults);
-            self.logs.reconfigure(&topic, &log_config);
-        }
+        let records = config_changes(&resource, &before, level);
+        self.propose_configs(records).await?;
         info!(?scope, "altered dynamic broker configs");
         Ok(())
     }
@@ -557,7 +1078,7 @@ impl Metadata {
             .unwrap_or_default()
     }
 
-    /// Changes a group's configs (all or nothing) and stores them.
+    /// Changes a group's configs (all or nothing) through the metadata log.
     pub async fn alter_group_configs(
         &self,
         group: &str,
@@ -566,11 +1087,11 @@ impl Metadata {
         validate_only: bool,
     ) -> Result<(), BrokerError> {
         let _admin = self.admin.lock().await;
-        let mut dynamic = self.dynamic_configs();
+        let before = self.group_configs(group);
         let mut configs = if replace_all {
             BTreeMap::new()
         } else {
-            dynamic.groups.get(group).cloned().unwrap_or_default()
+            before.clone()
         };
         // No group config is a list.
         apply_config_changes(&mut configs, changes, |_| None)?;
@@ -578,13 +1099,8 @@ impl Metadata {
         if validate_only {
             return Ok(());
         }
-        if configs.is_empty() {
-            dynamic.groups.remove(group);
-        } else {
-            dynamic.groups.insert(group.to_string(), configs);
-        }
-        meta::save_dynamic_configs(&self.data_dir, &dynamic)?;
-        *self.dynamic.write().unwrap_or_else(|e| e.into_inner()) = dynamic;
+        let records = config_changes(&ConfigResource::Group(group.to_string()), &before, &configs);
+        self.propose_configs(records).await?;
         info!(group, "altered group configs");
         Ok(())
     }

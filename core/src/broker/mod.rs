@@ -72,16 +72,24 @@ impl Broker {
     /// Opens the data directory: takes its lock, loads metadata, opens
     /// (and if needed recovers) every partition log and loads the group
     /// coordinator.
-    pub fn open(config: BrokerConfig) -> Result<Arc<Broker>, BrokerError> {
+    pub async fn open(config: BrokerConfig) -> Result<Arc<Broker>, BrokerError> {
         config.validate()?;
         let dir = config.data_dir.clone();
         let lock = meta::lock_data_dir(&dir)?;
-        let cluster_id = meta::load_or_create_identity(&dir, config.node_id)?;
+        let quorum_id = match &config.controller_quorum {
+            Some(_) => {
+                let (voters, _) = config.controller_listener()?;
+                let voters: Vec<(u64, String)> = voters.into_iter().map(|v| (v.id, v.addr)).collect();
+                Some(meta::cluster_id_of_quorum(&voters))
+            }
+            None => None,
+        };
+        let cluster_id = meta::load_or_create_identity(&dir, config.node_id, quorum_id.as_deref())?;
         let metrics = BrokerMetrics::default();
         let logs = Arc::new(LogManager::new(&config, metrics.storage.clone()));
-        let metadata = Arc::new(Metadata::open(&config, logs.clone())?);
+        let metadata = Metadata::open(&config, logs.clone()).await?;
         let producer_ids = producer_ids::ProducerIdAllocator::open(&dir)?;
-        let groups = Arc::new(coordinators::start_group_coordinator(&metadata, &config)?);
+        let groups = Arc::new(coordinators::start_group_coordinator(&metadata, &config).await?);
         let schemas = SchemaCatalog::new(metadata.clone());
         Ok(Arc::new(Broker {
             config,
@@ -275,6 +283,12 @@ impl Broker {
         info!("storage flushed and checkpointed");
         Ok(())
     }
+
+    /// Stops the metadata controller (releasing its directory); after
+    /// [`Broker::shutdown`], before exiting.
+    pub async fn stop_controller(&self) {
+        self.metadata.shutdown().await;
+    }
 }
 
 #[cfg(test)]
@@ -328,6 +342,7 @@ mod tests {
             data_dir: data_dir.clone(),
             ..Default::default()
         })
+        .await
         .unwrap();
         let configs = BTreeMap::from([("segment.bytes".to_string(), "1024".to_string())]);
         let topic = broker

@@ -10,7 +10,7 @@
 //! log itself (`storage::PartitionLog`).
 
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -32,7 +32,10 @@ pub struct Partition {
     /// The high watermark. On a single node: the log end after each
     /// append, once it is fsynced if the flush policy asks for that.
     high_watermark: watch::Sender<i64>,
-    leader_epoch: i32,
+    /// The leader epoch of the metadata this broker last applied.
+    leader_epoch: AtomicI32,
+    /// Whether this broker leads the partition (per the metadata image).
+    leader: AtomicBool,
     pub(super) deleted: AtomicBool,
     /// Where failed writes are counted and logged (the broker's metrics).
     storage: Arc<StorageHealth>,
@@ -60,7 +63,8 @@ impl Partition {
             index,
             log: Mutex::new(log),
             high_watermark,
-            leader_epoch: 0,
+            leader_epoch: AtomicI32::new(0),
+            leader: AtomicBool::new(true),
             deleted: AtomicBool::new(false),
             storage,
         }
@@ -74,12 +78,43 @@ impl Partition {
     }
 
     pub fn leader_epoch(&self) -> i32 {
-        self.leader_epoch
+        self.leader_epoch.load(Ordering::Acquire)
+    }
+
+    /// Whether this broker leads the partition now.
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::Acquire)
+    }
+
+    /// Applies the partition's state from the metadata: this broker leads
+    /// it (or not) in `leader_epoch`. Appends after this carry the epoch.
+    pub(super) fn set_leadership(&self, leader: bool, leader_epoch: i32) {
+        let mut log = lock(&self.log);
+        if leader && leader_epoch > self.leader_epoch() {
+            if let Err(e) = log.begin_leader_epoch(leader_epoch) {
+                // The epoch is recorded with the next append instead.
+                tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "recording a new leader epoch failed");
+            }
+        }
+        self.leader_epoch.store(leader_epoch, Ordering::Release);
+        self.leader.store(leader, Ordering::Release);
     }
 
     fn check_live(&self) -> Result<(), BrokerError> {
         if self.deleted.load(Ordering::Acquire) {
             return Err(BrokerError::UnknownPartition(
+                self.topic.to_string(),
+                self.index,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses requests only a leader serves (produce, consumer fetches).
+    pub fn check_leader(&self) -> Result<(), BrokerError> {
+        self.check_live()?;
+        if !self.is_leader() {
+            return Err(BrokerError::NotLeaderOrFollower(
                 self.topic.to_string(),
                 self.index,
             ));
@@ -107,14 +142,21 @@ impl Partition {
     }
 
     async fn write(self: &Arc<Self>, records: &Bytes) -> Result<AppendInfo, BrokerError> {
-        self.check_live()?;
+        self.check_leader()?;
         let rules = lock(&self.log).config().append_rules();
         let now = now_ms();
         let name = PartitionName(&self.topic, self.index);
         let batches = validator::validate(records, &rules, now, &name)?;
         let (info, log_end, flush_wanted) = {
             let mut log = lock(&self.log);
-            let info = log.append_validated(batches, self.leader_epoch, now)?;
+            // Read under the log's lock: `set_leadership` changes it there.
+            if !self.is_leader() {
+                return Err(BrokerError::NotLeaderOrFollower(
+                    self.topic.to_string(),
+                    self.index,
+                ));
+            }
+            let info = log.append_validated(batches, self.leader_epoch(), now)?;
             (info, log.log_end_offset(), log.take_flush_wanted())
         };
         if flush_wanted {

@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 use uuid::Uuid;
 
 use super::partition::Partition;
+use crate::error::BrokerError;
 use crate::config::SchemaValidation;
 
 /// Longest topic name Kafka allows.
@@ -60,14 +61,16 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A topic and its partitions. Partitions only ever grow.
+/// A topic and its partitions. Partitions only ever grow. In a cluster a
+/// broker holds only the partitions it has a replica of: the others are
+/// `None` here (their state is in the metadata image).
 pub struct Topic {
     pub name: Arc<str>,
     pub id: Uuid,
     configs: RwLock<BTreeMap<String, String>>,
     /// Derived from `configs` whenever they change.
     schema_validation: RwLock<SchemaValidation>,
-    partitions: RwLock<Vec<Arc<Partition>>>,
+    partitions: RwLock<Vec<Option<Arc<Partition>>>>,
 }
 
 impl Topic {
@@ -75,7 +78,7 @@ impl Topic {
         name: Arc<str>,
         id: Uuid,
         configs: BTreeMap<String, String>,
-        partitions: Vec<Arc<Partition>>,
+        partitions: Vec<Option<Arc<Partition>>>,
     ) -> Topic {
         Topic {
             name,
@@ -86,6 +89,7 @@ impl Topic {
         }
     }
 
+    /// The partition `index` if this broker holds a replica of it.
     pub fn partition(&self, index: i32) -> Option<Arc<Partition>> {
         if index < 0 {
             return None;
@@ -95,15 +99,35 @@ impl Topic {
             .unwrap_or_else(|e| e.into_inner())
             .get(index as usize)
             .cloned()
+            .flatten()
     }
 
+    /// The partition `index` if this broker leads it: produce, consumer
+    /// fetches, ListOffsets, DeleteRecords and OffsetForLeaderEpoch go to
+    /// the leader. A partition of the topic led elsewhere is
+    /// NOT_LEADER_OR_FOLLOWER, one the topic does not have unknown.
+    pub fn leader_partition(&self, index: i32) -> Result<Arc<Partition>, BrokerError> {
+        match self.partition(index) {
+            Some(p) => p.check_leader().map(|()| p),
+            None if index >= 0 && index < self.partition_count() => Err(
+                BrokerError::NotLeaderOrFollower(self.name.to_string(), index),
+            ),
+            None => Err(BrokerError::UnknownPartition(self.name.to_string(), index)),
+        }
+    }
+
+    /// The partitions this broker holds a replica of, by index.
     pub fn partitions(&self) -> Vec<Arc<Partition>> {
         self.partitions
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .iter()
+            .flatten()
+            .cloned()
+            .collect()
     }
 
+    /// How many partitions the topic has (on every broker).
     pub fn partition_count(&self) -> i32 {
         self.partitions
             .read()
@@ -142,7 +166,7 @@ impl Topic {
     }
 
     /// Adds partitions after the last one.
-    pub(super) fn add_partitions(&self, added: Vec<Arc<Partition>>) {
+    pub(super) fn add_partitions(&self, added: Vec<Option<Arc<Partition>>>) {
         self.partitions
             .write()
             .unwrap_or_else(|e| e.into_inner())

@@ -76,6 +76,7 @@ pub struct MetadataImage {
     topic_ids: BTreeMap<String, Uuid>,
     broker_configs: BTreeMap<BrokerId, BTreeMap<String, String>>,
     cluster_configs: BTreeMap<String, String>,
+    group_configs: BTreeMap<String, BTreeMap<String, String>>,
     /// The first producer id not yet handed out.
     next_producer_id: i64,
 }
@@ -88,6 +89,8 @@ struct ImageSnapshot {
     topics: Vec<TopicImage>,
     broker_configs: BTreeMap<BrokerId, BTreeMap<String, String>>,
     cluster_configs: BTreeMap<String, String>,
+    #[serde(default)]
+    group_configs: BTreeMap<String, BTreeMap<String, String>>,
     next_producer_id: i64,
 }
 
@@ -168,6 +171,11 @@ impl MetadataImage {
 
     pub fn cluster_configs(&self) -> &BTreeMap<String, String> {
         &self.cluster_configs
+    }
+
+    /// Every group's configs (GROUP resources).
+    pub fn group_configs(&self) -> &BTreeMap<String, BTreeMap<String, String>> {
+        &self.group_configs
     }
 
     /// One broker's overrides.
@@ -427,21 +435,27 @@ impl MetadataImage {
         if r.name.is_empty() {
             return Err(invalid("config name is empty"));
         }
-        let configs = match r.resource {
-            ConfigResource::Topic(topic_id) => {
+        let configs = match &r.resource {
+            &ConfigResource::Topic(topic_id) => {
                 &mut self
                     .topics
                     .get_mut(&topic_id)
                     .ok_or(Ignored::UnknownTopic { topic_id })?
                     .configs
             }
-            ConfigResource::Broker(broker_id) => {
+            &ConfigResource::Broker(broker_id) => {
                 if !self.brokers.contains_key(&broker_id) {
                     return Err(Ignored::UnknownBroker { broker_id });
                 }
                 self.broker_configs.entry(broker_id).or_default()
             }
             ConfigResource::Cluster => &mut self.cluster_configs,
+            ConfigResource::Group(group) => {
+                if group.is_empty() {
+                    return Err(invalid("group name is empty"));
+                }
+                self.group_configs.entry(group.clone()).or_default()
+            }
         };
         match &r.value {
             Some(value) => {
@@ -451,14 +465,26 @@ impl MetadataImage {
                 configs.remove(&r.name);
             }
         }
-        if let ConfigResource::Broker(broker_id) = r.resource {
-            if self
-                .broker_configs
-                .get(&broker_id)
-                .is_some_and(BTreeMap::is_empty)
-            {
-                self.broker_configs.remove(&broker_id);
+        match &r.resource {
+            ConfigResource::Broker(broker_id) => {
+                if self
+                    .broker_configs
+                    .get(broker_id)
+                    .is_some_and(BTreeMap::is_empty)
+                {
+                    self.broker_configs.remove(broker_id);
+                }
             }
+            ConfigResource::Group(group) => {
+                if self
+                    .group_configs
+                    .get(group)
+                    .is_some_and(BTreeMap::is_empty)
+                {
+                    self.group_configs.remove(group);
+                }
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -473,6 +499,7 @@ impl MetadataImage {
             topics: self.topics.values().cloned().collect(),
             broker_configs: self.broker_configs.clone(),
             cluster_configs: self.cluster_configs.clone(),
+            group_configs: self.group_configs.clone(),
             next_producer_id: self.next_producer_id,
         };
         serde_json::to_vec(&snapshot).expect("an image always serializes")
@@ -488,6 +515,7 @@ impl MetadataImage {
             offset: snapshot.offset,
             broker_configs: snapshot.broker_configs,
             cluster_configs: snapshot.cluster_configs,
+            group_configs: snapshot.group_configs,
             next_producer_id: snapshot.next_producer_id,
             ..Default::default()
         };

@@ -26,9 +26,10 @@
 //! [`decisions`] (pure rules from image + request to records), [`store`]
 //! (log, vote and snapshots on disk) and [`network`] (RPCs over TCP).
 //!
-//! What it is not (yet): wired into the broker. Broker registration,
-//! heartbeats and admin requests become proposals in the next step; until
-//! then `runnel serve` does not start a controller.
+//! The broker starts one in every `runnel serve` (a quorum of this node
+//! alone unless `controller_quorum` names several voters); `broker::metadata`
+//! proposes admin operations and broker registrations here and follows the
+//! image.
 
 pub mod decisions;
 pub mod image;
@@ -149,7 +150,8 @@ pub struct ControllerConfig {
     pub node_id: NodeId,
     /// The static voter list; this node must be in it.
     pub voters: Vec<Voter>,
-    /// Where this controller listens for its peers (`--controller-addr`).
+    /// Where this controller listens for its peers (`--controller-addr`);
+    /// empty for a quorum of this node alone, which needs no listener.
     pub listen_addr: String,
     /// The metadata directory (`<data-dir>/__cluster_metadata`).
     pub dir: PathBuf,
@@ -213,7 +215,7 @@ pub struct Controller {
     node_id: NodeId,
     raft: Raft<TypeConfig>,
     image: watch::Receiver<Arc<MetadataImage>>,
-    server: JoinHandle<()>,
+    server: std::sync::Mutex<Option<JoinHandle<()>>>,
     network: Network,
     limits: NetworkLimits,
     max_entry_bytes: usize,
@@ -280,12 +282,25 @@ impl Controller {
         let image = state_machine.subscribe();
         let store_alive = state_machine.liveness();
 
-        let listener = tokio::net::TcpListener::bind(&listen_addr)
-            .await
-            .map_err(|source| ControllerError::Listen {
-                addr: listen_addr.clone(),
-                source,
-            })?;
+        // A quorum of this node alone has no peer to listen for.
+        let alone = voters.len() == 1;
+        if listen_addr.is_empty() && !alone {
+            return Err(ControllerError::Config(
+                "a controller of a quorum of several voters needs a listen address".into(),
+            ));
+        }
+        let listener = if listen_addr.is_empty() {
+            None
+        } else {
+            Some(
+                tokio::net::TcpListener::bind(&listen_addr)
+                    .await
+                    .map_err(|source| ControllerError::Listen {
+                        addr: listen_addr.clone(),
+                        source,
+                    })?,
+            )
+        };
         let addrs: BTreeMap<NodeId, String> =
             voters.iter().map(|v| (v.id, v.addr.clone())).collect();
         let network = Network::new(node_id, addrs, limits);
@@ -298,13 +313,16 @@ impl Controller {
         )
         .await
         .map_err(|e| ControllerError::Stopped(e.to_string()))?;
-        let server = tokio::spawn(network::serve(
-            listener,
-            node_id,
-            raft.clone(),
-            limits,
-            store_options.max_entry_bytes,
-        ));
+        let server = match listener {
+            Some(listener) => tokio::spawn(network::serve(
+                listener,
+                node_id,
+                raft.clone(),
+                limits,
+                store_options.max_entry_bytes,
+            )),
+            None => tokio::spawn(async {}),
+        };
 
         let members: BTreeMap<NodeId, BasicNode> = voters
             .iter()
@@ -340,7 +358,7 @@ impl Controller {
             node_id,
             raft,
             image,
-            server,
+            server: std::sync::Mutex::new(Some(server)),
             network,
             limits,
             max_entry_bytes: store_options.max_entry_bytes,
@@ -526,12 +544,15 @@ impl Controller {
 
     /// Stops Raft and the listener, and waits (up to a few seconds) until
     /// the metadata directory is released, so it can be opened again.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(&self) {
         if let Err(e) = self.raft.shutdown().await {
             warn!(error = %e, "raft shutdown");
         }
-        self.server.abort();
-        let _ = self.server.await;
+        let server = self.server.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(server) = server {
+            server.abort();
+            let _ = server.await;
+        }
         let deadline = Instant::now() + Duration::from_secs(5);
         while self.store_alive.is_open() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;

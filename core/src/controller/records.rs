@@ -141,6 +141,8 @@ pub enum ConfigResource {
     Broker(BrokerId),
     /// The cluster-wide default (Kafka's broker resource with an empty name).
     Cluster,
+    /// A consumer group's configs (Kafka's GROUP resource, KIP-848).
+    Group(String),
 }
 
 impl fmt::Display for ConfigResource {
@@ -149,6 +151,7 @@ impl fmt::Display for ConfigResource {
             ConfigResource::Topic(id) => write!(f, "topic {id}"),
             ConfigResource::Broker(id) => write!(f, "broker {id}"),
             ConfigResource::Cluster => f.write_str("cluster default"),
+            ConfigResource::Group(g) => write!(f, "group {g}"),
         }
     }
 }

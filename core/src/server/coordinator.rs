@@ -1,5 +1,6 @@
-//! FindCoordinator: which broker coordinates a consumer group or a
-//! transactional id. On a single node that is always this broker.
+//! FindCoordinator: which broker coordinates a consumer group (the leader
+//! of the group's `__consumer_offsets` partition, from the metadata image)
+//! or a transactional id (this broker).
 //!
 //! (librdkafka also uses FindCoordinator in its feature probes: LZ4 is only
 //! enabled when the broker advertises it.)
@@ -10,19 +11,55 @@ use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::ResponseError;
 
+use super::metadata::split_host_port;
 use super::str_bytes;
 use crate::broker::Broker;
+use crate::controller::records::NO_LEADER;
+use crate::group::records::partition_for;
+use crate::group::OFFSETS_TOPIC;
 
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
+
+/// The broker coordinating `key`: (node id, host, port).
+fn coordinator_of(
+    broker: &Broker,
+    key_type: i8,
+    key: &str,
+) -> Result<(BrokerId, String, i32), ResponseError> {
+    let own = || {
+        let (host, port) = broker.advertised_address();
+        Ok((BrokerId(broker.node_id()), host, port))
+    };
+    if key_type != KEY_TYPE_GROUP {
+        return own();
+    }
+    let image = broker.metadata().image();
+    let Some(topic) = image.topic_by_name(OFFSETS_TOPIC) else {
+        return Err(ResponseError::CoordinatorNotAvailable);
+    };
+    let partition = partition_for(key, topic.partitions.len() as i32);
+    let leader = topic
+        .partitions
+        .get(&partition)
+        .map_or(NO_LEADER, |p| p.leader);
+    if leader == broker.node_id() {
+        return own();
+    }
+    match image.broker(leader).filter(|b| !b.fenced) {
+        Some(b) => {
+            let (host, port) = split_host_port(&b.listener);
+            Ok((BrokerId(leader), host, port))
+        }
+        None => Err(ResponseError::CoordinatorNotAvailable),
+    }
+}
 
 pub fn find_coordinator(
     broker: &Arc<Broker>,
     request: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    let (host, port) = broker.advertised_address();
-    let node = BrokerId(broker.node_id());
     let known_type = matches!(request.key_type, KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION);
     let mut response = FindCoordinatorResponse::default();
     if version >= 4 {
@@ -34,9 +71,17 @@ pub fn find_coordinator(
                 let mut c = Coordinator::default();
                 c.key = key;
                 if known_type {
-                    c.node_id = node;
-                    c.host = str_bytes(host.clone());
-                    c.port = port;
+                    match coordinator_of(broker, request.key_type, &c.key) {
+                        Ok((node, host, port)) => {
+                            c.node_id = node;
+                            c.host = str_bytes(host);
+                            c.port = port;
+                        }
+                        Err(e) => {
+                            c.node_id = BrokerId(-1);
+                            c.error_code = e.code();
+                        }
+                    }
                 } else {
                     c.node_id = BrokerId(-1);
                     c.error_code = ResponseError::InvalidRequest.code();
@@ -49,9 +94,17 @@ pub fn find_coordinator(
             })
             .collect();
     } else if known_type {
-        response.node_id = node;
-        response.host = str_bytes(host);
-        response.port = port;
+        match coordinator_of(broker, request.key_type, &request.key) {
+            Ok((node, host, port)) => {
+                response.node_id = node;
+                response.host = str_bytes(host);
+                response.port = port;
+            }
+            Err(e) => {
+                response.node_id = BrokerId(-1);
+                response.error_code = e.code();
+            }
+        }
     } else {
         response.node_id = BrokerId(-1);
         response.error_code = ResponseError::InvalidRequest.code();

@@ -54,9 +54,13 @@ pub fn offset_for_leader_epoch(
             r.partition = p.partition;
             r.leader_epoch = UNDEFINED_EPOCH;
             r.end_offset = UNDEFINED_OFFSET;
-            let answer = match resolved.as_ref().and_then(|t| t.partition(p.partition)) {
+            let partition = match resolved.as_ref() {
+                Some(t) => t.leader_partition(p.partition).map_err(|e| kafka_error(&e)),
                 None => Err(ResponseError::UnknownTopicOrPartition),
-                Some(partition) => {
+            };
+            let answer = match partition {
+                Err(e) => Err(e),
+                Ok(partition) => {
                     // Every version served (v2+, as Kafka 4) carries
                     // current_leader_epoch.
                     check_current_leader_epoch(p.current_leader_epoch, partition.leader_epoch())

@@ -50,6 +50,8 @@ pub fn kafka_error(e: &BrokerError) -> ResponseError {
         },
         BrokerError::InvalidRecord(_) => ResponseError::InvalidRecord,
         BrokerError::Io(_) => ResponseError::KafkaStorageError,
+        BrokerError::NotLeaderOrFollower(..) => ResponseError::NotLeaderOrFollower,
+        BrokerError::MetadataTimeout(_) => ResponseError::RequestTimedOut,
     }
 }
 

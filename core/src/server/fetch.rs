@@ -90,9 +90,9 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
         for p in topic.partitions {
             let target = match &resolved {
                 Err(e) => Err(*e),
-                Ok(t) => match t.partition(p.partition) {
-                    None => Err(ResponseError::UnknownTopicOrPartition),
-                    Some(partition) => {
+                Ok(t) => match t.leader_partition(p.partition) {
+                    Err(e) => Err(kafka_error(&e)),
+                    Ok(partition) => {
                         let current = if version >= 9 {
                             p.current_leader_epoch
                         } else {

@@ -419,7 +419,7 @@ fn fixture() -> Fixture {
         .start_paused(true)
         .build()
         .unwrap();
-    let broker = Broker::open(config).unwrap();
+    let broker = runtime.block_on(Broker::open(config)).unwrap();
     let topic_id = runtime.block_on(async {
         broker
             .metadata()

@@ -1,6 +1,6 @@
 //! Metadata and DescribeCluster: who the brokers are and where partitions
-//! live. On a single node every partition is led by this broker with itself
-//! as the only replica and in-sync replica.
+//! live, from the metadata image this broker applied (on a single node,
+//! this broker leads every partition and is its only replica).
 
 use std::sync::Arc;
 
@@ -18,29 +18,77 @@ use super::authorizer::{self, Resource};
 use super::errors::kafka_error;
 use super::str_bytes;
 use crate::broker::{Broker, Topic};
+use crate::controller::records::NO_LEADER;
+use crate::controller::MetadataImage;
 
-fn topic_entry(broker: &Broker, topic: &Topic, with_operations: bool) -> MetadataResponseTopic {
-    let node = BrokerId(broker.node_id());
+fn topic_entry(
+    image: &MetadataImage,
+    topic: &Topic,
+    with_operations: bool,
+) -> MetadataResponseTopic {
     let mut t = MetadataResponseTopic::default();
     t.name = Some(TopicName(str_bytes(topic.name.to_string())));
     t.topic_id = topic.id;
     t.is_internal = topic.is_internal();
     t.topic_authorized_operations =
         authorizer::if_requested(with_operations, Resource::Topic(&topic.name));
-    t.partitions = topic
-        .partitions()
-        .iter()
-        .map(|p| {
-            let mut mp = MetadataResponsePartition::default();
-            mp.partition_index = p.index;
-            mp.leader_id = node;
-            mp.leader_epoch = p.leader_epoch();
-            mp.replica_nodes = vec![node];
-            mp.isr_nodes = vec![node];
-            mp
-        })
-        .collect();
+    let ids = |list: &[i32]| list.iter().map(|&b| BrokerId(b)).collect::<Vec<_>>();
+    if let Some(state) = image.topic(&topic.id) {
+        t.partitions = state
+            .partitions
+            .iter()
+            .map(|(&index, p)| {
+                let mut mp = MetadataResponsePartition::default();
+                mp.partition_index = index;
+                mp.leader_id = BrokerId(p.leader);
+                mp.leader_epoch = p.leader_epoch;
+                mp.replica_nodes = ids(&p.replicas);
+                mp.isr_nodes = ids(&p.isr);
+                // Replicas on fenced brokers are offline.
+                mp.offline_replicas = p
+                    .replicas
+                    .iter()
+                    .filter(|&&b| !image.is_live(b))
+                    .map(|&b| BrokerId(b))
+                    .collect();
+                if p.leader == NO_LEADER {
+                    mp.error_code = ResponseError::LeaderNotAvailable.code();
+                }
+                mp
+            })
+            .collect();
+    }
     t
+}
+
+/// The live brokers as Metadata lists them (host and port of their
+/// listener).
+fn live_brokers(image: &MetadataImage) -> Vec<(i32, String, i32)> {
+    image
+        .live_brokers()
+        .map(|b| {
+            let (host, port) = split_host_port(&b.listener);
+            (b.broker_id, host, port)
+        })
+        .collect()
+}
+
+/// `host:port` (or `[v6]:port`) → (host, port).
+pub fn split_host_port(addr: &str) -> (String, i32) {
+    match addr.rsplit_once(':') {
+        Some((host, port)) => {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            (host.to_string(), port.parse().unwrap_or(9092))
+        }
+        None => (addr.to_string(), 9092),
+    }
+}
+
+/// The controller Kafka clients are told of: the quorum's leader, or this
+/// broker while there is none.
+fn controller_id(broker: &Broker) -> BrokerId {
+    let leader = broker.metadata().controller().leader();
+    BrokerId(leader.map_or(broker.node_id(), |l| l as i32))
 }
 
 fn error_entry(
@@ -62,14 +110,19 @@ pub async fn handle(
     version: i16,
 ) -> MetadataResponse {
     let mut response = MetadataResponse::default();
-    let (host, port) = broker.advertised_address();
-    let mut b = MetadataResponseBroker::default();
-    b.node_id = BrokerId(broker.node_id());
-    b.host = str_bytes(host);
-    b.port = port;
-    response.brokers = vec![b];
+    let image = broker.metadata().image();
+    response.brokers = live_brokers(&image)
+        .into_iter()
+        .map(|(id, host, port)| {
+            let mut b = MetadataResponseBroker::default();
+            b.node_id = BrokerId(id);
+            b.host = str_bytes(host);
+            b.port = port;
+            b
+        })
+        .collect();
     response.cluster_id = Some(str_bytes(broker.cluster_id()));
-    response.controller_id = BrokerId(broker.node_id());
+    response.controller_id = controller_id(broker);
     // Asked for in v8-10 only; v11 moved it to DescribeCluster.
     response.cluster_authorized_operations = authorizer::if_requested(
         (8..=10).contains(&version) && request.include_cluster_authorized_operations,
@@ -86,7 +139,7 @@ pub async fn handle(
         response.topics = broker
             .topics()
             .iter()
-            .map(|t| topic_entry(broker, t, with_operations))
+            .map(|t| topic_entry(&image, t, with_operations))
             .collect();
         return response;
     }
@@ -98,11 +151,11 @@ pub async fn handle(
                 .topic_or_auto_create(&name.0, allow_auto_create)
                 .await
             {
-                Ok(topic) => topic_entry(broker, &topic, with_operations),
+                Ok(topic) => topic_entry(&broker.metadata().image(), &topic, with_operations),
                 Err(e) => error_entry(Some(name), uuid::Uuid::nil(), kafka_error(&e)),
             },
             None => match broker.topic_by_id(requested.topic_id) {
-                Some(topic) => topic_entry(broker, &topic, with_operations),
+                Some(topic) => topic_entry(&image, &topic, with_operations),
                 None => error_entry(None, requested.topic_id, ResponseError::UnknownTopicId),
             },
         };
@@ -117,7 +170,7 @@ pub fn describe_cluster(
 ) -> DescribeClusterResponse {
     let mut response = DescribeClusterResponse::default();
     response.cluster_id = str_bytes(broker.cluster_id());
-    response.controller_id = BrokerId(broker.node_id());
+    response.controller_id = controller_id(broker);
     response.endpoint_type = request.endpoint_type;
     response.cluster_authorized_operations = authorizer::if_requested(
         request.include_cluster_authorized_operations,
@@ -129,11 +182,15 @@ pub fn describe_cluster(
         response.error_message = Some(str_bytes("this listener serves broker endpoints only"));
         return response;
     }
-    let (host, port) = broker.advertised_address();
-    let mut b = DescribeClusterBroker::default();
-    b.broker_id = BrokerId(broker.node_id());
-    b.host = str_bytes(host);
-    b.port = port;
-    response.brokers = vec![b];
+    response.brokers = live_brokers(&broker.metadata().image())
+        .into_iter()
+        .map(|(id, host, port)| {
+            let mut b = DescribeClusterBroker::default();
+            b.broker_id = BrokerId(id);
+            b.host = str_bytes(host);
+            b.port = port;
+            b
+        })
+        .collect();
     response
 }

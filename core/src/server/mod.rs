@@ -764,12 +764,13 @@ mod tests {
     use super::*;
     use crate::config::BrokerConfig;
 
-    fn listener(config: BrokerConfig) -> (tempfile::TempDir, Listener) {
+    async fn listener(config: BrokerConfig) -> (tempfile::TempDir, Listener) {
         let dir = tempfile::tempdir().unwrap();
         let broker = Broker::open(BrokerConfig {
             data_dir: dir.path().join("data"),
             ..config
         })
+        .await
         .unwrap();
         (dir, Listener::new(broker))
     }
@@ -798,7 +799,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_request_holds_budget_for_the_bytes_that_arrived_not_the_size_it_declares() {
-        let (_dir, shared) = listener(BrokerConfig::default());
+        let (_dir, shared) = listener(BrokerConfig::default()).await;
         let (mut client, mut reader, budgets) = connect(&shared).await;
         let total_kib = shared.inflight.available_permits();
         client
@@ -845,7 +846,7 @@ mod tests {
             connections_max_idle_ms: 2_000,
             request_read_timeout_ms: 60_000,
             ..Default::default()
-        });
+        }).await;
         let (mut client, mut reader, budgets) = connect(&shared).await;
         client
             .write_all(&produce_frame_start(1000, 100))
@@ -901,7 +902,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_larger_than_the_first_buffer_arrives_whole_and_holds_its_size() {
-        let (_dir, shared) = listener(BrokerConfig::default());
+        let (_dir, shared) = listener(BrokerConfig::default()).await;
         let (mut client, mut reader, budgets) = connect(&shared).await;
         let size = 3 * 1024 * 1024 + 17;
         let frame = produce_frame_start(size as i32, size);

@@ -67,12 +67,13 @@ pub fn list_offsets(
             r.partition_index = p.partition_index;
             r.offset = -1;
             r.timestamp = -1;
-            let partition = resolved
-                .as_ref()
-                .and_then(|t| t.partition(p.partition_index));
-            let result = match partition {
+            let partition = match resolved.as_ref() {
+                Some(t) => t.leader_partition(p.partition_index).map_err(|e| kafka_error(&e)),
                 None => Err(ResponseError::UnknownTopicOrPartition),
-                Some(partition) => {
+            };
+            let result = match partition {
+                Err(e) => Err(e),
+                Ok(partition) => {
                     let ours = partition.leader_epoch();
                     if version >= 4 {
                         r.leader_epoch = ours;
@@ -116,6 +117,7 @@ pub fn delete_records(
             r.low_watermark = -1;
             let result = broker
                 .partition(&name, p.partition_index)
+                .and_then(|partition| partition.check_leader().map(|()| partition))
                 .and_then(|partition| partition.delete_records_before(p.offset));
             match result {
                 Ok(low) => {

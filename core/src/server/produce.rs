@@ -145,9 +145,9 @@ pub async fn handle(
             let index = data.index;
             let result = match &topic {
                 Err(e) => Err(e.clone()),
-                Ok(topic) => match topic.partition(index) {
-                    None => Err(refusal(&BrokerError::UnknownPartition(name.clone(), index))),
-                    Some(partition) => {
+                Ok(topic) => match topic.leader_partition(index) {
+                    Err(e) => Err(refusal(&e)),
+                    Ok(partition) => {
                         let records = data.records.unwrap_or_default();
                         produce_partition(broker, topic, &partition, &records, version).await
                     }

@@ -691,6 +691,16 @@ impl PartitionLog {
             .end_offset_for(requested_epoch, self.log_end_offset())
     }
 
+    /// This log's replica becomes leader in `epoch`: the epoch starts at the
+    /// log end (as Kafka's leaders record it on election, so
+    /// OffsetForLeaderEpoch answers for it before its first append).
+    pub fn begin_leader_epoch(&mut self, epoch: i32) -> io::Result<()> {
+        if self.latest_epoch().is_some_and(|latest| latest >= epoch) {
+            return Ok(());
+        }
+        self.assign_epoch(epoch, self.log_end_offset())
+    }
+
     /// Records that `epoch` writes from `start_offset` on, rewriting the
     /// checkpoint when that is new (without an fsync: an append never
     /// waits for it, and opening the log checks the checkpoint against the
