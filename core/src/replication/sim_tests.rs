@@ -576,7 +576,7 @@ fn randomized_leaders_followers_crashes_and_elections_keep_the_replication_invar
 {
     let seeds: Vec<u64> = match std::env::var("REPLICATION_SIM_SEED") {
         Ok(seed) => vec![seed.parse().expect("REPLICATION_SIM_SEED is a number")],
-        Err(_) => (0..60).collect(),
+        Err(_) => (0..200).collect(),
     };
     let (mut acks, mut truncations, mut elections) = (0, 0, 0);
     for seed in seeds {
