@@ -18,6 +18,10 @@
 //! metadata log, its image, and the controller's decisions. It is not yet
 //! wired into the broker.
 //!
+//! [`replication`] holds partition replication's rules (leader and follower
+//! side, `acks=all` waits) as pure state; it is not yet wired into the
+//! broker either.
+//!
 //! [`schemas`] validates produced payloads against the schema registry's
 //! `_schemas` topic, read in process. [`transforms`] runs broker-side
 //! topic transforms on top of the broker. [`log_limit`] keeps events a
@@ -37,6 +41,7 @@ pub mod error;
 pub mod group;
 pub mod internal_topic;
 pub use runnel_log_limit as log_limit;
+pub mod replication;
 pub mod schemas;
 pub mod server;
 pub mod storage;
