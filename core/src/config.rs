@@ -1163,7 +1163,10 @@ impl BrokerConfig {
                 id: self.node_id as u64,
                 addr: String::new(),
             };
-            return Ok((vec![voter], self.controller_addr.clone().unwrap_or_default()));
+            return Ok((
+                vec![voter],
+                self.controller_addr.clone().unwrap_or_default(),
+            ));
         };
         let voters = crate::controller::parse_voters(list)
             .map_err(|e| ConfigError(format!("controller_quorum: {e}")))?;
@@ -1173,7 +1176,10 @@ impl BrokerConfig {
                 self.node_id
             )));
         };
-        let addr = self.controller_addr.clone().unwrap_or_else(|| own.addr.clone());
+        let addr = self
+            .controller_addr
+            .clone()
+            .unwrap_or_else(|| own.addr.clone());
         Ok((voters, addr))
     }
 

@@ -115,7 +115,13 @@ async fn three_nodes_agree_on_topics_and_each_partition_is_served_where_it_leads
     let ids: Vec<String> = {
         let mut ids = Vec::new();
         for node in &cluster.nodes {
-            ids.push(metadata(node).await.cluster_id.map(|s| s.to_string()).unwrap_or_default());
+            ids.push(
+                metadata(node)
+                    .await
+                    .cluster_id
+                    .map(|s| s.to_string())
+                    .unwrap_or_default(),
+            );
         }
         ids
     };

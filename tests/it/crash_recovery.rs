@@ -272,7 +272,8 @@ async fn a_data_directory_of_the_version_before_the_metadata_log_opens_without_l
     assert_eq!(latest_offset(&broker, "kept", 0).await, 12);
     assert_prefix_served(&broker, "kept", 12);
     assert!(
-        broker.dir.join("topics.json.migrated").exists() && !broker.dir.join("topics.json").exists(),
+        broker.dir.join("topics.json.migrated").exists()
+            && !broker.dir.join("topics.json").exists(),
         "topics.json is moved into the metadata log once"
     );
     let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =

@@ -70,7 +70,6 @@ fn dirs_of(broker: &TestBroker, topic: &str) -> Vec<String> {
         .collect()
 }
 
-
 /// Sets the running broker's soft open-file limit (prlimit); returns the
 /// one it had.
 fn set_soft_open_file_limit(broker: &TestBroker, soft: u64) -> u64 {

@@ -104,12 +104,7 @@ impl LogManager {
             checkpoints.log_starts.get(&key).copied().unwrap_or(0),
             now_ms(),
         )?;
-        let partition = Arc::new(Partition::new(
-            name.clone(),
-            p,
-            log,
-            self.storage.clone(),
-        ));
+        let partition = Arc::new(Partition::new(name.clone(), p, log, self.storage.clone()));
         Ok((partition, report.truncated_bytes))
     }
 

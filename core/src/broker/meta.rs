@@ -176,7 +176,9 @@ pub fn load_or_create_identity(
                 }
             }
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => create_identity(&path, node_id, cluster_id),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            create_identity(&path, node_id, cluster_id)
+        }
         Err(e) => Err(e),
     }
 }
@@ -520,14 +522,24 @@ mod tests {
     #[test]
     fn the_nodes_of_a_quorum_derive_one_cluster_id_from_it() {
         let voters = |order: &[u64]| -> Vec<(u64, String)> {
-            order.iter().map(|&i| (i, format!("10.0.0.{i}:9093"))).collect()
+            order
+                .iter()
+                .map(|&i| (i, format!("10.0.0.{i}:9093")))
+                .collect()
         };
         let id = cluster_id_of_quorum(&voters(&[1, 2, 3]));
         assert_eq!(id.len(), 22);
-        assert_eq!(cluster_id_of_quorum(&voters(&[3, 1, 2])), id, "order does not matter");
+        assert_eq!(
+            cluster_id_of_quorum(&voters(&[3, 1, 2])),
+            id,
+            "order does not matter"
+        );
         assert_ne!(cluster_id_of_quorum(&voters(&[1, 2])), id);
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(load_or_create_identity(dir.path(), 2, Some(&id)).unwrap(), id);
+        assert_eq!(
+            load_or_create_identity(dir.path(), 2, Some(&id)).unwrap(),
+            id
+        );
     }
 
     #[test]

@@ -39,8 +39,7 @@ use crate::config::{
 use crate::controller::decisions::{self, BrokerRegistrationRequest, DecisionError, NewTopic};
 use crate::controller::records::{BrokerId, ConfigChanged, ConfigResource, TopicCreated};
 use crate::controller::{
-    Controller, ControllerConfig, ControllerError, MetadataImage, MetadataRecord,
-    ProposalOutcome,
+    Controller, ControllerConfig, ControllerError, MetadataImage, MetadataRecord, ProposalOutcome,
 };
 use crate::error::BrokerError;
 use crate::storage::PartitionLog;
@@ -677,10 +676,7 @@ impl Metadata {
     /// The image the local state follows (brokers, partitions' replicas,
     /// leaders and ISRs).
     pub fn image(&self) -> Arc<MetadataImage> {
-        self.image
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.image.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Stops the controller and releases the metadata directory.
@@ -741,9 +737,9 @@ impl Metadata {
             .ok_or_else(|| BrokerError::UnknownTopic(topic.to_string()))?;
         match t.partition(index) {
             Some(p) => Ok(p),
-            None if index >= 0 && index < t.partition_count() => Err(
-                BrokerError::NotLeaderOrFollower(topic.to_string(), index),
-            ),
+            None if index >= 0 && index < t.partition_count() => {
+                Err(BrokerError::NotLeaderOrFollower(topic.to_string(), index))
+            }
             None => Err(BrokerError::UnknownPartition(topic.to_string(), index)),
         }
     }
@@ -885,7 +881,11 @@ impl Metadata {
             .topic(name)
             .filter(|t| t.id == request.topic_id)
             .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
-        info!(topic = name, partitions = request.partitions, "created topic");
+        info!(
+            topic = name,
+            partitions = request.partitions,
+            "created topic"
+        );
         Ok(topic)
     }
 
@@ -1039,7 +1039,9 @@ impl Metadata {
         let mut dynamic = self.dynamic_configs();
         let current = effective_log_defaults(&self.static_log_defaults, &dynamic);
         let (resource, level) = match scope {
-            BrokerConfigScope::Broker => (ConfigResource::Broker(self.node_id), &mut dynamic.broker),
+            BrokerConfigScope::Broker => {
+                (ConfigResource::Broker(self.node_id), &mut dynamic.broker)
+            }
             BrokerConfigScope::ClusterDefault => {
                 (ConfigResource::Cluster, &mut dynamic.cluster_default)
             }

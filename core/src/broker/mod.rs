@@ -79,7 +79,8 @@ impl Broker {
         let quorum_id = match &config.controller_quorum {
             Some(_) => {
                 let (voters, _) = config.controller_listener()?;
-                let voters: Vec<(u64, String)> = voters.into_iter().map(|v| (v.id, v.addr)).collect();
+                let voters: Vec<(u64, String)> =
+                    voters.into_iter().map(|v| (v.id, v.addr)).collect();
                 Some(meta::cluster_id_of_quorum(&voters))
             }
             None => None,

@@ -10,8 +10,8 @@ use std::sync::{Arc, RwLock};
 use uuid::Uuid;
 
 use super::partition::Partition;
-use crate::error::BrokerError;
 use crate::config::SchemaValidation;
+use crate::error::BrokerError;
 
 /// Longest topic name Kafka allows.
 pub const MAX_TOPIC_NAME_LEN: usize = 249;

@@ -466,23 +466,21 @@ impl MetadataImage {
             }
         }
         match &r.resource {
-            ConfigResource::Broker(broker_id) => {
+            ConfigResource::Broker(broker_id)
                 if self
                     .broker_configs
                     .get(broker_id)
-                    .is_some_and(BTreeMap::is_empty)
-                {
-                    self.broker_configs.remove(broker_id);
-                }
+                    .is_some_and(BTreeMap::is_empty) =>
+            {
+                self.broker_configs.remove(broker_id);
             }
-            ConfigResource::Group(group) => {
+            ConfigResource::Group(group)
                 if self
                     .group_configs
                     .get(group)
-                    .is_some_and(BTreeMap::is_empty)
-                {
-                    self.group_configs.remove(group);
-                }
+                    .is_some_and(BTreeMap::is_empty) =>
+            {
+                self.group_configs.remove(group);
             }
             _ => {}
         }

@@ -846,7 +846,8 @@ mod tests {
             connections_max_idle_ms: 2_000,
             request_read_timeout_ms: 60_000,
             ..Default::default()
-        }).await;
+        })
+        .await;
         let (mut client, mut reader, budgets) = connect(&shared).await;
         client
             .write_all(&produce_frame_start(1000, 100))

@@ -68,7 +68,9 @@ pub fn list_offsets(
             r.offset = -1;
             r.timestamp = -1;
             let partition = match resolved.as_ref() {
-                Some(t) => t.leader_partition(p.partition_index).map_err(|e| kafka_error(&e)),
+                Some(t) => t
+                    .leader_partition(p.partition_index)
+                    .map_err(|e| kafka_error(&e)),
                 None => Err(ResponseError::UnknownTopicOrPartition),
             };
             let result = match partition {
