@@ -6,11 +6,51 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    FetchRequest, FetchResponse, MetadataRequest, MetadataResponse, ProduceRequest,
+    ProduceResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::harness::{create_topic, TestBroker, TestCluster};
+
+/// One v2 batch holding one record.
+fn one_record_batch() -> Bytes {
+    let record = Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: 1_700_000_000_000,
+        key: None,
+        value: Some(Bytes::from_static(b"elsewhere")),
+        headers: Default::default(),
+    };
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &[record],
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    buf.freeze()
+}
 
 async fn metadata(node: &TestBroker) -> MetadataResponse {
     let mut client = node.client().await;
@@ -64,6 +104,24 @@ async fn leaders(node: &TestBroker, topic: &str, partitions: usize) -> Option<Ve
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// CreateTopics of one partition with `factor` replicas: (error code, the
+/// replication factor answered).
+async fn create_with_factor(node: &TestBroker, name: &str, factor: i16) -> (i16, i16) {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::CreateTopicsRequest;
+    let mut topic = CreatableTopic::default();
+    topic.name = TopicName(StrBytes::from_string(name.to_string()));
+    topic.num_partitions = 1;
+    topic.replication_factor = factor;
+    let mut request = CreateTopicsRequest::default();
+    request.topics = vec![topic];
+    request.timeout_ms = 10_000;
+    let mut client = node.client().await;
+    let response = client.send(&request).await.unwrap();
+    let result = &response.topics[0];
+    (result.error_code, result.replication_factor)
 }
 
 /// Whether `node` stops listing `topic` within the time.
@@ -151,6 +209,87 @@ async fn three_nodes_agree_on_topics_and_each_partition_is_served_where_it_leads
     }
     let consumed = cluster.nodes[2].consume("spread", 6, 60, Duration::from_secs(30));
     assert_eq!(consumed.len(), 60, "every record is read back");
+
+    // The replication factor: the cluster default is min(3, live brokers),
+    // and more replicas than brokers is refused.
+    assert_eq!(
+        create_with_factor(&cluster.nodes[2], "defaulted", -1).await,
+        (0, 3)
+    );
+    assert_eq!(
+        create_with_factor(&cluster.nodes[2], "too-many", 4).await.0,
+        38,
+        "INVALID_REPLICATION_FACTOR"
+    );
+    let replicas = metadata(&cluster.nodes[0])
+        .await
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some("defaulted"))
+        .map(|t| t.partitions[0].replica_nodes.len());
+    assert_eq!(replicas, Some(3));
+
+    // A broker that does not lead a partition refuses it with
+    // NOT_LEADER_OR_FOLLOWER and says where the leader is (KIP-951).
+    let leader = seen[0];
+    let other = cluster
+        .nodes
+        .iter()
+        .position(|n| n.port != cluster.nodes[(leader - 1) as usize].port)
+        .unwrap();
+    let epoch = metadata(&cluster.nodes[0])
+        .await
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some("spread"))
+        .and_then(|t| t.partitions.iter().find(|p| p.partition_index == 0))
+        .map(|p| p.leader_epoch)
+        .unwrap();
+    let mut client = cluster.nodes[other].client().await;
+    let mut data = PartitionProduceData::default();
+    data.index = 0;
+    data.records = Some(one_record_batch());
+    let mut topic = TopicProduceData::default();
+    topic.name = TopicName(StrBytes::from_static_str("spread"));
+    topic.partition_data = vec![data];
+    let mut request = ProduceRequest::default();
+    request.acks = -1;
+    request.timeout_ms = 5000;
+    request.topic_data = vec![topic];
+    let response: ProduceResponse = client.send_version(&request, 10).await.unwrap();
+    let answer = &response.responses[0].partition_responses[0];
+    assert_eq!(answer.error_code, 6, "NOT_LEADER_OR_FOLLOWER");
+    assert_eq!(
+        (
+            answer.current_leader.leader_id.0,
+            answer.current_leader.leader_epoch
+        ),
+        (leader, epoch)
+    );
+    let leader_port = cluster.nodes[(leader - 1) as usize].port as i32;
+    assert!(
+        response
+            .node_endpoints
+            .iter()
+            .any(|n| n.node_id.0 == leader && n.port == leader_port),
+        "the leader's endpoint is in the answer: {:?}",
+        response.node_endpoints
+    );
+    let mut partition = FetchPartition::default();
+    partition.partition = 0;
+    partition.current_leader_epoch = -1;
+    partition.partition_max_bytes = 1 << 20;
+    let mut fetch_topic = FetchTopic::default();
+    fetch_topic.topic = TopicName(StrBytes::from_static_str("spread"));
+    fetch_topic.partitions = vec![partition];
+    let mut request = FetchRequest::default();
+    request.replica_id = (-1).into();
+    request.max_bytes = 1 << 20;
+    request.topics = vec![fetch_topic];
+    let response: FetchResponse = client.send_version(&request, 12).await.unwrap();
+    let answer = &response.responses[0].partitions[0];
+    assert_eq!(answer.error_code, 6, "NOT_LEADER_OR_FOLLOWER");
+    assert_eq!(answer.current_leader.leader_id.0, leader);
 
     // A deletion through any node reaches all of them.
     let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =

@@ -823,6 +823,42 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn group_configs_are_set_removed_and_kept_in_snapshots() {
+        let mut image = image_with_brokers(&[1]);
+        let set = |name: &str, value: Option<&str>| {
+            MetadataRecord::ConfigChanged(ConfigChanged {
+                resource: ConfigResource::Group("billing".into()),
+                name: name.into(),
+                value: value.map(str::to_string),
+            })
+        };
+        image
+            .apply(&set("consumer.session.timeout.ms", Some("50000")))
+            .unwrap();
+        assert_eq!(
+            image.group_configs()["billing"]["consumer.session.timeout.ms"],
+            "50000"
+        );
+        let copy = MetadataImage::from_snapshot_bytes(&image.to_snapshot_bytes()).unwrap();
+        assert_eq!(copy, image, "a snapshot keeps group configs");
+        image
+            .apply(&set("consumer.session.timeout.ms", None))
+            .unwrap();
+        assert!(
+            image.group_configs().is_empty(),
+            "an emptied group is forgotten"
+        );
+        assert!(matches!(
+            image.apply(&MetadataRecord::ConfigChanged(ConfigChanged {
+                resource: ConfigResource::Group(String::new()),
+                name: "x".into(),
+                value: Some("1".into()),
+            })),
+            Err(Ignored::Invalid { .. })
+        ));
+    }
+
+    #[test]
     fn configs_are_set_and_removed_with_topic_over_cluster_precedence() {
         let mut image = image_with_brokers(&[1]);
         let t = topic(&mut image, "t", 1);

@@ -178,8 +178,8 @@ fn effective_topic_configs(
 
 /// An error code with the message that goes with it.
 type ErrorParts = (i16, Option<StrBytes>);
-/// Topic id, partition count and config overrides of a created topic.
-type CreatedTopic = (uuid::Uuid, i32, BTreeMap<String, String>);
+/// A created topic: id, partitions, replication factor, config overrides.
+type CreatedTopic = (uuid::Uuid, i32, i16, BTreeMap<String, String>);
 
 fn error_parts(e: &BrokerError) -> ErrorParts {
     (kafka_error(e).code(), Some(str_bytes(e.to_string())))
@@ -245,20 +245,28 @@ pub async fn create_topics(
                 let count = broker
                     .metadata().validate_new_topic(&name, partitions, replication, &configs)
                     .map_err(|e| error_parts(&e))?;
-                return Ok((uuid::Uuid::nil(), count, configs));
+                return Ok((uuid::Uuid::nil(), count, replication.max(1), configs));
             }
             let topic = broker
                 .metadata().create_topic(&name, partitions, replication, configs, false)
                 .await
                 .map_err(|e| error_parts(&e))?;
-            Ok((topic.id, topic.partition_count(), topic.configs()))
+            // The replication factor the controller chose (the request's, or
+            // the cluster default for -1).
+            let factor = broker
+                .metadata()
+                .image()
+                .topic(&topic.id)
+                .and_then(|t| t.partitions.values().next().map(|p| p.replicas.len() as i16))
+                .unwrap_or(1);
+            Ok((topic.id, topic.partition_count(), factor, topic.configs()))
         }
         .await;
         match outcome {
-            Ok((id, partitions, configs)) => {
+            Ok((id, partitions, factor, configs)) => {
                 result.topic_id = id;
                 result.num_partitions = partitions;
-                result.replication_factor = 1;
+                result.replication_factor = factor;
                 if version >= 5 {
                     let configs = effective_topic_configs(broker, &configs);
                     result.configs = Some(

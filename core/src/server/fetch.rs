@@ -18,8 +18,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::select_all;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::fetch_response::{
+    FetchableTopicResponse, NodeEndpoint, PartitionData,
+};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::ResponseError;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -27,6 +29,7 @@ use uuid::Uuid;
 
 use super::epochs::check_current_leader_epoch;
 use super::errors::kafka_error;
+use super::str_bytes;
 use crate::broker::{Broker, Partition};
 use crate::storage::records::MAX_DECOMPRESSED_BYTES;
 use crate::storage::{legacy, ReadSlice};
@@ -180,6 +183,31 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
         }
         bytes_out += records.len() as u64;
         data.error_code = error.map_or(0, |e| e.code());
+        if version >= 12 && error == Some(ResponseError::NotLeaderOrFollower) {
+            // KIP-951: where the leader is now (node endpoints from v16).
+            let name = match broker.topic_by_id(w.topic_id) {
+                Some(t) if version >= 13 => t.name.to_string(),
+                _ => w.topic_name.0.to_string(),
+            };
+            if let Some((leader, epoch, host, port)) =
+                super::metadata::leader_hint(broker, &name, w.index)
+            {
+                data.current_leader.leader_id = BrokerId(leader);
+                data.current_leader.leader_epoch = epoch;
+                if version >= 16
+                    && !response
+                        .node_endpoints
+                        .iter()
+                        .any(|n| n.node_id.0 == leader)
+                {
+                    let mut node = NodeEndpoint::default();
+                    node.node_id = BrokerId(leader);
+                    node.host = str_bytes(host);
+                    node.port = port;
+                    response.node_endpoints.push(node);
+                }
+            }
+        }
         // Never null: librdkafka rejects a null record set.
         data.records = Some(records);
         let same_topic = response

@@ -73,6 +73,22 @@ fn live_brokers(image: &MetadataImage) -> Vec<(i32, String, i32)> {
         .collect()
 }
 
+/// Where a partition's leader is now (KIP-951), for the
+/// NOT_LEADER_OR_FOLLOWER answers of Produce v10+ and Fetch v12+ so that
+/// clients switch without a Metadata round trip: (leader id, leader epoch,
+/// host, port), or `None` when the partition has no live leader.
+pub fn leader_hint(
+    broker: &Broker,
+    topic: &str,
+    partition: i32,
+) -> Option<(i32, i32, String, i32)> {
+    let image = broker.metadata().image();
+    let state = image.topic_by_name(topic)?.partitions.get(&partition)?;
+    let leader = image.broker(state.leader).filter(|b| !b.fenced)?;
+    let (host, port) = split_host_port(&leader.listener);
+    Some((state.leader, state.leader_epoch, host, port))
+}
+
 /// `host:port` (or `[v6]:port`) → (host, port).
 pub fn split_host_port(addr: &str) -> (String, i32) {
     match addr.rsplit_once(':') {

@@ -6,9 +6,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use kafka_protocol::messages::produce_response::{
-    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
 };
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
 use tracing::debug;
 
@@ -166,6 +166,25 @@ pub async fn handle(
                 // clients get the code only.
                 Err((code, message, records)) => {
                     let mut p = partition_error(index, code, message.filter(|_| version >= 8));
+                    if version >= 10 && code == ResponseError::NotLeaderOrFollower {
+                        if let Some((leader, epoch, host, port)) =
+                            super::metadata::leader_hint(broker, &name, index)
+                        {
+                            p.current_leader.leader_id = BrokerId(leader);
+                            p.current_leader.leader_epoch = epoch;
+                            if !response
+                                .node_endpoints
+                                .iter()
+                                .any(|n| n.node_id.0 == leader)
+                            {
+                                let mut node = NodeEndpoint::default();
+                                node.node_id = BrokerId(leader);
+                                node.host = str_bytes(host);
+                                node.port = port;
+                                response.node_endpoints.push(node);
+                            }
+                        }
+                    }
                     if version >= 8 {
                         p.record_errors = records
                             .into_iter()
