@@ -250,12 +250,21 @@ impl Partition {
         self.high_watermark.subscribe()
     }
 
+    /// ListOffsets by time: the first record at or after `timestamp` below
+    /// the high watermark, as Kafka answers consumers (a record not yet
+    /// committed is not found).
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, BrokerError> {
-        Ok(lock(&self.log).offset_for_timestamp(timestamp)?)
+        let high_watermark = self.high_watermark();
+        let found = lock(&self.log).offset_for_timestamp(timestamp)?;
+        Ok(found.filter(|&(offset, _)| offset < high_watermark))
     }
 
+    /// ListOffsets MAX_TIMESTAMP: the record with the largest timestamp,
+    /// if it is below the high watermark.
     pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, BrokerError> {
-        Ok(lock(&self.log).max_timestamp_offset()?)
+        let high_watermark = self.high_watermark();
+        let found = lock(&self.log).max_timestamp_offset()?;
+        Ok(found.filter(|&(offset, _)| offset < high_watermark))
     }
 
     pub fn delete_records_before(&self, offset: i64) -> Result<i64, BrokerError> {
@@ -282,7 +291,7 @@ impl std::fmt::Display for PartitionName<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::batch::tests::make_batch;
+    use crate::storage::batch::tests::{make_batch, make_batch_at};
     use crate::storage::LogConfig;
     use kafka_protocol::records::Compression;
 
@@ -313,10 +322,26 @@ mod tests {
         let slice = partition.read(0, 1 << 20, true).unwrap().unwrap();
         assert_eq!(slice.len, batch.len(), "only the acknowledged batch");
         assert!(partition.delete_records_before(4).is_err());
+        // Lookups by time do not find them either.
+        let later = make_batch_at(3, 10, Compression::None, 1_800_000_000_000);
+        lock(&partition.log).append(&later, 0, now_ms()).unwrap();
+        assert_eq!(
+            partition.offset_for_timestamp(1_800_000_000_000).unwrap(),
+            None
+        );
+        assert_eq!(partition.max_timestamp_offset().unwrap(), None);
+        assert_eq!(
+            partition.offset_for_timestamp(1_700_000_000_001).unwrap(),
+            Some((1, 1_700_000_000_001))
+        );
         // The next append publishes the log end, after its fsync.
         partition.append(&batch).await.unwrap();
         assert!(changes.has_changed().unwrap());
-        assert_eq!(partition.offsets().high_watermark, 9);
+        assert_eq!(partition.offsets().high_watermark, 12);
+        assert_eq!(
+            partition.offset_for_timestamp(1_800_000_000_000).unwrap(),
+            Some((6, 1_800_000_000_000))
+        );
         assert!(partition.read(3, 1 << 20, true).unwrap().is_some());
     }
 }
