@@ -36,6 +36,9 @@ pub struct ServeArgs {
     /// Where this node's controller listens for the other voters [default: its entry in --controller-quorum]
     #[arg(long, env = "RUNNEL_CONTROLLER_ADDR")]
     pub controller_addr: Option<String>,
+    /// A follower behind its leader for this long leaves the ISR [default: 30000]
+    #[arg(long, env = "RUNNEL_REPLICA_LAG_TIME_MAX_MS")]
+    pub replica_lag_time_max_ms: Option<u64>,
     /// Create unknown topics on first use by Metadata or Produce [default: true]
     #[arg(long, env = "RUNNEL_AUTO_CREATE_TOPICS")]
     pub auto_create_topics: Option<bool>,
@@ -94,6 +97,9 @@ pub fn load_config(args: &ServeArgs) -> Result<BrokerConfig> {
     }
     if let Some(v) = &args.controller_addr {
         config.controller_addr = Some(v.clone());
+    }
+    if let Some(v) = args.replica_lag_time_max_ms {
+        config.replica_lag_time_max_ms = v;
     }
     if let Some(v) = args.auto_create_topics {
         config.auto_create_topics = v;

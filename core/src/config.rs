@@ -34,6 +34,9 @@ pub struct BrokerConfig {
     /// Where this node's controller listens for the other voters (its own
     /// entry's address in `controller_quorum` when unset).
     pub controller_addr: Option<String>,
+    /// A follower that has not caught up with its leader for this long
+    /// leaves the ISR (Kafka's `replica.lag.time.max.ms`).
+    pub replica_lag_time_max_ms: u64,
     /// Address of the schema registry's REST API, which `runnel serve`
     /// runs next to the broker; `off` runs none.
     pub registry_addr: String,
@@ -120,6 +123,7 @@ impl Default for BrokerConfig {
             advertised_kafka_addr: None,
             controller_quorum: None,
             controller_addr: None,
+            replica_lag_time_max_ms: 30_000,
             registry_addr: "127.0.0.1:8081".into(),
             connect_addr: "127.0.0.1:8083".into(),
             http: HttpConfig::default(),
@@ -1191,6 +1195,12 @@ impl BrokerConfig {
             return err(format!("node_id must be >= 0, got {}", self.node_id));
         }
         self.controller_listener()?;
+        if !(100..=3_600_000).contains(&self.replica_lag_time_max_ms) {
+            return err(format!(
+                "replica_lag_time_max_ms must be between 100 and 3600000, got {}",
+                self.replica_lag_time_max_ms
+            ));
+        }
         if self.default_partitions < 1 || self.default_partitions > self.max_partitions_per_topic {
             return err("default_partitions must be between 1 and max_partitions_per_topic".into());
         }

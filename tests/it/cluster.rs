@@ -324,3 +324,206 @@ async fn a_node_that_was_down_rejoins_and_sees_what_changed_meanwhile() {
     );
     wait_for_brokers(&cluster.nodes[2], 3).await;
 }
+
+/// The segment file of partition 0 of `topic` on `node`.
+fn first_segment(node: &TestBroker, topic: &str) -> Vec<u8> {
+    std::fs::read(
+        node.dir
+            .join(format!("{topic}-0"))
+            .join("00000000000000000000.log"),
+    )
+    .unwrap_or_default()
+}
+
+/// One record to partition 0 of `topic` through the raw client: the error
+/// code answered.
+async fn raw_produce(node: &TestBroker, topic: &str, acks: i16) -> i16 {
+    let mut data = PartitionProduceData::default();
+    data.index = 0;
+    data.records = Some(one_record_batch());
+    let mut t = TopicProduceData::default();
+    t.name = TopicName(StrBytes::from_string(topic.to_string()));
+    t.partition_data = vec![data];
+    let mut request = ProduceRequest::default();
+    request.acks = acks;
+    request.timeout_ms = 5000;
+    request.topic_data = vec![t];
+    let mut client = node.client().await;
+    let response: ProduceResponse = client.send(&request).await.unwrap();
+    response.responses[0].partition_responses[0].error_code
+}
+
+/// The ISR of partition 0 of `topic` as `node` lists it, sorted.
+async fn isr(node: &TestBroker, topic: &str) -> Vec<i32> {
+    let response = metadata(node).await;
+    let mut isr: Vec<i32> = response
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some(topic))
+        .and_then(|t| t.partitions.iter().find(|p| p.partition_index == 0))
+        .map(|p| p.isr_nodes.iter().map(|b| b.0).collect())
+        .unwrap_or_default();
+    isr.sort();
+    isr
+}
+
+/// Waits until `node` lists `expected` as the ISR of `topic`-0.
+async fn wait_for_isr(node: &TestBroker, topic: &str, expected: &[i32]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = isr(node, topic).await;
+        if now == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ISR {now:?}, expected {expected:?}:\n{}",
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn send(producer: &FutureProducer, topic: &str, value: &str) -> Result<i64, String> {
+    producer
+        .send(
+            FutureRecord::<(), _>::to(topic).partition(0).payload(value),
+            Duration::from_secs(30),
+        )
+        .await
+        .map(|delivery| delivery.offset)
+        .map_err(|(e, _)| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_replicate_byte_for_byte_and_the_isr_decides_what_acks_all_waits_for() {
+    let mut cluster = TestCluster::start_with(3, &["--replica-lag-time-max-ms", "1500"]);
+    for node in &cluster.nodes {
+        wait_for_brokers(node, 3).await;
+    }
+    assert_eq!(
+        create_with_factor(&cluster.nodes[0], "replicated", 3).await,
+        (0, 3)
+    );
+    let leader = leaders(&cluster.nodes[0], "replicated", 1).await.unwrap()[0];
+    let leader_index = (leader - 1) as usize;
+    let bootstrap = cluster.bootstrap();
+    let all_nodes = |acks: &str, timeout_ms: &str| -> FutureProducer {
+        ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("acks", acks)
+            .set("message.timeout.ms", timeout_ms)
+            .create()
+            .unwrap()
+    };
+    let producer = all_nodes("all", "30000");
+    for i in 0..200 {
+        let value = format!("replicated-{i}-{}", "r".repeat(i % 50));
+        send(&producer, "replicated", &value)
+            .await
+            .unwrap_or_else(|e| panic!("acks=all produce {i}: {e}"));
+    }
+    // Every replica holds the same bytes: the leader's batches, offsets and
+    // epochs, appended as they are.
+    let expected = first_segment(&cluster.nodes[leader_index], "replicated");
+    assert!(!expected.is_empty());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for node in &cluster.nodes {
+        while first_segment(node, "replicated") != expected {
+            assert!(
+                Instant::now() < deadline,
+                "node {} does not hold the leader's log:\n{}",
+                node.port,
+                node.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let consumed =
+        cluster.nodes[leader_index].consume("replicated", 1, 200, Duration::from_secs(30));
+    assert_eq!(consumed.len(), 200);
+    wait_for_isr(&cluster.nodes[leader_index], "replicated", &[1, 2, 3]).await;
+
+    // A follower that stops fetching leaves the ISR once it is behind for
+    // replica.lag.time.max.ms (as in Kafka, a follower at the log end is
+    // never behind: the next write starts the clock), and the acks=all
+    // write waiting for it is then answered by the others.
+    let followers: Vec<usize> = (0..3).filter(|&i| i != leader_index).collect();
+    cluster.nodes[followers[0]].kill();
+    let waiting = send(&producer, "replicated", "with-two");
+    let mut two: Vec<i32> = vec![leader, followers[1] as i32 + 1];
+    two.sort();
+    let (sent, ()) = tokio::join!(
+        waiting,
+        wait_for_isr(&cluster.nodes[leader_index], "replicated", &two)
+    );
+    sent.expect("acks=all with two of three in sync");
+
+    // min.insync.replicas above the ISR (3 > 2 in sync): acks=all is
+    // refused before the append (NOT_ENOUGH_REPLICAS), acks=1 still works.
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        ClientConfig::new()
+            .set("bootstrap.servers", cluster.nodes[leader_index].addr())
+            .create()
+            .unwrap();
+    let set_min_isr = |value: &'static str| {
+        let admin = &admin;
+        async move {
+            let opts =
+                rdkafka::admin::AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+            let altered =
+                admin
+                    .alter_configs(
+                        &[rdkafka::admin::AlterConfig::new(
+                            rdkafka::admin::ResourceSpecifier::Topic("replicated"),
+                        )
+                        .set("min.insync.replicas", value)],
+                        &opts,
+                    )
+                    .await
+                    .unwrap();
+            assert!(altered[0].is_ok(), "{altered:?}");
+        }
+    };
+    set_min_isr("3").await;
+    assert_eq!(
+        raw_produce(&cluster.nodes[leader_index], "replicated", -1).await,
+        19,
+        "NOT_ENOUGH_REPLICAS"
+    );
+    // librdkafka retries it until its message timeout: nothing is stored.
+    let refused = send(&all_nodes("all", "2000"), "replicated", "refused").await;
+    assert!(refused.is_err(), "{refused:?}");
+    send(&all_nodes("1", "10000"), "replicated", "leader-only")
+        .await
+        .expect("acks=1 needs the leader only");
+
+    // Two of three brokers down (and with them the metadata quorum): an
+    // acks=all write is not acknowledged.
+    set_min_isr("2").await;
+    cluster.nodes[followers[1]].kill();
+    let lost = send(&all_nodes("all", "3000"), "replicated", "not-acknowledged").await;
+    assert!(lost.is_err(), "acks=all with one of three alive: {lost:?}");
+
+    // The followers come back, catch up and join the ISR again; their logs
+    // are the leader's again.
+    cluster.nodes[followers[0]].restart();
+    cluster.nodes[followers[1]].restart();
+    wait_for_isr(&cluster.nodes[leader_index], "replicated", &[1, 2, 3]).await;
+    send(&producer, "replicated", "all-three-again")
+        .await
+        .expect("acks=all with the ISR whole again");
+    let expected = first_segment(&cluster.nodes[leader_index], "replicated");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for &i in &followers {
+        while first_segment(&cluster.nodes[i], "replicated") != expected {
+            assert!(
+                Instant::now() < deadline,
+                "node {} did not catch up:\n{}",
+                cluster.nodes[i].port,
+                cluster.nodes[i].log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

@@ -31,17 +31,21 @@ use uuid::Uuid;
 use super::log_manager::{LogManager, StartCheckpoints};
 use super::meta::{self, DynamicConfigs, TopicRecord};
 use super::partition::Partition;
+use super::replica_fetcher::{Followed, ReplicaFetchers};
 use super::topic::{validate_topic_name, Topic};
 use crate::config::{
     resolve_log_config, validate_dynamic_broker_configs, validate_group_configs,
     validate_topic_config, BrokerConfig, ConfigError, ConfigType, LogDefaults,
 };
-use crate::controller::decisions::{self, BrokerRegistrationRequest, DecisionError, NewTopic};
+use crate::controller::decisions::{
+    self, AlterPartitionRequest, BrokerRegistrationRequest, DecisionError, NewTopic,
+};
 use crate::controller::records::{BrokerId, ConfigChanged, ConfigResource, TopicCreated};
 use crate::controller::{
     Controller, ControllerConfig, ControllerError, MetadataImage, MetadataRecord, ProposalOutcome,
 };
 use crate::error::BrokerError;
+use crate::replication::leader::{AlterIsrRequest, IsrRefusal};
 use crate::storage::PartitionLog;
 use crate::util::lock;
 
@@ -205,6 +209,12 @@ pub struct Metadata {
     /// it is recorded), by topic id and partition; the application that
     /// sees their records moves them into place.
     prepared: Mutex<HashMap<(Uuid, i32), PartitionLog>>,
+    /// The follower side: tasks fetching from the leaders of the
+    /// partitions this broker follows.
+    fetchers: ReplicaFetchers,
+    /// This broker's epoch of its current registration.
+    broker_epoch: std::sync::atomic::AtomicI64,
+    replica_lag_time_max_ms: i64,
     logs: Arc<LogManager>,
 }
 
@@ -295,6 +305,9 @@ impl Metadata {
                 start_checkpoints: Some(logs.read_checkpoints()),
             }),
             prepared: Mutex::new(HashMap::new()),
+            fetchers: ReplicaFetchers::new(config.node_id),
+            broker_epoch: std::sync::atomic::AtomicI64::new(-1),
+            replica_lag_time_max_ms: config.replica_lag_time_max_ms as i64,
             logs,
         });
         metadata.register(config).await?;
@@ -314,6 +327,7 @@ impl Metadata {
             .await
             .map_err(|e| BrokerError::Io(io::Error::other(e.to_string())))?;
         metadata.follow();
+        metadata.maintain_isrs();
         Ok(metadata)
     }
 
@@ -335,6 +349,8 @@ impl Metadata {
             attempt += 1;
             match self.try_register(&request).await {
                 Ok(epoch) => {
+                    self.broker_epoch
+                        .store(epoch, std::sync::atomic::Ordering::Release);
                     info!(
                         node_id = self.node_id,
                         broker_epoch = epoch,
@@ -477,6 +493,71 @@ impl Metadata {
         });
     }
 
+    /// Checks the ISR of every partition this broker leads, periodically:
+    /// followers lagging longer than `replica_lag_time_max_ms` leave it,
+    /// followers that caught up join it, through AlterPartition decisions
+    /// proposed to the quorum (epochs fence a stale leader's change).
+    fn maintain_isrs(self: &Arc<Self>) {
+        let weak: Weak<Metadata> = Arc::downgrade(self);
+        let every =
+            Duration::from_millis((self.replica_lag_time_max_ms as u64 / 4).clamp(50, 1000));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(metadata) = weak.upgrade() else {
+                    break;
+                };
+                for topic in metadata.topics() {
+                    for partition in topic.partitions() {
+                        if !partition.is_leader() {
+                            continue;
+                        }
+                        let Some(change) = partition.isr_change(metadata.replica_lag_time_max_ms)
+                        else {
+                            continue;
+                        };
+                        metadata.alter_isr(topic.id, &partition, change).await;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Sends one ISR change to the quorum; the metadata that commits it
+    /// settles it on the partition (or the refusal does).
+    async fn alter_isr(&self, topic_id: Uuid, partition: &Partition, change: AlterIsrRequest) {
+        let request = AlterPartitionRequest {
+            broker_id: self.node_id,
+            broker_epoch: self.broker_epoch.load(std::sync::atomic::Ordering::Acquire),
+            topic_id,
+            partition: partition.index,
+            leader_epoch: change.leader_epoch,
+            partition_epoch: change.partition_epoch,
+            new_isr: change.new_isr.clone(),
+        };
+        let record = match decisions::alter_partition(&self.controller.image(), &request) {
+            Ok(Some(record)) => record,
+            Ok(None) => return,
+            Err(e) => {
+                warn!(topic = %partition.topic, partition = partition.index, error = %e, "ISR change refused");
+                partition.isr_refused(&change, IsrRefusal::from(&e));
+                return;
+            }
+        };
+        info!(topic = %partition.topic, partition = partition.index, isr = ?change.new_isr, "changing the ISR");
+        match self.propose(vec![record]).await {
+            // Applying the committed record settles the change.
+            Ok(outcome) if outcome.all_applied() => {}
+            Ok(_) => partition.isr_refused(&change, IsrRefusal::Fenced),
+            Err(e) => {
+                warn!(topic = %partition.topic, partition = partition.index, error = %e, "ISR change not committed; it is tried again");
+                partition.isr_refused(&change, IsrRefusal::Rejected);
+            }
+        }
+    }
+
     /// Brings the local state in line with `image`: dynamic configs and
     /// topic defaults, topics created (their local partitions opened or
     /// made) or deleted (their data removed), partitions added, configs
@@ -515,6 +596,7 @@ impl Metadata {
             .clone();
         let mut next = HashMap::with_capacity(image.topics().count());
         let mut truncated = 0u64;
+        let mut followed: HashMap<BrokerId, (String, Vec<Followed>)> = HashMap::new();
         for t in image.topics() {
             let name: Arc<str> = t.name.as_str().into();
             let local = match current.remove(&name) {
@@ -576,7 +658,18 @@ impl Metadata {
             }
             for (&index, p) in &t.partitions {
                 if let Some(partition) = topic.partition(index) {
-                    partition.set_leadership(p.leader == self.node_id, p.leader_epoch);
+                    partition.apply_state(self.node_id, p);
+                    let leader = image.broker(p.leader).filter(|b| !b.fenced);
+                    if let Some(leader) = leader.filter(|b| b.broker_id != self.node_id) {
+                        followed
+                            .entry(leader.broker_id)
+                            .or_insert_with(|| (leader.listener.clone(), Vec::new()))
+                            .1
+                            .push(Followed {
+                                partition: partition.clone(),
+                                leader_epoch: p.leader_epoch,
+                            });
+                    }
                 }
             }
             next.insert(name, topic);
@@ -584,6 +677,7 @@ impl Metadata {
         for gone in current.into_values() {
             self.remove_topic(&gone);
         }
+        self.fetchers.update(followed);
         *self.topics.write().unwrap_or_else(|e| e.into_inner()) = next;
         let offset = image.offset();
         *self.image.write().unwrap_or_else(|e| e.into_inner()) = image;

@@ -27,6 +27,7 @@ pub mod metadata;
 pub mod metrics;
 mod partition;
 pub mod producer_ids;
+mod replica_fetcher;
 mod topic;
 
 use std::io;

@@ -18,7 +18,11 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::metrics::StorageHealth;
+use crate::controller::image::PartitionState;
+use crate::controller::records::BrokerId;
 use crate::error::BrokerError;
+use crate::replication::leader::{AlterIsrRequest, IsrRefusal, LeaderState, PartitionAssignment};
+use crate::replication::{publish, ReplicationStatus};
 use crate::storage::validator;
 use crate::storage::{AppendError, AppendInfo, PartitionLog, ReadSlice};
 use crate::util::{lock, now_ms};
@@ -36,6 +40,18 @@ pub struct Partition {
     leader_epoch: AtomicI32,
     /// Whether this broker leads the partition (per the metadata image).
     leader: AtomicBool,
+    /// What the leader knows of its followers (HW, ISR); `None` while not
+    /// leading (and for a partition no metadata was applied to yet, which
+    /// commits at its log end as a leader alone would).
+    replication: Mutex<Option<LeaderState>>,
+    /// The replication status `acks=all` produces wait on.
+    status: watch::Sender<ReplicationStatus>,
+    /// Replicas whose fetches showed they may join the ISR, for the next
+    /// ISR check.
+    may_join: Mutex<Vec<BrokerId>>,
+    /// The log end, announced after each append so follower fetches
+    /// waiting at the end wake at once.
+    appended: watch::Sender<i64>,
     pub(super) deleted: AtomicBool,
     /// Where failed writes are counted and logged (the broker's metrics).
     storage: Arc<StorageHealth>,
@@ -58,6 +74,14 @@ impl Partition {
     ) -> Partition {
         // Everything a restart recovered counts as committed.
         let (high_watermark, _) = watch::channel(log.log_end_offset());
+        let (appended, _) = watch::channel(log.log_end_offset());
+        let (status, _) = watch::channel(ReplicationStatus {
+            high_watermark: log.log_end_offset(),
+            in_sync_replicas: 1,
+            replicas: 1,
+            leader_epoch: 0,
+            leading: true,
+        });
         Partition {
             topic,
             index,
@@ -65,6 +89,10 @@ impl Partition {
             high_watermark,
             leader_epoch: AtomicI32::new(0),
             leader: AtomicBool::new(true),
+            replication: Mutex::new(None),
+            status,
+            may_join: Mutex::new(Vec::new()),
+            appended,
             deleted: AtomicBool::new(false),
             storage,
         }
@@ -86,9 +114,12 @@ impl Partition {
         self.leader.load(Ordering::Acquire)
     }
 
-    /// Applies the partition's state from the metadata: this broker leads
-    /// it (or not) in `leader_epoch`. Appends after this carry the epoch.
-    pub(super) fn set_leadership(&self, leader: bool, leader_epoch: i32) {
+    /// Applies the partition's state from the metadata, as broker `node`:
+    /// leader (a new leader epoch is recorded at the log end; the follower
+    /// state starts over) or not. Appends after this carry the epoch.
+    pub(super) fn apply_state(&self, node: BrokerId, state: &PartitionState) {
+        let leader = state.leader == node;
+        let leader_epoch = state.leader_epoch;
         let mut log = lock(&self.log);
         if leader && leader_epoch > self.leader_epoch() {
             if let Err(e) = log.begin_leader_epoch(leader_epoch) {
@@ -96,8 +127,194 @@ impl Partition {
                 tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "recording a new leader epoch failed");
             }
         }
+        let log_end = log.log_end_offset();
+        let mut replication = lock(&self.replication);
+        if leader {
+            let assignment = PartitionAssignment {
+                leader_epoch,
+                partition_epoch: state.partition_epoch,
+                replicas: state.replicas.clone(),
+                isr: state.isr.clone(),
+            };
+            let now = now_ms();
+            match replication.as_mut() {
+                Some(l) if l.leader_epoch() == leader_epoch => {
+                    l.apply_metadata(assignment, log_end, now);
+                }
+                _ => {
+                    *replication = Some(LeaderState::new(
+                        node,
+                        assignment,
+                        log_end,
+                        self.high_watermark(),
+                        now,
+                    ))
+                }
+            }
+            let l = replication.as_ref().expect("set above");
+            self.publish_high_watermark(l.high_watermark());
+            publish(&self.status, l.status());
+        } else {
+            *replication = None;
+            let current = *self.status.borrow();
+            publish(&self.status, current.not_leading());
+        }
         self.leader_epoch.store(leader_epoch, Ordering::Release);
         self.leader.store(leader, Ordering::Release);
+    }
+
+    /// Moves the high watermark up (never back) and wakes waiting fetches.
+    fn publish_high_watermark(&self, high_watermark: i64) {
+        self.high_watermark.send_if_modified(|hw| {
+            let moved = high_watermark > *hw;
+            if moved {
+                *hw = high_watermark;
+            }
+            moved
+        });
+    }
+
+    /// The leader committed up to its log end `log_end` by itself, or as
+    /// far as its followers have it.
+    fn local_append_done(&self, log_end: i64) {
+        let mut replication = lock(&self.replication);
+        match replication.as_mut() {
+            None => {
+                self.publish_high_watermark(log_end);
+                let current = *self.status.borrow();
+                publish(
+                    &self.status,
+                    ReplicationStatus {
+                        high_watermark: self.high_watermark(),
+                        ..current
+                    },
+                );
+            }
+            Some(l) => {
+                if let Some(hw) = l.on_local_append(log_end) {
+                    self.publish_high_watermark(hw);
+                }
+                publish(&self.status, l.status());
+            }
+        }
+    }
+
+    /// A follower fetched from `fetch_offset` (its log end): the leader
+    /// counts it (the high watermark may move). Returns a replica that may
+    /// join the ISR now, or an error for a broker holding no replica.
+    pub fn follower_fetched(
+        &self,
+        follower: BrokerId,
+        fetch_offset: i64,
+    ) -> Result<Option<BrokerId>, BrokerError> {
+        let log_end = lock(&self.log).log_end_offset();
+        let mut replication = lock(&self.replication);
+        let Some(l) = replication.as_mut() else {
+            return Err(BrokerError::NotLeaderOrFollower(
+                self.topic.to_string(),
+                self.index,
+            ));
+        };
+        let outcome = l
+            .on_follower_fetch(follower, fetch_offset, log_end, now_ms())
+            .map_err(|e| BrokerError::InvalidRequest(e.to_string()))?;
+        if let Some(hw) = outcome.high_watermark {
+            self.publish_high_watermark(hw);
+        }
+        publish(&self.status, l.status());
+        drop(replication);
+        if let Some(joining) = outcome.expand_isr {
+            let mut may_join = lock(&self.may_join);
+            if !may_join.contains(&joining) {
+                may_join.push(joining);
+            }
+        }
+        Ok(outcome.expand_isr)
+    }
+
+    /// Whether `acks=all` may append: the committed ISR reaches
+    /// `min.insync.replicas` (bounded by the replication factor).
+    pub fn enough_replicas(&self, min_isr: usize) -> bool {
+        match lock(&self.replication).as_ref() {
+            Some(l) => l.enough_replicas(min_isr),
+            None => true,
+        }
+    }
+
+    /// The ISR change this leader wants now, if any: members that lag by
+    /// more than `replica_lag_time_max_ms` leave, replicas that caught up
+    /// join. The change is in flight until the metadata settles it.
+    pub(super) fn isr_change(&self, replica_lag_time_max_ms: i64) -> Option<AlterIsrRequest> {
+        let joining: Vec<BrokerId> = std::mem::take(&mut *lock(&self.may_join));
+        let mut replication = lock(&self.replication);
+        let l = replication.as_mut()?;
+        if l.in_flight().is_some() {
+            return None;
+        }
+        let lagging = l.lagging_replicas(now_ms(), replica_lag_time_max_ms);
+        let mut new_isr: Vec<BrokerId> = l
+            .isr()
+            .iter()
+            .copied()
+            .filter(|b| !lagging.contains(b))
+            .collect();
+        for b in joining {
+            if l.replicas().contains(&b) && !new_isr.contains(&b) {
+                new_isr.push(b);
+            }
+        }
+        if new_isr == l.isr() {
+            return None;
+        }
+        l.propose_isr(new_isr).ok()
+    }
+
+    /// The controller refused (or did not answer) an ISR change.
+    pub(super) fn isr_refused(&self, request: &AlterIsrRequest, refusal: IsrRefusal) {
+        if let Some(l) = lock(&self.replication).as_mut() {
+            l.isr_refused(request, refusal);
+            publish(&self.status, l.status());
+        }
+    }
+
+    /// For a follower's fetch (Fetch v12+): whether its log, ending at
+    /// `fetch_offset` with a last batch of `last_fetched_epoch`, diverged
+    /// from this leader's, and where it must truncate to.
+    pub fn diverging_epoch(
+        &self,
+        last_fetched_epoch: i32,
+        fetch_offset: i64,
+    ) -> Result<
+        Option<crate::replication::EpochEndOffset>,
+        crate::replication::UnknownLastFetchedEpoch,
+    > {
+        let log = lock(&self.log);
+        crate::replication::follower::diverging_epoch(
+            log.epochs(),
+            log.log_end_offset(),
+            last_fetched_epoch,
+            fetch_offset,
+        )
+    }
+
+    /// The status `acks=all` waits on.
+    pub fn replication_status(&self) -> watch::Receiver<ReplicationStatus> {
+        self.status.subscribe()
+    }
+
+    /// A receiver that wakes when the log end moves (follower fetches).
+    pub fn subscribe_appends(&self) -> watch::Receiver<i64> {
+        self.appended.subscribe()
+    }
+
+    /// With the log's lock held: the log, for the follower fetcher.
+    pub(super) fn log(&self) -> std::sync::MutexGuard<'_, PartitionLog> {
+        lock(&self.log)
+    }
+
+    /// A follower's high watermark, from its leader's fetch answer.
+    pub(super) fn set_follower_high_watermark(&self, high_watermark: i64) {
+        self.publish_high_watermark(high_watermark);
     }
 
     fn check_live(&self) -> Result<(), BrokerError> {
@@ -172,14 +389,15 @@ impl Partition {
                 .await
                 .map_err(|e| io::Error::other(e.to_string()))??;
         }
-        // Never backwards: a concurrent append may have published more.
-        self.high_watermark.send_if_modified(|hw| {
-            let moved = log_end > *hw;
+        self.appended.send_if_modified(|end| {
+            let moved = log_end > *end;
             if moved {
-                *hw = log_end;
+                *end = log_end;
             }
             moved
         });
+        // Never backwards: a concurrent append may have published more.
+        self.local_append_done(log_end);
         Ok(info)
     }
 
@@ -208,6 +426,19 @@ impl Partition {
         plan.sync()?;
         lock(&self.log).complete_flush(&plan);
         Ok(())
+    }
+
+    /// Plans a read for a follower: up to the log end, not the high
+    /// watermark.
+    pub fn read_for_follower(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<Option<ReadSlice>, BrokerError> {
+        self.check_live()?;
+        let log = lock(&self.log);
+        let end = log.log_end_offset();
+        Ok(log.read(offset, max_bytes, true, end)?)
     }
 
     /// Plans a read of records below the high watermark; see

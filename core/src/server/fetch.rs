@@ -31,6 +31,7 @@ use super::epochs::check_current_leader_epoch;
 use super::errors::kafka_error;
 use super::str_bytes;
 use crate::broker::{Broker, Partition};
+use crate::replication::EpochEndOffset;
 use crate::storage::records::MAX_DECOMPRESSED_BYTES;
 use crate::storage::{legacy, ReadSlice};
 
@@ -49,6 +50,9 @@ struct Wanted {
     fetch_offset: i64,
     partition_max_bytes: usize,
     target: Result<Arc<Partition>, ResponseError>,
+    /// For a follower whose log diverged from the leader's: where it must
+    /// truncate to (nothing is read).
+    diverging: Option<EpochEndOffset>,
 }
 
 struct Planned {
@@ -78,6 +82,13 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
         i32::MAX as usize
     };
     let read_committed = request.isolation_level == 1;
+    // A follower replicating (its broker id; consumers send -1).
+    let replica = if version >= 15 {
+        request.replica_state.replica_id.0
+    } else {
+        request.replica_id.0
+    };
+    let follower = replica >= 0;
 
     let mut wanted = Vec::new();
     for topic in request.topics {
@@ -91,7 +102,7 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
                 .ok_or(ResponseError::UnknownTopicOrPartition)
         };
         for p in topic.partitions {
-            let target = match &resolved {
+            let mut target = match &resolved {
                 Err(e) => Err(*e),
                 Ok(t) => match t.leader_partition(p.partition) {
                     Err(e) => Err(kafka_error(&e)),
@@ -106,6 +117,26 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
                     }
                 },
             };
+            let mut diverging = None;
+            if follower {
+                if let Ok(partition) = &target {
+                    let last_fetched_epoch = if version >= 12 {
+                        p.last_fetched_epoch
+                    } else {
+                        -1
+                    };
+                    match partition.diverging_epoch(last_fetched_epoch, p.fetch_offset) {
+                        Ok(Some(d)) => diverging = Some(d),
+                        // The fetch offset is the follower's log end.
+                        Ok(None) => {
+                            if let Err(e) = partition.follower_fetched(replica, p.fetch_offset) {
+                                target = Err(kafka_error(&e));
+                            }
+                        }
+                        Err(_) => target = Err(ResponseError::OffsetOutOfRange),
+                    }
+                }
+            }
             wanted.push(Wanted {
                 topic_name: topic.topic.clone(),
                 topic_id: topic.topic_id,
@@ -113,6 +144,7 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
                 fetch_offset: p.fetch_offset,
                 partition_max_bytes: p.partition_max_bytes.max(0) as usize,
                 target,
+                diverging,
             });
         }
     }
@@ -120,11 +152,19 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
     // Subscribe before the first look at the logs, so no append is missed.
     let mut watchers: Vec<watch::Receiver<i64>> = wanted
         .iter()
-        .filter_map(|w| w.target.as_ref().ok().map(|p| p.subscribe()))
+        .filter_map(|w| {
+            w.target.as_ref().ok().map(|p| {
+                if follower {
+                    p.subscribe_appends()
+                } else {
+                    p.subscribe()
+                }
+            })
+        })
         .collect();
     let deadline = Instant::now() + max_wait;
     let plans = loop {
-        let (plans, total, any_error) = plan(&wanted, max_bytes);
+        let (plans, total, any_error) = plan(&wanted, max_bytes, follower);
         if total >= min_bytes || any_error || watchers.is_empty() || Instant::now() >= deadline {
             break plans;
         }
@@ -133,7 +173,7 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
             (result, _, _) = changed => {
                 if result.is_err() {
                     // A partition went away (topic deleted): answer now.
-                    break plan(&wanted, max_bytes).0;
+                    break plan(&wanted, max_bytes, follower).0;
                 }
             }
             _ = tokio::time::sleep_until(deadline) => {}
@@ -149,6 +189,10 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
         data.log_start_offset = planned.log_start;
         data.aborted_transactions = read_committed.then(Vec::new);
         data.preferred_read_replica = (-1).into();
+        if let Some(d) = w.diverging {
+            data.diverging_epoch.epoch = d.epoch;
+            data.diverging_epoch.end_offset = d.end_offset;
+        }
         let mut error = planned.error;
         let mut records = match planned.slice {
             Some(slice) => match slice.read() {
@@ -240,7 +284,7 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
 /// Decides what each partition would return now. Returns the plans, the
 /// total bytes planned, and whether any partition has an error (which makes
 /// the fetch answer at once).
-fn plan(wanted: &[Wanted], max_bytes: usize) -> (Vec<Planned>, usize, bool) {
+fn plan(wanted: &[Wanted], max_bytes: usize, follower: bool) -> (Vec<Planned>, usize, bool) {
     let mut total = 0usize;
     let mut any_error = false;
     let mut plans = Vec::with_capacity(wanted.len());
@@ -262,8 +306,16 @@ fn plan(wanted: &[Wanted], max_bytes: usize) -> (Vec<Planned>, usize, bool) {
                 planned.log_start = offsets.log_start;
                 let budget = w.partition_max_bytes.min(max_bytes.saturating_sub(total));
                 let first_with_data = total == 0;
-                if budget > 0 || first_with_data {
-                    match partition.read(w.fetch_offset, budget, first_with_data) {
+                if w.diverging.is_some() {
+                    // Answered at once: the follower truncates first.
+                    any_error = true;
+                } else if budget > 0 || first_with_data {
+                    let read = if follower {
+                        partition.read_for_follower(w.fetch_offset, budget)
+                    } else {
+                        partition.read(w.fetch_offset, budget, first_with_data)
+                    };
+                    match read {
                         Ok(Some(slice)) => {
                             total += slice.len;
                             planned.slice = Some(slice);

@@ -4,6 +4,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
@@ -17,6 +18,8 @@ use bytes::Bytes;
 use super::errors::kafka_error;
 use super::str_bytes;
 use crate::broker::{Broker, BrokerError, Partition, Topic};
+use crate::config::effective_value;
+use crate::replication::{wait_for_acks_all, AcksAllWait};
 use crate::storage::records::MAX_DECOMPRESSED_BYTES;
 use crate::storage::{legacy, AppendError, AppendInfo};
 
@@ -61,6 +64,8 @@ async fn produce_partition(
     partition: &Arc<Partition>,
     records: &Bytes,
     version: i16,
+    acks: i16,
+    timeout: Duration,
 ) -> Result<AppendInfo, Refusal> {
     let metrics = broker.metrics();
     let converted;
@@ -83,6 +88,29 @@ async fn produce_partition(
             return Err(refusal(&BrokerError::InvalidRecord(invalid)));
         }
     }
+    // acks=all: refused before the append when too few replicas are in
+    // sync (`min.insync.replicas`, bounded by the replication factor).
+    let min_isr = if acks == -1 {
+        let defaults = broker.metadata().log_defaults();
+        let min_isr = effective_value("min.insync.replicas", &topic.configs(), &defaults)
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(1);
+        if !partition.enough_replicas(min_isr) {
+            let status = *partition.replication_status().borrow();
+            return Err((
+                ResponseError::NotEnoughReplicas,
+                Some(format!(
+                    "fewer replicas than min.insync.replicas ({min_isr}) are in sync, of {}",
+                    status.replicas
+                )),
+                Vec::new(),
+            ));
+        }
+        min_isr
+    } else {
+        0
+    };
+    let leader_epoch = partition.leader_epoch();
     match partition.append(records).await {
         Ok(info) => {
             metrics
@@ -91,6 +119,34 @@ async fn produce_partition(
             metrics
                 .records_in
                 .fetch_add(info.records as u64, Ordering::Relaxed);
+            if acks == -1 {
+                let waited = wait_for_acks_all(
+                    partition.replication_status(),
+                    leader_epoch,
+                    info.last_offset + 1,
+                    min_isr,
+                    timeout,
+                )
+                .await;
+                let failed = match waited {
+                    AcksAllWait::Done => None,
+                    AcksAllWait::NotEnoughReplicasAfterAppend => {
+                        Some(ResponseError::NotEnoughReplicasAfterAppend)
+                    }
+                    AcksAllWait::NotLeader => Some(ResponseError::NotLeaderOrFollower),
+                    AcksAllWait::Timeout => Some(ResponseError::RequestTimedOut),
+                };
+                if let Some(error) = failed {
+                    return Err((
+                        error,
+                        Some(format!(
+                            "acks=all: {waited:?} for offsets up to {}",
+                            info.last_offset
+                        )),
+                        Vec::new(),
+                    ));
+                }
+            }
             Ok(info)
         }
         Err(e) => {
@@ -109,6 +165,8 @@ pub async fn handle(
     version: i16,
 ) -> Result<Option<ProduceResponse>, i16> {
     let acks = request.acks;
+    // How long acks=all waits for the in-sync replicas.
+    let timeout = Duration::from_millis(request.timeout_ms.clamp(0, 300_000) as u64);
     let metrics = broker.metrics();
     metrics.produce_requests.fetch_add(1, Ordering::Relaxed);
     let request_error = if !matches!(acks, -1..=1) {
@@ -149,7 +207,10 @@ pub async fn handle(
                     Err(e) => Err(refusal(&e)),
                     Ok(partition) => {
                         let records = data.records.unwrap_or_default();
-                        produce_partition(broker, topic, &partition, &records, version).await
+                        produce_partition(
+                            broker, topic, &partition, &records, version, acks, timeout,
+                        )
+                        .await
                     }
                 },
             };

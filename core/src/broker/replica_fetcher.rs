@@ -1,0 +1,310 @@
+//! The follower side of replication: one task per leader broker fetches
+//! every partition this broker follows from that leader, with Kafka's own
+//! Fetch (v12, this broker's id as `replica_id`, each partition's log end
+//! and last fetched epoch), and appends what comes back with the leader's
+//! offsets and epochs (`PartitionLog::append_as_follower`).
+//!
+//! A log that diverged from the leader's (a tail written in an older leader
+//! epoch that the leader does not have) is cut where the leader's
+//! `diverging_epoch` answer says (KIP-320 / KIP-279, through
+//! `replication::truncation_offset`), never at the high watermark alone.
+//! The follower's high watermark is the leader's, bounded by its own log
+//! end, and its log start follows the leader's (`replication::after_fetch`).
+//!
+//! `apply_image` hands the set of followed partitions over after every
+//! metadata change ([`ReplicaFetchers::update`]); a leader no longer
+//! followed loses its task.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+
+use super::partition::Partition;
+use crate::client::Client;
+use crate::controller::records::BrokerId;
+use crate::replication::{
+    after_fetch, out_of_range_reset, truncation_offset, EpochEndOffset, OutOfRangeReset,
+};
+use crate::util::{lock, now_ms};
+
+/// How long a follower's fetch waits at the leader for new records.
+const FETCH_MAX_WAIT_MS: i32 = 500;
+/// Bytes per partition and per fetch.
+const PARTITION_MAX_BYTES: i32 = 1 << 20;
+const FETCH_MAX_BYTES: i32 = 16 << 20;
+/// Pause after a failed connection or request.
+const BACKOFF: Duration = Duration::from_millis(200);
+/// Longest wait for one fetch answer (beyond the leader's wait).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One partition this broker follows.
+#[derive(Clone)]
+pub(super) struct Followed {
+    pub partition: Arc<Partition>,
+    /// The leader epoch of the metadata that made this broker a follower.
+    pub leader_epoch: i32,
+}
+
+struct Fetcher {
+    addr: String,
+    partitions: Arc<Mutex<Vec<Followed>>>,
+    task: JoinHandle<()>,
+}
+
+/// The fetcher tasks of this broker, by leader.
+pub(super) struct ReplicaFetchers {
+    node_id: BrokerId,
+    fetchers: Mutex<HashMap<BrokerId, Fetcher>>,
+}
+
+impl ReplicaFetchers {
+    pub fn new(node_id: BrokerId) -> Self {
+        ReplicaFetchers {
+            node_id,
+            fetchers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Follows exactly `wanted`: leader id → (its Kafka listener, the
+    /// partitions to fetch from it). Starts and stops tasks as needed.
+    pub fn update(&self, wanted: HashMap<BrokerId, (String, Vec<Followed>)>) {
+        let mut fetchers = lock(&self.fetchers);
+        fetchers.retain(|leader, fetcher| {
+            let keep = wanted
+                .get(leader)
+                .is_some_and(|(addr, _)| *addr == fetcher.addr);
+            if !keep {
+                fetcher.task.abort();
+            }
+            keep
+        });
+        for (leader, (addr, partitions)) in wanted {
+            match fetchers.get(&leader) {
+                Some(fetcher) => *lock(&fetcher.partitions) = partitions,
+                None => {
+                    let shared = Arc::new(Mutex::new(partitions));
+                    let task = tokio::spawn(fetch_loop(
+                        self.node_id,
+                        leader,
+                        addr.clone(),
+                        shared.clone(),
+                    ));
+                    fetchers.insert(
+                        leader,
+                        Fetcher {
+                            addr,
+                            partitions: shared,
+                            task,
+                        },
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ReplicaFetchers {
+    fn drop(&mut self) {
+        for fetcher in lock(&self.fetchers).values() {
+            fetcher.task.abort();
+        }
+    }
+}
+
+fn fetch_request(node_id: BrokerId, partitions: &[Followed]) -> FetchRequest {
+    let mut topics: Vec<FetchTopic> = Vec::new();
+    for f in partitions {
+        let (log_end, last_epoch, log_start) = {
+            let log = f.partition.log();
+            (
+                log.log_end_offset(),
+                log.latest_epoch().unwrap_or(-1),
+                log.log_start_offset(),
+            )
+        };
+        let mut p = FetchPartition::default();
+        p.partition = f.partition.index;
+        p.current_leader_epoch = f.leader_epoch;
+        p.fetch_offset = log_end;
+        p.last_fetched_epoch = last_epoch;
+        p.log_start_offset = log_start;
+        p.partition_max_bytes = PARTITION_MAX_BYTES;
+        let name = TopicName(StrBytes::from_string(f.partition.topic.to_string()));
+        match topics.iter_mut().find(|t| t.topic == name) {
+            Some(t) => t.partitions.push(p),
+            None => {
+                let mut t = FetchTopic::default();
+                t.topic = name;
+                t.partitions = vec![p];
+                topics.push(t);
+            }
+        }
+    }
+    let mut request = FetchRequest::default();
+    request.replica_id = node_id.into();
+    request.max_wait_ms = FETCH_MAX_WAIT_MS;
+    request.min_bytes = 1;
+    request.max_bytes = FETCH_MAX_BYTES;
+    request.topics = topics;
+    request
+}
+
+async fn fetch_loop(
+    node_id: BrokerId,
+    leader: BrokerId,
+    addr: String,
+    partitions: Arc<Mutex<Vec<Followed>>>,
+) {
+    let mut client: Option<Client> = None;
+    loop {
+        let followed = lock(&partitions).clone();
+        if followed.is_empty() {
+            tokio::time::sleep(BACKOFF).await;
+            continue;
+        }
+        if client.is_none() {
+            match Client::connect(&addr, &format!("runnel-replica-{node_id}")).await {
+                Ok(mut c) => {
+                    c.set_timeout(REQUEST_TIMEOUT);
+                    client = Some(c);
+                }
+                Err(e) => {
+                    debug!(leader, %addr, error = %e, "replica fetcher cannot reach the leader");
+                    tokio::time::sleep(BACKOFF).await;
+                    continue;
+                }
+            }
+        }
+        let request = fetch_request(node_id, &followed);
+        let sent = client
+            .as_mut()
+            .expect("connected above")
+            .send_version(&request, 12)
+            .await;
+        let response: FetchResponse = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                debug!(leader, %addr, error = %e, "replica fetch failed");
+                client = None;
+                tokio::time::sleep(BACKOFF).await;
+                continue;
+            }
+        };
+        if response.error_code != 0 {
+            debug!(leader, code = response.error_code, "replica fetch refused");
+            tokio::time::sleep(BACKOFF).await;
+            continue;
+        }
+        let mut waiting = false;
+        for topic in &response.responses {
+            for p in &topic.partitions {
+                let Some(f) = followed.iter().find(|f| {
+                    *f.partition.topic == *topic.topic.0 && f.partition.index == p.partition_index
+                }) else {
+                    continue;
+                };
+                let records = p.records.clone().unwrap_or_default();
+                let outcome = apply_answer(
+                    &f.partition,
+                    p.error_code,
+                    &records,
+                    p.diverging_epoch.epoch,
+                    p.diverging_epoch.end_offset,
+                    p.high_watermark,
+                    p.log_start_offset,
+                );
+                waiting |= outcome;
+            }
+        }
+        if waiting {
+            // An error the metadata will settle (a leader change): do not
+            // spin against the old leader.
+            tokio::time::sleep(BACKOFF).await;
+        }
+    }
+}
+
+/// Applies one partition's fetch answer; returns whether the fetcher
+/// should pause (an error that new metadata settles).
+fn apply_answer(
+    partition: &Partition,
+    error_code: i16,
+    records: &Bytes,
+    diverging_epoch: i32,
+    diverging_end_offset: i64,
+    leader_high_watermark: i64,
+    leader_log_start: i64,
+) -> bool {
+    let now = now_ms();
+    let name = format!("{}-{}", partition.topic, partition.index);
+    if error_code == ResponseError::OffsetOutOfRange.code() {
+        let mut log = partition.log();
+        let reset = out_of_range_reset(
+            log.log_end_offset(),
+            leader_log_start,
+            leader_high_watermark,
+        );
+        let done = match reset {
+            OutOfRangeReset::TruncateTo(offset) => log.truncate_to(offset, now).map(|_| ()),
+            OutOfRangeReset::StartAt(offset) => log.truncate_fully_and_start_at(offset),
+            OutOfRangeReset::FetchFrom(_) => Ok(()),
+        };
+        if let Err(e) = done {
+            warn!(partition = %name, error = %e, "resetting an out-of-range follower log failed");
+            return true;
+        }
+        return false;
+    }
+    if error_code != 0 {
+        debug!(partition = %name, code = error_code, "the leader refused the replica fetch");
+        return true;
+    }
+    let mut log = partition.log();
+    if diverging_end_offset >= 0 {
+        let cut = truncation_offset(
+            log.epochs(),
+            log.log_end_offset(),
+            EpochEndOffset {
+                epoch: diverging_epoch,
+                end_offset: diverging_end_offset,
+            },
+        );
+        if cut.offset < log.log_end_offset() {
+            warn!(partition = %name, from = log.log_end_offset(), to = cut.offset, epoch = diverging_epoch, "truncating a divergent follower log");
+            if let Err(e) = log.truncate_to(cut.offset, now) {
+                warn!(partition = %name, error = %e, "truncating the follower log failed");
+                return true;
+            }
+        }
+        return false;
+    }
+    if !records.is_empty() {
+        if let Err(e) = log.append_as_follower(records, now) {
+            warn!(partition = %name, error = %e, "appending the leader's records failed");
+            return true;
+        }
+    }
+    let offsets = after_fetch(
+        log.log_start_offset(),
+        log.log_end_offset(),
+        leader_high_watermark,
+        leader_log_start,
+    );
+    if offsets.log_start_offset > log.log_start_offset() {
+        if let Err(e) = log.delete_records_before(offsets.log_start_offset, offsets.high_watermark)
+        {
+            warn!(partition = %name, error = %e, "following the leader's log start failed");
+        }
+    }
+    drop(log);
+    partition.set_follower_high_watermark(offsets.high_watermark);
+    false
+}
