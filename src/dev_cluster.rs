@@ -303,6 +303,13 @@ pub async fn run(args: ServeArgs, n: u16) -> Result<()> {
         "starting a {n}-node development cluster in {}",
         data_dir.display()
     );
+    // One listener for the stop signals for the whole run, so a signal
+    // that arrives while the start is being checked is not lost.
+    let (signal_tx, mut signalled) = watch::channel(false);
+    tokio::spawn(async move {
+        crate::signals::shutdown_signal().await;
+        let _ = signal_tx.send(true);
+    });
     let (stop, stopping) = watch::channel(false);
     let (exits_tx, mut exits) = mpsc::unbounded_channel();
     let mut tasks = Vec::new();
@@ -368,8 +375,11 @@ pub async fn run(args: ServeArgs, n: u16) -> Result<()> {
     // time; a node that exits meanwhile stops the cluster.
     let started = Instant::now();
     let failure: Option<String> = loop {
-        if ready(&nodes).await {
-            break None;
+        tokio::select! {
+            is_ready = ready(&nodes) => if is_ready {
+                break None;
+            },
+            _ = signalled.wait_for(|s| *s) => break Some("stopped during start".into()),
         }
         if let Ok(exit) = exits.try_recv() {
             let node = &nodes[exit.node];
@@ -394,7 +404,7 @@ pub async fn run(args: ServeArgs, n: u16) -> Result<()> {
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-            _ = crate::signals::shutdown_signal() => break Some("stopped during start".into()),
+            _ = signalled.wait_for(|s| *s) => break Some("stopped during start".into()),
         }
     };
     if let Some(failure) = failure {
@@ -444,7 +454,7 @@ pub async fn run(args: ServeArgs, n: u16) -> Result<()> {
                 }
                 None => break false,
             },
-            _ = crate::signals::shutdown_signal() => break true,
+            _ = signalled.wait_for(|s| *s) => break true,
         }
     };
     if signalled {
