@@ -513,3 +513,27 @@ async fn serve_cluster_dev_exits_non_zero_with_the_log_tail_of_a_node_that_canno
         assert!(!process_exists(pid), "node pid {pid} was stopped");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_cluster_dev_stopped_while_its_nodes_start_leaves_no_node_running() {
+    let base = free_dev_cluster_base(3);
+    let mut dev = DevCluster::start(3, base);
+    if dev
+        .wait_line("bootstrap: ", Duration::from_secs(10))
+        .is_none()
+    {
+        panic!("the nodes are started:\n{}", dev.output());
+    }
+    let pids = dev.node_pids();
+    assert_eq!(pids.len(), 3, "{}", dev.output());
+    // SAFETY: a signal to our own child.
+    unsafe {
+        libc::kill(dev.child.id() as i32, libc::SIGTERM);
+    }
+    let status = dev.wait_exit(Duration::from_secs(40));
+    let output = dev.output();
+    assert!(status.is_some(), "stops within the time:\n{output}");
+    for pid in pids {
+        assert!(!process_exists(pid), "node pid {pid} is gone:\n{output}");
+    }
+}
