@@ -4,8 +4,10 @@
 //! library crates together. The broker lives in `runnel-core`.
 
 mod bench;
+mod cluster;
 mod connect;
 mod consume;
+mod dev_cluster;
 mod group;
 mod http;
 mod kafka_client;
@@ -61,6 +63,9 @@ enum Command {
     /// Validate, test and run YAML pipelines (source -> transforms -> sink)
     #[command(subcommand)]
     Pipeline(pipeline::PipelineCommand),
+    /// Show the cluster: controller, brokers, partition leaders, replicas and ISR
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
     /// Create, list, describe, delete and configure topics
     #[command(subcommand)]
     Topic(topic::TopicCommand),
@@ -128,6 +133,7 @@ fn main() -> ExitCode {
             Command::Schema(cmd) => schema::run(cmd).await,
             Command::Connect(args) => connect::run(args).await,
             Command::Pipeline(cmd) => pipeline::run(cmd).await,
+            Command::Cluster(cmd) => cluster::run(cmd).await,
             Command::Topic(cmd) => topic::run(cmd).await,
             Command::Group(cmd) => group::run(cmd).await,
             Command::Produce(args) => produce::run(args).await,

@@ -65,6 +65,16 @@ pub struct ServeArgs {
     /// Bytes of requests in flight from one client IP address [default: a quarter of max_inflight_request_bytes, at least max_request_bytes]
     #[arg(long, env = "RUNNEL_MAX_INFLIGHT_REQUEST_BYTES_PER_IP")]
     pub max_inflight_request_bytes_per_ip: Option<usize>,
+    /// Start a development cluster of N nodes on loopback instead: N child
+    /// `runnel serve` processes (node ids 1..N, every one a voter of the
+    /// metadata quorum) with data in <data-dir>/node-<i>, Kafka on
+    /// base-port+i-1 and the controller on base-port+100+i-1; the schema
+    /// registry and the connect worker run on node 1 only
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub cluster_dev: Option<u16>,
+    /// Kafka port of node 1 of --cluster-dev [default: 9092]
+    #[arg(long, value_name = "PORT", requires = "cluster_dev")]
+    pub base_port: Option<u16>,
 }
 
 /// Builds the effective configuration: built-in defaults, then the config
@@ -151,6 +161,9 @@ fn prepare_open_file_limit() {
 }
 
 pub async fn run(args: ServeArgs) -> Result<()> {
+    if let Some(nodes) = args.cluster_dev {
+        return crate::dev_cluster::run(args, nodes).await;
+    }
     let config = load_config(&args)?;
     prepare_open_file_limit();
     let listener = tokio::net::TcpListener::bind(&config.kafka_addr)
