@@ -39,6 +39,9 @@ pub struct ServeArgs {
     /// A follower behind its leader for this long leaves the ISR [default: 30000]
     #[arg(long, env = "RUNNEL_REPLICA_LAG_TIME_MAX_MS")]
     pub replica_lag_time_max_ms: Option<u64>,
+    /// Fence a broker not heard from for this long; its partitions get new leaders [default: 9000]
+    #[arg(long, env = "RUNNEL_BROKER_SESSION_TIMEOUT_MS")]
+    pub broker_session_timeout_ms: Option<u64>,
     /// Create unknown topics on first use by Metadata or Produce [default: true]
     #[arg(long, env = "RUNNEL_AUTO_CREATE_TOPICS")]
     pub auto_create_topics: Option<bool>,
@@ -110,6 +113,9 @@ pub fn load_config(args: &ServeArgs) -> Result<BrokerConfig> {
     }
     if let Some(v) = args.replica_lag_time_max_ms {
         config.replica_lag_time_max_ms = v;
+    }
+    if let Some(v) = args.broker_session_timeout_ms {
+        config.broker_session_timeout_ms = v;
     }
     if let Some(v) = args.auto_create_topics {
         config.auto_create_topics = v;

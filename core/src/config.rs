@@ -37,6 +37,10 @@ pub struct BrokerConfig {
     /// A follower that has not caught up with its leader for this long
     /// leaves the ISR (Kafka's `replica.lag.time.max.ms`).
     pub replica_lag_time_max_ms: u64,
+    /// A broker the quorum's leader hears no heartbeat from for this long
+    /// is fenced: its partitions get new leaders from their ISRs (Kafka's
+    /// `broker.session.timeout.ms`). Brokers heartbeat four times as often.
+    pub broker_session_timeout_ms: u64,
     /// Address of the schema registry's REST API, which `runnel serve`
     /// runs next to the broker; `off` runs none.
     pub registry_addr: String,
@@ -124,6 +128,7 @@ impl Default for BrokerConfig {
             controller_quorum: None,
             controller_addr: None,
             replica_lag_time_max_ms: 30_000,
+            broker_session_timeout_ms: 9_000,
             registry_addr: "127.0.0.1:8081".into(),
             connect_addr: "127.0.0.1:8083".into(),
             http: HttpConfig::default(),
@@ -1195,6 +1200,12 @@ impl BrokerConfig {
             return err(format!("node_id must be >= 0, got {}", self.node_id));
         }
         self.controller_listener()?;
+        if !(400..=3_600_000).contains(&self.broker_session_timeout_ms) {
+            return err(format!(
+                "broker_session_timeout_ms must be between 400 and 3600000, got {}",
+                self.broker_session_timeout_ms
+            ));
+        }
         if !(100..=3_600_000).contains(&self.replica_lag_time_max_ms) {
             return err(format!(
                 "replica_lag_time_max_ms must be between 100 and 3600000, got {}",

@@ -18,6 +18,7 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use rdkafka::config::ClientConfig;
+use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::harness::{create_topic, TestBroker, TestCluster};
@@ -526,4 +527,155 @@ async fn followers_replicate_byte_for_byte_and_the_isr_decides_what_acks_all_wai
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// The leader and leader epoch of `topic`-0 as the first live node of
+/// `cluster` (skipping `down`) sees them.
+async fn leader_of(cluster: &TestCluster, topic: &str, down: Option<usize>) -> (i32, i32) {
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        if Some(i) == down {
+            continue;
+        }
+        let response = metadata(node).await;
+        if let Some(p) = response
+            .topics
+            .iter()
+            .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some(topic))
+            .and_then(|t| t.partitions.iter().find(|p| p.partition_index == 0))
+        {
+            return (p.leader_id.0, p.leader_epoch);
+        }
+    }
+    (-1, -1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_acks_all_producer_loses_and_duplicates_nothing_across_leader_sigkills() {
+    const ROUNDS: usize = 20;
+    let mut cluster = TestCluster::start_with(
+        3,
+        &[
+            "--broker-session-timeout-ms",
+            "1500",
+            "--replica-lag-time-max-ms",
+            "1500",
+        ],
+    );
+    for node in &cluster.nodes {
+        wait_for_brokers(node, 3).await;
+    }
+    assert_eq!(
+        create_with_factor(&cluster.nodes[0], "failover", 3).await,
+        (0, 3)
+    );
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", "60000")
+        .set("linger.ms", "2")
+        .create()
+        .unwrap();
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (acked, stop) = (acked.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut next = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // A window of sends in flight, acknowledged in order.
+                let sends: Vec<_> = (next..next + 20)
+                    .map(|i| {
+                        let value = i.to_string();
+                        let producer = &producer;
+                        async move {
+                            producer
+                                .send(
+                                    FutureRecord::<(), _>::to("failover")
+                                        .partition(0)
+                                        .payload(&value),
+                                    Duration::from_secs(60),
+                                )
+                                .await
+                                .map(|_| i)
+                        }
+                    })
+                    .collect();
+                for i in futures::future::join_all(sends).await.into_iter().flatten() {
+                    acked.lock().unwrap().push(i);
+                }
+                next += 20;
+            }
+        })
+    };
+    let mut unavailable = Vec::new();
+    for round in 0..ROUNDS {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (leader, epoch) = leader_of(&cluster, "failover", None).await;
+        assert!(leader > 0, "round {round}: no leader");
+        let index = (leader - 1) as usize;
+        let killed_at = Instant::now();
+        cluster.nodes[index].kill();
+        // Another in-sync replica takes over.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (now, now_epoch) = leader_of(&cluster, "failover", Some(index)).await;
+            if now > 0 && now != leader && now_epoch > epoch {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: no new leader after {leader}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        unavailable.push(killed_at.elapsed());
+        cluster.nodes[index].restart();
+        // It catches up and is in sync again before the next round.
+        let survivor = (index + 1) % 3;
+        wait_for_isr(&cluster.nodes[survivor], "failover", &[1, 2, 3]).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    tokio::time::timeout(Duration::from_secs(90), writer)
+        .await
+        .expect("the writer finishes")
+        .unwrap();
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() > 100,
+        "records were acknowledged: {}",
+        acked.len()
+    );
+
+    let (leader, _) = leader_of(&cluster, "failover", None).await;
+    let reader = &cluster.nodes[(leader - 1) as usize];
+    let expected_max = *acked.iter().max().unwrap();
+    let consumed = reader.consume(
+        "failover",
+        1,
+        expected_max as usize + 1,
+        Duration::from_secs(60),
+    );
+    let mut seen = std::collections::HashSet::new();
+    let mut last_offset = -1;
+    let mut last_value: Option<u64> = None;
+    for m in &consumed {
+        assert!(m.offset() > last_offset, "offsets strictly increase");
+        last_offset = m.offset();
+        let value: u64 = crate::harness::text(m).parse().unwrap();
+        assert!(seen.insert(value), "{value} is stored twice");
+        if let Some(previous) = last_value {
+            assert!(value > previous, "{value} after {previous}: out of order");
+        }
+        last_value = Some(value);
+    }
+    for i in &acked {
+        assert!(seen.contains(i), "acknowledged record {i} is lost");
+    }
+    let worst = unavailable.iter().max().unwrap();
+    eprintln!(
+        "{ROUNDS} leader kills: {} records acknowledged, leader back after {:?} at worst",
+        acked.len(),
+        worst
+    );
 }

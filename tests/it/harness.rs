@@ -30,6 +30,9 @@ pub struct TestBroker {
     starts: usize,
     /// (soft, hard) RLIMIT_NOFILE the process starts with, if set.
     open_file_limit: Option<(u64, u64)>,
+    /// Whether the schema registry and the connect worker run next to the
+    /// broker (not for cluster nodes, which test the broker).
+    services: bool,
 }
 
 pub fn free_port() -> u16 {
@@ -55,6 +58,7 @@ impl TestBroker {
             args: args.iter().map(|s| s.to_string()).collect(),
             starts: 0,
             open_file_limit: None,
+            services: true,
         };
         broker.spawn();
         broker
@@ -73,6 +77,7 @@ impl TestBroker {
             args,
             starts: 0,
             open_file_limit: None,
+            services: false,
         }
     }
 
@@ -94,6 +99,7 @@ impl TestBroker {
             args: all,
             starts: 0,
             open_file_limit: None,
+            services: true,
         };
         broker.spawn();
         broker
@@ -113,6 +119,7 @@ impl TestBroker {
             args: args.iter().map(|s| s.to_string()).collect(),
             starts: 0,
             open_file_limit: Some((soft, hard)),
+            services: true,
         };
         broker.spawn();
         broker
@@ -183,9 +190,17 @@ impl TestBroker {
             .arg("--kafka-addr")
             .arg(self.addr())
             .arg("--registry-addr")
-            .arg(format!("127.0.0.1:{}", self.registry_port))
+            .arg(if self.services {
+                format!("127.0.0.1:{}", self.registry_port)
+            } else {
+                "off".to_string()
+            })
             .arg("--connect-addr")
-            .arg(format!("127.0.0.1:{}", self.connect_port))
+            .arg(if self.services {
+                format!("127.0.0.1:{}", self.connect_port)
+            } else {
+                "off".to_string()
+            })
             .args(&self.args)
             .env("RUNNEL_LOG", "info,runnel_core=debug")
             .stdin(Stdio::null())

@@ -215,6 +215,7 @@ pub struct Metadata {
     /// This broker's epoch of its current registration.
     broker_epoch: std::sync::atomic::AtomicI64,
     replica_lag_time_max_ms: i64,
+    session_timeout: Duration,
     logs: Arc<LogManager>,
 }
 
@@ -308,6 +309,7 @@ impl Metadata {
             fetchers: ReplicaFetchers::new(config.node_id),
             broker_epoch: std::sync::atomic::AtomicI64::new(-1),
             replica_lag_time_max_ms: config.replica_lag_time_max_ms as i64,
+            session_timeout: Duration::from_millis(config.broker_session_timeout_ms),
             logs,
         });
         metadata.register(config).await?;
@@ -328,6 +330,7 @@ impl Metadata {
             .map_err(|e| BrokerError::Io(io::Error::other(e.to_string())))?;
         metadata.follow();
         metadata.maintain_isrs();
+        metadata.keep_sessions();
         Ok(metadata)
     }
 
@@ -523,6 +526,93 @@ impl Metadata {
                 }
             }
         });
+    }
+
+    /// Broker sessions: this broker heartbeats to the quorum's leader (and
+    /// asks to be unfenced when it finds itself fenced in its current
+    /// epoch, e.g. after a network partition healed); while this node leads
+    /// the quorum, brokers not heard from for the session timeout are
+    /// fenced, and their partitions get new leaders from their ISRs.
+    fn keep_sessions(self: &Arc<Self>) {
+        let weak: Weak<Metadata> = Arc::downgrade(self);
+        let every = (self.session_timeout / 4).max(Duration::from_millis(100));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut leading_since: Option<std::time::Instant> = None;
+            loop {
+                tick.tick().await;
+                let Some(metadata) = weak.upgrade() else {
+                    break;
+                };
+                metadata.heartbeat().await;
+                if metadata.controller.is_leader() {
+                    let since = *leading_since.get_or_insert_with(std::time::Instant::now);
+                    metadata.fence_expired(since).await;
+                } else {
+                    leading_since = None;
+                }
+            }
+        });
+    }
+
+    async fn heartbeat(&self) {
+        let epoch = self.broker_epoch.load(std::sync::atomic::Ordering::Acquire);
+        if let Err(e) = self.controller.heartbeat(self.node_id, epoch).await {
+            tracing::debug!(error = %e, "heartbeat not delivered");
+            return;
+        }
+        let image = self.controller.image();
+        let fenced = image
+            .broker(self.node_id)
+            .is_some_and(|b| b.fenced && b.broker_epoch == epoch);
+        if fenced {
+            match decisions::unfence_broker(&image, self.node_id, epoch) {
+                Ok(records) if !records.is_empty() => {
+                    info!(
+                        node_id = self.node_id,
+                        "this broker is fenced; asking to be unfenced"
+                    );
+                    if let Err(e) = self.propose(records).await {
+                        warn!(error = %e, "unfencing this broker failed; it is tried again");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "unfencing this broker refused"),
+            }
+        }
+    }
+
+    /// As the quorum's leader (since `since`): fences the brokers whose
+    /// last heartbeat is older than the session timeout.
+    async fn fence_expired(&self, since: std::time::Instant) {
+        let image = self.controller.image();
+        let now = std::time::Instant::now();
+        let expired: Vec<(BrokerId, i64)> = image
+            .live_brokers()
+            .filter(|b| {
+                let last = self
+                    .controller
+                    .sessions()
+                    .last(b.broker_id, b.broker_epoch)
+                    .map_or(since, |at| at.max(since));
+                now.duration_since(last) > self.session_timeout
+            })
+            .map(|b| (b.broker_id, b.broker_epoch))
+            .collect();
+        for (broker_id, broker_epoch) in expired {
+            let image = self.controller.image();
+            let Ok(records) = decisions::fence_broker(&image, broker_id) else {
+                continue;
+            };
+            if records.is_empty() {
+                continue;
+            }
+            warn!(broker_id, broker_epoch, timeout = ?self.session_timeout, "no heartbeat from a broker: fencing it, its partitions get new leaders");
+            if let Err(e) = self.propose(records).await {
+                warn!(broker_id, error = %e, "fencing a broker failed; it is tried again");
+            }
+        }
     }
 
     /// Sends one ISR change to the quorum; the metadata that commits it

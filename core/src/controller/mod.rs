@@ -53,6 +53,7 @@ use tracing::{info, warn};
 pub use image::MetadataImage;
 pub use records::{MetadataProposal, MetadataRecord, ProposalOutcome};
 
+pub use network::Sessions;
 use network::{Call, CallError, Network, NetworkLimits, ProposalClients, RpcResponse};
 use store::StoreOptions;
 
@@ -223,6 +224,8 @@ pub struct Controller {
     propose_timeout: Duration,
     /// Open while openraft still holds the store (and its directory lock).
     store_alive: store::Liveness,
+    /// The brokers' heartbeats this controller received.
+    sessions: Sessions,
 }
 
 impl Controller {
@@ -313,6 +316,7 @@ impl Controller {
         )
         .await
         .map_err(|e| ControllerError::Stopped(e.to_string()))?;
+        let sessions = Sessions::default();
         let server = match listener {
             Some(listener) => tokio::spawn(network::serve(
                 listener,
@@ -320,6 +324,7 @@ impl Controller {
                 raft.clone(),
                 limits,
                 store_options.max_entry_bytes,
+                sessions.clone(),
             )),
             None => tokio::spawn(async {}),
         };
@@ -365,6 +370,7 @@ impl Controller {
             proposal_clients: ProposalClients::default(),
             propose_timeout,
             store_alive,
+            sessions,
         })
     }
 
@@ -380,6 +386,52 @@ impl Controller {
     /// Whether this node is the leader now.
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// Tells the quorum's leader that broker `broker_id` (in `broker_epoch`)
+    /// is alive. A leader that hears nothing from a broker for its session
+    /// timeout fences it.
+    pub async fn heartbeat(
+        &self,
+        broker_id: i32,
+        broker_epoch: i64,
+    ) -> Result<(), ControllerError> {
+        let Some(leader) = self.leader() else {
+            return Err(ControllerError::Timeout(self.propose_timeout));
+        };
+        if leader == self.node_id {
+            self.sessions.record(broker_id, broker_epoch);
+            return Ok(());
+        }
+        let Some(addr) = self.network.addr_of(leader) else {
+            return Err(ControllerError::Stopped(format!(
+                "the leader {leader} is not a configured voter"
+            )));
+        };
+        let mut client = self.proposal_clients.take(leader, addr, self.limits);
+        let timeout = Duration::from_secs(2);
+        let result = client
+            .call(
+                Call::Heartbeat {
+                    broker_id,
+                    broker_epoch,
+                },
+                timeout,
+            )
+            .await;
+        self.proposal_clients.give_back(client);
+        match result {
+            Ok(RpcResponse::Heartbeat) => Ok(()),
+            Ok(other) => Err(ControllerError::Stopped(format!(
+                "the leader answered a heartbeat with {other:?}"
+            ))),
+            Err(e) => Err(ControllerError::OutcomeUnknown(e)),
+        }
+    }
+
+    /// The heartbeats this controller received.
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
     }
 
     /// The image as of the last entry this node applied.

@@ -94,6 +94,38 @@ pub enum Call {
         proposal: MetadataProposal,
         timeout_ms: u64,
     },
+    /// A broker's session is alive (sent to the quorum's leader, which
+    /// fences brokers whose sessions expire).
+    Heartbeat {
+        broker_id: i32,
+        broker_epoch: i64,
+    },
+}
+
+/// The brokers' last heartbeats as this controller received them: broker
+/// id → (broker epoch, when).
+#[derive(Clone, Default)]
+pub struct Sessions(
+    Arc<std::sync::Mutex<std::collections::HashMap<i32, (i64, std::time::Instant)>>>,
+);
+
+impl Sessions {
+    pub fn record(&self, broker_id: i32, broker_epoch: i64) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(broker_id, (broker_epoch, std::time::Instant::now()));
+    }
+
+    /// When `broker_id` last heartbeated in `broker_epoch`.
+    pub fn last(&self, broker_id: i32, broker_epoch: i64) -> Option<std::time::Instant> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&broker_id)
+            .filter(|(epoch, _)| *epoch == broker_epoch)
+            .map(|(_, at)| *at)
+    }
 }
 
 type ProposeResult =
@@ -109,6 +141,7 @@ pub enum RpcResponse {
         Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
     ),
     Propose(ProposeResult),
+    Heartbeat,
     /// Not handled: wrong node, over a limit.
     Refused(String),
 }
@@ -469,6 +502,7 @@ pub async fn serve(
     raft: Raft<TypeConfig>,
     limits: NetworkLimits,
     max_entry_bytes: usize,
+    sessions: Sessions,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let mut connections = JoinSet::new();
@@ -490,9 +524,12 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let raft = raft.clone();
+        let sessions = sessions.clone();
         connections.spawn(async move {
             let _permit = permit;
-            if let Err(e) = serve_connection(stream, node_id, raft, limits, max_entry_bytes).await {
+            if let Err(e) =
+                serve_connection(stream, node_id, raft, limits, max_entry_bytes, sessions).await
+            {
                 debug!(%peer, error = %e, "controller connection ended");
             }
         });
@@ -505,6 +542,7 @@ async fn serve_connection(
     raft: Raft<TypeConfig>,
     limits: NetworkLimits,
     max_entry_bytes: usize,
+    sessions: Sessions,
 ) -> io::Result<()> {
     loop {
         let frame = match tokio::time::timeout(
@@ -524,10 +562,10 @@ async fn serve_connection(
             Ok(request) if frame.len() > max_entry_bytes => {
                 match oversized_entry(&request.call, max_entry_bytes) {
                     Some(refusal) => refusal,
-                    None => handle(request, node_id, &raft, limits).await,
+                    None => handle(request, node_id, &raft, limits, &sessions).await,
                 }
             }
-            Ok(request) => handle(request, node_id, &raft, limits).await,
+            Ok(request) => handle(request, node_id, &raft, limits, &sessions).await,
             Err(e) => RpcResponse::Refused(format!("malformed request: {e}")),
         };
         let refused = matches!(response, RpcResponse::Refused(_));
@@ -571,6 +609,7 @@ async fn handle(
     node_id: NodeId,
     raft: &Raft<TypeConfig>,
     limits: NetworkLimits,
+    sessions: &Sessions,
 ) -> RpcResponse {
     if request.to != node_id {
         return RpcResponse::Refused(format!(
@@ -611,6 +650,13 @@ async fn handle(
                     "not committed within {timeout:?} (it may still commit)"
                 )),
             }
+        }
+        Call::Heartbeat {
+            broker_id,
+            broker_epoch,
+        } => {
+            sessions.record(broker_id, broker_epoch);
+            RpcResponse::Heartbeat
         }
     }
 }
