@@ -222,7 +222,8 @@ async fn three_nodes_agree_on_topics_and_each_partition_is_served_where_it_leads
         38,
         "INVALID_REPLICATION_FACTOR"
     );
-    let replicas = metadata(&cluster.nodes[0])
+    // The node that created it answers once it applied the creation.
+    let replicas = metadata(&cluster.nodes[2])
         .await
         .topics
         .iter()
