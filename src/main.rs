@@ -128,7 +128,10 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => match args.cluster_dev {
+                Some(nodes) => dev_cluster::run(args, nodes).await,
+                None => serve::run(args).await,
+            },
             Command::Registry(cmd) => registry::run(cmd).await,
             Command::Schema(cmd) => schema::run(cmd).await,
             Command::Connect(args) => connect::run(args).await,

@@ -166,10 +166,9 @@ fn prepare_open_file_limit() {
     }
 }
 
+/// Runs one node (`--cluster-dev` is dispatched by `main` to
+/// `dev_cluster`, which starts several of these as child processes).
 pub async fn run(args: ServeArgs) -> Result<()> {
-    if let Some(nodes) = args.cluster_dev {
-        return crate::dev_cluster::run(args, nodes).await;
-    }
     let config = load_config(&args)?;
     prepare_open_file_limit();
     let listener = tokio::net::TcpListener::bind(&config.kafka_addr)
