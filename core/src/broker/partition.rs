@@ -21,7 +21,9 @@ use super::metrics::StorageHealth;
 use crate::controller::image::PartitionState;
 use crate::controller::records::BrokerId;
 use crate::error::BrokerError;
-use crate::replication::leader::{AlterIsrRequest, IsrRefusal, LeaderState, PartitionAssignment};
+use crate::replication::leader::{
+    AlterIsrRequest, IsrRefusal, LeaderError, LeaderState, PartitionAssignment,
+};
 use crate::replication::{publish, ReplicationStatus};
 use crate::storage::validator;
 use crate::storage::{AppendError, AppendInfo, PartitionLog, ReadSlice};
@@ -207,17 +209,29 @@ impl Partition {
         follower: BrokerId,
         fetch_offset: i64,
     ) -> Result<Option<BrokerId>, BrokerError> {
-        let log_end = lock(&self.log).log_end_offset();
+        let (log_start, log_end) = {
+            let log = lock(&self.log);
+            (log.log_start_offset(), log.log_end_offset())
+        };
+        let not_leader = || BrokerError::NotLeaderOrFollower(self.topic.to_string(), self.index);
         let mut replication = lock(&self.replication);
         let Some(l) = replication.as_mut() else {
-            return Err(BrokerError::NotLeaderOrFollower(
-                self.topic.to_string(),
-                self.index,
-            ));
+            return Err(not_leader());
         };
         let outcome = l
             .on_follower_fetch(follower, fetch_offset, log_end, now_ms())
-            .map_err(|e| BrokerError::InvalidRequest(e.to_string()))?;
+            .map_err(|e| match e {
+                // The follower resets from the offsets in the answer.
+                LeaderError::FetchBeyondLogEnd { .. } => {
+                    BrokerError::Read(crate::storage::ReadError::OffsetOutOfRange {
+                        offset: fetch_offset,
+                        log_start,
+                        log_end,
+                    })
+                }
+                LeaderError::NotAReplica(_) => not_leader(),
+                other => BrokerError::InvalidRequest(other.to_string()),
+            })?;
         if let Some(hw) = outcome.high_watermark {
             self.publish_high_watermark(hw);
         }
@@ -525,6 +539,38 @@ mod tests {
     use crate::storage::batch::tests::{make_batch, make_batch_at};
     use crate::storage::LogConfig;
     use kafka_protocol::records::Compression;
+
+    #[test]
+    fn a_follower_fetching_past_the_leaders_log_end_is_out_of_range_and_a_stranger_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = PartitionLog::open(dir.path(), LogConfig::default(), 0, 0, 0).unwrap();
+        let partition = Partition::new("t".into(), 0, log, Arc::new(StorageHealth::default()));
+        partition.apply_state(
+            1,
+            &PartitionState {
+                replicas: vec![1, 2],
+                isr: vec![1, 2],
+                leader: 1,
+                leader_epoch: 3,
+                partition_epoch: 0,
+            },
+        );
+        assert!(matches!(
+            partition.follower_fetched(2, 5),
+            Err(BrokerError::Read(
+                crate::storage::ReadError::OffsetOutOfRange {
+                    offset: 5,
+                    log_end: 0,
+                    ..
+                }
+            ))
+        ));
+        assert!(matches!(
+            partition.follower_fetched(9, 0),
+            Err(BrokerError::NotLeaderOrFollower(..))
+        ));
+        assert!(partition.follower_fetched(2, 0).is_ok());
+    }
 
     #[tokio::test]
     async fn reads_and_offsets_stop_at_the_published_high_watermark() {

@@ -246,6 +246,12 @@ fn apply_answer(
     let now = now_ms();
     let name = format!("{}-{}", partition.topic, partition.index);
     if error_code == ResponseError::OffsetOutOfRange.code() {
+        // The answer carries the leader's log start and high watermark; the
+        // high watermark stands in for its log end: cutting there loses
+        // nothing the leader committed, and what lies above is fetched again.
+        if leader_log_start < 0 || leader_high_watermark < 0 {
+            return true;
+        }
         let mut log = partition.log();
         let reset = out_of_range_reset(
             log.log_end_offset(),

@@ -53,6 +53,9 @@ struct Wanted {
     /// For a follower whose log diverged from the leader's: where it must
     /// truncate to (nothing is read).
     diverging: Option<EpochEndOffset>,
+    /// A follower's fetch refused with the partition's offsets still in
+    /// the answer (OFFSET_OUT_OF_RANGE: the follower resets from them).
+    refused: Option<ResponseError>,
 }
 
 struct Planned {
@@ -118,6 +121,7 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
                 },
             };
             let mut diverging = None;
+            let mut refused = None;
             if follower {
                 if let Ok(partition) = &target {
                     let last_fetched_epoch = if version >= 12 {
@@ -130,7 +134,12 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
                         // The fetch offset is the follower's log end.
                         Ok(None) => {
                             if let Err(e) = partition.follower_fetched(replica, p.fetch_offset) {
-                                target = Err(kafka_error(&e));
+                                match kafka_error(&e) {
+                                    ResponseError::OffsetOutOfRange => {
+                                        refused = Some(ResponseError::OffsetOutOfRange)
+                                    }
+                                    code => target = Err(code),
+                                }
                             }
                         }
                         Err(_) => target = Err(ResponseError::OffsetOutOfRange),
@@ -145,6 +154,7 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
                 partition_max_bytes: p.partition_max_bytes.max(0) as usize,
                 target,
                 diverging,
+                refused,
             });
         }
     }
@@ -306,8 +316,9 @@ fn plan(wanted: &[Wanted], max_bytes: usize, follower: bool) -> (Vec<Planned>, u
                 planned.log_start = offsets.log_start;
                 let budget = w.partition_max_bytes.min(max_bytes.saturating_sub(total));
                 let first_with_data = total == 0;
-                if w.diverging.is_some() {
-                    // Answered at once: the follower truncates first.
+                if w.diverging.is_some() || w.refused.is_some() {
+                    // Answered at once: the follower truncates or resets first.
+                    planned.error = w.refused;
                     any_error = true;
                 } else if budget > 0 || first_with_data {
                     let read = if follower {
