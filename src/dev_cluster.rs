@@ -123,6 +123,14 @@ pub fn node_args(args: &ServeArgs, node: &Node, quorum: &str) -> Vec<String> {
         flag("registry-addr", Some("off".into()));
         flag("connect-addr", Some("off".into()));
     }
+    flag(
+        "replica-lag-time-max-ms",
+        text(&args.replica_lag_time_max_ms),
+    );
+    flag(
+        "broker-session-timeout-ms",
+        text(&args.broker_session_timeout_ms),
+    );
     flag("auto-create-topics", text(&args.auto_create_topics));
     flag("default-partitions", text(&args.default_partitions));
     flag(
@@ -533,6 +541,10 @@ mod tests {
             "127.0.0.1:18081",
             "--default-partitions",
             "4",
+            "--broker-session-timeout-ms",
+            "3000",
+            "--replica-lag-time-max-ms",
+            "2000",
         ]);
         let nodes = plan(2, 9092, Path::new("d")).unwrap();
         let first = node_args(&a, &nodes[0], "q").join(" ");
@@ -542,6 +554,8 @@ mod tests {
         assert!(second.contains("--registry-addr off --connect-addr off"));
         for line in [&first, &second] {
             assert!(line.contains("--default-partitions 4"), "{line}");
+            assert!(line.contains("--broker-session-timeout-ms 3000"), "{line}");
+            assert!(line.contains("--replica-lag-time-max-ms 2000"), "{line}");
             assert!(line.contains("--controller-quorum q"), "{line}");
         }
         assert!(second.contains("--node-id 2 "), "{second}");
