@@ -52,6 +52,12 @@ pub enum BrokerError {
     /// The metadata quorum did not take a change in time (REQUEST_TIMED_OUT).
     #[error("the metadata quorum did not commit the change: {0}")]
     MetadataTimeout(String),
+    /// Records were written here but the in-sync replicas did not all have
+    /// them in time (REQUEST_TIMED_OUT); they may still be committed.
+    #[error(
+        "partition {1} of topic '{0}': written, but not committed on the in-sync replicas: {2}"
+    )]
+    NotCommitted(String, i32, String),
 }
 
 /// A produced record set refused by broker-side schema validation

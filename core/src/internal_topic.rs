@@ -37,9 +37,20 @@ pub trait InternalPartition: Send + Sync {
     /// is larger. `None` at the end of what may be read.
     fn read(&self, offset: i64, max_bytes: usize) -> Result<Option<Bytes>, BrokerError>;
 
-    /// Appends a record set (v2 batches) and returns once it is committed
-    /// (single node: written, and fsynced if the topic's flush policy asks
-    /// for it). Returns the base offset the records got.
+    /// The log end offset: everything written here, committed or not.
+    fn log_end(&self) -> i64;
+
+    /// As [`InternalPartition::read`], but up to the log end. For the
+    /// coordinator that leads the partition and loads it: a leader's own
+    /// records become committed, or it loses the leadership and unloads.
+    fn read_to_log_end(&self, offset: i64, max_bytes: usize) -> Result<Option<Bytes>, BrokerError>;
+
+    /// Appends a record set (v2 batches) and returns once it is committed:
+    /// written (and fsynced if the topic's flush policy asks for it) and,
+    /// in a cluster, on every in-sync replica. Fails with
+    /// `NotLeaderOrFollower` when this broker does not lead the partition
+    /// (or stopped leading it before the records were committed). Returns
+    /// the base offset the records got.
     fn append(self: Arc<Self>, records: Bytes) -> BoxFuture<'static, Result<i64, BrokerError>>;
 }
 
@@ -96,6 +107,18 @@ pub(crate) mod testing {
                 Some(slice) => Ok(Some(slice.read()?)),
                 None => Ok(None),
             }
+        }
+
+        fn log_end(&self) -> i64 {
+            lock(&self.log).log_end_offset()
+        }
+
+        fn read_to_log_end(
+            &self,
+            offset: i64,
+            max_bytes: usize,
+        ) -> Result<Option<Bytes>, BrokerError> {
+            self.read(offset, max_bytes)
         }
 
         fn append(self: Arc<Self>, records: Bytes) -> BoxFuture<'static, Result<i64, BrokerError>> {

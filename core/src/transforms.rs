@@ -553,7 +553,27 @@ impl TransformManager {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         };
-        let committed = self.broker.groups().fetch_offsets(&group);
+        // Progress is kept in the group's coordinator, which may be moving.
+        let committed = loop {
+            match self.broker.groups().fetch_offsets(&group) {
+                Ok(committed) => break committed,
+                Err(e) => {
+                    self.report(
+                        &name,
+                        "waiting",
+                        Some(format!(
+                            "waiting for the coordinator of group '{group}': {e}"
+                        )),
+                        &header.sha256,
+                    )
+                    .await;
+                }
+            }
+            tokio::select! {
+                _ = stopped.changed() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        };
         let mut positions: HashMap<i32, i64> = HashMap::new();
         for partition in input.partitions() {
             let out_index = partition.index % output.partition_count().max(1);

@@ -9,10 +9,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use tracing::info;
+use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::metadata::Metadata;
@@ -21,6 +22,10 @@ use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::group::{GroupConfig, GroupCoordinator, OFFSETS_TOPIC};
 use crate::internal_topic::{InternalPartition, InternalTopics};
+use crate::replication::{wait_for_acks_all, AcksAllWait};
+
+/// How long a coordinator's write waits for the in-sync replicas.
+const INTERNAL_COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl InternalPartition for Partition {
     fn index(&self) -> i32 {
@@ -39,8 +44,48 @@ impl InternalPartition for Partition {
         }
     }
 
+    fn log_end(&self) -> i64 {
+        self.offsets().log_end
+    }
+
+    fn read_to_log_end(&self, offset: i64, max_bytes: usize) -> Result<Option<Bytes>, BrokerError> {
+        match self.read_for_follower(offset, max_bytes)? {
+            Some(slice) => Ok(Some(slice.read()?)),
+            None => Ok(None),
+        }
+    }
+
     fn append(self: Arc<Self>, records: Bytes) -> BoxFuture<'static, Result<i64, BrokerError>> {
-        Box::pin(async move { Ok(Partition::append(&self, &records).await?.base_offset) })
+        Box::pin(async move {
+            let leader_epoch = self.leader_epoch();
+            let info = Partition::append(&self, &records).await?;
+            // As a producer with acks=all (Kafka's offsets.commit.timeout.ms).
+            let waited = wait_for_acks_all(
+                self.replication_status(),
+                leader_epoch,
+                info.last_offset + 1,
+                1,
+                INTERNAL_COMMIT_TIMEOUT,
+            )
+            .await;
+            match waited {
+                AcksAllWait::Done | AcksAllWait::NotEnoughReplicasAfterAppend => {
+                    Ok(info.base_offset)
+                }
+                AcksAllWait::NotLeader => Err(BrokerError::NotLeaderOrFollower(
+                    self.topic.to_string(),
+                    self.index,
+                )),
+                AcksAllWait::Timeout => Err(BrokerError::NotCommitted(
+                    self.topic.to_string(),
+                    self.index,
+                    format!(
+                        "offsets up to {} after {INTERNAL_COMMIT_TIMEOUT:?}",
+                        info.last_offset
+                    ),
+                )),
+            }
+        })
     }
 }
 
@@ -51,42 +96,25 @@ impl InternalTopics for Metadata {
     }
 }
 
-/// Creates `__consumer_offsets` if needed and loads the group coordinator
-/// from its partitions on this broker. Runs while the broker opens.
+/// Kafka's `offsets.topic.replication.factor`, bounded by the voters of
+/// the metadata quorum (a single node keeps one replica).
+const OFFSETS_TOPIC_REPLICATION_FACTOR: usize = 3;
+
+/// The group coordinator of this broker. It owns the partitions of
+/// `__consumer_offsets` this broker leads and follows the leadership from
+/// then on (see [`follow_leadership`]).
+///
+/// A single node creates the topic if needed and loads its groups before
+/// this returns. A node of a cluster creates it in the background once as
+/// many brokers as the topic's replication factor are alive (created
+/// earlier, it would keep fewer replicas for good); until then, and while
+/// partitions load, clients are told to look again.
 pub(super) async fn start_group_coordinator(
-    metadata: &Metadata,
+    metadata: &Arc<Metadata>,
     config: &BrokerConfig,
-) -> Result<GroupCoordinator, BrokerError> {
-    let topic = match metadata.topic(OFFSETS_TOPIC) {
-        Some(t) => t,
-        None => {
-            let mut configs = BTreeMap::new();
-            configs.insert("cleanup.policy".to_string(), "compact".to_string());
-            configs.insert("segment.bytes".to_string(), (100 << 20).to_string());
-            let created = metadata
-                .create_topic(
-                    OFFSETS_TOPIC,
-                    config.offsets_topic_partitions,
-                    -1,
-                    configs,
-                    false,
-                )
-                .await;
-            match created {
-                Ok(t) => {
-                    info!(partitions = t.partition_count(), "created {OFFSETS_TOPIC}");
-                    t
-                }
-                // Another broker of the cluster created it first.
-                Err(BrokerError::TopicExists(_)) => metadata
-                    .topic(OFFSETS_TOPIC)
-                    .ok_or_else(|| BrokerError::UnknownTopic(OFFSETS_TOPIC.into()))?,
-                Err(e) => return Err(e),
-            }
-        }
-    };
+) -> Result<Arc<GroupCoordinator>, BrokerError> {
     let group_config = GroupConfig {
-        offsets_topic_partitions: topic.partition_count(),
+        offsets_topic_partitions: config.offsets_topic_partitions,
         offsets_retention_ms: config.offsets_retention_minutes.saturating_mul(60_000),
         initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
         min_session_timeout_ms: config.group_min_session_timeout_ms,
@@ -94,10 +122,163 @@ pub(super) async fn start_group_coordinator(
         max_group_size: config.group_max_size,
         offset_metadata_max_bytes: config.offset_metadata_max_bytes,
     };
-    let partitions = topic
+    let coordinator = Arc::new(GroupCoordinator::new(group_config));
+    let voters = match &config.controller_quorum {
+        Some(_) => config.controller_listener()?.0.len(),
+        None => 1,
+    };
+    let replication_factor = OFFSETS_TOPIC_REPLICATION_FACTOR.min(voters.max(1));
+    if replication_factor == 1 {
+        ensure_offsets_topic(metadata, config, 1).await?;
+        for handle in sync_ownership(metadata, &coordinator) {
+            let _ = handle.await;
+        }
+    } else {
+        let metadata = metadata.clone();
+        let partitions = config.offsets_topic_partitions;
+        tokio::spawn(async move {
+            create_when_enough_brokers(&metadata, partitions, replication_factor).await
+        });
+    }
+    follow_leadership(metadata, &coordinator);
+    Ok(coordinator)
+}
+
+/// Creates `__consumer_offsets` with `replication_factor` replicas unless
+/// it exists.
+async fn ensure_offsets_topic(
+    metadata: &Metadata,
+    config: &BrokerConfig,
+    replication_factor: usize,
+) -> Result<(), BrokerError> {
+    create_offsets_topic(
+        metadata,
+        config.offsets_topic_partitions,
+        replication_factor,
+    )
+    .await
+}
+
+async fn create_offsets_topic(
+    metadata: &Metadata,
+    partitions: i32,
+    replication_factor: usize,
+) -> Result<(), BrokerError> {
+    if metadata.topic(OFFSETS_TOPIC).is_some() {
+        return Ok(());
+    }
+    let mut configs = BTreeMap::new();
+    configs.insert("cleanup.policy".to_string(), "compact".to_string());
+    configs.insert("segment.bytes".to_string(), (100 << 20).to_string());
+    let created = metadata
+        .create_topic(
+            OFFSETS_TOPIC,
+            partitions,
+            replication_factor as i16,
+            configs,
+            false,
+        )
+        .await;
+    match created {
+        Ok(t) => {
+            info!(
+                partitions = t.partition_count(),
+                replication_factor, "created {OFFSETS_TOPIC}"
+            );
+            Ok(())
+        }
+        // Another broker of the cluster created it first.
+        Err(BrokerError::TopicExists(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// A cluster's broker: waits until `replication_factor` brokers are alive,
+/// then creates `__consumer_offsets` unless another broker did.
+async fn create_when_enough_brokers(
+    metadata: &Metadata,
+    partitions: i32,
+    replication_factor: usize,
+) {
+    let mut waiting_logged = false;
+    loop {
+        if metadata.topic(OFFSETS_TOPIC).is_some() {
+            return;
+        }
+        let live = metadata.image().live_brokers().count();
+        if live >= replication_factor {
+            match create_offsets_topic(metadata, partitions, replication_factor).await {
+                Ok(()) => return,
+                Err(e) => warn!(error = %e, "creating {OFFSETS_TOPIC} failed; trying again"),
+            }
+        } else if !waiting_logged {
+            info!(
+                live,
+                replication_factor,
+                "waiting for enough live brokers to create {OFFSETS_TOPIC}; consumer groups are unavailable until then"
+            );
+            waiting_logged = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Brings the coordinator's partitions in line with the partitions of
+/// `__consumer_offsets` this broker leads now: takes over the ones it
+/// leads (in a new epoch), gives up the others. Returns the loads started.
+fn sync_ownership(
+    metadata: &Metadata,
+    coordinator: &Arc<GroupCoordinator>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let owned = coordinator.owned_partitions();
+    let Some(topic) = metadata.topic(OFFSETS_TOPIC) else {
+        for (index, _) in owned {
+            coordinator.give_up(index);
+        }
+        return Vec::new();
+    };
+    coordinator.set_partition_count(topic.partition_count());
+    for (index, _) in &owned {
+        if !topic.partition(*index).is_some_and(|p| p.is_leader()) {
+            coordinator.give_up(*index);
+        }
+    }
+    topic
         .partitions()
         .into_iter()
-        .map(|p| p as Arc<dyn InternalPartition>)
-        .collect();
-    GroupCoordinator::load(partitions, group_config)
+        .filter(|p| p.is_leader())
+        .filter_map(|p| {
+            let epoch = p.leader_epoch();
+            coordinator.take_ownership(p as Arc<dyn InternalPartition>, epoch)
+        })
+        .collect()
+}
+
+/// Follows the leadership of `__consumer_offsets`' partitions: after every
+/// metadata change this broker applied (and every second, as a backstop)
+/// the coordinator takes over or gives up partitions. Stops when the
+/// coordinator is dropped.
+fn follow_leadership(metadata: &Arc<Metadata>, coordinator: &Arc<GroupCoordinator>) {
+    let metadata = Arc::downgrade(metadata);
+    let coordinator = Arc::downgrade(coordinator);
+    let mut applied = match metadata.upgrade() {
+        Some(m) => m.subscribe_applied(),
+        None => return,
+    };
+    tokio::spawn(async move {
+        loop {
+            {
+                let (Some(metadata), Some(coordinator)) =
+                    (metadata.upgrade(), coordinator.upgrade())
+                else {
+                    return;
+                };
+                sync_ownership(&metadata, &coordinator);
+            }
+            tokio::select! {
+                changed = applied.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    });
 }

@@ -797,6 +797,12 @@ impl Metadata {
             .map_err(controller_error)
     }
 
+    /// A receiver that wakes after each metadata change this broker applied
+    /// (its local partitions already follow it).
+    pub fn subscribe_applied(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
     /// Waits until this broker applied the log up to `index`.
     async fn wait_applied(&self, index: u64) -> Result<(), BrokerError> {
         let mut applied = self.applied.subscribe();

@@ -91,7 +91,7 @@ impl Broker {
         let logs = Arc::new(LogManager::new(&config, metrics.storage.clone()));
         let metadata = Metadata::open(&config, logs.clone()).await?;
         let producer_ids = producer_ids::ProducerIdAllocator::open(&dir)?;
-        let groups = Arc::new(coordinators::start_group_coordinator(&metadata, &config).await?);
+        let groups = coordinators::start_group_coordinator(&metadata, &config).await?;
         let schemas = SchemaCatalog::new(metadata.clone());
         Ok(Arc::new(Broker {
             config,

@@ -20,6 +20,7 @@ pub mod records;
 pub mod state;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -66,18 +67,37 @@ pub type GroupOffsets = HashMap<(String, i32), OffsetValue>;
 
 pub struct GroupCoordinator {
     config: GroupConfig,
+    /// Partitions of `__consumer_offsets` (the topic's may differ from the
+    /// configured count when it was created with another one).
+    partition_count: AtomicI32,
+    /// The groups of the loaded partitions.
     groups: Mutex<HashMap<String, Arc<Mutex<Group>>>>,
     offsets: Mutex<HashMap<String, GroupOffsets>>,
-    /// The `__consumer_offsets` partitions this coordinator keeps its
-    /// groups in, by index.
-    partitions: HashMap<i32, OffsetsPartition>,
+    /// The `__consumer_offsets` partitions this coordinator owns (this
+    /// broker leads them), by index. A group whose partition is missing
+    /// here is coordinated elsewhere (NOT_COORDINATOR); one whose partition
+    /// is still loading answers COORDINATOR_LOAD_IN_PROGRESS.
+    ///
+    /// Lock order: `partitions`, then `groups`, then `offsets`.
+    partitions: Mutex<HashMap<i32, Arc<OffsetsPartition>>>,
 }
 
-/// One `__consumer_offsets` partition and the lock that serialises its
-/// writes.
+/// One `__consumer_offsets` partition this coordinator owns, and the lock
+/// that serialises its writes.
 struct OffsetsPartition {
     log: Arc<dyn InternalPartition>,
+    /// The leader epoch the ownership came with.
+    leader_epoch: i32,
+    loaded: AtomicBool,
     write_lock: tokio::sync::Mutex<()>,
+}
+
+/// What reading an offsets partition found.
+#[derive(Default)]
+struct LoadedState {
+    offsets: HashMap<String, GroupOffsets>,
+    groups: HashMap<String, GroupValue>,
+    records: u64,
 }
 
 fn str_bytes(s: &str) -> StrBytes {
@@ -127,6 +147,89 @@ fn encode_records(
     Ok(buf.freeze())
 }
 
+/// Reads a partition of `__consumer_offsets` from its log start to its
+/// log end: the latest committed offsets and group metadata of its groups.
+/// Blocking (file reads).
+fn read_offsets_partition(partition: &dyn InternalPartition) -> Result<LoadedState, BrokerError> {
+    let mut state = LoadedState::default();
+    let (log_start, _) = partition.bounds();
+    let log_end = partition.log_end();
+    let mut position = log_start;
+    while position < log_end {
+        let Some(bytes) = partition.read_to_log_end(position, 4 << 20)? else {
+            break;
+        };
+        let mut advanced = false;
+        for item in BatchIter::new(&bytes, false) {
+            let Ok((at, header)) = item else { break };
+            let raw = bytes.slice(at..at + header.total_bytes());
+            position = header.next_offset();
+            advanced = true;
+            let set = match decode_batch(&raw, MAX_DECOMPRESSED_BYTES) {
+                Ok(set) => set,
+                Err(e) => {
+                    warn!(partition = partition.index(), offset = header.base_offset, error = %e, "skipping undecodable batch in __consumer_offsets");
+                    continue;
+                }
+            };
+            for record in set.records {
+                state.records += 1;
+                let Some(key) = record.key.as_deref().and_then(OffsetsKey::decode) else {
+                    continue;
+                };
+                match key {
+                    OffsetsKey::Offset {
+                        group,
+                        topic,
+                        partition,
+                    } => match record.value.as_deref().map(OffsetValue::decode) {
+                        Some(Some(v)) => {
+                            state
+                                .offsets
+                                .entry(group)
+                                .or_default()
+                                .insert((topic, partition), v);
+                        }
+                        Some(None) => {}
+                        None => {
+                            if let Some(g) = state.offsets.get_mut(&group) {
+                                g.remove(&(topic, partition));
+                            }
+                        }
+                    },
+                    OffsetsKey::Group { group } => {
+                        match record.value.as_deref().map(GroupValue::decode) {
+                            Some(Some(v)) => {
+                                state.groups.insert(group, v);
+                            }
+                            Some(None) => {}
+                            None => {
+                                state.groups.remove(&group);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if !advanced {
+            break;
+        }
+    }
+    state.offsets.retain(|_, o| !o.is_empty());
+    Ok(state)
+}
+
+/// The error a client sees for a failed write of group state (as Kafka
+/// maps them): the coordinator moved, or is not available for now.
+pub fn write_error(e: &BrokerError) -> ResponseError {
+    match e {
+        BrokerError::NotLeaderOrFollower(..) | BrokerError::UnknownPartition(..) => {
+            ResponseError::NotCoordinator
+        }
+        _ => ResponseError::CoordinatorNotAvailable,
+    }
+}
+
 fn join_error(error: ResponseError, member_id: &str) -> JoinGroupResponse {
     let mut r = JoinGroupResponse::default();
     r.error_code = error.code();
@@ -136,117 +239,210 @@ fn join_error(error: ResponseError, member_id: &str) -> JoinGroupResponse {
 }
 
 impl GroupCoordinator {
-    /// Rebuilds offsets and groups from the partitions of
-    /// `__consumer_offsets` (`config.offsets_topic_partitions` of them)
-    /// and keeps their state there from now on.
+    /// A coordinator that owns no partition yet: see
+    /// [`GroupCoordinator::take_ownership`].
+    pub fn new(config: GroupConfig) -> GroupCoordinator {
+        GroupCoordinator {
+            partition_count: AtomicI32::new(config.offsets_topic_partitions),
+            config,
+            groups: Mutex::new(HashMap::new()),
+            offsets: Mutex::new(HashMap::new()),
+            partitions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A coordinator owning all `partitions` (loaded before it returns):
+    /// a single broker, or tests.
     pub fn load(
         partitions: Vec<Arc<dyn InternalPartition>>,
         config: GroupConfig,
     ) -> Result<GroupCoordinator, BrokerError> {
-        let started = Instant::now();
-        let mut offsets: HashMap<String, GroupOffsets> = HashMap::new();
-        let mut group_records: HashMap<String, GroupValue> = HashMap::new();
-        let mut records_read = 0u64;
-        for partition in &partitions {
-            let (log_start, high_watermark) = partition.bounds();
-            let mut position = log_start;
-            while position < high_watermark {
-                let Some(bytes) = partition.read(position, 4 << 20)? else {
-                    break;
-                };
-                let mut advanced = false;
-                for item in BatchIter::new(&bytes, false) {
-                    let Ok((at, header)) = item else { break };
-                    let raw = bytes.slice(at..at + header.total_bytes());
-                    position = header.next_offset();
-                    advanced = true;
-                    let set = match decode_batch(&raw, MAX_DECOMPRESSED_BYTES) {
-                        Ok(set) => set,
-                        Err(e) => {
-                            warn!(partition = partition.index(), offset = header.base_offset, error = %e, "skipping undecodable batch in __consumer_offsets");
-                            continue;
-                        }
-                    };
-                    for record in set.records {
-                        records_read += 1;
-                        let Some(key) = record.key.as_deref().and_then(OffsetsKey::decode) else {
-                            continue;
-                        };
-                        match key {
-                            OffsetsKey::Offset {
-                                group,
-                                topic,
-                                partition,
-                            } => match record.value.as_deref().map(OffsetValue::decode) {
-                                Some(Some(v)) => {
-                                    offsets
-                                        .entry(group)
-                                        .or_default()
-                                        .insert((topic, partition), v);
-                                }
-                                Some(None) => {}
-                                None => {
-                                    if let Some(g) = offsets.get_mut(&group) {
-                                        g.remove(&(topic, partition));
-                                    }
-                                }
-                            },
-                            OffsetsKey::Group { group } => {
-                                match record.value.as_deref().map(GroupValue::decode) {
-                                    Some(Some(v)) => {
-                                        group_records.insert(group, v);
-                                    }
-                                    Some(None) => {}
-                                    None => {
-                                        group_records.remove(&group);
-                                    }
-                                }
-                            }
-                        }
+        let coordinator = GroupCoordinator::new(config);
+        for log in partitions {
+            let owned = coordinator.claim(log, 0);
+            let state = read_offsets_partition(owned.log.as_ref())?;
+            coordinator.finish_load(&owned, state);
+        }
+        Ok(coordinator)
+    }
+
+    /// The number of `__consumer_offsets` partitions groups are spread on.
+    pub fn set_partition_count(&self, count: i32) {
+        self.partition_count.store(count.max(1), Ordering::Release);
+    }
+
+    fn partition_of(&self, group_id: &str) -> i32 {
+        partition_for(group_id, self.partition_count.load(Ordering::Acquire))
+    }
+
+    /// The partitions owned, as (index, leader epoch).
+    pub fn owned_partitions(&self) -> Vec<(i32, i32)> {
+        lock(&self.partitions)
+            .iter()
+            .map(|(&index, p)| (index, p.leader_epoch))
+            .collect()
+    }
+
+    /// Whether a partition is still loading (ListGroups answers
+    /// COORDINATOR_LOAD_IN_PROGRESS meanwhile).
+    pub fn loading(&self) -> bool {
+        lock(&self.partitions)
+            .values()
+            .any(|p| !p.loaded.load(Ordering::Acquire))
+    }
+
+    /// This broker became the leader of `log` (a partition of
+    /// `__consumer_offsets`) in `leader_epoch`: the coordinator takes its
+    /// groups over, loading them from the log in the background. Groups
+    /// of the partition answer COORDINATOR_LOAD_IN_PROGRESS until then.
+    /// Taking over a partition already owned in an older epoch reloads it
+    /// (another broker may have led it in between).
+    /// Returns the load started, `None` when already owned in this epoch.
+    pub fn take_ownership(
+        self: &Arc<Self>,
+        log: Arc<dyn InternalPartition>,
+        leader_epoch: i32,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let index = log.index();
+        let current = lock(&self.partitions).get(&index).cloned();
+        if let Some(current) = current {
+            if current.leader_epoch == leader_epoch {
+                return None;
+            }
+            self.give_up(index);
+        }
+        let owned = self.claim(log, leader_epoch);
+        let me = self.clone();
+        Some(tokio::spawn(async move {
+            let started = Instant::now();
+            let reader = owned.clone();
+            let read =
+                tokio::task::spawn_blocking(move || read_offsets_partition(reader.log.as_ref()))
+                    .await;
+            match read {
+                Ok(Ok(state)) => {
+                    let (groups, records) = (state.groups.len(), state.records);
+                    if me.finish_load(&owned, state) {
+                        info!(
+                            partition = index,
+                            leader_epoch,
+                            groups,
+                            records,
+                            elapsed_ms = started.elapsed().as_millis() as u64,
+                            "loaded {OFFSETS_TOPIC} partition: coordinating its groups"
+                        );
                     }
                 }
-                if !advanced {
-                    break;
+                Ok(Err(e)) => {
+                    warn!(partition = index, error = %e, "could not load {OFFSETS_TOPIC} partition; its groups stay unavailable here");
+                }
+                Err(e) => {
+                    warn!(partition = index, error = %e, "loading {OFFSETS_TOPIC} partition failed");
                 }
             }
+        }))
+    }
+
+    /// This broker no longer leads partition `index` of
+    /// `__consumer_offsets`: its groups are forgotten here (their new
+    /// coordinator loads them), and members waiting for a rebalance are
+    /// told NOT_COORDINATOR so they look for it.
+    pub fn give_up(&self, index: i32) {
+        let mut partitions = lock(&self.partitions);
+        if partitions.remove(&index).is_none() {
+            return;
         }
-        offsets.retain(|_, o| !o.is_empty());
-        let now = Instant::now();
-        let mut groups = HashMap::new();
-        for (id, value) in &group_records {
-            groups.insert(
-                id.clone(),
-                Arc::new(Mutex::new(Group::from_record(id, value, now))),
-            );
-        }
-        for id in offsets.keys() {
-            groups
-                .entry(id.clone())
-                .or_insert_with(|| Arc::new(Mutex::new(Group::new(id, now_ms()))));
+        let removed: Vec<(String, Arc<Mutex<Group>>)> = {
+            let mut groups = lock(&self.groups);
+            let ids: Vec<String> = groups
+                .keys()
+                .filter(|id| self.partition_of(id) == index)
+                .cloned()
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| groups.remove(&id).map(|g| (id, g)))
+                .collect()
+        };
+        lock(&self.offsets).retain(|id, _| self.partition_of(id) != index);
+        drop(partitions);
+        for (id, arc) in &removed {
+            let mut g = lock(arc);
+            g.state = GroupState::Dead;
+            for m in g.members.values_mut() {
+                if let Some(tx) = m.awaiting_join.take() {
+                    let _ = tx.send(join_error(ResponseError::NotCoordinator, &m.member_id));
+                }
+                if let Some(tx) = m.awaiting_sync.take() {
+                    let mut r = SyncGroupResponse::default();
+                    r.error_code = ResponseError::NotCoordinator.code();
+                    let _ = tx.send(r);
+                }
+            }
+            debug!(group = %id, "group unloaded");
         }
         info!(
-            groups = groups.len(),
-            committed_partitions = offsets.values().map(|o| o.len()).sum::<usize>(),
-            records = records_read,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "group coordinator loaded"
+            partition = index,
+            groups = removed.len(),
+            "gave up {OFFSETS_TOPIC} partition: its groups are coordinated elsewhere"
         );
-        let partitions = partitions
-            .into_iter()
-            .map(|log| {
-                let partition = OffsetsPartition {
-                    log,
-                    write_lock: tokio::sync::Mutex::new(()),
-                };
-                (partition.log.index(), partition)
-            })
-            .collect();
-        Ok(GroupCoordinator {
-            config,
-            groups: Mutex::new(groups),
-            offsets: Mutex::new(offsets),
-            partitions,
-        })
+    }
+
+    /// Registers `log` as owned, not loaded yet.
+    fn claim(&self, log: Arc<dyn InternalPartition>, leader_epoch: i32) -> Arc<OffsetsPartition> {
+        let owned = Arc::new(OffsetsPartition {
+            log,
+            leader_epoch,
+            loaded: AtomicBool::new(false),
+            write_lock: tokio::sync::Mutex::new(()),
+        });
+        lock(&self.partitions).insert(owned.log.index(), owned.clone());
+        owned
+    }
+
+    /// Makes the groups read from `owned` live, unless the partition was
+    /// given up (or taken over again) meanwhile. Returns whether it did.
+    fn finish_load(&self, owned: &Arc<OffsetsPartition>, state: LoadedState) -> bool {
+        let partitions = lock(&self.partitions);
+        match partitions.get(&owned.log.index()) {
+            Some(current) if Arc::ptr_eq(current, owned) => {}
+            _ => return false,
+        }
+        let now = Instant::now();
+        {
+            let mut groups = lock(&self.groups);
+            for (id, value) in &state.groups {
+                groups.insert(
+                    id.clone(),
+                    Arc::new(Mutex::new(Group::from_record(id, value, now))),
+                );
+            }
+            for id in state.offsets.keys() {
+                groups
+                    .entry(id.clone())
+                    .or_insert_with(|| Arc::new(Mutex::new(Group::new(id, now_ms()))));
+            }
+        }
+        lock(&self.offsets).extend(state.offsets);
+        owned.loaded.store(true, Ordering::Release);
+        true
+    }
+
+    /// The loaded partition `group_id` lives in, or why this coordinator
+    /// cannot serve the group.
+    fn owner(&self, group_id: &str) -> Result<Arc<OffsetsPartition>, ResponseError> {
+        let index = self.partition_of(group_id);
+        match lock(&self.partitions).get(&index) {
+            None => Err(ResponseError::NotCoordinator),
+            Some(p) if !p.loaded.load(Ordering::Acquire) => {
+                Err(ResponseError::CoordinatorLoadInProgress)
+            }
+            Some(p) => Ok(p.clone()),
+        }
+    }
+
+    /// Whether this coordinator serves `group_id` now.
+    pub fn check_coordinator(&self, group_id: &str) -> Result<(), ResponseError> {
+        self.owner(group_id).map(|_| ())
     }
 
     pub fn config(&self) -> &GroupConfig {
@@ -273,14 +469,21 @@ impl GroupCoordinator {
         entries: Vec<(Bytes, Option<Bytes>)>,
         apply: impl FnOnce() -> R,
     ) -> Result<R, BrokerError> {
-        let index = partition_for(group, self.config.offsets_topic_partitions);
-        let partition = self
-            .partitions
-            .get(&index)
-            .ok_or_else(|| BrokerError::UnknownPartition(OFFSETS_TOPIC.into(), index))?;
+        let index = self.partition_of(group);
+        let not_here = || BrokerError::NotLeaderOrFollower(OFFSETS_TOPIC.into(), index);
+        let partition = self.owner(group).map_err(|_| not_here())?;
         let _serial = partition.write_lock.lock().await;
         let batch = encode_records(&entries, now_ms())?;
         partition.log.clone().append(batch).await?;
+        // Still the owner: a give-up during the write dropped the state
+        // this would change.
+        let partitions = lock(&self.partitions);
+        if !partitions
+            .get(&index)
+            .is_some_and(|p| Arc::ptr_eq(p, &partition))
+        {
+            return Err(not_here());
+        }
         Ok(apply())
     }
 
@@ -393,6 +596,9 @@ impl GroupCoordinator {
         let member_id = request.member_id.to_string();
         if group_id.is_empty() {
             return join_error(ResponseError::InvalidGroupId, &member_id);
+        }
+        if let Err(e) = self.check_coordinator(&group_id) {
+            return join_error(e, &member_id);
         }
         let session = request.session_timeout_ms;
         if session < self.config.min_session_timeout_ms
@@ -625,6 +831,9 @@ impl GroupCoordinator {
         };
         let group_id = request.group_id.0.to_string();
         let member_id = request.member_id.to_string();
+        if let Err(e) = self.check_coordinator(&group_id) {
+            return error(e);
+        }
         let Some(arc) = self.group(&group_id) else {
             return error(ResponseError::UnknownMemberId);
         };
@@ -696,6 +905,10 @@ impl GroupCoordinator {
     pub fn heartbeat(&self, request: HeartbeatRequest) -> HeartbeatResponse {
         let mut r = HeartbeatResponse::default();
         let code = |e: ResponseError| e.code();
+        if let Err(e) = self.check_coordinator(&request.group_id.0) {
+            r.error_code = code(e);
+            return r;
+        }
         let Some(arc) = self.group(&request.group_id.0) else {
             r.error_code = code(ResponseError::UnknownMemberId);
             return r;
@@ -726,6 +939,7 @@ impl GroupCoordinator {
         group_id: &str,
         leaving: &[(String, Option<String>)],
     ) -> Result<Vec<Result<(), ResponseError>>, ResponseError> {
+        self.check_coordinator(group_id)?;
         let Some(arc) = self.group(group_id) else {
             return Err(ResponseError::UnknownMemberId);
         };
@@ -823,6 +1037,7 @@ impl GroupCoordinator {
         if group_id.is_empty() {
             return Err(ResponseError::InvalidGroupId);
         }
+        self.check_coordinator(group_id)?;
         let arc = self.group_or_create(group_id);
         let mut g = lock(&arc);
         match g.state {
@@ -886,12 +1101,13 @@ impl GroupCoordinator {
         .await
     }
 
-    /// Committed offsets of a group (all, or the given partitions).
-    pub fn fetch_offsets(&self, group_id: &str) -> GroupOffsets {
-        lock(&self.offsets)
+    /// Committed offsets of a group, or why this coordinator cannot tell.
+    pub fn fetch_offsets(&self, group_id: &str) -> Result<GroupOffsets, ResponseError> {
+        self.check_coordinator(group_id)?;
+        Ok(lock(&self.offsets)
             .get(group_id)
             .cloned()
-            .unwrap_or_default()
+            .unwrap_or_default())
     }
 
     /// Deletes committed offsets (tombstones), e.g. OffsetDelete or expiry.
@@ -1002,6 +1218,7 @@ impl GroupCoordinator {
 
     /// Deletes an empty group with its offsets.
     pub async fn delete_group(&self, group_id: &str) -> Result<(), ResponseError> {
+        self.check_coordinator(group_id)?;
         let Some(arc) = self.group(group_id) else {
             return if lock(&self.offsets).contains_key(group_id) {
                 self.delete_all_offsets(group_id).await
@@ -1024,10 +1241,10 @@ impl GroupCoordinator {
     }
 
     async fn delete_all_offsets(&self, group_id: &str) -> Result<(), ResponseError> {
-        let partitions: Vec<(String, i32)> = self.fetch_offsets(group_id).into_keys().collect();
+        let partitions: Vec<(String, i32)> = self.fetch_offsets(group_id)?.into_keys().collect();
         self.delete_offsets(group_id, partitions)
             .await
-            .map_err(|_| ResponseError::CoordinatorNotAvailable)
+            .map_err(|e| write_error(&e))
     }
 
     /// Removes committed offsets older than `offsets_retention_ms` of
@@ -1214,7 +1431,7 @@ mod tests {
         );
 
         let second = load(&partitions, 3);
-        let offsets = second.fetch_offsets("orders-app");
+        let offsets = second.fetch_offsets("orders-app").unwrap();
         assert_eq!(
             offsets.get(&("orders".into(), 0)).map(|v| v.offset),
             Some(42)
@@ -1224,7 +1441,7 @@ mod tests {
             Some("m")
         );
         assert!(
-            second.fetch_offsets("audit-app").is_empty(),
+            second.fetch_offsets("audit-app").unwrap().is_empty(),
             "the delete was loaded too"
         );
         assert!(!second.group_exists("audit-app"));
@@ -1246,13 +1463,161 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            matches!(err, BrokerError::UnknownPartition(ref t, p) if t == OFFSETS_TOPIC && p == home),
+            matches!(err, BrokerError::NotLeaderOrFollower(ref t, p) if t == OFFSETS_TOPIC && p == home),
             "{err:?}"
         );
-        assert!(coordinator.fetch_offsets("orders-app").is_empty());
+        assert_eq!(write_error(&err), ResponseError::NotCoordinator);
+        assert_eq!(
+            coordinator.fetch_offsets("orders-app").unwrap_err(),
+            ResponseError::NotCoordinator
+        );
         assert!(
             partitions.iter().all(|p| p.bounds().1 == 0),
             "nothing written"
+        );
+    }
+
+    fn join_request(group: &str, member_id: &str) -> JoinGroupRequest {
+        let mut request = JoinGroupRequest::default();
+        request.group_id = kafka_protocol::messages::GroupId(str_bytes(group));
+        request.member_id = str_bytes(member_id);
+        request.session_timeout_ms = 10_000;
+        request.rebalance_timeout_ms = 60_000;
+        request.protocol_type = str_bytes("consumer");
+        let mut protocol =
+            kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol::default();
+        protocol.name = str_bytes("range");
+        protocol.metadata = Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0, 0]);
+        request.protocols.push(protocol);
+        request
+    }
+
+    #[tokio::test]
+    async fn a_partition_taken_over_answers_load_in_progress_until_loaded_then_serves_its_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let partitions = open_partitions(dir.path(), 3);
+        let home = partition_for("orders-app", 3) as usize;
+        let first = load(&partitions, 3);
+        first
+            .commit_offsets("orders-app", vec![(("orders".into(), 0), committed(42))])
+            .await
+            .unwrap();
+
+        let second = Arc::new(GroupCoordinator::new(config(3)));
+        assert_eq!(
+            second.check_coordinator("orders-app"),
+            Err(ResponseError::NotCoordinator),
+            "a partition not taken over is coordinated elsewhere"
+        );
+        let load = second
+            .take_ownership(partitions[home].clone(), 5)
+            .expect("a load starts");
+        // Until the load finished the group is not served from an empty
+        // state: LOAD_IN_PROGRESS or the loaded offsets, never nothing.
+        match second.fetch_offsets("orders-app") {
+            Err(e) => assert_eq!(e, ResponseError::CoordinatorLoadInProgress),
+            Ok(o) => assert_eq!(o.get(&("orders".into(), 0)).map(|v| v.offset), Some(42)),
+        }
+        load.await.unwrap();
+        assert!(
+            second.take_ownership(partitions[home].clone(), 5).is_none(),
+            "owned in this epoch already"
+        );
+        let offsets = second.fetch_offsets("orders-app").unwrap();
+        assert_eq!(
+            offsets.get(&("orders".into(), 0)).map(|v| v.offset),
+            Some(42)
+        );
+        assert_eq!(second.owned_partitions(), vec![(home as i32, 5)]);
+    }
+
+    #[tokio::test]
+    async fn giving_a_partition_up_forgets_its_groups_and_sends_waiting_members_to_the_new_coordinator(
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let partitions = open_partitions(dir.path(), 3);
+        let home = partition_for("orders-app", 3);
+        let mut cfg = config(3);
+        cfg.initial_rebalance_delay_ms = 60_000;
+        let coordinator = Arc::new(GroupCoordinator::new(cfg));
+        for p in &partitions {
+            coordinator
+                .take_ownership(p.clone(), 1)
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        coordinator
+            .commit_offsets("orders-app", vec![(("orders".into(), 0), committed(7))])
+            .await
+            .unwrap();
+        // A member joins; the initial rebalance delay keeps it waiting.
+        let id = match coordinator
+            .join_group(join_request("orders-app", ""), 5, "c", "h")
+            .await
+        {
+            r if r.error_code == ResponseError::MemberIdRequired.code() => r.member_id.to_string(),
+            r => panic!("unexpected join answer {}", r.error_code),
+        };
+        let waiting = {
+            let coordinator = coordinator.clone();
+            tokio::spawn(async move {
+                coordinator
+                    .join_group(join_request("orders-app", &id), 5, "c", "h")
+                    .await
+            })
+        };
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while coordinator
+                .describe("orders-app")
+                .is_none_or(|d| d.members.is_empty())
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the member joined and waits");
+
+        coordinator.give_up(home);
+
+        let answer = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the waiting member is answered at once")
+            .unwrap();
+        assert_eq!(answer.error_code, ResponseError::NotCoordinator.code());
+        assert_eq!(
+            coordinator.fetch_offsets("orders-app").unwrap_err(),
+            ResponseError::NotCoordinator
+        );
+        assert!(coordinator.describe("orders-app").is_none());
+        assert!(coordinator
+            .list_groups()
+            .iter()
+            .all(|(g, _, _)| g != "orders-app"));
+        let err = coordinator
+            .commit_offsets("orders-app", vec![(("orders".into(), 0), committed(8))])
+            .await
+            .unwrap_err();
+        assert_eq!(write_error(&err), ResponseError::NotCoordinator);
+        assert_eq!(
+            partitions[home as usize].bounds().1,
+            1,
+            "only the first commit was written"
+        );
+
+        // Taken over again in a later epoch: the log is read again.
+        coordinator
+            .take_ownership(partitions[home as usize].clone(), 2)
+            .unwrap()
+            .await
+            .unwrap();
+        assert_eq!(
+            coordinator
+                .fetch_offsets("orders-app")
+                .unwrap()
+                .get(&("orders".into(), 0))
+                .map(|v| v.offset),
+            Some(7)
         );
     }
 }

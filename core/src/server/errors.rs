@@ -51,7 +51,9 @@ pub fn kafka_error(e: &BrokerError) -> ResponseError {
         BrokerError::InvalidRecord(_) => ResponseError::InvalidRecord,
         BrokerError::Io(_) => ResponseError::KafkaStorageError,
         BrokerError::NotLeaderOrFollower(..) => ResponseError::NotLeaderOrFollower,
-        BrokerError::MetadataTimeout(_) => ResponseError::RequestTimedOut,
+        BrokerError::MetadataTimeout(_) | BrokerError::NotCommitted(..) => {
+            ResponseError::RequestTimedOut
+        }
     }
 }
 

@@ -25,6 +25,7 @@ use super::legacy::LegacyFields;
 use super::str_bytes;
 use crate::broker::{now_ms, Broker};
 use crate::group::records::OffsetValue;
+use crate::group::write_error;
 
 pub async fn join_group(
     broker: &Arc<Broker>,
@@ -191,10 +192,14 @@ pub async fn offset_commit(
         response.topics.push(t);
     }
     if let Err(e) = coordinator.commit_offsets(&group_id, accepted).await {
-        tracing::error!(group = %group_id, error = %e, "could not store committed offsets");
+        let error = write_error(&e);
+        if error == ResponseError::NotCoordinator {
+            tracing::info!(group = %group_id, error = %e, "commit refused: the group's coordinator moved");
+        } else {
+            tracing::error!(group = %group_id, error = %e, "could not store committed offsets");
+        }
         for (ti, pi) in accepted_at {
-            response.topics[ti].partitions[pi].error_code =
-                ResponseError::CoordinatorNotAvailable.code();
+            response.topics[ti].partitions[pi].error_code = error.code();
         }
     }
     response
@@ -203,14 +208,15 @@ pub async fn offset_commit(
 /// (partition, committed offset, leader epoch, metadata)
 type PartitionOffset = (i32, i64, i32, String);
 
-/// Offsets of one group for OffsetFetch: the requested partitions, or all.
+/// Offsets of one group for OffsetFetch: the requested partitions, or all;
+/// or why this broker cannot answer for the group.
 fn group_offsets(
     broker: &Arc<Broker>,
     group_id: &str,
     requested: Option<Vec<(String, Vec<i32>)>>,
-) -> Vec<(String, Vec<PartitionOffset>)> {
-    let committed = broker.groups().fetch_offsets(group_id);
-    match requested {
+) -> Result<Vec<(String, Vec<PartitionOffset>)>, ResponseError> {
+    let committed = broker.groups().fetch_offsets(group_id)?;
+    Ok(match requested {
         Some(topics) => topics
             .into_iter()
             .map(|(topic, partitions)| {
@@ -241,7 +247,7 @@ fn group_offsets(
                 })
                 .collect()
         }
-    }
+    })
 }
 
 pub fn offset_fetch(
@@ -259,7 +265,15 @@ pub fn offset_fetch(
             });
             let mut out = OffsetFetchResponseGroup::default();
             out.group_id = g.group_id.clone();
-            out.topics = group_offsets(broker, &g.group_id.0, requested)
+            let offsets = match group_offsets(broker, &g.group_id.0, requested) {
+                Ok(offsets) => offsets,
+                Err(e) => {
+                    out.error_code = e.code();
+                    response.groups.push(out);
+                    continue;
+                }
+            };
+            out.topics = offsets
                 .into_iter()
                 .map(|(topic, entries)| {
                     let mut t = OffsetFetchResponseTopics::default();
@@ -287,7 +301,38 @@ pub fn offset_fetch(
             .map(|t| (t.name.0.to_string(), t.partition_indexes))
             .collect()
     });
-    response.topics = group_offsets(broker, &request.group_id.0, requested)
+    let offsets = match group_offsets(broker, &request.group_id.0, requested.clone()) {
+        Ok(offsets) => offsets,
+        Err(e) if version >= 2 => {
+            response.error_code = e.code();
+            return response;
+        }
+        Err(e) => {
+            // v0 and v1 have no top-level error: each requested partition
+            // carries it.
+            response.topics = requested
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(topic, partitions)| {
+                    let mut t = OffsetFetchResponseTopic::default();
+                    t.name = TopicName(str_bytes(topic));
+                    t.partitions = partitions
+                        .into_iter()
+                        .map(|p| {
+                            let mut r = OffsetFetchResponsePartition::default();
+                            r.partition_index = p;
+                            r.committed_offset = -1;
+                            r.error_code = e.code();
+                            r
+                        })
+                        .collect();
+                    t
+                })
+                .collect();
+            return response;
+        }
+    };
+    response.topics = offsets
         .into_iter()
         .map(|(topic, entries)| {
             let mut t = OffsetFetchResponseTopic::default();
@@ -327,6 +372,10 @@ pub fn list_groups(
         .iter()
         .map(|s| s.to_lowercase())
         .collect();
+    if broker.groups().loading() {
+        response.error_code = ResponseError::CoordinatorLoadInProgress.code();
+        return response;
+    }
     for (id, protocol_type, state) in broker.groups().list_groups() {
         if version >= 4 && !states.is_empty() && !states.contains(&state.to_lowercase()) {
             continue;
@@ -358,6 +407,11 @@ pub fn describe_groups(
         let mut g = DescribedGroup::default();
         g.group_id = group_id.clone();
         g.authorized_operations = authorizer::OMITTED;
+        if let Err(e) = broker.groups().check_coordinator(&group_id.0) {
+            g.error_code = e.code();
+            response.groups.push(g);
+            continue;
+        }
         match broker.groups().describe(&group_id.0) {
             Some(d) => {
                 g.authorized_operations = authorizer::if_requested(
@@ -423,6 +477,10 @@ pub async fn offset_delete(
     let mut response = OffsetDeleteResponse::default();
     let coordinator = broker.groups();
     let group_id = request.group_id.0.to_string();
+    if let Err(e) = coordinator.check_coordinator(&group_id) {
+        response.error_code = e.code();
+        return response;
+    }
     if !coordinator.group_exists(&group_id) {
         response.error_code = ResponseError::GroupIdNotFound.code();
         return response;
@@ -445,12 +503,8 @@ pub async fn offset_delete(
         }
         response.topics.push(t);
     }
-    if coordinator
-        .delete_offsets(&group_id, deletable)
-        .await
-        .is_err()
-    {
-        response.error_code = ResponseError::CoordinatorNotAvailable.code();
+    if let Err(e) = coordinator.delete_offsets(&group_id, deletable).await {
+        response.error_code = write_error(&e).code();
     }
     response
 }
