@@ -268,8 +268,18 @@ async fn a_data_directory_of_the_version_before_the_metadata_log_opens_without_l
         br#"{"version": 1, "broker": {"log.retention.bytes": "1048576000"}, "cluster_default": {}, "groups": {}}"#,
     )
     .unwrap();
+    // Producer ids below this end may still be held by producers.
+    std::fs::write(broker.dir.join("producer-id-block"), "3000\n").unwrap();
     broker.restart();
     assert_eq!(latest_offset(&broker, "kept", 0).await, 12);
+    assert!(
+        init_producer_id(&broker).await >= 3000,
+        "producer ids continue after the block of the version before"
+    );
+    assert!(
+        broker.dir.join("producer-id-block.migrated").exists()
+            && !broker.dir.join("producer-id-block").exists()
+    );
     assert_prefix_served(&broker, "kept", 12);
     assert!(
         broker.dir.join("topics.json.migrated").exists()
@@ -310,6 +320,19 @@ async fn a_data_directory_of_the_version_before_the_metadata_log_opens_without_l
     produce_batches(&broker, "kept", 1).await;
     broker.kill();
     broker.restart();
+    assert!(
+        init_producer_id(&broker).await >= 4000,
+        "a new incarnation gets a new block"
+    );
     assert_eq!(latest_offset(&broker, "kept", 0).await, 13);
     assert_prefix_served(&broker, "kept", 12);
+}
+
+async fn init_producer_id(broker: &TestBroker) -> i64 {
+    let mut request = kafka_protocol::messages::InitProducerIdRequest::default();
+    request.transactional_id = None;
+    request.transaction_timeout_ms = 60_000;
+    let response = broker.client().await.send(&request).await.unwrap();
+    assert_eq!(response.error_code, 0);
+    response.producer_id.0
 }

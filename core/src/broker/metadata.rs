@@ -39,8 +39,11 @@ use crate::config::{
 };
 use crate::controller::decisions::{
     self, AlterPartitionRequest, BrokerRegistrationRequest, DecisionError, NewTopic,
+    ProducerIdBlock, PRODUCER_ID_BLOCK_SIZE,
 };
-use crate::controller::records::{BrokerId, ConfigChanged, ConfigResource, TopicCreated};
+use crate::controller::records::{
+    BrokerId, ConfigChanged, ConfigResource, ProducerIdsAllocated, TopicCreated,
+};
 use crate::controller::{
     Controller, ControllerConfig, ControllerError, MetadataImage, MetadataRecord, ProposalOutcome,
 };
@@ -323,6 +326,7 @@ impl Metadata {
         if legacy {
             metadata.migrate(legacy_topics).await?;
         }
+        metadata.migrate_producer_ids().await?;
         let image = metadata.controller.image();
         let first = metadata.clone();
         tokio::task::spawn_blocking(move || first.apply_image(image))
@@ -394,6 +398,63 @@ impl Metadata {
             }
         }
         Ok(epoch)
+    }
+
+    /// A new block of producer ids for this broker from the quorum. Another
+    /// broker's block may be decided at the same time: the one recorded
+    /// second is ignored (blocks never overlap) and this one asks again.
+    pub async fn allocate_producer_ids(&self) -> Result<ProducerIdBlock, BrokerError> {
+        let epoch = self.broker_epoch.load(std::sync::atomic::Ordering::Acquire);
+        let mut last_refusal = String::new();
+        for _ in 0..10 {
+            let image = self.controller.image();
+            let (block, record) = decisions::allocate_producer_ids(&image, self.node_id, epoch)
+                .map_err(decision_error)?;
+            let outcome = self.propose(vec![record]).await?;
+            match outcome.first_ignored() {
+                None => return Ok(block),
+                Some((_, why)) => last_refusal = why.to_string(),
+            }
+        }
+        Err(BrokerError::MetadataTimeout(format!(
+            "no producer id block after 10 attempts: {last_refusal}"
+        )))
+    }
+
+    /// An older version handed out producer ids below the end stored in
+    /// `producer-id-block`: the quorum continues after it (rounded up to a
+    /// whole block, so blocks stay aligned and a block decided on a stale
+    /// image can never overlap), then the file is renamed `*.migrated`.
+    async fn migrate_producer_ids(&self) -> Result<(), BrokerError> {
+        let Some(end) = super::producer_ids::legacy_block_end(&self.data_dir)? else {
+            return Ok(());
+        };
+        let aligned = (end.saturating_add(PRODUCER_ID_BLOCK_SIZE - 1) / PRODUCER_ID_BLOCK_SIZE)
+            .saturating_mul(PRODUCER_ID_BLOCK_SIZE);
+        if self.controller.image().next_producer_id() < aligned {
+            let record = MetadataRecord::ProducerIdsAllocated(ProducerIdsAllocated {
+                broker_id: self.node_id,
+                broker_epoch: self.broker_epoch.load(std::sync::atomic::Ordering::Acquire),
+                next_producer_id: aligned,
+            });
+            let outcome = self.propose(vec![record]).await?;
+            if let Some((_, why)) = outcome.first_ignored() {
+                if self.controller.image().next_producer_id() < aligned {
+                    return Err(BrokerError::MetadataTimeout(format!(
+                        "moving producer ids past {aligned} was not recorded: {why}"
+                    )));
+                }
+            }
+        }
+        let path = super::producer_ids::legacy_path(&self.data_dir);
+        let mut done = path.clone().into_os_string();
+        done.push(".migrated");
+        std::fs::rename(&path, &done)?;
+        info!(
+            next_producer_id = aligned,
+            "producer ids now come from the metadata quorum"
+        );
+        Ok(())
     }
 
     /// Moves what `topics.json` and `dynamic-configs.json` of an older

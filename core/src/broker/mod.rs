@@ -90,7 +90,7 @@ impl Broker {
         let metrics = BrokerMetrics::default();
         let logs = Arc::new(LogManager::new(&config, metrics.storage.clone()));
         let metadata = Metadata::open(&config, logs.clone()).await?;
-        let producer_ids = producer_ids::ProducerIdAllocator::open(&dir)?;
+        let producer_ids = producer_ids::ProducerIdAllocator::new();
         let groups = coordinators::start_group_coordinator(&metadata, &config).await?;
         let schemas = SchemaCatalog::new(metadata.clone());
         Ok(Arc::new(Broker {
@@ -134,8 +134,11 @@ impl Broker {
         &self.metrics
     }
 
-    pub fn producer_ids(&self) -> &producer_ids::ProducerIdAllocator {
-        &self.producer_ids
+    /// A producer id no broker of the cluster handed out before.
+    pub async fn allocate_producer_id(&self) -> Result<i64, BrokerError> {
+        self.producer_ids
+            .allocate(|| self.metadata.allocate_producer_ids())
+            .await
     }
 
     /// The registry state used for broker-side schema validation.

@@ -709,7 +709,7 @@ async fn dispatch(
             ResponseKind::OffsetDelete(groups::offset_delete(broker, req).await)
         }
         RequestKind::InitProducerId(req) => {
-            ResponseKind::InitProducerId(producer::init_producer_id(broker, req))
+            ResponseKind::InitProducerId(producer::init_producer_id(broker, req).await)
         }
         RequestKind::FindCoordinator(req) => {
             ResponseKind::FindCoordinator(coordinator::find_coordinator(broker, req, version))

@@ -16,7 +16,7 @@ use crate::log_limit::{LogLimit, DEFAULT_INTERVAL};
 static TRANSACTIONAL_LOG: LogLimit = LogLimit::new(DEFAULT_INTERVAL);
 static ALLOCATION_LOG: LogLimit = LogLimit::new(DEFAULT_INTERVAL);
 
-pub fn init_producer_id(
+pub async fn init_producer_id(
     broker: &Arc<Broker>,
     request: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
@@ -33,7 +33,7 @@ pub fn init_producer_id(
     // Non-transactional producers always get a fresh id at epoch 0; an
     // existing id/epoch in the request (KIP-360 epoch bump) is answered the
     // same way, as Kafka does without a transactional id.
-    match broker.producer_ids().allocate() {
+    match broker.allocate_producer_id().await {
         Ok(id) => {
             response.producer_id = ProducerId(id);
             response.producer_epoch = 0;
@@ -42,7 +42,12 @@ pub fn init_producer_id(
             if let Some(suppressed) = ALLOCATION_LOG.admit() {
                 error!(error = %e, suppressed, "cannot allocate a producer id");
             }
-            response.error_code = ResponseError::KafkaStorageError.code();
+            // Retriable: the client asks again (the quorum may be
+            // electing a leader).
+            response.error_code = match e {
+                crate::broker::BrokerError::Io(_) => ResponseError::KafkaStorageError.code(),
+                _ => ResponseError::CoordinatorNotAvailable.code(),
+            };
         }
     }
     response

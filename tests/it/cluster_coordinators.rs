@@ -1,11 +1,13 @@
-//! Consumer groups in a cluster: a group's coordinator is the leader of
-//! its `__consumer_offsets` partition (kept on three replicas). When that
-//! broker dies, the replica that takes the partition over loads the
-//! group's committed offsets and serves them.
+//! What coordinators serve in a cluster. Consumer groups: a group's
+//! coordinator is the leader of its `__consumer_offsets` partition (kept
+//! on three replicas); when that broker dies, the replica that takes the
+//! partition over loads the group's committed offsets and serves them.
+//! Producer ids: blocks come from the metadata quorum, so no two brokers
+//! hand out the same id.
 
 use std::time::{Duration, Instant};
 
-use kafka_protocol::messages::{FindCoordinatorRequest, MetadataRequest};
+use kafka_protocol::messages::{FindCoordinatorRequest, InitProducerIdRequest, MetadataRequest};
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -222,4 +224,38 @@ async fn a_consumer_group_keeps_its_committed_offsets_across_a_coordinator_failo
         .await
         .unwrap();
     assert_eq!(after, Offset::Offset(200));
+}
+
+async fn init_producer_id(node: &TestBroker) -> i64 {
+    let mut request = InitProducerIdRequest::default();
+    request.transactional_id = None;
+    request.transaction_timeout_ms = 60_000;
+    let response = node.client().await.send(&request).await.unwrap();
+    assert_eq!(response.error_code, 0, "InitProducerId on {}", node.addr());
+    response.producer_id.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_two_brokers_or_incarnations_hand_out_the_same_producer_id() {
+    let mut cluster = TestCluster::start(3);
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..3 {
+        for node in &cluster.nodes {
+            let id = init_producer_id(node).await;
+            assert!(
+                seen.insert(id),
+                "producer id {id} handed out twice: {seen:?}"
+            );
+        }
+    }
+    // A broker that restarts (even killed) gets a new block.
+    cluster.nodes[1].kill();
+    cluster.nodes[1].restart();
+    for _ in 0..3 {
+        let id = init_producer_id(&cluster.nodes[1]).await;
+        assert!(
+            seen.insert(id),
+            "producer id {id} handed out twice: {seen:?}"
+        );
+    }
 }
