@@ -226,25 +226,60 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    // Their internal topics (`_schemas`, connect's) take the cluster's
+    // replication factor only if that many brokers are alive when they are
+    // created: in a cluster, wait for them first (bounded).
+    let enough_brokers = {
+        let broker = broker.clone();
+        move || {
+            let broker = broker.clone();
+            async move {
+                let wanted = broker.internal_replication_factor();
+                if !broker
+                    .wait_for_live_brokers(wanted, std::time::Duration::from_secs(60))
+                    .await
+                {
+                    tracing::warn!(
+                        wanted,
+                        "fewer brokers than the internal topics' replication factor are alive; starting anyway (their topics get fewer replicas)"
+                    );
+                }
+            }
+        }
+    };
     let registry = registry_listener.map(|registry_listener| {
         let metrics_broker = broker.clone();
         let extra: runnel_schema_registry::api::ExtraMetrics =
             Arc::new(move || metrics_broker.metrics().render_prometheus());
-        tokio::spawn(crate::registry::run_embedded(
-            crate::registry::loopback(kafka_local),
-            registry_listener,
-            extra,
-            http_limits.clone(),
-            stopped(registry_stopping.clone()),
-        ))
+        let enough_brokers = enough_brokers();
+        let stopping = stopped(registry_stopping.clone());
+        let limits = http_limits.clone();
+        tokio::spawn(async move {
+            enough_brokers.await;
+            crate::registry::run_embedded(
+                crate::registry::loopback(kafka_local),
+                registry_listener,
+                extra,
+                limits,
+                stopping,
+            )
+            .await
+        })
     });
     let connect = connect_listener.map(|connect_listener| {
-        tokio::spawn(crate::connect::run_embedded(
-            crate::registry::loopback(kafka_local),
-            connect_listener,
-            http_limits.clone(),
-            stopped(registry_stopping.clone()),
-        ))
+        let enough_brokers = enough_brokers();
+        let stopping = stopped(registry_stopping.clone());
+        let limits = http_limits.clone();
+        tokio::spawn(async move {
+            enough_brokers.await;
+            crate::connect::run_embedded(
+                crate::registry::loopback(kafka_local),
+                connect_listener,
+                limits,
+                stopping,
+            )
+            .await
+        })
     });
     tokio::spawn(async move {
         crate::signals::shutdown_signal().await;

@@ -301,22 +301,61 @@ fn group_for(name: &str) -> String {
 
 impl TransformManager {
     /// Creates the deployment topics if needed and starts following
-    /// deployments.
+    /// deployments. A single node creates them before this returns; a node
+    /// of a cluster in the background, once as many brokers as their
+    /// replication factor are alive.
     pub async fn start(
         broker: Arc<Broker>,
         engine: Arc<dyn TransformEngine>,
     ) -> Result<Arc<TransformManager>, BrokerError> {
+        let manager = Arc::new(TransformManager {
+            broker,
+            engine,
+            running: Mutex::new(HashMap::new()),
+        });
+        let replication_factor = manager.broker.internal_replication_factor();
+        if replication_factor == 1 {
+            manager.create_topics(1).await?;
+            let me = manager.clone();
+            tokio::spawn(async move { me.follow_deployments().await });
+        } else {
+            let me = manager.clone();
+            tokio::spawn(async move {
+                let waiting = me
+                    .broker
+                    .wait_for_live_brokers(replication_factor, Duration::from_secs(3600));
+                if !waiting.await {
+                    error!("fewer than {replication_factor} brokers are alive; transforms are disabled");
+                    return;
+                }
+                loop {
+                    match me.create_topics(replication_factor as i16).await {
+                        Ok(()) => break,
+                        Err(e) => {
+                            warn!(error = %e, "creating the transforms' topics failed; trying again");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                }
+                me.follow_deployments().await
+            });
+        }
+        Ok(manager)
+    }
+
+    async fn create_topics(&self, replication_factor: i16) -> Result<(), BrokerError> {
         for topic in [DEPLOYMENTS_TOPIC, STATUS_TOPIC] {
-            if broker.topic(topic).is_none() {
+            if self.broker.topic(topic).is_none() {
                 let mut configs = BTreeMap::new();
                 configs.insert("cleanup.policy".to_string(), "compact".to_string());
                 configs.insert(
                     "max.message.bytes".to_string(),
                     MAX_DEPLOYMENT_BYTES.to_string(),
                 );
-                match broker
+                match self
+                    .broker
                     .metadata()
-                    .create_topic(topic, 1, 1, configs, false)
+                    .create_topic(topic, 1, replication_factor, configs, false)
                     .await
                 {
                     Ok(_) | Err(BrokerError::TopicExists(_)) => {}
@@ -324,14 +363,7 @@ impl TransformManager {
                 }
             }
         }
-        let manager = Arc::new(TransformManager {
-            broker,
-            engine,
-            running: Mutex::new(HashMap::new()),
-        });
-        let me = manager.clone();
-        tokio::spawn(async move { me.follow_deployments().await });
-        Ok(manager)
+        Ok(())
     }
 
     async fn follow_deployments(self: Arc<Self>) {

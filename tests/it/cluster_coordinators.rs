@@ -149,6 +149,20 @@ async fn a_consumer_group_keeps_its_committed_offsets_across_a_coordinator_failo
         "__consumer_offsets is kept on every broker of three: {factors:?}"
     );
 
+    // The other internal topics get the same replication factor.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let factors = replication_factors(&cluster.nodes[1], "_runnel_transforms").await;
+        if factors == [3] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "_runnel_transforms has replication factors {factors:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     create_replicated(&cluster.nodes[0], TOPIC).await;
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", cluster.bootstrap())

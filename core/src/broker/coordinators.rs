@@ -96,10 +96,6 @@ impl InternalTopics for Metadata {
     }
 }
 
-/// Kafka's `offsets.topic.replication.factor`, bounded by the voters of
-/// the metadata quorum (a single node keeps one replica).
-const OFFSETS_TOPIC_REPLICATION_FACTOR: usize = 3;
-
 /// The group coordinator of this broker. It owns the partitions of
 /// `__consumer_offsets` this broker leads and follows the leadership from
 /// then on (see [`follow_leadership`]).
@@ -123,11 +119,7 @@ pub(super) async fn start_group_coordinator(
         offset_metadata_max_bytes: config.offset_metadata_max_bytes,
     };
     let coordinator = Arc::new(GroupCoordinator::new(group_config));
-    let voters = match &config.controller_quorum {
-        Some(_) => config.controller_listener()?.0.len(),
-        None => 1,
-    };
-    let replication_factor = OFFSETS_TOPIC_REPLICATION_FACTOR.min(voters.max(1));
+    let replication_factor = super::internal_replication_factor(config);
     if replication_factor == 1 {
         ensure_offsets_topic(metadata, config, 1).await?;
         for handle in sync_ownership(metadata, &coordinator) {

@@ -55,6 +55,17 @@ pub use topic::{
     MAX_TOPIC_NAME_LEN, SYSTEM_TOPIC_PREFIX,
 };
 
+/// Kafka's replication factor for internal topics (3), bounded by the
+/// voters of the metadata quorum.
+pub(crate) fn internal_replication_factor(config: &BrokerConfig) -> usize {
+    const KAFKA_INTERNAL_REPLICATION_FACTOR: usize = 3;
+    let voters = match &config.controller_quorum {
+        Some(_) => config.controller_listener().map_or(1, |(v, _)| v.len()),
+        None => 1,
+    };
+    KAFKA_INTERNAL_REPLICATION_FACTOR.min(voters.max(1))
+}
+
 /// The broker. Shared by every connection as `Arc<Broker>`.
 pub struct Broker {
     /// The configuration the broker started with (file, flags, defaults).
@@ -149,6 +160,31 @@ impl Broker {
     /// The group coordinator (consumer groups and committed offsets).
     pub fn groups(&self) -> &Arc<GroupCoordinator> {
         &self.groups
+    }
+
+    /// The replication factor of the internal topics (`__consumer_offsets`,
+    /// `_schemas`, connect's and the transforms' topics): Kafka's 3,
+    /// bounded by the voters of the metadata quorum (1 for a single node).
+    pub fn internal_replication_factor(&self) -> usize {
+        internal_replication_factor(&self.config)
+    }
+
+    /// Waits until at least `count` brokers are registered and unfenced, or
+    /// `timeout` passed; returns whether they are.
+    pub async fn wait_for_live_brokers(&self, count: usize, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut applied = self.metadata.subscribe_applied();
+        loop {
+            if self.metadata.image().live_brokers().count() >= count {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, applied.changed())
+                .await
+                .is_err()
+            {
+                return self.metadata.image().live_brokers().count() >= count;
+            }
+        }
     }
 
     /// Host and port clients should connect to.
