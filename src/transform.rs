@@ -41,7 +41,8 @@ pub struct DeployArgs {
     /// On a failing batch: stop, skip, or dead-letter:<topic>
     #[arg(long, default_value = "stop")]
     on_error: String,
-    /// Also transform the records already in the input topic
+    /// Also transform the records produced before the deployment (by
+    /// default a transform starts with the first record produced after it)
     #[arg(long)]
     from_beginning: bool,
     /// Keep running and redeploy whenever the .wasm file changes (the
@@ -247,6 +248,12 @@ async fn connect(args: &ConnectArgs) -> Result<Client> {
 
 /// Appends one record to partition 0 of a topic through the protocol.
 async fn write(client: &mut Client, topic: &str, key: &str, value: Option<Bytes>) -> Result<()> {
+    // Only the partition's leader takes writes.
+    let mut leader = client
+        .connect_to_leader(topic, 0, "runnel-cli")
+        .await
+        .with_context(|| format!("cannot reach the leader of {topic}"))?;
+    let client = &mut leader;
     let record = TransformRecord {
         key: Some(Bytes::from(key.to_string())),
         value,
@@ -279,6 +286,12 @@ async fn write(client: &mut Client, topic: &str, key: &str, value: Option<Bytes>
 
 /// Latest value per key of a compacted single-partition topic.
 async fn read_latest(client: &mut Client, topic: &str) -> Result<BTreeMap<String, Bytes>> {
+    // Only the partition's leader serves reads.
+    let mut leader = client
+        .connect_to_leader(topic, 0, "runnel-cli")
+        .await
+        .with_context(|| format!("cannot reach the leader of {topic}"))?;
+    let client = &mut leader;
     let mut latest = BTreeMap::new();
     let mut offset = 0i64;
     loop {

@@ -86,6 +86,52 @@ impl Client {
         Ok(client)
     }
 
+    /// The `host:port` of the broker leading `topic`-`partition` (from a
+    /// Metadata request to this broker), `None` while it has no leader.
+    pub async fn leader_address(
+        &mut self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<String>, ClientError> {
+        let mut request = kafka_protocol::messages::MetadataRequest::default();
+        let mut t = kafka_protocol::messages::metadata_request::MetadataRequestTopic::default();
+        t.name = Some(kafka_protocol::messages::TopicName(StrBytes::from_string(
+            topic.to_string(),
+        )));
+        request.topics = Some(vec![t]);
+        request.allow_auto_topic_creation = false;
+        let response = self.send(&request).await?;
+        let leader = response
+            .topics
+            .iter()
+            .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some(topic))
+            .and_then(|t| t.partitions.iter().find(|p| p.partition_index == partition))
+            .map(|p| p.leader_id);
+        Ok(leader.and_then(|id| {
+            response
+                .brokers
+                .iter()
+                .find(|b| b.node_id == id)
+                .map(|b| format!("{}:{}", b.host, b.port))
+        }))
+    }
+
+    /// A connection to the broker leading `topic`-`partition`, found through
+    /// this one.
+    pub async fn connect_to_leader(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        client_id: &str,
+    ) -> Result<Client, ClientError> {
+        match self.leader_address(topic, partition).await? {
+            Some(addr) => Client::connect(&addr, client_id).await,
+            None => Err(ClientError::Protocol(format!(
+                "partition {partition} of '{topic}' has no leader"
+            ))),
+        }
+    }
+
     pub fn set_timeout(&mut self, timeout: Duration) {
         self.timeout = timeout;
     }

@@ -481,3 +481,190 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// Creates a topic with `partitions` partitions kept on three brokers.
+async fn create_replicated(node: &TestBroker, name: &str, partitions: i32) {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::{CreateTopicsRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let mut topic = CreatableTopic::default();
+    topic.name = TopicName(StrBytes::from_string(name.to_string()));
+    topic.num_partitions = partitions;
+    topic.replication_factor = 3;
+    let mut request = CreateTopicsRequest::default();
+    request.topics = vec![topic];
+    request.timeout_ms = 10_000;
+    let response = node.client().await.send(&request).await.unwrap();
+    assert_eq!(response.topics[0].error_code, 0, "{:?}", response.topics[0]);
+}
+
+/// The leader of `topic`-`partition` as `node` sees it.
+async fn leader_of(node: &TestBroker, topic: &str, partition: i32) -> i32 {
+    let mut request = kafka_protocol::messages::MetadataRequest::default();
+    request.topics = None;
+    let response = node.client().await.send(&request).await.unwrap();
+    response
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some(topic))
+        .and_then(|t| t.partitions.iter().find(|p| p.partition_index == partition))
+        .map_or(-1, |p| p.leader_id.0)
+}
+
+/// Sum of the high watermarks of `topic`'s three partitions, each asked
+/// of its leader as `node` names it (counted 0 while that is the `down`
+/// node or refuses).
+async fn total_of(
+    cluster: &crate::harness::TestCluster,
+    node: usize,
+    topic: &str,
+    down: Option<usize>,
+) -> i64 {
+    let mut total = 0;
+    for p in 0..3 {
+        let leader = leader_of(&cluster.nodes[node], topic, p).await;
+        if leader > 0 && Some(leader as usize - 1) != down {
+            let on = &cluster.nodes[leader as usize - 1];
+            total += crate::harness::list_offset(on, topic, p, -1)
+                .await
+                .unwrap_or(0);
+        }
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_cluster_every_record_is_transformed_once_by_its_partitions_leader_across_a_leader_kill(
+) {
+    let mut cluster = crate::harness::TestCluster::start_with(
+        3,
+        &[
+            "--broker-session-timeout-ms",
+            "2000",
+            "--replica-lag-time-max-ms",
+            "2000",
+        ],
+    );
+    // Until all three registered, a topic of three replicas is refused.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut request = kafka_protocol::messages::MetadataRequest::default();
+        request.topics = Some(Vec::new());
+        let response = cluster.nodes[0]
+            .client()
+            .await
+            .send(&request)
+            .await
+            .unwrap();
+        if response.brokers.len() == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "three brokers never registered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    create_replicated(&cluster.nodes[0], "raw", 3).await;
+    create_replicated(&cluster.nodes[0], "cooked", 3).await;
+    let wasm = plugin_wasm("enrich-json");
+    // The deployment topic is made once all three brokers live.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (ok, out) = cli(
+            &cluster.nodes[1],
+            &[
+                "transform",
+                "deploy",
+                wasm.to_str().unwrap(),
+                "--name",
+                "cook",
+                "--input-topic",
+                "raw",
+                "--output-topic",
+                "cooked",
+                "--config",
+                "add.via=runnel",
+            ],
+        );
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "deploy failed: {out}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", "60000")
+        .create()
+        .unwrap();
+    const ROUND: usize = 1500;
+    let send = |from: usize| {
+        let producer = producer.clone();
+        async move {
+            use futures::stream::{FuturesUnordered, StreamExt};
+            let mut pending = FuturesUnordered::new();
+            for i in from..from + ROUND {
+                let producer = producer.clone();
+                pending.push(async move {
+                    let value = format!("{{\"n\":{i}}}");
+                    producer
+                        .send(
+                            FutureRecord::<(), _>::to("raw")
+                                .partition((i % 3) as i32)
+                                .payload(&value),
+                            Duration::from_secs(60),
+                        )
+                        .await
+                        .map_err(|(e, _)| e)
+                        .expect("delivered");
+                });
+            }
+            while pending.next().await.is_some() {}
+        }
+    };
+    send(0).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while total_of(&cluster, 0, "cooked", None).await < ROUND as i64 {
+        assert!(
+            Instant::now() < deadline,
+            "the first round was not transformed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The leader of input partition 0 dies: its new leader takes the
+    // transform of that partition up where the output says it ended.
+    let victim = leader_of(&cluster.nodes[0], "raw", 0).await as usize - 1;
+    cluster.nodes[victim].kill();
+    let live = (0..3).find(|&i| i != victim).unwrap();
+    send(ROUND).await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while total_of(&cluster, live, "cooked", Some(victim)).await < 2 * ROUND as i64 {
+        assert!(
+            Instant::now() < deadline,
+            "transformed {} of {} after the kill",
+            total_of(&cluster, live, "cooked", Some(victim)).await,
+            2 * ROUND
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.nodes[victim].restart();
+    // Give a duplicate, if any, the chance to show up.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        total_of(&cluster, live, "cooked", None).await,
+        2 * ROUND as i64,
+        "each record is transformed by one broker only"
+    );
+    let messages = cluster.nodes[live].consume("cooked", 3, 2 * ROUND, Duration::from_secs(60));
+    let mut seen: HashMap<u64, usize> = HashMap::new();
+    for m in &messages {
+        let v: serde_json::Value = serde_json::from_str(&text(m)).expect("JSON output");
+        assert_eq!(v["via"], "runnel", "transformed: {v}");
+        *seen.entry(v["n"].as_u64().unwrap()).or_default() += 1;
+    }
+    for i in 0..2 * ROUND as u64 {
+        assert_eq!(seen.get(&i), Some(&1), "record {i}");
+    }
+}

@@ -41,10 +41,11 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::broker::{Broker, BrokerError, Partition};
-use crate::group::records::OffsetValue;
 use crate::storage::batch::BatchIter;
 use crate::storage::records::{decode_batch, MAX_DECOMPRESSED_BYTES};
 use crate::util::{lock, now_ms};
+
+mod route;
 
 /// The compacted topic holding deployments.
 pub const DEPLOYMENTS_TOPIC: &str = "_runnel_transforms";
@@ -57,8 +58,10 @@ pub const HEADER_TRANSFORM: &str = "runnel.transform";
 pub const HEADER_SOURCE: &str = "runnel.source";
 /// Input bytes read per batch.
 const READ_BYTES: usize = 1 << 20;
-/// How far back the output tail is searched after a restart.
+/// How far back the output tail is searched after a restart: bytes of a
+/// local partition, records of one on another broker.
 const RESUME_SCAN_BYTES: u64 = 16 << 20;
+const RESUME_SCAN_RECORDS: i64 = 50_000;
 
 /// One record passed to or returned from a transform.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -245,10 +248,19 @@ pub fn read_records(
     let Some(slice) = partition.read(position, max_bytes, true)? else {
         return Ok((Vec::new(), position));
     };
-    let bytes = slice.read()?;
+    read_batches(&slice.read()?, position)
+}
+
+/// Decodes the records of stored batches (`bytes`), skipping control
+/// batches and records before `position`. Returns the records and the
+/// offset after the last batch.
+pub fn read_batches(
+    bytes: &Bytes,
+    position: i64,
+) -> Result<(Vec<TransformRecord>, i64), BrokerError> {
     let mut records = Vec::new();
     let mut next = position;
-    for item in BatchIter::new(&bytes, false) {
+    for item in BatchIter::new(bytes, false) {
         let Ok((at, header)) = item else { break };
         next = header.next_offset();
         if header.is_control() {
@@ -285,6 +297,8 @@ pub fn read_records(
 /// Runs every deployed transform of a broker.
 pub struct TransformManager {
     broker: Arc<Broker>,
+    /// Where writes, progress and output tails go (local or remote).
+    route: route::Route,
     engine: Arc<dyn TransformEngine>,
     running: Mutex<HashMap<String, RunningTransform>>,
 }
@@ -309,6 +323,7 @@ impl TransformManager {
         engine: Arc<dyn TransformEngine>,
     ) -> Result<Arc<TransformManager>, BrokerError> {
         let manager = Arc::new(TransformManager {
+            route: route::Route::new(broker.clone()),
             broker,
             engine,
             running: Mutex::new(HashMap::new()),
@@ -495,63 +510,13 @@ impl TransformManager {
             timestamp: -1,
             ..Default::default()
         };
-        let result = match (
-            self.broker.partition(STATUS_TOPIC, 0),
-            encode_records(&[record]),
-        ) {
-            (Ok(p), Ok(batch)) => p.append(&batch).await.map(|_| ()),
-            (Err(e), _) | (_, Err(e)) => Err(e),
+        let result = match encode_records(&[record]) {
+            Ok(batch) => self.route.append(STATUS_TOPIC, 0, batch).await,
+            Err(e) => Err(e.to_string()),
         };
         if let Err(e) = result {
             warn!(transform = name, error = %e, "could not record transform status");
         }
-    }
-
-    /// The last source offset of `input_partition` that this transform
-    /// wrote to `output`, found in the output partition's tail.
-    fn last_written_source(name: &str, output: &Partition, input_partition: i32) -> Option<i64> {
-        let bounds = output.offsets();
-        let mut position = bounds.log_start;
-        // Skip to roughly the last RESUME_SCAN_BYTES: walk from the start
-        // only when the partition is small.
-        if output.size_bytes() > RESUME_SCAN_BYTES {
-            let approx = (bounds.high_watermark - bounds.log_start) as u64 * RESUME_SCAN_BYTES
-                / output.size_bytes().max(1);
-            position = (bounds.high_watermark - approx as i64).max(bounds.log_start);
-        }
-        let prefix = format!("{input_partition}:");
-        let mut last = None;
-        while position < bounds.high_watermark {
-            let Ok((records, next)) = read_records(output, position, 4 << 20) else {
-                break;
-            };
-            for r in &records {
-                let ours = r
-                    .headers
-                    .iter()
-                    .any(|(k, v)| k == HEADER_TRANSFORM && v.as_deref() == Some(name.as_bytes()));
-                if !ours {
-                    continue;
-                }
-                let source = r
-                    .headers
-                    .iter()
-                    .find(|(k, _)| k == HEADER_SOURCE)
-                    .and_then(|(_, v)| v.as_ref());
-                if let Some(offset) = source
-                    .and_then(|s| std::str::from_utf8(s).ok())
-                    .and_then(|s| s.strip_prefix(&prefix))
-                    .and_then(|o| o.parse::<i64>().ok())
-                {
-                    last = Some(last.map_or(offset, |l: i64| l.max(offset)));
-                }
-            }
-            if next <= position {
-                break;
-            }
-            position = next;
-        }
-        last
     }
 
     async fn run(
@@ -561,7 +526,6 @@ impl TransformManager {
         mut stopped: watch::Receiver<bool>,
     ) {
         let name = header.name.clone();
-        let group = group_for(&name);
         let (input, output) = loop {
             let input = self.broker.topic(&header.input_topic);
             let output = self
@@ -585,86 +549,87 @@ impl TransformManager {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         };
-        // Progress is kept in the group's coordinator, which may be moving.
-        let committed = loop {
-            match self.broker.groups().fetch_offsets(&group) {
-                Ok(committed) => break committed,
-                Err(e) => {
-                    self.report(
-                        &name,
-                        "waiting",
-                        Some(format!(
-                            "waiting for the coordinator of group '{group}': {e}"
-                        )),
-                        &header.sha256,
-                    )
-                    .await;
-                }
-            }
-            tokio::select! {
-                _ = stopped.changed() => return,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-        };
-        let mut positions: HashMap<i32, i64> = HashMap::new();
-        for partition in input.partitions() {
-            let out_index = partition.index % output.partition_count().max(1);
-            let Some(out) = output.partition(out_index) else {
-                continue;
-            };
-            let bounds = partition.offsets();
-            let start = match committed.get(&(header.input_topic.clone(), partition.index)) {
-                Some(v) => v.offset,
-                None if header.from_beginning => bounds.log_start,
-                None => bounds.high_watermark,
-            };
-            let resumed = Self::last_written_source(&name, &out, partition.index)
-                .map_or(start, |s| start.max(s + 1));
-            positions.insert(partition.index, resumed.max(bounds.log_start));
-        }
-        self.report(&name, "running", None, &header.sha256).await;
-        info!(transform = %name, ?positions, "transform running");
-        let mut watchers: Vec<(Arc<Partition>, watch::Receiver<i64>)> = input
-            .partitions()
-            .into_iter()
-            .map(|p| {
-                let rx = p.subscribe();
-                (p, rx)
-            })
-            .collect();
+        // The input partitions this broker leads, with their positions and
+        // a receiver of their appends. Leadership moves: each round takes
+        // up the partitions led here now (resuming after what was committed
+        // and written) and drops the others.
+        let mut led: HashMap<i32, (Arc<Partition>, watch::Receiver<i64>, i64)> = HashMap::new();
+        let mut reported_running = false;
         loop {
             if *stopped.borrow() {
                 return;
             }
+            let partitions = input.partitions();
+            led.retain(|index, _| {
+                partitions
+                    .iter()
+                    .any(|p| p.index == *index && p.is_leader())
+            });
+            for partition in partitions.into_iter().filter(|p| p.is_leader()) {
+                if led.contains_key(&partition.index) {
+                    continue;
+                }
+                let changes = partition.subscribe();
+                match self.resume_position(&header, &output, &partition).await {
+                    Ok(position) => {
+                        info!(transform = %name, partition = partition.index, position, "transform takes up a partition led here");
+                        led.insert(partition.index, (partition, changes, position));
+                    }
+                    Err(message) => {
+                        warn!(transform = %name, partition = partition.index, "cannot resume: {message}; trying again");
+                    }
+                }
+            }
+            if !reported_running {
+                self.report(&name, "running", None, &header.sha256).await;
+                reported_running = true;
+            }
             let mut progressed = false;
-            for (partition, _) in &watchers {
-                let position = positions.get(&partition.index).copied().unwrap_or(0);
+            let indexes: Vec<i32> = led.keys().copied().collect();
+            for index in indexes {
+                let Some((partition, _, position)) = led.get(&index) else {
+                    continue;
+                };
+                let (partition, position) = (partition.clone(), *position);
                 match self
-                    .step(&header, &function, partition, &output, position)
+                    .step(&header, &function, &partition, &output, position)
                     .await
                 {
                     Ok(next) if next > position => {
-                        positions.insert(partition.index, next);
+                        if let Some(entry) = led.get_mut(&index) {
+                            entry.2 = next;
+                        }
                         progressed = true;
                     }
                     Ok(_) => {}
                     Err(StepError::Stopped(message)) => {
-                        error!(transform = %name, partition = partition.index, "{message}; transform stopped until redeployed");
+                        error!(transform = %name, partition = index, "{message}; transform stopped until redeployed");
                         self.report(&name, "failed", Some(message), &header.sha256)
                             .await;
                         let _ = stopped.changed().await;
                         return;
                     }
                     Err(StepError::Retry(message)) => {
-                        warn!(transform = %name, partition = partition.index, "{message}; retrying");
+                        warn!(transform = %name, partition = index, "{message}; retrying");
+                        // Outputs may have been written without their
+                        // commit: resume from what the output holds.
+                        led.remove(&index);
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }
                 }
             }
             if !progressed {
-                let changed = futures::future::select_all(
-                    watchers.iter_mut().map(|(_, rx)| Box::pin(rx.changed())),
-                );
+                // Woken by an append to a led partition, or after a second
+                // (leadership may have moved).
+                let changed = async {
+                    if led.is_empty() {
+                        futures::future::pending::<()>().await;
+                    }
+                    let _ = futures::future::select_all(
+                        led.values_mut().map(|(_, rx, _)| Box::pin(rx.changed())),
+                    )
+                    .await;
+                };
                 tokio::select! {
                     _ = stopped.changed() => return,
                     _ = changed => {}
@@ -672,6 +637,48 @@ impl TransformManager {
                 }
             }
         }
+    }
+
+    /// Where processing of an input partition starts: after the committed
+    /// position, and after the last record of it the output already holds
+    /// (written but not committed before a crash or a leadership change).
+    async fn resume_position(
+        &self,
+        header: &DeploymentHeader,
+        output: &Arc<crate::broker::Topic>,
+        partition: &Arc<Partition>,
+    ) -> Result<i64, String> {
+        let committed = self
+            .route
+            .committed(&group_for(&header.name), &header.input_topic)
+            .await?;
+        let bounds = partition.offsets();
+        let start = match committed.get(&partition.index) {
+            Some(&offset) => offset,
+            None if header.from_beginning => bounds.log_start,
+            // Records produced since the deployment, wherever and whenever
+            // a broker takes the partition up (brokers of a cluster see
+            // the deployment at slightly different moments).
+            None => match partition.offset_for_timestamp(header.deployed_at_ms) {
+                Ok(Some((offset, _))) => offset,
+                Ok(None) => bounds.high_watermark,
+                Err(e) => return Err(format!("finding where the deployment began: {e}")),
+            },
+        };
+        let out_index = partition.index % output.partition_count().max(1);
+        let written = self
+            .route
+            .last_written_source(
+                &header.name,
+                &header.output_topic,
+                out_index,
+                partition.index,
+                RESUME_SCAN_BYTES,
+                RESUME_SCAN_RECORDS,
+            )
+            .await?;
+        let resumed = written.map_or(start, |s| start.max(s + 1));
+        Ok(resumed.max(bounds.log_start))
     }
 
     /// Processes one batch of one partition. Returns the next position.
@@ -705,9 +712,6 @@ impl TransformManager {
             .await
             .map_err(|e| StepError::Retry(format!("transform task failed: {e}")))?;
         let out_index = partition.index % output.partition_count().max(1);
-        let out = output
-            .partition(out_index)
-            .ok_or_else(|| StepError::Retry("output partition is gone".into()))?;
         match result {
             Ok(outputs) => {
                 if !outputs.is_empty() {
@@ -730,9 +734,12 @@ impl TransformManager {
                         .collect();
                     let batch =
                         encode_records(&tagged).map_err(|e| StepError::Retry(e.to_string()))?;
-                    out.append(&batch).await.map_err(|e| {
-                        StepError::Retry(format!("writing to '{}': {e}", header.output_topic))
-                    })?;
+                    self.route
+                        .append(&header.output_topic, out_index, batch)
+                        .await
+                        .map_err(|e| {
+                            StepError::Retry(format!("writing to '{}': {e}", header.output_topic))
+                        })?;
                 }
             }
             Err(message) => match &header.on_error {
@@ -746,17 +753,13 @@ impl TransformManager {
                     warn!(transform = %header.name, partition = partition.index, offset = position, "skipping a batch the plugin failed on: {message}");
                 }
                 OnError::DeadLetter(topic) => {
-                    let dlq = self
-                        .broker
+                    self.broker
                         .metadata()
                         .topic_or_auto_create(topic, true)
                         .await
                         .map_err(|e| {
                             StepError::Retry(format!("dead-letter topic '{topic}': {e}"))
                         })?;
-                    let dlq_partition = dlq.partition(0).ok_or_else(|| {
-                        StepError::Retry("dead-letter topic has no partition".into())
-                    })?;
                     let dead: Vec<TransformRecord> = records
                         .iter()
                         .map(|r| {
@@ -784,8 +787,8 @@ impl TransformManager {
                         .collect();
                     let batch =
                         encode_records(&dead).map_err(|e| StepError::Retry(e.to_string()))?;
-                    dlq_partition
-                        .append(&batch)
+                    self.route
+                        .append(topic, 0, batch)
                         .await
                         .map_err(|e| StepError::Retry(format!("writing to '{topic}': {e}")))?;
                 }
@@ -801,20 +804,15 @@ impl TransformManager {
         partition: i32,
         next: i64,
     ) -> Result<(), StepError> {
-        let value = OffsetValue {
-            offset: next,
-            leader_epoch: -1,
-            metadata: String::new(),
-            commit_timestamp_ms: now_ms(),
-        };
-        self.broker
-            .groups()
-            .commit_offsets(
+        self.route
+            .commit(
                 &group_for(&header.name),
-                vec![((header.input_topic.clone(), partition), value)],
+                &header.input_topic,
+                partition,
+                next,
             )
             .await
-            .map_err(|e| StepError::Retry(format!("committing progress: {e}")))
+            .map_err(StepError::Retry)
     }
 
     /// Names of running transforms (for tests and tools).
