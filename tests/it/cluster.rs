@@ -53,7 +53,7 @@ fn one_record_batch() -> Bytes {
     buf.freeze()
 }
 
-async fn metadata(node: &TestBroker) -> MetadataResponse {
+pub(crate) async fn metadata(node: &TestBroker) -> MetadataResponse {
     let mut client = node.client().await;
     let mut request = MetadataRequest::default();
     // All topics.
@@ -62,7 +62,7 @@ async fn metadata(node: &TestBroker) -> MetadataResponse {
 }
 
 /// Waits until `node` lists `n` brokers.
-async fn wait_for_brokers(node: &TestBroker, n: usize) {
+pub(crate) async fn wait_for_brokers(node: &TestBroker, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let listed = metadata(node).await.brokers.len();

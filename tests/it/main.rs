@@ -12,6 +12,7 @@ mod append_rules;
 mod broker_cli;
 mod cluster;
 mod cluster_cli;
+mod cluster_faults;
 mod compaction;
 mod connect;
 mod crash_recovery;
