@@ -99,15 +99,16 @@ async fn wait_for_isr(
 
 /// Waits until a node of `asked` names a leader of `topic`-`partition`
 /// other than `old.leader`, in a later epoch; returns what it names and
-/// how long that took.
+/// how long after `since` (the fault) that was.
 async fn wait_for_new_leader(
     cluster: &TestCluster,
     asked: &[usize],
     topic: &str,
     partition: i32,
     old: &PartitionView,
-    timeout: Duration,
+    since: Instant,
 ) -> (PartitionView, Duration) {
+    let timeout = Duration::from_secs(30);
     let started = Instant::now();
     loop {
         for &i in asked {
@@ -116,7 +117,7 @@ async fn wait_for_new_leader(
                     && view.leader != old.leader
                     && view.leader_epoch > old.leader_epoch
                 {
-                    return (view, started.elapsed());
+                    return (view, since.elapsed());
                 }
             }
         }
@@ -361,11 +362,20 @@ async fn an_isolated_leader_cannot_acknowledge_acks_all_and_rejoins_without_losi
     send_all(&producer(&cluster.bootstrap(), &[]), TOPIC, &acknowledged).await;
 
     cluster.isolate(isolated);
+    let isolated_at = Instant::now();
     // Sent to the old leader itself: it appends the batch, but no follower
     // can fetch it and the ISR cannot shrink without the quorum, so the
-    // write is never acknowledged.
+    // write is never acknowledged. Meanwhile the two others fence it and
+    // elect one of them.
     let stranded = values("unacknowledged", 3);
-    let answer = produce_directly(&cluster.nodes[isolated], TOPIC, 0, &stranded, -1, 3000).await;
+    let (answer, (new, took)) = tokio::join!(
+        produce_directly(&cluster.nodes[isolated], TOPIC, 0, &stranded, -1, 5000),
+        wait_for_new_leader(&cluster, &others, TOPIC, 0, &old, isolated_at)
+    );
+    eprintln!(
+        "leader {} isolated: {} leads in epoch {} after {took:?}",
+        old.leader, new.leader, new.leader_epoch
+    );
     assert!(
         answer != Ok(0),
         "the isolated leader acknowledged an acks=all write: {answer:?}"
@@ -377,14 +387,6 @@ async fn an_isolated_leader_cannot_acknowledge_acks_all_and_rejoins_without_losi
             "unacknowledged-0"
         ),
         "the isolated leader appended the unacknowledged batch (the tail it must drop later)"
-    );
-
-    // The two others fence it and elect one of them.
-    let (new, took) =
-        wait_for_new_leader(&cluster, &others, TOPIC, 0, &old, Duration::from_secs(30)).await;
-    eprintln!(
-        "leader {} isolated: {} leads in epoch {} after {took:?}",
-        old.leader, new.leader, new.leader_epoch
     );
     assert!(others.contains(&((new.leader - 1) as usize)));
     let during = values("during", 40);
@@ -509,19 +511,12 @@ async fn a_follower_that_was_down_truncates_its_divergent_tail_by_leader_epoch()
     // The leader dies with it; the followers come back and one of them
     // leads, and writes other records at the same offsets.
     cluster.nodes[old_leader].kill();
+    let killed_at = Instant::now();
     cluster.heal(old_leader);
     for &f in &followers {
         cluster.nodes[f].resume();
     }
-    let (new, took) = wait_for_new_leader(
-        &cluster,
-        &followers,
-        TOPIC,
-        0,
-        &old,
-        Duration::from_secs(30),
-    )
-    .await;
+    let (new, took) = wait_for_new_leader(&cluster, &followers, TOPIC, 0, &old, killed_at).await;
     eprintln!(
         "leader {} killed: {} leads in epoch {} after {took:?}",
         old.leader, new.leader, new.leader_epoch
