@@ -533,7 +533,12 @@ action=\$1 id=\$2
 dir=$CLUSTER
 pidfile=\$dir/node-\$id.pid
 port=\$(cat "\$dir/node-\$id.kafka-port")
-gone() { ! kill -0 "\$(cat "\$pidfile")" 2>/dev/null; }
+# Exited, even if not reaped yet (its parent is gone; a zombie's state is Z).
+gone() {
+    local pid
+    pid=\$(cat "\$pidfile")
+    ! kill -0 "\$pid" 2>/dev/null || [ "\$(awk '{ print \$3 }' "/proc/\$pid/stat" 2>/dev/null)" = Z ]
+}
 case \$action in
 start)
     RUNNEL_LOG=\${RUNNEL_LOG:-info} NO_COLOR=1 "$RUNNEL" serve --config "$BROKER_CONFIG" \\
