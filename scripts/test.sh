@@ -2,7 +2,7 @@
 # The whole test suite: the example plugins' build, Rust unit and
 # integration tests (which start the real `runnel` binary and drive it with
 # librdkafka), then the client compatibility checks (kcat, kafka-python,
-# confluent-kafka).
+# confluent-kafka, kafkajs; one broker, then a 3-node cluster).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

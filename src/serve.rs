@@ -220,7 +220,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         "runnel broker started"
     );
     // On a signal the registry and the connect worker stop first (they are
-    // clients of this broker), then the Kafka listener.
+    // clients of this broker), then the broker hands its partitions over,
+    // then the Kafka listener stops.
     let (stop_registry, registry_stopping) = tokio::sync::watch::channel(false);
     let (stop_broker, broker_stopping) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -281,6 +282,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             .await
         })
     });
+    let stopping = broker.clone();
     tokio::spawn(async move {
         crate::signals::shutdown_signal().await;
         info!("shutting down");
@@ -288,6 +290,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         for task in [registry, connect].into_iter().flatten() {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(15), task).await;
         }
+        // While the listener still serves: other replicas take over this
+        // broker's partitions (clients follow them at once).
+        stopping.controlled_shutdown().await;
         let _ = stop_broker.send(true);
     });
     runnel_core::server::serve(broker.clone(), listener, stopped(broker_stopping)).await?;

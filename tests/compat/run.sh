@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Client-compatibility tests: starts a throw-away Runnel broker and drives it
 # with kcat (librdkafka from Debian) and two Python clients (kafka-python and
-# confluent-kafka, see compat_test.py). Installs what it needs on Debian 12.
+# confluent-kafka, see compat_test.py), then a 3-node cluster whose partition
+# leader is SIGKILLed under each client's producer (cluster_test.py,
+# node/cluster_test.js). Installs what it needs on Debian 12.
 #
 # Usage: tests/compat/run.sh            (from anywhere; exits non-zero on failure)
 #
@@ -143,6 +145,10 @@ stop_broker() {
 cleanup() {
     local rc=$?
     stop_broker 5 || true
+    # The 3-node cluster's nodes (section 7), if any still run.
+    for pidfile in "$WORK"/cluster/node-*.pid; do
+        [ -e "$pidfile" ] && kill -KILL "$(cat "$pidfile")" 2>/dev/null || true
+    done
     if [ "${COMPAT_KEEP_TMP:-0}" = 1 ]; then
         log "kept $WORK (broker log: $BROKER_LOG)"
     else
@@ -467,13 +473,17 @@ check "confluent-kafka schema registry client: register, evolve, 409, produce/co
 
 # kafkajs and @kafkajs/confluent-schema-registry, pinned in node/package-lock.json.
 NODE_DIR=$SCRIPT_DIR/node
-node_sr() {
+# Returns 77 (SKIP) without node and npm, 1 if npm ci fails.
+node_deps() {
     if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
         echo "node and npm are not installed"; return 77
     fi
     if [ ! -d "$NODE_DIR/node_modules/kafkajs" ]; then
         (cd "$NODE_DIR" && timeout 300 npm ci --no-audit --no-fund --ignore-scripts) || { echo "npm ci failed"; return 1; }
     fi
+}
+node_sr() {
+    node_deps || return $?
     timeout --foreground 120 node "$NODE_DIR/schema_registry_test.js" "$BOOTSTRAP" "http://127.0.0.1:$REGISTRY_PORT"
 }
 check "kafkajs + @kafkajs/confluent-schema-registry: register, 409, produce/consume Avro with broker-side validation" node_sr
@@ -496,7 +506,111 @@ restart_read_back() {
 }
 check "restart on the same data dir: kcat reads back the zstd topic" restart_read_back
 
-# ---------------------------------------------------------------- 7. summary
+# ---------------------------------------------------------------- 7. 3-node cluster
+
+# Three `runnel serve` nodes on loopback, every one a voter of the metadata
+# quorum, started and killed through $CLUSTER/node, which the client scripts
+# call too: `node start ID`, `node kill ID` (SIGKILL), `node stop ID`
+# (SIGTERM, then a clean exit is checked). Failover is shortened (a silent
+# broker is fenced after 3 s instead of 9 s) to keep the run short.
+echo "--- 3-node cluster (partition leader SIGKILLed under an idempotent acks=all producer)"
+CLUSTER=$WORK/cluster
+mkdir -p "$CLUSTER"
+QUORUM=
+CLUSTER_BOOTSTRAP=
+for id in 1 2 3; do
+    free_port >"$CLUSTER/node-$id.kafka-port"
+    free_port >"$CLUSTER/node-$id.controller-port"
+    QUORUM+="${QUORUM:+,}$id@127.0.0.1:$(cat "$CLUSTER/node-$id.controller-port")"
+    CLUSTER_BOOTSTRAP+="${CLUSTER_BOOTSTRAP:+,}127.0.0.1:$(cat "$CLUSTER/node-$id.kafka-port")"
+done
+# Written with this run's paths and quorum; \$ marks what it expands itself.
+cat >"$CLUSTER/node" <<NODE_SCRIPT
+#!/usr/bin/env bash
+# node start|kill|stop ID: one node of the compat run's 3-node cluster.
+set -euo pipefail
+action=\$1 id=\$2
+dir=$CLUSTER
+pidfile=\$dir/node-\$id.pid
+port=\$(cat "\$dir/node-\$id.kafka-port")
+# Exited, even if not reaped yet (its parent is gone; a zombie's state is Z).
+gone() {
+    local pid
+    pid=\$(cat "\$pidfile")
+    ! kill -0 "\$pid" 2>/dev/null || [ "\$(awk '{ print \$3 }' "/proc/\$pid/stat" 2>/dev/null)" = Z ]
+}
+case \$action in
+start)
+    RUNNEL_LOG=\${RUNNEL_LOG:-info} NO_COLOR=1 "$RUNNEL" serve --config "$BROKER_CONFIG" \\
+        --node-id "\$id" --controller-quorum "$QUORUM" \\
+        --controller-addr "127.0.0.1:\$(cat "\$dir/node-\$id.controller-port")" \\
+        --kafka-addr "127.0.0.1:\$port" --data-dir "\$dir/node-\$id" \\
+        --registry-addr off --connect-addr off \\
+        --broker-session-timeout-ms 3000 --replica-lag-time-max-ms 3000 \\
+        >>"\$dir/node-\$id.log" 2>&1 </dev/null &
+    echo \$! >"\$pidfile"
+    for _ in \$(seq 300); do
+        (exec 3<>"/dev/tcp/127.0.0.1/\$port") 2>/dev/null && exit 0
+        gone && { echo "node \$id exited during startup:"; tail -n 20 "\$dir/node-\$id.log"; exit 1; }
+        sleep 0.1
+    done
+    echo "node \$id does not listen on \$port after 30 s"; exit 1 ;;
+kill)
+    kill -KILL "\$(cat "\$pidfile")"
+    for _ in \$(seq 100); do gone && exit 0; sleep 0.1; done
+    echo "node \$id still runs after SIGKILL"; exit 1 ;;
+stop)
+    pid=\$(cat "\$pidfile")
+    kill -TERM "\$pid"
+    for _ in \$(seq 300); do gone && break; sleep 0.1; done
+    gone || { echo "node \$id did not stop within 30 s of SIGTERM"; kill -KILL "\$pid"; exit 1; }
+    # Not our child, so no exit status: a clean stop ends with these lines.
+    tail -n 3 "\$dir/node-\$id.log" | grep -q 'metadata controller stopped' \\
+        || { echo "node \$id did not stop cleanly:"; tail -n 5 "\$dir/node-\$id.log"; exit 1; } ;;
+*)
+    echo "usage: node start|kill|stop ID"; exit 2 ;;
+esac
+NODE_SCRIPT
+chmod +x "$CLUSTER/node"
+
+cluster_start() {
+    local id md=
+    for id in 1 2 3; do "$CLUSTER/node" start "$id" || return 1; done
+    # Every node registered: a topic with 3 replicas can be created.
+    for _ in $(seq 100); do
+        md=$(timeout --foreground 10 kcat -b "$CLUSTER_BOOTSTRAP" -L -m 5 2>&1) || true
+        if grep -qE '^ *3 brokers:' <<<"$md"; then
+            sed -n '1,5p' <<<"$md"
+            touch "$CLUSTER/ready"
+            return 0
+        fi
+        sleep 0.2
+    done
+    echo "the cluster does not list 3 brokers after 20 s:"; echo "$md"; return 1
+}
+cluster_client() {
+    [ -e "$CLUSTER/ready" ] || { echo "the cluster did not start"; return 77; }
+    timeout --foreground 150 "$PY" "$SCRIPT_DIR/cluster_test.py" --bootstrap "$CLUSTER_BOOTSTRAP" \
+        --node-cmd "$CLUSTER/node" --client "$1"
+}
+cluster_kafkajs() {
+    [ -e "$CLUSTER/ready" ] || { echo "the cluster did not start"; return 77; }
+    node_deps || return $?
+    timeout --foreground 150 node "$NODE_DIR/cluster_test.js" "$CLUSTER_BOOTSTRAP" "$CLUSTER/node"
+}
+cluster_stop() {
+    [ -e "$CLUSTER/ready" ] || { echo "the cluster did not start"; return 77; }
+    local id rc=0
+    for id in 1 2 3; do "$CLUSTER/node" stop "$id" || rc=1; done
+    return "$rc"
+}
+check "3-node cluster: three voters of one metadata quorum start and list each other" cluster_start
+check "confluent-kafka on 3 nodes: RF 3 topic, leader SIGKILLed mid-stream and restarted, every acknowledged record read back once" cluster_client confluent
+check "kafka-python on 3 nodes: RF 3 topic, leader SIGKILLed mid-stream and restarted, every acknowledged record read back once" cluster_client kafka-python
+check "kafkajs on 3 nodes: RF 3 topic, leader SIGKILLed mid-stream and restarted, every acknowledged record read back once" cluster_kafkajs
+check "3-node cluster: every node stops cleanly on SIGTERM" cluster_stop
+
+# ---------------------------------------------------------------- 8. summary
 
 TOTAL_PASSED=$((PASSED + PY_PASSED))
 TOTAL_FAILED=$((FAILED + PY_FAILED))
@@ -520,6 +634,7 @@ if [ "$TOTAL_FAILED" -gt 0 ]; then
     sed -e 's/\x1b\[[0-9;]*m//g' "$BROKER_LOG" | grep -aE ' (WARN|ERROR) |connection ended error=' \
         | sed -E 's/^[^ ]+ +//; s/peer=[0-9.:]+/peer=*/' | awk '!seen[$0]++' | head -n 20 \
         | sed -e 's/^/  /' | grep . || echo "  (none)"
+    echo "The 3-node cluster's logs: $CLUSTER/node-{1,2,3}.log"
 fi
 echo "compat: $TOTAL_PASSED passed, $TOTAL_FAILED failed, $TOTAL_SKIPPED skipped"
 [ "$TOTAL_FAILED" -eq 0 ]

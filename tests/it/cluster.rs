@@ -53,7 +53,7 @@ fn one_record_batch() -> Bytes {
     buf.freeze()
 }
 
-async fn metadata(node: &TestBroker) -> MetadataResponse {
+pub(crate) async fn metadata(node: &TestBroker) -> MetadataResponse {
     let mut client = node.client().await;
     let mut request = MetadataRequest::default();
     // All topics.
@@ -62,7 +62,7 @@ async fn metadata(node: &TestBroker) -> MetadataResponse {
 }
 
 /// Waits until `node` lists `n` brokers.
-async fn wait_for_brokers(node: &TestBroker, n: usize) {
+pub(crate) async fn wait_for_brokers(node: &TestBroker, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let listed = metadata(node).await.brokers.len();
@@ -493,9 +493,21 @@ async fn followers_replicate_byte_for_byte_and_the_isr_decides_what_acks_all_wai
         19,
         "NOT_ENOUGH_REPLICAS"
     );
-    // librdkafka retries it until its message timeout: nothing is stored.
-    let refused = send(&all_nodes("all", "2000"), "replicated", "refused").await;
-    assert!(refused.is_err(), "{refused:?}");
+    // A librdkafka producer that does not retry sees the broker's error.
+    let no_retries: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("acks", "all")
+        .set("retries", "0")
+        .set("message.timeout.ms", "10000")
+        .create()
+        .unwrap();
+    let refused = send(&no_retries, "replicated", "refused").await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.contains("NotEnoughReplicas")),
+        "{refused:?}"
+    );
     send(&all_nodes("1", "10000"), "replicated", "leader-only")
         .await
         .expect("acks=1 needs the leader only");
@@ -507,15 +519,27 @@ async fn followers_replicate_byte_for_byte_and_the_isr_decides_what_acks_all_wai
     let lost = send(&all_nodes("all", "3000"), "replicated", "not-acknowledged").await;
     assert!(lost.is_err(), "acks=all with one of three alive: {lost:?}");
 
-    // The followers come back, catch up and join the ISR again; their logs
-    // are the leader's again.
-    cluster.nodes[followers[0]].restart();
+    // One broker back is enough again: it catches up, rejoins the ISR and
+    // acks=all is answered.
     cluster.nodes[followers[1]].restart();
+    send(&producer, "replicated", "one-back")
+        .await
+        .expect("acks=all with two of three brokers up");
+
+    // The other follower comes back too and catches up; their logs are the
+    // leader's again, and nothing refused was stored.
+    cluster.nodes[followers[0]].restart();
     wait_for_isr(&cluster.nodes[leader_index], "replicated", &[1, 2, 3]).await;
     send(&producer, "replicated", "all-three-again")
         .await
         .expect("acks=all with the ISR whole again");
     let expected = first_segment(&cluster.nodes[leader_index], "replicated");
+    let stored = |value: &str| expected.windows(value.len()).any(|w| w == value.as_bytes());
+    assert!(stored("one-back") && stored("all-three-again"));
+    assert!(
+        !stored("refused") && !stored("elsewhere"),
+        "a write refused with NOT_ENOUGH_REPLICAS was stored"
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     for &i in &followers {
         while first_segment(&cluster.nodes[i], "replicated") != expected {

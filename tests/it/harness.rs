@@ -14,6 +14,8 @@ use rdkafka::producer::FutureProducer;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use runnel_core::client::Client;
 
+use crate::fault_proxy::FaultProxy;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_runnel");
 
 /// A broker process owned by a test. Killed when dropped.
@@ -271,6 +273,23 @@ impl TestBroker {
         }
     }
 
+    /// SIGSTOP: the process stays, but does nothing (no request is
+    /// answered, no heartbeat or fetch is sent) until [`resume`](Self::resume).
+    pub fn pause(&self) {
+        // SAFETY: sending a signal to our own child process by pid.
+        unsafe {
+            libc::kill(self.pid() as i32, libc::SIGSTOP);
+        }
+    }
+
+    /// SIGCONT after [`pause`](Self::pause).
+    pub fn resume(&self) {
+        // SAFETY: sending a signal to our own child process by pid.
+        unsafe {
+            libc::kill(self.pid() as i32, libc::SIGCONT);
+        }
+    }
+
     /// Starts the broker again on the same port and data directory.
     pub fn restart(&mut self) {
         self.kill();
@@ -375,7 +394,39 @@ impl Drop for TestBroker {
 /// quorum (`--controller-quorum`) on loopback ports of its own.
 pub struct TestCluster {
     pub nodes: Vec<TestBroker>,
+    /// The proxies between the nodes, for a cluster started with
+    /// [`TestCluster::start_linked`].
+    links: Option<Links>,
 }
+
+/// Every connection one node of a cluster makes to another, through a
+/// [`FaultProxy`], so a test can cut a node off from its peers while the
+/// test's own clients still reach it on its real port.
+///
+/// - Metadata quorum (Raft and broker heartbeats): one proxy per ordered
+///   pair of nodes. Each node's `--controller-quorum` names the proxy to
+///   each peer (and its own real address), so the link from `i` to `j` can
+///   fail alone.
+/// - Replication: a broker registers one Kafka address, which every other
+///   broker's replica fetcher (and every client following Metadata) uses;
+///   each node advertises a proxy in front of its real listener. A cut
+///   proxy stops the peers fetching from the node; the node's own fetches
+///   from its peers go through their proxies, which stay up (a node cut
+///   off from the quorum keeps a stale image: it fetches only partitions
+///   it still believes others lead, never the ones it believes it leads).
+struct Links {
+    /// `controller[i][j]`: node `i`'s link to node `j`'s controller
+    /// (`None` for `i == j`).
+    controller: Vec<Vec<Option<FaultProxy>>>,
+    /// `kafka[j]`: the Kafka address node `j` advertises.
+    kafka: Vec<FaultProxy>,
+}
+
+/// The cluster id written into every node's `meta.properties` before a
+/// linked cluster's first start (as `kafka-storage format -t` would): the
+/// nodes name their peers by different (proxy) addresses, so they would
+/// otherwise derive different ids from their voter lists.
+const LINKED_CLUSTER_ID: &str = "linked-test-cluster-01";
 
 impl TestCluster {
     pub fn start(n: usize) -> TestCluster {
@@ -411,7 +462,115 @@ impl TestCluster {
         for node in &mut nodes {
             node.wait_ready();
         }
-        TestCluster { nodes }
+        TestCluster { nodes, links: None }
+    }
+
+    /// Starts `n` nodes (ids 1..=n) whose every link to each other runs
+    /// through a [`FaultProxy`] (see [`Links`]), with extra `runnel serve`
+    /// arguments. [`isolate`](Self::isolate) cuts one node off.
+    pub fn start_linked(n: usize, args: &[&str]) -> TestCluster {
+        let controller_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let kafka_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let loopback = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let kafka: Vec<FaultProxy> = kafka_ports
+            .iter()
+            .map(|&port| FaultProxy::start(loopback(port)))
+            .collect();
+        let controller: Vec<Vec<Option<FaultProxy>>> = (0..n)
+            .map(|i| {
+                (0..n)
+                    .map(|j| (i != j).then(|| FaultProxy::start(loopback(controller_ports[j]))))
+                    .collect()
+            })
+            .collect();
+        let mut nodes: Vec<TestBroker> = (0..n)
+            .map(|i| {
+                let quorum = (0..n)
+                    .map(|j| match &controller[i][j] {
+                        Some(proxy) => format!("{}@{}", j + 1, proxy.addr()),
+                        None => format!("{}@127.0.0.1:{}", j + 1, controller_ports[j]),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let mut all = vec![
+                    "--node-id".to_string(),
+                    (i + 1).to_string(),
+                    "--controller-quorum".to_string(),
+                    quorum,
+                    "--controller-addr".to_string(),
+                    format!("127.0.0.1:{}", controller_ports[i]),
+                    "--advertised-kafka-addr".to_string(),
+                    kafka[i].addr(),
+                ];
+                all.extend(args.iter().map(|s| s.to_string()));
+                let node = TestBroker::unstarted(kafka_ports[i], all);
+                std::fs::create_dir_all(&node.dir).expect("create the data dir");
+                std::fs::write(
+                    node.dir.join("meta.properties"),
+                    format!(
+                        "version=1\ncluster.id={LINKED_CLUSTER_ID}\nnode.id={}\n",
+                        i + 1
+                    ),
+                )
+                .expect("write meta.properties");
+                node
+            })
+            .collect();
+        for node in &mut nodes {
+            node.spawn_only();
+        }
+        for node in &mut nodes {
+            node.wait_ready();
+        }
+        TestCluster {
+            nodes,
+            links: Some(Links { controller, kafka }),
+        }
+    }
+
+    fn links(&self) -> &Links {
+        self.links
+            .as_ref()
+            .expect("a cluster started with TestCluster::start_linked")
+    }
+
+    /// Every proxy that carries a connection from or to node `index`
+    /// (0-based), apart from its own fetches from its peers.
+    fn links_of(&self, index: usize) -> Vec<&FaultProxy> {
+        let links = self.links();
+        let mut proxies = vec![&links.kafka[index]];
+        for other in 0..self.nodes.len() {
+            proxies.extend(links.controller[index][other].as_ref());
+            proxies.extend(links.controller[other][index].as_ref());
+        }
+        proxies
+    }
+
+    /// Cuts node `index` (0-based) off from its peers like a network
+    /// partition: nothing crosses its links to and from the other
+    /// controllers, nor reaches it from the other brokers' fetchers (bytes
+    /// sent meanwhile are held, as TCP would, until [`heal`](Self::heal)).
+    /// The test's clients still reach it on its real port.
+    pub fn isolate(&self, index: usize) {
+        for proxy in self.links_of(index) {
+            proxy.partition();
+        }
+    }
+
+    /// Resets every connection the other brokers' replica fetchers hold to
+    /// node `index` (0-based) and refuses new ones, until
+    /// [`heal`](Self::heal): nothing more it appends reaches them, not
+    /// even an answer already on its way.
+    pub fn cut_replication_from(&self, index: usize) {
+        self.links().kafka[index].cut();
+    }
+
+    /// Reconnects node `index` after [`isolate`](Self::isolate) or
+    /// [`cut_replication_from`](Self::cut_replication_from).
+    pub fn heal(&self, index: usize) {
+        for proxy in self.links_of(index) {
+            proxy.heal();
+        }
     }
 
     /// Every node's Kafka address, for `bootstrap.servers`.
@@ -454,6 +613,102 @@ pub async fn create_topic(
         "create topic {name}: {:?}",
         result.error_message
     );
+}
+
+/// Creates a topic with `replicas` replicas per partition through the raw
+/// client, panicking on error.
+pub async fn create_replicated_topic(
+    broker: &TestBroker,
+    name: &str,
+    partitions: i32,
+    replicas: i16,
+    configs: &[(&str, &str)],
+) {
+    use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+    use kafka_protocol::messages::{CreateTopicsRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let mut client = broker.client().await;
+    let mut topic = CreatableTopic::default();
+    topic.name = TopicName(StrBytes::from_string(name.into()));
+    topic.num_partitions = partitions;
+    topic.replication_factor = replicas;
+    for (k, v) in configs {
+        let mut c = CreatableTopicConfig::default();
+        c.name = StrBytes::from_string(k.to_string());
+        c.value = Some(StrBytes::from_string(v.to_string()));
+        topic.configs.push(c);
+    }
+    let mut request = CreateTopicsRequest::default();
+    request.topics = vec![topic];
+    request.timeout_ms = 10_000;
+    let response = client.send(&request).await.expect("CreateTopics");
+    let result = &response.topics[0];
+    assert_eq!(
+        result.error_code, 0,
+        "create topic {name}: {:?}",
+        result.error_message
+    );
+}
+
+/// One record batch as a partition's segment files hold it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBatch {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub leader_epoch: i32,
+    /// The whole batch, header included.
+    pub bytes: Vec<u8>,
+}
+
+/// The base offsets of the segment files of `topic`-`partition` on
+/// `node`'s disk, in order.
+pub fn segment_bases(node: &TestBroker, topic: &str, partition: i32) -> Vec<i64> {
+    let dir = node.dir.join(format!("{topic}-{partition}"));
+    let mut bases: Vec<i64> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().into_string().ok()?;
+                    name.strip_suffix(".log")?.parse().ok()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    bases.sort();
+    bases
+}
+
+/// Every whole record batch in the segment files of `topic`-`partition`
+/// on `node`'s disk, in offset order (a batch still being written, or a
+/// file removed while it is read, ends the list there).
+pub fn stored_batches(node: &TestBroker, topic: &str, partition: i32) -> Vec<StoredBatch> {
+    let dir = node.dir.join(format!("{topic}-{partition}"));
+    let mut batches = Vec::new();
+    for base in segment_bases(node, topic, partition) {
+        let Ok(data) = std::fs::read(dir.join(format!("{base:020}.log"))) else {
+            return batches;
+        };
+        let mut at = 0;
+        // baseOffset (8) batchLength (4) partitionLeaderEpoch (4) magic (1)
+        // crc (4) attributes (2) lastOffsetDelta (4) ...
+        while at + 27 <= data.len() {
+            let len = 12 + i32::from_be_bytes(data[at + 8..at + 12].try_into().unwrap()) as usize;
+            if len < 61 || at + len > data.len() {
+                return batches;
+            }
+            let base_offset = i64::from_be_bytes(data[at..at + 8].try_into().unwrap());
+            let delta = i32::from_be_bytes(data[at + 23..at + 27].try_into().unwrap());
+            batches.push(StoredBatch {
+                base_offset,
+                last_offset: base_offset + delta as i64,
+                leader_epoch: i32::from_be_bytes(data[at + 12..at + 16].try_into().unwrap()),
+                bytes: data[at..at + len].to_vec(),
+            });
+            at += len;
+        }
+    }
+    batches
 }
 
 /// Latest offset (high watermark) of one partition.

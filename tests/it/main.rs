@@ -13,6 +13,7 @@ mod broker_cli;
 mod cluster;
 mod cluster_cli;
 mod cluster_coordinators;
+mod cluster_faults;
 mod compaction;
 mod connect;
 mod crash_recovery;

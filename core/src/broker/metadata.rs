@@ -217,6 +217,9 @@ pub struct Metadata {
     fetchers: ReplicaFetchers,
     /// This broker's epoch of its current registration.
     broker_epoch: std::sync::atomic::AtomicI64,
+    /// Set by [`Metadata::controlled_shutdown`]: a broker on its way out
+    /// does not ask to be unfenced again.
+    stopping: std::sync::atomic::AtomicBool,
     replica_lag_time_max_ms: i64,
     session_timeout: Duration,
     logs: Arc<LogManager>,
@@ -311,6 +314,7 @@ impl Metadata {
             prepared: Mutex::new(HashMap::new()),
             fetchers: ReplicaFetchers::new(config.node_id),
             broker_epoch: std::sync::atomic::AtomicI64::new(-1),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             replica_lag_time_max_ms: config.replica_lag_time_max_ms as i64,
             session_timeout: Duration::from_millis(config.broker_session_timeout_ms),
             logs,
@@ -627,7 +631,7 @@ impl Metadata {
         let fenced = image
             .broker(self.node_id)
             .is_some_and(|b| b.fenced && b.broker_epoch == epoch);
-        if fenced {
+        if fenced && !self.stopping.load(std::sync::atomic::Ordering::Acquire) {
             match decisions::unfence_broker(&image, self.node_id, epoch) {
                 Ok(records) if !records.is_empty() => {
                     info!(
@@ -640,6 +644,61 @@ impl Metadata {
                 }
                 Ok(_) => {}
                 Err(e) => warn!(error = %e, "unfencing this broker refused"),
+            }
+        }
+    }
+
+    /// Kafka's controlled shutdown, run while this broker still serves:
+    /// it fences itself through the quorum, so each partition it leads
+    /// gets a new leader from its ISR (and it leaves every ISR) before it
+    /// stops, instead of a session timeout after. Produces in flight here
+    /// end with NOT_LEADER_OR_FOLLOWER naming the new leader, and clients
+    /// retry there; what the ISR acknowledged is on the new leaders.
+    ///
+    /// Nothing is proposed when no other broker is live to take over (a
+    /// single node). Bounded by `timeout`: a quorum that does not answer
+    /// in time leaves the handover to the session timeout. From here on
+    /// this broker does not ask to be unfenced.
+    pub async fn controlled_shutdown(&self, timeout: Duration) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Release);
+        let handover = async {
+            loop {
+                let image = self.controller.image();
+                if !image.live_brokers().any(|b| b.broker_id != self.node_id) {
+                    return Ok::<usize, String>(0);
+                }
+                let records =
+                    decisions::fence_broker(&image, self.node_id).map_err(|e| e.to_string())?;
+                if records.is_empty() {
+                    // Fenced already.
+                    return Ok(0);
+                }
+                let moved = records.len() - 1;
+                let outcome = self.propose(records).await.map_err(|e| e.to_string())?;
+                self.wait_applied(outcome.log_index)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if outcome.all_applied() {
+                    return Ok(moved);
+                }
+                // Decided on a state that moved (an ISR change committed
+                // meanwhile): decide again on the new one.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        match tokio::time::timeout(timeout, handover).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(moved)) => info!(
+                node_id = self.node_id,
+                partitions = moved,
+                "controlled shutdown: this broker is fenced, its partitions have new leaders"
+            ),
+            Ok(Err(e)) => {
+                warn!(error = %e, "controlled shutdown failed; the other brokers take over after the session timeout")
+            }
+            Err(_) => {
+                warn!(timeout = ?timeout, "controlled shutdown did not finish in time; the other brokers take over after the session timeout")
             }
         }
     }

@@ -65,6 +65,9 @@ pub(crate) fn internal_replication_factor(config: &BrokerConfig) -> usize {
     };
     KAFKA_INTERNAL_REPLICATION_FACTOR.min(voters.max(1))
 }
+/// How long a stopping broker waits for the quorum to hand its partitions
+/// over before it stops anyway (the session timeout then does it).
+const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The broker. Shared by every connection as `Arc<Broker>`.
 pub struct Broker {
@@ -323,6 +326,16 @@ impl Broker {
         self.flush_and_checkpoint(true)?;
         info!("storage flushed and checkpointed");
         Ok(())
+    }
+
+    /// Hands this broker's partitions over to other replicas before it
+    /// stops (Kafka's controlled shutdown, see
+    /// [`Metadata::controlled_shutdown`]); call while the Kafka listener
+    /// still serves, before [`Broker::shutdown`].
+    pub async fn controlled_shutdown(&self) {
+        self.metadata
+            .controlled_shutdown(CONTROLLED_SHUTDOWN_TIMEOUT)
+            .await;
     }
 
     /// Stops the metadata controller (releasing its directory); after
