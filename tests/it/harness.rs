@@ -462,7 +462,47 @@ impl TestCluster {
         for node in &mut nodes {
             node.wait_ready();
         }
-        TestCluster { nodes, links: None }
+        let cluster = TestCluster { nodes, links: None };
+        cluster.wait_until_every_node_lists_all();
+        cluster
+    }
+
+    /// Waits until every node lists all the cluster's brokers as live (a
+    /// node serves before the others registered; what it decides meanwhile,
+    /// e.g. a topic's replication factor, sees fewer brokers).
+    fn wait_until_every_node_lists_all(&self) {
+        let addrs: Vec<String> = self.nodes.iter().map(|n| n.addr()).collect();
+        let n = addrs.len();
+        // Its own runtime on its own thread: callers are inside one.
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                for addr in &addrs {
+                    loop {
+                        let mut request = kafka_protocol::messages::MetadataRequest::default();
+                        request.topics = Some(Vec::new());
+                        let listed = match Client::connect(addr, "runnel-tests").await {
+                            Ok(mut c) => c.send(&request).await.map_or(0, |r| r.brokers.len()),
+                            Err(_) => 0,
+                        };
+                        if listed == n {
+                            break;
+                        }
+                        assert!(
+                            Instant::now() < deadline,
+                            "{addr} lists {listed} of {n} brokers"
+                        );
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            })
+        })
+        .join()
+        .expect("the cluster came up");
     }
 
     /// Starts `n` nodes (ids 1..=n) whose every link to each other runs
