@@ -822,21 +822,15 @@ pub fn elect_leader(
     }
 }
 
-/// Automatic preferred-leader balancing (Kafka's
-/// `auto.leader.rebalance.enable`): for each live broker, among the
-/// partitions whose preferred leader it is (reassigning ones aside), the
-/// share it does not lead; above `imbalance_percentage`
-/// (`leader.imbalance.per.broker.percentage`), every such partition where
-/// it is in the ISR gets it back as leader. `brokers` narrows the check to
-/// some brokers (those that just returned). At most `max_records`.
-pub fn rebalance_leaders(
-    image: &MetadataImage,
-    imbalance_percentage: u32,
+/// A broker's preferred partitions: how many, and the ones led elsewhere.
+type Preferred<'a> = (usize, Vec<(&'a TopicImage, i32, &'a PartitionState)>);
+
+/// Per live broker (of `brokers`, if given), the partitions whose
+/// preferred leader it is, reassigning ones aside.
+fn preferred_partitions<'a>(
+    image: &'a MetadataImage,
     brokers: Option<&BTreeSet<BrokerId>>,
-    max_records: usize,
-) -> Vec<MetadataRecord> {
-    /// A broker's preferred partitions: how many, and the ones led elsewhere.
-    type Preferred<'a> = (usize, Vec<(&'a TopicImage, i32, &'a PartitionState)>);
+) -> BTreeMap<BrokerId, Preferred<'a>> {
     let mut by_broker: BTreeMap<BrokerId, Preferred> = BTreeMap::new();
     for topic in image.topics() {
         for (&index, p) in &topic.partitions {
@@ -856,13 +850,44 @@ pub fn rebalance_leaders(
             }
         }
     }
+    by_broker
+}
+
+/// Kafka's test: a broker is imbalanced when the share of its preferred
+/// partitions led elsewhere is above `imbalance_percentage`.
+fn over(imbalance_percentage: u32, (total, elsewhere): &Preferred) -> bool {
+    elsewhere.len() as u64 * 100 > u64::from(imbalance_percentage) * *total as u64
+}
+
+/// The live brokers whose leader imbalance is above
+/// `imbalance_percentage` (see [`rebalance_leaders`]).
+pub fn imbalanced_brokers(image: &MetadataImage, imbalance_percentage: u32) -> BTreeSet<BrokerId> {
+    preferred_partitions(image, None)
+        .into_iter()
+        .filter(|(_, preferred)| over(imbalance_percentage, preferred))
+        .map(|(b, _)| b)
+        .collect()
+}
+
+/// Automatic preferred-leader balancing (Kafka's
+/// `auto.leader.rebalance.enable`): for each live broker, among the
+/// partitions whose preferred leader it is (reassigning ones aside), the
+/// share it does not lead; above `imbalance_percentage`
+/// (`leader.imbalance.per.broker.percentage`), every such partition where
+/// it is in the ISR gets it back as leader. `brokers` narrows the check to
+/// some brokers (those that just returned). At most `max_records`.
+pub fn rebalance_leaders(
+    image: &MetadataImage,
+    imbalance_percentage: u32,
+    brokers: Option<&BTreeSet<BrokerId>>,
+    max_records: usize,
+) -> Vec<MetadataRecord> {
     let mut records = Vec::new();
-    for (broker, (total, elsewhere)) in by_broker {
-        // Kafka: imbalanced when not-led / total > percentage / 100.
-        if elsewhere.len() as u64 * 100 <= u64::from(imbalance_percentage) * total as u64 {
+    for (broker, preferred) in preferred_partitions(image, brokers) {
+        if !over(imbalance_percentage, &preferred) {
             continue;
         }
-        for (topic, index, p) in elsewhere {
+        for (topic, index, p) in preferred.1 {
             if records.len() >= max_records {
                 return records;
             }
@@ -1696,6 +1721,11 @@ mod tests {
         move_to_2(&mut image, 0);
         move_to_2(&mut image, 1);
         assert_eq!(rebalance_leaders(&image, 10, None, 1).len(), 1);
+        assert_eq!(imbalanced_brokers(&image, 10), BTreeSet::from([1]));
+        assert!(
+            imbalanced_brokers(&image, 30).is_empty(),
+            "3 of 10 is not above 30%"
+        );
         // A preferred broker that is not live is left alone.
         step(&mut image, |i| fence_broker(i, 1));
         assert!(rebalance_leaders(&image, 0, None, 1000).is_empty());
