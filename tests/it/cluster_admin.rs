@@ -728,7 +728,7 @@ async fn expanding_two_replicas_to_three_adds_an_in_sync_copy_and_the_cli_waits_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_move_to_a_broker_that_is_down_is_listed_until_cancelled_and_bad_requests_get_kafkas_errors(
+async fn a_move_to_a_broker_that_is_down_is_listed_until_cancelled_a_replica_moved_away_while_down_is_deleted_on_return_and_bad_requests_get_kafkas_errors(
 ) {
     let mut cluster = TestCluster::start_with(
         3,
@@ -759,6 +759,14 @@ async fn a_move_to_a_broker_that_is_down_is_listed_until_cancelled_and_bad_reque
         },
     )
     .await;
+    // A partition on every broker, with records on each.
+    create(admin, "leaving", 1, 3).await;
+    produce(
+        &producer(&cluster),
+        "leaving",
+        (0..20).map(|i| i.to_string()),
+    )
+    .await;
     cluster.nodes[(down - 1) as usize].kill();
     let admin = &cluster.nodes[0];
     wait_until(
@@ -770,6 +778,21 @@ async fn a_move_to_a_broker_that_is_down_is_listed_until_cancelled_and_bad_reque
         },
     )
     .await;
+    // While it is down, its replica of leaving-0 is moved away: the others
+    // are in sync, so the move completes at once.
+    let staying: Vec<i32> = (1..=3).filter(|&b| b != down).collect();
+    assert_eq!(
+        reassign(admin, &[("leaving", 0, Some(&staying))], true).await[&key("leaving", 0)],
+        0
+    );
+    assert_eq!(
+        partition(admin, "leaving", 0).await.unwrap().replicas,
+        staying
+    );
+    assert!(
+        !holds_nothing_of(node(&cluster, down), "leaving"),
+        "the down broker still has its copy"
+    );
 
     // A move to the down broker starts, but cannot finish.
     assert_eq!(
@@ -879,6 +902,17 @@ async fn a_move_to_a_broker_that_is_down_is_listed_until_cancelled_and_bad_reque
                 .await
                 .is_some_and(|p| p.leader == down)
         },
+    )
+    .await;
+    // Back, it removes the copy it no longer holds.
+    wait_until(
+        || {
+            format!(
+                "broker {down} removes leaving-0:\n{}",
+                node(&cluster, down).log()
+            )
+        },
+        || async { holds_nothing_of(node(&cluster, down), "leaving") },
     )
     .await;
     let mut request = ElectLeadersRequest::default();

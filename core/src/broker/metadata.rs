@@ -913,9 +913,6 @@ impl Metadata {
                             topic.set_partition(index, Some(partition));
                         }
                     }
-                    None if !holds && first => {
-                        self.logs.remove_stray_partition(&name, t.topic_id, index);
-                    }
                     Some(partition) if !holds => {
                         // Steps down first: produces waiting for acks=all
                         // are answered NOT_LEADER_OR_FOLLOWER.
@@ -929,8 +926,15 @@ impl Metadata {
             }
             let mut added = Vec::new();
             for (&index, p) in t.partitions.range(have..) {
-                let local = p.replicas.contains(&self.node_id).then(|| open(index));
-                added.push(local.flatten());
+                let local = if p.replicas.contains(&self.node_id) {
+                    open(index)
+                } else {
+                    if first {
+                        self.logs.remove_stray_partition(&name, t.topic_id, index);
+                    }
+                    None
+                };
+                added.push(local);
             }
             state.offline.extend(failed);
             if !added.is_empty() {
