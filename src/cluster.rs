@@ -46,6 +46,19 @@ pub enum ClusterCommand {
         #[command(flatten)]
         connect: ConnectArgs,
     },
+    /// Elect the preferred leader (the first replica) of every partition
+    /// where it is live and in sync, and print which leaders moved. Exits
+    /// non-zero if a partition's preferred leader cannot lead now
+    Rebalance {
+        /// Only this topic's partitions
+        #[arg(long)]
+        topic: Option<String>,
+        /// Print JSON instead of lines
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
 }
 
 pub async fn run(cmd: ClusterCommand) -> Result<()> {
@@ -77,7 +90,188 @@ pub async fn run(cmd: ClusterCommand) -> Result<()> {
                 None => Ok(()),
             }
         }
+        ClusterCommand::Rebalance {
+            topic,
+            json,
+            connect,
+        } => rebalance(&connect.bootstrap, topic.as_deref(), json).await,
     }
+}
+
+/// A partition whose leader moved to its preferred replica.
+#[derive(Serialize, Debug, PartialEq)]
+pub struct Moved {
+    pub topic: String,
+    pub partition: i32,
+    pub from: i32,
+    pub to: i32,
+}
+
+/// A partition whose preferred replica could not become its leader.
+#[derive(Serialize, Debug, PartialEq)]
+pub struct NotMoved {
+    pub topic: String,
+    pub partition: i32,
+    pub preferred: i32,
+    pub error: String,
+}
+
+#[derive(Serialize, Debug, Default)]
+pub struct Rebalanced {
+    pub moved: Vec<Moved>,
+    pub not_moved: Vec<NotMoved>,
+}
+
+impl Rebalanced {
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for m in &self.moved {
+            let _ = writeln!(
+                out,
+                "{}-{}: leader {} -> {}",
+                m.topic, m.partition, m.from, m.to
+            );
+        }
+        for n in &self.not_moved {
+            let _ = writeln!(
+                out,
+                "{}-{}: not moved to {}: {}",
+                n.topic, n.partition, n.preferred, n.error
+            );
+        }
+        if self.moved.is_empty() && self.not_moved.is_empty() {
+            out.push_str("every partition is led by its preferred replica\n");
+        } else {
+            let _ = writeln!(
+                out,
+                "{} partition leader(s) moved to the preferred replica",
+                self.moved.len()
+            );
+        }
+        out
+    }
+}
+
+/// Leader and replicas of every partition a Metadata response lists.
+fn assignments(response: &MetadataResponse) -> BTreeMap<(String, i32), (i32, Vec<i32>)> {
+    response
+        .topics
+        .iter()
+        .flat_map(|t| {
+            let name = t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
+            t.partitions.iter().map(move |p| {
+                (
+                    (name.clone(), p.partition_index),
+                    (p.leader_id.0, p.replica_nodes.iter().map(|b| b.0).collect()),
+                )
+            })
+        })
+        .collect()
+}
+
+/// `runnel cluster rebalance`: one ElectLeaders (preferred) for every
+/// partition (or one topic's), then the leaders before and after.
+async fn rebalance(bootstrap: &str, topic: Option<&str>, json: bool) -> Result<()> {
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    use kafka_protocol::messages::{ElectLeadersRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    let (addr, before) = fetch_metadata(bootstrap).await?;
+    let before = assignments(&before);
+    let mut request = ElectLeadersRequest::default();
+    request.election_type = 0;
+    request.timeout_ms = 60_000;
+    if let Some(topic) = topic {
+        let partitions: Vec<i32> = before
+            .keys()
+            .filter(|(t, _)| t == topic)
+            .map(|(_, p)| *p)
+            .collect();
+        if partitions.is_empty() {
+            bail!("topic '{topic}' does not exist");
+        }
+        let mut t = TopicPartitions::default();
+        t.topic = TopicName(StrBytes::from_string(topic.to_string()));
+        t.partitions = partitions;
+        request.topic_partitions = Some(vec![t]);
+    } else {
+        // Every partition; the answer leaves out those already balanced.
+        request.topic_partitions = None;
+    }
+    let mut client = Client::connect(&addr, "runnel-cli")
+        .await
+        .with_context(|| format!("cannot reach a broker at {addr}"))?;
+    client.set_timeout(Duration::from_secs(70));
+    let response = client.send(&request).await?;
+    if let Some(e) = error_name(response.error_code) {
+        bail!("the election was refused: {e}");
+    }
+    let mut report = Rebalanced::default();
+    let mut elected = Vec::new();
+    for t in &response.replica_election_results {
+        let name = t.topic.0.to_string();
+        for p in &t.partition_result {
+            if p.error_code == ResponseError::ElectionNotNeeded.code() {
+                continue;
+            }
+            let (from, replicas) = before
+                .get(&(name.clone(), p.partition_id))
+                .cloned()
+                .unwrap_or((-1, Vec::new()));
+            if p.error_code == 0 {
+                elected.push((name.clone(), p.partition_id, from));
+            } else {
+                let code = error_name(p.error_code).unwrap_or_default();
+                report.not_moved.push(NotMoved {
+                    topic: name.clone(),
+                    partition: p.partition_id,
+                    preferred: replicas.first().copied().unwrap_or(-1),
+                    error: match p.error_message.as_ref().filter(|m| !m.is_empty()) {
+                        Some(m) => format!("{m} ({code})"),
+                        None => code,
+                    },
+                });
+            }
+        }
+    }
+    if !elected.is_empty() {
+        // The broker answered once it applied the elections itself.
+        let after = {
+            let mut request = MetadataRequest::default();
+            request.topics = None;
+            request.allow_auto_topic_creation = false;
+            assignments(&client.send(&request).await?)
+        };
+        for (topic, partition, from) in elected {
+            let to = after
+                .get(&(topic.clone(), partition))
+                .map_or(-1, |(leader, _)| *leader);
+            report.moved.push(Moved {
+                topic,
+                partition,
+                from,
+                to,
+            });
+        }
+    }
+    report
+        .moved
+        .sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    report
+        .not_moved
+        .sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    if !report.not_moved.is_empty() {
+        bail!(
+            "{} partition(s) could not be led by their preferred replica",
+            report.not_moved.len()
+        );
+    }
+    Ok(())
 }
 
 /// Asks the bootstrap brokers in order for the whole cluster's metadata;

@@ -131,6 +131,18 @@ pub fn node_args(args: &ServeArgs, node: &Node, quorum: &str) -> Vec<String> {
         "broker-session-timeout-ms",
         text(&args.broker_session_timeout_ms),
     );
+    flag(
+        "auto-leader-rebalance-enable",
+        text(&args.auto_leader_rebalance_enable),
+    );
+    flag(
+        "leader-imbalance-check-interval-seconds",
+        text(&args.leader_imbalance_check_interval_seconds),
+    );
+    flag(
+        "leader-imbalance-per-broker-percentage",
+        text(&args.leader_imbalance_per_broker_percentage),
+    );
     flag("auto-create-topics", text(&args.auto_create_topics));
     flag("default-partitions", text(&args.default_partitions));
     flag(
@@ -545,6 +557,10 @@ mod tests {
             "3000",
             "--replica-lag-time-max-ms",
             "2000",
+            "--leader-imbalance-check-interval-seconds",
+            "5",
+            "--auto-leader-rebalance-enable",
+            "false",
         ]);
         let nodes = plan(2, 9092, Path::new("d")).unwrap();
         let first = node_args(&a, &nodes[0], "q").join(" ");
@@ -556,6 +572,14 @@ mod tests {
             assert!(line.contains("--default-partitions 4"), "{line}");
             assert!(line.contains("--broker-session-timeout-ms 3000"), "{line}");
             assert!(line.contains("--replica-lag-time-max-ms 2000"), "{line}");
+            assert!(
+                line.contains("--leader-imbalance-check-interval-seconds 5"),
+                "{line}"
+            );
+            assert!(
+                line.contains("--auto-leader-rebalance-enable false"),
+                "{line}"
+            );
             assert!(line.contains("--controller-quorum q"), "{line}");
         }
         assert!(second.contains("--node-id 2 "), "{second}");

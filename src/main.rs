@@ -14,6 +14,7 @@ mod kafka_client;
 mod pipeline;
 mod plugin;
 mod produce;
+mod reassign;
 mod registry;
 mod schema;
 mod serve;
@@ -63,7 +64,8 @@ enum Command {
     /// Validate, test and run YAML pipelines (source -> transforms -> sink)
     #[command(subcommand)]
     Pipeline(pipeline::PipelineCommand),
-    /// Show the cluster: controller, brokers, partition leaders, replicas and ISR
+    /// Show the cluster (controller, brokers, partition leaders, replicas and
+    /// ISR) and move leaders back to their preferred replicas
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
     /// Create, list, describe, delete and configure topics

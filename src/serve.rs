@@ -42,6 +42,15 @@ pub struct ServeArgs {
     /// Fence a broker not heard from for this long; its partitions get new leaders [default: 9000]
     #[arg(long, env = "RUNNEL_BROKER_SESSION_TIMEOUT_MS")]
     pub broker_session_timeout_ms: Option<u64>,
+    /// Move partition leadership back to preferred replicas that are live and in sync [default: true]
+    #[arg(long, env = "RUNNEL_AUTO_LEADER_REBALANCE_ENABLE")]
+    pub auto_leader_rebalance_enable: Option<bool>,
+    /// How often the leader balance is checked, in seconds [default: 300]
+    #[arg(long, env = "RUNNEL_LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS")]
+    pub leader_imbalance_check_interval_seconds: Option<u64>,
+    /// Rebalance a broker's leaderships when more than this percentage of its preferred partitions is led elsewhere [default: 10]
+    #[arg(long, env = "RUNNEL_LEADER_IMBALANCE_PER_BROKER_PERCENTAGE")]
+    pub leader_imbalance_per_broker_percentage: Option<u32>,
     /// Create unknown topics on first use by Metadata or Produce [default: true]
     #[arg(long, env = "RUNNEL_AUTO_CREATE_TOPICS")]
     pub auto_create_topics: Option<bool>,
@@ -116,6 +125,15 @@ pub fn load_config(args: &ServeArgs) -> Result<BrokerConfig> {
     }
     if let Some(v) = args.broker_session_timeout_ms {
         config.broker_session_timeout_ms = v;
+    }
+    if let Some(v) = args.auto_leader_rebalance_enable {
+        config.auto_leader_rebalance_enable = v;
+    }
+    if let Some(v) = args.leader_imbalance_check_interval_seconds {
+        config.leader_imbalance_check_interval_seconds = v;
+    }
+    if let Some(v) = args.leader_imbalance_per_broker_percentage {
+        config.leader_imbalance_per_broker_percentage = v;
     }
     if let Some(v) = args.auto_create_topics {
         config.auto_create_topics = v;

@@ -66,6 +66,42 @@ pub enum TopicCommand {
         #[command(flatten)]
         connect: ConnectArgs,
     },
+    /// Move a partition's replicas to other brokers (the data is copied by
+    /// the new replicas, then the old ones are removed), cancel a move, or
+    /// show the moves in progress. Many partitions at once: --plan with a
+    /// JSON plan in kafka-reassign-partitions' format
+    Reassign {
+        /// The topic (not with --plan; with --status, only its moves)
+        topic: Option<String>,
+        /// The partition to move
+        #[arg(short, long)]
+        partition: Option<i32>,
+        /// The new replicas, preferred leader first (broker ids), e.g. 2,3,1
+        #[arg(long, value_delimiter = ',', num_args = 1)]
+        replicas: Option<Vec<i32>>,
+        /// Cancel the partition's move in progress: its replicas go back to
+        /// what they were
+        #[arg(long, conflicts_with = "replicas")]
+        cancel: bool,
+        /// A JSON plan: {"version":1,"partitions":[{"topic":"t","partition":0,"replicas":[2,3,1]}]}
+        /// ("replicas": null cancels that partition's move)
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["topic", "partition", "replicas", "cancel"])]
+        plan: Option<std::path::PathBuf>,
+        /// Show the moves in progress (replicas, adding, removing) instead
+        #[arg(long, conflicts_with_all = ["partition", "replicas", "cancel", "plan", "wait"])]
+        status: bool,
+        /// Wait until the moves started are done
+        #[arg(long)]
+        wait: bool,
+        /// Longest --wait, in milliseconds
+        #[arg(long, default_value_t = 600_000, requires = "wait")]
+        timeout_ms: u64,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
     /// Set or remove topic configs
     AlterConfig {
         name: String,
@@ -180,6 +216,32 @@ pub async fn run(cmd: TopicCommand) -> Result<()> {
             Ok(())
         }
         TopicCommand::Describe { name, connect: c } => describe(&c, &name).await,
+        TopicCommand::Reassign {
+            topic,
+            partition,
+            replicas,
+            cancel,
+            plan,
+            status,
+            wait,
+            timeout_ms,
+            json,
+            connect,
+        } => {
+            crate::reassign::run(crate::reassign::ReassignArgs {
+                topic,
+                partition,
+                replicas,
+                cancel,
+                plan,
+                status,
+                wait,
+                timeout_ms,
+                json,
+                connect,
+            })
+            .await
+        }
         TopicCommand::Delete {
             name,
             if_exists,

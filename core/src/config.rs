@@ -41,6 +41,19 @@ pub struct BrokerConfig {
     /// is fenced: its partitions get new leaders from their ISRs (Kafka's
     /// `broker.session.timeout.ms`). Brokers heartbeat four times as often.
     pub broker_session_timeout_ms: u64,
+    /// The metadata quorum's leader moves partition leadership back to the
+    /// preferred replica (the first of a partition's replicas) when it is
+    /// live and in sync: every `leader_imbalance_check_interval_seconds`
+    /// and as soon as a broker that returned is back in the ISRs (Kafka's
+    /// `auto.leader.rebalance.enable`).
+    pub auto_leader_rebalance_enable: bool,
+    /// How often the leader balance is checked (Kafka's
+    /// `leader.imbalance.check.interval.seconds`).
+    pub leader_imbalance_check_interval_seconds: u64,
+    /// A broker's preferred partitions are handed back to it only when more
+    /// than this share of them is led elsewhere (Kafka's
+    /// `leader.imbalance.per.broker.percentage`).
+    pub leader_imbalance_per_broker_percentage: u32,
     /// Address of the schema registry's REST API, which `runnel serve`
     /// runs next to the broker; `off` runs none.
     pub registry_addr: String,
@@ -129,6 +142,9 @@ impl Default for BrokerConfig {
             controller_addr: None,
             replica_lag_time_max_ms: 30_000,
             broker_session_timeout_ms: 9_000,
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval_seconds: 300,
+            leader_imbalance_per_broker_percentage: 10,
             registry_addr: "127.0.0.1:8081".into(),
             connect_addr: "127.0.0.1:8083".into(),
             http: HttpConfig::default(),
@@ -833,6 +849,21 @@ pub fn broker_config_entries(config: &BrokerConfig) -> Vec<(&'static str, String
             ConfigType::Boolean,
         ),
         (
+            "auto.leader.rebalance.enable",
+            config.auto_leader_rebalance_enable.to_string(),
+            ConfigType::Boolean,
+        ),
+        (
+            "leader.imbalance.check.interval.seconds",
+            config.leader_imbalance_check_interval_seconds.to_string(),
+            ConfigType::Long,
+        ),
+        (
+            "leader.imbalance.per.broker.percentage",
+            config.leader_imbalance_per_broker_percentage.to_string(),
+            ConfigType::Int,
+        ),
+        (
             "num.partitions",
             config.default_partitions.to_string(),
             ConfigType::Int,
@@ -1204,6 +1235,18 @@ impl BrokerConfig {
             return err(format!(
                 "broker_session_timeout_ms must be between 400 and 3600000, got {}",
                 self.broker_session_timeout_ms
+            ));
+        }
+        if !(1..=86_400).contains(&self.leader_imbalance_check_interval_seconds) {
+            return err(format!(
+                "leader_imbalance_check_interval_seconds must be between 1 and 86400, got {}",
+                self.leader_imbalance_check_interval_seconds
+            ));
+        }
+        if self.leader_imbalance_per_broker_percentage > 100 {
+            return err(format!(
+                "leader_imbalance_per_broker_percentage must be between 0 and 100, got {}",
+                self.leader_imbalance_per_broker_percentage
             ));
         }
         if !(100..=3_600_000).contains(&self.replica_lag_time_max_ms) {

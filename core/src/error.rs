@@ -58,6 +58,20 @@ pub enum BrokerError {
         "partition {1} of topic '{0}': written, but not committed on the in-sync replicas: {2}"
     )]
     NotCommitted(String, i32, String),
+    /// The partition already has the leader an election asks for
+    /// (ELECTION_NOT_NEEDED).
+    #[error("{0}")]
+    ElectionNotNeeded(String),
+    /// PREFERRED_LEADER_NOT_AVAILABLE
+    #[error("{0}")]
+    PreferredLeaderNotAvailable(String),
+    /// ELIGIBLE_LEADERS_NOT_AVAILABLE
+    #[error("{0}")]
+    EligibleLeadersNotAvailable(String),
+    /// A cancellation of a reassignment that is not running
+    /// (NO_REASSIGNMENT_IN_PROGRESS).
+    #[error("{0}")]
+    NoReassignmentInProgress(String),
 }
 
 /// A produced record set refused by broker-side schema validation

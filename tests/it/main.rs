@@ -11,6 +11,7 @@ mod admin_configs;
 mod append_rules;
 mod broker_cli;
 mod cluster;
+mod cluster_admin;
 mod cluster_cli;
 mod cluster_coordinators;
 mod cluster_faults;

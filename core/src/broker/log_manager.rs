@@ -210,6 +210,46 @@ impl LogManager {
         });
     }
 
+    /// Stops a partition this broker no longer holds a replica of (a
+    /// reassignment moved it away) and removes its data: marked deleted
+    /// (reads, appends and a follower fetch still in flight are refused),
+    /// its directory renamed under the log's lock, so no write lands after
+    /// it, then removed in the background.
+    pub(super) fn remove_partition(&self, partition: &Partition) {
+        partition.deleted.store(true, Ordering::Release);
+        let log = lock(&partition.log);
+        let dir = log.dir().to_path_buf();
+        match rename_for_removal(&dir) {
+            Ok(doomed) => {
+                drop(log);
+                remove_in_background(doomed);
+            }
+            Err(e) => {
+                warn!(dir = %dir.display(), error = %e, "could not remove the data of a replica this broker no longer holds")
+            }
+        }
+    }
+
+    /// Removes the directory of partition `p` of topic `name` (id `id`) if
+    /// one is left although this broker holds no replica of it: a
+    /// reassignment moved it away while this broker was down. Directories
+    /// of another topic id (an older topic of the name) go too.
+    pub(super) fn remove_stray_partition(&self, name: &str, id: Uuid, p: i32) {
+        let dir = meta::partition_dir(&self.data_dir, name, p);
+        let Some(found) = meta::read_partition_metadata(&dir) else {
+            return;
+        };
+        match rename_for_removal(&dir) {
+            Ok(doomed) => {
+                info!(dir = %dir.display(), topic_id = %found, current_topic_id = %id, "removing a partition this broker no longer holds a replica of");
+                remove_in_background(doomed);
+            }
+            Err(e) => {
+                warn!(dir = %dir.display(), error = %e, "could not remove a partition this broker no longer holds")
+            }
+        }
+    }
+
     /// Gives every partition of `topic` a new log config.
     pub(super) fn reconfigure(&self, topic: &Topic, log_config: &LogConfig) {
         for partition in topic.partitions() {
@@ -288,6 +328,27 @@ impl LogManager {
         checkpointed(topics, &starts, PartitionLog::log_start_checkpointed);
         Ok(())
     }
+}
+
+/// Renames a partition directory to a unique `<dir>.<random id>-delete`
+/// (removed at the next start if the removal does not finish), so a new
+/// replica of the same partition can be made at once.
+fn rename_for_removal(dir: &Path) -> io::Result<PathBuf> {
+    let name = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("partition");
+    let target = dir.with_file_name(format!("{name}.{}-delete", Uuid::new_v4().simple()));
+    std::fs::rename(dir, &target)?;
+    Ok(target)
+}
+
+fn remove_in_background(dir: PathBuf) {
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            warn!(dir = %dir.display(), error = %e, "could not remove a partition's data");
+        }
+    });
 }
 
 /// Tells the logs a truncation cut, and only those, which values a

@@ -18,7 +18,7 @@
 //! What it is not: the partitions' data path (`partition.rs`) or the
 //! logs' maintenance (`log_manager.rs`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -38,8 +38,8 @@ use crate::config::{
     validate_topic_config, BrokerConfig, ConfigError, ConfigType, LogDefaults,
 };
 use crate::controller::decisions::{
-    self, AlterPartitionRequest, BrokerRegistrationRequest, DecisionError, NewTopic,
-    ProducerIdBlock, PRODUCER_ID_BLOCK_SIZE,
+    self, AlterPartitionRequest, BrokerRegistrationRequest, DecisionError, ElectionType, NewTopic,
+    OngoingReassignment, ProducerIdBlock, PRODUCER_ID_BLOCK_SIZE,
 };
 use crate::controller::records::{
     BrokerId, ConfigChanged, ConfigResource, ProducerIdsAllocated, TopicCreated,
@@ -172,13 +172,43 @@ const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Records per proposal when a whole `topics.json` moves into the log.
 const MIGRATION_CHUNK: usize = 5000;
 
+/// Partition changes per proposal of an election, a reassignment request
+/// or a balancing pass (Kafka elects at most 1000 leaders per pass).
+const MAX_CHANGES_PER_PROPOSAL: usize = 1000;
+
+/// How often a partition change is decided again when the partition moved
+/// between the decision and the commit (its record was then ignored).
+const DECISION_ATTEMPTS: usize = 3;
+
+/// The shortest pause between two leader-balancing checks, so the burst
+/// of ISR changes of a returning broker is checked a few times, not once
+/// per change.
+const BALANCE_PAUSE: Duration = Duration::from_millis(250);
+
 /// What applying images keeps between runs.
 #[derive(Default)]
 struct ApplyState {
     /// Recovery points and log starts read at start; only the first
     /// application (the logs that exist on disk) uses them.
     start_checkpoints: Option<StartCheckpoints>,
+    /// Replicas of this broker whose log could not be opened: offline
+    /// until the broker restarts, not tried again on every change.
+    offline: HashSet<(Uuid, i32)>,
 }
+
+/// Automatic preferred-leader balancing (`auto_leader_rebalance_enable`).
+#[derive(Debug, Clone, Copy)]
+struct LeaderBalance {
+    interval: Duration,
+    imbalance_percentage: u32,
+}
+
+/// Per topic, per partition: the outcome of an election or reassignment.
+pub type PartitionResults = Vec<(String, Vec<(i32, Result<(), BrokerError>)>)>;
+
+/// Per topic, per partition: a reassignment's target replicas (`None`
+/// cancels the ongoing one).
+pub type ReassignmentTargets = Vec<(String, Vec<(i32, Option<Vec<BrokerId>>)>)>;
 
 /// This broker's view of the cluster's topics and configs, following the
 /// metadata quorum.
@@ -222,6 +252,8 @@ pub struct Metadata {
     stopping: std::sync::atomic::AtomicBool,
     replica_lag_time_max_ms: i64,
     session_timeout: Duration,
+    /// `None` when automatic leader balancing is off.
+    leader_balance: Option<LeaderBalance>,
     logs: Arc<LogManager>,
 }
 
@@ -241,6 +273,17 @@ fn decision_error(e: DecisionError) -> BrokerError {
         DecisionError::InvalidTopic(m) => BrokerError::InvalidTopic(m),
         DecisionError::TopicAlreadyExists(name) => BrokerError::TopicExists(name),
         DecisionError::UnknownTopicOrPartition(name) => BrokerError::UnknownTopic(name),
+        DecisionError::ElectionNotNeeded(m) => BrokerError::ElectionNotNeeded(m),
+        e @ DecisionError::PreferredLeaderNotAvailable { .. } => {
+            BrokerError::PreferredLeaderNotAvailable(e.to_string())
+        }
+        e @ DecisionError::EligibleLeadersNotAvailable(_) => {
+            BrokerError::EligibleLeadersNotAvailable(e.to_string())
+        }
+        DecisionError::InvalidReplicaAssignment(m) => BrokerError::InvalidReplicaAssignment(m),
+        e @ DecisionError::NoReassignmentInProgress(_) => {
+            BrokerError::NoReassignmentInProgress(e.to_string())
+        }
         other => BrokerError::InvalidRequest(other.to_string()),
     }
 }
@@ -310,6 +353,7 @@ impl Metadata {
             admin: tokio::sync::Mutex::new(()),
             applying: Mutex::new(ApplyState {
                 start_checkpoints: Some(logs.read_checkpoints()),
+                offline: HashSet::new(),
             }),
             prepared: Mutex::new(HashMap::new()),
             fetchers: ReplicaFetchers::new(config.node_id),
@@ -317,6 +361,10 @@ impl Metadata {
             stopping: std::sync::atomic::AtomicBool::new(false),
             replica_lag_time_max_ms: config.replica_lag_time_max_ms as i64,
             session_timeout: Duration::from_millis(config.broker_session_timeout_ms),
+            leader_balance: config.auto_leader_rebalance_enable.then(|| LeaderBalance {
+                interval: Duration::from_secs(config.leader_imbalance_check_interval_seconds),
+                imbalance_percentage: config.leader_imbalance_per_broker_percentage,
+            }),
             logs,
         });
         metadata.register(config).await?;
@@ -339,6 +387,7 @@ impl Metadata {
         metadata.follow();
         metadata.maintain_isrs();
         metadata.keep_sessions();
+        metadata.balance_leaders();
         Ok(metadata)
     }
 
@@ -735,6 +784,114 @@ impl Metadata {
         }
     }
 
+    /// Automatic preferred-leader balancing while this node leads the
+    /// quorum (off unless `auto_leader_rebalance_enable`): every
+    /// `leader_imbalance_check_interval_seconds` over all brokers, and
+    /// after every metadata change for the brokers that returned (a new
+    /// registration or an unfencing) and may get leaderships back, as
+    /// soon as their replicas are in sync again; a returned broker is
+    /// watched until its imbalance is below the threshold or the next
+    /// periodic check covers it. Every node watches the same images, so a
+    /// new quorum leader knows which brokers returned.
+    fn balance_leaders(self: &Arc<Self>) {
+        let Some(balance) = self.leader_balance else {
+            return;
+        };
+        let weak: Weak<Metadata> = Arc::downgrade(self);
+        let mut images = self.controller.subscribe();
+        tokio::spawn(async move {
+            let live_epochs = |image: &MetadataImage| -> BTreeMap<BrokerId, i64> {
+                image
+                    .live_brokers()
+                    .map(|b| (b.broker_id, b.broker_epoch))
+                    .collect()
+            };
+            let mut live = live_epochs(&images.borrow_and_update());
+            let mut returned: BTreeSet<BrokerId> = BTreeSet::new();
+            let mut next_check = tokio::time::Instant::now() + balance.interval;
+            loop {
+                let periodic = tokio::select! {
+                    changed = images.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                        false
+                    }
+                    () = tokio::time::sleep_until(next_check) => true,
+                };
+                let Some(metadata) = weak.upgrade() else {
+                    break;
+                };
+                let image = images.borrow_and_update().clone();
+                let now_live = live_epochs(&image);
+                returned.extend(
+                    now_live
+                        .iter()
+                        .filter(|&(id, epoch)| live.get(id) != Some(epoch))
+                        .map(|(&id, _)| id),
+                );
+                live = now_live;
+                let imbalanced =
+                    decisions::imbalanced_brokers(&image, balance.imbalance_percentage);
+                returned.retain(|b| imbalanced.contains(b));
+                let scope = if periodic {
+                    next_check = tokio::time::Instant::now() + balance.interval;
+                    returned.clear();
+                    None
+                } else if returned.is_empty() {
+                    continue;
+                } else {
+                    Some(returned.clone())
+                };
+                if !metadata.controller.is_leader() {
+                    continue;
+                }
+                metadata
+                    .rebalance(scope.as_ref(), balance.imbalance_percentage)
+                    .await;
+                drop(metadata);
+                tokio::time::sleep(BALANCE_PAUSE).await;
+            }
+        });
+    }
+
+    /// One balancing pass: preferred leaders that are live and in sync get
+    /// their partitions back where their broker's imbalance is above the
+    /// threshold (`brokers`: only these brokers').
+    async fn rebalance(&self, brokers: Option<&BTreeSet<BrokerId>>, imbalance_percentage: u32) {
+        // Each proposal moves at most MAX_CHANGES_PER_PROPOSAL leaders; a
+        // full one is followed by another, within a bound.
+        for _ in 0..100 {
+            let image = self.controller.image();
+            let records = decisions::rebalance_leaders(
+                &image,
+                imbalance_percentage,
+                brokers,
+                MAX_CHANGES_PER_PROPOSAL,
+            );
+            if records.is_empty() {
+                return;
+            }
+            let proposed = records.len();
+            match self.propose(records).await {
+                Ok(outcome) => {
+                    let moved = outcome.outcomes.iter().filter(|o| o.is_ok()).count();
+                    info!(
+                        partitions = moved,
+                        "moved partition leadership back to the preferred replicas"
+                    );
+                    if proposed < MAX_CHANGES_PER_PROPOSAL {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "leader balancing not committed; it is tried again at the next check");
+                    return;
+                }
+            }
+        }
+    }
+
     /// Sends one ISR change to the quorum; the metadata that commits it
     /// settles it on the partition (or the refusal does).
     async fn alter_isr(&self, topic_id: Uuid, partition: &Partition, change: AlterIsrRequest) {
@@ -770,9 +927,12 @@ impl Metadata {
 
     /// Brings the local state in line with `image`: dynamic configs and
     /// topic defaults, topics created (their local partitions opened or
-    /// made) or deleted (their data removed), partitions added, configs
-    /// changed, and each local partition's leadership and leader epoch.
-    /// Blocking (opens logs): call from a blocking thread.
+    /// made) or deleted (their data removed), partitions added, replicas
+    /// this broker gained (made empty, then fetched from the leader) or
+    /// lost (stopped, their data removed; at the first application also
+    /// the directories of replicas lost while the broker was down),
+    /// configs changed, and each local partition's leadership and leader
+    /// epoch. Blocking (opens logs): call from a blocking thread.
     fn apply_image(&self, image: Arc<MetadataImage>) {
         let mut state = lock(&self.applying);
         if image.offset() < *self.applied.borrow() {
@@ -834,35 +994,68 @@ impl Metadata {
                 self.logs.reconfigure(&topic, &log_config);
             }
             let have = topic.partition_count();
-            let mut added = Vec::new();
-            for (&index, p) in t.partitions.range(have..) {
-                let local = p.replicas.contains(&self.node_id).then(|| {
-                    let opened = match lock(&self.prepared).remove(&(t.topic_id, index)) {
-                        Some(log) => self
-                            .logs
-                            .install_prepared(&name, index, log)
-                            .map(|p| (p, 0)),
-                        None => self.logs.open_partition(
-                            &name,
-                            t.topic_id,
-                            index,
-                            &log_config,
-                            &checkpoints,
-                        ),
-                    };
-                    match opened {
-                        Ok((partition, cut)) => {
-                            truncated += cut;
-                            Some(partition)
-                        }
-                        Err(e) => {
-                            error!(topic = %name, partition = index, error = %e, "cannot open a partition of this broker; it stays offline");
-                            None
+            let mut failed = Vec::new();
+            let mut open = |index: i32| -> Option<Arc<Partition>> {
+                let opened = match lock(&self.prepared).remove(&(t.topic_id, index)) {
+                    Some(log) => self
+                        .logs
+                        .install_prepared(&name, index, log)
+                        .map(|p| (p, 0)),
+                    None => self.logs.open_partition(
+                        &name,
+                        t.topic_id,
+                        index,
+                        &log_config,
+                        &checkpoints,
+                    ),
+                };
+                match opened {
+                    Ok((partition, cut)) => {
+                        truncated += cut;
+                        Some(partition)
+                    }
+                    Err(e) => {
+                        error!(topic = %name, partition = index, error = %e, "cannot open a partition of this broker; it stays offline");
+                        failed.push((t.topic_id, index));
+                        None
+                    }
+                }
+            };
+            // Partitions this broker had: a reassignment may have added a
+            // replica here or taken this one away.
+            for (&index, p) in t.partitions.range(..have) {
+                let holds = p.replicas.contains(&self.node_id);
+                match topic.partition(index) {
+                    None if holds && !state.offline.contains(&(t.topic_id, index)) => {
+                        if let Some(partition) = open(index) {
+                            info!(topic = %name, partition = index, leader = p.leader, "this broker is a new replica of the partition; it follows the leader");
+                            topic.set_partition(index, Some(partition));
                         }
                     }
-                });
-                added.push(local.flatten());
+                    Some(partition) if !holds => {
+                        // Steps down first: produces waiting for acks=all
+                        // are answered NOT_LEADER_OR_FOLLOWER.
+                        partition.apply_state(self.node_id, p);
+                        topic.set_partition(index, None);
+                        self.logs.remove_partition(&partition);
+                        info!(topic = %name, partition = index, "this broker no longer holds a replica of the partition; its data is removed");
+                    }
+                    _ => {}
+                }
             }
+            let mut added = Vec::new();
+            for (&index, p) in t.partitions.range(have..) {
+                let local = if p.replicas.contains(&self.node_id) {
+                    open(index)
+                } else {
+                    if first {
+                        self.logs.remove_stray_partition(&name, t.topic_id, index);
+                    }
+                    None
+                };
+                added.push(local);
+            }
+            state.offline.extend(failed);
             if !added.is_empty() {
                 topic.add_partitions(added);
             }
@@ -1377,6 +1570,186 @@ impl Metadata {
         self.propose_configs(records).await?;
         info!(?scope, "altered dynamic broker configs");
         Ok(())
+    }
+
+    /// Decides one change per entry of `keys` with `decide` over the
+    /// current image (each decision sees the ones taken before it, as in
+    /// Kafka's single-threaded controller, so an entry listed twice sees
+    /// its first change), proposes the records in batches, and decides
+    /// again the entries whose records were ignored because their
+    /// partition moved between the decision and the commit. Returns each
+    /// entry's outcome, in order, once this broker applied the changes.
+    async fn change_partitions<K>(
+        &self,
+        keys: &[K],
+        decide: impl Fn(&MetadataImage, &K) -> Result<Option<MetadataRecord>, DecisionError>,
+    ) -> Vec<Result<(), BrokerError>> {
+        let _admin = self.admin.lock().await;
+        let mut results: Vec<Option<Result<(), BrokerError>>> =
+            std::iter::repeat_with(|| None).take(keys.len()).collect();
+        let mut pending: Vec<usize> = (0..keys.len()).collect();
+        for _ in 0..DECISION_ATTEMPTS {
+            let mut scratch = (*self.controller.image()).clone();
+            let mut decided: Vec<(usize, MetadataRecord)> = Vec::new();
+            for &i in &pending {
+                match decide(&scratch, &keys[i]) {
+                    Err(e) => results[i] = Some(Err(decision_error(e))),
+                    Ok(None) => results[i] = Some(Ok(())),
+                    Ok(Some(record)) => match scratch.apply(&record) {
+                        Ok(()) => decided.push((i, record)),
+                        Err(why) => {
+                            results[i] = Some(Err(BrokerError::InvalidRequest(format!(
+                                "the change does not apply: {why}"
+                            ))))
+                        }
+                    },
+                }
+            }
+            pending.clear();
+            let mut applied_at = None;
+            for batch in decided.chunks(MAX_CHANGES_PER_PROPOSAL) {
+                let records = batch.iter().map(|(_, r)| r.clone()).collect();
+                match self.propose(records).await {
+                    Ok(outcome) => {
+                        applied_at = Some(outcome.log_index);
+                        for ((i, _), o) in batch.iter().zip(&outcome.outcomes) {
+                            match o {
+                                Ok(()) => results[*i] = Some(Ok(())),
+                                Err(_) => pending.push(*i),
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        for (i, _) in batch {
+                            results[*i] = Some(Err(BrokerError::MetadataTimeout(e.to_string())));
+                        }
+                    }
+                }
+            }
+            if let Some(index) = applied_at {
+                if let Err(e) = self.wait_applied(index).await {
+                    warn!(error = %e, "a committed partition change is not applied here yet");
+                }
+            }
+            if pending.is_empty() {
+                break;
+            }
+        }
+        for i in pending {
+            results[i] = Some(Err(BrokerError::MetadataTimeout(
+                "the partition kept changing while the change was decided; try again".into(),
+            )));
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(BrokerError::InvalidRequest("not decided".into()))))
+            .collect()
+    }
+
+    /// ElectLeaders: per partition (`None`: every partition of every
+    /// topic, answered without those that need no election, as Kafka),
+    /// the outcome of a preferred or unclean election.
+    pub async fn elect_leaders(
+        &self,
+        election: ElectionType,
+        partitions: Option<Vec<(String, Vec<i32>)>>,
+    ) -> PartitionResults {
+        let all = partitions.is_none();
+        let partitions = partitions.unwrap_or_else(|| {
+            self.controller
+                .image()
+                .topics()
+                .map(|t| (t.name.clone(), t.partitions.keys().copied().collect()))
+                .collect()
+        });
+        let keys: Vec<(String, i32)> = partitions
+            .iter()
+            .flat_map(|(t, ps)| ps.iter().map(move |&p| (t.clone(), p)))
+            .collect();
+        let outcomes = self
+            .change_partitions(&keys, |image, (topic, p)| {
+                decisions::elect_leader(image, topic, *p, election).map(Some)
+            })
+            .await;
+        let elected = outcomes.iter().filter(|o| o.is_ok()).count();
+        if elected > 0 {
+            info!(?election, partitions = elected, "elected partition leaders");
+        }
+        let mut outcomes = outcomes.into_iter();
+        partitions
+            .into_iter()
+            .map(|(topic, ps)| {
+                let results = ps
+                    .into_iter()
+                    .map(|p| (p, outcomes.next().expect("one outcome per partition")))
+                    .filter(|(_, o)| !(all && matches!(o, Err(BrokerError::ElectionNotNeeded(_)))))
+                    .collect();
+                (topic, results)
+            })
+            .collect()
+    }
+
+    /// AlterPartitionReassignments: per partition, start (or replace) a
+    /// reassignment to the target replicas, or cancel one (`None`).
+    pub async fn alter_partition_reassignments(
+        &self,
+        topics: ReassignmentTargets,
+        allow_replication_factor_change: bool,
+    ) -> PartitionResults {
+        let keys: Vec<(&str, i32, Option<&[BrokerId]>)> = topics
+            .iter()
+            .flat_map(|(t, ps)| {
+                ps.iter()
+                    .map(move |(p, target)| (t.as_str(), *p, target.as_deref()))
+            })
+            .collect();
+        let outcomes = self
+            .change_partitions(&keys, |image, &(topic, p, target)| {
+                decisions::alter_reassignment(
+                    image,
+                    topic,
+                    p,
+                    target,
+                    allow_replication_factor_change,
+                )
+            })
+            .await;
+        for ((topic, p, target), outcome) in keys.iter().zip(&outcomes) {
+            match (target, outcome) {
+                (Some(target), Ok(())) => {
+                    info!(
+                        topic,
+                        partition = p,
+                        ?target,
+                        "partition reassignment started"
+                    )
+                }
+                (None, Ok(())) => info!(topic, partition = p, "partition reassignment cancelled"),
+                (_, Err(e)) => {
+                    info!(topic, partition = p, error = %e, "partition reassignment refused")
+                }
+            }
+        }
+        let mut outcomes = outcomes.into_iter();
+        topics
+            .into_iter()
+            .map(|(topic, ps)| {
+                let results = ps
+                    .into_iter()
+                    .map(|(p, _)| (p, outcomes.next().expect("one outcome per partition")))
+                    .collect();
+                (topic, results)
+            })
+            .collect()
+    }
+
+    /// ListPartitionReassignments: the ongoing reassignments (of every
+    /// topic, or of the partitions listed), as this broker applied them.
+    pub fn list_partition_reassignments(
+        &self,
+        wanted: Option<&[(String, Vec<i32>)]>,
+    ) -> Vec<OngoingReassignment> {
+        decisions::list_reassignments(&self.image(), wanted)
     }
 
     /// A group's configs (GROUP resource), as set.

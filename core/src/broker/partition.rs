@@ -553,6 +553,7 @@ mod tests {
                 leader: 1,
                 leader_epoch: 3,
                 partition_epoch: 0,
+                ..Default::default()
             },
         );
         assert!(matches!(

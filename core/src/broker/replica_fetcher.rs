@@ -253,6 +253,9 @@ fn apply_answer(
             return true;
         }
         let mut log = partition.log();
+        if partition.deleted.load(std::sync::atomic::Ordering::Acquire) {
+            return false;
+        }
         let reset = out_of_range_reset(
             log.log_end_offset(),
             leader_log_start,
@@ -274,6 +277,11 @@ fn apply_answer(
         return true;
     }
     let mut log = partition.log();
+    if partition.deleted.load(std::sync::atomic::Ordering::Acquire) {
+        // No longer a replica here (checked under the log's lock, which the
+        // removal takes): nothing more is written.
+        return false;
+    }
     if diverging_end_offset >= 0 {
         let cut = truncation_offset(
             log.epochs(),

@@ -61,9 +61,10 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A topic and its partitions. Partitions only ever grow. In a cluster a
-/// broker holds only the partitions it has a replica of: the others are
-/// `None` here (their state is in the metadata image).
+/// A topic and its partitions. The partition count only ever grows. In a
+/// cluster a broker holds only the partitions it has a replica of: the
+/// others are `None` here (their state is in the metadata image), and a
+/// reassignment can give this broker a replica or take one away.
 pub struct Topic {
     pub name: Arc<str>,
     pub id: Uuid,
@@ -163,6 +164,17 @@ impl Topic {
             .schema_validation
             .write()
             .unwrap_or_else(|e| e.into_inner()) = validation;
+    }
+
+    /// Holds `partition` (or nothing) as partition `index`, which exists.
+    pub(super) fn set_partition(&self, index: i32, partition: Option<Arc<Partition>>) {
+        let mut partitions = self.partitions.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = usize::try_from(index)
+            .ok()
+            .and_then(|i| partitions.get_mut(i))
+        {
+            *slot = partition;
+        }
     }
 
     /// Adds partitions after the last one.

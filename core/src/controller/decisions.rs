@@ -12,7 +12,11 @@
 //! Covered: replica placement for new topics and partitions, broker
 //! registration, fencing with leader election from the ISR (unclean only
 //! where `unclean.leader.election.enable` is true), unfencing, ISR changes
-//! (AlterPartition) validated by epochs, and producer-id blocks.
+//! (AlterPartition) validated by epochs, leader elections (ElectLeaders and
+//! automatic preferred-leader balancing), partition reassignments
+//! (KIP-455), and producer-id blocks. Every partition change goes through
+//! one builder (`PartitionChange`: complete a reassignment the ISR allows,
+//! elect, write what differs), as KRaft's `PartitionChangeBuilder`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -108,6 +112,24 @@ pub enum DecisionError {
     /// UNKNOWN_SERVER_ERROR: the id space is used up.
     #[error("producer ids are exhausted")]
     ProducerIdsExhausted,
+    /// ELECTION_NOT_NEEDED: the partition already has the leader asked for.
+    #[error("{0}")]
+    ElectionNotNeeded(String),
+    /// PREFERRED_LEADER_NOT_AVAILABLE
+    #[error("the preferred leader {preferred} of {partition} is not in sync or not live")]
+    PreferredLeaderNotAvailable {
+        partition: String,
+        preferred: BrokerId,
+    },
+    /// ELIGIBLE_LEADERS_NOT_AVAILABLE
+    #[error("no replica of {0} is live")]
+    EligibleLeadersNotAvailable(String),
+    /// INVALID_REPLICA_ASSIGNMENT
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
+    /// NO_REASSIGNMENT_IN_PROGRESS
+    #[error("no reassignment of {0} is in progress")]
+    NoReassignmentInProgress(String),
 }
 
 fn partition_name(topic: &TopicImage, partition: i32) -> String {
@@ -383,46 +405,152 @@ fn unclean_allowed(image: &MetadataImage, topic: &TopicImage) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }
 
-/// A new leader and ISR for a partition, or `None` if none can be chosen.
-///
-/// Clean: the first replica (preferred order) that is in `isr` and live.
-/// Unclean, only if allowed: the first live replica, which becomes the
-/// whole ISR.
-fn elect(
-    p: &PartitionState,
-    isr: &[BrokerId],
-    is_live: &dyn Fn(BrokerId) -> bool,
-    unclean: bool,
-) -> Option<(BrokerId, Vec<BrokerId>)> {
-    if let Some(&leader) = p.replicas.iter().find(|&&b| isr.contains(&b) && is_live(b)) {
-        return Some((leader, isr.to_vec()));
-    }
-    if unclean {
-        if let Some(&leader) = p.replicas.iter().find(|&&b| is_live(b)) {
-            return Some((leader, vec![leader]));
-        }
-    }
-    None
+/// How a change picks the partition's leader (KRaft's
+/// `PartitionChangeBuilder.Election`). A leader is *valid* when it is in
+/// the (new) ISR and live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Election {
+    /// Keep a valid leader; otherwise the first valid replica in replica
+    /// order; otherwise none.
+    Online,
+    /// The first replica (the preferred leader) if it is valid; otherwise
+    /// as `Online`.
+    Preferred,
+    /// As `Online`; when no replica is valid, the first live replica,
+    /// which becomes the whole ISR (it may lack committed records).
+    Unclean,
 }
 
-fn change(
-    topic: &TopicImage,
-    partition: i32,
-    p: &PartitionState,
-    leader: BrokerId,
+/// The state a change moves one partition to. [`PartitionChange::build`]
+/// completes a reassignment the new ISR allows, elects the leader and
+/// writes the record of what differs from the current state: the one way
+/// every decision below changes a partition (fencing, unfencing, ISR
+/// changes, elections, reassignments), so each follows the same rules.
+struct PartitionChange<'a> {
+    topic: &'a TopicImage,
+    index: i32,
+    current: &'a PartitionState,
+    replicas: Vec<BrokerId>,
     isr: Vec<BrokerId>,
-) -> Option<MetadataRecord> {
-    if leader == p.leader && isr == p.isr {
-        return None;
+    adding: Vec<BrokerId>,
+    removing: Vec<BrokerId>,
+    election: Election,
+}
+
+impl<'a> PartitionChange<'a> {
+    /// No change yet: the targets are the current state.
+    fn new(topic: &'a TopicImage, index: i32, current: &'a PartitionState) -> Self {
+        PartitionChange {
+            topic,
+            index,
+            current,
+            replicas: current.replicas.clone(),
+            isr: current.isr.clone(),
+            adding: current.adding_replicas.clone(),
+            removing: current.removing_replicas.clone(),
+            election: Election::Online,
+        }
     }
-    Some(MetadataRecord::PartitionChanged(PartitionChanged {
-        topic_id: topic.topic_id,
-        partition,
-        partition_epoch: p.partition_epoch,
-        leader: (leader != p.leader).then_some(leader),
-        isr: (isr != p.isr).then_some(isr),
-        replicas: None,
-    }))
+
+    /// The ISR the change aims at (never empty: callers keep the last
+    /// member of an ISR that would be).
+    fn isr(mut self, isr: Vec<BrokerId>) -> Self {
+        self.isr = isr;
+        self
+    }
+
+    fn election(mut self, election: Election) -> Self {
+        self.election = election;
+        self
+    }
+
+    /// `Unclean` where the topic allows it, otherwise `Online`.
+    fn online_or_unclean(self, image: &MetadataImage) -> Self {
+        let election = if unclean_allowed(image, self.topic) {
+            Election::Unclean
+        } else {
+            Election::Online
+        };
+        self.election(election)
+    }
+
+    /// KIP-455's completion: once every target replica is in the ISR, the
+    /// removed replicas leave the replicas and the ISR.
+    fn complete_reassignment(&mut self) {
+        if self.adding.is_empty() && self.removing.is_empty() {
+            return;
+        }
+        let kept = |list: &[BrokerId]| -> Vec<BrokerId> {
+            list.iter()
+                .copied()
+                .filter(|b| !self.removing.contains(b))
+                .collect()
+        };
+        let replicas = kept(&self.replicas);
+        let isr = kept(&self.isr);
+        if replicas.is_empty() || isr.is_empty() || !replicas.iter().all(|b| isr.contains(b)) {
+            return;
+        }
+        self.replicas = replicas;
+        self.isr = isr;
+        self.adding.clear();
+        self.removing.clear();
+    }
+
+    /// The leader (and for an unclean election, the ISR) of the new state.
+    fn elect(&mut self, is_live: &dyn Fn(BrokerId) -> bool) -> BrokerId {
+        let isr = &self.isr;
+        let valid = |b: BrokerId| b != NO_LEADER && isr.contains(&b) && is_live(b);
+        let current = self.current.leader;
+        let first_valid = || self.replicas.iter().copied().find(|&b| valid(b));
+        let chosen = match self.election {
+            Election::Preferred => self
+                .replicas
+                .first()
+                .copied()
+                .filter(|&b| valid(b))
+                .or_else(|| valid(current).then_some(current))
+                .or_else(first_valid),
+            Election::Online | Election::Unclean => {
+                (valid(current).then_some(current)).or_else(first_valid)
+            }
+        };
+        if let Some(leader) = chosen {
+            return leader;
+        }
+        if self.election == Election::Unclean {
+            if let Some(leader) = self.replicas.iter().copied().find(|&b| is_live(b)) {
+                self.isr = vec![leader];
+                return leader;
+            }
+        }
+        NO_LEADER
+    }
+
+    /// The record that moves the partition to the target state, or `None`
+    /// when nothing would change.
+    fn build(mut self, is_live: &dyn Fn(BrokerId) -> bool) -> Option<MetadataRecord> {
+        self.complete_reassignment();
+        let leader = self.elect(is_live);
+        let p = self.current;
+        let changed = |new: &Vec<BrokerId>, old: &Vec<BrokerId>| (new != old).then(|| new.clone());
+        let record = PartitionChanged {
+            topic_id: self.topic.topic_id,
+            partition: self.index,
+            partition_epoch: p.partition_epoch,
+            leader: (leader != p.leader).then_some(leader),
+            isr: changed(&self.isr, &p.isr),
+            replicas: changed(&self.replicas, &p.replicas),
+            adding_replicas: changed(&self.adding, &p.adding_replicas),
+            removing_replicas: changed(&self.removing, &p.removing_replicas),
+        };
+        let unchanged = record.leader.is_none()
+            && record.isr.is_none()
+            && record.replicas.is_none()
+            && record.adding_replicas.is_none()
+            && record.removing_replicas.is_none();
+        (!unchanged).then_some(MetadataRecord::PartitionChanged(record))
+    }
 }
 
 /// The records that fence a broker whose session expired: `BrokerFenced`,
@@ -451,7 +579,6 @@ pub fn fence_broker(
     })];
     let is_live = |b: BrokerId| b != broker_id && image.is_live(b);
     for topic in image.topics() {
-        let unclean = unclean_allowed(image, topic);
         for (&index, p) in &topic.partitions {
             if p.leader != broker_id && !p.isr.contains(&broker_id) {
                 continue;
@@ -461,12 +588,12 @@ pub fn fence_broker(
             if isr.is_empty() {
                 isr = p.isr.clone();
             }
-            let (leader, isr) = if p.leader == broker_id || p.leader == NO_LEADER {
-                elect(p, &isr, &is_live, unclean).unwrap_or((NO_LEADER, isr))
-            } else {
-                (p.leader, isr)
-            };
-            records.extend(change(topic, index, p, leader, isr));
+            records.extend(
+                PartitionChange::new(topic, index, p)
+                    .isr(isr)
+                    .online_or_unclean(image)
+                    .build(&is_live),
+            );
         }
     }
     Ok(records)
@@ -499,14 +626,15 @@ pub fn unfence_broker(
     })];
     let is_live = |b: BrokerId| b == broker_id || image.is_live(b);
     for topic in image.topics() {
-        let unclean = unclean_allowed(image, topic);
         for (&index, p) in &topic.partitions {
             if p.leader != NO_LEADER || !p.replicas.contains(&broker_id) {
                 continue;
             }
-            if let Some((leader, isr)) = elect(p, &p.isr, &is_live, unclean) {
-                records.extend(change(topic, index, p, leader, isr));
-            }
+            records.extend(
+                PartitionChange::new(topic, index, p)
+                    .online_or_unclean(image)
+                    .build(&is_live),
+            );
         }
     }
     Ok(records)
@@ -528,7 +656,8 @@ pub struct AlterPartitionRequest {
 }
 
 /// Validates a leader's ISR change and returns the record to propose, or
-/// `None` when the ISR is already what it asks.
+/// `None` when the ISR is already what it asks. An ISR that holds every
+/// target replica of an ongoing reassignment completes it.
 ///
 /// Fenced when it comes from an older broker incarnation (stale broker
 /// epoch), an older leader (leader epoch) or an older view of the partition
@@ -611,14 +740,318 @@ pub fn alter_partition(
     if request.new_isr == p.isr {
         return Ok(None);
     }
-    Ok(Some(MetadataRecord::PartitionChanged(PartitionChanged {
-        topic_id: request.topic_id,
-        partition: request.partition,
-        partition_epoch: p.partition_epoch,
-        leader: None,
-        isr: Some(request.new_isr.clone()),
-        replicas: None,
-    })))
+    // An ISR that now holds every target replica of a reassignment
+    // completes it in the same change (the leader moves if it is removed).
+    Ok(PartitionChange::new(topic, request.partition, p)
+        .isr(request.new_isr.clone())
+        .build(&|b| image.is_live(b)))
+}
+
+// ----- leader elections -----
+
+/// What an ElectLeaders request asks for (KIP-460's election types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElectionType {
+    /// The first replica, if it is live and in the ISR (type 0).
+    Preferred,
+    /// For a partition without a leader: a live ISR member, else any live
+    /// replica, which may lack committed records (type 1). Explicit, so it
+    /// ignores `unclean.leader.election.enable`, as in Kafka.
+    Unclean,
+}
+
+fn topic_partition<'a>(
+    image: &'a MetadataImage,
+    topic_name: &str,
+    partition: i32,
+) -> Result<(&'a TopicImage, &'a PartitionState), DecisionError> {
+    let topic = image
+        .topic_by_name(topic_name)
+        .ok_or_else(|| DecisionError::UnknownTopicOrPartition(topic_name.to_string()))?;
+    let p = topic
+        .partitions
+        .get(&partition)
+        .ok_or_else(|| DecisionError::UnknownTopicOrPartition(partition_name(topic, partition)))?;
+    Ok((topic, p))
+}
+
+/// The record of one ElectLeaders entry (Kafka's `electLeader`).
+///
+/// Preferred: ELECTION_NOT_NEEDED when the first replica leads already,
+/// PREFERRED_LEADER_NOT_AVAILABLE when it is not live or not in the ISR
+/// (and no other leader is needed). Unclean: ELECTION_NOT_NEEDED when the
+/// partition has a leader, ELIGIBLE_LEADERS_NOT_AVAILABLE when no replica
+/// is live. The new leader's epoch is bumped by the apply.
+pub fn elect_leader(
+    image: &MetadataImage,
+    topic_name: &str,
+    partition: i32,
+    election: ElectionType,
+) -> Result<MetadataRecord, DecisionError> {
+    let (topic, p) = topic_partition(image, topic_name, partition)?;
+    let name = partition_name(topic, partition);
+    let is_live = |b: BrokerId| image.is_live(b);
+    match election {
+        ElectionType::Preferred => {
+            let preferred = p.replicas.first().copied().unwrap_or(NO_LEADER);
+            if p.leader == preferred {
+                return Err(DecisionError::ElectionNotNeeded(format!(
+                    "{name} is led by its preferred replica {preferred}"
+                )));
+            }
+            PartitionChange::new(topic, partition, p)
+                .election(Election::Preferred)
+                .build(&is_live)
+                .ok_or(DecisionError::PreferredLeaderNotAvailable {
+                    partition: name,
+                    preferred,
+                })
+        }
+        ElectionType::Unclean => {
+            if p.leader != NO_LEADER {
+                return Err(DecisionError::ElectionNotNeeded(format!(
+                    "{name} has a leader ({})",
+                    p.leader
+                )));
+            }
+            PartitionChange::new(topic, partition, p)
+                .election(Election::Unclean)
+                .build(&is_live)
+                .ok_or(DecisionError::EligibleLeadersNotAvailable(name))
+        }
+    }
+}
+
+/// A broker's preferred partitions: how many, and the ones led elsewhere.
+type Preferred<'a> = (usize, Vec<(&'a TopicImage, i32, &'a PartitionState)>);
+
+/// Per live broker (of `brokers`, if given), the partitions whose
+/// preferred leader it is, reassigning ones aside.
+fn preferred_partitions<'a>(
+    image: &'a MetadataImage,
+    brokers: Option<&BTreeSet<BrokerId>>,
+) -> BTreeMap<BrokerId, Preferred<'a>> {
+    let mut by_broker: BTreeMap<BrokerId, Preferred> = BTreeMap::new();
+    for topic in image.topics() {
+        for (&index, p) in &topic.partitions {
+            let Some(&preferred) = p.replicas.first() else {
+                continue;
+            };
+            if p.is_reassigning()
+                || !image.is_live(preferred)
+                || brokers.is_some_and(|only| !only.contains(&preferred))
+            {
+                continue;
+            }
+            let entry = by_broker.entry(preferred).or_default();
+            entry.0 += 1;
+            if p.leader != preferred {
+                entry.1.push((topic, index, p));
+            }
+        }
+    }
+    by_broker
+}
+
+/// Kafka's test: a broker is imbalanced when the share of its preferred
+/// partitions led elsewhere is above `imbalance_percentage`.
+fn over(imbalance_percentage: u32, (total, elsewhere): &Preferred) -> bool {
+    elsewhere.len() as u64 * 100 > u64::from(imbalance_percentage) * *total as u64
+}
+
+/// The live brokers whose leader imbalance is above
+/// `imbalance_percentage` (see [`rebalance_leaders`]).
+pub fn imbalanced_brokers(image: &MetadataImage, imbalance_percentage: u32) -> BTreeSet<BrokerId> {
+    preferred_partitions(image, None)
+        .into_iter()
+        .filter(|(_, preferred)| over(imbalance_percentage, preferred))
+        .map(|(b, _)| b)
+        .collect()
+}
+
+/// Automatic preferred-leader balancing (Kafka's
+/// `auto.leader.rebalance.enable`): for each live broker, among the
+/// partitions whose preferred leader it is (reassigning ones aside), the
+/// share it does not lead; above `imbalance_percentage`
+/// (`leader.imbalance.per.broker.percentage`), every such partition where
+/// it is in the ISR gets it back as leader. `brokers` narrows the check to
+/// some brokers (those that just returned). At most `max_records`.
+pub fn rebalance_leaders(
+    image: &MetadataImage,
+    imbalance_percentage: u32,
+    brokers: Option<&BTreeSet<BrokerId>>,
+    max_records: usize,
+) -> Vec<MetadataRecord> {
+    let mut records = Vec::new();
+    for (broker, preferred) in preferred_partitions(image, brokers) {
+        if !over(imbalance_percentage, &preferred) {
+            continue;
+        }
+        for (topic, index, p) in preferred.1 {
+            if records.len() >= max_records {
+                return records;
+            }
+            if !p.isr.contains(&broker) {
+                continue;
+            }
+            records.extend(
+                PartitionChange::new(topic, index, p)
+                    .election(Election::Preferred)
+                    .build(&|b| image.is_live(b)),
+            );
+        }
+    }
+    records
+}
+
+// ----- reassignments -----
+
+/// The record of one AlterPartitionReassignments entry (KIP-455, as
+/// KRaft's `changePartitionReassignment` / `cancelPartitionReassignment`).
+///
+/// `target: Some(replicas)` starts (or replaces) a reassignment: the
+/// replicas become the target followed by the current replicas it drops
+/// (`removing_replicas`); the new ones (`adding_replicas`) follow the
+/// leader and join the ISR; once every target replica is in the ISR the
+/// change that brings it there completes the reassignment (see
+/// [`alter_partition`]), which also happens at once when the ISR already
+/// holds them (a reorder, a shrink). A target that replaces an ongoing
+/// reassignment starts from the replicas of the moment, as in Kafka: what
+/// the old target was adding and the new one does not keep is removed
+/// like any replica. `None` cancels: the replicas and ISR lose the added
+/// replicas (NO_REASSIGNMENT_IN_PROGRESS when none runs;
+/// INVALID_REPLICA_ASSIGNMENT when only added replicas are in sync and
+/// the topic forbids unclean election). A target that is empty, repeats a
+/// broker or names an unregistered one is INVALID_REPLICA_ASSIGNMENT; one
+/// of another size when `allow_replication_factor_change` is false
+/// (KIP-860) INVALID_REPLICATION_FACTOR. `Ok(None)`: nothing to change.
+pub fn alter_reassignment(
+    image: &MetadataImage,
+    topic_name: &str,
+    partition: i32,
+    target: Option<&[BrokerId]>,
+    allow_replication_factor_change: bool,
+) -> Result<Option<MetadataRecord>, DecisionError> {
+    let (topic, p) = topic_partition(image, topic_name, partition)?;
+    let name = partition_name(topic, partition);
+    let is_live = |b: BrokerId| image.is_live(b);
+    let Some(target) = target else {
+        if !p.is_reassigning() {
+            return Err(DecisionError::NoReassignmentInProgress(name));
+        }
+        let replicas = p.original_replicas();
+        let mut isr: Vec<BrokerId> = p
+            .isr
+            .iter()
+            .copied()
+            .filter(|b| !p.adding_replicas.contains(b))
+            .collect();
+        if isr.is_empty() {
+            if !unclean_allowed(image, topic) {
+                return Err(DecisionError::InvalidReplicaAssignment(format!(
+                    "cancelling the reassignment of {name} would need an unclean leader election: only added replicas are in sync"
+                )));
+            }
+            isr = vec![replicas[0]];
+        }
+        let mut change = PartitionChange::new(topic, partition, p)
+            .isr(isr)
+            .online_or_unclean(image);
+        change.replicas = replicas;
+        change.adding.clear();
+        change.removing.clear();
+        return Ok(change.build(&is_live));
+    };
+    let invalid = |why: String| DecisionError::InvalidReplicaAssignment(format!("{name}: {why}"));
+    if target.is_empty() {
+        return Err(invalid("the target replica list is empty".into()));
+    }
+    let mut seen = BTreeSet::new();
+    for &b in target {
+        if !seen.insert(b) {
+            return Err(invalid(format!("broker {b} is listed more than once")));
+        }
+        if image.broker(b).is_none() {
+            return Err(invalid(format!("broker {b} is not registered")));
+        }
+    }
+    let original = p.original_replicas();
+    if !allow_replication_factor_change && target.len() != original.len() {
+        return Err(DecisionError::InvalidReplicationFactor {
+            requested: target.len() as i32,
+            live: image.live_brokers().count(),
+        });
+    }
+    let removing: BTreeSet<BrokerId> = p
+        .replicas
+        .iter()
+        .copied()
+        .filter(|b| !target.contains(b))
+        .collect();
+    let adding: BTreeSet<BrokerId> = target
+        .iter()
+        .copied()
+        .filter(|b| !p.replicas.contains(b))
+        .collect();
+    let mut change = PartitionChange::new(topic, partition, p);
+    change.replicas = target
+        .iter()
+        .copied()
+        .chain(removing.iter().copied())
+        .collect();
+    change.adding = adding.into_iter().collect();
+    change.removing = removing.into_iter().collect();
+    Ok(change.build(&is_live))
+}
+
+/// One partition's ongoing reassignment (ListPartitionReassignments).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OngoingReassignment {
+    pub topic: String,
+    pub partition: i32,
+    pub replicas: Vec<BrokerId>,
+    pub adding_replicas: Vec<BrokerId>,
+    pub removing_replicas: Vec<BrokerId>,
+}
+
+/// The ongoing reassignments: of every topic (`None`), or of the listed
+/// partitions of the listed topics (unknown ones are skipped, as Kafka).
+pub fn list_reassignments(
+    image: &MetadataImage,
+    wanted: Option<&[(String, Vec<i32>)]>,
+) -> Vec<OngoingReassignment> {
+    let ongoing = |topic: &TopicImage, index: i32, p: &PartitionState| {
+        p.is_reassigning().then(|| OngoingReassignment {
+            topic: topic.name.clone(),
+            partition: index,
+            replicas: p.replicas.clone(),
+            adding_replicas: p.adding_replicas.clone(),
+            removing_replicas: p.removing_replicas.clone(),
+        })
+    };
+    match wanted {
+        None => {
+            let mut all: Vec<OngoingReassignment> = image
+                .topics()
+                .flat_map(|t| {
+                    t.partitions
+                        .iter()
+                        .filter_map(move |(&i, p)| ongoing(t, i, p))
+                })
+                .collect();
+            all.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+            all
+        }
+        Some(wanted) => wanted
+            .iter()
+            .filter_map(|(name, indexes)| image.topic_by_name(name).map(|t| (t, indexes)))
+            .flat_map(|(t, indexes)| {
+                indexes
+                    .iter()
+                    .filter_map(move |i| t.partitions.get(i).and_then(|p| ongoing(t, *i, p)))
+            })
+            .collect(),
+    }
 }
 
 // ----- producer ids -----
@@ -1115,5 +1548,431 @@ mod tests {
             delete_topic(&image, "nope"),
             Err(DecisionError::UnknownTopicOrPartition(_))
         ));
+    }
+
+    /// A topic whose partitions have exactly these replicas (all in sync,
+    /// the first leading).
+    fn topic_with(
+        image: &mut MetadataImage,
+        name: &str,
+        id: u128,
+        partitions: &[&[BrokerId]],
+    ) -> Uuid {
+        let topic_id = Uuid::from_u128(id);
+        let mut records = vec![MetadataRecord::TopicCreated(TopicCreated {
+            name: name.into(),
+            topic_id,
+            configs: BTreeMap::new(),
+        })];
+        for (i, replicas) in partitions.iter().enumerate() {
+            records.push(partition_created(topic_id, i as i32, replicas.to_vec()));
+        }
+        apply_all(image, &records);
+        topic_id
+    }
+
+    /// The current leader of `t`-`p` asks for `new_isr`; the record is
+    /// applied. Returns whether there was one.
+    fn change_isr(image: &mut MetadataImage, t: Uuid, p: i32, new_isr: &[BrokerId]) -> bool {
+        let state = image.partition(&t, p).unwrap().clone();
+        let request = AlterPartitionRequest {
+            broker_id: state.leader,
+            broker_epoch: image.broker(state.leader).unwrap().broker_epoch,
+            topic_id: t,
+            partition: p,
+            leader_epoch: state.leader_epoch,
+            partition_epoch: state.partition_epoch,
+            new_isr: new_isr.to_vec(),
+        };
+        match alter_partition(image, &request).unwrap() {
+            Some(record) => {
+                apply_all(image, &[record]);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn reassign(
+        image: &mut MetadataImage,
+        topic: &str,
+        p: i32,
+        target: Option<&[BrokerId]>,
+    ) -> Result<(), DecisionError> {
+        let record = alter_reassignment(image, topic, p, target, true)?;
+        apply_all(image, &record.into_iter().collect::<Vec<_>>());
+        Ok(())
+    }
+
+    fn state(image: &MetadataImage, t: Uuid, p: i32) -> PartitionState {
+        image.partition(&t, p).unwrap().clone()
+    }
+
+    #[test]
+    fn a_preferred_election_needs_the_first_replica_live_and_in_sync_and_bumps_the_leader_epoch() {
+        let mut image = image_with_brokers(&[1, 2, 3]);
+        let t = topic_with(&mut image, "t", 1, &[&[1, 2, 3]]);
+        assert_eq!(
+            elect_leader(&image, "t", 0, ElectionType::Preferred),
+            Err(DecisionError::ElectionNotNeeded(
+                "t-0 is led by its preferred replica 1".into()
+            ))
+        );
+        // Broker 1 dies: 2 leads. Back, it is live but out of sync.
+        step(&mut image, |i| fence_broker(i, 1));
+        step(&mut image, |i| unfence_broker(i, 1, 1));
+        let before = state(&image, t, 0);
+        assert_eq!((before.leader, before.isr.clone()), (2, vec![2, 3]));
+        assert_eq!(
+            elect_leader(&image, "t", 0, ElectionType::Preferred),
+            Err(DecisionError::PreferredLeaderNotAvailable {
+                partition: "t-0".into(),
+                preferred: 1
+            })
+        );
+        // It caught up and joined the ISR: the election moves leadership.
+        assert!(change_isr(&mut image, t, 0, &[2, 3, 1]));
+        let record = elect_leader(&image, "t", 0, ElectionType::Preferred).unwrap();
+        apply_all(&mut image, &[record]);
+        let after = state(&image, t, 0);
+        assert_eq!(after.leader, 1);
+        assert_eq!(after.leader_epoch, before.leader_epoch + 1);
+        assert_eq!(after.isr, vec![2, 3, 1], "the ISR stays");
+        // A fenced preferred replica cannot lead either.
+        step(&mut image, |i| fence_broker(i, 1));
+        assert!(change_isr(&mut image, t, 0, &[2, 3]) || state(&image, t, 0).isr == vec![2, 3]);
+        assert!(matches!(
+            elect_leader(&image, "t", 0, ElectionType::Preferred),
+            Err(DecisionError::PreferredLeaderNotAvailable { preferred: 1, .. })
+        ));
+        assert!(matches!(
+            elect_leader(&image, "nope", 0, ElectionType::Preferred),
+            Err(DecisionError::UnknownTopicOrPartition(_))
+        ));
+        assert!(matches!(
+            elect_leader(&image, "t", 7, ElectionType::Preferred),
+            Err(DecisionError::UnknownTopicOrPartition(_))
+        ));
+    }
+
+    #[test]
+    fn an_unclean_election_picks_a_live_replica_outside_the_isr_only_for_a_partition_without_leader(
+    ) {
+        let mut image = image_with_brokers(&[1, 2, 3]);
+        let t = topic_with(&mut image, "t", 1, &[&[1, 2]]);
+        assert!(matches!(
+            elect_leader(&image, "t", 0, ElectionType::Unclean),
+            Err(DecisionError::ElectionNotNeeded(_))
+        ));
+        // 2 leaves the ISR, then 1 (the last member) dies: no leader, and
+        // the topic does not allow unclean elections by itself.
+        assert!(change_isr(&mut image, t, 0, &[1]));
+        step(&mut image, |i| fence_broker(i, 1));
+        assert_eq!(state(&image, t, 0).leader, NO_LEADER);
+        let clean_only = image.clone();
+        // Asked for explicitly, 2 leads with an ISR of itself.
+        let record = elect_leader(&image, "t", 0, ElectionType::Unclean).unwrap();
+        apply_all(&mut image, &[record]);
+        let p = state(&image, t, 0);
+        assert_eq!((p.leader, p.isr), (2, vec![2]));
+        // With every replica down there is nobody to elect.
+        let mut image = clean_only;
+        step(&mut image, |i| fence_broker(i, 2));
+        assert_eq!(
+            elect_leader(&image, "t", 0, ElectionType::Unclean),
+            Err(DecisionError::EligibleLeadersNotAvailable("t-0".into()))
+        );
+    }
+
+    #[test]
+    fn automatic_balancing_moves_leaders_back_only_above_the_imbalance_percentage() {
+        let mut image = image_with_brokers(&[1, 2, 3]);
+        // Broker 1 is the preferred leader of ten partitions.
+        let ten: Vec<&[BrokerId]> = vec![&[1, 2, 3]; 10];
+        let t = topic_with(&mut image, "t", 1, &ten);
+        let move_to_2 = |image: &mut MetadataImage, p: i32| {
+            let s = state(image, t, p);
+            apply_all(
+                image,
+                &[MetadataRecord::PartitionChanged(PartitionChanged {
+                    topic_id: t,
+                    partition: p,
+                    partition_epoch: s.partition_epoch,
+                    leader: Some(2),
+                    ..Default::default()
+                })],
+            );
+        };
+        move_to_2(&mut image, 0);
+        // 1 of 10 led elsewhere is 10%: not above 10%.
+        assert!(rebalance_leaders(&image, 10, None, 1000).is_empty());
+        let records = rebalance_leaders(&image, 0, None, 1000);
+        assert_eq!(records.len(), 1, "{records:?}");
+        move_to_2(&mut image, 1);
+        move_to_2(&mut image, 2);
+        // 3 of 10 is above: each of them moves back, where 1 is in sync.
+        assert!(change_isr_from(&mut image, t, 2, &[2, 3]));
+        let records = rebalance_leaders(&image, 10, None, 1000);
+        apply_all(&mut image, &records);
+        let leaders: Vec<BrokerId> = (0..3).map(|p| state(&image, t, p).leader).collect();
+        assert_eq!(leaders, vec![1, 1, 2], "2 stays where 1 is out of sync");
+        assert!(rebalance_leaders(&image, 0, Some(&BTreeSet::from([2, 3])), 1000).is_empty());
+        // A cap on the records of one pass.
+        move_to_2(&mut image, 0);
+        move_to_2(&mut image, 1);
+        assert_eq!(rebalance_leaders(&image, 10, None, 1).len(), 1);
+        assert_eq!(imbalanced_brokers(&image, 10), BTreeSet::from([1]));
+        assert!(
+            imbalanced_brokers(&image, 30).is_empty(),
+            "3 of 10 is not above 30%"
+        );
+        // A preferred broker that is not live is left alone.
+        step(&mut image, |i| fence_broker(i, 1));
+        assert!(rebalance_leaders(&image, 0, None, 1000).is_empty());
+    }
+
+    /// `change_isr` for a partition led by `leader`'s current incarnation.
+    fn change_isr_from(image: &mut MetadataImage, t: Uuid, p: i32, new_isr: &[BrokerId]) -> bool {
+        change_isr(image, t, p, new_isr)
+    }
+
+    #[test]
+    fn moving_a_single_replica_adds_the_target_first_and_completes_when_it_is_in_sync() {
+        let mut image = image_with_brokers(&[1, 2, 3]);
+        let t = topic_with(&mut image, "t", 1, &[&[1]]);
+        reassign(&mut image, "t", 0, Some(&[2])).unwrap();
+        let moving = state(&image, t, 0);
+        assert_eq!(moving.replicas, vec![2, 1], "target, then what it removes");
+        assert_eq!(
+            (
+                moving.adding_replicas.clone(),
+                moving.removing_replicas.clone()
+            ),
+            (vec![2], vec![1])
+        );
+        assert_eq!(
+            (moving.leader, moving.isr.clone()),
+            (1, vec![1]),
+            "the old replica leads"
+        );
+        assert_eq!(
+            list_reassignments(&image, None),
+            vec![OngoingReassignment {
+                topic: "t".into(),
+                partition: 0,
+                replicas: vec![2, 1],
+                adding_replicas: vec![2],
+                removing_replicas: vec![1],
+            }]
+        );
+        // The new replica caught up: the ISR change that adds it completes
+        // the move, and leadership goes to the target.
+        assert!(change_isr(&mut image, t, 0, &[1, 2]));
+        let done = state(&image, t, 0);
+        assert_eq!(
+            (done.replicas.clone(), done.isr.clone(), done.leader),
+            (vec![2], vec![2], 2)
+        );
+        assert!(!done.is_reassigning());
+        assert_eq!(done.leader_epoch, moving.leader_epoch + 1);
+        assert!(list_reassignments(&image, None).is_empty());
+    }
+
+    #[test]
+    fn expanding_the_replicas_keeps_the_leader_and_completes_once_the_new_one_is_in_sync() {
+        let mut image = image_with_brokers(&[1, 2, 3]);
+        let t = topic_with(&mut image, "t", 1, &[&[1, 2]]);
+        reassign(&mut image, "t", 0, Some(&[1, 2, 3])).unwrap();
+        let growing = state(&image, t, 0);
+        assert_eq!(
+            (
+                growing.replicas.clone(),
+                growing.adding_replicas.clone(),
+                growing.removing_replicas.clone()
+            ),
+            (vec![1, 2, 3], vec![3], vec![])
+        );
+        assert!(change_isr(&mut image, t, 0, &[1, 2, 3]));
+        let done = state(&image, t, 0);
+        assert_eq!((done.replicas.clone(), done.leader), (vec![1, 2, 3], 1));
+        assert_eq!(
+            done.leader_epoch, growing.leader_epoch,
+            "the leader did not change"
+        );
+        assert!(!done.is_reassigning());
+    }
+
+    #[test]
+    fn a_reassignment_the_isr_already_covers_completes_at_once() {
+        let mut image = image_with_brokers(&[1, 2, 3]);
+        let t = topic_with(&mut image, "t", 1, &[&[1, 2, 3], &[1, 2, 3]]);
+        // A reorder: the leader stays (it is valid), the preferred one changes.
+        reassign(&mut image, "t", 0, Some(&[3, 1, 2])).unwrap();
+        let p = state(&image, t, 0);
+        assert_eq!(
+            (p.replicas.clone(), p.leader, p.is_reassigning()),
+            (vec![3, 1, 2], 1, false)
+        );
+        // A shrink that removes the leader moves leadership.
+        reassign(&mut image, "t", 1, Some(&[2, 3])).unwrap();
+        let p = state(&image, t, 1);
+        assert_eq!(
+            (p.replicas.clone(), p.isr.clone(), p.leader),
+            (vec![2, 3], vec![2, 3], 2)
+        );
+        // The same target again changes nothing.
+        assert_eq!(
+            alter_reassignment(&image, "t", 1, Some(&[2, 3]), true),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn cancelling_restores_the_original_replicas_and_a_new_target_replaces_the_ongoing_one() {
+        let mut image = image_with_brokers(&[1, 2, 3]);
+        let t = topic_with(&mut image, "t", 1, &[&[1]]);
+        let original = state(&image, t, 0);
+        assert!(matches!(
+            reassign(&mut image, "t", 0, None),
+            Err(DecisionError::NoReassignmentInProgress(_))
+        ));
+        reassign(&mut image, "t", 0, Some(&[2])).unwrap();
+        // Replaced before it completed: 2 is removed again.
+        reassign(&mut image, "t", 0, Some(&[3])).unwrap();
+        let p = state(&image, t, 0);
+        assert_eq!(
+            (
+                p.replicas.clone(),
+                p.adding_replicas.clone(),
+                p.removing_replicas.clone()
+            ),
+            (vec![3, 1, 2], vec![3], vec![1, 2])
+        );
+        // Cancelling drops what the latest target added; as in Kafka, the
+        // replica the replaced target was adding counts as current.
+        reassign(&mut image, "t", 0, None).unwrap();
+        let p = state(&image, t, 0);
+        assert_eq!(
+            (
+                p.replicas.clone(),
+                p.isr.clone(),
+                p.leader,
+                p.is_reassigning()
+            ),
+            (vec![1, 2], original.isr.clone(), original.leader, false)
+        );
+        assert!(matches!(
+            reassign(&mut image, "t", 0, None),
+            Err(DecisionError::NoReassignmentInProgress(_))
+        ));
+        // One reassignment cancelled restores the replicas exactly.
+        reassign(&mut image, "t", 0, Some(&[1, 3])).unwrap();
+        reassign(&mut image, "t", 0, None).unwrap();
+        assert_eq!(state(&image, t, 0).replicas, vec![1, 2]);
+    }
+
+    #[test]
+    fn cancelling_when_only_added_replicas_are_in_sync_needs_unclean_election() {
+        let mut image = image_with_brokers(&[1, 2, 3, 4]);
+        let t = topic_with(&mut image, "t", 1, &[&[1, 2]]);
+        reassign(&mut image, "t", 0, Some(&[3, 4])).unwrap();
+        assert!(change_isr(&mut image, t, 0, &[1, 2, 3]));
+        step(&mut image, |i| fence_broker(i, 1));
+        step(&mut image, |i| fence_broker(i, 2));
+        let p = state(&image, t, 0);
+        assert_eq!(
+            (p.leader, p.isr.clone(), p.is_reassigning()),
+            (3, vec![3], true)
+        );
+        assert!(matches!(
+            alter_reassignment(&image, "t", 0, None, true),
+            Err(DecisionError::InvalidReplicaAssignment(_))
+        ));
+        image
+            .apply(&MetadataRecord::ConfigChanged(ConfigChanged {
+                resource: ConfigResource::Topic(t),
+                name: UNCLEAN_LEADER_ELECTION.into(),
+                value: Some("true".into()),
+            }))
+            .unwrap();
+        reassign(&mut image, "t", 0, None).unwrap();
+        let p = state(&image, t, 0);
+        assert_eq!(p.replicas, vec![1, 2]);
+        assert!(!p.is_reassigning());
+        assert_eq!(p.isr, vec![1], "the first original replica, unclean");
+        assert_eq!(p.leader, NO_LEADER, "it is down: it leads when it returns");
+    }
+
+    #[test]
+    fn invalid_targets_are_refused_with_the_reason() {
+        let mut image = image_with_brokers(&[1, 2, 3]);
+        topic_with(&mut image, "t", 1, &[&[1, 2]]);
+        for target in [&[][..], &[1, 1], &[1, 9]] {
+            assert!(
+                matches!(
+                    alter_reassignment(&image, "t", 0, Some(target), true),
+                    Err(DecisionError::InvalidReplicaAssignment(_))
+                ),
+                "{target:?}"
+            );
+        }
+        let err = alter_reassignment(&image, "t", 0, Some(&[1, 9]), true).unwrap_err();
+        assert!(
+            err.to_string().contains("broker 9 is not registered"),
+            "{err}"
+        );
+        assert!(matches!(
+            alter_reassignment(&image, "t", 3, Some(&[1]), true),
+            Err(DecisionError::UnknownTopicOrPartition(_))
+        ));
+        assert!(matches!(
+            alter_reassignment(&image, "t", 0, Some(&[1, 2, 3]), false),
+            Err(DecisionError::InvalidReplicationFactor { requested: 3, .. })
+        ));
+        assert!(alter_reassignment(&image, "t", 0, Some(&[2, 3]), false).is_ok());
+    }
+
+    #[test]
+    fn ongoing_reassignments_are_listed_for_the_partitions_asked() {
+        let mut image = image_with_brokers(&[1, 2, 3]);
+        topic_with(&mut image, "a", 1, &[&[1], &[2]]);
+        topic_with(&mut image, "b", 2, &[&[1]]);
+        reassign(&mut image, "a", 1, Some(&[3])).unwrap();
+        reassign(&mut image, "b", 0, Some(&[1, 2])).unwrap();
+        let all: Vec<(String, i32)> = list_reassignments(&image, None)
+            .into_iter()
+            .map(|r| (r.topic, r.partition))
+            .collect();
+        assert_eq!(all, vec![("a".into(), 1), ("b".into(), 0)]);
+        let asked = [
+            ("a".to_string(), vec![0, 1, 5]),
+            ("nope".to_string(), vec![0]),
+        ];
+        let some = list_reassignments(&image, Some(&asked));
+        assert_eq!(some.len(), 1);
+        assert_eq!(
+            (
+                some[0].adding_replicas.clone(),
+                some[0].removing_replicas.clone()
+            ),
+            (vec![3], vec![2])
+        );
+    }
+
+    #[test]
+    fn a_reassigned_leader_keeps_leading_until_the_move_completes() {
+        let mut image = image_with_brokers(&[1, 2, 3, 4]);
+        let t = topic_with(&mut image, "t", 1, &[&[1, 2, 3]]);
+        reassign(&mut image, "t", 0, Some(&[2, 3, 4])).unwrap();
+        assert_eq!(state(&image, t, 0).leader, 1);
+        // A follower leaving the ISR does not complete anything.
+        assert!(change_isr(&mut image, t, 0, &[1, 2]));
+        assert!(state(&image, t, 0).is_reassigning());
+        assert!(change_isr(&mut image, t, 0, &[1, 2, 3, 4]));
+        let p = state(&image, t, 0);
+        assert_eq!(
+            (p.replicas.clone(), p.isr.clone(), p.leader),
+            (vec![2, 3, 4], vec![2, 3, 4], 2)
+        );
     }
 }

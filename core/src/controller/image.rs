@@ -40,9 +40,10 @@ pub struct BrokerImage {
 }
 
 /// A partition's replication state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct PartitionState {
-    /// The assigned replicas; the first is the preferred leader.
+    /// The assigned replicas; the first is the preferred leader. While a
+    /// reassignment runs: its target, then the replicas it removes.
     pub replicas: Vec<BrokerId>,
     /// The in-sync replicas. Never empty: when its last live member is
     /// fenced it stays, and the partition has no leader until it returns.
@@ -53,6 +54,41 @@ pub struct PartitionState {
     pub leader_epoch: i32,
     /// Bumped on every change; fences changes decided on an older state.
     pub partition_epoch: i32,
+    /// Replicas an ongoing reassignment adds (KIP-455): they follow the
+    /// leader and join the ISR like any replica.
+    #[serde(default)]
+    pub adding_replicas: Vec<BrokerId>,
+    /// Replicas an ongoing reassignment removes once every target replica
+    /// is in the ISR.
+    #[serde(default)]
+    pub removing_replicas: Vec<BrokerId>,
+}
+
+impl PartitionState {
+    /// Whether a reassignment is in progress.
+    pub fn is_reassigning(&self) -> bool {
+        !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
+    }
+
+    /// The replicas the partition will have: the reassignment's target, or
+    /// the replicas when none runs.
+    pub fn target_replicas(&self) -> Vec<BrokerId> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|b| !self.removing_replicas.contains(b))
+            .collect()
+    }
+
+    /// The replicas before the ongoing reassignment (what cancelling it
+    /// restores).
+    pub fn original_replicas(&self) -> Vec<BrokerId> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|b| !self.adding_replicas.contains(b))
+            .collect()
+    }
 }
 
 /// A topic and its partitions.
@@ -103,6 +139,35 @@ pub enum SnapshotDecodeError {
     Json(#[from] serde_json::Error),
     #[error("metadata snapshot is inconsistent: {0}")]
     Inconsistent(String),
+}
+
+/// Checks a reassignment's sets against the replicas: both inside them,
+/// disjoint, without repeats, and leaving at least one replica.
+fn check_reassignment(
+    replicas: &[BrokerId],
+    adding: &[BrokerId],
+    removing: &[BrokerId],
+) -> RecordOutcome {
+    for (name, set) in [("adding", adding), ("removing", removing)] {
+        let mut seen = BTreeSet::new();
+        for &b in set {
+            if !replicas.contains(&b) {
+                return Err(invalid(format!(
+                    "{name} replica {b} is not among the replicas"
+                )));
+            }
+            if !seen.insert(b) {
+                return Err(invalid(format!("{name} replica {b} is listed twice")));
+            }
+        }
+    }
+    if let Some(b) = adding.iter().find(|b| removing.contains(b)) {
+        return Err(invalid(format!("replica {b} is both added and removed")));
+    }
+    if replicas.iter().all(|b| removing.contains(b)) {
+        return Err(invalid("a reassignment removes every replica"));
+    }
+    Ok(())
 }
 
 fn invalid(detail: impl Into<String>) -> Ignored {
@@ -375,6 +440,8 @@ impl MetadataImage {
             leader: r.leader,
             leader_epoch: r.leader_epoch,
             partition_epoch: r.partition_epoch,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         };
         self.topics
             .get_mut(&r.topic_id)
@@ -408,11 +475,22 @@ impl MetadataImage {
         let replicas = r.replicas.as_ref().unwrap_or(&current.replicas);
         let isr = r.isr.as_ref().unwrap_or(&current.isr);
         let leader = r.leader.unwrap_or(current.leader);
+        let adding = r
+            .adding_replicas
+            .as_ref()
+            .unwrap_or(&current.adding_replicas);
+        let removing = r
+            .removing_replicas
+            .as_ref()
+            .unwrap_or(&current.removing_replicas);
         if leader < NO_LEADER {
             return Err(invalid(format!("leader {leader} is not a broker id")));
         }
         self.check_assignment(replicas, isr, leader)?;
+        check_reassignment(replicas, adding, removing)?;
         let next = PartitionState {
+            adding_replicas: adding.clone(),
+            removing_replicas: removing.clone(),
             replicas: replicas.clone(),
             isr: isr.clone(),
             leader,
@@ -668,8 +746,7 @@ pub(crate) mod tests {
                 partition: 0,
                 partition_epoch: 0,
                 leader: Some(1),
-                isr: None,
-                replicas: None,
+                ..Default::default()
             }),
             MetadataRecord::ConfigChanged(ConfigChanged {
                 resource: ConfigResource::Topic(ghost),
@@ -748,9 +825,8 @@ pub(crate) mod tests {
             topic_id: t,
             partition: 0,
             partition_epoch: 0,
-            leader: None,
             isr: Some(vec![1, 2]),
-            replicas: None,
+            ..Default::default()
         });
         image.apply(&shrink).unwrap();
         let p = image.partition(&t, 0).unwrap();
@@ -776,7 +852,7 @@ pub(crate) mod tests {
                 partition_epoch: 1,
                 leader: Some(2),
                 isr: Some(vec![2]),
-                replicas: None,
+                ..Default::default()
             }))
             .unwrap();
         let p = image.partition(&t, 0).unwrap();
@@ -790,8 +866,7 @@ pub(crate) mod tests {
                 partition: 0,
                 partition_epoch: 2,
                 leader: Some(3),
-                isr: None,
-                replicas: None,
+                ..Default::default()
             }))
             .is_err());
         assert_eq!(image, before);
@@ -944,5 +1019,61 @@ pub(crate) mod tests {
         let err =
             MetadataImage::from_snapshot_bytes(&serde_json::to_vec(&doubled).unwrap()).unwrap_err();
         assert!(matches!(err, SnapshotDecodeError::Inconsistent(_)), "{err}");
+    }
+
+    #[test]
+    fn reassignment_sets_must_be_inside_the_replicas_and_disjoint() {
+        let mut image = image_with_brokers(&[1, 2, 3]);
+        let t = topic(&mut image, "t", 1);
+        image.apply(&partition(t, 0, &[1, 2], 1)).unwrap();
+        let change = |replicas: &[i32], adding: &[i32], removing: &[i32]| {
+            MetadataRecord::PartitionChanged(PartitionChanged {
+                topic_id: t,
+                partition: 0,
+                partition_epoch: 0,
+                replicas: Some(replicas.to_vec()),
+                adding_replicas: Some(adding.to_vec()),
+                removing_replicas: Some(removing.to_vec()),
+                ..Default::default()
+            })
+        };
+        let before = image.clone();
+        for bad in [
+            change(&[1, 2, 3], &[4], &[]),
+            change(&[1, 2, 3], &[3, 3], &[]),
+            change(&[1, 2, 3], &[3], &[3]),
+            change(&[1, 2], &[], &[1, 2]),
+        ] {
+            assert!(
+                matches!(image.apply(&bad), Err(Ignored::Invalid { .. })),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(image, before);
+        image.apply(&change(&[3, 1, 2], &[3], &[1])).unwrap();
+        let p = image.partition(&t, 0).unwrap();
+        assert!(p.is_reassigning());
+        assert_eq!(p.target_replicas(), vec![3, 2]);
+        assert_eq!(p.original_replicas(), vec![1, 2]);
+        let copy = MetadataImage::from_snapshot_bytes(&image.to_snapshot_bytes()).unwrap();
+        assert_eq!(copy, image, "a snapshot keeps the reassignment");
+    }
+
+    #[test]
+    fn a_snapshot_written_before_reassignments_existed_decodes_without_one() {
+        let mut image = image_with_brokers(&[1]);
+        let t = topic(&mut image, "t", 1);
+        image.apply(&partition(t, 0, &[1], 1)).unwrap();
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&image.to_snapshot_bytes()).unwrap();
+        let p = json["topics"][0]["partitions"]["0"]
+            .as_object_mut()
+            .unwrap();
+        assert!(p.remove("adding_replicas").is_some());
+        assert!(p.remove("removing_replicas").is_some());
+        let old = serde_json::to_vec(&json).unwrap();
+        let decoded = MetadataImage::from_snapshot_bytes(&old).unwrap();
+        assert_eq!(decoded, image);
+        assert!(!decoded.partition(&t, 0).unwrap().is_reassigning());
     }
 }

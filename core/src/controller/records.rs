@@ -115,7 +115,12 @@ pub struct PartitionCreated {
 /// longer current is ignored (fenced), so two decisions taken on the same
 /// state cannot both land. Applying it bumps the partition epoch by one,
 /// and the leader epoch by one when the leader changes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// A reassignment (KIP-455) is a change too: it sets `replicas` to the
+/// target followed by the replicas it removes, and names both sets in
+/// `adding_replicas` / `removing_replicas`; the change that completes or
+/// cancels it empties them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct PartitionChanged {
     pub topic_id: Uuid,
     pub partition: i32,
@@ -128,6 +133,13 @@ pub struct PartitionChanged {
     pub isr: Option<Vec<BrokerId>>,
     #[serde(default)]
     pub replicas: Option<Vec<BrokerId>>,
+    /// Replicas a reassignment adds (not yet in sync), `Some(vec![])` to
+    /// clear them.
+    #[serde(default)]
+    pub adding_replicas: Option<Vec<BrokerId>>,
+    /// Replicas a reassignment removes once the added ones are in sync.
+    #[serde(default)]
+    pub removing_replicas: Option<Vec<BrokerId>>,
 }
 
 /// What a config change applies to.
@@ -280,8 +292,7 @@ mod tests {
                 partition: 0,
                 partition_epoch: 4,
                 leader: Some(NO_LEADER),
-                isr: None,
-                replicas: None,
+                ..Default::default()
             }),
             MetadataRecord::ConfigChanged(ConfigChanged {
                 resource: ConfigResource::Cluster,
@@ -309,6 +320,11 @@ mod tests {
         assert_eq!(
             (change.leader, change.isr, change.replicas),
             (None, None, None)
+        );
+        assert_eq!(
+            (change.adding_replicas, change.removing_replicas),
+            (None, None),
+            "a record written before reassignments existed changes neither"
         );
     }
 }

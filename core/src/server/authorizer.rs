@@ -1,5 +1,6 @@
 //! What a client may do with a resource: the `*_authorized_operations`
-//! bit sets of Metadata (v8+), DescribeCluster and DescribeGroups (v3+).
+//! bit sets of Metadata (v8+), DescribeCluster and DescribeGroups (v3+),
+//! and the check of requests that need an operation ([`is_authorized`]).
 //!
 //! Runnel has no ACLs yet, so every client may do everything, and the answer
 //! is what Kafka answers without an authorizer: every operation the resource
@@ -76,6 +77,14 @@ pub fn authorized_operations(resource: Resource<'_>) -> i32 {
         .fold(0, |bits, op| bits | 1 << *op as u8)
 }
 
+/// Whether the client may perform `operation` on `resource`, the check of
+/// every request that needs an operation (ElectLeaders: ALTER on the
+/// cluster, ListPartitionReassignments: DESCRIBE on it). Without ACLs:
+/// every operation the resource type has, as Kafka without an authorizer.
+pub fn is_authorized(resource: Resource<'_>, operation: Operation) -> bool {
+    supported_operations(resource).contains(&operation)
+}
+
 /// The field's value: the bit set when the client asked for it, else
 /// [`OMITTED`].
 pub fn if_requested(requested: bool, resource: Resource<'_>) -> i32 {
@@ -105,5 +114,16 @@ mod tests {
         );
         assert_eq!(authorized_operations(Resource::Cluster), 0b1_1111_1010_0000);
         assert_eq!(if_requested(false, Resource::Cluster), i32::MIN);
+    }
+
+    #[test]
+    fn checks_allow_what_the_resource_type_has_and_nothing_else() {
+        assert!(is_authorized(Resource::Cluster, Operation::Alter));
+        assert!(is_authorized(Resource::Cluster, Operation::Describe));
+        assert!(!is_authorized(Resource::Group("g"), Operation::Alter));
+        assert!(!is_authorized(
+            Resource::Topic("t"),
+            Operation::ClusterAction
+        ));
     }
 }

@@ -54,6 +54,10 @@ pub fn kafka_error(e: &BrokerError) -> ResponseError {
         BrokerError::MetadataTimeout(_) | BrokerError::NotCommitted(..) => {
             ResponseError::RequestTimedOut
         }
+        BrokerError::ElectionNotNeeded(_) => ResponseError::ElectionNotNeeded,
+        BrokerError::PreferredLeaderNotAvailable(_) => ResponseError::PreferredLeaderNotAvailable,
+        BrokerError::EligibleLeadersNotAvailable(_) => ResponseError::EligibleLeadersNotAvailable,
+        BrokerError::NoReassignmentInProgress(_) => ResponseError::NoReassignmentInProgress,
     }
 }
 
@@ -82,5 +86,15 @@ mod tests {
         assert_eq!(code(&BrokerError::UnknownTopic("t".into())), 3);
         assert_eq!(code(&BrokerError::InvalidTopic("bad".into())), 17);
         assert_eq!(code(&BrokerError::Io(std::io::Error::other("disk"))), 56);
+    }
+
+    #[test]
+    fn election_and_reassignment_errors_have_kafkas_codes() {
+        let m = || String::from("x");
+        assert_eq!(code(&BrokerError::InvalidReplicaAssignment(m())), 39);
+        assert_eq!(code(&BrokerError::PreferredLeaderNotAvailable(m())), 80);
+        assert_eq!(code(&BrokerError::EligibleLeadersNotAvailable(m())), 83);
+        assert_eq!(code(&BrokerError::ElectionNotNeeded(m())), 84);
+        assert_eq!(code(&BrokerError::NoReassignmentInProgress(m())), 85);
     }
 }

@@ -39,6 +39,7 @@ mod metadata;
 mod offsets;
 mod produce;
 mod producer;
+mod replicas;
 pub mod versions;
 
 #[cfg(test)]
@@ -737,6 +738,15 @@ async fn dispatch(
         }
         RequestKind::IncrementalAlterConfigs(req) => ResponseKind::IncrementalAlterConfigs(
             admin::incremental_alter_configs(broker, req).await,
+        ),
+        RequestKind::ElectLeaders(req) => {
+            ResponseKind::ElectLeaders(replicas::elect_leaders(broker, req, version).await)
+        }
+        RequestKind::AlterPartitionReassignments(req) => ResponseKind::AlterPartitionReassignments(
+            replicas::alter_partition_reassignments(broker, req, version).await,
+        ),
+        RequestKind::ListPartitionReassignments(req) => ResponseKind::ListPartitionReassignments(
+            replicas::list_partition_reassignments(broker, req),
         ),
         // decode_request only lets advertised APIs through; anything else
         // is a programming error, answered by closing the connection.

@@ -61,6 +61,9 @@ pub const SUPPORTED_APIS: &[Supported] = &[
     api(ApiKey::CreatePartitions, 0, 3),
     api(ApiKey::IncrementalAlterConfigs, 0, 1),
     api(ApiKey::DescribeCluster, 0, 1),
+    api(ApiKey::ElectLeaders, 0, 2),
+    api(ApiKey::AlterPartitionReassignments, 0, 1),
+    api(ApiKey::ListPartitionReassignments, 0, 0),
 ];
 
 pub fn supported(key: ApiKey) -> Option<&'static Supported> {
@@ -142,6 +145,19 @@ mod tests {
                 crate::server::legacy::lowest_version(s.key)
             };
             assert_eq!(s.min, lowest.min(s.min_decodable), "{:?}", s.key);
+        }
+    }
+
+    #[test]
+    fn elections_and_reassignments_are_advertised_in_every_version_the_codec_knows() {
+        for key in [
+            ApiKey::ElectLeaders,
+            ApiKey::AlterPartitionReassignments,
+            ApiKey::ListPartitionReassignments,
+        ] {
+            let s = supported(key).unwrap_or_else(|| panic!("{key:?} is not advertised"));
+            let codec = key.valid_versions();
+            assert_eq!((s.min, s.max), (codec.min, codec.max), "{key:?}");
         }
     }
 
