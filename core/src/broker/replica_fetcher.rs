@@ -24,6 +24,7 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
@@ -56,7 +57,21 @@ pub(super) struct Followed {
 struct Fetcher {
     addr: String,
     partitions: Arc<Mutex<Vec<Followed>>>,
+    /// Bumped when partitions (or new leader epochs of them) are added:
+    /// a fetch in flight does not name them and may wait at the leader
+    /// for up to `FETCH_MAX_WAIT_MS`, so it is cut short.
+    added: watch::Sender<u64>,
     task: JoinHandle<()>,
+}
+
+/// Whether `wanted` names a partition, or a leader epoch of one, that
+/// `current` does not.
+fn adds_any(current: &[Followed], wanted: &[Followed]) -> bool {
+    wanted.iter().any(|w| {
+        !current
+            .iter()
+            .any(|c| Arc::ptr_eq(&c.partition, &w.partition) && c.leader_epoch == w.leader_epoch)
+    })
 }
 
 /// The fetcher tasks of this broker, by leader.
@@ -88,20 +103,33 @@ impl ReplicaFetchers {
         });
         for (leader, (addr, partitions)) in wanted {
             match fetchers.get(&leader) {
-                Some(fetcher) => *lock(&fetcher.partitions) = partitions,
+                Some(fetcher) => {
+                    let added = {
+                        let mut current = lock(&fetcher.partitions);
+                        let added = adds_any(&current, &partitions);
+                        *current = partitions;
+                        added
+                    };
+                    if added {
+                        fetcher.added.send_modify(|n| *n += 1);
+                    }
+                }
                 None => {
                     let shared = Arc::new(Mutex::new(partitions));
+                    let (added, added_rx) = watch::channel(0);
                     let task = tokio::spawn(fetch_loop(
                         self.node_id,
                         leader,
                         addr.clone(),
                         shared.clone(),
+                        added_rx,
                     ));
                     fetchers.insert(
                         leader,
                         Fetcher {
                             addr,
                             partitions: shared,
+                            added,
                             task,
                         },
                     );
@@ -162,9 +190,13 @@ async fn fetch_loop(
     leader: BrokerId,
     addr: String,
     partitions: Arc<Mutex<Vec<Followed>>>,
+    mut added: watch::Receiver<u64>,
 ) {
     let mut client: Option<Client> = None;
     loop {
+        // Seen before the set is read: an addition after this point cuts
+        // the fetch built from it short.
+        added.borrow_and_update();
         let followed = lock(&partitions).clone();
         if followed.is_empty() {
             tokio::time::sleep(BACKOFF).await;
@@ -184,11 +216,20 @@ async fn fetch_loop(
             }
         }
         let request = fetch_request(node_id, &followed);
-        let sent = client
-            .as_mut()
-            .expect("connected above")
-            .send_version(&request, 12)
-            .await;
+        let connection = client.as_mut().expect("connected above");
+        let sent = tokio::select! {
+            sent = connection.send_version(&request, 12) => sent,
+            more = added.changed() => {
+                if more.is_err() {
+                    // The fetcher was removed.
+                    return;
+                }
+                // The answer to the fetch in flight is not awaited: its
+                // connection goes, and the next fetch names every partition.
+                client = None;
+                continue;
+            }
+        };
         let response: FetchResponse = match sent {
             Ok(r) => r,
             Err(e) => {
@@ -377,6 +418,22 @@ mod tests {
             .unwrap();
         let half = both.len() / 2;
         (both.slice(..half), both.slice(half..))
+    }
+
+    #[test]
+    fn a_new_partition_or_leader_epoch_is_an_addition_a_removal_is_not() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (p, q) = (partition(a.path()), partition(b.path()));
+        let followed = |partition: &Arc<Partition>, leader_epoch| Followed {
+            partition: partition.clone(),
+            leader_epoch,
+        };
+        let current = vec![followed(&p, 3)];
+        assert!(!adds_any(&current, &current));
+        assert!(!adds_any(&current, &[]));
+        assert!(adds_any(&current, &[followed(&p, 3), followed(&q, 1)]));
+        assert!(adds_any(&current, &[followed(&p, 4)]));
+        assert!(!adds_any(&[followed(&p, 3), followed(&q, 1)], &current));
     }
 
     #[tokio::test]
