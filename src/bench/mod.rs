@@ -6,11 +6,12 @@
 //!   the achievable throughput storage leaves.
 //! - `consume`: raw Fetch requests and a librdkafka consumer reading data
 //!   already written, next to single-stream loopback TCP.
-//! - `group`, `registry`, `connect`: see their modules.
+//! - `group`, `registry`, `connect`, `cluster`: see their modules.
 //!
 //! Without `--bootstrap`, brokers are started as child processes in a
 //! temporary directory and removed afterwards.
 
+mod cluster;
 mod connect;
 mod consume;
 mod group;
@@ -47,6 +48,10 @@ pub enum BenchCommand {
     /// topic -> file sink and a pipeline with a WASM transform, vs. plain
     /// produce/consume
     Connect(connect::ConnectBenchArgs),
+    /// A 3-node cluster on loopback: produce with RF 3 acks=all vs RF 1
+    /// acks=1, consume, the failover window after a leader SIGKILL and
+    /// follower catch-up, next to a single node in the same run
+    Cluster(cluster::ClusterArgs),
     /// Run the no-storage ceiling broker (used by `bench produce`)
     #[command(hide = true)]
     NullBroker {
@@ -157,6 +162,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Group(args) => bench_group(args).await,
         BenchCommand::Registry(args) => bench_registry(args).await,
         BenchCommand::Connect(args) => connect::run(args).await,
+        BenchCommand::Cluster(args) => cluster::run(args).await,
     }
 }
 
@@ -227,12 +233,22 @@ async fn create_topic_with(
     partitions: i32,
     configs: &[(&str, &str)],
 ) -> Result<()> {
+    create_topic_replicated(addr, name, partitions, 1, configs).await
+}
+
+async fn create_topic_replicated(
+    addr: &str,
+    name: &str,
+    partitions: i32,
+    replication_factor: i16,
+    configs: &[(&str, &str)],
+) -> Result<()> {
     use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
     let mut client = Client::connect(addr, "runnel-bench").await?;
     let mut t = CreatableTopic::default();
     t.name = TopicName(StrBytes::from_string(name.to_string()));
     t.num_partitions = partitions;
-    t.replication_factor = 1;
+    t.replication_factor = replication_factor;
     for (k, v) in configs {
         let mut c = CreatableTopicConfig::default();
         c.name = StrBytes::from_string(k.to_string());

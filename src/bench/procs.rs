@@ -15,7 +15,7 @@ pub struct ChildBroker {
     pub registry_url: Option<String>,
 }
 
-fn free_port() -> Result<u16> {
+pub(super) fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -41,7 +41,7 @@ fn serve_command(
 /// The `runnel` binary that serves as the benchmarked broker: this one, or
 /// `RUNNEL_BENCH_BROKER` (another build, to compare two versions of the
 /// broker under the same client).
-fn broker_exe() -> Result<std::path::PathBuf> {
+pub(super) fn broker_exe() -> Result<std::path::PathBuf> {
     match std::env::var_os("RUNNEL_BENCH_BROKER") {
         Some(path) => Ok(path.into()),
         None => Ok(std::env::current_exe()?),

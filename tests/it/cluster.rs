@@ -704,3 +704,57 @@ async fn an_idempotent_acks_all_producer_loses_and_duplicates_nothing_across_lea
         worst
     );
 }
+
+/// CreateTopics with `partitions` partitions of `factor` replicas each,
+/// asserting success.
+async fn create_replicated(node: &TestBroker, name: &str, partitions: i32, factor: i16) {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::CreateTopicsRequest;
+    let mut topic = CreatableTopic::default();
+    topic.name = TopicName(StrBytes::from_string(name.to_string()));
+    topic.num_partitions = partitions;
+    topic.replication_factor = factor;
+    let mut request = CreateTopicsRequest::default();
+    request.topics = vec![topic];
+    request.timeout_ms = 10_000;
+    let mut client = node.client().await;
+    let response = client.send(&request).await.unwrap();
+    assert_eq!(response.topics[0].error_code, 0, "creating {name}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_take_up_a_new_partition_at_once_and_its_first_acks_all_write_is_answered_quickly(
+) {
+    let cluster = TestCluster::start(3);
+    for node in &cluster.nodes {
+        wait_for_brokers(node, 3).await;
+    }
+    // Every node follows partitions of every other one: each follower has
+    // a fetch waiting at each leader (up to its max wait) when the next
+    // topics are created.
+    create_replicated(&cluster.nodes[0], "busy", 3, 3).await;
+    for node in &cluster.nodes {
+        assert!(leaders(node, "busy", 3).await.is_some());
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut slowest = Duration::ZERO;
+    for i in 0..8 {
+        let topic = format!("new-{i}");
+        create_replicated(&cluster.nodes[0], &topic, 1, 3).await;
+        let mut leader = -1;
+        for node in &cluster.nodes {
+            leader = leaders(node, &topic, 1).await.expect("the topic is listed")[0];
+        }
+        let leader = &cluster.nodes[(leader - 1) as usize];
+        let started = Instant::now();
+        assert_eq!(raw_produce(leader, &topic, -1).await, 0, "{topic}");
+        slowest = slowest.max(started.elapsed());
+    }
+    eprintln!("the slowest first acks=all write to a new topic took {slowest:?}");
+    // A follower whose fetch in flight does not name the new partition
+    // would leave it waiting for that fetch's max wait (500 ms).
+    assert!(
+        slowest < Duration::from_millis(250),
+        "the slowest first acks=all write took {slowest:?}"
+    );
+}

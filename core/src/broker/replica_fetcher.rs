@@ -24,6 +24,7 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
@@ -56,7 +57,21 @@ pub(super) struct Followed {
 struct Fetcher {
     addr: String,
     partitions: Arc<Mutex<Vec<Followed>>>,
+    /// Bumped when partitions (or new leader epochs of them) are added:
+    /// a fetch in flight does not name them and may wait at the leader
+    /// for up to `FETCH_MAX_WAIT_MS`, so it is cut short.
+    added: watch::Sender<u64>,
     task: JoinHandle<()>,
+}
+
+/// Whether `wanted` names a partition, or a leader epoch of one, that
+/// `current` does not.
+fn adds_any(current: &[Followed], wanted: &[Followed]) -> bool {
+    wanted.iter().any(|w| {
+        !current
+            .iter()
+            .any(|c| Arc::ptr_eq(&c.partition, &w.partition) && c.leader_epoch == w.leader_epoch)
+    })
 }
 
 /// The fetcher tasks of this broker, by leader.
@@ -88,20 +103,33 @@ impl ReplicaFetchers {
         });
         for (leader, (addr, partitions)) in wanted {
             match fetchers.get(&leader) {
-                Some(fetcher) => *lock(&fetcher.partitions) = partitions,
+                Some(fetcher) => {
+                    let added = {
+                        let mut current = lock(&fetcher.partitions);
+                        let added = adds_any(&current, &partitions);
+                        *current = partitions;
+                        added
+                    };
+                    if added {
+                        fetcher.added.send_modify(|n| *n += 1);
+                    }
+                }
                 None => {
                     let shared = Arc::new(Mutex::new(partitions));
+                    let (added, added_rx) = watch::channel(0);
                     let task = tokio::spawn(fetch_loop(
                         self.node_id,
                         leader,
                         addr.clone(),
                         shared.clone(),
+                        added_rx,
                     ));
                     fetchers.insert(
                         leader,
                         Fetcher {
                             addr,
                             partitions: shared,
+                            added,
                             task,
                         },
                     );
@@ -162,9 +190,13 @@ async fn fetch_loop(
     leader: BrokerId,
     addr: String,
     partitions: Arc<Mutex<Vec<Followed>>>,
+    mut added: watch::Receiver<u64>,
 ) {
     let mut client: Option<Client> = None;
     loop {
+        // Seen before the set is read: an addition after this point cuts
+        // the fetch built from it short.
+        added.borrow_and_update();
         let followed = lock(&partitions).clone();
         if followed.is_empty() {
             tokio::time::sleep(BACKOFF).await;
@@ -184,11 +216,20 @@ async fn fetch_loop(
             }
         }
         let request = fetch_request(node_id, &followed);
-        let sent = client
-            .as_mut()
-            .expect("connected above")
-            .send_version(&request, 12)
-            .await;
+        let connection = client.as_mut().expect("connected above");
+        let sent = tokio::select! {
+            sent = connection.send_version(&request, 12) => sent,
+            more = added.changed() => {
+                if more.is_err() {
+                    // The fetcher was removed.
+                    return;
+                }
+                // The answer to the fetch in flight is not awaited: its
+                // connection goes, and the next fetch names every partition.
+                client = None;
+                continue;
+            }
+        };
         let response: FetchResponse = match sent {
             Ok(r) => r,
             Err(e) => {
@@ -214,6 +255,7 @@ async fn fetch_loop(
                 let records = p.records.clone().unwrap_or_default();
                 let outcome = apply_answer(
                     &f.partition,
+                    f.leader_epoch,
                     p.error_code,
                     &records,
                     p.diverging_epoch.epoch,
@@ -232,10 +274,18 @@ async fn fetch_loop(
     }
 }
 
-/// Applies one partition's fetch answer; returns whether the fetcher
-/// should pause (an error that new metadata settles).
+/// Applies one partition's fetch answer, from the leader of
+/// `leader_epoch`; returns whether the fetcher should pause (an error that
+/// new metadata settles).
+///
+/// An answer that arrives after the metadata moved on (this broker leads
+/// the partition now, or follows it in another epoch) is dropped: the log
+/// may no longer take the old leader's records or cuts. The check holds
+/// the log's lock, under which `Partition::apply_state` changes both.
+#[allow(clippy::too_many_arguments)]
 fn apply_answer(
     partition: &Partition,
+    leader_epoch: i32,
     error_code: i16,
     records: &Bytes,
     diverging_epoch: i32,
@@ -245,16 +295,22 @@ fn apply_answer(
 ) -> bool {
     let now = now_ms();
     let name = format!("{}-{}", partition.topic, partition.index);
+    let mut log = partition.log();
+    if partition.deleted.load(std::sync::atomic::Ordering::Acquire) {
+        // No longer a replica here (checked under the log's lock, which the
+        // removal takes): nothing more is written.
+        return false;
+    }
+    if partition.is_leader() || partition.leader_epoch() != leader_epoch {
+        debug!(partition = %name, leader_epoch, "dropping a fetch answer from an earlier leader epoch");
+        return false;
+    }
     if error_code == ResponseError::OffsetOutOfRange.code() {
         // The answer carries the leader's log start and high watermark; the
         // high watermark stands in for its log end: cutting there loses
         // nothing the leader committed, and what lies above is fetched again.
         if leader_log_start < 0 || leader_high_watermark < 0 {
             return true;
-        }
-        let mut log = partition.log();
-        if partition.deleted.load(std::sync::atomic::Ordering::Acquire) {
-            return false;
         }
         let reset = out_of_range_reset(
             log.log_end_offset(),
@@ -275,12 +331,6 @@ fn apply_answer(
     if error_code != 0 {
         debug!(partition = %name, code = error_code, "the leader refused the replica fetch");
         return true;
-    }
-    let mut log = partition.log();
-    if partition.deleted.load(std::sync::atomic::Ordering::Acquire) {
-        // No longer a replica here (checked under the log's lock, which the
-        // removal takes): nothing more is written.
-        return false;
     }
     if diverging_end_offset >= 0 {
         let cut = truncation_offset(
@@ -318,7 +368,119 @@ fn apply_answer(
             warn!(partition = %name, error = %e, "following the leader's log start failed");
         }
     }
-    drop(log);
+    // Still under the log's lock: a leadership applied meanwhile would
+    // start from this high watermark, never see it arrive afterwards.
     partition.set_follower_high_watermark(offsets.high_watermark);
+    drop(log);
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::metrics::StorageHealth;
+    use crate::controller::image::PartitionState;
+    use crate::storage::batch::tests::make_batch;
+    use crate::storage::{LogConfig, PartitionLog};
+    use kafka_protocol::records::Compression;
+
+    fn partition(dir: &std::path::Path) -> Arc<Partition> {
+        let (log, _) = PartitionLog::open(dir, LogConfig::default(), 0, 0, 0).unwrap();
+        Arc::new(Partition::new(
+            "t".into(),
+            0,
+            log,
+            Arc::new(StorageHealth::default()),
+        ))
+    }
+
+    fn state(leader: BrokerId, leader_epoch: i32) -> PartitionState {
+        PartitionState {
+            replicas: vec![1, 2],
+            isr: vec![1, 2],
+            leader,
+            leader_epoch,
+            partition_epoch: leader_epoch,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
+        }
+    }
+
+    /// Two batches of three records node 1 appended as leader in `epoch`,
+    /// as its log holds them (what fetch answers carry).
+    async fn written_by_leader(dir: &std::path::Path, epoch: i32) -> (Bytes, Bytes) {
+        let old_leader = partition(dir);
+        old_leader.apply_state(1, &state(1, epoch));
+        for _ in 0..2 {
+            old_leader
+                .append(&make_batch(3, 10, Compression::None))
+                .await
+                .unwrap();
+        }
+        let both = old_leader
+            .read_for_follower(0, 1 << 20)
+            .unwrap()
+            .unwrap()
+            .read()
+            .unwrap();
+        let half = both.len() / 2;
+        (both.slice(..half), both.slice(half..))
+    }
+
+    #[test]
+    fn a_new_partition_or_leader_epoch_is_an_addition_a_removal_is_not() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (p, q) = (partition(a.path()), partition(b.path()));
+        let followed = |partition: &Arc<Partition>, leader_epoch| Followed {
+            partition: partition.clone(),
+            leader_epoch,
+        };
+        let current = vec![followed(&p, 3)];
+        assert!(!adds_any(&current, &current));
+        assert!(!adds_any(&current, &[]));
+        assert!(adds_any(&current, &[followed(&p, 3), followed(&q, 1)]));
+        assert!(adds_any(&current, &[followed(&p, 4)]));
+        assert!(!adds_any(&[followed(&p, 3), followed(&q, 1)], &current));
+    }
+
+    #[tokio::test]
+    async fn an_answer_from_the_previous_leader_is_dropped_once_this_broker_leads() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (records, _) = written_by_leader(a.path(), 3).await;
+        // Node 2 followed node 1 in epoch 3, then became the leader in
+        // epoch 4 while a fetch from node 1 was in flight.
+        let p = partition(b.path());
+        p.apply_state(2, &state(1, 3));
+        p.apply_state(2, &state(2, 4));
+        apply_answer(&p, 3, 0, &records, -1, -1, 3, 0);
+        assert_eq!(p.log().log_end_offset(), 0, "the old leader's records");
+        assert_eq!(p.high_watermark(), 0);
+        assert_eq!(p.end_offset_for_epoch(4).unwrap(), (4, 0));
+
+        // The new leader's own records are not cut by the old leader's
+        // diverging-epoch answer either.
+        p.append(&make_batch(2, 10, Compression::None))
+            .await
+            .unwrap();
+        apply_answer(&p, 3, 0, &Bytes::new(), 3, 0, 0, 0);
+        assert_eq!(p.log().log_end_offset(), 2);
+    }
+
+    #[tokio::test]
+    async fn only_answers_for_the_epoch_this_broker_follows_are_appended() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (first, second) = written_by_leader(a.path(), 3).await;
+        let p = partition(b.path());
+        p.apply_state(2, &state(1, 3));
+        apply_answer(&p, 3, 0, &first, -1, -1, 3, 0);
+        assert_eq!(p.log().log_end_offset(), 3);
+        assert_eq!(p.high_watermark(), 3);
+        // Node 1 still leads, but the metadata moved to epoch 5 while a
+        // fetch sent in epoch 3 was in flight: its answer is not taken.
+        p.apply_state(2, &state(1, 5));
+        apply_answer(&p, 3, 0, &second, -1, -1, 6, 0);
+        assert_eq!(p.log().log_end_offset(), 3);
+        apply_answer(&p, 5, 0, &second, -1, -1, 6, 0);
+        assert_eq!(p.log().log_end_offset(), 6);
+    }
 }
