@@ -43,6 +43,12 @@ const PARTITION_MAX_BYTES: i32 = 1 << 20;
 const FETCH_MAX_BYTES: i32 = 16 << 20;
 /// Pause after a failed connection or request.
 const BACKOFF: Duration = Duration::from_millis(200);
+/// A partition whose answer was an error the metadata settles (its leader
+/// has not applied the change that made it leader yet, or has moved on) is
+/// left out of the fetches for this long, doubled after each further
+/// error up to `PARTITION_BACKOFF_MAX`; the others are fetched meanwhile.
+const PARTITION_BACKOFF: Duration = Duration::from_millis(20);
+const PARTITION_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Longest wait for one fetch answer (beyond the leader's wait).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -147,7 +153,9 @@ impl Drop for ReplicaFetchers {
     }
 }
 
-fn fetch_request(node_id: BrokerId, partitions: &[Followed]) -> FetchRequest {
+/// A fetch of `partitions` that waits at the leader for at most
+/// `max_wait_ms`.
+fn fetch_request(node_id: BrokerId, partitions: &[Followed], max_wait_ms: i32) -> FetchRequest {
     let mut topics: Vec<FetchTopic> = Vec::new();
     for f in partitions {
         let (log_end, last_epoch, log_start) = {
@@ -178,11 +186,64 @@ fn fetch_request(node_id: BrokerId, partitions: &[Followed]) -> FetchRequest {
     }
     let mut request = FetchRequest::default();
     request.replica_id = node_id.into();
-    request.max_wait_ms = FETCH_MAX_WAIT_MS;
+    request.max_wait_ms = max_wait_ms;
     request.min_bytes = 1;
     request.max_bytes = FETCH_MAX_BYTES;
     request.topics = topics;
     request
+}
+
+/// Partitions left out of the fetches for a while after an error, by
+/// partition and leader epoch (a new epoch starts without a pause).
+#[derive(Default)]
+struct Paused {
+    until: HashMap<(Arc<str>, i32, i32), (std::time::Instant, Duration)>,
+}
+
+impl Paused {
+    fn key(f: &Followed) -> (Arc<str>, i32, i32) {
+        (f.partition.topic.clone(), f.partition.index, f.leader_epoch)
+    }
+
+    /// Pauses `f`: for `PARTITION_BACKOFF` after its first error, twice
+    /// as long after each next one, up to `PARTITION_BACKOFF_MAX`.
+    fn pause(&mut self, f: &Followed, now: std::time::Instant) {
+        let pause = match self.until.get(&Self::key(f)) {
+            Some((_, last)) => (*last * 2).min(PARTITION_BACKOFF_MAX),
+            None => PARTITION_BACKOFF,
+        };
+        self.until.insert(Self::key(f), (now + pause, pause));
+    }
+
+    /// `f` was answered without an error.
+    fn resume(&mut self, f: &Followed) {
+        self.until.remove(&Self::key(f));
+    }
+
+    /// The partitions of `followed` to fetch at `now`, and when the
+    /// earliest paused one may be fetched again. Forgets partitions no
+    /// longer followed.
+    fn ready(
+        &mut self,
+        followed: &[Followed],
+        now: std::time::Instant,
+    ) -> (Vec<Followed>, Option<std::time::Instant>) {
+        let keys: std::collections::HashSet<_> = followed.iter().map(Self::key).collect();
+        self.until.retain(|k, _| keys.contains(k));
+        let mut next = None;
+        let ready = followed
+            .iter()
+            .filter(|f| match self.until.get(&Self::key(f)) {
+                Some((until, _)) if *until > now => {
+                    next = Some(next.map_or(*until, |n: std::time::Instant| n.min(*until)));
+                    false
+                }
+                _ => true,
+            })
+            .cloned()
+            .collect();
+        (ready, next)
+    }
 }
 
 async fn fetch_loop(
@@ -193,13 +254,22 @@ async fn fetch_loop(
     mut added: watch::Receiver<u64>,
 ) {
     let mut client: Option<Client> = None;
+    let mut paused = Paused::default();
     loop {
         // Seen before the set is read: an addition after this point cuts
         // the fetch built from it short.
         added.borrow_and_update();
-        let followed = lock(&partitions).clone();
+        let all = lock(&partitions).clone();
+        let (followed, next) = paused.ready(&all, std::time::Instant::now());
         if followed.is_empty() {
-            tokio::time::sleep(BACKOFF).await;
+            // Nothing to fetch until a pause ends or a partition is added.
+            let wake = next.unwrap_or_else(|| std::time::Instant::now() + BACKOFF);
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake.into()) => {}
+                more = added.changed() => if more.is_err() {
+                    return;
+                },
+            }
             continue;
         }
         if client.is_none() {
@@ -215,7 +285,13 @@ async fn fetch_loop(
                 }
             }
         }
-        let request = fetch_request(node_id, &followed);
+        // A paused partition is fetched again when its pause ends: the
+        // leader does not hold this fetch longer.
+        let max_wait_ms = next.map_or(FETCH_MAX_WAIT_MS, |until| {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            (left.as_millis() as i32).clamp(0, FETCH_MAX_WAIT_MS)
+        });
+        let request = fetch_request(node_id, &followed, max_wait_ms);
         let connection = client.as_mut().expect("connected above");
         let sent = tokio::select! {
             sent = connection.send_version(&request, 12) => sent,
@@ -244,7 +320,7 @@ async fn fetch_loop(
             tokio::time::sleep(BACKOFF).await;
             continue;
         }
-        let mut waiting = false;
+        let now = std::time::Instant::now();
         for topic in &response.responses {
             for p in &topic.partitions {
                 let Some(f) = followed.iter().find(|f| {
@@ -253,7 +329,7 @@ async fn fetch_loop(
                     continue;
                 };
                 let records = p.records.clone().unwrap_or_default();
-                let outcome = apply_answer(
+                let pause = apply_answer(
                     &f.partition,
                     f.leader_epoch,
                     p.error_code,
@@ -263,13 +339,14 @@ async fn fetch_loop(
                     p.high_watermark,
                     p.log_start_offset,
                 );
-                waiting |= outcome;
+                // An error the metadata will settle (a leader change): do
+                // not spin on this partition, keep fetching the others.
+                if pause {
+                    paused.pause(f, now);
+                } else {
+                    paused.resume(f);
+                }
             }
-        }
-        if waiting {
-            // An error the metadata will settle (a leader change): do not
-            // spin against the old leader.
-            tokio::time::sleep(BACKOFF).await;
         }
     }
 }
@@ -441,6 +518,42 @@ mod tests {
         assert!(adds_any(&current, &[followed(&p, 3), followed(&q, 1)]));
         assert!(adds_any(&current, &[followed(&p, 4)]));
         assert!(!adds_any(&[followed(&p, 3), followed(&q, 1)], &current));
+    }
+
+    #[test]
+    fn a_partition_answered_with_an_error_pauses_alone_and_longer_each_time() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (p, q) = (partition(a.path()), partition(b.path()));
+        let followed = |partition: &Arc<Partition>, leader_epoch| Followed {
+            partition: partition.clone(),
+            leader_epoch,
+        };
+        let ms = Duration::from_millis;
+        let all = vec![followed(&p, 3), followed(&q, 1)];
+        let t0 = std::time::Instant::now();
+        let mut paused = Paused::default();
+        paused.pause(&all[0], t0);
+        let (ready, next) = paused.ready(&all, t0);
+        assert_eq!(ready.len(), 1, "the other partition is still fetched");
+        assert!(Arc::ptr_eq(&ready[0].partition, &q));
+        assert_eq!(next, Some(t0 + PARTITION_BACKOFF));
+        assert_eq!(paused.ready(&all, t0 + PARTITION_BACKOFF).0.len(), 2);
+
+        // A second error in a row pauses it twice as long.
+        let t1 = t0 + PARTITION_BACKOFF;
+        paused.pause(&all[0], t1);
+        assert_eq!(paused.ready(&all, t1 + ms(39)).0.len(), 1);
+        assert_eq!(paused.ready(&all, t1 + ms(40)).0.len(), 2);
+        for _ in 0..10 {
+            paused.pause(&all[0], t1);
+        }
+        assert_eq!(paused.ready(&all, t1).1, Some(t1 + PARTITION_BACKOFF_MAX));
+
+        // An answer without error, or a new leader epoch, ends the pause.
+        paused.resume(&all[0]);
+        assert_eq!(paused.ready(&all, t1).0.len(), 2);
+        paused.pause(&all[0], t1);
+        assert_eq!(paused.ready(&[followed(&p, 4)], t1).0.len(), 1);
     }
 
     #[tokio::test]
