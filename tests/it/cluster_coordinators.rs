@@ -54,21 +54,6 @@ async fn replication_factors(node: &TestBroker, topic: &str) -> Vec<usize> {
         .unwrap_or_default()
 }
 
-/// Creates a one-partition topic kept on all three brokers.
-async fn create_replicated(node: &TestBroker, name: &str) {
-    use kafka_protocol::messages::create_topics_request::CreatableTopic;
-    use kafka_protocol::messages::{CreateTopicsRequest, TopicName};
-    let mut topic = CreatableTopic::default();
-    topic.name = TopicName(StrBytes::from_string(name.to_string()));
-    topic.num_partitions = 1;
-    topic.replication_factor = 3;
-    let mut request = CreateTopicsRequest::default();
-    request.topics = vec![topic];
-    request.timeout_ms = 10_000;
-    let response = node.client().await.send(&request).await.unwrap();
-    assert_eq!(response.topics[0].error_code, 0, "{:?}", response.topics[0]);
-}
-
 fn group_consumer(bootstrap: &str) -> BaseConsumer {
     ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -163,7 +148,7 @@ async fn a_consumer_group_keeps_its_committed_offsets_across_a_coordinator_failo
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    create_replicated(&cluster.nodes[0], TOPIC).await;
+    crate::harness::create_replicated_topic(&cluster.nodes[0], TOPIC, 1, 3, &[]).await;
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", cluster.bootstrap())
         .set("acks", "all")

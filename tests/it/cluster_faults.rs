@@ -27,8 +27,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::cluster::{metadata, wait_for_brokers};
 use crate::harness::{
-    create_replicated_topic, latest_offset, segment_bases, stored_batches, text, StoredBatch,
-    TestBroker, TestCluster,
+    create_replicated_topic, latest_offset, list_offset, segment_bases, stored_batches, text,
+    StoredBatch, TestBroker, TestCluster,
 };
 
 /// Fence a silent broker and drop a silent follower from the ISR after
@@ -306,12 +306,39 @@ async fn wait_for_identical_logs(
     }
 }
 
-/// Every record value of `topic`-0 read from the beginning through
-/// `node`, which leads it, up to its high watermark (offsets run without
-/// gaps: no compaction, no transactions), with offsets checked to increase.
-async fn read_back(node: &TestBroker, topic: &str) -> Vec<String> {
-    let high_watermark = latest_offset(node, topic, 0).await;
-    let consumed = node.consume(topic, 1, high_watermark as usize, Duration::from_secs(30));
+/// The node leading `topic`-`partition` now and its high watermark, asked
+/// of that node. Leadership may move at any time once every replica is in
+/// sync (back to the preferred replica), so a refusal asks again.
+async fn leader_high_watermark(cluster: &TestCluster, topic: &str, partition: i32) -> (i32, i64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        for n in &cluster.nodes {
+            let Some(view) = partition_view(n, topic, partition).await else {
+                continue;
+            };
+            if view.leader <= 0 {
+                continue;
+            }
+            let leader = node(cluster, view.leader);
+            if let Ok(high_watermark) = list_offset(leader, topic, partition, -1).await {
+                return (view.leader, high_watermark);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{topic}-{partition}: no leader answered ListOffsets"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every record value of `topic`-0 read from the beginning up to its
+/// leader's high watermark (offsets run without gaps: no compaction, no
+/// transactions), with offsets checked to increase.
+async fn read_back(cluster: &TestCluster, topic: &str) -> Vec<String> {
+    let (leader, high_watermark) = leader_high_watermark(cluster, topic, 0).await;
+    let consumed =
+        node(cluster, leader).consume(topic, 1, high_watermark as usize, Duration::from_secs(30));
     assert_eq!(
         consumed.len() as i64,
         high_watermark,
@@ -419,8 +446,7 @@ async fn an_isolated_leader_cannot_acknowledge_acks_all_and_rejoins_without_losi
     send_all(&producer(&cluster.bootstrap(), &[]), TOPIC, &after).await;
     acknowledged.extend(after);
 
-    let leader = node(&cluster, new.leader);
-    let high_watermark = latest_offset(leader, TOPIC, 0).await;
+    let (_, high_watermark) = leader_high_watermark(&cluster, TOPIC, 0).await;
     let log = wait_for_identical_logs(&cluster, TOPIC, 0, high_watermark).await;
     for n in &cluster.nodes {
         let batches = stored_batches(n, TOPIC, 0);
@@ -435,7 +461,7 @@ async fn an_isolated_leader_cannot_acknowledge_acks_all_and_rejoins_without_losi
         "the new leader's batches carry its epoch"
     );
 
-    let mut read = read_back(leader, TOPIC).await;
+    let mut read = read_back(&cluster, TOPIC).await;
     let mut expected = acknowledged.clone();
     read.sort();
     expected.sort();
@@ -575,7 +601,7 @@ async fn a_follower_that_was_down_truncates_its_divergent_tail_by_leader_epoch()
          leader's log, and went on in a new segment there (nothing below was dropped)"
     );
 
-    let read = read_back(leader, TOPIC).await;
+    let read = read_back(&cluster, TOPIC).await;
     let mut expected = committed.clone();
     expected
         .extend((0..5).flat_map(|i| [format!("new-leader-{i}-a"), format!("new-leader-{i}-b")]));

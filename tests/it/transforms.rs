@@ -482,22 +482,6 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Creates a topic with `partitions` partitions kept on three brokers.
-async fn create_replicated(node: &TestBroker, name: &str, partitions: i32) {
-    use kafka_protocol::messages::create_topics_request::CreatableTopic;
-    use kafka_protocol::messages::{CreateTopicsRequest, TopicName};
-    use kafka_protocol::protocol::StrBytes;
-    let mut topic = CreatableTopic::default();
-    topic.name = TopicName(StrBytes::from_string(name.to_string()));
-    topic.num_partitions = partitions;
-    topic.replication_factor = 3;
-    let mut request = CreateTopicsRequest::default();
-    request.topics = vec![topic];
-    request.timeout_ms = 10_000;
-    let response = node.client().await.send(&request).await.unwrap();
-    assert_eq!(response.topics[0].error_code, 0, "{:?}", response.topics[0]);
-}
-
 /// The leader of `topic`-`partition` as `node` sees it.
 async fn leader_of(node: &TestBroker, topic: &str, partition: i32) -> i32 {
     let mut request = kafka_protocol::messages::MetadataRequest::default();
@@ -512,25 +496,46 @@ async fn leader_of(node: &TestBroker, topic: &str, partition: i32) -> i32 {
 }
 
 /// Sum of the high watermarks of `topic`'s three partitions, each asked
-/// of its leader as `node` names it (counted 0 while that is the `down`
-/// node or refuses).
+/// of its leader as `node` names it; `None` while a partition has no
+/// leader answering (it is the `down` node, or leadership is moving).
 async fn total_of(
     cluster: &crate::harness::TestCluster,
     node: usize,
     topic: &str,
     down: Option<usize>,
-) -> i64 {
+) -> Option<i64> {
     let mut total = 0;
     for p in 0..3 {
         let leader = leader_of(&cluster.nodes[node], topic, p).await;
-        if leader > 0 && Some(leader as usize - 1) != down {
-            let on = &cluster.nodes[leader as usize - 1];
-            total += crate::harness::list_offset(on, topic, p, -1)
-                .await
-                .unwrap_or(0);
+        if leader <= 0 || Some(leader as usize - 1) == down {
+            return None;
         }
+        let on = &cluster.nodes[leader as usize - 1];
+        total += crate::harness::list_offset(on, topic, p, -1).await.ok()?;
     }
-    total
+    Some(total)
+}
+
+/// Waits until `total_of` answers at least `at_least`; returns it.
+async fn wait_for_total(
+    cluster: &crate::harness::TestCluster,
+    node: usize,
+    topic: &str,
+    down: Option<usize>,
+    at_least: i64,
+) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let total = total_of(cluster, node, topic, down).await;
+        if let Some(total) = total.filter(|&t| t >= at_least) {
+            return total;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{topic} holds {total:?} records, not {at_least}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -562,8 +567,8 @@ async fn in_a_cluster_every_record_is_transformed_once_by_its_partitions_leader_
         assert!(Instant::now() < deadline, "three brokers never registered");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    create_replicated(&cluster.nodes[0], "raw", 3).await;
-    create_replicated(&cluster.nodes[0], "cooked", 3).await;
+    crate::harness::create_replicated_topic(&cluster.nodes[0], "raw", 3, 3, &[]).await;
+    crate::harness::create_replicated_topic(&cluster.nodes[0], "cooked", 3, 3, &[]).await;
     let wasm = plugin_wasm("enrich-json");
     // The deployment topic is made once all three brokers live.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -624,14 +629,7 @@ async fn in_a_cluster_every_record_is_transformed_once_by_its_partitions_leader_
         }
     };
     send(0).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while total_of(&cluster, 0, "cooked", None).await < ROUND as i64 {
-        assert!(
-            Instant::now() < deadline,
-            "the first round was not transformed"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_total(&cluster, 0, "cooked", None, ROUND as i64).await;
 
     // The leader of input partition 0 dies: its new leader takes the
     // transform of that partition up where the output says it ended.
@@ -639,21 +637,12 @@ async fn in_a_cluster_every_record_is_transformed_once_by_its_partitions_leader_
     cluster.nodes[victim].kill();
     let live = (0..3).find(|&i| i != victim).unwrap();
     send(ROUND).await;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while total_of(&cluster, live, "cooked", Some(victim)).await < 2 * ROUND as i64 {
-        assert!(
-            Instant::now() < deadline,
-            "transformed {} of {} after the kill",
-            total_of(&cluster, live, "cooked", Some(victim)).await,
-            2 * ROUND
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_total(&cluster, live, "cooked", Some(victim), 2 * ROUND as i64).await;
     cluster.nodes[victim].restart();
     // Give a duplicate, if any, the chance to show up.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
-        total_of(&cluster, live, "cooked", None).await,
+        wait_for_total(&cluster, live, "cooked", None, 2 * ROUND as i64).await,
         2 * ROUND as i64,
         "each record is transformed by one broker only"
     );
