@@ -121,7 +121,7 @@ pub(super) async fn start_group_coordinator(
     let coordinator = Arc::new(GroupCoordinator::new(group_config));
     let replication_factor = super::internal_replication_factor(config);
     if replication_factor == 1 {
-        ensure_offsets_topic(metadata, config, 1).await?;
+        create_offsets_topic(metadata, config.offsets_topic_partitions, 1).await?;
         for handle in sync_ownership(metadata, &coordinator) {
             let _ = handle.await;
         }
@@ -138,19 +138,6 @@ pub(super) async fn start_group_coordinator(
 
 /// Creates `__consumer_offsets` with `replication_factor` replicas unless
 /// it exists.
-async fn ensure_offsets_topic(
-    metadata: &Metadata,
-    config: &BrokerConfig,
-    replication_factor: usize,
-) -> Result<(), BrokerError> {
-    create_offsets_topic(
-        metadata,
-        config.offsets_topic_partitions,
-        replication_factor,
-    )
-    .await
-}
-
 async fn create_offsets_topic(
     metadata: &Metadata,
     partitions: i32,
@@ -192,25 +179,20 @@ async fn create_when_enough_brokers(
     partitions: i32,
     replication_factor: usize,
 ) {
-    let mut waiting_logged = false;
-    loop {
-        if metadata.topic(OFFSETS_TOPIC).is_some() {
-            return;
-        }
-        let live = metadata.image().live_brokers().count();
-        if live >= replication_factor {
-            match create_offsets_topic(metadata, partitions, replication_factor).await {
-                Ok(()) => return,
-                Err(e) => warn!(error = %e, "creating {OFFSETS_TOPIC} failed; trying again"),
-            }
-        } else if !waiting_logged {
-            info!(
-                live,
-                replication_factor,
-                "waiting for enough live brokers to create {OFFSETS_TOPIC}; consumer groups are unavailable until then"
-            );
-            waiting_logged = true;
-        }
+    if !metadata
+        .wait_for_live_brokers(replication_factor, Duration::from_secs(10))
+        .await
+    {
+        info!(
+            replication_factor,
+            "waiting for enough live brokers to create {OFFSETS_TOPIC}; consumer groups are unavailable until then"
+        );
+        metadata
+            .wait_for_live_brokers(replication_factor, Duration::MAX)
+            .await;
+    }
+    while let Err(e) = create_offsets_topic(metadata, partitions, replication_factor).await {
+        warn!(error = %e, "creating {OFFSETS_TOPIC} failed; trying again");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

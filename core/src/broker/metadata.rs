@@ -48,6 +48,8 @@ use crate::controller::{
     Controller, ControllerConfig, ControllerError, MetadataImage, MetadataRecord, ProposalOutcome,
 };
 use crate::error::BrokerError;
+use crate::group::records::partition_for;
+use crate::group::OFFSETS_TOPIC;
 use crate::replication::leader::{AlterIsrRequest, IsrRefusal};
 use crate::storage::PartitionLog;
 use crate::util::lock;
@@ -1108,6 +1110,41 @@ impl Metadata {
             .propose(records)
             .await
             .map_err(controller_error)
+    }
+
+    /// The live broker leading `topic`-`partition` in the image this broker
+    /// applied: (its id, the leader epoch, its Kafka listener).
+    pub fn partition_leader(&self, topic: &str, partition: i32) -> Option<(BrokerId, i32, String)> {
+        let image = self.image();
+        let state = image.topic_by_name(topic)?.partitions.get(&partition)?;
+        let leader = image.broker(state.leader).filter(|b| !b.fenced)?;
+        Some((state.leader, state.leader_epoch, leader.listener.clone()))
+    }
+
+    /// The live broker coordinating consumer group `group`: the leader of
+    /// its `__consumer_offsets` partition (Kafka's hash of the group id).
+    pub fn group_coordinator(&self, group: &str) -> Option<(BrokerId, String)> {
+        let count = self.image().topic_by_name(OFFSETS_TOPIC)?.partitions.len() as i32;
+        let (leader, _, listener) =
+            self.partition_leader(OFFSETS_TOPIC, partition_for(group, count))?;
+        Some((leader, listener))
+    }
+
+    /// Waits until at least `count` brokers are registered and unfenced in
+    /// the image this broker applied, or `timeout` passed; returns whether
+    /// they are.
+    pub async fn wait_for_live_brokers(&self, count: usize, timeout: Duration) -> bool {
+        let mut applied = self.applied.subscribe();
+        let live = |m: &Metadata| m.image().live_brokers().count() >= count;
+        let reached = tokio::time::timeout(timeout, async {
+            while !live(self) {
+                if applied.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        reached.is_ok() && live(self)
     }
 
     /// A receiver that wakes after each metadata change this broker applied

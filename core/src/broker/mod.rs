@@ -175,19 +175,7 @@ impl Broker {
     /// Waits until at least `count` brokers are registered and unfenced, or
     /// `timeout` passed; returns whether they are.
     pub async fn wait_for_live_brokers(&self, count: usize, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut applied = self.metadata.subscribe_applied();
-        loop {
-            if self.metadata.image().live_brokers().count() >= count {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, applied.changed())
-                .await
-                .is_err()
-            {
-                return self.metadata.image().live_brokers().count() >= count;
-            }
-        }
+        self.metadata.wait_for_live_brokers(count, timeout).await
     }
 
     /// Host and port clients should connect to.

@@ -251,21 +251,6 @@ impl GroupCoordinator {
         }
     }
 
-    /// A coordinator owning all `partitions` (loaded before it returns):
-    /// a single broker, or tests.
-    pub fn load(
-        partitions: Vec<Arc<dyn InternalPartition>>,
-        config: GroupConfig,
-    ) -> Result<GroupCoordinator, BrokerError> {
-        let coordinator = GroupCoordinator::new(config);
-        for log in partitions {
-            let owned = coordinator.claim(log, 0);
-            let state = read_offsets_partition(owned.log.as_ref())?;
-            coordinator.finish_load(&owned, state);
-        }
-        Ok(coordinator)
-    }
-
     /// The number of `__consumer_offsets` partitions groups are spread on.
     pub fn set_partition_count(&self, count: i32) {
         self.partition_count.store(count.max(1), Ordering::Release);
@@ -1389,12 +1374,15 @@ mod tests {
         }
     }
 
+    /// A coordinator owning all `partitions`, loaded.
     fn load(partitions: &[Arc<LogPartition>], count: i32) -> GroupCoordinator {
-        let handles = partitions
-            .iter()
-            .map(|p| p.clone() as Arc<dyn InternalPartition>)
-            .collect();
-        GroupCoordinator::load(handles, config(count)).unwrap()
+        let coordinator = GroupCoordinator::new(config(count));
+        for p in partitions {
+            let owned = coordinator.claim(p.clone(), 0);
+            let state = read_offsets_partition(owned.log.as_ref()).unwrap();
+            assert!(coordinator.finish_load(&owned, state));
+        }
+        coordinator
     }
 
     fn committed(offset: i64) -> OffsetValue {

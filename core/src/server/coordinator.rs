@@ -14,9 +14,6 @@ use kafka_protocol::ResponseError;
 use super::metadata::split_host_port;
 use super::str_bytes;
 use crate::broker::Broker;
-use crate::controller::records::NO_LEADER;
-use crate::group::records::partition_for;
-use crate::group::OFFSETS_TOPIC;
 
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
@@ -34,23 +31,13 @@ fn coordinator_of(
     if key_type != KEY_TYPE_GROUP {
         return own();
     }
-    let image = broker.metadata().image();
-    let Some(topic) = image.topic_by_name(OFFSETS_TOPIC) else {
-        return Err(ResponseError::CoordinatorNotAvailable);
-    };
-    let partition = partition_for(key, topic.partitions.len() as i32);
-    let leader = topic
-        .partitions
-        .get(&partition)
-        .map_or(NO_LEADER, |p| p.leader);
-    if leader == broker.node_id() {
-        return own();
-    }
-    match image.broker(leader).filter(|b| !b.fenced) {
-        Some(b) => {
-            let (host, port) = split_host_port(&b.listener);
+    match broker.metadata().group_coordinator(key) {
+        Some((leader, _)) if leader == broker.node_id() => own(),
+        Some((leader, listener)) => {
+            let (host, port) = split_host_port(&listener);
             Ok((BrokerId(leader), host, port))
         }
+        // No `__consumer_offsets` yet, or no live leader of the partition.
         None => Err(ResponseError::CoordinatorNotAvailable),
     }
 }

@@ -82,11 +82,9 @@ pub fn leader_hint(
     topic: &str,
     partition: i32,
 ) -> Option<(i32, i32, String, i32)> {
-    let image = broker.metadata().image();
-    let state = image.topic_by_name(topic)?.partitions.get(&partition)?;
-    let leader = image.broker(state.leader).filter(|b| !b.fenced)?;
-    let (host, port) = split_host_port(&leader.listener);
-    Some((state.leader, state.leader_epoch, host, port))
+    let (leader, leader_epoch, listener) = broker.metadata().partition_leader(topic, partition)?;
+    let (host, port) = split_host_port(&listener);
+    Some((leader, leader_epoch, host, port))
 }
 
 /// `host:port` (or `[v6]:port`) → (host, port).

@@ -336,13 +336,10 @@ impl TransformManager {
         } else {
             let me = manager.clone();
             tokio::spawn(async move {
-                let waiting = me
-                    .broker
-                    .wait_for_live_brokers(replication_factor, Duration::from_secs(3600));
-                if !waiting.await {
-                    error!("fewer than {replication_factor} brokers are alive; transforms are disabled");
-                    return;
-                }
+                // Created earlier, the topics would keep fewer replicas.
+                me.broker
+                    .wait_for_live_brokers(replication_factor, Duration::MAX)
+                    .await;
                 loop {
                     match me.create_topics(replication_factor as i16).await {
                         Ok(()) => break,

@@ -30,9 +30,7 @@ use kafka_protocol::ResponseError;
 use super::{read_batches, TransformRecord, HEADER_SOURCE, HEADER_TRANSFORM};
 use crate::broker::Broker;
 use crate::client::Client;
-use crate::controller::records::NO_LEADER;
-use crate::group::records::{partition_for, OffsetValue};
-use crate::group::OFFSETS_TOPIC;
+use crate::group::records::OffsetValue;
 use crate::internal_topic::InternalPartition;
 use crate::util::{lock, now_ms};
 
@@ -68,54 +66,37 @@ impl Route {
         }
     }
 
-    /// The Kafka listener of a live broker, from the metadata image.
-    fn address(&self, node: i32) -> Result<String, String> {
-        match self.broker.metadata().image().broker(node) {
-            Some(b) if !b.fenced => Ok(b.listener.clone()),
-            _ => Err(format!("broker {node} is not available")),
-        }
+    /// The live broker leading `topic`-`partition`: (id, listener).
+    fn leader_of(&self, topic: &str, partition: i32) -> Result<(i32, String), String> {
+        self.broker
+            .metadata()
+            .partition_leader(topic, partition)
+            .map(|(leader, _, listener)| (leader, listener))
+            .ok_or_else(|| format!("partition {partition} of '{topic}' has no live leader"))
     }
 
-    /// The broker leading `topic`-`partition`, from the metadata image.
-    fn leader_of(&self, topic: &str, partition: i32) -> Result<i32, String> {
-        let image = self.broker.metadata().image();
-        let leader = image
-            .topic_by_name(topic)
-            .and_then(|t| t.partitions.get(&partition))
-            .map_or(NO_LEADER, |p| p.leader);
-        if leader == NO_LEADER {
-            return Err(format!("partition {partition} of '{topic}' has no leader"));
-        }
-        Ok(leader)
-    }
-
-    /// The broker coordinating `group` (the leader of its
-    /// `__consumer_offsets` partition).
-    fn coordinator_of(&self, group: &str) -> Result<i32, String> {
-        let image = self.broker.metadata().image();
-        let count = image
-            .topic_by_name(OFFSETS_TOPIC)
-            .map_or(0, |t| t.partitions.len() as i32);
-        if count == 0 {
-            return Err(format!("{OFFSETS_TOPIC} does not exist yet"));
-        }
-        self.leader_of(OFFSETS_TOPIC, partition_for(group, count))
+    /// The live broker coordinating `group`: (id, listener).
+    fn coordinator_of(&self, group: &str) -> Result<(i32, String), String> {
+        self.broker
+            .metadata()
+            .group_coordinator(group)
+            .ok_or_else(|| format!("group '{group}' has no live coordinator"))
     }
 
     /// Sends `request` at `version` to broker `node`, connecting first if
     /// needed; a failed exchange drops the connection.
     async fn send<R: Request>(
         &self,
-        node: i32,
+        (node, addr): &(i32, String),
         request: &R,
         version: i16,
     ) -> Result<R::Response, String> {
-        let addr = self.address(node)?;
+        let node = *node;
         let connection = lock(&self.connections).entry(node).or_default().clone();
         let mut slot = connection.lock().await;
         if slot.is_none() {
             let name = format!("runnel-transforms-{}", self.broker.node_id());
-            let mut client = Client::connect(&addr, &name)
+            let mut client = Client::connect(addr, &name)
                 .await
                 .map_err(|e| format!("connecting to broker {node} at {addr}: {e}"))?;
             client.set_timeout(REQUEST_TIMEOUT);
@@ -158,7 +139,7 @@ impl Route {
         request.acks = -1;
         request.timeout_ms = REQUEST_TIMEOUT.as_millis() as i32;
         request.topic_data = vec![t];
-        let response: ProduceResponse = self.send(leader, &request, 9).await?;
+        let response: ProduceResponse = self.send(&leader, &request, 9).await?;
         let code = response
             .responses
             .first()
@@ -166,7 +147,10 @@ impl Route {
             .map_or(ResponseError::UnknownServerError.code(), |p| p.error_code);
         if code != 0 {
             return Err(code_error(
-                &format!("producing to partition {partition} of '{topic}' on broker {leader}"),
+                &format!(
+                    "producing to partition {partition} of '{topic}' on broker {}",
+                    leader.0
+                ),
                 code,
             ));
         }
@@ -195,10 +179,10 @@ impl Route {
         let mut request = OffsetFetchRequest::default();
         request.group_id = str_bytes(group).into();
         request.topics = None;
-        let response: OffsetFetchResponse = self.send(coordinator, &request, 7).await?;
+        let response: OffsetFetchResponse = self.send(&coordinator, &request, 7).await?;
         if response.error_code != 0 {
             return Err(code_error(
-                &format!("committed offsets of '{group}' on broker {coordinator}"),
+                &format!("committed offsets of '{group}' on broker {}", coordinator.0),
                 response.error_code,
             ));
         }
@@ -253,7 +237,7 @@ impl Route {
         request.generation_id_or_member_epoch = -1;
         request.member_id = StrBytes::new();
         request.topics = vec![t];
-        let response: OffsetCommitResponse = self.send(coordinator, &request, 8).await?;
+        let response: OffsetCommitResponse = self.send(&coordinator, &request, 8).await?;
         let code = response
             .topics
             .first()
@@ -261,7 +245,10 @@ impl Route {
             .map_or(ResponseError::UnknownServerError.code(), |p| p.error_code);
         if code != 0 {
             return Err(code_error(
-                &format!("committing progress of '{group}' on broker {coordinator}"),
+                &format!(
+                    "committing progress of '{group}' on broker {}",
+                    coordinator.0
+                ),
                 code,
             ));
         }
@@ -307,7 +294,7 @@ impl Route {
             }
         }
         let leader = self.leader_of(topic, partition)?;
-        let (log_start, end) = self.bounds(leader, topic, partition).await?;
+        let (log_start, end) = self.bounds(&leader, topic, partition).await?;
         let mut position = (end - scan_records).max(log_start);
         while position < end {
             let mut p = FetchPartition::default();
@@ -326,7 +313,7 @@ impl Route {
             request.min_bytes = 0;
             request.max_bytes = TAIL_FETCH_BYTES;
             request.topics = vec![t];
-            let response: FetchResponse = self.send(leader, &request, 12).await?;
+            let response: FetchResponse = self.send(&leader, &request, 12).await?;
             let Some(answer) = response
                 .responses
                 .first()
@@ -353,7 +340,12 @@ impl Route {
     }
 
     /// (log start, high watermark) of a partition on its leader.
-    async fn bounds(&self, leader: i32, topic: &str, partition: i32) -> Result<(i64, i64), String> {
+    async fn bounds(
+        &self,
+        leader: &(i32, String),
+        topic: &str,
+        partition: i32,
+    ) -> Result<(i64, i64), String> {
         let mut offsets = [0i64; 2];
         for (slot, timestamp) in [(0, -2i64), (1, -1i64)] {
             let mut p = ListOffsetsPartition::default();
