@@ -31,6 +31,8 @@ use crate::util::{lock, now_ms};
 
 const RECOVERY_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
 const LOG_START_CHECKPOINT: &str = "log-start-offset-checkpoint";
+/// Each partition's high watermark (Kafka's `replication-offset-checkpoint`).
+const HIGH_WATERMARK_CHECKPOINT: &str = "replication-offset-checkpoint";
 
 /// The recovery points and log starts read once at start, for the logs
 /// the first application of the metadata opens.
@@ -38,6 +40,7 @@ const LOG_START_CHECKPOINT: &str = "log-start-offset-checkpoint";
 pub(super) struct StartCheckpoints {
     recovery: Checkpoint,
     log_starts: Checkpoint,
+    high_watermarks: Checkpoint,
 }
 
 /// The logs of a data directory.
@@ -76,6 +79,7 @@ impl LogManager {
         StartCheckpoints {
             recovery: read_checkpoint(&self.data_dir.join(RECOVERY_CHECKPOINT)),
             log_starts: read_checkpoint(&self.data_dir.join(LOG_START_CHECKPOINT)),
+            high_watermarks: read_checkpoint(&self.data_dir.join(HIGH_WATERMARK_CHECKPOINT)),
         }
     }
 
@@ -105,6 +109,12 @@ impl LogManager {
             now_ms(),
         )?;
         let partition = Arc::new(Partition::new(name.clone(), p, log, self.storage.clone()));
+        if let Some(&hw) = checkpoints.high_watermarks.get(&key) {
+            // What the replicas had committed when the broker stopped; the
+            // tail above it is committed only once the ISR has it again
+            // (a leader alone commits its log end at once).
+            partition.reopened_at_high_watermark(hw);
+        }
         Ok((partition, report.truncated_bytes))
     }
 
@@ -311,6 +321,24 @@ impl LogManager {
         checkpoint::write(&self.data_dir.join(RECOVERY_CHECKPOINT), &recovery)?;
         checkpointed(topics, &recovery, PartitionLog::recovery_point_checkpointed);
         Ok(())
+    }
+
+    /// Records every partition's high watermark durably (read back when
+    /// the partition is opened at the next start).
+    pub fn write_high_watermark_checkpoint(&self, topics: &[Arc<Topic>]) -> io::Result<()> {
+        let mut marks = Checkpoint::new();
+        for topic in topics {
+            for partition in topic.partitions() {
+                if partition.deleted.load(Ordering::Acquire) {
+                    continue;
+                }
+                marks.insert(
+                    (topic.name.to_string(), partition.index),
+                    partition.high_watermark(),
+                );
+            }
+        }
+        checkpoint::write(&self.data_dir.join(HIGH_WATERMARK_CHECKPOINT), &marks)
     }
 
     /// Records every partition's log start offset durably.

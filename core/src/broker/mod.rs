@@ -69,6 +69,9 @@ pub(crate) fn internal_replication_factor(config: &BrokerConfig) -> usize {
 /// over before it stops anyway (the session timeout then does it).
 const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How often every partition's high watermark is checkpointed.
+const HIGH_WATERMARK_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
+
 /// The broker. Shared by every connection as `Arc<Broker>`.
 pub struct Broker {
     /// The configuration the broker started with (file, flags, defaults).
@@ -222,6 +225,7 @@ impl Broker {
     /// and log starts.
     pub fn flush_and_checkpoint(&self, closing: bool) -> io::Result<()> {
         self.logs.flush(&self.topics(), closing)?;
+        self.logs.write_high_watermark_checkpoint(&self.topics())?;
         self.logs.write_log_start_checkpoint(&self.topics())
     }
 
@@ -274,6 +278,27 @@ impl Broker {
                     tokio::task::spawn_blocking(move || broker.flush_and_checkpoint(false)).await;
                 if let Ok(Err(e)) = result {
                     error!(error = %e, "checkpoint failed");
+                }
+            }
+        });
+        // High watermarks more often (Kafka's
+        // replica.high.watermark.checkpoint.interval.ms): one small file.
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HIGH_WATERMARK_CHECKPOINT_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(broker) = weak.upgrade() else { break };
+                let result = tokio::task::spawn_blocking(move || {
+                    broker
+                        .logs
+                        .write_high_watermark_checkpoint(&broker.topics())
+                })
+                .await;
+                if let Ok(Err(e)) = result {
+                    error!(error = %e, "writing the high watermark checkpoint failed");
                 }
             }
         });

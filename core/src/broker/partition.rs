@@ -74,7 +74,8 @@ impl Partition {
         log: PartitionLog,
         storage: Arc<StorageHealth>,
     ) -> Partition {
-        // Everything a restart recovered counts as committed.
+        // Everything a restart recovered counts as committed, unless the
+        // high watermark checkpoint says less (`reopened_at_high_watermark`).
         let (high_watermark, _) = watch::channel(log.log_end_offset());
         let (appended, _) = watch::channel(log.log_end_offset());
         let (status, _) = watch::channel(ReplicationStatus {
@@ -163,6 +164,41 @@ impl Partition {
         }
         self.leader_epoch.store(leader_epoch, Ordering::Release);
         self.leader.store(leader, Ordering::Release);
+    }
+
+    /// Right after opening: the high watermark checkpointed before the
+    /// restart, if below the log end (a tail the ISR may not have had).
+    pub(super) fn reopened_at_high_watermark(&self, checkpointed: i64) {
+        let log_start = lock(&self.log).log_start_offset();
+        self.high_watermark.send_if_modified(|hw| {
+            let lower = checkpointed.max(log_start);
+            let moved = lower < *hw;
+            if moved {
+                *hw = lower;
+            }
+            moved
+        });
+        let current = *self.status.borrow();
+        publish(
+            &self.status,
+            ReplicationStatus {
+                high_watermark: self.high_watermark(),
+                ..current
+            },
+        );
+    }
+
+    /// A follower cut its log at `log_end` (a divergent or out-of-range
+    /// tail): a high watermark above it moves down to it, as nothing above
+    /// is on this replica any more. Call with the log's lock held.
+    pub(super) fn truncated_to(&self, log_end: i64) {
+        self.high_watermark.send_if_modified(|hw| {
+            let moved = log_end < *hw;
+            if moved {
+                *hw = log_end;
+            }
+            moved
+        });
     }
 
     /// Moves the high watermark up (never back) and wakes waiting fetches.
@@ -571,6 +607,76 @@ mod tests {
             Err(BrokerError::NotLeaderOrFollower(..))
         ));
         assert!(partition.follower_fetched(2, 0).is_ok());
+    }
+
+    fn state(replicas: &[BrokerId], leader: BrokerId, leader_epoch: i32) -> PartitionState {
+        PartitionState {
+            replicas: replicas.to_vec(),
+            isr: replicas.to_vec(),
+            leader,
+            leader_epoch,
+            partition_epoch: 0,
+            ..Default::default()
+        }
+    }
+
+    /// A partition of six records (two batches), reopened with `checkpointed` as its
+    /// high watermark checkpoint.
+    fn reopened(dir: &std::path::Path, checkpointed: Option<i64>) -> Partition {
+        let (mut log, _) = PartitionLog::open(dir, LogConfig::default(), 0, 0, 0).unwrap();
+        for _ in 0..2 {
+            log.append(&make_batch(3, 10, Compression::None), 0, now_ms())
+                .unwrap();
+        }
+        let partition = Partition::new("t".into(), 0, log, Arc::new(StorageHealth::default()));
+        if let Some(hw) = checkpointed {
+            partition.reopened_at_high_watermark(hw);
+        }
+        partition
+    }
+
+    #[test]
+    fn a_reopened_replica_commits_its_tail_only_once_the_isr_has_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = reopened(dir.path(), Some(4));
+        assert_eq!(partition.offsets().high_watermark, 4);
+        assert!(partition.read(4, 1 << 20, true).unwrap().is_none());
+        // Leading with a follower that has not fetched yet: still 4.
+        partition.apply_state(1, &state(&[1, 2], 1, 1));
+        assert_eq!(partition.offsets().high_watermark, 4);
+        assert_eq!(partition.replication_status().borrow().high_watermark, 4);
+        partition.follower_fetched(2, 5).unwrap();
+        assert_eq!(partition.offsets().high_watermark, 5);
+        partition.follower_fetched(2, 6).unwrap();
+        assert_eq!(partition.offsets().high_watermark, 6);
+    }
+
+    #[test]
+    fn a_reopened_sole_replica_commits_its_whole_log_and_no_checkpoint_means_the_log_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = reopened(dir.path(), Some(2));
+        partition.apply_state(1, &state(&[1], 1, 0));
+        assert_eq!(partition.offsets().high_watermark, 6);
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(reopened(dir.path(), None).offsets().high_watermark, 6);
+        // A checkpoint beyond the log end (a lost tail) changes nothing.
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(reopened(dir.path(), Some(9)).offsets().high_watermark, 6);
+    }
+
+    #[test]
+    fn a_follower_that_truncates_below_its_high_watermark_lowers_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = reopened(dir.path(), None);
+        partition.apply_state(1, &state(&[2, 1], 2, 1));
+        assert_eq!(partition.offsets().high_watermark, 6);
+        {
+            let mut log = partition.log();
+            log.truncate_to(3, now_ms()).unwrap();
+            partition.truncated_to(log.log_end_offset());
+        }
+        let offsets = partition.offsets();
+        assert_eq!((offsets.high_watermark, offsets.log_end), (3, 3));
     }
 
     #[tokio::test]

@@ -403,6 +403,7 @@ fn apply_answer(
             warn!(partition = %name, error = %e, "resetting an out-of-range follower log failed");
             return true;
         }
+        partition.truncated_to(log.log_end_offset());
         return false;
     }
     if error_code != 0 {
@@ -424,6 +425,7 @@ fn apply_answer(
                 warn!(partition = %name, error = %e, "truncating the follower log failed");
                 return true;
             }
+            partition.truncated_to(log.log_end_offset());
         }
         return false;
     }
