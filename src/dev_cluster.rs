@@ -132,6 +132,10 @@ pub fn node_args(args: &ServeArgs, node: &Node, quorum: &str) -> Vec<String> {
         text(&args.broker_session_timeout_ms),
     );
     flag(
+        "broker-heartbeat-interval-ms",
+        text(&args.broker_heartbeat_interval_ms),
+    );
+    flag(
         "auto-leader-rebalance-enable",
         text(&args.auto_leader_rebalance_enable),
     );

@@ -33,6 +33,9 @@ pub struct ServeArgs {
     /// Voters of the metadata quorum, id@host:port,... (every node of a cluster lists the same) [default: this node alone]
     #[arg(long, env = "RUNNEL_CONTROLLER_QUORUM")]
     pub controller_quorum: Option<String>,
+    /// What this node runs: broker,controller (a voter of the metadata quorum) or broker (follows the quorum without voting; needs --controller-addr) [default: broker,controller]
+    #[arg(long, env = "RUNNEL_PROCESS_ROLES")]
+    pub process_roles: Option<String>,
     /// Where this node's controller listens for the other voters [default: its entry in --controller-quorum]
     #[arg(long, env = "RUNNEL_CONTROLLER_ADDR")]
     pub controller_addr: Option<String>,
@@ -42,6 +45,9 @@ pub struct ServeArgs {
     /// Fence a broker not heard from for this long; its partitions get new leaders [default: 9000]
     #[arg(long, env = "RUNNEL_BROKER_SESSION_TIMEOUT_MS")]
     pub broker_session_timeout_ms: Option<u64>,
+    /// How often a broker heartbeats to the metadata quorum's leader [default: 500]
+    #[arg(long, env = "RUNNEL_BROKER_HEARTBEAT_INTERVAL_MS")]
+    pub broker_heartbeat_interval_ms: Option<u64>,
     /// Move partition leadership back to preferred replicas that are live and in sync [default: true]
     #[arg(long, env = "RUNNEL_AUTO_LEADER_REBALANCE_ENABLE")]
     pub auto_leader_rebalance_enable: Option<bool>,
@@ -120,11 +126,17 @@ pub fn load_config(args: &ServeArgs) -> Result<BrokerConfig> {
     if let Some(v) = &args.controller_addr {
         config.controller_addr = Some(v.clone());
     }
+    if let Some(v) = &args.process_roles {
+        config.process_roles = v.clone();
+    }
     if let Some(v) = args.replica_lag_time_max_ms {
         config.replica_lag_time_max_ms = v;
     }
     if let Some(v) = args.broker_session_timeout_ms {
         config.broker_session_timeout_ms = v;
+    }
+    if let Some(v) = args.broker_heartbeat_interval_ms {
+        config.broker_heartbeat_interval_ms = v;
     }
     if let Some(v) = args.auto_leader_rebalance_enable {
         config.auto_leader_rebalance_enable = v;

@@ -31,6 +31,12 @@ pub struct BrokerConfig {
     /// `controller.quorum.voters`). Unset: a quorum of this node alone,
     /// which needs no controller listener.
     pub controller_quorum: Option<String>,
+    /// What this node runs (Kafka's `process.roles`): `broker,controller`
+    /// (a broker and a voter of the metadata quorum, the default) or
+    /// `broker` (a broker that follows the quorum without voting: it is
+    /// not in `controller_quorum`, and the quorum's leader sends it the
+    /// metadata log at its `controller_addr`).
+    pub process_roles: String,
     /// Where this node's controller listens for the other voters (its own
     /// entry's address in `controller_quorum` when unset).
     pub controller_addr: Option<String>,
@@ -39,8 +45,13 @@ pub struct BrokerConfig {
     pub replica_lag_time_max_ms: u64,
     /// A broker the quorum's leader hears no heartbeat from for this long
     /// is fenced: its partitions get new leaders from their ISRs (Kafka's
-    /// `broker.session.timeout.ms`). Brokers heartbeat four times as often.
+    /// `broker.session.timeout.ms`). A broker that crashed is fenced
+    /// sooner: one silent for two heartbeat intervals whose Kafka listener
+    /// refuses connections (nothing listens: the process is gone).
     pub broker_session_timeout_ms: u64,
+    /// How often a broker heartbeats to the quorum's leader (Kafka's
+    /// `broker.heartbeat.interval.ms`); at most half the session timeout.
+    pub broker_heartbeat_interval_ms: u64,
     /// The metadata quorum's leader moves partition leadership back to the
     /// preferred replica (the first of a partition's replicas) when it is
     /// live and in sync: every `leader_imbalance_check_interval_seconds`
@@ -140,8 +151,10 @@ impl Default for BrokerConfig {
             advertised_kafka_addr: None,
             controller_quorum: None,
             controller_addr: None,
+            process_roles: "broker,controller".into(),
             replica_lag_time_max_ms: 30_000,
             broker_session_timeout_ms: 9_000,
+            broker_heartbeat_interval_ms: 500,
             auto_leader_rebalance_enable: true,
             leader_imbalance_check_interval_seconds: 300,
             leader_imbalance_per_broker_percentage: 10,
@@ -1195,6 +1208,36 @@ impl BrokerConfig {
 
     /// The metadata quorum's voters and this node's controller listener
     /// (empty for a quorum of this node alone).
+    /// Whether this node is a voter of the metadata quorum
+    /// (`process_roles` includes `controller`).
+    pub fn is_controller(&self) -> Result<bool, ConfigError> {
+        let mut broker = false;
+        let mut controller = false;
+        for role in self.process_roles.split(',').map(str::trim) {
+            match role {
+                "broker" => broker = true,
+                "controller" => controller = true,
+                other => {
+                    return Err(ConfigError(format!(
+                        "process_roles: unknown role '{other}' (expected broker, controller or broker,controller)"
+                    )))
+                }
+            }
+        }
+        if !broker {
+            return Err(ConfigError(
+                "process_roles: a controller-only node is not supported; use broker,controller or broker".into(),
+            ));
+        }
+        if !controller && self.controller_quorum.is_none() {
+            return Err(ConfigError(
+                "process_roles: a broker-only node needs controller_quorum, the voters it follows"
+                    .into(),
+            ));
+        }
+        Ok(controller)
+    }
+
     pub fn controller_listener(
         &self,
     ) -> Result<(Vec<crate::controller::Voter>, String), ConfigError> {
@@ -1210,7 +1253,22 @@ impl BrokerConfig {
         };
         let voters = crate::controller::parse_voters(list)
             .map_err(|e| ConfigError(format!("controller_quorum: {e}")))?;
-        let Some(own) = voters.iter().find(|v| v.id == self.node_id as u64) else {
+        let listed = voters.iter().find(|v| v.id == self.node_id as u64);
+        if !self.is_controller()? {
+            if listed.is_some() {
+                return Err(ConfigError(format!(
+                    "process_roles is 'broker' but controller_quorum '{list}' lists this node (node_id {}) as a voter",
+                    self.node_id
+                )));
+            }
+            let Some(addr) = self.controller_addr.clone() else {
+                return Err(ConfigError(
+                    "a broker-only node (process_roles: broker) needs controller_addr: where the quorum's leader sends it the metadata log".into(),
+                ));
+            };
+            return Ok((voters, addr));
+        }
+        let Some(own) = listed else {
             return Err(ConfigError(format!(
                 "controller_quorum '{list}' does not list this node (node_id {})",
                 self.node_id
@@ -1230,11 +1288,20 @@ impl BrokerConfig {
         if self.node_id < 0 {
             return err(format!("node_id must be >= 0, got {}", self.node_id));
         }
+        self.is_controller()?;
         self.controller_listener()?;
         if !(400..=3_600_000).contains(&self.broker_session_timeout_ms) {
             return err(format!(
                 "broker_session_timeout_ms must be between 400 and 3600000, got {}",
                 self.broker_session_timeout_ms
+            ));
+        }
+        if self.broker_heartbeat_interval_ms < 50
+            || self.broker_heartbeat_interval_ms * 2 > self.broker_session_timeout_ms
+        {
+            return err(format!(
+                "broker_heartbeat_interval_ms must be at least 50 and at most half of broker_session_timeout_ms ({}), got {}",
+                self.broker_session_timeout_ms, self.broker_heartbeat_interval_ms
             ));
         }
         if !(1..=86_400).contains(&self.leader_imbalance_check_interval_seconds) {
@@ -1353,6 +1420,72 @@ mod tests {
             ..Default::default()
         };
         assert!(zero_timeout.validate().is_err());
+    }
+
+    #[test]
+    fn process_roles_and_heartbeats_are_checked_against_the_quorum() {
+        let quorum = Some("1@127.0.0.1:9301,2@127.0.0.1:9302".to_string());
+        let error = |config: BrokerConfig| config.validate().unwrap_err().to_string();
+        // The default: a voter.
+        let voter = BrokerConfig {
+            node_id: 1,
+            controller_quorum: quorum.clone(),
+            ..Default::default()
+        };
+        assert!(voter.is_controller().unwrap());
+        assert!(voter.validate().is_ok());
+        // Broker-only: outside the voters, with an address for the log.
+        let broker = BrokerConfig {
+            node_id: 3,
+            controller_quorum: quorum.clone(),
+            controller_addr: Some("127.0.0.1:9303".into()),
+            process_roles: "broker".into(),
+            ..Default::default()
+        };
+        assert!(!broker.is_controller().unwrap());
+        let (voters, addr) = broker.controller_listener().unwrap();
+        assert_eq!((voters.len(), addr.as_str()), (2, "127.0.0.1:9303"));
+        let e = error(BrokerConfig {
+            controller_addr: None,
+            ..broker.clone()
+        });
+        assert!(e.contains("controller_addr"), "{e}");
+        let e = error(BrokerConfig {
+            node_id: 2,
+            ..broker.clone()
+        });
+        assert!(e.contains("as a voter"), "{e}");
+        let e = error(BrokerConfig {
+            controller_quorum: None,
+            ..broker.clone()
+        });
+        assert!(e.contains("needs controller_quorum"), "{e}");
+        for roles in ["controller", "broker,leader", ""] {
+            let e = error(BrokerConfig {
+                process_roles: roles.into(),
+                ..voter.clone()
+            });
+            assert!(e.contains("process_roles"), "{roles}: {e}");
+        }
+        assert!(BrokerConfig {
+            process_roles: " controller , broker ".into(),
+            ..voter.clone()
+        }
+        .validate()
+        .is_ok());
+        // Heartbeats at most half the session timeout.
+        let e = error(BrokerConfig {
+            broker_session_timeout_ms: 800,
+            ..Default::default()
+        });
+        assert!(e.contains("broker_heartbeat_interval_ms"), "{e}");
+        assert!(BrokerConfig {
+            broker_session_timeout_ms: 800,
+            broker_heartbeat_interval_ms: 200,
+            ..Default::default()
+        }
+        .validate()
+        .is_ok());
     }
 
     #[test]

@@ -397,6 +397,28 @@ async fn send(producer: &FutureProducer, topic: &str, value: &str) -> Result<i64
         .map_err(|(e, _)| e.to_string())
 }
 
+/// One config of `topic` as the broker at `addr` describes it.
+async fn topic_config(addr: &str, topic: &str, key: &str) -> Option<String> {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::DescribeConfigsRequest;
+    let mut resource = DescribeConfigsResource::default();
+    resource.resource_type = 2;
+    resource.resource_name = StrBytes::from_string(topic.to_string());
+    resource.configuration_keys = Some(vec![StrBytes::from_string(key.to_string())]);
+    let mut request = DescribeConfigsRequest::default();
+    request.resources = vec![resource];
+    let mut client = runnel_core::client::Client::connect(addr, "runnel-tests")
+        .await
+        .ok()?;
+    let response = client.send_version(&request, 4).await.ok()?;
+    let result = response.results.into_iter().next()?;
+    result
+        .configs
+        .into_iter()
+        .find(|e| e.name.as_str() == key)
+        .and_then(|e| e.value.map(|v| v.to_string()))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followers_replicate_byte_for_byte_and_the_isr_decides_what_acks_all_waits_for() {
     let mut cluster = TestCluster::start_with(3, &["--replica-lag-time-max-ms", "1500"]);
@@ -468,8 +490,10 @@ async fn followers_replicate_byte_for_byte_and_the_isr_decides_what_acks_all_wai
             .set("bootstrap.servers", cluster.nodes[leader_index].addr())
             .create()
             .unwrap();
+    let leader_addr = cluster.nodes[leader_index].addr();
     let set_min_isr = |value: &'static str| {
         let admin = &admin;
+        let leader_addr = &leader_addr;
         async move {
             let opts =
                 rdkafka::admin::AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
@@ -485,6 +509,20 @@ async fn followers_replicate_byte_for_byte_and_the_isr_decides_what_acks_all_wai
                     .await
                     .unwrap();
             assert!(altered[0].is_ok(), "{altered:?}");
+            // The change is committed; the leader may apply it a moment
+            // later (as a Kafka broker does).
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while topic_config(leader_addr, "replicated", "min.insync.replicas")
+                .await
+                .as_deref()
+                != Some(value)
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "the leader did not apply {value}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
     };
     set_min_isr("3").await;
@@ -779,4 +817,217 @@ async fn followers_take_up_a_new_partition_at_once_and_its_first_acks_all_write_
         slowest < Duration::from_millis(100),
         "the slowest first acks=all write took {slowest:?}"
     );
+}
+
+/// The leader of each partition of `topic` as the first live node (not in
+/// `down`) answers, with that node's controller id.
+async fn leaders_seen(
+    cluster: &TestCluster,
+    topic: &str,
+    partitions: usize,
+    down: &[usize],
+) -> (Vec<i32>, i32) {
+    let node = (0..cluster.nodes.len())
+        .find(|i| !down.contains(i))
+        .expect("a live node");
+    let response = metadata(&cluster.nodes[node]).await;
+    let mut leaders = vec![-1; partitions];
+    if let Some(t) = response
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some(topic))
+    {
+        for p in &t.partitions {
+            if let Some(slot) = leaders.get_mut(p.partition_index as usize) {
+                *slot = p.leader_id.0;
+            }
+        }
+    }
+    (leaders, response.controller_id.0)
+}
+
+/// How long after `since` node `victim` (id) is fenced as the live nodes
+/// see it: no longer listed as a broker, and every partition of `topic`
+/// led by a live broker (panics after 30 s).
+async fn replaced_after(
+    cluster: &TestCluster,
+    topic: &str,
+    partitions: usize,
+    victim: i32,
+    since: Instant,
+) -> Duration {
+    let down = [(victim - 1) as usize];
+    loop {
+        let (leaders, _) = leaders_seen(cluster, topic, partitions, &down).await;
+        let listed = metadata(&cluster.nodes[if down[0] == 0 { 1 } else { 0 }])
+            .await
+            .brokers
+            .iter()
+            .any(|b| b.node_id.0 == victim);
+        if !listed && leaders.iter().all(|&l| l > 0 && l != victim) {
+            return since.elapsed();
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(30),
+            "{topic}: leaders {leaders:?} 30 s after node {victim} went down"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// With the default session timeout (9 s) a SIGKILLed broker is fenced
+/// and its partitions get new leaders within seconds: once the dead
+/// broker missed two heartbeats, the quorum's leader finds its listener
+/// refusing connections and fences it. That holds for a broker that also
+/// led the metadata quorum (a Raft election comes first). A broker that stops
+/// answering without dying (SIGSTOP: its listener still accepts) keeps
+/// its leaderships until its session times out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_leader_is_replaced_within_seconds_with_the_default_session_timeout() {
+    const PARTITIONS: usize = 3;
+    let mut cluster = TestCluster::start(3);
+    for node in &cluster.nodes {
+        wait_for_brokers(node, 3).await;
+    }
+    create_replicated(&cluster.nodes[0], "crash", PARTITIONS as i32, 3).await;
+    let settled = Instant::now() + Duration::from_secs(30);
+    let (leaders, controller) = loop {
+        let (leaders, controller) = leaders_seen(&cluster, "crash", PARTITIONS, &[]).await;
+        if leaders.iter().all(|&l| l > 0) && controller > 0 {
+            break (leaders, controller);
+        }
+        assert!(Instant::now() < settled, "leaders {leaders:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let bystander = *leaders
+        .iter()
+        .find(|&&l| l != controller)
+        .expect("a partition led by a broker that does not lead the quorum");
+
+    // A stalled broker is not a dead one.
+    let stalled = &cluster.nodes[(bystander - 1) as usize];
+    stalled.pause();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (during, _) =
+        leaders_seen(&cluster, "crash", PARTITIONS, &[(bystander - 1) as usize]).await;
+    stalled.resume();
+    assert!(
+        during.contains(&bystander),
+        "node {bystander} lost its leaderships 4 s into a stall, before its 9 s session timed out: {during:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // A killed broker, then the killed quorum leader.
+    let mut taken = Vec::new();
+    for round in 0..2 {
+        let (leaders, controller) = leaders_seen(&cluster, "crash", PARTITIONS, &[]).await;
+        assert!(controller > 0);
+        let victim = if round == 0 {
+            // A partition's leader that does not lead the quorum now.
+            *leaders
+                .iter()
+                .find(|&&l| l > 0 && l != controller)
+                .expect("a partition led by a broker that does not lead the quorum")
+        } else {
+            controller
+        };
+        eprintln!("killing node {victim} (the quorum's leader: {controller}), leaders {leaders:?}");
+        let index = (victim - 1) as usize;
+        cluster.nodes[index].kill();
+        let killed_at = Instant::now();
+        let took = replaced_after(&cluster, "crash", PARTITIONS, victim, killed_at).await;
+        eprintln!("node {victim}'s partitions had new leaders {took:?} after its SIGKILL");
+        taken.push(took);
+        cluster.nodes[index].restart();
+        for node in &cluster.nodes {
+            wait_for_brokers(node, 3).await;
+        }
+    }
+    // Without the probe each would take the 9 s session timeout, and the
+    // quorum leader's kill an election more.
+    for took in &taken {
+        assert!(
+            *took < Duration::from_secs(7),
+            "new leaders after {taken:?}"
+        );
+    }
+}
+
+/// A fourth node started with `--process-roles broker` follows the quorum
+/// without voting: it sees and makes topic changes (its proposals go to
+/// the quorum's leader), holds replicas and leaderships and serves them,
+/// rejoins after a SIGKILL, and never becomes the controller, not even
+/// when the quorum's leader dies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_only_node_follows_the_quorum_holds_replicas_and_never_votes() {
+    const PARTITIONS: usize = 4;
+    let mut cluster = TestCluster::start(3);
+    cluster.add_broker_only(&[]);
+    // Made through the broker-only node; leaders spread over four brokers.
+    create_replicated(&cluster.nodes[3], "four", PARTITIONS as i32, 2).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let controller = loop {
+        let (leaders, controller) = leaders_seen(&cluster, "four", PARTITIONS, &[]).await;
+        if leaders.iter().all(|&l| l > 0) {
+            assert!(
+                leaders.contains(&4),
+                "the broker-only node leads a partition: {leaders:?}"
+            );
+            break controller;
+        }
+        assert!(Instant::now() < deadline, "leaders {leaders:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!((1..=3).contains(&controller), "controller {controller}");
+
+    // Clients that know only the broker-only node write and read every
+    // partition.
+    let producer = cluster.nodes[3].producer(&[("acks", "all")]);
+    for i in 0..40 {
+        producer
+            .send(
+                FutureRecord::<(), str>::to("four")
+                    .partition(i % PARTITIONS as i32)
+                    .payload(&format!("r{i}")),
+                Duration::from_secs(30),
+            )
+            .await
+            .expect("acks=all write");
+    }
+    let read = cluster.nodes[3].consume("four", PARTITIONS as i32, 40, Duration::from_secs(30));
+    assert_eq!(read.len(), 40);
+
+    // The quorum's leader dies: another voter takes over, never node 4,
+    // and node 4 follows the new leader's changes.
+    let index = (controller - 1) as usize;
+    cluster.nodes[index].kill();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, now) = leaders_seen(&cluster, "four", PARTITIONS, &[index]).await;
+        assert_ne!(now, 4, "a broker-only node never leads the quorum");
+        if now > 0 && now != controller {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no new controller");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    create_replicated(&cluster.nodes[3], "after", 1, 2).await;
+    assert_eq!(
+        leaders(&cluster.nodes[3], "after", 1)
+            .await
+            .map(|l| l.len()),
+        Some(1)
+    );
+    cluster.nodes[index].restart();
+
+    // A SIGKILLed broker-only node comes back as the same member and
+    // catches up with what changed while it was down.
+    cluster.nodes[3].kill();
+    create_replicated(&cluster.nodes[0], "meanwhile", 2, 2).await;
+    cluster.nodes[3].restart();
+    wait_for_brokers(&cluster.nodes[3], 4).await;
+    assert!(leaders(&cluster.nodes[3], "meanwhile", 2).await.is_some());
+    assert!(!cluster.nodes[3].log().contains("panicked"));
+    let read = cluster.nodes[3].consume("four", PARTITIONS as i32, 40, Duration::from_secs(30));
+    assert_eq!(read.len(), 40, "after the restarts");
 }

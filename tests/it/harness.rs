@@ -397,6 +397,9 @@ pub struct TestCluster {
     /// The proxies between the nodes, for a cluster started with
     /// [`TestCluster::start_linked`].
     links: Option<Links>,
+    /// The voters, `id@addr,...` (a cluster started with
+    /// [`TestCluster::start_with`]).
+    quorum: String,
 }
 
 /// Every connection one node of a cluster makes to another, through a
@@ -462,9 +465,36 @@ impl TestCluster {
         for node in &mut nodes {
             node.wait_ready();
         }
-        let cluster = TestCluster { nodes, links: None };
+        let cluster = TestCluster {
+            nodes,
+            links: None,
+            quorum,
+        };
         cluster.wait_until_every_node_lists_all();
         cluster
+    }
+
+    /// Starts one more node, a broker that follows the quorum without
+    /// voting (`--process-roles broker`), with id `nodes.len() + 1`; waits
+    /// until every node lists it.
+    pub fn add_broker_only(&mut self, args: &[&str]) {
+        let id = self.nodes.len() + 1;
+        let mut all = vec![
+            "--node-id".to_string(),
+            id.to_string(),
+            "--controller-quorum".to_string(),
+            self.quorum.clone(),
+            "--process-roles".to_string(),
+            "broker".to_string(),
+            "--controller-addr".to_string(),
+            format!("127.0.0.1:{}", free_port()),
+        ];
+        all.extend(args.iter().map(|s| s.to_string()));
+        let mut node = TestBroker::unstarted(free_port(), all);
+        node.spawn_only();
+        node.wait_ready();
+        self.nodes.push(node);
+        self.wait_until_every_node_lists_all();
     }
 
     /// Waits until every node lists all the cluster's brokers as live (a
@@ -565,6 +595,7 @@ impl TestCluster {
         TestCluster {
             nodes,
             links: Some(Links { controller, kafka }),
+            quorum: String::new(),
         }
     }
 

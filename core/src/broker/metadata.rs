@@ -254,9 +254,26 @@ pub struct Metadata {
     stopping: std::sync::atomic::AtomicBool,
     replica_lag_time_max_ms: i64,
     session_timeout: Duration,
+    heartbeat_interval: Duration,
     /// `None` when automatic leader balancing is off.
     leader_balance: Option<LeaderBalance>,
     logs: Arc<LogManager>,
+}
+
+/// What the quorum's leader keeps between its checks of the brokers'
+/// sessions (reset when it stops leading).
+#[derive(Default)]
+struct SessionWatch {
+    /// When this node became the leader: a broker not heard from since
+    /// counts from then.
+    leading_since: Option<std::time::Instant>,
+    /// When each silent broker (id, epoch) was last probed.
+    probed: HashMap<(BrokerId, i64), std::time::Instant>,
+    /// Probes under way: (id, epoch) and whether the connection was
+    /// refused.
+    probes: tokio::task::JoinSet<((BrokerId, i64), bool)>,
+    /// Silent brokers whose listener refused a connection.
+    refused: HashSet<(BrokerId, i64)>,
 }
 
 fn controller_error(e: ControllerError) -> BrokerError {
@@ -327,18 +344,20 @@ impl Metadata {
         let dir = &config.data_dir;
         logs.remove_deleted_partitions()?;
         let (voters, listen_addr) = config.controller_listener()?;
-        let controller = Controller::start(ControllerConfig::new(
+        let mut controller_config = ControllerConfig::new(
             config.node_id as u64,
             voters,
             listen_addr,
             dir.join(METADATA_DIR),
-        ))
-        .await
-        .map_err(|e| match e {
-            ControllerError::Store(e) => BrokerError::Io(io::Error::other(e.to_string())),
-            ControllerError::Config(m) => BrokerError::InvalidConfig(ConfigError(m)),
-            other => BrokerError::Io(io::Error::other(other.to_string())),
-        })?;
+        );
+        controller_config.voter = config.is_controller()?;
+        let controller = Controller::start(controller_config)
+            .await
+            .map_err(|e| match e {
+                ControllerError::Store(e) => BrokerError::Io(io::Error::other(e.to_string())),
+                ControllerError::Config(m) => BrokerError::InvalidConfig(ConfigError(m)),
+                other => BrokerError::Io(io::Error::other(other.to_string())),
+            })?;
         let metadata = Arc::new(Metadata {
             data_dir: dir.clone(),
             node_id: config.node_id,
@@ -363,6 +382,7 @@ impl Metadata {
             stopping: std::sync::atomic::AtomicBool::new(false),
             replica_lag_time_max_ms: config.replica_lag_time_max_ms as i64,
             session_timeout: Duration::from_millis(config.broker_session_timeout_ms),
+            heartbeat_interval: Duration::from_millis(config.broker_heartbeat_interval_ms),
             leader_balance: config.auto_leader_rebalance_enable.then(|| LeaderBalance {
                 interval: Duration::from_secs(config.leader_imbalance_check_interval_seconds),
                 imbalance_percentage: config.leader_imbalance_per_broker_percentage,
@@ -644,29 +664,45 @@ impl Metadata {
         });
     }
 
-    /// Broker sessions: this broker heartbeats to the quorum's leader (and
-    /// asks to be unfenced when it finds itself fenced in its current
-    /// epoch, e.g. after a network partition healed); while this node leads
-    /// the quorum, brokers not heard from for the session timeout are
-    /// fenced, and their partitions get new leaders from their ISRs.
+    /// Broker sessions: this broker heartbeats to the quorum's leader
+    /// every heartbeat interval (and asks to be unfenced when it finds
+    /// itself fenced in its current epoch, e.g. after a network partition
+    /// healed); while this node leads the quorum, it fences the brokers
+    /// whose sessions expired or whose process is gone (see
+    /// [`Metadata::fence_silent`]), and their partitions get new leaders
+    /// from their ISRs.
     fn keep_sessions(self: &Arc<Self>) {
         let weak: Weak<Metadata> = Arc::downgrade(self);
-        let every = (self.session_timeout / 4).max(Duration::from_millis(100));
+        let every = self.heartbeat_interval;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut leading_since: Option<std::time::Instant> = None;
             loop {
                 tick.tick().await;
                 let Some(metadata) = weak.upgrade() else {
                     break;
                 };
                 metadata.heartbeat().await;
+            }
+        });
+        // Its own task: a heartbeat waiting on a quorum that lost its
+        // leader does not delay the checks.
+        let weak: Weak<Metadata> = Arc::downgrade(self);
+        let every = (self.heartbeat_interval / 4)
+            .clamp(Duration::from_millis(20), Duration::from_millis(250));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut sessions = SessionWatch::default();
+            loop {
+                tick.tick().await;
+                let Some(metadata) = weak.upgrade() else {
+                    break;
+                };
                 if metadata.controller.is_leader() {
-                    let since = *leading_since.get_or_insert_with(std::time::Instant::now);
-                    metadata.fence_expired(since).await;
+                    metadata.fence_silent(&mut sessions).await;
                 } else {
-                    leading_since = None;
+                    sessions = SessionWatch::default();
                 }
             }
         });
@@ -754,32 +790,105 @@ impl Metadata {
         }
     }
 
-    /// As the quorum's leader (since `since`): fences the brokers whose
-    /// last heartbeat is older than the session timeout.
-    async fn fence_expired(&self, since: std::time::Instant) {
+    /// As the quorum's leader: fences each live broker whose last
+    /// heartbeat (or this node's election, for one not heard since) is
+    /// older than the session timeout. One silent for two heartbeat
+    /// intervals is probed first: a connection to its Kafka listener that
+    /// is refused means nothing listens there, the process is gone (killed,
+    /// crashed, its machine rebooted), and it is fenced at once rather
+    /// than a session timeout later. A connection that is accepted or does
+    /// not answer (a live broker behind a network partition, a stalled
+    /// process) proves nothing: that broker waits for the timeout.
+    async fn fence_silent(self: &Arc<Self>, sessions: &mut SessionWatch) {
         let image = self.controller.image();
         let now = std::time::Instant::now();
-        let expired: Vec<(BrokerId, i64)> = image
-            .live_brokers()
-            .filter(|b| {
-                let last = self
-                    .controller
-                    .sessions()
-                    .last(b.broker_id, b.broker_epoch)
-                    .map_or(since, |at| at.max(since));
-                now.duration_since(last) > self.session_timeout
-            })
-            .map(|b| (b.broker_id, b.broker_epoch))
-            .collect();
-        for (broker_id, broker_epoch) in expired {
+        let since = *sessions.leading_since.get_or_insert(now);
+        let mut expired: Vec<(BrokerId, i64, &'static str)> = Vec::new();
+        for broker in image.live_brokers() {
+            if broker.broker_id == self.node_id {
+                continue;
+            }
+            let last = self
+                .controller
+                .sessions()
+                .last(broker.broker_id, broker.broker_epoch)
+                .map_or(since, |at| at.max(since));
+            let silent = now.duration_since(last);
+            if silent > self.session_timeout {
+                expired.push((
+                    broker.broker_id,
+                    broker.broker_epoch,
+                    "no heartbeat for the session timeout",
+                ));
+                continue;
+            }
+            let key = (broker.broker_id, broker.broker_epoch);
+            if silent <= self.heartbeat_interval * 2 {
+                // Heard again: whatever a probe found is out of date.
+                sessions.refused.remove(&key);
+                continue;
+            }
+            if sessions.refused.remove(&key) {
+                expired.push((
+                    broker.broker_id,
+                    broker.broker_epoch,
+                    "no heartbeat and its listener refuses connections: the process is gone",
+                ));
+                continue;
+            }
+            let due = sessions
+                .probed
+                .get(&key)
+                .is_none_or(|at| now.duration_since(*at) >= self.heartbeat_interval);
+            if !due {
+                continue;
+            }
+            sessions.probed.insert(key, now);
+            let listener = broker.listener.clone();
+            let wait = self.heartbeat_interval.min(Duration::from_secs(1));
+            sessions.probes.spawn(async move {
+                let refused = matches!(
+                    tokio::time::timeout(wait, tokio::net::TcpStream::connect(&listener)).await,
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused
+                );
+                (key, refused)
+            });
+        }
+        // Probes answered since the last check: a refusal fences at the
+        // next one (the broker may have heartbeated meanwhile).
+        while let Some(done) = sessions.probes.try_join_next() {
+            if let Ok((key, true)) = done {
+                sessions.refused.insert(key);
+            }
+        }
+        // Forget brokers that were fenced or registered again since.
+        let current = |(id, epoch): &(BrokerId, i64)| {
+            image
+                .broker(*id)
+                .is_some_and(|b| b.broker_epoch == *epoch && !b.fenced)
+        };
+        sessions.probed.retain(|key, _| current(key));
+        sessions.refused.retain(current);
+        for (broker_id, broker_epoch, why) in expired {
             let image = self.controller.image();
+            if !image
+                .broker(broker_id)
+                .is_some_and(|b| b.broker_epoch == broker_epoch && !b.fenced)
+            {
+                continue;
+            }
             let Ok(records) = decisions::fence_broker(&image, broker_id) else {
                 continue;
             };
             if records.is_empty() {
                 continue;
             }
-            warn!(broker_id, broker_epoch, timeout = ?self.session_timeout, "no heartbeat from a broker: fencing it, its partitions get new leaders");
+            warn!(
+                broker_id,
+                broker_epoch,
+                reason = why,
+                "fencing a broker: its partitions get new leaders"
+            );
             if let Err(e) = self.propose(records).await {
                 warn!(broker_id, error = %e, "fencing a broker failed; it is tried again");
             }

@@ -136,9 +136,13 @@ pub struct RaftSettings {
 impl Default for RaftSettings {
     fn default() -> Self {
         Self {
-            heartbeat_ms: 200,
-            election_timeout_min_ms: 1000,
-            election_timeout_max_ms: 2000,
+            // A follower of a leader it heard from waits openraft's leader
+            // lease (the max timeout) plus a random timeout before it
+            // stands: 1.5-2 s after the leader died (Kafka's KRaft: a 1 s
+            // election timeout, 2 s fetch timeout).
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1000,
             snapshot_after_entries: 5000,
             entries_kept_after_snapshot: 1000,
         }
@@ -149,8 +153,14 @@ impl Default for RaftSettings {
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
     pub node_id: NodeId,
-    /// The static voter list; this node must be in it.
+    /// The static voter list; this node is in it unless it is a learner.
     pub voters: Vec<Voter>,
+    /// Whether this node votes (`process_roles` includes `controller`).
+    /// A node that does not is a learner: it asks the quorum's leader to
+    /// replicate the log to it at `listen_addr`, applies it, and forwards
+    /// its proposals and heartbeats like a follower, but never votes or
+    /// leads.
+    pub voter: bool,
     /// Where this controller listens for its peers (`--controller-addr`);
     /// empty for a quorum of this node alone, which needs no listener.
     pub listen_addr: String,
@@ -175,6 +185,7 @@ impl ControllerConfig {
         Self {
             node_id,
             voters,
+            voter: true,
             listen_addr: listen_addr.into(),
             dir: dir.into(),
             raft: RaftSettings::default(),
@@ -228,6 +239,64 @@ pub struct Controller {
     sessions: Sessions,
 }
 
+/// A learner's side of joining: asks the quorum's leader (or each voter
+/// in turn while none is known) to add this node at `addr`, until the
+/// membership this node has applied lists it there. Runs until then, or
+/// until Raft stops.
+async fn join_as_learner(
+    raft: Raft<TypeConfig>,
+    node_id: NodeId,
+    addr: String,
+    voters: Vec<Voter>,
+    limits: NetworkLimits,
+) {
+    let mut next = 0usize;
+    let mut attempt = 0u32;
+    loop {
+        let (joined, leader) = {
+            let metrics = raft.metrics();
+            let metrics = metrics.borrow();
+            let joined = metrics
+                .membership_config
+                .membership()
+                .get_node(&node_id)
+                .is_some_and(|n| n.addr == addr);
+            (joined, metrics.current_leader)
+        };
+        if joined {
+            info!(node_id, %addr, "this broker-only node follows the metadata quorum as a learner");
+            return;
+        }
+        let target = match leader.and_then(|l| voters.iter().find(|v| v.id == l)) {
+            Some(v) => v,
+            None => {
+                next = (next + 1) % voters.len();
+                &voters[next]
+            }
+        };
+        attempt += 1;
+        let mut client = network::PeerClient::new(target.id, target.addr.clone(), limits);
+        let call = Call::AddLearner {
+            node_id,
+            addr: addr.clone(),
+        };
+        match client.call(call, Duration::from_secs(5)).await {
+            Ok(RpcResponse::LearnerAdded) => {}
+            Ok(RpcResponse::Refused(why)) if attempt.is_multiple_of(10) => {
+                warn!(attempt, voter = target.id, %why, "joining the metadata quorum as a learner")
+            }
+            Err(e) if attempt.is_multiple_of(10) => {
+                warn!(attempt, voter = target.id, error = %e, "joining the metadata quorum as a learner")
+            }
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if raft.metrics().borrow().running_state.is_err() {
+            return;
+        }
+    }
+}
+
 impl Controller {
     /// Opens the metadata directory, starts Raft and the RPC listener, and
     /// initializes the quorum if it never was: a quorum of one elects
@@ -238,6 +307,7 @@ impl Controller {
         let ControllerConfig {
             node_id,
             voters,
+            voter,
             listen_addr,
             dir,
             raft: settings,
@@ -245,7 +315,17 @@ impl Controller {
             network: limits,
             propose_timeout,
         } = config;
-        if !voters.iter().any(|v| v.id == node_id) {
+        if !voter && voters.iter().any(|v| v.id == node_id) {
+            return Err(ControllerError::Config(format!(
+                "node {node_id} is a voter of the quorum; only a node outside the voters can be broker-only"
+            )));
+        }
+        if !voter && listen_addr.is_empty() {
+            return Err(ControllerError::Config(
+                "a broker-only node needs a controller address, where the quorum's leader sends it the metadata log".into(),
+            ));
+        }
+        if voter && !voters.iter().any(|v| v.id == node_id) {
             return Err(ControllerError::Config(format!(
                 "node {node_id} is not among the voters {}",
                 voters
@@ -286,7 +366,7 @@ impl Controller {
         let store_alive = state_machine.liveness();
 
         // A quorum of this node alone has no peer to listen for.
-        let alone = voters.len() == 1;
+        let alone = voter && voters.len() == 1;
         if listen_addr.is_empty() && !alone {
             return Err(ControllerError::Config(
                 "a controller of a quorum of several voters needs a listen address".into(),
@@ -333,32 +413,42 @@ impl Controller {
             .iter()
             .map(|v| (v.id, BasicNode::new(&v.addr)))
             .collect();
-        match raft.initialize(members.clone()).await {
-            Ok(()) => info!(
+        if !voter {
+            tokio::spawn(join_as_learner(
+                raft.clone(),
                 node_id,
-                voters = members.len(),
-                "initialized the metadata quorum"
-            ),
-            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
-                let stored: BTreeSet<NodeId> = raft
-                    .metrics()
-                    .borrow()
-                    .membership_config
-                    .membership()
-                    .voter_ids()
-                    .collect();
-                let configured: BTreeSet<NodeId> = members.keys().copied().collect();
-                if !stored.is_empty() && stored != configured {
-                    warn!(?stored, ?configured, "the configured voters differ from the quorum's; the quorum's stand (membership changes are not supported yet)");
+                listen_addr.clone(),
+                voters.clone(),
+                limits,
+            ));
+        } else {
+            match raft.initialize(members.clone()).await {
+                Ok(()) => info!(
+                    node_id,
+                    voters = members.len(),
+                    "initialized the metadata quorum"
+                ),
+                Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+                    let stored: BTreeSet<NodeId> = raft
+                        .metrics()
+                        .borrow()
+                        .membership_config
+                        .membership()
+                        .voter_ids()
+                        .collect();
+                    let configured: BTreeSet<NodeId> = members.keys().copied().collect();
+                    if !stored.is_empty() && stored != configured {
+                        warn!(?stored, ?configured, "the configured voters differ from the quorum's; the quorum's stand (membership changes are not supported yet)");
+                    }
+                }
+                Err(e) => {
+                    let _ = raft.shutdown().await;
+                    server.abort();
+                    return Err(ControllerError::Stopped(e.to_string()));
                 }
             }
-            Err(e) => {
-                let _ = raft.shutdown().await;
-                server.abort();
-                return Err(ControllerError::Stopped(e.to_string()));
-            }
         }
-        info!(node_id, addr = %listen_addr, dir = %dir.display(), "metadata controller started");
+        info!(node_id, addr = %listen_addr, dir = %dir.display(), voter, "metadata controller started");
         Ok(Controller {
             node_id,
             raft,

@@ -100,6 +100,13 @@ pub enum Call {
         broker_id: i32,
         broker_epoch: i64,
     },
+    /// A broker-only node (`process_roles: broker`) asks the quorum's
+    /// leader to replicate the metadata log to it, at `addr`, as a
+    /// learner: a member that applies the log but does not vote.
+    AddLearner {
+        node_id: NodeId,
+        addr: String,
+    },
 }
 
 /// The brokers' last heartbeats as this controller received them: broker
@@ -142,6 +149,8 @@ pub enum RpcResponse {
     ),
     Propose(ProposeResult),
     Heartbeat,
+    /// The learner is (now) a member at the address it gave.
+    LearnerAdded,
     /// Not handled: wrong node, over a limit.
     Refused(String),
 }
@@ -658,6 +667,77 @@ async fn handle(
             sessions.record(broker_id, broker_epoch);
             RpcResponse::Heartbeat
         }
+        Call::AddLearner { node_id, addr } => match add_learner(raft, node_id, &addr, limits).await
+        {
+            Ok(()) => RpcResponse::LearnerAdded,
+            Err(why) => RpcResponse::Refused(why),
+        },
+    }
+}
+
+/// At most this many learners (broker-only nodes) join a quorum.
+const MAX_LEARNERS: usize = 1000;
+
+/// As the quorum's leader: makes `node_id` a learner at `addr`, or
+/// updates the address of one that moved. Nothing changes for one that
+/// is a member at that address already (a restart).
+async fn add_learner(
+    raft: &Raft<TypeConfig>,
+    node_id: NodeId,
+    addr: &str,
+    limits: NetworkLimits,
+) -> Result<(), String> {
+    let valid_addr = addr.len() <= 255
+        && addr
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !valid_addr {
+        return Err(format!(
+            "'{}' is not a host:port address",
+            addr.chars().take(255).collect::<String>()
+        ));
+    }
+    let (leading, membership) = {
+        let metrics = raft.metrics();
+        let metrics = metrics.borrow();
+        (
+            metrics.state == openraft::ServerState::Leader,
+            metrics.membership_config.membership().clone(),
+        )
+    };
+    if !leading {
+        return Err("not the quorum's leader".into());
+    }
+    if membership.voter_ids().any(|v| v == node_id) {
+        return Err(format!(
+            "node {node_id} is a voter of the quorum, not a broker-only node"
+        ));
+    }
+    let wait = limits.idle_timeout;
+    let result = match membership.get_node(&node_id) {
+        Some(node) if node.addr == addr => return Ok(()),
+        Some(_) => {
+            let nodes = BTreeMap::from([(node_id, BasicNode::new(addr))]);
+            let change = raft.change_membership(openraft::ChangeMembers::SetNodes(nodes), true);
+            tokio::time::timeout(wait, change)
+                .await
+                .map(|r| r.map(|_| ()).map_err(|e| e.to_string()))
+        }
+        None => {
+            if membership.learner_ids().count() >= MAX_LEARNERS {
+                return Err(format!("the quorum has {MAX_LEARNERS} learners already"));
+            }
+            let change = raft.add_learner(node_id, BasicNode::new(addr), false);
+            tokio::time::timeout(wait, change)
+                .await
+                .map(|r| r.map(|_| ()).map_err(|e| e.to_string()))
+        }
+    };
+    match result {
+        Ok(outcome) => outcome,
+        Err(_) => Err(format!(
+            "the membership change did not commit within {wait:?}"
+        )),
     }
 }
 
