@@ -1086,3 +1086,136 @@ fn the_registry_can_be_turned_off_and_a_taken_port_fails_the_start() {
     );
     assert!(!topics.contains("_schemas"), "{topics}");
 }
+
+/// In a cluster with more brokers than `_schemas` has replicas, a broker
+/// holding none of it still validates what is produced to the partitions
+/// it leads: it follows the topic's leader, and a schema registered later
+/// reaches it within a fetch round trip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_with_no_replica_of_the_schemas_topic_validates_by_following_its_leader() {
+    let mut cluster = crate::harness::TestCluster::start(3);
+    // The cluster's nodes run no registry: one of its own, as `runnel
+    // registry serve` (or Confluent's) would be deployed.
+    let standalone = StandaloneRegistry::start(&cluster.nodes[0]);
+    let rest = Rest::ready(standalone.url()).await;
+    let id = rest.register("orders-value", ORDER).await;
+    cluster.add_broker_only(&[]);
+    let node = |response: &kafka_protocol::messages::MetadataResponse, topic: &str| {
+        response
+            .topics
+            .iter()
+            .find(|t| t.name.as_ref().map(|n| n.as_str()) == Some(topic))
+            .map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| {
+                        (
+                            p.partition_index,
+                            p.leader_id.0,
+                            p.replica_nodes.iter().map(|r| r.0).collect::<Vec<_>>(),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+    };
+    let response = crate::cluster::metadata(&cluster.nodes[3]).await;
+    let schemas = node(&response, "_schemas").expect("_schemas exists");
+    assert!(
+        schemas
+            .iter()
+            .all(|(_, _, replicas)| !replicas.contains(&4)),
+        "node 4 holds no replica of _schemas: {schemas:?}"
+    );
+    crate::harness::create_replicated_topic(
+        &cluster.nodes[0],
+        "orders",
+        4,
+        1,
+        &[("confluent.value.schema.validation", "true")],
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let partition = loop {
+        let response = crate::cluster::metadata(&cluster.nodes[3]).await;
+        if let Some(p) = node(&response, "orders")
+            .and_then(|ps| ps.into_iter().find(|(_, leader, _)| *leader == 4))
+        {
+            break p.0;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no partition of orders on node 4"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", cluster.nodes[3].addr())
+        .set("linger.ms", "0")
+        .set("retries", "0")
+        .set("message.timeout.ms", "10000")
+        .create()
+        .unwrap();
+    let send_to_4 = |value: Vec<u8>| {
+        let producer = &producer;
+        async move {
+            producer
+                .send(
+                    FutureRecord::<[u8], [u8]>::to("orders")
+                        .partition(partition)
+                        .payload(&value),
+                    Duration::from_secs(10),
+                )
+                .await
+                .map(|d| d.offset)
+                .map_err(|(e, _)| e)
+        }
+    };
+    let good = framed(id, &avro(ORDER, order("o-1", 2)));
+    assert_eq!(
+        send_to_4(good.clone()).await.unwrap(),
+        0,
+        "the copy of _schemas is filled as the broker starts"
+    );
+    let unknown = send_to_4(framed(9999, &avro(ORDER, order("o-2", 2)))).await;
+    assert!(is_invalid_record(&unknown), "{unknown:?}");
+    let garbage = send_to_4(b"not avro".to_vec()).await;
+    assert!(is_invalid_record(&garbage), "{garbage:?}");
+
+    // A schema registered now, through another node's registry.
+    let other = rest.register("users-value", USER_V1).await;
+    let v2 = ORDER.replace(
+        r#"{"name":"note""#,
+        r#"{"name":"tag","type":"string","default":""},{"name":"note""#,
+    );
+    let id2 = rest.register("orders-value", &v2).await;
+    let body = avro(
+        &v2,
+        Avro::Record(vec![
+            ("id".into(), Avro::String("o-3".into())),
+            ("qty".into(), Avro::Int(1)),
+            ("tag".into(), Avro::String("t".into())),
+            ("note".into(), Avro::Union(0, Box::new(Avro::Null))),
+        ]),
+    );
+    let started = Instant::now();
+    let mut accepted = send_to_4(framed(id2, &body)).await;
+    while accepted.is_err() && started.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        accepted = send_to_4(framed(id2, &body)).await;
+    }
+    assert!(accepted.is_ok(), "a new schema on node 4: {accepted:?}");
+    eprintln!(
+        "a new schema was accepted on node 4 after {:?}",
+        started.elapsed()
+    );
+    // Registered, but under another subject: refused.
+    let wrong = send_to_4(framed(
+        other,
+        &avro(
+            USER_V1,
+            Avro::Record(vec![("name".into(), Avro::String("x".into()))]),
+        ),
+    ))
+    .await;
+    assert!(is_invalid_record(&wrong), "{wrong:?}");
+}

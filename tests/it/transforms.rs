@@ -657,3 +657,133 @@ async fn in_a_cluster_every_record_is_transformed_once_by_its_partitions_leader_
         assert_eq!(seen.get(&i), Some(&1), "record {i}");
     }
 }
+
+/// A broker with no replica of `_runnel_transforms` (a fourth node, added
+/// as a broker only, after the topic was made on the first three) still
+/// runs the transform of the input partitions it leads: it follows the
+/// deployments from the topic's leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_with_no_replica_of_the_deployments_topic_runs_the_transforms_of_its_partitions() {
+    const PARTITIONS: i32 = 4;
+    const PER_PARTITION: usize = 50;
+    let mut cluster = crate::harness::TestCluster::start(3);
+    let wasm = plugin_wasm("enrich-json");
+    let deploy = |node: &TestBroker| {
+        cli(
+            node,
+            &[
+                "transform",
+                "deploy",
+                wasm.to_str().unwrap(),
+                "--name",
+                "cook4",
+                "--input-topic",
+                "raw4",
+                "--output-topic",
+                "cooked4",
+            ],
+        )
+    };
+    // The deployments topic is made once the three brokers live; the
+    // fourth joins after.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut request = kafka_protocol::messages::MetadataRequest::default();
+        request.topics = None;
+        let response = cluster.nodes[0]
+            .client()
+            .await
+            .send(&request)
+            .await
+            .unwrap();
+        if response
+            .topics
+            .iter()
+            .any(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some("_runnel_transforms"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no deployments topic");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.add_broker_only(&[]);
+    crate::harness::create_replicated_topic(&cluster.nodes[0], "raw4", PARTITIONS, 1, &[]).await;
+    crate::harness::create_replicated_topic(&cluster.nodes[0], "cooked4", PARTITIONS, 2, &[]).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (ok, out) = deploy(&cluster.nodes[1]);
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "deploy failed: {out}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut leaders = Vec::new();
+    for p in 0..PARTITIONS {
+        leaders.push(leader_of(&cluster.nodes[3], "raw4", p).await);
+    }
+    assert!(
+        leaders.contains(&4),
+        "node 4 leads an input partition: {leaders:?}"
+    );
+    let mut request = kafka_protocol::messages::MetadataRequest::default();
+    request.topics = None;
+    let response = cluster.nodes[3]
+        .client()
+        .await
+        .send(&request)
+        .await
+        .unwrap();
+    let deployments = response
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some("_runnel_transforms"))
+        .expect("the deployments topic");
+    assert!(
+        deployments.partitions[0]
+            .replica_nodes
+            .iter()
+            .all(|r| r.0 != 4),
+        "node 4 holds no replica of the deployments topic"
+    );
+
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .set("acks", "all")
+        .create()
+        .unwrap();
+    for i in 0..PER_PARTITION * PARTITIONS as usize {
+        let value = format!("{{\"n\":{i}}}");
+        producer
+            .send(
+                FutureRecord::<(), _>::to("raw4")
+                    .partition(i as i32 % PARTITIONS)
+                    .payload(&value),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("delivered");
+    }
+    // Every input partition's records come out, node 4's included.
+    let consumed = cluster.nodes[0].consume(
+        "cooked4",
+        PARTITIONS,
+        PER_PARTITION * PARTITIONS as usize,
+        Duration::from_secs(60),
+    );
+    let mut seen: Vec<i64> = consumed
+        .iter()
+        .map(|m| {
+            let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+            v["n"].as_i64().unwrap()
+        })
+        .collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(
+        seen.len(),
+        PER_PARTITION * PARTITIONS as usize,
+        "every record transformed once"
+    );
+}

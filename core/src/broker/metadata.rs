@@ -216,7 +216,7 @@ pub type ReassignmentTargets = Vec<(String, Vec<(i32, Option<Vec<BrokerId>>)>)>;
 /// metadata quorum.
 pub struct Metadata {
     data_dir: PathBuf,
-    node_id: BrokerId,
+    pub(super) node_id: BrokerId,
     /// Topic defaults of the configuration the broker started with.
     static_log_defaults: LogDefaults,
     auto_create_topics: bool,

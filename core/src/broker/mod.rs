@@ -21,6 +21,7 @@
 
 pub mod cleaning;
 mod coordinators;
+pub mod followed_topic;
 pub mod log_manager;
 pub mod meta;
 pub mod metadata;
@@ -109,7 +110,10 @@ impl Broker {
         let metadata = Metadata::open(&config, logs.clone()).await?;
         let producer_ids = producer_ids::ProducerIdAllocator::new();
         let groups = coordinators::start_group_coordinator(&metadata, &config).await?;
-        let schemas = SchemaCatalog::new(metadata.clone());
+        let schemas = SchemaCatalog::new(followed_topic::FollowedTopic::start(
+            metadata.clone(),
+            runnel_schema_registry::SCHEMAS_TOPIC,
+        ));
         Ok(Arc::new(Broker {
             config,
             cluster_id,
@@ -203,6 +207,12 @@ impl Broker {
 
     pub fn topic_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
         self.metadata.topic_by_id(id)
+    }
+
+    /// Partition 0 of internal topic `topic`, read locally or, on a broker
+    /// with no replica of it, from a copy that follows its leader.
+    pub fn follow_topic(&self, topic: &str) -> Arc<followed_topic::FollowedTopic> {
+        followed_topic::FollowedTopic::start(self.metadata.clone(), topic)
     }
 
     /// All topics, sorted by name.

@@ -378,36 +378,53 @@ impl TransformManager {
         Ok(())
     }
 
+    /// Applies every deployment record as it is committed: read from this
+    /// broker's replica of the topic, or (a broker with none, in a larger
+    /// cluster) from a copy that follows its leader.
     async fn follow_deployments(self: Arc<Self>) {
-        let Ok(partition) = self.broker.partition(DEPLOYMENTS_TOPIC, 0) else {
-            error!("{DEPLOYMENTS_TOPIC} is missing; transforms are disabled");
-            return;
-        };
-        let mut changes = partition.subscribe();
-        let mut position = partition.offsets().log_start;
+        let followed = self.broker.follow_topic(DEPLOYMENTS_TOPIC);
+        let mut position: Option<(uuid::Uuid, i64)> = None;
         loop {
-            match read_records(&partition, position, 64 << 20) {
-                Ok((records, next)) => {
-                    for r in records {
-                        self.apply_deployment_record(&r).await;
-                    }
-                    if next > position {
-                        position = next;
+            let Some(mut source) = followed.source() else {
+                tracing::debug!("{DEPLOYMENTS_TOPIC} does not exist yet");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            };
+            let mut at = match position {
+                Some((id, at)) if id == source.topic_id => at,
+                // First read, or the topic was made again.
+                _ => source.partition.bounds().0,
+            };
+            loop {
+                match source.partition.read(at, 64 << 20) {
+                    Ok(Some(bytes)) => match read_batches(&bytes, at) {
+                        Ok((records, next)) => {
+                            for r in records {
+                                self.apply_deployment_record(&r).await;
+                            }
+                            if next > at {
+                                at = next;
+                                continue;
+                            }
+                        }
+                        Err(e) => error!(error = %e, "reading {DEPLOYMENTS_TOPIC} failed"),
+                    },
+                    Ok(None) => {}
+                    Err(BrokerError::Read(crate::storage::ReadError::OffsetOutOfRange {
+                        log_start,
+                        ..
+                    })) if log_start > at => {
+                        at = log_start;
                         continue;
                     }
+                    Err(e) => error!(error = %e, "reading {DEPLOYMENTS_TOPIC} failed"),
                 }
-                Err(BrokerError::Read(crate::storage::ReadError::OffsetOutOfRange {
-                    log_start,
-                    ..
-                })) => {
-                    position = log_start;
-                    continue;
-                }
-                Err(e) => error!(error = %e, "reading {DEPLOYMENTS_TOPIC} failed"),
+                break;
             }
-            if changes.changed().await.is_err() {
-                return;
-            }
+            position = Some((source.topic_id, at));
+            // Woken by what the source commits next; looked up again now
+            // and then, as the source moves (a replica made here).
+            let _ = tokio::time::timeout(Duration::from_secs(1), source.changes.changed()).await;
         }
     }
 
