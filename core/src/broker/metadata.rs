@@ -793,7 +793,8 @@ impl Metadata {
     /// As the quorum's leader: fences each live broker whose last
     /// heartbeat (or this node's election, for one not heard since) is
     /// older than the session timeout. One silent for two heartbeat
-    /// intervals is probed first: a connection to its Kafka listener that
+    /// intervals (or not heard at all since this node was elected) is
+    /// probed first: a connection to its Kafka listener that
     /// is refused means nothing listens there, the process is gone (killed,
     /// crashed, its machine rebooted), and it is fenced at once rather
     /// than a session timeout later. A connection that is accepted or does
@@ -823,7 +824,15 @@ impl Metadata {
                 continue;
             }
             let key = (broker.broker_id, broker.broker_epoch);
-            if silent <= self.heartbeat_interval * 2 {
+            // A broker that has not heartbeated since this node took over
+            // the quorum may be the old leader itself, gone with it: it is
+            // probed at once, not two heartbeats later.
+            let unheard = self
+                .controller
+                .sessions()
+                .last(broker.broker_id, broker.broker_epoch)
+                .is_none_or(|at| at < since);
+            if silent <= self.heartbeat_interval * 2 && !unheard {
                 // Heard again: whatever a probe found is out of date.
                 sessions.refused.remove(&key);
                 continue;
