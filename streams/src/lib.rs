@@ -1,0 +1,54 @@
+//! Stateful stream processing on Kafka topics.
+//!
+//! `runnel-streams` is a Kafka client library in the spirit of Kafka
+//! Streams: a DSL ([`StreamsBuilder`], [`KStream`], [`KTable`]) builds a
+//! [`Topology`]; every sub-topology runs as one task per input partition;
+//! tasks keep their state in stores backed by compacted changelog topics.
+//! It talks the Kafka protocol only (it never links the broker), so it
+//! runs against Runnel, Kafka or Redpanda alike.
+//!
+//! What is here: the DSL (stateless operators, grouping and aggregation,
+//! tumbling/hopping/session windows with grace and suppression, KTables,
+//! stream–table, stream–stream and table–table joins), state stores and
+//! their changelog writes, and a deterministic [`TopologyTestDriver`].
+//!
+//! ```
+//! use runnel_streams::{serdes, Consumed, Produced, Stored, StreamsBuilder, TopologyTestDriver};
+//! let builder = StreamsBuilder::new();
+//! builder
+//!     .stream("lines", Consumed::with(serdes::nullable(serdes::string()), serdes::string()))
+//!     .flat_map_values(|l: String| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+//!     .group_by(|_, w: &String| w.clone(), serdes::string(), serdes::string())
+//!     .count(Stored::as_("counts"))
+//!     .to_stream()
+//!     .to("counts", Produced::with(serdes::string(), serdes::nullable(serdes::i64())));
+//! let mut driver = TopologyTestDriver::new(builder.build().unwrap(), "wordcount");
+//! let (k, v) = (serdes::nullable(serdes::string()), serdes::string());
+//! driver.pipe("lines", &k, &v, None, "a b a".to_string(), 0).unwrap();
+//! let (s, c) = (serdes::string(), serdes::i64());
+//! assert_eq!(driver.get("counts", &s, &c, &"a".to_string()), Some(2));
+//! ```
+
+pub mod builder;
+pub mod grouped;
+pub mod join;
+pub mod kstream;
+pub mod ktable;
+pub mod processor;
+pub mod record;
+pub mod serdes;
+pub mod store;
+pub mod test_driver;
+pub mod topology;
+
+pub use builder::{Consumed, Data, Produced, Stored, StreamsBuilder, TopologyError};
+pub use grouped::{
+    KGroupedStream, SessionWindowedKStream, SessionWindows, TimeWindowedKStream, TimeWindows,
+};
+pub use join::{JoinWindows, StreamJoined};
+pub use kstream::KStream;
+pub use ktable::KTable;
+pub use processor::{Output, StreamsError, TaskMetrics};
+pub use record::{Change, Headers, Record, Window, Windowed};
+pub use test_driver::TopologyTestDriver;
+pub use topology::{ErrorHandling, Task, TaskId, Topology};
