@@ -33,4 +33,5 @@ mod protocol_errors;
 mod resource_limits;
 mod retention;
 mod schema_registry;
+mod streams;
 mod transforms;

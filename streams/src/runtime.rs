@@ -1,0 +1,756 @@
+//! Running a topology against a Kafka cluster: [`KafkaStreams`].
+//!
+//! An instance is one consumer in the consumer group named by the
+//! application id, one producer, and one processing thread that owns
+//! the tasks of the partitions the group gave it. Instances of one
+//! application share the input partitions; when one dies, the group
+//! gives its partitions to the survivors, which restore the tasks'
+//! stores from their changelog topics and go on from the committed
+//! offsets.
+//!
+//! Processing guarantee: at-least-once. An input offset is committed only
+//! after every record its processing wrote (outputs, repartition records,
+//! changelog writes) is acknowledged by the brokers (`acks=all`). A crash
+//! between the writes and the commit processes those inputs again: their
+//! outputs may be written twice, and a store restored from a changelog
+//! that already holds their writes counts them twice. The commit goes
+//! through one seam, [`Commit`]: exactly-once (a transactional producer
+//! that adds the input offsets to its transaction) takes its place once
+//! the brokers serve transactions; until then asking for it is refused
+//! rather than faked.
+//!
+//! The consumer uses the `range` assignor, which gives partition `p` of
+//! every input topic to the same instance when the topics have the same
+//! number of partitions: the co-partitioning a join or a task with
+//! several inputs needs.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Headers as _, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+
+use crate::processor::TaskMetrics;
+use crate::store::{MemoryEngine, StoreEngine, StoreSpec};
+use crate::topology::{ErrorHandling, Input, Task, TaskId, Topology};
+
+/// What can stop an application.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("{what}: {error}")]
+    Kafka { what: String, error: KafkaError },
+    #[error("records could not be written: {0}")]
+    Delivery(String),
+    #[error("task {task}: {error}")]
+    Processing {
+        task: TaskId,
+        error: crate::StreamsError,
+    },
+    #[error("{0}")]
+    Topology(String),
+}
+
+fn kafka(what: impl Into<String>) -> impl FnOnce(KafkaError) -> RuntimeError {
+    let what = what.into();
+    move |error| RuntimeError::Kafka { what, error }
+}
+
+/// Processing guarantees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProcessingGuarantee {
+    #[default]
+    AtLeastOnce,
+    /// Kafka's `exactly_once_v2`: refused until the brokers serve
+    /// transactions.
+    ExactlyOnceV2,
+}
+
+/// An application's settings (Kafka Streams' names in the comments).
+#[derive(Debug, Clone)]
+pub struct StreamsConfig {
+    /// `application.id`: the consumer group, and the prefix of internal
+    /// topics.
+    pub application_id: String,
+    /// `bootstrap.servers`.
+    pub bootstrap_servers: String,
+    /// `commit.interval.ms`.
+    pub commit_interval: Duration,
+    /// `replication.factor` of internal topics (-1: the brokers'
+    /// default).
+    pub replication_factor: i32,
+    pub processing_guarantee: ProcessingGuarantee,
+    /// What a record that fails to deserialize or process does.
+    pub on_error: ErrorHandling,
+    /// Where records later than their window's grace are copied.
+    pub late_records_topic: Option<String>,
+    /// More librdkafka settings for the consumer and producer.
+    pub client: BTreeMap<String, String>,
+    /// Largest time one poll waits for records.
+    pub poll_interval: Duration,
+}
+
+impl StreamsConfig {
+    pub fn new(application_id: &str, bootstrap_servers: &str) -> StreamsConfig {
+        StreamsConfig {
+            application_id: application_id.to_string(),
+            bootstrap_servers: bootstrap_servers.to_string(),
+            commit_interval: Duration::from_millis(1000),
+            replication_factor: -1,
+            processing_guarantee: ProcessingGuarantee::AtLeastOnce,
+            on_error: ErrorHandling::LogAndContinue,
+            late_records_topic: None,
+            client: BTreeMap::new(),
+            poll_interval: Duration::from_millis(100),
+        }
+    }
+
+    fn validate(&self) -> Result<(), RuntimeError> {
+        if self.application_id.is_empty()
+            || !self
+                .application_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return Err(RuntimeError::Config(format!(
+                "application.id {:?} must be non-empty ASCII letters, digits, '.', '_' or '-' (it names topics)",
+                self.application_id
+            )));
+        }
+        if self.processing_guarantee == ProcessingGuarantee::ExactlyOnceV2 {
+            return Err(RuntimeError::Config(
+                "exactly_once_v2 needs broker transactions (a transactional producer adding the input offsets to its transaction); use at_least_once".into(),
+            ));
+        }
+        if self.commit_interval.is_zero() {
+            return Err(RuntimeError::Config(
+                "commit.interval.ms must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap_servers);
+        for (k, v) in &self.client {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+/// Counters of a running instance.
+#[derive(Debug, Clone, Default)]
+pub struct StreamsMetrics {
+    pub tasks: TaskMetrics,
+    pub commits: u64,
+    pub records_restored: u64,
+    pub restore_time: Duration,
+    pub active_tasks: Vec<TaskId>,
+}
+
+/// Offsets processed but not committed yet, and what a rebalance needs
+/// to commit them.
+#[derive(Default)]
+struct Shared {
+    /// Next offset to commit per input partition.
+    processed: Mutex<HashMap<(String, i32), i64>>,
+    /// Set by a rebalance: the processing thread rebuilds its tasks.
+    reassigned: AtomicBool,
+    /// Delivery failures since the last commit.
+    failed: Mutex<Vec<String>>,
+}
+
+struct Context {
+    shared: Arc<Shared>,
+    producer: Mutex<Option<ThreadedProducer<Delivery>>>,
+}
+
+impl ClientContext for Context {}
+
+impl ConsumerContext for Context {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(_) = rebalance {
+            // Commit what is processed before the partitions go, so their
+            // next owner starts where this instance stopped.
+            if let Some(producer) = self
+                .producer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+            {
+                if let Err(e) = commit(&self.shared, producer, consumer) {
+                    tracing::warn!(error = %e, "committing before a rebalance failed; the next owner reprocesses from the last commit");
+                }
+            }
+        }
+        self.shared.reassigned.store(true, Ordering::Release);
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, _: &Rebalance<'_>) {
+        self.shared.reassigned.store(true, Ordering::Release);
+    }
+}
+
+/// The producer's delivery reports: failures are kept for the commit.
+struct Delivery {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for Delivery {}
+
+impl ProducerContext for Delivery {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, m)) = result {
+            self.shared
+                .failed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(format!("{}-{}: {e}", m.topic(), m.partition()));
+        }
+    }
+}
+
+/// The commit seam: makes everything written so far durable, then
+/// commits the input offsets. At-least-once: flush the producer
+/// (`acks=all`), check no write failed, commit the offsets.
+fn commit<C: ConsumerContext>(
+    shared: &Shared,
+    producer: &ThreadedProducer<Delivery>,
+    consumer: &BaseConsumer<C>,
+) -> Result<bool, RuntimeError> {
+    producer
+        .flush(Duration::from_secs(60))
+        .map_err(kafka("waiting for written records to be acknowledged"))?;
+    let failed = std::mem::take(&mut *shared.failed.lock().unwrap_or_else(|e| e.into_inner()));
+    if !failed.is_empty() {
+        return Err(RuntimeError::Delivery(failed.join("; ")));
+    }
+    let offsets = std::mem::take(&mut *shared.processed.lock().unwrap_or_else(|e| e.into_inner()));
+    if offsets.is_empty() {
+        return Ok(false);
+    }
+    let mut list = TopicPartitionList::new();
+    for ((topic, partition), next) in &offsets {
+        list.add_partition_offset(topic, *partition, Offset::Offset(*next))
+            .map_err(kafka("listing offsets to commit"))?;
+    }
+    if let Err(e) = consumer.commit(&list, CommitMode::Sync) {
+        // Not committed: keep them for the next try (unless newer ones
+        // were recorded meanwhile).
+        let mut processed = shared.processed.lock().unwrap_or_else(|e| e.into_inner());
+        for (k, v) in offsets {
+            processed.entry(k).or_insert(v);
+        }
+        return Err(RuntimeError::Kafka {
+            what: "committing offsets".into(),
+            error: e,
+        });
+    }
+    Ok(true)
+}
+
+/// A running application instance.
+pub struct KafkaStreams {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Result<(), RuntimeError>>>,
+    metrics: Arc<Mutex<StreamsMetrics>>,
+}
+
+impl KafkaStreams {
+    /// Creates the internal topics and starts processing on a thread of
+    /// its own.
+    pub fn start(topology: Topology, config: StreamsConfig) -> Result<KafkaStreams, RuntimeError> {
+        config.validate()?;
+        let partitions = prepare_topics(&topology, &config)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let metrics = Arc::new(Mutex::new(StreamsMetrics::default()));
+        let (s, m) = (stop.clone(), metrics.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("{}-stream-thread", config.application_id))
+            .spawn(move || {
+                let outcome = run(topology, config, partitions, &s, &m);
+                if let Err(e) = &outcome {
+                    tracing::error!(error = %e, "stream thread stopped");
+                }
+                outcome
+            })
+            .map_err(|e| RuntimeError::Config(format!("starting the stream thread: {e}")))?;
+        Ok(KafkaStreams {
+            stop,
+            thread: Some(thread),
+            metrics,
+        })
+    }
+
+    pub fn metrics(&self) -> StreamsMetrics {
+        self.metrics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Whether the stream thread is still running.
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Commits what is processed, leaves the group and stops.
+    pub fn close(mut self) -> Result<(), RuntimeError> {
+        self.stop.store(true, Ordering::Release);
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(outcome)) => outcome,
+            Some(Err(_)) => Err(RuntimeError::Topology("the stream thread panicked".into())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for KafkaStreams {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+/// Partitions of each sub-topology (those of its input topics), after
+/// creating the internal topics the application needs.
+fn prepare_topics(topology: &Topology, config: &StreamsConfig) -> Result<Vec<i32>, RuntimeError> {
+    let app = &config.application_id;
+    let probe: BaseConsumer = config
+        .client_config()
+        .create()
+        .map_err(kafka("creating a metadata client"))?;
+    let mut known: HashMap<String, i32> = HashMap::new();
+    for topic in topology.source_topics(app) {
+        let md = probe
+            .fetch_metadata(Some(&topic), Duration::from_secs(30))
+            .map_err(kafka(format!("metadata of {topic}")))?;
+        if let Some(t) = md.topics().first() {
+            if t.error().is_none() && !t.partitions().is_empty() {
+                known.insert(topic.clone(), t.partitions().len() as i32);
+            }
+        }
+    }
+    // A repartition topic has as many partitions as the sub-topology that
+    // writes it (unless fixed); sub-topologies take the most of their
+    // inputs. Resolved in passes: a writer may come after its reader.
+    let subs = topology.subtopologies();
+    let internal: BTreeMap<String, Option<i32>> = topology
+        .internal_topics(app)
+        .into_iter()
+        .filter(|t| !t.compacted)
+        .map(|t| (t.name, t.partitions))
+        .collect();
+    let mut counts: Vec<Option<i32>> = vec![None; subs.len()];
+    for _ in 0..=subs.len() {
+        for sub in subs {
+            let mut n: Option<i32> = None;
+            let mut unresolved = false;
+            for t in &sub.sources {
+                let name = t.resolve(app);
+                match known.get(&name) {
+                    Some(p) => n = Some(n.map_or(*p, |m| m.max(*p))),
+                    None => unresolved = true,
+                }
+            }
+            if !unresolved {
+                counts[sub.id] = n;
+                for sink in &sub.sinks {
+                    let name = sink.resolve(app);
+                    if let Some(fixed) = internal.get(&name) {
+                        let p = fixed.or(n);
+                        if let Some(p) = p {
+                            known.entry(name).or_insert(p);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for sub in subs {
+        match counts[sub.id] {
+            Some(n) => out.push(n),
+            None => {
+                let missing: Vec<String> = sub
+                    .sources
+                    .iter()
+                    .map(|t| t.resolve(app))
+                    .filter(|t| !known.contains_key(t))
+                    .collect();
+                return Err(RuntimeError::Topology(format!(
+                    "input topics do not exist: {}",
+                    missing.join(", ")
+                )));
+            }
+        }
+    }
+    // Create repartition topics and changelogs (existing ones stay).
+    let mut wanted: Vec<(String, i32, bool)> = internal
+        .keys()
+        .filter_map(|name| known.get(name).map(|p| (name.clone(), *p, false)))
+        .collect();
+    for sub in subs {
+        for store in &sub.stores {
+            if topology.store_spec(store).is_some_and(|s| s.logged) {
+                wanted.push((
+                    crate::topology::changelog_topic(app, store),
+                    out[sub.id],
+                    true,
+                ));
+            }
+        }
+    }
+    if !wanted.is_empty() {
+        let admin: AdminClient<DefaultClientContext> = config
+            .client_config()
+            .create()
+            .map_err(kafka("creating an admin client"))?;
+        let topics: Vec<NewTopic<'_>> = wanted
+            .iter()
+            .map(|(name, partitions, compacted)| {
+                let t = NewTopic::new(
+                    name,
+                    *partitions,
+                    TopicReplication::Fixed(config.replication_factor),
+                );
+                if *compacted {
+                    t.set("cleanup.policy", "compact")
+                } else {
+                    t
+                }
+            })
+            .collect();
+        let results =
+            futures::executor::block_on(admin.create_topics(&topics, &AdminOptions::new()))
+                .map_err(kafka("creating internal topics"))?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    return Err(RuntimeError::Topology(format!(
+                        "creating internal topic {name}: {code}"
+                    )))
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The stream thread.
+fn run(
+    topology: Topology,
+    config: StreamsConfig,
+    partitions: Vec<i32>,
+    stop: &AtomicBool,
+    metrics: &Mutex<StreamsMetrics>,
+) -> Result<(), RuntimeError> {
+    let app = config.application_id.clone();
+    let shared = Arc::new(Shared::default());
+    let producer: ThreadedProducer<Delivery> = config
+        .client_config()
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        // Java's partitioner, so a repartition topic puts a key where a
+        // Java client (or Kafka Streams) would.
+        .set("partitioner", "murmur2_random")
+        .create_with_context(Delivery {
+            shared: shared.clone(),
+        })
+        .map_err(kafka("creating the producer"))?;
+    let consumer: BaseConsumer<Context> = config
+        .client_config()
+        .set("group.id", &app)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "range")
+        .set("enable.partition.eof", "false")
+        .create_with_context(Context {
+            shared: shared.clone(),
+            producer: Mutex::new(Some(producer.clone())),
+        })
+        .map_err(kafka("creating the consumer"))?;
+    let topics = topology.source_topics(&app);
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&names).map_err(kafka("subscribing"))?;
+
+    let mut tasks: BTreeMap<TaskId, Task> = BTreeMap::new();
+    // Which task reads each input partition.
+    let mut routes: HashMap<(String, i32), TaskId> = HashMap::new();
+    let mut last_commit = Instant::now();
+    let outcome = loop {
+        if stop.load(Ordering::Acquire) {
+            break Ok(());
+        }
+        let polled = consumer.poll(config.poll_interval);
+        if shared.reassigned.swap(false, Ordering::AcqRel) {
+            let assignment = consumer
+                .assignment()
+                .map_err(kafka("reading the assignment"))?;
+            rebuild_tasks(
+                &topology,
+                &config,
+                &partitions,
+                &assignment,
+                &mut tasks,
+                &mut routes,
+                metrics,
+            )?;
+        }
+        if let Some(message) = polled {
+            let m = match message {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "consumer error");
+                    continue;
+                }
+            };
+            let key = (m.topic().to_string(), m.partition());
+            let Some(id) = routes.get(&key).copied() else {
+                // Not ours any more (a rebalance is under way).
+                continue;
+            };
+            let task = tasks.get_mut(&id).expect("routes name live tasks");
+            let headers: Vec<(String, Option<Vec<u8>>)> = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let timestamp = m.timestamp().to_millis().unwrap_or(0);
+            let input = Input {
+                topic: m.topic(),
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key(),
+                value: m.payload(),
+                timestamp,
+                headers: &headers,
+            };
+            if let Err(error) = task.process(input, &config.on_error) {
+                break Err(RuntimeError::Processing { task: id, error });
+            }
+            for out in task.take_outputs() {
+                send(&producer, out)?;
+            }
+            shared
+                .processed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key, m.offset() + 1);
+        }
+        if last_commit.elapsed() >= config.commit_interval {
+            if commit(&shared, &producer, &consumer)? {
+                metrics.lock().unwrap_or_else(|e| e.into_inner()).commits += 1;
+            }
+            last_commit = Instant::now();
+            update_metrics(metrics, &tasks);
+        }
+    };
+    // Leave cleanly: commit what was processed, then the group.
+    if outcome.is_ok() {
+        commit(&shared, &producer, &consumer)?;
+    }
+    *consumer
+        .context()
+        .producer
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = None;
+    consumer.unsubscribe();
+    update_metrics(metrics, &tasks);
+    outcome
+}
+
+fn update_metrics(metrics: &Mutex<StreamsMetrics>, tasks: &BTreeMap<TaskId, Task>) {
+    let mut m = metrics.lock().unwrap_or_else(|e| e.into_inner());
+    let mut sum = TaskMetrics::default();
+    for t in tasks.values() {
+        let t = t.metrics();
+        sum.records_processed += t.records_processed;
+        sum.late_records_dropped += t.late_records_dropped;
+        sum.records_skipped += t.records_skipped;
+        sum.records_failed += t.records_failed;
+        sum.punctuations += t.punctuations;
+    }
+    // Tasks come and go with rebalances: counters only grow.
+    m.tasks.records_processed = m.tasks.records_processed.max(sum.records_processed);
+    m.tasks.late_records_dropped = m.tasks.late_records_dropped.max(sum.late_records_dropped);
+    m.tasks.records_skipped = m.tasks.records_skipped.max(sum.records_skipped);
+    m.tasks.records_failed = m.tasks.records_failed.max(sum.records_failed);
+    m.active_tasks = tasks.keys().copied().collect();
+}
+
+fn send(
+    producer: &ThreadedProducer<Delivery>,
+    out: crate::processor::Output,
+) -> Result<(), RuntimeError> {
+    let mut headers = OwnedHeaders::new_with_capacity(out.headers.len());
+    for (k, v) in &out.headers {
+        headers = headers.insert(Header {
+            key: k,
+            value: v.as_deref(),
+        });
+    }
+    let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&out.topic)
+        .timestamp(out.timestamp)
+        .headers(headers);
+    if let Some(k) = out.key.as_deref() {
+        record = record.key(k);
+    }
+    if let Some(v) = out.value.as_deref() {
+        record = record.payload(v);
+    }
+    if let Some(p) = out.partition {
+        record = record.partition(p);
+    }
+    let mut record = record;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r))
+                if Instant::now() < deadline =>
+            {
+                producer.poll(Duration::from_millis(10));
+                record = r;
+            }
+            Err((e, _)) => return Err(kafka(format!("writing to {}", out.topic))(e)),
+        }
+    }
+}
+
+/// Makes the tasks of the current assignment: keeps those still
+/// assigned, closes the others, restores new ones from their changelogs.
+fn rebuild_tasks(
+    topology: &Topology,
+    config: &StreamsConfig,
+    partitions: &[i32],
+    assignment: &TopicPartitionList,
+    tasks: &mut BTreeMap<TaskId, Task>,
+    routes: &mut HashMap<(String, i32), TaskId>,
+    metrics: &Mutex<StreamsMetrics>,
+) -> Result<(), RuntimeError> {
+    let app = &config.application_id;
+    let assigned: BTreeSet<(String, i32)> = assignment
+        .elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect();
+    let mut wanted = BTreeSet::new();
+    for sub in topology.subtopologies() {
+        for p in 0..partitions[sub.id] {
+            let sources: Vec<String> = sub.sources.iter().map(|t| t.resolve(app)).collect();
+            let have = sources
+                .iter()
+                .filter(|t| assigned.contains(&((*t).clone(), p)))
+                .count();
+            if have == sources.len() {
+                wanted.insert(TaskId {
+                    subtopology: sub.id,
+                    partition: p,
+                });
+            } else if have > 0 {
+                tracing::warn!(
+                    subtopology = sub.id,
+                    partition = p,
+                    "only some inputs of a task are assigned here: are its input topics co-partitioned (same partition count)?"
+                );
+            }
+        }
+    }
+    tasks.retain(|id, _| wanted.contains(id));
+    routes.clear();
+    for id in &wanted {
+        if !tasks.contains_key(id) {
+            let started = Instant::now();
+            let mut task = topology.task(app, id.subtopology, id.partition, |_: &StoreSpec| {
+                Box::<MemoryEngine>::default() as Box<dyn StoreEngine>
+            });
+            task.set_late_records_topic(config.late_records_topic.clone());
+            let restored = restore(config, &mut task)?;
+            let mut m = metrics.lock().unwrap_or_else(|e| e.into_inner());
+            m.records_restored += restored;
+            m.restore_time += started.elapsed();
+            tracing::info!(task = %id, records = restored, took = ?started.elapsed(), "task restored");
+            tasks.insert(*id, task);
+        }
+        for topic in tasks[id].source_topics() {
+            routes.insert((topic.to_string(), id.partition), *id);
+        }
+    }
+    Ok(())
+}
+
+/// Reads each store's changelog partition to its end into the store.
+fn restore(config: &StreamsConfig, task: &mut Task) -> Result<u64, RuntimeError> {
+    let stores: Vec<String> = task.store_names().map(str::to_string).collect();
+    let mut total = 0;
+    for store in stores {
+        if !task.store(&store).is_some_and(|s| s.spec.logged) {
+            continue;
+        }
+        let topic = crate::topology::changelog_topic(&config.application_id, &store);
+        let partition = task.id.partition;
+        let consumer: BaseConsumer = config
+            .client_config()
+            // librdkafka wants a group even for assigned partitions; this
+            // one never joins or commits.
+            .set("group.id", format!("{}-restore", config.application_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("fetch.max.bytes", "52428800")
+            .create()
+            .map_err(kafka("creating a restore consumer"))?;
+        let (low, high) = consumer
+            .fetch_watermarks(&topic, partition, Duration::from_secs(30))
+            .map_err(kafka(format!("the offsets of {topic}-{partition}")))?;
+        if high <= low {
+            continue;
+        }
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(&topic, partition, Offset::Offset(low))
+            .map_err(kafka("assigning a changelog"))?;
+        consumer
+            .assign(&list)
+            .map_err(kafka("assigning a changelog"))?;
+        let target = task.store_mut(&store).expect("listed above");
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let mut next = low;
+        while next < high {
+            if Instant::now() > deadline {
+                return Err(RuntimeError::Topology(format!(
+                    "restoring {store} from {topic}-{partition} stalled at offset {next} of {high}"
+                )));
+            }
+            match consumer.poll(Duration::from_millis(500)) {
+                Some(Ok(m)) => {
+                    if let Some(k) = m.key() {
+                        target.restore(k, m.payload());
+                        total += 1;
+                    }
+                    next = m.offset() + 1;
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => break,
+                Some(Err(e)) => tracing::warn!(error = %e, "restoring {store}"),
+                None => {}
+            }
+        }
+    }
+    Ok(total)
+}
