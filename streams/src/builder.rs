@@ -80,7 +80,20 @@ impl StreamsBuilder {
 
     /// The topology, or what is wrong with it.
     pub fn build(self) -> Result<Topology, TopologyError> {
-        let graph = std::mem::take(&mut *self.graph.borrow_mut());
+        let mut graph = std::mem::take(&mut *self.graph.borrow_mut());
+        // A task hands each input record to the one source of its topic:
+        // as in Kafka Streams, a topic is read once (a stream can be used
+        // several times). Repartition topics are checked where declared.
+        let mut read = std::collections::BTreeSet::new();
+        for topic in graph.nodes.iter().flat_map(|n| n.sources.iter()) {
+            if let crate::topology::TopicName::External(name) = topic {
+                if !read.insert(name.clone()) {
+                    graph
+                        .errors
+                        .push(format!("topic {name} is read by more than one source"));
+                }
+            }
+        }
         if !graph.errors.is_empty() {
             return Err(TopologyError(graph.errors));
         }

@@ -287,7 +287,9 @@ impl TimeWindows {
 
 /// Sessions: a key's records no more than `gap_ms` apart form one
 /// session `[first, last]`; a record that bridges two sessions merges
-/// them.
+/// them. A session takes records until stream time reaches its end plus
+/// the gap plus `grace_ms` (as in Kafka Streams); its results are
+/// stamped with its end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionWindows {
     pub gap_ms: i64,
@@ -391,7 +393,8 @@ impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
                             ctx.metrics.records_skipped += 1;
                             return Ok(());
                         }
-                        let close = ctx.stream_time.saturating_sub(windows.grace_ms);
+                        let now = ctx.observe(&store, r.timestamp);
+                        let close = now.saturating_sub(windows.grace_ms);
                         let open: Vec<Window> = windows
                             .windows_for(r.timestamp)
                             .into_iter()
@@ -399,11 +402,11 @@ impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
                             .collect();
                         if open.is_empty() {
                             let v = value.serialize(&r.value).ok().flatten();
-                            ctx.late(Some(kb), v, r.timestamp);
+                            ctx.late(Some(kb), v, r.timestamp, now);
                             return Ok(());
                         }
                         // Windows of this key past their retention go.
-                        let expired_before = ctx.stream_time.saturating_sub(retention_ms);
+                        let expired_before = now.saturating_sub(retention_ms);
                         let (low, high) =
                             store::window_range(&kb, i64::MIN, expired_before.saturating_sub(1));
                         let expired = ctx.store(&store).range(&low, &high);
@@ -552,7 +555,12 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
                             return Ok(());
                         }
                         let ts = r.timestamp;
-                        let close = ctx.stream_time.saturating_sub(windows.grace_ms);
+                        // A session can still grow by a record up to the
+                        // gap after its end: it closes at end + gap + grace.
+                        let now = ctx.observe(&store, ts);
+                        let close = now
+                            .saturating_sub(windows.gap_ms)
+                            .saturating_sub(windows.grace_ms);
                         let (low, high) =
                             store::sessions_ending_from(&kb, ts.saturating_sub(windows.gap_ms));
                         let mut overlapping = Vec::new();
@@ -586,30 +594,36 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
                             .unwrap_or(ts);
                         if end < close {
                             let v = value.serialize(&r.value).ok().flatten();
-                            ctx.late(Some(kb), v, ts);
+                            ctx.late(Some(kb), v, ts, now);
                             return Ok(());
                         }
+                        // Results are stamped with their session's end (its
+                        // largest timestamp). A record landing on a session
+                        // of just its own timestamp updates it in place.
+                        let replaced = (start, end) != (ts, ts);
                         let mut acc: Option<A> = None;
                         for (stored_key, s_start, s_end, agg) in overlapping {
-                            ctx.store(&store).put(&stored_key, None);
-                            down.forward(
-                                ctx,
-                                Record {
-                                    key: Windowed {
-                                        key: r.key.clone(),
-                                        window: Window {
-                                            start_ms: s_start,
-                                            end_ms: s_end,
+                            if replaced {
+                                ctx.store(&store).put(&stored_key, None);
+                                down.forward(
+                                    ctx,
+                                    Record {
+                                        key: Windowed {
+                                            key: r.key.clone(),
+                                            window: Window {
+                                                start_ms: s_start,
+                                                end_ms: s_end,
+                                            },
                                         },
+                                        value: Change {
+                                            new: None,
+                                            old: Some(agg.clone()),
+                                        },
+                                        timestamp: s_end,
+                                        headers: r.headers.clone(),
                                     },
-                                    value: Change {
-                                        new: None,
-                                        old: Some(agg.clone()),
-                                    },
-                                    timestamp: ts,
-                                    headers: r.headers.clone(),
-                                },
-                            )?;
+                                )?;
+                            }
                             acc = Some(match acc {
                                 None => agg,
                                 Some(a) => merge(&r.key, a, agg),
@@ -633,7 +647,7 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
                                     new: Some(new),
                                     old: None,
                                 },
-                                timestamp: ts,
+                                timestamp: end,
                                 headers: r.headers,
                             },
                         )
@@ -648,7 +662,7 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
             serdes::windowed(self.grouped.key.clone()),
             Some(aggregate),
             Some(WindowClose {
-                grace_ms: windows.grace_ms,
+                grace_ms: windows.gap_ms + windows.grace_ms,
             }),
         )
     }

@@ -3,7 +3,9 @@
 //! (both sides buffered in window stores).
 //!
 //! Kafka Streams' semantics: records with a null key or value do not
-//! join (they are skipped and counted); a stream–table join is triggered
+//! join (they are skipped and counted), except that the outer side of a
+//! left or outer join passes a record with a null key (and a value) on
+//! at once without a partner; a stream–table join is triggered
 //! by the stream side only; a stream–stream left or outer join emits a
 //! record without a partner only once its window has closed (no
 //! premature `(v, null)` followed by `(v, w)`), and joined results carry
@@ -116,7 +118,7 @@ impl<K: Data, V: Data> KStream<K, V> {
     }
 
     /// Each record joined with the table's current row for its key, or
-    /// with `None` if there is none.
+    /// with `None` if there is none (or its key is null).
     pub fn left_join_table<V2: Data, R: Data>(
         &self,
         table: &KTable<K, V2>,
@@ -166,13 +168,18 @@ impl<K: Data, V: Data> KStream<K, V> {
                 let (key, serde, store, joiner) =
                     (key.clone(), serde.clone(), store.clone(), joiner.clone());
                 processor(move |ctx: &mut Ctx, r: Record<K, V>| {
-                    let Some(kb) = encode_key(&key, &r.key, &store)? else {
-                        ctx.metrics.records_skipped += 1;
-                        return Ok(());
-                    };
-                    let row = match ctx.store(&store).get(&kb) {
-                        Some(b) => Some(decode(&serde, &b, &store)?),
-                        None => None,
+                    let row = match encode_key(&key, &r.key, &store)? {
+                        Some(kb) => match ctx.store(&store).get(&kb) {
+                            Some(b) => Some(decode(&serde, &b, &store)?),
+                            None => None,
+                        },
+                        // A left join keeps a record with a null key (it
+                        // has no row); an inner join drops it.
+                        None if left => None,
+                        None => {
+                            ctx.metrics.records_skipped += 1;
+                            return Ok(());
+                        }
                     };
                     match joiner(&r.value, row.as_ref()) {
                         Some(out) => down.forward(
@@ -365,6 +372,20 @@ fn pending_key(side: u8, buffered: &[u8], timestamp: i64) -> Vec<u8> {
     k
 }
 
+/// The window store key for a record to buffer: its offset as sequence
+/// number, moved past any entry already there (a record of another topic
+/// of the same side at the same offset, key and time: both must stay).
+fn free_window_key(ctx: &mut Ctx, store: &str, kb: &[u8], timestamp: i64) -> Vec<u8> {
+    let mut seq = ctx.origin.offset as u32;
+    loop {
+        let key = store::window_key(kb, timestamp, seq);
+        if ctx.store(store).get(&key).is_none() {
+            return key;
+        }
+        seq = seq.wrapping_add(1);
+    }
+}
+
 fn value_bytes<T: 'static>(
     serde: &SerdeRef<T>,
     v: &T,
@@ -384,22 +405,36 @@ impl<K: Data, V: Data, V2: Data, R: Data> JoinShared<K, V, V2, R> {
         r: Record<K, V>,
         out: &mut Vec<Record<K, R>>,
     ) -> Result<(), StreamsError> {
-        let Some(kb) = encode_key(&self.key, &r.key, &self.this_store)? else {
-            ctx.metrics.records_skipped += 1;
-            return Ok(());
-        };
+        // Both sides of the join share one stream time.
+        let now = ctx.observe(&self.pending_store, r.timestamp);
+        let key = encode_key(&self.key, &r.key, &self.this_store)?;
         let Some(vb) = value_bytes(&self.this, &r.value, &self.this_store)? else {
             ctx.metrics.records_skipped += 1;
             return Ok(());
         };
+        let Some(kb) = key else {
+            // A null key never joins: a left or outer join passes the
+            // record on at once without a partner, an inner one drops it.
+            if self.mode == Mode::Inner {
+                ctx.metrics.records_skipped += 1;
+            } else {
+                let value = (self.joiner)(Some(&r.value), None);
+                out.push(Record {
+                    key: r.key,
+                    value,
+                    timestamp: r.timestamp,
+                    headers: r.headers,
+                });
+            }
+            return Ok(());
+        };
         let ts = r.timestamp;
         let w = self.windows;
-        if ts + w.after_ms + w.grace_ms < ctx.stream_time {
-            ctx.late(Some(kb), Some(vb), ts);
+        if ts + w.after_ms + w.grace_ms < now {
+            ctx.late(Some(kb), Some(vb), ts, now);
             return Ok(());
         }
-        let seq = ctx.origin.offset as u32;
-        let own = store::window_key(&kb, ts, seq);
+        let own = free_window_key(ctx, &self.this_store, &kb, ts);
         ctx.store(&self.this_store).put(&own, Some(&vb));
         let (low, high) = store::window_range(&kb, ts - w.before_ms, ts + w.after_ms);
         let matches = ctx.store(&self.other_store).range(&low, &high);
@@ -422,7 +457,7 @@ impl<K: Data, V: Data, V2: Data, R: Data> JoinShared<K, V, V2, R> {
             ctx.store(&self.pending_store)
                 .put(&pending_key(THIS, &own, ts), Some(&vb));
         }
-        self.expire(ctx, &kb, out)
+        self.expire(ctx, &kb, now, out)
     }
 
     fn other_side(
@@ -431,23 +466,37 @@ impl<K: Data, V: Data, V2: Data, R: Data> JoinShared<K, V, V2, R> {
         r: Record<K, V2>,
         out: &mut Vec<Record<K, R>>,
     ) -> Result<(), StreamsError> {
-        let Some(kb) = encode_key(&self.key, &r.key, &self.other_store)? else {
+        // Both sides of the join share one stream time.
+        let now = ctx.observe(&self.pending_store, r.timestamp);
+        let key = encode_key(&self.key, &r.key, &self.other_store)?;
+        let Some(vb) = value_bytes(&self.other, &r.value, &self.other_store)? else {
             ctx.metrics.records_skipped += 1;
             return Ok(());
         };
-        let Some(vb) = value_bytes(&self.other, &r.value, &self.other_store)? else {
-            ctx.metrics.records_skipped += 1;
+        let Some(kb) = key else {
+            // As on this side: only an outer join keeps the other side's
+            // records without a key.
+            if self.mode == Mode::Outer {
+                let value = (self.joiner)(None, Some(&r.value));
+                out.push(Record {
+                    key: r.key,
+                    value,
+                    timestamp: r.timestamp,
+                    headers: r.headers,
+                });
+            } else {
+                ctx.metrics.records_skipped += 1;
+            }
             return Ok(());
         };
         let ts = r.timestamp;
         let w = self.windows;
         // Seen from the other side, the window is mirrored.
-        if ts + w.before_ms + w.grace_ms < ctx.stream_time {
-            ctx.late(Some(kb), Some(vb), ts);
+        if ts + w.before_ms + w.grace_ms < now {
+            ctx.late(Some(kb), Some(vb), ts, now);
             return Ok(());
         }
-        let seq = ctx.origin.offset as u32;
-        let own = store::window_key(&kb, ts, seq);
+        let own = free_window_key(ctx, &self.other_store, &kb, ts);
         ctx.store(&self.other_store).put(&own, Some(&vb));
         let (low, high) = store::window_range(&kb, ts - w.after_ms, ts + w.before_ms);
         let matches = ctx.store(&self.this_store).range(&low, &high);
@@ -470,7 +519,7 @@ impl<K: Data, V: Data, V2: Data, R: Data> JoinShared<K, V, V2, R> {
             ctx.store(&self.pending_store)
                 .put(&pending_key(OTHER, &own, ts), Some(&vb));
         }
-        self.expire(ctx, &kb, out)
+        self.expire(ctx, &kb, now, out)
     }
 
     fn bad_key(&self, store: &str) -> StreamsError {
@@ -486,10 +535,10 @@ impl<K: Data, V: Data, V2: Data, R: Data> JoinShared<K, V, V2, R> {
         &self,
         ctx: &mut Ctx,
         kb: &[u8],
+        now: i64,
         out: &mut Vec<Record<K, R>>,
     ) -> Result<(), StreamsError> {
         let w = self.windows;
-        let now = ctx.stream_time;
         if self.mode != Mode::Inner {
             let earliest_close = w.after_ms.min(w.before_ms) + w.grace_ms;
             'scan: loop {

@@ -17,7 +17,8 @@ use crate::serdes::SerdeRef;
 use crate::store::{self, StoreKind};
 use crate::topology::{Graph, Raw, TopicName};
 
-/// When the windows of a windowed table close: `end + grace_ms`.
+/// When the windows of a windowed table close: `end + grace_ms` (for
+/// sessions, `grace_ms` includes the inactivity gap).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct WindowClose {
     pub grace_ms: i64,
@@ -556,7 +557,8 @@ impl<K: Data, V: Data> KTable<Windowed<K>, V> {
                     None => ctx.store(&store).put(&bk, None),
                 }
                 // Emit every window that has closed.
-                let close = ctx.stream_time.saturating_sub(windows.grace_ms);
+                let now = ctx.observe(&store, r.timestamp);
+                let close = now.saturating_sub(windows.grace_ms);
                 loop {
                     let first = ctx.store(&store).range_from(&[], 64);
                     if first.is_empty() {

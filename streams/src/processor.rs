@@ -83,6 +83,9 @@ pub struct Ctx {
     pub(crate) origin: Origin,
     /// The largest timestamp this task has processed.
     pub(crate) stream_time: i64,
+    /// Each time-dependent operator's own stream time (by the name of its
+    /// store): the largest timestamp of the records that reached it.
+    operator_time: BTreeMap<String, i64>,
     pub(crate) stores: BTreeMap<String, StateStore>,
     pub(crate) out: Vec<Output>,
     pub(crate) metrics: TaskMetrics,
@@ -99,6 +102,7 @@ impl Ctx {
                 offset: -1,
             },
             stream_time: i64::MIN,
+            operator_time: BTreeMap::new(),
             stores,
             out: Vec::new(),
             metrics: TaskMetrics::default(),
@@ -118,6 +122,20 @@ impl Ctx {
         self.origin.partition
     }
 
+    /// Advances the stream time of the operator named `operator` (by its
+    /// store) to `timestamp` if that is later, and returns it. As in Kafka
+    /// Streams, an operator's stream time only advances when a record
+    /// reaches it: records filtered out or routed elsewhere upstream
+    /// close none of its windows.
+    pub(crate) fn observe(&mut self, operator: &str, timestamp: i64) -> i64 {
+        if let Some(time) = self.operator_time.get_mut(operator) {
+            *time = (*time).max(timestamp);
+            return *time;
+        }
+        self.operator_time.insert(operator.to_string(), timestamp);
+        timestamp
+    }
+
     pub(crate) fn store(&mut self, name: &str) -> &mut StateStore {
         // Stores are created for the task from the topology's own list
         // of what each operator uses, so a missing one is a bug here.
@@ -130,9 +148,16 @@ impl Ctx {
         self.out.push(output);
     }
 
-    /// A record dropped for being late: counted, and copied to the late
-    /// records topic if the application has one.
-    pub(crate) fn late(&mut self, key: Option<Vec<u8>>, value: Option<Vec<u8>>, timestamp: i64) {
+    /// A record dropped for being late (for its operator's `stream_time`):
+    /// counted, and copied to the late records topic if the application
+    /// has one.
+    pub(crate) fn late(
+        &mut self,
+        key: Option<Vec<u8>>,
+        value: Option<Vec<u8>>,
+        timestamp: i64,
+        stream_time: i64,
+    ) {
         self.metrics.late_records_dropped += 1;
         if let Some(topic) = self.late_records_topic.clone() {
             let headers = vec![
@@ -148,7 +173,7 @@ impl Ctx {
                 ),
                 (
                     "runnel.late.stream.time".to_string(),
-                    Some(self.stream_time.to_string().into_bytes()),
+                    Some(stream_time.to_string().into_bytes()),
                 ),
             ];
             self.out.push(Output {
