@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
-use runnel_connect::avro::RegistryClient;
 use runnel_connect::pipeline::fields::Shape;
 use runnel_connect::pipeline::{self, Diagnostic, Pipeline};
 use runnel_connect::worker::{Worker, WorkerConfig};
+use runnel_schema_registry::client::RegistryClient;
 use tracing::info;
 
 #[derive(Subcommand, Debug)]
@@ -78,7 +78,10 @@ async fn check_schema(file: &std::path::Path, p: &Pipeline, registry_url: &str) 
     }
     let subject = format!("{name}-value");
     let schema = match RegistryClient::with_timeout(registry_url, Duration::from_secs(5)) {
-        Ok(client) => client.latest_if_any(&subject).await.map_err(|e| e.message),
+        Ok(client) => client
+            .latest_if_any(&subject)
+            .await
+            .map_err(|e| e.to_string()),
         Err(e) => Err(e),
     };
     match schema {

@@ -1,8 +1,9 @@
 //! What workers sharing a `group.id` need to work as one cluster.
 //!
-//! - [`Tail`] follows an internal topic for as long as the worker runs, so
-//!   every worker sees every other worker's writes (configs, status,
-//!   offsets), and a writer can wait until its own write is applied.
+//! - [`Tail`](runnel_tail::Tail) (started with [`READER_GROUP`]) follows an
+//!   internal topic for as long as the worker runs, so every worker sees
+//!   every other worker's writes (configs, status, offsets), and a writer
+//!   can wait until its own write is applied.
 //! - [`Membership`] is a consumer group membership (librdkafka's, on any
 //!   Kafka broker): its members are the live workers. The broker drops a
 //!   worker that stops heartbeating (SIGKILL, partition) after
@@ -23,184 +24,29 @@ use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
-use tokio::sync::{watch, Notify};
+use rdkafka::ClientContext;
+use runnel_tail::TailError;
+use tokio::sync::Notify;
 use tracing::{debug, warn};
 
 use crate::plugin::{ConnectError, ConnectResult};
 
+/// The group id of the consumers that follow the internal topics (never
+/// joined: their partitions are assigned).
+pub const READER_GROUP: &str = "runnel-connect-reader";
+
+/// A task that failed is fatal; anything else may work on a retry.
+impl From<TailError> for ConnectError {
+    fn from(e: TailError) -> ConnectError {
+        ConnectError {
+            message: e.to_string(),
+            retriable: e.is_retriable(),
+        }
+    }
+}
+
 fn kafka_error(what: &str, e: impl std::fmt::Display) -> ConnectError {
     ConnectError::retriable(format!("{what}: {e}"))
-}
-
-/// A record of an internal topic: key and (unless a tombstone) value.
-pub type KeyValue = (Vec<u8>, Option<Vec<u8>>);
-
-/// Follows a topic from its beginning, handing every record to a
-/// callback, in order per partition.
-pub struct Tail {
-    topic: String,
-    consumer: Arc<StreamConsumer>,
-    /// Next offset to apply, per partition.
-    applied: watch::Receiver<HashMap<i32, i64>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Tail {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl Tail {
-    /// Starts following `topic`, and returns once everything it held when
-    /// called is applied.
-    pub async fn start(
-        client: &ClientConfig,
-        topic: &str,
-        mut apply: impl FnMut(KeyValue) + Send + 'static,
-    ) -> ConnectResult<Tail> {
-        let consumer: StreamConsumer = client
-            .clone()
-            .set("group.id", "runnel-connect-reader")
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false")
-            .create()
-            .map_err(|e| kafka_error("creating a reader", e))?;
-        let consumer = Arc::new(consumer);
-        let partitions = {
-            let (c, t) = (consumer.clone(), topic.to_string());
-            tokio::task::spawn_blocking(move || {
-                let md = c
-                    .fetch_metadata(Some(&t), Duration::from_secs(30))
-                    .map_err(|e| kafka_error(&format!("metadata of {t}"), e))?;
-                Ok::<_, ConnectError>(
-                    md.topics()
-                        .first()
-                        .map(|t| t.partitions().iter().map(|p| p.id()).collect::<Vec<_>>())
-                        .unwrap_or_default(),
-                )
-            })
-            .await
-            .map_err(|e| ConnectError::fatal(e.to_string()))??
-        };
-        if partitions.is_empty() {
-            return Err(ConnectError::retriable(format!(
-                "topic {topic} has no partitions"
-            )));
-        }
-        let mut tpl = TopicPartitionList::new();
-        for p in &partitions {
-            tpl.add_partition_offset(topic, *p, Offset::Beginning)
-                .map_err(|e| kafka_error("assign", e))?;
-        }
-        consumer
-            .assign(&tpl)
-            .map_err(|e| kafka_error("assign", e))?;
-        let (tx, rx) = watch::channel(partitions.iter().map(|p| (*p, 0)).collect());
-        let c = consumer.clone();
-        let t = topic.to_string();
-        let task = tokio::spawn(async move {
-            loop {
-                match tokio::time::timeout(Duration::from_millis(200), c.recv()).await {
-                    Ok(Ok(m)) => {
-                        let (p, o) = (m.partition(), m.offset());
-                        apply((
-                            m.key().unwrap_or_default().to_vec(),
-                            m.payload().map(<[u8]>::to_vec),
-                        ));
-                        tx.send_modify(|a: &mut HashMap<i32, i64>| {
-                            a.insert(p, o + 1);
-                        });
-                    }
-                    Ok(Err(e)) => {
-                        warn!(topic = %t, error = %e, "reading an internal topic");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
-                    // Idle: everything fetched is applied. Compaction and
-                    // transaction markers leave offsets without records.
-                    Err(_) => {
-                        if let Ok(position) = c.position() {
-                            tx.send_if_modified(|a| {
-                                let mut changed = false;
-                                for e in position.elements() {
-                                    if let Offset::Offset(o) = e.offset() {
-                                        let at = a.entry(e.partition()).or_insert(0);
-                                        if o > *at {
-                                            *at = o;
-                                            changed = true;
-                                        }
-                                    }
-                                }
-                                changed
-                            });
-                        }
-                    }
-                }
-            }
-        });
-        let tail = Tail {
-            topic: topic.to_string(),
-            consumer,
-            applied: rx,
-            task,
-        };
-        tail.catch_up(Duration::from_secs(60)).await?;
-        Ok(tail)
-    }
-
-    /// Waits until every record the topic holds now is applied.
-    pub async fn catch_up(&self, timeout: Duration) -> ConnectResult<()> {
-        let ends = {
-            let (c, t) = (self.consumer.clone(), self.topic.clone());
-            let partitions: Vec<i32> = self.applied.borrow().keys().copied().collect();
-            tokio::task::spawn_blocking(move || {
-                let mut ends = Vec::new();
-                for p in partitions {
-                    let (_, high) = c
-                        .fetch_watermarks(&t, p, Duration::from_secs(10))
-                        .map_err(|e| kafka_error(&format!("end of {t}"), e))?;
-                    ends.push((p, high));
-                }
-                Ok::<_, ConnectError>(ends)
-            })
-            .await
-            .map_err(|e| ConnectError::fatal(e.to_string()))??
-        };
-        let mut rx = self.applied.clone();
-        let reached = tokio::time::timeout(
-            timeout,
-            rx.wait_for(|a| {
-                ends.iter()
-                    .all(|(p, end)| a.get(p).is_some_and(|o| o >= end))
-            }),
-        )
-        .await;
-        match reached {
-            Ok(Ok(_)) => Ok(()),
-            _ => Err(ConnectError::retriable(format!(
-                "reading {} to its end took longer than {timeout:?}",
-                self.topic
-            ))),
-        }
-    }
-
-    /// Waits until the record at `offset` of `partition` is applied.
-    pub async fn wait_applied(&self, partition: i32, offset: i64) -> ConnectResult<()> {
-        let mut rx = self.applied.clone();
-        let reached = tokio::time::timeout(
-            Duration::from_secs(30),
-            rx.wait_for(|a| a.get(&partition).is_some_and(|o| *o > offset)),
-        )
-        .await;
-        match reached {
-            Ok(Ok(_)) => Ok(()),
-            _ => Err(ConnectError::retriable(format!(
-                "{} did not show a record just written to it",
-                self.topic
-            ))),
-        }
-    }
 }
 
 /// Wakes the worker when its group rebalances.

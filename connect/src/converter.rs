@@ -13,9 +13,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use runnel_schema_registry::client::RegistryClient;
 use serde_json::{json, Value};
 
-use crate::avro::{AvroConverter, RegistryClient};
+use crate::avro::AvroConverter;
 use crate::record::Data;
 
 pub use crate::record::ConvertError;

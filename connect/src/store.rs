@@ -18,8 +18,10 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use runnel_tail::Tail;
 use serde_json::Value;
 
+use crate::cluster::READER_GROUP;
 use crate::plugin::{ConnectError, ConnectResult, OffsetReader};
 use crate::record::SourcePartition;
 
@@ -77,7 +79,7 @@ pub async fn ensure_topics(client: &ClientConfig, topics: &Topics) -> ConnectRes
     Ok(())
 }
 
-pub use crate::cluster::KeyValue;
+pub use runnel_tail::KeyValue;
 
 /// Writes one record and waits until it is stored: its (partition,
 /// offset).
@@ -106,7 +108,7 @@ pub struct OffsetStore {
     producer: FutureProducer,
     /// (connector, partition JSON) → offset.
     offsets: Arc<Mutex<HashMap<(String, String), Value>>>,
-    tail: crate::cluster::Tail,
+    tail: Tail,
 }
 
 fn offset_key(connector: &str, partition: &SourcePartition) -> Vec<u8> {
@@ -142,8 +144,7 @@ impl OffsetStore {
     ) -> ConnectResult<OffsetStore> {
         let offsets = Arc::new(Mutex::new(HashMap::new()));
         let o = offsets.clone();
-        let tail =
-            crate::cluster::Tail::start(client, topic, move |kv| apply_offset(&o, kv)).await?;
+        let tail = Tail::start(client, READER_GROUP, topic, move |kv| apply_offset(&o, kv)).await?;
         Ok(OffsetStore {
             topic: topic.to_string(),
             producer,
@@ -154,7 +155,7 @@ impl OffsetStore {
 
     /// Waits until every offset committed so far (by any worker) is known.
     pub async fn catch_up(&self) -> ConnectResult<()> {
-        self.tail.catch_up(Duration::from_secs(30)).await
+        Ok(self.tail.catch_up(Duration::from_secs(30)).await?)
     }
 
     /// Stores offsets durably, then remembers them.

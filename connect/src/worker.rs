@@ -25,11 +25,12 @@ use rdkafka::producer::{
 };
 use rdkafka::ClientContext;
 use rdkafka::{Message, Offset, TopicPartitionList};
+use runnel_tail::Tail;
 use serde_json::{json, Value};
 use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 
-use crate::cluster::{self, Membership, Tail, Unit};
+use crate::cluster::{self, Membership, Unit, READER_GROUP};
 use crate::config::{self, Validation};
 use crate::connectors;
 use crate::converter;
@@ -361,7 +362,7 @@ impl Worker {
         let configs = Arc::new(Mutex::new(Configs::default()));
         let config_tail = {
             let (configs, wake) = (configs.clone(), wake.clone());
-            Tail::start(&client, &config.topics.configs, move |kv| {
+            Tail::start(&client, READER_GROUP, &config.topics.configs, move |kv| {
                 lock(&configs).apply(kv);
                 wake.notify_one();
             })
@@ -371,24 +372,29 @@ impl Worker {
         let statuses = Arc::new(Mutex::new(HashMap::new()));
         let status_tail = {
             let statuses = statuses.clone();
-            Tail::start(&client, &config.topics.status, move |(key, value)| {
-                let key = String::from_utf8_lossy(&key).into_owned();
-                let value: Option<Value> = value.and_then(|v| serde_json::from_slice(&v).ok());
-                let mut statuses = lock(&statuses);
-                match value {
-                    Some(v) => {
-                        let state = RunState::parse(
-                            v["state"].as_str().unwrap_or_default(),
-                            v["trace"].as_str().unwrap_or_default(),
-                        );
-                        let worker_id = v["worker_id"].as_str().unwrap_or_default().to_string();
-                        statuses.insert(key, UnitStatus { state, worker_id });
+            Tail::start(
+                &client,
+                READER_GROUP,
+                &config.topics.status,
+                move |(key, value)| {
+                    let key = String::from_utf8_lossy(&key).into_owned();
+                    let value: Option<Value> = value.and_then(|v| serde_json::from_slice(&v).ok());
+                    let mut statuses = lock(&statuses);
+                    match value {
+                        Some(v) => {
+                            let state = RunState::parse(
+                                v["state"].as_str().unwrap_or_default(),
+                                v["trace"].as_str().unwrap_or_default(),
+                            );
+                            let worker_id = v["worker_id"].as_str().unwrap_or_default().to_string();
+                            statuses.insert(key, UnitStatus { state, worker_id });
+                        }
+                        None => {
+                            statuses.remove(&key);
+                        }
                     }
-                    None => {
-                        statuses.remove(&key);
-                    }
-                }
-            })
+                },
+            )
             .await?
         };
         let membership = Membership::join(
@@ -487,7 +493,10 @@ impl Worker {
             bytes.as_deref(),
         )
         .await?;
-        self.config_tail.wait_applied(partition, offset).await?;
+        self.config_tail
+            .wait_applied(partition, offset)
+            .await
+            .map_err(ConnectError::from)?;
         Ok(())
     }
 

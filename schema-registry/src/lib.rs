@@ -13,8 +13,11 @@
 //! [`kafka`], which keeps the state in a `_schemas` topic on any Kafka
 //! broker through `rdkafka`.
 //!
-//! What it is not: a registry for Protobuf or JSON Schema (only Avro), nor
-//! a serializer library for applications.
+//! With the `client` feature: [`client`], a cached client of a registry's
+//! REST API and JSON ⇄ Avro in the Confluent wire format, for Kafka
+//! clients (connect's Avro converter, streams).
+//!
+//! What it is not: a registry for Protobuf or JSON Schema (only Avro).
 
 pub mod compat;
 pub mod error;
@@ -30,6 +33,8 @@ pub use store::Store;
 
 #[cfg(feature = "server")]
 pub mod api;
+#[cfg(feature = "client")]
+pub mod client;
 #[cfg(feature = "server")]
 pub mod kafka;
 #[cfg(feature = "server")]

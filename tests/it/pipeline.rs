@@ -350,7 +350,7 @@ fn the_http_avro_example_writes_records_in_the_registry_wire_format() {
     assert_eq!(records.len(), 2);
     let schema =
         apache_avro::Schema::parse_str(&std::fs::read_to_string(&schema_file).unwrap()).unwrap();
-    let compiled = runnel_connect::avro::Compiled::new(schema);
+    let compiled = runnel_schema_registry::client::Compiled::new(schema);
     let mut values = Vec::new();
     for r in &records {
         let payload = r.payload().unwrap();
@@ -956,7 +956,7 @@ fn a_pipeline_reads_an_avro_topic_through_the_registry_into_a_file() {
     // Confluent-framed Avro records under id 1, and one that is not.
     let schema =
         apache_avro::Schema::parse_str(&std::fs::read_to_string(&schema_file).unwrap()).unwrap();
-    let compiled = runnel_connect::avro::Compiled::new(schema);
+    let compiled = runnel_schema_registry::client::Compiled::new(schema);
     let mut payloads = Vec::new();
     for i in 0..20 {
         let order = serde_json::json!({

@@ -10,11 +10,11 @@
 use std::collections::BTreeMap;
 
 use apache_avro::Schema;
+use runnel_schema_registry::client::Compiled;
 
 use super::spec::{key, locate, Step};
 use super::transform::{Filter, Root};
 use super::{Diagnostic, Pipeline, Severity};
-use crate::avro::Compiled;
 use crate::config::near_miss;
 
 /// What a value looks like, as far as a schema says.
