@@ -19,6 +19,7 @@ mod null_broker;
 mod procs;
 mod produce;
 mod registry;
+mod streams;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +53,10 @@ pub enum BenchCommand {
     /// acks=1, consume, the failover window after a leader SIGKILL and
     /// follower catch-up, next to a single node in the same run
     Cluster(cluster::ClusterArgs),
+    /// Stream processing: a stateless topology vs. a plain
+    /// consume-then-produce loop, a windowed count over distinct keys
+    /// (with and without its changelog), restoring its store
+    Streams(streams::StreamsBenchArgs),
     /// Run the no-storage ceiling broker (used by `bench produce`)
     #[command(hide = true)]
     NullBroker {
@@ -163,6 +168,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Registry(args) => bench_registry(args).await,
         BenchCommand::Connect(args) => connect::run(args).await,
         BenchCommand::Cluster(args) => cluster::run(args).await,
+        BenchCommand::Streams(args) => streams::run(args).await,
     }
 }
 

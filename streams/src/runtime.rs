@@ -160,6 +160,9 @@ pub struct StreamsMetrics {
     pub active_tasks: Vec<TaskId>,
 }
 
+/// How often the stream thread publishes its counters.
+const METRICS_INTERVAL: Duration = Duration::from_millis(50);
+
 /// Offsets processed but not committed yet, and what a rebalance needs
 /// to commit them.
 #[derive(Default)]
@@ -492,6 +495,7 @@ fn run(
     // Which task reads each input partition.
     let mut routes: HashMap<(String, i32), TaskId> = HashMap::new();
     let mut last_commit = Instant::now();
+    let mut last_metrics = Instant::now();
     let outcome = loop {
         if stop.load(Ordering::Acquire) {
             break Ok(());
@@ -554,6 +558,10 @@ fn run(
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(key, m.offset() + 1);
+        }
+        if last_metrics.elapsed() >= METRICS_INTERVAL {
+            update_metrics(metrics, &tasks);
+            last_metrics = Instant::now();
         }
         if last_commit.elapsed() >= config.commit_interval {
             if commit(&shared, &producer, &consumer)? {
@@ -694,6 +702,10 @@ fn rebuild_tasks(
             routes.insert((topic.to_string(), id.partition), *id);
         }
     }
+    metrics
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .active_tasks = tasks.keys().copied().collect();
     Ok(())
 }
 
