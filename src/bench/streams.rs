@@ -63,6 +63,7 @@ pub async fn run(args: StreamsBenchArgs) -> Result<()> {
     super::create_topic(&bootstrap, KEYED_IN, 1).await?;
 
     let b = bootstrap.clone();
+    let state = tmp.path().join("state");
     let (records, bytes, keys) = (args.records, args.record_bytes, args.keys);
     tokio::task::spawn_blocking(move || -> Result<()> {
         eprintln!("writing {records} records of {bytes} B, and {keys} records with distinct keys ...");
@@ -72,7 +73,7 @@ pub async fn run(args: StreamsBenchArgs) -> Result<()> {
         eprintln!("plain consume-then-produce loop ...");
         let plain = plain_loop(&b, records)?;
         eprintln!("stateless topology ...");
-        let stateless = run_app(&b, stateless_topology(), "bench-stateless", records)?;
+        let stateless = run_app(&b, stateless_topology(), "bench-stateless", records, None)?;
         println!();
         println!("| stateless filter + map_values, {records} records of {bytes} B, 1 partition | records/s | s |");
         println!("|---|---:|---:|");
@@ -88,24 +89,33 @@ pub async fn run(args: StreamsBenchArgs) -> Result<()> {
             stateless.startup.as_secs_f64()
         );
 
-        eprintln!("windowed count without a changelog ...");
-        let unlogged = run_app(&b, windowed_count(false), "bench-wc-unlogged", keys)?;
-        eprintln!("windowed count with its changelog ...");
-        let logged = run_app(&b, windowed_count(true), "bench-wc", keys)?;
-        eprintln!("restoring the windowed count's store ...");
-        let restore = run_app(&b, windowed_count(true), "bench-wc", 0)?;
+        let dir = |name: &str| Some(state.join(name));
+        eprintln!("windowed count, stores in memory ...");
+        let memory = run_app(&b, windowed_count(true), "bench-wc-memory", keys, None)?;
+        eprintln!("windowed count, stores on disk without a changelog ...");
+        let unlogged = run_app(&b, windowed_count(false), "bench-wc-unlogged", keys, dir("unlogged"))?;
+        eprintln!("windowed count, stores on disk with their changelog ...");
+        let logged = run_app(&b, windowed_count(true), "bench-wc", keys, dir("first"))?;
+        eprintln!("restoring the windowed count's store on a new machine ...");
+        let fresh = run_app(&b, windowed_count(true), "bench-wc", 0, dir("second"))?;
+        eprintln!("restarting the windowed count where it ran ...");
+        let again = run_app(&b, windowed_count(true), "bench-wc", 0, dir("first"))?;
         println!();
         println!("| windowed count (1 min tumbling), {keys} distinct keys, 1 partition | records/s | s |");
         println!("|---|---:|---:|");
-        println!("| store without changelog | {:.0} | {:.2} |", keys as f64 / unlogged.elapsed.as_secs_f64(), unlogged.elapsed.as_secs_f64());
-        println!("| store with changelog | {:.0} | {:.2} |", keys as f64 / logged.elapsed.as_secs_f64(), logged.elapsed.as_secs_f64());
-        let m = restore.metrics;
-        println!(
-            "| restore of {} changelog records into a new instance | {:.0} | {:.2} |",
-            m.records_restored,
-            m.records_restored as f64 / m.restore_time.as_secs_f64().max(1e-9),
-            m.restore_time.as_secs_f64()
-        );
+        let rate = |r: &AppRun| keys as f64 / r.elapsed.as_secs_f64();
+        println!("| store in memory, with changelog | {:.0} | {:.2} |", rate(&memory), memory.elapsed.as_secs_f64());
+        println!("| store on disk (fjall), no changelog | {:.0} | {:.2} |", rate(&unlogged), unlogged.elapsed.as_secs_f64());
+        println!("| store on disk (fjall), with changelog | {:.0} | {:.2} |", rate(&logged), logged.elapsed.as_secs_f64());
+        for (what, r) in [("a new instance with an empty state directory", &fresh), ("a restart on the same state directory (clean close, checkpoint)", &again)] {
+            let m = &r.metrics;
+            println!(
+                "| restore: {what}: {} changelog records | {:.0} | {:.2} |",
+                m.records_restored,
+                m.records_restored as f64 / m.restore_time.as_secs_f64().max(1e-9),
+                m.restore_time.as_secs_f64()
+            );
+        }
         Ok(())
     })
     .await??;
@@ -253,8 +263,15 @@ struct AppRun {
 /// input) and closed (everything written and committed). Timed from its
 /// first record (20 ms resolution): the group join before it is
 /// reported apart.
-fn run_app(bootstrap: &str, topology: Topology, app: &str, records: usize) -> Result<AppRun> {
+fn run_app(
+    bootstrap: &str,
+    topology: Topology,
+    app: &str,
+    records: usize,
+    state_dir: Option<std::path::PathBuf>,
+) -> Result<AppRun> {
     let mut config = StreamsConfig::new(app, bootstrap);
+    config.state_dir = state_dir;
     config.commit_interval = Duration::from_secs(5);
     let started = Instant::now();
     let streams = KafkaStreams::start(topology, config)?;

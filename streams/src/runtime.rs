@@ -40,7 +40,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 
 use crate::processor::TaskMetrics;
-use crate::store::{MemoryEngine, StoreEngine, StoreSpec};
+use crate::store::{FjallEngine, MemoryEngine, StoreEngine, StoreSpec};
 use crate::topology::{ErrorHandling, Input, Task, TaskId, Topology};
 
 /// What can stop an application.
@@ -59,6 +59,8 @@ pub enum RuntimeError {
     },
     #[error("{0}")]
     Topology(String),
+    #[error("state store: {0}")]
+    Store(String),
 }
 
 fn kafka(what: impl Into<String>) -> impl FnOnce(KafkaError) -> RuntimeError {
@@ -98,6 +100,10 @@ pub struct StreamsConfig {
     pub client: BTreeMap<String, String>,
     /// Largest time one poll waits for records.
     pub poll_interval: Duration,
+    /// `state.dir`: where stores live on disk, one directory per task
+    /// (`<state_dir>/<application.id>/<task>/<store>`); `None` keeps them
+    /// in memory (restored from the changelog on every start).
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl StreamsConfig {
@@ -112,6 +118,7 @@ impl StreamsConfig {
             late_records_topic: None,
             client: BTreeMap::new(),
             poll_interval: Duration::from_millis(100),
+            state_dir: Some(std::env::temp_dir().join("runnel-streams")),
         }
     }
 
@@ -492,6 +499,8 @@ fn run(
     consumer.subscribe(&names).map_err(kafka("subscribing"))?;
 
     let mut tasks: BTreeMap<TaskId, Task> = BTreeMap::new();
+    // The state directory locks of the tasks with local stores.
+    let mut locks: HashMap<TaskId, std::fs::File> = HashMap::new();
     // Which task reads each input partition.
     let mut routes: HashMap<(String, i32), TaskId> = HashMap::new();
     let mut last_commit = Instant::now();
@@ -508,9 +517,10 @@ fn run(
             rebuild_tasks(
                 &topology,
                 &config,
+                &consumer,
                 &partitions,
                 &assignment,
-                &mut tasks,
+                (&mut tasks, &mut locks),
                 &mut routes,
                 metrics,
             )?;
@@ -550,6 +560,10 @@ fn run(
             if let Err(error) = task.process(input, &config.on_error) {
                 break Err(RuntimeError::Processing { task: id, error });
             }
+            if let Some(e) = task.store_failure() {
+                // Nothing processed since the last commit is committed.
+                break Err(RuntimeError::Store(format!("task {id}: {e}")));
+            }
             for out in task.take_outputs() {
                 send(&producer, out)?;
             }
@@ -571,9 +585,13 @@ fn run(
             update_metrics(metrics, &tasks);
         }
     };
-    // Leave cleanly: commit what was processed, then the group.
+    // Leave cleanly: commit what was processed, checkpoint the stores,
+    // then leave the group.
     if outcome.is_ok() {
         commit(&shared, &producer, &consumer)?;
+        for (_, task) in std::mem::take(&mut tasks) {
+            close_task(&config, &consumer, task, &mut locks);
+        }
     }
     *consumer
         .context()
@@ -645,12 +663,17 @@ fn send(
 
 /// Makes the tasks of the current assignment: keeps those still
 /// assigned, closes the others, restores new ones from their changelogs.
-fn rebuild_tasks(
+#[allow(clippy::too_many_arguments)] // the stream thread's state, passed apart
+fn rebuild_tasks<C: ConsumerContext>(
     topology: &Topology,
     config: &StreamsConfig,
+    consumer: &BaseConsumer<C>,
     partitions: &[i32],
     assignment: &TopicPartitionList,
-    tasks: &mut BTreeMap<TaskId, Task>,
+    (tasks, locks): (
+        &mut BTreeMap<TaskId, Task>,
+        &mut HashMap<TaskId, std::fs::File>,
+    ),
     routes: &mut HashMap<(String, i32), TaskId>,
     metrics: &Mutex<StreamsMetrics>,
 ) -> Result<(), RuntimeError> {
@@ -682,16 +705,28 @@ fn rebuild_tasks(
             }
         }
     }
-    tasks.retain(|id, _| wanted.contains(id));
+    let gone: Vec<TaskId> = tasks
+        .keys()
+        .filter(|id| !wanted.contains(id))
+        .copied()
+        .collect();
+    for id in gone {
+        if let Some(task) = tasks.remove(&id) {
+            // Its inputs were committed before the partitions were revoked.
+            close_task(config, consumer, task, locks);
+        }
+    }
     routes.clear();
     for id in &wanted {
         if !tasks.contains_key(id) {
             let started = Instant::now();
-            let mut task = topology.task(app, id.subtopology, id.partition, |_: &StoreSpec| {
-                Box::<MemoryEngine>::default() as Box<dyn StoreEngine>
-            });
+            let cluster = consumer
+                .client()
+                .fetch_cluster_id(Duration::from_secs(10))
+                .unwrap_or_default();
+            let (mut task, checkpoints) = open_task(topology, config, &cluster, *id, locks)?;
             task.set_late_records_topic(config.late_records_topic.clone());
-            let restored = restore(config, &mut task)?;
+            let restored = restore(config, &mut task, &checkpoints)?;
             let mut m = metrics.lock().unwrap_or_else(|e| e.into_inner());
             m.records_restored += restored;
             m.restore_time += started.elapsed();
@@ -710,7 +745,11 @@ fn rebuild_tasks(
 }
 
 /// Reads each store's changelog partition to its end into the store.
-fn restore(config: &StreamsConfig, task: &mut Task) -> Result<u64, RuntimeError> {
+fn restore(
+    config: &StreamsConfig,
+    task: &mut Task,
+    checkpoints: &HashMap<String, i64>,
+) -> Result<u64, RuntimeError> {
     let stores: Vec<String> = task.store_names().map(str::to_string).collect();
     let mut total = 0;
     for store in stores {
@@ -727,11 +766,14 @@ fn restore(config: &StreamsConfig, task: &mut Task) -> Result<u64, RuntimeError>
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
             .set("fetch.max.bytes", "52428800")
+            .set("max.partition.fetch.bytes", "16777216")
+            .set("queued.min.messages", "1000000")
             .create()
             .map_err(kafka("creating a restore consumer"))?;
         let (low, high) = consumer
             .fetch_watermarks(&topic, partition, Duration::from_secs(30))
             .map_err(kafka(format!("the offsets of {topic}-{partition}")))?;
+        let low = checkpoints.get(&store).map_or(low, |c| (*c).max(low));
         if high <= low {
             continue;
         }
@@ -743,6 +785,7 @@ fn restore(config: &StreamsConfig, task: &mut Task) -> Result<u64, RuntimeError>
             .map_err(kafka("assigning a changelog"))?;
         let target = task.store_mut(&store).expect("listed above");
         let deadline = Instant::now() + Duration::from_secs(600);
+        let mut batch = Vec::with_capacity(RESTORE_BATCH);
         let mut next = low;
         while next < high {
             if Instant::now() > deadline {
@@ -753,8 +796,12 @@ fn restore(config: &StreamsConfig, task: &mut Task) -> Result<u64, RuntimeError>
             match consumer.poll(Duration::from_millis(500)) {
                 Some(Ok(m)) => {
                     if let Some(k) = m.key() {
-                        target.restore(k, m.payload());
+                        batch.push((k.to_vec(), m.payload().map(<[u8]>::to_vec)));
                         total += 1;
+                        if batch.len() >= RESTORE_BATCH {
+                            target.restore_batch(&batch);
+                            batch.clear();
+                        }
                     }
                     next = m.offset() + 1;
                 }
@@ -763,6 +810,145 @@ fn restore(config: &StreamsConfig, task: &mut Task) -> Result<u64, RuntimeError>
                 None => {}
             }
         }
+        target.restore_batch(&batch);
     }
     Ok(total)
+}
+
+/// Changelog records applied to a store at once while restoring.
+const RESTORE_BATCH: usize = 10_000;
+
+/// A task with its stores: on disk under `state_dir` when its directory
+/// lock is free (another instance on this machine may hold it for a
+/// moment during a handover; then in memory), in memory otherwise.
+/// Returns the changelog offsets each store is known to hold up to
+/// (from a clean close's checkpoint); a store without one is emptied,
+/// to be rebuilt from its changelog.
+fn open_task(
+    topology: &Topology,
+    config: &StreamsConfig,
+    cluster: &str,
+    id: TaskId,
+    locks: &mut HashMap<TaskId, std::fs::File>,
+) -> Result<(Task, HashMap<String, i64>), RuntimeError> {
+    let app = &config.application_id;
+    let memory = |_: &StoreSpec| Box::<MemoryEngine>::default() as Box<dyn StoreEngine>;
+    let Some(dir) = task_dir(config, id) else {
+        return Ok((
+            topology.task(app, id.subtopology, id.partition, memory),
+            HashMap::new(),
+        ));
+    };
+    let io = |what: &str, e: std::io::Error| {
+        RuntimeError::Store(format!("{what} {}: {e}", dir.display()))
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| io("creating", e))?;
+    let lock = std::fs::File::create(dir.join(".lock")).map_err(|e| io("locking", e))?;
+    if lock.try_lock().is_err() {
+        tracing::warn!(task = %id, dir = %dir.display(), "the task's state directory is locked by another instance; its stores stay in memory");
+        return Ok((
+            topology.task(app, id.subtopology, id.partition, memory),
+            HashMap::new(),
+        ));
+    }
+    let mut failed = None;
+    let mut task =
+        topology.task(
+            app,
+            id.subtopology,
+            id.partition,
+            |spec: &StoreSpec| match FjallEngine::open(&dir.join(&spec.name)) {
+                Ok(e) => Box::new(e) as Box<dyn StoreEngine>,
+                Err(e) => {
+                    failed.get_or_insert(e);
+                    Box::<MemoryEngine>::default()
+                }
+            },
+        );
+    if let Some(e) = failed {
+        return Err(RuntimeError::Store(format!(
+            "opening the stores of task {id}: {e}"
+        )));
+    }
+    let mut checkpoints = HashMap::new();
+    let names: Vec<String> = task.store_names().map(str::to_string).collect();
+    for name in names {
+        let file = dir.join(format!("{name}.checkpoint"));
+        // `<cluster id> <offset>`: a checkpoint of another cluster's
+        // changelog (a state directory reused against a new cluster)
+        // means nothing here.
+        let offset = std::fs::read_to_string(&file).ok().and_then(|s| {
+            let (c, o) = s.trim().split_once(' ')?;
+            (c == cluster).then(|| o.parse::<i64>().ok()).flatten()
+        });
+        // Trusted once: from now on the store changes without a
+        // checkpoint until the next clean close writes one.
+        let _ = std::fs::remove_file(&file);
+        let store = task.store_mut(&name).expect("listed above");
+        match offset {
+            Some(o) if store.spec.logged => {
+                checkpoints.insert(name, o);
+            }
+            _ => store
+                .clear()
+                .map_err(|e| RuntimeError::Store(format!("emptying {name} of task {id}: {e}")))?,
+        }
+    }
+    locks.insert(id, lock);
+    Ok((task, checkpoints))
+}
+
+fn task_dir(config: &StreamsConfig, id: TaskId) -> Option<std::path::PathBuf> {
+    config
+        .state_dir
+        .as_ref()
+        .map(|d| d.join(&config.application_id).join(id.to_string()))
+}
+
+/// Closes a task whose inputs are committed: its stores are made durable
+/// and checkpointed at their changelogs' ends, so the next owner on this
+/// machine restores only what was written after.
+fn close_task<C: ConsumerContext>(
+    config: &StreamsConfig,
+    consumer: &BaseConsumer<C>,
+    mut task: Task,
+    locks: &mut HashMap<TaskId, std::fs::File>,
+) {
+    let id = task.id;
+    let Some(lock) = locks.remove(&id) else {
+        return;
+    };
+    let cluster = consumer
+        .client()
+        .fetch_cluster_id(Duration::from_secs(10))
+        .unwrap_or_default();
+    let Some(dir) = task_dir(config, id) else {
+        return;
+    };
+    let names: Vec<String> = task.store_names().map(str::to_string).collect();
+    for name in names {
+        let store = task.store_mut(&name).expect("listed above");
+        if !store.spec.logged || store.failure().is_some() {
+            continue;
+        }
+        if let Err(e) = store.flush() {
+            tracing::warn!(task = %id, store = %name, error = %e, "flushing a store failed; it is rebuilt from its changelog next time");
+            continue;
+        }
+        let topic = crate::topology::changelog_topic(&config.application_id, &name);
+        match consumer.fetch_watermarks(&topic, id.partition, Duration::from_secs(10)) {
+            Ok((_, high)) => {
+                let file = dir.join(format!("{name}.checkpoint"));
+                if let Err(e) = std::fs::write(&file, format!("{cluster} {high}\n")) {
+                    tracing::warn!(file = %file.display(), error = %e, "writing a checkpoint failed");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(task = %id, store = %name, error = %e, "no checkpoint: the changelog's end is unknown")
+            }
+        }
+    }
+    // The stores close before another instance may take the lock.
+    drop(task);
+    drop(lock);
 }

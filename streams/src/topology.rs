@@ -540,6 +540,14 @@ impl Task {
         self.ctx.stores.get_mut(name)
     }
 
+    /// The first engine error of any of the task's stores.
+    pub fn store_failure(&self) -> Option<String> {
+        self.ctx
+            .stores
+            .iter()
+            .find_map(|(name, s)| s.failure().map(|e| format!("{name}: {e}")))
+    }
+
     pub fn store_names(&self) -> impl Iterator<Item = &str> {
         self.ctx.stores.keys().map(String::as_str)
     }

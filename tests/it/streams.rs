@@ -47,6 +47,7 @@ fn counting_application_instance() {
         return;
     };
     let mut config = runnel_streams::StreamsConfig::new(APP, &bootstrap);
+    config.state_dir = std::env::var_os("RUNNEL_STREAMS_TEST_STATE").map(Into::into);
     config.commit_interval = Duration::from_millis(200);
     config
         .client
@@ -68,7 +69,7 @@ fn counting_application_instance() {
 struct Instance(Child);
 
 impl Instance {
-    fn start(broker: &TestBroker) -> Instance {
+    fn start(broker: &TestBroker, state: &std::path::Path) -> Instance {
         let child = Command::new(std::env::current_exe().expect("the test binary"))
             .args([
                 "streams::counting_application_instance",
@@ -77,6 +78,7 @@ impl Instance {
                 "--nocapture",
             ])
             .env("RUNNEL_STREAMS_TEST_BOOTSTRAP", broker.addr())
+            .env("RUNNEL_STREAMS_TEST_STATE", state)
             .env("RUST_LOG", "runnel_streams=info")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -153,8 +155,10 @@ async fn a_killed_instances_counts_move_to_the_survivor_and_a_restart_keeps_them
     let broker = TestBroker::start();
     create_topic(&broker, INPUT, 4, &[]).await;
     create_topic(&broker, OUTPUT, 4, &[]).await;
-    let mut a = Instance::start(&broker);
-    let mut b = Instance::start(&broker);
+    let state = tempfile::tempdir().expect("a state directory");
+    let (state_a, state_b) = (state.path().join("a"), state.path().join("b"));
+    let mut a = Instance::start(&broker, &state_a);
+    let mut b = Instance::start(&broker, &state_b);
 
     // Clicks flow steadily while one instance is SIGKILLed mid-stream;
     // the survivor counts the rest.
@@ -190,8 +194,8 @@ async fn a_killed_instances_counts_move_to_the_survivor_and_a_restart_keeps_them
     // on from the committed offsets.
     b.kill();
     drop((a, b));
-    let _a = Instance::start(&broker);
-    let _b = Instance::start(&broker);
+    let _a = Instance::start(&broker, &state_a);
+    let _b = Instance::start(&broker, &state_b);
     const MORE: usize = 2_000;
     produce_clicks(&broker, FIRST, MORE, Duration::ZERO).await;
     let after = wait_for_counts(&broker, FIRST + MORE, Duration::from_secs(90)).await;
