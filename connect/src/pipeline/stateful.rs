@@ -1250,7 +1250,15 @@ impl Pipeline {
             .as_ref()
             .ok_or("the pipeline has no stateful steps")?;
         let topology = plan.topology(self, Arc::default())?;
-        let config = StreamsConfig::new(&application_id(&self.spec.name), bootstrap);
+        let mut config = StreamsConfig::new(&application_id(&self.spec.name), bootstrap);
+        // A run killed without leaving the group hands its partitions on
+        // within 10 s (librdkafka's default waits 45 s).
+        for (k, v) in [
+            ("session.timeout.ms", "10000"),
+            ("heartbeat.interval.ms", "1000"),
+        ] {
+            config.client.insert(k.into(), v.into());
+        }
         KafkaStreams::start(topology, config).map_err(|e| e.to_string())
     }
 }
@@ -1505,6 +1513,23 @@ test:
         let p = super::super::load(&file, &host).unwrap();
         assert!(p.is_stateful());
         assert_eq!(p.test().unwrap(), vec![]);
+        // The topics its comments name.
+        let topology = p.stateful.as_ref().unwrap().topology(&p, Arc::default());
+        let mut topics: Vec<String> = topology
+            .unwrap()
+            .internal_topics(&application_id(&p.spec.name))
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        topics.sort();
+        assert_eq!(
+            topics,
+            [
+                "_runnel_pipeline.clicks-per-minute-agg-1-changelog",
+                "_runnel_pipeline.clicks-per-minute-agg-1-repartition",
+                "_runnel_pipeline.clicks-per-minute-suppress-1-changelog",
+            ]
+        );
     }
 
     #[test]
