@@ -1094,6 +1094,29 @@ async fn wait_aggregates(
     }
 }
 
+/// A pipeline file in `dir` counting clicks per user with `aggregate`
+/// (from `<name>-clicks` to `<name>-counts`, both created with 3
+/// partitions): (file, input, output).
+async fn click_pipeline(
+    broker: &TestBroker,
+    dir: &Path,
+    name: &str,
+    aggregate: &str,
+) -> (PathBuf, String, String) {
+    let (input, output) = (format!("{name}-clicks"), format!("{name}-counts"));
+    crate::harness::create_topic(broker, &input, 3, &[]).await;
+    crate::harness::create_topic(broker, &output, 3, &[]).await;
+    let yaml = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &yaml,
+        format!(
+            "name: {name}\nsource:\n  topic: {input}\ntransforms:\n  - filter: has(value.user)\n  - group_by: value.user\n  - aggregate: {aggregate}\nsink:\n  topic: {output}\n"
+        ),
+    )
+    .unwrap();
+    (yaml, input, output)
+}
+
 /// A stateful pipeline (`aggregate`, whose result is the value's `field`)
 /// SIGKILLed mid-stream and started again: the final aggregate of every
 /// user covers each of its clicks (at least once: some may count twice).
@@ -1103,18 +1126,8 @@ async fn a_killed_stateful_pipeline_restarts_with_its_state(
     field: &str,
 ) {
     let broker = TestBroker::start();
-    let (input, output) = (format!("{name}-clicks"), format!("{name}-counts"));
-    crate::harness::create_topic(&broker, &input, 3, &[]).await;
-    crate::harness::create_topic(&broker, &output, 3, &[]).await;
     let dir = tempfile::tempdir().unwrap();
-    let yaml = dir.path().join(format!("{name}.yaml"));
-    std::fs::write(
-        &yaml,
-        format!(
-            "name: {name}\nsource:\n  topic: {input}\ntransforms:\n  - filter: has(value.user)\n  - group_by: value.user\n  - aggregate: {aggregate}\nsink:\n  topic: {output}\n"
-        ),
-    )
-    .unwrap();
+    let (yaml, input, output) = click_pipeline(&broker, dir.path(), name, aggregate).await;
     let log = dir.path().join("run.log");
     let mut run = Running::start_logging(&yaml, &broker, Some(&log));
     wait_text(&log, "running as _runnel_pipeline.");
@@ -1189,4 +1202,43 @@ async fn a_wasm_aggregate_keeps_its_state_in_the_store_across_a_sigkill() {
         "value",
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runs_of_one_stateful_pipeline_share_its_partitions() {
+    let broker = TestBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (yaml, input, output) = click_pipeline(&broker, dir.path(), "shared", "count").await;
+    let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
+    let _a = Running::start_logging(&yaml, &broker, Some(&log_a));
+    let _b = Running::start_logging(&yaml, &broker, Some(&log_b));
+    wait_text(&log_a, "running as _runnel_pipeline.shared");
+    wait_text(&log_b, "running as _runnel_pipeline.shared");
+    // Both are members of the application's group.
+    let consumer = broker.consumer();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let groups = consumer
+            .fetch_group_list(Some("_runnel_pipeline.shared"), Duration::from_secs(5))
+            .unwrap();
+        let group = groups.groups().first();
+        let members = group.map_or(0, |g| g.members().len());
+        if members == 2 && group.is_some_and(|g| g.state() == "Stable") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the group has {members} member(s), not 2"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    const TOTAL: usize = 1_000;
+    produce_clicks(&broker, &input, 0, TOTAL, Duration::ZERO).await;
+    let per_user = (TOTAL / CLICK_USERS) as i64;
+    let counts =
+        wait_aggregates(&broker, &output, "count", per_user, Duration::from_secs(60)).await;
+    assert!(
+        counts.len() == CLICK_USERS && counts.values().all(|n| *n == per_user),
+        "each click counted once between the two runs: {counts:?}"
+    );
 }

@@ -46,7 +46,9 @@ use runnel_streams::{
 use serde_json::{Map, Value};
 use serde_yaml::Value as Yaml;
 
-use super::spec::{config_string, key, parse_duration, parse_timestamp, Step, TransformSpec};
+use super::spec::{
+    config_string, key, parse_duration, parse_timestamp, JoinSpec, Step, TransformSpec, WindowSpec,
+};
 use super::transform::{Chain, Record, Transform};
 use super::{compare, yaml_to_data, Checker, End, Mismatch, Pipeline};
 use crate::record::Data;
@@ -206,81 +208,7 @@ pub(super) fn piece(
         };
     }
     if let Some(w) = &t.window {
-        let base = at("window");
-        let sub = |k: &str| under(&base, k);
-        let grace = match &w.grace {
-            Some(v) => duration(c, &sub("grace"), "window grace", v)?,
-            None => 0,
-        };
-        let kinds = [&w.tumbling, &w.hopping, &w.session]
-            .iter()
-            .filter(|k| k.is_some())
-            .count();
-        if kinds != 1 {
-            c.at(
-                &base,
-                "a window is exactly one of tumbling, hopping or session",
-                Some("e.g. {tumbling: 1m}, {hopping: 5m, advance: 1m}, {session: 30s}; `grace` for late records"),
-            );
-            return None;
-        }
-        if w.advance.is_some() && w.hopping.is_none() {
-            c.at(
-                &sub("advance"),
-                "only a hopping window takes `advance`",
-                None,
-            );
-            return None;
-        }
-        let positive = |c: &mut Checker<'_>, k: &str, ms: i64| {
-            if ms <= 0 {
-                c.at(&sub(k), format!("the window's {k} must be positive"), None);
-                None
-            } else {
-                Some(ms)
-            }
-        };
-        let windowing = if let Some(v) = &w.tumbling {
-            let size = duration(c, &sub("tumbling"), "tumbling window size", v)?;
-            Windowing::Tumbling {
-                size: positive(c, "tumbling", size)?,
-                grace,
-            }
-        } else if let Some(v) = &w.hopping {
-            let size = duration(c, &sub("hopping"), "hopping window size", v)?;
-            let size = positive(c, "hopping", size)?;
-            let Some(adv) = &w.advance else {
-                c.at(
-                    &sub("hopping"),
-                    "a hopping window needs `advance`",
-                    Some("e.g. {hopping: 5m, advance: 1m}"),
-                );
-                return None;
-            };
-            let advance = duration(c, &sub("advance"), "hopping window advance", adv)?;
-            let advance = positive(c, "advance", advance)?;
-            if advance > size {
-                c.at(
-                    &sub("advance"),
-                    "a hopping window's advance cannot be larger than its size",
-                    None,
-                );
-                return None;
-            }
-            Windowing::Hopping {
-                size,
-                advance,
-                grace,
-            }
-        } else {
-            let v = w.session.as_ref()?;
-            let gap = duration(c, &sub("session"), "session gap", v)?;
-            Windowing::Session {
-                gap: positive(c, "session", gap)?,
-                grace,
-            }
-        };
-        return Some(Piece::Window(windowing));
+        return window(c, i, w).map(Piece::Window);
     }
     if let Some(a) = &t.aggregate {
         return aggregate(c, i, a, dir, host).map(Piece::Aggregate);
@@ -300,83 +228,167 @@ pub(super) fn piece(
         };
     }
     if let Some(j) = &t.join {
-        let base = at("join");
-        let sub = |k: &str| under(&base, k);
-        let (topic, table) = match (&j.table, &j.stream) {
-            (Some(t), None) => (t.clone(), true),
-            (None, Some(s)) => (s.clone(), false),
-            _ => {
-                c.at(
-                    &base,
-                    "a join takes exactly one of `table` or `stream`",
-                    Some("e.g. {table: users} (on the key) or {stream: payments, within: 5m}"),
-                );
-                return None;
-            }
-        };
-        if !super::is_topic_name(&topic) {
-            let k = if table { "table" } else { "stream" };
+        return join(c, i, j).map(Piece::Join);
+    }
+    None
+}
+
+/// Checks a `window` step.
+fn window(c: &mut Checker<'_>, i: usize, w: &WindowSpec) -> Option<Windowing> {
+    let base = [key("transforms"), Step::Index(i), key("window")];
+    let sub = |k: &str| under(&base, k);
+    let grace = match &w.grace {
+        Some(v) => duration(c, &sub("grace"), "window grace", v)?,
+        None => 0,
+    };
+    let kinds = [&w.tumbling, &w.hopping, &w.session]
+        .iter()
+        .filter(|k| k.is_some())
+        .count();
+    if kinds != 1 {
+        c.at(
+            &base,
+            "a window is exactly one of tumbling, hopping or session",
+            Some("e.g. {tumbling: 1m}, {hopping: 5m, advance: 1m}, {session: 30s}; `grace` for late records"),
+        );
+        return None;
+    }
+    if w.advance.is_some() && w.hopping.is_none() {
+        c.at(
+            &sub("advance"),
+            "only a hopping window takes `advance`",
+            None,
+        );
+        return None;
+    }
+    let positive = |c: &mut Checker<'_>, k: &str, ms: i64| {
+        if ms <= 0 {
+            c.at(&sub(k), format!("the window's {k} must be positive"), None);
+            None
+        } else {
+            Some(ms)
+        }
+    };
+    let windowing = if let Some(v) = &w.tumbling {
+        let size = duration(c, &sub("tumbling"), "tumbling window size", v)?;
+        Windowing::Tumbling {
+            size: positive(c, "tumbling", size)?,
+            grace,
+        }
+    } else if let Some(v) = &w.hopping {
+        let size = duration(c, &sub("hopping"), "hopping window size", v)?;
+        let size = positive(c, "hopping", size)?;
+        let Some(adv) = &w.advance else {
             c.at(
-                &sub(k),
-                format!("'{topic}' is not a topic name (1-249 of a-z A-Z 0-9 . _ -)"),
+                &sub("hopping"),
+                "a hopping window needs `advance`",
+                Some("e.g. {hopping: 5m, advance: 1m}"),
+            );
+            return None;
+        };
+        let advance = duration(c, &sub("advance"), "hopping window advance", adv)?;
+        let advance = positive(c, "advance", advance)?;
+        if advance > size {
+            c.at(
+                &sub("advance"),
+                "a hopping window's advance cannot be larger than its size",
                 None,
             );
             return None;
         }
-        let left = match j.kind.as_deref() {
-            None | Some("inner") => false,
-            Some("left") => true,
-            Some(other) => {
+        Windowing::Hopping {
+            size,
+            advance,
+            grace,
+        }
+    } else {
+        let v = w.session.as_ref()?;
+        let gap = duration(c, &sub("session"), "session gap", v)?;
+        Windowing::Session {
+            gap: positive(c, "session", gap)?,
+            grace,
+        }
+    };
+    Some(windowing)
+}
+
+/// Checks a `join` step.
+fn join(c: &mut Checker<'_>, i: usize, j: &JoinSpec) -> Option<Join> {
+    let base = [key("transforms"), Step::Index(i), key("join")];
+    let sub = |k: &str| under(&base, k);
+    let (topic, table) = match (&j.table, &j.stream) {
+        (Some(t), None) => (t.clone(), true),
+        (None, Some(s)) => (s.clone(), false),
+        _ => {
+            c.at(
+                &base,
+                "a join takes exactly one of `table` or `stream`",
+                Some("e.g. {table: users} (on the key) or {stream: payments, within: 5m}"),
+            );
+            return None;
+        }
+    };
+    if !super::is_topic_name(&topic) {
+        let k = if table { "table" } else { "stream" };
+        c.at(
+            &sub(k),
+            format!("'{topic}' is not a topic name (1-249 of a-z A-Z 0-9 . _ -)"),
+            None,
+        );
+        return None;
+    }
+    let left = match j.kind.as_deref() {
+        None | Some("inner") => false,
+        Some("left") => true,
+        Some(other) => {
+            c.at(
+                &sub("type"),
+                format!("join type '{other}' is not inner or left"),
+                None,
+            );
+            return None;
+        }
+    };
+    let (mut within, mut grace) = (0, 0);
+    if table {
+        for k in ["within", "grace"] {
+            let given = if k == "within" { &j.within } else { &j.grace };
+            if given.is_some() {
                 c.at(
-                    &sub("type"),
-                    format!("join type '{other}' is not inner or left"),
+                    &sub(k),
+                    format!("a table join takes no `{k}`: it joins each record with the table's current row"),
                     None,
                 );
                 return None;
             }
-        };
-        let (mut within, mut grace) = (0, 0);
-        if table {
-            for k in ["within", "grace"] {
-                let given = if k == "within" { &j.within } else { &j.grace };
-                if given.is_some() {
-                    c.at(
-                        &sub(k),
-                        format!("a table join takes no `{k}`: it joins each record with the table's current row"),
-                        None,
-                    );
-                    return None;
-                }
-            }
-        } else {
-            let Some(w) = &j.within else {
-                c.at(
-                    &base,
-                    "a stream join needs `within`: how far apart the two records' times may be",
-                    Some("e.g. {stream: payments, within: 5m}"),
-                );
-                return None;
-            };
-            within = duration(c, &sub("within"), "join within", w)?;
-            if let Some(g) = &j.grace {
-                grace = duration(c, &sub("grace"), "join grace", g)?;
-            }
         }
-        let field = j.field.clone().unwrap_or_else(|| topic.clone());
-        if field.is_empty() {
-            c.at(&sub("as"), "the field name is empty", None);
+    } else {
+        let Some(w) = &j.within else {
+            c.at(
+                &base,
+                "a stream join needs `within`: how far apart the two records' times may be",
+                Some("e.g. {stream: payments, within: 5m}"),
+            );
             return None;
+        };
+        within = duration(c, &sub("within"), "join within", w)?;
+        if let Some(g) = &j.grace {
+            grace = duration(c, &sub("grace"), "join grace", g)?;
         }
-        return Some(Piece::Join(Join {
-            topic,
-            table,
-            within,
-            grace,
-            left,
-            field,
-        }));
     }
-    None
+    let field = j.field.clone().unwrap_or_else(|| topic.clone());
+    if field.is_empty() {
+        c.at(&sub("as"), "the field name is empty", None);
+        return None;
+    }
+    Some(Join {
+        topic,
+        table,
+        within,
+        grace,
+        left,
+        field,
+    })
 }
 
 const AGGREGATES: &str = "count, {sum: value.<field>}, {min: value.<field>}, {max: value.<field>} or {plugin: <file>.wasm}";
@@ -1529,6 +1541,114 @@ test:
                 "_runnel_pipeline.clicks-per-minute-agg-1-repartition",
                 "_runnel_pipeline.clicks-per-minute-suppress-1-changelog",
             ]
+        );
+    }
+
+    #[test]
+    fn hopping_windows_and_min_max_are_tested() {
+        let p = check(
+            "name: p
+source: {topic: temps}
+transforms:
+  - group_by: key
+  - window: {hopping: 10s, advance: 5s}
+  - aggregate: {max: value.c}
+  - emit: final
+sink: {topic: peaks}
+test:
+  input:
+    - {key: x, value: {c: 3}, timestamp: 6000}
+    - {key: x, value: {c: 7}, timestamp: 8000}
+    - {key: x, value: {c: 5}, timestamp: 12000}
+    - {key: x, value: {c: 1}, timestamp: 30000}
+  expect:
+    - {key: x, value: {max: 7, window_start: 0, window_end: 10000}}
+    - {key: x, value: {max: 7, window_start: 5000, window_end: 15000}}
+    - {key: x, value: {max: 5, window_start: 10000, window_end: 20000}}
+",
+        )
+        .unwrap();
+        assert_eq!(p.test().unwrap(), vec![]);
+        let p = check(
+            "name: p
+source: {topic: temps}
+transforms:
+  - group_by: value.room
+  - aggregate: {min: value.c}
+sink: {topic: lows, format: string}
+test:
+  input:
+    - {value: {room: a, c: 3.5}}
+    - {value: {room: a, c: 7}}
+    - {value: {room: a, c: -1}}
+  expect:
+    - {key: a, value: '{\"min\":3.5}'}
+    - {key: a, value: '{\"min\":3.5}'}
+    - {key: a, value: '{\"min\":-1}'}
+",
+        )
+        .unwrap();
+        assert_eq!(p.test().unwrap(), vec![]);
+    }
+
+    #[test]
+    fn a_wasm_aggregate_keeps_its_state_in_the_store() {
+        let wasm = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist/running-count.wasm");
+        if !wasm.exists() {
+            // Built by plugins/build.sh (the integration tests run it).
+            eprintln!("skipped: {} is not built", wasm.display());
+            return;
+        }
+        let text = format!(
+            "name: p
+source: {{topic: clicks}}
+transforms:
+  - group_by: value.user
+  - window: {{tumbling: 1m}}
+  - aggregate: {{plugin: {}}}
+sink: {{topic: counts}}
+test:
+  input:
+    - {{value: {{user: a}}, timestamp: 0}}
+    - {{value: {{user: a}}, timestamp: 1000}}
+    - {{value: {{user: a}}, timestamp: 61000}}
+  expect:
+    - {{key: a, value: {{value: 1, window_start: 0, window_end: 60000}}}}
+    - {{key: a, value: {{value: 2, window_start: 0, window_end: 60000}}}}
+    - {{key: a, value: {{value: 1, window_start: 60000, window_end: 120000}}}}
+",
+            wasm.display()
+        );
+        let p = check(&text).unwrap();
+        assert_eq!(p.test().unwrap(), vec![]);
+        // The state is the plugin's 8-byte count, in the store.
+        let Some(Stage::Group(g)) = p.stateful.as_ref().unwrap().stages.first() else {
+            panic!("not a group")
+        };
+        let acc = fold(
+            &g.aggregate,
+            &Some("a".into()),
+            &serde_json::json!({}),
+            Value::Null,
+            &Arc::default(),
+        );
+        assert_eq!(acc["state"], hex(&1u64.to_le_bytes()));
+        let acc = fold(
+            &g.aggregate,
+            &Some("a".into()),
+            &serde_json::json!({}),
+            acc,
+            &Arc::default(),
+        );
+        assert_eq!(
+            acc,
+            serde_json::json!({"state": hex(&2u64.to_le_bytes()), "emitted": [2]})
+        );
+        // Two sessions' plugin states cannot be merged.
+        let lines = errors(&text.replace("tumbling: 1m", "session: 1m"));
+        has(
+            &lines,
+            "p.yaml:6:5: a plugin aggregate cannot run on session windows",
         );
     }
 
