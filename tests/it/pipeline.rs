@@ -1210,7 +1210,7 @@ async fn two_runs_of_one_stateful_pipeline_share_its_partitions() {
     let dir = tempfile::tempdir().unwrap();
     let (yaml, input, output) = click_pipeline(&broker, dir.path(), "shared", "count").await;
     let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
-    let _a = Running::start_logging(&yaml, &broker, Some(&log_a));
+    let a = Running::start_logging(&yaml, &broker, Some(&log_a));
     let _b = Running::start_logging(&yaml, &broker, Some(&log_b));
     wait_text(&log_a, "running as _runnel_pipeline.shared");
     wait_text(&log_b, "running as _runnel_pipeline.shared");
@@ -1240,5 +1240,23 @@ async fn two_runs_of_one_stateful_pipeline_share_its_partitions() {
     assert!(
         counts.len() == CLICK_USERS && counts.values().all(|n| *n == per_user),
         "each click counted once between the two runs: {counts:?}"
+    );
+
+    // One run stopped with SIGTERM commits, leaves the group and says so;
+    // the other takes its partitions over with their counts.
+    unsafe { libc::kill(a.0.id() as i32, libc::SIGTERM) };
+    wait_text(&log_a, "pipeline shared stopped");
+    produce_clicks(&broker, &input, TOTAL, TOTAL, Duration::ZERO).await;
+    let counts = wait_aggregates(
+        &broker,
+        &output,
+        "count",
+        2 * per_user,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(
+        counts.len() == CLICK_USERS && counts.values().all(|n| *n == 2 * per_user),
+        "each click counted once after one run stopped: {counts:?}"
     );
 }
