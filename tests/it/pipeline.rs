@@ -1055,7 +1055,8 @@ async fn produce_clicks(
     }
 }
 
-/// The latest aggregate (`field` of the value) per key in `topic`.
+/// The latest aggregate (`field` of the value) per key in `topic` (the
+/// sum of the latest of each of its windows).
 fn latest_aggregates(
     broker: &TestBroker,
     topic: &str,
@@ -1069,9 +1070,14 @@ fn latest_aggregates(
             .as_i64()
             .unwrap_or_else(|| panic!("no {field} in {value}"));
         // Per key, the output partition keeps the order of the updates.
-        latest.insert(key, n);
+        latest.insert((key, value["window_start"].as_i64()), n);
     }
-    latest
+    // A user's windows together.
+    let mut per_key = std::collections::BTreeMap::new();
+    for ((key, _), n) in latest {
+        *per_key.entry(key).or_insert(0) += n;
+    }
+    per_key
 }
 
 /// Waits (up to `timeout`) until every user's latest aggregate is at
@@ -1094,14 +1100,14 @@ async fn wait_aggregates(
     }
 }
 
-/// A pipeline file in `dir` counting clicks per user with `aggregate`
-/// (from `<name>-clicks` to `<name>-counts`, both created with 3
-/// partitions): (file, input, output).
+/// A pipeline file in `dir` counting clicks per user with `steps` (the
+/// steps after `group_by`; from `<name>-clicks` to `<name>-counts`, both
+/// created with 3 partitions): (file, input, output).
 async fn click_pipeline(
     broker: &TestBroker,
     dir: &Path,
     name: &str,
-    aggregate: &str,
+    steps: &str,
 ) -> (PathBuf, String, String) {
     let (input, output) = (format!("{name}-clicks"), format!("{name}-counts"));
     crate::harness::create_topic(broker, &input, 3, &[]).await;
@@ -1110,24 +1116,20 @@ async fn click_pipeline(
     std::fs::write(
         &yaml,
         format!(
-            "name: {name}\nsource:\n  topic: {input}\ntransforms:\n  - filter: has(value.user)\n  - group_by: value.user\n  - aggregate: {aggregate}\nsink:\n  topic: {output}\n"
+            "name: {name}\nsource:\n  topic: {input}\ntransforms:\n  - filter: has(value.user)\n  - group_by: value.user\n{steps}sink:\n  topic: {output}\n"
         ),
     )
     .unwrap();
     (yaml, input, output)
 }
 
-/// A stateful pipeline (`aggregate`, whose result is the value's `field`)
-/// SIGKILLed mid-stream and started again: the final aggregate of every
+/// A stateful pipeline (`steps` after its group_by, with the result in
+/// the value's `field`) SIGKILLed mid-stream and started again: the final aggregate of every
 /// user covers each of its clicks (at least once: some may count twice).
-async fn a_killed_stateful_pipeline_restarts_with_its_state(
-    name: &str,
-    aggregate: &str,
-    field: &str,
-) {
+async fn a_killed_stateful_pipeline_restarts_with_its_state(name: &str, steps: &str, field: &str) {
     let broker = TestBroker::start();
     let dir = tempfile::tempdir().unwrap();
-    let (yaml, input, output) = click_pipeline(&broker, dir.path(), name, aggregate).await;
+    let (yaml, input, output) = click_pipeline(&broker, dir.path(), name, steps).await;
     let log = dir.path().join("run.log");
     let mut run = Running::start_logging(&yaml, &broker, Some(&log));
     wait_text(&log, "running as _runnel_pipeline.");
@@ -1190,7 +1192,22 @@ async fn a_killed_stateful_pipeline_restarts_with_its_state(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stateful_pipeline_killed_mid_stream_counts_every_record_after_a_restart() {
-    a_killed_stateful_pipeline_restarts_with_its_state("click-count", "count", "count").await;
+    a_killed_stateful_pipeline_restarts_with_its_state(
+        "click-count",
+        "  - aggregate: count\n",
+        "count",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_windowed_pipeline_killed_mid_stream_keeps_its_windows_after_a_restart() {
+    a_killed_stateful_pipeline_restarts_with_its_state(
+        "click-window",
+        "  - window: {tumbling: 1d, grace: 1h}\n  - aggregate: count\n",
+        "count",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1198,7 +1215,7 @@ async fn a_wasm_aggregate_keeps_its_state_in_the_store_across_a_sigkill() {
     let wasm = plugin_wasm("running-count");
     a_killed_stateful_pipeline_restarts_with_its_state(
         "click-wasm",
-        &format!("{{plugin: {}}}", wasm.display()),
+        &format!("  - aggregate: {{plugin: {}}}\n", wasm.display()),
         "value",
     )
     .await;
@@ -1208,7 +1225,8 @@ async fn a_wasm_aggregate_keeps_its_state_in_the_store_across_a_sigkill() {
 async fn two_runs_of_one_stateful_pipeline_share_its_partitions() {
     let broker = TestBroker::start();
     let dir = tempfile::tempdir().unwrap();
-    let (yaml, input, output) = click_pipeline(&broker, dir.path(), "shared", "count").await;
+    let (yaml, input, output) =
+        click_pipeline(&broker, dir.path(), "shared", "  - aggregate: count\n").await;
     let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
     let a = Running::start_logging(&yaml, &broker, Some(&log_a));
     let _b = Running::start_logging(&yaml, &broker, Some(&log_b));
