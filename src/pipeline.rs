@@ -106,12 +106,47 @@ fn describe(p: &Pipeline) -> String {
         pipeline::End::Topic { name, .. } => format!("topic {name}"),
         pipeline::End::Connector { plugin, .. } => format!("connector {plugin}"),
     };
-    format!(
-        "{} -> {} transform(s) -> {}",
-        end(&p.source),
-        p.chain.steps.len(),
-        end(&p.sink)
-    )
+    let steps = if p.is_stateful() {
+        format!("{} step(s) on runnel-streams", p.spec.transforms.len())
+    } else {
+        format!("{} transform(s)", p.chain.steps.len())
+    };
+    format!("{} -> {steps} -> {}", end(&p.source), end(&p.sink))
+}
+
+/// Runs a stateful pipeline as the runnel-streams application
+/// `_runnel_pipeline.<name>` until a stop signal (or until it fails).
+async fn run_streams(p: Pipeline, bootstrap: &str) -> Result<()> {
+    let name = p.spec.name.clone();
+    let app = pipeline::stateful::application_id(&name);
+    let summary = describe(&p);
+    let b = bootstrap.to_string();
+    let streams = tokio::task::spawn_blocking(move || p.start_streams(&b))
+        .await
+        .context("starting the stream thread")?
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("starting pipeline {name} on {bootstrap}"))?;
+    info!(pipeline = %name, application = %app, "pipeline running ({summary}); Ctrl-C stops it");
+    eprintln!("pipeline {name} running as {app} ({summary}); Ctrl-C stops it");
+    let stopped = async {
+        while streams.is_running() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::select! {
+        _ = crate::signals::shutdown_signal() => {}
+        _ = stopped => {}
+    }
+    let outcome = tokio::task::spawn_blocking(move || streams.close())
+        .await
+        .context("stopping the stream thread")?;
+    match outcome {
+        Ok(()) => {
+            eprintln!("pipeline {name} stopped");
+            Ok(())
+        }
+        Err(e) => bail!("pipeline {name} failed: {e}"),
+    }
 }
 
 pub async fn run(cmd: PipelineCommand) -> Result<()> {
@@ -149,6 +184,9 @@ pub async fn run(cmd: PipelineCommand) -> Result<()> {
         } => {
             let p = load(&file)?;
             check_schema(&file, &p, &registry_url).await?;
+            if p.is_stateful() {
+                return run_streams(p, &connect.bootstrap).await;
+            }
             let name = p.spec.name.clone();
             let connectors = p.connectors(&connect.bootstrap, &registry_url);
             let mut config = WorkerConfig::new(connect.bootstrap.clone());

@@ -77,7 +77,10 @@ fn copy_example(dir: &Path, name: &str, replace: &[(&str, String)]) -> PathBuf {
 fn every_example_validates_and_passes_its_own_test() {
     plugin_wasm("redact-pii");
     let mut count = 0;
-    for entry in std::fs::read_dir(examples()).unwrap() {
+    let files = std::fs::read_dir(examples())
+        .unwrap()
+        .chain(std::fs::read_dir(examples().join("streams")).unwrap());
+    for entry in files {
         let path = entry.unwrap().path();
         if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
             continue;
@@ -90,7 +93,7 @@ fn every_example_validates_and_passes_its_own_test() {
         let (ok, out, err) = runnel(&["pipeline", "test", file]);
         assert!(ok, "{file}: {out}{err}");
     }
-    assert!(count >= 3, "examples/ has {count} pipelines");
+    assert!(count >= 4, "examples/ has {count} pipelines");
 }
 
 #[test]
@@ -1020,4 +1023,258 @@ fn a_filter_plugin_passes_its_kept_records_through_unchanged() {
     .unwrap();
     let (ok, out, err) = runnel(&["pipeline", "test", file.to_str().unwrap()]);
     assert!(ok, "{out}\n{err}");
+}
+
+const CLICK_USERS: usize = 20;
+
+/// Produces clicks `from..from + count` (user `i % CLICK_USERS`) to
+/// `topic`, pausing `pace` every 50 records.
+async fn produce_clicks(
+    broker: &TestBroker,
+    topic: &str,
+    from: usize,
+    count: usize,
+    pace: Duration,
+) {
+    let producer = broker.producer(&[("acks", "all"), ("enable.idempotence", "true")]);
+    for i in from..from + count {
+        let user = format!("user-{}", i % CLICK_USERS);
+        let value = json!({"user": user, "n": i}).to_string();
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::to(topic)
+                    .key(&user)
+                    .payload(&value),
+                Duration::from_secs(30),
+            )
+            .await
+            .expect("produce a click");
+        if !pace.is_zero() && i % 50 == 0 {
+            tokio::time::sleep(pace).await;
+        }
+    }
+}
+
+/// The latest aggregate (`field` of the value) per key in `topic` (the
+/// sum of the latest of each of its windows).
+fn latest_aggregates(
+    broker: &TestBroker,
+    topic: &str,
+    field: &str,
+) -> std::collections::BTreeMap<String, i64> {
+    let mut latest = std::collections::BTreeMap::new();
+    for m in broker.consume(topic, 3, 1_000_000, Duration::from_millis(700)) {
+        let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+        let value: Value = serde_json::from_slice(m.payload().unwrap_or_default()).unwrap();
+        let n = value[field]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no {field} in {value}"));
+        // Per key, the output partition keeps the order of the updates.
+        latest.insert((key, value["window_start"].as_i64()), n);
+    }
+    // A user's windows together.
+    let mut per_key = std::collections::BTreeMap::new();
+    for ((key, _), n) in latest {
+        *per_key.entry(key).or_insert(0) += n;
+    }
+    per_key
+}
+
+/// Waits (up to `timeout`) until every user's latest aggregate is at
+/// least `per_user`; returns the aggregates.
+async fn wait_aggregates(
+    broker: &TestBroker,
+    topic: &str,
+    field: &str,
+    per_user: i64,
+    timeout: Duration,
+) -> std::collections::BTreeMap<String, i64> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let latest = latest_aggregates(broker, topic, field);
+        let done = latest.len() == CLICK_USERS && latest.values().all(|n| *n >= per_user);
+        if done || Instant::now() > deadline {
+            return latest;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// A pipeline file in `dir` counting clicks per user with `steps` (the
+/// steps after `group_by`; from `<name>-clicks` to `<name>-counts`, both
+/// created with 3 partitions): (file, input, output).
+async fn click_pipeline(
+    broker: &TestBroker,
+    dir: &Path,
+    name: &str,
+    steps: &str,
+) -> (PathBuf, String, String) {
+    let (input, output) = (format!("{name}-clicks"), format!("{name}-counts"));
+    crate::harness::create_topic(broker, &input, 3, &[]).await;
+    crate::harness::create_topic(broker, &output, 3, &[]).await;
+    let yaml = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &yaml,
+        format!(
+            "name: {name}\nsource:\n  topic: {input}\ntransforms:\n  - filter: has(value.user)\n  - group_by: value.user\n{steps}sink:\n  topic: {output}\n"
+        ),
+    )
+    .unwrap();
+    (yaml, input, output)
+}
+
+/// A stateful pipeline (`steps` after its group_by, with the result in
+/// the value's `field`) SIGKILLed mid-stream and started again: the final aggregate of every
+/// user covers each of its clicks (at least once: some may count twice).
+async fn a_killed_stateful_pipeline_restarts_with_its_state(name: &str, steps: &str, field: &str) {
+    let broker = TestBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (yaml, input, output) = click_pipeline(&broker, dir.path(), name, steps).await;
+    let log = dir.path().join("run.log");
+    let mut run = Running::start_logging(&yaml, &broker, Some(&log));
+    wait_text(&log, "running as _runnel_pipeline.");
+    produce_clicks(&broker, &input, 0, 200, Duration::ZERO).await;
+    let first = wait_aggregates(&broker, &output, field, 10, Duration::from_secs(60)).await;
+    assert_eq!(
+        first.len(),
+        CLICK_USERS,
+        "the pipeline never aggregated: {first:?}"
+    );
+
+    // SIGKILL while clicks flow, once the pipeline has counted some of
+    // them.
+    const TOTAL: usize = 3_000;
+    let counted_before_kill = tokio::task::block_in_place(|| {
+        std::thread::scope(|s| {
+            let watcher = s.spawn(|| {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                loop {
+                    let total: i64 = latest_aggregates(&broker, &output, field).values().sum();
+                    if total > 500 || Instant::now() > deadline {
+                        let _ = run.0.kill();
+                        let _ = run.0.wait();
+                        return total;
+                    }
+                }
+            });
+            tokio::runtime::Handle::current().block_on(produce_clicks(
+                &broker,
+                &input,
+                200,
+                1_800,
+                Duration::from_millis(50),
+            ));
+            watcher.join().unwrap()
+        })
+    });
+    assert!(
+        (500..2_000).contains(&counted_before_kill),
+        "killed after {counted_before_kill} counted: not mid-stream"
+    );
+    let log2 = dir.path().join("run2.log");
+    let _again = Running::start_logging(&yaml, &broker, Some(&log2));
+    produce_clicks(&broker, &input, 2_000, TOTAL - 2_000, Duration::ZERO).await;
+    let per_user = (TOTAL / CLICK_USERS) as i64;
+    let last = wait_aggregates(&broker, &output, field, per_user, Duration::from_secs(120)).await;
+    let short: Vec<_> = last.iter().filter(|(_, n)| **n < per_user).collect();
+    assert!(
+        last.len() == CLICK_USERS && short.is_empty(),
+        "every click is in the aggregates after the restart (expected {per_user} per user): short {short:?} of {} users\n{}",
+        last.len(),
+        std::fs::read_to_string(&log2).unwrap_or_default()
+    );
+    let total: i64 = last.values().sum();
+    eprintln!(
+        "{name}: killed after {counted_before_kill} counted; {total} counted for {TOTAL} clicks ({} twice)",
+        total - TOTAL as i64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stateful_pipeline_killed_mid_stream_counts_every_record_after_a_restart() {
+    a_killed_stateful_pipeline_restarts_with_its_state(
+        "click-count",
+        "  - aggregate: count\n",
+        "count",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_windowed_pipeline_killed_mid_stream_keeps_its_windows_after_a_restart() {
+    a_killed_stateful_pipeline_restarts_with_its_state(
+        "click-window",
+        "  - window: {tumbling: 1d, grace: 1h}\n  - aggregate: count\n",
+        "count",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wasm_aggregate_keeps_its_state_in_the_store_across_a_sigkill() {
+    let wasm = plugin_wasm("running-count");
+    a_killed_stateful_pipeline_restarts_with_its_state(
+        "click-wasm",
+        &format!("  - aggregate: {{plugin: {}}}\n", wasm.display()),
+        "value",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runs_of_one_stateful_pipeline_share_its_partitions() {
+    let broker = TestBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (yaml, input, output) =
+        click_pipeline(&broker, dir.path(), "shared", "  - aggregate: count\n").await;
+    let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
+    let a = Running::start_logging(&yaml, &broker, Some(&log_a));
+    let _b = Running::start_logging(&yaml, &broker, Some(&log_b));
+    wait_text(&log_a, "running as _runnel_pipeline.shared");
+    wait_text(&log_b, "running as _runnel_pipeline.shared");
+    // Both are members of the application's group.
+    let consumer = broker.consumer();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let groups = consumer
+            .fetch_group_list(Some("_runnel_pipeline.shared"), Duration::from_secs(5))
+            .unwrap();
+        let group = groups.groups().first();
+        let members = group.map_or(0, |g| g.members().len());
+        if members == 2 && group.is_some_and(|g| g.state() == "Stable") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the group has {members} member(s), not 2"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    const TOTAL: usize = 1_000;
+    produce_clicks(&broker, &input, 0, TOTAL, Duration::ZERO).await;
+    let per_user = (TOTAL / CLICK_USERS) as i64;
+    let counts =
+        wait_aggregates(&broker, &output, "count", per_user, Duration::from_secs(60)).await;
+    assert!(
+        counts.len() == CLICK_USERS && counts.values().all(|n| *n == per_user),
+        "each click counted once between the two runs: {counts:?}"
+    );
+
+    // One run stopped with SIGTERM commits, leaves the group and says so;
+    // the other takes its partitions over with their counts.
+    unsafe { libc::kill(a.0.id() as i32, libc::SIGTERM) };
+    wait_text(&log_a, "pipeline shared stopped");
+    produce_clicks(&broker, &input, TOTAL, TOTAL, Duration::ZERO).await;
+    let counts = wait_aggregates(
+        &broker,
+        &output,
+        "count",
+        2 * per_user,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(
+        counts.len() == CLICK_USERS && counts.values().all(|n| *n == 2 * per_user),
+        "each click counted once after one run stopped: {counts:?}"
+    );
 }

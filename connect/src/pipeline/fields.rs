@@ -169,7 +169,8 @@ impl Pipeline {
         };
         let mut shape = value.clone();
         for (i, t) in self.spec.transforms.iter().enumerate() {
-            if shape == Shape::Any {
+            // Stateful steps change the records' shape (checked no further).
+            if shape == Shape::Any || t.is_stateful() {
                 break;
             }
             let here = |k: &str| vec![key("transforms"), Step::Index(i), key(k)];

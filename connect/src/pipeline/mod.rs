@@ -15,6 +15,7 @@
 
 pub mod fields;
 pub mod spec;
+pub mod stateful;
 pub mod transform;
 
 use std::collections::BTreeMap;
@@ -100,6 +101,9 @@ pub struct Pipeline {
     pub source: End,
     pub sink: End,
     pub chain: Chain,
+    /// The stateful steps and the stateless ones between them, when the
+    /// chain has any (it then runs on runnel-streams).
+    pub stateful: Option<stateful::Plan>,
     pub path: PathBuf,
     /// The file's name and text, for diagnostics found later (against a
     /// registry's schemas).
@@ -313,7 +317,7 @@ pub fn parse(
             .unwrap_or(&message)
             .to_string();
         let hint = message.contains("unknown field").then(|| {
-            "pipeline keys: name, source, transforms, sink, errors, test; a transform is one of plugin (+ config), filter, rename, drop, mask, route".to_string()
+            "pipeline keys: name, source, transforms, sink, errors, test; a transform is one of plugin (+ config), filter, rename, drop, mask, route, group_by, window, aggregate, emit, join".to_string()
         });
         vec![Diagnostic {
             file: file.to_string(),
@@ -394,6 +398,7 @@ pub fn parse(
         }
     }
     let mut chain = Chain::default();
+    let mut pieces = Vec::new();
     for (i, t) in spec.transforms.iter().enumerate() {
         let here = [key("transforms"), Step::Index(i)];
         let kinds = [
@@ -403,12 +408,17 @@ pub fn parse(
             t.drop.is_some(),
             t.mask.is_some(),
             t.route.is_some(),
+            t.group_by.is_some(),
+            t.window.is_some(),
+            t.aggregate.is_some(),
+            t.emit.is_some(),
+            t.join.is_some(),
         ];
         if kinds.iter().filter(|k| **k).count() != 1 {
             c.at(
                 &here,
                 format!(
-                    "transform {} must be exactly one of plugin, filter, rename, drop, mask, route",
+                    "transform {} must be exactly one of plugin, filter, rename, drop, mask, route, group_by, window, aggregate, emit, join",
                     i + 1
                 ),
                 None,
@@ -417,6 +427,12 @@ pub fn parse(
         }
         if t.config.is_some() && t.plugin.is_none() {
             c.at(&here, "only a plugin transform takes `config`", None);
+        }
+        if t.is_stateful() {
+            if let Some(p) = stateful::piece(&mut c, i, t, dir, plugins_host) {
+                pieces.push((i, p));
+            }
+            continue;
         }
         let step: Option<Arc<dyn Transform>> = if let Some(p) = &t.plugin {
             let path = if Path::new(p).is_absolute() {
@@ -497,8 +513,20 @@ pub fn parse(
             None
         };
         if let Some(s) = step {
+            pieces.push((
+                i,
+                if t.route.is_some() {
+                    stateful::Piece::Route
+                } else {
+                    stateful::Piece::Stateless(s.clone())
+                },
+            ));
             chain.steps.push(s);
         }
+    }
+    let plan = stateful::assemble(&mut c, pieces);
+    if spec.transforms.iter().any(spec::TransformSpec::is_stateful) {
+        stateful::check_pipeline(&mut c, &spec, &source, &sink);
     }
     if let Some(errors) = &spec.errors {
         if let Some(t) = &errors.tolerance {
@@ -535,6 +563,7 @@ pub fn parse(
         sink: sink.expect("checked above"),
         spec,
         chain,
+        stateful: plan,
         path: dir.to_path_buf(),
         file: file.to_string(),
         text: text.to_string(),
@@ -558,7 +587,57 @@ pub struct Mismatch {
 }
 
 fn describe(topic: &str, r: &Record) -> Value {
-    serde_json::json!({"topic": topic, "key": r.key.to_json(), "value": r.value.to_json()})
+    serde_json::json!({
+        "topic": topic,
+        "key": r.key.to_json(),
+        "value": r.value.to_json(),
+        "timestamp": r.timestamp_ms,
+    })
+}
+
+/// Compares a test's output records (`{topic, key, value, timestamp}`)
+/// with its expectations: the topic where one is named, the timestamp
+/// where one is given.
+fn compare(output: &[Value], expect: &[spec::TestRecord]) -> Result<Vec<Mismatch>, String> {
+    let mut mismatches = Vec::new();
+    for i in 0..output.len().max(expect.len()) {
+        let mut actual = output.get(i).cloned();
+        let expected = match expect.get(i) {
+            None => None,
+            Some(e) => {
+                let mut v = serde_json::json!({
+                    "key": yaml_to_data(&e.key).to_json(),
+                    "value": yaml_to_data(&e.value).to_json(),
+                });
+                v["topic"] = match (&e.topic, &actual) {
+                    (Some(t), _) => Value::String(t.clone()),
+                    (None, Some(a)) => a["topic"].clone(),
+                    (None, None) => Value::Null,
+                };
+                match &e.timestamp {
+                    Some(ts) => {
+                        let ms = spec::parse_timestamp(ts)
+                            .map_err(|err| format!("test.expect record {i}: {err}"))?;
+                        v["timestamp"] = Value::from(ms);
+                    }
+                    None => {
+                        if let Some(Value::Object(a)) = &mut actual {
+                            a.remove("timestamp");
+                        }
+                    }
+                }
+                Some(v)
+            }
+        };
+        if actual != expected {
+            mismatches.push(Mismatch {
+                index: i,
+                expected: expected.unwrap_or(Value::Null),
+                actual: actual.unwrap_or(Value::Null),
+            });
+        }
+    }
+    Ok(mismatches)
 }
 
 impl Pipeline {
@@ -576,16 +655,24 @@ impl Pipeline {
     /// `test.expect` (the topic is compared where the expectation names
     /// one). Needs no broker.
     pub fn test(&self) -> Result<Vec<Mismatch>, String> {
+        if let Some(plan) = &self.stateful {
+            return self.test_stateful(plan);
+        }
         let test = self
             .spec
             .test
             .as_ref()
             .ok_or("the pipeline has no `test` section")?;
         let topic: Arc<str> = Arc::from(self.output_topic());
-        let input: Vec<Record> = test
-            .input
-            .iter()
-            .map(|r| Record {
+        let mut input = Vec::new();
+        for (n, r) in test.input.iter().enumerate() {
+            let timestamp_ms = match &r.timestamp {
+                Some(t) => Some(
+                    spec::parse_timestamp(t).map_err(|e| format!("test.input record {n}: {e}"))?,
+                ),
+                None => None,
+            };
+            input.push(Record {
                 topic: r
                     .topic
                     .as_deref()
@@ -594,10 +681,10 @@ impl Pipeline {
                 key: yaml_to_data(&r.key),
                 value: yaml_to_data(&r.value),
                 headers: Vec::new(),
-                timestamp_ms: None,
+                timestamp_ms,
                 source_index: 0,
-            })
-            .collect();
+            });
+        }
         let outcome = self.chain.apply(input);
         if !outcome.failed.is_empty() {
             let failures: Vec<String> = outcome
@@ -607,34 +694,12 @@ impl Pipeline {
                 .collect();
             return Err(failures.join("\n"));
         }
-        let output = outcome.records;
-        let mut mismatches = Vec::new();
-        let n = output.len().max(test.expect.len());
-        for i in 0..n {
-            let actual = output.get(i).map(|r| describe(&r.topic, r));
-            let expected = test.expect.get(i).map(|e| {
-                let mut v = serde_json::json!({
-                    "key": yaml_to_data(&e.key).to_json(),
-                    "value": yaml_to_data(&e.value).to_json(),
-                });
-                v["topic"] = match &e.topic {
-                    Some(t) => Value::String(t.clone()),
-                    None => actual
-                        .as_ref()
-                        .map(|a| a["topic"].clone())
-                        .unwrap_or(Value::Null),
-                };
-                v
-            });
-            if actual != expected {
-                mismatches.push(Mismatch {
-                    index: i,
-                    expected: expected.unwrap_or(Value::Null),
-                    actual: actual.unwrap_or(Value::Null),
-                });
-            }
-        }
-        Ok(mismatches)
+        let output: Vec<Value> = outcome
+            .records
+            .iter()
+            .map(|r| describe(&r.topic, r))
+            .collect();
+        compare(&output, &test.expect)
     }
 
     /// The topic between the two connectors of a pipeline from a

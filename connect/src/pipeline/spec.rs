@@ -14,6 +14,12 @@
 //!   - drop: [internal_id]
 //!   - mask: [ssn]
 //!   - route: {field: status, topic: "orders-{}"}
+//!   # Stateful steps (run on runnel-streams; topic source and sink):
+//!   - join: {table: users, type: left, as: user}  # or {stream: t, within: 5m}
+//!   - group_by: value.user_id       # or `key`
+//!   - window: {tumbling: 1m, grace: 10s}  # or {hopping: 5m, advance: 1m}, {session: 30s}
+//!   - aggregate: count              # or {sum: value.x}, {min: ..}, {max: ..}, {plugin: a.wasm}
+//!   - emit: final                   # windows: one result per window once it closes
 //! sink:                             # a connector, or `topic: users-clean`
 //!   topic: users-clean
 //!   format: json                    # topics: json (default), string, bytes or avro
@@ -22,7 +28,7 @@
 //!   tolerance: all                  # none (default) or all
 //!   dead_letter_topic: users-dlq    # records a converter, transform or sink failed on
 //! test:                             # for `runnel pipeline test`
-//!   input:  [{value: {...}}, {key: k, value: "..."}]
+//!   input:  [{value: {...}}, {key: k, value: "...", timestamp: 1000}]
 //!   expect: [{value: {...}}, {topic: t, value: ...}]
 //! ```
 
@@ -78,6 +84,73 @@ pub struct TransformSpec {
     pub mask: Option<Vec<String>>,
     #[serde(default)]
     pub route: Option<RouteSpec>,
+    /// Stateful: the grouping key, `key` or `value.<field>`.
+    #[serde(default)]
+    pub group_by: Option<String>,
+    /// Stateful: the windows of the aggregate that follows.
+    #[serde(default)]
+    pub window: Option<WindowSpec>,
+    /// Stateful: `count`, `{sum|min|max: value.<field>}` or
+    /// `{plugin: a.wasm, config: {...}}`.
+    #[serde(default)]
+    pub aggregate: Option<Yaml>,
+    /// Stateful: a join with a table or stream topic.
+    #[serde(default)]
+    pub join: Option<JoinSpec>,
+    /// Stateful: `final` (one result per window, once it closes) or
+    /// `updates` (default: every change).
+    #[serde(default)]
+    pub emit: Option<String>,
+}
+
+impl TransformSpec {
+    /// Whether the step keeps state (runs on runnel-streams).
+    pub fn is_stateful(&self) -> bool {
+        self.group_by.is_some()
+            || self.window.is_some()
+            || self.aggregate.is_some()
+            || self.join.is_some()
+            || self.emit.is_some()
+    }
+}
+
+/// `window:` one of `tumbling: SIZE`, `hopping: SIZE` with `advance`, or
+/// `session: GAP`; `grace` (default 0) for all. Durations: `500ms`,
+/// `30s`, `5m`, `1h`, `1d`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowSpec {
+    #[serde(default)]
+    pub tumbling: Option<Yaml>,
+    #[serde(default)]
+    pub hopping: Option<Yaml>,
+    #[serde(default)]
+    pub advance: Option<Yaml>,
+    #[serde(default)]
+    pub session: Option<Yaml>,
+    #[serde(default)]
+    pub grace: Option<Yaml>,
+}
+
+/// `join:` with `table: TOPIC` (on the key) or `stream: TOPIC` within a
+/// time difference (`within`, `grace`); `type` inner (default) or left;
+/// `as` names the field the other side's value goes in (default: its
+/// topic).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinSpec {
+    #[serde(default)]
+    pub table: Option<String>,
+    #[serde(default)]
+    pub stream: Option<String>,
+    #[serde(default)]
+    pub within: Option<Yaml>,
+    #[serde(default)]
+    pub grace: Option<Yaml>,
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default, rename = "as")]
+    pub field: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -112,6 +185,117 @@ pub struct TestRecord {
     pub key: Option<Yaml>,
     #[serde(default)]
     pub value: Option<Yaml>,
+    /// Event time: milliseconds since the epoch, or an RFC 3339 time
+    /// (`2024-01-01T00:00:05Z`).
+    #[serde(default)]
+    pub timestamp: Option<Yaml>,
+}
+
+/// A duration: a whole number with a unit (`500ms`, `30s`, `5m`, `1h`,
+/// `1d`), in milliseconds.
+pub fn parse_duration(text: &str) -> Result<i64, String> {
+    let t = text.trim();
+    let digits = t.chars().take_while(char::is_ascii_digit).count();
+    let (number, unit) = t.split_at(digits);
+    let scale = match unit.trim() {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "" if !number.is_empty() => {
+            return Err(format!("'{t}' has no unit (ms, s, m, h or d), e.g. 30s"))
+        }
+        _ => {
+            return Err(format!(
+                "'{t}' is not a duration: a whole number and ms, s, m, h or d, e.g. 5m"
+            ))
+        }
+    };
+    let n: i64 = number.parse().map_err(|_| {
+        format!("'{t}' is not a duration: a whole number and ms, s, m, h or d, e.g. 5m")
+    })?;
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("'{t}' is too long"))
+}
+
+/// A record time: milliseconds since the epoch, or an RFC 3339 time
+/// (`2024-01-01T00:00:05Z`, `2024-01-01T01:00:05.250+01:00`).
+pub fn parse_timestamp(v: &Yaml) -> Result<i64, String> {
+    match v {
+        Yaml::Number(n) => n
+            .as_i64()
+            .ok_or_else(|| format!("timestamp {n} is not a whole number of milliseconds")),
+        Yaml::String(s) => parse_rfc3339(s).ok_or_else(|| {
+            format!(
+                "timestamp '{s}' is not milliseconds or an RFC 3339 time like 2024-01-01T00:00:05Z"
+            )
+        }),
+        _ => Err("a timestamp is milliseconds or an RFC 3339 time".into()),
+    }
+}
+
+fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.trim().as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = b.get(r)?;
+        part.iter()
+            .all(u8::is_ascii_digit)
+            .then(|| std::str::from_utf8(part).ok()?.parse().ok())?
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    if b.get(4) != Some(&b'-')
+        || b.get(7) != Some(&b'-')
+        || !matches!(b.get(10), Some(b'T' | b't' | b' '))
+    {
+        return None;
+    }
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if b.get(13) != Some(&b':') || b.get(16) != Some(&b':') {
+        return None;
+    }
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut millis = 0;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        let frac = std::str::from_utf8(&b[start..i.min(start + 3)]).ok()?;
+        millis = frac.parse::<i64>().ok()? * 10i64.pow(3 - frac.len() as u32);
+    }
+    let offset_min = match b.get(i) {
+        Some(b'Z' | b'z') if i + 1 == b.len() => 0,
+        Some(sign @ (b'+' | b'-')) if i + 6 == b.len() && b[i + 3] == b':' => {
+            let m = num(i + 1..i + 3)? * 60 + num(i + 4..i + 6)?;
+            if *sign == b'-' {
+                -m
+            } else {
+                m
+            }
+        }
+        _ => return None,
+    };
+    // Days since the epoch of a civil date (Howard Hinnant's algorithm).
+    let (y, m) = if mo <= 2 {
+        (y - 1, mo + 9)
+    } else {
+        (y, mo - 3)
+    };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3_600 + mi * 60 + sec - offset_min * 60;
+    Some(secs * 1_000 + millis)
 }
 
 /// A YAML scalar as a config string.
@@ -239,6 +423,29 @@ sink:
         assert_eq!(locate(TEXT, &[key("sink"), key("topic")]), (13, 3));
         // Not there: the deepest part that is.
         assert_eq!(locate(TEXT, &[key("sink"), key("format")]), (12, 1));
+    }
+
+    #[test]
+    fn durations_and_timestamps_parse() {
+        assert_eq!(parse_duration("500ms"), Ok(500));
+        assert_eq!(parse_duration("30s"), Ok(30_000));
+        assert_eq!(parse_duration("5m"), Ok(300_000));
+        assert_eq!(parse_duration("2h"), Ok(7_200_000));
+        assert_eq!(parse_duration("1d"), Ok(86_400_000));
+        assert!(parse_duration("5").unwrap_err().contains("no unit"));
+        assert!(parse_duration("5 min")
+            .unwrap_err()
+            .contains("not a duration"));
+        assert!(parse_duration("-1s").is_err());
+        let ts = |s: &str| parse_timestamp(&Yaml::String(s.into()));
+        assert_eq!(ts("1970-01-01T00:00:01Z"), Ok(1_000));
+        assert_eq!(ts("2024-01-01T00:00:05Z"), Ok(1_704_067_205_000));
+        assert_eq!(ts("2024-01-01T01:00:05.250+01:00"), Ok(1_704_067_205_250));
+        assert!(ts("2024-01-01").is_err());
+        assert_eq!(
+            parse_timestamp(&serde_yaml::from_str("1000").unwrap()),
+            Ok(1000)
+        );
     }
 
     #[test]
