@@ -7,7 +7,7 @@
 //! runnel topic create page-views --partitions 3
 //! runnel topic create page-views-per-minute --partitions 3
 //! cargo run -p runnel-streams --example page_views
-//! echo 'alice {"page": "/home"}' | runnel produce page-views -f '%k %v'
+//! echo 'alice {"page": "/home"}' | runnel produce page-views -K ' '
 //! ```
 
 use runnel_streams::{serdes, Consumed, Produced, Stored, StreamsBuilder, TimeWindows, Topology};

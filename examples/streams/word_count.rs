@@ -8,7 +8,7 @@
 //! runnel topic create word-counts --partitions 3
 //! cargo run -p runnel-streams --example word_count
 //! echo "the quick brown fox jumps over the lazy dog" | runnel produce text-lines
-//! runnel consume word-counts --from-beginning
+//! runnel consume word-counts --from-beginning --print-key   # values: 8-byte big-endian counts
 //! ```
 //!
 //! Start it twice: the two instances share the partitions; stop one and

@@ -764,7 +764,9 @@ fn restore(
             // one never joins or commits.
             .set("group.id", format!("{}-restore", config.application_id))
             .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true")
+            // The end is the high watermark read below (a partition-EOF
+            // event would also be logged as a client error).
+            .set("enable.partition.eof", "false")
             .set("fetch.max.bytes", "52428800")
             .set("max.partition.fetch.bytes", "16777216")
             .set("queued.min.messages", "1000000")
@@ -807,7 +809,19 @@ fn restore(
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => break,
                 Some(Err(e)) => tracing::warn!(error = %e, "restoring {store}"),
-                None => {}
+                None => {
+                    // Offsets up to the high watermark may hold no record
+                    // (compacted away): the fetch position tells.
+                    let past_end = consumer.position().ok().is_some_and(|p| {
+                        p.elements().iter().any(|e| match e.offset() {
+                            Offset::Offset(o) => o >= high,
+                            _ => false,
+                        })
+                    });
+                    if past_end {
+                        break;
+                    }
+                }
             }
         }
         target.restore_batch(&batch);
