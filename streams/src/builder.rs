@@ -1,25 +1,13 @@
-//! The DSL's entry point and the options its operators take.
+//! The DSL's entry point.
 
 use std::cell::RefCell;
-use std::marker::PhantomData;
 use std::rc::Rc;
 
-use crate::kstream::{source_node, KStream};
+use crate::kstream::KStream;
 use crate::ktable::KTable;
-use crate::serdes::SerdeRef;
-use crate::store::{StoreKind, StoreSpec};
+use crate::nodes::source_node;
+pub use crate::options::{Consumed, Data, Produced, Stored, TopologyError};
 use crate::topology::{Graph, Topology};
-
-/// What every key and value type in a topology is: records are copied
-/// when a stream feeds several operators.
-pub trait Data: Clone + 'static {}
-impl<T: Clone + 'static> Data for T {}
-
-/// A topology definition the DSL got wrong (a name used twice, a join
-/// without the stores it needs, ...).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid topology: {}", .0.join("; "))]
-pub struct TopologyError(pub Vec<String>);
 
 /// Builds a [`Topology`] with Kafka Streams' DSL.
 ///
@@ -75,7 +63,7 @@ impl StreamsBuilder {
         consumed: Consumed<K, V>,
         stored: Stored,
     ) -> KTable<K, V> {
-        KTable::from_topic(self, topic, consumed, stored)
+        KTable::from_topic(&self.graph, topic, consumed, stored)
     }
 
     /// The topology, or what is wrong with it.
@@ -98,91 +86,5 @@ impl StreamsBuilder {
             return Err(TopologyError(graph.errors));
         }
         Ok(Topology::new(graph))
-    }
-}
-
-pub(crate) fn add_store(graph: &mut Graph, spec: StoreSpec) -> String {
-    let name = spec.name.clone();
-    if graph.stores.contains_key(&name) {
-        graph
-            .errors
-            .push(format!("state store {name} is declared twice"));
-    }
-    graph.stores.insert(name.clone(), spec);
-    name
-}
-
-/// How a source reads its keys and values.
-pub struct Consumed<K, V> {
-    pub(crate) key: SerdeRef<K>,
-    pub(crate) value: SerdeRef<V>,
-}
-
-impl<K, V> Consumed<K, V> {
-    pub fn with(key: SerdeRef<K>, value: SerdeRef<V>) -> Consumed<K, V> {
-        Consumed { key, value }
-    }
-}
-
-/// How a sink writes its keys and values.
-pub struct Produced<K, V> {
-    pub(crate) key: SerdeRef<K>,
-    pub(crate) value: SerdeRef<V>,
-}
-
-impl<K, V> Produced<K, V> {
-    pub fn with(key: SerdeRef<K>, value: SerdeRef<V>) -> Produced<K, V> {
-        Produced { key, value }
-    }
-}
-
-/// A state store's name and whether it has a changelog.
-#[derive(Debug, Clone, Default)]
-pub struct Stored {
-    pub(crate) name: Option<String>,
-    pub(crate) logged: bool,
-    _private: PhantomData<()>,
-}
-
-impl Stored {
-    /// A store named `name` (queryable by that name), with a changelog.
-    pub fn as_(name: &str) -> Stored {
-        Stored {
-            name: Some(name.to_string()),
-            logged: true,
-            _private: PhantomData,
-        }
-    }
-
-    /// A store named by the topology, with a changelog.
-    pub fn unnamed() -> Stored {
-        Stored {
-            name: None,
-            logged: true,
-            _private: PhantomData,
-        }
-    }
-
-    /// No changelog: the store starts empty after a restart or a move.
-    pub fn without_logging(mut self) -> Stored {
-        self.logged = false;
-        self
-    }
-
-    pub(crate) fn spec(
-        &self,
-        graph: &mut Graph,
-        kind: StoreKind,
-        default_prefix: &str,
-    ) -> StoreSpec {
-        let name = match &self.name {
-            Some(n) => n.clone(),
-            None => graph.name(&format!("{default_prefix}-STATE-STORE")),
-        };
-        StoreSpec {
-            name,
-            kind,
-            logged: self.logged,
-        }
     }
 }

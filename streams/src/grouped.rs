@@ -7,10 +7,11 @@
 
 use std::sync::Arc;
 
-use crate::builder::{add_store, Data, Stored};
-use crate::kstream::{processor, KStream};
+use crate::kstream::KStream;
 use crate::ktable::{KTable, WindowClose};
-use crate::processor::{Ctx, StreamsError};
+use crate::nodes::{decode, encode, encode_key, processor, store_error};
+use crate::options::{add_store, Data, Stored};
+use crate::processor::Ctx;
 use crate::record::{Change, Record, Window, Windowed};
 use crate::serdes::{self, SerdeRef};
 use crate::store::{self, StoreKind};
@@ -25,60 +26,6 @@ pub struct KGroupedStream<K, V> {
 /// How a new value folds into a group's aggregate (`None`: the group has
 /// none yet).
 type FoldIn<K, V, A> = Arc<dyn Fn(&K, Option<A>, V) -> A + Send + Sync>;
-
-fn store_error(store: &str, e: impl std::fmt::Display) -> StreamsError {
-    StreamsError::Store {
-        store: store.to_string(),
-        error: e.to_string(),
-    }
-}
-
-fn encode<T: 'static>(
-    serde: &SerdeRef<T>,
-    value: &T,
-    target: &str,
-) -> Result<Vec<u8>, StreamsError> {
-    match serde.serialize(value) {
-        Ok(Some(b)) => Ok(b),
-        Ok(None) => Err(StreamsError::Serialize {
-            what: "value",
-            target: target.to_string(),
-            error: serdes::SerdeError::new("a null cannot be stored"),
-        }),
-        Err(error) => Err(StreamsError::Serialize {
-            what: "value",
-            target: target.to_string(),
-            error,
-        }),
-    }
-}
-
-pub(crate) fn encode_key<T: 'static>(
-    serde: &SerdeRef<T>,
-    key: &T,
-    store: &str,
-) -> Result<Option<Vec<u8>>, StreamsError> {
-    if serde.is_null(key) {
-        return Ok(None);
-    }
-    serde
-        .serialize(key)
-        .map_err(|error| StreamsError::Serialize {
-            what: "key",
-            target: format!("state store {store}"),
-            error,
-        })
-}
-
-pub(crate) fn decode<T: 'static>(
-    serde: &SerdeRef<T>,
-    bytes: &[u8],
-    store: &str,
-) -> Result<T, StreamsError> {
-    serde
-        .deserialize(Some(bytes))
-        .map_err(|e| store_error(store, e))
-}
 
 impl<K: Data, V: Data> KGroupedStream<K, V> {
     pub(crate) fn new(
@@ -665,5 +612,23 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
                 grace_ms: windows.gap_ms + windows.grace_ms,
             }),
         )
+    }
+}
+
+impl<K: Data, V: Data> KStream<K, V> {
+    /// Groups by the current key (repartitioning first if an operator may
+    /// have changed it).
+    pub fn group_by_key(&self, key: SerdeRef<K>, value: SerdeRef<V>) -> KGroupedStream<K, V> {
+        KGroupedStream::new(self.clone(), key, value)
+    }
+
+    /// Groups by a key computed from each record (always repartitions).
+    pub fn group_by<K2: Data>(
+        &self,
+        f: impl Fn(&K, &V) -> K2 + Send + Sync + 'static,
+        key: SerdeRef<K2>,
+        value: SerdeRef<V>,
+    ) -> KGroupedStream<K2, V> {
+        self.select_key(f).group_by_key(key, value)
     }
 }

@@ -13,10 +13,10 @@
 
 use std::sync::Arc;
 
-use crate::builder::{add_store, Data};
-use crate::grouped::{decode, encode_key};
-use crate::kstream::{processor, KStream};
+use crate::kstream::KStream;
 use crate::ktable::KTable;
+use crate::nodes::{decode, encode_key, processor};
+use crate::options::{add_store, Data};
 use crate::processor::{Ctx, StreamsError};
 use crate::record::Record;
 use crate::serdes::SerdeRef;

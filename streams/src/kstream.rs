@@ -7,113 +7,16 @@ use std::marker::PhantomData;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use crate::builder::{Data, Produced};
-use crate::grouped::KGroupedStream;
-use crate::processor::{Ctx, Downstream, Handle, Processor, StreamsError};
-use crate::record::Record;
+use crate::ktable::KTable;
+use crate::nodes::{processor, sink_node, source_node};
+use crate::options::{Data, Produced};
+use crate::processor::{Ctx, Downstream, StreamsError};
+use crate::record::{Change, Record};
 use crate::serdes::SerdeRef;
-use crate::topology::{Graph, Raw, TopicName};
+use crate::topology::{Graph, TopicName};
 
 /// A branch's test in [`KStream::split`].
 pub type Predicate<K, V> = Box<dyn Fn(&K, &V) -> bool + Send + Sync>;
-
-/// A processor made of a closure.
-pub(crate) struct FnProcessor<K, V, F>(F, PhantomData<fn(K, V)>);
-
-impl<K, V, F> Processor<K, V> for FnProcessor<K, V, F>
-where
-    F: FnMut(&mut Ctx, Record<K, V>) -> Result<(), StreamsError>,
-{
-    fn process(&mut self, ctx: &mut Ctx, record: Record<K, V>) -> Result<(), StreamsError> {
-        (self.0)(ctx, record)
-    }
-}
-
-/// A handle around a closure processor.
-pub(crate) fn processor<K: 'static, V: 'static>(
-    f: impl FnMut(&mut Ctx, Record<K, V>) -> Result<(), StreamsError> + 'static,
-) -> Handle<K, V> {
-    Rc::new(RefCell::new(FnProcessor(f, PhantomData)))
-}
-
-/// Adds a source node reading `topics` and decoding with the serdes.
-pub(crate) fn source_node<K: Data, V: Data>(
-    graph: &Rc<RefCell<Graph>>,
-    topics: Vec<TopicName>,
-    key: SerdeRef<K>,
-    value: SerdeRef<V>,
-) -> usize {
-    let mut g = graph.borrow_mut();
-    let name = g.name("KSTREAM-SOURCE");
-    let node = g.add::<Raw, Raw, K, V, _>(name, &[], Vec::new(), move |_, down| {
-        let (key, value) = (key.clone(), value.clone());
-        processor(move |ctx: &mut Ctx, r: Record<Raw, Raw>| {
-            let deserialize = |what, e| StreamsError::Deserialize {
-                what,
-                topic: ctx.origin.topic.to_string(),
-                partition: ctx.origin.partition,
-                offset: ctx.origin.offset,
-                error: e,
-            };
-            let k = key
-                .deserialize(r.key.as_deref())
-                .map_err(|e| deserialize("key", e))?;
-            let v = value
-                .deserialize(r.value.as_deref())
-                .map_err(|e| deserialize("value", e))?;
-            down.forward(
-                ctx,
-                Record {
-                    key: k,
-                    value: v,
-                    timestamp: r.timestamp,
-                    headers: r.headers,
-                },
-            )
-        })
-    });
-    g.nodes[node].sources = topics;
-    node
-}
-
-/// Adds a sink node writing to `topic`.
-pub(crate) fn sink_node<K: Data, V: Data>(
-    graph: &Rc<RefCell<Graph>>,
-    parent: usize,
-    topic: TopicName,
-    key: SerdeRef<K>,
-    value: SerdeRef<V>,
-) -> usize {
-    let mut g = graph.borrow_mut();
-    let name = g.name("KSTREAM-SINK");
-    let sink_topic = topic.clone();
-    let node = g.add::<K, V, (), (), _>(name, &[parent], Vec::new(), move |build, _| {
-        let (key, value) = (key.clone(), value.clone());
-        let topic = sink_topic.resolve(build.application_id);
-        processor(move |ctx: &mut Ctx, r: Record<K, V>| {
-            let serialize = |what, e| StreamsError::Serialize {
-                what,
-                target: format!("topic {topic}"),
-                error: e,
-            };
-            let k = key.serialize(&r.key).map_err(|e| serialize("key", e))?;
-            let v = value
-                .serialize(&r.value)
-                .map_err(|e| serialize("value", e))?;
-            ctx.emit(crate::processor::Output {
-                topic: topic.clone(),
-                partition: None,
-                key: k,
-                value: v,
-                timestamp: r.timestamp,
-                headers: r.headers,
-            });
-            Ok(())
-        })
-    });
-    g.nodes[node].sink = Some(topic);
-    node
-}
 
 /// A stream of records with keys `K` and values `V`.
 pub struct KStream<K, V> {
@@ -451,20 +354,34 @@ impl<K: Data, V: Data> KStream<K, V> {
         let node = source_node(&self.graph, vec![topic], key, value);
         KStream::new(self.graph.clone(), node, false)
     }
+}
 
-    /// Groups by the current key (repartitioning first if an operator may
-    /// have changed it).
-    pub fn group_by_key(&self, key: SerdeRef<K>, value: SerdeRef<V>) -> KGroupedStream<K, V> {
-        KGroupedStream::new(self.clone(), key, value)
-    }
-
-    /// Groups by a key computed from each record (always repartitions).
-    pub fn group_by<K2: Data>(
-        &self,
-        f: impl Fn(&K, &V) -> K2 + Send + Sync + 'static,
-        key: SerdeRef<K2>,
-        value: SerdeRef<V>,
-    ) -> KGroupedStream<K2, V> {
-        self.select_key(f).group_by_key(key, value)
+impl<K: Data, V: Data> KTable<K, V> {
+    /// The table's updates as a stream: each row's new value (`None` for a
+    /// deleted row).
+    pub fn to_stream(&self) -> KStream<K, Option<V>> {
+        let node = {
+            let mut g = self.graph.borrow_mut();
+            let name = g.name("KTABLE-TOSTREAM");
+            g.add::<K, Change<V>, K, Option<V>, _>(
+                name,
+                &[self.node],
+                Vec::new(),
+                move |_, down| {
+                    processor(move |ctx: &mut Ctx, r: Record<K, Change<V>>| {
+                        down.forward(
+                            ctx,
+                            Record {
+                                key: r.key,
+                                value: r.value.new,
+                                timestamp: r.timestamp,
+                                headers: r.headers,
+                            },
+                        )
+                    })
+                },
+            )
+        };
+        KStream::new(self.graph.clone(), node, false)
     }
 }

@@ -8,9 +8,8 @@ use std::marker::PhantomData;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use crate::builder::{add_store, Consumed, Data, Stored, StreamsBuilder};
-use crate::grouped::{decode, encode_key};
-use crate::kstream::{processor, KStream};
+use crate::nodes::{decode, encode_key, processor};
+use crate::options::{add_store, Consumed, Data, Stored};
 use crate::processor::{Ctx, Downstream, StreamsError};
 use crate::record::{Change, Record, Windowed};
 use crate::serdes::SerdeRef;
@@ -92,12 +91,12 @@ impl<K: Data, V: Data> KTable<K, V> {
     }
 
     pub(crate) fn from_topic(
-        builder: &StreamsBuilder,
+        graph: &Rc<RefCell<Graph>>,
         topic: &str,
         consumed: Consumed<K, V>,
         stored: Stored,
     ) -> KTable<K, V> {
-        let graph = builder.graph.clone();
+        let graph = graph.clone();
         let store = {
             let mut g = graph.borrow_mut();
             let spec = stored.spec(&mut g, StoreKind::KeyValue, "KTABLE-SOURCE");
@@ -294,34 +293,6 @@ impl<K: Data, V: Data> KTable<K, V> {
             Some(value),
             self.windows,
         )
-    }
-
-    /// The table's updates as a stream: each row's new value (`None` for a
-    /// deleted row).
-    pub fn to_stream(&self) -> KStream<K, Option<V>> {
-        let node = {
-            let mut g = self.graph.borrow_mut();
-            let name = g.name("KTABLE-TOSTREAM");
-            g.add::<K, Change<V>, K, Option<V>, _>(
-                name,
-                &[self.node],
-                Vec::new(),
-                move |_, down| {
-                    processor(move |ctx: &mut Ctx, r: Record<K, Change<V>>| {
-                        down.forward(
-                            ctx,
-                            Record {
-                                key: r.key,
-                                value: r.value.new,
-                                timestamp: r.timestamp,
-                                headers: r.headers,
-                            },
-                        )
-                    })
-                },
-            )
-        };
-        KStream::new(self.graph.clone(), node, false)
     }
 
     /// The store and the values' serde of a table a join reads, or an

@@ -34,6 +34,8 @@ pub mod grouped;
 pub mod join;
 pub mod kstream;
 pub mod ktable;
+mod nodes;
+pub mod options;
 pub mod processor;
 pub mod record;
 pub mod runtime;
