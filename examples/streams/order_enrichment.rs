@@ -13,6 +13,9 @@
 //! Both input topics must have the same number of partitions
 //! (co-partitioned), as in Kafka Streams.
 
+#[path = "run.rs"]
+mod run;
+
 use runnel_streams::{serdes, Consumed, Produced, Stored, StreamsBuilder, Topology};
 use serde::{Deserialize, Serialize};
 
@@ -64,28 +67,7 @@ fn topology() -> Topology {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
-        .init();
-    let bootstrap = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:9092".into());
-    let config = runnel_streams::StreamsConfig::new("order-enrichment", &bootstrap);
-    let app = match runnel_streams::KafkaStreams::start(topology(), config) {
-        Ok(app) => app,
-        Err(e) => {
-            eprintln!("order enrichment: {e}");
-            std::process::exit(1);
-        }
-    };
-    eprintln!("order enrichment running against {bootstrap}; Ctrl-C stops it");
-    while app.is_running() {
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    if let Err(e) = app.close() {
-        eprintln!("order enrichment stopped: {e}");
-        std::process::exit(1);
-    }
+    run::run("order-enrichment", topology());
 }
 
 #[cfg(test)]

@@ -10,6 +10,9 @@
 //! echo 'alice {"page": "/home"}' | runnel produce page-views -K ' '
 //! ```
 
+#[path = "run.rs"]
+mod run;
+
 use runnel_streams::{serdes, Consumed, Produced, Stored, StreamsBuilder, TimeWindows, Topology};
 use serde::{Deserialize, Serialize};
 
@@ -53,28 +56,7 @@ fn topology() -> Topology {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
-        .init();
-    let bootstrap = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:9092".into());
-    let config = runnel_streams::StreamsConfig::new("page-views", &bootstrap);
-    let app = match runnel_streams::KafkaStreams::start(topology(), config) {
-        Ok(app) => app,
-        Err(e) => {
-            eprintln!("page views: {e}");
-            std::process::exit(1);
-        }
-    };
-    eprintln!("page views running against {bootstrap}; Ctrl-C stops it");
-    while app.is_running() {
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    if let Err(e) = app.close() {
-        eprintln!("page views stopped: {e}");
-        std::process::exit(1);
-    }
+    run::run("page-views", topology());
 }
 
 #[cfg(test)]

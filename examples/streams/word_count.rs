@@ -14,6 +14,9 @@
 //! Start it twice: the two instances share the partitions; stop one and
 //! the other takes over its words with their counts.
 
+#[path = "run.rs"]
+mod run;
+
 use runnel_streams::{serdes, Consumed, Produced, Stored, StreamsBuilder, Topology};
 
 fn topology() -> Topology {
@@ -44,28 +47,7 @@ fn topology() -> Topology {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
-        .init();
-    let bootstrap = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:9092".into());
-    let config = runnel_streams::StreamsConfig::new("word-count", &bootstrap);
-    let app = match runnel_streams::KafkaStreams::start(topology(), config) {
-        Ok(app) => app,
-        Err(e) => {
-            eprintln!("word count: {e}");
-            std::process::exit(1);
-        }
-    };
-    eprintln!("word count running against {bootstrap}; Ctrl-C stops it");
-    while app.is_running() {
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    if let Err(e) = app.close() {
-        eprintln!("word count stopped: {e}");
-        std::process::exit(1);
-    }
+    run::run("word-count", topology());
 }
 
 #[cfg(test)]

@@ -70,6 +70,16 @@ pub struct TaskMetrics {
     pub punctuations: u64,
 }
 
+impl std::ops::AddAssign<&TaskMetrics> for TaskMetrics {
+    fn add_assign(&mut self, other: &TaskMetrics) {
+        self.records_processed += other.records_processed;
+        self.late_records_dropped += other.late_records_dropped;
+        self.records_skipped += other.records_skipped;
+        self.records_failed += other.records_failed;
+        self.punctuations += other.punctuations;
+    }
+}
+
 /// Where a record being processed came from.
 #[derive(Debug, Clone)]
 pub struct Origin {

@@ -160,7 +160,11 @@ impl StreamsConfig {
 /// Counters of a running instance.
 #[derive(Debug, Clone, Default)]
 pub struct StreamsMetrics {
+    /// Of every task this instance ran: the live ones and those closed
+    /// (moved away by a rebalance) since it started.
     pub tasks: TaskMetrics,
+    /// The part of `tasks` that closed tasks counted.
+    pub closed_tasks: TaskMetrics,
     pub commits: u64,
     pub records_restored: u64,
     pub restore_time: Duration,
@@ -497,6 +501,17 @@ fn run(
     let topics = topology.source_topics(&app);
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names).map_err(kafka("subscribing"))?;
+    // Names the cluster in store checkpoints (a state directory reused
+    // against another cluster is not trusted).
+    let cluster = consumer
+        .client()
+        .fetch_cluster_id(Duration::from_secs(30))
+        .ok_or_else(|| {
+            RuntimeError::Config(format!(
+                "no broker of {} answered",
+                config.bootstrap_servers
+            ))
+        })?;
 
     let mut tasks: BTreeMap<TaskId, Task> = BTreeMap::new();
     // The state directory locks of the tasks with local stores.
@@ -517,7 +532,7 @@ fn run(
             rebuild_tasks(
                 &topology,
                 &config,
-                &consumer,
+                (&consumer, &cluster),
                 &partitions,
                 &assignment,
                 (&mut tasks, &mut locks),
@@ -590,7 +605,7 @@ fn run(
     if outcome.is_ok() {
         commit(&shared, &producer, &consumer)?;
         for (_, task) in std::mem::take(&mut tasks) {
-            close_task(&config, &consumer, task, &mut locks);
+            close_task(&config, &consumer, &cluster, task, &mut locks, metrics);
         }
     }
     *consumer
@@ -605,20 +620,11 @@ fn run(
 
 fn update_metrics(metrics: &Mutex<StreamsMetrics>, tasks: &BTreeMap<TaskId, Task>) {
     let mut m = metrics.lock().unwrap_or_else(|e| e.into_inner());
-    let mut sum = TaskMetrics::default();
+    let mut sum = m.closed_tasks.clone();
     for t in tasks.values() {
-        let t = t.metrics();
-        sum.records_processed += t.records_processed;
-        sum.late_records_dropped += t.late_records_dropped;
-        sum.records_skipped += t.records_skipped;
-        sum.records_failed += t.records_failed;
-        sum.punctuations += t.punctuations;
+        sum += t.metrics();
     }
-    // Tasks come and go with rebalances: counters only grow.
-    m.tasks.records_processed = m.tasks.records_processed.max(sum.records_processed);
-    m.tasks.late_records_dropped = m.tasks.late_records_dropped.max(sum.late_records_dropped);
-    m.tasks.records_skipped = m.tasks.records_skipped.max(sum.records_skipped);
-    m.tasks.records_failed = m.tasks.records_failed.max(sum.records_failed);
+    m.tasks = sum;
     m.active_tasks = tasks.keys().copied().collect();
 }
 
@@ -667,7 +673,7 @@ fn send(
 fn rebuild_tasks<C: ConsumerContext>(
     topology: &Topology,
     config: &StreamsConfig,
-    consumer: &BaseConsumer<C>,
+    (consumer, cluster): (&BaseConsumer<C>, &str),
     partitions: &[i32],
     assignment: &TopicPartitionList,
     (tasks, locks): (
@@ -713,18 +719,14 @@ fn rebuild_tasks<C: ConsumerContext>(
     for id in gone {
         if let Some(task) = tasks.remove(&id) {
             // Its inputs were committed before the partitions were revoked.
-            close_task(config, consumer, task, locks);
+            close_task(config, consumer, cluster, task, locks, metrics);
         }
     }
     routes.clear();
     for id in &wanted {
         if !tasks.contains_key(id) {
             let started = Instant::now();
-            let cluster = consumer
-                .client()
-                .fetch_cluster_id(Duration::from_secs(10))
-                .unwrap_or_default();
-            let (mut task, checkpoints) = open_task(topology, config, &cluster, *id, locks)?;
+            let (mut task, checkpoints) = open_task(topology, config, cluster, *id, locks)?;
             task.set_late_records_topic(config.late_records_topic.clone());
             let restored = restore(config, &mut task, &checkpoints)?;
             let mut m = metrics.lock().unwrap_or_else(|e| e.into_inner());
@@ -925,17 +927,19 @@ fn task_dir(config: &StreamsConfig, id: TaskId) -> Option<std::path::PathBuf> {
 fn close_task<C: ConsumerContext>(
     config: &StreamsConfig,
     consumer: &BaseConsumer<C>,
+    cluster: &str,
     mut task: Task,
     locks: &mut HashMap<TaskId, std::fs::File>,
+    metrics: &Mutex<StreamsMetrics>,
 ) {
     let id = task.id;
+    metrics
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .closed_tasks += task.metrics();
     let Some(lock) = locks.remove(&id) else {
         return;
     };
-    let cluster = consumer
-        .client()
-        .fetch_cluster_id(Duration::from_secs(10))
-        .unwrap_or_default();
     let Some(dir) = task_dir(config, id) else {
         return;
     };

@@ -259,12 +259,7 @@ impl TopologyTestDriver {
     pub fn metrics(&self) -> TaskMetrics {
         let mut m = TaskMetrics::default();
         for t in &self.tasks {
-            let t = t.metrics();
-            m.records_processed += t.records_processed;
-            m.late_records_dropped += t.late_records_dropped;
-            m.records_skipped += t.records_skipped;
-            m.records_failed += t.records_failed;
-            m.punctuations += t.punctuations;
+            m += t.metrics();
         }
         m
     }
