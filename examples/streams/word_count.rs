@@ -6,13 +6,16 @@
 //! runnel serve &                                   # a broker on 127.0.0.1:9092
 //! runnel topic create text-lines --partitions 3
 //! runnel topic create word-counts --partitions 3
-//! cargo run -p runnel-streams --example word_count
+//! cargo run -p runnel-streams --example word_count -- 127.0.0.1:9092 127.0.0.1:7070
 //! echo "the quick brown fox jumps over the lazy dog" | runnel produce text-lines
 //! runnel consume word-counts --from-beginning --print-key   # values: 8-byte big-endian counts
+//! curl -L 127.0.0.1:7070/stores/word-counts-store/the       # {"key":"the","value":2,...}
 //! ```
 //!
-//! Start it twice: the two instances share the partitions; stop one and
-//! the other takes over its words with their counts.
+//! Start it twice (the second with another query address): the two
+//! instances share the partitions, each answers for every word (`-L`
+//! follows the redirect to the instance that holds it); stop one and the
+//! other takes over its words with their counts.
 
 #[path = "run.rs"]
 mod run;

@@ -390,6 +390,14 @@ impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
                 },
             )
         };
+        input.graph.borrow_mut().set_codec(
+            &store,
+            crate::query::codec(
+                self.grouped.key.clone(),
+                aggregate.clone(),
+                Some(windows.size_ms),
+            ),
+        );
         KTable::new(
             input.graph.clone(),
             node,
@@ -602,6 +610,10 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
                 },
             )
         };
+        input.graph.borrow_mut().set_codec(
+            &store,
+            crate::query::codec(self.grouped.key.clone(), aggregate.clone(), None),
+        );
         KTable::new(
             input.graph.clone(),
             node,

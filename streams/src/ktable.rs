@@ -73,6 +73,14 @@ impl<K: Data, V: Data> KTable<K, V> {
         value: Option<SerdeRef<V>>,
         windows: Option<WindowClose>,
     ) -> KTable<K, V> {
+        // A materialized table answers queries with its own serdes (a
+        // windowed one's store is keyed by the inner key: its
+        // aggregation says so itself).
+        if let (Some(store), Some(v), None) = (&store, &value, windows) {
+            graph
+                .borrow_mut()
+                .set_codec(store, crate::query::codec(key.clone(), v.clone(), None));
+        }
         KTable {
             graph,
             node,

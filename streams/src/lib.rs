@@ -31,12 +31,14 @@
 
 pub mod builder;
 pub mod grouped;
+pub mod http;
 pub mod join;
 pub mod kstream;
 pub mod ktable;
 mod nodes;
 pub mod options;
 pub mod processor;
+pub mod query;
 pub mod record;
 pub mod runtime;
 pub mod serdes;
@@ -52,6 +54,7 @@ pub use join::{JoinWindows, StreamJoined};
 pub use kstream::KStream;
 pub use ktable::KTable;
 pub use processor::{Output, StreamsError, TaskMetrics};
+pub use query::{KeyQueryMetadata, Query, QueryError};
 pub use record::{Change, Headers, Record, Window, Windowed};
 pub use runtime::{KafkaStreams, ProcessingGuarantee, RuntimeError, StreamsConfig, StreamsMetrics};
 pub use test_driver::TopologyTestDriver;

@@ -14,7 +14,7 @@
 //! between the writes and the commit processes those inputs again: their
 //! outputs may be written twice, and a store restored from a changelog
 //! that already holds their writes counts them twice. The commit goes
-//! through one seam, [`Commit`]: exactly-once (a transactional producer
+//! through one seam, `commit`: exactly-once (a transactional producer
 //! that adds the input offsets to its transaction) takes its place once
 //! the brokers serve transactions; until then asking for it is refused
 //! rather than faked.
@@ -104,6 +104,10 @@ pub struct StreamsConfig {
     /// (`<state_dir>/<application.id>/<task>/<store>`); `None` keeps them
     /// in memory (restored from the changelog on every start).
     pub state_dir: Option<std::path::PathBuf>,
+    /// `application.server`: `host:port` where this instance serves
+    /// interactive queries over HTTP (see [`crate::http`]), also how the
+    /// other instances name it. `None`: no query server.
+    pub application_server: Option<String>,
 }
 
 impl StreamsConfig {
@@ -119,6 +123,7 @@ impl StreamsConfig {
             client: BTreeMap::new(),
             poll_interval: Duration::from_millis(100),
             state_dir: Some(std::env::temp_dir().join("runnel-streams")),
+            application_server: None,
         }
     }
 
@@ -138,6 +143,14 @@ impl StreamsConfig {
             return Err(RuntimeError::Config(
                 "exactly_once_v2 needs broker transactions (a transactional producer adding the input offsets to its transaction); use at_least_once".into(),
             ));
+        }
+        if let Some(server) = &self.application_server {
+            let port = server.rsplit_once(':').map(|(_, p)| p.parse::<u16>());
+            if !matches!(port, Some(Ok(p)) if p > 0) || server.contains('@') {
+                return Err(RuntimeError::Config(format!(
+                    "application.server {server:?} must be host:port with a port above 0 (other instances send queries there)"
+                )));
+            }
         }
         if self.commit_interval.is_zero() {
             return Err(RuntimeError::Config(
@@ -168,7 +181,94 @@ pub struct StreamsMetrics {
     pub commits: u64,
     pub records_restored: u64,
     pub restore_time: Duration,
+    /// Changelog records still to read by the restore under way.
+    pub restore_remaining: u64,
     pub active_tasks: Vec<TaskId>,
+    /// Records behind the end of each assigned input partition, as the
+    /// consumer last reported (every second).
+    pub consumer_lag: BTreeMap<(String, i32), i64>,
+}
+
+impl StreamsMetrics {
+    /// The counters as Prometheus text, labelled with the application id.
+    pub fn render_prometheus(&self, application_id: &str) -> String {
+        let app = application_id.replace('\\', "\\\\").replace('"', "\\\"");
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+            out.push_str(&format!(
+                "# HELP runnel_streams_{name} {help}\n# TYPE runnel_streams_{name} {kind}\nrunnel_streams_{name}{{application=\"{app}\"}} {value}\n"
+            ));
+        };
+        let t = &self.tasks;
+        metric(
+            "records_processed_total",
+            "counter",
+            "Input records processed.",
+            t.records_processed.to_string(),
+        );
+        metric(
+            "late_records_dropped_total",
+            "counter",
+            "Records later than their window's grace, dropped.",
+            t.late_records_dropped.to_string(),
+        );
+        metric(
+            "records_skipped_total",
+            "counter",
+            "Records skipped by null rules or invalid timestamps.",
+            t.records_skipped.to_string(),
+        );
+        metric(
+            "records_failed_total",
+            "counter",
+            "Records that failed and went to the error handler.",
+            t.records_failed.to_string(),
+        );
+        metric(
+            "punctuations_total",
+            "counter",
+            "Punctuator calls.",
+            t.punctuations.to_string(),
+        );
+        metric(
+            "commits_total",
+            "counter",
+            "Offset commits.",
+            self.commits.to_string(),
+        );
+        metric(
+            "records_restored_total",
+            "counter",
+            "Changelog records read into stores.",
+            self.records_restored.to_string(),
+        );
+        metric(
+            "restore_seconds_total",
+            "counter",
+            "Time spent restoring stores.",
+            format!("{:.3}", self.restore_time.as_secs_f64()),
+        );
+        metric(
+            "restore_remaining_records",
+            "gauge",
+            "Changelog records still to read by the restore under way.",
+            self.restore_remaining.to_string(),
+        );
+        metric(
+            "active_tasks",
+            "gauge",
+            "Tasks this instance runs.",
+            self.active_tasks.len().to_string(),
+        );
+        out.push_str("# HELP runnel_streams_consumer_lag Records behind the end of an assigned input partition.\n# TYPE runnel_streams_consumer_lag gauge\n");
+        for ((topic, partition), lag) in &self.consumer_lag {
+            let topic = topic.replace('\\', "\\\\").replace('"', "\\\"");
+            out.push_str(&format!(
+                "runnel_streams_consumer_lag{{application=\"{app}\",topic=\"{topic}\",partition=\"{partition}\"}} {lag}\n"
+            ));
+        }
+        out
+    }
 }
 
 /// How often the stream thread publishes its counters.
@@ -184,6 +284,8 @@ struct Shared {
     reassigned: AtomicBool,
     /// Delivery failures since the last commit.
     failed: Mutex<Vec<String>>,
+    /// The consumer's last reported lag per assigned partition.
+    lag: Mutex<BTreeMap<(String, i32), i64>>,
 }
 
 struct Context {
@@ -191,7 +293,21 @@ struct Context {
     producer: Mutex<Option<ThreadedProducer<Delivery>>>,
 }
 
-impl ClientContext for Context {}
+impl ClientContext for Context {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut lag = BTreeMap::new();
+        for (topic, t) in statistics.topics {
+            for (partition, p) in t.partitions {
+                // -1 is librdkafka's unassigned partition; a lag of -1 is
+                // not known yet.
+                if partition >= 0 && p.consumer_lag >= 0 && p.fetch_state != "none" {
+                    lag.insert((topic.clone(), partition), p.consumer_lag);
+                }
+            }
+        }
+        *self.shared.lag.lock().unwrap_or_else(|e| e.into_inner()) = lag;
+    }
+}
 
 impl ConsumerContext for Context {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -281,6 +397,14 @@ pub struct KafkaStreams {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<Result<(), RuntimeError>>>,
     metrics: Arc<Mutex<StreamsMetrics>>,
+    /// The query server: its address, how to stop it, its thread.
+    query: Option<QueryServer>,
+}
+
+struct QueryServer {
+    addr: std::net::SocketAddr,
+    shutdown: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl KafkaStreams {
@@ -291,11 +415,19 @@ impl KafkaStreams {
         let partitions = prepare_topics(&topology, &config)?;
         let stop = Arc::new(AtomicBool::new(false));
         let metrics = Arc::new(Mutex::new(StreamsMetrics::default()));
+        let (query, jobs) = match &config.application_server {
+            Some(server) => {
+                let (server, jobs) =
+                    start_query_server(&topology, &config, server, &partitions, &metrics)?;
+                (Some(server), Some(jobs))
+            }
+            None => (None, None),
+        };
         let (s, m) = (stop.clone(), metrics.clone());
         let thread = std::thread::Builder::new()
             .name(format!("{}-stream-thread", config.application_id))
             .spawn(move || {
-                let outcome = run(topology, config, partitions, &s, &m);
+                let outcome = run(topology, config, partitions, jobs, &s, &m);
                 if let Err(e) = &outcome {
                     tracing::error!(error = %e, "stream thread stopped");
                 }
@@ -306,7 +438,13 @@ impl KafkaStreams {
             stop,
             thread: Some(thread),
             metrics,
+            query,
         })
+    }
+
+    /// Where the query server listens, if this instance has one.
+    pub fn query_addr(&self) -> Option<std::net::SocketAddr> {
+        self.query.as_ref().map(|q| q.addr)
     }
 
     pub fn metrics(&self) -> StreamsMetrics {
@@ -324,6 +462,10 @@ impl KafkaStreams {
     /// Commits what is processed, leaves the group and stops.
     pub fn close(mut self) -> Result<(), RuntimeError> {
         self.stop.store(true, Ordering::Release);
+        if let Some(q) = self.query.take() {
+            let _ = q.shutdown.send(());
+            let _ = q.thread.join();
+        }
         match self.thread.take().map(|t| t.join()) {
             Some(Ok(outcome)) => outcome,
             Some(Err(_)) => Err(RuntimeError::Topology("the stream thread panicked".into())),
@@ -335,7 +477,82 @@ impl KafkaStreams {
 impl Drop for KafkaStreams {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
+        if let Some(q) = self.query.take() {
+            let _ = q.shutdown.send(());
+        }
     }
+}
+
+/// Binds the query server's address and starts it; returns it and the
+/// queue its queries reach the stream thread through.
+fn start_query_server(
+    topology: &Topology,
+    config: &StreamsConfig,
+    server: &str,
+    partitions: &[i32],
+    metrics: &Arc<Mutex<StreamsMetrics>>,
+) -> Result<(QueryServer, std::sync::mpsc::Receiver<crate::http::Job>), RuntimeError> {
+    let listener = std::net::TcpListener::bind(server).map_err(|e| {
+        RuntimeError::Config(format!(
+            "application.server {server}: cannot listen there: {e}"
+        ))
+    })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| RuntimeError::Config(format!("application.server {server}: {e}")))?;
+    let (jobs, queue) = std::sync::mpsc::channel();
+    let describer: BaseConsumer = config
+        .client_config()
+        .create()
+        .map_err(kafka("creating a client to describe the group"))?;
+    let app = config.application_id.clone();
+    let membership: crate::http::Membership = Box::new(move || {
+        let list = describer
+            .fetch_group_list(Some(&app), Duration::from_secs(5))
+            .map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        for group in list.groups() {
+            for m in group.members() {
+                let partitions = match m.assignment() {
+                    Some(a) => crate::query::assigned_partitions(a)?,
+                    None => Vec::new(),
+                };
+                out.push(crate::query::Instance {
+                    server: crate::query::server_of(m.client_id()),
+                    member_id: m.id().to_string(),
+                    client_host: m.client_host().to_string(),
+                    partitions,
+                });
+            }
+        }
+        Ok(out)
+    });
+    let (m, app) = (metrics.clone(), config.application_id.clone());
+    let service = crate::http::Service::new(
+        config.application_id.clone(),
+        Some(server.to_string()),
+        topology.clone(),
+        partitions.to_vec(),
+        jobs,
+        membership,
+        Box::new(move || {
+            m.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .render_prometheus(&app)
+        }),
+    );
+    let (shutdown, stopped) = tokio::sync::oneshot::channel();
+    let thread = crate::http::spawn(listener, Arc::new(service), stopped)
+        .map_err(|e| RuntimeError::Config(format!("starting the query server: {e}")))?;
+    tracing::info!(%addr, "serving interactive queries");
+    Ok((
+        QueryServer {
+            addr,
+            shutdown,
+            thread,
+        },
+        queue,
+    ))
 }
 
 /// Partitions of each sub-topology (those of its input topics), after
@@ -469,10 +686,18 @@ fn run(
     topology: Topology,
     config: StreamsConfig,
     partitions: Vec<i32>,
+    jobs: Option<std::sync::mpsc::Receiver<crate::http::Job>>,
     stop: &AtomicBool,
     metrics: &Mutex<StreamsMetrics>,
 ) -> Result<(), RuntimeError> {
     let app = config.application_id.clone();
+    // A query waits for the next poll to end: poll in short steps while
+    // queries may come.
+    let poll_interval = if jobs.is_some() {
+        config.poll_interval.min(Duration::from_millis(20))
+    } else {
+        config.poll_interval
+    };
     let shared = Arc::new(Shared::default());
     let producer: ThreadedProducer<Delivery> = config
         .client_config()
@@ -493,6 +718,17 @@ fn run(
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "range")
         .set("enable.partition.eof", "false")
+        // The lag per partition, in the instance's metrics.
+        .set("statistics.interval.ms", "1000")
+        .set(
+            "client.id",
+            // The query server rides in the client id (how the other
+            // instances learn it); otherwise the user's, or the app's.
+            match (&config.application_server, config.client.get("client.id")) {
+                (None, Some(own)) => own.clone(),
+                (server, _) => crate::query::client_id(&app, server.as_deref()),
+            },
+        )
         .create_with_context(Context {
             shared: shared.clone(),
             producer: Mutex::new(Some(producer.clone())),
@@ -524,7 +760,7 @@ fn run(
         if stop.load(Ordering::Acquire) {
             break Ok(());
         }
-        let polled = consumer.poll(config.poll_interval);
+        let polled = consumer.poll(poll_interval);
         if shared.reassigned.swap(false, Ordering::AcqRel) {
             let assignment = consumer
                 .assignment()
@@ -539,6 +775,9 @@ fn run(
                 &mut routes,
                 metrics,
             )?;
+        }
+        if let Some(jobs) = &jobs {
+            crate::http::serve_jobs(&topology, jobs, tasks.values());
         }
         if let Some(message) = polled {
             let m = match message {
@@ -589,7 +828,7 @@ fn run(
                 .insert(key, m.offset() + 1);
         }
         if last_metrics.elapsed() >= METRICS_INTERVAL {
-            update_metrics(metrics, &tasks);
+            update_metrics(metrics, &shared, &tasks);
             last_metrics = Instant::now();
         }
         if last_commit.elapsed() >= config.commit_interval {
@@ -597,7 +836,7 @@ fn run(
                 metrics.lock().unwrap_or_else(|e| e.into_inner()).commits += 1;
             }
             last_commit = Instant::now();
-            update_metrics(metrics, &tasks);
+            update_metrics(metrics, &shared, &tasks);
         }
     };
     // Leave cleanly: commit what was processed, checkpoint the stores,
@@ -614,12 +853,18 @@ fn run(
         .lock()
         .unwrap_or_else(|e| e.into_inner()) = None;
     consumer.unsubscribe();
-    update_metrics(metrics, &tasks);
+    update_metrics(metrics, &shared, &tasks);
     outcome
 }
 
-fn update_metrics(metrics: &Mutex<StreamsMetrics>, tasks: &BTreeMap<TaskId, Task>) {
+fn update_metrics(
+    metrics: &Mutex<StreamsMetrics>,
+    shared: &Shared,
+    tasks: &BTreeMap<TaskId, Task>,
+) {
+    let lag = shared.lag.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let mut m = metrics.lock().unwrap_or_else(|e| e.into_inner());
+    m.consumer_lag = lag;
     let mut sum = m.closed_tasks.clone();
     for t in tasks.values() {
         sum += t.metrics();
@@ -728,7 +973,7 @@ fn rebuild_tasks<C: ConsumerContext>(
             let started = Instant::now();
             let (mut task, checkpoints) = open_task(topology, config, cluster, *id, locks)?;
             task.set_late_records_topic(config.late_records_topic.clone());
-            let restored = restore(config, &mut task, &checkpoints)?;
+            let restored = restore(config, &mut task, &checkpoints, metrics)?;
             let mut m = metrics.lock().unwrap_or_else(|e| e.into_inner());
             m.records_restored += restored;
             m.restore_time += started.elapsed();
@@ -751,7 +996,14 @@ fn restore(
     config: &StreamsConfig,
     task: &mut Task,
     checkpoints: &HashMap<String, i64>,
+    metrics: &Mutex<StreamsMetrics>,
 ) -> Result<u64, RuntimeError> {
+    let remaining = |n: i64| {
+        metrics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .restore_remaining = n.max(0) as u64;
+    };
     let stores: Vec<String> = task.store_names().map(str::to_string).collect();
     let mut total = 0;
     for store in stores {
@@ -805,6 +1057,7 @@ fn restore(
                         if batch.len() >= RESTORE_BATCH {
                             target.restore_batch(&batch);
                             batch.clear();
+                            remaining(high - m.offset() - 1);
                         }
                     }
                     next = m.offset() + 1;
@@ -827,6 +1080,7 @@ fn restore(
             }
         }
         target.restore_batch(&batch);
+        remaining(0);
     }
     Ok(total)
 }

@@ -35,6 +35,54 @@ pub trait Serde<T>: Send + Sync + 'static {
     fn is_null(&self, _value: &T) -> bool {
         false
     }
+    /// `value` as JSON, for interactive queries over HTTP (`None`: this
+    /// serde has no JSON form; the query shows the raw bytes).
+    fn to_json(&self, _value: &T) -> Option<serde_json::Value> {
+        None
+    }
+    /// A `T` from text, for a key in a query URL (`None`: this serde
+    /// cannot read text; the key's bytes are taken to be the text's).
+    fn parse_text(&self, _text: &str) -> Option<Result<T, SerdeError>> {
+        None
+    }
+}
+
+/// Bytes as JSON for a serde that has no JSON form: a string when they
+/// are UTF-8, else `0x` and their hex digits.
+pub fn raw_json(bytes: &[u8]) -> serde_json::Value {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => serde_json::Value::String(s.to_string()),
+        Err(_) => {
+            let mut hex = String::with_capacity(2 + bytes.len() * 2);
+            hex.push_str("0x");
+            for b in bytes {
+                hex.push_str(&format!("{b:02x}"));
+            }
+            serde_json::Value::String(hex)
+        }
+    }
+}
+
+/// The bytes of `bytes` decoded by `serde`, as JSON (raw if the serde
+/// has no JSON form or cannot read them).
+pub fn bytes_to_json<T: 'static>(serde: &SerdeRef<T>, bytes: Option<&[u8]>) -> serde_json::Value {
+    match serde.deserialize(bytes) {
+        Ok(v) => serde
+            .to_json(&v)
+            .unwrap_or_else(|| bytes.map_or(serde_json::Value::Null, raw_json)),
+        Err(_) => bytes.map_or(serde_json::Value::Null, raw_json),
+    }
+}
+
+/// The bytes `serde` writes for the value `text` names (a key in a
+/// query URL).
+pub fn text_to_bytes<T: 'static>(serde: &SerdeRef<T>, text: &str) -> Result<Vec<u8>, SerdeError> {
+    match serde.parse_text(text) {
+        None => Ok(text.as_bytes().to_vec()),
+        Some(parsed) => serde
+            .serialize(&parsed?)?
+            .ok_or_else(|| SerdeError::new("a key cannot be null")),
+    }
 }
 
 /// A shareable serde.
@@ -55,6 +103,9 @@ impl Serde<Vec<u8>> for Bytes {
     fn deserialize(&self, bytes: Option<&[u8]>) -> Result<Vec<u8>, SerdeError> {
         bytes.map(<[u8]>::to_vec).ok_or_else(null_refused)
     }
+    fn to_json(&self, value: &Vec<u8>) -> Option<serde_json::Value> {
+        Some(raw_json(value))
+    }
 }
 
 /// UTF-8 text.
@@ -68,6 +119,12 @@ impl Serde<String> for Str {
     fn deserialize(&self, bytes: Option<&[u8]>) -> Result<String, SerdeError> {
         let bytes = bytes.ok_or_else(null_refused)?;
         String::from_utf8(bytes.to_vec()).map_err(|e| SerdeError::new(format!("not UTF-8: {e}")))
+    }
+    fn to_json(&self, value: &String) -> Option<serde_json::Value> {
+        Some(serde_json::Value::String(value.clone()))
+    }
+    fn parse_text(&self, text: &str) -> Option<Result<String, SerdeError>> {
+        Some(Ok(text.to_string()))
     }
 }
 
@@ -86,6 +143,16 @@ impl Serde<i64> for I64 {
             .map_err(|_| SerdeError::new(format!("a long takes 8 bytes, not {}", bytes.len())))?;
         Ok(i64::from_be_bytes(array))
     }
+    fn to_json(&self, value: &i64) -> Option<serde_json::Value> {
+        Some((*value).into())
+    }
+    fn parse_text(&self, text: &str) -> Option<Result<i64, SerdeError>> {
+        Some(
+            text.trim()
+                .parse()
+                .map_err(|e| SerdeError::new(format!("{text:?} is not a long: {e}"))),
+        )
+    }
 }
 
 /// A big-endian IEEE 754 double (Kafka's `DoubleSerializer`).
@@ -102,6 +169,17 @@ impl Serde<f64> for F64 {
             .try_into()
             .map_err(|_| SerdeError::new(format!("a double takes 8 bytes, not {}", bytes.len())))?;
         Ok(f64::from_be_bytes(array))
+    }
+    fn to_json(&self, value: &f64) -> Option<serde_json::Value> {
+        // NaN and the infinities have no JSON number: null.
+        Some(serde_json::Number::from_f64(*value).map_or(serde_json::Value::Null, Into::into))
+    }
+    fn parse_text(&self, text: &str) -> Option<Result<f64, SerdeError>> {
+        Some(
+            text.trim()
+                .parse()
+                .map_err(|e| SerdeError::new(format!("{text:?} is not a double: {e}"))),
+        )
     }
 }
 
@@ -133,6 +211,18 @@ where
         let bytes = bytes.ok_or_else(null_refused)?;
         serde_json::from_slice(bytes).map_err(|e| SerdeError::new(format!("JSON: {e}")))
     }
+    fn to_json(&self, value: &T) -> Option<serde_json::Value> {
+        serde_json::to_value(value).ok()
+    }
+    fn parse_text(&self, text: &str) -> Option<Result<T, SerdeError>> {
+        // JSON text; a bare word is taken as a JSON string (`alice` for
+        // `"alice"`), as URLs write string keys.
+        Some(
+            serde_json::from_str(text)
+                .or_else(|_| serde_json::from_value(serde_json::Value::String(text.to_string())))
+                .map_err(|e| SerdeError::new(format!("{text:?} is not this key's JSON: {e}"))),
+        )
+    }
 }
 
 /// `Option<T>` over a serde of `T`: `None` is a null on the wire.
@@ -154,6 +244,15 @@ impl<T, S: Serde<T>> Serde<Option<T>> for Nullable<S> {
     fn is_null(&self, value: &Option<T>) -> bool {
         value.is_none()
     }
+    fn to_json(&self, value: &Option<T>) -> Option<serde_json::Value> {
+        match value {
+            Some(v) => self.0.to_json(v),
+            None => Some(serde_json::Value::Null),
+        }
+    }
+    fn parse_text(&self, text: &str) -> Option<Result<Option<T>, SerdeError>> {
+        self.0.parse_text(text).map(|r| r.map(Some))
+    }
 }
 
 impl<T: 'static> Serde<T> for Arc<dyn Serde<T>> {
@@ -165,6 +264,12 @@ impl<T: 'static> Serde<T> for Arc<dyn Serde<T>> {
     }
     fn is_null(&self, value: &T) -> bool {
         (**self).is_null(value)
+    }
+    fn to_json(&self, value: &T) -> Option<serde_json::Value> {
+        (**self).to_json(value)
+    }
+    fn parse_text(&self, text: &str) -> Option<Result<T, SerdeError>> {
+        (**self).parse_text(text)
     }
 }
 
@@ -223,6 +328,17 @@ impl<K: 'static> Serde<crate::record::Windowed<K>> for WindowedSerde<K> {
                 end_ms: end,
             },
         })
+    }
+    fn to_json(&self, value: &crate::record::Windowed<K>) -> Option<serde_json::Value> {
+        let key = self.0.to_json(&value.key).or_else(|| {
+            let bytes = self.0.serialize(&value.key).ok().flatten()?;
+            Some(raw_json(&bytes))
+        })?;
+        Some(serde_json::json!({
+            "key": key,
+            "start": value.window.start_ms,
+            "end": value.window.end_ms,
+        }))
     }
 }
 

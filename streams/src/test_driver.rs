@@ -26,6 +26,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::processor::{Output, StreamsError, TaskMetrics};
+use crate::query::{Query, QueryError};
 use crate::record::{Record, Window};
 use crate::serdes::{SerdeError, SerdeRef};
 use crate::store::{self, StateStore};
@@ -33,6 +34,7 @@ use crate::topology::{ErrorHandling, Input, Task, Topology};
 
 /// Runs a topology in the calling thread, one record at a time.
 pub struct TopologyTestDriver {
+    topology: Topology,
     tasks: Vec<Task>,
     on_error: ErrorHandling,
     /// What each topic received, not yet read.
@@ -47,6 +49,7 @@ impl TopologyTestDriver {
             .map(|s| topology.task_in_memory(application_id, s, 0))
             .collect();
         TopologyTestDriver {
+            topology,
             tasks,
             on_error: ErrorHandling::Fail,
             topics: BTreeMap::new(),
@@ -253,6 +256,17 @@ impl TopologyTestDriver {
                 ))
             })
             .collect()
+    }
+
+    /// Answers an interactive query from the stores, as an instance's
+    /// query server would (see [`crate::query::answer`]).
+    pub fn query(&self, query: &Query) -> Result<serde_json::Value, QueryError> {
+        crate::query::answer(&self.topology, self.tasks.iter(), query)
+    }
+
+    /// The topology the driver runs.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
     }
 
     /// The tasks' counters, added up.

@@ -20,6 +20,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::processor::{Ctx, Downstream, Handle, Output, StreamsError, TaskMetrics};
+use crate::query::StoreCodec;
 use crate::record::Record;
 use crate::store::{MemoryEngine, StateStore, StoreEngine, StoreSpec};
 
@@ -78,6 +79,8 @@ pub(crate) struct Graph {
     pub nodes: Vec<NodeSpec>,
     pub stores: BTreeMap<String, StoreSpec>,
     pub repartition_partitions: BTreeMap<String, Option<i32>>,
+    /// How interactive queries read each store, where the DSL knows.
+    pub codecs: BTreeMap<String, Arc<dyn StoreCodec>>,
     /// What the DSL found wrong, reported by `build`.
     pub errors: Vec<String>,
     counter: usize,
@@ -89,6 +92,11 @@ impl Graph {
         let n = self.counter;
         self.counter += 1;
         format!("{kind}-{n:010}")
+    }
+
+    /// Tells interactive queries how `store`'s keys and values read.
+    pub fn set_codec(&mut self, store: &str, codec: Arc<dyn StoreCodec>) {
+        self.codecs.entry(store.to_string()).or_insert(codec);
     }
 
     /// Adds a node whose processor takes `Record<KI, VI>` and forwards
@@ -260,6 +268,11 @@ impl Topology {
 
     pub fn store_spec(&self, name: &str) -> Option<&StoreSpec> {
         self.graph.stores.get(name)
+    }
+
+    /// How queries read `name`'s keys and values, if the DSL said.
+    pub fn store_codec(&self, name: &str) -> Option<Arc<dyn StoreCodec>> {
+        self.graph.codecs.get(name).cloned()
     }
 
     /// The processors and stores of `subtopology` for one partition.

@@ -48,6 +48,7 @@ fn counting_application_instance() {
     };
     let mut config = runnel_streams::StreamsConfig::new(APP, &bootstrap);
     config.state_dir = std::env::var_os("RUNNEL_STREAMS_TEST_STATE").map(Into::into);
+    config.application_server = std::env::var("RUNNEL_STREAMS_TEST_SERVER").ok();
     config.commit_interval = Duration::from_millis(200);
     config
         .client
@@ -70,7 +71,20 @@ struct Instance(Child);
 
 impl Instance {
     fn start(broker: &TestBroker, state: &std::path::Path) -> Instance {
-        let child = Command::new(std::env::current_exe().expect("the test binary"))
+        Instance::start_serving(broker, state, None)
+    }
+
+    /// An instance that serves interactive queries on `server`.
+    fn start_serving(
+        broker: &TestBroker,
+        state: &std::path::Path,
+        server: Option<&str>,
+    ) -> Instance {
+        let mut command = Command::new(std::env::current_exe().expect("the test binary"));
+        if let Some(server) = server {
+            command.env("RUNNEL_STREAMS_TEST_SERVER", server);
+        }
+        let child = command
             .args([
                 "streams::counting_application_instance",
                 "--exact",
@@ -212,5 +226,165 @@ async fn a_killed_instances_counts_move_to_the_survivor_and_a_restart_keeps_them
         "after a restart of both: {total_after} counted for {} clicks ({} counted twice in all)",
         FIRST + MORE,
         total_after - (FIRST + MORE) as i64
+    );
+}
+
+/// What an instance's query server answers for `path` (a redirect
+/// followed or not), with its status.
+async fn query(
+    client: &reqwest::Client,
+    server: &str,
+    path: &str,
+) -> (reqwest::StatusCode, Option<String>, serde_json::Value) {
+    let response = client
+        .get(format!("http://{server}{path}"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {server}{path}: {e}"));
+    let status = response.status();
+    let location = response
+        .headers()
+        .get("location")
+        .map(|l| l.to_str().expect("ASCII").to_string());
+    let text = response.text().await.expect("a body");
+    let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    (status, location, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_answer_every_key_and_send_clients_to_its_owner() {
+    let broker = TestBroker::start();
+    create_topic(&broker, INPUT, 4, &[]).await;
+    create_topic(&broker, OUTPUT, 4, &[]).await;
+    let state = tempfile::tempdir().expect("a state directory");
+    let servers: Vec<String> = (0..2)
+        .map(|_| format!("127.0.0.1:{}", crate::harness::free_port()))
+        .collect();
+    let _a = Instance::start_serving(&broker, &state.path().join("a"), Some(&servers[0]));
+    let _b = Instance::start_serving(&broker, &state.path().join("b"), Some(&servers[1]));
+
+    // Keys partitioned as Java clients (and Kafka Streams) do, so the
+    // owner a query server computes is where the producer put the key.
+    let producer = broker.producer(&[("acks", "all"), ("partitioner", "murmur2_random")]);
+    let mut partition_of = BTreeMap::new();
+    const CLICKS: usize = 1_000;
+    for i in 0..CLICKS {
+        let key = format!("user-{}", i % KEYS);
+        let delivery = producer
+            .send(
+                FutureRecord::to(INPUT).key(&key).payload("click"),
+                Duration::from_secs(30),
+            )
+            .await
+            .expect("produce a click");
+        partition_of.insert(key, delivery.partition);
+    }
+    let counts = wait_for_counts(&broker, CLICKS, Duration::from_secs(60)).await;
+    assert_eq!(counts.len(), KEYS, "the instances counted every key");
+
+    let follow = reqwest::Client::new();
+    let no_follow = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("an HTTP client");
+    // Both instances have their tasks (and both servers are in the
+    // group's description) once each one's owner answers agree.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, _, list) = query(&follow, &servers[0], "/instances").await;
+        let known: Vec<&str> = list
+            .as_array()
+            .map(|l| l.iter().filter_map(|i| i["server"].as_str()).collect())
+            .unwrap_or_default();
+        if known.len() == 2 && servers.iter().all(|s| known.contains(&s.as_str())) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the group never listed both instances: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let (mut here, mut redirected) = (0, 0);
+    for (key, count) in &counts {
+        // Asked anywhere (redirects followed), every key's count is the
+        // one its last update wrote to the output topic.
+        for server in &servers {
+            let (status, _, body) =
+                query(&follow, server, &format!("/stores/click-counts/{key}")).await;
+            assert_eq!(status, 200, "{key} via {server}: {body}");
+            assert_eq!(
+                body["value"].as_i64(),
+                Some(*count),
+                "{key} via {server}: {body}"
+            );
+        }
+        // The owner is the partition the producer chose, and the first
+        // instance answers its own keys and sends the others to the owner.
+        let (_, _, owner) = query(
+            &follow,
+            &servers[0],
+            &format!("/stores/click-counts/{key}/owner"),
+        )
+        .await;
+        assert_eq!(
+            owner["partition"].as_i64(),
+            Some(partition_of[key] as i64),
+            "{key}: {owner}"
+        );
+        let (status, location, _) = query(
+            &no_follow,
+            &servers[0],
+            &format!("/stores/click-counts/{key}"),
+        )
+        .await;
+        if owner["local"] == serde_json::json!(true) {
+            assert_eq!(status, 200, "{key}");
+            here += 1;
+        } else {
+            assert_eq!(status, 307, "{key}");
+            let to = location.expect("a Location");
+            assert!(
+                to.starts_with(&format!("http://{}/", servers[1])),
+                "{key} sent to {to}"
+            );
+            redirected += 1;
+        }
+    }
+    eprintln!("queries of {KEYS} keys at one instance: {here} answered there, {redirected} sent to the other");
+    assert!(
+        here > 0 && redirected > 0,
+        "both instances hold keys ({here} here, {redirected} elsewhere)"
+    );
+
+    // Ranges are per instance: together they hold every key once.
+    let mut keys = Vec::new();
+    for server in &servers {
+        let (status, _, body) = query(&follow, server, "/stores/click-counts?limit=1000").await;
+        assert_eq!(status, 200, "{body}");
+        keys.extend(
+            body.as_array()
+                .expect("entries")
+                .iter()
+                .map(|e| e["key"].as_str().expect("a key").to_string()),
+        );
+    }
+    keys.sort();
+    assert_eq!(keys, counts.keys().cloned().collect::<Vec<_>>());
+
+    let (_, _, metrics) = query(&follow, &servers[0], "/metrics").await;
+    let metrics = metrics.as_str().expect("Prometheus text");
+    let processed: u64 = metrics
+        .lines()
+        .find(|l| l.starts_with("runnel_streams_records_processed_total{"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .expect("a processed counter");
+    assert!(processed > 0 && processed <= CLICKS as u64, "{metrics}");
+    assert!(
+        metrics.contains(
+            "runnel_streams_consumer_lag{application=\"click-counter\",topic=\"streams-clicks\""
+        ),
+        "{metrics}"
     );
 }
