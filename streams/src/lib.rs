@@ -55,4 +55,6 @@ pub use processor::{Output, StreamsError, TaskMetrics};
 pub use record::{Change, Headers, Record, Window, Windowed};
 pub use runtime::{KafkaStreams, ProcessingGuarantee, RuntimeError, StreamsConfig, StreamsMetrics};
 pub use test_driver::TopologyTestDriver;
-pub use topology::{ErrorHandling, Task, TaskId, Topology};
+pub use topology::{
+    ErrorHandling, InternalPartitions, InternalTopic, PartitionCounts, Task, TaskId, Topology,
+};
