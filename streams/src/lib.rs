@@ -9,8 +9,10 @@
 //!
 //! What is here: the DSL (stateless operators, grouping and aggregation,
 //! tumbling/hopping/session windows with grace and suppression, KTables,
-//! stream–table, stream–stream and table–table joins), state stores and
-//! their changelog writes, and a deterministic [`TopologyTestDriver`].
+//! stream–table, stream–stream and table–table joins, foreign-key
+//! table–table joins through subscription and response topics), state
+//! stores and their changelog writes, and a deterministic
+//! [`TopologyTestDriver`].
 //!
 //! ```
 //! use runnel_streams::{serdes, Consumed, Produced, Stored, StreamsBuilder, TopologyTestDriver};
@@ -30,6 +32,7 @@
 //! ```
 
 pub mod builder;
+pub mod fk_join;
 pub mod grouped;
 pub mod join;
 pub mod kstream;
