@@ -13,7 +13,7 @@ use crate::options::{Data, Produced};
 use crate::processor::{Ctx, Downstream, StreamsError};
 use crate::record::{Change, Record};
 use crate::serdes::SerdeRef;
-use crate::topology::{Graph, TopicName};
+use crate::topology::{Graph, InternalPartitions, TopicName};
 
 /// A branch's test in [`KStream::split`].
 pub type Predicate<K, V> = Box<dyn Fn(&K, &V) -> bool + Send + Sync>;
@@ -335,6 +335,8 @@ impl<K: Data, V: Data> KStream<K, V> {
         let topic = TopicName::Internal(format!("{base}-repartition"));
         {
             let mut g = self.graph.borrow_mut();
+            let partitions =
+                partitions.map_or(InternalPartitions::Writer, InternalPartitions::Fixed);
             if g.repartition_partitions
                 .insert(format!("{base}-repartition"), partitions)
                 .is_some()

@@ -1,7 +1,7 @@
 //! `KTable`: the latest value per key, as a stream of [`Change`]s, and
 //! its operators (filter, map_values, to_stream, joins with another
-//! table, suppression of a windowed table's updates until its windows
-//! close).
+//! table on the key, suppression of a windowed table's updates until its
+//! windows close). Joins on a foreign key are in [`crate::fk_join`].
 
 use std::cell::RefCell;
 use std::marker::PhantomData;

@@ -9,8 +9,10 @@
 //!
 //! What is here: the DSL (stateless operators, grouping and aggregation,
 //! tumbling/hopping/session windows with grace and suppression, KTables,
-//! stream–table, stream–stream and table–table joins), state stores and
-//! their changelog writes, and a deterministic [`TopologyTestDriver`].
+//! stream–table, stream–stream and table–table joins, foreign-key
+//! table–table joins through subscription and response topics), state
+//! stores and their changelog writes, and a deterministic
+//! [`TopologyTestDriver`].
 //!
 //! ```
 //! use runnel_streams::{serdes, Consumed, Produced, Stored, StreamsBuilder, TopologyTestDriver};
@@ -30,6 +32,7 @@
 //! ```
 
 pub mod builder;
+pub mod fk_join;
 pub mod grouped;
 pub mod http;
 pub mod join;
@@ -58,4 +61,6 @@ pub use query::{KeyQueryMetadata, Query, QueryError};
 pub use record::{Change, Headers, Record, Window, Windowed};
 pub use runtime::{KafkaStreams, ProcessingGuarantee, RuntimeError, StreamsConfig, StreamsMetrics};
 pub use test_driver::TopologyTestDriver;
-pub use topology::{ErrorHandling, Task, TaskId, Topology};
+pub use topology::{
+    ErrorHandling, InternalPartitions, InternalTopic, PartitionCounts, Task, TaskId, Topology,
+};

@@ -574,64 +574,16 @@ fn prepare_topics(topology: &Topology, config: &StreamsConfig) -> Result<Vec<i32
             }
         }
     }
-    // A repartition topic has as many partitions as the sub-topology that
-    // writes it (unless fixed); sub-topologies take the most of their
-    // inputs. Resolved in passes: a writer may come after its reader.
+    let counts = topology
+        .partition_counts(app, &known)
+        .map_err(RuntimeError::Topology)?;
+    let out = counts.subtopologies;
     let subs = topology.subtopologies();
-    let internal: BTreeMap<String, Option<i32>> = topology
-        .internal_topics(app)
-        .into_iter()
-        .filter(|t| !t.compacted)
-        .map(|t| (t.name, t.partitions))
-        .collect();
-    let mut counts: Vec<Option<i32>> = vec![None; subs.len()];
-    for _ in 0..=subs.len() {
-        for sub in subs {
-            let mut n: Option<i32> = None;
-            let mut unresolved = false;
-            for t in &sub.sources {
-                let name = t.resolve(app);
-                match known.get(&name) {
-                    Some(p) => n = Some(n.map_or(*p, |m| m.max(*p))),
-                    None => unresolved = true,
-                }
-            }
-            if !unresolved {
-                counts[sub.id] = n;
-                for sink in &sub.sinks {
-                    let name = sink.resolve(app);
-                    if let Some(fixed) = internal.get(&name) {
-                        let p = fixed.or(n);
-                        if let Some(p) = p {
-                            known.entry(name).or_insert(p);
-                        }
-                    }
-                }
-            }
-        }
-    }
-    let mut out = Vec::new();
-    for sub in subs {
-        match counts[sub.id] {
-            Some(n) => out.push(n),
-            None => {
-                let missing: Vec<String> = sub
-                    .sources
-                    .iter()
-                    .map(|t| t.resolve(app))
-                    .filter(|t| !known.contains_key(t))
-                    .collect();
-                return Err(RuntimeError::Topology(format!(
-                    "input topics do not exist: {}",
-                    missing.join(", ")
-                )));
-            }
-        }
-    }
     // Create repartition topics and changelogs (existing ones stay).
-    let mut wanted: Vec<(String, i32, bool)> = internal
-        .keys()
-        .filter_map(|name| known.get(name).map(|p| (name.clone(), *p, false)))
+    let mut wanted: Vec<(String, i32, bool)> = counts
+        .internal
+        .into_iter()
+        .map(|(name, p)| (name, p, false))
         .collect();
     for sub in subs {
         for store in &sub.stores {

@@ -16,7 +16,12 @@
 //! key-value store: key bytes
 //! window store:    u32 BE key length | key | start (i64, sign bit flipped, BE) | u32 BE sequence
 //! session store:   u32 BE key length | key | end   (flipped BE) | start (flipped BE)
+//! prefixed key:     u32 BE prefix length | prefix | rest
 //! ```
+//!
+//! A prefixed key keeps every entry of one prefix together whatever the
+//! rest, so [`StateStore::scan_prefix`] finds them all (a foreign-key
+//! join's subscriptions: the foreign key, then the subscriber's key).
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -295,6 +300,21 @@ impl StateStore {
         self.engine.range_from(from, limit).unwrap_or_default()
     }
 
+    /// Every entry whose key starts with `prefixed_key(prefix, ..)`, in
+    /// key order.
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let low = key_prefix(prefix);
+        match prefix_end(&low) {
+            Some(high) => self.range(&low, &high),
+            // Only a prefix of 4 GiB has no end; scan to the last key.
+            None => self
+                .range_from(&low, usize::MAX)
+                .into_iter()
+                .take_while(|(k, _)| k.starts_with(&low))
+                .collect(),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.engine.len()
     }
@@ -335,6 +355,35 @@ fn key_prefix(key: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&(key.len() as u32).to_be_bytes());
     out.extend_from_slice(key);
     out
+}
+
+/// The smallest key greater than every key starting with `start`, if any
+/// (none when `start` is all `0xff`).
+fn prefix_end(start: &[u8]) -> Option<Vec<u8>> {
+    let mut end = start.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// The prefixed key of (`prefix`, `rest`): `u32 BE prefix length |
+/// prefix | rest`. The length keeps prefixes apart (`a` + `b` never
+/// meets `ab` + ``).
+pub fn prefixed_key(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
+    let mut out = key_prefix(prefix);
+    out.extend_from_slice(rest);
+    out
+}
+
+/// The (prefix, rest) of a prefixed key.
+pub fn split_prefixed_key(stored: &[u8]) -> Option<(&[u8], &[u8])> {
+    let len = u32::from_be_bytes(stored.get(..4)?.try_into().ok()?) as usize;
+    let prefix = stored.get(4..4usize.checked_add(len)?)?;
+    Some((prefix, &stored[4 + len..]))
 }
 
 /// The window store key of (`key`, window `start_ms`, `seq`).
@@ -449,6 +498,47 @@ mod tests {
         let (low, high) = sessions_ending_from(b"u", 6);
         assert!(session_key(b"u", 0, 5) < low);
         assert!(low <= session_key(b"u", 1, 6) && session_key(b"u", 1, 6) < high);
+    }
+
+    #[test]
+    fn a_prefix_scan_finds_exactly_the_entries_of_its_prefix() {
+        let spec = StoreSpec {
+            name: "s".into(),
+            kind: StoreKind::KeyValue,
+            logged: false,
+        };
+        let mut s = StateStore::new(spec, Box::<MemoryEngine>::default());
+        for (prefix, rest) in [
+            (&b"a"[..], &b"1"[..]),
+            (b"a", b""),
+            (b"a", b"\xff\xff"),
+            (b"ab", b"2"),
+            (b"", b"3"),
+            (b"a\xff", b"4"),
+            (b"b", b"5"),
+        ] {
+            s.put(&prefixed_key(prefix, rest), Some(b"v"));
+        }
+        let rests = |s: &StateStore, prefix: &[u8]| -> Vec<Vec<u8>> {
+            s.scan_prefix(prefix)
+                .iter()
+                .map(|(k, _)| {
+                    let (p, rest) = split_prefixed_key(k).unwrap();
+                    assert_eq!(p, prefix);
+                    rest.to_vec()
+                })
+                .collect()
+        };
+        assert_eq!(
+            rests(&s, b"a"),
+            vec![b"".to_vec(), b"1".to_vec(), b"\xff\xff".to_vec()]
+        );
+        assert_eq!(rests(&s, b"a\xff"), vec![b"4".to_vec()]);
+        assert_eq!(rests(&s, b""), vec![b"3".to_vec()]);
+        assert!(rests(&s, b"c").is_empty());
+        assert_eq!(prefix_end(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+        assert_eq!(split_prefixed_key(&[0, 0, 0, 9, 1]), None);
     }
 
     #[test]

@@ -70,15 +70,40 @@ pub struct InternalTopic {
     pub name: String,
     /// Compacted (changelogs) or deleted (repartition topics).
     pub compacted: bool,
-    /// Partitions, if fixed; otherwise those of the sub-topology's inputs.
-    pub partitions: Option<i32>,
+    pub partitions: InternalPartitions,
+}
+
+/// How many partitions an internal topic gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InternalPartitions {
+    /// As many as the sub-topology that writes it: a repartition topic
+    /// (its readers then take that many tasks), a changelog (one
+    /// partition per task).
+    Writer,
+    /// Exactly this many.
+    Fixed(i32),
+    /// As many as the sub-topology that reads it gets from its other
+    /// inputs: the topic must be partitioned like a table that
+    /// sub-topology already reads (a foreign-key join's subscription and
+    /// response topics), whatever its writer's count.
+    Reader,
+}
+
+/// Partition counts resolved from those of the topics that exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionCounts {
+    /// Tasks per sub-topology, by sub-topology id.
+    pub subtopologies: Vec<i32>,
+    /// Partitions of each repartition topic, by resolved name.
+    pub internal: BTreeMap<String, i32>,
 }
 
 #[derive(Default)]
 pub(crate) struct Graph {
     pub nodes: Vec<NodeSpec>,
     pub stores: BTreeMap<String, StoreSpec>,
-    pub repartition_partitions: BTreeMap<String, Option<i32>>,
+    /// Repartition topics (by unresolved name) and their partitions.
+    pub repartition_partitions: BTreeMap<String, InternalPartitions>,
     /// How interactive queries read each store, where the DSL knows.
     pub codecs: BTreeMap<String, Arc<dyn StoreCodec>>,
     /// What the DSL found wrong, reported by `build`.
@@ -260,10 +285,99 @@ impl Topology {
             out.push(InternalTopic {
                 name: changelog_topic(application_id, &spec.name),
                 compacted: true,
-                partitions: None,
+                partitions: InternalPartitions::Writer,
             });
         }
         out
+    }
+
+    /// Each sub-topology's task count and each repartition topic's
+    /// partitions, given the partitions of the topics the application
+    /// reads that exist (`existing`, by resolved name: the external ones,
+    /// missing ones named in the error; an internal topic that exists
+    /// keeps its count). A sub-topology takes the most partitions of its inputs
+    /// ([`InternalPartitions::Reader`] topics aside: they take the
+    /// sub-topology's count); a [`InternalPartitions::Writer`] topic takes
+    /// its writer's. Resolved in passes, since a writer may come after its
+    /// reader and sub-topologies may feed each other both ways (a
+    /// foreign-key join's two sides do).
+    pub fn partition_counts(
+        &self,
+        application_id: &str,
+        existing: &HashMap<String, i32>,
+    ) -> Result<PartitionCounts, String> {
+        let app = application_id;
+        let declared: BTreeMap<String, InternalPartitions> = self
+            .graph
+            .repartition_partitions
+            .iter()
+            .map(|(name, p)| (TopicName::Internal(name.clone()).resolve(app), *p))
+            .collect();
+        let mut known: HashMap<String, i32> = existing.clone();
+        for (name, p) in &declared {
+            if let InternalPartitions::Fixed(n) = p {
+                known.entry(name.clone()).or_insert(*n);
+            }
+        }
+        let follows_reader =
+            |name: &str| matches!(declared.get(name), Some(InternalPartitions::Reader));
+        let subs = &self.subtopologies;
+        let mut counts: Vec<Option<i32>> = vec![None; subs.len()];
+        for _ in 0..=subs.len() {
+            for sub in subs {
+                let mut n: Option<i32> = None;
+                let mut unresolved = false;
+                for t in &sub.sources {
+                    let name = t.resolve(app);
+                    if follows_reader(&name) {
+                        continue;
+                    }
+                    match known.get(&name) {
+                        Some(p) => n = Some(n.map_or(*p, |m| m.max(*p))),
+                        None => unresolved = true,
+                    }
+                }
+                let Some(n) = n.filter(|_| !unresolved) else {
+                    continue;
+                };
+                counts[sub.id] = Some(n);
+                for t in &sub.sources {
+                    let name = t.resolve(app);
+                    if follows_reader(&name) {
+                        known.entry(name).or_insert(n);
+                    }
+                }
+                for sink in &sub.sinks {
+                    let name = sink.resolve(app);
+                    if declared.get(&name) == Some(&InternalPartitions::Writer) {
+                        known.entry(name).or_insert(n);
+                    }
+                }
+            }
+        }
+        let mut subtopologies = Vec::with_capacity(subs.len());
+        for sub in subs {
+            match counts[sub.id] {
+                Some(n) => subtopologies.push(n),
+                None => {
+                    let missing: Vec<String> = sub
+                        .sources
+                        .iter()
+                        .map(|t| t.resolve(app))
+                        .filter(|t| !known.contains_key(t))
+                        .collect();
+                    return Err(format!("input topics do not exist: {}", missing.join(", ")));
+                }
+            }
+        }
+        let internal = declared
+            .keys()
+            .filter_map(|name| known.get(name).map(|p| (name.clone(), *p)))
+            .collect();
+        Ok(PartitionCounts {
+            subtopologies,
+            internal,
+        })
     }
 
     pub fn store_spec(&self, name: &str) -> Option<&StoreSpec> {

@@ -391,3 +391,29 @@ fn a_value_serde_other_than_strings_round_trips_through_a_repartition_topic() {
         vec![(3, "k:[1, 2, 3]".to_string())]
     );
 }
+
+#[test]
+fn a_repartition_topic_takes_the_partitions_of_the_sub_topology_that_writes_it() {
+    let b = StreamsBuilder::new();
+    let left = strings_in(&b, "in").select_key(|_, v| v.clone());
+    let other = strings_in(&b, "other");
+    to_out(
+        &left.merge(&other).repartition(Some("by-value"), s(), s()),
+        "out",
+    );
+    let topology = b.build().unwrap();
+    let partitions =
+        std::collections::HashMap::from([("in".to_string(), 4), ("other".to_string(), 6)]);
+    let counts = topology.partition_counts(APP, &partitions).unwrap();
+    assert_eq!(counts.internal["app-by-value-repartition"], 6);
+    let mut tasks = counts.subtopologies.clone();
+    tasks.sort();
+    assert_eq!(tasks, vec![6, 6], "the reader takes what the writer wrote");
+    let missing = topology
+        .partition_counts(APP, &std::collections::HashMap::new())
+        .unwrap_err();
+    assert!(
+        missing.contains("in") && missing.contains("other"),
+        "{missing}"
+    );
+}
