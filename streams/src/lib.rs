@@ -8,7 +8,7 @@
 //! runs against Runnel, Kafka or Redpanda alike.
 //!
 //! What is here: the DSL (stateless operators, grouping and aggregation,
-//! tumbling/hopping/session windows with grace and suppression, KTables,
+//! tumbling/hopping/sliding/session windows with grace and suppression, KTables,
 //! stream–table, stream–stream and table–table joins), state stores and
 //! their changelog writes, and a deterministic [`TopologyTestDriver`].
 //!
@@ -40,6 +40,7 @@ pub mod processor;
 pub mod record;
 pub mod runtime;
 pub mod serdes;
+pub mod sliding;
 pub mod store;
 pub mod test_driver;
 pub mod topology;
@@ -54,5 +55,6 @@ pub use ktable::KTable;
 pub use processor::{Output, StreamsError, TaskMetrics};
 pub use record::{Change, Headers, Record, Window, Windowed};
 pub use runtime::{KafkaStreams, ProcessingGuarantee, RuntimeError, StreamsConfig, StreamsMetrics};
+pub use sliding::{SlidingWindowedKStream, SlidingWindows};
 pub use test_driver::TopologyTestDriver;
 pub use topology::{ErrorHandling, Task, TaskId, Topology};

@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, VecDeque};
 use crate::processor::{Output, StreamsError, TaskMetrics};
 use crate::record::{Record, Window};
 use crate::serdes::{SerdeError, SerdeRef};
-use crate::store::{self, StateStore};
+use crate::store::{self, StateStore, StoreKind};
 use crate::topology::{ErrorHandling, Input, Task, Topology};
 
 /// Runs a topology in the calling thread, one record at a time.
@@ -205,7 +205,8 @@ impl TopologyTestDriver {
         value_serde.deserialize(Some(&vb)).ok()
     }
 
-    /// A window store's windows of `key` starting in `[from_ms, to_ms]`.
+    /// A window store's windows of `key` starting in `[from_ms, to_ms]`
+    /// (for sliding windows: the aggregates, without their timestamps).
     pub fn fetch_windows<K: 'static, V: 'static>(
         &self,
         store: &str,
@@ -219,11 +220,17 @@ impl TopologyTestDriver {
             return Vec::new();
         };
         let (low, high) = store::window_range(&kb, from_ms, to_ms);
+        let timestamped = matches!(s.spec.kind, StoreKind::TimestampedWindow { .. });
         s.range(&low, &high)
             .into_iter()
             .filter_map(|(k, v)| {
                 let (_, start, _) = store::split_window_key(&k)?;
-                Some((start, value_serde.deserialize(Some(&v)).ok()?))
+                let v = if timestamped {
+                    store::split_timestamped_value(&v)?.1
+                } else {
+                    &v[..]
+                };
+                Some((start, value_serde.deserialize(Some(v)).ok()?))
             })
             .collect()
     }
