@@ -9,7 +9,8 @@
 //!
 //! What is here: the DSL (stateless operators, grouping and aggregation,
 //! tumbling/hopping/sliding/session windows with grace and suppression, KTables,
-//! stream–table, stream–stream and table–table joins), state stores and
+//! stream–table, stream–stream and table–table joins, event time taken
+//! from the records by a timestamp extractor), state stores and
 //! their changelog writes, and a deterministic [`TopologyTestDriver`].
 //!
 //! ```
@@ -45,7 +46,9 @@ pub mod store;
 pub mod test_driver;
 pub mod topology;
 
-pub use builder::{Consumed, Data, Produced, Stored, StreamsBuilder, TopologyError};
+pub use builder::{
+    Consumed, Data, Produced, Stored, StreamsBuilder, TimestampExtractor, TopologyError,
+};
 pub use grouped::{
     KGroupedStream, SessionWindowedKStream, SessionWindows, TimeWindowedKStream, TimeWindows,
 };

@@ -441,7 +441,8 @@ impl Task {
         };
         self.ctx.origin.topic = Arc::from(input.topic);
         self.ctx.origin.offset = input.offset;
-        self.ctx.stream_time = self.ctx.stream_time.max(input.timestamp);
+        // The source advances stream time with the record's event time
+        // (which a timestamp extractor may take from the record itself).
         self.ctx.metrics.records_processed += 1;
         let record = Record {
             key: input.key.map(<[u8]>::to_vec),
