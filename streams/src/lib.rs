@@ -10,8 +10,11 @@
 //! What is here: the DSL (stateless operators, grouping and aggregation,
 //! tumbling/hopping/sliding/session windows with grace and suppression, KTables,
 //! stream–table, stream–stream and table–table joins, event time taken
-//! from the records by a timestamp extractor), state stores and
-//! their changelog writes, and a deterministic [`TopologyTestDriver`].
+//! from the records by a timestamp extractor), the Processor API
+//! ([`KStream::process`] with a [`UserProcessor`]: forwarding, key-value
+//! stores, punctuation on stream time and wall-clock time), state stores
+//! and their changelog writes, and a deterministic [`TopologyTestDriver`]
+//! (with a virtual wall clock).
 //!
 //! ```
 //! use runnel_streams::{serdes, Consumed, Produced, Stored, StreamsBuilder, TopologyTestDriver};
@@ -38,6 +41,7 @@ pub mod ktable;
 mod nodes;
 pub mod options;
 pub mod processor;
+pub mod processor_api;
 pub mod record;
 pub mod runtime;
 pub mod serdes;
@@ -55,7 +59,8 @@ pub use grouped::{
 pub use join::{JoinWindows, StreamJoined};
 pub use kstream::KStream;
 pub use ktable::KTable;
-pub use processor::{Output, StreamsError, TaskMetrics};
+pub use processor::{Cancellable, Output, PunctuationType, StreamsError, TaskMetrics};
+pub use processor_api::{KeyValueStore, ProcessorContext, TypedKeyValueStore, UserProcessor};
 pub use record::{Change, Headers, Record, Window, Windowed};
 pub use runtime::{KafkaStreams, ProcessingGuarantee, RuntimeError, StreamsConfig, StreamsMetrics};
 pub use sliding::{SlidingWindowedKStream, SlidingWindows};
