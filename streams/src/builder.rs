@@ -6,7 +6,7 @@ use std::rc::Rc;
 use crate::kstream::KStream;
 use crate::ktable::KTable;
 use crate::nodes::source_node;
-pub use crate::options::{Consumed, Data, Produced, Stored, TopologyError};
+pub use crate::options::{Consumed, Data, Produced, Stored, TimestampExtractor, TopologyError};
 use crate::topology::{Graph, Topology};
 
 /// Builds a [`Topology`] with Kafka Streams' DSL.
@@ -51,7 +51,13 @@ impl StreamsBuilder {
             .iter()
             .map(|t| crate::topology::TopicName::External(t.to_string()))
             .collect();
-        let node = source_node(&self.graph, topics, consumed.key, consumed.value);
+        let node = source_node(
+            &self.graph,
+            topics,
+            consumed.key,
+            consumed.value,
+            consumed.timestamp,
+        );
         KStream::new(self.graph.clone(), node, false)
     }
 

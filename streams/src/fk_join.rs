@@ -525,6 +525,7 @@ impl<K: Data, V: Data> KTable<K, V> {
             vec![TopicName::Internal(registration)],
             raw.clone(),
             raw.clone(),
+            None,
         );
         let answer_subscription = {
             let mut g = self.graph.borrow_mut();
@@ -641,6 +642,7 @@ impl<K: Data, V: Data> KTable<K, V> {
             vec![TopicName::Internal(answers)],
             raw.clone(),
             raw,
+            None,
         );
         let resolve = {
             let mut g = self.graph.borrow_mut();

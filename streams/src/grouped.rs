@@ -18,14 +18,14 @@ use crate::store::{self, StoreKind};
 
 /// A stream grouped by key, ready to aggregate.
 pub struct KGroupedStream<K, V> {
-    stream: KStream<K, V>,
-    key: SerdeRef<K>,
-    value: SerdeRef<V>,
+    pub(crate) stream: KStream<K, V>,
+    pub(crate) key: SerdeRef<K>,
+    pub(crate) value: SerdeRef<V>,
 }
 
 /// How a new value folds into a group's aggregate (`None`: the group has
 /// none yet).
-type FoldIn<K, V, A> = Arc<dyn Fn(&K, Option<A>, V) -> A + Send + Sync>;
+pub(crate) type FoldIn<K, V, A> = Arc<dyn Fn(&K, Option<A>, V) -> A + Send + Sync>;
 
 impl<K: Data, V: Data> KGroupedStream<K, V> {
     pub(crate) fn new(
@@ -38,7 +38,7 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
 
     /// The stream to aggregate: repartitioned by key first if an operator
     /// may have changed the keys.
-    fn input(&self, store: &str) -> KStream<K, V> {
+    pub(crate) fn input(&self, store: &str) -> KStream<K, V> {
         if self.stream.key_changed {
             self.stream
                 .repartition(Some(store), self.key.clone(), self.value.clone())
@@ -47,7 +47,7 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
         }
     }
 
-    fn store_spec(&self, stored: &Stored, kind: StoreKind, prefix: &str) -> String {
+    pub(crate) fn store_spec(&self, stored: &Stored, kind: StoreKind, prefix: &str) -> String {
         let mut g = self.stream.graph.borrow_mut();
         let spec = stored.spec(&mut g, kind, prefix);
         add_store(&mut g, spec)

@@ -277,7 +277,10 @@ async fn key(
     if !entries.is_empty() {
         let body = match kind {
             Some(crate::store::StoreKind::KeyValue) => entries[0].clone(),
-            Some(crate::store::StoreKind::Window { .. }) => {
+            Some(
+                crate::store::StoreKind::Window { .. }
+                | crate::store::StoreKind::TimestampedWindow { .. },
+            ) => {
                 json!({"key": entries[0]["key"], "windows": entries})
             }
             _ => json!({"key": entries[0]["key"], "sessions": entries}),

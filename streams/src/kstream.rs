@@ -353,7 +353,8 @@ impl<K: Data, V: Data> KStream<K, V> {
             key.clone(),
             value.clone(),
         );
-        let node = source_node(&self.graph, vec![topic], key, value);
+        // Repartitioned records carry the event time they were written with.
+        let node = source_node(&self.graph, vec![topic], key, value, None);
         KStream::new(self.graph.clone(), node, false)
     }
 }

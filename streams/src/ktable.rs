@@ -8,7 +8,7 @@ use std::marker::PhantomData;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use crate::nodes::{decode, encode_key, processor};
+use crate::nodes::{decode, encode_key, event_time, processor};
 use crate::options::{add_store, Consumed, Data, Stored};
 use crate::processor::{Ctx, Downstream, StreamsError};
 use crate::record::{Change, Record, Windowed};
@@ -111,6 +111,7 @@ impl<K: Data, V: Data> KTable<K, V> {
             add_store(&mut g, spec)
         };
         let (key, value) = (consumed.key.clone(), consumed.value.clone());
+        let timestamp = consumed.timestamp.clone();
         let store_name = store.clone();
         let node = {
             let mut g = graph.borrow_mut();
@@ -120,7 +121,12 @@ impl<K: Data, V: Data> KTable<K, V> {
                 &[],
                 vec![store.clone()],
                 move |_, down| {
-                    let (key, value, store) = (key.clone(), value.clone(), store_name.clone());
+                    let (key, value, store, timestamp) = (
+                        key.clone(),
+                        value.clone(),
+                        store_name.clone(),
+                        timestamp.clone(),
+                    );
                     processor(move |ctx: &mut Ctx, r: Record<Raw, Raw>| {
                         let deserialize = |ctx: &Ctx, what, error| StreamsError::Deserialize {
                             what,
@@ -145,6 +151,17 @@ impl<K: Data, V: Data> KTable<K, V> {
                             ),
                             None => None,
                         };
+                        let ts = match &new {
+                            Some(v) => event_time(ctx, timestamp.as_ref(), &k, v, r.timestamp),
+                            // A tombstone has no value to extract a time from.
+                            None => {
+                                ctx.stream_time = ctx.stream_time.max(r.timestamp);
+                                Some(r.timestamp)
+                            }
+                        };
+                        let Some(ts) = ts else {
+                            return Ok(());
+                        };
                         let old = match ctx.store(&store).get(&kb) {
                             Some(b) => Some(decode(&value, &b, &store)?),
                             None => None,
@@ -158,7 +175,7 @@ impl<K: Data, V: Data> KTable<K, V> {
                             Record {
                                 key: k,
                                 value: Change { new, old },
-                                timestamp: r.timestamp,
+                                timestamp: ts,
                                 headers: r.headers,
                             },
                         )

@@ -8,11 +8,15 @@
 //! runs against Runnel, Kafka or Redpanda alike.
 //!
 //! What is here: the DSL (stateless operators, grouping and aggregation,
-//! tumbling/hopping/session windows with grace and suppression, KTables,
-//! stream–table, stream–stream and table–table joins, foreign-key
-//! table–table joins through subscription and response topics), state
-//! stores and their changelog writes, and a deterministic
-//! [`TopologyTestDriver`].
+//! tumbling/hopping/sliding/session windows with grace and suppression,
+//! KTables, stream–table, stream–stream and table–table joins,
+//! foreign-key table–table joins through subscription and response
+//! topics, event time taken from the records by a timestamp extractor),
+//! the Processor API ([`KStream::process`] with a [`UserProcessor`]:
+//! forwarding, key-value stores, punctuation on stream time and
+//! wall-clock time), state stores and their changelog writes,
+//! interactive queries over HTTP ([`http`]), and a deterministic
+//! [`TopologyTestDriver`] (with a virtual wall clock).
 //!
 //! ```
 //! use runnel_streams::{serdes, Consumed, Produced, Stored, StreamsBuilder, TopologyTestDriver};
@@ -41,25 +45,31 @@ pub mod ktable;
 mod nodes;
 pub mod options;
 pub mod processor;
+pub mod processor_api;
 pub mod query;
 pub mod record;
 pub mod runtime;
 pub mod serdes;
+pub mod sliding;
 pub mod store;
 pub mod test_driver;
 pub mod topology;
 
-pub use builder::{Consumed, Data, Produced, Stored, StreamsBuilder, TopologyError};
+pub use builder::{
+    Consumed, Data, Produced, Stored, StreamsBuilder, TimestampExtractor, TopologyError,
+};
 pub use grouped::{
     KGroupedStream, SessionWindowedKStream, SessionWindows, TimeWindowedKStream, TimeWindows,
 };
 pub use join::{JoinWindows, StreamJoined};
 pub use kstream::KStream;
 pub use ktable::KTable;
-pub use processor::{Output, StreamsError, TaskMetrics};
+pub use processor::{Cancellable, Output, PunctuationType, StreamsError, TaskMetrics};
+pub use processor_api::{KeyValueStore, ProcessorContext, TypedKeyValueStore, UserProcessor};
 pub use query::{KeyQueryMetadata, Query, QueryError};
 pub use record::{Change, Headers, Record, Window, Windowed};
 pub use runtime::{KafkaStreams, ProcessingGuarantee, RuntimeError, StreamsConfig, StreamsMetrics};
+pub use sliding::{SlidingWindowedKStream, SlidingWindows};
 pub use test_driver::TopologyTestDriver;
 pub use topology::{
     ErrorHandling, InternalPartitions, InternalTopic, PartitionCounts, Task, TaskId, Topology,

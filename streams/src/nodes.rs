@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::marker::PhantomData;
 use std::rc::Rc;
 
-use crate::options::Data;
+use crate::options::{Data, TimestampExtractor};
 use crate::processor::{Ctx, Handle, Processor, StreamsError};
 use crate::record::Record;
 use crate::serdes::{self, SerdeRef};
@@ -31,17 +31,19 @@ pub(crate) fn processor<K: 'static, V: 'static>(
     Rc::new(RefCell::new(FnProcessor(f, PhantomData)))
 }
 
-/// Adds a source node reading `topics` and decoding with the serdes.
+/// Adds a source node reading `topics` and decoding with the serdes; its
+/// records' event time comes from `timestamp` if given.
 pub(crate) fn source_node<K: Data, V: Data>(
     graph: &Rc<RefCell<Graph>>,
     topics: Vec<TopicName>,
     key: SerdeRef<K>,
     value: SerdeRef<V>,
+    timestamp: Option<TimestampExtractor<K, V>>,
 ) -> usize {
     let mut g = graph.borrow_mut();
     let name = g.name("KSTREAM-SOURCE");
     let node = g.add::<Raw, Raw, K, V, _>(name, &[], Vec::new(), move |_, down| {
-        let (key, value) = (key.clone(), value.clone());
+        let (key, value, timestamp) = (key.clone(), value.clone(), timestamp.clone());
         processor(move |ctx: &mut Ctx, r: Record<Raw, Raw>| {
             let deserialize = |what, e| StreamsError::Deserialize {
                 what,
@@ -56,12 +58,15 @@ pub(crate) fn source_node<K: Data, V: Data>(
             let v = value
                 .deserialize(r.value.as_deref())
                 .map_err(|e| deserialize("value", e))?;
+            let Some(ts) = event_time(ctx, timestamp.as_ref(), &k, &v, r.timestamp) else {
+                return Ok(());
+            };
             down.forward(
                 ctx,
                 Record {
                     key: k,
                     value: v,
-                    timestamp: r.timestamp,
+                    timestamp: ts,
                     headers: r.headers,
                 },
             )
@@ -69,6 +74,38 @@ pub(crate) fn source_node<K: Data, V: Data>(
     });
     g.nodes[node].sources = topics;
     node
+}
+
+/// A source record's event time (from `extract` if there is one), which
+/// advances the task's stream time; `None` for a record to skip (a
+/// negative extracted time: logged and counted).
+pub(crate) fn event_time<K, V>(
+    ctx: &mut Ctx,
+    extract: Option<&TimestampExtractor<K, V>>,
+    key: &K,
+    value: &V,
+    record_ms: i64,
+) -> Option<i64> {
+    let ts = match extract {
+        None => record_ms,
+        Some(extract) => {
+            let ts = extract(key, value, record_ms);
+            if ts < 0 {
+                tracing::warn!(
+                    topic = %ctx.origin.topic,
+                    partition = ctx.origin.partition,
+                    offset = ctx.origin.offset,
+                    timestamp = ts,
+                    "the timestamp extractor gave a negative time; record skipped"
+                );
+                ctx.metrics.records_skipped += 1;
+                return None;
+            }
+            ts
+        }
+    };
+    ctx.stream_time = ctx.stream_time.max(ts);
+    Some(ts)
 }
 
 /// Adds a sink node writing to `topic`.

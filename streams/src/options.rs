@@ -3,6 +3,7 @@
 //! definition can get wrong. Below the DSL types: they all use it.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use crate::serdes::SerdeRef;
 use crate::store::{StoreKind, StoreSpec};
@@ -30,15 +31,45 @@ pub(crate) fn add_store(graph: &mut Graph, spec: StoreSpec) -> String {
     name
 }
 
-/// How a source reads its keys and values.
+/// Where a record's event time comes from: its key, value and the
+/// timestamp it has in its topic, in; milliseconds since the epoch out.
+pub type TimestampExtractor<K, V> = Arc<dyn Fn(&K, &V, i64) -> i64 + Send + Sync>;
+
+/// How a source reads its keys and values, and their event time.
 pub struct Consumed<K, V> {
     pub(crate) key: SerdeRef<K>,
     pub(crate) value: SerdeRef<V>,
+    pub(crate) timestamp: Option<TimestampExtractor<K, V>>,
 }
 
 impl<K, V> Consumed<K, V> {
+    /// Keys and values read with these serdes; each record's event time is
+    /// the timestamp it has in its topic.
     pub fn with(key: SerdeRef<K>, value: SerdeRef<V>) -> Consumed<K, V> {
-        Consumed { key, value }
+        Consumed {
+            key,
+            value,
+            timestamp: None,
+        }
+    }
+
+    /// Each record's event time taken from the record itself (a field of
+    /// its value, say) by `extract(key, value, topic timestamp)`: it is the
+    /// record's timestamp from the source on (windows, stream time,
+    /// punctuation, the timestamps of what the topology writes).
+    ///
+    /// A negative result is not a time: the record is skipped, logged and
+    /// counted in `records_skipped`. (Kafka Streams' default extractor
+    /// fails the application instead; log-and-skip is its alternative,
+    /// chosen here so one bad record does not stop a pipeline.) For a
+    /// table, a tombstone has no value to look into and keeps its topic
+    /// timestamp.
+    pub fn with_timestamp_extractor(
+        mut self,
+        extract: impl Fn(&K, &V, i64) -> i64 + Send + Sync + 'static,
+    ) -> Consumed<K, V> {
+        self.timestamp = Some(Arc::new(extract));
+        self
     }
 }
 

@@ -1,12 +1,13 @@
 //! The operators' common ground: a typed [`Processor`] that gets one
 //! record at a time and forwards what it makes to its children, and the
 //! [`Ctx`] of the task it runs in (the record's origin, stream time, the
-//! task's stores, what goes out to topics, counters).
+//! task's stores, what goes out to topics, counters, the punctuators
+//! scheduled and when each is due).
 //!
 //! Processors of one task run on one thread and never block: a task is
 //! the unit of parallelism, not an operator.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -88,6 +89,42 @@ pub struct Origin {
     pub offset: i64,
 }
 
+/// Which clock a punctuator follows (Kafka Streams' `PunctuationType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PunctuationType {
+    /// The task's stream time: a punctuator fires when a record moves it
+    /// past the next multiple of the interval (once, however far it
+    /// moves), never while no records come.
+    StreamTime,
+    /// The machine's clock (the test driver's virtual one in tests): a
+    /// punctuator fires every interval from when it was scheduled, whether
+    /// records come or not.
+    WallClockTime,
+}
+
+/// Stops a scheduled punctuator (Kafka Streams' `Cancellable`).
+#[derive(Debug, Clone)]
+pub struct Cancellable(Rc<Cell<bool>>);
+
+impl Cancellable {
+    /// The punctuator fires no more (from inside its own call too).
+    pub fn cancel(&self) {
+        self.0.set(true);
+    }
+}
+
+/// A punctuator as the task keeps it: what it runs when it is due.
+type Fire = Box<dyn FnMut(&mut Ctx, i64) -> Result<(), StreamsError>>;
+
+pub(crate) struct Scheduled {
+    interval_ms: i64,
+    kind: PunctuationType,
+    /// When it fires next (on its clock).
+    next_ms: i64,
+    cancelled: Rc<Cell<bool>>,
+    fire: Fire,
+}
+
 /// The task a processor runs in.
 pub struct Ctx {
     pub(crate) origin: Origin,
@@ -101,6 +138,11 @@ pub struct Ctx {
     pub(crate) metrics: TaskMetrics,
     /// Where records later than their grace go, if anywhere.
     pub(crate) late_records_topic: Option<String>,
+    /// The punctuators the task's processors scheduled, in that order.
+    punctuators: Vec<Scheduled>,
+    /// The wall-clock time the task last saw, milliseconds since the
+    /// epoch (set by whoever runs the task: the runtime or the driver).
+    pub(crate) wall_clock_ms: i64,
 }
 
 impl Ctx {
@@ -117,7 +159,74 @@ impl Ctx {
             out: Vec::new(),
             metrics: TaskMetrics::default(),
             late_records_topic: None,
+            punctuators: Vec::new(),
+            wall_clock_ms: 0,
         }
+    }
+
+    pub fn wall_clock_time(&self) -> i64 {
+        self.wall_clock_ms
+    }
+
+    /// Schedules `fire` every `interval_ms` (positive) on `kind`'s clock.
+    /// As in Kafka Streams, a stream-time punctuator is aligned to the
+    /// epoch (due at 0, then at each multiple of the interval) and a
+    /// wall-clock one to the moment it is scheduled.
+    pub(crate) fn schedule(
+        &mut self,
+        interval_ms: i64,
+        kind: PunctuationType,
+        fire: Fire,
+    ) -> Cancellable {
+        let next_ms = match kind {
+            PunctuationType::StreamTime => 0,
+            PunctuationType::WallClockTime => self.wall_clock_ms.saturating_add(interval_ms),
+        };
+        let cancelled = Rc::new(Cell::new(false));
+        self.punctuators.push(Scheduled {
+            interval_ms,
+            kind,
+            next_ms,
+            cancelled: cancelled.clone(),
+            fire,
+        });
+        Cancellable(cancelled)
+    }
+
+    /// Runs every punctuator of `kind` due at `now_ms` once, in the order
+    /// they were scheduled, each given `now_ms`; returns how many ran and
+    /// what failed. Each next falls due at the first multiple of its
+    /// interval (from its start) after `now_ms`: a clock that jumped
+    /// several intervals fires it once, not once per interval missed.
+    pub(crate) fn punctuate(
+        &mut self,
+        kind: PunctuationType,
+        now_ms: i64,
+    ) -> (u64, Vec<StreamsError>) {
+        let mut due = std::mem::take(&mut self.punctuators);
+        let (mut ran, mut failed) = (0, Vec::new());
+        // Records forwarded by a punctuator come from no input record.
+        self.origin.topic = Arc::from("");
+        self.origin.offset = -1;
+        for p in due.iter_mut() {
+            if p.kind != kind || p.cancelled.get() || p.next_ms > now_ms {
+                continue;
+            }
+            let missed = (now_ms - p.next_ms) / p.interval_ms;
+            p.next_ms = p
+                .next_ms
+                .saturating_add(missed.saturating_add(1).saturating_mul(p.interval_ms));
+            ran += 1;
+            self.metrics.punctuations += 1;
+            if let Err(e) = (p.fire)(self, now_ms) {
+                failed.push(e);
+            }
+        }
+        // Punctuators scheduled while these ran come after them.
+        due.append(&mut self.punctuators);
+        due.retain(|p| !p.cancelled.get());
+        self.punctuators = due;
+        (ran, failed)
     }
 
     pub fn origin(&self) -> &Origin {
@@ -208,6 +317,12 @@ pub type Handle<K, V> = Rc<RefCell<dyn Processor<K, V>>>;
 
 /// The children a processor forwards to.
 pub struct Downstream<K, V>(pub(crate) Vec<Handle<K, V>>);
+
+impl<K, V> Clone for Downstream<K, V> {
+    fn clone(&self) -> Self {
+        Downstream(self.0.clone())
+    }
+}
 
 impl<K: Clone, V: Clone> Downstream<K, V> {
     /// Hands `record` to every child (a copy to each but the last).

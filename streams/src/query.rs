@@ -172,7 +172,9 @@ pub fn answer<'a>(
                 .into_iter()
                 .map(|(name, (tasks, entries))| {
                     let kind = match topology.store_spec(&name).map(|s| s.kind) {
-                        Some(StoreKind::Window { .. }) => "window",
+                        Some(StoreKind::Window { .. } | StoreKind::TimestampedWindow { .. }) => {
+                            "window"
+                        }
                         Some(StoreKind::Session { .. }) => "session",
                         _ => "key-value",
                     };
@@ -202,10 +204,10 @@ pub fn answer<'a>(
                             }));
                         }
                     }
-                    StoreKind::Window { .. } => {
+                    StoreKind::Window { .. } | StoreKind::TimestampedWindow { .. } => {
                         let (low, high) = store::window_range(key, *from_ms, *to_ms);
                         for (k, v) in s.range(&low, &high) {
-                            if let Some(w) = window_entry(&*codec, &k, &v, t.id) {
+                            if let Some(w) = window_entry(&*codec, kind, &k, &v, t.id) {
                                 found.push(w);
                             }
                         }
@@ -264,7 +266,9 @@ pub fn answer<'a>(
                         "value": codec.value_to_json(&v),
                         "task": task.to_string(),
                     })),
-                    StoreKind::Window { .. } => window_entry(&*codec, &k, &v, task),
+                    StoreKind::Window { .. } | StoreKind::TimestampedWindow { .. } => {
+                        window_entry(&*codec, kind, &k, &v, task)
+                    }
                     StoreKind::Session { .. } => session_entry(&*codec, &k, &v, task),
                 })
                 .collect();
@@ -275,11 +279,17 @@ pub fn answer<'a>(
 
 fn window_entry(
     codec: &dyn StoreCodec,
+    kind: StoreKind,
     stored: &[u8],
     value: &[u8],
     task: TaskId,
 ) -> Option<Value> {
     let (key, start, _) = store::split_window_key(stored)?;
+    // A timestamped window's value starts with its latest record's time.
+    let value = match kind {
+        StoreKind::TimestampedWindow { .. } => value.get(8..)?,
+        _ => value,
+    };
     let mut entry = json!({
         "key": codec.key_to_json(key),
         "start": start,

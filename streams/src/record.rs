@@ -44,7 +44,9 @@ pub struct Change<V> {
     pub old: Option<V>,
 }
 
-/// A time window: `[start_ms, end_ms)`.
+/// A time window: `[start_ms, end_ms)` for tumbling and hopping windows;
+/// `[start_ms, end_ms]` (both ends included) for sliding windows and
+/// sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Window {
     pub start_ms: i64,

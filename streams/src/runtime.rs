@@ -779,6 +779,30 @@ fn run(
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(key, m.offset() + 1);
         }
+        // Wall-clock punctuators run between records, whether any came.
+        let now_ms = wall_clock_ms();
+        let mut failed = None;
+        for (id, task) in tasks.iter_mut() {
+            match task.punctuate_wall_clock(now_ms, &config.on_error) {
+                Ok(0) => {}
+                Ok(_) => {
+                    if let Some(e) = task.store_failure() {
+                        failed = Some(RuntimeError::Store(format!("task {id}: {e}")));
+                        break;
+                    }
+                    for out in task.take_outputs() {
+                        send(&producer, out)?;
+                    }
+                }
+                Err(error) => {
+                    failed = Some(RuntimeError::Processing { task: *id, error });
+                    break;
+                }
+            }
+        }
+        if let Some(e) = failed {
+            break Err(e);
+        }
         if last_metrics.elapsed() >= METRICS_INTERVAL {
             update_metrics(metrics, &shared, &tasks);
             last_metrics = Instant::now();
@@ -807,6 +831,14 @@ fn run(
     consumer.unsubscribe();
     update_metrics(metrics, &shared, &tasks);
     outcome
+}
+
+/// The machine's clock, milliseconds since the epoch (what wall-clock
+/// punctuators follow).
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn update_metrics(
@@ -926,6 +958,9 @@ fn rebuild_tasks<C: ConsumerContext>(
             let (mut task, checkpoints) = open_task(topology, config, cluster, *id, locks)?;
             task.set_late_records_topic(config.late_records_topic.clone());
             let restored = restore(config, &mut task, &checkpoints, metrics)?;
+            // Its processors start with their first record or punctuation,
+            // their wall-clock punctuators counting from now.
+            task.set_wall_clock_ms(wall_clock_ms());
             let mut m = metrics.lock().unwrap_or_else(|e| e.into_inner());
             m.records_restored += restored;
             m.restore_time += started.elapsed();

@@ -22,6 +22,14 @@
 //! A prefixed key keeps every entry of one prefix together whatever the
 //! rest, so [`StateStore::scan_prefix`] finds them all (a foreign-key
 //! join's subscriptions: the foreign key, then the subscriber's key).
+//!
+//! A timestamped window store (sliding windows) has the window store's
+//! keys; each value starts with the largest timestamp of the records in
+//! the window:
+//!
+//! ```text
+//! value: latest record timestamp (i64 BE) | aggregate bytes
+//! ```
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -211,6 +219,12 @@ pub enum StoreKind {
     },
     /// Sessions kept for `retention_ms` of stream time after they end.
     Session {
+        retention_ms: i64,
+    },
+    /// Windows whose values carry the latest timestamp of their records
+    /// (sliding windows: which windows exist depends on where the records
+    /// are), kept for `retention_ms` of stream time.
+    TimestampedWindow {
         retention_ms: i64,
     },
 }
@@ -418,6 +432,22 @@ pub fn window_range(key: &[u8], from_ms: i64, to_ms: i64) -> (Vec<u8>, Vec<u8>) 
         }
     };
     (low, high)
+}
+
+/// A timestamped window store's value: the window's latest record
+/// timestamp, then the aggregate.
+pub fn timestamped_value(latest_ms: i64, aggregate: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + aggregate.len());
+    out.extend_from_slice(&latest_ms.to_be_bytes());
+    out.extend_from_slice(aggregate);
+    out
+}
+
+/// The (latest record timestamp, aggregate bytes) of a timestamped window
+/// store's value.
+pub fn split_timestamped_value(stored: &[u8]) -> Option<(i64, &[u8])> {
+    let ts = i64::from_be_bytes(stored.get(..8)?.try_into().ok()?);
+    Some((ts, &stored[8..]))
 }
 
 /// The session store key of `key`'s session `[start_ms, end_ms]`.

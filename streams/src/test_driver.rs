@@ -6,7 +6,9 @@
 //! Every topic has one partition here, so each sub-topology is one task.
 //! What a task writes to a topic another task reads (a repartition
 //! topic) is handed to it at once, in order. Stores are in memory; their
-//! changelog writes can be read like any output topic.
+//! changelog writes can be read like any output topic. Wall-clock
+//! punctuators follow a virtual clock that only
+//! [`TopologyTestDriver::advance_wall_clock_time`] moves.
 //!
 //! ```
 //! use runnel_streams::{serdes, Consumed, Produced, StreamsBuilder, TopologyTestDriver};
@@ -29,7 +31,7 @@ use crate::processor::{Output, StreamsError, TaskMetrics};
 use crate::query::{Query, QueryError};
 use crate::record::{Record, Window};
 use crate::serdes::{SerdeError, SerdeRef};
-use crate::store::{self, StateStore};
+use crate::store::{self, StateStore, StoreKind};
 use crate::topology::{ErrorHandling, Input, Task, Topology};
 
 /// Runs a topology in the calling thread, one record at a time.
@@ -41,6 +43,8 @@ pub struct TopologyTestDriver {
     topics: BTreeMap<String, VecDeque<Output>>,
     /// The next offset per topic.
     offsets: BTreeMap<String, i64>,
+    /// The virtual wall clock wall-clock punctuators follow, milliseconds.
+    wall_clock_ms: i64,
 }
 
 impl TopologyTestDriver {
@@ -54,7 +58,37 @@ impl TopologyTestDriver {
             on_error: ErrorHandling::Fail,
             topics: BTreeMap::new(),
             offsets: BTreeMap::new(),
+            wall_clock_ms: 0,
         }
+    }
+
+    /// Starts the virtual wall clock at `ms` instead of 0 (call it before
+    /// piping anything: processors start, and schedule their wall-clock
+    /// punctuators, at the first record or clock advance).
+    pub fn with_wall_clock_start(mut self, ms: i64) -> TopologyTestDriver {
+        self.wall_clock_ms = ms;
+        for t in &mut self.tasks {
+            t.set_wall_clock_ms(ms);
+        }
+        self
+    }
+
+    /// The virtual wall clock, milliseconds.
+    pub fn wall_clock_time(&self) -> i64 {
+        self.wall_clock_ms
+    }
+
+    /// Moves the virtual wall clock `ms` forward and runs the wall-clock
+    /// punctuators that fell due (each once, however far the clock moved);
+    /// what they write is routed like the outputs of a piped record.
+    pub fn advance_wall_clock_time(&mut self, ms: i64) -> Result<(), StreamsError> {
+        self.wall_clock_ms = self.wall_clock_ms.saturating_add(ms.max(0));
+        let mut queue = VecDeque::new();
+        for task in &mut self.tasks {
+            task.punctuate_wall_clock(self.wall_clock_ms, &self.on_error)?;
+            queue.extend(task.take_outputs());
+        }
+        self.deliver(queue, false)
     }
 
     /// What a failing record does (by default the error is returned).
@@ -111,7 +145,19 @@ impl TopologyTestDriver {
             timestamp,
             headers: headers.to_vec(),
         });
-        let mut first = true;
+        self.deliver(queue, true)
+    }
+
+    /// Writes the records of `queue` to their topics and runs them through
+    /// the tasks reading those, with what they write in turn, in order.
+    /// With `first_is_input`, the first record is an input piped in, not
+    /// kept for `read_raw`.
+    fn deliver(
+        &mut self,
+        mut queue: VecDeque<Output>,
+        first_is_input: bool,
+    ) -> Result<(), StreamsError> {
+        let mut first = first_is_input;
         while let Some(record) = queue.pop_front() {
             let offset = {
                 let next = self.offsets.entry(record.topic.clone()).or_insert(0);
@@ -208,7 +254,8 @@ impl TopologyTestDriver {
         value_serde.deserialize(Some(&vb)).ok()
     }
 
-    /// A window store's windows of `key` starting in `[from_ms, to_ms]`.
+    /// A window store's windows of `key` starting in `[from_ms, to_ms]`
+    /// (for sliding windows: the aggregates, without their timestamps).
     pub fn fetch_windows<K: 'static, V: 'static>(
         &self,
         store: &str,
@@ -222,11 +269,17 @@ impl TopologyTestDriver {
             return Vec::new();
         };
         let (low, high) = store::window_range(&kb, from_ms, to_ms);
+        let timestamped = matches!(s.spec.kind, StoreKind::TimestampedWindow { .. });
         s.range(&low, &high)
             .into_iter()
             .filter_map(|(k, v)| {
                 let (_, start, _) = store::split_window_key(&k)?;
-                Some((start, value_serde.deserialize(Some(&v)).ok()?))
+                let v = if timestamped {
+                    store::split_timestamped_value(&v)?.1
+                } else {
+                    &v[..]
+                };
+                Some((start, value_serde.deserialize(Some(v)).ok()?))
             })
             .collect()
     }

@@ -15,11 +15,14 @@
 //! one sub-topology on one partition of its input topics.
 
 use std::any::Any;
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::Arc;
 
-use crate::processor::{Ctx, Downstream, Handle, Output, StreamsError, TaskMetrics};
+use crate::processor::{
+    Ctx, Downstream, Handle, Output, PunctuationType, StreamsError, TaskMetrics,
+};
 use crate::query::StoreCodec;
 use crate::record::Record;
 use crate::store::{MemoryEngine, StateStore, StoreEngine, StoreSpec};
@@ -47,7 +50,13 @@ impl TopicName {
 /// What a factory gets besides its children.
 pub struct Build<'a> {
     pub application_id: &'a str,
+    /// What the task runs once before its first record or punctuation
+    /// (user processors' `init`), added by factories.
+    pub(crate) inits: RefCell<Vec<InitHook>>,
 }
+
+/// A processor's start, given the task it runs in.
+pub(crate) type InitHook = Box<dyn FnOnce(&mut Ctx) -> Result<(), StreamsError>>;
 
 type Factory = Arc<dyn Fn(&Build<'_>, &[&dyn Any]) -> Box<dyn Any> + Send + Sync>;
 
@@ -398,7 +407,10 @@ impl Topology {
         mut engine: impl FnMut(&StoreSpec) -> Box<dyn StoreEngine>,
     ) -> Task {
         let sub = &self.subtopologies[subtopology];
-        let build = Build { application_id };
+        let build = Build {
+            application_id,
+            inits: RefCell::new(Vec::new()),
+        };
         // Children have larger indices than their parents: make them first.
         let mut made: HashMap<usize, Box<dyn Any>> = HashMap::new();
         for &i in sub.nodes.iter().rev() {
@@ -427,6 +439,9 @@ impl Topology {
                 (name.clone(), StateStore::new(spec, engine))
             })
             .collect();
+        // Made children first: started parents first.
+        let mut inits = build.inits.into_inner();
+        inits.reverse();
         Task {
             id: TaskId {
                 subtopology,
@@ -435,6 +450,8 @@ impl Topology {
             application_id: application_id.to_string(),
             sources,
             ctx: Ctx::new(partition, stores),
+            inits,
+            init_failure: None,
         }
     }
 
@@ -529,6 +546,11 @@ pub struct Task {
     application_id: String,
     sources: HashMap<String, Handle<Raw, Raw>>,
     ctx: Ctx,
+    /// Processor starts not run yet: they run before the first record or
+    /// punctuation, so after the runtime restored the stores.
+    inits: Vec<InitHook>,
+    /// Why a processor could not start: the task runs nothing after it.
+    init_failure: Option<StreamsError>,
 }
 
 /// A record as read from a topic.
@@ -553,9 +575,76 @@ impl Task {
         self.sources.keys().map(String::as_str)
     }
 
-    /// Runs one input record through the topology. A failure goes to
-    /// `on_error`; only [`ErrorHandling::Fail`] makes this return it.
+    /// Starts the task's processors (once; later calls answer how that
+    /// went). A processor that fails to start fails the task whatever the
+    /// error handling: it would process nothing right.
+    pub fn init(&mut self) -> Result<(), StreamsError> {
+        for init in std::mem::take(&mut self.inits) {
+            if let Err(e) = init(&mut self.ctx) {
+                self.init_failure = Some(e);
+                break;
+            }
+        }
+        match &self.init_failure {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Sets the wall-clock time the task sees (milliseconds since the
+    /// epoch) without punctuating: before its processors start, so the
+    /// wall-clock punctuators they schedule count from it.
+    pub fn set_wall_clock_ms(&mut self, now_ms: i64) {
+        self.ctx.wall_clock_ms = now_ms;
+    }
+
+    /// Advances the task's wall clock to `now_ms` (it never goes back) and
+    /// runs the wall-clock punctuators due; returns how many ran. A
+    /// punctuator's failure is returned under [`ErrorHandling::Fail`] and
+    /// logged otherwise (there is no input record to dead-letter).
+    pub fn punctuate_wall_clock(
+        &mut self,
+        now_ms: i64,
+        on_error: &ErrorHandling,
+    ) -> Result<u64, StreamsError> {
+        self.init()?;
+        self.ctx.wall_clock_ms = self.ctx.wall_clock_ms.max(now_ms);
+        let now = self.ctx.wall_clock_ms;
+        self.punctuate(PunctuationType::WallClockTime, now, on_error)
+    }
+
+    fn punctuate(
+        &mut self,
+        kind: PunctuationType,
+        now_ms: i64,
+        on_error: &ErrorHandling,
+    ) -> Result<u64, StreamsError> {
+        let (ran, failed) = self.ctx.punctuate(kind, now_ms);
+        for e in failed {
+            if *on_error == ErrorHandling::Fail {
+                return Err(e);
+            }
+            tracing::warn!(task = %self.id, error = %e, "a punctuator failed");
+        }
+        Ok(ran)
+    }
+
+    /// Runs one input record through the topology, then the stream-time
+    /// punctuators it made due. A failure goes to `on_error`; only
+    /// [`ErrorHandling::Fail`] makes this return it.
     pub fn process(
+        &mut self,
+        input: Input<'_>,
+        on_error: &ErrorHandling,
+    ) -> Result<(), StreamsError> {
+        self.init()?;
+        self.process_record(input, on_error)?;
+        let now = self.ctx.stream_time;
+        self.punctuate(PunctuationType::StreamTime, now, on_error)?;
+        Ok(())
+    }
+
+    fn process_record(
         &mut self,
         input: Input<'_>,
         on_error: &ErrorHandling,
@@ -568,7 +657,8 @@ impl Task {
         };
         self.ctx.origin.topic = Arc::from(input.topic);
         self.ctx.origin.offset = input.offset;
-        self.ctx.stream_time = self.ctx.stream_time.max(input.timestamp);
+        // The source advances stream time with the record's event time
+        // (which a timestamp extractor may take from the record itself).
         self.ctx.metrics.records_processed += 1;
         let record = Record {
             key: input.key.map(<[u8]>::to_vec),

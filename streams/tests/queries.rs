@@ -325,3 +325,35 @@ fn keys_in_urls_are_read_by_the_stores_serde() {
     // Bytes no serde can read show as hex.
     assert_eq!(codec.value_to_json(&[0xff, 0x00]), json!("0xff00"));
 }
+
+#[test]
+fn a_sliding_window_fetch_shows_the_aggregate_without_its_timestamp() {
+    let b = StreamsBuilder::new();
+    b.stream("words", Consumed::with(s(), s()))
+        .group_by_key(s(), s())
+        .windowed_by_sliding(runnel_streams::SlidingWindows::of_time_difference_and_no_grace(5_000))
+        .count(Stored::as_("sliding"));
+    let mut d = runnel_streams::TopologyTestDriver::new(b.build().unwrap(), APP);
+    kv(&mut d, "words", "k", "x", 8_000);
+    kv(&mut d, "words", "k", "y", 9_200);
+    let found = d
+        .query(&key_query("sliding", "k", i64::MIN, i64::MAX))
+        .unwrap();
+    let windows: Vec<(i64, i64, i64)> = found
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w["start"].as_i64().unwrap(),
+                w["end"].as_i64().unwrap(),
+                w["value"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    // [3000, 8000] holds x; [4200, 9200] both; [8001, 13001] y.
+    assert_eq!(
+        windows,
+        vec![(3_000, 8_000, 1), (4_200, 9_200, 2), (8_001, 13_001, 1)]
+    );
+}
