@@ -51,6 +51,7 @@ pub mod record;
 pub mod runtime;
 pub mod serdes;
 pub mod sliding;
+mod standby;
 pub mod store;
 pub mod test_driver;
 pub mod topology;

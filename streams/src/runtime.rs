@@ -63,7 +63,7 @@ pub enum RuntimeError {
     Store(String),
 }
 
-fn kafka(what: impl Into<String>) -> impl FnOnce(KafkaError) -> RuntimeError {
+pub(crate) fn kafka(what: impl Into<String>) -> impl FnOnce(KafkaError) -> RuntimeError {
     let what = what.into();
     move |error| RuntimeError::Kafka { what, error }
 }
@@ -108,6 +108,10 @@ pub struct StreamsConfig {
     /// interactive queries over HTTP (see [`crate::http`]), also how the
     /// other instances name it. `None`: no query server.
     pub application_server: Option<String>,
+    /// `num.standby.replicas`: warm copies of each stateful task's
+    /// stores kept on that many other instances (see the `standby`
+    /// module).
+    pub num_standby_replicas: usize,
 }
 
 impl StreamsConfig {
@@ -124,6 +128,7 @@ impl StreamsConfig {
             poll_interval: Duration::from_millis(100),
             state_dir: Some(std::env::temp_dir().join("runnel-streams")),
             application_server: None,
+            num_standby_replicas: 0,
         }
     }
 
@@ -160,7 +165,7 @@ impl StreamsConfig {
         Ok(())
     }
 
-    fn client_config(&self) -> ClientConfig {
+    pub(crate) fn client_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap_servers);
         for (k, v) in &self.client {
@@ -183,6 +188,10 @@ pub struct StreamsMetrics {
     pub restore_time: Duration,
     /// Changelog records still to read by the restore under way.
     pub restore_remaining: u64,
+    /// The tasks this instance keeps standby replicas of.
+    pub standby_tasks: Vec<TaskId>,
+    /// Changelog records applied to standby replicas.
+    pub standby_records: u64,
     pub active_tasks: Vec<TaskId>,
     /// Records behind the end of each assigned input partition, as the
     /// consumer last reported (every second).
@@ -259,6 +268,18 @@ impl StreamsMetrics {
             "gauge",
             "Tasks this instance runs.",
             self.active_tasks.len().to_string(),
+        );
+        metric(
+            "standby_tasks",
+            "gauge",
+            "Tasks this instance keeps standby replicas of.",
+            self.standby_tasks.len().to_string(),
+        );
+        metric(
+            "standby_records_total",
+            "counter",
+            "Changelog records applied to standby replicas.",
+            self.standby_records.to_string(),
         );
         out.push_str("# HELP runnel_streams_consumer_lag Records behind the end of an assigned input partition.\n# TYPE runnel_streams_consumer_lag gauge\n");
         for ((topic, partition), lag) in &self.consumer_lag {
@@ -651,6 +672,25 @@ fn run(
         config.poll_interval
     };
     let shared = Arc::new(Shared::default());
+    // The consumer's client id. The query server rides in it (how the
+    // other instances learn it); otherwise it is the user's or the app's,
+    // made unique when standbys are placed (each instance finds itself
+    // in the group's description by it).
+    let me = match (&config.application_server, config.client.get("client.id")) {
+        (None, Some(own)) if config.num_standby_replicas == 0 => own.clone(),
+        (None, own) if config.num_standby_replicas > 0 => {
+            let nonce = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            format!(
+                "{}-{:x}-{:x}",
+                own.map_or(app.as_str(), String::as_str),
+                std::process::id(),
+                nonce & 0xffff_ffff
+            )
+        }
+        (server, _) => crate::query::client_id(&app, server.as_deref()),
+    };
     let producer: ThreadedProducer<Delivery> = config
         .client_config()
         .set("acks", "all")
@@ -672,15 +712,7 @@ fn run(
         .set("enable.partition.eof", "false")
         // The lag per partition, in the instance's metrics.
         .set("statistics.interval.ms", "1000")
-        .set(
-            "client.id",
-            // The query server rides in the client id (how the other
-            // instances learn it); otherwise the user's, or the app's.
-            match (&config.application_server, config.client.get("client.id")) {
-                (None, Some(own)) => own.clone(),
-                (server, _) => crate::query::client_id(&app, server.as_deref()),
-            },
-        )
+        .set("client.id", &me)
         .create_with_context(Context {
             shared: shared.clone(),
             producer: Mutex::new(Some(producer.clone())),
@@ -706,6 +738,7 @@ fn run(
     let mut locks: HashMap<TaskId, std::fs::File> = HashMap::new();
     // Which task reads each input partition.
     let mut routes: HashMap<(String, i32), TaskId> = HashMap::new();
+    let mut standbys = crate::standby::Standbys::new(config.num_standby_replicas);
     let mut last_commit = Instant::now();
     let mut last_metrics = Instant::now();
     let outcome = loop {
@@ -725,11 +758,37 @@ fn run(
                 &assignment,
                 (&mut tasks, &mut locks),
                 &mut routes,
+                &mut standbys,
                 metrics,
+            )?;
+            let active = tasks.keys().copied().collect();
+            standbys.plan(
+                &consumer,
+                &me,
+                &topology,
+                &config,
+                &partitions,
+                &active,
+                &cluster,
             )?;
         }
         if let Some(jobs) = &jobs {
             crate::http::serve_jobs(&topology, jobs, tasks.values());
+        }
+        if standbys.enabled() {
+            if standbys.plan_due() {
+                let active = tasks.keys().copied().collect();
+                standbys.plan(
+                    &consumer,
+                    &me,
+                    &topology,
+                    &config,
+                    &partitions,
+                    &active,
+                    &cluster,
+                )?;
+            }
+            standbys.apply();
         }
         if let Some(message) = polled {
             let m = match message {
@@ -804,7 +863,7 @@ fn run(
             break Err(e);
         }
         if last_metrics.elapsed() >= METRICS_INTERVAL {
-            update_metrics(metrics, &shared, &tasks);
+            update_metrics(metrics, &shared, &tasks, &standbys);
             last_metrics = Instant::now();
         }
         if last_commit.elapsed() >= config.commit_interval {
@@ -812,7 +871,7 @@ fn run(
                 metrics.lock().unwrap_or_else(|e| e.into_inner()).commits += 1;
             }
             last_commit = Instant::now();
-            update_metrics(metrics, &shared, &tasks);
+            update_metrics(metrics, &shared, &tasks, &standbys);
         }
     };
     // Leave cleanly: commit what was processed, checkpoint the stores,
@@ -822,6 +881,7 @@ fn run(
         for (_, task) in std::mem::take(&mut tasks) {
             close_task(&config, &consumer, &cluster, task, &mut locks, metrics);
         }
+        standbys.close_all(&config, &cluster);
     }
     *consumer
         .context()
@@ -829,7 +889,7 @@ fn run(
         .lock()
         .unwrap_or_else(|e| e.into_inner()) = None;
     consumer.unsubscribe();
-    update_metrics(metrics, &shared, &tasks);
+    update_metrics(metrics, &shared, &tasks, &standbys);
     outcome
 }
 
@@ -845,10 +905,13 @@ fn update_metrics(
     metrics: &Mutex<StreamsMetrics>,
     shared: &Shared,
     tasks: &BTreeMap<TaskId, Task>,
+    standbys: &crate::standby::Standbys,
 ) {
     let lag = shared.lag.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let mut m = metrics.lock().unwrap_or_else(|e| e.into_inner());
     m.consumer_lag = lag;
+    m.standby_tasks = standbys.task_ids();
+    m.standby_records = standbys.applied;
     let mut sum = m.closed_tasks.clone();
     for t in tasks.values() {
         sum += t.metrics();
@@ -910,6 +973,7 @@ fn rebuild_tasks<C: ConsumerContext>(
         &mut HashMap<TaskId, std::fs::File>,
     ),
     routes: &mut HashMap<(String, i32), TaskId>,
+    standbys: &mut crate::standby::Standbys,
     metrics: &Mutex<StreamsMetrics>,
 ) -> Result<(), RuntimeError> {
     let app = &config.application_id;
@@ -955,7 +1019,13 @@ fn rebuild_tasks<C: ConsumerContext>(
     for id in &wanted {
         if !tasks.contains_key(id) {
             let started = Instant::now();
-            let (mut task, checkpoints) = open_task(topology, config, cluster, *id, locks)?;
+            let (mut task, checkpoints) = match standbys.take(config, *id) {
+                Some(standby) => {
+                    tracing::info!(task = %id, "a standby becomes active");
+                    task_from_standby(topology, config, *id, standby, locks)?
+                }
+                None => open_task(topology, config, cluster, *id, locks)?,
+            };
             task.set_late_records_topic(config.late_records_topic.clone());
             let restored = restore(config, &mut task, &checkpoints, metrics)?;
             // Its processors start with their first record or punctuation,
@@ -1130,17 +1200,7 @@ fn open_task(
     let mut checkpoints = HashMap::new();
     let names: Vec<String> = task.store_names().map(str::to_string).collect();
     for name in names {
-        let file = dir.join(format!("{name}.checkpoint"));
-        // `<cluster id> <offset>`: a checkpoint of another cluster's
-        // changelog (a state directory reused against a new cluster)
-        // means nothing here.
-        let offset = std::fs::read_to_string(&file).ok().and_then(|s| {
-            let (c, o) = s.trim().split_once(' ')?;
-            (c == cluster).then(|| o.parse::<i64>().ok()).flatten()
-        });
-        // Trusted once: from now on the store changes without a
-        // checkpoint until the next clean close writes one.
-        let _ = std::fs::remove_file(&file);
+        let offset = take_checkpoint(&dir, &name, cluster);
         let store = task.store_mut(&name).expect("listed above");
         match offset {
             Some(o) if store.spec.logged => {
@@ -1155,7 +1215,79 @@ fn open_task(
     Ok((task, checkpoints))
 }
 
-fn task_dir(config: &StreamsConfig, id: TaskId) -> Option<std::path::PathBuf> {
+/// The changelog offset a store's checkpoint file says it holds up to,
+/// if it names this cluster; the file is removed (trusted once: from now
+/// on the store changes without a checkpoint until the next clean close
+/// writes one).
+pub(crate) fn take_checkpoint(dir: &std::path::Path, store: &str, cluster: &str) -> Option<i64> {
+    let file = dir.join(format!("{store}.checkpoint"));
+    // `<cluster id> <offset>`: a checkpoint of another cluster's
+    // changelog (a state directory reused against a new cluster) means
+    // nothing here.
+    let offset = std::fs::read_to_string(&file).ok().and_then(|s| {
+        let (c, o) = s.trim().split_once(' ')?;
+        (c == cluster).then(|| o.parse::<i64>().ok()).flatten()
+    });
+    let _ = std::fs::remove_file(&file);
+    offset
+}
+
+/// Records that `store` holds its changelog up to `offset`.
+pub(crate) fn write_checkpoint(dir: &std::path::Path, store: &str, cluster: &str, offset: i64) {
+    let file = dir.join(format!("{store}.checkpoint"));
+    if let Err(e) = std::fs::write(&file, format!("{cluster} {offset}\n")) {
+        tracing::warn!(file = %file.display(), error = %e, "writing a checkpoint failed");
+    }
+}
+
+/// A task made from a standby's stores (becoming active here): its
+/// logged stores are the standby's, at the offsets it holds up to; the
+/// others start empty.
+fn task_from_standby(
+    topology: &Topology,
+    config: &StreamsConfig,
+    id: TaskId,
+    mut standby: crate::standby::Standby,
+    locks: &mut HashMap<TaskId, std::fs::File>,
+) -> Result<(Task, HashMap<String, i64>), RuntimeError> {
+    let dir = task_dir(config, id);
+    let mut failed = None;
+    let task = topology.task(
+        &config.application_id,
+        id.subtopology,
+        id.partition,
+        |spec: &StoreSpec| {
+            if let Some(engine) = standby.engines.remove(&spec.name) {
+                return engine;
+            }
+            let Some(dir) = &dir else {
+                return Box::<MemoryEngine>::default() as Box<dyn StoreEngine>;
+            };
+            // An unlogged store: empty, as after any move.
+            match FjallEngine::open(&dir.join(&spec.name)).and_then(|mut e| {
+                e.clear()?;
+                Ok(e)
+            }) {
+                Ok(e) => Box::new(e) as Box<dyn StoreEngine>,
+                Err(e) => {
+                    failed.get_or_insert(e);
+                    Box::<MemoryEngine>::default()
+                }
+            }
+        },
+    );
+    if let Some(e) = failed {
+        return Err(RuntimeError::Store(format!(
+            "opening the stores of task {id}: {e}"
+        )));
+    }
+    if let Some(lock) = standby.lock.take() {
+        locks.insert(id, lock);
+    }
+    Ok((task, standby.offsets))
+}
+
+pub(crate) fn task_dir(config: &StreamsConfig, id: TaskId) -> Option<std::path::PathBuf> {
     config
         .state_dir
         .as_ref()
@@ -1196,12 +1328,7 @@ fn close_task<C: ConsumerContext>(
         }
         let topic = crate::topology::changelog_topic(&config.application_id, &name);
         match consumer.fetch_watermarks(&topic, id.partition, Duration::from_secs(10)) {
-            Ok((_, high)) => {
-                let file = dir.join(format!("{name}.checkpoint"));
-                if let Err(e) = std::fs::write(&file, format!("{cluster} {high}\n")) {
-                    tracing::warn!(file = %file.display(), error = %e, "writing a checkpoint failed");
-                }
-            }
+            Ok((_, high)) => write_checkpoint(&dir, &name, cluster, high),
             Err(e) => {
                 tracing::warn!(task = %id, store = %name, error = %e, "no checkpoint: the changelog's end is unknown")
             }

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureRecord;
 use rdkafka::Message;
 
@@ -49,6 +50,10 @@ fn counting_application_instance() {
     let mut config = runnel_streams::StreamsConfig::new(APP, &bootstrap);
     config.state_dir = std::env::var_os("RUNNEL_STREAMS_TEST_STATE").map(Into::into);
     config.application_server = std::env::var("RUNNEL_STREAMS_TEST_SERVER").ok();
+    config.num_standby_replicas = std::env::var("RUNNEL_STREAMS_TEST_STANDBYS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
     config.commit_interval = Duration::from_millis(200);
     config
         .client
@@ -80,7 +85,18 @@ impl Instance {
         state: &std::path::Path,
         server: Option<&str>,
     ) -> Instance {
+        Instance::start_with(broker, state, server, 0)
+    }
+
+    /// An instance with `standbys` standby replicas per task.
+    fn start_with(
+        broker: &TestBroker,
+        state: &std::path::Path,
+        server: Option<&str>,
+        standbys: usize,
+    ) -> Instance {
         let mut command = Command::new(std::env::current_exe().expect("the test binary"));
+        command.env("RUNNEL_STREAMS_TEST_STANDBYS", standbys.to_string());
         if let Some(server) = server {
             command.env("RUNNEL_STREAMS_TEST_SERVER", server);
         }
@@ -386,5 +402,100 @@ async fn two_instances_answer_every_key_and_send_clients_to_its_owner() {
             "runnel_streams_consumer_lag{application=\"click-counter\",topic=\"streams-clicks\""
         ),
         "{metrics}"
+    );
+}
+
+/// One counter of an instance's `/metrics`.
+async fn metric(client: &reqwest::Client, server: &str, name: &str) -> u64 {
+    let (_, _, text) = query(client, server, "/metrics").await;
+    text.as_str()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with(&format!("{name}{{")))
+                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_replica_takes_over_a_killed_instances_tasks_without_a_full_restore() {
+    let broker = TestBroker::start();
+    create_topic(&broker, INPUT, 4, &[]).await;
+    create_topic(&broker, OUTPUT, 4, &[]).await;
+    let state = tempfile::tempdir().expect("a state directory");
+    let servers: Vec<String> = (0..2)
+        .map(|_| format!("127.0.0.1:{}", crate::harness::free_port()))
+        .collect();
+    let mut a = Instance::start_with(&broker, &state.path().join("a"), Some(&servers[0]), 1);
+    let _b = Instance::start_with(&broker, &state.path().join("b"), Some(&servers[1]), 1);
+    const FIRST: usize = 20_000;
+    produce_clicks(&broker, 0, FIRST, Duration::ZERO).await;
+    let counts = wait_for_counts(&broker, FIRST, Duration::from_secs(90)).await;
+    assert_eq!(counts.len(), KEYS);
+
+    // The changelog records of the first instance's tasks, which the
+    // second one's standbys hold once they caught up.
+    let http = reqwest::Client::new();
+    let (_, _, instances) = query(&http, &servers[0], "/instances").await;
+    let first: Vec<i32> = instances
+        .as_array()
+        .expect("instances")
+        .iter()
+        .find(|i| i["server"] == serde_json::json!(servers[0]))
+        .expect("the first instance in the group")["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .map(|p| p["partition"].as_i64().expect("a partition") as i32)
+        .collect();
+    assert!(
+        !first.is_empty(),
+        "the first instance has tasks: {instances}"
+    );
+    let changelog = format!("{APP}-click-counts-changelog");
+    let probe = broker.consumer();
+    let held: i64 = first
+        .iter()
+        .map(|p| {
+            probe
+                .fetch_watermarks(&changelog, *p, Duration::from_secs(10))
+                .expect("changelog offsets")
+                .1
+        })
+        .sum();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let tasks = metric(&http, &servers[1], "runnel_streams_standby_tasks").await;
+        let applied = metric(&http, &servers[1], "runnel_streams_standby_records_total").await;
+        if tasks as usize == first.len() && applied as i64 >= held {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the standbys never caught up: {tasks} standby tasks for {first:?}, {applied} of {held} changelog records"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let restored_before = metric(&http, &servers[1], "runnel_streams_records_restored_total").await;
+    a.kill();
+    const MORE: usize = 1_000;
+    produce_clicks(&broker, FIRST, MORE, Duration::ZERO).await;
+    let after = wait_for_counts(&broker, FIRST + MORE, Duration::from_secs(90)).await;
+    let per_key = ((FIRST + MORE) / KEYS) as i64;
+    let short: Vec<_> = after.iter().filter(|(_, c)| **c < per_key).collect();
+    assert!(
+        short.is_empty(),
+        "every click counted after the takeover: short {short:?}"
+    );
+    let restored =
+        metric(&http, &servers[1], "runnel_streams_records_restored_total").await - restored_before;
+    eprintln!(
+        "takeover of {} tasks with a standby: {restored} changelog records restored of {held} the tasks' stores hold",
+        first.len()
+    );
+    assert!(
+        (restored as i64) * 10 < held,
+        "a standby takeover restores only the changelog's tail: {restored} of {held}"
     );
 }
