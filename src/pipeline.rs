@@ -42,7 +42,26 @@ pub enum PipelineCommand {
             default_value = "http://127.0.0.1:8081"
         )]
         registry_url: String,
+        #[command(flatten)]
+        streams: StreamsArgs,
     },
+}
+
+/// How a pipeline with stateful steps runs on runnel-streams.
+#[derive(clap::Args, Debug, Clone)]
+pub struct StreamsArgs {
+    /// Where stateful steps keep their stores on disk (one directory per
+    /// task; reused across runs so a restart restores only what changed)
+    #[arg(long, env = "RUNNEL_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Serve the pipeline's stores over HTTP on HOST:PORT
+    /// (`GET /stores/agg-<n>/<key>`; also `/metrics`)
+    #[arg(long, value_name = "HOST:PORT")]
+    pub query_addr: Option<String>,
+    /// Keep warm copies of each task's stores on this many other `pipeline
+    /// run`s of the same pipeline, so a takeover restores little
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub standby_replicas: usize,
 }
 
 fn load(file: &std::path::Path) -> Result<Pipeline> {
@@ -116,18 +135,30 @@ fn describe(p: &Pipeline) -> String {
 
 /// Runs a stateful pipeline as the runnel-streams application
 /// `_runnel_pipeline.<name>` until a stop signal (or until it fails).
-async fn run_streams(p: Pipeline, bootstrap: &str) -> Result<()> {
+async fn run_streams(p: Pipeline, bootstrap: &str, args: StreamsArgs) -> Result<()> {
     let name = p.spec.name.clone();
     let app = pipeline::stateful::application_id(&name);
     let summary = describe(&p);
     let b = bootstrap.to_string();
-    let streams = tokio::task::spawn_blocking(move || p.start_streams(&b))
-        .await
-        .context("starting the stream thread")?
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("starting pipeline {name} on {bootstrap}"))?;
+    let query = args.query_addr.clone();
+    let streams = tokio::task::spawn_blocking(move || {
+        p.start_streams(&b, |config| {
+            if let Some(dir) = args.state_dir {
+                config.state_dir = Some(dir);
+            }
+            config.application_server = args.query_addr;
+            config.num_standby_replicas = args.standby_replicas;
+        })
+    })
+    .await
+    .context("starting the stream thread")?
+    .map_err(|e| anyhow::anyhow!("{e}"))
+    .with_context(|| format!("starting pipeline {name} on {bootstrap}"))?;
     info!(pipeline = %name, application = %app, "pipeline running ({summary}); Ctrl-C stops it");
     eprintln!("pipeline {name} running as {app} ({summary}); Ctrl-C stops it");
+    if let Some(addr) = query {
+        eprintln!("its stores: curl http://{addr}/stores");
+    }
     let stopped = async {
         while streams.is_running() {
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -181,11 +212,12 @@ pub async fn run(cmd: PipelineCommand) -> Result<()> {
             file,
             connect,
             registry_url,
+            streams,
         } => {
             let p = load(&file)?;
             check_schema(&file, &p, &registry_url).await?;
             if p.is_stateful() {
-                return run_streams(p, &connect.bootstrap).await;
+                return run_streams(p, &connect.bootstrap, streams).await;
             }
             let name = p.spec.name.clone();
             let connectors = p.connectors(&connect.bootstrap, &registry_url);

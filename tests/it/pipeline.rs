@@ -35,6 +35,11 @@ impl Running {
 
     /// Starts it with its standard error written to `log`.
     fn start_logging(file: &Path, broker: &TestBroker, log: Option<&Path>) -> Running {
+        Self::start_with(file, broker, log, &[])
+    }
+
+    /// Starts it with more command-line arguments.
+    fn start_with(file: &Path, broker: &TestBroker, log: Option<&Path>, more: &[&str]) -> Running {
         let stderr = match log {
             Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
             None => Stdio::null(),
@@ -45,6 +50,7 @@ impl Running {
                 .arg(file)
                 .args(["--bootstrap", &broker.addr()])
                 .args(["--registry-url", &broker.registry_url()])
+                .args(more)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(stderr)
@@ -1123,6 +1129,11 @@ async fn click_pipeline(
     (yaml, input, output)
 }
 
+async fn get_json(http: &reqwest::Client, url: &str) -> serde_json::Value {
+    let text = http.get(url).send().await.unwrap().text().await.unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{url}: {e}: {text}"))
+}
+
 /// A stateful pipeline (`steps` after its group_by, with the result in
 /// the value's `field`) SIGKILLed mid-stream and started again: the final aggregate of every
 /// user covers each of its clicks (at least once: some may count twice).
@@ -1171,8 +1182,21 @@ async fn a_killed_stateful_pipeline_restarts_with_its_state(name: &str, steps: &
         (500..2_000).contains(&counted_before_kill),
         "killed after {counted_before_kill} counted: not mid-stream"
     );
+    // Started again with its stores on disk and served over HTTP.
     let log2 = dir.path().join("run2.log");
-    let _again = Running::start_logging(&yaml, &broker, Some(&log2));
+    let query = format!("127.0.0.1:{}", crate::harness::free_port());
+    let state = dir.path().join("state");
+    let _again = Running::start_with(
+        &yaml,
+        &broker,
+        Some(&log2),
+        &[
+            "--query-addr",
+            &query,
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+    );
     produce_clicks(&broker, &input, 2_000, TOTAL - 2_000, Duration::ZERO).await;
     let per_user = (TOTAL / CLICK_USERS) as i64;
     let last = wait_aggregates(&broker, &output, field, per_user, Duration::from_secs(120)).await;
@@ -1183,6 +1207,34 @@ async fn a_killed_stateful_pipeline_restarts_with_its_state(name: &str, steps: &
         last.len(),
         std::fs::read_to_string(&log2).unwrap_or_default()
     );
+    // The aggregates' store answers what the output topic says.
+    let http = reqwest::Client::new();
+    let stores = get_json(&http, &format!("http://{query}/stores")).await;
+    let store = stores
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .find(|n| n.starts_with("agg-"))
+        .unwrap_or_else(|| panic!("no aggregate store in {stores}"));
+    assert!(
+        state.join("_runnel_pipeline.".to_string() + name).is_dir(),
+        "the stores are under --state-dir"
+    );
+    if field == "count" {
+        for (user, count) in &last {
+            let answer = get_json(&http, &format!("http://{query}/stores/{store}/{user}")).await;
+            // A key-value store answers its value, a window store its
+            // windows (the latest last).
+            let value = answer["value"].as_i64().or_else(|| {
+                answer["windows"]
+                    .as_array()
+                    .and_then(|w| w.last())
+                    .and_then(|w| w["value"].as_i64())
+            });
+            assert_eq!(value, Some(*count), "{user}: {answer}");
+        }
+    }
     let total: i64 = last.values().sum();
     eprintln!(
         "{name}: killed after {counted_before_kill} counted; {total} counted for {TOTAL} clicks ({} twice)",

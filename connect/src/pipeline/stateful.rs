@@ -785,6 +785,9 @@ impl Serde<Value> for ValueSerde {
     fn is_null(&self, value: &Value) -> bool {
         value.is_null()
     }
+    fn to_json(&self, value: &Value) -> Option<Value> {
+        Some(value.clone())
+    }
 }
 
 fn values(json: bool) -> SerdeRef<Value> {
@@ -1255,8 +1258,13 @@ impl Pipeline {
     }
 
     /// Starts a stateful pipeline on `bootstrap` (blocks while it creates
-    /// its internal topics).
-    pub fn start_streams(&self, bootstrap: &str) -> Result<KafkaStreams, String> {
+    /// its internal topics); `tune` sets what the command line says
+    /// (state directory, query server, standbys).
+    pub fn start_streams(
+        &self,
+        bootstrap: &str,
+        tune: impl FnOnce(&mut StreamsConfig),
+    ) -> Result<KafkaStreams, String> {
         let plan = self
             .stateful
             .as_ref()
@@ -1271,6 +1279,7 @@ impl Pipeline {
         ] {
             config.client.insert(k.into(), v.into());
         }
+        tune(&mut config);
         KafkaStreams::start(topology, config).map_err(|e| e.to_string())
     }
 }
