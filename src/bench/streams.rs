@@ -9,7 +9,11 @@
 //!   (records/s, on one core), with and without the changelog (what the
 //!   store writes cost);
 //! - restore: a new instance of the windowed count reads its changelog
-//!   back (records/s).
+//!   back (records/s);
+//! - interactive queries: `GET /stores/{store}/{key}` against a count
+//!   per key (gets/s and latency from concurrent clients), while the
+//!   stream thread is idle and while it processes, and what a query load
+//!   costs the processing (records/s with and without it).
 
 use std::time::{Duration, Instant};
 
@@ -41,6 +45,9 @@ pub struct StreamsBenchArgs {
     /// Kafka address of a running broker (default: start one)
     #[arg(long)]
     pub bootstrap: Option<String>,
+    /// Concurrent HTTP clients of the interactive-query run
+    #[arg(long, default_value_t = 8)]
+    pub query_clients: usize,
 }
 
 const STATELESS_IN: &str = "bench-streams-in";
@@ -119,7 +126,167 @@ pub async fn run(args: StreamsBenchArgs) -> Result<()> {
         Ok(())
     })
     .await??;
+    queries(&bootstrap, args.keys.min(200_000), args.query_clients).await?;
     Ok(())
+}
+
+/// A count per key over `keys` records of distinct keys, processed with
+/// and without a query load, then queried while idle.
+async fn queries(bootstrap: &str, keys: usize, clients: usize) -> Result<()> {
+    let b = bootstrap.to_string();
+    eprintln!("count per key without queries ...");
+    let quiet =
+        tokio::task::spawn_blocking(move || run_app(&b, key_count(), "bench-kv-quiet", keys, None))
+            .await??;
+    let addr = format!("127.0.0.1:{}", super::procs::free_port()?);
+    let mut config = StreamsConfig::new("bench-kv-queried", bootstrap);
+    config.state_dir = None;
+    config.commit_interval = Duration::from_secs(5);
+    config.application_server = Some(addr.clone());
+    eprintln!("count per key under a query load of {clients} clients ...");
+    let started = Instant::now();
+    let streams = KafkaStreams::start(key_count(), config)?;
+    let http = reqwest::Client::new();
+    let url = format!("http://{addr}/stores/kv-counts");
+    // Wait for the server, then load it until the count is done.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http
+        .get(format!("http://{addr}/stores"))
+        .send()
+        .await
+        .is_err()
+    {
+        if Instant::now() > deadline {
+            bail!("the query server at {addr} never answered");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy_load = load(&http, &url, keys, clients, done.clone());
+    let (busy, processed) = tokio::join!(busy_load, async {
+        let mut first = None;
+        loop {
+            let m = streams.metrics();
+            if first.is_none() && m.tasks.records_processed > 0 {
+                first = Some(Instant::now());
+            }
+            if m.tasks.records_processed as usize >= keys || !streams.is_running() {
+                done.store(true, std::sync::atomic::Ordering::Release);
+                return first.map_or_else(|| started.elapsed(), |f| f.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let busy = busy?;
+    let idle_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = idle_done.clone();
+    let timer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        stop.store(true, std::sync::atomic::Ordering::Release);
+    });
+    let idle = load(&http, &url, keys, clients, idle_done).await?;
+    timer.await?;
+    tokio::task::spawn_blocking(move || streams.close()).await??;
+    println!();
+    println!(
+        "| count per key, {keys} distinct keys, 1 partition, store in memory | records/s | s |"
+    );
+    println!("|---|---:|---:|");
+    println!(
+        "| no queries | {:.0} | {:.2} |",
+        keys as f64 / quiet.elapsed.as_secs_f64(),
+        quiet.elapsed.as_secs_f64()
+    );
+    println!(
+        "| under a query load ({clients} HTTP clients) | {:.0} ({:.0}% of no queries) | {:.2} |",
+        keys as f64 / processed.as_secs_f64(),
+        100.0 * quiet.elapsed.as_secs_f64() / processed.as_secs_f64(),
+        processed.as_secs_f64()
+    );
+    println!();
+    println!("| GET /stores/kv-counts/{{key}}, {clients} concurrent clients | gets/s | p50 ms | p99 ms | found |");
+    println!("|---|---:|---:|---:|---:|");
+    for (what, l) in [
+        ("while the stream thread processes", &busy),
+        ("stream thread idle", &idle),
+    ] {
+        println!(
+            "| {what} | {:.0} | {:.2} | {:.2} | {:.0}% |",
+            l.gets as f64 / l.elapsed.as_secs_f64(),
+            l.latency.value_at_quantile(0.5) as f64 / 1000.0,
+            l.latency.value_at_quantile(0.99) as f64 / 1000.0,
+            100.0 * l.found as f64 / l.gets.max(1) as f64
+        );
+    }
+    Ok(())
+}
+
+/// What a query load measured.
+struct Load {
+    gets: u64,
+    found: u64,
+    elapsed: Duration,
+    /// Microseconds.
+    latency: hdrhistogram::Histogram<u64>,
+}
+
+/// `clients` loops of `GET url/<key>` over random keys until `done`.
+async fn load(
+    http: &reqwest::Client,
+    url: &str,
+    keys: usize,
+    clients: usize,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Result<Load> {
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for c in 0..clients {
+        let (http, url, done) = (http.clone(), url.to_string(), done.clone());
+        workers.push(tokio::spawn(async move {
+            let mut latency = hdrhistogram::Histogram::<u64>::new(3).expect("a histogram");
+            let (mut gets, mut found) = (0u64, 0u64);
+            let mut x = c as u64 * 7919 + 1;
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let key = format!("key-{:09}", (x >> 33) as usize % keys.max(1));
+                let t = Instant::now();
+                let response = http.get(format!("{url}/{key}")).send().await?;
+                if response.status().is_success() {
+                    found += 1;
+                }
+                response.bytes().await?;
+                latency.record(t.elapsed().as_micros() as u64).ok();
+                gets += 1;
+            }
+            anyhow::Ok((gets, found, latency))
+        }));
+    }
+    let mut out = Load {
+        gets: 0,
+        found: 0,
+        elapsed: Duration::ZERO,
+        latency: hdrhistogram::Histogram::new(3)?,
+    };
+    for w in workers {
+        let (gets, found, latency) = w.await??;
+        out.gets += gets;
+        out.found += found;
+        out.latency.add(latency)?;
+    }
+    out.elapsed = started.elapsed();
+    Ok(out)
+}
+
+/// A count per key of the keyed input, in the store `kv-counts`.
+fn key_count() -> Topology {
+    let builder = StreamsBuilder::new();
+    builder
+        .stream(KEYED_IN, Consumed::with(serdes::string(), serdes::bytes()))
+        .group_by_key(serdes::string(), serdes::bytes())
+        .count(Stored::as_("kv-counts"));
+    builder.build().expect("a valid topology")
 }
 
 fn producer(bootstrap: &str) -> Result<ThreadedProducer<DefaultProducerContext>> {

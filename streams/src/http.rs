@@ -56,6 +56,32 @@ pub fn serve_jobs<'a>(
     }
 }
 
+/// Wakes the stream thread: rung when a query arrives (and by the
+/// consumer when records do), so a query is answered at once rather than
+/// when a poll would have timed out.
+#[derive(Default)]
+pub struct Doorbell {
+    rung: Mutex<bool>,
+    bell: std::sync::Condvar,
+}
+
+impl Doorbell {
+    pub fn ring(&self) {
+        *self.rung.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.bell.notify_one();
+    }
+
+    /// Waits until rung (since the last wait) or `timeout` passed.
+    pub fn wait(&self, timeout: Duration) {
+        let rung = self.rung.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut rung, _) = self
+            .bell
+            .wait_timeout_while(rung, timeout, |r| !*r)
+            .unwrap_or_else(|e| e.into_inner());
+        *rung = false;
+    }
+}
+
 /// How long a query waits for the stream thread (which may be restoring
 /// a store) before it is answered 503.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -80,6 +106,7 @@ pub struct Service {
     /// The Prometheus text of the instance's counters.
     pub metrics: Box<dyn Fn() -> String + Send + Sync>,
     cached: Mutex<Option<(Instant, Vec<Instance>)>>,
+    doorbell: Option<Arc<Doorbell>>,
 }
 
 impl Service {
@@ -101,7 +128,15 @@ impl Service {
             membership,
             metrics,
             cached: Mutex::new(None),
+            doorbell: None,
         }
+    }
+
+    /// Rings `bell` for each query (the thread answering them waits on
+    /// it).
+    pub fn with_doorbell(mut self, bell: Arc<Doorbell>) -> Service {
+        self.doorbell = Some(bell);
+        self
     }
 
     async fn ask(&self, query: Query) -> Result<Value, ApiError> {
@@ -109,6 +144,9 @@ impl Service {
         self.jobs
             .send(Job { query, reply })
             .map_err(|_| unavailable("the stream thread has stopped"))?;
+        if let Some(bell) = &self.doorbell {
+            bell.ring();
+        }
         match tokio::time::timeout(QUERY_TIMEOUT, answer).await {
             Ok(Ok(answer)) => answer.map_err(ApiError::from),
             Ok(Err(_)) => Err(unavailable("the stream thread has stopped")),

@@ -504,6 +504,12 @@ impl Drop for KafkaStreams {
     }
 }
 
+/// Where queries wait for the stream thread, and the bell that wakes it.
+type QueryQueue = (
+    std::sync::mpsc::Receiver<crate::http::Job>,
+    Arc<crate::http::Doorbell>,
+);
+
 /// Binds the query server's address and starts it; returns it and the
 /// queue its queries reach the stream thread through.
 fn start_query_server(
@@ -512,7 +518,7 @@ fn start_query_server(
     server: &str,
     partitions: &[i32],
     metrics: &Arc<Mutex<StreamsMetrics>>,
-) -> Result<(QueryServer, std::sync::mpsc::Receiver<crate::http::Job>), RuntimeError> {
+) -> Result<(QueryServer, QueryQueue), RuntimeError> {
     let listener = std::net::TcpListener::bind(server).map_err(|e| {
         RuntimeError::Config(format!(
             "application.server {server}: cannot listen there: {e}"
@@ -562,6 +568,8 @@ fn start_query_server(
                 .render_prometheus(&app)
         }),
     );
+    let bell = Arc::new(crate::http::Doorbell::default());
+    let service = service.with_doorbell(bell.clone());
     let (shutdown, stopped) = tokio::sync::oneshot::channel();
     let thread = crate::http::spawn(listener, Arc::new(service), stopped)
         .map_err(|e| RuntimeError::Config(format!("starting the query server: {e}")))?;
@@ -572,7 +580,7 @@ fn start_query_server(
             shutdown,
             thread,
         },
-        queue,
+        (queue, bell),
     ))
 }
 
@@ -659,18 +667,11 @@ fn run(
     topology: Topology,
     config: StreamsConfig,
     partitions: Vec<i32>,
-    jobs: Option<std::sync::mpsc::Receiver<crate::http::Job>>,
+    jobs: Option<QueryQueue>,
     stop: &AtomicBool,
     metrics: &Mutex<StreamsMetrics>,
 ) -> Result<(), RuntimeError> {
     let app = config.application_id.clone();
-    // A query waits for the next poll to end: poll in short steps while
-    // queries may come.
-    let poll_interval = if jobs.is_some() {
-        config.poll_interval.min(Duration::from_millis(20))
-    } else {
-        config.poll_interval
-    };
     let shared = Arc::new(Shared::default());
     // The consumer's client id. The query server rides in it (how the
     // other instances learn it); otherwise it is the user's or the app's,
@@ -703,7 +704,7 @@ fn run(
             shared: shared.clone(),
         })
         .map_err(kafka("creating the producer"))?;
-    let consumer: BaseConsumer<Context> = config
+    let mut consumer: BaseConsumer<Context> = config
         .client_config()
         .set("group.id", &app)
         .set("enable.auto.commit", "false")
@@ -718,6 +719,15 @@ fn run(
             producer: Mutex::new(Some(producer.clone())),
         })
         .map_err(kafka("creating the consumer"))?;
+    // With a query server, the thread waits for whichever comes first, a
+    // record (or any consumer event) or a query, instead of in a poll.
+    let bell = jobs.as_ref().map(|(_, bell)| bell.clone());
+    if let Some(bell) = &bell {
+        let b = bell.clone();
+        consumer.set_nonempty_callback(move || b.ring());
+    }
+    let jobs = jobs.map(|(queue, _)| queue);
+    let consumer = consumer;
     let topics = topology.source_topics(&app);
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names).map_err(kafka("subscribing"))?;
@@ -745,7 +755,16 @@ fn run(
         if stop.load(Ordering::Acquire) {
             break Ok(());
         }
-        let polled = consumer.poll(poll_interval);
+        let polled = match &bell {
+            None => consumer.poll(config.poll_interval),
+            Some(bell) => match consumer.poll(Duration::ZERO) {
+                Some(m) => Some(m),
+                None => {
+                    bell.wait(config.poll_interval);
+                    consumer.poll(Duration::ZERO)
+                }
+            },
+        };
         if shared.reassigned.swap(false, Ordering::AcqRel) {
             let assignment = consumer
                 .assignment()
