@@ -27,6 +27,29 @@ pub struct KGroupedStream<K, V> {
 /// none yet).
 pub(crate) type FoldIn<K, V, A> = Arc<dyn Fn(&K, Option<A>, V) -> A + Send + Sync>;
 
+/// `count`'s fold: one more.
+pub(crate) fn counting<K, V>() -> FoldIn<K, V, i64> {
+    Arc::new(|_, acc: Option<i64>, _| acc.unwrap_or(0) + 1)
+}
+
+/// `reduce`'s fold: the first value as is, then `reducer`.
+pub(crate) fn reducing<K, V: 'static>(
+    reducer: impl Fn(V, V) -> V + Send + Sync + 'static,
+) -> FoldIn<K, V, V> {
+    Arc::new(move |_, acc, v| match acc {
+        None => v,
+        Some(a) => reducer(a, v),
+    })
+}
+
+/// `aggregate`'s fold: `aggregator` from `init()`.
+pub(crate) fn aggregating<K, V, A>(
+    init: impl Fn() -> A + Send + Sync + 'static,
+    aggregator: impl Fn(&K, V, A) -> A + Send + Sync + 'static,
+) -> FoldIn<K, V, A> {
+    Arc::new(move |k, acc, v| aggregator(k, v, acc.unwrap_or_else(&init)))
+}
+
 impl<K: Data, V: Data> KGroupedStream<K, V> {
     pub(crate) fn new(
         stream: KStream<K, V>,
@@ -55,11 +78,7 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
 
     /// The number of records per key.
     pub fn count(&self, stored: Stored) -> KTable<K, i64> {
-        self.fold(
-            stored,
-            serdes::i64(),
-            Arc::new(|_, acc: Option<i64>, _| acc.unwrap_or(0) + 1),
-        )
+        self.fold(stored, serdes::i64(), counting())
     }
 
     /// Each key's values combined with `reducer` (the first value as is).
@@ -68,14 +87,7 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
         reducer: impl Fn(V, V) -> V + Send + Sync + 'static,
         stored: Stored,
     ) -> KTable<K, V> {
-        self.fold(
-            stored,
-            self.value.clone(),
-            Arc::new(move |_, acc, v| match acc {
-                None => v,
-                Some(a) => reducer(a, v),
-            }),
-        )
+        self.fold(stored, self.value.clone(), reducing(reducer))
     }
 
     /// Each key's values folded into an `A` that starts as `init()`.
@@ -86,11 +98,7 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
         aggregate: SerdeRef<A>,
         stored: Stored,
     ) -> KTable<K, A> {
-        self.fold(
-            stored,
-            aggregate,
-            Arc::new(move |k, acc, v| aggregator(k, v, acc.unwrap_or_else(&init))),
-        )
+        self.fold(stored, aggregate, aggregating(init, aggregator))
     }
 
     fn fold<A: Data>(
@@ -263,11 +271,7 @@ pub struct TimeWindowedKStream<K, V> {
 
 impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
     pub fn count(&self, stored: Stored) -> KTable<Windowed<K>, i64> {
-        self.fold(
-            stored,
-            serdes::i64(),
-            Arc::new(|_, acc: Option<i64>, _| acc.unwrap_or(0) + 1),
-        )
+        self.fold(stored, serdes::i64(), counting())
     }
 
     pub fn reduce(
@@ -275,14 +279,7 @@ impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
         reducer: impl Fn(V, V) -> V + Send + Sync + 'static,
         stored: Stored,
     ) -> KTable<Windowed<K>, V> {
-        self.fold(
-            stored,
-            self.grouped.value.clone(),
-            Arc::new(move |_, acc, v| match acc {
-                None => v,
-                Some(a) => reducer(a, v),
-            }),
-        )
+        self.fold(stored, self.grouped.value.clone(), reducing(reducer))
     }
 
     pub fn aggregate<A: Data>(
@@ -292,11 +289,7 @@ impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
         aggregate: SerdeRef<A>,
         stored: Stored,
     ) -> KTable<Windowed<K>, A> {
-        self.fold(
-            stored,
-            aggregate,
-            Arc::new(move |k, acc, v| aggregator(k, v, acc.unwrap_or_else(&init))),
-        )
+        self.fold(stored, aggregate, aggregating(init, aggregator))
     }
 
     fn fold<A: Data>(
@@ -422,12 +415,7 @@ type Merge<K, A> = Arc<dyn Fn(&K, A, A) -> A + Send + Sync>;
 
 impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
     pub fn count(&self, stored: Stored) -> KTable<Windowed<K>, i64> {
-        self.fold(
-            stored,
-            serdes::i64(),
-            Arc::new(|_, acc: Option<i64>, _| acc.unwrap_or(0) + 1),
-            Arc::new(|_, a, b| a + b),
-        )
+        self.fold(stored, serdes::i64(), counting(), Arc::new(|_, a, b| a + b))
     }
 
     pub fn reduce(
@@ -440,10 +428,7 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
         self.fold(
             stored,
             self.grouped.value.clone(),
-            Arc::new(move |_, acc, v| match acc {
-                None => v,
-                Some(a) => reducer(a, v),
-            }),
+            reducing(move |a, b| reducer(a, b)),
             Arc::new(move |_, a, b| merge(a, b)),
         )
     }
@@ -461,7 +446,7 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
         self.fold(
             stored,
             aggregate,
-            Arc::new(move |k, acc, v| aggregator(k, v, acc.unwrap_or_else(&init))),
+            aggregating(init, aggregator),
             Arc::new(merger),
         )
     }

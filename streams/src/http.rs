@@ -156,6 +156,23 @@ impl Service {
         }
     }
 
+    /// Where `key` of `store` lives, by the group's current description.
+    async fn owner_of(
+        self: &Arc<Self>,
+        store: &str,
+        key: &[u8],
+    ) -> Result<query::KeyQueryMetadata, ApiError> {
+        let instances = self.instances().await?;
+        Ok(query::key_owner(
+            &self.topology,
+            &self.application_id,
+            &self.partitions,
+            &instances,
+            store,
+            key,
+        )?)
+    }
+
     async fn instances(self: &Arc<Self>) -> Result<Vec<Instance>, ApiError> {
         {
             let cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
@@ -327,15 +344,7 @@ async fn key(
     }
     let local_only = params.get("local").is_some_and(|v| v == "true");
     if !local_only {
-        let instances = s.instances().await?;
-        let meta = query::key_owner(
-            &s.topology,
-            &s.application_id,
-            &s.partitions,
-            &instances,
-            &store,
-            &key,
-        )?;
+        let meta = s.owner_of(&store, &key).await?;
         let elsewhere = meta
             .owner
             .and_then(|o| o.server)
@@ -386,15 +395,7 @@ async fn owner(
     Path((store, text)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let key = key_bytes(&s, &store, &text)?;
-    let instances = s.instances().await?;
-    let meta = query::key_owner(
-        &s.topology,
-        &s.application_id,
-        &s.partitions,
-        &instances,
-        &store,
-        &key,
-    )?;
+    let meta = s.owner_of(&store, &key).await?;
     let server = meta.owner.as_ref().and_then(|o| o.server.clone());
     Ok(Json(json!({
         "store": store,

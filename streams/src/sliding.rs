@@ -16,9 +16,7 @@
 //! [`SlidingWindowedKStream`]'s processor); for that the store keeps, next
 //! to each window's aggregate, the latest timestamp among its records.
 
-use std::sync::Arc;
-
-use crate::grouped::{FoldIn, KGroupedStream};
+use crate::grouped::{aggregating, counting, reducing, FoldIn, KGroupedStream};
 use crate::ktable::{KTable, WindowClose};
 use crate::nodes::{encode, encode_key, processor, store_error};
 use crate::options::{Data, Stored};
@@ -111,11 +109,7 @@ struct Write<A> {
 
 impl<K: Data, V: Data> SlidingWindowedKStream<K, V> {
     pub fn count(&self, stored: Stored) -> KTable<Windowed<K>, i64> {
-        self.fold(
-            stored,
-            serdes::i64(),
-            Arc::new(|_, acc: Option<i64>, _| acc.unwrap_or(0) + 1),
-        )
+        self.fold(stored, serdes::i64(), counting())
     }
 
     pub fn reduce(
@@ -123,14 +117,7 @@ impl<K: Data, V: Data> SlidingWindowedKStream<K, V> {
         reducer: impl Fn(V, V) -> V + Send + Sync + 'static,
         stored: Stored,
     ) -> KTable<Windowed<K>, V> {
-        self.fold(
-            stored,
-            self.grouped.value.clone(),
-            Arc::new(move |_, acc, v| match acc {
-                None => v,
-                Some(a) => reducer(a, v),
-            }),
-        )
+        self.fold(stored, self.grouped.value.clone(), reducing(reducer))
     }
 
     pub fn aggregate<A: Data>(
@@ -140,11 +127,7 @@ impl<K: Data, V: Data> SlidingWindowedKStream<K, V> {
         aggregate: SerdeRef<A>,
         stored: Stored,
     ) -> KTable<Windowed<K>, A> {
-        self.fold(
-            stored,
-            aggregate,
-            Arc::new(move |k, acc, v| aggregator(k, v, acc.unwrap_or_else(&init))),
-        )
+        self.fold(stored, aggregate, aggregating(init, aggregator))
     }
 
     fn fold<A: Data>(

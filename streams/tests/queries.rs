@@ -61,6 +61,22 @@ fn key_query(store: &str, key: &str, from_ms: i64, to_ms: i64) -> Query {
     }
 }
 
+/// (start, end, count) of each window or session a query found.
+fn spans(found: &Value) -> Vec<(i64, i64, i64)> {
+    found
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w["start"].as_i64().unwrap(),
+                w["end"].as_i64().unwrap(),
+                w["value"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn a_key_reads_its_count_and_a_range_walks_the_keys_in_order() {
     let d = fed();
@@ -113,18 +129,7 @@ fn a_window_fetch_answers_the_windows_whose_start_is_in_the_bounds() {
     let all = d
         .query(&key_query("windowed", "alice", i64::MIN, i64::MAX))
         .unwrap();
-    let windows: Vec<(i64, i64, i64)> = all
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| {
-            (
-                w["start"].as_i64().unwrap(),
-                w["end"].as_i64().unwrap(),
-                w["value"].as_i64().unwrap(),
-            )
-        })
-        .collect();
+    let windows = spans(&all);
     assert_eq!(windows, vec![(0, 10_000, 2), (10_000, 20_000, 1)]);
     let bob = d
         .query(&key_query("windowed", "bob", i64::MIN, i64::MAX))
@@ -143,18 +148,7 @@ fn a_session_fetch_answers_each_session_with_its_bounds() {
     let sessions = d
         .query(&key_query("sessions", "alice", i64::MIN, i64::MAX))
         .unwrap();
-    let bounds: Vec<(i64, i64, i64)> = sessions
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["start"].as_i64().unwrap(),
-                s["end"].as_i64().unwrap(),
-                s["value"].as_i64().unwrap(),
-            )
-        })
-        .collect();
+    let bounds = spans(&sessions);
     assert_eq!(bounds, vec![(2_000, 3_000, 2), (12_000, 12_000, 1)]);
 }
 
@@ -339,18 +333,7 @@ fn a_sliding_window_fetch_shows_the_aggregate_without_its_timestamp() {
     let found = d
         .query(&key_query("sliding", "k", i64::MIN, i64::MAX))
         .unwrap();
-    let windows: Vec<(i64, i64, i64)> = found
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| {
-            (
-                w["start"].as_i64().unwrap(),
-                w["end"].as_i64().unwrap(),
-                w["value"].as_i64().unwrap(),
-            )
-        })
-        .collect();
+    let windows = spans(&found);
     // [3000, 8000] holds x; [4200, 9200] both; [8001, 13001] y.
     assert_eq!(
         windows,
