@@ -44,7 +44,8 @@
 //! id (an id never changes meaning) and the id it writes with, so after
 //! the first record of each schema, records do no HTTP and never leave
 //! the stream thread. Under [`WriteSchema::Latest`] the subject's latest
-//! version is asked again after [`LATEST_TTL`].
+//! version is asked again after [`LATEST_TTL`] (while the registry cannot
+//! be reached, the version known so far is kept).
 //!
 //! **Errors.** A registry that is down or answers garbage, an unknown
 //! schema id, a payload not in the wire format, a body that does not
@@ -361,10 +362,28 @@ impl Core {
         let client = self.registry.client();
         let subject = self.subject.clone();
         let (id, schema) = match self.write {
-            WriteSchema::Latest => self
-                .registry
-                .run(async move { client.latest(&subject).await })
-                .map_err(|e| self.error(e))?,
+            WriteSchema::Latest => {
+                match self
+                    .registry
+                    .run(async move { client.latest(&subject).await })
+                {
+                    Ok(latest) => latest,
+                    // A registry briefly away should not fail every
+                    // record: keep writing the version known so far, and
+                    // ask again after another TTL.
+                    Err(e) if e.is_retriable() => {
+                        let mut writing = lock(&self.writing);
+                        let Some(w) = writing.as_mut() else {
+                            return Err(self.error(e));
+                        };
+                        tracing::warn!(subject = %self.subject, id = w.id, error = %e,
+                            "the subject's latest schema could not be asked again; writing the last one known");
+                        w.fetched = Instant::now();
+                        return Ok((w.id, w.schema.clone()));
+                    }
+                    Err(e) => return Err(self.error(e)),
+                }
+            }
             WriteSchema::AutoRegister | WriteSchema::LookUp => {
                 let Some((text, schema)) = &self.schema else {
                     return Err(self.error(
