@@ -14,7 +14,9 @@
 //! topics, event time taken from the records by a timestamp extractor),
 //! the Processor API ([`KStream::process`] with a [`UserProcessor`]:
 //! forwarding, key-value stores, punctuation on stream time and
-//! wall-clock time), state stores and their changelog writes,
+//! wall-clock time), serdes ([`serdes`]; with the `avro` feature, Avro
+//! in the Confluent wire format through a schema registry:
+//! [`serdes::avro`]), state stores and their changelog writes,
 //! interactive queries over HTTP ([`http`]), and a deterministic
 //! [`TopologyTestDriver`] (with a virtual wall clock).
 //!

@@ -10,9 +10,15 @@
 //!
 //! What is null decides Kafka Streams' rules: grouping drops records whose
 //! key is null, aggregations skip null values, joins drop null keys.
+//!
+//! With the `avro` feature (on by default), [`avro`] adds Avro serdes in
+//! the Confluent wire format through a schema registry.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
+
+#[cfg(feature = "avro")]
+pub mod avro;
 
 /// Why a key or value could not be (de)serialized.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -88,7 +94,7 @@ pub fn text_to_bytes<T: 'static>(serde: &SerdeRef<T>, text: &str) -> Result<Vec<
 /// A shareable serde.
 pub type SerdeRef<T> = Arc<dyn Serde<T>>;
 
-fn null_refused() -> SerdeError {
+pub(crate) fn null_refused() -> SerdeError {
     SerdeError::new("null where a value was expected (use a Nullable serde to accept nulls)")
 }
 

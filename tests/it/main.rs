@@ -34,4 +34,5 @@ mod resource_limits;
 mod retention;
 mod schema_registry;
 mod streams;
+mod streams_avro;
 mod transforms;

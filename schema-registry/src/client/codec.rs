@@ -62,6 +62,29 @@ impl Compiled {
         self.to_json(value, &self.schema, 0)
     }
 
+    /// Decodes one datum written with this schema (all of `body`) as a
+    /// datum of `reader`, by Avro's schema resolution: fields the writer
+    /// lacks take the reader's defaults, fields the reader lacks are
+    /// dropped, numbers are promoted (int → long, ...). So a record written
+    /// with an older compatible schema reads as the newer one.
+    pub fn decode_as(&self, body: &[u8], reader: &Compiled) -> Result<Value, String> {
+        let datum_reader = GenericDatumReader::builder(&self.schema)
+            .reader_schema(&reader.schema)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let mut input = body;
+        let value = datum_reader
+            .read_value(&mut input)
+            .map_err(|e| format!("Avro body does not match its schema or the reader's: {e}"))?;
+        if !input.is_empty() {
+            return Err(format!(
+                "{} bytes left over after the Avro datum",
+                input.len()
+            ));
+        }
+        reader.to_json(value, &reader.schema, 0)
+    }
+
     /// The schema a named reference (`Ref`) stands for; others as they are.
     pub fn resolve<'a>(&'a self, schema: &'a Schema) -> Result<&'a Schema, String> {
         match schema {
@@ -682,6 +705,31 @@ mod tests {
         let mut long = good.clone();
         long.push(0);
         assert!(c.decode(&long).unwrap_err().contains("left over"));
+    }
+
+    #[test]
+    fn a_datum_of_an_older_schema_reads_as_the_newer_one() {
+        let v1 = compiled(
+            r#"{"type":"record","name":"Order","fields":[
+                {"name":"id","type":"string"},{"name":"qty","type":"int"},{"name":"gone","type":"string"}]}"#,
+        );
+        let v2 = compiled(
+            r#"{"type":"record","name":"Order","fields":[
+                {"name":"id","type":"string"},{"name":"qty","type":"long"},
+                {"name":"currency","type":"string","default":"EUR"}]}"#,
+        );
+        let body = v1
+            .encode(&json!({"id": "o1", "qty": 3, "gone": "x"}))
+            .unwrap();
+        assert_eq!(
+            v1.decode_as(&body, &v2).unwrap(),
+            json!({"id": "o1", "qty": 3, "currency": "EUR"})
+        );
+        // A reader field without a default cannot be filled in.
+        let v3 =
+            compiled(r#"{"type":"record","name":"Order","fields":[{"name":"must","type":"int"}]}"#);
+        assert!(v1.decode_as(&body, &v3).is_err());
+        assert!(v1.decode_as(&body[..2], &v2).is_err());
     }
 
     #[test]
