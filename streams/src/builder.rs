@@ -3,6 +3,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use crate::global::GlobalKTable;
 use crate::kstream::KStream;
 use crate::ktable::KTable;
 use crate::nodes::source_node;
@@ -72,22 +73,43 @@ impl StreamsBuilder {
         KTable::from_topic(&self.graph, topic, consumed, stored)
     }
 
+    /// A global table of `topic`: every partition of it held by every
+    /// instance in the global store `stored` names (no changelog: the
+    /// topic is one), for [`KStream::join_global`] on any key a stream
+    /// record maps to. See [`crate::global`].
+    pub fn global_table<K: Data, V: Data>(
+        &self,
+        topic: &str,
+        consumed: Consumed<K, V>,
+        stored: Stored,
+    ) -> GlobalKTable<K, V> {
+        GlobalKTable::from_topic(&self.graph, topic, consumed, stored)
+    }
+
     /// The topology, or what is wrong with it.
     pub fn build(self) -> Result<Topology, TopologyError> {
         let mut graph = std::mem::take(&mut *self.graph.borrow_mut());
         // A task hands each input record to the one source of its topic:
         // as in Kafka Streams, a topic is read once (a stream can be used
         // several times). Repartition topics are checked where declared.
+        // A global table's topic is read by no task: it cannot also be a
+        // task's input.
         let mut read = std::collections::BTreeSet::new();
-        for topic in graph.nodes.iter().flat_map(|n| n.sources.iter()) {
-            if let crate::topology::TopicName::External(name) = topic {
-                if !read.insert(name.clone()) {
-                    graph
-                        .errors
-                        .push(format!("topic {name} is read by more than one source"));
-                }
+        let sources = graph.nodes.iter().flat_map(|n| n.sources.iter());
+        let globals = graph.globals.values().map(|g| &g.topic);
+        let external = sources
+            .filter_map(|t| match t {
+                crate::topology::TopicName::External(name) => Some(name),
+                crate::topology::TopicName::Internal(_) => None,
+            })
+            .chain(globals);
+        let mut twice = Vec::new();
+        for name in external {
+            if !read.insert(name.clone()) {
+                twice.push(format!("topic {name} is read by more than one source"));
             }
         }
+        graph.errors.extend(twice);
         if !graph.errors.is_empty() {
             return Err(TopologyError(graph.errors));
         }

@@ -10,6 +10,7 @@
 //!                                (?from=&to= bound the window start, ms),
 //!                                a session store's sessions
 //! GET /stores/{store}/{key}/owner  the partition, task and instance of a key
+//!                                (of a global store: this instance)
 //! GET /instances                 every instance of the application
 //! GET /metrics                   the instance's counters (Prometheus text)
 //! ```
@@ -49,9 +50,10 @@ pub fn serve_jobs<'a>(
     topology: &Topology,
     jobs: &mpsc::Receiver<Job>,
     tasks: impl Iterator<Item = &'a crate::topology::Task> + Clone,
+    globals: &crate::global::GlobalStores,
 ) {
     while let Ok(job) = jobs.try_recv() {
-        let answer = query::answer(topology, tasks.clone(), &job.query);
+        let answer = query::answer(topology, tasks.clone(), globals, &job.query);
         let _ = job.reply.send(answer);
     }
 }
@@ -342,7 +344,9 @@ async fn key(
         };
         return Ok(Json(body).into_response());
     }
-    let local_only = params.get("local").is_some_and(|v| v == "true");
+    // A global store is whole here: a key it lacks is nowhere.
+    let local_only =
+        params.get("local").is_some_and(|v| v == "true") || s.topology.is_global_store(&store);
     if !local_only {
         let meta = s.owner_of(&store, &key).await?;
         let elsewhere = meta
@@ -395,6 +399,16 @@ async fn owner(
     Path((store, text)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let key = key_bytes(&s, &store, &text)?;
+    if s.topology.is_global_store(&store) {
+        // Every instance holds the whole store: this one answers.
+        return Ok(Json(json!({
+            "store": store,
+            "key": text,
+            "global": true,
+            "server": s.server,
+            "local": true,
+        })));
+    }
     let meta = s.owner_of(&store, &key).await?;
     let server = meta.owner.as_ref().and_then(|o| o.server.clone());
     Ok(Json(json!({

@@ -9,7 +9,9 @@
 //!
 //! What is here: the DSL (stateless operators, grouping and aggregation,
 //! tumbling/hopping/sliding/session windows with grace and suppression,
-//! KTables, stream–table, stream–stream and table–table joins,
+//! KTables, global tables ([`GlobalKTable`]: a whole topic on every
+//! instance, joined by a stream on a key mapped from each record without
+//! co-partitioning), stream–table, stream–stream and table–table joins,
 //! foreign-key table–table joins through subscription and response
 //! topics, event time taken from the records by a timestamp extractor),
 //! the Processor API ([`KStream::process`] with a [`UserProcessor`]:
@@ -39,6 +41,7 @@
 
 pub mod builder;
 pub mod fk_join;
+pub mod global;
 pub mod grouped;
 pub mod http;
 pub mod join;
@@ -61,6 +64,7 @@ pub mod topology;
 pub use builder::{
     Consumed, Data, Produced, Stored, StreamsBuilder, TimestampExtractor, TopologyError,
 };
+pub use global::{GlobalKTable, GlobalStores};
 pub use grouped::{
     KGroupedStream, SessionWindowedKStream, SessionWindows, TimeWindowedKStream, TimeWindows,
 };

@@ -134,6 +134,8 @@ pub struct Ctx {
     /// store): the largest timestamp of the records that reached it.
     operator_time: BTreeMap<String, i64>,
     pub(crate) stores: BTreeMap<String, StateStore>,
+    /// Handles on the instance's global stores (read only here).
+    pub(crate) globals: BTreeMap<String, StateStore>,
     pub(crate) out: Vec<Output>,
     pub(crate) metrics: TaskMetrics,
     /// Where records later than their grace go, if anywhere.
@@ -156,6 +158,7 @@ impl Ctx {
             stream_time: i64::MIN,
             operator_time: BTreeMap::new(),
             stores,
+            globals: BTreeMap::new(),
             out: Vec::new(),
             metrics: TaskMetrics::default(),
             late_records_topic: None,
@@ -261,6 +264,16 @@ impl Ctx {
         self.stores
             .get_mut(name)
             .unwrap_or_else(|| panic!("state store {name} was not created for this task"))
+    }
+
+    /// The global store `name`. Missing only if whoever runs the task did
+    /// not attach the instance's global stores: an error, not a panic, so
+    /// a topology run by hand fails its records instead of the process.
+    pub(crate) fn global(&self, name: &str) -> Result<&StateStore, StreamsError> {
+        self.globals.get(name).ok_or_else(|| StreamsError::Store {
+            store: name.to_string(),
+            error: "the global store is not attached to this task".into(),
+        })
     }
 
     pub(crate) fn emit(&mut self, output: Output) {

@@ -15,13 +15,18 @@
 //! otherwise (librdkafka's default, `consistent_random`, hashes with
 //! CRC32) has its keys elsewhere: a lookup therefore searches every local
 //! task first and only then asks the owner.
+//!
+//! A global store (see [`crate::global`]) is whole on every instance: it
+//! answers locally, and has no owner to send a client to.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
 
+use crate::global::GlobalStores;
 use crate::serdes::{self, SerdeError, SerdeRef};
+use crate::store::StateStore;
 use crate::store::{self, StoreKind};
 use crate::topology::{Task, TaskId, Topology};
 
@@ -150,14 +155,27 @@ pub fn store_codec(topology: &Topology, store: &str) -> Result<Arc<dyn StoreCode
         .unwrap_or_else(|| Arc::new(RawCodec)))
 }
 
-/// Answers `query` from `tasks` (this instance's): the entries found, in
-/// key order across tasks.
+/// Answers `query` from `tasks` (this instance's) and the instance's
+/// global stores: the entries found, in key order across tasks. A global
+/// store is whole on every instance, so its answers are always local
+/// (their `"task"` is `"global"`).
 pub fn answer<'a>(
     topology: &Topology,
     tasks: impl Iterator<Item = &'a Task>,
+    globals: &GlobalStores,
     query: &Query,
 ) -> Result<Value, QueryError> {
     let tasks: Vec<&Task> = tasks.collect();
+    // The stores a query of `store` reads, each with what holds it.
+    let holders = |store: &str| -> Vec<(String, &StateStore)> {
+        match globals.store(store) {
+            Some(s) => vec![("global".to_string(), s)],
+            None => tasks
+                .iter()
+                .filter_map(|t| Some((t.id.to_string(), t.store(store)?)))
+                .collect(),
+        }
+    };
     match query {
         Query::Stores => {
             let mut stores: BTreeMap<String, (Vec<String>, usize)> = BTreeMap::new();
@@ -167,6 +185,10 @@ pub fn answer<'a>(
                     entry.0.push(t.id.to_string());
                     entry.1 += t.store(name).map_or(0, |s| s.len());
                 }
+            }
+            for name in globals.store_names() {
+                let entries = globals.store(name).map_or(0, |s| s.len());
+                stores.insert(name.to_string(), (vec!["global".to_string()], entries));
             }
             let list: Vec<Value> = stores
                 .into_iter()
@@ -178,7 +200,8 @@ pub fn answer<'a>(
                         Some(StoreKind::Session { .. }) => "session",
                         _ => "key-value",
                     };
-                    json!({"name": name, "kind": kind, "tasks": tasks, "approximate_entries": entries})
+                    let global = topology.is_global_store(&name);
+                    json!({"name": name, "kind": kind, "tasks": tasks, "approximate_entries": entries, "global": global})
                 })
                 .collect();
             Ok(Value::Array(list))
@@ -192,22 +215,21 @@ pub fn answer<'a>(
             let kind = store_kind(topology, store)?;
             let codec = store_codec(topology, store)?;
             let mut found = Vec::new();
-            for t in tasks {
-                let Some(s) = t.store(store) else { continue };
+            for (holder, s) in holders(store) {
                 match kind {
                     StoreKind::KeyValue => {
                         if let Some(v) = s.get(key) {
                             found.push(json!({
                                 "key": codec.key_to_json(key),
                                 "value": codec.value_to_json(&v),
-                                "task": t.id.to_string(),
+                                "task": holder,
                             }));
                         }
                     }
                     StoreKind::Window { .. } | StoreKind::TimestampedWindow { .. } => {
                         let (low, high) = store::window_range(key, *from_ms, *to_ms);
                         for (k, v) in s.range(&low, &high) {
-                            if let Some(w) = window_entry(&*codec, kind, &k, &v, t.id) {
+                            if let Some(w) = window_entry(&*codec, kind, &k, &v, &holder) {
                                 found.push(w);
                             }
                         }
@@ -215,7 +237,7 @@ pub fn answer<'a>(
                     StoreKind::Session { .. } => {
                         let (low, high) = store::sessions_ending_from(key, *from_ms);
                         for (k, v) in s.range(&low, &high) {
-                            if let Some(e) = session_entry(&*codec, &k, &v, t.id) {
+                            if let Some(e) = session_entry(&*codec, &k, &v, &holder) {
                                 if e["end"].as_i64().is_some_and(|end| end <= *to_ms) {
                                     found.push(e);
                                 }
@@ -243,9 +265,8 @@ pub fn answer<'a>(
             let low = from.clone().unwrap_or_default();
             // Each task's first `limit` entries from `low`, merged in key
             // order, cut at `limit`.
-            let mut all: Vec<(Vec<u8>, Vec<u8>, TaskId)> = Vec::new();
-            for t in tasks {
-                let Some(s) = t.store(store) else { continue };
+            let mut all: Vec<(Vec<u8>, Vec<u8>, String)> = Vec::new();
+            for (holder, s) in holders(store) {
                 let entries = match to {
                     Some(high) => {
                         let mut e = s.range(&low, high);
@@ -254,22 +275,22 @@ pub fn answer<'a>(
                     }
                     None => s.range_from(&low, limit),
                 };
-                all.extend(entries.into_iter().map(|(k, v)| (k, v, t.id)));
+                all.extend(entries.into_iter().map(|(k, v)| (k, v, holder.clone())));
             }
             all.sort_by(|a, b| a.0.cmp(&b.0));
             all.truncate(limit);
             let found = all
                 .into_iter()
-                .filter_map(|(k, v, task)| match kind {
+                .filter_map(|(k, v, holder)| match kind {
                     StoreKind::KeyValue => Some(json!({
                         "key": codec.key_to_json(&k),
                         "value": codec.value_to_json(&v),
-                        "task": task.to_string(),
+                        "task": holder,
                     })),
                     StoreKind::Window { .. } | StoreKind::TimestampedWindow { .. } => {
-                        window_entry(&*codec, kind, &k, &v, task)
+                        window_entry(&*codec, kind, &k, &v, &holder)
                     }
-                    StoreKind::Session { .. } => session_entry(&*codec, &k, &v, task),
+                    StoreKind::Session { .. } => session_entry(&*codec, &k, &v, &holder),
                 })
                 .collect();
             Ok(Value::Array(found))
@@ -282,7 +303,7 @@ fn window_entry(
     kind: StoreKind,
     stored: &[u8],
     value: &[u8],
-    task: TaskId,
+    task: &str,
 ) -> Option<Value> {
     let (key, start, _) = store::split_window_key(stored)?;
     // A timestamped window's value starts with its latest record's time.
@@ -294,7 +315,7 @@ fn window_entry(
         "key": codec.key_to_json(key),
         "start": start,
         "value": codec.value_to_json(value),
-        "task": task.to_string(),
+        "task": task,
     });
     if let Some(size) = codec.window_size_ms() {
         entry["end"] = json!(start.saturating_add(size));
@@ -302,19 +323,14 @@ fn window_entry(
     Some(entry)
 }
 
-fn session_entry(
-    codec: &dyn StoreCodec,
-    stored: &[u8],
-    value: &[u8],
-    task: TaskId,
-) -> Option<Value> {
+fn session_entry(codec: &dyn StoreCodec, stored: &[u8], value: &[u8], task: &str) -> Option<Value> {
     let (key, start, end) = store::split_session_key(stored)?;
     Some(json!({
         "key": codec.key_to_json(key),
         "start": start,
         "end": end,
         "value": codec.value_to_json(value),
-        "task": task.to_string(),
+        "task": task,
     }))
 }
 
@@ -435,6 +451,11 @@ pub fn key_owner(
     key: &[u8],
 ) -> Result<KeyQueryMetadata, QueryError> {
     store_kind(topology, store)?;
+    if topology.is_global_store(store) {
+        return Err(QueryError::BadRequest(format!(
+            "{store} is a global store: every instance holds all of it, ask any one"
+        )));
+    }
     let sub = topology
         .subtopologies()
         .iter()

@@ -19,6 +19,11 @@
 //! the brokers serve transactions; until then asking for it is refused
 //! rather than faked.
 //!
+//! Global tables are not part of the group: before the stream thread
+//! joins it, it reads every partition of each global table's topic into
+//! the instance's global stores, then keeps them up to date before each
+//! record (`global_updater.rs`).
+//!
 //! The consumer uses the `range` assignor, which gives partition `p` of
 //! every input topic to the same instance when the topics have the same
 //! number of partitions: the co-partitioning a join or a task with
@@ -38,6 +43,8 @@ use rdkafka::message::{Header, Headers as _, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+
+mod global_updater;
 
 use crate::processor::TaskMetrics;
 use crate::store::{FjallEngine, MemoryEngine, StoreEngine, StoreSpec};
@@ -61,6 +68,9 @@ pub enum RuntimeError {
     Topology(String),
     #[error("state store: {0}")]
     Store(String),
+    /// A global table's record failed under [`ErrorHandling::Fail`].
+    #[error("global table: {0}")]
+    Global(crate::StreamsError),
 }
 
 pub(crate) fn kafka(what: impl Into<String>) -> impl FnOnce(KafkaError) -> RuntimeError {
@@ -603,6 +613,20 @@ fn prepare_topics(topology: &Topology, config: &StreamsConfig) -> Result<Vec<i32
             }
         }
     }
+    for topic in topology.global_stores().values() {
+        let md = probe
+            .fetch_metadata(Some(topic), Duration::from_secs(30))
+            .map_err(kafka(format!("metadata of {topic}")))?;
+        let exists = md
+            .topics()
+            .first()
+            .is_some_and(|t| t.error().is_none() && !t.partitions().is_empty());
+        if !exists {
+            return Err(RuntimeError::Topology(format!(
+                "global table topic {topic} does not exist"
+            )));
+        }
+    }
     let counts = topology
         .partition_counts(app, &known)
         .map_err(RuntimeError::Topology)?;
@@ -728,9 +752,6 @@ fn run(
     }
     let jobs = jobs.map(|(queue, _)| queue);
     let consumer = consumer;
-    let topics = topology.source_topics(&app);
-    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&names).map_err(kafka("subscribing"))?;
     // Names the cluster in store checkpoints (a state directory reused
     // against another cluster is not trusted).
     let cluster = consumer
@@ -742,6 +763,14 @@ fn run(
                 config.bootstrap_servers
             ))
         })?;
+    // The global stores are whole before any task processes a record,
+    // and before the group waits on this instance.
+    let mut global = global_updater::GlobalUpdater::start(&topology, &config, &cluster, metrics)?;
+    let topics = topology.source_topics(&app);
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    if !names.is_empty() {
+        consumer.subscribe(&names).map_err(kafka("subscribing"))?;
+    }
 
     let mut tasks: BTreeMap<TaskId, Task> = BTreeMap::new();
     // The state directory locks of the tasks with local stores.
@@ -776,7 +805,7 @@ fn run(
                 &partitions,
                 &assignment,
                 (&mut tasks, &mut locks),
-                &mut routes,
+                (&mut routes, &global.stores),
                 &mut standbys,
                 metrics,
             )?;
@@ -791,8 +820,13 @@ fn run(
                 &cluster,
             )?;
         }
+        // What the global topics received so far is in the stores before
+        // the next record (and query) reads them.
+        if let Err(e) = global.poll(&config.on_error) {
+            break Err(e);
+        }
         if let Some(jobs) = &jobs {
-            crate::http::serve_jobs(&topology, jobs, tasks.values());
+            crate::http::serve_jobs(&topology, jobs, tasks.values(), &global.stores);
         }
         if standbys.enabled() {
             if standbys.plan_due() {
@@ -901,6 +935,7 @@ fn run(
             close_task(&config, &consumer, &cluster, task, &mut locks, metrics);
         }
         standbys.close_all(&config, &cluster);
+        global.close(&cluster);
     }
     *consumer
         .context()
@@ -991,7 +1026,10 @@ fn rebuild_tasks<C: ConsumerContext>(
         &mut BTreeMap<TaskId, Task>,
         &mut HashMap<TaskId, std::fs::File>,
     ),
-    routes: &mut HashMap<(String, i32), TaskId>,
+    (routes, globals): (
+        &mut HashMap<(String, i32), TaskId>,
+        &crate::global::GlobalStores,
+    ),
     standbys: &mut crate::standby::Standbys,
     metrics: &Mutex<StreamsMetrics>,
 ) -> Result<(), RuntimeError> {
@@ -1046,6 +1084,7 @@ fn rebuild_tasks<C: ConsumerContext>(
                 None => open_task(topology, config, cluster, *id, locks)?,
             };
             task.set_late_records_topic(config.late_records_topic.clone());
+            task.attach_global_stores(globals);
             let restored = restore(config, &mut task, &checkpoints, metrics)?;
             // Its processors start with their first record or punctuation,
             // their wall-clock punctuators counting from now.
@@ -1162,7 +1201,7 @@ fn restore(
 }
 
 /// Changelog records applied to a store at once while restoring.
-const RESTORE_BATCH: usize = 10_000;
+pub(crate) const RESTORE_BATCH: usize = 10_000;
 
 /// A task with its stores: on disk under `state_dir` when its directory
 /// lock is free (another instance on this machine may hold it for a

@@ -33,6 +33,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::{Arc, Mutex};
 
 /// Why a store engine failed (a disk error, a full disk, a corrupt file).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -205,6 +206,53 @@ impl StoreEngine for FjallEngine {
         self.keyspace
             .clear()
             .map_err(|e| fjall_error(&self.path, e))
+    }
+}
+
+/// One engine several holders use: a global store's, written by whoever
+/// keeps it up to date (the stream thread's global consumer, the test
+/// driver) and read by every task of the instance. A lock around the
+/// engine rather than a copy per task: a global store holds a whole
+/// topic, once per instance.
+#[derive(Clone)]
+pub struct SharedEngine(Arc<Mutex<Box<dyn StoreEngine>>>);
+
+impl SharedEngine {
+    pub fn new(engine: Box<dyn StoreEngine>) -> SharedEngine {
+        SharedEngine(Arc::new(Mutex::new(engine)))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Box<dyn StoreEngine>> {
+        // An engine call does not panic halfway through a write it cannot
+        // finish (errors are returned): a poisoned lock's engine is whole.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl StoreEngine for SharedEngine {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        self.lock().get(key)
+    }
+    fn put(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), EngineError> {
+        self.lock().put(key, value)
+    }
+    fn range(&self, from: &[u8], to: &[u8]) -> Result<Entries, EngineError> {
+        self.lock().range(from, to)
+    }
+    fn range_from(&self, from: &[u8], limit: usize) -> Result<Entries, EngineError> {
+        self.lock().range_from(from, limit)
+    }
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+    fn put_batch(&mut self, entries: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<(), EngineError> {
+        self.lock().put_batch(entries)
+    }
+    fn flush(&mut self) -> Result<(), EngineError> {
+        self.lock().flush()
+    }
+    fn clear(&mut self) -> Result<(), EngineError> {
+        self.lock().clear()
     }
 }
 

@@ -6,7 +6,9 @@
 //! Every topic has one partition here, so each sub-topology is one task.
 //! What a task writes to a topic another task reads (a repartition
 //! topic) is handed to it at once, in order. Stores are in memory; their
-//! changelog writes can be read like any output topic. Wall-clock
+//! changelog writes can be read like any output topic. A record piped
+//! into (or written to) a global table's topic updates its global store
+//! at once, before the next record. Wall-clock
 //! punctuators follow a virtual clock that only
 //! [`TopologyTestDriver::advance_wall_clock_time`] moves.
 //!
@@ -27,6 +29,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use crate::global::{GlobalRecord, GlobalStores};
 use crate::processor::{Output, StreamsError, TaskMetrics};
 use crate::query::{Query, QueryError};
 use crate::record::{Record, Window};
@@ -38,6 +41,8 @@ use crate::topology::{ErrorHandling, Input, Task, Topology};
 pub struct TopologyTestDriver {
     topology: Topology,
     tasks: Vec<Task>,
+    /// The global stores every task reads.
+    globals: GlobalStores,
     on_error: ErrorHandling,
     /// What each topic received, not yet read.
     topics: BTreeMap<String, VecDeque<Output>>,
@@ -49,12 +54,18 @@ pub struct TopologyTestDriver {
 
 impl TopologyTestDriver {
     pub fn new(topology: Topology, application_id: &str) -> TopologyTestDriver {
+        let globals = GlobalStores::in_memory(&topology);
         let tasks = (0..topology.subtopologies().len())
-            .map(|s| topology.task_in_memory(application_id, s, 0))
+            .map(|s| {
+                let mut task = topology.task_in_memory(application_id, s, 0);
+                task.attach_global_stores(&globals);
+                task
+            })
             .collect();
         TopologyTestDriver {
             topology,
             tasks,
+            globals,
             on_error: ErrorHandling::Fail,
             topics: BTreeMap::new(),
             offsets: BTreeMap::new(),
@@ -171,6 +182,21 @@ impl TopologyTestDriver {
                     .push_back(record.clone());
             }
             first = false;
+            if self.globals.reads(&record.topic) {
+                let global = GlobalRecord {
+                    partition: 0,
+                    offset,
+                    key: record.key.clone(),
+                    value: record.value.clone(),
+                };
+                self.globals
+                    .apply(&record.topic, &[global], &self.on_error)?;
+                if let Some(e) = self.globals.failure() {
+                    return Err(StreamsError::Processing(e));
+                }
+                // No task reads a global topic (`build` refuses one).
+                continue;
+            }
             for task in &mut self.tasks {
                 if !task.source_topics().any(|t| t == record.topic) {
                     continue;
@@ -236,9 +262,12 @@ impl TopologyTestDriver {
             .collect())
     }
 
-    /// The store named `name`, in whichever task has it.
+    /// The store named `name`: a global store, or in whichever task has
+    /// it.
     pub fn store(&self, name: &str) -> Option<&StateStore> {
-        self.tasks.iter().find_map(|t| t.store(name))
+        self.globals
+            .store(name)
+            .or_else(|| self.tasks.iter().find_map(|t| t.store(name)))
     }
 
     /// A key-value store's value for `key`.
@@ -314,7 +343,7 @@ impl TopologyTestDriver {
     /// Answers an interactive query from the stores, as an instance's
     /// query server would (see [`crate::query::answer`]).
     pub fn query(&self, query: &Query) -> Result<serde_json::Value, QueryError> {
-        crate::query::answer(&self.topology, self.tasks.iter(), query)
+        crate::query::answer(&self.topology, self.tasks.iter(), &self.globals, query)
     }
 
     /// The topology the driver runs.

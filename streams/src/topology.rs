@@ -25,6 +25,7 @@ use crate::processor::{
 };
 use crate::query::StoreCodec;
 use crate::record::Record;
+use crate::serdes::SerdeError;
 use crate::store::{MemoryEngine, StateStore, StoreEngine, StoreSpec};
 
 /// A raw key or value as a topic holds it.
@@ -69,7 +70,22 @@ pub(crate) struct NodeSpec {
     pub sources: Vec<TopicName>,
     /// For a sink: the topic it writes.
     pub sink: Option<TopicName>,
+    /// The global stores it reads (held by the instance, not the task:
+    /// they do not tie the node to any sub-topology).
+    pub globals: Vec<String>,
     make: Factory,
+}
+
+/// Whether a record of a global table's topic reads with the table's
+/// serdes: `Err(("key" or "value", why))` if not.
+pub(crate) type GlobalCheck =
+    Arc<dyn Fn(&[u8], Option<&[u8]>) -> Result<(), (&'static str, SerdeError)> + Send + Sync>;
+
+/// Where a global store's rows come from.
+#[derive(Clone)]
+pub(crate) struct GlobalSource {
+    pub topic: String,
+    pub check: GlobalCheck,
 }
 
 /// An internal topic the application creates: repartition topics and
@@ -115,6 +131,8 @@ pub(crate) struct Graph {
     pub repartition_partitions: BTreeMap<String, InternalPartitions>,
     /// How interactive queries read each store, where the DSL knows.
     pub codecs: BTreeMap<String, Arc<dyn StoreCodec>>,
+    /// Global stores (also in `stores`) and the topics they hold.
+    pub globals: BTreeMap<String, GlobalSource>,
     /// What the DSL found wrong, reported by `build`.
     pub errors: Vec<String>,
     counter: usize,
@@ -173,6 +191,7 @@ impl Graph {
             stores,
             sources: Vec::new(),
             sink: None,
+            globals: Vec::new(),
             make,
         });
         index
@@ -389,6 +408,26 @@ impl Topology {
         })
     }
 
+    /// Each global store and the topic it holds whole (every partition,
+    /// on every instance), by store name. Global topics are not among
+    /// [`Topology::source_topics`]: no task reads them and the consumer
+    /// group does not assign them.
+    pub fn global_stores(&self) -> BTreeMap<String, String> {
+        self.graph
+            .globals
+            .iter()
+            .map(|(store, source)| (store.clone(), source.topic.clone()))
+            .collect()
+    }
+
+    pub fn is_global_store(&self, name: &str) -> bool {
+        self.graph.globals.contains_key(name)
+    }
+
+    pub(crate) fn global_source(&self, store: &str) -> Option<&GlobalSource> {
+        self.graph.globals.get(store)
+    }
+
     pub fn store_spec(&self, name: &str) -> Option<&StoreSpec> {
         self.graph.stores.get(name)
     }
@@ -493,6 +532,9 @@ impl Topology {
                 if !node.stores.is_empty() {
                     line.push_str(&format!(" (stores: {:?})", node.stores));
                 }
+                if !node.globals.is_empty() {
+                    line.push_str(&format!(" (global stores: {:?})", node.globals));
+                }
                 line.push_str(&format!(
                     " --> {}\n",
                     if children.is_empty() {
@@ -503,6 +545,13 @@ impl Topology {
                 ));
                 out.push_str(&line);
             }
+        }
+        // Kafka Streams lists them as sub-topologies that make no tasks.
+        for (store, source) in &self.graph.globals {
+            out.push_str(&format!(
+                "  Global store: {store} (topic: {:?}, every partition, no tasks)\n",
+                source.topic
+            ));
         }
         out
     }
@@ -767,5 +816,11 @@ impl Task {
 
     pub fn store_names(&self) -> impl Iterator<Item = &str> {
         self.ctx.stores.keys().map(String::as_str)
+    }
+
+    /// Lets the task's processors read the instance's global stores
+    /// (whoever runs the task attaches them before its first record).
+    pub fn attach_global_stores(&mut self, globals: &crate::global::GlobalStores) {
+        self.ctx.globals = globals.handles();
     }
 }

@@ -499,3 +499,205 @@ async fn a_standby_replica_takes_over_a_killed_instances_tasks_without_a_full_re
         "a standby takeover restores only the changelog's tail: {restored} of {held}"
     );
 }
+
+const CUSTOMERS: &str = "global-customers";
+const ORDERS: &str = "global-orders";
+const ENRICHED: &str = "global-enriched";
+const ENRICHER: &str = "order-enricher";
+const CUSTOMER_COUNT: usize = 30;
+
+/// Orders (key: order id, value: customer id) joined with the global
+/// table of customers (key: customer id, value: name) into
+/// `<customer id>:<name>` (`?` for an unknown customer).
+fn enrichment_topology() -> runnel_streams::Topology {
+    use runnel_streams::{serdes, Consumed, Produced, Stored, StreamsBuilder};
+    let builder = StreamsBuilder::new();
+    let customers = builder.global_table(
+        CUSTOMERS,
+        Consumed::with(serdes::string(), serdes::string()),
+        Stored::as_("customers"),
+    );
+    builder
+        .stream(ORDERS, Consumed::with(serdes::string(), serdes::string()))
+        .left_join_global(
+            &customers,
+            |_, customer: &String| customer.clone(),
+            |customer: &String, name: Option<&String>| {
+                format!("{customer}:{}", name.map_or("?", String::as_str))
+            },
+        )
+        .to(ENRICHED, Produced::with(serdes::string(), serdes::string()));
+    builder.build().expect("a valid topology")
+}
+
+fn start_enricher(
+    broker: &TestBroker,
+    state: &std::path::Path,
+    server: &str,
+) -> runnel_streams::KafkaStreams {
+    let mut config = runnel_streams::StreamsConfig::new(ENRICHER, &broker.addr());
+    config.state_dir = Some(state.to_path_buf());
+    config.application_server = Some(server.to_string());
+    config.commit_interval = Duration::from_millis(200);
+    for (k, v) in [
+        ("session.timeout.ms", "6000"),
+        ("heartbeat.interval.ms", "500"),
+    ] {
+        config.client.insert(k.into(), v.into());
+    }
+    runnel_streams::KafkaStreams::start(enrichment_topology(), config)
+        .expect("start the application")
+}
+
+async fn produce_pairs(broker: &TestBroker, topic: &str, pairs: &[(String, String)]) {
+    let producer = broker.producer(&[("acks", "all")]);
+    for (key, value) in pairs {
+        producer
+            .send(
+                FutureRecord::to(topic).key(key).payload(value),
+                Duration::from_secs(30),
+            )
+            .await
+            .expect("produce");
+    }
+}
+
+/// The latest enriched value per order id.
+fn enriched(broker: &TestBroker, expected: usize) -> BTreeMap<String, String> {
+    broker
+        .consume(ENRICHED, 2, expected, Duration::from_secs(60))
+        .iter()
+        .map(|m| {
+            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).to_string();
+            let value = String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string();
+            (key, value)
+        })
+        .collect()
+}
+
+async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_instance_enriches_its_orders_from_the_whole_global_table_and_sees_its_updates() {
+    let broker = TestBroker::start();
+    // Different partition counts: a stream-table join would refuse them.
+    create_topic(&broker, CUSTOMERS, 3, &[("cleanup.policy", "compact")]).await;
+    create_topic(&broker, ORDERS, 2, &[]).await;
+    create_topic(&broker, ENRICHED, 2, &[]).await;
+    let customers: Vec<(String, String)> = (0..CUSTOMER_COUNT)
+        .map(|i| (format!("c{i}"), format!("name-{i}")))
+        .collect();
+    produce_pairs(&broker, CUSTOMERS, &customers).await;
+
+    let state = tempfile::tempdir().expect("a state directory");
+    let servers: Vec<String> = (0..2)
+        .map(|_| format!("127.0.0.1:{}", crate::harness::free_port()))
+        .collect();
+    let a = start_enricher(&broker, &state.path().join("a"), &servers[0]);
+    let b = start_enricher(&broker, &state.path().join("b"), &servers[1]);
+    // One orders partition each; both read every customer first.
+    wait_until(
+        "each instance has one task",
+        Duration::from_secs(60),
+        || a.metrics().active_tasks.len() == 1 && b.metrics().active_tasks.len() == 1,
+    )
+    .await;
+    for app in [&a, &b] {
+        assert!(
+            app.metrics().records_restored >= CUSTOMER_COUNT as u64,
+            "the global store was filled before processing: {:?}",
+            app.metrics()
+        );
+    }
+
+    const ORDER_COUNT: usize = 200;
+    let orders: Vec<(String, String)> = (0..ORDER_COUNT)
+        .map(|i| (format!("o{i}"), format!("c{}", i % CUSTOMER_COUNT)))
+        .collect();
+    produce_pairs(&broker, ORDERS, &orders).await;
+    let out = enriched(&broker, ORDER_COUNT);
+    assert_eq!(out.len(), ORDER_COUNT, "every order enriched once: {out:?}");
+    for (order, customer) in &orders {
+        let number = &customer[1..];
+        assert_eq!(out[order], format!("{customer}:name-{number}"), "{order}");
+    }
+    let (processed_a, processed_b) = (
+        a.metrics().tasks.records_processed,
+        b.metrics().tasks.records_processed,
+    );
+    assert!(
+        processed_a > 0 && processed_b > 0,
+        "both instances enriched orders ({processed_a} and {processed_b})"
+    );
+
+    // An update of the table reaches both instances' global stores (each
+    // answers it locally), then every later order.
+    produce_pairs(&broker, CUSTOMERS, &[("c7".into(), "renamed-7".into())]).await;
+    let client = reqwest::Client::new();
+    for server in &servers {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, _, body) = query(&client, server, "/stores/customers/c7").await;
+            if status == 200 && body["value"] == serde_json::json!("renamed-7") {
+                assert_eq!(body["task"], serde_json::json!("global"), "{body}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{server} never saw the update: {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let later: Vec<(String, String)> = (0..20).map(|i| (format!("p{i}"), "c7".into())).collect();
+    produce_pairs(&broker, ORDERS, &later).await;
+    let out = enriched(&broker, ORDER_COUNT + later.len());
+    for (order, _) in &later {
+        assert_eq!(
+            out.get(order).map(String::as_str),
+            Some("c7:renamed-7"),
+            "{order}"
+        );
+    }
+
+    // A clean close checkpoints the global store: a restart reads only
+    // what is new since.
+    a.close().expect("a clean close");
+    b.close().expect("a clean close");
+    assert!(state
+        .path()
+        .join("a")
+        .join(ENRICHER)
+        .join("global")
+        .join("customers.checkpoint")
+        .exists());
+    produce_pairs(&broker, CUSTOMERS, &[("c8".into(), "renamed-8".into())]).await;
+    let a = start_enricher(&broker, &state.path().join("a"), &servers[0]);
+    wait_until(
+        "the restarted instance has its tasks",
+        Duration::from_secs(60),
+        || a.metrics().active_tasks.len() == 2,
+    )
+    .await;
+    assert_eq!(
+        a.metrics().records_restored,
+        1,
+        "only the update since the close is read again"
+    );
+    produce_pairs(
+        &broker,
+        ORDERS,
+        &[("q1".into(), "c8".into()), ("q2".into(), "c7".into())],
+    )
+    .await;
+    let out = enriched(&broker, ORDER_COUNT + later.len() + 2);
+    assert_eq!(out.get("q1").map(String::as_str), Some("c8:renamed-8"));
+    assert_eq!(out.get("q2").map(String::as_str), Some("c7:renamed-7"));
+    a.close().expect("a clean close");
+}
