@@ -18,8 +18,9 @@
 //! forwarding, key-value stores, punctuation on stream time and
 //! wall-clock time), serdes ([`serdes`]; with the `avro` feature, Avro
 //! in the Confluent wire format through a schema registry:
-//! [`serdes::avro`]), state stores and their changelog writes,
-//! interactive queries over HTTP ([`http`]), and a deterministic
+//! [`serdes::avro`]), state stores and their changelog writes, standby
+//! replicas (`num_standby_replicas`), interactive queries over HTTP
+//! ([`http`]), and a deterministic
 //! [`TopologyTestDriver`] (with a virtual wall clock).
 //!
 //! ```
