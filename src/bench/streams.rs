@@ -126,7 +126,7 @@ pub async fn run(args: StreamsBenchArgs) -> Result<()> {
         Ok(())
     })
     .await??;
-    queries(&bootstrap, args.keys.min(200_000), args.query_clients).await?;
+    queries(&bootstrap, args.keys.min(500_000), args.query_clients).await?;
     Ok(())
 }
 
@@ -134,10 +134,21 @@ pub async fn run(args: StreamsBenchArgs) -> Result<()> {
 /// and without a query load, then queried while idle.
 async fn queries(bootstrap: &str, keys: usize, clients: usize) -> Result<()> {
     let b = bootstrap.to_string();
+    // The same application with its query server on, unused: what
+    // answering queries costs is the only difference.
     eprintln!("count per key without queries ...");
-    let quiet =
-        tokio::task::spawn_blocking(move || run_app(&b, key_count(), "bench-kv-quiet", keys, None))
-            .await??;
+    let quiet_addr = format!("127.0.0.1:{}", super::procs::free_port()?);
+    let quiet = tokio::task::spawn_blocking(move || {
+        run_app_with(
+            &b,
+            key_count(),
+            "bench-kv-quiet",
+            keys,
+            None,
+            Some(quiet_addr),
+        )
+    })
+    .await??;
     let addr = format!("127.0.0.1:{}", super::procs::free_port()?);
     let mut config = StreamsConfig::new("bench-kv-queried", bootstrap);
     config.state_dir = None;
@@ -193,7 +204,7 @@ async fn queries(bootstrap: &str, keys: usize, clients: usize) -> Result<()> {
     );
     println!("|---|---:|---:|");
     println!(
-        "| no queries | {:.0} | {:.2} |",
+        "| query server on, no queries | {:.0} | {:.2} |",
         keys as f64 / quiet.elapsed.as_secs_f64(),
         quiet.elapsed.as_secs_f64()
     );
@@ -437,8 +448,21 @@ fn run_app(
     records: usize,
     state_dir: Option<std::path::PathBuf>,
 ) -> Result<AppRun> {
+    run_app_with(bootstrap, topology, app, records, state_dir, None)
+}
+
+/// [`run_app`] with a query server on `server`.
+fn run_app_with(
+    bootstrap: &str,
+    topology: Topology,
+    app: &str,
+    records: usize,
+    state_dir: Option<std::path::PathBuf>,
+    server: Option<String>,
+) -> Result<AppRun> {
     let mut config = StreamsConfig::new(app, bootstrap);
     config.state_dir = state_dir;
+    config.application_server = server;
     config.commit_interval = Duration::from_secs(5);
     let started = Instant::now();
     let streams = KafkaStreams::start(topology, config)?;
