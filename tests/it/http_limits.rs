@@ -146,9 +146,9 @@ fn metric(text: &str, name: &str) -> Option<u64> {
 async fn half_sent_requests_are_cut_after_the_read_timeouts_while_others_are_answered_at_once() {
     let broker = TestBroker::start_with(&[
         "--http-header-read-timeout-ms",
-        "1500",
+        "3000",
         "--http-body-read-timeout-ms",
-        "1500",
+        "3000",
     ]);
     let servers = [
         (broker.registry_port, "/subjects", "runnel_registry"),
@@ -173,13 +173,14 @@ async fn half_sent_requests_are_cut_after_the_read_timeouts_while_others_are_ans
             stalled.push(s);
         }
         let opened = Instant::now();
-        // Everyone else is served at once meanwhile.
+        // Everyone else is served at once meanwhile: well before the
+        // stalled requests' timeouts (3 s), with room for a loaded machine.
         for _ in 0..5 {
             let asked = Instant::now();
             let answer = get(port, path).await;
             assert_eq!(answer.status, 200, "{answer:?}");
             assert!(
-                asked.elapsed() < Duration::from_secs(1),
+                asked.elapsed() < Duration::from_secs(2),
                 "{path} took {:?} next to 240 stalled requests",
                 asked.elapsed()
             );
@@ -191,13 +192,13 @@ async fn half_sent_requests_are_cut_after_the_read_timeouts_while_others_are_ans
                 assert_eq!(answer.header("connection").as_deref(), Some("close"));
             }
             assert!(
-                closed_within(s, Duration::from_secs(10)).await,
+                closed_within(s, Duration::from_secs(15)).await,
                 "stalled request {i} on {path} was not cut"
             );
         }
         let waited = opened.elapsed();
         assert!(
-            waited < Duration::from_secs(8),
+            waited < Duration::from_secs(12),
             "cutting 240 stalled requests took {waited:?}"
         );
         let metrics = get(port, "/metrics").await.body;
