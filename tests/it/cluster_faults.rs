@@ -335,8 +335,19 @@ async fn leader_high_watermark(cluster: &TestCluster, topic: &str, partition: i3
 /// Every record value of `topic`-0 read from the beginning up to its
 /// leader's high watermark (offsets run without gaps: no compaction, no
 /// transactions), with offsets checked to increase.
-async fn read_back(cluster: &TestCluster, topic: &str) -> Vec<String> {
-    let (leader, high_watermark) = leader_high_watermark(cluster, topic, 0).await;
+async fn read_back(cluster: &TestCluster, topic: &str, acknowledged: usize) -> Vec<String> {
+    // A leader elected since the last write (the preferred replica taking
+    // its leadership back, for one) may answer a high watermark below
+    // what the old leader acknowledged until its followers fetch again,
+    // as in Kafka: wait until it covers every acknowledged record.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (leader, high_watermark) = loop {
+        let (leader, high_watermark) = leader_high_watermark(cluster, topic, 0).await;
+        if high_watermark >= acknowledged as i64 || Instant::now() > deadline {
+            break (leader, high_watermark);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let consumed =
         node(cluster, leader).consume(topic, 1, high_watermark as usize, Duration::from_secs(30));
     assert_eq!(
@@ -461,7 +472,7 @@ async fn an_isolated_leader_cannot_acknowledge_acks_all_and_rejoins_without_losi
         "the new leader's batches carry its epoch"
     );
 
-    let mut read = read_back(&cluster, TOPIC).await;
+    let mut read = read_back(&cluster, TOPIC, acknowledged.len()).await;
     let mut expected = acknowledged.clone();
     read.sort();
     expected.sort();
@@ -601,10 +612,10 @@ async fn a_follower_that_was_down_truncates_its_divergent_tail_by_leader_epoch()
          leader's log, and went on in a new segment there (nothing below was dropped)"
     );
 
-    let read = read_back(&cluster, TOPIC).await;
     let mut expected = committed.clone();
     expected
         .extend((0..5).flat_map(|i| [format!("new-leader-{i}-a"), format!("new-leader-{i}-b")]));
+    let read = read_back(&cluster, TOPIC, expected.len()).await;
     assert_eq!(read, expected);
 }
 

@@ -37,7 +37,28 @@ pub struct TestBroker {
     services: bool,
 }
 
+/// A port free to listen on, from below the kernel's ephemeral range
+/// (32768 and up on Linux): a port the kernel hands out with `bind(0)` can
+/// be taken by any client's outgoing connection before the broker binds
+/// it, and the tests open many. Ports go round a range from a random
+/// start, each checked free when picked.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        rand::random::<u32>() % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     l.local_addr().expect("local addr").port()
 }
