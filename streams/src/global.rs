@@ -93,7 +93,7 @@ impl<K: Data, V: Data> GlobalKTable<K, V> {
         let store = add_store(&mut g, spec);
         g.set_codec(
             &store,
-            crate::query::codec(key.clone(), value.clone(), None),
+            crate::store::codec(key.clone(), value.clone(), None),
         );
         let (k, v) = (key.clone(), value.clone());
         let check: GlobalCheck = Arc::new(move |kb: &[u8], vb: Option<&[u8]>| {
@@ -309,8 +309,9 @@ impl GlobalStores {
         self.stores.values().any(|g| g.topic == topic)
     }
 
-    /// A handle on each store for a task (same engines, no changelog).
-    pub(crate) fn handles(&self) -> BTreeMap<String, StateStore> {
+    /// A handle on each store for a task (same engines, no changelog),
+    /// by name ([`crate::Task::attach_global_stores`]).
+    pub fn handles(&self) -> BTreeMap<String, StateStore> {
         self.stores
             .iter()
             .map(|(name, g)| {

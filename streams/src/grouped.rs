@@ -385,7 +385,7 @@ impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
         };
         input.graph.borrow_mut().set_codec(
             &store,
-            crate::query::codec(
+            crate::store::codec(
                 self.grouped.key.clone(),
                 aggregate.clone(),
                 Some(windows.size_ms),
@@ -597,7 +597,7 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
         };
         input.graph.borrow_mut().set_codec(
             &store,
-            crate::query::codec(self.grouped.key.clone(), aggregate.clone(), None),
+            crate::store::codec(self.grouped.key.clone(), aggregate.clone(), None),
         );
         KTable::new(
             input.graph.clone(),

@@ -79,7 +79,7 @@ impl<K: Data, V: Data> KTable<K, V> {
         if let (Some(store), Some(v), None) = (&store, &value, windows) {
             graph
                 .borrow_mut()
-                .set_codec(store, crate::query::codec(key.clone(), v.clone(), None));
+                .set_codec(store, crate::store::codec(key.clone(), v.clone(), None));
         }
         KTable {
             graph,

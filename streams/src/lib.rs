@@ -57,7 +57,6 @@ pub mod record;
 pub mod runtime;
 pub mod serdes;
 pub mod sliding;
-mod standby;
 pub mod store;
 pub mod test_driver;
 pub mod topology;

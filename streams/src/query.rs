@@ -25,56 +25,11 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use crate::global::GlobalStores;
-use crate::serdes::{self, SerdeError, SerdeRef};
+use crate::serdes::{self, SerdeError};
 use crate::store::StateStore;
 use crate::store::{self, StoreKind};
+pub use crate::store::{codec, StoreCodec};
 use crate::topology::{Task, TaskId, Topology};
-
-/// What a store's bytes mean, for queries from outside: keys from URL
-/// text, keys and values as JSON.
-pub trait StoreCodec: Send + Sync {
-    fn key_from_text(&self, text: &str) -> Result<Vec<u8>, SerdeError>;
-    fn key_to_json(&self, bytes: &[u8]) -> Value;
-    fn value_to_json(&self, bytes: &[u8]) -> Value;
-    /// A window store's window size (a window's end is its start plus
-    /// this).
-    fn window_size_ms(&self) -> Option<i64>;
-}
-
-struct Typed<K, V> {
-    key: SerdeRef<K>,
-    value: SerdeRef<V>,
-    window_size_ms: Option<i64>,
-}
-
-impl<K: 'static, V: 'static> StoreCodec for Typed<K, V> {
-    fn key_from_text(&self, text: &str) -> Result<Vec<u8>, SerdeError> {
-        serdes::text_to_bytes(&self.key, text)
-    }
-    fn key_to_json(&self, bytes: &[u8]) -> Value {
-        serdes::bytes_to_json(&self.key, Some(bytes))
-    }
-    fn value_to_json(&self, bytes: &[u8]) -> Value {
-        serdes::bytes_to_json(&self.value, Some(bytes))
-    }
-    fn window_size_ms(&self) -> Option<i64> {
-        self.window_size_ms
-    }
-}
-
-/// The codec of a store whose keys are `K`s (a window store: the
-/// windowed key's `K`) and values `V`s.
-pub fn codec<K: 'static, V: 'static>(
-    key: SerdeRef<K>,
-    value: SerdeRef<V>,
-    window_size_ms: Option<i64>,
-) -> Arc<dyn StoreCodec> {
-    Arc::new(Typed {
-        key,
-        value,
-        window_size_ms,
-    })
-}
 
 /// The codec of a store the topology declared without one (join buffers,
 /// suppression buffers): keys and values shown as raw bytes.

@@ -45,6 +45,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 
 mod global_updater;
+mod standby;
 
 use crate::processor::TaskMetrics;
 use crate::store::{FjallEngine, MemoryEngine, StoreEngine, StoreSpec};
@@ -777,7 +778,7 @@ fn run(
     let mut locks: HashMap<TaskId, std::fs::File> = HashMap::new();
     // Which task reads each input partition.
     let mut routes: HashMap<(String, i32), TaskId> = HashMap::new();
-    let mut standbys = crate::standby::Standbys::new(config.num_standby_replicas);
+    let mut standbys = standby::Standbys::new(config.num_standby_replicas);
     let mut last_commit = Instant::now();
     let mut last_metrics = Instant::now();
     let outcome = loop {
@@ -959,7 +960,7 @@ fn update_metrics(
     metrics: &Mutex<StreamsMetrics>,
     shared: &Shared,
     tasks: &BTreeMap<TaskId, Task>,
-    standbys: &crate::standby::Standbys,
+    standbys: &standby::Standbys,
 ) {
     let lag = shared.lag.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let mut m = metrics.lock().unwrap_or_else(|e| e.into_inner());
@@ -1030,7 +1031,7 @@ fn rebuild_tasks<C: ConsumerContext>(
         &mut HashMap<(String, i32), TaskId>,
         &crate::global::GlobalStores,
     ),
-    standbys: &mut crate::standby::Standbys,
+    standbys: &mut standby::Standbys,
     metrics: &Mutex<StreamsMetrics>,
 ) -> Result<(), RuntimeError> {
     let app = &config.application_id;
@@ -1084,7 +1085,7 @@ fn rebuild_tasks<C: ConsumerContext>(
                 None => open_task(topology, config, cluster, *id, locks)?,
             };
             task.set_late_records_topic(config.late_records_topic.clone());
-            task.attach_global_stores(globals);
+            task.attach_global_stores(globals.handles());
             let restored = restore(config, &mut task, &checkpoints, metrics)?;
             // Its processors start with their first record or punctuation,
             // their wall-clock punctuators counting from now.
@@ -1305,7 +1306,7 @@ fn task_from_standby(
     topology: &Topology,
     config: &StreamsConfig,
     id: TaskId,
-    mut standby: crate::standby::Standby,
+    mut standby: standby::Standby,
     locks: &mut HashMap<TaskId, std::fs::File>,
 ) -> Result<(Task, HashMap<String, i64>), RuntimeError> {
     let dir = task_dir(config, id);

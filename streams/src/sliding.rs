@@ -265,7 +265,7 @@ impl<K: Data, V: Data> SlidingWindowedKStream<K, V> {
         // (both ends inside).
         input.graph.borrow_mut().set_codec(
             &store,
-            crate::query::codec(
+            crate::store::codec(
                 self.grouped.key.clone(),
                 aggregate.clone(),
                 Some(windows.diff_ms),

@@ -71,6 +71,52 @@ pub trait StoreEngine: Send {
     fn clear(&mut self) -> Result<(), EngineError>;
 }
 
+/// What a store's bytes mean, for queries from outside: keys from URL
+/// text, keys and values as JSON.
+pub trait StoreCodec: Send + Sync {
+    fn key_from_text(&self, text: &str) -> Result<Vec<u8>, crate::serdes::SerdeError>;
+    fn key_to_json(&self, bytes: &[u8]) -> serde_json::Value;
+    fn value_to_json(&self, bytes: &[u8]) -> serde_json::Value;
+    /// A window store's window size (a window's end is its start plus
+    /// this).
+    fn window_size_ms(&self) -> Option<i64>;
+}
+
+struct Typed<K, V> {
+    key: crate::serdes::SerdeRef<K>,
+    value: crate::serdes::SerdeRef<V>,
+    window_size_ms: Option<i64>,
+}
+
+impl<K: 'static, V: 'static> StoreCodec for Typed<K, V> {
+    fn key_from_text(&self, text: &str) -> Result<Vec<u8>, crate::serdes::SerdeError> {
+        crate::serdes::text_to_bytes(&self.key, text)
+    }
+    fn key_to_json(&self, bytes: &[u8]) -> serde_json::Value {
+        crate::serdes::bytes_to_json(&self.key, Some(bytes))
+    }
+    fn value_to_json(&self, bytes: &[u8]) -> serde_json::Value {
+        crate::serdes::bytes_to_json(&self.value, Some(bytes))
+    }
+    fn window_size_ms(&self) -> Option<i64> {
+        self.window_size_ms
+    }
+}
+
+/// The codec of a store whose keys are `K`s (a window store: the
+/// windowed key's `K`) and values `V`s.
+pub fn codec<K: 'static, V: 'static>(
+    key: crate::serdes::SerdeRef<K>,
+    value: crate::serdes::SerdeRef<V>,
+    window_size_ms: Option<i64>,
+) -> std::sync::Arc<dyn StoreCodec> {
+    std::sync::Arc::new(Typed {
+        key,
+        value,
+        window_size_ms,
+    })
+}
+
 /// A [`StoreEngine`] in memory.
 #[derive(Debug, Default)]
 pub struct MemoryEngine(BTreeMap<Vec<u8>, Vec<u8>>);

@@ -58,7 +58,7 @@ impl TopologyTestDriver {
         let tasks = (0..topology.subtopologies().len())
             .map(|s| {
                 let mut task = topology.task_in_memory(application_id, s, 0);
-                task.attach_global_stores(&globals);
+                task.attach_global_stores(globals.handles());
                 task
             })
             .collect();

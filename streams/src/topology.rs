@@ -23,10 +23,9 @@ use std::sync::Arc;
 use crate::processor::{
     Ctx, Downstream, Handle, Output, PunctuationType, StreamsError, TaskMetrics,
 };
-use crate::query::StoreCodec;
 use crate::record::Record;
 use crate::serdes::SerdeError;
-use crate::store::{MemoryEngine, StateStore, StoreEngine, StoreSpec};
+use crate::store::{MemoryEngine, StateStore, StoreCodec, StoreEngine, StoreSpec};
 
 /// A raw key or value as a topic holds it.
 pub type Raw = Option<Vec<u8>>;
@@ -820,7 +819,9 @@ impl Task {
 
     /// Lets the task's processors read the instance's global stores
     /// (whoever runs the task attaches them before its first record).
-    pub fn attach_global_stores(&mut self, globals: &crate::global::GlobalStores) {
-        self.ctx.globals = globals.handles();
+    /// `handles` are `GlobalStores::handles`: stores on the shared
+    /// engines, by name.
+    pub fn attach_global_stores(&mut self, handles: BTreeMap<String, StateStore>) {
+        self.ctx.globals = handles;
     }
 }

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use crate::runtime::{kafka, RuntimeError, StreamsConfig};
+use super::{kafka, RuntimeError, StreamsConfig};
 use crate::store::{FjallEngine, MemoryEngine, StoreEngine};
 use crate::topology::{changelog_topic, TaskId, Topology};
 
@@ -367,7 +367,7 @@ fn open(
         offsets: HashMap::new(),
         lock: None,
     };
-    let Some(dir) = crate::runtime::task_dir(config, id) else {
+    let Some(dir) = super::task_dir(config, id) else {
         for store in stores {
             standby
                 .engines
@@ -389,7 +389,7 @@ fn open(
     for store in stores {
         let mut engine = FjallEngine::open(&dir.join(&store))
             .map_err(|e| RuntimeError::Store(format!("opening standby {store} of {id}: {e}")))?;
-        let offset = match crate::runtime::take_checkpoint(&dir, &store, cluster) {
+        let offset = match super::take_checkpoint(&dir, &store, cluster) {
             Some(o) => o,
             None => {
                 engine.clear().map_err(|e| {
@@ -408,14 +408,14 @@ fn open(
 /// Closes a standby: its stores made durable and checkpointed at the
 /// offsets they hold up to.
 fn close(config: &StreamsConfig, cluster: &str, id: TaskId, mut standby: Standby) {
-    if let Some(dir) = crate::runtime::task_dir(config, id) {
+    if let Some(dir) = super::task_dir(config, id) {
         for (store, engine) in standby.engines.iter_mut() {
             if let Err(e) = engine.flush() {
                 tracing::warn!(task = %id, store, error = %e, "flushing a standby failed; no checkpoint");
                 continue;
             }
             if let Some(offset) = standby.offsets.get(store) {
-                crate::runtime::write_checkpoint(&dir, store, cluster, *offset);
+                super::write_checkpoint(&dir, store, cluster, *offset);
             }
         }
     }
