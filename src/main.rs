@@ -108,6 +108,25 @@ fn init_tracing(default_level: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let server = matches!(
+        cli.command,
+        Command::Serve(_)
+            | Command::Registry(_)
+            | Command::Connect(_)
+            | Command::Bench(_)
+            | Command::Pipeline(pipeline::PipelineCommand::Run { .. })
+    );
+    if !server {
+        // A command whose output is piped into `head` ends quietly when
+        // the reader goes, as `cat` does (Rust ignores SIGPIPE, so each
+        // print would panic on the broken pipe). Sockets are unaffected:
+        // writes to them never raise SIGPIPE (MSG_NOSIGNAL).
+        // SAFETY: called before any other thread exists; SIG_DFL is a
+        // valid disposition for SIGPIPE.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     init_tracing(
         if matches!(
             cli.command,

@@ -192,6 +192,30 @@ fn produce_and_consume_commands_round_trip_keys_and_values() {
 }
 
 #[test]
+fn output_piped_into_head_ends_quietly_when_head_exits() {
+    let broker = TestBroker::start();
+    let input: String = (0..20_000).map(|i| format!("line {i}\n")).collect();
+    let out = runnel(&broker, &["produce", "piped"], Some(&input));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shell = format!(
+        "{BIN} consume piped --from-beginning --exit-at-end --bootstrap {} | head -n 1",
+        broker.addr()
+    );
+    let out = Command::new("bash")
+        .args(["-o", "pipefail", "-c", &shell])
+        .output()
+        .expect("run a pipeline");
+    assert_eq!(stdout(&out), "line 0\n");
+    let err = stderr(&out);
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "a closed pipe is not an error: {err}"
+    );
+    // The consumer ends by SIGPIPE, as `cat` would (141 with pipefail).
+    assert_eq!(out.status.code(), Some(141), "{err}");
+}
+
+#[test]
 fn commands_fail_with_one_line_when_no_broker_answers() {
     let out = Command::new(BIN)
         .args(["topic", "list", "--bootstrap", "127.0.0.1:1"])
