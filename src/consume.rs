@@ -50,8 +50,9 @@ pub struct ConsumeArgs {
     #[arg(long, default_value = "\t")]
     pub separator: String,
     /// Consume as a member of this consumer group: partitions are shared
-    /// with the group's other members, and each record's offset is
-    /// committed after it is printed
+    /// with the group's other members; the offsets of printed records are
+    /// committed in the background (every 5 s, as librdkafka's
+    /// auto-commit) and when the command ends
     #[arg(short, long, conflicts_with_all = ["partition", "offset"])]
     pub group: Option<String>,
     /// librdkafka property, e.g. -X session.timeout.ms=10000 (repeatable)
@@ -74,14 +75,21 @@ pub async fn run(args: ConsumeArgs) -> Result<()> {
         .set("log_level", "3");
     match &args.group {
         Some(group) => {
-            config.set("group.id", group).set(
-                "auto.offset.reset",
-                if args.from_beginning {
-                    "earliest"
-                } else {
-                    "latest"
-                },
-            );
+            config
+                .set("group.id", group)
+                .set(
+                    "auto.offset.reset",
+                    if args.from_beginning {
+                        "earliest"
+                    } else {
+                        "latest"
+                    },
+                )
+                // Offsets are stored once a record is printed and
+                // committed in the background from there: a crash repeats
+                // at most the last commit interval's records.
+                .set("enable.auto.commit", "true")
+                .set("enable.auto.offset.store", "false");
         }
         // Partitions are assigned explicitly; the group id is never used
         // for coordination, only required by librdkafka.
@@ -130,14 +138,35 @@ pub async fn run(args: ConsumeArgs) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut count = 0u64;
+    // Per partition, the last record written out but not flushed yet:
+    // stored for the group's commit once flushed.
+    let mut printed: std::collections::HashMap<i32, i64> = std::collections::HashMap::new();
+    let store = |printed: &mut std::collections::HashMap<i32, i64>| -> Result<()> {
+        for (p, next) in printed.drain() {
+            // A partition revoked meanwhile refuses it: its next owner
+            // starts from the last commit, which is all it can do.
+            let _ = consumer.store_offset(&args.topic, p, next);
+        }
+        Ok(())
+    };
     let mut at_end: HashSet<i32> = HashSet::new();
     let sep = args.separator.as_str();
     if args.max == Some(0) {
         return Ok(());
     }
+    // Written out but not flushed yet: flushed at 1000 records or when
+    // no record came for 50 ms, so a reader of the output (and the
+    // group's commit, which follows the flushes) is never far behind.
+    let mut unflushed = false;
     loop {
         let received = tokio::select! {
             m = consumer.recv() => m,
+            _ = tokio::time::sleep(Duration::from_millis(50)), if unflushed => {
+                out.flush()?;
+                store(&mut printed)?;
+                unflushed = false;
+                continue;
+            }
             _ = tokio::signal::ctrl_c() => break,
         };
         match received {
@@ -172,13 +201,12 @@ pub async fn run(args: ConsumeArgs) -> Result<()> {
                 }
                 writeln!(out)?;
                 count += 1;
+                unflushed = true;
                 if args.group.is_some() {
-                    // Printed first, then committed: a crash repeats at most
-                    // the record being printed.
-                    out.flush()?;
-                    consumer
-                        .commit_message(&m, CommitMode::Sync)
-                        .context("committing offset")?;
+                    // Printed first (the output is flushed below or at the
+                    // end), then stored for the background commit.
+                    // (rdkafka's store_offset commits the offset after it.)
+                    printed.insert(m.partition(), m.offset());
                 }
                 if args.max.is_some_and(|max| count >= max) {
                     break;
@@ -199,8 +227,19 @@ pub async fn run(args: ConsumeArgs) -> Result<()> {
         }
         if count.is_multiple_of(1000) {
             out.flush()?;
+            store(&mut printed)?;
+            unflushed = false;
         }
     }
     out.flush()?;
+    store(&mut printed)?;
+    if args.group.is_some() {
+        // What was printed is committed before the command ends.
+        match consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(())
+            | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => bail!("committing the group's offsets: {e}"),
+        }
+    }
     Ok(())
 }

@@ -192,6 +192,36 @@ fn produce_and_consume_commands_round_trip_keys_and_values() {
 }
 
 #[test]
+fn a_group_consumer_commits_what_it_printed_so_the_next_run_goes_on_from_there() {
+    let broker = TestBroker::start();
+    let input: String = (0..3_000).map(|i| format!("line {i}\n")).collect();
+    let out = runnel(&broker, &["produce", "work"], Some(&input));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let group = [
+        "consume",
+        "work",
+        "--group",
+        "g",
+        "--from-beginning",
+        "--exit-at-end",
+    ];
+    let first = runnel(&broker, &group, None);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert_eq!(stdout(&first).lines().count(), 3_000);
+    let more: String = (3_000..3_010).map(|i| format!("line {i}\n")).collect();
+    assert!(runnel(&broker, &["produce", "work"], Some(&more))
+        .status
+        .success());
+    let second = runnel(&broker, &group, None);
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert_eq!(
+        stdout(&second),
+        more,
+        "only what the first run did not print"
+    );
+}
+
+#[test]
 fn output_piped_into_head_ends_quietly_when_head_exits() {
     let broker = TestBroker::start();
     let input: String = (0..20_000).map(|i| format!("line {i}\n")).collect();
