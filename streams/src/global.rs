@@ -38,6 +38,7 @@ use std::marker::PhantomData;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use crate::join::forward_joined;
 use crate::kstream::KStream;
 use crate::nodes::{decode, encode_key, processor};
 use crate::options::{add_store, Consumed, Data, Stored};
@@ -200,18 +201,7 @@ impl<K: Data, V: Data> KStream<K, V> {
                             return Ok(());
                         }
                     };
-                    match joiner(&r.value, row.as_ref()) {
-                        Some(out) => down.forward(
-                            ctx,
-                            Record {
-                                key: r.key,
-                                value: out,
-                                timestamp: r.timestamp,
-                                headers: r.headers,
-                            },
-                        ),
-                        None => Ok(()),
-                    }
+                    forward_joined(ctx, &down, r, row.as_ref(), &*joiner)
                 })
             });
             g.nodes[node].globals = vec![table.store.clone()];

@@ -17,7 +17,7 @@ use crate::kstream::KStream;
 use crate::ktable::KTable;
 use crate::nodes::{decode, encode_key, processor};
 use crate::options::{add_store, Data};
-use crate::processor::{Ctx, StreamsError};
+use crate::processor::{Ctx, Downstream, StreamsError};
 use crate::record::Record;
 use crate::serdes::SerdeRef;
 use crate::store::{self, StoreKind, StoreSpec};
@@ -181,18 +181,7 @@ impl<K: Data, V: Data> KStream<K, V> {
                             return Ok(());
                         }
                     };
-                    match joiner(&r.value, row.as_ref()) {
-                        Some(out) => down.forward(
-                            ctx,
-                            Record {
-                                key: r.key,
-                                value: out,
-                                timestamp: r.timestamp,
-                                headers: r.headers,
-                            },
-                        ),
-                        None => Ok(()),
-                    }
+                    forward_joined(ctx, &down, r, row.as_ref(), &*joiner)
                 })
             })
         };
@@ -365,6 +354,30 @@ const OTHER: u8 = 1;
 
 /// A pending (not yet joined) record's key: its time first so the
 /// pending store empties in time order.
+/// A stream record joined with the table row its key found (`None`: no
+/// row) and forwarded with the stream's key, time and headers, unless the
+/// joiner drops it (stream–table and stream–global-table joins).
+pub(crate) fn forward_joined<K: Data, V, V2, R: Data>(
+    ctx: &mut Ctx,
+    down: &Downstream<K, R>,
+    r: Record<K, V>,
+    row: Option<&V2>,
+    joiner: &dyn Fn(&V, Option<&V2>) -> Option<R>,
+) -> Result<(), StreamsError> {
+    match joiner(&r.value, row) {
+        Some(value) => down.forward(
+            ctx,
+            Record {
+                key: r.key,
+                value,
+                timestamp: r.timestamp,
+                headers: r.headers,
+            },
+        ),
+        None => Ok(()),
+    }
+}
+
 fn pending_key(side: u8, buffered: &[u8], timestamp: i64) -> Vec<u8> {
     let mut k = store::window_key(&[], timestamp, 0);
     k.push(side);

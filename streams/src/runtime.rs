@@ -220,78 +220,83 @@ impl StreamsMetrics {
             ));
         };
         let t = &self.tasks;
-        metric(
-            "records_processed_total",
-            "counter",
-            "Input records processed.",
-            t.records_processed.to_string(),
-        );
-        metric(
-            "late_records_dropped_total",
-            "counter",
-            "Records later than their window's grace, dropped.",
-            t.late_records_dropped.to_string(),
-        );
-        metric(
-            "records_skipped_total",
-            "counter",
-            "Records skipped by null rules or invalid timestamps.",
-            t.records_skipped.to_string(),
-        );
-        metric(
-            "records_failed_total",
-            "counter",
-            "Records that failed and went to the error handler.",
-            t.records_failed.to_string(),
-        );
-        metric(
-            "punctuations_total",
-            "counter",
-            "Punctuator calls.",
-            t.punctuations.to_string(),
-        );
-        metric(
-            "commits_total",
-            "counter",
-            "Offset commits.",
-            self.commits.to_string(),
-        );
-        metric(
-            "records_restored_total",
-            "counter",
-            "Changelog records read into stores.",
-            self.records_restored.to_string(),
-        );
-        metric(
-            "restore_seconds_total",
-            "counter",
-            "Time spent restoring stores.",
-            format!("{:.3}", self.restore_time.as_secs_f64()),
-        );
-        metric(
-            "restore_remaining_records",
-            "gauge",
-            "Changelog records still to read by the restore under way.",
-            self.restore_remaining.to_string(),
-        );
-        metric(
-            "active_tasks",
-            "gauge",
-            "Tasks this instance runs.",
-            self.active_tasks.len().to_string(),
-        );
-        metric(
-            "standby_tasks",
-            "gauge",
-            "Tasks this instance keeps standby replicas of.",
-            self.standby_tasks.len().to_string(),
-        );
-        metric(
-            "standby_records_total",
-            "counter",
-            "Changelog records applied to standby replicas.",
-            self.standby_records.to_string(),
-        );
+        let rows: [(&str, &str, &str, String); 12] = [
+            (
+                "records_processed_total",
+                "counter",
+                "Input records processed.",
+                t.records_processed.to_string(),
+            ),
+            (
+                "late_records_dropped_total",
+                "counter",
+                "Records later than their window's grace, dropped.",
+                t.late_records_dropped.to_string(),
+            ),
+            (
+                "records_skipped_total",
+                "counter",
+                "Records skipped by null rules or invalid timestamps.",
+                t.records_skipped.to_string(),
+            ),
+            (
+                "records_failed_total",
+                "counter",
+                "Records that failed and went to the error handler.",
+                t.records_failed.to_string(),
+            ),
+            (
+                "punctuations_total",
+                "counter",
+                "Punctuator calls.",
+                t.punctuations.to_string(),
+            ),
+            (
+                "commits_total",
+                "counter",
+                "Offset commits.",
+                self.commits.to_string(),
+            ),
+            (
+                "records_restored_total",
+                "counter",
+                "Changelog records read into stores.",
+                self.records_restored.to_string(),
+            ),
+            (
+                "restore_seconds_total",
+                "counter",
+                "Time spent restoring stores.",
+                format!("{:.3}", self.restore_time.as_secs_f64()),
+            ),
+            (
+                "restore_remaining_records",
+                "gauge",
+                "Changelog records still to read by the restore under way.",
+                self.restore_remaining.to_string(),
+            ),
+            (
+                "active_tasks",
+                "gauge",
+                "Tasks this instance runs.",
+                self.active_tasks.len().to_string(),
+            ),
+            (
+                "standby_tasks",
+                "gauge",
+                "Tasks this instance keeps standby replicas of.",
+                self.standby_tasks.len().to_string(),
+            ),
+            (
+                "standby_records_total",
+                "counter",
+                "Changelog records applied to standby replicas.",
+                self.standby_records.to_string(),
+            ),
+        ];
+        for (name, kind, help, value) in rows {
+            metric(name, kind, help, value);
+        }
         out.push_str("# HELP runnel_streams_consumer_lag Records behind the end of an assigned input partition.\n# TYPE runnel_streams_consumer_lag gauge\n");
         for ((topic, partition), lag) in &self.consumer_lag {
             let topic = topic.replace('\\', "\\\\").replace('"', "\\\"");
@@ -311,7 +316,9 @@ const METRICS_INTERVAL: Duration = Duration::from_millis(50);
 #[derive(Default)]
 struct Shared {
     /// Next offset to commit per input partition.
-    processed: Mutex<HashMap<(String, i32), i64>>,
+    /// By topic, then partition: the stream thread records a record
+    /// without allocating (the topics stay as keys across commits).
+    processed: Mutex<HashMap<String, HashMap<i32, i64>>>,
     /// Set by a rebalance: the processing thread rebuilds its tasks.
     reassigned: AtomicBool,
     /// Delivery failures since the last commit.
@@ -400,12 +407,20 @@ fn commit<C: ConsumerContext>(
     if !failed.is_empty() {
         return Err(RuntimeError::Delivery(failed.join("; ")));
     }
-    let offsets = std::mem::take(&mut *shared.processed.lock().unwrap_or_else(|e| e.into_inner()));
+    let offsets: Vec<(String, i32, i64)> = shared
+        .processed
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter_mut()
+        .flat_map(|(topic, partitions)| {
+            partitions.drain().map(|(p, next)| (topic.clone(), p, next))
+        })
+        .collect();
     if offsets.is_empty() {
         return Ok(false);
     }
     let mut list = TopicPartitionList::new();
-    for ((topic, partition), next) in &offsets {
+    for (topic, partition, next) in &offsets {
         list.add_partition_offset(topic, *partition, Offset::Offset(*next))
             .map_err(kafka("listing offsets to commit"))?;
     }
@@ -413,8 +428,12 @@ fn commit<C: ConsumerContext>(
         // Not committed: keep them for the next try (unless newer ones
         // were recorded meanwhile).
         let mut processed = shared.processed.lock().unwrap_or_else(|e| e.into_inner());
-        for (k, v) in offsets {
-            processed.entry(k).or_insert(v);
+        for (topic, partition, next) in offsets {
+            processed
+                .entry(topic)
+                .or_default()
+                .entry(partition)
+                .or_insert(next);
         }
         return Err(RuntimeError::Kafka {
             what: "committing offsets".into(),
@@ -687,6 +706,10 @@ fn prepare_topics(topology: &Topology, config: &StreamsConfig) -> Result<Vec<i32
     Ok(out)
 }
 
+/// Which task reads each input partition, by topic then partition (looked
+/// up per record without allocating).
+type Routes = HashMap<String, HashMap<i32, TaskId>>;
+
 /// The stream thread.
 fn run(
     topology: Topology,
@@ -777,7 +800,7 @@ fn run(
     // The state directory locks of the tasks with local stores.
     let mut locks: HashMap<TaskId, std::fs::File> = HashMap::new();
     // Which task reads each input partition.
-    let mut routes: HashMap<(String, i32), TaskId> = HashMap::new();
+    let mut routes: Routes = HashMap::new();
     let mut standbys = standby::Standbys::new(config.num_standby_replicas);
     let mut last_commit = Instant::now();
     let mut last_metrics = Instant::now();
@@ -852,8 +875,8 @@ fn run(
                     continue;
                 }
             };
-            let key = (m.topic().to_string(), m.partition());
-            let Some(id) = routes.get(&key).copied() else {
+            let route = routes.get(m.topic()).and_then(|p| p.get(&m.partition()));
+            let Some(id) = route.copied() else {
                 // Not ours any more (a rebalance is under way).
                 continue;
             };
@@ -886,11 +909,18 @@ fn run(
             for out in task.take_outputs() {
                 send(&producer, out)?;
             }
-            shared
-                .processed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(key, m.offset() + 1);
+            let mut processed = shared.processed.lock().unwrap_or_else(|e| e.into_inner());
+            match processed.get_mut(m.topic()) {
+                Some(partitions) => {
+                    partitions.insert(m.partition(), m.offset() + 1);
+                }
+                None => {
+                    processed
+                        .entry(m.topic().to_string())
+                        .or_default()
+                        .insert(m.partition(), m.offset() + 1);
+                }
+            }
         }
         // Wall-clock punctuators run between records, whether any came.
         let now_ms = wall_clock_ms();
@@ -1027,10 +1057,7 @@ fn rebuild_tasks<C: ConsumerContext>(
         &mut BTreeMap<TaskId, Task>,
         &mut HashMap<TaskId, std::fs::File>,
     ),
-    (routes, globals): (
-        &mut HashMap<(String, i32), TaskId>,
-        &crate::global::GlobalStores,
-    ),
+    (routes, globals): (&mut Routes, &crate::global::GlobalStores),
     standbys: &mut standby::Standbys,
     metrics: &Mutex<StreamsMetrics>,
 ) -> Result<(), RuntimeError> {
@@ -1097,7 +1124,10 @@ fn rebuild_tasks<C: ConsumerContext>(
             tasks.insert(*id, task);
         }
         for topic in tasks[id].source_topics() {
-            routes.insert((topic.to_string(), id.partition), *id);
+            routes
+                .entry(topic.to_string())
+                .or_default()
+                .insert(id.partition, *id);
         }
     }
     metrics
