@@ -12,7 +12,11 @@
 //!
 //! Layout for `--base-port B` and `--data-dir D`: node i listens for Kafka
 //! clients on 127.0.0.1:B+i-1 and for the other voters on
-//! 127.0.0.1:B+100+i-1, keeps its data in D/node-i and logs to D/node-i.log.
+//! 127.0.0.1:B+100+i-1, serves its admin API (metrics, console) on
+//! 127.0.0.1:B+552+i-1 (9644 for node 1 with the default base port, as a
+//! single node; `--admin-addr off` turns them off, `--admin-addr H:P`
+//! puts node i on H:P+i-1), keeps its data in D/node-i and logs to
+//! D/node-i.log.
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -30,6 +34,8 @@ use crate::serve::ServeArgs;
 const DEFAULT_BASE_PORT: u16 = 9092;
 /// A node's controller port is its Kafka port plus this.
 const CONTROLLER_PORT_OFFSET: u16 = 100;
+/// A node's admin port is its Kafka port plus this (9644 for 9092).
+const ADMIN_PORT_OFFSET: u16 = 552;
 /// How long the nodes may take to serve and see each other.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a node may take to stop after SIGTERM before it is killed.
@@ -43,17 +49,20 @@ pub struct Node {
     pub id: u16,
     pub kafka_addr: String,
     pub controller_addr: String,
+    /// Where the node's admin API listens (by default; `--admin-addr`
+    /// changes it in `node_args`).
+    pub admin_addr: String,
     pub data_dir: PathBuf,
     pub log: PathBuf,
 }
 
 /// The nodes for `n` nodes from `base_port` in `data_dir`.
 pub fn plan(n: u16, base_port: u16, data_dir: &Path) -> Result<Vec<Node>> {
-    let last = u32::from(base_port) + u32::from(CONTROLLER_PORT_OFFSET) + u32::from(n) - 1;
+    let last = u32::from(base_port) + u32::from(ADMIN_PORT_OFFSET) + u32::from(n) - 1;
     if base_port == 0 || last > u32::from(u16::MAX) {
         bail!(
             "--base-port {base_port} leaves no room for {n} nodes (their ports run up to \
-             base+{CONTROLLER_PORT_OFFSET}+{n}-1, at most 65535)"
+             base+{ADMIN_PORT_OFFSET}+{n}-1, at most 65535)"
         );
     }
     Ok((1..=n)
@@ -63,11 +72,33 @@ pub fn plan(n: u16, base_port: u16, data_dir: &Path) -> Result<Vec<Node>> {
                 id,
                 kafka_addr: format!("127.0.0.1:{kafka}"),
                 controller_addr: format!("127.0.0.1:{}", kafka + CONTROLLER_PORT_OFFSET),
+                admin_addr: format!("127.0.0.1:{}", kafka + ADMIN_PORT_OFFSET),
                 data_dir: data_dir.join(format!("node-{id}")),
                 log: data_dir.join(format!("node-{id}.log")),
             }
         })
         .collect())
+}
+
+/// Node `node`'s admin address: off for all when `--admin-addr` is off,
+/// `H:P+i-1` for `--admin-addr H:P`, else the layout's.
+fn admin_addr(given: Option<&str>, node: &Node) -> String {
+    let Some(given) = given else {
+        return node.admin_addr.clone();
+    };
+    let Some(addr) = crate::registry::listen_addr(given) else {
+        return "off".into();
+    };
+    match addr.rsplit_once(':') {
+        Some((host, port)) => match port.parse::<u16>() {
+            Ok(port) if port > 0 => match port.checked_add(node.id - 1) {
+                Some(port) => format!("{host}:{port}"),
+                None => addr.to_string(),
+            },
+            _ => addr.to_string(),
+        },
+        None => addr.to_string(),
+    }
 }
 
 /// The `--controller-quorum` every node is given.
@@ -115,6 +146,10 @@ pub fn node_args(args: &ServeArgs, node: &Node, quorum: &str) -> Vec<String> {
     flag(
         "config",
         args.config.as_ref().map(|p| p.display().to_string()),
+    );
+    flag(
+        "admin-addr",
+        Some(admin_addr(args.admin_addr.as_deref(), node)),
     );
     if node.id == 1 {
         flag("registry-addr", args.registry_addr.clone());
@@ -543,9 +578,9 @@ mod tests {
 
     #[test]
     fn ports_past_65535_are_refused() {
-        assert!(plan(3, 65_433, Path::new("d")).is_ok());
-        let e = plan(3, 65_434, Path::new("d")).unwrap_err().to_string();
-        assert!(e.contains("--base-port 65434"), "{e}");
+        assert!(plan(3, 64_981, Path::new("d")).is_ok());
+        let e = plan(3, 64_982, Path::new("d")).unwrap_err().to_string();
+        assert!(e.contains("--base-port 64982"), "{e}");
     }
 
     #[test]
@@ -588,6 +623,24 @@ mod tests {
         }
         assert!(second.contains("--node-id 2 "), "{second}");
         assert!(second.contains("--data-dir d/node-2"), "{second}");
+    }
+
+    #[test]
+    fn every_node_gets_its_own_admin_port_and_off_turns_all_off() {
+        let nodes = plan(3, 9092, Path::new("d")).unwrap();
+        let line = |a: &[&str], i: usize| node_args(&args(a), &nodes[i], "q").join(" ");
+        let plain = ["--cluster-dev", "3"];
+        assert!(line(&plain, 0).contains("--admin-addr 127.0.0.1:9644"));
+        assert!(line(&plain, 2).contains("--admin-addr 127.0.0.1:9646"));
+        let given = ["--cluster-dev", "3", "--admin-addr", "0.0.0.0:7000"];
+        assert!(line(&given, 1).contains("--admin-addr 0.0.0.0:7001"));
+        let off = ["--cluster-dev", "3", "--admin-addr", "off"];
+        for i in 0..3 {
+            assert!(line(&off, i).contains("--admin-addr off"));
+        }
+        let moved = plan(2, 20000, Path::new("d")).unwrap();
+        assert_eq!(moved[1].admin_addr, "127.0.0.1:20553");
+        assert!(plan(2, 65000, Path::new("d")).is_err());
     }
 
     #[test]

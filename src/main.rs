@@ -3,6 +3,7 @@
 //! This crate is deliberately thin: it parses the command line and wires the
 //! library crates together. The broker lives in `runnel-core`.
 
+mod admin;
 mod bench;
 mod cluster;
 mod connect;
@@ -51,7 +52,7 @@ struct Cli {
 enum Command {
     /// Run the broker (Kafka protocol on --kafka-addr, schema registry on
     /// --registry-addr, data in --data-dir)
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Run the schema registry on its own, against any Kafka broker
     #[command(subcommand)]
     Registry(registry::RegistryCommand),
@@ -150,8 +151,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => match args.cluster_dev {
-                Some(nodes) => dev_cluster::run(args, nodes).await,
-                None => serve::run(args).await,
+                Some(nodes) => dev_cluster::run(*args, nodes).await,
+                None => serve::run(*args).await,
             },
             Command::Registry(cmd) => registry::run(cmd).await,
             Command::Schema(cmd) => schema::run(cmd).await,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use runnel_schema_registry::api::{self, ExtraMetrics};
+use runnel_schema_registry::api;
 use runnel_schema_registry::kafka::{open_registry, KafkaLogConfig};
 use tracing::{error, info};
 
@@ -73,7 +73,6 @@ fn parse_properties(props: &[String]) -> Result<Vec<(String, String)>> {
 async fn serve(
     config: KafkaLogConfig,
     listener: tokio::net::TcpListener,
-    extra: Option<ExtraMetrics>,
     limits: runnel_http::Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
@@ -82,7 +81,7 @@ async fn serve(
         .await
         .with_context(|| format!("starting the schema registry on {bootstrap}"))?;
     info!(rest = %listener.local_addr()?, bootstrap = %bootstrap, "schema registry started");
-    api::serve(registry, listener, extra, limits, shutdown)
+    api::serve(registry, listener, None, limits, shutdown)
         .await
         .context("serving the schema registry")
 }
@@ -93,13 +92,12 @@ async fn serve(
 pub async fn run_embedded(
     bootstrap: String,
     listener: tokio::net::TcpListener,
-    extra: ExtraMetrics,
     limits: runnel_http::Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let mut config = KafkaLogConfig::new(bootstrap);
     config.timeout = Duration::from_secs(30);
-    if let Err(e) = serve(config, listener, Some(extra), limits, shutdown).await {
+    if let Err(e) = serve(config, listener, limits, shutdown).await {
         error!("schema registry stopped: {e:#}");
     }
 }
@@ -120,14 +118,7 @@ pub async fn run(cmd: RegistryCommand) -> Result<()> {
             let listener = tokio::net::TcpListener::bind(&registry_addr)
                 .await
                 .with_context(|| format!("cannot listen on {registry_addr}"))?;
-            serve(
-                config,
-                listener,
-                None,
-                limits,
-                crate::signals::shutdown_signal(),
-            )
-            .await
+            serve(config, listener, limits, crate::signals::shutdown_signal()).await
         }
     }
 }

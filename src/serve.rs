@@ -1,5 +1,6 @@
-//! `runnel serve`: load configuration, open storage, run the Kafka listener
-//! and the schema registry's REST API until SIGINT/SIGTERM, then flush and
+//! `runnel serve`: load configuration, open storage, run the Kafka listener,
+//! the admin listener (metrics, console) and the schema registry's and
+//! connect worker's REST APIs until SIGINT/SIGTERM, then flush and
 //! checkpoint.
 
 use std::path::PathBuf;
@@ -63,6 +64,9 @@ pub struct ServeArgs {
     /// Partitions of auto-created topics [default: 1]
     #[arg(long, env = "RUNNEL_DEFAULT_PARTITIONS")]
     pub default_partitions: Option<i32>,
+    /// Admin HTTP address (/metrics, the web console), or "off" [default: 127.0.0.1:9644]
+    #[arg(long, env = "RUNNEL_ADMIN_ADDR")]
+    pub admin_addr: Option<String>,
     /// Schema registry REST address, or "off" [default: 127.0.0.1:8081]
     #[arg(long, env = "RUNNEL_REGISTRY_ADDR")]
     pub registry_addr: Option<String>,
@@ -153,6 +157,9 @@ pub fn load_config(args: &ServeArgs) -> Result<BrokerConfig> {
     if let Some(v) = args.default_partitions {
         config.default_partitions = v;
     }
+    if let Some(v) = &args.admin_addr {
+        config.admin_addr = v.clone();
+    }
     if let Some(v) = &args.registry_addr {
         config.registry_addr = v.clone();
     }
@@ -214,6 +221,12 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             )
         })?),
     };
+    let admin_listener = match crate::registry::listen_addr(&config.admin_addr) {
+        None => None,
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen on {addr} for the admin API (set --admin-addr, or 'off')")
+        })?),
+    };
     let connect_listener = match crate::registry::listen_addr(&config.connect_addr) {
         None => None,
         Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
@@ -241,9 +254,14 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let _transforms = TransformManager::start(broker.clone(), engine)
         .await
         .context("starting topic transforms")?;
+    let admin_local = match &admin_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
     info!(
         version = env!("CARGO_PKG_VERSION"),
         kafka = %kafka_local,
+        admin = %admin_local.map_or("off".to_string(), |a| format!("http://{a}")),
         data_dir = %data_dir.display(),
         node_id = broker.node_id(),
         cluster_id = broker.cluster_id(),
@@ -278,10 +296,28 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             }
         }
     };
+    let url = |l: &Option<tokio::net::TcpListener>| -> Option<String> {
+        let addr = l.as_ref()?.local_addr().ok()?;
+        Some(format!("http://{}", crate::registry::loopback(addr)))
+    };
+    let services = crate::admin::Services {
+        kafka: crate::registry::loopback(kafka_local),
+        registry_url: url(&registry_listener),
+        connect_url: url(&connect_listener),
+    };
+    let admin = admin_listener.map(|admin_listener| {
+        let stopping = stopped(broker_stopping.clone());
+        let limits = http_limits.clone();
+        let broker = broker.clone();
+        tokio::spawn(async move {
+            if let Err(e) =
+                crate::admin::serve(broker, services, admin_listener, limits, stopping).await
+            {
+                tracing::error!("admin listener stopped: {e:#}");
+            }
+        })
+    });
     let registry = registry_listener.map(|registry_listener| {
-        let metrics_broker = broker.clone();
-        let extra: runnel_schema_registry::api::ExtraMetrics =
-            Arc::new(move || metrics_broker.metrics().render_prometheus());
         let enough_brokers = enough_brokers();
         let stopping = stopped(registry_stopping.clone());
         let limits = http_limits.clone();
@@ -290,7 +326,6 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             crate::registry::run_embedded(
                 crate::registry::loopback(kafka_local),
                 registry_listener,
-                extra,
                 limits,
                 stopping,
             )
@@ -326,6 +361,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         let _ = stop_broker.send(true);
     });
     runnel_core::server::serve(broker.clone(), listener, stopped(broker_stopping)).await?;
+    if let Some(admin) = admin {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(15), admin).await;
+    }
     let b = broker.clone();
     tokio::task::spawn_blocking(move || b.shutdown())
         .await?

@@ -65,6 +65,9 @@ pub struct BrokerConfig {
     /// than this share of them is led elsewhere (Kafka's
     /// `leader.imbalance.per.broker.percentage`).
     pub leader_imbalance_per_broker_percentage: u32,
+    /// Address of the broker's admin HTTP listener: `/metrics` (Prometheus
+    /// text) and the web console; `off` runs none (Redpanda's admin port).
+    pub admin_addr: String,
     /// Address of the schema registry's REST API, which `runnel serve`
     /// runs next to the broker; `off` runs none.
     pub registry_addr: String,
@@ -158,6 +161,7 @@ impl Default for BrokerConfig {
             auto_leader_rebalance_enable: true,
             leader_imbalance_check_interval_seconds: 300,
             leader_imbalance_per_broker_percentage: 10,
+            admin_addr: "127.0.0.1:9644".into(),
             registry_addr: "127.0.0.1:8081".into(),
             connect_addr: "127.0.0.1:8083".into(),
             http: HttpConfig::default(),

@@ -136,6 +136,7 @@ impl Node {
         command
             .args(&self.args)
             .env("RUNNEL_LOG", "warn")
+            .env("RUNNEL_ADMIN_ADDR", "127.0.0.1:0")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);

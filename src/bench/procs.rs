@@ -34,7 +34,10 @@ fn serve_command(
         .arg(data_dir)
         .arg("--kafka-addr")
         .arg(addr)
-        .args(["--registry-addr", registry, "--connect-addr", connect]);
+        .args(["--registry-addr", registry, "--connect-addr", connect])
+        // The admin listener on a port of its own (an environment variable,
+        // so an older build under RUNNEL_BENCH_BROKER still starts).
+        .env("RUNNEL_ADMIN_ADDR", "127.0.0.1:0");
     cmd
 }
 

@@ -175,7 +175,7 @@ start_broker() {
         [ -n "$want_port" ] && [ -n "$REGISTRY_PORT" ] || REGISTRY_PORT=$(free_port)
         RUNNEL_LOG=${RUNNEL_LOG:-info,runnel_core::server=debug} NO_COLOR=1 \
             "$RUNNEL" serve --config "$BROKER_CONFIG" --data-dir "$DATA_DIR" --kafka-addr "127.0.0.1:$PORT" \
-            --registry-addr "127.0.0.1:$REGISTRY_PORT" --connect-addr off \
+            --registry-addr "127.0.0.1:$REGISTRY_PORT" --connect-addr off --admin-addr 127.0.0.1:0 \
             --default-partitions 1 --auto-create-topics true >>"$BROKER_LOG" 2>&1 &
         BROKER_PID=$!
         for ((i = 0; i < 200; i++)); do
@@ -545,7 +545,7 @@ start)
         --node-id "\$id" --controller-quorum "$QUORUM" \\
         --controller-addr "127.0.0.1:\$(cat "\$dir/node-\$id.controller-port")" \\
         --kafka-addr "127.0.0.1:\$port" --data-dir "\$dir/node-\$id" \\
-        --registry-addr off --connect-addr off \\
+        --registry-addr off --connect-addr off --admin-addr 127.0.0.1:0 \\
         --broker-session-timeout-ms 3000 --replica-lag-time-max-ms 3000 \\
         >>"\$dir/node-\$id.log" 2>&1 </dev/null &
     echo \$! >"\$pidfile"

@@ -306,6 +306,8 @@ fn two_brokers_cannot_share_a_data_directory() {
     let out = Command::new(BIN)
         .args(["serve", "--kafka-addr", "127.0.0.1:0"])
         .args([
+            "--admin-addr",
+            "off",
             "--registry-addr",
             "off",
             "--connect-addr",

@@ -21,7 +21,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use crate::harness::{create_topic, TestBroker, TestCluster};
+use crate::harness::{create_topic, metric, TestBroker, TestCluster};
 
 /// One v2 batch holding one record.
 fn one_record_batch() -> Bytes {
@@ -482,6 +482,22 @@ async fn followers_replicate_byte_for_byte_and_the_isr_decides_what_acks_all_wai
         wait_for_isr(&cluster.nodes[leader_index], "replicated", &two)
     );
     sent.expect("acks=all with two of three in sync");
+    // The leader's admin page counts the partition under-replicated.
+    let urp = "runnel_partition_under_replicated{topic=\"replicated\",partition=\"0\"}";
+    let page = cluster.nodes[leader_index].metrics().await;
+    assert_eq!(metric(&page, urp), Some(1.0), "{page}");
+    assert_eq!(
+        metric(
+            &page,
+            "runnel_partition_in_sync_replicas{topic=\"replicated\",partition=\"0\"}"
+        ),
+        Some(2.0)
+    );
+    // (with the internal topics' partitions it leads and the dead node had)
+    assert!(
+        metric(&page, "runnel_broker_under_replicated_partitions").is_some_and(|n| n >= 1.0),
+        "{page}"
+    );
 
     // min.insync.replicas above the ISR (3 > 2 in sync): acks=all is
     // refused before the append (NOT_ENOUGH_REPLICAS), acks=1 still works.
@@ -571,6 +587,8 @@ async fn followers_replicate_byte_for_byte_and_the_isr_decides_what_acks_all_wai
     send(&producer, "replicated", "all-three-again")
         .await
         .expect("acks=all with the ISR whole again");
+    let page = cluster.nodes[leader_index].metrics().await;
+    assert_eq!(metric(&page, urp), Some(0.0), "{page}");
     let expected = first_segment(&cluster.nodes[leader_index], "replicated");
     let stored = |value: &str| expected.windows(value.len()).any(|w| w == value.as_bytes());
     assert!(stored("one-back") && stored("all-three-again"));

@@ -260,14 +260,15 @@ async fn a_killed_node_is_shown_not_live_and_status_exits_non_zero_with_one_line
 }
 
 /// A port for node 1 of a development cluster of `n` nodes such that every
-/// port it uses (base..base+n, base+100..base+100+n) is free now.
+/// port it uses (base..base+n, base+100..base+100+n, the admin ports
+/// base+552..base+552+n) is free now.
 fn free_dev_cluster_base(n: u16) -> u16 {
     for _ in 0..100 {
         let base = free_port();
-        if base > u16::MAX - 100 - n {
+        if base > u16::MAX - 552 - n {
             continue;
         }
-        let ports = (0..n).flat_map(|i| [base + i, base + 100 + i]);
+        let ports = (0..n).flat_map(|i| [base + i, base + 100 + i, base + 552 + i]);
         let held: Vec<_> = ports.map(|p| TcpListener::bind(("127.0.0.1", p))).collect();
         if held.iter().all(Result::is_ok) {
             return base;

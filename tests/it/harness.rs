@@ -26,6 +26,8 @@ pub struct TestBroker {
     pub registry_port: u16,
     /// The connect worker's REST port.
     pub connect_port: u16,
+    /// The admin listener (/metrics, the console); always on.
+    pub admin_port: u16,
     pub dir: PathBuf,
     _tmp: tempfile::TempDir,
     args: Vec<String>,
@@ -76,6 +78,7 @@ impl TestBroker {
             port: free_port(),
             registry_port: free_port(),
             connect_port: free_port(),
+            admin_port: free_port(),
             dir: tmp.path().join("data"),
             _tmp: tmp,
             args: args.iter().map(|s| s.to_string()).collect(),
@@ -83,6 +86,13 @@ impl TestBroker {
             open_file_limit: None,
             services: true,
         };
+        broker.spawn();
+        broker
+    }
+
+    /// A broker without the schema registry and the connect worker.
+    pub fn start_alone(args: &[&str]) -> TestBroker {
+        let mut broker = Self::unstarted(free_port(), args.iter().map(|s| s.to_string()).collect());
         broker.spawn();
         broker
     }
@@ -95,6 +105,7 @@ impl TestBroker {
             port,
             registry_port: free_port(),
             connect_port: free_port(),
+            admin_port: free_port(),
             dir: tmp.path().join("data"),
             _tmp: tmp,
             args,
@@ -117,6 +128,7 @@ impl TestBroker {
             port: free_port(),
             registry_port: free_port(),
             connect_port: free_port(),
+            admin_port: free_port(),
             dir: tmp.path().join("data"),
             _tmp: tmp,
             args: all,
@@ -137,6 +149,7 @@ impl TestBroker {
             port: free_port(),
             registry_port: free_port(),
             connect_port: free_port(),
+            admin_port: free_port(),
             dir: tmp.path().join("data"),
             _tmp: tmp,
             args: args.iter().map(|s| s.to_string()).collect(),
@@ -167,6 +180,24 @@ impl TestBroker {
     /// Base URL of the connect worker's REST API.
     pub fn connect_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.connect_port)
+    }
+
+    /// Base URL of the broker's admin listener (/metrics, the console).
+    pub fn admin_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.admin_port)
+    }
+
+    /// The broker's `/metrics` page (waits up to 30 s for the listener).
+    pub async fn metrics(&self) -> String {
+        let url = format!("{}/metrics", self.admin_url());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match reqwest::get(&url).await {
+                Ok(r) if r.status().is_success() => return r.text().await.unwrap(),
+                other if Instant::now() > deadline => panic!("GET {url}: {other:?}"),
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
     }
 
     /// Base URL of the schema registry's REST API.
@@ -218,6 +249,8 @@ impl TestBroker {
             } else {
                 "off".to_string()
             })
+            .arg("--admin-addr")
+            .arg(format!("127.0.0.1:{}", self.admin_port))
             .arg("--connect-addr")
             .arg(if self.services {
                 format!("127.0.0.1:{}", self.connect_port)
@@ -1180,4 +1213,11 @@ impl Drop for TestWorker {
             eprintln!("---- worker log ----\n{}", self.log());
         }
     }
+}
+
+/// The value of the sample `series` (name and labels, as written on the
+/// page) of a Prometheus text page.
+pub fn metric(page: &str, series: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }

@@ -23,10 +23,9 @@ const GOOD: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1));
 /// limits per client address can be seen apart from the good clients'.
 const OTHER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
 
-/// The broker's metrics page (served next to the schema registry), once the
-/// registry answers.
+/// The broker's metrics page (on its admin listener), once it answers.
 async fn metrics(broker: &TestBroker) -> String {
-    let url = format!("{}/metrics", broker.registry_url());
+    let url = format!("{}/metrics", broker.admin_url());
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match reqwest::get(&url).await {

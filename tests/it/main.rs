@@ -23,6 +23,7 @@ mod hostile_clients;
 mod http_limits;
 mod idempotence;
 mod leader_epochs;
+mod metrics;
 mod old_formats;
 mod old_versions;
 mod pipeline;

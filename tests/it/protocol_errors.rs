@@ -505,7 +505,7 @@ async fn the_internal_offsets_topic_cannot_be_written_deleted_or_repartitioned()
 struct SmallDiskBroker {
     child: std::process::Child,
     port: u16,
-    registry_port: u16,
+    admin_port: u16,
     data_dir: std::path::PathBuf,
     log: std::path::PathBuf,
     _tmp: tempfile::TempDir,
@@ -518,7 +518,7 @@ impl SmallDiskBroker {
         let data_dir = tmp.path().join("data");
         std::fs::create_dir(&data_dir).unwrap();
         let log = tmp.path().join("broker.log");
-        let (port, registry_port) = (free_port(), free_port());
+        let (port, admin_port) = (free_port(), free_port());
         let child = std::process::Command::new("unshare")
             .args(["--mount", "--map-root-user", "sh", "-c"])
             .arg(format!(
@@ -530,7 +530,8 @@ impl SmallDiskBroker {
             .arg("--data-dir")
             .arg(&data_dir)
             .args(["--kafka-addr", &format!("127.0.0.1:{port}")])
-            .args(["--registry-addr", &format!("127.0.0.1:{registry_port}")])
+            .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
+            .args(["--registry-addr", "off"])
             .args(["--connect-addr", "off"])
             .env("RUNNEL_LOG", "info")
             .stdin(std::process::Stdio::null())
@@ -541,7 +542,7 @@ impl SmallDiskBroker {
         let mut broker = SmallDiskBroker {
             child,
             port,
-            registry_port,
+            admin_port,
             data_dir,
             log,
             _tmp: tmp,
@@ -584,7 +585,7 @@ impl SmallDiskBroker {
     }
 
     async fn metrics(&self) -> String {
-        let url = format!("http://127.0.0.1:{}/metrics", self.registry_port);
+        let url = format!("http://127.0.0.1:{}/metrics", self.admin_port);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             match reqwest::get(&url).await {

@@ -1038,6 +1038,7 @@ fn the_registry_can_be_turned_off_and_a_taken_port_fails_the_start() {
         .arg(tmp.path().join("a"))
         .args(["--kafka-addr", &format!("127.0.0.1:{}", free_port())])
         .args(["--registry-addr", &taken_addr, "--connect-addr", "off"])
+        .args(["--admin-addr", "off"])
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -1056,6 +1057,7 @@ fn the_registry_can_be_turned_off_and_a_taken_port_fails_the_start() {
         .arg(tmp.path().join("b"))
         .args(["--kafka-addr", &format!("127.0.0.1:{port}")])
         .args(["--registry-addr", "off", "--connect-addr", "off"])
+        .args(["--admin-addr", "off"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -1,9 +1,13 @@
-//! The broker's counters: requests, bytes, connections closed by reason,
-//! and the health of storage writes (`StorageHealth`, shared with every
-//! partition), rendered for `/metrics` in Prometheus' text format.
+//! The broker's counters: requests (and their latency per API), bytes,
+//! connections closed by reason, each partition's traffic
+//! (`PartitionCounters`) and the health of storage writes
+//! (`StorageHealth`, shared with every partition), rendered in Prometheus'
+//! text format.
 //!
-//! What it is not: the HTTP endpoint (the registry's server serves the
-//! text) or the counters of the REST servers (`runnel-http`).
+//! What it is not: the page of every partition and group (`exposition`,
+//! which reads these with the broker's state), the HTTP endpoint (the
+//! admin listener of `runnel serve`) or the counters of the REST servers
+//! (`runnel-http`).
 
 use std::io;
 use std::path::Path;
@@ -112,6 +116,123 @@ pub struct BrokerMetrics {
     connections_closed: [AtomicU64; CloseReason::ALL.len()],
     /// Storage write errors; shared with every partition.
     pub storage: Arc<StorageHealth>,
+    /// How long requests took, per API key.
+    pub latency: RequestLatency,
+}
+
+/// Upper bounds of the request latency histogram's buckets, in
+/// microseconds (the `le` labels are these in seconds).
+const LATENCY_BUCKETS_US: [u64; 16] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000,
+];
+
+/// API keys with a histogram of their own; a larger key is counted under
+/// the last one (Kafka's keys end below 100).
+const LATENCY_API_KEYS: usize = 128;
+
+/// One API's latency histogram: a counter per bucket (not cumulative; the
+/// page sums them), the sum and the count.
+#[derive(Debug, Default)]
+struct ApiLatency {
+    buckets: [AtomicU64; LATENCY_BUCKETS_US.len()],
+    sum_us: AtomicU64,
+    count: AtomicU64,
+}
+
+/// Request latency histograms per API key: from a decoded request to its
+/// encoded response (a Fetch's long poll and an `acks=all` wait included,
+/// as in Kafka's TotalTimeMs).
+#[derive(Debug)]
+pub struct RequestLatency(Box<[ApiLatency]>);
+
+impl Default for RequestLatency {
+    fn default() -> Self {
+        RequestLatency(
+            (0..LATENCY_API_KEYS)
+                .map(|_| ApiLatency::default())
+                .collect(),
+        )
+    }
+}
+
+impl RequestLatency {
+    /// Records one request of API `api_key` that took `elapsed`.
+    pub fn observe(&self, api_key: i16, elapsed: std::time::Duration) {
+        let slot = (api_key.max(0) as usize).min(LATENCY_API_KEYS - 1);
+        let api = &self.0[slot];
+        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        // Above the last bound: counted only in `count` (the +Inf bucket).
+        if let Some(bucket) = LATENCY_BUCKETS_US.iter().position(|&b| us <= b) {
+            api.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        }
+        api.sum_us.fetch_add(us, Ordering::Relaxed);
+        api.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests of `api_key` recorded so far.
+    pub fn count(&self, api_key: i16) -> u64 {
+        self.0
+            .get(api_key.max(0) as usize)
+            .map_or(0, |api| api.count.load(Ordering::Relaxed))
+    }
+
+    /// The histograms of the APIs seen so far, `name` giving an API key's
+    /// label.
+    pub fn render_prometheus(&self, out: &mut String, name: impl Fn(i16) -> String) {
+        use std::fmt::Write;
+        let metric = "runnel_broker_request_latency_seconds";
+        let _ = write!(
+            out,
+            "# HELP {metric} Time from a decoded request to its encoded response, by API.\n# TYPE {metric} histogram\n"
+        );
+        for (key, api) in self.0.iter().enumerate() {
+            let count = api.count.load(Ordering::Relaxed);
+            if count == 0 {
+                continue;
+            }
+            let label = name(key as i16);
+            let mut cumulative = 0;
+            for (bound, bucket) in LATENCY_BUCKETS_US.iter().zip(&api.buckets) {
+                cumulative += bucket.load(Ordering::Relaxed);
+                let _ = writeln!(
+                    out,
+                    "{metric}_bucket{{api=\"{label}\",le=\"{}\"}} {cumulative}",
+                    *bound as f64 / 1e6
+                );
+            }
+            let _ = writeln!(
+                out,
+                "{metric}_bucket{{api=\"{label}\",le=\"+Inf\"}} {count}"
+            );
+            let sum = api.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+            let _ = writeln!(out, "{metric}_sum{{api=\"{label}\"}} {sum}");
+            let _ = writeln!(out, "{metric}_count{{api=\"{label}\"}} {count}");
+        }
+    }
+}
+
+/// One partition's traffic through this broker: what producers appended
+/// and what consumers fetched (followers' fetches are replication, not
+/// counted here).
+#[derive(Debug, Default)]
+pub struct PartitionCounters {
+    pub bytes_in: AtomicU64,
+    pub records_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub records_out: AtomicU64,
+}
+
+impl PartitionCounters {
+    pub fn appended(&self, bytes: u64, records: u64) {
+        self.bytes_in.fetch_add(bytes, Ordering::Relaxed);
+        self.records_in.fetch_add(records, Ordering::Relaxed);
+    }
+
+    pub fn fetched(&self, bytes: u64, records: u64) {
+        self.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+        self.records_out.fetch_add(records, Ordering::Relaxed);
+    }
 }
 
 impl BrokerMetrics {

@@ -21,6 +21,7 @@
 
 pub mod cleaning;
 mod coordinators;
+pub mod exposition;
 pub mod followed_topic;
 pub mod log_manager;
 pub mod meta;

@@ -17,7 +17,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use super::metrics::StorageHealth;
+use super::metrics::{PartitionCounters, StorageHealth};
 use crate::controller::image::PartitionState;
 use crate::controller::records::BrokerId;
 use crate::error::BrokerError;
@@ -57,6 +57,8 @@ pub struct Partition {
     pub(super) deleted: AtomicBool,
     /// Where failed writes are counted and logged (the broker's metrics).
     storage: Arc<StorageHealth>,
+    /// Produced and fetched bytes and records (the partition's metrics).
+    pub counters: PartitionCounters,
 }
 
 /// Offsets of a partition at one instant.
@@ -98,6 +100,7 @@ impl Partition {
             appended,
             deleted: AtomicBool::new(false),
             storage,
+            counters: PartitionCounters::default(),
         }
     }
 

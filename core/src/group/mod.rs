@@ -1156,6 +1156,21 @@ impl GroupCoordinator {
         self.group(group_id).is_some() || lock(&self.offsets).contains_key(group_id)
     }
 
+    /// Every committed offset this coordinator holds, as (group, topic,
+    /// partition, offset), sorted.
+    pub fn committed_offsets(&self) -> Vec<(String, String, i32, i64)> {
+        let mut out: Vec<_> = lock(&self.offsets)
+            .iter()
+            .flat_map(|(group, offsets)| {
+                offsets.iter().map(move |((topic, partition), value)| {
+                    (group.clone(), topic.clone(), *partition, value.offset)
+                })
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     /// (group id, protocol type, state) of every group.
     pub fn list_groups(&self) -> Vec<(String, String, &'static str)> {
         let groups: Vec<Arc<Mutex<Group>>> = lock(&self.groups).values().cloned().collect();

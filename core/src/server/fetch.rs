@@ -32,6 +32,7 @@ use super::errors::kafka_error;
 use super::str_bytes;
 use crate::broker::{Broker, Partition};
 use crate::replication::EpochEndOffset;
+use crate::storage::batch::BatchIter;
 use crate::storage::records::MAX_DECOMPRESSED_BYTES;
 use crate::storage::{legacy, ReadSlice};
 
@@ -215,6 +216,17 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
             },
             None => Bytes::new(),
         };
+        if !follower && !records.is_empty() {
+            if let Ok(partition) = &w.target {
+                let count: i64 = BatchIter::new(&records, false)
+                    .map_while(Result::ok)
+                    .map(|(_, header)| i64::from(header.records_count.max(0)))
+                    .sum();
+                partition
+                    .counters
+                    .fetched(records.len() as u64, count as u64);
+            }
+        }
         if version < 4 && !records.is_empty() {
             // Fetch v0-3 predate record format v2 (v0-1: message format
             // v0, v2-3: v1): the only place batches are re-encoded.

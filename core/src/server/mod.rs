@@ -457,7 +457,13 @@ async fn handle_connection(
             broker.metrics().requests.fetch_add(1, Ordering::Relaxed);
             let api_key = request.api_key;
             let correlation_id = request.header.correlation_id;
-            let Some((response, version)) = dispatch(broker, request, peer).await? else {
+            let started = std::time::Instant::now();
+            let dispatched = dispatch(broker, request, peer).await?;
+            broker
+                .metrics()
+                .latency
+                .observe(api_key as i16, started.elapsed());
+            let Some((response, version)) = dispatched else {
                 continue;
             };
             let frame =

@@ -113,6 +113,9 @@ async fn produce_partition(
     let leader_epoch = partition.leader_epoch();
     match partition.append(records).await {
         Ok(info) => {
+            partition
+                .counters
+                .appended(info.bytes as u64, info.records as u64);
             metrics
                 .bytes_in
                 .fetch_add(info.bytes as u64, Ordering::Relaxed);

@@ -1,0 +1,216 @@
+//! The broker's admin listener: `/metrics` moves per partition with what
+//! producers and consumers do, request latencies per API, group lag, disk;
+//! `/v1/status/ready`; all with the schema registry and connect off.
+
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::FutureRecord;
+use rdkafka::{ClientConfig, Message};
+
+use crate::harness::{create_topic, metric, TestBroker};
+
+fn partition_series(name: &str, topic: &str, partition: i32) -> String {
+    format!("{name}{{topic=\"{topic}\",partition=\"{partition}\"}}")
+}
+
+/// The sum of `name` over both partitions of `topic`.
+fn both(page: &str, name: &str, topic: &str) -> f64 {
+    (0..2)
+        .map(|p| {
+            metric(page, &partition_series(name, topic, p))
+                .unwrap_or_else(|| panic!("no {name} for {topic}-{p} in\n{page}"))
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_partition_traffic_latencies_and_group_lag_move_with_the_clients() {
+    let broker = TestBroker::start_alone(&[]);
+    create_topic(&broker, "metered", 2, &[]).await;
+    let page = broker.metrics().await;
+    assert_eq!(
+        both(&page, "runnel_partition_records_in_total", "metered"),
+        0.0
+    );
+    assert_eq!(
+        both(&page, "runnel_partition_log_end_offset", "metered"),
+        0.0
+    );
+
+    let producer = broker.producer(&[]);
+    let mut produced_bytes = 0;
+    for i in 0..300 {
+        let value = format!("value-{i}-{}", "x".repeat(i % 40));
+        produced_bytes += value.len();
+        producer
+            .send(
+                FutureRecord::to("metered")
+                    .key(&format!("k{i}"))
+                    .payload(&value),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+    let page = broker.metrics().await;
+    assert_eq!(
+        both(&page, "runnel_partition_records_in_total", "metered"),
+        300.0
+    );
+    assert_eq!(
+        both(&page, "runnel_partition_log_end_offset", "metered"),
+        300.0
+    );
+    assert_eq!(
+        both(&page, "runnel_partition_high_watermark", "metered"),
+        300.0
+    );
+    assert_eq!(
+        both(&page, "runnel_partition_log_start_offset", "metered"),
+        0.0
+    );
+    let bytes_in = both(&page, "runnel_partition_bytes_in_total", "metered");
+    assert!(
+        bytes_in > produced_bytes as f64,
+        "{bytes_in} bytes for {produced_bytes} of values"
+    );
+    assert!(both(&page, "runnel_partition_log_size_bytes", "metered") >= bytes_in);
+    assert_eq!(
+        both(&page, "runnel_partition_records_out_total", "metered"),
+        0.0
+    );
+    assert_eq!(both(&page, "runnel_partition_leader", "metered"), 2.0);
+    assert_eq!(
+        metric(&page, "runnel_broker_under_replicated_partitions"),
+        Some(0.0)
+    );
+
+    // Request latency: a histogram per API, cumulative buckets ending in
+    // +Inf = count, and Produce among them.
+    let produce_count = metric(
+        &page,
+        "runnel_broker_request_latency_seconds_count{api=\"Produce\"}",
+    )
+    .unwrap_or_else(|| panic!("no Produce latency in\n{page}"));
+    assert!(produce_count >= 1.0);
+    let buckets: Vec<f64> = page
+        .lines()
+        .filter(|l| l.starts_with("runnel_broker_request_latency_seconds_bucket{api=\"Produce\""))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(buckets.len() > 10, "{buckets:?}");
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
+    assert_eq!(*buckets.last().unwrap(), produce_count);
+    assert!(metric(&page, "runnel_broker_disk_free_bytes").unwrap() > 0.0);
+    assert!(metric(&page, "runnel_broker_disk_total_bytes").unwrap() > 0.0);
+
+    // A group consumes everything and commits: records out move, lag 0.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.addr())
+        .set("group.id", "metered-group")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&["metered"]).unwrap();
+    let mut seen = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while seen < 300 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "consumed {seen} of 300"
+        );
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m.unwrap();
+            assert!(m.payload().is_some());
+            seen += 1;
+        }
+    }
+    consumer.commit_consumer_state(CommitMode::Sync).unwrap();
+    let page = broker.metrics().await;
+    assert_eq!(
+        both(&page, "runnel_partition_records_out_total", "metered"),
+        300.0
+    );
+    assert!(both(&page, "runnel_partition_bytes_out_total", "metered") >= bytes_in);
+    let lag = |page: &str| {
+        (0..2)
+            .map(|p| {
+                metric(
+                    page,
+                    &format!(
+                        "runnel_group_lag{{group=\"metered-group\",topic=\"metered\",partition=\"{p}\"}}"
+                    ),
+                )
+                .unwrap_or_else(|| panic!("no lag of metered-{p} in\n{page}"))
+            })
+            .sum::<f64>()
+    };
+    assert_eq!(lag(&page), 0.0);
+    let committed: f64 = (0..2)
+        .map(|p| {
+            let series = format!(
+                "runnel_group_committed_offset{{group=\"metered-group\",topic=\"metered\",partition=\"{p}\"}}"
+            );
+            metric(&page, &series).unwrap_or_else(|| panic!("no {series} in\n{page}"))
+        })
+        .sum();
+    assert_eq!(committed, 300.0);
+
+    // 25 more records the group has not read: its lag is 25.
+    for i in 0..25 {
+        producer
+            .send(
+                FutureRecord::<(), _>::to("metered").payload(&format!("late-{i}")),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+    let page = broker.metrics().await;
+    assert_eq!(lag(&page), 25.0);
+    assert_eq!(
+        metric(&page, "runnel_group_lag_sum{group=\"metered-group\"}"),
+        Some(25.0)
+    );
+    let fetches = metric(
+        &page,
+        "runnel_broker_request_latency_seconds_count{api=\"Fetch\"}",
+    );
+    assert!(fetches.is_some_and(|n| n >= 1.0), "{page}");
+
+    // The readiness probe, on the same listener.
+    let ready = reqwest::get(format!("{}/v1/status/ready", broker.admin_url()))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let body: serde_json::Value = serde_json::from_str(&ready.text().await.unwrap()).unwrap();
+    assert_eq!(body["status"], "ready");
+    assert_eq!(body["kafka"], broker.addr());
+    assert!(
+        body["schema_registry"].is_null() && body["connect"].is_null(),
+        "{body}"
+    );
+}
+
+#[test]
+fn the_admin_listener_can_be_turned_off_and_a_taken_port_fails_the_start() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(crate::harness::BIN)
+        .args(["serve", "--data-dir"])
+        .arg(tmp.path())
+        .args(["--kafka-addr", "127.0.0.1:0", "--admin-addr", &taken_addr])
+        .args(["--registry-addr", "off", "--connect-addr", "off"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot listen on {taken_addr} for the admin API")),
+        "{err}"
+    );
+}
