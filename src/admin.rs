@@ -1,8 +1,8 @@
 //! The broker's admin listener (`--admin-addr`, 127.0.0.1:9644 by default,
 //! Redpanda's admin port): `/metrics` in Prometheus' text format — the
 //! broker's counters, request latencies per API, every partition it holds,
-//! the lag of the groups it coordinates, its disk, and this server's own
-//! HTTP counters — and the readiness probe `/v1/status/ready`. It runs
+//! the lag of the groups it coordinates, its disk, its broker-side WASM
+//! transforms, and this server's own HTTP counters — and the readiness probe `/v1/status/ready`. It runs
 //! whether or not the schema registry and the connect worker do (they
 //! keep their own `/metrics` on their ports).
 //!
@@ -19,6 +19,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use runnel_core::broker::Broker;
+use runnel_core::transforms::TransformManager;
 use serde_json::json;
 
 /// Name of the server in log lines and refusals.
@@ -35,6 +36,8 @@ const MAX_BODY_BYTES: usize = 4 << 20;
 #[derive(Clone)]
 pub struct AdminState {
     pub broker: Arc<Broker>,
+    /// The broker-side transforms (their counters are on `/metrics`).
+    pub transforms: Arc<TransformManager>,
     pub http: Arc<runnel_http::Metrics>,
     pub services: Services,
 }
@@ -69,6 +72,7 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
             .await
             .unwrap_or_default();
     let mut page = page;
+    page.push_str(&state.transforms.render_prometheus());
     page.push_str(&state.http.render_prometheus("runnel_admin"));
     ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], page)
 }
@@ -97,6 +101,7 @@ async fn ready(State(state): State<AdminState>) -> impl IntoResponse {
 /// Serves the admin routes on `listener` until `shutdown`.
 pub async fn serve(
     broker: Arc<Broker>,
+    transforms: Arc<TransformManager>,
     services: Services,
     listener: tokio::net::TcpListener,
     limits: runnel_http::Limits,
@@ -105,6 +110,7 @@ pub async fn serve(
     let http = runnel_http::Metrics::new(SERVER_NAME);
     let app = router(AdminState {
         broker,
+        transforms,
         http: http.clone(),
         services,
     });

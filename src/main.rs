@@ -101,9 +101,15 @@ fn init_tracing(default_level: &str) {
             filter = filter.add_directive(quiet);
         }
     }
+    // Colours only for a person at a terminal: a log file, a pipe or a
+    // journal gets plain text (and NO_COLOR turns them off anywhere).
+    use std::io::IsTerminal;
+    let colours = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colours)
         .init();
 }
 

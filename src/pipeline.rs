@@ -54,9 +54,12 @@ pub struct StreamsArgs {
     /// task; reused across runs so a restart restores only what changed)
     #[arg(long, env = "RUNNEL_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Serve the pipeline's stores over HTTP on HOST:PORT
-    /// (`GET /stores/agg-<n>/<key>`; also `/metrics`)
-    #[arg(long, value_name = "HOST:PORT")]
+    /// Serve the pipeline over HTTP on HOST:PORT, with `/metrics`: a
+    /// stateful pipeline's stores (`GET /stores/agg-<n>/<key>`), a
+    /// stateless one's connect REST API (`GET /connectors/<name>/status`)
+    /// and per-connector records read/written, failures, dead letters and
+    /// transform time
+    #[arg(long, alias = "http-addr", value_name = "HOST:PORT")]
     pub query_addr: Option<String>,
     /// Keep warm copies of each task's stores on this many other `pipeline
     /// run`s of the same pipeline, so a takeover restores little
@@ -244,6 +247,25 @@ pub async fn run(cmd: PipelineCommand) -> Result<()> {
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
             }
+            let rest = match &streams.query_addr {
+                Some(addr) => {
+                    let listener = tokio::net::TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("cannot listen on {addr} (--query-addr)"))?;
+                    eprintln!("its status and metrics: curl http://{addr}/metrics");
+                    let worker = worker.clone();
+                    let limits = crate::http::HttpArgs::default().limits()?;
+                    Some(tokio::spawn(async move {
+                        let stop = crate::signals::shutdown_signal();
+                        if let Err(e) =
+                            runnel_connect::rest::serve(worker, listener, limits, stop).await
+                        {
+                            tracing::error!("pipeline HTTP server stopped: {e}");
+                        }
+                    }))
+                }
+                None => None,
+            };
             let classes: Vec<&str> = connectors.iter().map(|c| c.1.as_str()).collect();
             info!(pipeline = %name, connectors = ?classes, "pipeline running ({}); Ctrl-C stops it", describe(&p));
             eprintln!(
@@ -279,6 +301,9 @@ pub async fn run(cmd: PipelineCommand) -> Result<()> {
             };
             crate::signals::shutdown_signal().await;
             status.abort();
+            if let Some(rest) = rest {
+                rest.abort();
+            }
             crate::connect::close(worker).await;
             eprintln!("pipeline {name} stopped");
         }

@@ -251,7 +251,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     })
     .context("starting the WASM plugin host")?;
     let engine = Arc::new(crate::transform::WasmEngine::new(Arc::new(plugins)));
-    let _transforms = TransformManager::start(broker.clone(), engine)
+    let transforms = TransformManager::start(broker.clone(), engine)
         .await
         .context("starting topic transforms")?;
     let admin_local = match &admin_listener {
@@ -309,9 +309,17 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         let stopping = stopped(broker_stopping.clone());
         let limits = http_limits.clone();
         let broker = broker.clone();
+        let transforms = transforms.clone();
         tokio::spawn(async move {
-            if let Err(e) =
-                crate::admin::serve(broker, services, admin_listener, limits, stopping).await
+            if let Err(e) = crate::admin::serve(
+                broker,
+                transforms,
+                services,
+                admin_listener,
+                limits,
+                stopping,
+            )
+            .await
             {
                 tracing::error!("admin listener stopped: {e:#}");
             }

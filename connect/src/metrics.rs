@@ -8,7 +8,10 @@
 //! rest are counted, and the next message that gets through says how many
 //! were left out.
 
+use std::collections::BTreeMap;
+use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// What the runtime counts.
@@ -42,6 +45,157 @@ pub static COUNTERS: Counters = Counters {
     unknown_config_keys: AtomicU64::new(0),
     log_suppressed: AtomicU64::new(0),
 };
+
+/// One connector's counters in this process, over all its tasks (a
+/// pipeline is a connector, its transforms run in the source task).
+#[derive(Debug, Default)]
+pub struct ConnectorCounters {
+    /// Records a source task polled, or a sink task consumed from Kafka.
+    pub records_read: AtomicU64,
+    /// Records a source task produced to Kafka, or a sink task wrote out.
+    pub records_written: AtomicU64,
+    /// Records a converter, transform or the task failed on.
+    pub failures: AtomicU64,
+    /// Failed records sent to the dead-letter topic.
+    pub dead_letters: AtomicU64,
+    /// Batches that went through the connector's transform chain, and
+    /// the time they took there (microseconds).
+    pub transform_batches: AtomicU64,
+    pub transform_us: AtomicU64,
+}
+
+impl ConnectorCounters {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts one batch through the transform chain that took `took`.
+    pub fn transformed(&self, took: Duration) {
+        self.transform_batches.fetch_add(1, Ordering::Relaxed);
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.transform_us.fetch_add(us, Ordering::Relaxed);
+    }
+}
+
+static CONNECTORS: Mutex<BTreeMap<String, Arc<ConnectorCounters>>> = Mutex::new(BTreeMap::new());
+
+/// The counters of connector `name` (made on first use; a deleted
+/// connector's stay, as counters do, until the process ends).
+pub fn connector(name: &str) -> Arc<ConnectorCounters> {
+    let mut all = CONNECTORS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(c) = all.get(name) {
+        return c.clone();
+    }
+    let c = Arc::new(ConnectorCounters::default());
+    all.insert(name.to_string(), c.clone());
+    c
+}
+
+/// Label value escapes of Prometheus' text format.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The state of a connector and its tasks as `/metrics` shows them.
+pub struct ConnectorState {
+    pub name: String,
+    /// RUNNING, PAUSED, FAILED, UNASSIGNED...
+    pub state: String,
+    pub tasks: Vec<String>,
+}
+
+/// Per-connector counters (of every connector that ever ran here) and
+/// the states of `states` (the worker's connectors now).
+pub fn render_connectors(states: &[ConnectorState]) -> String {
+    let mut out = String::new();
+    let all: Vec<(String, Arc<ConnectorCounters>)> = CONNECTORS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    type Value = fn(&ConnectorCounters) -> String;
+    let rows: [(&str, &str, &str, Value); 6] = [
+        (
+            "runnel_connect_connector_records_read_total",
+            "counter",
+            "Records a connector's source tasks polled or its sink tasks consumed.",
+            |c| c.records_read.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "runnel_connect_connector_records_written_total",
+            "counter",
+            "Records a connector's source tasks produced to Kafka or its sink tasks wrote out.",
+            |c| c.records_written.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "runnel_connect_connector_failures_total",
+            "counter",
+            "Records a connector's converters, transforms or tasks failed on.",
+            |c| c.failures.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "runnel_connect_connector_dead_letters_total",
+            "counter",
+            "A connector's failed records sent to its dead-letter topic.",
+            |c| c.dead_letters.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "runnel_connect_connector_transform_batches_total",
+            "counter",
+            "Batches through a connector's (pipeline's) transform chain.",
+            |c| c.transform_batches.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "runnel_connect_connector_transform_seconds_total",
+            "counter",
+            "Time batches spent in a connector's (pipeline's) transform chain.",
+            |c| (c.transform_us.load(Ordering::Relaxed) as f64 / 1e6).to_string(),
+        ),
+    ];
+    for (name, kind, help, value) in rows {
+        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
+        for (connector, c) in &all {
+            let _ = writeln!(
+                out,
+                "{name}{{connector=\"{}\"}} {}",
+                escape(connector),
+                value(c)
+            );
+        }
+    }
+    let name = "runnel_connect_connector_state";
+    let _ = write!(
+        out,
+        "# HELP {name} 1 for a connector's current state.\n# TYPE {name} gauge\n"
+    );
+    for c in states {
+        let _ = writeln!(
+            out,
+            "{name}{{connector=\"{}\",state=\"{}\"}} 1",
+            escape(&c.name),
+            c.state
+        );
+    }
+    let name = "runnel_connect_task_state";
+    let _ = write!(
+        out,
+        "# HELP {name} 1 for a task's current state.\n# TYPE {name} gauge\n"
+    );
+    for c in states {
+        for (task, state) in c.tasks.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}{{connector=\"{}\",task=\"{task}\",state=\"{state}\"}} 1",
+                escape(&c.name)
+            );
+        }
+    }
+    out
+}
 
 /// Adds one to a counter.
 pub fn count(counter: &AtomicU64) {

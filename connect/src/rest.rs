@@ -144,10 +144,14 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let http = runnel_http::Metrics::new(SERVER_NAME);
     let counters = http.clone();
+    let states = worker.clone();
     let app = router(worker).route(
         "/metrics",
         get(move || async move {
             let mut text = metrics::render();
+            text.push_str(&metrics::render_connectors(
+                &connector_states(&states).await,
+            ));
             text.push_str(&counters.render_prometheus("runnel_connect"));
             (
                 [(
@@ -168,6 +172,22 @@ pub async fn serve(
         metrics: http,
     };
     runnel_http::serve(listener, app, server, shutdown).await
+}
+
+/// Every connector's state and its tasks' on this worker, for `/metrics`.
+pub async fn connector_states(worker: &Worker) -> Vec<metrics::ConnectorState> {
+    let mut out = Vec::new();
+    for name in worker.connector_names().await {
+        if let Ok((connector, _, tasks)) = worker.status(&name).await {
+            out.push(metrics::ConnectorState {
+                state: connector.state.as_str().to_string(),
+                tasks: tasks.iter().map(|t| t.state.as_str().to_string()).collect(),
+                name,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
 }
 
 async fn root() -> axum::Json<Value> {

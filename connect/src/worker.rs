@@ -34,7 +34,7 @@ use crate::cluster::{self, Membership, Unit, READER_GROUP};
 use crate::config::{self, Validation};
 use crate::connectors;
 use crate::converter;
-use crate::metrics::{self, LogLimit};
+use crate::metrics::{self, ConnectorCounters, LogLimit};
 use crate::pipeline::transform::{Chain, Record};
 use crate::plugin::{
     ConnectError, ConnectResult, ConnectorKind, ConnectorPlugin, Fate, Props, SourceTask, Stage,
@@ -871,6 +871,7 @@ impl Worker {
         let value_converter = converter::from_config("value.converter", config, "string")
             .map_err(ConnectError::fatal)?;
         let dead_letter = dead_letter_topic(config);
+        let counters = metrics::connector(name);
         // Offsets another worker committed before the task moved here.
         let result: ConnectResult<()> = retry!(policy, target, self.offsets.catch_up());
         result?;
@@ -907,6 +908,7 @@ impl Worker {
             let inputs = retry!(policy, target, task.poll())?;
             // The records' offsets stay here; the records move on.
             let polled = inputs.len();
+            ConnectorCounters::add(&counters.records_read, polled as u64);
             let mut offsets = Vec::with_capacity(polled);
             let mut latest: Vec<(Arc<SourcePartition>, usize)> = Vec::new();
             let mut kafka_partitions = Vec::with_capacity(polled);
@@ -931,7 +933,9 @@ impl Worker {
             // A pipeline's transforms run between the poll and the produce.
             let outputs: Vec<Record> = match self.transforms(name) {
                 Some(chain) if !records.is_empty() => {
+                    let started = Instant::now();
                     let outcome = chain.apply(records);
+                    counters.transformed(started.elapsed());
                     // An input with neither an output nor a failure was
                     // filtered out.
                     let mut accounted = vec![false; polled];
@@ -1018,6 +1022,7 @@ impl Worker {
                     record = record.headers(owned_headers(&r.headers));
                 }
                 self.enqueue(&acks, record).await?;
+                ConnectorCounters::add(&counters.records_written, 1);
             }
             if !failed.is_empty() {
                 // Dead letters go with the batch: its offsets count as done
@@ -1053,6 +1058,7 @@ impl Worker {
                         }
                         self.enqueue(&acks, record).await?;
                         metrics::count(&metrics::COUNTERS.dead_letters);
+                        ConnectorCounters::add(&counters.dead_letters, 1);
                     }
                     settled.push((
                         f.index,
@@ -1194,6 +1200,7 @@ impl Worker {
         result?;
         let mut uncommitted: HashMap<(Arc<str>, i32), i64> = HashMap::new();
         let mut last_commit = Instant::now();
+        let counters = metrics::connector(name);
         const MAX_BATCH: usize = 2000;
         loop {
             let wanted = *target.borrow();
@@ -1325,7 +1332,9 @@ impl Worker {
                         }
                     })
                     .collect();
+                let started = Instant::now();
                 let outcome = chain.apply(inputs);
+                counters.transformed(started.elapsed());
                 for f in outcome.failed {
                     policy.tolerate(name, Stage::Transformation, &f.error)?;
                     failed.push((origin[f.source_index], Stage::Transformation, f.error));
@@ -1351,6 +1360,8 @@ impl Worker {
                     .collect();
                 origin = kept;
             }
+            ConnectorCounters::add(&counters.records_read, messages.len() as u64);
+            let failed_before_put = failed.len();
             if !batch.is_empty() {
                 let result: ConnectResult<()> = retry!(policy, target, task.put(&batch));
                 if let Err(e) = result {
@@ -1398,7 +1409,13 @@ impl Worker {
                     )
                 });
                 futures::future::try_join_all(letters).await?;
+                ConnectorCounters::add(&counters.dead_letters, failed.len() as u64);
             }
+            let put_failures = failed.len() - failed_before_put;
+            ConnectorCounters::add(
+                &counters.records_written,
+                batch.len().saturating_sub(put_failures) as u64,
+            );
             drop(messages);
             for (topic, partition, offset) in positions {
                 uncommitted.insert((topic, partition), offset + 1);
@@ -1941,6 +1958,7 @@ impl ErrorPolicy {
     /// A record failed: Ok to skip it, or the error that fails the task.
     fn tolerate(&self, connector: &str, stage: Stage, error: &str) -> ConnectResult<()> {
         metrics::count(&metrics::COUNTERS.record_failures);
+        ConnectorCounters::add(&metrics::connector(connector).failures, 1);
         if !self.tolerate_all {
             return Err(self.intolerable(stage, error));
         }

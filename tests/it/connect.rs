@@ -409,6 +409,48 @@ async fn a_sink_sends_records_it_cannot_read_to_the_dead_letter_topic_or_fails()
             .contains("errors.tolerance is none"),
         "{status}"
     );
+    // The worker's /metrics: per connector, what it read, wrote, failed on
+    // and dead-lettered, and the state of each task.
+    let (code, page) = rest.call("GET", "/metrics", None).await;
+    assert_eq!(code, 200);
+    let page = page.as_str().unwrap().to_string();
+    let value = |series: &str| crate::harness::metric(&page, series);
+    let tolerant = |name: &str| value(&format!("{name}{{connector=\"tolerant\"}}"));
+    assert_eq!(
+        tolerant("runnel_connect_connector_records_read_total"),
+        Some(3.0),
+        "{page}"
+    );
+    assert_eq!(
+        tolerant("runnel_connect_connector_records_written_total"),
+        Some(2.0),
+        "{page}"
+    );
+    assert_eq!(
+        tolerant("runnel_connect_connector_failures_total"),
+        Some(1.0),
+        "{page}"
+    );
+    assert_eq!(
+        tolerant("runnel_connect_connector_dead_letters_total"),
+        Some(1.0),
+        "{page}"
+    );
+    assert_eq!(
+        value("runnel_connect_task_state{connector=\"tolerant\",task=\"0\",state=\"RUNNING\"}"),
+        Some(1.0),
+        "{page}"
+    );
+    assert_eq!(
+        value("runnel_connect_task_state{connector=\"strict\",task=\"0\",state=\"FAILED\"}"),
+        Some(1.0),
+        "{page}"
+    );
+    assert_eq!(
+        value("runnel_connect_connector_failures_total{connector=\"strict\"}"),
+        Some(1.0),
+        "{page}"
+    );
 }
 
 #[tokio::test]

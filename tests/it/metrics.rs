@@ -214,3 +214,82 @@ fn the_admin_listener_can_be_turned_off_and_a_taken_port_fails_the_start() {
         "{err}"
     );
 }
+
+/// Metric families a page declares (`# TYPE name kind`).
+fn families(page: &str) -> std::collections::BTreeSet<String> {
+    page.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grafana_dashboard_asks_only_for_metrics_the_servers_export() {
+    let broker = TestBroker::start();
+    let mut known = families(&broker.metrics().await);
+    for base in [broker.connect_url(), broker.registry_url()] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let page = loop {
+            match reqwest::get(format!("{base}/metrics")).await {
+                Ok(r) if r.status().is_success() => break r.text().await.unwrap(),
+                other => {
+                    assert!(std::time::Instant::now() < deadline, "{base}: {other:?}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
+        known.extend(families(&page));
+    }
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/dashboards/runnel-grafana.json"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            exprs.push(target["expr"].as_str().unwrap().to_string());
+        }
+    }
+    for var in dashboard["templating"]["list"].as_array().unwrap() {
+        if let Some(q) = var["definition"].as_str() {
+            exprs.push(q.to_string());
+        }
+    }
+    assert!(exprs.len() > 20, "{exprs:?}");
+    let mut asked = std::collections::BTreeSet::new();
+    for expr in &exprs {
+        let bytes = expr.as_bytes();
+        let mut i = 0;
+        while let Some(at) = expr[i..].find("runnel_") {
+            let start = i + at;
+            let end = start
+                + expr[start..]
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(expr.len() - start);
+            let preceded =
+                start > 0 && (bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+            if !preceded {
+                asked.insert(expr[start..end].to_string());
+            }
+            i = end;
+        }
+    }
+    let missing: Vec<&String> = asked
+        .iter()
+        .filter(|name| {
+            let family = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .filter(|base| known.contains(*base));
+            family.is_none() && !known.contains(*name)
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard asks for {missing:?}; exported: {known:?}"
+    );
+    assert!(asked.len() >= 20, "{asked:?}");
+}

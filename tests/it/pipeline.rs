@@ -525,7 +525,9 @@ fn a_record_its_filter_fails_on_is_dead_lettered_and_the_rest_of_its_batch_is_wr
     let dir = tempfile::tempdir().unwrap();
     let (yaml, out) = orders_pipeline(dir.path(), "big-orders", "value.amount >= 100", "all");
     produce_in_one_go(&broker, "orders", &ISSUE_RECORDS);
-    let _run = Running::start(&yaml, &broker);
+    let http = crate::harness::free_port();
+    let addr = format!("127.0.0.1:{http}");
+    let _run = Running::start_with(&yaml, &broker, None, &["--query-addr", &addr]);
     let lines = wait_json_lines(&out, 2);
     assert_eq!(
         lines,
@@ -555,6 +557,50 @@ fn a_record_its_filter_fails_on_is_dead_lettered_and_the_rest_of_its_batch_is_wr
     );
     // The position moves past all three once both are written.
     wait_committed(&broker, "connect-big-orders", "orders", 3);
+    // Its metrics: three read, two written, one failed and dead-lettered,
+    // three batches' worth of transform time, the task running.
+    let page = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async {
+            reqwest::get(format!("http://{addr}/metrics"))
+                .await
+                .unwrap()
+                .text()
+                .await
+        })
+        .unwrap();
+    let value =
+        |name: &str| crate::harness::metric(&page, &format!("{name}{{connector=\"big-orders\"}}"));
+    assert_eq!(
+        value("runnel_connect_connector_records_read_total"),
+        Some(3.0),
+        "{page}"
+    );
+    assert_eq!(
+        value("runnel_connect_connector_records_written_total"),
+        Some(2.0),
+        "{page}"
+    );
+    assert_eq!(
+        value("runnel_connect_connector_failures_total"),
+        Some(1.0),
+        "{page}"
+    );
+    assert_eq!(
+        value("runnel_connect_connector_dead_letters_total"),
+        Some(1.0),
+        "{page}"
+    );
+    assert!(value("runnel_connect_connector_transform_batches_total").is_some_and(|n| n >= 1.0));
+    assert!(value("runnel_connect_connector_transform_seconds_total").is_some_and(|s| s > 0.0));
+    assert_eq!(
+        crate::harness::metric(
+            &page,
+            "runnel_connect_task_state{connector=\"big-orders\",task=\"0\",state=\"RUNNING\"}"
+        ),
+        Some(1.0),
+        "{page}"
+    );
 }
 
 #[test]

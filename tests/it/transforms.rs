@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
 
-use crate::harness::{create_topic, latest_offset, plugin_wasm, text, TestBroker, BIN};
+use crate::harness::{create_topic, latest_offset, metric, plugin_wasm, text, TestBroker, BIN};
 
 fn cli(broker: &TestBroker, args: &[&str]) -> (bool, String) {
     let out = Command::new(BIN)
@@ -234,6 +234,39 @@ async fn failing_batches_stop_skip_or_go_to_a_dead_letter_topic() {
     assert!(headers["runnel.error"].contains("poison"), "{headers:?}");
     assert_eq!(headers["runnel.source.topic"], "in");
     assert_eq!(headers["runnel.source.offset"], "1");
+    // The broker's /metrics: three in, two out, one failed batch
+    // dead-lettered, the plugin's time, and the transform running.
+    let page = broker.metrics().await;
+    let value = |name: &str| metric(&page, &format!("{name}{{transform=\"guard\"}}"));
+    assert_eq!(
+        value("runnel_transform_records_in_total"),
+        Some(3.0),
+        "{page}"
+    );
+    assert_eq!(
+        value("runnel_transform_records_out_total"),
+        Some(2.0),
+        "{page}"
+    );
+    assert_eq!(
+        value("runnel_transform_failed_batches_total"),
+        Some(1.0),
+        "{page}"
+    );
+    assert_eq!(
+        value("runnel_transform_dead_letters_total"),
+        Some(1.0),
+        "{page}"
+    );
+    assert!(
+        value("runnel_transform_batches_total").is_some_and(|n| n >= 3.0),
+        "{page}"
+    );
+    assert!(
+        value("runnel_transform_seconds_total").is_some_and(|s| s > 0.0),
+        "{page}"
+    );
+    assert_eq!(value("runnel_transform_running"), Some(1.0), "{page}");
 
     // Delete, and the transform stops.
     let (ok, out) = cli(&broker, &["transform", "delete", "guard"]);

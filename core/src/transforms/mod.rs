@@ -301,6 +301,29 @@ pub struct TransformManager {
     route: route::Route,
     engine: Arc<dyn TransformEngine>,
     running: Mutex<HashMap<String, RunningTransform>>,
+    /// What each transform did on this broker (kept after an undeploy,
+    /// as counters are).
+    counters: Mutex<std::collections::BTreeMap<String, Arc<TransformCounters>>>,
+}
+
+/// One transform's work on this broker, over the input partitions it
+/// leads.
+#[derive(Debug, Default)]
+pub struct TransformCounters {
+    pub records_in: std::sync::atomic::AtomicU64,
+    pub records_out: std::sync::atomic::AtomicU64,
+    /// Batches the plugin failed on (stopped, skipped or dead-lettered).
+    pub failed_batches: std::sync::atomic::AtomicU64,
+    pub dead_letters: std::sync::atomic::AtomicU64,
+    /// Batches the plugin ran on, and the time it took (microseconds).
+    pub batches: std::sync::atomic::AtomicU64,
+    pub apply_us: std::sync::atomic::AtomicU64,
+}
+
+impl TransformCounters {
+    fn add(counter: &std::sync::atomic::AtomicU64, n: u64) {
+        counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 struct RunningTransform {
@@ -327,6 +350,7 @@ impl TransformManager {
             broker,
             engine,
             running: Mutex::new(HashMap::new()),
+            counters: Mutex::new(Default::default()),
         });
         let replication_factor = manager.broker.internal_replication_factor();
         if replication_factor == 1 {
@@ -722,9 +746,20 @@ impl TransformManager {
         }
         let f = lock(function).clone();
         let input = records.clone();
+        let counters = self.counters(&header.name);
+        let started = std::time::Instant::now();
         let result = tokio::task::spawn_blocking(move || f.apply(&input))
             .await
             .map_err(|e| StepError::Retry(format!("transform task failed: {e}")))?;
+        TransformCounters::add(&counters.batches, 1);
+        TransformCounters::add(
+            &counters.apply_us,
+            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        );
+        TransformCounters::add(&counters.records_in, records.len() as u64);
+        if result.is_err() {
+            TransformCounters::add(&counters.failed_batches, 1);
+        }
         let out_index = partition.index % output.partition_count().max(1);
         match result {
             Ok(outputs) => {
@@ -746,6 +781,7 @@ impl TransformManager {
                             r
                         })
                         .collect();
+                    let tagged_len = tagged.len();
                     let batch =
                         encode_records(&tagged).map_err(|e| StepError::Retry(e.to_string()))?;
                     self.route
@@ -754,6 +790,7 @@ impl TransformManager {
                         .map_err(|e| {
                             StepError::Retry(format!("writing to '{}': {e}", header.output_topic))
                         })?;
+                    TransformCounters::add(&counters.records_out, tagged_len as u64);
                 }
             }
             Err(message) => match &header.on_error {
@@ -805,6 +842,7 @@ impl TransformManager {
                         .append(topic, 0, batch)
                         .await
                         .map_err(|e| StepError::Retry(format!("writing to '{topic}': {e}")))?;
+                    TransformCounters::add(&counters.dead_letters, records.len() as u64);
                 }
             },
         }
@@ -827,6 +865,87 @@ impl TransformManager {
             )
             .await
             .map_err(StepError::Retry)
+    }
+
+    /// The counters of transform `name` (made on first use).
+    fn counters(&self, name: &str) -> Arc<TransformCounters> {
+        lock(&self.counters)
+            .entry(name.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Every transform's counters, and whether it runs here now, in
+    /// Prometheus' text format.
+    pub fn render_prometheus(&self) -> String {
+        use std::fmt::Write;
+        use std::sync::atomic::Ordering::Relaxed;
+        let running = self.running();
+        let all: Vec<(String, Arc<TransformCounters>)> = lock(&self.counters)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        type Value = fn(&TransformCounters) -> String;
+        let rows: [(&str, &str, &str, Value); 6] = [
+            (
+                "runnel_transform_records_in_total",
+                "counter",
+                "Records a broker-side transform read from its input partitions led here.",
+                |c| c.records_in.load(Relaxed).to_string(),
+            ),
+            (
+                "runnel_transform_records_out_total",
+                "counter",
+                "Records a transform wrote to its output topic.",
+                |c| c.records_out.load(Relaxed).to_string(),
+            ),
+            (
+                "runnel_transform_failed_batches_total",
+                "counter",
+                "Batches a transform's plugin failed on.",
+                |c| c.failed_batches.load(Relaxed).to_string(),
+            ),
+            (
+                "runnel_transform_dead_letters_total",
+                "counter",
+                "Records a transform sent to its dead-letter topic.",
+                |c| c.dead_letters.load(Relaxed).to_string(),
+            ),
+            (
+                "runnel_transform_batches_total",
+                "counter",
+                "Batches a transform's plugin ran on.",
+                |c| c.batches.load(Relaxed).to_string(),
+            ),
+            (
+                "runnel_transform_seconds_total",
+                "counter",
+                "Time a transform's plugin took over its batches.",
+                |c| (c.apply_us.load(Relaxed) as f64 / 1e6).to_string(),
+            ),
+        ];
+        let label = |name: &str| name.replace('\\', "\\\\").replace('"', "\\\"");
+        let mut out = String::new();
+        for (metric, kind, help, value) in rows {
+            let _ = write!(out, "# HELP {metric} {help}\n# TYPE {metric} {kind}\n");
+            for (name, c) in &all {
+                let _ = writeln!(
+                    out,
+                    "{metric}{{transform=\"{}\"}} {}",
+                    label(name),
+                    value(c)
+                );
+            }
+        }
+        let metric = "runnel_transform_running";
+        let _ = write!(
+            out,
+            "# HELP {metric} 1 for a transform running on this broker.\n# TYPE {metric} gauge\n"
+        );
+        for name in &running {
+            let _ = writeln!(out, "{metric}{{transform=\"{}\"}} 1", label(name));
+        }
+        out
     }
 
     /// Names of running transforms (for tests and tools).
