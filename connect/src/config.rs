@@ -679,3 +679,7 @@ mod tests {
         assert_eq!(near_miss("xy", ["x"]), None);
     }
 }
+
+#[cfg(test)]
+#[path = "docs_tests.rs"]
+mod docs;
