@@ -70,9 +70,10 @@ async fn serve(
 }
 
 /// Stops the worker's tasks (committing what they did) within 30 s, then
-/// drops its clients on a thread of their own: closing a Kafka client
-/// waits for its broker, and a broker that is gone must not keep the
-/// process from exiting.
+/// drops its clients on a thread of their own and waits up to 10 s for
+/// that: closing a Kafka client waits for its broker, and a broker that
+/// is gone must not keep the process from exiting, while a broker in this
+/// process must outlive its clients (or they report it down as it stops).
 pub(crate) async fn close(worker: std::sync::Arc<Worker>) {
     if tokio::time::timeout(Duration::from_secs(30), worker.shutdown())
         .await
@@ -80,7 +81,12 @@ pub(crate) async fn close(worker: std::sync::Arc<Worker>) {
     {
         tracing::warn!("connect worker: tasks did not stop within 30 s; leaving them");
     }
-    std::thread::spawn(move || drop(worker));
+    let (dropped, done) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        drop(worker);
+        let _ = dropped.send(());
+    });
+    let _ = tokio::time::timeout(Duration::from_secs(10), done).await;
 }
 
 fn worker_config(bootstrap: String, listener: &tokio::net::TcpListener) -> WorkerConfig {

@@ -320,3 +320,75 @@ fn two_brokers_cannot_share_a_data_directory() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another runnel process"));
 }
+
+/// A broker's log at the default level, written to a file: no colour
+/// escapes, a first start that fits on a screen, and Ctrl-C (SIGINT)
+/// ending it (the registry and connect worker first) with no ERROR.
+#[test]
+fn the_default_log_is_plain_short_and_quiet_about_routine_events() {
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("broker.log");
+    let port = crate::harness::free_port();
+    let admin = crate::harness::free_port();
+    let (registry, connect) = (crate::harness::free_port(), crate::harness::free_port());
+    let mut child = Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .args(["--kafka-addr", &format!("127.0.0.1:{port}")])
+        .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
+        .args(["--registry-addr", &format!("127.0.0.1:{registry}")])
+        .args(["--connect-addr", &format!("127.0.0.1:{connect}")])
+        .env_remove("RUNNEL_LOG")
+        .env_remove("NO_COLOR")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    while !read().contains("connect worker REST API started") {
+        assert!(
+            Instant::now() < deadline,
+            "no start within 30 s:\n{}",
+            read()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: a signal to our own child process by pid.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no exit after SIGINT:\n{}",
+            read()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = read();
+    assert!(status.success(), "{status}:\n{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour escapes in a log file:\n{text}"
+    );
+    let at = |level: &str| text.lines().filter(|l| l.contains(level)).count();
+    assert_eq!(at(" ERROR "), 0, "{text}");
+    assert_eq!(at(" WARN "), 0, "{text}");
+    assert!(
+        text.contains("shutting down") && text.contains("storage flushed"),
+        "{text}"
+    );
+    let lines = text.lines().count();
+    assert!(
+        lines <= 40,
+        "{lines} lines for a first start and stop:\n{text}"
+    );
+}

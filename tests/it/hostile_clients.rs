@@ -517,3 +517,20 @@ async fn a_flood_of_bad_frames_is_counted_in_full_and_logged_a_few_times() {
     let mut client = broker.client().await;
     assert!(client.send(&MetadataRequest::default()).await.is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_is_closed_as_routine_without_a_warning() {
+    let broker = TestBroker::start_alone(&["--connections-max-idle-ms", "1000"]);
+    let _idle = connect_from(GOOD, &broker).await;
+    wait_for_sample(&broker, &closed("idle"), Duration::from_secs(10), |n| {
+        n >= 1.0
+    })
+    .await;
+    let log = broker.log();
+    assert!(log.contains("closing idle connection"), "{log}");
+    assert!(
+        !log.lines()
+            .any(|l| l.contains(" WARN ") && l.contains("idle")),
+        "{log}"
+    );
+}

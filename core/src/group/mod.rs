@@ -308,14 +308,25 @@ impl GroupCoordinator {
                 Ok(Ok(state)) => {
                     let (groups, records) = (state.groups.len(), state.records);
                     if me.finish_load(&owned, state) {
-                        info!(
-                            partition = index,
-                            leader_epoch,
-                            groups,
-                            records,
-                            elapsed_ms = started.elapsed().as_millis() as u64,
-                            "loaded {OFFSETS_TOPIC} partition: coordinating its groups"
-                        );
+                        let elapsed_ms = started.elapsed().as_millis() as u64;
+                        // Fifty empty partitions at a first start are not
+                        // news; a partition with groups (or a slow load) is.
+                        if records > 0 || elapsed_ms >= 1000 {
+                            info!(
+                                partition = index,
+                                leader_epoch,
+                                groups,
+                                records,
+                                elapsed_ms,
+                                "loaded {OFFSETS_TOPIC} partition: coordinating its groups"
+                            );
+                        } else {
+                            tracing::debug!(
+                                partition = index,
+                                leader_epoch,
+                                "loaded empty {OFFSETS_TOPIC} partition: coordinating its groups"
+                            );
+                        }
                     }
                 }
                 Ok(Err(e)) => {
