@@ -193,6 +193,11 @@ pub async fn run(args: ConsumeArgs) -> Result<()> {
             if args.exit_at_end { "true" } else { "false" },
         )
         .set("socket.timeout.ms", "10000")
+        // Small records fill librdkafka's queue after one fetch; it then
+        // waits fetch.queue.backoff.ms (1 s by default) before fetching
+        // again, which left the printing loop idle most of the time.
+        .set("queued.min.messages", "1000000")
+        .set("fetch.queue.backoff.ms", "10")
         .set("log_level", "3");
     match &args.group {
         Some(group) => {
@@ -293,12 +298,15 @@ pub async fn run(args: ConsumeArgs) -> Result<()> {
     let mut count = 0u64;
     // Per partition, the last record written out but not flushed yet:
     // stored for the group's commit once flushed.
-    let mut printed: HashMap<(String, i32), i64> = HashMap::new();
-    let store = |printed: &mut HashMap<(String, i32), i64>| {
-        for ((t, p), next) in printed.drain() {
-            // A partition revoked meanwhile refuses it: its next owner
-            // starts from the last commit, which is all it can do.
-            let _ = consumer.store_offset(&t, p, next);
+    // By topic then partition, so a record's topic is looked up, not copied.
+    let mut printed: HashMap<String, HashMap<i32, i64>> = HashMap::new();
+    let store = |printed: &mut HashMap<String, HashMap<i32, i64>>| {
+        for (t, partitions) in printed.iter_mut() {
+            for (p, next) in partitions.drain() {
+                // A partition revoked meanwhile refuses it: its next owner
+                // starts from the last commit, which is all it can do.
+                let _ = consumer.store_offset(t, p, next);
+            }
         }
     };
     let mut at_end: HashSet<(String, i32)> = HashSet::new();
@@ -311,6 +319,8 @@ pub async fn run(args: ConsumeArgs) -> Result<()> {
     // group's commit, which follows the flushes) is never far behind.
     let mut unflushed = false;
     let mut line = Vec::with_capacity(1024);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     loop {
         let received = tokio::select! {
             m = consumer.recv() => m,
@@ -320,11 +330,13 @@ pub async fn run(args: ConsumeArgs) -> Result<()> {
                 unflushed = false;
                 continue;
             }
-            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut ctrl_c => break,
         };
         match received {
             Ok(m) => {
-                at_end.remove(&(m.topic().to_string(), m.partition()));
+                if !at_end.is_empty() {
+                    at_end.remove(&(m.topic().to_string(), m.partition()));
+                }
                 line.clear();
                 match format {
                     RecordFormat::Text => write_text(&mut line, &m, &args, sep)?,
@@ -345,7 +357,17 @@ pub async fn run(args: ConsumeArgs) -> Result<()> {
                     // Printed first (the output is flushed below or at the
                     // end), then stored for the background commit.
                     // (rdkafka's store_offset commits the offset after it.)
-                    printed.insert((m.topic().to_string(), m.partition()), m.offset());
+                    match printed.get_mut(m.topic()) {
+                        Some(partitions) => {
+                            partitions.insert(m.partition(), m.offset());
+                        }
+                        None => {
+                            printed.insert(
+                                m.topic().to_string(),
+                                HashMap::from([(m.partition(), m.offset())]),
+                            );
+                        }
+                    }
                 }
                 if args.max.is_some_and(|max| count >= max) {
                     break;
