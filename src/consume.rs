@@ -63,8 +63,8 @@ pub struct ConsumeArgs {
     /// expressions (internal topics only by an expression starting with _)
     #[arg(long)]
     pub regex: bool,
-    /// Start at the oldest record (same as -o start)
-    #[arg(short = 'B', long, conflicts_with = "offset")]
+    /// Start at the oldest record (same as -o start; -o wins if both are given)
+    #[arg(short = 'B', long)]
     pub from_beginning: bool,
     /// Read only these partitions (comma-separated or repeated)
     #[arg(short, long = "partition", value_delimiter = ',', value_name = "P")]

@@ -135,9 +135,8 @@ pub enum TopicCommand {
         /// Longest --wait, in milliseconds
         #[arg(long, default_value_t = 600_000, requires = "wait")]
         timeout_ms: u64,
-        /// Print JSON
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        format: FormatArgs,
         #[command(flatten)]
         connect: ConnectArgs,
     },
@@ -290,7 +289,7 @@ pub async fn run(cmd: TopicCommand) -> Result<()> {
             status,
             wait,
             timeout_ms,
-            json,
+            format,
             connect,
         } => {
             crate::reassign::run(crate::reassign::ReassignArgs {
@@ -302,7 +301,7 @@ pub async fn run(cmd: TopicCommand) -> Result<()> {
                 status,
                 wait,
                 timeout_ms,
-                json,
+                format: format.get(),
                 connect,
             })
             .await
