@@ -98,6 +98,7 @@ fn consume_prints_json_records_and_starts_where_rpk_offsets_say() {
         "@RFC 3339"
     );
     assert_eq!(from("end", &[]), Vec::<i64>::new());
+    assert_eq!(from("9", &["-B"]), vec![9], "-o wins over -B, as before");
 
     // Pretty-printed: the same records over several lines.
     let pretty = ok(&broker.cli(
