@@ -172,21 +172,25 @@ fn read_line<R: BufRead>(r: &mut R, key_sep: Option<&str>) -> Result<Option<Inpu
     Ok(Some(record))
 }
 
-/// Whether `topic` exists, asked without creating it.
-async fn topic_exists(bootstrap: &str, topic: &str) -> Result<bool> {
+/// Whether `topic` exists, asked without creating it; `None` when the
+/// protocol client cannot ask (a listener that wants TLS or SASL, which
+/// only librdkafka speaks here).
+async fn topic_exists(bootstrap: &str, topic: &str) -> Option<bool> {
     let mut client = runnel_core::client::Client::connect(bootstrap, "runnel-cli")
         .await
-        .with_context(|| format!("cannot reach a broker at {bootstrap}"))?;
+        .ok()?;
     let mut request = MetadataRequest::default();
     let mut t = MetadataRequestTopic::default();
     t.name = Some(TopicName(StrBytes::from_string(topic.to_string())));
     request.topics = Some(vec![t]);
     request.allow_auto_topic_creation = false;
-    let response = client.send(&request).await?;
-    Ok(response
-        .topics
-        .first()
-        .is_some_and(|t| t.error_code != ResponseError::UnknownTopicOrPartition.code()))
+    let response = client.send(&request).await.ok()?;
+    Some(
+        response
+            .topics
+            .first()
+            .is_some_and(|t| t.error_code != ResponseError::UnknownTopicOrPartition.code()),
+    )
 }
 
 /// Makes sure `topic` can be written: when it does not exist, asks for it
@@ -197,8 +201,10 @@ async fn ensure_topic(
     bootstrap: &str,
     topic: &str,
 ) -> Result<()> {
-    if topic_exists(bootstrap, topic).await? {
-        return Ok(());
+    match topic_exists(bootstrap, topic).await {
+        // Exists, or cannot be told without librdkafka: produce as usual.
+        Some(true) | None => return Ok(()),
+        Some(false) => {}
     }
     let metadata = producer
         .client()
@@ -208,7 +214,7 @@ async fn ensure_topic(
         .topics()
         .iter()
         .any(|t| t.name() == topic && t.error().is_none());
-    if !created && !topic_exists(bootstrap, topic).await? {
+    if !created && topic_exists(bootstrap, topic).await != Some(true) {
         bail!(
             "topic '{topic}' does not exist and the broker does not create topics on use; \
              create it with `runnel topic create {topic}`"
