@@ -327,6 +327,61 @@ fn produce_encodes_json_as_avro_and_consume_decodes_it_through_the_registry() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn use_schema_registry_decodes_the_key_the_value_or_both() {
+    let broker = TestBroker::start();
+    let key_id = tokio::task::block_in_place(|| {
+        ok(&broker.cli(
+            &["schema", "register", "pairs-key", "-"],
+            Some("\"string\""),
+        ));
+        json(&ok(&broker.cli(
+            &["schema", "get", "pairs-key", "--format", "json"],
+            None,
+        )))["id"]
+            .as_i64()
+            .unwrap()
+    });
+    // An Avro string "k" (length 1 zigzag-encoded as 2, then the byte),
+    // framed with magic byte 0 and the schema id.
+    let mut key = vec![0u8];
+    key.extend_from_slice(&(key_id as i32).to_be_bytes());
+    key.extend_from_slice(&[2, b'k']);
+    broker
+        .producer(&[])
+        .send(
+            FutureRecord::to("pairs").key(&key[..]).payload("plain"),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    tokio::task::block_in_place(|| {
+        let read = |part: &str| {
+            json_docs(&ok(&broker.cli(
+                &[
+                    "consume",
+                    "pairs",
+                    "-B",
+                    "-e",
+                    &format!("--use-schema-registry={part}"),
+                ],
+                None,
+            )))
+            .remove(0)
+        };
+        let k = read("key");
+        assert_eq!(k["key"], "k");
+        assert_eq!(k["key_schema_id"], key_id);
+        assert_eq!(
+            k["value"], "plain",
+            "a value not in the wire format stays as it is"
+        );
+        let v = read("value");
+        assert!(v.get("key_schema_id").is_none(), "{v}");
+        assert_eq!(read("both")["key"], "k");
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_and_describe_commands_print_json_and_yaml() {
     let broker = TestBroker::start();
     tokio::task::block_in_place(|| {
