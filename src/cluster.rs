@@ -32,9 +32,9 @@ pub enum ClusterCommand {
     /// Exits non-zero if no bootstrap broker answers or a broker of the
     /// cluster is not live.
     Status {
-        /// Print JSON (every topic, internal ones included) instead of tables
-        #[arg(long)]
-        json: bool,
+        /// JSON and YAML list every topic, internal ones included
+        #[command(flatten)]
+        format: crate::output::FormatArgs,
         /// List only the partitions that need attention: under-replicated
         /// (fewer in-sync replicas than replicas) or without a leader
         #[arg(long)]
@@ -46,6 +46,26 @@ pub enum ClusterCommand {
         #[command(flatten)]
         connect: ConnectArgs,
     },
+    /// The cluster id, the controller and the brokers
+    Info {
+        #[command(flatten)]
+        format: crate::output::FormatArgs,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Whether the cluster is healthy: every broker answers, every
+    /// partition has a leader and its full in-sync replica set. Exits
+    /// non-zero when it is not
+    Health {
+        #[command(flatten)]
+        format: crate::output::FormatArgs,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Show or change broker configs (DescribeConfigs,
+    /// IncrementalAlterConfigs)
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Elect the preferred leader (the first replica) of every partition
     /// where it is live and in sync, and print which leaders moved. Exits
     /// non-zero if a partition's preferred leader cannot lead now
@@ -53,9 +73,35 @@ pub enum ClusterCommand {
         /// Only this topic's partitions
         #[arg(long)]
         topic: Option<String>,
-        /// Print JSON instead of lines
+        #[command(flatten)]
+        format: crate::output::FormatArgs,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Print a broker's configs (all, or one KEY) and where each value
+    /// comes from
+    Get {
+        key: Option<String>,
+        /// The broker to ask [default: the first that answers]
         #[arg(long)]
-        json: bool,
+        broker: Option<i32>,
+        #[command(flatten)]
+        format: crate::output::FormatArgs,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Set dynamic broker configs, for the whole cluster or one --broker;
+    /// an empty value (KEY=) removes the setting
+    Set {
+        #[arg(value_name = "KEY=VALUE", required = true)]
+        pairs: Vec<String>,
+        /// Only this broker [default: the cluster-wide default]
+        #[arg(long)]
+        broker: Option<i32>,
         #[command(flatten)]
         connect: ConnectArgs,
     },
@@ -63,8 +109,21 @@ pub enum ClusterCommand {
 
 pub async fn run(cmd: ClusterCommand) -> Result<()> {
     match cmd {
+        ClusterCommand::Info { format, connect } => info(&connect.bootstrap, &format).await,
+        ClusterCommand::Health { format, connect } => health(&connect.bootstrap, &format).await,
+        ClusterCommand::Config(ConfigCommand::Get {
+            key,
+            broker,
+            format,
+            connect,
+        }) => config_get(&connect.bootstrap, key.as_deref(), broker, &format).await,
+        ClusterCommand::Config(ConfigCommand::Set {
+            pairs,
+            broker,
+            connect,
+        }) => config_set(&connect.bootstrap, &pairs, broker).await,
         ClusterCommand::Status {
-            json,
+            format,
             under_replicated,
             internal,
             connect,
@@ -75,11 +134,9 @@ pub async fn run(cmd: ClusterCommand) -> Result<()> {
             if under_replicated {
                 status.keep_partitions_needing_attention();
             }
-            if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
-            } else {
-                print!("{}", status.render(internal || under_replicated));
-            }
+            crate::output::emit(format.get(), &status, || {
+                status.render(internal || under_replicated)
+            })?;
             match status.brokers.iter().find(|b| !b.live) {
                 Some(b) => bail!(
                     "broker {} {} is not live: {}",
@@ -92,10 +149,355 @@ pub async fn run(cmd: ClusterCommand) -> Result<()> {
         }
         ClusterCommand::Rebalance {
             topic,
-            json,
+            format,
             connect,
-        } => rebalance(&connect.bootstrap, topic.as_deref(), json).await,
+        } => rebalance(&connect.bootstrap, topic.as_deref(), format.get()).await,
     }
+}
+
+#[derive(Serialize)]
+struct Info {
+    cluster_id: Option<String>,
+    controller_id: i32,
+    brokers: Vec<InfoBroker>,
+}
+
+#[derive(Serialize)]
+struct InfoBroker {
+    id: i32,
+    address: String,
+    rack: Option<String>,
+    controller: bool,
+}
+
+/// `cluster info`: one Metadata request.
+async fn info(bootstrap: &str, format: &crate::output::FormatArgs) -> Result<()> {
+    let (_, response) = fetch_metadata(bootstrap).await?;
+    let controller_id = response.controller_id.0;
+    let mut brokers: Vec<InfoBroker> = response
+        .brokers
+        .iter()
+        .map(|b| InfoBroker {
+            id: b.node_id.0,
+            address: join_host_port(&b.host, b.port),
+            rack: b.rack.as_ref().map(|r| r.to_string()),
+            controller: b.node_id.0 == controller_id,
+        })
+        .collect();
+    brokers.sort_by_key(|b| b.id);
+    let info = Info {
+        cluster_id: response.cluster_id.as_ref().map(|s| s.to_string()),
+        controller_id,
+        brokers,
+    };
+    crate::output::emit(format.get(), &info, || {
+        let mut out = format!(
+            "cluster:     {}\ncontroller:  {}\n\n",
+            info.cluster_id.as_deref().unwrap_or("(unknown)"),
+            if info.controller_id < 0 {
+                "none".to_string()
+            } else {
+                info.controller_id.to_string()
+            }
+        );
+        let mut rows = vec![["ID", "ADDRESS", "RACK", "CONTROLLER"]
+            .map(String::from)
+            .to_vec()];
+        for b in &info.brokers {
+            rows.push(vec![
+                b.id.to_string(),
+                b.address.clone(),
+                b.rack.clone().unwrap_or_else(|| "-".into()),
+                if b.controller { "yes" } else { "" }.to_string(),
+            ]);
+        }
+        out.push_str(&crate::output::table(&rows));
+        out
+    })
+}
+
+#[derive(Serialize, Debug, PartialEq)]
+pub struct Health {
+    pub healthy: bool,
+    pub cluster_id: Option<String>,
+    pub controller_id: i32,
+    /// Brokers that do not answer, or that replicas name but the metadata
+    /// does not list as live.
+    pub down_brokers: Vec<i32>,
+    /// topic/partition of the partitions without a leader.
+    pub leaderless_partitions: Vec<String>,
+    /// topic/partition of the partitions with fewer in-sync replicas than
+    /// replicas.
+    pub under_replicated_partitions: Vec<String>,
+}
+
+impl Health {
+    pub fn of(status: &Status) -> Health {
+        let named = |pick: fn(&PartitionStatus) -> bool| -> Vec<String> {
+            status
+                .topics
+                .iter()
+                .flat_map(|t| {
+                    t.partitions
+                        .iter()
+                        .filter(move |p| pick(p))
+                        .map(move |p| format!("{}/{}", t.name, p.partition))
+                })
+                .collect()
+        };
+        let down_brokers: Vec<i32> = status
+            .brokers
+            .iter()
+            .filter(|b| !b.live)
+            .map(|b| b.id)
+            .collect();
+        let leaderless_partitions = named(|p| p.without_leader);
+        let under_replicated_partitions = named(|p| p.under_replicated);
+        Health {
+            healthy: down_brokers.is_empty()
+                && leaderless_partitions.is_empty()
+                && under_replicated_partitions.is_empty()
+                && status.controller_id >= 0,
+            cluster_id: status.cluster_id.clone(),
+            controller_id: status.controller_id,
+            down_brokers,
+            leaderless_partitions,
+            under_replicated_partitions,
+        }
+    }
+}
+
+/// `cluster health`: `cluster status`'s view, reduced to what is wrong.
+async fn health(bootstrap: &str, format: &crate::output::FormatArgs) -> Result<()> {
+    let (addr, response) = fetch_metadata(bootstrap).await?;
+    let reachable = probe_brokers(&response).await;
+    let status = Status::from_metadata(&response, &reachable, addr);
+    let health = Health::of(&status);
+    crate::output::emit(format.get(), &health, || {
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.join(" ")
+            }
+        };
+        let mut out = format!(
+            "healthy:                      {}\n",
+            if health.healthy {
+                "yes".to_string()
+            } else {
+                crate::output::alert("no")
+            }
+        );
+        out.push_str(&format!(
+            "controller:                   {}\n",
+            if health.controller_id < 0 {
+                "none".to_string()
+            } else {
+                health.controller_id.to_string()
+            }
+        ));
+        out.push_str(&format!(
+            "down brokers:                 {}\n",
+            list(
+                &health
+                    .down_brokers
+                    .iter()
+                    .map(i32::to_string)
+                    .collect::<Vec<_>>()
+            )
+        ));
+        out.push_str(&format!(
+            "leaderless partitions:        {}\n",
+            list(&health.leaderless_partitions)
+        ));
+        out.push_str(&format!(
+            "under-replicated partitions:  {}\n",
+            list(&health.under_replicated_partitions)
+        ));
+        out
+    })?;
+    if !health.healthy {
+        bail!(
+            "the cluster is not healthy: {} broker(s) down, {} partition(s) without a leader, {} under-replicated",
+            health.down_brokers.len(),
+            health.leaderless_partitions.len(),
+            health.under_replicated_partitions.len()
+        );
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct BrokerConfig {
+    name: String,
+    value: Option<String>,
+    source: &'static str,
+    read_only: bool,
+    sensitive: bool,
+}
+
+fn config_source(source: i8) -> &'static str {
+    match source {
+        1 => "topic",
+        2 => "dynamic broker",
+        3 => "dynamic cluster default",
+        4 => "static broker",
+        5 => "default",
+        6 => "dynamic broker logger",
+        8 => "group",
+        _ => "unknown",
+    }
+}
+
+/// The broker to ask: `broker`, else the one that answered.
+async fn broker_client(bootstrap: &str, broker: Option<i32>) -> Result<(Client, i32)> {
+    let (addr, response) = fetch_metadata(bootstrap).await?;
+    let (id, addr) = match broker {
+        Some(id) => {
+            let b = response
+                .brokers
+                .iter()
+                .find(|b| b.node_id.0 == id)
+                .with_context(|| format!("broker {id} is not in the cluster's metadata"))?;
+            (id, join_host_port(&b.host, b.port))
+        }
+        None => {
+            let id = response
+                .brokers
+                .iter()
+                .find(|b| join_host_port(&b.host, b.port) == addr)
+                .or(response.brokers.first())
+                .map(|b| b.node_id.0)
+                .context("the metadata names no broker")?;
+            (id, addr)
+        }
+    };
+    let mut client = Client::connect(&addr, "runnel-cli")
+        .await
+        .with_context(|| format!("cannot reach broker {id} at {addr}"))?;
+    client.set_timeout(REQUEST_TIMEOUT);
+    Ok((client, id))
+}
+
+async fn config_get(
+    bootstrap: &str,
+    key: Option<&str>,
+    broker: Option<i32>,
+    format: &crate::output::FormatArgs,
+) -> Result<()> {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::DescribeConfigsRequest;
+    use kafka_protocol::protocol::StrBytes;
+    let (mut client, id) = broker_client(bootstrap, broker).await?;
+    let mut resource = DescribeConfigsResource::default();
+    resource.resource_type = 4;
+    resource.resource_name = StrBytes::from_string(id.to_string());
+    resource.configuration_keys = key.map(|k| vec![StrBytes::from_string(k.to_string())]);
+    let mut request = DescribeConfigsRequest::default();
+    request.resources = vec![resource];
+    let response = client.send(&request).await?;
+    let result = response
+        .results
+        .first()
+        .context("empty DescribeConfigs response")?;
+    if let Some(e) = error_name(result.error_code) {
+        bail!(
+            "cannot read the configs of broker {id}: {}",
+            result
+                .error_message
+                .as_ref()
+                .filter(|m| !m.is_empty())
+                .map(|m| format!("{m} ({e})"))
+                .unwrap_or(e)
+        );
+    }
+    let mut configs: Vec<BrokerConfig> = result
+        .configs
+        .iter()
+        .map(|c| BrokerConfig {
+            name: c.name.to_string(),
+            value: c.value.as_ref().map(|v| v.to_string()),
+            source: config_source(c.config_source),
+            read_only: c.read_only,
+            sensitive: c.is_sensitive,
+        })
+        .collect();
+    configs.sort_by(|a, b| a.name.cmp(&b.name));
+    if let Some(k) = key {
+        if configs.is_empty() {
+            bail!("broker {id} has no config '{k}'");
+        }
+    }
+    crate::output::emit(format.get(), &configs, || {
+        if let (Some(_), [c]) = (key, configs.as_slice()) {
+            return format!("{}\n", c.value.as_deref().unwrap_or("(null)"));
+        }
+        let mut rows = vec![["KEY", "VALUE", "SOURCE"].map(String::from).to_vec()];
+        for c in &configs {
+            rows.push(vec![
+                c.name.clone(),
+                c.value.clone().unwrap_or_else(|| "(null)".into()),
+                format!(
+                    "{}{}",
+                    c.source,
+                    if c.read_only { ", read-only" } else { "" }
+                ),
+            ]);
+        }
+        crate::output::table(&rows)
+    })
+}
+
+async fn config_set(bootstrap: &str, pairs: &[String], broker: Option<i32>) -> Result<()> {
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    use kafka_protocol::messages::IncrementalAlterConfigsRequest;
+    use kafka_protocol::protocol::StrBytes;
+    let (mut client, _) = broker_client(bootstrap, broker).await?;
+    let mut resource = AlterConfigsResource::default();
+    resource.resource_type = 4;
+    // "" is the cluster-wide default; an id is that broker alone.
+    resource.resource_name =
+        StrBytes::from_string(broker.map(|b| b.to_string()).unwrap_or_default());
+    for pair in pairs {
+        let Some((k, v)) = pair.split_once('=').filter(|(k, _)| !k.trim().is_empty()) else {
+            bail!("'{pair}' is not KEY=VALUE");
+        };
+        let mut c = AlterableConfig::default();
+        c.name = StrBytes::from_string(k.trim().to_string());
+        if v.is_empty() {
+            c.config_operation = 1;
+        } else {
+            c.config_operation = 0;
+            c.value = Some(StrBytes::from_string(v.to_string()));
+        }
+        resource.configs.push(c);
+    }
+    let mut request = IncrementalAlterConfigsRequest::default();
+    request.resources = vec![resource];
+    let response = client.send(&request).await?;
+    let result = response
+        .responses
+        .first()
+        .context("empty IncrementalAlterConfigs response")?;
+    if let Some(e) = error_name(result.error_code) {
+        bail!(
+            "cannot change broker configs: {}",
+            result
+                .error_message
+                .as_ref()
+                .filter(|m| !m.is_empty())
+                .map(|m| format!("{m} ({e})"))
+                .unwrap_or(e)
+        );
+    }
+    let scope = broker
+        .map(|b| format!("broker {b}"))
+        .unwrap_or_else(|| "the cluster".into());
+    println!("updated {} config(s) of {scope}", pairs.len());
+    Ok(())
 }
 
 /// A partition whose leader moved to its preferred replica.
@@ -171,7 +573,11 @@ fn assignments(response: &MetadataResponse) -> BTreeMap<(String, i32), (i32, Vec
 
 /// `runnel cluster rebalance`: one ElectLeaders (preferred) for every
 /// partition (or one topic's), then the leaders before and after.
-async fn rebalance(bootstrap: &str, topic: Option<&str>, json: bool) -> Result<()> {
+async fn rebalance(
+    bootstrap: &str,
+    topic: Option<&str>,
+    format: crate::output::Format,
+) -> Result<()> {
     use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
     use kafka_protocol::messages::{ElectLeadersRequest, TopicName};
     use kafka_protocol::protocol::StrBytes;
@@ -260,11 +666,7 @@ async fn rebalance(bootstrap: &str, topic: Option<&str>, json: bool) -> Result<(
     report
         .not_moved
         .sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report.render());
-    }
+    crate::output::emit(format, &report, || report.render())?;
     if !report.not_moved.is_empty() {
         bail!(
             "{} partition(s) could not be led by their preferred replica",
@@ -838,5 +1240,24 @@ mod tests {
             "3 brokers (1 live); 4 partitions in 2 topics, 1 under-replicated, 1 without a leader"
         ));
         assert!(status().render(true).contains("\n__consumer_offsets  0"));
+    }
+
+    #[test]
+    fn health_lists_down_brokers_leaderless_and_under_replicated_partitions() {
+        let h = Health::of(&status());
+        assert!(!h.healthy);
+        assert_eq!(h.down_brokers, vec![2, 3]);
+        assert_eq!(h.leaderless_partitions, vec!["orders/2".to_string()]);
+        assert_eq!(h.under_replicated_partitions, vec!["orders/1".to_string()]);
+
+        let all_live = BTreeMap::from([(1, true), (2, true)]);
+        let mut healthy = response();
+        healthy.topics = vec![topic(
+            "orders",
+            false,
+            vec![partition(0, 1, &[1, 2], &[1, 2])],
+        )];
+        let h = Health::of(&Status::from_metadata(&healthy, &all_live, "a".into()));
+        assert!(h.healthy, "{h:?}");
     }
 }

@@ -15,6 +15,7 @@ pub struct ConnectArgs {
     #[arg(
         short,
         long,
+        visible_alias = "brokers",
         env = "RUNNEL_BOOTSTRAP",
         default_value = "127.0.0.1:9092"
     )]

@@ -6,20 +6,22 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use clap::Subcommand;
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::{
     ConsumerProtocolAssignment, DeleteGroupsRequest, DescribeGroupsRequest, GroupId,
-    ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
-    OffsetFetchRequest, TopicName,
+    ListGroupsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use kafka_protocol::ResponseError;
 use runnel_core::client::Client;
+use serde::Serialize;
 
+use crate::kafka_client::{list_offsets, resolve_offsets, select_names};
+use crate::offset_spec::OffsetSpec;
+use crate::output::{emit, table, FormatArgs};
 use crate::ConnectArgs;
 
 #[derive(Subcommand, Debug)]
@@ -27,11 +29,41 @@ pub enum GroupCommand {
     /// List consumer groups and their states
     List {
         #[command(flatten)]
+        format: FormatArgs,
+        #[command(flatten)]
         connect: ConnectArgs,
     },
-    /// Show members, assignments, committed offsets and lag
+    /// Show members, assignments (member id, client id and host per
+    /// partition), committed offsets and lag
     Describe {
         group: String,
+        #[command(flatten)]
+        format: FormatArgs,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Move a group's committed offsets (the group must have no members):
+    /// for the topics it has offsets for, or those named
+    Seek {
+        group: String,
+        /// Where to: start, end, N, -N (N before the end), +N (N after the
+        /// start) or @TIME (the first record at or after it: ms since the
+        /// epoch or RFC 3339)
+        #[arg(long, allow_hyphen_values = true, value_name = "OFFSET")]
+        to: OffsetSpec,
+        /// Only these topics, all their partitions (comma-separated)
+        #[arg(
+            long,
+            value_delimiter = ',',
+            value_name = "TOPIC",
+            conflicts_with = "topic"
+        )]
+        topics: Vec<String>,
+        /// Only this partition, TOPIC:PARTITION (repeatable)
+        #[arg(long, value_name = "TOPIC:PARTITION")]
+        topic: Vec<String>,
+        #[command(flatten)]
+        format: FormatArgs,
         #[command(flatten)]
         connect: ConnectArgs,
     },
@@ -62,9 +94,14 @@ pub enum GroupCommand {
         #[command(flatten)]
         connect: ConnectArgs,
     },
-    /// Delete a group with no active members and its committed offsets
+    /// Delete groups with no active members, and their committed offsets
     Delete {
-        group: String,
+        /// Groups to delete (with --regex, expressions a whole id must match)
+        #[arg(required = true, value_name = "GROUP")]
+        groups: Vec<String>,
+        /// Delete every group whose whole id matches one of the expressions
+        #[arg(long)]
+        regex: bool,
         #[command(flatten)]
         connect: ConnectArgs,
     },
@@ -77,9 +114,33 @@ fn error_name(code: i16) -> String {
 }
 
 async fn connect(args: &ConnectArgs) -> Result<Client> {
-    Client::connect(&args.bootstrap, "runnel-cli")
-        .await
-        .with_context(|| format!("cannot reach a broker at {}", args.bootstrap))
+    crate::kafka_client::admin_client(&args.bootstrap).await
+}
+
+#[derive(Serialize)]
+struct ListedGroup {
+    group: String,
+    state: String,
+    protocol_type: String,
+}
+
+/// Every group the broker knows: (id, state, protocol type).
+async fn list_groups(client: &mut Client) -> Result<Vec<ListedGroup>> {
+    let response = client.send(&ListGroupsRequest::default()).await?;
+    if response.error_code != 0 {
+        bail!("cannot list groups: {}", error_name(response.error_code));
+    }
+    let mut groups: Vec<ListedGroup> = response
+        .groups
+        .iter()
+        .map(|g| ListedGroup {
+            group: g.group_id.0.to_string(),
+            state: g.group_state.to_string(),
+            protocol_type: g.protocol_type.to_string(),
+        })
+        .collect();
+    groups.sort_by(|a, b| a.group.cmp(&b.group));
+    Ok(groups)
 }
 
 fn s(v: &str) -> StrBytes {
@@ -157,102 +218,86 @@ async fn committed(client: &mut Client, group: &str) -> Result<BTreeMap<(String,
     Ok(out)
 }
 
-/// ListOffsets for every given partition at `timestamp` (-1 latest, -2 earliest).
-async fn list_offsets(
-    client: &mut Client,
-    partitions: &[(String, i32)],
-    timestamp: i64,
-) -> Result<BTreeMap<(String, i32), i64>> {
-    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-    for (t, p) in partitions {
-        by_topic.entry(t).or_default().push(*p);
-    }
-    let mut request = ListOffsetsRequest::default();
-    request.replica_id = (-1).into();
-    request.topics = by_topic
-        .into_iter()
-        .map(|(t, ps)| {
-            let mut lt = ListOffsetsTopic::default();
-            lt.name = TopicName(s(t));
-            lt.partitions = ps
-                .into_iter()
-                .map(|p| {
-                    let mut lp = ListOffsetsPartition::default();
-                    lp.partition_index = p;
-                    lp.timestamp = timestamp;
-                    lp.current_leader_epoch = -1;
-                    lp
-                })
-                .collect();
-            lt
-        })
-        .collect();
-    let response = client.send(&request).await?;
-    let mut out = BTreeMap::new();
-    for t in response.topics {
-        for p in t.partitions {
-            if p.error_code == 0 {
-                out.insert((t.name.0.to_string(), p.partition_index), p.offset);
-            }
-        }
-    }
-    Ok(out)
-}
-
 pub async fn run(cmd: GroupCommand) -> Result<()> {
     match cmd {
-        GroupCommand::List { connect: c } => {
+        GroupCommand::List { format, connect: c } => {
             let mut client = connect(&c).await?;
-            let response = client.send(&ListGroupsRequest::default()).await?;
-            if response.error_code != 0 {
-                bail!("cannot list groups: {}", error_name(response.error_code));
-            }
-            let mut groups: Vec<_> = response
-                .groups
-                .iter()
-                .map(|g| {
-                    (
-                        g.group_id.0.to_string(),
-                        g.group_state.to_string(),
-                        g.protocol_type.to_string(),
-                    )
-                })
-                .collect();
-            groups.sort();
-            if groups.is_empty() {
+            let groups = list_groups(&mut client).await?;
+            if groups.is_empty() && format.get() == crate::output::Format::Text {
                 eprintln!("no groups");
             }
-            for (id, state, ptype) in groups {
-                let ptype = if ptype.is_empty() {
-                    "-".to_string()
-                } else {
-                    ptype
-                };
-                println!("{id}\t{state}\t{ptype}");
-            }
-            Ok(())
+            emit(format.get(), &groups, || {
+                groups
+                    .iter()
+                    .map(|g| {
+                        let ptype = if g.protocol_type.is_empty() {
+                            "-"
+                        } else {
+                            &g.protocol_type
+                        };
+                        format!("{}\t{}\t{ptype}\n", g.group, g.state)
+                    })
+                    .collect()
+            })
         }
-        GroupCommand::Describe { group, connect: c } => describe(&c, &group).await,
-        GroupCommand::Delete { group, connect: c } => {
+        GroupCommand::Describe {
+            group,
+            format,
+            connect: c,
+        } => describe(&c, &group, &format).await,
+        GroupCommand::Seek {
+            group,
+            to,
+            topics,
+            topic,
+            format,
+            connect: c,
+        } => seek(&c, &group, to, &topics, &topic, &format).await,
+        GroupCommand::Delete {
+            groups,
+            regex,
+            connect: c,
+        } => {
             let mut client = connect(&c).await?;
+            let groups = if regex {
+                let all: Vec<String> = list_groups(&mut client)
+                    .await?
+                    .into_iter()
+                    .map(|g| g.group)
+                    .collect();
+                select_names(&groups, true, &all, "group")?
+            } else {
+                select_names(&groups, false, &[], "group")?
+            };
             let mut request = DeleteGroupsRequest::default();
-            request.groups_names = vec![GroupId(s(&group))];
+            request.groups_names = groups.iter().map(|g| GroupId(s(g))).collect();
             let response = client.send(&request).await?;
-            let code = response
-                .results
-                .first()
-                .map(|r| r.error_code)
-                .context("empty DeleteGroups response")?;
-            match ResponseError::try_from_code(code) {
-                None => {
-                    println!("deleted group {group}");
-                    Ok(())
+            let mut failed = Vec::new();
+            for group in &groups {
+                let Some(code) = response
+                    .results
+                    .iter()
+                    .find(|r| r.group_id.0.as_str() == group)
+                    .map(|r| r.error_code)
+                else {
+                    failed.push(format!("group '{group}': no answer"));
+                    continue;
+                };
+                match ResponseError::try_from_code(code) {
+                    None => println!("deleted group {group}"),
+                    Some(ResponseError::NonEmptyGroup) => failed.push(format!(
+                        "group '{group}' has active members; stop them first"
+                    )),
+                    Some(ResponseError::GroupIdNotFound) => {
+                        failed.push(format!("group '{group}' does not exist"))
+                    }
+                    Some(e) => failed.push(format!("cannot delete group '{group}': {e}")),
                 }
-                Some(ResponseError::NonEmptyGroup) => {
-                    bail!("group '{group}' has active members; stop them first")
-                }
-                Some(ResponseError::GroupIdNotFound) => bail!("group '{group}' does not exist"),
-                Some(e) => bail!("cannot delete group '{group}': {e}"),
+            }
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                bail!("{}", failed.join("; "))
             }
         }
         GroupCommand::ResetOffsets {
@@ -353,14 +398,52 @@ pub async fn run(cmd: GroupCommand) -> Result<()> {
     }
 }
 
-async fn describe(c: &ConnectArgs, group: &str) -> Result<()> {
-    let mut client = connect(c).await?;
+#[derive(Serialize)]
+struct GroupDescription {
+    group: String,
+    state: String,
+    protocol_type: String,
+    protocol: String,
+    members: Vec<Member>,
+    partitions: Vec<PartitionLag>,
+    /// Sum of the partitions' lag.
+    total_lag: i64,
+}
+
+#[derive(Serialize, Clone)]
+struct Member {
+    member_id: String,
+    client_id: String,
+    host: String,
+    instance_id: Option<String>,
+    partitions: usize,
+}
+
+#[derive(Serialize)]
+struct PartitionLag {
+    topic: String,
+    partition: i32,
+    /// None: no offset committed.
+    committed: Option<i64>,
+    log_end: Option<i64>,
+    lag: Option<i64>,
+    member_id: Option<String>,
+    client_id: Option<String>,
+    host: Option<String>,
+}
+
+/// A group's state and members (DescribeGroups); `None` if it does not exist.
+async fn group_state(
+    client: &mut Client,
+    group: &str,
+) -> Result<kafka_protocol::messages::describe_groups_response::DescribedGroup> {
     let mut request = DescribeGroupsRequest::default();
     request.groups = vec![GroupId(s(group))];
     let response = client.send(&request).await?;
     let g = response
         .groups
-        .first()
+        .into_iter()
+        .next()
         .context("empty DescribeGroups response")?;
     if g.error_code != 0 && g.error_code != ResponseError::GroupIdNotFound.code() {
         bail!(
@@ -368,35 +451,31 @@ async fn describe(c: &ConnectArgs, group: &str) -> Result<()> {
             error_name(g.error_code)
         );
     }
+    Ok(g)
+}
+
+async fn describe(c: &ConnectArgs, group: &str, format: &FormatArgs) -> Result<()> {
+    let mut client = connect(c).await?;
+    let g = group_state(&mut client, group).await?;
     let committed = committed(&mut client, group).await?;
     if g.group_state.as_str() == "Dead" && committed.is_empty() {
         bail!("group '{group}' does not exist");
     }
-    println!("group:     {group}");
-    println!("state:     {}", g.group_state.as_str());
-    println!(
-        "protocol:  {} {}",
-        g.protocol_type.as_str(),
-        g.protocol_data.as_str()
-    );
-    println!("members:   {}", g.members.len());
-    let mut owner: BTreeMap<(String, i32), String> = BTreeMap::new();
+    let mut members = Vec::new();
+    let mut owner: BTreeMap<(String, i32), Member> = BTreeMap::new();
     for m in &g.members {
         let assigned = decode_assignment(&m.member_assignment);
-        println!(
-            "  {}  client {}  host {}{}  ({} partitions)",
-            m.member_id.as_str(),
-            m.client_id.as_str(),
-            m.client_host.as_str(),
-            m.group_instance_id
-                .as_ref()
-                .map(|i| format!("  instance {i}"))
-                .unwrap_or_default(),
-            assigned.len()
-        );
+        let member = Member {
+            member_id: m.member_id.to_string(),
+            client_id: m.client_id.to_string(),
+            host: m.client_host.to_string(),
+            instance_id: m.group_instance_id.as_ref().map(|i| i.to_string()),
+            partitions: assigned.len(),
+        };
         for tp in assigned {
-            owner.insert(tp, m.client_id.to_string());
+            owner.insert(tp, member.clone());
         }
+        members.push(member);
     }
     let mut partitions: Vec<(String, i32)> = committed.keys().cloned().collect();
     for tp in owner.keys() {
@@ -406,27 +485,226 @@ async fn describe(c: &ConnectArgs, group: &str) -> Result<()> {
     }
     partitions.sort();
     let ends = list_offsets(&mut client, &partitions, -1).await?;
-    println!();
-    println!(
-        "{:<30} {:>9} {:>12} {:>12} {:>8}  member",
-        "topic", "partition", "committed", "log end", "lag"
-    );
-    for tp in &partitions {
-        let c = committed.get(tp).copied().unwrap_or(-1);
-        let end = ends.get(tp).copied();
-        let lag = match (c, end) {
-            (c, Some(e)) if c >= 0 => (e - c).max(0).to_string(),
-            _ => "-".into(),
-        };
-        println!(
-            "{:<30} {:>9} {:>12} {:>12} {:>8}  {}",
-            tp.0,
-            tp.1,
-            if c >= 0 { c.to_string() } else { "-".into() },
-            end.map(|e| e.to_string()).unwrap_or_else(|| "-".into()),
-            lag,
-            owner.get(tp).map(String::as_str).unwrap_or("-")
+    let lags: Vec<PartitionLag> = partitions
+        .iter()
+        .map(|tp| {
+            let c = committed.get(tp).copied().filter(|c| *c >= 0);
+            let end = ends.get(tp).copied();
+            let m = owner.get(tp);
+            PartitionLag {
+                topic: tp.0.clone(),
+                partition: tp.1,
+                committed: c,
+                log_end: end,
+                lag: match (c, end) {
+                    (Some(c), Some(e)) => Some((e - c).max(0)),
+                    _ => None,
+                },
+                member_id: m.map(|m| m.member_id.clone()),
+                client_id: m.map(|m| m.client_id.clone()),
+                host: m.map(|m| m.host.clone()),
+            }
+        })
+        .collect();
+    let d = GroupDescription {
+        group: group.to_string(),
+        state: g.group_state.to_string(),
+        protocol_type: g.protocol_type.to_string(),
+        protocol: g.protocol_data.to_string(),
+        members,
+        total_lag: lags.iter().filter_map(|l| l.lag).sum(),
+        partitions: lags,
+    };
+    emit(format.get(), &d, || render_description(&d))
+}
+
+fn render_description(d: &GroupDescription) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "group:     {}", d.group);
+    let _ = writeln!(out, "state:     {}", d.state);
+    let _ = writeln!(out, "protocol:  {} {}", d.protocol_type, d.protocol);
+    let _ = writeln!(out, "members:   {}", d.members.len());
+    for m in &d.members {
+        let _ = writeln!(
+            out,
+            "  {}  client {}  host {}{}  ({} partitions)",
+            m.member_id,
+            m.client_id,
+            m.host,
+            m.instance_id
+                .as_ref()
+                .map(|i| format!("  instance {i}"))
+                .unwrap_or_default(),
+            m.partitions
         );
     }
-    Ok(())
+    let _ = writeln!(out, "total lag: {}", d.total_lag);
+    out.push('\n');
+    let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    let mut rows = vec![[
+        "TOPIC",
+        "PARTITION",
+        "COMMITTED",
+        "LOG-END",
+        "LAG",
+        "MEMBER-ID",
+        "CLIENT-ID",
+        "HOST",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for p in &d.partitions {
+        rows.push(vec![
+            p.topic.clone(),
+            p.partition.to_string(),
+            dash(p.committed.map(|c| c.to_string())),
+            dash(p.log_end.map(|c| c.to_string())),
+            dash(p.lag.map(|c| c.to_string())),
+            dash(p.member_id.clone()),
+            dash(p.client_id.clone()),
+            dash(p.host.clone()),
+        ]);
+    }
+    out.push_str(&table(&rows));
+    out
+}
+
+#[derive(Serialize)]
+struct Sought {
+    topic: String,
+    partition: i32,
+    /// The committed offset before, if any.
+    from: Option<i64>,
+    to: i64,
+}
+
+/// `group seek`: OffsetCommit of where `to` points, for a group without
+/// members.
+async fn seek(
+    c: &ConnectArgs,
+    group: &str,
+    to: OffsetSpec,
+    topics: &[String],
+    topic_partitions: &[String],
+    format: &FormatArgs,
+) -> Result<()> {
+    let mut client = connect(c).await?;
+    let g = group_state(&mut client, group).await?;
+    if !g.members.is_empty() {
+        bail!(
+            "group '{group}' has {} active member(s) (state {}); stop its consumers before seeking",
+            g.members.len(),
+            g.group_state.as_str()
+        );
+    }
+    let current = committed(&mut client, group).await?;
+    let metadata = crate::kafka_client::cluster_metadata(&mut client).await?;
+    let partitions_of = |name: &str| -> Result<Vec<i32>> {
+        let t = metadata
+            .topics
+            .iter()
+            .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == name))
+            .with_context(|| format!("topic '{name}' does not exist"))?;
+        if t.error_code != 0 {
+            bail!("topic '{name}': {}", error_name(t.error_code));
+        }
+        Ok(t.partitions.iter().map(|p| p.partition_index).collect())
+    };
+    let mut partitions: Vec<(String, i32)> = Vec::new();
+    if !topic_partitions.is_empty() {
+        for tp in topic_partitions {
+            let Some((t, p)) = tp
+                .rsplit_once(':')
+                .and_then(|(t, p)| Some((t, p.parse::<i32>().ok()?)))
+            else {
+                bail!("--topic '{tp}' is not TOPIC:PARTITION");
+            };
+            if !partitions_of(t)?.contains(&p) {
+                bail!("topic '{t}' has no partition {p}");
+            }
+            partitions.push((t.to_string(), p));
+        }
+    } else if !topics.is_empty() {
+        for t in topics {
+            for p in partitions_of(t)? {
+                partitions.push((t.clone(), p));
+            }
+        }
+    } else {
+        let named: std::collections::BTreeSet<&str> =
+            current.keys().map(|(t, _)| t.as_str()).collect();
+        if named.is_empty() {
+            bail!("group '{group}' has no committed offsets; name the topics with --topics");
+        }
+        for t in named {
+            for p in partitions_of(t)? {
+                partitions.push((t.to_string(), p));
+            }
+        }
+    }
+    partitions.sort();
+    partitions.dedup();
+    let targets = resolve_offsets(&mut client, &partitions, to).await?;
+    let mut by_topic: BTreeMap<&str, Vec<(i32, i64)>> = BTreeMap::new();
+    for ((t, p), o) in &targets {
+        by_topic.entry(t).or_default().push((*p, *o));
+    }
+    let mut commit = OffsetCommitRequest::default();
+    commit.group_id = GroupId(s(group));
+    commit.generation_id_or_member_epoch = -1;
+    commit.retention_time_ms = -1;
+    commit.topics = by_topic
+        .iter()
+        .map(|(t, ps)| {
+            let mut ct = OffsetCommitRequestTopic::default();
+            ct.name = TopicName(s(t));
+            ct.partitions = ps
+                .iter()
+                .map(|(p, o)| {
+                    let mut cp = OffsetCommitRequestPartition::default();
+                    cp.partition_index = *p;
+                    cp.committed_offset = *o;
+                    cp.committed_leader_epoch = -1;
+                    cp
+                })
+                .collect();
+            ct
+        })
+        .collect();
+    let response = client.send(&commit).await?;
+    for t in &response.topics {
+        for p in &t.partitions {
+            match ResponseError::try_from_code(p.error_code) {
+                None => {}
+                Some(ResponseError::UnknownMemberId) => {
+                    bail!("group '{group}' has active members; stop its consumers before seeking")
+                }
+                Some(e) => bail!("cannot commit {}/{}: {e}", t.name.0, p.partition_index),
+            }
+        }
+    }
+    let moved: Vec<Sought> = targets
+        .iter()
+        .map(|((t, p), o)| Sought {
+            topic: t.clone(),
+            partition: *p,
+            from: current.get(&(t.clone(), *p)).copied().filter(|c| *c >= 0),
+            to: *o,
+        })
+        .collect();
+    emit(format.get(), &moved, || {
+        let mut rows = vec![["TOPIC", "PARTITION", "FROM", "TO"]
+            .map(String::from)
+            .to_vec()];
+        for m in &moved {
+            rows.push(vec![
+                m.topic.clone(),
+                m.partition.to_string(),
+                m.from.map(|f| f.to_string()).unwrap_or_else(|| "-".into()),
+                m.to.to_string(),
+            ]);
+        }
+        table(&rows)
+    })
 }

@@ -1,5 +1,9 @@
 //! librdkafka settings shared by the CLI's client commands.
 
+use std::collections::BTreeMap;
+
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::{ListOffsetsRequest, TopicName};
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::ConsumerContext;
@@ -38,4 +42,115 @@ pub fn apply_properties(
         }
     }
     Ok(())
+}
+
+/// A Kafka protocol connection for admin commands: to the first broker of
+/// `bootstrap` (host:port[,host:port...]) that answers.
+pub async fn admin_client(bootstrap: &str) -> anyhow::Result<runnel_core::client::Client> {
+    use anyhow::Context;
+    runnel_core::client::Client::connect(bootstrap, "runnel-cli")
+        .await
+        .with_context(|| format!("cannot reach a broker at {bootstrap}"))
+}
+
+/// The whole cluster's metadata (every topic; none created).
+pub async fn cluster_metadata(
+    client: &mut runnel_core::client::Client,
+) -> anyhow::Result<kafka_protocol::messages::MetadataResponse> {
+    let mut request = kafka_protocol::messages::MetadataRequest::default();
+    request.topics = None;
+    request.allow_auto_topic_creation = false;
+    Ok(client.send(&request).await?)
+}
+
+/// A Kafka error code's name (`None` for 0).
+pub fn error_name(code: i16) -> Option<String> {
+    (code != 0).then(
+        || match kafka_protocol::ResponseError::try_from_code(code) {
+            Some(e) => e.to_string(),
+            None => format!("error {code}"),
+        },
+    )
+}
+
+/// ListOffsets for every given partition at `timestamp` (-1 latest, -2 earliest).
+pub async fn list_offsets(
+    client: &mut runnel_core::client::Client,
+    partitions: &[(String, i32)],
+    timestamp: i64,
+) -> anyhow::Result<BTreeMap<(String, i32), i64>> {
+    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for (t, p) in partitions {
+        by_topic.entry(t).or_default().push(*p);
+    }
+    let mut request = ListOffsetsRequest::default();
+    request.replica_id = (-1).into();
+    request.topics = by_topic
+        .into_iter()
+        .map(|(t, ps)| {
+            let mut lt = ListOffsetsTopic::default();
+            lt.name = TopicName(kafka_protocol::protocol::StrBytes::from_string(
+                t.to_string(),
+            ));
+            lt.partitions = ps
+                .into_iter()
+                .map(|p| {
+                    let mut lp = ListOffsetsPartition::default();
+                    lp.partition_index = p;
+                    lp.timestamp = timestamp;
+                    lp.current_leader_epoch = -1;
+                    lp
+                })
+                .collect();
+            lt
+        })
+        .collect();
+    let response = client.send(&request).await?;
+    let mut out = BTreeMap::new();
+    for t in response.topics {
+        for p in t.partitions {
+            if p.error_code == 0 {
+                out.insert((t.name.0.to_string(), p.partition_index), p.offset);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Where `spec` points in each of `partitions` (ListOffsets for the log
+/// start and end, and by time for `@TIME`).
+pub async fn resolve_offsets(
+    client: &mut runnel_core::client::Client,
+    partitions: &[(String, i32)],
+    spec: crate::offset_spec::OffsetSpec,
+) -> anyhow::Result<BTreeMap<(String, i32), i64>> {
+    let earliest = list_offsets(client, partitions, -2).await?;
+    let latest = list_offsets(client, partitions, -1).await?;
+    let by_time = match spec {
+        crate::offset_spec::OffsetSpec::Timestamp(ts) => {
+            Some(list_offsets(client, partitions, ts).await?)
+        }
+        _ => None,
+    };
+    let mut out = BTreeMap::new();
+    for tp in partitions {
+        let (Some(low), Some(high)) = (earliest.get(tp), latest.get(tp)) else {
+            anyhow::bail!("cannot read the offsets of {}/{}", tp.0, tp.1);
+        };
+        let found = by_time.as_ref().and_then(|m| m.get(tp).copied());
+        out.insert(tp.clone(), spec.resolve(*low, *high, found));
+    }
+    Ok(out)
+}
+
+/// The names among `all` that `names` select: the names themselves (each
+/// must exist), or with `regex` those whose whole name matches one of
+/// them (internal ones only by a pattern starting with `_`).
+pub fn select_names(
+    names: &[String],
+    regex: bool,
+    all: &[String],
+    what: &str,
+) -> anyhow::Result<Vec<String>> {
+    crate::consume::select_topics(names, regex, all, what)
 }

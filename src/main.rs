@@ -11,10 +11,15 @@ mod consume;
 mod dev_cluster;
 mod group;
 mod http;
+mod input_format;
 mod kafka_client;
+mod logdirs;
+mod offset_spec;
+mod output;
 mod pipeline;
 mod plugin;
 mod produce;
+mod profile;
 mod reassign;
 mod registry;
 mod schema;
@@ -75,10 +80,22 @@ enum Command {
     /// List, describe, reset and delete consumer groups
     #[command(subcommand)]
     Group(group::GroupCommand),
-    /// Produce lines from stdin to a topic (one record per line)
+    /// Produce records from stdin (one value per line, or any layout with -f)
     Produce(produce::ProduceArgs),
-    /// Print records of a topic to stdout
+    /// Print records of topics to stdout (one JSON object per record)
     Consume(consume::ConsumeArgs),
+    /// Show the brokers' log directories: bytes per partition and totals
+    #[command(subcommand)]
+    Logdirs(logdirs::LogdirsCommand),
+    /// Show or set the CLI profile (brokers, registry and connect URLs used
+    /// when no flag or env var gives them)
+    #[command(subcommand)]
+    Profile(profile::ProfileCommand),
+    /// Print a shell completion script: runnel completion bash > /etc/bash_completion.d/runnel
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Deploy WASM plugins as broker-side topic transforms
     #[command(subcommand)]
     Transform(transform::TransformCommand),
@@ -114,7 +131,22 @@ fn init_tracing(default_level: &str) {
 }
 
 fn main() -> ExitCode {
+    // The profile gives the flags their defaults, so it comes first.
+    if let Err(e) = profile::load() {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
+    if let Command::Completion { shell } = &cli.command {
+        use clap::CommandFactory;
+        clap_complete::generate(
+            *shell,
+            &mut Cli::command(),
+            "runnel",
+            &mut std::io::stdout(),
+        );
+        return ExitCode::SUCCESS;
+    }
     let server = matches!(
         cli.command,
         Command::Serve(_)
@@ -169,6 +201,9 @@ fn main() -> ExitCode {
             Command::Group(cmd) => group::run(cmd).await,
             Command::Produce(args) => produce::run(args).await,
             Command::Consume(args) => consume::run(args).await,
+            Command::Logdirs(cmd) => logdirs::run(cmd).await,
+            Command::Profile(cmd) => profile::run(cmd),
+            Command::Completion { .. } => Ok(()),
             Command::Plugin(cmd) => plugin::run(cmd).await,
             Command::Transform(cmd) => transform::run(cmd).await,
             Command::Bench(cmd) => bench::run(cmd).await,
@@ -189,12 +224,15 @@ fn main() -> ExitCode {
 /// Options shared by every command that talks to a running broker.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ConnectArgs {
-    /// Broker address (host:port)
+    /// Broker addresses, host:port[,host:port...] (the first that answers
+    /// is used); default from the CLI profile (`runnel profile`)
     #[arg(
         short,
         long,
+        visible_alias = "brokers",
         env = "RUNNEL_BOOTSTRAP",
-        default_value = "127.0.0.1:9092"
+        value_name = "HOST:PORT[,...]",
+        default_value_t = profile::brokers()
     )]
     pub bootstrap: String,
 }

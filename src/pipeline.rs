@@ -22,8 +22,9 @@ pub enum PipelineCommand {
         /// Schema registry with the source topic's schema (`<topic>-value`)
         #[arg(
             long,
+            alias = "registry",
             env = "RUNNEL_REGISTRY_URL",
-            default_value = "http://127.0.0.1:8081"
+            default_value_t = crate::profile::registry_url()
         )]
         registry_url: String,
     },
@@ -38,8 +39,9 @@ pub enum PipelineCommand {
         /// Schema registry for topics with `format: avro`
         #[arg(
             long,
+            alias = "registry",
             env = "RUNNEL_REGISTRY_URL",
-            default_value = "http://127.0.0.1:8081"
+            default_value_t = crate::profile::registry_url()
         )]
         registry_url: String,
         #[command(flatten)]

@@ -57,7 +57,7 @@ pub struct ReassignArgs {
     pub status: bool,
     pub wait: bool,
     pub timeout_ms: u64,
-    pub json: bool,
+    pub format: crate::output::Format,
     pub connect: ConnectArgs,
 }
 
@@ -210,37 +210,35 @@ pub async fn run(args: ReassignArgs) -> Result<()> {
     if args.status {
         let mut client = connect(&args.connect).await?;
         let ongoing = list(&mut client, args.topic.as_deref()).await?;
-        if args.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&serde_json::json!({ "reassignments": ongoing }))?
-            );
-        } else {
-            print!("{}", render_ongoing(&ongoing));
-        }
+        crate::output::emit(
+            args.format,
+            &serde_json::json!({ "reassignments": ongoing }),
+            || render_ongoing(&ongoing),
+        )?;
         return Ok(());
     }
     let moves = moves_from(&args)?;
     let mut client = connect(&args.connect).await?;
     let results = alter(&mut client, &moves).await?;
     let failed = results.iter().filter(|r| r.error.is_some()).count();
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "partitions": results }))?
-        );
-    } else {
-        for r in &results {
-            let name = format!("{}-{}", r.requested.topic, r.requested.partition);
-            match (&r.error, &r.requested.replicas) {
-                (Some(e), _) => println!("{name}: not changed: {e}"),
-                (None, Some(replicas)) => {
-                    println!("{name}: moving to replicas {}", join(replicas))
-                }
-                (None, None) => println!("{name}: move cancelled"),
+    crate::output::emit(
+        args.format,
+        &serde_json::json!({ "partitions": results }),
+        || {
+            let mut out = String::new();
+            for r in &results {
+                let name = format!("{}-{}", r.requested.topic, r.requested.partition);
+                out.push_str(&match (&r.error, &r.requested.replicas) {
+                    (Some(e), _) => format!("{name}: not changed: {e}\n"),
+                    (None, Some(replicas)) => {
+                        format!("{name}: moving to replicas {}\n", join(replicas))
+                    }
+                    (None, None) => format!("{name}: move cancelled\n"),
+                });
             }
-        }
-    }
+            out
+        },
+    )?;
     if failed > 0 {
         bail!(
             "{failed} of {} partition(s) could not be changed",
@@ -259,7 +257,7 @@ pub async fn run(args: ReassignArgs) -> Result<()> {
             Duration::from_millis(args.timeout_ms),
         )
         .await?;
-        if !args.json {
+        if args.format == crate::output::Format::Text {
             println!("done: no move of these partitions is in progress");
         }
     }

@@ -20,6 +20,7 @@ pub enum RegistryCommand {
         #[arg(
             short,
             long,
+            visible_alias = "brokers",
             env = "RUNNEL_BOOTSTRAP",
             default_value = "127.0.0.1:9092"
         )]

@@ -10,12 +10,14 @@ use serde_json::{json, Value};
 
 #[derive(Args, Clone, Debug)]
 pub struct RegistryArgs {
-    /// Schema registry URL
+    /// Schema registry URL; default from the CLI profile (`runnel profile`)
     #[arg(
         short = 'r',
-        long = "registry",
+        long = "registry-url",
+        alias = "registry",
         env = "RUNNEL_REGISTRY_URL",
-        default_value = "http://127.0.0.1:8081"
+        value_name = "URL",
+        default_value_t = crate::profile::registry_url()
     )]
     pub url: String,
 }
@@ -51,6 +53,8 @@ pub enum SchemaCommand {
         #[arg(long)]
         deleted: bool,
         #[command(flatten)]
+        format: crate::output::FormatArgs,
+        #[command(flatten)]
         registry: RegistryArgs,
     },
     /// List subjects, or the versions of one subject
@@ -59,6 +63,8 @@ pub enum SchemaCommand {
         /// Include soft-deleted subjects or versions
         #[arg(long)]
         deleted: bool,
+        #[command(flatten)]
+        format: crate::output::FormatArgs,
         #[command(flatten)]
         registry: RegistryArgs,
     },
@@ -196,6 +202,18 @@ fn schema_body(file: &PathBuf, references: &[String]) -> Result<Value> {
     }))
 }
 
+/// A registry answer with its `schema` string parsed into JSON, so JSON
+/// and YAML output show the schema as a structure.
+fn with_parsed_schema(mut v: Value) -> Value {
+    if let Some(parsed) = v["schema"]
+        .as_str()
+        .and_then(|s| serde_json::from_str::<Value>(s).ok())
+    {
+        v["schema"] = parsed;
+    }
+    v
+}
+
 fn print_schema(text: &str) {
     match serde_json::from_str::<Value>(text) {
         Ok(v) => println!(
@@ -242,12 +260,19 @@ pub async fn run(cmd: SchemaCommand) -> Result<()> {
             version,
             id,
             deleted,
+            format,
             registry,
         } => {
             let r = Registry::new(&registry)?;
+            let format = format.get();
             match (id, subject) {
                 (Some(id), _) => {
                     let v = r.get(&format!("/schemas/ids/{id}")).await?;
+                    if format != crate::output::Format::Text {
+                        let mut v = with_parsed_schema(v);
+                        v["id"] = json!(id);
+                        return crate::output::emit(format, &v, String::new);
+                    }
                     print_schema(v["schema"].as_str().unwrap_or_default());
                 }
                 (None, Some(subject)) => {
@@ -258,6 +283,9 @@ pub async fn run(cmd: SchemaCommand) -> Result<()> {
                             path_segment(&version)
                         ))
                         .await?;
+                    if format != crate::output::Format::Text {
+                        return crate::output::emit(format, &with_parsed_schema(v), String::new);
+                    }
                     println!(
                         "subject {} version {} id {}",
                         v["subject"].as_str().unwrap_or(&subject),
@@ -282,6 +310,7 @@ pub async fn run(cmd: SchemaCommand) -> Result<()> {
         SchemaCommand::List {
             subject,
             deleted,
+            format,
             registry,
         } => {
             let r = Registry::new(&registry)?;
@@ -289,12 +318,16 @@ pub async fn run(cmd: SchemaCommand) -> Result<()> {
                 Some(s) => format!("/subjects/{}/versions?deleted={deleted}", path_segment(s)),
                 None => format!("/subjects?deleted={deleted}"),
             };
-            for item in r.get(&path).await?.as_array().cloned().unwrap_or_default() {
-                match item {
-                    Value::String(s) => println!("{s}"),
-                    other => println!("{other}"),
-                }
-            }
+            let items = r.get(&path).await?.as_array().cloned().unwrap_or_default();
+            crate::output::emit(format.get(), &items, || {
+                items
+                    .iter()
+                    .map(|item| match item {
+                        Value::String(s) => format!("{s}\n"),
+                        other => format!("{other}\n"),
+                    })
+                    .collect()
+            })?;
         }
         SchemaCommand::Check {
             subject,

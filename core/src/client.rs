@@ -46,7 +46,23 @@ pub struct Client {
 
 impl Client {
     /// Connects and asks the broker which API versions it supports.
-    pub async fn connect(addr: &str, client_id: &str) -> Result<Client, ClientError> {
+    /// `addrs` may list several brokers, `host:port[,host:port...]`: the
+    /// first that answers is used.
+    pub async fn connect(addrs: &str, client_id: &str) -> Result<Client, ClientError> {
+        let mut last = None;
+        for addr in addrs.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+            match Self::connect_one(addr, client_id).await {
+                Ok(client) => return Ok(client),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::Connect {
+            addr: addrs.to_string(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address given"),
+        }))
+    }
+
+    async fn connect_one(addr: &str, client_id: &str) -> Result<Client, ClientError> {
         let timeout = Duration::from_secs(30);
         let stream = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr))
             .await

@@ -204,6 +204,9 @@ fn a_group_consumer_commits_what_it_printed_so_the_next_run_goes_on_from_there()
         "g",
         "--from-beginning",
         "--exit-at-end",
+        // Values as they are, to compare with the input.
+        "--format",
+        "text",
     ];
     let first = runnel(&broker, &group, None);
     assert!(first.status.success(), "{}", stderr(&first));
@@ -228,7 +231,7 @@ fn output_piped_into_head_ends_quietly_when_head_exits() {
     let out = runnel(&broker, &["produce", "piped"], Some(&input));
     assert!(out.status.success(), "{}", stderr(&out));
     let shell = format!(
-        "{BIN} consume piped --from-beginning --exit-at-end --bootstrap {} | head -n 1",
+        "{BIN} consume piped --from-beginning --exit-at-end --format text --bootstrap {} | head -n 1",
         broker.addr()
     );
     let out = Command::new("bash")

@@ -230,8 +230,19 @@ async fn a_killed_node_is_shown_not_live_and_status_exits_non_zero_with_one_line
     let created = cluster.nodes[0].cli(&["topic", "create", "spread", "-p", "3", "-r", "3"], None);
     assert!(created.status.success(), "{}", stderr(&created));
     wait_for(&cluster.nodes[0], 3, "spread", 3).await;
+    let out = cluster.nodes[0].cli(&["cluster", "health", "--format", "json"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json(&out)["healthy"], true);
     let killed_addr = cluster.nodes[2].addr();
     cluster.nodes[2].kill();
+
+    // `cluster health`: unhealthy, the broker named, a non-zero exit.
+    let out = cluster.nodes[0].cli(&["cluster", "health", "--format", "json"], None);
+    assert!(!out.status.success(), "a broker down is unhealthy");
+    let health = json(&out);
+    assert_eq!(health["healthy"], false, "{health}");
+    assert_eq!(health["down_brokers"], serde_json::json!([3]), "{health}");
+    assert_eq!(stderr(&out).trim().lines().count(), 1, "{}", stderr(&out));
 
     let out = cluster.nodes[0].cli(&["cluster", "status", "--json"], None);
     assert!(!out.status.success(), "a broker down fails the status");

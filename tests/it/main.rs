@@ -10,6 +10,7 @@ mod harness;
 mod admin_configs;
 mod append_rules;
 mod broker_cli;
+mod cli_tools;
 mod cluster;
 mod cluster_admin;
 mod cluster_cli;

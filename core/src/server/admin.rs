@@ -938,3 +938,174 @@ pub async fn incremental_alter_configs(
     }
     response
 }
+
+/// DescribeLogDirs: this broker's one log directory (`data_dir`) and the
+/// size on disk of every partition replica it holds there, or of those
+/// `request.topics` names (unknown ones are left out, as Kafka does). The
+/// disk's total and usable bytes come from statvfs (-1 if it fails).
+///
+/// Routed by the request dispatcher (`server::dispatch`) and advertised in
+/// `versions.rs` together; until then it is reached by its tests only.
+#[allow(dead_code)] // reason: see the doc comment; routing lands with the dispatcher
+pub fn describe_log_dirs(
+    broker: &Arc<Broker>,
+    request: kafka_protocol::messages::DescribeLogDirsRequest,
+) -> kafka_protocol::messages::DescribeLogDirsResponse {
+    use kafka_protocol::messages::describe_log_dirs_response::{
+        DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
+    };
+    let wanted: Option<HashMap<String, Vec<i32>>> = request.topics.map(|topics| {
+        topics
+            .into_iter()
+            .map(|t| (t.topic.0.to_string(), t.partitions))
+            .collect()
+    });
+    let mut topics = Vec::new();
+    for topic in broker.topics() {
+        let asked = match &wanted {
+            None => None,
+            Some(w) => match w.get(topic.name.as_ref() as &str) {
+                Some(partitions) => Some(partitions),
+                None => continue,
+            },
+        };
+        let mut partitions: Vec<DescribeLogDirsPartition> = topic
+            .partitions()
+            .iter()
+            .filter(|p| asked.is_none_or(|a| a.contains(&p.index)))
+            .map(|p| {
+                let mut out = DescribeLogDirsPartition::default();
+                out.partition_index = p.index;
+                out.partition_size = i64::try_from(p.size_bytes()).unwrap_or(i64::MAX);
+                out.offset_lag = 0;
+                out.is_future_key = false;
+                out
+            })
+            .collect();
+        if partitions.is_empty() {
+            continue;
+        }
+        partitions.sort_by_key(|p| p.partition_index);
+        let mut t = DescribeLogDirsTopic::default();
+        t.name = TopicName(str_bytes(topic.name.to_string()));
+        t.partitions = partitions;
+        topics.push(t);
+    }
+    let dir = &broker.config().data_dir;
+    let (total_bytes, usable_bytes) = disk_space(dir).unwrap_or((-1, -1));
+    let mut result = DescribeLogDirsResult::default();
+    result.log_dir = str_bytes(dir.display().to_string());
+    result.topics = topics;
+    result.total_bytes = total_bytes;
+    result.usable_bytes = usable_bytes;
+    let mut response = kafka_protocol::messages::DescribeLogDirsResponse::default();
+    response.results = vec![result];
+    response
+}
+
+/// (total, available) bytes of the file system holding `dir`.
+fn disk_space(dir: &std::path::Path) -> Option<(i64, i64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is a NUL-terminated string that outlives the call and
+    // `stat` a properly sized, writable statvfs.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    let block = stat.f_frsize as i64;
+    Some((
+        (stat.f_blocks as i64).saturating_mul(block),
+        (stat.f_bavail as i64).saturating_mul(block),
+    ))
+}
+
+#[cfg(test)]
+mod log_dirs_tests {
+    use super::*;
+    use crate::config::BrokerConfig;
+    use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+    use kafka_protocol::messages::DescribeLogDirsRequest;
+
+    #[tokio::test]
+    async fn describe_log_dirs_lists_every_replica_with_its_size_or_only_those_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::open(BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            offsets_topic_partitions: 1,
+            ..BrokerConfig::default()
+        })
+        .await
+        .unwrap();
+        for (name, n) in [("a", 3), ("b", 1)] {
+            broker
+                .metadata()
+                .create_topic(name, n, 1, Default::default(), false)
+                .await
+                .unwrap();
+        }
+        // The replicas open once the broker applies the new image.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while ["a", "b"]
+            .iter()
+            .zip([3, 1])
+            .any(|(t, n)| broker.topic(t).map_or(0, |t| t.partitions().len()) < n)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the replicas never opened"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        // Null topics: every one (an empty list would be none).
+        let mut every = DescribeLogDirsRequest::default();
+        every.topics = None;
+        let all = describe_log_dirs(&broker, every);
+        assert_eq!(all.results.len(), 1);
+        let result = &all.results[0];
+        assert_eq!(result.log_dir.as_str(), dir.path().display().to_string());
+        assert!(result.total_bytes > 0 && result.usable_bytes >= 0);
+        let listed: Vec<(String, Vec<i32>)> = result
+            .topics
+            .iter()
+            .filter(|t| ["a", "b"].contains(&t.name.0.as_str()))
+            .map(|t| {
+                (
+                    t.name.0.to_string(),
+                    t.partitions.iter().map(|p| p.partition_index).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            listed,
+            vec![("a".to_string(), vec![0, 1, 2]), ("b".to_string(), vec![0])]
+        );
+        let size = |t: &str, p: i32| broker.partition(t, p).unwrap().size_bytes() as i64;
+        for t in &result.topics {
+            for p in &t.partitions {
+                assert_eq!(p.partition_size, size(t.name.0.as_str(), p.partition_index));
+            }
+        }
+
+        let mut only = DescribableLogDirTopic::default();
+        only.topic = TopicName(str_bytes("a"));
+        only.partitions = vec![1];
+        let mut missing = DescribableLogDirTopic::default();
+        missing.topic = TopicName(str_bytes("nope"));
+        missing.partitions = vec![0];
+        let mut request = DescribeLogDirsRequest::default();
+        request.topics = Some(vec![only, missing]);
+        let some = describe_log_dirs(&broker, request);
+        let listed: Vec<(&str, Vec<i32>)> = some.results[0]
+            .topics
+            .iter()
+            .map(|t| {
+                (
+                    t.name.0.as_str(),
+                    t.partitions.iter().map(|p| p.partition_index).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(listed, vec![("a", vec![1])]);
+    }
+}
