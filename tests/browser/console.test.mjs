@@ -6,6 +6,7 @@
 //   KAFKA_ADDR      the broker's Kafka listener
 //   RUNNEL_BIN      the runnel binary (for `runnel consume --group`)
 //   WORK_DIR        a scratch directory (the file connector's input)
+//   PLUGIN_WASM     a transform module that fails on the value "poison"
 //   SCREENSHOT_DIR  where each step's screenshot goes
 //   CHROMIUM        the browser [default: /usr/bin/chromium]
 //
@@ -32,6 +33,7 @@ const runnel = env('RUNNEL_BIN');
 const work = env('WORK_DIR');
 const shots = env('SCREENSHOT_DIR');
 const executablePath = env('CHROMIUM', '/usr/bin/chromium');
+const plugin = env('PLUGIN_WASM');
 mkdirSync(shots, { recursive: true });
 
 const suffix = Date.now().toString(36);
@@ -173,6 +175,10 @@ await step('register a schema', async () => {
   await page.click('#schema-register');
   await page.waitForURL(`**/#/schemas/${subject}`);
   await expectText('.stat', 'v1');
+  await page.goto(url + '/#/schemas');
+  await expectText('#subjects-table tr', subject);
+  await page.goto(url + `/#/schemas/${subject}`);
+  await expectText('.stat', 'v1');
 });
 
 await step('check compatibility and register a second version, then diff', async () => {
@@ -228,10 +234,22 @@ await step('the connector\'s records are in the message browser', async () => {
   throw new Error('the file\'s lines never reached the topic');
 });
 
-await step('transforms and pipelines page answers', async () => {
+await step('a deployed transform shows its state and its dead letters', async () => {
+  const input = `tin-${suffix}`;
+  execFileSync(runnel, ['topic', 'create', input, '--bootstrap', kafka], { timeout: 30000, stdio: 'pipe' });
+  execFileSync(runnel, ['transform', 'deploy', plugin, '--name', `guard-${suffix}`, '--input-topic', input,
+    '--output-topic', `tout-${suffix}`, '--on-error', `dead-letter:${input}-dlq`, '--bootstrap', kafka], { timeout: 30000, stdio: 'pipe' });
   await page.goto(url + '/#/transforms');
-  await page.locator('#transforms-table').waitFor();
   await expectText('main', connector);
+  await expectText('#transforms-table tr', 'running');
+  await page.goto(url + `/#/topics/${input}?tab=produce`);
+  await page.fill('#produce-value', 'poison');
+  await page.click('#produce-button');
+  await expectText('.status.ok', 'offset 0');
+  await page.goto(url + '/#/transforms');
+  // The page refreshes itself every 5 s.
+  await page.locator('#transforms-table tr', { hasText: '(1 records)' }).waitFor({ timeout: 30000 });
+  await expectText('#transforms-table tr', `DLQ ${input}-dlq`);
 });
 
 await step('delete the topic with confirmation', async () => {

@@ -967,6 +967,7 @@ async fn browser_flows_pass_in_chromium() {
         .env("KAFKA_ADDR", broker.addr())
         .env("RUNNEL_BIN", BIN)
         .env("WORK_DIR", work.path())
+        .env("PLUGIN_WASM", plugin_wasm("fail-on-poison"))
         .env("SCREENSHOT_DIR", &shots)
         .env("CHROMIUM", &chromium);
     let out = tokio::task::spawn_blocking(move || node.output())

@@ -388,10 +388,17 @@ function resetForm(g, redraw, flash) {
     return text;
   }));
   if (flash) status.ok(flash);
-  return h('div', { class: 'card' }, h('h2', {}, 'Reset offsets'),
+  const card = h('div', { class: 'card' }, h('h2', {}, 'Reset offsets'),
     empty ? '' : h('p', { class: 'muted' }, 'Only an empty group can be reset: stop its consumers first.'),
     h('div', { class: 'row' }, field('Topic', topic), field('To', to), field('Offset', offset), field('Time (UTC)', time)),
     h('div', { class: 'actions' }, button), status.el);
+  const sync = () => {
+    offset.parentElement.classList.toggle('hidden', to.value !== 'offset');
+    time.parentElement.classList.toggle('hidden', to.value !== 'timestamp');
+  };
+  to.addEventListener('change', sync);
+  sync();
+  return card;
 }
 
 // ----------------------------------------------------------------- schemas
