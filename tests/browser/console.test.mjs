@@ -6,6 +6,7 @@
 //   KAFKA_ADDR      the broker's Kafka listener
 //   RUNNEL_BIN      the runnel binary (for `runnel consume --group`)
 //   WORK_DIR        a scratch directory (the file connector's input)
+//   OFF_CONSOLE_URL the console of a broker without registry and connect
 //   PLUGIN_WASM     a transform module that fails on the value "poison"
 //   SCREENSHOT_DIR  where each step's screenshot goes
 //   CHROMIUM        the browser [default: /usr/bin/chromium]
@@ -34,6 +35,7 @@ const work = env('WORK_DIR');
 const shots = env('SCREENSHOT_DIR');
 const executablePath = env('CHROMIUM', '/usr/bin/chromium');
 const plugin = env('PLUGIN_WASM');
+const offUrl = env('OFF_CONSOLE_URL');
 mkdirSync(shots, { recursive: true });
 
 const suffix = Date.now().toString(36);
@@ -261,6 +263,15 @@ await step('delete the topic with confirmation', async () => {
   await page.locator('#topics-table').waitFor();
   const names = await page.locator('#topics-table').innerText();
   if (names.includes(fileTopic)) throw new Error('the topic is still listed');
+});
+
+await step('a console without the registry and connect says they are off', async () => {
+  await page.goto(offUrl + '/#/schemas');
+  await expectText('.notice.off', 'schema registry is off');
+  await page.goto(offUrl + '/#/connectors');
+  await expectText('.notice.off', 'connect worker is off');
+  await page.goto(offUrl + '/#/');
+  await expectText('.stat', 'off');
 });
 
 await browser.close();

@@ -953,6 +953,8 @@ async fn browser_flows_pass_in_chromium() {
             && console.get("/api/connect/connectors").await.status == 200
     })
     .await;
+    let alone = TestBroker::start_alone(&[]);
+    Console::new(&alone).await;
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| root.join("target"));
@@ -968,6 +970,7 @@ async fn browser_flows_pass_in_chromium() {
         .env("RUNNEL_BIN", BIN)
         .env("WORK_DIR", work.path())
         .env("PLUGIN_WASM", plugin_wasm("fail-on-poison"))
+        .env("OFF_CONSOLE_URL", alone.admin_url())
         .env("SCREENSHOT_DIR", &shots)
         .env("CHROMIUM", &chromium);
     let out = tokio::task::spawn_blocking(move || node.output())
