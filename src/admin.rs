@@ -60,7 +60,8 @@ pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/v1/status/ready", get(ready))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(crate::console::router(state))
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {

@@ -7,6 +7,7 @@ mod admin;
 mod bench;
 mod cluster;
 mod connect;
+mod console;
 mod consume;
 mod dev_cluster;
 mod group;

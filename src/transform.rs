@@ -284,6 +284,18 @@ async fn write(client: &mut Client, topic: &str, key: &str, value: Option<Bytes>
     Ok(())
 }
 
+/// Latest value per key of a compacted single-partition topic, read
+/// through the broker at `bootstrap` (the web console's transforms page).
+pub(crate) async fn read_latest_at(
+    bootstrap: &str,
+    topic: &str,
+) -> Result<BTreeMap<String, Bytes>> {
+    let mut client = Client::connect(bootstrap, "runnel-console")
+        .await
+        .with_context(|| format!("cannot reach a broker at {bootstrap}"))?;
+    read_latest(&mut client, topic).await
+}
+
 /// Latest value per key of a compacted single-partition topic.
 async fn read_latest(client: &mut Client, topic: &str) -> Result<BTreeMap<String, Bytes>> {
     // Only the partition's leader serves reads.

@@ -18,6 +18,7 @@ mod cluster_coordinators;
 mod cluster_faults;
 mod compaction;
 mod connect;
+mod console;
 mod crash_recovery;
 mod groups;
 mod hostile_clients;
