@@ -732,10 +732,44 @@ fn completion_scripts_are_printed_for_bash_zsh_and_fish() {
 }
 
 #[test]
-fn logdirs_describe_reports_a_broker_without_describe_log_dirs_in_one_line() {
+fn logdirs_describe_shows_the_bytes_of_each_partition_and_the_disk() {
     let broker = TestBroker::start();
-    let out = broker.cli(&["logdirs", "describe"], None);
-    let e = err(&out);
-    assert_eq!(e.lines().count(), 1, "{e}");
-    assert!(e.contains("DescribeLogDirs"), "{e}");
+    let out = broker.cli(&["topic", "create", "sized", "--partitions", "2"], None);
+    ok(&out);
+    let lines: String = (0..200)
+        .map(|i| format!("record-{i}-{}\n", "z".repeat(100)))
+        .collect();
+    ok(&broker.cli(&["produce", "sized", "-p", "1"], Some(&lines)));
+    let out = broker.cli(
+        &[
+            "logdirs", "describe", "--topic", "sized", "--format", "json",
+        ],
+        None,
+    );
+    let report = json(&ok(&out));
+    let broker_dirs = &report["brokers"][0];
+    assert!(broker_dirs["error"].is_null(), "{report}");
+    let dir = &broker_dirs["dirs"][0];
+    assert!(dir["disk_total_bytes"].as_i64().unwrap() > 0, "{report}");
+    assert!(dir["disk_usable_bytes"].as_i64().unwrap() > 0, "{report}");
+    let partitions = dir["partitions"].as_array().unwrap();
+    assert_eq!(partitions.len(), 2, "only the asked topic: {report}");
+    let size = |p: i64| {
+        partitions
+            .iter()
+            .find(|x| x["topic"] == "sized" && x["partition"] == p)
+            .and_then(|x| x["size_bytes"].as_i64())
+            .unwrap_or_else(|| panic!("no sized-{p} in {report}"))
+    };
+    assert_eq!(size(0), 0, "{report}");
+    assert!(size(1) > 200 * 100, "{report}");
+    // Without --topic: every partition, internal ones included.
+    let all = json(&ok(
+        &broker.cli(&["logdirs", "describe", "--format", "json"], None)
+    ));
+    let count = all["brokers"][0]["dirs"][0]["partitions"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(count > 2, "{all}");
 }

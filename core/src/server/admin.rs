@@ -943,10 +943,6 @@ pub async fn incremental_alter_configs(
 /// size on disk of every partition replica it holds there, or of those
 /// `request.topics` names (unknown ones are left out, as Kafka does). The
 /// disk's total and usable bytes come from statvfs (-1 if it fails).
-///
-/// Routed by the request dispatcher (`server::dispatch`) and advertised in
-/// `versions.rs` together; until then it is reached by its tests only.
-#[allow(dead_code)] // reason: see the doc comment; routing lands with the dispatcher
 pub fn describe_log_dirs(
     broker: &Arc<Broker>,
     request: kafka_protocol::messages::DescribeLogDirsRequest,
@@ -992,7 +988,13 @@ pub fn describe_log_dirs(
         topics.push(t);
     }
     let dir = &broker.config().data_dir;
-    let (total_bytes, usable_bytes) = disk_space(dir).unwrap_or((-1, -1));
+    let (total_bytes, usable_bytes) =
+        crate::broker::exposition::disk_space(dir).map_or((-1, -1), |(free, total)| {
+            (
+                i64::try_from(total).unwrap_or(i64::MAX),
+                i64::try_from(free).unwrap_or(i64::MAX),
+            )
+        });
     let mut result = DescribeLogDirsResult::default();
     result.log_dir = str_bytes(dir.display().to_string());
     result.topics = topics;
@@ -1001,23 +1003,6 @@ pub fn describe_log_dirs(
     let mut response = kafka_protocol::messages::DescribeLogDirsResponse::default();
     response.results = vec![result];
     response
-}
-
-/// (total, available) bytes of the file system holding `dir`.
-fn disk_space(dir: &std::path::Path) -> Option<(i64, i64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `path` is a NUL-terminated string that outlives the call and
-    // `stat` a properly sized, writable statvfs.
-    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
-        return None;
-    }
-    let block = stat.f_frsize as i64;
-    Some((
-        (stat.f_blocks as i64).saturating_mul(block),
-        (stat.f_bavail as i64).saturating_mul(block),
-    ))
 }
 
 #[cfg(test)]

@@ -286,6 +286,14 @@ fn seed_body(key: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
             r.topics = vec![t];
             RequestKind::CreatePartitions(r)
         }
+        ApiKey::DescribeLogDirs => {
+            let mut t = kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic::default();
+            t.topic = topic;
+            t.partitions = vec![0];
+            let mut r = kafka_protocol::messages::DescribeLogDirsRequest::default();
+            r.topics = Some(vec![t]);
+            RequestKind::DescribeLogDirs(r)
+        }
         ApiKey::DescribeCluster => {
             let mut r = DescribeClusterRequest::default();
             if version >= 1 {

@@ -736,6 +736,9 @@ async fn dispatch(
         RequestKind::CreatePartitions(req) => {
             ResponseKind::CreatePartitions(admin::create_partitions(broker, req).await)
         }
+        RequestKind::DescribeLogDirs(req) => {
+            ResponseKind::DescribeLogDirs(admin::describe_log_dirs(broker, req))
+        }
         RequestKind::DescribeConfigs(req) => {
             ResponseKind::DescribeConfigs(admin::describe_configs(broker, req, version))
         }
