@@ -237,3 +237,63 @@ pub struct ConnectArgs {
     )]
     pub bootstrap: String,
 }
+
+#[cfg(test)]
+mod cli_reference {
+    //! `docs/cli.md` is generated from the clap definitions: every command's
+    //! long help, as `runnel <command> --help` prints it. The test fails
+    //! when the file is out of date; `RUNNEL_UPDATE_DOCS=1 cargo test -p
+    //! runnel --bins cli_reference` writes it.
+
+    use clap::CommandFactory;
+
+    fn section(out: &mut String, command: &mut clap::Command, path: &str) {
+        let hidden = command.is_hide_set();
+        if hidden {
+            return;
+        }
+        let help = command.render_long_help().to_string();
+        out.push_str(&format!(
+            "## `{path}`\n\n```text\n{}\n```\n\n",
+            help.trim_end()
+        ));
+        let names: Vec<String> = command
+            .get_subcommands()
+            .filter(|c| !c.is_hide_set() && c.get_name() != "help")
+            .map(|c| c.get_name().to_string())
+            .collect();
+        for name in names {
+            if let Some(sub) = command.find_subcommand_mut(&name) {
+                let mut sub = sub.clone();
+                section(out, &mut sub, &format!("{path} {name}"));
+            }
+        }
+    }
+
+    fn render() -> String {
+        let mut command = super::Cli::command();
+        command.build();
+        let mut out = String::from(
+            "# CLI reference\n\nGenerated from the command definitions (`src/main.rs`'s test \
+             `cli_reference`); every section is what `--help` prints. Flags with an \
+             environment variable take it when the flag is not given, and the CLI profile \
+             (`runnel profile`) gives defaults for the connection flags.\n\n",
+        );
+        section(&mut out, &mut command, "runnel");
+        out
+    }
+
+    #[test]
+    fn docs_cli_md_is_the_help_of_every_command() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/cli.md");
+        let rendered = render();
+        if std::env::var_os("RUNNEL_UPDATE_DOCS").is_some() {
+            std::fs::write(path, &rendered).unwrap();
+        }
+        let stored = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            stored == rendered,
+            "docs/cli.md is out of date: run RUNNEL_UPDATE_DOCS=1 cargo test -p runnel --bins cli_reference"
+        );
+    }
+}
