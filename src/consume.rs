@@ -13,7 +13,7 @@
 //! (`value_schema_id` / `key_schema_id` say which). `--format text` (or any
 //! `--print-*` flag) prints the value (and the fields asked for) per line.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::time::Duration;
 
@@ -29,7 +29,7 @@ use runnel_schema_registry::client::RegistryClient;
 use serde::ser::{SerializeMap, Serializer};
 use serde_json::Value;
 
-use crate::kafka_client::{apply_properties, CliContext};
+use crate::kafka_client::{apply_properties, select_names, CliContext};
 use crate::offset_spec::OffsetSpec;
 use crate::ConnectArgs;
 
@@ -131,40 +131,6 @@ pub struct ConsumeArgs {
     pub connect: ConnectArgs,
 }
 
-/// The topics `patterns` name: the names themselves, or with `regex` every
-/// topic of `all` whose whole name matches one of them.
-pub fn select_topics(
-    patterns: &[String],
-    regex: bool,
-    all: &[String],
-    what: &str,
-) -> Result<Vec<String>> {
-    if !regex {
-        let mut seen = HashSet::new();
-        return Ok(patterns
-            .iter()
-            .filter(|t| seen.insert(t.as_str()))
-            .cloned()
-            .collect());
-    }
-    let mut matched = BTreeSet::new();
-    for pattern in patterns {
-        let re = regex_lite::Regex::new(&format!("^(?:{pattern})$"))
-            .with_context(|| format!("--regex '{pattern}'"))?;
-        let internal_too = pattern.starts_with('_');
-        for name in all {
-            let internal = name.starts_with('_') || runnel_core::broker::is_system_topic(name);
-            if (internal_too || !internal) && re.is_match(name) {
-                matched.insert(name.clone());
-            }
-        }
-    }
-    if matched.is_empty() {
-        bail!("no {what} matches {}", patterns.join(" or "));
-    }
-    Ok(matched.into_iter().collect())
-}
-
 pub async fn run(args: ConsumeArgs) -> Result<()> {
     let text_flags = args.print_key
         || args.print_timestamp
@@ -255,7 +221,7 @@ pub async fn run(args: ConsumeArgs) -> Result<()> {
         .filter(|t| t.error().is_none())
         .map(|t| t.name().to_string())
         .collect();
-    let topics = select_topics(&args.topics, args.regex, &known, "topic")?;
+    let topics = select_names(&args.topics, args.regex, &known, "topic")?;
     if topics.len() > MAX_TOPICS {
         bail!(
             "{} topics match; at most {MAX_TOPICS} at once",
@@ -693,21 +659,21 @@ mod tests {
             "_schemas",
         ]);
         assert_eq!(
-            select_topics(&names(&["orders.*"]), true, &all, "topic").unwrap(),
+            select_names(&names(&["orders.*"]), true, &all, "topic").unwrap(),
             names(&["orders", "orders-eu"])
         );
         assert_eq!(
-            select_topics(&names(&[".*"]), true, &all, "topic").unwrap(),
+            select_names(&names(&[".*"]), true, &all, "topic").unwrap(),
             names(&["my-orders", "orders", "orders-eu"])
         );
         assert_eq!(
-            select_topics(&names(&["_.*"]), true, &all, "topic").unwrap(),
+            select_names(&names(&["_.*"]), true, &all, "topic").unwrap(),
             names(&["__consumer_offsets", "_schemas"])
         );
-        assert!(select_topics(&names(&["nothing"]), true, &all, "topic").is_err());
-        assert!(select_topics(&names(&["("]), true, &all, "topic").is_err());
+        assert!(select_names(&names(&["nothing"]), true, &all, "topic").is_err());
+        assert!(select_names(&names(&["("]), true, &all, "topic").is_err());
         assert_eq!(
-            select_topics(&names(&["a", "b", "a"]), false, &all, "topic").unwrap(),
+            select_names(&names(&["a", "b", "a"]), false, &all, "topic").unwrap(),
             names(&["a", "b"])
         );
     }

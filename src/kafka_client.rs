@@ -1,6 +1,8 @@
 //! librdkafka settings shared by the CLI's client commands.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use anyhow::{bail, Context, Result};
 
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::{ListOffsetsRequest, TopicName};
@@ -143,14 +145,37 @@ pub async fn resolve_offsets(
     Ok(out)
 }
 
-/// The names among `all` that `names` select: the names themselves (each
-/// must exist), or with `regex` those whose whole name matches one of
-/// them (internal ones only by a pattern starting with `_`).
+/// The names among `all` that `patterns` select: the names themselves, or
+/// with `regex` those whose whole name matches one of them (internal ones
+/// only by a pattern starting with `_`).
 pub fn select_names(
-    names: &[String],
+    patterns: &[String],
     regex: bool,
     all: &[String],
     what: &str,
-) -> anyhow::Result<Vec<String>> {
-    crate::consume::select_topics(names, regex, all, what)
+) -> Result<Vec<String>> {
+    if !regex {
+        let mut seen = HashSet::new();
+        return Ok(patterns
+            .iter()
+            .filter(|t| seen.insert(t.as_str()))
+            .cloned()
+            .collect());
+    }
+    let mut matched = BTreeSet::new();
+    for pattern in patterns {
+        let re = regex_lite::Regex::new(&format!("^(?:{pattern})$"))
+            .with_context(|| format!("--regex '{pattern}'"))?;
+        let internal_too = pattern.starts_with('_');
+        for name in all {
+            let internal = name.starts_with('_') || runnel_core::broker::is_system_topic(name);
+            if (internal_too || !internal) && re.is_match(name) {
+                matched.insert(name.clone());
+            }
+        }
+    }
+    if matched.is_empty() {
+        bail!("no {what} matches {}", patterns.join(" or "));
+    }
+    Ok(matched.into_iter().collect())
 }

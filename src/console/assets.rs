@@ -10,6 +10,7 @@ use super::ApiError;
 /// (name, content type, bytes) of every file `/console/{name}` serves.
 const FILES: &[(&str, &str, &str)] = &[
     ("app.js", JS, include_str!("ui/app.js")),
+    ("dom.js", JS, include_str!("ui/dom.js")),
     ("api.js", JS, include_str!("ui/api.js")),
     ("pages.js", JS, include_str!("ui/pages.js")),
     ("charts.js", JS, include_str!("ui/charts.js")),

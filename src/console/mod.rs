@@ -30,6 +30,7 @@ mod groups;
 mod kafka;
 mod messages;
 mod topics;
+mod transforms;
 mod upstream;
 
 use std::sync::Arc;
@@ -44,7 +45,7 @@ use axum::routing::{any, get, post};
 use axum::Router;
 use serde_json::json;
 
-use crate::admin::AdminState;
+use crate::admin::state::AdminState;
 
 /// The header every write must carry (a cross-site page cannot set it
 /// without a CORS preflight).
@@ -96,7 +97,7 @@ pub fn router(admin: AdminState) -> Router {
         .route("/groups", get(groups::list))
         .route("/groups/{id}", get(groups::describe))
         .route("/groups/{id}/reset-offsets", post(groups::reset_offsets))
-        .route("/transforms", get(kafka::transforms))
+        .route("/transforms", get(transforms::transforms))
         .route("/registry", any(upstream::registry))
         .route("/registry/{*path}", any(upstream::registry))
         .route("/connect", any(upstream::connect))

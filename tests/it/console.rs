@@ -158,7 +158,14 @@ async fn the_app_and_its_assets_are_served_from_the_binary_with_their_types() {
         assert!(!a.text.is_empty());
     }
     // Nothing is loaded from elsewhere.
-    for file in ["app.js", "pages.js", "api.js", "charts.js", "style.css"] {
+    for file in [
+        "app.js",
+        "dom.js",
+        "pages.js",
+        "api.js",
+        "charts.js",
+        "style.css",
+    ] {
         let a = console.get(&format!("/console/{file}")).await;
         assert!(!a.text.contains("https://"), "{file} names a remote URL");
     }

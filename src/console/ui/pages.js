@@ -1,7 +1,7 @@
 // The console's pages. Each takes (main, ctx) and draws from real API
 // calls; a failed call shows the server's message where its data would be.
 
-import { h, errorBox } from './app.js';
+import { h, errorBox } from './dom.js';
 import { get, post, put, del, enc } from './api.js';
 import { lineChart, rates, formatBytes } from './charts.js';
 

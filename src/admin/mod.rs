@@ -32,28 +32,9 @@ const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// records from the console).
 const MAX_BODY_BYTES: usize = 4 << 20;
 
-/// What the admin routes share.
-#[derive(Clone)]
-pub struct AdminState {
-    pub broker: Arc<Broker>,
-    /// The broker-side transforms (their counters are on `/metrics`).
-    pub transforms: Arc<TransformManager>,
-    pub http: Arc<runnel_http::Metrics>,
-    pub services: Services,
-}
+pub mod state;
 
-/// Where this process serves its other APIs, for the routes that act as a
-/// client of them (the console talks Kafka to the broker's own listener,
-/// so its writes get the checks every Kafka client gets).
-#[derive(Clone, Debug, Default)]
-pub struct Services {
-    /// The broker's Kafka listener, reachable from this process.
-    pub kafka: String,
-    /// The schema registry's base URL (`http://host:port`), if it runs.
-    pub registry_url: Option<String>,
-    /// The connect worker's base URL, if it runs.
-    pub connect_url: Option<String>,
-}
+pub use state::{AdminState, Services};
 
 /// The admin listener's routes.
 pub fn router(state: AdminState) -> Router {
