@@ -450,33 +450,24 @@ async fn config_get(
 }
 
 async fn config_set(bootstrap: &str, pairs: &[String], broker: Option<i32>) -> Result<()> {
-    use kafka_protocol::messages::incremental_alter_configs_request::{
-        AlterConfigsResource, AlterableConfig,
-    };
-    use kafka_protocol::messages::IncrementalAlterConfigsRequest;
-    use kafka_protocol::protocol::StrBytes;
+    use runnel_core::client::{alter_configs_request, RESOURCE_BROKER};
     let (mut client, _) = broker_client(bootstrap, broker).await?;
-    let mut resource = AlterConfigsResource::default();
-    resource.resource_type = 4;
-    // "" is the cluster-wide default; an id is that broker alone.
-    resource.resource_name =
-        StrBytes::from_string(broker.map(|b| b.to_string()).unwrap_or_default());
+    // KEY=VALUE sets a key, KEY= deletes it (back to the default).
+    let (mut set, mut delete) = (Vec::new(), Vec::new());
     for pair in pairs {
         let Some((k, v)) = pair.split_once('=').filter(|(k, _)| !k.trim().is_empty()) else {
             bail!("'{pair}' is not KEY=VALUE");
         };
-        let mut c = AlterableConfig::default();
-        c.name = StrBytes::from_string(k.trim().to_string());
+        let k = k.trim().to_string();
         if v.is_empty() {
-            c.config_operation = 1;
+            delete.push(k);
         } else {
-            c.config_operation = 0;
-            c.value = Some(StrBytes::from_string(v.to_string()));
+            set.push((k, v.to_string()));
         }
-        resource.configs.push(c);
     }
-    let mut request = IncrementalAlterConfigsRequest::default();
-    request.resources = vec![resource];
+    // "" is the cluster-wide default; an id is that broker alone.
+    let name = broker.map(|b| b.to_string()).unwrap_or_default();
+    let request = alter_configs_request(RESOURCE_BROKER, &name, &set, &delete);
     let response = client.send(&request).await?;
     let result = response
         .responses

@@ -6,17 +6,15 @@ use clap::Subcommand;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
-use kafka_protocol::messages::incremental_alter_configs_request::{
-    AlterConfigsResource, AlterableConfig,
-};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
-    IncrementalAlterConfigsRequest, MetadataRequest, MetadataResponse, TopicName,
+    CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, MetadataRequest,
+    MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use runnel_core::client::Client;
+use runnel_core::client::{alter_configs_request, RESOURCE_TOPIC};
 use serde::Serialize;
 
 use crate::kafka_client::{cluster_metadata, resolve_offsets, select_names};
@@ -382,25 +380,11 @@ pub async fn run(cmd: TopicCommand) -> Result<()> {
                 bail!("nothing to change: give --set KEY=VALUE or --delete KEY");
             }
             let mut client = connect(&c).await?;
-            let mut resource = AlterConfigsResource::default();
-            resource.resource_type = 2;
-            resource.resource_name = StrBytes::from_string(name.clone());
-            for kv in &set {
-                let (k, v) = parse_kv(kv)?;
-                let mut c = AlterableConfig::default();
-                c.name = StrBytes::from_string(k);
-                c.config_operation = 0;
-                c.value = Some(StrBytes::from_string(v));
-                resource.configs.push(c);
-            }
-            for k in &delete {
-                let mut c = AlterableConfig::default();
-                c.name = StrBytes::from_string(k.clone());
-                c.config_operation = 1;
-                resource.configs.push(c);
-            }
-            let mut request = IncrementalAlterConfigsRequest::default();
-            request.resources = vec![resource];
+            let set = set
+                .iter()
+                .map(|kv| parse_kv(kv))
+                .collect::<Result<Vec<_>>>()?;
+            let request = alter_configs_request(RESOURCE_TOPIC, &name, &set, &delete);
             let response = client.send(&request).await?;
             let result = response
                 .responses

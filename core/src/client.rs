@@ -261,3 +261,39 @@ impl Client {
         Ok(buf.freeze())
     }
 }
+
+/// Config resource types of DescribeConfigs / IncrementalAlterConfigs.
+pub const RESOURCE_TOPIC: i8 = 2;
+pub const RESOURCE_BROKER: i8 = 4;
+
+/// An IncrementalAlterConfigs request for one resource: `set` keys to
+/// their values (SET), `delete` keys back to their defaults (DELETE).
+pub fn alter_configs_request(
+    resource_type: i8,
+    name: &str,
+    set: &[(String, String)],
+    delete: &[String],
+) -> kafka_protocol::messages::IncrementalAlterConfigsRequest {
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    let mut resource = AlterConfigsResource::default();
+    resource.resource_type = resource_type;
+    resource.resource_name = StrBytes::from_string(name.to_string());
+    for (k, v) in set {
+        let mut c = AlterableConfig::default();
+        c.name = StrBytes::from_string(k.clone());
+        c.config_operation = 0;
+        c.value = Some(StrBytes::from_string(v.clone()));
+        resource.configs.push(c);
+    }
+    for k in delete {
+        let mut c = AlterableConfig::default();
+        c.name = StrBytes::from_string(k.clone());
+        c.config_operation = 1;
+        resource.configs.push(c);
+    }
+    let mut request = kafka_protocol::messages::IncrementalAlterConfigsRequest::default();
+    request.resources = vec![resource];
+    request
+}

@@ -10,16 +10,12 @@ use axum::Json;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
-use kafka_protocol::messages::incremental_alter_configs_request::{
-    AlterConfigsResource, AlterableConfig,
-};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::{
-    CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
-    IncrementalAlterConfigsRequest, ListOffsetsRequest,
+    CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, ListOffsetsRequest,
 };
 use kafka_protocol::protocol::StrBytes;
-use runnel_core::client::Client;
+use runnel_core::client::{alter_configs_request, Client, RESOURCE_TOPIC};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -347,24 +343,8 @@ pub async fn alter_configs(
         )));
     }
     let mut client = client(&console).await?;
-    let mut resource = AlterConfigsResource::default();
-    resource.resource_type = 2;
-    resource.resource_name = StrBytes::from_string(topic.clone());
-    for (k, v) in &change.set {
-        let mut c = AlterableConfig::default();
-        c.name = StrBytes::from_string(k.clone());
-        c.config_operation = 0;
-        c.value = Some(StrBytes::from_string(v.clone()));
-        resource.configs.push(c);
-    }
-    for k in &change.delete {
-        let mut c = AlterableConfig::default();
-        c.name = StrBytes::from_string(k.clone());
-        c.config_operation = 1;
-        resource.configs.push(c);
-    }
-    let mut request = IncrementalAlterConfigsRequest::default();
-    request.resources = vec![resource];
+    let set: Vec<(String, String)> = change.set.into_iter().collect();
+    let request = alter_configs_request(RESOURCE_TOPIC, &topic, &set, &change.delete);
     let response = client.send(&request).await?;
     let result = response
         .responses
