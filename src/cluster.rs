@@ -401,17 +401,11 @@ async fn config_get(
         .results
         .first()
         .context("empty DescribeConfigs response")?;
-    if let Some(e) = error_name(result.error_code) {
-        bail!(
-            "cannot read the configs of broker {id}: {}",
-            result
-                .error_message
-                .as_ref()
-                .filter(|m| !m.is_empty())
-                .map(|m| format!("{m} ({e})"))
-                .unwrap_or(e)
-        );
-    }
+    crate::kafka_client::check(
+        result.error_code,
+        result.error_message.as_ref(),
+        &format!("cannot read the configs of broker {id}"),
+    )?;
     let mut configs: Vec<BrokerConfig> = result
         .configs
         .iter()
@@ -473,17 +467,11 @@ async fn config_set(bootstrap: &str, pairs: &[String], broker: Option<i32>) -> R
         .responses
         .first()
         .context("empty IncrementalAlterConfigs response")?;
-    if let Some(e) = error_name(result.error_code) {
-        bail!(
-            "cannot change broker configs: {}",
-            result
-                .error_message
-                .as_ref()
-                .filter(|m| !m.is_empty())
-                .map(|m| format!("{m} ({e})"))
-                .unwrap_or(e)
-        );
-    }
+    crate::kafka_client::check(
+        result.error_code,
+        result.error_message.as_ref(),
+        "cannot change broker configs",
+    )?;
     let scope = broker
         .map(|b| format!("broker {b}"))
         .unwrap_or_else(|| "the cluster".into());

@@ -66,6 +66,22 @@ pub async fn cluster_metadata(
 }
 
 /// A Kafka error code's name (`None` for 0).
+/// Err "`what`: the broker's message (ERROR_NAME)" for a non-zero error
+/// code of an admin response, Ok for 0.
+pub fn check(
+    code: i16,
+    message: Option<&kafka_protocol::protocol::StrBytes>,
+    what: &str,
+) -> anyhow::Result<()> {
+    let Some(name) = error_name(code) else {
+        return Ok(());
+    };
+    match message.filter(|m| !m.is_empty()) {
+        Some(m) => bail!("{what}: {m} ({name})"),
+        None => bail!("{what}: {name}"),
+    }
+}
+
 pub fn error_name(code: i16) -> Option<String> {
     (code != 0).then(
         || match kafka_protocol::ResponseError::try_from_code(code) {

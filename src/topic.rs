@@ -15,6 +15,8 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use runnel_core::client::Client;
 use runnel_core::client::{alter_configs_request, RESOURCE_TOPIC};
+
+use crate::kafka_client::check;
 use serde::Serialize;
 
 use crate::kafka_client::{cluster_metadata, resolve_offsets, select_names};
@@ -156,19 +158,6 @@ fn parse_kv(s: &str) -> Result<(String, String)> {
     match s.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
         _ => bail!("'{s}' is not KEY=VALUE"),
-    }
-}
-
-fn check(code: i16, message: Option<&StrBytes>, what: &str) -> Result<()> {
-    if code == 0 {
-        return Ok(());
-    }
-    let name = ResponseError::try_from_code(code)
-        .map(|e| e.to_string())
-        .unwrap_or_default();
-    match message {
-        Some(m) if !m.is_empty() => bail!("{what}: {m} ({name})"),
-        _ => bail!("{what}: {name} (error {code})"),
     }
 }
 
