@@ -6,20 +6,19 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use clap::Subcommand;
-use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::{
     ConsumerProtocolAssignment, DeleteGroupsRequest, DescribeGroupsRequest, GroupId,
-    ListGroupsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, TopicName,
+    OffsetCommitRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use kafka_protocol::ResponseError;
-use runnel_core::client::Client;
+use runnel_core::client::ClusterClient;
 use serde::Serialize;
 
-use crate::kafka_client::{list_offsets, resolve_offsets, select_names};
+use crate::kafka_client::{resolve_offsets, select_names};
 use crate::offset_spec::OffsetSpec;
 use crate::output::{emit, table, FormatArgs};
 use crate::ConnectArgs;
@@ -92,6 +91,8 @@ pub enum GroupCommand {
         #[arg(long)]
         execute: bool,
         #[command(flatten)]
+        format: FormatArgs,
+        #[command(flatten)]
         connect: ConnectArgs,
     },
     /// Delete groups with no active members, and their committed offsets
@@ -113,8 +114,8 @@ fn error_name(code: i16) -> String {
         .unwrap_or_else(|| "NONE".into())
 }
 
-async fn connect(args: &ConnectArgs) -> Result<Client> {
-    crate::kafka_client::admin_client(&args.bootstrap).await
+async fn connect(args: &ConnectArgs) -> Result<ClusterClient> {
+    crate::kafka_client::cluster_client(&args.bootstrap).await
 }
 
 #[derive(Serialize)]
@@ -124,23 +125,18 @@ struct ListedGroup {
     protocol_type: String,
 }
 
-/// Every group the broker knows: (id, state, protocol type).
-async fn list_groups(client: &mut Client) -> Result<Vec<ListedGroup>> {
-    let response = client.send(&ListGroupsRequest::default()).await?;
-    if response.error_code != 0 {
-        bail!("cannot list groups: {}", error_name(response.error_code));
-    }
-    let mut groups: Vec<ListedGroup> = response
-        .groups
-        .iter()
+/// Every group of the cluster (ListGroups asked of every broker).
+async fn list_groups(cluster: &mut ClusterClient) -> Result<Vec<ListedGroup>> {
+    Ok(cluster
+        .list_groups()
+        .await?
+        .into_iter()
         .map(|g| ListedGroup {
-            group: g.group_id.0.to_string(),
-            state: g.group_state.to_string(),
-            protocol_type: g.protocol_type.to_string(),
+            group: g.group_id,
+            state: g.state,
+            protocol_type: g.protocol_type,
         })
-        .collect();
-    groups.sort_by(|a, b| a.group.cmp(&b.group));
-    Ok(groups)
+        .collect())
 }
 
 fn s(v: &str) -> StrBytes {
@@ -169,53 +165,12 @@ fn decode_assignment(raw: &Bytes) -> Vec<(String, i32)> {
     }
 }
 
-async fn committed(client: &mut Client, group: &str) -> Result<BTreeMap<(String, i32), i64>> {
-    let mut request = OffsetFetchRequest::default();
-    let version = client.version_for::<OffsetFetchRequest>()?;
-    let mut out = BTreeMap::new();
-    if version >= 8 {
-        let mut g =
-            kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup::default();
-        g.group_id = GroupId(s(group));
-        g.topics = None;
-        request.groups = vec![g];
-        let response = client.send(&request).await?;
-        for g in response.groups {
-            if g.error_code != 0 {
-                bail!(
-                    "cannot read offsets of group '{group}': {}",
-                    error_name(g.error_code)
-                );
-            }
-            for t in g.topics {
-                for p in t.partitions {
-                    out.insert(
-                        (t.name.0.to_string(), p.partition_index),
-                        p.committed_offset,
-                    );
-                }
-            }
-        }
-    } else {
-        request.group_id = GroupId(s(group));
-        request.topics = None;
-        let response = client.send(&request).await?;
-        if response.error_code != 0 {
-            bail!(
-                "cannot read offsets of group '{group}': {}",
-                error_name(response.error_code)
-            );
-        }
-        for t in response.topics {
-            for p in t.partitions {
-                out.insert(
-                    (t.name.0.to_string(), p.partition_index),
-                    p.committed_offset,
-                );
-            }
-        }
-    }
-    Ok(out)
+/// The committed offsets of `group` (OffsetFetch to its coordinator).
+async fn committed(
+    cluster: &mut ClusterClient,
+    group: &str,
+) -> Result<BTreeMap<(String, i32), i64>> {
+    Ok(cluster.committed_offsets(group).await?)
 }
 
 pub async fn run(cmd: GroupCommand) -> Result<()> {
@@ -269,11 +224,19 @@ pub async fn run(cmd: GroupCommand) -> Result<()> {
             } else {
                 select_names(&groups, false, &[], "group")?
             };
-            let mut request = DeleteGroupsRequest::default();
-            request.groups_names = groups.iter().map(|g| GroupId(s(g))).collect();
-            let response = client.send(&request).await?;
             let mut failed = Vec::new();
             for group in &groups {
+                // DeleteGroups goes to each group's coordinator.
+                let coordinator = match client.coordinator(group).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        failed.push(format!("group '{group}': {e}"));
+                        continue;
+                    }
+                };
+                let mut request = DeleteGroupsRequest::default();
+                request.groups_names = vec![GroupId(s(group))];
+                let response = coordinator.send(&request).await?;
                 let Some(code) = response
                     .results
                     .iter()
@@ -309,93 +272,122 @@ pub async fn run(cmd: GroupCommand) -> Result<()> {
             shift_by,
             to_timestamp,
             execute,
+            format,
             connect: c,
         } => {
-            let mut client = connect(&c).await?;
-            let mut request = MetadataRequest::default();
-            let mut t = MetadataRequestTopic::default();
-            t.name = Some(TopicName(s(&topic)));
-            request.topics = Some(vec![t]);
-            request.allow_auto_topic_creation = false;
-            let metadata = client.send(&request).await?;
-            let mt = metadata.topics.first().context("empty Metadata response")?;
-            if mt.error_code != 0 {
-                bail!("topic '{topic}': {}", error_name(mt.error_code));
-            }
-            let partitions: Vec<(String, i32)> = mt
-                .partitions
-                .iter()
-                .map(|p| (topic.clone(), p.partition_index))
-                .collect();
-            let earliest = list_offsets(&mut client, &partitions, -2).await?;
-            let latest = list_offsets(&mut client, &partitions, -1).await?;
-            let current = committed(&mut client, &group).await?;
-            let mut plan = Vec::new();
-            for tp in &partitions {
-                let (lo, hi) = (
-                    earliest.get(tp).copied().unwrap_or(0),
-                    latest.get(tp).copied().unwrap_or(0),
-                );
-                let target = if to_earliest {
-                    lo
-                } else if to_latest {
-                    hi
-                } else if let Some(o) = to_offset {
-                    o
-                } else if let Some(delta) = shift_by {
-                    current.get(tp).copied().filter(|o| *o >= 0).unwrap_or(lo) + delta
-                } else if let Some(ts) = to_timestamp {
-                    let by_time = list_offsets(&mut client, std::slice::from_ref(tp), ts).await?;
-                    by_time.get(tp).copied().filter(|o| *o >= 0).unwrap_or(hi)
-                } else {
-                    bail!("say where to: --to-earliest, --to-latest, --to-offset, --shift-by or --to-timestamp");
-                };
-                plan.push((tp.clone(), target.clamp(lo, hi)));
-            }
-            println!("{:<30} {:>9} {:>12}", "topic", "partition", "new offset");
-            for ((t, p), o) in &plan {
-                println!("{t:<30} {p:>9} {o:>12}");
-            }
-            if !execute {
-                eprintln!("dry run: add --execute to apply");
-                return Ok(());
-            }
-            let mut ct = OffsetCommitRequestTopic::default();
-            ct.name = TopicName(s(&topic));
-            ct.partitions = plan
-                .iter()
-                .map(|((_, p), o)| {
-                    let mut cp = OffsetCommitRequestPartition::default();
-                    cp.partition_index = *p;
-                    cp.committed_offset = *o;
-                    cp.committed_leader_epoch = -1;
-                    cp
-                })
-                .collect();
-            let mut commit = OffsetCommitRequest::default();
-            commit.group_id = GroupId(s(&group));
-            commit.generation_id_or_member_epoch = -1;
-            commit.retention_time_ms = -1;
-            commit.topics = vec![ct];
-            let response = client.send(&commit).await?;
-            for t in &response.topics {
-                for p in &t.partitions {
-                    match ResponseError::try_from_code(p.error_code) {
-                        None => {}
-                        Some(ResponseError::UnknownMemberId) => {
-                            bail!("group '{group}' has active members; stop its consumers before resetting offsets")
-                        }
-                        Some(e) => bail!("cannot reset partition {}: {e}", p.partition_index),
-                    }
-                }
-            }
-            println!(
-                "reset {} partitions of {topic} for group {group}",
-                plan.len()
-            );
-            Ok(())
+            let target = if to_earliest {
+                ResetTo::Earliest
+            } else if to_latest {
+                ResetTo::Latest
+            } else if let Some(o) = to_offset {
+                ResetTo::Offset(o)
+            } else if let Some(delta) = shift_by {
+                ResetTo::Shift(delta)
+            } else if let Some(ts) = to_timestamp {
+                ResetTo::Timestamp(ts)
+            } else {
+                bail!("say where to: --to-earliest, --to-latest, --to-offset, --shift-by or --to-timestamp");
+            };
+            reset_offsets(&c, &group, &topic, target, execute, &format).await
         }
     }
+}
+
+/// Where `group reset-offsets` moves each partition.
+#[derive(Clone, Copy)]
+enum ResetTo {
+    Earliest,
+    Latest,
+    Offset(i64),
+    Shift(i64),
+    Timestamp(i64),
+}
+
+#[derive(Serialize)]
+struct ResetPlan {
+    group: String,
+    topic: String,
+    /// false for a dry run (nothing committed).
+    executed: bool,
+    partitions: Vec<Sought>,
+}
+
+/// `group reset-offsets`: the new offset of each partition of `topic`
+/// (within its log start and end), committed with `execute`.
+async fn reset_offsets(
+    c: &ConnectArgs,
+    group: &str,
+    topic: &str,
+    to: ResetTo,
+    execute: bool,
+    format: &FormatArgs,
+) -> Result<()> {
+    let mut client = connect(c).await?;
+    let Some(ids) = client.partitions(topic) else {
+        bail!("topic '{topic}' does not exist");
+    };
+    let partitions: Vec<(String, i32)> = ids.iter().map(|p| (topic.to_string(), *p)).collect();
+    let earliest = client.list_offsets(&partitions, -2).await?;
+    let latest = client.list_offsets(&partitions, -1).await?;
+    let by_time = match to {
+        ResetTo::Timestamp(ts) => client.list_offsets(&partitions, ts).await?,
+        _ => BTreeMap::new(),
+    };
+    let current = committed(&mut client, group).await?;
+    let mut plan = ResetPlan {
+        group: group.to_string(),
+        topic: topic.to_string(),
+        executed: false,
+        partitions: Vec::new(),
+    };
+    for tp in &partitions {
+        let (Some(&lo), Some(&hi)) = (earliest.get(tp), latest.get(tp)) else {
+            bail!("cannot read the offsets of {}/{}", tp.0, tp.1);
+        };
+        let from = current.get(tp).copied();
+        let target = match to {
+            ResetTo::Earliest => lo,
+            ResetTo::Latest => hi,
+            ResetTo::Offset(o) => o,
+            ResetTo::Shift(delta) => from.unwrap_or(lo) + delta,
+            ResetTo::Timestamp(_) => by_time.get(tp).copied().filter(|o| *o >= 0).unwrap_or(hi),
+        };
+        plan.partitions.push(Sought {
+            topic: topic.to_string(),
+            partition: tp.1,
+            from,
+            to: target.clamp(lo, hi),
+        });
+    }
+    if execute {
+        let targets: Vec<((String, i32), i64)> = plan
+            .partitions
+            .iter()
+            .map(|p| ((p.topic.clone(), p.partition), p.to))
+            .collect();
+        commit_offsets(&mut client, group, &targets, "resetting offsets").await?;
+        plan.executed = true;
+    }
+    emit(format.get(), &plan, || {
+        let mut out = format!("{:<30} {:>9} {:>12}\n", "topic", "partition", "new offset");
+        for p in &plan.partitions {
+            out.push_str(&format!(
+                "{:<30} {:>9} {:>12}\n",
+                p.topic, p.partition, p.to
+            ));
+        }
+        if plan.executed {
+            out.push_str(&format!(
+                "reset {} partitions of {topic} for group {group}\n",
+                plan.partitions.len()
+            ));
+        }
+        out
+    })?;
+    if !execute {
+        eprintln!("dry run: add --execute to apply");
+    }
+    Ok(())
 }
 
 #[derive(Serialize)]
@@ -434,12 +426,12 @@ struct PartitionLag {
 
 /// A group's state and members (DescribeGroups); `None` if it does not exist.
 async fn group_state(
-    client: &mut Client,
+    cluster: &mut ClusterClient,
     group: &str,
 ) -> Result<kafka_protocol::messages::describe_groups_response::DescribedGroup> {
     let mut request = DescribeGroupsRequest::default();
     request.groups = vec![GroupId(s(group))];
-    let response = client.send(&request).await?;
+    let response = cluster.coordinator(group).await?.send(&request).await?;
     let g = response
         .groups
         .into_iter()
@@ -484,7 +476,7 @@ async fn describe(c: &ConnectArgs, group: &str, format: &FormatArgs) -> Result<(
         }
     }
     partitions.sort();
-    let ends = list_offsets(&mut client, &partitions, -1).await?;
+    let ends = client.list_offsets(&partitions, -1).await?;
     let lags: Vec<PartitionLag> = partitions
         .iter()
         .map(|tp| {
@@ -579,6 +571,55 @@ struct Sought {
     to: i64,
 }
 
+/// Commits `offsets` for `group` at its coordinator as an admin does
+/// (generation -1: refused while the group has members).
+async fn commit_offsets(
+    cluster: &mut ClusterClient,
+    group: &str,
+    offsets: &[((String, i32), i64)],
+    doing: &str,
+) -> Result<()> {
+    let mut by_topic: BTreeMap<&str, Vec<(i32, i64)>> = BTreeMap::new();
+    for ((t, p), o) in offsets {
+        by_topic.entry(t).or_default().push((*p, *o));
+    }
+    let mut commit = OffsetCommitRequest::default();
+    commit.group_id = GroupId(s(group));
+    commit.generation_id_or_member_epoch = -1;
+    commit.retention_time_ms = -1;
+    commit.topics = by_topic
+        .iter()
+        .map(|(t, ps)| {
+            let mut ct = OffsetCommitRequestTopic::default();
+            ct.name = TopicName(s(t));
+            ct.partitions = ps
+                .iter()
+                .map(|(p, o)| {
+                    let mut cp = OffsetCommitRequestPartition::default();
+                    cp.partition_index = *p;
+                    cp.committed_offset = *o;
+                    cp.committed_leader_epoch = -1;
+                    cp
+                })
+                .collect();
+            ct
+        })
+        .collect();
+    let response = cluster.coordinator(group).await?.send(&commit).await?;
+    for t in &response.topics {
+        for p in &t.partitions {
+            match ResponseError::try_from_code(p.error_code) {
+                None => {}
+                Some(ResponseError::UnknownMemberId) => {
+                    bail!("group '{group}' has active members; stop its consumers before {doing}")
+                }
+                Some(e) => bail!("cannot commit {}/{}: {e}", t.name.0, p.partition_index),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `group seek`: OffsetCommit of where `to` points, for a group without
 /// members.
 async fn seek(
@@ -599,7 +640,7 @@ async fn seek(
         );
     }
     let current = committed(&mut client, group).await?;
-    let metadata = crate::kafka_client::cluster_metadata(&mut client).await?;
+    let metadata = client.metadata().clone();
     let partitions_of = |name: &str| -> Result<Vec<i32>> {
         let t = metadata
             .topics
@@ -646,44 +687,8 @@ async fn seek(
     partitions.sort();
     partitions.dedup();
     let targets = resolve_offsets(&mut client, &partitions, to).await?;
-    let mut by_topic: BTreeMap<&str, Vec<(i32, i64)>> = BTreeMap::new();
-    for ((t, p), o) in &targets {
-        by_topic.entry(t).or_default().push((*p, *o));
-    }
-    let mut commit = OffsetCommitRequest::default();
-    commit.group_id = GroupId(s(group));
-    commit.generation_id_or_member_epoch = -1;
-    commit.retention_time_ms = -1;
-    commit.topics = by_topic
-        .iter()
-        .map(|(t, ps)| {
-            let mut ct = OffsetCommitRequestTopic::default();
-            ct.name = TopicName(s(t));
-            ct.partitions = ps
-                .iter()
-                .map(|(p, o)| {
-                    let mut cp = OffsetCommitRequestPartition::default();
-                    cp.partition_index = *p;
-                    cp.committed_offset = *o;
-                    cp.committed_leader_epoch = -1;
-                    cp
-                })
-                .collect();
-            ct
-        })
-        .collect();
-    let response = client.send(&commit).await?;
-    for t in &response.topics {
-        for p in &t.partitions {
-            match ResponseError::try_from_code(p.error_code) {
-                None => {}
-                Some(ResponseError::UnknownMemberId) => {
-                    bail!("group '{group}' has active members; stop its consumers before seeking")
-                }
-                Some(e) => bail!("cannot commit {}/{}: {e}", t.name.0, p.partition_index),
-            }
-        }
-    }
+    let targets: Vec<((String, i32), i64)> = targets.into_iter().collect();
+    commit_offsets(&mut client, group, &targets, "seeking").await?;
     let moved: Vec<Sought> = targets
         .iter()
         .map(|((t, p), o)| Sought {

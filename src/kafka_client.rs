@@ -4,8 +4,6 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use anyhow::{bail, Context, Result};
 
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::{ListOffsetsRequest, TopicName};
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::ConsumerContext;
@@ -91,62 +89,27 @@ pub fn error_name(code: i16) -> Option<String> {
     )
 }
 
-/// ListOffsets for every given partition at `timestamp` (-1 latest, -2 earliest).
-pub async fn list_offsets(
-    client: &mut runnel_core::client::Client,
-    partitions: &[(String, i32)],
-    timestamp: i64,
-) -> anyhow::Result<BTreeMap<(String, i32), i64>> {
-    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-    for (t, p) in partitions {
-        by_topic.entry(t).or_default().push(*p);
-    }
-    let mut request = ListOffsetsRequest::default();
-    request.replica_id = (-1).into();
-    request.topics = by_topic
-        .into_iter()
-        .map(|(t, ps)| {
-            let mut lt = ListOffsetsTopic::default();
-            lt.name = TopicName(kafka_protocol::protocol::StrBytes::from_string(
-                t.to_string(),
-            ));
-            lt.partitions = ps
-                .into_iter()
-                .map(|p| {
-                    let mut lp = ListOffsetsPartition::default();
-                    lp.partition_index = p;
-                    lp.timestamp = timestamp;
-                    lp.current_leader_epoch = -1;
-                    lp
-                })
-                .collect();
-            lt
-        })
-        .collect();
-    let response = client.send(&request).await?;
-    let mut out = BTreeMap::new();
-    for t in response.topics {
-        for p in t.partitions {
-            if p.error_code == 0 {
-                out.insert((t.name.0.to_string(), p.partition_index), p.offset);
-            }
-        }
-    }
-    Ok(out)
+/// A connection to the whole cluster behind `bootstrap` for admin
+/// commands: ListOffsets to each partition's leader, group requests to the
+/// group's coordinator, ListGroups to every broker.
+pub async fn cluster_client(bootstrap: &str) -> Result<runnel_core::client::ClusterClient> {
+    runnel_core::client::ClusterClient::connect(bootstrap, "runnel-cli")
+        .await
+        .with_context(|| format!("cannot reach a broker at {bootstrap}"))
 }
 
 /// Where `spec` points in each of `partitions` (ListOffsets for the log
 /// start and end, and by time for `@TIME`).
 pub async fn resolve_offsets(
-    client: &mut runnel_core::client::Client,
+    client: &mut runnel_core::client::ClusterClient,
     partitions: &[(String, i32)],
     spec: crate::offset_spec::OffsetSpec,
 ) -> anyhow::Result<BTreeMap<(String, i32), i64>> {
-    let earliest = list_offsets(client, partitions, -2).await?;
-    let latest = list_offsets(client, partitions, -1).await?;
+    let earliest = client.list_offsets(partitions, -2).await?;
+    let latest = client.list_offsets(partitions, -1).await?;
     let by_time = match spec {
         crate::offset_spec::OffsetSpec::Timestamp(ts) => {
-            Some(list_offsets(client, partitions, ts).await?)
+            Some(client.list_offsets(partitions, ts).await?)
         }
         _ => None,
     };

@@ -40,6 +40,7 @@ pub enum SchemaCommand {
         registry: RegistryArgs,
     },
     /// Print a schema: by --id, or a subject's version (latest by default)
+    #[command(disable_version_flag = true)]
     Get {
         /// Subject (omit with --id)
         subject: Option<String>,
@@ -70,6 +71,7 @@ pub enum SchemaCommand {
     },
     /// Check whether a schema is compatible with a subject (exit status 1
     /// when it is not)
+    #[command(disable_version_flag = true)]
     Check {
         subject: String,
         /// Avro schema file (JSON), or - for stdin
@@ -84,6 +86,7 @@ pub enum SchemaCommand {
         registry: RegistryArgs,
     },
     /// Delete a subject, or one version of it (soft unless --permanent)
+    #[command(disable_version_flag = true)]
     Delete {
         subject: String,
         #[arg(short, long)]

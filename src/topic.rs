@@ -429,8 +429,8 @@ struct ConfigEntry {
 }
 
 async fn describe(c: &ConnectArgs, name: &str, format: &FormatArgs) -> Result<()> {
-    let mut client = connect(c).await?;
-    let response = metadata(&mut client, Some(name)).await?;
+    let mut cluster = crate::kafka_client::cluster_client(&c.bootstrap).await?;
+    let response = metadata(cluster.bootstrap(), Some(name)).await?;
     let topic = response.topics.first().context("empty Metadata response")?;
     check(
         topic.error_code,
@@ -443,8 +443,9 @@ async fn describe(c: &ConnectArgs, name: &str, format: &FormatArgs) -> Result<()
         .iter()
         .map(|p| (name.to_string(), p.partition_index))
         .collect();
-    let earliest = crate::kafka_client::list_offsets(&mut client, &tps, -2).await?;
-    let latest = crate::kafka_client::list_offsets(&mut client, &tps, -1).await?;
+    let earliest = cluster.list_offsets(&tps, -2).await?;
+    let latest = cluster.list_offsets(&tps, -1).await?;
+    let client = cluster.bootstrap();
 
     let mut resource = DescribeConfigsResource::default();
     resource.resource_type = 2;
@@ -588,8 +589,8 @@ async fn trim_prefix(
         DeleteRecordsPartition, DeleteRecordsTopic,
     };
     use kafka_protocol::messages::DeleteRecordsRequest;
-    let mut client = connect(c).await?;
-    let response = metadata(&mut client, Some(topic)).await?;
+    let mut cluster = crate::kafka_client::cluster_client(&c.bootstrap).await?;
+    let response = metadata(cluster.bootstrap(), Some(topic)).await?;
     let t = response.topics.first().context("empty Metadata response")?;
     check(t.error_code, None, &format!("topic '{topic}'"))?;
     let ids: Vec<i32> = t.partitions.iter().map(|p| p.partition_index).collect();
@@ -610,13 +611,11 @@ async fn trim_prefix(
     }
     let mut done = Vec::new();
     for (leader, partitions) in by_leader {
-        let Some(b) = response.brokers.iter().find(|b| b.node_id.0 == leader) else {
+        if leader < 0 {
             bail!("partitions {partitions:?} of '{topic}' have no leader");
-        };
-        let mut leader_client =
-            crate::kafka_client::admin_client(&format!("{}:{}", b.host, b.port)).await?;
+        }
         let tps: Vec<(String, i32)> = partitions.iter().map(|p| (topic.to_string(), *p)).collect();
-        let targets = resolve_offsets(&mut leader_client, &tps, spec).await?;
+        let targets = resolve_offsets(&mut cluster, &tps, spec).await?;
         let mut dt = DeleteRecordsTopic::default();
         dt.name = TopicName(StrBytes::from_string(topic.to_string()));
         dt.partitions = targets
@@ -631,7 +630,7 @@ async fn trim_prefix(
         let mut request = DeleteRecordsRequest::default();
         request.topics = vec![dt];
         request.timeout_ms = 30_000;
-        let answer = leader_client.send(&request).await?;
+        let answer = cluster.broker(leader).await?.send(&request).await?;
         for rt in &answer.topics {
             for rp in &rt.partitions {
                 check(

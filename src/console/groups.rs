@@ -51,8 +51,47 @@ fn group_consumer(console: &Console, group: &str) -> ApiResult<BaseConsumer> {
         .create()?)
 }
 
-/// `GET /api/groups`: every group with its state, member count and lag
-/// (the lag the coordinating broker reports on its metrics page).
+/// Most groups whose lag one listing computes (the others show none).
+const MAX_GROUPS_WITH_LAG: usize = 500;
+
+/// Total lag of each of `groups`: its committed offsets (OffsetFetch to its
+/// coordinator) against the log ends (ListOffsets to each partition's
+/// leader), over the Kafka protocol so that it is right in a cluster.
+/// A group whose offsets cannot be read, or that committed none, has no
+/// entry.
+async fn lag_per_group<'a>(
+    console: &Console,
+    groups: impl Iterator<Item = &'a str>,
+) -> ApiResult<HashMap<String, i64>> {
+    let mut cluster = super::kafka::cluster_client(console).await?;
+    let mut committed = Vec::new();
+    for group in groups.take(MAX_GROUPS_WITH_LAG) {
+        if let Ok(offsets) = cluster.committed_offsets(group).await {
+            if !offsets.is_empty() {
+                committed.push((group.to_string(), offsets));
+            }
+        }
+    }
+    let mut partitions: Vec<(String, i32)> = committed
+        .iter()
+        .flat_map(|(_, o)| o.keys().cloned())
+        .collect();
+    partitions.sort();
+    partitions.dedup();
+    let ends = cluster.list_offsets(&partitions, -1).await?;
+    Ok(committed
+        .into_iter()
+        .map(|(group, offsets)| {
+            let lag = offsets
+                .iter()
+                .filter_map(|(tp, c)| Some((ends.get(tp)? - c).max(0)))
+                .sum();
+            (group, lag)
+        })
+        .collect())
+}
+
+/// `GET /api/groups`: every group with its state, member count and lag.
 pub async fn list(State(console): State<Console>) -> ApiResult<Json<Value>> {
     let config = rdkafka_config(&console);
     let groups = blocking(move || {
@@ -72,12 +111,7 @@ pub async fn list(State(console): State<Console>) -> ApiResult<Json<Value>> {
             .collect::<Vec<_>>())
     })
     .await?;
-    let samples = super::kafka::samples(&console).await;
-    let lag: HashMap<&str, f64> = samples
-        .iter()
-        .filter(|s| s.name == "runnel_group_lag_sum")
-        .filter_map(|s| Some((s.labels.get("group")?.as_str(), s.value)))
-        .collect();
+    let lag = lag_per_group(&console, groups.iter().map(|g| g.0.as_str())).await?;
     let mut out: Vec<Value> = groups
         .into_iter()
         .map(|(name, state, protocol_type, members)| {
@@ -86,7 +120,7 @@ pub async fn list(State(console): State<Console>) -> ApiResult<Json<Value>> {
                 "state": state,
                 "protocol_type": protocol_type,
                 "members": members,
-                "lag": lag.get(name.as_str()).copied(),
+                "lag": lag.get(&name).copied(),
             })
         })
         .collect();

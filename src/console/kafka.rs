@@ -11,7 +11,7 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::ClientConfig;
-use runnel_core::client::Client;
+use runnel_core::client::{Client, ClusterClient};
 use serde_json::{json, Value};
 
 use super::{ApiError, ApiResult, Console, UPSTREAM_TIMEOUT};
@@ -25,6 +25,21 @@ pub async fn client(console: &Console) -> ApiResult<Client> {
             .map_err(|_| ApiError::upstream(format!("broker at {addr} did not answer")))??;
     client.set_timeout(UPSTREAM_TIMEOUT);
     Ok(client)
+}
+
+/// A client of the whole cluster through the broker's own listener:
+/// ListOffsets to leaders, group requests to coordinators, DescribeLogDirs
+/// and ListGroups to every broker.
+pub async fn cluster_client(console: &Console) -> ApiResult<ClusterClient> {
+    let bootstrap = client(console).await?;
+    let mut cluster = tokio::time::timeout(
+        UPSTREAM_TIMEOUT,
+        ClusterClient::from_client(bootstrap, "runnel-console"),
+    )
+    .await
+    .map_err(|_| ApiError::upstream("the broker did not answer in time"))??;
+    cluster.set_timeout(UPSTREAM_TIMEOUT);
+    Ok(cluster)
 }
 
 /// librdkafka settings for the console's clients of the local broker.

@@ -7,9 +7,12 @@
 //! librdkafka and `runnel_core::client`), so a write from the console gets
 //! exactly the checks any Kafka client gets (topic name rules, config
 //! validation, group state); the schema registry and the connect worker are
-//! reached through their REST APIs. The only in-process read is the
-//! broker's metrics page (`exposition::render`), the same text `/metrics`
-//! serves, for sizes, throughput counters and disk.
+//! reached through their REST APIs. Whatever depends on where a partition
+//! is led or a group coordinated (offsets, lag, sizes on disk) is asked of
+//! the right broker through `runnel_core::client::ClusterClient`, so it is
+//! right in a cluster too. The only in-process read is the broker's
+//! metrics page (`exposition::render`), the same text `/metrics` serves,
+//! for this broker's throughput counters and disk.
 //!
 //! Protections (the console listens on loopback by default, where any web
 //! page the user visits could try to reach it):
@@ -154,6 +157,17 @@ impl IntoResponse for ApiError {
 impl From<runnel_core::client::ClientError> for ApiError {
     fn from(e: runnel_core::client::ClientError) -> ApiError {
         ApiError::upstream(format!("broker: {}", error_chain(&e)))
+    }
+}
+
+impl From<runnel_core::client::ClusterError> for ApiError {
+    fn from(e: runnel_core::client::ClusterError) -> ApiError {
+        match e {
+            runnel_core::client::ClusterError::Client(e) => e.into(),
+            runnel_core::client::ClusterError::Refused(r) => {
+                ApiError::upstream(format!("broker: {r}"))
+            }
+        }
     }
 }
 

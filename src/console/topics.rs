@@ -2,7 +2,7 @@
 //! DeleteTopics, DescribeConfigs, IncrementalAlterConfigs, Metadata and
 //! ListOffsets to the broker's listener, as `runnel topic` sends them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -10,12 +10,9 @@ use axum::Json;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::{
-    CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, ListOffsetsRequest,
-};
+use kafka_protocol::messages::{CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest};
 use kafka_protocol::protocol::StrBytes;
-use runnel_core::client::{alter_configs_request, Client, RESOURCE_TOPIC};
+use runnel_core::client::{alter_configs_request, RESOURCE_TOPIC};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -27,18 +24,59 @@ const MAX_CONFIGS: usize = 100;
 /// Most partitions a topic may be created with from the console.
 const MAX_PARTITIONS: i32 = 10_000;
 
+/// Most partitions whose offsets one topic listing asks for (beyond it the
+/// listing shows no record counts).
+const MAX_COUNTED_PARTITIONS: usize = 10_000;
+
 /// `GET /api/topics`: every topic with partitions, replication factor,
-/// and the size and record count of the partitions this broker leads.
+/// size on disk (each partition's leader replica, from DescribeLogDirs to
+/// every broker) and records held (log end − log start, from each
+/// partition's leader).
 pub async fn list(State(console): State<Console>) -> ApiResult<Json<Value>> {
-    let mut client = client(&console).await?;
-    let meta = metadata(&mut client, None).await?;
-    let totals = kafka::topic_totals(&kafka::samples(&console).await);
+    let mut cluster = kafka::cluster_client(&console).await?;
+    let meta = cluster.metadata().clone();
+    let all: Vec<(String, i32)> = meta
+        .topics
+        .iter()
+        .filter_map(|t| Some((t.name.as_ref()?.0.to_string(), t)))
+        .flat_map(|(name, t)| {
+            t.partitions
+                .iter()
+                .map(move |p| (name.clone(), p.partition_index))
+        })
+        .take(MAX_COUNTED_PARTITIONS + 1)
+        .collect();
+    let (start, end) = if all.len() <= MAX_COUNTED_PARTITIONS {
+        (
+            cluster.list_offsets(&all, -2).await?,
+            cluster.list_offsets(&all, -1).await?,
+        )
+    } else {
+        Default::default()
+    };
+    let (sizes, _unanswered) = cluster.replica_sizes().await;
     let mut topics: Vec<Value> = meta
         .topics
         .iter()
         .filter_map(|t| {
             let topic = t.name.as_ref()?.0.to_string();
-            let t_totals = totals.get(&topic);
+            let mut size: Option<i64> = None;
+            let mut messages: Option<i64> = None;
+            for p in &t.partitions {
+                let key = (topic.clone(), p.partition_index);
+                if let Some(replicas) = sizes.get(&key) {
+                    // The leader's copy, else the largest one known.
+                    let bytes = replicas
+                        .get(&p.leader_id.0)
+                        .or_else(|| replicas.values().max())
+                        .copied()
+                        .unwrap_or(0);
+                    *size.get_or_insert(0) += bytes;
+                }
+                if let (Some(s), Some(e)) = (start.get(&key), end.get(&key)) {
+                    *messages.get_or_insert(0) += (e - s).max(0);
+                }
+            }
             Some(json!({
                 "name": topic,
                 "internal": t.is_internal || runnel_core::broker::is_system_topic(&topic),
@@ -46,8 +84,8 @@ pub async fn list(State(console): State<Console>) -> ApiResult<Json<Value>> {
                 "replication_factor": t.partitions.iter().map(|p| p.replica_nodes.len()).max().unwrap_or(0),
                 "under_replicated": t.partitions.iter().filter(|p| p.isr_nodes.len() < p.replica_nodes.len()).count(),
                 "error": (t.error_code != 0).then(|| kafka::error_name(t.error_code)),
-                "size_bytes": t_totals.map(|x| x.size_bytes),
-                "messages": t_totals.map(|x| x.messages),
+                "size_bytes": size,
+                "messages": messages,
             }))
         })
         .collect();
@@ -162,106 +200,33 @@ pub async fn delete(
     Ok(done(&format!("deleted topic {topic}")))
 }
 
-/// Log start and end offsets of `partitions` of `topic` (ListOffsets with
-/// -2 and -1), asked of each partition's leader.
-pub async fn start_end_offsets(
-    client: &mut Client,
-    topic: &str,
-    leaders: &[(i32, i32)],
-) -> ApiResult<HashMap<i32, (i64, i64)>> {
-    let mut out: HashMap<i32, (i64, i64)> = HashMap::new();
-    let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
-    for (p, leader) in leaders {
-        by_leader.entry(*leader).or_default().push(*p);
-    }
-    for (_, partitions) in by_leader {
-        let Some(&first) = partitions.first() else {
-            continue;
-        };
-        let mut leader = match client
-            .connect_to_leader(topic, first, "runnel-console")
-            .await
-        {
-            Ok(c) => c,
-            Err(_) => continue,
-        };
-        leader.set_timeout(super::UPSTREAM_TIMEOUT);
-        for ts in [-2i64, -1] {
-            for (p, offset) in list_offsets(&mut leader, topic, &partitions, ts).await? {
-                let e = out.entry(p).or_insert((-1, -1));
-                if ts == -2 {
-                    e.0 = offset;
-                } else {
-                    e.1 = offset;
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// ListOffsets for `partitions` of `topic` at `timestamp` (-1 latest,
-/// -2 earliest); partitions with an error are left out.
-pub async fn list_offsets(
-    client: &mut Client,
-    topic: &str,
-    partitions: &[i32],
-    timestamp: i64,
-) -> ApiResult<Vec<(i32, i64)>> {
-    let mut t = ListOffsetsTopic::default();
-    t.name = name(topic);
-    t.partitions = partitions
-        .iter()
-        .map(|&p| {
-            let mut lp = ListOffsetsPartition::default();
-            lp.partition_index = p;
-            lp.timestamp = timestamp;
-            lp.current_leader_epoch = -1;
-            lp
-        })
-        .collect();
-    let mut request = ListOffsetsRequest::default();
-    request.replica_id = (-1).into();
-    request.topics = vec![t];
-    let response = client.send(&request).await?;
-    Ok(response
-        .topics
-        .iter()
-        .flat_map(|t| t.partitions.iter())
-        .filter(|p| p.error_code == 0)
-        .map(|p| (p.partition_index, p.offset))
-        .collect())
-}
-
 /// `GET /api/topics/{name}`: partitions (leader, replicas, ISR, log start
 /// and end) and configs (value, source, whether read-only or sensitive).
 pub async fn describe(
     State(console): State<Console>,
     Path(topic): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let mut client = client(&console).await?;
-    let meta = metadata(&mut client, Some(&topic)).await?;
+    let mut cluster = kafka::cluster_client(&console).await?;
+    let meta = metadata(cluster.bootstrap(), Some(&topic)).await?;
     let t = meta
         .topics
         .iter()
         .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some(topic.as_str()))
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no topic '{topic}'")))?;
     check(t.error_code, None, &format!("topic '{topic}'"))?;
-    let leaders: Vec<(i32, i32)> = t
+    let tps: Vec<(String, i32)> = t
         .partitions
         .iter()
-        .filter(|p| p.leader_id.0 >= 0)
-        .map(|p| (p.partition_index, p.leader_id.0))
+        .map(|p| (topic.clone(), p.partition_index))
         .collect();
-    let offsets = start_end_offsets(&mut client, &topic, &leaders).await?;
+    let start = cluster.list_offsets(&tps, -2).await?;
+    let end = cluster.list_offsets(&tps, -1).await?;
     let mut partitions: Vec<Value> = t
         .partitions
         .iter()
         .map(|p| {
-            let (start, end) = offsets
-                .get(&p.partition_index)
-                .copied()
-                .map_or((None, None), |(s, e)| (Some(s), Some(e)));
+            let key = (topic.clone(), p.partition_index);
+            let (start, end) = (start.get(&key), end.get(&key));
             json!({
                 "partition": p.partition_index,
                 "leader": p.leader_id.0,
@@ -283,7 +248,7 @@ pub async fn describe(
     let mut request = DescribeConfigsRequest::default();
     request.resources = vec![resource];
     request.include_documentation = true;
-    let response = client.send(&request).await?;
+    let response = cluster.bootstrap().send(&request).await?;
     let mut configs = Vec::new();
     for r in &response.results {
         check(r.error_code, r.error_message.as_ref(), "describing configs")?;

@@ -549,3 +549,261 @@ async fn serve_cluster_dev_stopped_while_its_nodes_start_leaves_no_node_running(
         assert!(!process_exists(pid), "node pid {pid} is gone:\n{output}");
     }
 }
+
+/// Runs `runnel ARGS --format json --bootstrap <node>` and parses stdout.
+fn cli_json(node: &TestBroker, args: &[&str]) -> Value {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--format", "json"]);
+    let out = node.cli(&all, None);
+    assert!(
+        out.status.success(),
+        "runnel {}: {}",
+        all.join(" "),
+        stderr(&out)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "runnel {} prints JSON ({e}): {}",
+            all.join(" "),
+            stdout(&out)
+        )
+    })
+}
+
+/// GET `path` of `node`'s console API as JSON.
+async fn console_get(node: &TestBroker, path: &str) -> Value {
+    let r = reqwest::get(format!("{}/api{path}", node.admin_url()))
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    assert!(r.status().is_success(), "GET {path}: {}", r.status());
+    serde_json::from_str(&r.text().await.expect("body")).expect("JSON")
+}
+
+/// In a cluster most partitions are led, and most groups coordinated, by
+/// another broker than the one a command connects to: ListOffsets,
+/// DeleteRecords, OffsetFetch/OffsetCommit/DescribeGroups/DeleteGroups and
+/// ListGroups must reach the right brokers (one node's answers alone say
+/// NOT_LEADER_OR_FOLLOWER / NOT_COORDINATOR, or leave groups out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_commands_and_the_console_ask_each_partitions_leader_and_each_groups_coordinator() {
+    use rdkafka::consumer::CommitMode;
+    use runnel_core::client::ClusterClient;
+
+    let cluster = TestCluster::start(3);
+    let node = &cluster.nodes[0];
+    let created = node.cli(&["topic", "create", "spread", "-p", "6", "-r", "1"], None);
+    assert!(created.status.success(), "{}", stderr(&created));
+    wait_for(node, 3, "spread", 6).await;
+    let mut admin = ClusterClient::connect(&node.addr(), "test").await.unwrap();
+    let elsewhere = (0..6)
+        .filter(|p| admin.leader("spread", *p) != Some(1))
+        .count();
+    assert!(elsewhere > 0, "some partitions are led by nodes 2 and 3");
+
+    // 100 records in each partition.
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .set("acks", "all")
+        .create()
+        .unwrap();
+    for p in 0..6 {
+        for i in 0..100 {
+            let value = format!("record {i} of partition {p}");
+            producer
+                .send(
+                    FutureRecord::<(), _>::to("spread")
+                        .partition(p)
+                        .payload(&value),
+                    Duration::from_secs(30),
+                )
+                .await
+                .expect("produce");
+        }
+    }
+
+    // Groups g0..g5: g{i} committed 100 - 10*i on every partition (lag 60*i).
+    let groups: Vec<String> = (0..6).map(|i| format!("g{i}")).collect();
+    for (i, group) in groups.iter().enumerate() {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap())
+            .set("group.id", group)
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..6 {
+            tpl.add_partition_offset("spread", p, Offset::Offset(100 - 10 * i as i64))
+                .unwrap();
+        }
+        consumer.commit(&tpl, CommitMode::Sync).expect("commit");
+    }
+    let mut coordinated_elsewhere = 0;
+    for group in &groups {
+        if admin.coordinator_id(group).await.unwrap() != 1 {
+            coordinated_elsewhere += 1;
+        }
+    }
+    assert!(
+        coordinated_elsewhere > 0,
+        "some groups are coordinated by nodes 2 and 3"
+    );
+
+    // topic describe: every partition's offsets, wherever it is led.
+    let described = cli_json(node, &["topic", "describe", "spread"]);
+    let ends: Vec<(i64, i64)> = described["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["start_offset"].as_i64().unwrap_or(-1),
+                p["end_offset"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    assert_eq!(ends, vec![(0, 100); 6], "{described}");
+
+    // group list: every group, whichever broker coordinates it.
+    let listed = cli_json(node, &["group", "list"]);
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|g| g["group"].as_str())
+        .collect();
+    for group in &groups {
+        assert!(names.contains(&group.as_str()), "{group} in {listed}");
+    }
+
+    // group describe: committed offsets and lag from the coordinator and
+    // the leaders.
+    for (i, group) in groups.iter().enumerate() {
+        let d = cli_json(node, &["group", "describe", group]);
+        assert_eq!(d["total_lag"], 60 * i as i64, "{group}: {d}");
+        let committed: Vec<i64> = d["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["committed"].as_i64().unwrap_or(-1))
+            .collect();
+        assert_eq!(committed, vec![100 - 10 * i as i64; 6], "{group}: {d}");
+    }
+
+    // reset-offsets (JSON plan, executed) and seek commit at the coordinator.
+    let plan = cli_json(
+        node,
+        &[
+            "group",
+            "reset-offsets",
+            "g3",
+            "--topic",
+            "spread",
+            "--to-earliest",
+            "--execute",
+        ],
+    );
+    assert_eq!(plan["executed"], true, "{plan}");
+    let moved: Vec<(i64, i64)> = plan["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["from"].as_i64().unwrap(), p["to"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(moved, vec![(70, 0); 6], "{plan}");
+    assert_eq!(
+        cli_json(node, &["group", "describe", "g3"])["total_lag"],
+        600
+    );
+    let dry = cli_json(
+        node,
+        &[
+            "group",
+            "reset-offsets",
+            "g2",
+            "--topic",
+            "spread",
+            "--shift-by",
+            "-5",
+        ],
+    );
+    assert_eq!(dry["executed"], false, "{dry}");
+    assert_eq!(dry["partitions"][0]["to"], 75, "{dry}");
+    assert_eq!(
+        cli_json(node, &["group", "describe", "g2"])["total_lag"],
+        120,
+        "a dry run commits nothing"
+    );
+    cli_json(node, &["group", "seek", "g4", "--to", "end"]);
+    assert_eq!(cli_json(node, &["group", "describe", "g4"])["total_lag"], 0);
+
+    // delete reaches the coordinator of each group.
+    let deleted = node.cli(&["group", "delete", "g5", "g1"], None);
+    assert!(deleted.status.success(), "{}", stderr(&deleted));
+    let listed = cli_json(node, &["group", "list"]).to_string();
+    assert!(
+        !listed.contains("\"g5\"") && !listed.contains("\"g1\""),
+        "{listed}"
+    );
+
+    // trim-prefix: DeleteRecords at each leader.
+    cli_json(node, &["topic", "trim-prefix", "spread", "-o", "10"]);
+    let described = cli_json(node, &["topic", "describe", "spread"]);
+    let starts: Vec<i64> = described["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["start_offset"].as_i64().unwrap_or(-1))
+        .collect();
+    assert_eq!(starts, vec![10; 6], "{described}");
+
+    // The console of node 1: records held and size over the whole cluster,
+    // group lag from coordinators and leaders.
+    let topics = console_get(node, "/topics").await;
+    let spread = topics["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "spread")
+        .cloned()
+        .unwrap_or_else(|| panic!("spread in {topics}"));
+    assert_eq!(spread["messages"], 540, "{spread}");
+    let mut leader_bytes = 0.0;
+    for (index, n) in cluster.nodes.iter().enumerate() {
+        let node_id = index as i32 + 1;
+        let page = n.metrics().await;
+        for line in page.lines().filter(|l| {
+            l.starts_with("runnel_partition_log_size_bytes{") && l.contains("topic=\"spread\"")
+        }) {
+            let partition: i32 = line
+                .split("partition=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .and_then(|p| p.parse().ok())
+                .unwrap();
+            if admin.leader("spread", partition) == Some(node_id) {
+                leader_bytes += line.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
+            }
+        }
+    }
+    assert!(leader_bytes > 6000.0, "600 records hold some bytes");
+    assert_eq!(
+        spread["size_bytes"].as_f64(),
+        Some(leader_bytes),
+        "{spread}"
+    );
+    let listed = console_get(node, "/groups").await;
+    let lag_of = |g: &str| {
+        listed["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["group_id"] == g)
+            .map(|x| x["lag"].clone())
+            .unwrap_or_else(|| panic!("{g} in {listed}"))
+    };
+    // After the trim the log starts at 10; lag counts from the committed
+    // offset as Kafka's tools do.
+    assert_eq!(lag_of("g0"), 0);
+    assert_eq!(lag_of("g2"), 120);
+    assert_eq!(lag_of("g3"), 600);
+    assert_eq!(lag_of("g4"), 0);
+}

@@ -156,10 +156,11 @@ pub async fn offset_commit(
             let error = match &check {
                 Err(e) => Some(*e),
                 Ok(())
-                    if known
+                    // The topic's partitions in the metadata: in a
+                    // cluster the coordinator need not hold a replica.
+                    if !known
                         .as_ref()
-                        .and_then(|t| t.partition(p.partition_index))
-                        .is_none() =>
+                        .is_some_and(|t| (0..t.partition_count()).contains(&p.partition_index)) =>
                 {
                     Some(ResponseError::UnknownTopicOrPartition)
                 }

@@ -5,6 +5,10 @@
 //! tests, where a full client library would hide the exact requests sent.
 //! Applications should use a real client (librdkafka through `rdkafka`).
 
+pub mod cluster;
+
+pub use cluster::{ClusterClient, ClusterError};
+
 use std::collections::HashMap;
 use std::time::Duration;
 
