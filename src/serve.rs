@@ -67,6 +67,16 @@ pub struct ServeArgs {
     /// Admin HTTP address (/metrics, the web console), or "off" [default: 127.0.0.1:9644]
     #[arg(long, env = "RUNNEL_ADMIN_ADDR")]
     pub admin_addr: Option<String>,
+    /// Host names the web console also answers under (comma-separated;
+    /// `*.example.com` for subdomains), for a console reached by name
+    /// behind a proxy; loopback names and IP addresses always work
+    #[arg(
+        long,
+        env = "RUNNEL_ADMIN_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        value_name = "HOST"
+    )]
+    pub admin_allowed_hosts: Vec<String>,
     /// Schema registry REST address, or "off" [default: 127.0.0.1:8081]
     #[arg(long, env = "RUNNEL_REGISTRY_ADDR")]
     pub registry_addr: Option<String>,
@@ -160,6 +170,9 @@ pub fn load_config(args: &ServeArgs) -> Result<BrokerConfig> {
     if let Some(v) = &args.admin_addr {
         config.admin_addr = v.clone();
     }
+    if !args.admin_allowed_hosts.is_empty() {
+        config.admin_allowed_hosts = args.admin_allowed_hosts.clone();
+    }
     if let Some(v) = &args.registry_addr {
         config.registry_addr = v.clone();
     }
@@ -221,6 +234,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             )
         })?),
     };
+    let console_hosts = crate::console::AllowedHosts::new(&config.admin_allowed_hosts)
+        .map_err(|e| anyhow::anyhow!("admin_allowed_hosts (--admin-allowed-hosts): {e}"))?;
     let admin_listener = match crate::registry::listen_addr(&config.admin_addr) {
         None => None,
         Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
@@ -315,6 +330,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 broker,
                 transforms,
                 services,
+                console_hosts,
                 admin_listener,
                 limits,
                 stopping,

@@ -68,6 +68,11 @@ pub struct BrokerConfig {
     /// Address of the broker's admin HTTP listener: `/metrics` (Prometheus
     /// text) and the web console; `off` runs none (Redpanda's admin port).
     pub admin_addr: String,
+    /// Host names (besides loopback names and IP addresses) the web console
+    /// answers under, e.g. `console.example.com` or `*.example.com`: a
+    /// request naming any other host is refused, so a page the user visits
+    /// cannot reach the console through a DNS name it controls.
+    pub admin_allowed_hosts: Vec<String>,
     /// Address of the schema registry's REST API, which `runnel serve`
     /// runs next to the broker; `off` runs none.
     pub registry_addr: String,
@@ -162,6 +167,7 @@ impl Default for BrokerConfig {
             leader_imbalance_check_interval_seconds: 300,
             leader_imbalance_per_broker_percentage: 10,
             admin_addr: "127.0.0.1:9644".into(),
+            admin_allowed_hosts: Vec::new(),
             registry_addr: "127.0.0.1:8081".into(),
             connect_addr: "127.0.0.1:8083".into(),
             http: HttpConfig::default(),

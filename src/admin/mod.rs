@@ -85,6 +85,7 @@ pub async fn serve(
     broker: Arc<Broker>,
     transforms: Arc<TransformManager>,
     services: Services,
+    console_hosts: crate::console::AllowedHosts,
     listener: tokio::net::TcpListener,
     limits: runnel_http::Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -95,6 +96,7 @@ pub async fn serve(
         transforms,
         http: http.clone(),
         services,
+        console_hosts,
     });
     let server = runnel_http::Server {
         name: SERVER_NAME,

@@ -15,6 +15,9 @@ pub struct AdminState {
     pub transforms: Arc<TransformManager>,
     pub http: Arc<runnel_http::Metrics>,
     pub services: Services,
+    /// The host names the console answers under besides loopback names and
+    /// IP addresses (`--admin-allowed-hosts`).
+    pub console_hosts: crate::console::AllowedHosts,
 }
 
 /// Where this process serves its other APIs, for the routes that act as a

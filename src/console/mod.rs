@@ -69,6 +69,7 @@ pub struct Console {
 
 /// The console's routes: the app's assets and `/api/...`.
 pub fn router(admin: AdminState) -> Router {
+    let hosts = admin.console_hosts.clone();
     let registry = admin.services.registry_url.as_deref().and_then(|url| {
         runnel_schema_registry::client::RegistryClient::with_timeout(url, UPSTREAM_TIMEOUT)
             .ok()
@@ -111,7 +112,7 @@ pub fn router(admin: AdminState) -> Router {
         .nest("/api", api)
         .route("/", get(assets::index))
         .route("/console/{file}", get(assets::file))
-        .layer(axum::middleware::from_fn(guard))
+        .layer(axum::middleware::from_fn_with_state(hosts, guard))
 }
 
 /// An API error: `{"error_code", "message"}` with its HTTP status.
@@ -190,10 +191,62 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
-/// Whether `host` (a `Host` header's value) names this machine's loopback
-/// or an IP literal: a DNS-rebinding page reaches the listener under its own
-/// host name, never under these.
-pub fn host_allowed(host: &str) -> bool {
+/// The host names the console answers under besides loopback names and IP
+/// literals (`--admin-allowed-hosts`): exact names, or `*.domain` for any
+/// subdomain of `domain`.
+#[derive(Clone, Debug, Default)]
+pub struct AllowedHosts {
+    names: Arc<Vec<String>>,
+}
+
+/// Most names `--admin-allowed-hosts` may list.
+const MAX_ALLOWED_HOSTS: usize = 100;
+
+impl AllowedHosts {
+    /// Checks and keeps `names` (lowercased): host names without port,
+    /// scheme or path.
+    pub fn new(names: &[String]) -> Result<AllowedHosts, String> {
+        if names.len() > MAX_ALLOWED_HOSTS {
+            return Err(format!("at most {MAX_ALLOWED_HOSTS} host names"));
+        }
+        let mut kept = Vec::new();
+        for raw in names {
+            let name = raw.trim().to_ascii_lowercase();
+            let bare = name.strip_prefix("*.").unwrap_or(&name);
+            let valid = !bare.is_empty()
+                && bare.len() <= 253
+                && bare.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                });
+            if !valid {
+                return Err(format!(
+                    "'{raw}' is not a host name (give names like console.example.com or *.example.com, without port or scheme)"
+                ));
+            }
+            kept.push(name);
+        }
+        Ok(AllowedHosts {
+            names: Arc::new(kept),
+        })
+    }
+
+    fn allows(&self, name: &str) -> bool {
+        self.names
+            .iter()
+            .any(|allowed| match allowed.strip_prefix('*') {
+                // "*.example.com": any name ending in ".example.com".
+                Some(suffix) => name.len() > suffix.len() && name.ends_with(suffix),
+                None => allowed == name,
+            })
+    }
+}
+
+/// Whether `host` (a `Host` header's value) names this machine's loopback,
+/// an IP literal or one of the `allowed` names: a DNS-rebinding page
+/// reaches the listener under its own host name, never under these.
+pub fn host_allowed(host: &str, allowed: &AllowedHosts) -> bool {
     let name = match host.strip_prefix('[') {
         // [v6]:port
         Some(rest) => match rest.split_once(']') {
@@ -217,6 +270,7 @@ pub fn host_allowed(host: &str) -> bool {
     name == "localhost"
         || name.ends_with(".localhost")
         || name.parse::<std::net::Ipv4Addr>().is_ok()
+        || allowed.allows(&name)
 }
 
 fn port_ok(port: &str) -> bool {
@@ -229,7 +283,11 @@ fn refuse(status: StatusCode, message: &str) -> Response {
 
 /// The console's request checks (module docs): Host on every request;
 /// content type, console header and Origin on every write.
-async fn guard(request: Request<Body>, next: Next) -> Response {
+async fn guard(
+    axum::extract::State(allowed): axum::extract::State<AllowedHosts>,
+    request: Request<Body>,
+    next: Next,
+) -> Response {
     let headers = request.headers();
     let Some(host) = headers
         .get(header::HOST)
@@ -238,10 +296,10 @@ async fn guard(request: Request<Body>, next: Next) -> Response {
     else {
         return refuse(StatusCode::BAD_REQUEST, "a Host header is required");
     };
-    if !host_allowed(&host) {
+    if !host_allowed(&host, &allowed) {
         return refuse(
             StatusCode::FORBIDDEN,
-            "the console answers only under a loopback name or an IP address (Host header refused)",
+            "the console answers only under a loopback name, an IP address or a name of --admin-allowed-hosts (Host header refused)",
         );
     }
     let method = request.method();
@@ -297,10 +355,44 @@ pub fn done(what: &str) -> axum::Json<serde_json::Value> {
 
 #[cfg(test)]
 mod tests {
-    use super::host_allowed;
+    use super::{host_allowed, AllowedHosts};
+
+    #[test]
+    fn allowed_host_names_are_exact_or_a_subdomain_wildcard() {
+        let allowed = AllowedHosts::new(&[
+            "Console.Example.com".to_string(),
+            "*.runnel.test".to_string(),
+        ])
+        .unwrap();
+        for ok in [
+            "console.example.com",
+            "console.example.com:9644",
+            "a.runnel.test:80",
+            "a.b.runnel.test",
+            "127.0.0.1:9644",
+        ] {
+            assert!(host_allowed(ok, &allowed), "{ok}");
+        }
+        for bad in [
+            "example.com",
+            "evil.console.example.com",
+            "runnel.test",
+            "xrunnel.test",
+            "console.example.com.evil.test",
+        ] {
+            assert!(!host_allowed(bad, &allowed), "{bad}");
+        }
+        for invalid in ["", "http://x.test", "x.test:80", "a..b", "*", "*.", "a/b"] {
+            assert!(
+                AllowedHosts::new(&[invalid.to_string()]).is_err(),
+                "{invalid}"
+            );
+        }
+    }
 
     #[test]
     fn loopback_names_and_ip_literals_are_allowed_host_names_are_not() {
+        let none = AllowedHosts::default();
         for ok in [
             "127.0.0.1:9644",
             "localhost:9644",
@@ -309,7 +401,7 @@ mod tests {
             "[::1]:9644",
             "10.0.0.5:9644",
         ] {
-            assert!(host_allowed(ok), "{ok}");
+            assert!(host_allowed(ok, &none), "{ok}");
         }
         for bad in [
             "evil.example:9644",
@@ -319,7 +411,7 @@ mod tests {
             "127.0.0.1:port",
             "",
         ] {
-            assert!(!host_allowed(bad), "{bad}");
+            assert!(!host_allowed(bad, &none), "{bad}");
         }
     }
 }

@@ -179,7 +179,10 @@ async fn the_app_and_its_assets_are_served_from_the_binary_with_their_types() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_need_json_the_console_header_and_a_matching_origin_and_every_request_a_local_host()
 {
-    let broker = TestBroker::start_alone(&[]);
+    let broker = TestBroker::start_alone(&[
+        "--admin-allowed-hosts",
+        "console.runnel.test,*.ops.runnel.test",
+    ]);
     let console = Console::new(&broker).await;
     let url = format!("{}/api/topics", console.base);
     let body = json!({"name": "guarded"}).to_string();
@@ -257,6 +260,59 @@ async fn writes_need_json_the_console_header_and_a_matching_origin_and_every_req
     // None of these created the topic.
     let topics = console.get("/api/topics").await.json();
     assert!(!topics.to_string().contains("guarded"), "{topics}");
+    // Names given with --admin-allowed-hosts: exact, or a subdomain of a
+    // wildcard; not the wildcard's own domain.
+    for (host, status) in [
+        ("console.runnel.test", 200),
+        ("CONSOLE.runnel.test", 200),
+        ("a.ops.runnel.test", 200),
+        ("ops.runnel.test", 403),
+        ("evil.console.runnel.test", 403),
+    ] {
+        let a = console
+            .send(
+                console
+                    .http
+                    .get(format!("{}/api/cluster", console.base))
+                    .header("host", format!("{host}:{}", broker.admin_port)),
+            )
+            .await;
+        assert_eq!(a.status, status, "Host {host}: {}", a.text);
+    }
+    let named = format!("console.runnel.test:{}", broker.admin_port);
+    let a = console
+        .send(
+            console
+                .write(
+                    reqwest::Method::POST,
+                    "/api/topics",
+                    &json!({"name": "named-host"}),
+                )
+                .header("origin", format!("http://{named}"))
+                .header("host", &named),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    // A value that is not a host name stops the start with the reason.
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(crate::harness::BIN)
+        .args([
+            "serve",
+            "--kafka-addr",
+            "127.0.0.1:0",
+            "--admin-allowed-hosts",
+        ])
+        .arg("http://console.runnel.test")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--admin-allowed-hosts") && err.contains("not a host name"),
+        "{err}"
+    );
     // The console's own page: same origin, localhost by name.
     let a = console
         .send(
