@@ -32,6 +32,7 @@ mod assets;
 mod groups;
 mod kafka;
 mod messages;
+mod pipelines;
 mod topics;
 mod transforms;
 mod upstream;
@@ -102,6 +103,7 @@ pub fn router(admin: AdminState) -> Router {
         .route("/groups/{id}", get(groups::describe))
         .route("/groups/{id}/reset-offsets", post(groups::reset_offsets))
         .route("/transforms", get(transforms::transforms))
+        .route("/pipelines", get(pipelines::pipelines))
         .route("/registry", any(upstream::registry))
         .route("/registry/{*path}", any(upstream::registry))
         .route("/connect", any(upstream::connect))

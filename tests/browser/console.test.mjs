@@ -15,7 +15,7 @@
 // code 1, its error and a screenshot.
 
 import { chromium } from 'playwright-core';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
@@ -252,6 +252,22 @@ await step('a deployed transform shows its state and its dead letters', async ()
   // The page refreshes itself every 5 s.
   await page.locator('#transforms-table tr', { hasText: '(1 records)' }).waitFor({ timeout: 30000 });
   await expectText('#transforms-table tr', `DLQ ${input}-dlq`);
+});
+
+await step('a pipeline run as its own process shows with its process and connector', async () => {
+  const source = `pin-${suffix}`;
+  execFileSync(runnel, ['topic', 'create', source, '--bootstrap', kafka], { timeout: 30000, stdio: 'pipe' });
+  const file = join(work, `relay-${suffix}.yaml`);
+  writeFileSync(file, `name: relay-${suffix}\nsource:\n  topic: ${source}\ntransforms:\n  - filter: has(value.user)\nsink:\n  topic: pout-${suffix}\n`);
+  const run = spawn(runnel, ['pipeline', 'run', file, '--bootstrap', kafka], { stdio: 'ignore' });
+  try {
+    await page.goto(url + '/#/transforms');
+    // The page refreshes itself every 5 s.
+    await page.locator('#pipelines-table tr', { hasText: `relay-${suffix}` }).filter({ hasText: 'RUNNING' })
+      .waitFor({ timeout: 60000 });
+  } finally {
+    run.kill('SIGKILL');
+  }
 });
 
 await step('delete the topic with confirmation', async () => {

@@ -1376,3 +1376,104 @@ async fn two_runs_of_one_stateful_pipeline_share_its_partitions() {
         "each click counted once after one run stopped: {counts:?}"
     );
 }
+
+/// `GET /api/pipelines` of the broker's console until `ready` holds for
+/// the answer (60 s at most).
+async fn wait_pipelines(broker: &TestBroker, ready: impl Fn(&Value) -> bool) -> Value {
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/pipelines", broker.admin_url());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let answer = get_json(&http, &url).await;
+        if ready(&answer) {
+            return answer;
+        }
+        assert!(Instant::now() < deadline, "never ready: {answer}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn pipeline<'a>(answer: &'a Value, name: &str) -> Option<&'a Value> {
+    answer["pipelines"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == name)
+}
+
+/// The console shows `runnel pipeline run` processes it does not run
+/// itself: each pipeline's kind, its group's members (one per process),
+/// connector and task states, lag and internal topics — and that they
+/// stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_pipelines_run_elsewhere_with_their_processes_connectors_and_lag() {
+    let broker = TestBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    crate::harness::create_topic(&broker, "relay-in", 2, &[]).await;
+    let relay = dir.path().join("relay.yaml");
+    std::fs::write(
+        &relay,
+        "name: relay\nsource:\n  topic: relay-in\ntransforms:\n  - filter: has(value.user)\nsink:\n  topic: relay-out\n",
+    )
+    .unwrap();
+    let relay_log = dir.path().join("relay.log");
+    let mut relay_run = Running::start_logging(&relay, &broker, Some(&relay_log));
+    let (counts, input, _) =
+        click_pipeline(&broker, dir.path(), "tally", "  - aggregate: count\n").await;
+    let tally_log = dir.path().join("tally.log");
+    let _tally_run = Running::start_logging(&counts, &broker, Some(&tally_log));
+    wait_text(&relay_log, "running");
+    wait_text(&tally_log, "running as _runnel_pipeline.tally");
+    produce_clicks(&broker, "relay-in", 0, 100, Duration::ZERO).await;
+    produce_clicks(&broker, &input, 0, 100, Duration::ZERO).await;
+
+    // Both run: one process each, the relay's connector and task RUNNING,
+    // everything consumed (lag 0).
+    let running = |a: &Value| {
+        let (Some(r), Some(t)) = (pipeline(a, "relay"), pipeline(a, "tally")) else {
+            return false;
+        };
+        let relay_tasks_running = r["connectors"].as_array().is_some_and(|cs| {
+            !cs.is_empty()
+                && cs.iter().all(|c| {
+                    c["state"] == "RUNNING"
+                        && c["tasks"].as_array().is_some_and(|ts| {
+                            !ts.is_empty() && ts.iter().all(|t| t["state"] == "RUNNING")
+                        })
+                })
+        });
+        r["instances"].as_array().map(Vec::len) == Some(1)
+            && t["instances"].as_array().map(Vec::len) == Some(1)
+            && relay_tasks_running
+            && r["lag"] == 0
+            && t["lag"] == 0
+    };
+    let answer = wait_pipelines(&broker, running).await;
+    let r = pipeline(&answer, "relay").unwrap();
+    let t = pipeline(&answer, "tally").unwrap();
+    assert_eq!(r["kind"], "connectors", "{r}");
+    assert_eq!(t["kind"], "streams", "{t}");
+    assert_eq!(t["state"], "Stable", "{t}");
+    let topics = |p: &Value| p["topics"].to_string();
+    assert!(topics(r).contains("_runnel_pipeline.relay.status"), "{r}");
+    assert!(topics(t).contains("-changelog"), "{t}");
+    assert!(!topics(r).contains("tally") && !topics(t).contains("relay"));
+
+    // The relay stops: no process left, its last states still shown.
+    let _ = relay_run.0.kill();
+    let _ = relay_run.0.wait();
+    let answer = wait_pipelines(&broker, |a| {
+        pipeline(a, "relay").is_some_and(|r| r["instances"].as_array().map(Vec::len) == Some(0))
+    })
+    .await;
+    let r = pipeline(&answer, "relay").unwrap();
+    assert!(
+        r["connectors"].as_array().is_some_and(|c| !c.is_empty()),
+        "{r}"
+    );
+    // Records for the stopped relay pile up as lag.
+    produce_clicks(&broker, "relay-in", 100, 30, Duration::ZERO).await;
+    wait_pipelines(&broker, |a| {
+        pipeline(a, "relay").is_some_and(|r| r["lag"] == 30)
+    })
+    .await;
+}

@@ -614,10 +614,11 @@ const transformSamples = new Map();
 
 async function transformsPage(main, ctx) {
   main.append(h('h1', {}, 'Transforms & pipelines'),
-    h('p', { class: 'muted' }, 'Broker-side WASM transforms deployed with runnel transform deploy, and the connectors of the connect worker (pipelines started with runnel pipeline run are separate processes and report through their own metrics).'));
+    h('p', { class: 'muted' }, 'Broker-side WASM transforms deployed with runnel transform deploy, the pipelines started with runnel pipeline run (separate processes, seen through their groups and topics in the cluster) and the connectors of this process\u2019s connect worker.'));
   const body = h('div', {});
+  const pipes = h('div', {});
   const connect = h('div', {});
-  main.append(body, h('h2', {}, 'Connectors'), connect);
+  main.append(body, h('h2', {}, 'Pipelines'), pipes, h('h2', {}, 'Connectors'), connect);
   const draw = async () => {
     let r;
     try { r = await get('/transforms'); } catch (e) { body.replaceChildren(errorBox(e)); return; }
@@ -641,6 +642,24 @@ async function transformsPage(main, ctx) {
     });
     body.replaceChildren(table(['Transform', 'Input → output', 'State', 'Lag', 'Throughput', 'On error', 'Last error', 'Deployed'], rows, { id: 'transforms-table' }));
   };
+  const drawPipelines = async () => {
+    let r;
+    try { r = await get('/pipelines'); } catch (e) { pipes.replaceChildren(errorBox(e)); return; }
+    if (!r.pipelines.length) {
+      pipes.replaceChildren(h('p', { class: 'muted', id: 'pipelines-empty' }, 'No pipeline has run against this cluster (runnel pipeline run FILE).'));
+      return;
+    }
+    const unit = (label, u) => h('div', {}, badge(`${label}: ${u.state}`, String(u.state).toLowerCase()), u.trace ? h('pre', { class: 'trace' }, u.trace) : '');
+    pipes.replaceChildren(table(['Pipeline', 'Kind', 'Group state', 'Processes', 'Connectors and tasks', 'Lag', 'Topics'], r.pipelines.map((p) => h('tr', { class: 'pipeline' },
+      h('td', {}, h('strong', {}, p.name), h('div', { class: 'muted small' }, p.group_id)),
+      h('td', {}, p.kind),
+      h('td', {}, badge(p.state)),
+      h('td', {}, p.instances.length ? p.instances.map((m) => h('div', { class: 'small' }, `${m.client_id} (${m.host})`)) : '0'),
+      h('td', {}, p.kind === 'streams' ? '–' : p.connectors.map((c) => h('div', {}, unit(c.name, c), ...(c.tasks || []).map((t) => unit(`${c.name}/${t.id}`, t)))),
+        p.status_error ? h('pre', { class: 'trace' }, p.status_error) : ''),
+      h('td', {}, fmtNum(p.lag)),
+      h('td', {}, p.topics.map((t) => h('div', { class: 'small' }, h('a', { href: `#/topics/${enc(t)}` }, t)))))), { id: 'pipelines-table' }));
+  };
   const drawConnect = async () => {
     try {
       const list = await get('/connect/connectors?expand=status');
@@ -651,8 +670,8 @@ async function transformsPage(main, ctx) {
       connect.replaceChildren(errorBox(e));
     }
   };
-  await Promise.all([draw(), drawConnect()]);
-  ctx.every(5000, draw);
+  await Promise.all([draw(), drawPipelines(), drawConnect()]);
+  ctx.every(5000, () => Promise.all([draw(), drawPipelines()]));
 }
 
 export const pages = {
