@@ -10,6 +10,8 @@ mod connect;
 mod console;
 mod consume;
 mod dev_cluster;
+#[cfg(test)]
+mod docs_tests;
 mod group;
 mod http;
 mod input_format;

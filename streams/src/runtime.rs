@@ -1427,3 +1427,38 @@ fn close_task<C: ConsumerContext>(
     drop(task);
     drop(lock);
 }
+
+#[cfg(test)]
+mod metrics_docs_tests {
+    use super::StreamsMetrics;
+
+    const METRICS_MD: &str = include_str!("../../docs/metrics.md");
+
+    /// docs/metrics.md's `## Streams` table names exactly the families an
+    /// instance's `/metrics` renders.
+    #[test]
+    fn docs_metrics_md_names_every_streams_metric_and_no_other() {
+        let mut metrics = StreamsMetrics::default();
+        metrics.consumer_lag.insert(("in".to_string(), 0), 3);
+        let page = metrics.render_prometheus("app");
+        let exported: std::collections::BTreeSet<&str> = page
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        let start = METRICS_MD.find("\n## Streams\n").expect("## Streams");
+        let section = &METRICS_MD[start + 1..];
+        let section = &section[..section[3..].find("\n## ").map_or(section.len(), |e| e + 3)];
+        let documented: std::collections::BTreeSet<&str> = section
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split('`').next())
+            .filter(|n| n.starts_with("runnel_streams_"))
+            .collect();
+        assert!(exported.len() >= 10, "{page}");
+        assert_eq!(
+            exported, documented,
+            "exported vs docs/metrics.md ## Streams"
+        );
+    }
+}

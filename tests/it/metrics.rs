@@ -224,11 +224,50 @@ fn families(page: &str) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
+/// The `runnel_...` names in the first cells of `## section`'s table rows
+/// of docs/metrics.md.
+fn documented_metrics(docs: &str, section: &str) -> std::collections::BTreeSet<String> {
+    let start = docs
+        .find(&format!("\n## {section}\n"))
+        .unwrap_or_else(|| panic!("docs/metrics.md has no section ## {section}"));
+    let body = &docs[start + section.len() + 5..];
+    let body = &body[..body.find("\n## ").unwrap_or(body.len())];
+    body.lines()
+        .filter_map(|l| l.strip_prefix("| `runnel_"))
+        .filter_map(|l| l.split('`').next())
+        .map(|name| format!("runnel_{name}"))
+        .collect()
+}
+
+/// One server for both checks below: the dashboard and the metrics
+/// reference are held against the pages a broker with the registry and
+/// the connect worker serves (with a topic, a group and requests made, so
+/// every family has its header).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_grafana_dashboard_asks_only_for_metrics_the_servers_export() {
+async fn the_grafana_dashboard_and_docs_metrics_md_match_what_the_servers_export() {
     let broker = TestBroker::start();
-    let mut known = families(&broker.metrics().await);
-    for base in [broker.connect_url(), broker.registry_url()] {
+    let producer = broker.producer(&[]);
+    producer
+        .send(
+            FutureRecord::to("documented").key("k").payload("v"),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("produce");
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.addr())
+        .set("group.id", "documented-group")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset("documented", 0, rdkafka::Offset::Offset(1))
+        .unwrap();
+    consumer.commit(&tpl, CommitMode::Sync).expect("commit");
+    let mut pages = vec![("Broker", broker.metrics().await)];
+    for (section, base) in [
+        ("Connect worker", broker.connect_url()),
+        ("Schema registry", broker.registry_url()),
+    ] {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         let page = loop {
             match reqwest::get(format!("{base}/metrics")).await {
@@ -239,8 +278,38 @@ async fn the_grafana_dashboard_asks_only_for_metrics_the_servers_export() {
                 }
             }
         };
-        known.extend(families(&page));
+        pages.push((section, page));
     }
+    let mut known = std::collections::BTreeSet::new();
+    for (_, page) in &pages {
+        known.extend(families(page));
+    }
+
+    // docs/metrics.md: each server's section names exactly its families.
+    let docs =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/metrics.md")).unwrap();
+    let mut problems = Vec::new();
+    for (section, page) in &pages {
+        let exported = families(page);
+        let documented = documented_metrics(&docs, section);
+        for name in exported.difference(&documented) {
+            problems.push(format!(
+                "## {section}: `{name}` is exported, not documented"
+            ));
+        }
+        for name in documented.difference(&exported) {
+            problems.push(format!(
+                "## {section}: `{name}` is documented, not exported"
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "docs/metrics.md:\n{}",
+        problems.join("\n")
+    );
+
+    // The dashboard asks only for exported families.
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/dashboards/runnel-grafana.json"
