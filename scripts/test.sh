@@ -2,7 +2,8 @@
 # The whole test suite: the example plugins' build, Rust unit and
 # integration tests (which start the real `runnel` binary and drive it with
 # librdkafka), then the client compatibility checks (kcat, kafka-python,
-# confluent-kafka, kafkajs; one broker, then a 3-node cluster).
+# confluent-kafka, kafkajs; one broker, then a 3-node cluster), then the
+# README's Try it section.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,3 +18,5 @@ if [ ! -d tests/browser/node_modules ] && command -v npm >/dev/null; then
 fi
 cargo test --release --workspace
 RUNNEL_BIN=target/release/runnel tests/compat/run.sh
+# The README's "Try it" section, as written (default ports, ~5 min).
+scripts/try-it.sh
