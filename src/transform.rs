@@ -62,6 +62,8 @@ pub enum TransformCommand {
     /// List deployed transforms and their state
     List {
         #[command(flatten)]
+        format: crate::output::FormatArgs,
+        #[command(flatten)]
         connect: ConnectArgs,
     },
     /// Stop and remove a transform
@@ -70,6 +72,19 @@ pub enum TransformCommand {
         #[command(flatten)]
         connect: ConnectArgs,
     },
+}
+
+/// One line of `transform list`.
+#[derive(serde::Serialize)]
+struct ListedTransform {
+    name: String,
+    input_topic: String,
+    output_topic: String,
+    /// `pending` until the broker reports on this module.
+    state: String,
+    error: Option<String>,
+    on_error: String,
+    sha256: String,
 }
 
 /// A plugin's `--config KEY=VALUE` pairs (`plugin run`, `plugin deploy`,
@@ -361,13 +376,11 @@ async fn read_latest(client: &mut Client, topic: &str) -> Result<BTreeMap<String
 pub async fn run(cmd: TransformCommand) -> Result<()> {
     match cmd {
         TransformCommand::Deploy(args) => deploy(args).await,
-        TransformCommand::List { connect: c } => {
+        TransformCommand::List { format, connect: c } => {
             let mut client = connect(&c).await?;
             let deployments = read_latest(&mut client, DEPLOYMENTS_TOPIC).await?;
             let statuses = read_latest(&mut client, STATUS_TOPIC).await?;
-            if deployments.is_empty() {
-                eprintln!("no transforms");
-            }
+            let mut listed = Vec::new();
             for (name, raw) in deployments {
                 let d = Deployment::decode(&raw).map_err(anyhow::Error::msg)?;
                 // A status about another module means the broker has not
@@ -376,22 +389,41 @@ pub async fn run(cmd: TransformCommand) -> Result<()> {
                     .get(&name)
                     .and_then(|s| serde_json::from_slice::<TransformStatus>(s).ok())
                     .filter(|s| s.sha256 == d.header.sha256);
-                let state = status
-                    .as_ref()
-                    .map_or("pending".to_string(), |s| s.state.clone());
-                let error = status
-                    .and_then(|s| s.error)
-                    .map(|e| format!("  error: {e}"))
-                    .unwrap_or_default();
-                println!(
-                    "{name}\t{} -> {}\t{state}\ton-error {}\tsha256 {}{error}",
-                    d.header.input_topic,
-                    d.header.output_topic,
-                    String::from(d.header.on_error.clone()),
-                    &d.header.sha256[..12.min(d.header.sha256.len())]
-                );
+                listed.push(ListedTransform {
+                    name,
+                    input_topic: d.header.input_topic.clone(),
+                    output_topic: d.header.output_topic.clone(),
+                    state: status
+                        .as_ref()
+                        .map_or("pending".to_string(), |s| s.state.clone()),
+                    error: status.and_then(|s| s.error),
+                    on_error: String::from(d.header.on_error.clone()),
+                    sha256: d.header.sha256.clone(),
+                });
             }
-            Ok(())
+            if listed.is_empty() && format.get() == crate::output::Format::Text {
+                eprintln!("no transforms");
+            }
+            crate::output::emit(format.get(), &listed, || {
+                listed
+                    .iter()
+                    .map(|t| {
+                        format!(
+                            "{}\t{} -> {}\t{}\ton-error {}\tsha256 {}{}\n",
+                            t.name,
+                            t.input_topic,
+                            t.output_topic,
+                            t.state,
+                            t.on_error,
+                            &t.sha256[..12.min(t.sha256.len())],
+                            t.error
+                                .as_ref()
+                                .map(|e| format!("  error: {e}"))
+                                .unwrap_or_default()
+                        )
+                    })
+                    .collect()
+            })
         }
         TransformCommand::Delete { name, connect: c } => {
             let mut client = connect(&c).await?;

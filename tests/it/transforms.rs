@@ -77,6 +77,13 @@ async fn a_transform_delivers_every_record_once_across_broker_sigkills() {
         assert!(Instant::now() < deadline, "transform never ran: {list}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let (ok, json) = cli(&broker, &["transform", "list", "--format", "json"]);
+    assert!(ok, "{json}");
+    let listed: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(listed[0]["name"], "cook", "{listed}");
+    assert_eq!(listed[0]["input_topic"], "raw", "{listed}");
+    assert_eq!(listed[0]["output_topic"], "cooked", "{listed}");
+    assert_eq!(listed[0]["state"], "running", "{listed}");
 
     const TOTAL: usize = 12_000;
     let producer = Arc::new(broker.producer(&[
