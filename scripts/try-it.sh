@@ -103,10 +103,13 @@ unset RUNNEL_DATA_DIR
 : > "$log"
 bash -c "$(head -1 "$work/block-4.sh")" >"$work/cluster.log" 2>&1 &
 cluster_pid=$!
-for _ in $(seq 300); do
-    runnel cluster status --bootstrap 127.0.0.1:9092,127.0.0.1:9093,127.0.0.1:9094 >/dev/null 2>&1 && break
+# The block says to go on once it says "cluster ready" (every node
+# registered).
+for _ in $(seq 600); do
+    grep -q 'cluster ready' "$work/cluster.log" && break
     sleep 0.2
 done
+grep -q 'cluster ready' "$work/cluster.log" || { cat "$work/cluster.log" >&2; fail "the 3-node cluster never said it was ready"; }
 : > "$failed"
 (
     trap 'echo "$BASH_COMMAND" >> "'"$failed"'"' ERR
