@@ -933,7 +933,7 @@ impl Status {
                 if b.controller { "yes" } else { "" }.to_string(),
             ]);
         }
-        table(&mut out, &rows);
+        out.push_str(&crate::output::table(&rows));
 
         let shown: Vec<&TopicStatus> = self
             .topics
@@ -1006,7 +1006,7 @@ impl Status {
         }
         out.push('\n');
         if rows.len() > 1 {
-            table(&mut out, &rows);
+            out.push_str(&crate::output::table(&rows));
         } else {
             out.push_str("no partition to list\n");
         }
@@ -1036,32 +1036,6 @@ impl Status {
             s.partitions_without_leader
         );
         out
-    }
-}
-
-/// Left-aligned columns two spaces apart.
-fn table(out: &mut String, rows: &[Vec<String>]) {
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|s| s.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    for row in rows {
-        let mut line = String::new();
-        for (c, cell) in row.iter().enumerate() {
-            if c + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                let _ = write!(line, "{cell:<width$}  ", width = widths[c]);
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
     }
 }
 

@@ -4,16 +4,14 @@
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
-use bytes::Bytes;
 use clap::Subcommand;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::{
-    ConsumerProtocolAssignment, DeleteGroupsRequest, DescribeGroupsRequest, GroupId,
-    OffsetCommitRequest, TopicName,
+    DeleteGroupsRequest, DescribeGroupsRequest, GroupId, OffsetCommitRequest, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use runnel_core::client::ClusterClient;
 use serde::Serialize;
@@ -141,28 +139,6 @@ async fn list_groups(cluster: &mut ClusterClient) -> Result<Vec<ListedGroup>> {
 
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
-}
-
-/// Partitions of a consumer-protocol assignment (version in the first
-/// two bytes).
-fn decode_assignment(raw: &Bytes) -> Vec<(String, i32)> {
-    if raw.len() < 2 {
-        return Vec::new();
-    }
-    let version = i16::from_be_bytes([raw[0], raw[1]]).clamp(0, 3);
-    let mut buf = raw.slice(2..);
-    match ConsumerProtocolAssignment::decode(&mut buf, version) {
-        Ok(a) => a
-            .assigned_partitions
-            .iter()
-            .flat_map(|t| {
-                t.partitions
-                    .iter()
-                    .map(move |p| (t.topic.0.to_string(), *p))
-            })
-            .collect(),
-        Err(_) => Vec::new(),
-    }
 }
 
 /// The committed offsets of `group` (OffsetFetch to its coordinator).
@@ -456,7 +432,7 @@ async fn describe(c: &ConnectArgs, group: &str, format: &FormatArgs) -> Result<(
     let mut members = Vec::new();
     let mut owner: BTreeMap<(String, i32), Member> = BTreeMap::new();
     for m in &g.members {
-        let assigned = decode_assignment(&m.member_assignment);
+        let assigned = runnel_core::client::assigned_partitions(&m.member_assignment);
         let member = Member {
             member_id: m.member_id.to_string(),
             client_id: m.client_id.to_string(),

@@ -234,7 +234,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             )
         })?),
     };
-    let console_hosts = crate::console::AllowedHosts::new(&config.admin_allowed_hosts)
+    let console_hosts = crate::admin::hosts::AllowedHosts::new(&config.admin_allowed_hosts)
         .map_err(|e| anyhow::anyhow!("admin_allowed_hosts (--admin-allowed-hosts): {e}"))?;
     let admin_listener = match crate::registry::listen_addr(&config.admin_addr) {
         None => None,

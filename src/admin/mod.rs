@@ -32,6 +32,7 @@ const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// records from the console).
 const MAX_BODY_BYTES: usize = 4 << 20;
 
+pub mod hosts;
 pub mod state;
 
 pub use state::{AdminState, Services};
@@ -85,7 +86,7 @@ pub async fn serve(
     broker: Arc<Broker>,
     transforms: Arc<TransformManager>,
     services: Services,
-    console_hosts: crate::console::AllowedHosts,
+    console_hosts: hosts::AllowedHosts,
     listener: tokio::net::TcpListener,
     limits: runnel_http::Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,

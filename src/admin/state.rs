@@ -17,7 +17,7 @@ pub struct AdminState {
     pub services: Services,
     /// The host names the console answers under besides loopback names and
     /// IP addresses (`--admin-allowed-hosts`).
-    pub console_hosts: crate::console::AllowedHosts,
+    pub console_hosts: super::hosts::AllowedHosts,
 }
 
 /// Where this process serves its other APIs, for the routes that act as a

@@ -8,9 +8,6 @@ use std::collections::HashMap;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use bytes::Bytes;
-use kafka_protocol::messages::ConsumerProtocolAssignment;
-use kafka_protocol::protocol::Decodable;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
@@ -21,28 +18,6 @@ use super::{ApiError, ApiResult, Console, UPSTREAM_TIMEOUT};
 
 /// Most partitions whose committed offsets one answer looks up.
 const MAX_PARTITIONS: usize = 10_000;
-
-/// Partitions of a consumer-protocol assignment (version in the first
-/// two bytes).
-fn decode_assignment(raw: &[u8]) -> Vec<(String, i32)> {
-    if raw.len() < 2 {
-        return Vec::new();
-    }
-    let version = i16::from_be_bytes([raw[0], raw[1]]).clamp(0, 3);
-    let mut buf = Bytes::copy_from_slice(&raw[2..]);
-    match ConsumerProtocolAssignment::decode(&mut buf, version) {
-        Ok(a) => a
-            .assigned_partitions
-            .iter()
-            .flat_map(|t| {
-                t.partitions
-                    .iter()
-                    .map(move |p| (t.topic.0.to_string(), *p))
-            })
-            .collect(),
-        Err(_) => Vec::new(),
-    }
-}
 
 fn group_consumer(console: &Console, group: &str) -> ApiResult<BaseConsumer> {
     Ok(rdkafka_config(console)
@@ -209,7 +184,7 @@ async fn describe_group(console: &Console, group: &str) -> ApiResult<Option<Desc
             .map(|m| {
                 let assigned: Vec<Value> = m
                     .assignment()
-                    .map(decode_assignment)
+                    .map(runnel_core::client::assigned_partitions)
                     .unwrap_or_default()
                     .into_iter()
                     .map(|(t, p)| json!({ "topic": t, "partition": p }))

@@ -301,3 +301,27 @@ pub fn alter_configs_request(
     request.resources = vec![resource];
     request
 }
+
+/// The partitions of a consumer-protocol member assignment (as
+/// DescribeGroups and SyncGroup carry it: a version in the first two
+/// bytes); empty when it is not one.
+pub fn assigned_partitions(raw: &[u8]) -> Vec<(String, i32)> {
+    use kafka_protocol::messages::ConsumerProtocolAssignment;
+    if raw.len() < 2 {
+        return Vec::new();
+    }
+    let version = i16::from_be_bytes([raw[0], raw[1]]).clamp(0, 3);
+    let mut buf = Bytes::copy_from_slice(&raw[2..]);
+    match ConsumerProtocolAssignment::decode(&mut buf, version) {
+        Ok(a) => a
+            .assigned_partitions
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(move |p| (t.topic.0.to_string(), *p))
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
