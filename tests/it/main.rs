@@ -38,4 +38,5 @@ mod retention;
 mod schema_registry;
 mod streams;
 mod streams_avro;
+mod transactions;
 mod transforms;

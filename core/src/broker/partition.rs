@@ -25,6 +25,7 @@ use crate::replication::leader::{
     AlterIsrRequest, IsrRefusal, LeaderError, LeaderState, PartitionAssignment,
 };
 use crate::replication::{publish, ReplicationStatus};
+use crate::storage::producer_state::AbortedTxn;
 use crate::storage::validator;
 use crate::storage::{AppendError, AppendInfo, PartitionLog, ReadSlice};
 use crate::util::{lock, now_ms};
@@ -66,7 +67,17 @@ pub struct Partition {
 pub struct PartitionOffsets {
     pub log_start: i64,
     pub high_watermark: i64,
+    /// The last stable offset: read_committed consumers read below it (the
+    /// high watermark, or the first offset of the oldest open transaction
+    /// if lower).
+    pub last_stable: i64,
     pub log_end: i64,
+}
+
+/// The last stable offset of `log` under `high_watermark`.
+fn last_stable(log: &PartitionLog, high_watermark: i64) -> i64 {
+    log.first_unstable_offset()
+        .map_or(high_watermark, |o| o.min(high_watermark))
 }
 
 impl Partition {
@@ -417,6 +428,53 @@ impl Partition {
         let now = now_ms();
         let name = PartitionName(&self.topic, self.index);
         let batches = validator::validate(records, &rules, now, &name)?;
+        self.write_as_leader(|log, leader_epoch| log.append_validated(batches, leader_epoch, now))
+            .await
+    }
+
+    /// Appends a transaction marker of `producer_id` (WriteTxnMarkers):
+    /// COMMIT or ABORT closes the producer's open transaction here. As
+    /// [`Partition::append`] for durability and storage health; the caller
+    /// waits for the in-sync replicas.
+    pub async fn append_marker(
+        self: &Arc<Self>,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+    ) -> Result<AppendInfo, BrokerError> {
+        self.check_leader()?;
+        let now = now_ms();
+        let result = self
+            .write_as_leader(|log, leader_epoch| {
+                log.append_marker(
+                    producer_id,
+                    producer_epoch,
+                    commit,
+                    coordinator_epoch,
+                    leader_epoch,
+                    now,
+                )
+            })
+            .await;
+        match &result {
+            Ok(_) => self.storage.write_succeeded(),
+            Err(BrokerError::Io(e) | BrokerError::Append(AppendError::Io(e))) => {
+                self.write_failed(e)
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// Runs `append` on the log under its lock while this broker leads the
+    /// partition, then what every leader append needs: the flush of a
+    /// closed segment, the fsync the flush policy asks for, and publishing
+    /// the new log end to fetchers and replication.
+    async fn write_as_leader(
+        self: &Arc<Self>,
+        append: impl FnOnce(&mut PartitionLog, i32) -> Result<AppendInfo, AppendError>,
+    ) -> Result<AppendInfo, BrokerError> {
         let (info, log_end, flush_wanted) = {
             let mut log = lock(&self.log);
             // Read under the log's lock: `set_leadership` changes it there.
@@ -426,7 +484,7 @@ impl Partition {
                     self.index,
                 ));
             }
-            let info = log.append_validated(batches, self.leader_epoch(), now)?;
+            let info = append(&mut log, self.leader_epoch())?;
             (info, log.log_end_offset(), log.take_flush_wanted())
         };
         if flush_wanted {
@@ -502,9 +560,33 @@ impl Partition {
         max_bytes: usize,
         min_one_batch: bool,
     ) -> Result<Option<ReadSlice>, BrokerError> {
+        self.read_isolated(offset, max_bytes, min_one_batch, false)
+    }
+
+    /// As [`Partition::read`]; with `read_committed`, below the last
+    /// stable offset (no record of a transaction still open).
+    pub fn read_isolated(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+        read_committed: bool,
+    ) -> Result<Option<ReadSlice>, BrokerError> {
         self.check_live()?;
         let high_watermark = self.high_watermark();
-        Ok(lock(&self.log).read(offset, max_bytes, min_one_batch, high_watermark)?)
+        let log = lock(&self.log);
+        let upper = if read_committed {
+            last_stable(&log, high_watermark)
+        } else {
+            high_watermark
+        };
+        Ok(log.read(offset, max_bytes, min_one_batch, upper)?)
+    }
+
+    /// The aborted transactions with records in `[from, to)`: what a
+    /// read_committed fetch of those offsets names so consumers drop them.
+    pub fn aborted_between(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        lock(&self.log).aborted_between(from, to)
     }
 
     /// The first offset consumers may not read yet.
@@ -522,9 +604,11 @@ impl Partition {
 
     pub fn offsets(&self) -> PartitionOffsets {
         let log = lock(&self.log);
+        let high_watermark = self.high_watermark();
         PartitionOffsets {
             log_start: log.log_start_offset(),
-            high_watermark: self.high_watermark(),
+            high_watermark,
+            last_stable: last_stable(&log, high_watermark),
             log_end: log.log_end_offset(),
         }
     }

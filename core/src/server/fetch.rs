@@ -19,11 +19,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::select_all;
 use kafka_protocol::messages::fetch_response::{
-    FetchableTopicResponse, NodeEndpoint, PartitionData,
+    AbortedTransaction, FetchableTopicResponse, NodeEndpoint, PartitionData,
 };
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::ResponseError;
 use tokio::sync::watch;
+
+use crate::storage::producer_state::AbortedTxn;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -62,8 +64,12 @@ struct Wanted {
 struct Planned {
     error: Option<ResponseError>,
     high_watermark: i64,
+    last_stable: i64,
     log_start: i64,
     slice: Option<ReadSlice>,
+    /// For read_committed: the aborted transactions with records in the
+    /// slice.
+    aborted: Vec<AbortedTxn>,
 }
 
 pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -> FetchResponse {
@@ -175,7 +181,7 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
         .collect();
     let deadline = Instant::now() + max_wait;
     let plans = loop {
-        let (plans, total, any_error) = plan(&wanted, max_bytes, follower);
+        let (plans, total, any_error) = plan(&wanted, max_bytes, follower, read_committed);
         if total >= min_bytes || any_error || watchers.is_empty() || Instant::now() >= deadline {
             break plans;
         }
@@ -184,7 +190,7 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
             (result, _, _) = changed => {
                 if result.is_err() {
                     // A partition went away (topic deleted): answer now.
-                    break plan(&wanted, max_bytes, follower).0;
+                    break plan(&wanted, max_bytes, follower, read_committed).0;
                 }
             }
             _ = tokio::time::sleep_until(deadline) => {}
@@ -196,9 +202,20 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
         let mut data = PartitionData::default();
         data.partition_index = w.index;
         data.high_watermark = planned.high_watermark;
-        data.last_stable_offset = planned.high_watermark;
+        data.last_stable_offset = planned.last_stable;
         data.log_start_offset = planned.log_start;
-        data.aborted_transactions = read_committed.then(Vec::new);
+        data.aborted_transactions = read_committed.then(|| {
+            planned
+                .aborted
+                .iter()
+                .map(|a| {
+                    let mut t = AbortedTransaction::default();
+                    t.producer_id = a.producer_id.into();
+                    t.first_offset = a.first_offset;
+                    t
+                })
+                .collect()
+        });
         data.preferred_read_replica = (-1).into();
         if let Some(d) = w.diverging {
             data.diverging_epoch.epoch = d.epoch;
@@ -306,7 +323,12 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
 /// Decides what each partition would return now. Returns the plans, the
 /// total bytes planned, and whether any partition has an error (which makes
 /// the fetch answer at once).
-fn plan(wanted: &[Wanted], max_bytes: usize, follower: bool) -> (Vec<Planned>, usize, bool) {
+fn plan(
+    wanted: &[Wanted],
+    max_bytes: usize,
+    follower: bool,
+    read_committed: bool,
+) -> (Vec<Planned>, usize, bool) {
     let mut total = 0usize;
     let mut any_error = false;
     let mut plans = Vec::with_capacity(wanted.len());
@@ -314,8 +336,10 @@ fn plan(wanted: &[Wanted], max_bytes: usize, follower: bool) -> (Vec<Planned>, u
         let mut planned = Planned {
             error: None,
             high_watermark: -1,
+            last_stable: -1,
             log_start: -1,
             slice: None,
+            aborted: Vec::new(),
         };
         match &w.target {
             Err(e) => {
@@ -325,6 +349,7 @@ fn plan(wanted: &[Wanted], max_bytes: usize, follower: bool) -> (Vec<Planned>, u
             Ok(partition) => {
                 let offsets = partition.offsets();
                 planned.high_watermark = offsets.high_watermark;
+                planned.last_stable = offsets.last_stable;
                 planned.log_start = offsets.log_start;
                 let budget = w.partition_max_bytes.min(max_bytes.saturating_sub(total));
                 let first_with_data = total == 0;
@@ -336,11 +361,20 @@ fn plan(wanted: &[Wanted], max_bytes: usize, follower: bool) -> (Vec<Planned>, u
                     let read = if follower {
                         partition.read_for_follower(w.fetch_offset, budget)
                     } else {
-                        partition.read(w.fetch_offset, budget, first_with_data)
+                        partition.read_isolated(
+                            w.fetch_offset,
+                            budget,
+                            first_with_data,
+                            read_committed,
+                        )
                     };
                     match read {
                         Ok(Some(slice)) => {
                             total += slice.len;
+                            if read_committed {
+                                planned.aborted =
+                                    partition.aborted_between(w.fetch_offset, offsets.last_stable);
+                            }
                             planned.slice = Some(slice);
                         }
                         Ok(None) => {}

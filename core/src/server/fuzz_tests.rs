@@ -244,6 +244,21 @@ fn seed_body(key: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
             r.topics = vec![t];
             RequestKind::DeleteRecords(r)
         }
+        ApiKey::WriteTxnMarkers => {
+            let mut t =
+                kafka_protocol::messages::write_txn_markers_request::WritableTxnMarkerTopic::default();
+            t.name = topic;
+            t.partition_indexes = vec![0];
+            let mut m =
+                kafka_protocol::messages::write_txn_markers_request::WritableTxnMarker::default();
+            m.producer_id = 7.into();
+            m.producer_epoch = 0;
+            m.transaction_result = false;
+            m.topics = vec![t];
+            let mut r = WriteTxnMarkersRequest::default();
+            r.markers = vec![m];
+            RequestKind::WriteTxnMarkers(r)
+        }
         ApiKey::DescribeConfigs => {
             let mut res = DescribeConfigsResource::default();
             res.resource_type = 2;

@@ -40,6 +40,7 @@ mod offsets;
 mod produce;
 mod producer;
 mod replicas;
+mod txn;
 pub mod versions;
 
 #[cfg(test)]
@@ -723,6 +724,9 @@ async fn dispatch(
         }
         RequestKind::DescribeCluster(req) => {
             ResponseKind::DescribeCluster(metadata::describe_cluster(broker, req))
+        }
+        RequestKind::WriteTxnMarkers(req) => {
+            ResponseKind::WriteTxnMarkers(txn::write_txn_markers(broker, req).await)
         }
         RequestKind::DeleteRecords(req) => {
             ResponseKind::DeleteRecords(offsets::delete_records(broker, req))

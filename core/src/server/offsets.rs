@@ -29,9 +29,12 @@ fn lookup(
     partition: &Partition,
     timestamp: i64,
     version: i16,
+    read_committed: bool,
 ) -> Result<(i64, i64), ResponseError> {
     let offsets = partition.offsets();
     match timestamp {
+        // read_committed consumers end at the last stable offset.
+        LATEST if read_committed => Ok((offsets.last_stable, -1)),
         LATEST => Ok((offsets.high_watermark, -1)),
         EARLIEST => Ok((offsets.log_start, -1)),
         EARLIEST_LOCAL if version >= 8 => Ok((offsets.log_start, -1)),
@@ -58,6 +61,7 @@ pub fn list_offsets(
     version: i16,
 ) -> ListOffsetsResponse {
     let mut response = ListOffsetsResponse::default();
+    let read_committed = version >= 2 && request.isolation_level == 1;
     for topic in request.topics {
         let mut t = ListOffsetsTopicResponse::default();
         let resolved = broker.topic(&topic.name.0);
@@ -86,7 +90,7 @@ pub fn list_offsets(
                         -1
                     };
                     check_current_leader_epoch(current, ours)
-                        .and_then(|()| lookup(&partition, p.timestamp, version))
+                        .and_then(|()| lookup(&partition, p.timestamp, version, read_committed))
                 }
             };
             match result {

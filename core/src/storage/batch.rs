@@ -33,6 +33,8 @@
 
 use std::fmt;
 
+use bytes::Bytes;
+
 /// Size of the fixed part of a v2 record batch.
 pub const BATCH_HEADER_BYTES: usize = 61;
 /// Bytes before the `batchLength` field ends: `baseOffset` + `batchLength`.
@@ -336,6 +338,79 @@ impl Iterator for BatchIter<'_> {
         }
     }
 }
+
+/// The type in the key of a control batch's first record (its records
+/// section, uncompressed, starting right after the batch header): 0 ABORT,
+/// 1 COMMIT. `None` when the bytes are not a control record key.
+pub fn control_record_type(records: &[u8]) -> Option<i16> {
+    use super::records::{read_varint, read_varlong};
+    let mut at = 0;
+    let (_length, n) = read_varint(records.get(at..)?).ok()?;
+    at += n;
+    at += 1; // attributes
+    let (_timestamp_delta, n) = read_varlong(records.get(at..)?).ok()?;
+    at += n;
+    let (_offset_delta, n) = read_varint(records.get(at..)?).ok()?;
+    at += n;
+    let (key_length, n) = read_varint(records.get(at..)?).ok()?;
+    at += n;
+    if key_length < 4 {
+        return None;
+    }
+    let key = records.get(at..at + 4)?;
+    Some(i16::from_be_bytes([key[2], key[3]]))
+}
+
+/// A transaction marker (Kafka's control batch): one control record whose
+/// key is (version 0, type 0 ABORT or 1 COMMIT) and whose value is
+/// (version 0, the coordinator's epoch), in a transactional, uncompressed
+/// batch of `producer_id` and `producer_epoch`.
+pub fn control_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+    coordinator_epoch: i32,
+    timestamp: i64,
+) -> Bytes {
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let mut key = Vec::with_capacity(4);
+    key.extend_from_slice(&0i16.to_be_bytes());
+    key.extend_from_slice(&(commit as i16).to_be_bytes());
+    let mut value = Vec::with_capacity(6);
+    value.extend_from_slice(&0i16.to_be_bytes());
+    value.extend_from_slice(&coordinator_epoch.to_be_bytes());
+    let record = Record {
+        transactional: true,
+        control: true,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id,
+        producer_epoch,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp,
+        key: Some(Bytes::from(key)),
+        value: Some(Bytes::from(value)),
+        headers: Default::default(),
+    };
+    let mut buf = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        std::slice::from_ref(&record),
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("a control record always encodes");
+    buf.freeze()
+}
+
+/// Most bytes [`control_record_type`] reads.
+pub const CONTROL_KEY_PREFIX_BYTES: usize = 5 + 1 + 10 + 5 + 5 + 4;
 
 #[cfg(test)]
 pub(crate) mod tests {

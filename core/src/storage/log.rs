@@ -66,7 +66,9 @@ pub use super::append::{AppendError, TimestampType};
 use super::batch::{self, BatchError, BatchHeader, ATTR_LOG_APPEND_TIME, BATCH_HEADER_BYTES};
 use super::epochs::{self, LeaderEpochCache};
 use super::handles::{explain, explain_if_out_of_files};
-use super::producer_state::{self, PendingSnapshot, ProducerState, SequenceCheck};
+use super::producer_state::{
+    self, AbortedTxn, ControlType, PendingSnapshot, ProducerState, SequenceCheck,
+};
 use super::segment::{parse_segment_file_name, PreparedBatch, Segment, SEGMENT_BYTES_LIMIT};
 use super::swap::sync_dir;
 use super::validator::{self, AppendRules, TopicCompression, ValidBatch};
@@ -526,11 +528,15 @@ impl PartitionLog {
                 continue;
             }
             let producers = &mut self.producers;
-            segment.for_each_header_from(from, |h| {
-                if producer_state::is_idempotent(h) {
-                    // The broker's append time is not in the log; the
-                    // batch's own timestamp stands in for expiry.
-                    producers.update(h, h.max_timestamp.min(now_ms));
+            segment.for_each_batch_from(from, |h, control| {
+                // The broker's append time is not in the log; the batch's
+                // own timestamp stands in for expiry.
+                let at = h.max_timestamp.min(now_ms);
+                if let Some(t) = control {
+                    producers.update_control(h, ControlType::from_type(t), at);
+                    replayed += 1;
+                } else if producer_state::is_idempotent(h) {
+                    producers.update(h, at);
                     replayed += 1;
                 }
             })?;
@@ -827,7 +833,7 @@ impl PartitionLog {
         }
         self.active_mut().append(&prepared)?;
         for b in &prepared {
-            self.producers.update(&b.header, now_ms);
+            self.record_producer(b, now_ms);
         }
         let count = next - base_offset;
         let sync_file = self.count_unflushed(count, now_ms)?;
@@ -841,6 +847,49 @@ impl PartitionLog {
             duplicate: false,
             sync_file,
         })
+    }
+
+    /// Appends a transaction marker (what WriteTxnMarkers asks of a
+    /// partition's leader): a COMMIT or ABORT control batch of
+    /// `producer_id` at `producer_epoch`, which closes the producer's open
+    /// transaction here. A marker of an epoch older than the producer's is
+    /// refused (a newer producer fenced that transaction's writer).
+    pub fn append_marker(
+        &mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, AppendError> {
+        if let Some(current) = self.producers.get(producer_id).map(|e| e.epoch) {
+            if producer_epoch < current {
+                return Err(AppendError::Sequence(
+                    producer_state::SequenceError::InvalidEpoch {
+                        producer_id,
+                        epoch: producer_epoch,
+                        current,
+                    },
+                ));
+            }
+        }
+        let raw = super::batch::control_batch(
+            producer_id,
+            producer_epoch,
+            commit,
+            coordinator_epoch,
+            now_ms,
+        );
+        let header = BatchHeader::parse(&raw).map_err(AppendError::Corrupt)?;
+        let mut head = [0u8; BATCH_HEADER_BYTES];
+        head.copy_from_slice(&raw[..BATCH_HEADER_BYTES]);
+        let batch = ValidBatch {
+            header,
+            head,
+            body: raw.slice(BATCH_HEADER_BYTES..),
+        };
+        self.append_validated(vec![batch], leader_epoch, now_ms)
     }
 
     /// Counts appended records for the flush policy (`flush.messages`,
@@ -961,7 +1010,7 @@ impl PartitionLog {
             }
             self.active_mut().append(&prepared[start..end])?;
             for b in &prepared[start..end] {
-                self.producers.update(&b.header, now_ms);
+                self.record_producer(b, now_ms);
             }
             start = end;
         }
@@ -1022,6 +1071,31 @@ impl PartitionLog {
     /// The idempotent-producer state (for tests and tools).
     pub fn producer_state(&self) -> &ProducerState {
         &self.producers
+    }
+
+    /// Records an appended batch in the producer state: its sequence, or,
+    /// for a transaction marker, the end of its producer's transaction.
+    fn record_producer(&mut self, b: &PreparedBatch, now_ms: i64) {
+        if b.header.is_control() {
+            if let Some(t) = super::batch::control_record_type(&b.body) {
+                self.producers
+                    .update_control(&b.header, ControlType::from_type(t), now_ms);
+            }
+        } else {
+            self.producers.update(&b.header, now_ms);
+        }
+    }
+
+    /// The first offset of the oldest open transaction: the last stable
+    /// offset is the high watermark or this, whichever is lower.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.producers.first_unstable_offset()
+    }
+
+    /// The aborted transactions with records in `[from, to)` (for a
+    /// read_committed fetch), oldest first.
+    pub fn aborted_between(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        self.producers.aborted_between(from, to)
     }
 
     fn should_roll(
@@ -1215,6 +1289,7 @@ impl PartitionLog {
         }
         if offset > self.log_start_offset {
             self.log_start_offset = offset;
+            self.producers.forget_aborted_before(self.log_start_offset);
             self.log_start_moved();
             self.delete_segments_below_start()?;
         }
@@ -1289,6 +1364,7 @@ impl PartitionLog {
             .next()
             .expect("a later segment remains");
         self.log_start_offset = self.log_start_offset.max(next_base);
+        self.producers.forget_aborted_before(self.log_start_offset);
         self.log_start_moved();
         Ok(1)
     }
@@ -1600,6 +1676,7 @@ impl PartitionLog {
             let segment = self.segments.remove(&first).expect("present");
             let next = *self.segments.keys().next().expect("present");
             self.log_start_offset = self.log_start_offset.max(next);
+            self.producers.forget_aborted_before(self.log_start_offset);
             segment.delete_files()?;
             self.crash_point(4)?;
         }
@@ -1624,6 +1701,7 @@ impl PartitionLog {
             }
         }
         self.log_start_offset = offset;
+        self.producers.forget_aborted_before(self.log_start_offset);
         self.recovery_point = offset;
         self.unflushed_messages = 0;
         Ok(())
@@ -1838,6 +1916,7 @@ impl PartitionLog {
                 // As after retention: the start is never below the first
                 // segment, so a restart finds the same log start.
                 self.log_start_offset = self.log_start_offset.max(first);
+                self.producers.forget_aborted_before(self.log_start_offset);
                 self.log_start_moved();
                 Ok(ReplaceOutcome::Removed)
             }
@@ -3065,5 +3144,104 @@ mod tests {
         let (log, report) = PartitionLog::open(dir.path(), small_segments(), 0, 0, 0).unwrap();
         assert!(report.problems.is_empty(), "{:?}", report.problems);
         assert_eq!(read_all(&log), expected);
+    }
+
+    /// A transactional batch of `count` records of `producer_id`.
+    fn txn_batch(producer_id: i64, base_sequence: i32, count: usize) -> Bytes {
+        use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions};
+        let records: Vec<Record> = (0..count)
+            .map(|i| Record {
+                transactional: true,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id,
+                producer_epoch: 0,
+                timestamp_type: kafka_protocol::records::TimestampType::Creation,
+                offset: i as i64,
+                sequence: base_sequence + i as i32,
+                timestamp: 1_700_000_000_000,
+                key: None,
+                value: Some(Bytes::from("in a transaction")),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = bytes::BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        buf.freeze()
+    }
+
+    #[test]
+    fn markers_close_transactions_and_the_state_survives_a_reopen_with_or_without_a_snapshot() {
+        const NOW: i64 = 1_700_000_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path(), small_segments(), 0);
+        assert_eq!(
+            log.append(&txn_batch(1, 0, 2), 0, NOW).unwrap().base_offset,
+            0
+        );
+        assert_eq!(
+            log.append(&txn_batch(2, 0, 1), 0, NOW).unwrap().base_offset,
+            2
+        );
+        assert_eq!(
+            log.append(&make_batch(1, 10, Compression::None), 0, NOW)
+                .unwrap()
+                .base_offset,
+            3
+        );
+        assert_eq!(log.first_unstable_offset(), Some(0));
+        let commit = log.append_marker(1, 0, true, 0, 0, NOW).unwrap();
+        assert_eq!(commit.base_offset, 4);
+        assert_eq!(log.first_unstable_offset(), Some(2));
+        log.append_marker(2, 0, false, 0, 0, NOW).unwrap();
+        assert_eq!(log.first_unstable_offset(), None);
+        let aborted = vec![AbortedTxn {
+            producer_id: 2,
+            first_offset: 2,
+            last_offset: 5,
+            last_stable_offset: 6,
+        }];
+        assert_eq!(log.aborted_between(0, 10), aborted);
+        log.append(&txn_batch(1, 2, 1), 0, NOW).unwrap();
+        assert_eq!(log.first_unstable_offset(), Some(6));
+        // Replayed from the log (no snapshot yet).
+        drop(log);
+        let log = open(dir.path(), small_segments(), 0);
+        assert_eq!(log.first_unstable_offset(), Some(6));
+        assert_eq!(log.aborted_between(0, 10), aborted);
+        // From a snapshot.
+        let mut log = log;
+        log.flush(NOW).unwrap();
+        drop(log);
+        let log = open(dir.path(), small_segments(), 0);
+        assert!(!producer_state::list_snapshots(dir.path())
+            .unwrap()
+            .is_empty());
+        assert_eq!(log.first_unstable_offset(), Some(6));
+        assert_eq!(log.aborted_between(0, 10), aborted);
+    }
+
+    #[test]
+    fn a_marker_of_an_older_epoch_is_refused() {
+        const NOW: i64 = 1_700_000_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path(), small_segments(), 0);
+        log.append_marker(9, 4, false, 0, 0, NOW).unwrap();
+        assert!(matches!(
+            log.append_marker(9, 3, true, 0, 0, NOW),
+            Err(AppendError::Sequence(SequenceError::InvalidEpoch {
+                current: 4,
+                ..
+            }))
+        ));
     }
 }

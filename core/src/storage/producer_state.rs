@@ -21,10 +21,30 @@
 //!                 1  batch count B (<= 5)
 //!                 B x (4 first seq, 4 last seq, 8 first offset, 4 last offset delta)
 //! ```
+//! Version 2 adds, per producer after its batches, the first offset of
+//! its open transaction (8 bytes, -1 for none), and after the producers
+//! the aborted transactions still in the log:
+//!
+//! ```text
+//!               4  aborted count A
+//!               A x (8 producer id, 8 first offset, 8 last offset (the
+//!                    ABORT marker), 8 last stable offset after it)
+//! ```
+//! Version 1 snapshots (no transactions) are still read.
+//!
 //! On start, the newest snapshot at or below the log end offset is loaded
-//! and the batches after it are replayed from their headers.
+//! and the batches after it are replayed from their headers (and, for
+//! transaction markers, their control record's type).
+//!
+//! Transactions: a transactional batch opens its producer's transaction at
+//! its first offset unless one is open; a COMMIT or ABORT control batch
+//! (written by WriteTxnMarkers) closes it. The first offset of the oldest
+//! open transaction bounds the last stable offset (what read_committed
+//! consumers may read); an aborted transaction is remembered (producer,
+//! offsets) so a read_committed fetch can name it and consumers drop its
+//! records.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -34,7 +54,7 @@ use super::checkpoint::write_atomically;
 /// Batches remembered per producer (Kafka's limit for in-flight requests
 /// of an idempotent producer is 5).
 pub const BATCHES_PER_PRODUCER: usize = 5;
-const SNAPSHOT_VERSION: u16 = 1;
+const SNAPSHOT_VERSION: u16 = 2;
 /// Snapshots kept on disk per partition.
 const SNAPSHOTS_KEPT: usize = 2;
 /// Most producers tracked per partition; the least recently active is
@@ -60,6 +80,38 @@ pub struct ProducerEntry {
     pub epoch: i16,
     pub last_append_ms: i64,
     pub batches: VecDeque<BatchMetadata>,
+    /// First offset of its open transaction.
+    pub txn_first_offset: Option<i64>,
+}
+
+/// What a control batch's record says (its key: version, type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlType {
+    Abort,
+    Commit,
+    /// A control type this broker does not know: ends nothing.
+    Other(i16),
+}
+
+impl ControlType {
+    pub fn from_type(t: i16) -> ControlType {
+        match t {
+            0 => ControlType::Abort,
+            1 => ControlType::Commit,
+            other => ControlType::Other(other),
+        }
+    }
+}
+
+/// A transaction that was aborted: its records, from `first_offset` to
+/// `last_offset` (its ABORT marker), are not for read_committed consumers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    pub last_offset: i64,
+    /// The last stable offset once the marker was written.
+    pub last_stable_offset: i64,
 }
 
 /// What the state says about an incoming batch.
@@ -110,6 +162,10 @@ pub fn is_idempotent(h: &BatchHeader) -> bool {
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct ProducerState {
     producers: HashMap<i64, ProducerEntry>,
+    /// (first offset, producer id) of every open transaction.
+    ongoing: BTreeSet<(i64, i64)>,
+    /// Aborted transactions in the log, in marker order.
+    aborted: VecDeque<AbortedTxn>,
 }
 
 impl ProducerState {
@@ -138,7 +194,10 @@ impl ProducerState {
                 producers.insert(id, e.clone());
             }
         }
-        ProducerState { producers }
+        ProducerState {
+            producers,
+            ..ProducerState::default()
+        }
     }
 
     /// Checks an incoming batch against the state without changing it.
@@ -218,6 +277,7 @@ impl ProducerState {
                 epoch: h.producer_epoch,
                 last_append_ms: append_ms,
                 batches: VecDeque::new(),
+                txn_first_offset: None,
             });
         if h.producer_epoch != entry.epoch {
             entry.epoch = h.producer_epoch;
@@ -225,6 +285,10 @@ impl ProducerState {
         }
         entry.last_append_ms = entry.last_append_ms.max(append_ms);
         entry.batches.push_back(meta);
+        if h.is_transactional() && entry.txn_first_offset.is_none() {
+            entry.txn_first_offset = Some(h.base_offset);
+            self.ongoing.insert((h.base_offset, h.producer_id));
+        }
         while entry.batches.len() > BATCHES_PER_PRODUCER {
             entry.batches.pop_front();
         }
@@ -233,16 +297,97 @@ impl ProducerState {
         }
     }
 
+    /// Records a control batch that was appended (with its offset) and
+    /// the type its record names: a COMMIT or ABORT marker closes the
+    /// producer's open transaction. Returns the aborted transaction an
+    /// ABORT closed.
+    pub fn update_control(
+        &mut self,
+        h: &BatchHeader,
+        control: ControlType,
+        append_ms: i64,
+    ) -> Option<AbortedTxn> {
+        if h.producer_id < 0 || !matches!(control, ControlType::Abort | ControlType::Commit) {
+            return None;
+        }
+        let entry = self
+            .producers
+            .entry(h.producer_id)
+            .or_insert_with(|| ProducerEntry {
+                epoch: h.producer_epoch,
+                last_append_ms: append_ms,
+                batches: VecDeque::new(),
+                txn_first_offset: None,
+            });
+        if h.producer_epoch > entry.epoch {
+            // A marker of a newer epoch fences the older one.
+            entry.epoch = h.producer_epoch;
+            entry.batches.clear();
+        }
+        entry.last_append_ms = entry.last_append_ms.max(append_ms);
+        let first_offset = entry.txn_first_offset.take()?;
+        self.ongoing.remove(&(first_offset, h.producer_id));
+        if control != ControlType::Abort {
+            return None;
+        }
+        let marker = h.base_offset;
+        let aborted = AbortedTxn {
+            producer_id: h.producer_id,
+            first_offset,
+            last_offset: marker,
+            last_stable_offset: self.first_unstable_offset().unwrap_or(marker + 1),
+        };
+        self.aborted.push_back(aborted);
+        Some(aborted)
+    }
+
+    /// The first offset of the oldest open transaction: read_committed
+    /// consumers may not read from here on.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.ongoing.first().map(|(offset, _)| *offset)
+    }
+
+    /// The aborted transactions with records in `[from, to)`, oldest
+    /// first.
+    pub fn aborted_between(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        self.aborted
+            .iter()
+            .filter(|a| a.last_offset >= from && a.first_offset < to)
+            .copied()
+            .collect()
+    }
+
+    /// Forgets aborted transactions whose marker is below `log_start`
+    /// (retention or DeleteRecords removed them).
+    pub fn forget_aborted_before(&mut self, log_start: i64) {
+        while self
+            .aborted
+            .front()
+            .is_some_and(|a| a.last_offset < log_start)
+        {
+            self.aborted.pop_front();
+        }
+    }
+
     fn evict_oldest(&mut self) {
-        if let Some((&oldest, _)) = self.producers.iter().min_by_key(|(_, e)| e.last_append_ms) {
+        // A producer with an open transaction stays: its transaction still
+        // bounds the last stable offset.
+        if let Some((&oldest, _)) = self
+            .producers
+            .iter()
+            .filter(|(_, e)| e.txn_first_offset.is_none())
+            .min_by_key(|(_, e)| e.last_append_ms)
+        {
             self.producers.remove(&oldest);
         }
     }
 
     /// Forgets producers whose last append is older than `cutoff_ms`
-    /// (Kafka's `producer.id.expiration.ms`).
+    /// (Kafka's `producer.id.expiration.ms`), except those with an open
+    /// transaction.
     pub fn expire(&mut self, cutoff_ms: i64) {
-        self.producers.retain(|_, e| e.last_append_ms >= cutoff_ms);
+        self.producers
+            .retain(|_, e| e.last_append_ms >= cutoff_ms || e.txn_first_offset.is_some());
     }
 
     pub fn encode(&self, snapshot_offset: i64) -> Vec<u8> {
@@ -263,6 +408,14 @@ impl ProducerState {
                 body.extend_from_slice(&b.first_offset.to_be_bytes());
                 body.extend_from_slice(&b.last_offset_delta.to_be_bytes());
             }
+            body.extend_from_slice(&e.txn_first_offset.unwrap_or(-1).to_be_bytes());
+        }
+        body.extend_from_slice(&(self.aborted.len() as u32).to_be_bytes());
+        for a in &self.aborted {
+            body.extend_from_slice(&a.producer_id.to_be_bytes());
+            body.extend_from_slice(&a.first_offset.to_be_bytes());
+            body.extend_from_slice(&a.last_offset.to_be_bytes());
+            body.extend_from_slice(&a.last_stable_offset.to_be_bytes());
         }
         let mut out = Vec::with_capacity(body.len() + 6);
         out.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
@@ -274,7 +427,8 @@ impl ProducerState {
     /// Parses a snapshot; `None` if it is damaged in any way.
     pub fn decode(raw: &[u8]) -> Option<(i64, ProducerState)> {
         let mut r = Reader { buf: raw };
-        if r.u16()? != SNAPSHOT_VERSION {
+        let version = r.u16()?;
+        if !(1..=SNAPSHOT_VERSION).contains(&version) {
             return None;
         }
         let crc = r.u32()?;
@@ -306,19 +460,51 @@ impl ProducerState {
                     last_offset_delta: r.i32()?,
                 });
             }
+            let txn_first_offset = if version >= 2 {
+                Some(r.i64()?).filter(|o| *o >= 0)
+            } else {
+                None
+            };
             producers.insert(
                 id,
                 ProducerEntry {
                     epoch,
                     last_append_ms,
                     batches,
+                    txn_first_offset,
                 },
             );
+        }
+        let mut aborted = VecDeque::new();
+        if version >= 2 {
+            let count = r.u32()? as usize;
+            if count > r.buf.len() / 32 {
+                return None;
+            }
+            for _ in 0..count {
+                aborted.push_back(AbortedTxn {
+                    producer_id: r.i64()?,
+                    first_offset: r.i64()?,
+                    last_offset: r.i64()?,
+                    last_stable_offset: r.i64()?,
+                });
+            }
         }
         if !r.buf.is_empty() {
             return None;
         }
-        Some((offset, ProducerState { producers }))
+        let ongoing = producers
+            .iter()
+            .filter_map(|(id, e)| Some((e.txn_first_offset?, *id)))
+            .collect();
+        Some((
+            offset,
+            ProducerState {
+                producers,
+                ongoing,
+                aborted,
+            },
+        ))
     }
 }
 
@@ -616,5 +802,104 @@ mod tests {
         s.update(&header(2, 0, 0, 1, 1), 900);
         s.expire(500);
         assert!(s.get(1).is_none() && s.get(2).is_some());
+    }
+
+    fn txn(pid: i64, epoch: i16, seq: i32, count: i32, base_offset: i64) -> BatchHeader {
+        let mut h = header(pid, epoch, seq, count, base_offset);
+        h.attributes = crate::storage::batch::ATTR_TRANSACTIONAL;
+        h
+    }
+
+    fn marker(pid: i64, epoch: i16, offset: i64) -> BatchHeader {
+        let mut h = header(pid, epoch, -1, 1, offset);
+        h.attributes =
+            crate::storage::batch::ATTR_TRANSACTIONAL | crate::storage::batch::ATTR_CONTROL;
+        h
+    }
+
+    #[test]
+    fn transactions_open_at_their_first_batch_and_markers_close_them() {
+        let mut s = ProducerState::new();
+        assert_eq!(s.first_unstable_offset(), None);
+        s.update(&txn(1, 0, 0, 2, 10), 0);
+        s.update(&txn(1, 0, 2, 2, 12), 0);
+        s.update(&txn(2, 0, 0, 1, 14), 0);
+        // A plain idempotent batch opens nothing.
+        s.update(&header(3, 0, 0, 1, 15), 0);
+        assert_eq!(s.first_unstable_offset(), Some(10));
+        assert_eq!(
+            s.update_control(&marker(1, 0, 16), ControlType::Commit, 0),
+            None
+        );
+        assert_eq!(s.first_unstable_offset(), Some(14));
+        let aborted = s
+            .update_control(&marker(2, 0, 17), ControlType::Abort, 0)
+            .expect("an aborted transaction");
+        assert_eq!(
+            aborted,
+            AbortedTxn {
+                producer_id: 2,
+                first_offset: 14,
+                last_offset: 17,
+                last_stable_offset: 18
+            }
+        );
+        assert_eq!(s.first_unstable_offset(), None);
+        // A marker with no open transaction closes nothing.
+        assert_eq!(
+            s.update_control(&marker(2, 0, 18), ControlType::Abort, 0),
+            None
+        );
+        assert_eq!(s.aborted_between(0, 14), vec![]);
+        assert_eq!(s.aborted_between(15, 16), vec![aborted]);
+        assert_eq!(s.aborted_between(18, 30), vec![]);
+        // A producer's next transaction opens at its next batch.
+        s.update(&txn(1, 0, 4, 1, 19), 0);
+        assert_eq!(s.first_unstable_offset(), Some(19));
+        s.forget_aborted_before(18);
+        assert_eq!(s.aborted_between(0, 100), vec![]);
+    }
+
+    #[test]
+    fn a_producer_with_an_open_transaction_is_neither_expired_nor_evicted() {
+        let mut s = ProducerState::new();
+        s.update(&txn(1, 0, 0, 1, 0), 100);
+        s.update(&header(2, 0, 0, 1, 1), 100);
+        s.expire(500);
+        assert!(s.get(1).is_some() && s.get(2).is_none());
+        assert_eq!(s.first_unstable_offset(), Some(0));
+    }
+
+    #[test]
+    fn transactions_survive_a_snapshot_and_version_1_snapshots_are_read() {
+        let mut s = ProducerState::new();
+        s.update(&txn(1, 0, 0, 2, 10), 0);
+        s.update(&txn(2, 0, 0, 1, 12), 0);
+        s.update_control(&marker(2, 0, 13), ControlType::Abort, 0);
+        let (offset, back) = ProducerState::decode(&s.encode(14)).unwrap();
+        assert_eq!((offset, &back), (14, &s));
+        assert_eq!(back.first_unstable_offset(), Some(10));
+        assert_eq!(back.aborted_between(0, 100).len(), 1);
+
+        // Version 1: no transaction fields.
+        let mut body = Vec::new();
+        body.extend_from_slice(&7i64.to_be_bytes());
+        body.extend_from_slice(&1u32.to_be_bytes());
+        body.extend_from_slice(&5i64.to_be_bytes());
+        body.extend_from_slice(&0i16.to_be_bytes());
+        body.extend_from_slice(&99i64.to_be_bytes());
+        body.push(1);
+        for v in [0i32, 0] {
+            body.extend_from_slice(&v.to_be_bytes());
+        }
+        body.extend_from_slice(&6i64.to_be_bytes());
+        body.extend_from_slice(&0i32.to_be_bytes());
+        let mut v1 = 1u16.to_be_bytes().to_vec();
+        v1.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+        v1.extend_from_slice(&body);
+        let (offset, old) = ProducerState::decode(&v1).unwrap();
+        assert_eq!(offset, 7);
+        assert_eq!(old.get(5).unwrap().batches[0].first_offset, 6);
+        assert_eq!(old.first_unstable_offset(), None);
     }
 }

@@ -712,6 +712,38 @@ impl Segment {
         Ok(())
     }
 
+    /// As [`Segment::for_each_header_from`], with the record type of each
+    /// control batch (transaction markers) read from its first record.
+    pub fn for_each_batch_from(
+        &self,
+        offset: i64,
+        mut f: impl FnMut(&BatchHeader, Option<i16>),
+    ) -> io::Result<()> {
+        let relative = (offset - self.base_offset).clamp(0, u32::MAX as i64) as u32;
+        let start = self.offset_index.lookup(relative).position as u64;
+        let file = self.handle()?;
+        let mut scanner = HeaderScanner::new(&file, start, self.size);
+        let mut key = [0u8; super::batch::CONTROL_KEY_PREFIX_BYTES];
+        while let Some((position, h)) = scanner.next_header()? {
+            if h.last_offset() < offset {
+                continue;
+            }
+            let control = if h.is_control() {
+                let body = (h.total_bytes() - BATCH_HEADER_BYTES).min(key.len());
+                let n = read_at_most(
+                    &file,
+                    &mut key[..body],
+                    position + BATCH_HEADER_BYTES as u64,
+                )?;
+                super::batch::control_record_type(&key[..n])
+            } else {
+                None
+            };
+            f(&h, control);
+        }
+        Ok(())
+    }
+
     /// First batch holding a record with timestamp `>= target`, if any.
     pub fn find_batch_by_timestamp(
         &self,
