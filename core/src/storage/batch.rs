@@ -339,28 +339,6 @@ impl Iterator for BatchIter<'_> {
     }
 }
 
-/// The type in the key of a control batch's first record (its records
-/// section, uncompressed, starting right after the batch header): 0 ABORT,
-/// 1 COMMIT. `None` when the bytes are not a control record key.
-pub fn control_record_type(records: &[u8]) -> Option<i16> {
-    use super::records::{read_varint, read_varlong};
-    let mut at = 0;
-    let (_length, n) = read_varint(records.get(at..)?).ok()?;
-    at += n;
-    at += 1; // attributes
-    let (_timestamp_delta, n) = read_varlong(records.get(at..)?).ok()?;
-    at += n;
-    let (_offset_delta, n) = read_varint(records.get(at..)?).ok()?;
-    at += n;
-    let (key_length, n) = read_varint(records.get(at..)?).ok()?;
-    at += n;
-    if key_length < 4 {
-        return None;
-    }
-    let key = records.get(at..at + 4)?;
-    Some(i16::from_be_bytes([key[2], key[3]]))
-}
-
 /// A transaction marker (Kafka's control batch): one control record whose
 /// key is (version 0, type 0 ABORT or 1 COMMIT) and whose value is
 /// (version 0, the coordinator's epoch), in a transactional, uncompressed
@@ -408,9 +386,6 @@ pub fn control_batch(
     .expect("a control record always encodes");
     buf.freeze()
 }
-
-/// Most bytes [`control_record_type`] reads.
-pub const CONTROL_KEY_PREFIX_BYTES: usize = 5 + 1 + 10 + 5 + 5 + 4;
 
 #[cfg(test)]
 pub(crate) mod tests {

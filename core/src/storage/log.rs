@@ -1077,7 +1077,7 @@ impl PartitionLog {
     /// for a transaction marker, the end of its producer's transaction.
     fn record_producer(&mut self, b: &PreparedBatch, now_ms: i64) {
         if b.header.is_control() {
-            if let Some(t) = super::batch::control_record_type(&b.body) {
+            if let Some(t) = super::records::control_record_type(&b.body) {
                 self.producers
                     .update_control(&b.header, ControlType::from_type(t), now_ms);
             }

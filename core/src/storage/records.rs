@@ -315,6 +315,30 @@ pub(crate) fn read_varlong(bytes: &[u8]) -> anyhow::Result<(i64, usize)> {
     read_zigzag(bytes, 10)
 }
 
+/// The type in the key of a control batch's first record (its records
+/// section, uncompressed, starting right after the batch header): 0 ABORT,
+/// 1 COMMIT. `None` when the bytes are not a control record key.
+pub fn control_record_type(records: &[u8]) -> Option<i16> {
+    let mut at = 0;
+    let (_length, n) = read_varint(records.get(at..)?).ok()?;
+    at += n;
+    at += 1; // attributes
+    let (_timestamp_delta, n) = read_varlong(records.get(at..)?).ok()?;
+    at += n;
+    let (_offset_delta, n) = read_varint(records.get(at..)?).ok()?;
+    at += n;
+    let (key_length, n) = read_varint(records.get(at..)?).ok()?;
+    at += n;
+    if key_length < 4 {
+        return None;
+    }
+    let key = records.get(at..at + 4)?;
+    Some(i16::from_be_bytes([key[2], key[3]]))
+}
+
+/// Most bytes [`control_record_type`] reads.
+pub const CONTROL_KEY_PREFIX_BYTES: usize = 5 + 1 + 10 + 5 + 5 + 4;
+
 /// The records section of one batch (`raw` starts at its base offset),
 /// decompressed with a cap: borrowed from `raw` when uncompressed.
 pub fn records_section(raw: &Bytes, max_decompressed_bytes: usize) -> Result<Bytes, RecordsError> {

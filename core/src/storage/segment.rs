@@ -723,7 +723,7 @@ impl Segment {
         let start = self.offset_index.lookup(relative).position as u64;
         let file = self.handle()?;
         let mut scanner = HeaderScanner::new(&file, start, self.size);
-        let mut key = [0u8; super::batch::CONTROL_KEY_PREFIX_BYTES];
+        let mut key = [0u8; super::records::CONTROL_KEY_PREFIX_BYTES];
         while let Some((position, h)) = scanner.next_header()? {
             if h.last_offset() < offset {
                 continue;
@@ -735,7 +735,7 @@ impl Segment {
                     &mut key[..body],
                     position + BATCH_HEADER_BYTES as u64,
                 )?;
-                super::batch::control_record_type(&key[..n])
+                super::records::control_record_type(&key[..n])
             } else {
                 None
             };
