@@ -13,8 +13,8 @@ use kafka_protocol::messages::write_txn_markers_request::{
     WritableTxnMarker, WritableTxnMarkerTopic,
 };
 use kafka_protocol::messages::{
-    FetchRequest, FetchResponse, InitProducerIdRequest, ListOffsetsRequest, ProduceRequest,
-    ProducerId, TopicName, WriteTxnMarkersRequest,
+    DescribeProducersRequest, FetchRequest, FetchResponse, InitProducerIdRequest,
+    ListOffsetsRequest, ProduceRequest, ProducerId, TopicName, WriteTxnMarkersRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
@@ -128,6 +128,37 @@ async fn fetch(client: &mut Client, offset: i64, read_committed: bool) -> FetchR
     client.send_version(&request, 11).await.unwrap()
 }
 
+/// DescribeProducers of the partition: (producer id, epoch, last
+/// sequence, open transaction's first offset), by id.
+async fn producers(client: &mut Client) -> Vec<(i64, i32, i32, i64)> {
+    use kafka_protocol::messages::describe_producers_request::TopicRequest;
+    let mut t = TopicRequest::default();
+    t.name = name();
+    t.partition_indexes = vec![0, 9];
+    let mut request = DescribeProducersRequest::default();
+    request.topics = vec![t];
+    let response = client.send(&request).await.unwrap();
+    let partitions = &response.topics[0].partitions;
+    assert_eq!(
+        partitions[1].error_code,
+        kafka_protocol::ResponseError::UnknownTopicOrPartition.code(),
+        "a partition the topic does not have"
+    );
+    assert_eq!(partitions[0].error_code, 0);
+    partitions[0]
+        .active_producers
+        .iter()
+        .map(|p| {
+            (
+                p.producer_id.0,
+                p.producer_epoch,
+                p.last_sequence,
+                p.current_txn_start_offset,
+            )
+        })
+        .collect()
+}
+
 async fn latest(client: &mut Client, read_committed: bool) -> i64 {
     let mut p = ListOffsetsPartition::default();
     p.partition_index = 0;
@@ -213,6 +244,13 @@ async fn open_transactions_hold_the_last_stable_offset_and_aborted_ones_are_drop
         .as_ref()
         .is_some_and(|r| !r.is_empty()));
 
+    // DescribeProducers shows the open transactions (what
+    // kafka-transactions.sh uses to find a hanging one).
+    assert_eq!(
+        producers(&mut client).await,
+        vec![(a, 0, 1, 0), (b, 0, 1, 3)]
+    );
+
     // a aborts (marker at 5), b commits (marker at 6).
     assert_eq!(marker(&mut client, a, 0, false).await, 0);
     let f = fetch(&mut client, 0, true).await;
@@ -231,6 +269,10 @@ async fn open_transactions_hold_the_last_stable_offset_and_aborted_ones_are_drop
         .collect();
     assert_eq!(aborted, vec![(a, 0)]);
     assert_eq!(latest(&mut client, true).await, 7);
+    assert_eq!(
+        producers(&mut client).await,
+        vec![(a, 0, 1, -1), (b, 0, 1, -1)]
+    );
     // A marker of an older epoch than the producer's is refused.
     assert_eq!(marker(&mut client, b, 1, false).await, 0);
     assert_eq!(

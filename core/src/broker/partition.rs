@@ -583,6 +583,28 @@ impl Partition {
         Ok(log.read(offset, max_bytes, min_one_batch, upper)?)
     }
 
+    /// The producers this partition remembers (DescribeProducers): id,
+    /// epoch, last sequence (-1 for none), last append time and the first
+    /// offset of its open transaction (-1 for none), by id.
+    pub fn producers(&self) -> Vec<(i64, i16, i32, i64, i64)> {
+        let log = lock(&self.log);
+        let mut out: Vec<_> = log
+            .producer_state()
+            .iter()
+            .map(|(id, e)| {
+                (
+                    id,
+                    e.epoch,
+                    e.batches.back().map_or(-1, |b| b.last_seq),
+                    e.last_append_ms,
+                    e.txn_first_offset.unwrap_or(-1),
+                )
+            })
+            .collect();
+        out.sort_unstable_by_key(|p| p.0);
+        out
+    }
+
     /// The aborted transactions with records in `[from, to)`: what a
     /// read_committed fetch of those offsets names so consumers drop them.
     pub fn aborted_between(&self, from: i64, to: i64) -> Vec<AbortedTxn> {

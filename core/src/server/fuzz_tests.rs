@@ -244,6 +244,15 @@ fn seed_body(key: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
             r.topics = vec![t];
             RequestKind::DeleteRecords(r)
         }
+        ApiKey::DescribeProducers => {
+            let mut t =
+                kafka_protocol::messages::describe_producers_request::TopicRequest::default();
+            t.name = topic;
+            t.partition_indexes = vec![0, 1];
+            let mut r = DescribeProducersRequest::default();
+            r.topics = vec![t];
+            RequestKind::DescribeProducers(r)
+        }
         ApiKey::WriteTxnMarkers => {
             let mut t =
                 kafka_protocol::messages::write_txn_markers_request::WritableTxnMarkerTopic::default();

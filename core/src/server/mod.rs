@@ -725,6 +725,9 @@ async fn dispatch(
         RequestKind::DescribeCluster(req) => {
             ResponseKind::DescribeCluster(metadata::describe_cluster(broker, req))
         }
+        RequestKind::DescribeProducers(req) => {
+            ResponseKind::DescribeProducers(txn::describe_producers(broker, req))
+        }
         RequestKind::WriteTxnMarkers(req) => {
             ResponseKind::WriteTxnMarkers(txn::write_txn_markers(broker, req).await)
         }

@@ -57,6 +57,7 @@ pub const SUPPORTED_APIS: &[Supported] = &[
     api(ApiKey::DeleteTopics, 0, 6),
     api(ApiKey::DeleteRecords, 0, 2),
     api(ApiKey::WriteTxnMarkers, 1, 1),
+    api(ApiKey::DescribeProducers, 0, 0),
     api(ApiKey::DescribeConfigs, 0, 4),
     api(ApiKey::DescribeLogDirs, 1, 4),
     api(ApiKey::AlterConfigs, 0, 2),

@@ -185,6 +185,11 @@ impl ProducerState {
         self.producers.get(&producer_id)
     }
 
+    /// Every producer this partition remembers, by id.
+    pub fn iter(&self) -> impl Iterator<Item = (i64, &ProducerEntry)> {
+        self.producers.iter().map(|(id, e)| (*id, e))
+    }
+
     /// A copy holding only the given producers (for checking a record set
     /// of several batches without touching the real state).
     pub fn subset(&self, ids: impl Iterator<Item = i64>) -> ProducerState {
