@@ -14,21 +14,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use rdkafka::config::ClientConfig;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::cluster::{metadata, wait_for_brokers};
 use crate::harness::{
-    create_replicated_topic, latest_offset, list_offset, segment_bases, stored_batches, text,
-    StoredBatch, TestBroker, TestCluster,
+    create_replicated_topic, latest_offset, list_offset, record_batch, segment_bases,
+    stored_batches, text, StoredBatch, TestBroker, TestCluster, PLAIN,
 };
 
 /// Fence a silent broker and drop a silent follower from the ISR after
@@ -135,40 +131,6 @@ fn node(cluster: &TestCluster, id: i32) -> &TestBroker {
     &cluster.nodes[(id - 1) as usize]
 }
 
-/// One v2 batch of `values` (no keys), uncompressed.
-fn batch_of(values: &[String]) -> Bytes {
-    let records: Vec<Record> = values
-        .iter()
-        .enumerate()
-        .map(|(i, value)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: -1,
-            timestamp: 1_700_000_000_000,
-            key: None,
-            value: Some(Bytes::from(value.clone())),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
-    buf.freeze()
-}
-
 /// One Produce of `values` as one batch to `topic`-`partition`, sent to
 /// `node` itself (its real port, not the address it advertises): the
 /// error code answered, or the client's error.
@@ -182,7 +144,7 @@ async fn produce_directly(
 ) -> Result<i16, String> {
     let mut data = PartitionProduceData::default();
     data.index = partition;
-    data.records = Some(batch_of(values));
+    data.records = Some(record_batch(PLAIN, false, values));
     let mut t = TopicProduceData::default();
     t.name = TopicName(StrBytes::from_string(topic.to_string()));
     t.partition_data = vec![data];

@@ -1221,3 +1221,55 @@ pub fn metric(page: &str, series: &str) -> Option<f64> {
     page.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
+
+/// A producer's identity in a batch built by [`record_batch`]:
+/// (producer id, epoch, base sequence); `PLAIN` for none.
+pub type BatchProducer = (i64, i16, i32);
+pub const PLAIN: BatchProducer = (-1, -1, -1);
+
+/// One uncompressed v2 batch of `values` (no keys) from `producer`,
+/// transactional or not, as a raw Produce request carries it.
+pub fn record_batch<V: AsRef<str>>(
+    producer: BatchProducer,
+    transactional: bool,
+    values: &[V],
+) -> bytes::Bytes {
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let (producer_id, producer_epoch, base_sequence) = producer;
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Record {
+            transactional,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id,
+            producer_epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: if base_sequence < 0 {
+                -1
+            } else {
+                base_sequence + i as i32
+            },
+            timestamp: 1_700_000_000_000,
+            key: None,
+            value: Some(bytes::Bytes::from(v.as_ref().to_string())),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("encode a record batch");
+    buf.freeze()
+}

@@ -4,49 +4,23 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{InitProducerIdRequest, ProduceRequest, ProducerId, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
 use runnel_core::client::Client;
 
-use crate::harness::{create_topic, latest_offset, text, TestBroker};
+use crate::harness::{create_topic, latest_offset, record_batch, text, TestBroker};
 
+/// `count` records of `producer_id` from `base_sequence`, valued `v<seq>`.
 fn idempotent_batch(producer_id: i64, epoch: i16, base_sequence: i32, count: usize) -> Bytes {
-    let records: Vec<Record> = (0..count)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id,
-            producer_epoch: epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: base_sequence + i as i32,
-            timestamp: 1_700_000_000_000,
-            key: None,
-            value: Some(Bytes::from(format!("v{}", base_sequence + i as i32))),
-            headers: Default::default(),
-        })
+    let values: Vec<String> = (0..count)
+        .map(|i| format!("v{}", base_sequence + i as i32))
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
-    buf.freeze()
+    record_batch((producer_id, epoch, base_sequence), false, &values)
 }
 
 async fn produce(client: &mut Client, records: Bytes) -> (i16, i64) {

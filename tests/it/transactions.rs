@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -17,54 +17,17 @@ use kafka_protocol::messages::{
     ListOffsetsRequest, ProduceRequest, ProducerId, TopicName, WriteTxnMarkersRequest,
 };
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use runnel_core::client::Client;
 
-use crate::harness::{create_topic, TestBroker};
+use crate::harness::{create_topic, record_batch, TestBroker, PLAIN};
 
 const TOPIC: &str = "txn";
 
 fn name() -> TopicName {
     TopicName(StrBytes::from_static_str(TOPIC))
-}
-
-/// A batch of `values` from `producer_id`, transactional or not.
-fn batch(producer_id: i64, base_sequence: i32, transactional: bool, values: &[&str]) -> Bytes {
-    let records: Vec<Record> = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| Record {
-            transactional,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id,
-            producer_epoch: 0,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: base_sequence + i as i32,
-            timestamp: 1_700_000_000_000,
-            key: None,
-            value: Some(Bytes::from(v.to_string())),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
-    buf.freeze()
 }
 
 async fn producer_id(client: &mut Client) -> i64 {
@@ -216,15 +179,15 @@ async fn open_transactions_hold_the_last_stable_offset_and_aborted_ones_are_drop
 
     // 0-1: a's transaction; 2: plain; 3-4: b's transaction.
     assert_eq!(
-        produce(&mut client, batch(a, 0, true, &["a1", "a2"])).await,
+        produce(&mut client, record_batch((a, 0, 0), true, &["a1", "a2"])).await,
         0
     );
     assert_eq!(
-        produce(&mut client, batch(-1, -1, false, &["plain"])).await,
+        produce(&mut client, record_batch(PLAIN, false, &["plain"])).await,
         2
     );
     assert_eq!(
-        produce(&mut client, batch(b, 0, true, &["b1", "b2"])).await,
+        produce(&mut client, record_batch((b, 0, 0), true, &["b1", "b2"])).await,
         3
     );
 

@@ -275,31 +275,36 @@ impl ProducerState {
             first_offset: h.base_offset,
             last_offset_delta: h.last_offset_delta,
         };
-        let entry = self
-            .producers
-            .entry(h.producer_id)
-            .or_insert_with(|| ProducerEntry {
-                epoch: h.producer_epoch,
-                last_append_ms: append_ms,
-                batches: VecDeque::new(),
-                txn_first_offset: None,
-            });
+        let entry = self.entry(h, append_ms);
         if h.producer_epoch != entry.epoch {
             entry.epoch = h.producer_epoch;
             entry.batches.clear();
         }
         entry.last_append_ms = entry.last_append_ms.max(append_ms);
         entry.batches.push_back(meta);
-        if h.is_transactional() && entry.txn_first_offset.is_none() {
-            entry.txn_first_offset = Some(h.base_offset);
-            self.ongoing.insert((h.base_offset, h.producer_id));
-        }
         while entry.batches.len() > BATCHES_PER_PRODUCER {
             entry.batches.pop_front();
+        }
+        let opens = h.is_transactional() && entry.txn_first_offset.is_none();
+        if opens {
+            entry.txn_first_offset = Some(h.base_offset);
+            self.ongoing.insert((h.base_offset, h.producer_id));
         }
         if self.producers.len() > MAX_PRODUCERS_PER_PARTITION {
             self.evict_oldest();
         }
+    }
+
+    /// The entry of `h`'s producer, made at `h`'s epoch if it is new.
+    fn entry(&mut self, h: &BatchHeader, append_ms: i64) -> &mut ProducerEntry {
+        self.producers
+            .entry(h.producer_id)
+            .or_insert_with(|| ProducerEntry {
+                epoch: h.producer_epoch,
+                last_append_ms: append_ms,
+                batches: VecDeque::new(),
+                txn_first_offset: None,
+            })
     }
 
     /// Records a control batch that was appended (with its offset) and
@@ -315,15 +320,7 @@ impl ProducerState {
         if h.producer_id < 0 || !matches!(control, ControlType::Abort | ControlType::Commit) {
             return None;
         }
-        let entry = self
-            .producers
-            .entry(h.producer_id)
-            .or_insert_with(|| ProducerEntry {
-                epoch: h.producer_epoch,
-                last_append_ms: append_ms,
-                batches: VecDeque::new(),
-                txn_first_offset: None,
-            });
+        let entry = self.entry(h, append_ms);
         if h.producer_epoch > entry.epoch {
             // A marker of a newer epoch fences the older one.
             entry.epoch = h.producer_epoch;
@@ -355,9 +352,12 @@ impl ProducerState {
     /// The aborted transactions with records in `[from, to)`, oldest
     /// first.
     pub fn aborted_between(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        // Markers are in offset order: skip those below `from` by bisection
+        // (a consumer near the end does not walk the whole history).
+        let start = self.aborted.partition_point(|a| a.last_offset < from);
         self.aborted
-            .iter()
-            .filter(|a| a.last_offset >= from && a.first_offset < to)
+            .range(start..)
+            .filter(|a| a.first_offset < to)
             .copied()
             .collect()
     }
