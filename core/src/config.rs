@@ -139,6 +139,19 @@ pub struct BrokerConfig {
     pub group_max_size: usize,
     /// Longest metadata string stored with a committed offset.
     pub offset_metadata_max_bytes: usize,
+    /// Partitions of `__transaction_state`, made at the first
+    /// FindCoordinator for a transactional id (Kafka's
+    /// `transaction.state.log.num.partitions`).
+    pub transaction_state_partitions: i32,
+    /// The longest `transaction.timeout.ms` a producer may ask for
+    /// (Kafka's `transaction.max.timeout.ms`).
+    pub transaction_max_timeout_ms: i32,
+    /// An idle transactional id is forgotten after this long (Kafka's
+    /// `transactional.id.expiration.ms`).
+    pub transactional_id_expiration_ms: i64,
+    /// How often open transactions are checked against their timeout
+    /// (Kafka's `transaction.abort.timed.out.transaction.cleanup.interval.ms`).
+    pub transaction_abort_check_interval_ms: u64,
     /// How often the log cleaner looks for compacted topics' logs to clean
     /// (Kafka's `log.cleaner.backoff.ms`).
     pub log_cleaner_interval_ms: u64,
@@ -192,6 +205,10 @@ impl Default for BrokerConfig {
             group_max_session_timeout_ms: 1_800_000,
             group_max_size: 10_000,
             offset_metadata_max_bytes: 4096,
+            transaction_state_partitions: 50,
+            transaction_max_timeout_ms: 900_000,
+            transactional_id_expiration_ms: 7 * 24 * 3600 * 1000,
+            transaction_abort_check_interval_ms: 10_000,
             log_cleaner_interval_ms: 15_000,
             log_cleaner_dedupe_buffer_bytes: 128 << 20,
             log: LogDefaults::default(),
@@ -967,6 +984,26 @@ pub fn broker_config_entries(config: &BrokerConfig) -> Vec<(&'static str, String
             config.group_max_size.to_string(),
             ConfigType::Int,
         ),
+        (
+            "transaction.state.log.num.partitions",
+            config.transaction_state_partitions.to_string(),
+            ConfigType::Int,
+        ),
+        (
+            "transaction.max.timeout.ms",
+            config.transaction_max_timeout_ms.to_string(),
+            ConfigType::Int,
+        ),
+        (
+            "transactional.id.expiration.ms",
+            config.transactional_id_expiration_ms.to_string(),
+            ConfigType::Int,
+        ),
+        (
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+            config.transaction_abort_check_interval_ms.to_string(),
+            ConfigType::Int,
+        ),
     ];
     entries.extend(
         GROUP_CONSUMER_BOUNDS
@@ -1340,6 +1377,20 @@ impl BrokerConfig {
         }
         if !(1..=self.max_partitions_per_topic.min(1000)).contains(&self.offsets_topic_partitions) {
             return err("offsets_topic_partitions must be between 1 and min(1000, max_partitions_per_topic)".into());
+        }
+        if !(1..=self.max_partitions_per_topic.min(1000))
+            .contains(&self.transaction_state_partitions)
+        {
+            return err("transaction_state_partitions must be between 1 and min(1000, max_partitions_per_topic)".into());
+        }
+        if self.transaction_max_timeout_ms < 1 {
+            return err("transaction_max_timeout_ms must be at least 1".into());
+        }
+        if self.transactional_id_expiration_ms < 1 {
+            return err("transactional_id_expiration_ms must be at least 1".into());
+        }
+        if self.transaction_abort_check_interval_ms < 1 {
+            return err("transaction_abort_check_interval_ms must be at least 1".into());
         }
         if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
             return err(

@@ -7,20 +7,21 @@
 //! Modules, bottom up: [`storage`] (segmented logs, no networking),
 //! [`error`] and [`util`] (shared by everything above storage),
 //! [`internal_topic`] (what coordinators need of an internal topic's
-//! partitions), the coordinators [`group`] and [`schemas`] (built only on
-//! that interface), [`broker`] (metadata, partitions, log management,
-//! background maintenance; it owns and wires the coordinators), [`server`]
-//! (the Kafka protocol listener) and [`client`] (a minimal protocol client
-//! for admin tools and tests). [`alloc`] guards the process against huge
-//! allocations declared by malformed requests.
+//! partitions), the coordinators [`group`], [`txn`] and [`schemas`] (built
+//! only on that interface), [`broker`] (metadata, partitions, log
+//! management, background maintenance; it owns and wires the
+//! coordinators), [`server`] (the Kafka protocol listener) and [`client`]
+//! (a minimal protocol client for admin tools, inter-broker requests and
+//! tests). [`alloc`] guards the process against huge allocations declared
+//! by malformed requests.
 //!
 //! [`controller`] is the metadata quorum (Raft, on `openraft`): the
-//! metadata log, its image, and the controller's decisions. It is not yet
-//! wired into the broker.
+//! metadata log, its image, and the controller's decisions; the broker's
+//! `Metadata` runs one voter of it.
 //!
 //! [`replication`] holds partition replication's rules (leader and follower
-//! side, `acks=all` waits) as pure state; it is not yet wired into the
-//! broker either.
+//! side, `acks=all` waits) as pure state, used by the broker's partitions
+//! and its replica fetcher.
 //!
 //! [`schemas`] validates produced payloads against the schema registry's
 //! `_schemas` topic, read in process. [`transforms`] runs broker-side
@@ -46,6 +47,7 @@ pub mod schemas;
 pub mod server;
 pub mod storage;
 pub mod transforms;
+pub mod txn;
 pub mod util;
 
 // Unit tests decode hostile frames too; they need the same protection.

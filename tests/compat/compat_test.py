@@ -473,7 +473,8 @@ def kafka_python_suite(r, bootstrap, n):
     topics = {c: "compat-kp-%s-%s" % (c, RUN_ID) for c in CODECS}
     idem_topic = "compat-kp-idempotent-%s" % RUN_ID
     group_topic = "compat-kp-group-%s" % RUN_ID
-    all_topics = list(topics.values()) + [idem_topic, group_topic]
+    txn_topic = "compat-kp-txn-%s" % RUN_ID
+    all_topics = list(topics.values()) + [idem_topic, group_topic, txn_topic]
     common = dict(bootstrap_servers=bootstrap, request_timeout_ms=15000)
     modern = {}  # codec -> (topic, records by partition), for the old-format checks
 
@@ -556,6 +557,43 @@ def kafka_python_suite(r, bootstrap, n):
     created = r.run("kafka-python: KafkaAdminClient.create_topics/list_topics/describe_topics (%d topics x 3 partitions)"
                     % len(all_topics),
                     create_topics)
+
+    def kp_transactions():
+        # kafka-python >= 2.1 has transactional producers.
+        if not hasattr(KafkaProducer, "init_transactions"):
+            raise Skip("this kafka-python has no transactions")
+        p = KafkaProducer(transactional_id="compat-kp-txn-%s" % RUN_ID, linger_ms=5, **common)
+        try:
+            p.init_transactions()
+            for prefix, count, commit in (("c", 6, True), ("a", 4, False), ("d", 2, True)):
+                p.begin_transaction()
+                for i in range(count):
+                    p.send(txn_topic, key=b"k%d" % i, value=("%s%02d" % (prefix, i)).encode())
+                if commit:
+                    p.commit_transaction()
+                else:
+                    p.flush(timeout=30)
+                    p.abort_transaction()
+        finally:
+            p.close(timeout=10)
+        values = {}
+        for isolation, want in (("read_committed", 8), ("read_uncommitted", 12)):
+            c = KafkaConsumer(group_id=None, enable_auto_commit=False, isolation_level=isolation,
+                              fetch_max_wait_ms=100, **common)
+            try:
+                tps = [TopicPartition(txn_topic, q) for q in range(parts)]
+                c.assign(tps)
+                c.seek_to_beginning(*tps)
+                values[isolation] = sorted(m["value"].decode() for m in kp_poll(c, want))
+            finally:
+                c.close()
+        expect_eq(values["read_committed"], ["c%02d" % i for i in range(6)] + ["d%02d" % i for i in range(2)],
+                  "read_committed values")
+        expect_eq(len(values["read_uncommitted"]), 12, "read_uncommitted sees the aborted records too")
+        return True
+
+    r.run("kafka-python: KafkaProducer(transactional_id) commits 6, aborts 4, commits 2; "
+          "isolation_level=read_committed sees 8", kp_transactions, requires=(created,))
 
     base_ts = int(time.time() * 1000) - 3_600_000  # an hour ago, 1 ms apart
 
@@ -950,9 +988,12 @@ def confluent_suite(r, bootstrap, n):
     group_topic = "compat-ck-group-%s" % RUN_ID
     split_topic = "compat-ck-split-%s" % RUN_ID
     split_parts = 4
+    txn_topic = "compat-ck-txn-%s" % RUN_ID
+    txn_in = "compat-ck-txn-in-%s" % RUN_ID
     # topic -> partitions, for every topic created up front
     topic_parts = dict({t: parts for t in topics.values()}, **{
-        admin_topic: parts, idem_topic: parts, group_topic: parts, split_topic: split_parts})
+        admin_topic: parts, idem_topic: parts, group_topic: parts, split_topic: split_parts,
+        txn_topic: parts, txn_in: 1})
     base = {"bootstrap.servers": bootstrap}
     # log_level 4: no NOTICE lines such as "partition count changed".
     admin = AdminClient(dict(base, **{"client.id": "compat-ck-admin", "log_level": 4}))
@@ -1391,6 +1432,103 @@ def confluent_suite(r, bootstrap, n):
 
     r.run("confluent-kafka: delete_consumer_groups deletes the empty group (DEAD, not listed)",
           delete_group, requires=(joined,))
+
+    # -------------------------------------------------- transactions
+    def ck_values(topic, nparts, isolation, want):
+        c = Consumer(dict(base, **{"group.id": "compat-unused-%s" % RUN_ID, "enable.auto.commit": False,
+                                   "isolation.level": isolation, "fetch.wait.max.ms": 100,
+                                   "enable.partition.eof": True}))
+        try:
+            c.assign([TopicPartition(topic, p, ck.OFFSET_BEGINNING) for p in range(nparts)])
+            got = ck_poll_to_eof(c, want, nparts)
+        finally:
+            c.close()
+        return sorted(m["value"].decode() for m in got)
+
+    def txn_producer(tid, **extra):
+        p = Producer(dict(base, **dict({"transactional.id": tid, "linger.ms": 5}, **extra)))
+        p.init_transactions(30)
+        return p
+
+    def transactions():
+        p = txn_producer("compat-ck-txn-%s" % RUN_ID)
+        for prefix, count, commit in (("c", 10, True), ("a", 5, False), ("d", 3, True)):
+            p.begin_transaction()
+            for i in range(count):
+                p.produce(txn_topic, key=b"k%d" % i, value=("%s%02d" % (prefix, i)).encode())
+            if commit:
+                p.commit_transaction(30)
+            else:
+                p.flush(30)
+                p.abort_transaction(30)
+        committed = ck_values(txn_topic, parts, "read_committed", 13)
+        expect_eq(committed, ["c%02d" % i for i in range(10)] + ["d%02d" % i for i in range(3)],
+                  "read_committed values")
+        everything = ck_values(txn_topic, parts, "read_uncommitted", 18)
+        expect_eq(len(everything), 18, "read_uncommitted sees the aborted records too")
+        return True
+
+    txn = r.run("confluent-kafka: transactional producer commits 10, aborts 5, commits 3; "
+                "read_committed sees 13, read_uncommitted 18", transactions, requires=(created,))
+
+    def txn_offsets():
+        ck_produce(txn_in, make_records("ck-txn-in", 20, base_ts), {"client.id": "compat-ck-txn-in"})
+        group_id = "compat-ck-eos-%s" % RUN_ID
+        c = Consumer(dict(base, **{"group.id": group_id, "enable.auto.commit": False,
+                                   "auto.offset.reset": "earliest", "isolation.level": "read_committed",
+                                   "fetch.wait.max.ms": 100}))
+        p = txn_producer("compat-ck-eos-%s" % RUN_ID)
+        try:
+            c.assign([TopicPartition(txn_in, 0, ck.OFFSET_BEGINNING)])
+            for commit, count in ((True, 12), (False, 8)):
+                p.begin_transaction()
+                seen = 0
+                deadline = time.monotonic() + 20
+                while seen < count and time.monotonic() < deadline:
+                    m = c.poll(0.2)
+                    if m is None or m.error():
+                        continue
+                    p.produce(txn_topic, value=b"eos-" + m.value()[:8])
+                    seen += 1
+                expect_eq(seen, count, "records consumed for the transaction")
+                p.send_offsets_to_transaction(c.position(c.assignment()), c.consumer_group_metadata(), 30)
+                if commit:
+                    p.commit_transaction(30)
+                else:
+                    p.abort_transaction(30)
+            got = c.committed([TopicPartition(txn_in, 0)], timeout=10)
+            expect_eq(got[0].offset, 12, "committed offset: the committed transaction's, not the aborted one's")
+        finally:
+            c.close()
+        return True
+
+    r.run("confluent-kafka: send_offsets_to_transaction commits the group's offsets with the transaction "
+          "and not with an aborted one", txn_offsets, requires=(txn,))
+
+    def txn_fencing():
+        tid = "compat-ck-fence-%s" % RUN_ID
+        old = txn_producer(tid)
+        old.begin_transaction()
+        old.produce(txn_topic, value=b"fenced")
+        old.flush(30)
+        new = txn_producer(tid)
+        new.begin_transaction()
+        new.produce(txn_topic, value=b"fencer")
+        new.commit_transaction(30)
+        try:
+            old.commit_transaction(30)
+        except KafkaException as e:
+            err = e.args[0]
+            expect(err.fatal() or err.code() == KafkaError._FENCED, "not fatal/fenced: %s" % err)
+        else:
+            raise CheckFailed("the fenced producer committed")
+        values = ck_values(txn_topic, parts, "read_committed", 14)
+        expect("fencer" in values and "fenced" not in values,
+               "read_committed: the new instance's record, not the fenced one's")
+        return True
+
+    r.run("confluent-kafka: a second producer with the same transactional.id fences the first "
+          "(its commit fails, its open transaction is aborted)", txn_fencing, requires=(txn,))
 
     def delete_records():
         if not hasattr(admin, "delete_records"):

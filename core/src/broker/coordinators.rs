@@ -1,6 +1,8 @@
 //! The broker's side of [`crate::internal_topic`]: its partitions as the
 //! coordinators see them, and the wiring of the group coordinator to
-//! `__consumer_offsets`.
+//! `__consumer_offsets` and of the transaction coordinator to
+//! `__transaction_state` (made at the first FindCoordinator for a
+//! transactional id, as Kafka does).
 //!
 //! The coordinators (`crate::group`, `crate::schemas`) know only the
 //! traits; this file is the one place that hands them the broker's
@@ -18,11 +20,14 @@ use uuid::Uuid;
 
 use super::metadata::Metadata;
 use super::partition::Partition;
+use super::producer_ids::ProducerIdAllocator;
+use super::transactions::BrokerTxnHost;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::group::{GroupConfig, GroupCoordinator, OFFSETS_TOPIC};
 use crate::internal_topic::{InternalPartition, InternalTopics};
 use crate::replication::{wait_for_acks_all, AcksAllWait};
+use crate::txn::{TransactionCoordinator, TxnConfig, TRANSACTION_STATE_TOPIC};
 
 /// How long a coordinator's write waits for the in-sync replicas.
 const INTERNAL_COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -121,48 +126,92 @@ pub(super) async fn start_group_coordinator(
     let coordinator = Arc::new(GroupCoordinator::new(group_config));
     let replication_factor = super::internal_replication_factor(config);
     if replication_factor == 1 {
-        create_offsets_topic(metadata, config.offsets_topic_partitions, 1).await?;
-        for handle in sync_ownership(metadata, &coordinator) {
+        create_internal_topic(metadata, OFFSETS_TOPIC, config.offsets_topic_partitions, 1).await?;
+        for handle in sync_ownership(metadata, OFFSETS_TOPIC, &coordinator) {
             let _ = handle.await;
         }
     } else {
         let metadata = metadata.clone();
         let partitions = config.offsets_topic_partitions;
         tokio::spawn(async move {
-            create_when_enough_brokers(&metadata, partitions, replication_factor).await
+            create_when_enough_brokers(&metadata, OFFSETS_TOPIC, partitions, replication_factor)
+                .await
         });
     }
-    follow_leadership(metadata, &coordinator);
+    follow_leadership(metadata, OFFSETS_TOPIC, &coordinator);
     Ok(coordinator)
 }
 
-/// Creates `__consumer_offsets` with `replication_factor` replicas unless
-/// it exists.
-async fn create_offsets_topic(
+/// The transaction coordinator of this broker. It owns the partitions of
+/// `__transaction_state` this broker leads once the topic exists (see
+/// [`create_transaction_state_topic`]) and follows their leadership.
+pub(super) fn start_transaction_coordinator(
+    metadata: &Arc<Metadata>,
+    config: &BrokerConfig,
+    groups: &Arc<GroupCoordinator>,
+    producer_ids: &Arc<ProducerIdAllocator>,
+) -> Arc<TransactionCoordinator> {
+    let host = BrokerTxnHost::new(
+        metadata.clone(),
+        groups.clone(),
+        producer_ids.clone(),
+        config.node_id,
+    );
+    let coordinator = Arc::new(TransactionCoordinator::new(
+        TxnConfig {
+            partitions: config.transaction_state_partitions,
+            max_timeout_ms: config.transaction_max_timeout_ms,
+            id_expiration_ms: config.transactional_id_expiration_ms,
+            abort_check_interval: Duration::from_millis(config.transaction_abort_check_interval_ms),
+        },
+        Arc::new(host),
+    ));
+    coordinator.spawn_background_tasks();
+    follow_leadership(metadata, TRANSACTION_STATE_TOPIC, &coordinator);
+    coordinator
+}
+
+/// Makes `__transaction_state` in the background unless it exists (the
+/// first FindCoordinator for a transactional id asks for it, and is told
+/// to look again meanwhile); in a cluster, once as many brokers as its
+/// replication factor are alive.
+pub(super) fn create_transaction_state_topic(metadata: &Arc<Metadata>, config: &BrokerConfig) {
+    let metadata = metadata.clone();
+    let partitions = config.transaction_state_partitions;
+    let replication_factor = super::internal_replication_factor(config);
+    tokio::spawn(async move {
+        create_when_enough_brokers(
+            &metadata,
+            TRANSACTION_STATE_TOPIC,
+            partitions,
+            replication_factor,
+        )
+        .await
+    });
+}
+
+/// Creates internal topic `name` (compacted) with `replication_factor`
+/// replicas unless it exists.
+async fn create_internal_topic(
     metadata: &Metadata,
+    name: &str,
     partitions: i32,
     replication_factor: usize,
 ) -> Result<(), BrokerError> {
-    if metadata.topic(OFFSETS_TOPIC).is_some() {
+    if metadata.image().topic_by_name(name).is_some() {
         return Ok(());
     }
     let mut configs = BTreeMap::new();
     configs.insert("cleanup.policy".to_string(), "compact".to_string());
     configs.insert("segment.bytes".to_string(), (100 << 20).to_string());
     let created = metadata
-        .create_topic(
-            OFFSETS_TOPIC,
-            partitions,
-            replication_factor as i16,
-            configs,
-            false,
-        )
+        .create_topic(name, partitions, replication_factor as i16, configs, false)
         .await;
     match created {
         Ok(t) => {
             info!(
                 partitions = t.partition_count(),
-                replication_factor, "created {OFFSETS_TOPIC}"
+                replication_factor, "created {name}"
             );
             Ok(())
         }
@@ -172,10 +221,11 @@ async fn create_offsets_topic(
     }
 }
 
-/// A cluster's broker: waits until `replication_factor` brokers are alive,
-/// then creates `__consumer_offsets` unless another broker did.
+/// Waits until `replication_factor` brokers are alive, then creates
+/// internal topic `name` unless another broker did.
 async fn create_when_enough_brokers(
     metadata: &Metadata,
+    name: &str,
     partitions: i32,
     replication_factor: usize,
 ) {
@@ -185,27 +235,81 @@ async fn create_when_enough_brokers(
     {
         info!(
             replication_factor,
-            "waiting for enough live brokers to create {OFFSETS_TOPIC}; consumer groups are unavailable until then"
+            "waiting for enough live brokers to create {name}; its coordinator is unavailable until then"
         );
         metadata
             .wait_for_live_brokers(replication_factor, Duration::MAX)
             .await;
     }
-    while let Err(e) = create_offsets_topic(metadata, partitions, replication_factor).await {
-        warn!(error = %e, "creating {OFFSETS_TOPIC} failed; trying again");
+    while let Err(e) = create_internal_topic(metadata, name, partitions, replication_factor).await {
+        warn!(error = %e, "creating {name} failed; trying again");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
+/// A coordinator that keeps its state in the partitions of an internal
+/// topic and serves what is in the partitions this broker leads.
+trait PartitionOwner: Send + Sync + 'static {
+    /// The partitions owned, as (index, leader epoch).
+    fn owned(&self) -> Vec<(i32, i32)>;
+    fn set_partition_count(&self, count: i32);
+    fn give_up(&self, index: i32);
+    /// Takes over a partition led here in `leader_epoch`; the load started.
+    fn take(
+        self: &Arc<Self>,
+        log: Arc<dyn InternalPartition>,
+        leader_epoch: i32,
+    ) -> Option<tokio::task::JoinHandle<()>>;
+}
+
+impl PartitionOwner for GroupCoordinator {
+    fn owned(&self) -> Vec<(i32, i32)> {
+        self.owned_partitions()
+    }
+    fn set_partition_count(&self, count: i32) {
+        GroupCoordinator::set_partition_count(self, count)
+    }
+    fn give_up(&self, index: i32) {
+        GroupCoordinator::give_up(self, index)
+    }
+    fn take(
+        self: &Arc<Self>,
+        log: Arc<dyn InternalPartition>,
+        leader_epoch: i32,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        self.take_ownership(log, leader_epoch)
+    }
+}
+
+impl PartitionOwner for TransactionCoordinator {
+    fn owned(&self) -> Vec<(i32, i32)> {
+        self.owned_partitions()
+    }
+    fn set_partition_count(&self, count: i32) {
+        TransactionCoordinator::set_partition_count(self, count)
+    }
+    fn give_up(&self, index: i32) {
+        TransactionCoordinator::give_up(self, index)
+    }
+    fn take(
+        self: &Arc<Self>,
+        log: Arc<dyn InternalPartition>,
+        leader_epoch: i32,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        self.take_ownership(log, leader_epoch)
+    }
+}
+
 /// Brings the coordinator's partitions in line with the partitions of
-/// `__consumer_offsets` this broker leads now: takes over the ones it
+/// internal topic `name` this broker leads now: takes over the ones it
 /// leads (in a new epoch), gives up the others. Returns the loads started.
-fn sync_ownership(
+fn sync_ownership<C: PartitionOwner>(
     metadata: &Metadata,
-    coordinator: &Arc<GroupCoordinator>,
+    name: &str,
+    coordinator: &Arc<C>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let owned = coordinator.owned_partitions();
-    let Some(topic) = metadata.topic(OFFSETS_TOPIC) else {
+    let owned = coordinator.owned();
+    let Some(topic) = metadata.topic(name) else {
         for (index, _) in owned {
             coordinator.give_up(index);
         }
@@ -223,16 +327,20 @@ fn sync_ownership(
         .filter(|p| p.is_leader())
         .filter_map(|p| {
             let epoch = p.leader_epoch();
-            coordinator.take_ownership(p as Arc<dyn InternalPartition>, epoch)
+            coordinator.take(p as Arc<dyn InternalPartition>, epoch)
         })
         .collect()
 }
 
-/// Follows the leadership of `__consumer_offsets`' partitions: after every
-/// metadata change this broker applied (and every second, as a backstop)
-/// the coordinator takes over or gives up partitions. Stops when the
-/// coordinator is dropped.
-fn follow_leadership(metadata: &Arc<Metadata>, coordinator: &Arc<GroupCoordinator>) {
+/// Follows the leadership of internal topic `name`'s partitions: after
+/// every metadata change this broker applied (and every second, as a
+/// backstop) the coordinator takes over or gives up partitions. Stops when
+/// the coordinator is dropped.
+fn follow_leadership<C: PartitionOwner>(
+    metadata: &Arc<Metadata>,
+    name: &'static str,
+    coordinator: &Arc<C>,
+) {
     let metadata = Arc::downgrade(metadata);
     let coordinator = Arc::downgrade(coordinator);
     let mut applied = match metadata.upgrade() {
@@ -247,7 +355,7 @@ fn follow_leadership(metadata: &Arc<Metadata>, coordinator: &Arc<GroupCoordinato
                 else {
                     return;
                 };
-                sync_ownership(&metadata, &coordinator);
+                sync_ownership(&metadata, name, &coordinator);
             }
             tokio::select! {
                 changed = applied.changed() => if changed.is_err() { return },

@@ -48,10 +48,11 @@ use crate::controller::{
     Controller, ControllerConfig, ControllerError, MetadataImage, MetadataRecord, ProposalOutcome,
 };
 use crate::error::BrokerError;
-use crate::group::records::partition_for;
 use crate::group::OFFSETS_TOPIC;
+use crate::internal_topic::codec::partition_for;
 use crate::replication::leader::{AlterIsrRequest, IsrRefusal};
 use crate::storage::PartitionLog;
+use crate::txn::TRANSACTION_STATE_TOPIC;
 use crate::util::lock;
 
 /// How a config change applies (IncrementalAlterConfigs operations).
@@ -1246,6 +1247,20 @@ impl Metadata {
         let (leader, _, listener) =
             self.partition_leader(OFFSETS_TOPIC, partition_for(group, count))?;
         Some((leader, listener))
+    }
+
+    /// The live broker coordinating transactional id `id`: the leader of
+    /// its `__transaction_state` partition. `Err(false)` while the topic
+    /// does not exist, `Err(true)` when the partition has no live leader.
+    pub fn transaction_coordinator(&self, id: &str) -> Result<(BrokerId, String), bool> {
+        let count = match self.image().topic_by_name(TRANSACTION_STATE_TOPIC) {
+            Some(t) => t.partitions.len() as i32,
+            None => return Err(false),
+        };
+        let (leader, _, listener) = self
+            .partition_leader(TRANSACTION_STATE_TOPIC, partition_for(id, count))
+            .ok_or(true)?;
+        Ok((leader, listener))
     }
 
     /// Waits until at least `count` brokers are registered and unfenced in

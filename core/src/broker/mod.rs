@@ -10,9 +10,11 @@
 //! - `log_manager.rs`, `cleaning.rs`: opening logs, creating and removing
 //!   partition directories, retention, flush and checkpoints, compaction;
 //! - `metrics.rs`: the broker's counters and storage health;
-//! - `coordinators.rs`: the partitions handed to the group coordinator and
-//!   the schema catalog, which know them only through
+//! - `coordinators.rs`: the partitions handed to the group and transaction
+//!   coordinators and the schema catalog, which know them only through
 //!   [`crate::internal_topic`];
+//! - `transactions.rs`: transaction markers on the partitions led here, and
+//!   what the transaction coordinator asks of the broker;
 //! - `producer_ids.rs`: producer id blocks for InitProducerId.
 //!
 //! This layer speaks in domain terms (topics, offsets, configs) and returns
@@ -31,8 +33,10 @@ mod partition;
 pub mod producer_ids;
 mod replica_fetcher;
 mod topic;
+mod transactions;
 
 use std::io;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,6 +46,7 @@ use uuid::Uuid;
 use crate::config::BrokerConfig;
 use crate::group::GroupCoordinator;
 use crate::schemas::SchemaCatalog;
+use crate::txn::{Marker, TransactionCoordinator};
 use cleaning::{CleanerPassSummary, LogCleanerState};
 use log_manager::LogManager;
 use meta::DataDirLock;
@@ -82,8 +87,11 @@ pub struct Broker {
     metadata: Arc<Metadata>,
     logs: Arc<LogManager>,
     metrics: BrokerMetrics,
-    producer_ids: producer_ids::ProducerIdAllocator,
+    producer_ids: Arc<producer_ids::ProducerIdAllocator>,
     groups: Arc<GroupCoordinator>,
+    transactions: Arc<TransactionCoordinator>,
+    /// Whether `__transaction_state` was asked for (it is made once).
+    transaction_state_requested: AtomicBool,
     schemas: SchemaCatalog,
     _lock: DataDirLock,
 }
@@ -109,8 +117,10 @@ impl Broker {
         let metrics = BrokerMetrics::default();
         let logs = Arc::new(LogManager::new(&config, metrics.storage.clone()));
         let metadata = Metadata::open(&config, logs.clone()).await?;
-        let producer_ids = producer_ids::ProducerIdAllocator::new();
+        let producer_ids = Arc::new(producer_ids::ProducerIdAllocator::new());
         let groups = coordinators::start_group_coordinator(&metadata, &config).await?;
+        let transactions =
+            coordinators::start_transaction_coordinator(&metadata, &config, &groups, &producer_ids);
         let schemas = SchemaCatalog::new(followed_topic::FollowedTopic::start(
             metadata.clone(),
             runnel_schema_registry::SCHEMAS_TOPIC,
@@ -123,6 +133,8 @@ impl Broker {
             metrics,
             producer_ids,
             groups,
+            transactions,
+            transaction_state_requested: AtomicBool::new(false),
             schemas,
             _lock: lock,
         }))
@@ -171,6 +183,34 @@ impl Broker {
     /// The group coordinator (consumer groups and committed offsets).
     pub fn groups(&self) -> &Arc<GroupCoordinator> {
         &self.groups
+    }
+
+    /// The transaction coordinator (transactional ids, their transactions).
+    pub fn transactions(&self) -> &Arc<TransactionCoordinator> {
+        &self.transactions
+    }
+
+    /// Makes `__transaction_state` in the background unless it exists or
+    /// was asked for already (the first FindCoordinator for a
+    /// transactional id does).
+    pub fn request_transaction_state_topic(&self) {
+        if !self
+            .transaction_state_requested
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            coordinators::create_transaction_state_topic(&self.metadata, &self.config);
+        }
+    }
+
+    /// Writes a transaction marker to a partition this broker leads and
+    /// waits for its in-sync replicas (WriteTxnMarkers).
+    pub async fn write_txn_marker(
+        &self,
+        topic: &str,
+        index: i32,
+        marker: Marker,
+    ) -> Result<(), BrokerError> {
+        transactions::write_marker(&self.metadata, &self.groups, topic, index, marker).await
     }
 
     /// The replication factor of the internal topics (`__consumer_offsets`,

@@ -13,8 +13,13 @@
 //! `__consumer_offsets` as [`InternalPartition`]s (`crate::internal_topic`)
 //! and keeps each group in the one `records::partition_for` names.
 //!
-//! What it is not: the new consumer protocol (KIP-848) or transactional
-//! offset commits.
+//! Offsets committed inside a transaction (TxnOffsetCommit) are written
+//! in a transactional batch of the producer and stay pending until the
+//! transaction's marker reaches the partition: COMMIT makes them committed
+//! offsets, ABORT drops them (`complete_txn`, called by the broker after it
+//! wrote the marker; the same rule when a partition is loaded).
+//!
+//! What it is not: the new consumer protocol (KIP-848).
 
 pub mod records;
 pub mod state;
@@ -26,22 +31,18 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::{
     HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, SyncGroupRequest,
     SyncGroupResponse,
 };
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use kafka_protocol::ResponseError;
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 use crate::error::BrokerError;
-use crate::internal_topic::InternalPartition;
-use crate::storage::batch::BatchIter;
+use crate::internal_topic::{encode_batch, replay, InternalPartition};
 use crate::storage::records::{decode_batch, MAX_DECOMPRESSED_BYTES};
 use crate::util::{lock, now_ms};
 use records::{partition_for, GroupValue, OffsetValue, OffsetsKey};
@@ -90,6 +91,7 @@ struct OffsetsPartition {
     leader_epoch: i32,
     loaded: AtomicBool,
     write_lock: tokio::sync::Mutex<()>,
+    pending_txns: Mutex<PendingTxnOffsets>,
 }
 
 /// What reading an offsets partition found.
@@ -97,92 +99,76 @@ struct OffsetsPartition {
 struct LoadedState {
     offsets: HashMap<String, GroupOffsets>,
     groups: HashMap<String, GroupValue>,
+    /// Offsets of transactions with no marker yet.
+    pending: PendingTxnOffsets,
     records: u64,
 }
+
+/// Offsets committed in transactions that have not ended yet, by producer
+/// id, then group: they become committed offsets when the transaction's
+/// COMMIT marker reaches the partition and are dropped at its ABORT.
+type PendingTxnOffsets = HashMap<i64, HashMap<String, GroupOffsets>>;
 
 fn str_bytes(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 
-/// Encodes key/value pairs as one uncompressed batch for the offsets topic.
-fn encode_records(
-    entries: &[(Bytes, Option<Bytes>)],
-    timestamp: i64,
-) -> Result<Bytes, BrokerError> {
-    let records: Vec<Record> = entries
-        .iter()
-        .enumerate()
-        .map(|(i, (key, value))| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // Keeps offset - sequence constant so the encoder emits one batch
-            // with base sequence -1 (not idempotent).
-            sequence: i as i32 - 1,
-            timestamp,
-            key: Some(key.clone()),
-            value: value.clone(),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .map_err(|e| {
-        BrokerError::Io(std::io::Error::other(format!(
-            "encoding offsets records: {e}"
-        )))
-    })?;
-    Ok(buf.freeze())
-}
-
 /// Reads a partition of `__consumer_offsets` from its log start to its
-/// log end: the latest committed offsets and group metadata of its groups.
-/// Blocking (file reads).
+/// log end: the latest committed offsets and group metadata of its groups,
+/// and the offsets of transactions not ended yet. A transaction's offsets
+/// count from its COMMIT marker on, in the marker's place. Blocking (file
+/// reads).
 fn read_offsets_partition(partition: &dyn InternalPartition) -> Result<LoadedState, BrokerError> {
     let mut state = LoadedState::default();
-    let (log_start, _) = partition.bounds();
-    let log_end = partition.log_end();
-    let mut position = log_start;
-    while position < log_end {
-        let Some(bytes) = partition.read_to_log_end(position, 4 << 20)? else {
-            break;
+    replay(partition, |header, raw| {
+        let set = match decode_batch(&raw, MAX_DECOMPRESSED_BYTES) {
+            Ok(set) => set,
+            Err(e) => {
+                warn!(partition = partition.index(), offset = header.base_offset, error = %e, "skipping undecodable batch in __consumer_offsets");
+                return;
+            }
         };
-        let mut advanced = false;
-        for item in BatchIter::new(&bytes, false) {
-            let Ok((at, header)) = item else { break };
-            let raw = bytes.slice(at..at + header.total_bytes());
-            position = header.next_offset();
-            advanced = true;
-            let set = match decode_batch(&raw, MAX_DECOMPRESSED_BYTES) {
-                Ok(set) => set,
-                Err(e) => {
-                    warn!(partition = partition.index(), offset = header.base_offset, error = %e, "skipping undecodable batch in __consumer_offsets");
-                    continue;
+        if header.is_control() {
+            let ended = state.pending.remove(&header.producer_id);
+            let commit = set
+                .records
+                .first()
+                .and_then(|r| r.key.as_deref())
+                .and_then(|k| k.get(2..4))
+                == Some(&[0, 1][..]);
+            if let (Some(ended), true) = (ended, commit) {
+                for (group, offsets) in ended {
+                    state.offsets.entry(group).or_default().extend(offsets);
                 }
+            }
+            return;
+        }
+        let transactional = header.is_transactional() && header.producer_id >= 0;
+        for record in set.records {
+            state.records += 1;
+            let Some(key) = record.key.as_deref().and_then(OffsetsKey::decode) else {
+                continue;
             };
-            for record in set.records {
-                state.records += 1;
-                let Some(key) = record.key.as_deref().and_then(OffsetsKey::decode) else {
-                    continue;
-                };
-                match key {
-                    OffsetsKey::Offset {
-                        group,
-                        topic,
-                        partition,
-                    } => match record.value.as_deref().map(OffsetValue::decode) {
+            match key {
+                OffsetsKey::Offset {
+                    group,
+                    topic,
+                    partition,
+                } => {
+                    let value = record.value.as_deref().map(OffsetValue::decode);
+                    if transactional {
+                        if let Some(Some(v)) = value {
+                            state
+                                .pending
+                                .entry(header.producer_id)
+                                .or_default()
+                                .entry(group)
+                                .or_default()
+                                .insert((topic, partition), v);
+                        }
+                        continue;
+                    }
+                    match value {
                         Some(Some(v)) => {
                             state
                                 .offsets
@@ -196,25 +182,22 @@ fn read_offsets_partition(partition: &dyn InternalPartition) -> Result<LoadedSta
                                 g.remove(&(topic, partition));
                             }
                         }
-                    },
-                    OffsetsKey::Group { group } => {
-                        match record.value.as_deref().map(GroupValue::decode) {
-                            Some(Some(v)) => {
-                                state.groups.insert(group, v);
-                            }
-                            Some(None) => {}
-                            None => {
-                                state.groups.remove(&group);
-                            }
+                    }
+                }
+                OffsetsKey::Group { group } => {
+                    match record.value.as_deref().map(GroupValue::decode) {
+                        Some(Some(v)) => {
+                            state.groups.insert(group, v);
+                        }
+                        Some(None) => {}
+                        None => {
+                            state.groups.remove(&group);
                         }
                     }
                 }
             }
         }
-        if !advanced {
-            break;
-        }
-    }
+    })?;
     state.offsets.retain(|_, o| !o.is_empty());
     Ok(state)
 }
@@ -390,6 +373,7 @@ impl GroupCoordinator {
             leader_epoch,
             loaded: AtomicBool::new(false),
             write_lock: tokio::sync::Mutex::new(()),
+            pending_txns: Mutex::new(HashMap::new()),
         });
         lock(&self.partitions).insert(owned.log.index(), owned.clone());
         owned
@@ -419,6 +403,7 @@ impl GroupCoordinator {
             }
         }
         lock(&self.offsets).extend(state.offsets);
+        *lock(&owned.pending_txns) = state.pending;
         owned.loaded.store(true, Ordering::Release);
         true
     }
@@ -465,11 +450,24 @@ impl GroupCoordinator {
         entries: Vec<(Bytes, Option<Bytes>)>,
         apply: impl FnOnce() -> R,
     ) -> Result<R, BrokerError> {
+        self.persist_as(group, entries, None, |_| apply()).await
+    }
+
+    /// As [`GroupCoordinator::persist`], the records in a transactional
+    /// batch of `producer` (id, epoch) when there is one; `apply` is given
+    /// the partition the records went to.
+    async fn persist_as<R>(
+        &self,
+        group: &str,
+        entries: Vec<(Bytes, Option<Bytes>)>,
+        producer: Option<(i64, i16)>,
+        apply: impl FnOnce(&OffsetsPartition) -> R,
+    ) -> Result<R, BrokerError> {
         let index = self.partition_of(group);
         let not_here = || BrokerError::NotLeaderOrFollower(OFFSETS_TOPIC.into(), index);
         let partition = self.owner(group).map_err(|_| not_here())?;
         let _serial = partition.write_lock.lock().await;
-        let batch = encode_records(&entries, now_ms())?;
+        let batch = encode_batch(&entries, now_ms(), producer)?;
         partition.log.clone().append(batch).await?;
         // Still the owner: a give-up during the write dropped the state
         // this would change.
@@ -480,7 +478,7 @@ impl GroupCoordinator {
         {
             return Err(not_here());
         }
-        Ok(apply())
+        Ok(apply(&partition))
     }
 
     async fn persist_group(&self, group_id: &str, value: Option<GroupValue>) {
@@ -1067,6 +1065,34 @@ impl GroupCoordinator {
         }
     }
 
+    /// Validates a TxnOffsetCommit: as Kafka, the member and generation are
+    /// checked only when the request names them (v3+, KIP-447); the group
+    /// may have members (it is the application's own group).
+    pub fn check_txn_commit(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+    ) -> Result<(), ResponseError> {
+        if group_id.is_empty() {
+            return Err(ResponseError::InvalidGroupId);
+        }
+        self.check_coordinator(group_id)?;
+        let arc = self.group_or_create(group_id);
+        let g = lock(&arc);
+        if g.state == GroupState::Dead {
+            return Err(ResponseError::CoordinatorNotAvailable);
+        }
+        if !member_id.is_empty() {
+            g.check_member(member_id, instance_id)?;
+        }
+        if generation >= 0 && generation != g.generation {
+            return Err(ResponseError::IllegalGeneration);
+        }
+        Ok(())
+    }
+
     /// Stores committed offsets durably, then makes them visible.
     pub async fn commit_offsets(
         &self,
@@ -1095,6 +1121,87 @@ impl GroupCoordinator {
             }
         })
         .await
+    }
+
+    /// Stores offsets committed inside a transaction (TxnOffsetCommit):
+    /// written to the group's partition in a transactional batch of the
+    /// producer, they stay pending (not fetched, and reported unstable to
+    /// a fetch that asks for stable offsets) until the transaction's
+    /// marker reaches the partition ([`GroupCoordinator::complete_txn`]).
+    pub async fn commit_txn_offsets(
+        &self,
+        group_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        commits: Vec<((String, i32), OffsetValue)>,
+    ) -> Result<(), BrokerError> {
+        if commits.is_empty() {
+            return Ok(());
+        }
+        let entries: Vec<(Bytes, Option<Bytes>)> = commits
+            .iter()
+            .map(|((topic, partition), v)| {
+                let key = OffsetsKey::Offset {
+                    group: group_id.into(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                };
+                (key.encode(), Some(v.encode()))
+            })
+            .collect();
+        self.persist_as(
+            group_id,
+            entries,
+            Some((producer_id, producer_epoch)),
+            |partition| {
+                let mut pending = lock(&partition.pending_txns);
+                let group = pending
+                    .entry(producer_id)
+                    .or_default()
+                    .entry(group_id.to_string())
+                    .or_default();
+                for (tp, v) in commits {
+                    group.insert(tp, v);
+                }
+            },
+        )
+        .await
+    }
+
+    /// A transaction marker was written to partition `index` of
+    /// `__consumer_offsets`: the producer's pending offsets there become
+    /// committed offsets (COMMIT) or are dropped (ABORT).
+    /// Waits for a TxnOffsetCommit being written to the partition, so
+    /// offsets already in the log before the marker are never left pending.
+    pub async fn complete_txn(&self, index: i32, producer_id: i64, commit: bool) {
+        let Some(partition) = lock(&self.partitions).get(&index).cloned() else {
+            return;
+        };
+        let _serial = partition.write_lock.lock().await;
+        let Some(ended) = lock(&partition.pending_txns).remove(&producer_id) else {
+            return;
+        };
+        if !commit {
+            return;
+        }
+        let mut offsets = lock(&self.offsets);
+        for (group, committed) in ended {
+            offsets.entry(group).or_default().extend(committed);
+        }
+    }
+
+    /// The partitions of `group_id` with offsets of a transaction still
+    /// open: a fetch of stable offsets (KIP-447) is told to try again.
+    pub fn unstable_partitions(&self, group_id: &str) -> Vec<(String, i32)> {
+        let Ok(partition) = self.owner(group_id) else {
+            return Vec::new();
+        };
+        let pending = lock(&partition.pending_txns);
+        pending
+            .values()
+            .filter_map(|groups| groups.get(group_id))
+            .flat_map(|offsets| offsets.keys().cloned())
+            .collect()
     }
 
     /// Committed offsets of a group, or why this coordinator cannot tell.
@@ -1418,6 +1525,64 @@ mod tests {
             metadata: "m".into(),
             commit_timestamp_ms: now_ms(),
         }
+    }
+
+    #[tokio::test]
+    async fn a_transactions_offsets_count_from_its_commit_marker_and_not_after_an_abort() {
+        use crate::storage::batch::control_batch;
+        let dir = tempfile::tempdir().unwrap();
+        let partitions = open_partitions(dir.path(), 1);
+        let c = load(&partitions, 1);
+        let tp = || ("in".to_string(), 0);
+        c.commit_offsets("app", vec![(tp(), committed(5))])
+            .await
+            .unwrap();
+        // Producer 7's transaction commits offset 10; producer 8's, 20,
+        // is aborted.
+        c.commit_txn_offsets("app", 7, 0, vec![(tp(), committed(10))])
+            .await
+            .unwrap();
+        c.commit_txn_offsets("app", 8, 3, vec![(tp(), committed(20))])
+            .await
+            .unwrap();
+        assert_eq!(c.fetch_offsets("app").unwrap()[&tp()].offset, 5, "pending");
+        assert_eq!(c.unstable_partitions("app"), vec![tp(), tp()]);
+        // An older epoch of producer 8 is fenced by the partition.
+        assert!(c
+            .commit_txn_offsets("app", 8, 2, vec![(tp(), committed(1))])
+            .await
+            .is_err());
+        // The markers, as the broker writes them, then tells the coordinator.
+        let log = partitions[0].clone();
+        log.clone()
+            .append(control_batch(7, 0, true, 0, now_ms()))
+            .await
+            .unwrap();
+        c.complete_txn(0, 7, true).await;
+        assert_eq!(c.fetch_offsets("app").unwrap()[&tp()].offset, 10);
+        assert_eq!(c.unstable_partitions("app"), vec![tp()]);
+        log.clone()
+            .append(control_batch(8, 3, false, 0, now_ms()))
+            .await
+            .unwrap();
+        c.complete_txn(0, 8, false).await;
+        assert_eq!(c.fetch_offsets("app").unwrap()[&tp()].offset, 10);
+        assert!(c.unstable_partitions("app").is_empty());
+
+        // Loaded again: the same, read from the log in its order; a
+        // transaction with no marker yet stays pending.
+        c.commit_txn_offsets("app", 9, 0, vec![(tp(), committed(30))])
+            .await
+            .unwrap();
+        let again = load(&partitions, 1);
+        assert_eq!(again.fetch_offsets("app").unwrap()[&tp()].offset, 10);
+        assert_eq!(again.unstable_partitions("app"), vec![tp()]);
+        log.clone()
+            .append(control_batch(9, 0, true, 0, now_ms()))
+            .await
+            .unwrap();
+        again.complete_txn(0, 9, true).await;
+        assert_eq!(again.fetch_offsets("app").unwrap()[&tp()].offset, 30);
     }
 
     #[tokio::test]

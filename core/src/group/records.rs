@@ -76,34 +76,8 @@ pub struct GroupValue {
     pub members: Vec<MemberRecord>,
 }
 
-/// Java's `String.hashCode`, over UTF-16 code units, wrapping.
-pub fn java_string_hash(s: &str) -> i32 {
-    s.encode_utf16()
-        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32))
-}
-
-/// The `__consumer_offsets` partition that holds a group's records.
-pub fn partition_for(group: &str, partitions: i32) -> i32 {
-    // Kafka's Utils.abs: i32::MIN maps to 0 rather than overflowing.
-    let h = java_string_hash(group);
-    let abs = if h == i32::MIN { 0 } else { h.abs() };
-    abs % partitions.max(1)
-}
-
-fn put_string(buf: &mut BytesMut, s: Option<&str>) {
-    match s {
-        Some(s) => {
-            buf.put_i16(s.len().min(i16::MAX as usize) as i16);
-            buf.put_slice(&s.as_bytes()[..s.len().min(i16::MAX as usize)]);
-        }
-        None => buf.put_i16(-1),
-    }
-}
-
-fn put_bytes(buf: &mut BytesMut, b: &[u8]) {
-    buf.put_i32(b.len() as i32);
-    buf.put_slice(b);
-}
+pub use crate::internal_topic::codec::{java_string_hash, partition_for};
+use crate::internal_topic::codec::{put_bytes, put_string, Reader};
 
 impl OffsetsKey {
     pub fn encode(&self) -> Bytes {
@@ -214,11 +188,8 @@ impl GroupValue {
         let protocol = r.nullable_string()?;
         let leader = r.nullable_string()?;
         let state_timestamp_ms = if version >= 2 { r.i64()? } else { -1 };
-        let count = r.i32()?;
-        if count < 0 || count as usize > r.0.len() {
-            return None;
-        }
-        let mut members = Vec::with_capacity(count as usize);
+        let count = r.count()?;
+        let mut members = Vec::with_capacity(count);
         for _ in 0..count {
             let member_id = r.string()?;
             let group_instance_id = if version >= 3 {
@@ -259,65 +230,9 @@ impl GroupValue {
     }
 }
 
-struct Reader<'a>(&'a [u8]);
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(head)
-    }
-    fn i16(&mut self) -> Option<i16> {
-        self.take(2).map(|b| i16::from_be_bytes([b[0], b[1]]))
-    }
-    fn i32(&mut self) -> Option<i32> {
-        self.take(4)
-            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    fn i64(&mut self) -> Option<i64> {
-        self.take(8)
-            .and_then(|b| b.try_into().ok())
-            .map(i64::from_be_bytes)
-    }
-    fn nullable_string(&mut self) -> Option<Option<String>> {
-        let len = self.i16()?;
-        if len < 0 {
-            return Some(None);
-        }
-        let raw = self.take(len as usize)?;
-        Some(Some(String::from_utf8(raw.to_vec()).ok()?))
-    }
-    fn string(&mut self) -> Option<String> {
-        self.nullable_string()?
-    }
-    fn bytes(&mut self) -> Option<Bytes> {
-        let len = self.i32()?;
-        if len < 0 {
-            return Some(Bytes::new());
-        }
-        self.take(len as usize).map(Bytes::copy_from_slice)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn groups_land_on_the_partition_kafka_would_choose() {
-        // Values from Java: "my-group".hashCode() == 1355432567 (not
-        // negative); "".hashCode() == 0.
-        assert_eq!(java_string_hash(""), 0);
-        assert_eq!(java_string_hash("a"), 97);
-        assert_eq!(java_string_hash("ab"), 97 * 31 + 98);
-        assert_eq!(partition_for("ab", 50), (97 * 31 + 98) % 50);
-        for g in ["x", "console-consumer-1234", "payments"] {
-            assert!((0..50).contains(&partition_for(g, 50)));
-        }
-    }
 
     #[test]
     fn records_round_trip() {

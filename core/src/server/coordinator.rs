@@ -1,6 +1,7 @@
 //! FindCoordinator: which broker coordinates a consumer group (the leader
 //! of the group's `__consumer_offsets` partition, from the metadata image)
-//! or a transactional id (this broker).
+//! or a transactional id (the leader of its `__transaction_state`
+//! partition; the first such request makes that topic).
 //!
 //! (librdkafka also uses FindCoordinator in its feature probes: LZ4 is only
 //! enabled when the broker advertises it.)
@@ -28,8 +29,20 @@ fn coordinator_of(
         let (host, port) = broker.advertised_address();
         Ok((BrokerId(broker.node_id()), host, port))
     };
-    if key_type != KEY_TYPE_GROUP {
-        return own();
+    if key_type == KEY_TYPE_TRANSACTION {
+        return match broker.metadata().transaction_coordinator(key) {
+            Ok((leader, _)) if leader == broker.node_id() => own(),
+            Ok((leader, listener)) => {
+                let (host, port) = split_host_port(&listener);
+                Ok((BrokerId(leader), host, port))
+            }
+            Err(exists) => {
+                if !exists {
+                    broker.request_transaction_state_topic();
+                }
+                Err(ResponseError::CoordinatorNotAvailable)
+            }
+        };
     }
     match broker.metadata().group_coordinator(key) {
         Some((leader, _)) if leader == broker.node_id() => own(),

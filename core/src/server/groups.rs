@@ -1,6 +1,6 @@
 //! Consumer group APIs: JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
-//! OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups and
-//! OffsetDelete. Request/response shapes per version are handled here; the
+//! OffsetCommit, TxnOffsetCommit, OffsetFetch, ListGroups, DescribeGroups,
+//! DeleteGroups and OffsetDelete. Request/response shapes per version are handled here; the
 //! group logic lives in `crate::group`.
 
 use std::sync::Arc;
@@ -206,39 +206,172 @@ pub async fn offset_commit(
     response
 }
 
-/// (partition, committed offset, leader epoch, metadata)
-type PartitionOffset = (i32, i64, i32, String);
+/// TxnOffsetCommit: offsets committed inside a transaction, pending in the
+/// group coordinator until the transaction's marker reaches the group's
+/// offsets partition (the transaction coordinator added that partition to
+/// the transaction with AddOffsetsToTxn).
+pub async fn txn_offset_commit(
+    broker: &Arc<Broker>,
+    request: TxnOffsetCommitRequest,
+    version: i16,
+) -> TxnOffsetCommitResponse {
+    use kafka_protocol::messages::txn_offset_commit_response::{
+        TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+    };
+    let coordinator = broker.groups();
+    let group_id = request.group_id.0.to_string();
+    let (generation, member_id, instance_id) = if version >= 3 {
+        (
+            request.generation_id,
+            request.member_id.to_string(),
+            request.group_instance_id.as_ref().map(|s| s.to_string()),
+        )
+    } else {
+        (-1, String::new(), None)
+    };
+    let check =
+        coordinator.check_txn_commit(&group_id, generation, &member_id, instance_id.as_deref());
+    let max_metadata = coordinator.config().offset_metadata_max_bytes;
+    let now = now_ms();
+    let mut response = TxnOffsetCommitResponse::default();
+    let mut accepted = Vec::new();
+    let mut accepted_at = Vec::new();
+    for topic in request.topics {
+        let name = topic.name.0.to_string();
+        let known = broker
+            .metadata()
+            .image()
+            .topic_by_name(&name)
+            .map(|t| t.partitions.len() as i32);
+        let mut t = TxnOffsetCommitResponseTopic::default();
+        t.name = topic.name.clone();
+        for p in topic.partitions {
+            let mut r = TxnOffsetCommitResponsePartition::default();
+            r.partition_index = p.partition_index;
+            let metadata = p
+                .committed_metadata
+                .as_ref()
+                .map(|m| m.to_string())
+                .unwrap_or_default();
+            let error = match &check {
+                Err(e) => Some(*e),
+                Ok(()) if !known.is_some_and(|n| (0..n).contains(&p.partition_index)) => {
+                    Some(ResponseError::UnknownTopicOrPartition)
+                }
+                Ok(()) if metadata.len() > max_metadata => {
+                    Some(ResponseError::OffsetMetadataTooLarge)
+                }
+                Ok(()) => None,
+            };
+            match error {
+                Some(e) => r.error_code = e.code(),
+                None => {
+                    accepted_at.push((response.topics.len(), t.partitions.len()));
+                    accepted.push((
+                        (name.clone(), p.partition_index),
+                        OffsetValue {
+                            offset: p.committed_offset,
+                            leader_epoch: if version >= 2 {
+                                p.committed_leader_epoch
+                            } else {
+                                -1
+                            },
+                            metadata,
+                            commit_timestamp_ms: now,
+                        },
+                    ));
+                }
+            }
+            t.partitions.push(r);
+        }
+        response.topics.push(t);
+    }
+    if accepted.is_empty() {
+        return response;
+    }
+    let written = coordinator
+        .commit_txn_offsets(
+            &group_id,
+            request.producer_id.0,
+            request.producer_epoch,
+            accepted,
+        )
+        .await;
+    if let Err(e) = written {
+        let error = match &e {
+            // The producer was fenced on the group's partition.
+            crate::broker::BrokerError::Append(crate::storage::AppendError::Sequence(
+                crate::storage::producer_state::SequenceError::InvalidEpoch { .. },
+            )) => {
+                if version >= 3 {
+                    ResponseError::ProducerFenced
+                } else {
+                    ResponseError::InvalidProducerEpoch
+                }
+            }
+            e => write_error(e),
+        };
+        tracing::info!(group = %group_id, error = %e, "transactional offset commit refused");
+        for (ti, pi) in accepted_at {
+            response.topics[ti].partitions[pi].error_code = error.code();
+        }
+    }
+    response
+}
+
+/// (partition, committed offset, leader epoch, metadata, error code)
+type PartitionOffset = (i32, i64, i32, String, i16);
 
 /// Offsets of one group for OffsetFetch: the requested partitions, or all;
-/// or why this broker cannot answer for the group.
+/// or why this broker cannot answer for the group. With `require_stable`
+/// (KIP-447), a partition with offsets of a transaction still open is
+/// answered UNSTABLE_OFFSET_COMMIT, and the client asks again.
 fn group_offsets(
     broker: &Arc<Broker>,
     group_id: &str,
     requested: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
 ) -> Result<Vec<(String, Vec<PartitionOffset>)>, ResponseError> {
     let committed = broker.groups().fetch_offsets(group_id)?;
+    let unstable: std::collections::HashSet<(String, i32)> = if require_stable {
+        broker
+            .groups()
+            .unstable_partitions(group_id)
+            .into_iter()
+            .collect()
+    } else {
+        Default::default()
+    };
+    let unstable_code = ResponseError::UnstableOffsetCommit.code();
     Ok(match requested {
         Some(topics) => topics
             .into_iter()
             .map(|(topic, partitions)| {
                 let entries = partitions
                     .into_iter()
-                    .map(|p| match committed.get(&(topic.clone(), p)) {
-                        Some(v) => (p, v.offset, v.leader_epoch, v.metadata.clone()),
-                        None => (p, -1, -1, String::new()),
+                    .map(|p| {
+                        if unstable.contains(&(topic.clone(), p)) {
+                            return (p, -1, -1, String::new(), unstable_code);
+                        }
+                        match committed.get(&(topic.clone(), p)) {
+                            Some(v) => (p, v.offset, v.leader_epoch, v.metadata.clone(), 0),
+                            None => (p, -1, -1, String::new(), 0),
+                        }
                     })
                     .collect();
                 (topic, entries)
             })
             .collect(),
         None => {
-            let mut by_topic: std::collections::BTreeMap<String, Vec<(i32, i64, i32, String)>> =
+            let mut by_topic: std::collections::BTreeMap<String, Vec<PartitionOffset>> =
                 Default::default();
             for ((topic, p), v) in committed {
-                by_topic
-                    .entry(topic)
-                    .or_default()
-                    .push((p, v.offset, v.leader_epoch, v.metadata));
+                let entry = if unstable.contains(&(topic.clone(), p)) {
+                    (p, -1, -1, String::new(), unstable_code)
+                } else {
+                    (p, v.offset, v.leader_epoch, v.metadata, 0)
+                };
+                by_topic.entry(topic).or_default().push(entry);
             }
             by_topic
                 .into_iter()
@@ -266,14 +399,15 @@ pub fn offset_fetch(
             });
             let mut out = OffsetFetchResponseGroup::default();
             out.group_id = g.group_id.clone();
-            let offsets = match group_offsets(broker, &g.group_id.0, requested) {
-                Ok(offsets) => offsets,
-                Err(e) => {
-                    out.error_code = e.code();
-                    response.groups.push(out);
-                    continue;
-                }
-            };
+            let offsets =
+                match group_offsets(broker, &g.group_id.0, requested, request.require_stable) {
+                    Ok(offsets) => offsets,
+                    Err(e) => {
+                        out.error_code = e.code();
+                        response.groups.push(out);
+                        continue;
+                    }
+                };
             out.topics = offsets
                 .into_iter()
                 .map(|(topic, entries)| {
@@ -281,12 +415,13 @@ pub fn offset_fetch(
                     t.name = TopicName(str_bytes(topic));
                     t.partitions = entries
                         .into_iter()
-                        .map(|(p, offset, epoch, metadata)| {
+                        .map(|(p, offset, epoch, metadata, error_code)| {
                             let mut r = OffsetFetchResponsePartitions::default();
                             r.partition_index = p;
                             r.committed_offset = offset;
                             r.committed_leader_epoch = epoch;
                             r.metadata = Some(str_bytes(metadata));
+                            r.error_code = error_code;
                             r
                         })
                         .collect();
@@ -302,7 +437,13 @@ pub fn offset_fetch(
             .map(|t| (t.name.0.to_string(), t.partition_indexes))
             .collect()
     });
-    let offsets = match group_offsets(broker, &request.group_id.0, requested.clone()) {
+    let require_stable = version >= 7 && request.require_stable;
+    let offsets = match group_offsets(
+        broker,
+        &request.group_id.0,
+        requested.clone(),
+        require_stable,
+    ) {
         Ok(offsets) => offsets,
         Err(e) if version >= 2 => {
             response.error_code = e.code();
@@ -340,7 +481,7 @@ pub fn offset_fetch(
             t.name = TopicName(str_bytes(topic));
             t.partitions = entries
                 .into_iter()
-                .map(|(p, offset, epoch, metadata)| {
+                .map(|(p, offset, epoch, metadata, error_code)| {
                     let mut r = OffsetFetchResponsePartition::default();
                     r.partition_index = p;
                     r.committed_offset = offset;
@@ -348,6 +489,7 @@ pub fn offset_fetch(
                         r.committed_leader_epoch = epoch;
                     }
                     r.metadata = Some(str_bytes(metadata));
+                    r.error_code = error_code;
                     r
                 })
                 .collect();

@@ -38,8 +38,8 @@ mod limits;
 mod metadata;
 mod offsets;
 mod produce;
-mod producer;
 mod replicas;
+mod transactions;
 mod txn;
 pub mod versions;
 
@@ -717,7 +717,25 @@ async fn dispatch(
             ResponseKind::OffsetDelete(groups::offset_delete(broker, req).await)
         }
         RequestKind::InitProducerId(req) => {
-            ResponseKind::InitProducerId(producer::init_producer_id(broker, req).await)
+            ResponseKind::InitProducerId(transactions::init_producer_id(broker, req, version).await)
+        }
+        RequestKind::AddPartitionsToTxn(req) => ResponseKind::AddPartitionsToTxn(
+            transactions::add_partitions_to_txn(broker, req, version).await,
+        ),
+        RequestKind::AddOffsetsToTxn(req) => ResponseKind::AddOffsetsToTxn(
+            transactions::add_offsets_to_txn(broker, req, version).await,
+        ),
+        RequestKind::EndTxn(req) => {
+            ResponseKind::EndTxn(transactions::end_txn(broker, req, version).await)
+        }
+        RequestKind::TxnOffsetCommit(req) => {
+            ResponseKind::TxnOffsetCommit(groups::txn_offset_commit(broker, req, version).await)
+        }
+        RequestKind::DescribeTransactions(req) => ResponseKind::DescribeTransactions(
+            transactions::describe_transactions(broker, req).await,
+        ),
+        RequestKind::ListTransactions(req) => {
+            ResponseKind::ListTransactions(transactions::list_transactions(broker, req).await)
         }
         RequestKind::FindCoordinator(req) => {
             ResponseKind::FindCoordinator(coordinator::find_coordinator(broker, req, version))

@@ -20,6 +20,7 @@ use super::str_bytes;
 use crate::broker::{Broker, BrokerError, Partition, Topic};
 use crate::config::effective_value;
 use crate::replication::{wait_for_acks_all, AcksAllWait};
+use crate::storage::batch::BatchIter;
 use crate::storage::records::MAX_DECOMPRESSED_BYTES;
 use crate::storage::{legacy, AppendError, AppendInfo};
 
@@ -159,6 +160,22 @@ async fn produce_partition(
     }
 }
 
+/// Whether a partition's record set starts with a transactional batch
+/// (a producer's batches are all transactional or none are).
+fn has_transactional_batches(request: &ProduceRequest) -> bool {
+    request
+        .topic_data
+        .iter()
+        .flat_map(|t| t.partition_data.iter())
+        .filter_map(|p| p.records.as_ref())
+        .any(|records| {
+            matches!(
+                BatchIter::new(records, false).next(),
+                Some(Ok((_, header))) if header.is_transactional()
+            )
+        })
+}
+
 /// Handles a Produce request. `Ok(None)` for a successful acks=0 request
 /// (no response is sent); `Err(code)` for a failed acks=0 request, which
 /// closes the connection.
@@ -177,10 +194,12 @@ pub async fn handle(
             ResponseError::InvalidRequiredAcks,
             format!("acks must be -1, 0 or 1, got {acks}"),
         ))
-    } else if request.transactional_id.is_some() {
+    } else if request.transactional_id.is_none() && has_transactional_batches(&request) {
+        // As Kafka: transactional records need the producer's
+        // transactional id (which an authorizer would check).
         Some((
-            ResponseError::InvalidRequest,
-            "transactions are not supported by this broker yet".to_string(),
+            ResponseError::TransactionalIdAuthorizationFailed,
+            "transactional records need a transactional id in the request".to_string(),
         ))
     } else {
         None

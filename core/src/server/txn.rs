@@ -1,12 +1,13 @@
 //! The partition side of transactions: WriteTxnMarkers, which a
 //! transaction coordinator sends to each partition's leader to end a
-//! transaction there with a COMMIT or ABORT control batch, and
+//! transaction there with a COMMIT or ABORT control batch (written by
+//! `Broker::write_txn_marker`, which the coordinator of this broker calls
+//! directly), and
 //! DescribeProducers (KIP-664), which shows each partition's producers and
 //! their open transactions (how `kafka-transactions.sh` finds a hanging
 //! one).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use kafka_protocol::messages::write_txn_markers_response::{
     WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
@@ -19,10 +20,7 @@ use kafka_protocol::ResponseError;
 
 use super::errors::kafka_error;
 use crate::broker::Broker;
-use crate::replication::{wait_for_acks_all, AcksAllWait};
-
-/// Longest wait for the in-sync replicas to have a marker.
-const MARKER_REPLICATION_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::txn::Marker;
 
 /// Most markers (producers) one request may carry.
 const MAX_MARKERS: usize = 10_000;
@@ -31,7 +29,7 @@ const MAX_MARKERS: usize = 10_000;
 /// until the in-sync replicas have it (as acks=all). Errors are per
 /// partition: NOT_LEADER_OR_FOLLOWER, UNKNOWN_TOPIC_OR_PARTITION,
 /// INVALID_PRODUCER_EPOCH for a marker of a fenced epoch,
-/// KAFKA_STORAGE_ERROR.
+/// KAFKA_STORAGE_ERROR, REQUEST_TIMED_OUT.
 pub async fn write_txn_markers(
     broker: &Arc<Broker>,
     request: WriteTxnMarkersRequest,
@@ -41,61 +39,31 @@ pub async fn write_txn_markers(
     for marker in request.markers {
         let mut result = WritableTxnMarkerResult::default();
         result.producer_id = marker.producer_id;
+        let written = Marker {
+            producer_id: marker.producer_id.0,
+            producer_epoch: marker.producer_epoch,
+            commit: marker.transaction_result,
+            coordinator_epoch: marker.coordinator_epoch,
+        };
         for topic in marker.topics {
             let mut t = WritableTxnMarkerTopicResult::default();
-            let resolved = broker.topic(&topic.name.0);
-            t.name = topic.name;
             for index in topic.partition_indexes {
                 let mut p = WritableTxnMarkerPartitionResult::default();
                 p.partition_index = index;
                 let outcome = if too_many {
                     Err(ResponseError::InvalidRequest)
                 } else {
-                    match resolved.as_ref().map(|t| t.leader_partition(index)) {
-                        None => Err(ResponseError::UnknownTopicOrPartition),
-                        Some(Err(e)) => Err(kafka_error(&e)),
-                        Some(Ok(partition)) => {
-                            let leader_epoch = partition.leader_epoch();
-                            match partition
-                                .append_marker(
-                                    marker.producer_id.0,
-                                    marker.producer_epoch,
-                                    marker.transaction_result,
-                                    marker.coordinator_epoch,
-                                )
-                                .await
-                            {
-                                Err(e) => Err(kafka_error(&e)),
-                                Ok(info) => {
-                                    // Every in-sync replica, however few.
-                                    match wait_for_acks_all(
-                                        partition.replication_status(),
-                                        leader_epoch,
-                                        info.last_offset + 1,
-                                        1,
-                                        MARKER_REPLICATION_TIMEOUT,
-                                    )
-                                    .await
-                                    {
-                                        AcksAllWait::Done => Ok(()),
-                                        AcksAllWait::NotEnoughReplicasAfterAppend => {
-                                            Err(ResponseError::NotEnoughReplicasAfterAppend)
-                                        }
-                                        AcksAllWait::NotLeader => {
-                                            Err(ResponseError::NotLeaderOrFollower)
-                                        }
-                                        AcksAllWait::Timeout => Err(ResponseError::RequestTimedOut),
-                                    }
-                                }
-                            }
-                        }
-                    }
+                    broker
+                        .write_txn_marker(&topic.name.0, index, written)
+                        .await
+                        .map_err(|e| kafka_error(&e))
                 };
                 if let Err(e) = outcome {
                     p.error_code = e.code();
                 }
                 t.partitions.push(p);
             }
+            t.name = topic.name;
             result.topics.push(t);
         }
         response.markers.push(result);

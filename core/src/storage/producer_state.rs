@@ -159,6 +159,14 @@ pub fn is_idempotent(h: &BatchHeader) -> bool {
     h.producer_id >= 0 && h.base_sequence >= 0 && !h.is_control()
 }
 
+/// Whether a batch is transactional data of a producer with no sequence:
+/// offsets a group coordinator writes for a transaction (TxnOffsetCommit),
+/// as Kafka does. Its epoch is checked and it opens the transaction, but
+/// it takes no part in sequence checks.
+fn is_unsequenced_transactional(h: &BatchHeader) -> bool {
+    h.producer_id >= 0 && h.base_sequence < 0 && h.is_transactional() && !h.is_control()
+}
+
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct ProducerState {
     producers: HashMap<i64, ProducerEntry>,
@@ -207,6 +215,16 @@ impl ProducerState {
 
     /// Checks an incoming batch against the state without changing it.
     pub fn check(&self, h: &BatchHeader) -> Result<SequenceCheck, SequenceError> {
+        if is_unsequenced_transactional(h) {
+            return match self.producers.get(&h.producer_id) {
+                Some(entry) if h.producer_epoch < entry.epoch => Err(SequenceError::InvalidEpoch {
+                    producer_id: h.producer_id,
+                    epoch: h.producer_epoch,
+                    current: entry.epoch,
+                }),
+                _ => Ok(SequenceCheck::Append),
+            };
+        }
         if !is_idempotent(h) {
             return Ok(SequenceCheck::Append);
         }
@@ -266,24 +284,26 @@ impl ProducerState {
 
     /// Records a batch that was appended (with its assigned offsets).
     pub fn update(&mut self, h: &BatchHeader, append_ms: i64) {
-        if !is_idempotent(h) {
+        let sequenced = is_idempotent(h);
+        if !sequenced && !is_unsequenced_transactional(h) {
             return;
         }
-        let meta = BatchMetadata {
-            first_seq: h.base_sequence,
-            last_seq: batch_last_seq(h),
-            first_offset: h.base_offset,
-            last_offset_delta: h.last_offset_delta,
-        };
         let entry = self.entry(h, append_ms);
         if h.producer_epoch != entry.epoch {
             entry.epoch = h.producer_epoch;
             entry.batches.clear();
         }
         entry.last_append_ms = entry.last_append_ms.max(append_ms);
-        entry.batches.push_back(meta);
-        while entry.batches.len() > BATCHES_PER_PRODUCER {
-            entry.batches.pop_front();
+        if sequenced {
+            entry.batches.push_back(BatchMetadata {
+                first_seq: h.base_sequence,
+                last_seq: batch_last_seq(h),
+                first_offset: h.base_offset,
+                last_offset_delta: h.last_offset_delta,
+            });
+            while entry.batches.len() > BATCHES_PER_PRODUCER {
+                entry.batches.pop_front();
+            }
         }
         let opens = h.is_transactional() && entry.txn_first_offset.is_none();
         if opens {
@@ -820,6 +840,31 @@ mod tests {
         h.attributes =
             crate::storage::batch::ATTR_TRANSACTIONAL | crate::storage::batch::ATTR_CONTROL;
         h
+    }
+
+    #[test]
+    fn a_transactions_offsets_without_a_sequence_open_it_and_are_fenced_by_epoch() {
+        let mut s = ProducerState::new();
+        // A group coordinator's TxnOffsetCommit batch: no sequence.
+        let offsets = txn(7, 3, -1, 1, 20);
+        assert_eq!(s.check(&offsets).unwrap(), SequenceCheck::Append);
+        s.update(&offsets, 0);
+        assert_eq!(s.first_unstable_offset(), Some(20));
+        assert_eq!(s.get(7).unwrap().epoch, 3);
+        // A second batch of the same transaction is no duplicate.
+        assert_eq!(
+            s.check(&txn(7, 3, -1, 1, 21)).unwrap(),
+            SequenceCheck::Append
+        );
+        assert!(matches!(
+            s.check(&txn(7, 2, -1, 1, 21)),
+            Err(SequenceError::InvalidEpoch { current: 3, .. })
+        ));
+        assert_eq!(
+            s.update_control(&marker(7, 3, 22), ControlType::Commit, 0),
+            None
+        );
+        assert_eq!(s.first_unstable_offset(), None);
     }
 
     #[test]

@@ -14,13 +14,19 @@
 //! What it is not: a client API. Reads return whole stored batches,
 //! unchanged; records are encoded and decoded by the coordinators.
 
+pub mod codec;
+
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 use uuid::Uuid;
 
 use crate::error::BrokerError;
+use crate::storage::batch::{BatchHeader, BatchIter};
 
 /// One partition of an internal topic, as the coordinator that keeps its
 /// state there uses it.
@@ -52,6 +58,81 @@ pub trait InternalPartition: Send + Sync {
     /// (or stopped leading it before the records were committed). Returns
     /// the base offset the records got.
     fn append(self: Arc<Self>, records: Bytes) -> BoxFuture<'static, Result<i64, BrokerError>>;
+}
+
+/// Reads `partition` from its log start to its log end (what a
+/// coordinator does when it takes the partition over), handing each
+/// stored batch to `visit` with its header. Blocking (file reads).
+pub fn replay(
+    partition: &dyn InternalPartition,
+    mut visit: impl FnMut(&BatchHeader, Bytes),
+) -> Result<(), BrokerError> {
+    let (log_start, _) = partition.bounds();
+    let log_end = partition.log_end();
+    let mut position = log_start;
+    while position < log_end {
+        let Some(bytes) = partition.read_to_log_end(position, 4 << 20)? else {
+            break;
+        };
+        let mut advanced = false;
+        for item in BatchIter::new(&bytes, false) {
+            let Ok((at, header)) = item else { break };
+            position = header.next_offset();
+            advanced = true;
+            visit(&header, bytes.slice(at..at + header.total_bytes()));
+        }
+        if !advanced {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Encodes key/value pairs as one uncompressed batch for an internal topic:
+/// a transactional batch of `producer` (id, epoch) for a transaction's
+/// offsets (TxnOffsetCommit), else one of no producer.
+pub fn encode_batch(
+    entries: &[(Bytes, Option<Bytes>)],
+    timestamp: i64,
+    producer: Option<(i64, i16)>,
+) -> Result<Bytes, BrokerError> {
+    let (producer_id, producer_epoch) = producer.unwrap_or((-1, -1));
+    let records: Vec<Record> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, (key, value))| Record {
+            transactional: producer.is_some(),
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id,
+            producer_epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // Keeps offset - sequence constant so the encoder emits one batch
+            // with base sequence -1 (no sequence, as Kafka writes them).
+            sequence: i as i32 - 1,
+            timestamp,
+            key: Some(key.clone()),
+            value: value.clone(),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .map_err(|e| {
+        BrokerError::Io(std::io::Error::other(format!(
+            "encoding internal records: {e}"
+        )))
+    })?;
+    Ok(buf.freeze())
 }
 
 /// Where a coordinator finds the internal topics it follows.
