@@ -418,7 +418,7 @@ async fn a_transactional_producer_commits_and_aborts_and_read_committed_consumer
         for (range, commit) in [(0..6, true), (6..10, false), (10..13, true)] {
             producer.begin_transaction().unwrap();
             for i in range {
-                send(&producer, "orders", (i % 2) as i32, &format!("v{i}"));
+                send(&producer, "orders", i % 2, &format!("v{i}"));
             }
             if commit {
                 producer.commit_transaction(T).expect("commit");
@@ -440,9 +440,9 @@ async fn a_transactional_producer_commits_and_aborts_and_read_committed_consumer
     // The coordinator's view, as kafka-transactions.sh shows it.
     let mut client = broker.client().await;
     assert_eq!(transaction_coordinator(&mut client, "orders-app").await, 0);
-    let (state, producer_id, epoch, partitions) =
+    let (state, described_id, epoch, partitions) =
         wait_for_txn_state(&mut client, "orders-app", "CompleteCommit").await;
-    assert!(producer_id >= 0);
+    assert!(described_id >= 0);
     assert_eq!((epoch, partitions), (0, 0));
     let mut list = ListTransactionsRequest::default();
     list.state_filters = vec![StrBytes::from_static_str("CompleteCommit")];
@@ -582,7 +582,10 @@ async fn consumed_offsets_commit_with_the_transaction_and_are_dropped_with_its_a
         (10, 0)
     );
     // Aborted: the offsets stay where the commit left them.
-    tokio::task::block_in_place(|| producer.abort_transaction(T).expect("abort"));
+    tokio::task::block_in_place(|| {
+        producer.flush(T).unwrap();
+        producer.abort_transaction(T).expect("abort")
+    });
     assert_eq!(
         committed_offset(&mut client, "eos-app", "in", true).await,
         (10, 0)
@@ -645,11 +648,13 @@ async fn a_new_instance_fences_the_old_one_and_its_open_transaction_is_aborted()
         send(&old, "fenced", 0, "v2");
         old.commit_transaction(T)
     });
-    let e = refused.expect_err("a fenced producer cannot commit");
-    assert!(
-        e.is_fatal() || e.code() == rdkafka::types::RDKafkaErrorCode::Fenced,
-        "{e}"
-    );
+    match refused.expect_err("a fenced producer cannot commit") {
+        rdkafka::error::KafkaError::Transaction(e) => assert!(
+            e.is_fatal() || e.code() == rdkafka::types::RDKafkaErrorCode::Fenced,
+            "{e}"
+        ),
+        other => panic!("not a transaction error: {other}"),
+    }
     // Its first record was aborted with its transaction.
     let committed =
         tokio::task::block_in_place(|| read_values(&addr, "fenced", 1, "read_committed", 1));

@@ -1529,7 +1529,6 @@ mod tests {
 
     #[tokio::test]
     async fn a_transactions_offsets_count_from_its_commit_marker_and_not_after_an_abort() {
-        use crate::storage::batch::control_batch;
         let dir = tempfile::tempdir().unwrap();
         let partitions = open_partitions(dir.path(), 1);
         let c = load(&partitions, 1);
@@ -1554,17 +1553,11 @@ mod tests {
             .is_err());
         // The markers, as the broker writes them, then tells the coordinator.
         let log = partitions[0].clone();
-        log.clone()
-            .append(control_batch(7, 0, true, 0, now_ms()))
-            .await
-            .unwrap();
+        log.append_marker(7, 0, true);
         c.complete_txn(0, 7, true).await;
         assert_eq!(c.fetch_offsets("app").unwrap()[&tp()].offset, 10);
         assert_eq!(c.unstable_partitions("app"), vec![tp()]);
-        log.clone()
-            .append(control_batch(8, 3, false, 0, now_ms()))
-            .await
-            .unwrap();
+        log.append_marker(8, 3, false);
         c.complete_txn(0, 8, false).await;
         assert_eq!(c.fetch_offsets("app").unwrap()[&tp()].offset, 10);
         assert!(c.unstable_partitions("app").is_empty());
@@ -1577,10 +1570,7 @@ mod tests {
         let again = load(&partitions, 1);
         assert_eq!(again.fetch_offsets("app").unwrap()[&tp()].offset, 10);
         assert_eq!(again.unstable_partitions("app"), vec![tp()]);
-        log.clone()
-            .append(control_batch(9, 0, true, 0, now_ms()))
-            .await
-            .unwrap();
+        log.append_marker(9, 0, true);
         again.complete_txn(0, 9, true).await;
         assert_eq!(again.fetch_offsets("app").unwrap()[&tp()].offset, 30);
     }

@@ -170,6 +170,15 @@ pub(crate) mod testing {
         }
     }
 
+    impl LogPartition {
+        /// Writes a transaction marker, as WriteTxnMarkers does.
+        pub fn append_marker(&self, producer_id: i64, producer_epoch: i16, commit: bool) {
+            lock(&self.log)
+                .append_marker(producer_id, producer_epoch, commit, 0, 0, now_ms())
+                .unwrap();
+        }
+    }
+
     impl InternalPartition for LogPartition {
         fn index(&self) -> i32 {
             self.index

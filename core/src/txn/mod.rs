@@ -27,7 +27,6 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::future::BoxFuture;
 use kafka_protocol::ResponseError;
 use tracing::{debug, info, warn};
@@ -773,7 +772,7 @@ impl TransactionCoordinator {
 /// Encodes one `__transaction_state` record (for tests that write the
 /// topic as a crashed coordinator would have left it).
 #[cfg(test)]
-fn state_record(id: &str, value: &TxnValue) -> Bytes {
+fn state_record(id: &str, value: &TxnValue) -> bytes::Bytes {
     encode_batch(&[(encode_key(id), Some(value.encode()))], now_ms(), None).unwrap()
 }
 
