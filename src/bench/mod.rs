@@ -20,6 +20,7 @@ mod procs;
 mod produce;
 mod registry;
 mod streams;
+mod transactions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,6 +58,10 @@ pub enum BenchCommand {
     /// consume-then-produce loop, a windowed count over distinct keys
     /// (with and without its changelog), restoring its store
     Streams(streams::StreamsBenchArgs),
+    /// Transactions: a transactional producer (N records per transaction)
+    /// vs. an idempotent one, commit latency, read_committed vs.
+    /// read_uncommitted consumption
+    Transactions(transactions::TxnBenchArgs),
     /// Run the no-storage ceiling broker (used by `bench produce`)
     #[command(hide = true)]
     NullBroker {
@@ -169,6 +174,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Connect(args) => connect::run(args).await,
         BenchCommand::Cluster(args) => cluster::run(args).await,
         BenchCommand::Streams(args) => streams::run(args).await,
+        BenchCommand::Transactions(args) => transactions::run(args).await,
     }
 }
 

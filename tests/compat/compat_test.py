@@ -990,10 +990,12 @@ def confluent_suite(r, bootstrap, n):
     split_parts = 4
     txn_topic = "compat-ck-txn-%s" % RUN_ID
     txn_in = "compat-ck-txn-in-%s" % RUN_ID
+    txn_out = "compat-ck-txn-out-%s" % RUN_ID
+    txn_fence = "compat-ck-txn-fence-%s" % RUN_ID
     # topic -> partitions, for every topic created up front
     topic_parts = dict({t: parts for t in topics.values()}, **{
         admin_topic: parts, idem_topic: parts, group_topic: parts, split_topic: split_parts,
-        txn_topic: parts, txn_in: 1})
+        txn_topic: parts, txn_in: 1, txn_out: 1, txn_fence: 1})
     base = {"bootstrap.servers": bootstrap}
     # log_level 4: no NOTICE lines such as "partition count changed".
     admin = AdminClient(dict(base, **{"client.id": "compat-ck-admin", "log_level": 4}))
@@ -1488,7 +1490,7 @@ def confluent_suite(r, bootstrap, n):
                     m = c.poll(0.2)
                     if m is None or m.error():
                         continue
-                    p.produce(txn_topic, value=b"eos-" + m.value()[:8])
+                    p.produce(txn_out, value=b"eos-%d" % m.offset())
                     seen += 1
                 expect_eq(seen, count, "records consumed for the transaction")
                 p.send_offsets_to_transaction(c.position(c.assignment()), c.consumer_group_metadata(), 30)
@@ -1500,6 +1502,8 @@ def confluent_suite(r, bootstrap, n):
             expect_eq(got[0].offset, 12, "committed offset: the committed transaction's, not the aborted one's")
         finally:
             c.close()
+        expect_eq(ck_values(txn_out, 1, "read_committed", 12), sorted("eos-%d" % i for i in range(12)),
+                  "the committed transaction's outputs")
         return True
 
     r.run("confluent-kafka: send_offsets_to_transaction commits the group's offsets with the transaction "
@@ -1509,11 +1513,11 @@ def confluent_suite(r, bootstrap, n):
         tid = "compat-ck-fence-%s" % RUN_ID
         old = txn_producer(tid)
         old.begin_transaction()
-        old.produce(txn_topic, value=b"fenced")
+        old.produce(txn_fence, value=b"fenced")
         old.flush(30)
         new = txn_producer(tid)
         new.begin_transaction()
-        new.produce(txn_topic, value=b"fencer")
+        new.produce(txn_fence, value=b"fencer")
         new.commit_transaction(30)
         try:
             old.commit_transaction(30)
@@ -1522,9 +1526,8 @@ def confluent_suite(r, bootstrap, n):
             expect(err.fatal() or err.code() == KafkaError._FENCED, "not fatal/fenced: %s" % err)
         else:
             raise CheckFailed("the fenced producer committed")
-        values = ck_values(txn_topic, parts, "read_committed", 14)
-        expect("fencer" in values and "fenced" not in values,
-               "read_committed: the new instance's record, not the fenced one's")
+        expect_eq(ck_values(txn_fence, 1, "read_committed", 1), ["fencer"],
+                  "read_committed: the new instance's record, not the fenced one's")
         return True
 
     r.run("confluent-kafka: a second producer with the same transactional.id fences the first "

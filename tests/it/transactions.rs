@@ -29,7 +29,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use runnel_core::client::Client;
 
 use crate::harness::{
-    create_replicated_topic, create_topic, record_batch, TestBroker, TestCluster, PLAIN,
+    create_replicated_topic, create_topic, metric, record_batch, TestBroker, TestCluster, PLAIN,
 };
 
 const TOPIC: &str = "txn";
@@ -455,6 +455,19 @@ async fn a_transactional_producer_commits_and_aborts_and_read_committed_consumer
         .map(|t| t.transactional_id.0.to_string())
         .collect();
     assert_eq!(ids, vec!["orders-app"], "{state}");
+    // The coordinator's counters on /metrics.
+    let page = broker.metrics().await;
+    let value = |series: &str| metric(&page, series).unwrap_or(-1.0);
+    assert_eq!(
+        (
+            value("runnel_transaction_commits_total"),
+            value("runnel_transaction_aborts_total"),
+            value("runnel_transaction_ids"),
+            value("runnel_transaction_open")
+        ),
+        (2.0, 1.0, 1.0, 0.0),
+        "{page}"
+    );
     // Nothing is left open: the stable offset is the end of each partition.
     for p in 0..2 {
         let (stable, end) = stable_and_end(&mut client, "orders", p).await;

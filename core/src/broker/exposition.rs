@@ -69,6 +69,7 @@ pub fn render(broker: &Broker) -> String {
     let samples = sample_partitions(broker);
     render_partitions(&mut out, &samples);
     render_group_lag(&mut out, broker, &samples);
+    render_transactions(&mut out, broker);
     render_disk(&mut out, &broker.config().data_dir);
     out
 }
@@ -266,6 +267,50 @@ fn render_group_lag(out: &mut String, broker: &Broker, samples: &[PartitionSampl
     total.sort();
     for (group, lag) in total {
         let _ = writeln!(out, "{name}{{group=\"{}\"}} {lag}", escape(group));
+    }
+}
+
+/// The transaction coordinator's counters and the transactional ids it
+/// holds (those of the `__transaction_state` partitions this broker leads).
+fn render_transactions(out: &mut String, broker: &Broker) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let counters = broker.transactions().counters();
+    let gauges = broker.transactions().gauges();
+    let rows = [
+        (
+            "runnel_transaction_commits_total",
+            "counter",
+            "Transactions this broker's coordinator ended with a commit (every marker written).",
+            counters.commits.load(Relaxed),
+        ),
+        (
+            "runnel_transaction_aborts_total",
+            "counter",
+            "Transactions this broker's coordinator ended with an abort (asked for, fenced or timed out).",
+            counters.aborts.load(Relaxed),
+        ),
+        (
+            "runnel_transaction_timeouts_total",
+            "counter",
+            "Open transactions aborted for their transaction.timeout.ms.",
+            counters.timeouts.load(Relaxed),
+        ),
+        (
+            "runnel_transaction_ids",
+            "gauge",
+            "Transactional ids this broker coordinates.",
+            gauges.ids as u64,
+        ),
+        (
+            "runnel_transaction_open",
+            "gauge",
+            "Transactional ids this broker coordinates with a transaction open or ending.",
+            gauges.open as u64,
+        ),
+    ];
+    for (name, kind, help, value) in rows {
+        header(out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
     }
 }
 

@@ -202,6 +202,24 @@ fn read_offsets_partition(partition: &dyn InternalPartition) -> Result<LoadedSta
     Ok(state)
 }
 
+/// The `__consumer_offsets` records of a group's commits.
+fn offset_records(
+    group_id: &str,
+    commits: &[((String, i32), OffsetValue)],
+) -> Vec<(Bytes, Option<Bytes>)> {
+    commits
+        .iter()
+        .map(|((topic, partition), v)| {
+            let key = OffsetsKey::Offset {
+                group: group_id.into(),
+                topic: topic.clone(),
+                partition: *partition,
+            };
+            (key.encode(), Some(v.encode()))
+        })
+        .collect()
+}
+
 /// The error a client sees for a failed write of group state (as Kafka
 /// maps them): the coordinator moved, or is not available for now.
 pub fn write_error(e: &BrokerError) -> ResponseError {
@@ -1102,17 +1120,7 @@ impl GroupCoordinator {
         if commits.is_empty() {
             return Ok(());
         }
-        let entries: Vec<(Bytes, Option<Bytes>)> = commits
-            .iter()
-            .map(|((topic, partition), v)| {
-                let key = OffsetsKey::Offset {
-                    group: group_id.into(),
-                    topic: topic.clone(),
-                    partition: *partition,
-                };
-                (key.encode(), Some(v.encode()))
-            })
-            .collect();
+        let entries = offset_records(group_id, &commits);
         self.persist(group_id, entries, || {
             let mut offsets = lock(&self.offsets);
             let group = offsets.entry(group_id.to_string()).or_default();
@@ -1138,17 +1146,7 @@ impl GroupCoordinator {
         if commits.is_empty() {
             return Ok(());
         }
-        let entries: Vec<(Bytes, Option<Bytes>)> = commits
-            .iter()
-            .map(|((topic, partition), v)| {
-                let key = OffsetsKey::Offset {
-                    group: group_id.into(),
-                    topic: topic.clone(),
-                    partition: *partition,
-                };
-                (key.encode(), Some(v.encode()))
-            })
-            .collect();
+        let entries = offset_records(group_id, &commits);
         self.persist_as(
             group_id,
             entries,

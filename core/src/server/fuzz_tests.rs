@@ -268,6 +268,56 @@ fn seed_body(key: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
             r.markers = vec![m];
             RequestKind::WriteTxnMarkers(r)
         }
+        ApiKey::AddPartitionsToTxn => {
+            let mut t = add_partitions_to_txn_request::AddPartitionsToTxnTopic::default();
+            t.name = topic;
+            t.partitions = vec![0, 1];
+            let mut r = AddPartitionsToTxnRequest::default();
+            r.v3_and_below_transactional_id = s("fuzz-txn").into();
+            r.v3_and_below_producer_id = 7.into();
+            r.v3_and_below_topics = vec![t];
+            RequestKind::AddPartitionsToTxn(r)
+        }
+        ApiKey::AddOffsetsToTxn => {
+            let mut r = AddOffsetsToTxnRequest::default();
+            r.transactional_id = s("fuzz-txn").into();
+            r.producer_id = 7.into();
+            r.group_id = s("fuzz-group").into();
+            RequestKind::AddOffsetsToTxn(r)
+        }
+        ApiKey::EndTxn => {
+            let mut r = EndTxnRequest::default();
+            r.transactional_id = s("fuzz-txn").into();
+            r.producer_id = 7.into();
+            r.committed = true;
+            RequestKind::EndTxn(r)
+        }
+        ApiKey::TxnOffsetCommit => {
+            let mut p = txn_offset_commit_request::TxnOffsetCommitRequestPartition::default();
+            p.committed_offset = 1;
+            p.committed_metadata = Some(s("m"));
+            let mut t = txn_offset_commit_request::TxnOffsetCommitRequestTopic::default();
+            t.name = topic;
+            t.partitions = vec![p];
+            let mut r = TxnOffsetCommitRequest::default();
+            r.transactional_id = s("fuzz-txn").into();
+            r.group_id = s("fuzz-group").into();
+            r.producer_id = 7.into();
+            r.generation_id = -1;
+            r.topics = vec![t];
+            RequestKind::TxnOffsetCommit(r)
+        }
+        ApiKey::DescribeTransactions => {
+            let mut r = DescribeTransactionsRequest::default();
+            r.transactional_ids = vec![s("fuzz-txn").into(), s("other").into()];
+            RequestKind::DescribeTransactions(r)
+        }
+        ApiKey::ListTransactions => {
+            let mut r = ListTransactionsRequest::default();
+            r.state_filters = vec![s("Ongoing"), s("NoSuchState")];
+            r.duration_filter = -1;
+            RequestKind::ListTransactions(r)
+        }
         ApiKey::DescribeConfigs => {
             let mut res = DescribeConfigsResource::default();
             res.resource_type = 2;
@@ -464,6 +514,7 @@ fn fixture() -> Fixture {
         data_dir: dir.path().to_path_buf(),
         max_partitions_per_topic: 8,
         offsets_topic_partitions: 4,
+        transaction_state_partitions: 4,
         ..BrokerConfig::default()
     };
     // Paused time: long-poll fetches finish instantly instead of waiting.

@@ -23,7 +23,7 @@ pub mod records;
 pub mod state;
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,6 +38,10 @@ use crate::storage::records::{decode_batch, MAX_DECOMPRESSED_BYTES};
 use crate::util::{lock, now_ms};
 use records::{decode_key, encode_key, TxnValue};
 use state::{Init, TxnStatus};
+
+/// Longest a request waits for its transactional id's ending transaction
+/// to finish before it is answered CONCURRENT_TRANSACTIONS.
+const ENDING_WAIT: Duration = Duration::from_millis(500);
 
 /// Name of the internal topic holding the transactions' state.
 pub const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
@@ -116,8 +120,28 @@ pub struct TxnDescription {
     pub value: TxnValue,
 }
 
+/// What the coordinator counts for `/metrics`.
+#[derive(Debug, Default)]
+pub struct TxnCounters {
+    /// Transactions ended with a commit (every marker written).
+    pub commits: AtomicU64,
+    /// Transactions ended with an abort (asked for, fenced or timed out).
+    pub aborts: AtomicU64,
+    /// Open transactions aborted for their timeout.
+    pub timeouts: AtomicU64,
+}
+
+/// How many transactional ids the coordinator holds, and how many of them
+/// have a transaction open or ending.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TxnGauges {
+    pub ids: usize,
+    pub open: usize,
+}
+
 pub struct TransactionCoordinator {
     config: TxnConfig,
+    counters: TxnCounters,
     host: Arc<dyn TxnHost>,
     /// Partitions of `__transaction_state` (the topic's own count once it
     /// exists).
@@ -144,6 +168,9 @@ struct TxnEntry {
     id: String,
     partition: i32,
     state: tokio::sync::Mutex<TxnMeta>,
+    /// Woken when a transaction of this id has ended (every marker
+    /// written and the end recorded).
+    ended: tokio::sync::Notify,
 }
 
 struct TxnMeta {
@@ -206,6 +233,7 @@ impl TransactionCoordinator {
     pub fn new(config: TxnConfig, host: Arc<dyn TxnHost>) -> TransactionCoordinator {
         TransactionCoordinator {
             partition_count: AtomicI32::new(config.partitions),
+            counters: TxnCounters::default(),
             config,
             host,
             partitions: Mutex::new(HashMap::new()),
@@ -215,6 +243,27 @@ impl TransactionCoordinator {
 
     pub fn config(&self) -> &TxnConfig {
         &self.config
+    }
+
+    pub fn counters(&self) -> &TxnCounters {
+        &self.counters
+    }
+
+    /// The ids held and those with a transaction open or ending (an id
+    /// busy with a request counts as open).
+    pub fn gauges(&self) -> TxnGauges {
+        let entries = self.entries();
+        let open = entries
+            .iter()
+            .filter(|e| match e.state.try_lock() {
+                Ok(meta) => !meta.value.status.is_idle() && meta.value.producer_epoch >= 0,
+                Err(_) => true,
+            })
+            .count();
+        TxnGauges {
+            ids: entries.len(),
+            open,
+        }
     }
 
     /// The number of `__transaction_state` partitions ids are spread on.
@@ -305,6 +354,7 @@ impl TransactionCoordinator {
                         value,
                         previous: None,
                     }),
+                    ended: tokio::sync::Notify::new(),
                 });
                 if is_ending {
                     ending.push(entry.clone());
@@ -453,6 +503,7 @@ impl TransactionCoordinator {
                         },
                         previous: None,
                     }),
+                    ended: tokio::sync::Notify::new(),
                 });
                 let partitions = lock(&self.partitions);
                 if !partitions.contains_key(&fresh.partition) {
@@ -464,41 +515,69 @@ impl TransactionCoordinator {
                     .clone()
             }
         };
-        let mut meta = entry.state.lock().await;
-        let new_id = if state::needs_new_producer_id(&meta.value) {
-            Some(self.allocate_producer_id().await?)
-        } else {
-            None
-        };
-        let before = (meta.value.producer_id, meta.value.producer_epoch);
-        match state::init_producer_id(
-            &meta.value,
-            meta.previous,
-            expected,
-            timeout_ms,
-            new_id,
-            now_ms(),
-        )? {
-            Init::Answer(id, epoch) => Ok((id, epoch)),
-            Init::Write(value) => {
-                self.write(&entry, &mut meta, Some(value)).await?;
-                meta.previous = (before.1 >= 0).then_some(before);
-                Ok((meta.value.producer_id, meta.value.producer_epoch))
-            }
-            Init::AbortOpen(value) => {
-                info!(
-                    transactional_id,
-                    producer_id = value.producer_id,
-                    epoch = value.producer_epoch,
-                    "a new instance fences the producer: aborting its open transaction"
-                );
-                self.write(&entry, &mut meta, Some(value)).await?;
-                meta.previous = None;
-                drop(meta);
-                self.spawn_ending(entry);
-                Err(ResponseError::ConcurrentTransactions)
+        // A first pass that aborts an open transaction goes on once its
+        // markers are written: the new instance gets its epoch in one
+        // request when the ending is quick, CONCURRENT_TRANSACTIONS if not.
+        for pass in 0..2 {
+            let mut meta = self.lock_settled(&entry).await;
+            let new_id = if state::needs_new_producer_id(&meta.value) {
+                Some(self.allocate_producer_id().await?)
+            } else {
+                None
+            };
+            let before = (meta.value.producer_id, meta.value.producer_epoch);
+            match state::init_producer_id(
+                &meta.value,
+                meta.previous,
+                expected,
+                timeout_ms,
+                new_id,
+                now_ms(),
+            )? {
+                Init::Answer(id, epoch) => return Ok((id, epoch)),
+                Init::Write(value) => {
+                    self.write(&entry, &mut meta, Some(value)).await?;
+                    meta.previous = (before.1 >= 0).then_some(before);
+                    return Ok((meta.value.producer_id, meta.value.producer_epoch));
+                }
+                Init::AbortOpen(value) if pass == 0 => {
+                    info!(
+                        transactional_id,
+                        producer_id = value.producer_id,
+                        epoch = value.producer_epoch,
+                        "a new instance fences the producer: aborting its open transaction"
+                    );
+                    self.write(&entry, &mut meta, Some(value)).await?;
+                    // The epoch the client had stays valid for its retry.
+                    meta.previous = Some(before);
+                    drop(meta);
+                    self.spawn_ending(entry.clone());
+                }
+                Init::AbortOpen(_) => break,
             }
         }
+        Err(ResponseError::ConcurrentTransactions)
+    }
+
+    /// Locks `entry`'s state, first waiting (up to [`ENDING_WAIT`]) for a
+    /// transaction being ended to finish: its producer's next request
+    /// (AddPartitionsToTxn of the next transaction, usually sent at once)
+    /// then goes on instead of being told CONCURRENT_TRANSACTIONS and
+    /// retried after the client's backoff (100 ms in librdkafka).
+    async fn lock_settled<'a>(
+        &self,
+        entry: &'a Arc<TxnEntry>,
+    ) -> tokio::sync::MutexGuard<'a, TxnMeta> {
+        let meta = entry.state.lock().await;
+        if !meta.value.status.is_ending() {
+            return meta;
+        }
+        let ended = entry.ended.notified();
+        tokio::pin!(ended);
+        ended.as_mut().enable();
+        drop(meta);
+        let _ = tokio::time::timeout(ENDING_WAIT, ended).await;
+        entry.state.lock().await
     }
 
     async fn allocate_producer_id(&self) -> Result<i64, ResponseError> {
@@ -532,7 +611,7 @@ impl TransactionCoordinator {
             return Err(AddPartitionsError::Unknown(unknown));
         }
         let partitions: BTreeSet<(String, i32)> = partitions.into_iter().collect();
-        let mut meta = entry.state.lock().await;
+        let mut meta = self.lock_settled(&entry).await;
         let next = state::add_partitions(&meta.value, producer_id, epoch, &partitions, now_ms())
             .map_err(AddPartitionsError::All)?;
         if let Some(value) = next {
@@ -579,7 +658,7 @@ impl TransactionCoordinator {
         let entry = self
             .entry(transactional_id)?
             .ok_or(ResponseError::InvalidProducerIdMapping)?;
-        let mut meta = entry.state.lock().await;
+        let mut meta = self.lock_settled(&entry).await;
         let Some(value) = state::end_txn(&meta.value, producer_id, epoch, commit, now_ms())? else {
             return Ok(());
         };
@@ -654,7 +733,14 @@ impl TransactionCoordinator {
             let done = state::complete(&meta.value, now_ms());
             match self.write(&entry, &mut meta, Some(done)).await {
                 Ok(()) => {
+                    entry.ended.notify_waiters();
                     debug!(transactional_id = %entry.id, commit = marker.commit, "transaction ended");
+                    let counter = if marker.commit {
+                        &self.counters.commits
+                    } else {
+                        &self.counters.aborts
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
                 Err(ResponseError::NotCoordinator) => return,
@@ -684,6 +770,7 @@ impl TransactionCoordinator {
             };
             info!(transactional_id = %entry.id, producer_id = abort.producer_id, timeout_ms = abort.timeout_ms, "transaction timed out: aborting it and fencing its producer");
             if self.write(&entry, &mut meta, Some(abort)).await.is_ok() {
+                self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
                 drop(meta);
                 self.spawn_ending(entry);
             }
@@ -878,9 +965,11 @@ mod tests {
                 .await,
             Err(AddPartitionsError::Unknown(vec![("missing".into(), 0)]))
         );
+        assert_eq!(c.gauges(), TxnGauges { ids: 1, open: 1 });
         c.end_txn("app", pid, epoch, true).await.unwrap();
         let done = wait_for_status(&c, "app", TxnStatus::CompleteCommit).await;
         assert!(done.partitions.is_empty());
+        assert_eq!(c.counters().commits.load(Ordering::Relaxed), 1);
         let markers = lock(&host.markers).clone();
         assert_eq!(
             markers.len(),
@@ -902,6 +991,25 @@ mod tests {
             again.init_producer_id("app", 10_000, None).await.unwrap(),
             (pid, 1)
         );
+    }
+
+    #[tokio::test]
+    async fn the_next_transaction_waits_for_the_previous_ones_markers_instead_of_failing() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogPartition::open(dir.path(), 0);
+        let host = Arc::new(FakeHost::default());
+        let c = coordinator(&log, &host, 1).await;
+        let (pid, epoch) = c.init_producer_id("app", 10_000, None).await.unwrap();
+        for round in 0..20 {
+            // Right after EndTxn, as a producer sends it: no
+            // CONCURRENT_TRANSACTIONS while the markers go out.
+            c.add_partitions("app", pid, epoch, vec![("a".into(), round % 3)])
+                .await
+                .unwrap();
+            c.end_txn("app", pid, epoch, round % 2 == 0).await.unwrap();
+        }
+        wait_for_status(&c, "app", TxnStatus::CompleteAbort).await;
+        assert_eq!(lock(&host.markers).len(), 20);
     }
 
     #[tokio::test]
@@ -953,15 +1061,15 @@ mod tests {
         c.add_partitions("app", pid, old, vec![("a".into(), 0)])
             .await
             .unwrap();
-        // The new instance is told to retry while the abort is written.
+        // The new instance's request waits for the abort's markers (quick
+        // here), else it is told to retry.
         let mut answer = c.init_producer_id("app", 10_000, None).await;
-        assert_eq!(answer, Err(ResponseError::ConcurrentTransactions));
         for _ in 0..100 {
-            answer = c.init_producer_id("app", 10_000, None).await;
             if answer.is_ok() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
+            answer = c.init_producer_id("app", 10_000, None).await;
         }
         let (same_pid, new) = answer.unwrap();
         assert_eq!((same_pid, new), (pid, old + 2));
@@ -996,6 +1104,9 @@ mod tests {
             .unwrap();
         let aborted = wait_for_status(&c, "slow", TxnStatus::CompleteAbort).await;
         assert_eq!(aborted.producer_epoch, epoch + 1);
+        assert_eq!(c.counters().timeouts.load(Ordering::Relaxed), 1);
+        assert_eq!(c.counters().aborts.load(Ordering::Relaxed), 1);
+        assert_eq!(c.gauges(), TxnGauges { ids: 1, open: 0 });
         assert_eq!(
             c.end_txn("slow", pid, epoch, true).await,
             Err(ResponseError::ProducerFenced)
