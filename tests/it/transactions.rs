@@ -455,6 +455,16 @@ async fn a_transactional_producer_commits_and_aborts_and_read_committed_consumer
         .map(|t| t.transactional_id.0.to_string())
         .collect();
     assert_eq!(ids, vec!["orders-app"], "{state}");
+    // A state that does not exist is named back and matches nothing; a
+    // duration filter leaves out ids with no transaction open.
+    list.state_filters = vec![StrBytes::from_static_str("NoSuchState")];
+    let unknown = client.send_version(&list, 1).await.unwrap();
+    assert_eq!(unknown.unknown_state_filters, list.state_filters);
+    assert!(unknown.transaction_states.is_empty());
+    list.state_filters = Vec::new();
+    list.duration_filter = 0;
+    let open = client.send_version(&list, 1).await.unwrap();
+    assert!(open.transaction_states.is_empty(), "nothing is open");
     // The coordinator's counters on /metrics.
     let page = broker.metrics().await;
     let value = |series: &str| metric(&page, series).unwrap_or(-1.0);

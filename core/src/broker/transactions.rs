@@ -33,7 +33,7 @@ use crate::txn::{Marker, MarkerOutcome, TxnHost};
 use crate::util::lock;
 
 /// Longest wait for the in-sync replicas to have a marker.
-pub const MARKER_REPLICATION_TIMEOUT: Duration = Duration::from_secs(30);
+const MARKER_REPLICATION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Longest wait for another broker's answer to WriteTxnMarkers (its own
 /// wait for the in-sync replicas, and some).

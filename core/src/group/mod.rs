@@ -1036,6 +1036,16 @@ impl GroupCoordinator {
         }
     }
 
+    /// The group a commit names (made if new), or why this coordinator
+    /// cannot take commits for it.
+    fn group_to_commit(&self, group_id: &str) -> Result<Arc<Mutex<Group>>, ResponseError> {
+        if group_id.is_empty() {
+            return Err(ResponseError::InvalidGroupId);
+        }
+        self.check_coordinator(group_id)?;
+        Ok(self.group_or_create(group_id))
+    }
+
     /// Validates an OffsetCommit against the group's membership and
     /// generation. A commit with generation -1 and no member id is a
     /// "simple" commit, allowed while the group has no members.
@@ -1046,11 +1056,7 @@ impl GroupCoordinator {
         member_id: &str,
         instance_id: Option<&str>,
     ) -> Result<(), ResponseError> {
-        if group_id.is_empty() {
-            return Err(ResponseError::InvalidGroupId);
-        }
-        self.check_coordinator(group_id)?;
-        let arc = self.group_or_create(group_id);
+        let arc = self.group_to_commit(group_id)?;
         let mut g = lock(&arc);
         match g.state {
             GroupState::Dead => Err(ResponseError::CoordinatorNotAvailable),
@@ -1093,11 +1099,7 @@ impl GroupCoordinator {
         member_id: &str,
         instance_id: Option<&str>,
     ) -> Result<(), ResponseError> {
-        if group_id.is_empty() {
-            return Err(ResponseError::InvalidGroupId);
-        }
-        self.check_coordinator(group_id)?;
-        let arc = self.group_or_create(group_id);
+        let arc = self.group_to_commit(group_id)?;
         let g = lock(&arc);
         if g.state == GroupState::Dead {
             return Err(ResponseError::CoordinatorNotAvailable);

@@ -101,6 +101,27 @@ pub async fn leave_group(
     response
 }
 
+/// Why one partition's commit (OffsetCommit, TxnOffsetCommit) is refused:
+/// the group's check failed, the partition is not one of the topic's
+/// `partition_count` (from the metadata: in a cluster the coordinator need
+/// not hold a replica), or its metadata is too long.
+fn commit_refusal(
+    check: &Result<(), ResponseError>,
+    partition_count: Option<i32>,
+    partition: i32,
+    metadata_len: usize,
+    max_metadata: usize,
+) -> Option<ResponseError> {
+    match check {
+        Err(e) => Some(*e),
+        Ok(()) if !partition_count.is_some_and(|n| (0..n).contains(&partition)) => {
+            Some(ResponseError::UnknownTopicOrPartition)
+        }
+        Ok(()) if metadata_len > max_metadata => Some(ResponseError::OffsetMetadataTooLarge),
+        Ok(()) => None,
+    }
+}
+
 /// OffsetCommit. v0 commits are simple commits (no generation, no member);
 /// v1 carries a commit timestamp per partition (`legacy`), which becomes the
 /// commit's timestamp unless it is -1, as in Kafka.
@@ -153,22 +174,13 @@ pub async fn offset_commit(
                 .as_ref()
                 .map(|m| m.to_string())
                 .unwrap_or_default();
-            let error = match &check {
-                Err(e) => Some(*e),
-                Ok(())
-                    // The topic's partitions in the metadata: in a
-                    // cluster the coordinator need not hold a replica.
-                    if !known
-                        .as_ref()
-                        .is_some_and(|t| (0..t.partition_count()).contains(&p.partition_index)) =>
-                {
-                    Some(ResponseError::UnknownTopicOrPartition)
-                }
-                Ok(()) if metadata.len() > max_metadata => {
-                    Some(ResponseError::OffsetMetadataTooLarge)
-                }
-                Ok(()) => None,
-            };
+            let error = commit_refusal(
+                &check,
+                known.as_ref().map(|t| t.partition_count()),
+                p.partition_index,
+                metadata.len(),
+                max_metadata,
+            );
             match error {
                 Some(e) => r.error_code = e.code(),
                 None => {
@@ -253,16 +265,13 @@ pub async fn txn_offset_commit(
                 .as_ref()
                 .map(|m| m.to_string())
                 .unwrap_or_default();
-            let error = match &check {
-                Err(e) => Some(*e),
-                Ok(()) if !known.is_some_and(|n| (0..n).contains(&p.partition_index)) => {
-                    Some(ResponseError::UnknownTopicOrPartition)
-                }
-                Ok(()) if metadata.len() > max_metadata => {
-                    Some(ResponseError::OffsetMetadataTooLarge)
-                }
-                Ok(()) => None,
-            };
+            let error = commit_refusal(
+                &check,
+                known,
+                p.partition_index,
+                metadata.len(),
+                max_metadata,
+            );
             match error {
                 Some(e) => r.error_code = e.code(),
                 None => {

@@ -26,7 +26,7 @@ use tracing::error;
 use super::str_bytes;
 use crate::broker::{now_ms, Broker};
 use crate::log_limit::{LogLimit, DEFAULT_INTERVAL};
-use crate::txn::state::TxnStatus;
+use crate::txn::records::TxnStatus;
 use crate::txn::AddPartitionsError;
 
 /// Can be triggered by every request of a client.

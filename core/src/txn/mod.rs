@@ -36,8 +36,8 @@ use crate::internal_topic::codec::partition_for;
 use crate::internal_topic::{encode_batch, replay, InternalPartition};
 use crate::storage::records::{decode_batch, MAX_DECOMPRESSED_BYTES};
 use crate::util::{lock, now_ms};
-use records::{decode_key, encode_key, TxnValue};
-use state::{Init, TxnStatus};
+use records::{decode_key, encode_key, TxnStatus, TxnValue};
+use state::Init;
 
 /// Longest a request waits for its transactional id's ending transaction
 /// to finish before it is answered CONCURRENT_TRANSACTIONS.

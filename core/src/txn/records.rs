@@ -1,6 +1,7 @@
 //! Records of the internal `__transaction_state` topic, in Kafka's own
 //! formats (version 0) so that a dump of the topic reads like Kafka's.
-//! Primitives as in `crate::internal_topic::codec`.
+//! Primitives as in `crate::internal_topic::codec`. The rules of the
+//! transitions between the statuses are in `state.rs`.
 //!
 //! ```text
 //! key (version 0)                  value (version 0; null = tombstone)
@@ -22,8 +23,85 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::state::TxnStatus;
 use crate::internal_topic::codec::{put_string, Reader};
+
+/// Kafka's transaction states (their codes in `__transaction_state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TxnStatus {
+    Empty,
+    Ongoing,
+    PrepareCommit,
+    PrepareAbort,
+    CompleteCommit,
+    CompleteAbort,
+    Dead,
+    PrepareEpochFence,
+}
+
+impl TxnStatus {
+    pub const ALL: [TxnStatus; 8] = [
+        TxnStatus::Empty,
+        TxnStatus::Ongoing,
+        TxnStatus::PrepareCommit,
+        TxnStatus::PrepareAbort,
+        TxnStatus::CompleteCommit,
+        TxnStatus::CompleteAbort,
+        TxnStatus::Dead,
+        TxnStatus::PrepareEpochFence,
+    ];
+
+    pub fn code(self) -> i8 {
+        match self {
+            TxnStatus::Empty => 0,
+            TxnStatus::Ongoing => 1,
+            TxnStatus::PrepareCommit => 2,
+            TxnStatus::PrepareAbort => 3,
+            TxnStatus::CompleteCommit => 4,
+            TxnStatus::CompleteAbort => 5,
+            TxnStatus::Dead => 6,
+            TxnStatus::PrepareEpochFence => 7,
+        }
+    }
+
+    pub fn from_code(code: i8) -> Option<TxnStatus> {
+        TxnStatus::ALL.into_iter().find(|s| s.code() == code)
+    }
+
+    /// The name DescribeTransactions and ListTransactions use.
+    pub fn name(self) -> &'static str {
+        match self {
+            TxnStatus::Empty => "Empty",
+            TxnStatus::Ongoing => "Ongoing",
+            TxnStatus::PrepareCommit => "PrepareCommit",
+            TxnStatus::PrepareAbort => "PrepareAbort",
+            TxnStatus::CompleteCommit => "CompleteCommit",
+            TxnStatus::CompleteAbort => "CompleteAbort",
+            TxnStatus::Dead => "Dead",
+            TxnStatus::PrepareEpochFence => "PrepareEpochFence",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<TxnStatus> {
+        TxnStatus::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// Whether markers are being written: the transaction is decided but
+    /// not yet ended on every partition.
+    pub fn is_ending(self) -> bool {
+        matches!(
+            self,
+            TxnStatus::PrepareCommit | TxnStatus::PrepareAbort | TxnStatus::PrepareEpochFence
+        )
+    }
+
+    /// Whether no transaction is open (a new one may start).
+    pub fn is_idle(self) -> bool {
+        matches!(
+            self,
+            TxnStatus::Empty | TxnStatus::CompleteCommit | TxnStatus::CompleteAbort
+        )
+    }
+}
 
 /// The state of one transactional id, as its latest record holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
